@@ -1,0 +1,83 @@
+/* Growable byte buffers. */
+#include "core/buf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+
+void buf_reserve(struct buf *b, size_t n) {
+  if (b->len + n + 1 <= b->cap) return;
+  size_t cap = b->cap ? b->cap : 256;
+  while (cap < b->len + n + 1) cap *= 2;
+  b->base = xrealloc(b->base, cap);
+  b->cap = cap;
+}
+
+void buf_append(struct buf *b, const void *data, size_t n) {
+  buf_reserve(b, n);
+  if (n) memcpy(b->base + b->len, data, n);
+  b->len += n;
+  b->base[b->len] = '\0';
+}
+
+void buf_puts(struct buf *b, const char *s) { buf_append(b, s, strlen(s)); }
+
+void buf_vprintf(struct buf *b, const char *fmt, va_list ap) {
+  va_list ap2;
+  va_copy(ap2, ap);
+  int n = vsnprintf(NULL, 0, fmt, ap2);
+  va_end(ap2);
+  if (n < 0) return;
+  buf_reserve(b, (size_t)n);
+  vsnprintf(b->base + b->len, (size_t)n + 1, fmt, ap);
+  b->len += (size_t)n;
+}
+
+void buf_printf(struct buf *b, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  buf_vprintf(b, fmt, ap);
+  va_end(ap);
+}
+
+void buf_json_str(struct buf *b, struct slice s) {
+  static const char hex[] = "0123456789abcdef";
+  buf_reserve(b, s.len + 2);
+  buf_append(b, "\"", 1);
+  for (size_t i = 0; i < s.len; i++) {
+    unsigned char c = (unsigned char)s.base[i];
+    switch (c) {
+    case '"': buf_append(b, "\\\"", 2); break;
+    case '\\': buf_append(b, "\\\\", 2); break;
+    case '\n': buf_append(b, "\\n", 2); break;
+    case '\r': buf_append(b, "\\r", 2); break;
+    case '\t': buf_append(b, "\\t", 2); break;
+    default:
+      if (c < 0x20) {
+        char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+        buf_append(b, e, 6);
+      } else {
+        buf_append(b, &s.base[i], 1);
+      }
+    }
+  }
+  buf_append(b, "\"", 1);
+}
+
+void buf_consume(struct buf *b, size_t n) {
+  if (n >= b->len) {
+    buf_reset(b);
+    return;
+  }
+  memmove(b->base, b->base + n, b->len - n);
+  b->len -= n;
+  b->base[b->len] = '\0';
+}
+
+void buf_free(struct buf *b) {
+  free(b->base);
+  b->base = NULL;
+  b->len = b->cap = 0;
+}
