@@ -65,3 +65,11 @@ char *slice_dup(struct slice a) {
   s[a.len] = '\0';
   return s;
 }
+
+size_t str_copy(char *dst, size_t cap, const char *src) {
+  size_t n = strlen(src);
+  size_t m = n < cap - 1 ? n : cap - 1;
+  memmove(dst, src, m);
+  dst[m] = '\0';
+  return n;
+}

@@ -34,5 +34,7 @@ int slice_to_u64(struct slice a, uint64_t *out);
 int slice_to_double(struct slice a, double *out);
 /* slice_dup returns a NUL-terminated heap copy the caller frees. Aborts on allocation failure. */
 char *slice_dup(struct slice a);
+/* str_copy copies src into dst (capacity cap > 0), truncating, always NUL-terminating; returns strlen(src). */
+size_t str_copy(char *dst, size_t cap, const char *src);
 
 #endif

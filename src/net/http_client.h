@@ -1,0 +1,57 @@
+/* HTTP/1.1 client on libuv with per-upstream keep-alive connection pools. */
+#ifndef IM_NET_HTTP_CLIENT_H
+#define IM_NET_HTTP_CLIENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/slice.h"
+#include "net/http_common.h"
+
+/* One upstream address (host:port) and its idle keep-alive connections. The caller owns the struct;
+ * call http_pool_close before freeing it. */
+struct http_pool {
+  uv_loop_t *loop;
+  struct sockaddr_storage addr;
+  char authority[128]; /* host:port, for the Host header */
+  struct hc_conn *idle;
+  int nidle, max_idle;
+  int nbusy;
+  uint32_t connect_timeout_ms;
+  uint64_t connects, reuses; /* counters, for metrics and tests */
+};
+
+/* http_pool_init resolves a numeric host (IPv4/IPv6 literal or "localhost") and port. 0 or -EINVAL. */
+int http_pool_init(struct http_pool *p, uv_loop_t *loop, const char *host, int port);
+/* http_pool_close closes idle connections. Requests in flight must have ended or been cancelled. */
+void http_pool_close(struct http_pool *p);
+
+struct hc_req;
+
+/* Callbacks of one request, called on the loop thread. on_head and on_body return 0 to continue or
+ * nonzero to cancel the request (then on_done is not called). on_done is called exactly once otherwise:
+ * err 0 when the response completed, or a negative UV error (UV_ETIMEDOUT, UV_ECONNREFUSED, UV_EOF ...). */
+struct hc_callbacks {
+  int (*on_head)(void *arg, int status, const struct http_header *h, int n);
+  int (*on_body)(void *arg, const char *data, size_t len); /* decoded body bytes, borrowed for the call */
+  void (*on_done)(void *arg, int err);
+};
+
+/* hc_request sends a request: `head` is the complete request line and headers including the final blank
+ * line; body parts are written after it. head and body memory is borrowed and must stay valid until
+ * on_done or hc_cancel. timeout_ms bounds the wait for each read (connect, first byte, between bytes).
+ * A failure on a reused keep-alive connection before any response byte is retried once on a new one.
+ * Returns the request handle (owned by the client; invalid after on_done/hc_cancel). */
+struct hc_req *hc_request(struct http_pool *p, struct slice head, const struct slice *body, int nbody,
+                          const struct hc_callbacks *cbs, void *arg, uint32_t timeout_ms);
+/* hc_cancel aborts a request: its connection is closed (so the upstream sees the abort) and no callback
+ * follows. Safe to call from inside on_head/on_body is NOT allowed: return nonzero there instead. */
+void hc_cancel(struct hc_req *r);
+/* hc_pause / hc_resume stop and restart reading the response (backpressure). */
+void hc_pause(struct hc_req *r);
+void hc_resume(struct hc_req *r);
+/* hc_bytes_received tells whether any response byte arrived (a retry is safe only before that). */
+bool hc_got_response(const struct hc_req *r);
+
+#endif

@@ -1,0 +1,24 @@
+/* Types and helpers shared by the HTTP server and client. */
+#ifndef IM_NET_HTTP_COMMON_H
+#define IM_NET_HTTP_COMMON_H
+
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/slice.h"
+
+#define HTTP_MAX_HEADERS 64
+
+struct http_header {
+  struct slice name, value;
+};
+
+/* http_status_text returns the reason phrase of a status code ("Unknown" if not known). */
+const char *http_status_text(int status);
+/* http_find_header looks a header up by name, case-insensitively; returns its value or {NULL,0}. */
+struct slice http_find_header(const struct http_header *h, int n, const char *name);
+/* http_error_json appends an OpenAI-format error object: {"error":{"message","type","param","code"}}.
+ * code may be NULL (rendered as null). */
+void http_error_json(struct buf *out, const char *message, const char *type, const char *code);
+
+#endif

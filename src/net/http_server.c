@@ -1,0 +1,619 @@
+/* HTTP/1.1 server connections: read, parse (http_parser), dispatch one request at a time, write. */
+#include "net/http_server.h"
+
+#include <assert.h>
+#include <http_parser.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/log.h"
+
+#define READ_CHUNK (16 * 1024)
+/* Bytes a client may pipeline while a request is being handled before we stop reading. */
+#define PIPELINE_MAX (1024 * 1024)
+
+struct hoff {
+  size_t no, nl, vo, vl;
+};
+
+/* One connection. Request slices point into `in`, which is never reallocated while a request is active:
+ * bytes that arrive meanwhile go to `pending` and are appended after the response ends. */
+struct http_conn {
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  struct http_server *srv;
+  struct http_conn *next, *prev;
+  http_parser parser;
+  struct buf in;      /* received bytes not yet released */
+  size_t parsed;      /* bytes of `in` consumed by the parser */
+  struct buf pending; /* bytes that arrived while a request was active */
+  /* the message being parsed, as offsets into `in` (it may move between reads) */
+  size_t url_off, url_len;
+  struct hoff hdr[HTTP_MAX_HEADERS];
+  int nhdr;
+  bool in_value;
+  size_t header_bytes;
+  size_t body_off, body_len;
+  bool body_copied;
+  struct buf body; /* only for bodies that arrived non-contiguously (chunked) */
+  int fail_status; /* status to answer when the parser stops on a limit */
+  const char *fail_msg;
+  bool in_message, headers_done;
+  struct http_req req;
+  bool req_active;
+  bool in_dispatch;
+  bool closing;  /* uv_close issued */
+  bool shutting; /* uv_shutdown issued: flush writes, then close */
+  bool closed;   /* close callbacks done (socket and timer) */
+  int handles_open;
+  bool reading;
+  size_t write_queued;
+  bool above_high;
+};
+
+struct write_req {
+  uv_write_t w;
+  struct http_conn *conn;
+  size_t len;
+  char data[];
+};
+
+static const http_parser_settings parser_settings;
+
+void http_limits_default(struct http_limits *l) {
+  l->max_header_bytes = 16 * 1024;
+  l->max_headers = HTTP_MAX_HEADERS;
+  l->max_body = 8 * 1024 * 1024;
+  l->header_timeout_ms = 10000;
+  l->body_timeout_ms = 30000;
+  l->idle_timeout_ms = 60000;
+}
+
+void http_server_init(struct http_server *s, uv_loop_t *loop, const struct http_limits *lim, http_handler_cb handler,
+                      void *arg) {
+  memset(s, 0, sizeof *s);
+  s->loop = loop;
+  if (lim)
+    s->limits = *lim;
+  else
+    http_limits_default(&s->limits);
+  if (s->limits.max_headers > HTTP_MAX_HEADERS || s->limits.max_headers <= 0) s->limits.max_headers = HTTP_MAX_HEADERS;
+  s->handler = handler;
+  s->arg = arg;
+}
+
+/* ---- connection lifecycle ---- */
+
+static void conn_process(struct http_conn *c);
+static void conn_close(struct http_conn *c);
+static void conn_read_start(struct http_conn *c);
+
+static void conn_free_if_done(struct http_conn *c) {
+  if (!c->closed || c->req_active) return;
+  struct http_server *s = c->srv;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    s->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  s->nconns--;
+  buf_free(&c->in);
+  buf_free(&c->pending);
+  buf_free(&c->body);
+  free(c);
+  if (s->draining && s->nconns == 0 && !s->listening && s->drained_cb) {
+    void (*cb)(struct http_server *) = s->drained_cb;
+    s->drained_cb = NULL;
+    cb(s);
+  }
+}
+
+static void handle_closed_cb(uv_handle_t *h) {
+  struct http_conn *c = h->data;
+  if (--c->handles_open == 0) {
+    c->closed = true;
+    conn_free_if_done(c);
+  }
+}
+
+static void conn_close(struct http_conn *c) {
+  if (c->closing) return;
+  c->closing = true;
+  if (c->req_active && !c->req.resp_ended && !c->req.aborted) {
+    c->req.aborted = true;
+    if (c->req.abort_cb) c->req.abort_cb(&c->req);
+  }
+  uv_timer_stop(&c->timer);
+  uv_close((uv_handle_t *)&c->timer, handle_closed_cb);
+  uv_close((uv_handle_t *)&c->tcp, handle_closed_cb);
+}
+
+static void shutdown_cb(uv_shutdown_t *req, int status) {
+  struct http_conn *c = req->data;
+  free(req);
+  conn_close(c);
+}
+
+/* Close after every queued write has been flushed. */
+static void conn_close_after_writes(struct http_conn *c) {
+  if (c->closing || c->shutting) return;
+  uv_shutdown_t *sr = xmalloc(sizeof *sr);
+  sr->data = c;
+  if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp), c->reading = false;
+  if (uv_shutdown(sr, (uv_stream_t *)&c->tcp, shutdown_cb) != 0) {
+    free(sr);
+    conn_close(c);
+    return;
+  }
+  c->shutting = true;
+}
+
+static void timer_cb(uv_timer_t *t);
+
+static void conn_arm_timer(struct http_conn *c, uint32_t ms) {
+  if (c->closing || c->shutting) return;
+  if (ms == 0)
+    uv_timer_stop(&c->timer);
+  else
+    uv_timer_start(&c->timer, timer_cb, ms, 0);
+}
+
+/* ---- writing ---- */
+
+static void write_cb(uv_write_t *w, int status) {
+  struct write_req *wr = (struct write_req *)w;
+  struct http_conn *c = wr->conn;
+  c->write_queued -= wr->len;
+  free(wr);
+  if (status < 0) {
+    conn_close(c);
+    return;
+  }
+  if (c->above_high && c->write_queued < HTTP_WRITE_LOW_WATER) {
+    c->above_high = false;
+    if (c->req_active && !c->req.resp_ended && c->req.drain_cb) c->req.drain_cb(&c->req);
+  }
+}
+
+static void conn_write(struct http_conn *c, const void *a, size_t alen, const void *b, size_t blen, const void *d,
+                       size_t dlen) {
+  if (c->closing || c->shutting) return;
+  size_t len = alen + blen + dlen;
+  struct write_req *wr = xmalloc(sizeof *wr + len);
+  wr->conn = c;
+  wr->len = len;
+  memcpy(wr->data, a, alen);
+  if (blen) memcpy(wr->data + alen, b, blen);
+  if (dlen) memcpy(wr->data + alen + blen, d, dlen);
+  uv_buf_t ub = uv_buf_init(wr->data, (unsigned)len);
+  c->write_queued += len;
+  if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &ub, 1, write_cb) != 0) {
+    c->write_queued -= len;
+    free(wr);
+    conn_close(c);
+    return;
+  }
+  if (c->write_queued > HTTP_WRITE_HIGH_WATER) c->above_high = true;
+}
+
+/* Answer an error the server itself detected (parse errors, limits, timeouts) and close. */
+static void conn_fail(struct http_conn *c, int status, const char *msg) {
+  struct buf body = {0}, head = {0};
+  http_error_json(&body, msg, "invalid_request_error", NULL);
+  buf_printf(&head,
+             "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+             status, http_status_text(status), body.len);
+  conn_write(c, head.base, head.len, body.base, body.len, NULL, 0);
+  buf_free(&body);
+  buf_free(&head);
+  conn_close_after_writes(c);
+}
+
+struct slice http_req_header(const struct http_req *req, const char *name) {
+  return http_find_header(req->headers, req->nheaders, name);
+}
+
+void http_resp_start(struct http_req *req, int status, const struct http_header *hdrs, int nhdrs,
+                     int64_t content_length) {
+  struct http_conn *c = req->conn;
+  assert(!req->resp_started);
+  req->resp_started = true;
+  if (req->aborted) return;
+  char head[4096];
+  size_t n = 0;
+  int w = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
+  n = (size_t)w;
+  for (int i = 0; i < nhdrs; i++) {
+    w = snprintf(head + n, sizeof head - n, "%.*s: %.*s\r\n", (int)hdrs[i].name.len, hdrs[i].name.base,
+                 (int)hdrs[i].value.len, hdrs[i].value.base);
+    if (w < 0 || (size_t)w >= sizeof head - n - 64) break; /* keep room for the framing headers */
+    n += (size_t)w;
+  }
+  if (c->srv->draining) req->keep_alive = false;
+  if (content_length >= 0) {
+    w = snprintf(head + n, sizeof head - n, "Content-Length: %lld\r\n", (long long)content_length);
+  } else if (c->parser.http_major == 1 && c->parser.http_minor == 0) {
+    req->keep_alive = false; /* HTTP/1.0 has no chunked encoding: the body ends at close */
+    w = 0;
+  } else {
+    req->resp_chunked = true;
+    w = snprintf(head + n, sizeof head - n, "Transfer-Encoding: chunked\r\n");
+  }
+  n += (size_t)w;
+  w = snprintf(head + n, sizeof head - n, "%s\r\n", req->keep_alive ? "" : "Connection: close\r\n");
+  n += (size_t)w;
+  conn_write(c, head, n, NULL, 0, NULL, 0);
+}
+
+void http_resp_write(struct http_req *req, const void *data, size_t len) {
+  assert(req->resp_started && !req->resp_ended);
+  if (req->aborted || len == 0) return;
+  if (req->resp_chunked) {
+    char hex[24];
+    int n = snprintf(hex, sizeof hex, "%zx\r\n", len);
+    conn_write(req->conn, hex, (size_t)n, data, len, "\r\n", 2);
+  } else {
+    conn_write(req->conn, data, len, NULL, 0, NULL, 0);
+  }
+}
+
+size_t http_resp_queued(const struct http_req *req) { return req->aborted ? 0 : req->conn->write_queued; }
+
+void http_resp_end(struct http_req *req) {
+  struct http_conn *c = req->conn;
+  struct http_server *s = req->server;
+  assert(!req->resp_ended);
+  req->resp_ended = true;
+  if (!req->aborted && req->resp_chunked) conn_write(c, "0\r\n\r\n", 5, NULL, 0, NULL, 0);
+  c->req_active = false;
+  s->nactive--;
+  /* Release the message: drop its bytes, then take in what was pipelined meanwhile. */
+  buf_consume(&c->in, c->parsed);
+  c->parsed = 0;
+  if (c->pending.len) {
+    buf_append(&c->in, c->pending.base, c->pending.len);
+    buf_reset(&c->pending);
+  }
+  buf_reset(&c->body);
+  if (c->closing || c->shutting || req->aborted) {
+    conn_free_if_done(c);
+    return;
+  }
+  if (!req->keep_alive) {
+    conn_close_after_writes(c);
+    return;
+  }
+  conn_arm_timer(c, s->limits.idle_timeout_ms);
+  if (!c->in_dispatch) conn_process(c);
+}
+
+void http_resp_send(struct http_req *req, int status, const char *content_type, const void *body, size_t len,
+                    const struct http_header *extra, int nextra) {
+  struct http_header h[16];
+  int n = 0;
+  h[n++] = (struct http_header){SLICE_LIT("Content-Type"), slice_cstr(content_type)};
+  for (int i = 0; i < nextra && n < 16; i++) h[n++] = extra[i];
+  http_resp_start(req, status, h, n, (int64_t)len);
+  http_resp_write(req, body, len);
+  http_resp_end(req);
+}
+
+/* ---- parsing ---- */
+
+static void msg_reset(struct http_conn *c) {
+  c->url_off = c->url_len = 0;
+  c->nhdr = 0;
+  c->in_value = false;
+  c->header_bytes = 0;
+  c->body_off = c->body_len = 0;
+  c->body_copied = false;
+  buf_reset(&c->body);
+  c->fail_status = 0;
+  c->fail_msg = NULL;
+  c->headers_done = false;
+}
+
+static int on_message_begin(http_parser *p) {
+  struct http_conn *c = p->data;
+  msg_reset(c);
+  c->in_message = true;
+  conn_arm_timer(c, c->srv->limits.header_timeout_ms);
+  return 0;
+}
+
+static int limit_headers(struct http_conn *c, size_t more) {
+  c->header_bytes += more;
+  if (c->header_bytes > c->srv->limits.max_header_bytes) {
+    c->fail_status = 431;
+    c->fail_msg = "request headers are too large";
+    return -1;
+  }
+  return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len) {
+  struct http_conn *c = p->data;
+  if (limit_headers(c, len)) return -1;
+  if (c->url_len == 0) c->url_off = (size_t)(at - c->in.base);
+  c->url_len += len;
+  return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len) {
+  struct http_conn *c = p->data;
+  if (limit_headers(c, len)) return -1;
+  if (c->in_value || c->nhdr == 0) {
+    if (c->nhdr >= c->srv->limits.max_headers) {
+      c->fail_status = 431;
+      c->fail_msg = "too many request headers";
+      return -1;
+    }
+    c->hdr[c->nhdr++] = (struct hoff){(size_t)(at - c->in.base), len, 0, 0};
+    c->in_value = false;
+  } else {
+    c->hdr[c->nhdr - 1].nl += len;
+  }
+  return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len) {
+  struct http_conn *c = p->data;
+  if (limit_headers(c, len)) return -1;
+  struct hoff *h = &c->hdr[c->nhdr - 1];
+  if (!c->in_value) {
+    h->vo = (size_t)(at - c->in.base);
+    h->vl = 0;
+    c->in_value = true;
+  }
+  h->vl += len;
+  return 0;
+}
+
+static int on_headers_complete(http_parser *p) {
+  struct http_conn *c = p->data;
+  c->headers_done = true;
+  if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->srv->limits.max_body) {
+    c->fail_status = 413;
+    c->fail_msg = "request body is too large";
+    return -1;
+  }
+  conn_arm_timer(c, c->srv->limits.body_timeout_ms);
+  /* curl and others wait for 100 Continue before sending large bodies. */
+  for (int i = 0; i < c->nhdr; i++) {
+    struct slice n = slice_make(c->in.base + c->hdr[i].no, c->hdr[i].nl);
+    struct slice v = slice_make(c->in.base + c->hdr[i].vo, c->hdr[i].vl);
+    if (slice_eq_nocase(n, "expect") && slice_eq_nocase(v, "100-continue"))
+      conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25, NULL, 0, NULL, 0);
+  }
+  return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len) {
+  struct http_conn *c = p->data;
+  size_t off = (size_t)(at - c->in.base);
+  if (c->body_len + len > c->srv->limits.max_body) {
+    c->fail_status = 413;
+    c->fail_msg = "request body is too large";
+    return -1;
+  }
+  if (c->body_copied) {
+    buf_append(&c->body, at, len);
+  } else if (c->body_len == 0) {
+    c->body_off = off;
+  } else if (c->body_off + c->body_len != off) {
+    /* Chunked: pieces are separated by chunk framing, so gather them. */
+    buf_append(&c->body, c->in.base + c->body_off, c->body_len);
+    buf_append(&c->body, at, len);
+    c->body_copied = true;
+  }
+  c->body_len += len;
+  return 0;
+}
+
+static int on_message_complete(http_parser *p) {
+  struct http_conn *c = p->data;
+  c->in_message = false;
+  http_parser_pause(p, 1);
+  return 0;
+}
+
+static const http_parser_settings parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+static void dispatch(struct http_conn *c) {
+  struct http_server *s = c->srv;
+  struct http_req *r = &c->req;
+  memset(r, 0, sizeof *r);
+  r->server = s;
+  r->conn = c;
+  r->method = c->parser.method;
+  r->url = slice_make(c->in.base + c->url_off, c->url_len);
+  const char *q = memchr(r->url.base, '?', r->url.len);
+  r->path = q ? slice_make(r->url.base, (size_t)(q - r->url.base)) : r->url;
+  r->query = q ? slice_make(q + 1, r->url.len - r->path.len - 1) : slice_make(NULL, 0);
+  r->nheaders = c->nhdr;
+  for (int i = 0; i < c->nhdr; i++) {
+    r->headers[i].name = slice_make(c->in.base + c->hdr[i].no, c->hdr[i].nl);
+    r->headers[i].value = slice_trim(slice_make(c->in.base + c->hdr[i].vo, c->hdr[i].vl));
+  }
+  r->body = c->body_copied ? buf_slice(&c->body) : slice_make(c->in.base + c->body_off, c->body_len);
+  r->keep_alive = http_should_keep_alive(&c->parser) && !s->draining;
+  r->start_ns = clock_mono_ns();
+  c->req_active = true;
+  s->nactive++;
+  conn_arm_timer(c, 0);
+  s->handler(r, s->arg);
+}
+
+/* Parse what has arrived and dispatch complete requests, one at a time. */
+static void conn_process(struct http_conn *c) {
+  c->in_dispatch = true;
+  while (!c->req_active && !c->closing && !c->shutting && c->parsed < c->in.len) {
+    size_t avail = c->in.len - c->parsed;
+    size_t n = http_parser_execute(&c->parser, &parser_settings, c->in.base + c->parsed, avail);
+    c->parsed += n;
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (e == HPE_PAUSED) {
+      http_parser_pause(&c->parser, 0);
+      dispatch(c);
+      continue;
+    }
+    if (e != HPE_OK) {
+      if (c->fail_status)
+        conn_fail(c, c->fail_status, c->fail_msg);
+      else {
+        char msg[160];
+        snprintf(msg, sizeof msg, "malformed HTTP request: %s", http_errno_description(e));
+        conn_fail(c, 400, msg);
+      }
+      break;
+    }
+    if (n < avail) break; /* e.g. upgrade: not supported, stop */
+  }
+  c->in_dispatch = false;
+  /* Resume reading if we had paused for a full pipeline. */
+  if (!c->closing && !c->shutting && !c->reading && !c->req_active) conn_read_start(c);
+}
+
+static void timer_cb(uv_timer_t *t) {
+  struct http_conn *c = t->data;
+  if (c->req_active) return;
+  if (c->in_message) {
+    conn_fail(c, 408, c->headers_done ? "timed out reading the request body" : "timed out reading the request headers");
+  } else {
+    conn_close(c); /* idle keep-alive connection */
+  }
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
+  struct http_conn *c = h->data;
+  struct buf *b = c->req_active ? &c->pending : &c->in;
+  buf_reserve(b, READ_CHUNK);
+  *out = uv_buf_init(b->base + b->len, READ_CHUNK);
+}
+
+static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *ub) {
+  struct http_conn *c = st->data;
+  if (nread < 0) {
+    /* EOF or error: a client that goes away aborts its request. */
+    conn_close(c);
+    return;
+  }
+  if (nread == 0) return;
+  struct buf *b = c->req_active ? &c->pending : &c->in;
+  b->len += (size_t)nread;
+  b->base[b->len] = '\0';
+  if (c->req_active) {
+    if (c->pending.len > PIPELINE_MAX) uv_read_stop(st), c->reading = false;
+    return;
+  }
+  size_t cap = c->srv->limits.max_header_bytes + c->srv->limits.max_body + READ_CHUNK * 2;
+  if (c->in.len > cap) {
+    conn_fail(c, 413, "request is too large");
+    return;
+  }
+  conn_process(c);
+}
+
+static void conn_read_start(struct http_conn *c) {
+  if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0) c->reading = true;
+}
+
+static void accept_cb(uv_stream_t *ls, int status) {
+  struct http_server *s = ls->data;
+  if (status < 0) {
+    log_warn("accept failed", "err=\"%s\"", uv_strerror(status));
+    return;
+  }
+  struct http_conn *c = xcalloc(1, sizeof *c);
+  c->srv = s;
+  uv_tcp_init(s->loop, &c->tcp);
+  uv_timer_init(s->loop, &c->timer);
+  c->handles_open = 2;
+  c->tcp.data = c->timer.data = c;
+  c->next = s->conns;
+  if (s->conns) s->conns->prev = c;
+  s->conns = c;
+  s->nconns++;
+  if (uv_accept(ls, (uv_stream_t *)&c->tcp) != 0) {
+    conn_close(c);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  http_parser_init(&c->parser, HTTP_REQUEST);
+  c->parser.data = c;
+  conn_arm_timer(c, s->limits.idle_timeout_ms);
+  conn_read_start(c);
+}
+
+int http_server_listen(struct http_server *s, const char *host, int port) {
+  struct sockaddr_storage ss;
+  int r;
+  if (strchr(host, ':'))
+    r = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss);
+  else
+    r = uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
+  if (r != 0) {
+    snprintf(s->errmsg, sizeof s->errmsg, "'%s' is not an IP address: pass --listen HOST:PORT with a numeric host",
+             host);
+    return r;
+  }
+  uv_tcp_init(s->loop, &s->tcp);
+  s->tcp.data = s;
+  r = uv_tcp_bind(&s->tcp, (struct sockaddr *)&ss, 0);
+  if (r == 0) r = uv_listen((uv_stream_t *)&s->tcp, 1024, accept_cb);
+  if (r != 0) {
+    if (r == UV_EADDRINUSE)
+      snprintf(s->errmsg, sizeof s->errmsg, "%s:%d is in use: stop what runs there or pass another --listen/--port",
+               host, port);
+    else
+      snprintf(s->errmsg, sizeof s->errmsg, "cannot listen on %s:%d: %s", host, port, uv_strerror(r));
+    uv_close((uv_handle_t *)&s->tcp, NULL);
+    return r;
+  }
+  s->listening = true;
+  return 0;
+}
+
+int http_server_port(struct http_server *s) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (!s->listening || uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&ss, &len) != 0) return -1;
+  if (ss.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+  return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+static void listener_closed_cb(uv_handle_t *h) {
+  struct http_server *s = h->data;
+  s->listening = false;
+  if (s->nconns == 0 && s->drained_cb) {
+    void (*cb)(struct http_server *) = s->drained_cb;
+    s->drained_cb = NULL;
+    cb(s);
+  }
+}
+
+void http_server_drain(struct http_server *s, void (*cb)(struct http_server *s)) {
+  s->draining = true;
+  s->drained_cb = cb;
+  for (struct http_conn *c = s->conns, *next; c; c = next) {
+    next = c->next;
+    if (!c->req_active) conn_close(c);
+  }
+  if (s->listening)
+    uv_close((uv_handle_t *)&s->tcp, listener_closed_cb);
+  else if (s->nconns == 0 && cb) {
+    s->drained_cb = NULL;
+    cb(s);
+  }
+}

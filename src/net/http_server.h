@@ -1,0 +1,103 @@
+/* HTTP/1.1 server on libuv: keep-alive, pipelining, chunked request bodies, limits and timeouts. */
+#ifndef IM_NET_HTTP_SERVER_H
+#define IM_NET_HTTP_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/buf.h"
+#include "core/slice.h"
+#include "net/http_common.h"
+
+struct http_limits {
+  size_t max_header_bytes;    /* request line + headers; beyond: 431 */
+  int max_headers;            /* at most HTTP_MAX_HEADERS; beyond: 431 */
+  size_t max_body;            /* beyond: 413 */
+  uint32_t header_timeout_ms; /* from the first byte of a request until its headers end; then 408 */
+  uint32_t body_timeout_ms;   /* from the end of the headers until the body ends; then 408 */
+  uint32_t idle_timeout_ms;   /* a keep-alive connection with no request is closed after this */
+};
+
+/* http_limits_default fills sane defaults: 16 KiB headers, 64 headers, 8 MiB body, 10 s / 30 s / 60 s. */
+void http_limits_default(struct http_limits *l);
+
+struct http_conn;
+struct http_server;
+
+/* One request. Owned by the server: valid from the handler call until the handler calls http_resp_end,
+ * which it must do exactly once, also after abort_cb. Slices (url, headers, body) point into server memory
+ * and stay valid until then. */
+struct http_req {
+  struct http_server *server;
+  int method; /* enum http_method of http_parser */
+  struct slice url, path, query;
+  struct http_header headers[HTTP_MAX_HEADERS];
+  int nheaders;
+  struct slice body;
+  bool keep_alive;
+  uint64_t start_ns; /* monotonic time the request's headers were complete */
+  /* For the handler. abort_cb, if set, is called once when the client goes away before http_resp_end;
+   * afterwards every http_resp_* call is a no-op except http_resp_end, which still must be called. */
+  void *data;
+  void (*abort_cb)(struct http_req *req);
+  /* drain_cb, if set, is called when bytes queued for the client fall below the low watermark after
+   * having been above the high one (see http_resp_queued): resume producing. */
+  void (*drain_cb)(struct http_req *req);
+  /* private */
+  struct http_conn *conn;
+  bool resp_started, resp_chunked, resp_ended, aborted;
+};
+
+/* Called once per request on the loop thread. */
+typedef void (*http_handler_cb)(struct http_req *req, void *arg);
+
+struct http_server {
+  uv_loop_t *loop;
+  uv_tcp_t tcp;
+  struct http_limits limits;
+  http_handler_cb handler;
+  void *arg;
+  struct http_conn *conns; /* intrusive list of open connections */
+  int nconns;
+  int nactive; /* requests between handler call and http_resp_end */
+  bool listening, draining;
+  void (*drained_cb)(struct http_server *s);
+  char errmsg[160];
+};
+
+/* http_server_init prepares s (caller owns its memory, which must outlive the close callback). */
+void http_server_init(struct http_server *s, uv_loop_t *loop, const struct http_limits *lim, http_handler_cb handler,
+                      void *arg);
+/* http_server_listen binds and listens on host:port (port 0: any). Returns 0 or a negative UV error with
+ * a message in s->errmsg naming the problem and the fix. */
+int http_server_listen(struct http_server *s, const char *host, int port);
+/* http_server_port returns the bound port (useful after port 0), or -1. */
+int http_server_port(struct http_server *s);
+/* http_server_drain stops accepting, closes idle connections, lets active requests finish (their
+ * connections close after the response), and calls cb once no connection is left. The listener handle
+ * is closed too; after cb, s may be freed. */
+void http_server_drain(struct http_server *s, void (*cb)(struct http_server *s));
+
+/* http_req_header finds a request header by name (case-insensitive); empty slice with base NULL if absent. */
+struct slice http_req_header(const struct http_req *req, const char *name);
+
+/* http_resp_start sends the status line and headers. content_length < 0 means the length is unknown:
+ * the body is sent chunked. The server adds Content-Length/Transfer-Encoding and Connection itself. */
+void http_resp_start(struct http_req *req, int status, const struct http_header *hdrs, int nhdrs,
+                     int64_t content_length);
+/* http_resp_write queues body bytes (copied; the caller keeps ownership of data). */
+void http_resp_write(struct http_req *req, const void *data, size_t len);
+/* http_resp_end finishes the response (the last chunk when chunked) and releases req. */
+void http_resp_end(struct http_req *req);
+/* http_resp_send is start + write + end for a complete body with a Content-Type. */
+void http_resp_send(struct http_req *req, int status, const char *content_type, const void *body, size_t len,
+                    const struct http_header *extra, int nextra);
+/* http_resp_queued returns bytes accepted but not yet written to the client's socket. */
+size_t http_resp_queued(const struct http_req *req);
+
+/* Backpressure watermarks for http_resp_queued/drain_cb. */
+#define HTTP_WRITE_HIGH_WATER (256 * 1024)
+#define HTTP_WRITE_LOW_WATER (64 * 1024)
+
+#endif

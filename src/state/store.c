@@ -1,0 +1,122 @@
+/* The state store: targets, their load reports and router-local reservations. Pure: no I/O. */
+#include "state/store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+
+void store_init(struct store *s) { memset(s, 0, sizeof *s); }
+
+static void free_models(struct target *t) {
+  for (int i = 0; i < t->nmodels; i++) free(t->models[i]);
+  t->nmodels = 0;
+}
+
+void store_free(struct store *s) {
+  for (int i = 0; i < s->ntargets; i++) free_models(&s->targets[i]);
+  s->ntargets = 0;
+}
+
+/* Parse http://host:port[/] (numeric host, or localhost). */
+static int parse_url(const char *url, char *host, size_t hostcap, int *port) {
+  const char *p = url;
+  if (strncmp(p, "http://", 7) != 0) return -EINVAL;
+  p += 7;
+  const char *hs = p, *he;
+  if (*p == '[') {
+    hs = ++p;
+    he = strchr(p, ']');
+    if (!he) return -EINVAL;
+    p = he + 1;
+  } else {
+    he = strchr(p, ':');
+    if (!he) return -EINVAL;
+    p = he;
+  }
+  if (*p != ':' || he == hs || (size_t)(he - hs) >= hostcap) return -EINVAL;
+  memcpy(host, hs, (size_t)(he - hs));
+  host[he - hs] = '\0';
+  char *end;
+  long v = strtol(p + 1, &end, 10);
+  if (end == p + 1 || v <= 0 || v > 65535 || (*end && strcmp(end, "/") != 0)) return -EINVAL;
+  *port = (int)v;
+  return 0;
+}
+
+int store_add_target(struct store *s, const char *name, const char *url, const char *kind) {
+  if (s->ntargets >= STORE_MAX_TARGETS) return -ENOSPC;
+  struct target *t = &s->targets[s->ntargets];
+  memset(t, 0, sizeof *t);
+  if (strlen(url) >= sizeof t->url || parse_url(url, t->host, sizeof t->host, &t->port) != 0) return -EINVAL;
+  memcpy(t->url, url, strlen(url) + 1);
+  size_t n = strlen(t->url);
+  if (n && t->url[n - 1] == '/') t->url[n - 1] = '\0';
+  if (name)
+    str_copy(t->name, sizeof t->name, name);
+  else {
+    char hp[sizeof t->name];
+    snprintf(hp, sizeof hp, "%s:%d", t->host, t->port);
+    str_copy(t->name, sizeof t->name, hp);
+  }
+  str_copy(t->kind, sizeof t->kind, kind ? kind : "vllm");
+  t->id = s->ntargets;
+  t->load.kv_usage = -1;
+  snprintf(t->last_error, sizeof t->last_error, "not checked yet");
+  return s->ntargets++;
+}
+
+void store_set_models(struct store *s, int id, const char *const *models, int n) {
+  struct target *t = &s->targets[id];
+  free_models(t);
+  for (int i = 0; i < n && i < STORE_MAX_MODELS; i++) t->models[t->nmodels++] = xstrdup(models[i]);
+}
+
+void store_report(struct store *s, int id, const struct target_load *load, uint64_t now_ns) {
+  struct target *t = &s->targets[id];
+  t->load = *load;
+  t->updated_ns = now_ns;
+  t->healthy = true;
+  t->last_error[0] = '\0';
+  t->routed_since_report = 0;
+}
+
+void store_mark_down(struct store *s, int id, const char *reason) {
+  struct target *t = &s->targets[id];
+  t->healthy = false;
+  str_copy(t->last_error, sizeof t->last_error, reason);
+}
+
+bool store_target_serves(const struct target *t, struct slice model) {
+  for (int i = 0; i < t->nmodels; i++)
+    if (slice_eqz(model, t->models[i])) return true;
+  return false;
+}
+
+bool store_model_known(const struct store *s, struct slice model) {
+  for (int i = 0; i < s->ntargets; i++)
+    if (store_target_serves(&s->targets[i], model)) return true;
+  return false;
+}
+
+int store_candidates(const struct store *s, struct slice model, const uint64_t *exclude, int *out, int max) {
+  int n = 0;
+  for (int i = 0; i < s->ntargets && n < max; i++) {
+    const struct target *t = &s->targets[i];
+    if (!t->healthy || !store_target_serves(t, model)) continue;
+    if (exclude && (exclude[i / 64] >> (i % 64) & 1)) continue;
+    out[n++] = i;
+  }
+  return n;
+}
+
+void store_reserve(struct store *s, int id) {
+  s->targets[id].inflight++;
+  s->targets[id].routed_since_report++;
+}
+
+void store_release(struct store *s, int id) {
+  if (s->targets[id].inflight > 0) s->targets[id].inflight--;
+}

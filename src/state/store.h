@@ -1,0 +1,71 @@
+/* The state store: every routing target with its latest load signals and router-local reservations. */
+#ifndef IM_STATE_STORE_H
+#define IM_STATE_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/slice.h"
+
+#define STORE_MAX_TARGETS 256
+#define STORE_MAX_MODELS 16
+
+/* Load signals as last reported by the target's runtime (a scrape). */
+struct target_load {
+  double waiting, running; /* requests */
+  double kv_usage;         /* 0..1, negative when unknown */
+  int64_t block_size, num_gpu_blocks;
+  double prefix_queries, prefix_hits; /* counters, tokens */
+  double ttft_sum, ttft_count;
+};
+
+/* A target is one runtime instance this agent can send requests to. Strings are owned by the store. */
+struct target {
+  int id; /* index in the store, stable for the store's life */
+  char name[64];
+  char url[160];
+  char host[96];
+  int port;
+  char kind[16]; /* runtime kind, e.g. "vllm" */
+  char *models[STORE_MAX_MODELS];
+  int nmodels;
+  bool healthy;
+  char last_error[128];
+  uint64_t updated_ns; /* monotonic time of the last successful load report; 0 = never */
+  struct target_load load;
+  /* Router-local accounting (DESIGN §6 herding): in-flight requests routed here and not finished, and
+   * requests routed since the last load report (which the report could not have counted yet). */
+  int inflight;
+  int routed_since_report;
+};
+
+struct store {
+  struct target targets[STORE_MAX_TARGETS];
+  int ntargets;
+};
+
+/* store_init empties s. store_free releases model strings. */
+void store_init(struct store *s);
+void store_free(struct store *s);
+/* store_add_target registers a target (URL http://host:port) and returns its id, or -EINVAL (bad URL)
+ * / -ENOSPC (full). name may be NULL (then host:port). The target starts unhealthy until its first report. */
+int store_add_target(struct store *s, const char *name, const char *url, const char *kind);
+/* store_set_models replaces the model list of target id (strings are copied). */
+void store_set_models(struct store *s, int id, const char *const *models, int n);
+/* store_report records a successful load report taken at now_ns: the target becomes healthy and its
+ * router-local "routed since report" count restarts. */
+void store_report(struct store *s, int id, const struct target_load *load, uint64_t now_ns);
+/* store_mark_down records a failed health check or connection error with a reason (copied). */
+void store_mark_down(struct store *s, int id, const char *reason);
+/* store_target_serves tells whether target t lists model. */
+bool store_target_serves(const struct target *t, struct slice model);
+/* store_model_known tells whether any target (healthy or not) lists model. */
+bool store_model_known(const struct store *s, struct slice model);
+/* store_candidates writes the ids of healthy targets serving model (excluding those whose bit is set in
+ * `exclude`, a bitmap of STORE_MAX_TARGETS bits, may be NULL) into out; returns their count. */
+int store_candidates(const struct store *s, struct slice model, const uint64_t *exclude, int *out, int max);
+/* store_reserve / store_release account one routed request on target id (release exactly once per reserve). */
+void store_reserve(struct store *s, int id);
+void store_release(struct store *s, int id);
+
+#endif
