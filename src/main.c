@@ -1,9 +1,62 @@
 /* infermesh: subcommand dispatch. */
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "agent/agent.h"
+#include "agent/dev.h"
+#include "cli/cli.h"
+#include "sim/server.h"
+
+static void usage(FILE *f) {
+  fprintf(f, "infermesh %s: one OpenAI-compatible endpoint over many inference runtimes\n\n"
+             "usage: infermesh COMMAND [options]   (infermesh COMMAND --help for its options)\n\n"
+             "node:\n"
+             "  agent         run the node daemon\n"
+             "  dev           one-node mesh with simulated engines, for trying it out\n"
+             "  sim-engine    run a simulated vLLM-like engine (OpenAI API, vLLM metrics)\n"
+             "client (--agent URL, --json):\n"
+             "  status        what the node looks like now\n"
+             "  models        models served and how many healthy targets serve each\n"
+             "  targets       per-target state, load and routing score\n"
+             "  version       print the version\n\n"
+             "exit codes: 0 ok, 1 runtime failure (agent unreachable, port in use...), 2 bad usage\n",
+          INFERMESH_VERSION);
+}
+
+/* A child of `infermesh dev` dies with its parent, even when the parent is SIGKILLed. */
+static void follow_parent(void) {
+  const char *pp = getenv("INFERMESH_PARENT_PID");
+  if (!pp) return;
+  long want = strtol(pp, NULL, 10);
+  prctl(PR_SET_PDEATHSIG, SIGTERM);
+  if ((long)getppid() != want) _exit(1); /* the parent died before prctl took effect */
+}
 
 int main(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
-  return 0;
+  follow_parent();
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "agent") == 0) return agent_main(argc - 2, argv + 2);
+  if (strcmp(cmd, "sim-engine") == 0) return sim_server_main(argc - 2, argv + 2);
+  if (strcmp(cmd, "dev") == 0) return dev_main(argc - 2, argv + 2, argv[0]);
+  if (strcmp(cmd, "status") == 0 || strcmp(cmd, "models") == 0 || strcmp(cmd, "targets") == 0)
+    return cli_main(cmd, argc - 2, argv + 2);
+  if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+    printf("infermesh %s\n", INFERMESH_VERSION);
+    return 0;
+  }
+  if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+    usage(stdout);
+    return 0;
+  }
+  fprintf(stderr, "infermesh: unknown command '%s'\n\n", cmd);
+  usage(stderr);
+  return 2;
 }

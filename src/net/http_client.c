@@ -181,11 +181,9 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *ub) {
   size_t n = http_parser_execute(&c->parser, &settings, ub->base, (size_t)nread);
   r = c->req;
   if (!r) return;
-  if (r->stop) { /* the caller cancelled from a callback */
-    c->req = NULL;
+  if (r->stop) { /* a callback asked to stop */
     conn_close(c);
-    r->pool->nbusy--;
-    free(r);
+    req_finish(r, UV_ECANCELED);
     return;
   }
   enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);

@@ -30,8 +30,9 @@ void http_pool_close(struct http_pool *p);
 struct hc_req;
 
 /* Callbacks of one request, called on the loop thread. on_head and on_body return 0 to continue or
- * nonzero to cancel the request (then on_done is not called). on_done is called exactly once otherwise:
- * err 0 when the response completed, or a negative UV error (UV_ETIMEDOUT, UV_ECONNREFUSED, UV_EOF ...). */
+ * nonzero to stop: the connection is closed and on_done follows with UV_ECANCELED. on_done is called
+ * exactly once: err 0 when the response completed, or a negative UV error (UV_ETIMEDOUT, UV_ECONNREFUSED,
+ * UV_EOF ...). After hc_cancel no callback is called. */
 struct hc_callbacks {
   int (*on_head)(void *arg, int status, const struct http_header *h, int n);
   int (*on_body)(void *arg, const char *data, size_t len); /* decoded body bytes, borrowed for the call */
@@ -46,7 +47,7 @@ struct hc_callbacks {
 struct hc_req *hc_request(struct http_pool *p, struct slice head, const struct slice *body, int nbody,
                           const struct hc_callbacks *cbs, void *arg, uint32_t timeout_ms);
 /* hc_cancel aborts a request: its connection is closed (so the upstream sees the abort) and no callback
- * follows. Safe to call from inside on_head/on_body is NOT allowed: return nonzero there instead. */
+ * follows. Not from inside on_head/on_body: return nonzero there instead. */
 void hc_cancel(struct hc_req *r);
 /* hc_pause / hc_resume stop and restart reading the response (backpressure). */
 void hc_pause(struct hc_req *r);

@@ -1,0 +1,183 @@
+/* The agent: wires config, store, scraper, router and admin endpoints; drains on SIGTERM. */
+#include "agent/agent.h"
+
+#include <http_parser.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/scraper.h"
+#include "api/status.h"
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "route/router.h"
+
+struct agent {
+  uv_loop_t *loop;
+  const struct agent_config *cfg;
+  struct store store;
+  struct http_pool *pools;
+  struct scraper scraper;
+  struct router router;
+  struct http_server server;
+  uv_signal_t sigterm, sigint;
+  uv_timer_t drain_timer;
+  uint64_t start_ns;
+  char listen[96];
+  bool draining;
+  int exit_code;
+};
+
+static void send_json(struct http_req *req, int status, struct buf *b) {
+  http_resp_send(req, status, "application/json", b->base, b->len, NULL, 0);
+}
+
+static void handle(struct http_req *req, void *arg) {
+  struct agent *a = arg;
+  struct buf b = {0};
+  uint64_t now = clock_mono_ns();
+  if (router_handle(&a->router, req)) return;
+  bool get = req->method == HTTP_GET || req->method == HTTP_HEAD;
+  if (get && slice_eqz(req->path, "/healthz")) {
+    http_resp_send(req, 200, "text/plain", "ok\n", 3, NULL, 0);
+  } else if (get && slice_eqz(req->path, "/readyz")) {
+    int healthy = 0;
+    for (int i = 0; i < a->store.ntargets; i++) healthy += a->store.targets[i].healthy;
+    if (a->draining)
+      http_resp_send(req, 503, "text/plain", "draining\n", 9, NULL, 0);
+    else if (healthy == 0)
+      http_resp_send(req, 503, "text/plain", "no healthy target\n", 18, NULL, 0);
+    else
+      http_resp_send(req, 200, "text/plain", "ready\n", 6, NULL, 0);
+  } else if (get && slice_eqz(req->path, "/metrics")) {
+    route_metrics_render(&a->router.metrics, &b, a->router.inflight);
+    status_targets_metrics(&b, &a->store, &a->router.score, now);
+    http_resp_send(req, 200, "text/plain; version=0.0.4", b.base, b.len, NULL, 0);
+  } else if (get && slice_eqz(req->path, "/v1/cluster/status")) {
+    uint64_t total = 0;
+    for (int i = 0; i < a->router.metrics.nseries; i++) total += a->router.metrics.series[i].count;
+    struct status_info info = {a->cfg->node_name, INFERMESH_VERSION, a->listen, (double)(now - a->start_ns) / 1e9,
+                               a->router.inflight, total};
+    status_json(&b, &info, &a->store);
+    send_json(req, 200, &b);
+  } else if (get && slice_eqz(req->path, "/v1/cluster/targets")) {
+    status_targets_json(&b, &a->store, &a->router.score, now);
+    send_json(req, 200, &b);
+  } else {
+    http_error_json(&b, "unknown endpoint; see /v1/models, /v1/chat/completions, /v1/completions, /metrics",
+                    "invalid_request_error", "not_found");
+    send_json(req, 404, &b);
+  }
+  buf_free(&b);
+}
+
+static void closed_cb(uv_handle_t *h) { (void)h; }
+
+static void scraper_stopped_cb(struct scraper *s) {
+  struct agent *a = (struct agent *)((char *)s - offsetof(struct agent, scraper));
+  for (int i = 0; i < a->store.ntargets; i++) http_pool_close(&a->pools[i]);
+  uv_close((uv_handle_t *)&a->sigterm, closed_cb);
+  uv_close((uv_handle_t *)&a->sigint, closed_cb);
+  uv_close((uv_handle_t *)&a->drain_timer, closed_cb);
+}
+
+static void drained_cb(struct http_server *srv) {
+  struct agent *a = srv->arg;
+  log_info("drained", "in_flight=%d", a->router.inflight);
+  uv_timer_stop(&a->drain_timer);
+  scraper_stop(&a->scraper, scraper_stopped_cb);
+}
+
+static void drain_timeout_cb(uv_timer_t *t) {
+  struct agent *a = t->data;
+  log_warn("drain timeout: exiting with requests still in flight", "in_flight=%d timeout_ms=%u", a->router.inflight,
+           a->cfg->drain_timeout_ms);
+  a->exit_code = 1;
+  uv_stop(a->loop);
+}
+
+static void signal_cb(uv_signal_t *s, int signum) {
+  struct agent *a = s->data;
+  if (a->draining) {
+    log_warn("second signal: exiting now", "signal=%d in_flight=%d", signum, a->router.inflight);
+    a->exit_code = 1;
+    uv_stop(a->loop);
+    return;
+  }
+  a->draining = true;
+  log_info("draining", "signal=%s in_flight=%d", signum == SIGTERM ? "SIGTERM" : "SIGINT", a->router.inflight);
+  uv_timer_start(&a->drain_timer, drain_timeout_cb, a->cfg->drain_timeout_ms, 0);
+  http_server_drain(&a->server, drained_cb);
+}
+
+int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int port), void *arg) {
+  struct agent *a = xcalloc(1, sizeof *a);
+  int rc;
+  a->cfg = cfg;
+  a->loop = xmalloc(sizeof *a->loop);
+  uv_loop_init(a->loop);
+  a->start_ns = clock_mono_ns();
+  signal(SIGPIPE, SIG_IGN);
+  store_init(&a->store);
+  a->pools = xcalloc((size_t)cfg->nruntimes + 1, sizeof *a->pools);
+  for (int i = 0; i < cfg->nruntimes; i++) {
+    const struct config_runtime *rt = &cfg->runtimes[i];
+    int id = store_add_target(&a->store, rt->name[0] ? rt->name : NULL, rt->url, rt->kind);
+    if (id < 0 || http_pool_init(&a->pools[id], a->loop, a->store.targets[id].host, a->store.targets[id].port) != 0) {
+      log_error("bad runtime URL: use http://IP:PORT or http://localhost:PORT", "url=%s", rt->url);
+      return 2;
+    }
+  }
+  struct router_opts ro;
+  router_opts_default(&ro);
+  ro.max_attempts = cfg->max_attempts;
+  ro.upstream_timeout_ms = cfg->upstream_timeout_ms;
+  str_copy(ro.node_name, sizeof ro.node_name, cfg->node_name);
+  router_init(&a->router, a->loop, &a->store, a->pools, &ro);
+  http_server_init(&a->server, a->loop, &cfg->limits, handle, a);
+  if ((rc = http_server_listen(&a->server, cfg->listen_host, cfg->listen_port)) != 0) {
+    log_error("cannot start the listener", "err=\"%s\"", a->server.errmsg);
+    fprintf(stderr, "infermesh: %s\n", a->server.errmsg);
+    return 1;
+  }
+  snprintf(a->listen, sizeof a->listen, "%s:%d", cfg->listen_host, http_server_port(&a->server));
+  scraper_start(&a->scraper, a->loop, &a->store, a->pools, cfg->scrape_interval_ms);
+  uv_signal_init(a->loop, &a->sigterm);
+  uv_signal_init(a->loop, &a->sigint);
+  uv_timer_init(a->loop, &a->drain_timer);
+  a->sigterm.data = a->sigint.data = a->drain_timer.data = a;
+  uv_signal_start(&a->sigterm, signal_cb, SIGTERM);
+  uv_signal_start(&a->sigint, signal_cb, SIGINT);
+  log_info("agent listening", "node=%s listen=%s targets=%d version=%s", cfg->node_name, a->listen,
+           a->store.ntargets, INFERMESH_VERSION);
+  if (ready_cb) ready_cb(arg, http_server_port(&a->server));
+  uv_run(a->loop, UV_RUN_DEFAULT);
+  int code = a->exit_code;
+  if (code == 0) {
+    uv_loop_close(a->loop);
+    router_free(&a->router);
+    store_free(&a->store);
+    free(a->pools);
+    free(a->loop);
+    free(a);
+  }
+  log_info("agent stopped", "exit=%d", code);
+  return code;
+}
+
+int agent_main(int argc, char **argv) {
+  static struct agent_config cfg;
+  char err[512];
+  config_defaults(&cfg);
+  int rc = config_load_args(&cfg, argc, argv, err, sizeof err);
+  if (rc == 1) return 0;
+  if (rc != 0) {
+    fprintf(stderr, "infermesh agent: %s\n", err);
+    return 2;
+  }
+  log_setup((enum log_level)log_level_parse(cfg.log_level), "agent");
+  if (cfg.nruntimes == 0) log_warn("no runtime configured: every request will get 503", "hint=\"pass --target URL\"");
+  return agent_run(&cfg, NULL, NULL);
+}

@@ -1,0 +1,313 @@
+/* Agent configuration: one key table serves the YAML file, the flags and the environment. */
+#include "agent/config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+#include "core/log.h"
+#include "core/slice.h"
+
+enum ktype { K_STR, K_U32, K_INT, K_SIZE, K_LISTEN, K_RUNTIME };
+
+struct key {
+  const char *path; /* YAML path, dotted */
+  const char *flag; /* --flag */
+  const char *env;  /* INFERMESH_... */
+  enum ktype type;
+  size_t off, size;
+  const char *help;
+};
+
+#define F(field) offsetof(struct agent_config, field), sizeof(((struct agent_config *)0)->field)
+
+static const struct key keys[] = {
+    {"node.name", "--name", "INFERMESH_NAME", K_STR, F(node_name), "node name shown in headers and logs"},
+    {"listen", "--listen", "INFERMESH_LISTEN", K_LISTEN, 0, 0, "HOST:PORT of the HTTP listener (127.0.0.1:8080)"},
+    {"log_level", "--log-level", "INFERMESH_LOG_LEVEL", K_STR, F(log_level), "debug|info|warn|error (info)"},
+    {"runtimes", "--target", "INFERMESH_TARGETS", K_RUNTIME, 0, 0,
+     "runtime URL, e.g. http://127.0.0.1:8000 (repeatable; env: comma-separated)"},
+    {"scrape_interval_ms", "--scrape-interval-ms", "INFERMESH_SCRAPE_INTERVAL_MS", K_U32, F(scrape_interval_ms),
+     "how often runtimes' /metrics are read (500)"},
+    {"drain_timeout_ms", "--drain-timeout-ms", "INFERMESH_DRAIN_TIMEOUT_MS", K_U32, F(drain_timeout_ms),
+     "on SIGTERM, longest wait for in-flight requests (30000)"},
+    {"upstream_timeout_ms", "--upstream-timeout-ms", "INFERMESH_UPSTREAM_TIMEOUT_MS", K_U32,
+     F(upstream_timeout_ms), "longest silence from a runtime before the attempt fails (300000)"},
+    {"max_attempts", "--max-attempts", "INFERMESH_MAX_ATTEMPTS", K_INT, F(max_attempts),
+     "tries per request on distinct targets before the first byte (3)"},
+    {"limits.max_body_bytes", "--max-body-bytes", "INFERMESH_MAX_BODY_BYTES", K_SIZE, F(limits.max_body),
+     "largest request body (8388608)"},
+    {"limits.max_header_bytes", "--max-header-bytes", "INFERMESH_MAX_HEADER_BYTES", K_SIZE,
+     F(limits.max_header_bytes), "largest request head (16384)"},
+    {"limits.header_timeout_ms", "--header-timeout-ms", "INFERMESH_HEADER_TIMEOUT_MS", K_U32,
+     F(limits.header_timeout_ms), "time allowed to send the request head (10000)"},
+    {"limits.body_timeout_ms", "--body-timeout-ms", "INFERMESH_BODY_TIMEOUT_MS", K_U32, F(limits.body_timeout_ms),
+     "time allowed to send the request body (30000)"},
+    {"limits.idle_timeout_ms", "--idle-timeout-ms", "INFERMESH_IDLE_TIMEOUT_MS", K_U32, F(limits.idle_timeout_ms),
+     "idle keep-alive connections close after this (60000)"},
+};
+#define NKEYS (sizeof keys / sizeof keys[0])
+
+void config_defaults(struct agent_config *c) {
+  memset(c, 0, sizeof *c);
+  str_copy(c->node_name, sizeof c->node_name, "local");
+  str_copy(c->listen_host, sizeof c->listen_host, "127.0.0.1");
+  c->listen_port = 8080;
+  str_copy(c->log_level, sizeof c->log_level, "info");
+  c->scrape_interval_ms = 500;
+  c->drain_timeout_ms = 30000;
+  c->upstream_timeout_ms = 300000;
+  c->max_attempts = 3;
+  http_limits_default(&c->limits);
+}
+
+void config_usage(FILE *f) {
+  fprintf(f, "usage: infermesh agent [--config FILE] [flags]\n\n"
+             "Runs the node daemon: the OpenAI-compatible endpoint, routing to the runtimes given with --target.\n"
+             "Precedence: the YAML file, then flags, then INFERMESH_* environment variables.\n\nflags:\n"
+             "  %-24s %s\n",
+          "--config FILE", "YAML configuration file");
+  for (size_t i = 0; i < NKEYS; i++) fprintf(f, "  %-24s %s  [yaml: %s, env: %s]\n", keys[i].flag, keys[i].help, keys[i].path, keys[i].env);
+}
+
+static int parse_listen(struct agent_config *c, const char *v, char *err, size_t errlen) {
+  const char *colon = strrchr(v, ':');
+  char *end;
+  if (!colon || colon == v || (size_t)(colon - v) >= sizeof c->listen_host) goto bad;
+  long port = strtol(colon + 1, &end, 10);
+  if (*end || end == colon + 1 || port < 0 || port > 65535) goto bad;
+  const char *h = v;
+  size_t hl = (size_t)(colon - v);
+  if (h[0] == '[' && h[hl - 1] == ']') h++, hl -= 2;
+  memcpy(c->listen_host, h, hl);
+  c->listen_host[hl] = '\0';
+  c->listen_port = (int)port;
+  return 0;
+bad:
+  snprintf(err, errlen, "listen address '%s' is not HOST:PORT (e.g. 127.0.0.1:8080)", v);
+  return -EINVAL;
+}
+
+static int add_runtime(struct agent_config *c, const char *kind, const char *url, const char *name, char *err,
+                       size_t errlen) {
+  if (c->nruntimes == CONFIG_MAX_RUNTIMES) {
+    snprintf(err, errlen, "too many runtimes (at most %d)", CONFIG_MAX_RUNTIMES);
+    return -EINVAL;
+  }
+  if (strncmp(url, "http://", 7) != 0 || strlen(url) >= sizeof c->runtimes[0].url) {
+    snprintf(err, errlen, "runtime URL '%s' must look like http://HOST:PORT", url);
+    return -EINVAL;
+  }
+  if (strcmp(kind, "vllm") != 0) {
+    snprintf(err, errlen, "runtime kind '%s' is not supported yet (supported: vllm)", kind);
+    return -EINVAL;
+  }
+  struct config_runtime *r = &c->runtimes[c->nruntimes++];
+  str_copy(r->kind, sizeof r->kind, kind);
+  str_copy(r->url, sizeof r->url, url);
+  str_copy(r->name, sizeof r->name, name ? name : "");
+  return 0;
+}
+
+static int set_key(struct agent_config *c, const struct key *k, const char *v, const char *src, char *err,
+                   size_t errlen) {
+  char *base = (char *)c + k->off;
+  char *end;
+  switch (k->type) {
+  case K_STR:
+    if (strlen(v) >= k->size) {
+      snprintf(err, errlen, "%s: value too long (at most %zu characters)", src, k->size - 1);
+      return -EINVAL;
+    }
+    str_copy(base, k->size, v);
+    return 0;
+  case K_LISTEN: return parse_listen(c, v, err, errlen);
+  case K_RUNTIME: {
+    /* comma-separated list in the environment; one URL per flag */
+    char tmp[4096];
+    str_copy(tmp, sizeof tmp, v);
+    for (char *s = tmp, *next; s && *s; s = next) {
+      next = strchr(s, ',');
+      if (next) *next++ = '\0';
+      int rc = add_runtime(c, "vllm", s, NULL, err, errlen);
+      if (rc) return rc;
+    }
+    return 0;
+  }
+  default: break;
+  }
+  errno = 0;
+  long long n = strtoll(v, &end, 10);
+  if (*v == '\0' || *end || errno || n < 0 || (k->type != K_SIZE && n > INT32_MAX)) {
+    snprintf(err, errlen, "%s: '%s' is not a non-negative integer", src, v);
+    return -EINVAL;
+  }
+  if (k->type == K_U32)
+    *(uint32_t *)base = (uint32_t)n;
+  else if (k->type == K_INT)
+    *(int *)base = (int)n;
+  else
+    *(size_t *)base = (size_t)n;
+  return 0;
+}
+
+static const struct key *find_path(const char *path) {
+  for (size_t i = 0; i < NKEYS; i++)
+    if (strcmp(keys[i].path, path) == 0) return &keys[i];
+  return NULL;
+}
+
+/* ---- YAML ---- */
+
+static int yaml_runtimes(struct agent_config *c, yaml_document_t *d, yaml_node_t *seq, const char *file, char *err,
+                         size_t errlen) {
+  if (seq->type != YAML_SEQUENCE_NODE) {
+    snprintf(err, errlen, "%s: 'runtimes' must be a list", file);
+    return -EINVAL;
+  }
+  for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top; it++) {
+    yaml_node_t *m = yaml_document_get_node(d, *it);
+    const char *kind = "vllm", *url = NULL, *name = NULL;
+    if (!m || m->type != YAML_MAPPING_NODE) {
+      snprintf(err, errlen, "%s: each runtime must be a mapping like {kind: vllm, url: http://...}", file);
+      return -EINVAL;
+    }
+    for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
+      yaml_node_t *k = yaml_document_get_node(d, p->key), *v = yaml_document_get_node(d, p->value);
+      if (k->type != YAML_SCALAR_NODE || v->type != YAML_SCALAR_NODE) continue;
+      const char *ks = (const char *)k->data.scalar.value, *vs = (const char *)v->data.scalar.value;
+      if (strcmp(ks, "kind") == 0)
+        kind = vs;
+      else if (strcmp(ks, "url") == 0)
+        url = vs;
+      else if (strcmp(ks, "name") == 0)
+        name = vs;
+      else if (strcmp(ks, "exec") != 0) {
+        snprintf(err, errlen, "%s: unknown runtime key '%s' (known: kind, url, name, exec)", file, ks);
+        return -EINVAL;
+      }
+    }
+    if (!url) {
+      snprintf(err, errlen, "%s: a runtime has no 'url'", file);
+      return -EINVAL;
+    }
+    int rc = add_runtime(c, kind, url, name, err, errlen);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+static int yaml_walk(struct agent_config *c, yaml_document_t *d, yaml_node_t *n, const char *prefix,
+                     const char *file, char *err, size_t errlen) {
+  for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+    yaml_node_t *k = yaml_document_get_node(d, p->key), *v = yaml_document_get_node(d, p->value);
+    char path[128];
+    if (k->type != YAML_SCALAR_NODE) continue;
+    snprintf(path, sizeof path, "%s%s%s", prefix, prefix[0] ? "." : "", (const char *)k->data.scalar.value);
+    int rc;
+    if (strcmp(path, "runtimes") == 0) {
+      rc = yaml_runtimes(c, d, v, file, err, errlen);
+    } else if (v->type == YAML_MAPPING_NODE) {
+      rc = yaml_walk(c, d, v, path, file, err, errlen);
+    } else if (v->type == YAML_SCALAR_NODE) {
+      const struct key *key = find_path(path);
+      if (!key) {
+        snprintf(err, errlen, "%s: unknown setting '%s' (see infermesh agent --help)", file, path);
+        return -EINVAL;
+      }
+      char src[160];
+      snprintf(src, sizeof src, "%s: %s", file, path);
+      rc = set_key(c, key, (const char *)v->data.scalar.value, src, err, errlen);
+    } else {
+      snprintf(err, errlen, "%s: '%s' must be a value, not a list", file, path);
+      rc = -EINVAL;
+    }
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+static int load_yaml(struct agent_config *c, const char *file, char *err, size_t errlen) {
+  FILE *f = fopen(file, "rb");
+  if (!f) {
+    snprintf(err, errlen, "cannot open config file %s: %s", file, strerror(errno));
+    return -EINVAL;
+  }
+  yaml_parser_t parser;
+  yaml_document_t doc;
+  yaml_parser_initialize(&parser);
+  yaml_parser_set_input_file(&parser, f);
+  int rc = 0;
+  if (!yaml_parser_load(&parser, &doc)) {
+    snprintf(err, errlen, "%s:%zu: %s", file, parser.problem_mark.line + 1,
+             parser.problem ? parser.problem : "invalid YAML");
+    rc = -EINVAL;
+  } else {
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (root && root->type == YAML_MAPPING_NODE)
+      rc = yaml_walk(c, &doc, root, "", file, err, errlen);
+    else if (root) {
+      snprintf(err, errlen, "%s: the top level must be a mapping of settings", file);
+      rc = -EINVAL;
+    }
+    yaml_document_delete(&doc);
+  }
+  yaml_parser_delete(&parser);
+  fclose(f);
+  return rc;
+}
+
+int config_load_args(struct agent_config *c, int argc, char **argv, char *err, size_t errlen) {
+  int rc;
+  for (int i = 0; i < argc; i++) {
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      config_usage(stdout);
+      return 1;
+    }
+    if (strcmp(argv[i], "--config") == 0) {
+      if (i + 1 >= argc) {
+        snprintf(err, errlen, "--config needs a file name");
+        return -EINVAL;
+      }
+      if ((rc = load_yaml(c, argv[i + 1], err, errlen))) return rc;
+    }
+  }
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i], *val = NULL;
+    if (strcmp(a, "--config") == 0) {
+      i++;
+      continue;
+    }
+    const struct key *k = NULL;
+    const char *eq = strchr(a, '=');
+    size_t alen = eq ? (size_t)(eq - a) : strlen(a);
+    for (size_t j = 0; j < NKEYS && !k; j++)
+      if (strlen(keys[j].flag) == alen && strncmp(keys[j].flag, a, alen) == 0) k = &keys[j];
+    if (!k) {
+      snprintf(err, errlen, "unknown flag '%s' (see infermesh agent --help)", a);
+      return -EINVAL;
+    }
+    if (eq)
+      val = eq + 1;
+    else if (i + 1 < argc)
+      val = argv[++i];
+    else {
+      snprintf(err, errlen, "%s needs a value", k->flag);
+      return -EINVAL;
+    }
+    if ((rc = set_key(c, k, val, k->flag, err, errlen))) return rc;
+  }
+  for (size_t j = 0; j < NKEYS; j++) {
+    const char *v = getenv(keys[j].env);
+    if (v && *v && (rc = set_key(c, &keys[j], v, keys[j].env, err, errlen))) return rc;
+  }
+  if (log_level_parse(c->log_level) < 0) {
+    snprintf(err, errlen, "log level '%s' is not one of debug, info, warn, error", c->log_level);
+    return -EINVAL;
+  }
+  if (c->max_attempts < 1) c->max_attempts = 1;
+  if (c->scrape_interval_ms < 10) c->scrape_interval_ms = 10;
+  return 0;
+}

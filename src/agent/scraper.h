@@ -1,0 +1,33 @@
+/* Polls each target's runtime (health, /metrics, /v1/models) and feeds the state store. */
+#ifndef IM_AGENT_SCRAPER_H
+#define IM_AGENT_SCRAPER_H
+
+#include <stdbool.h>
+#include <uv.h>
+
+#include "net/http_client.h"
+#include "state/store.h"
+
+struct scrape_target;
+
+/* The scraper borrows store and pools (pools[i] serves store target i) for its whole life. */
+struct scraper {
+  uv_loop_t *loop;
+  struct store *store;
+  struct http_pool *pools;
+  uint32_t interval_ms;
+  struct scrape_target *targets; /* one per store target */
+  int ntargets;
+  uv_timer_t timer;
+  bool stopping;
+  int busy; /* exchanges in flight */
+  void (*stopped_cb)(struct scraper *s);
+};
+
+/* scraper_start begins polling every interval_ms (the first poll is immediate). */
+void scraper_start(struct scraper *s, uv_loop_t *loop, struct store *store, struct http_pool *pools,
+                   uint32_t interval_ms);
+/* scraper_stop cancels exchanges in flight and calls cb once nothing of the scraper is left on the loop. */
+void scraper_stop(struct scraper *s, void (*cb)(struct scraper *s));
+
+#endif

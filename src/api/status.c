@@ -1,0 +1,99 @@
+/* Node and target views rendered as JSON and Prometheus gauges. */
+#include "api/status.h"
+
+#include <string.h>
+
+void status_json(struct buf *out, const struct status_info *info, const struct store *s) {
+  int healthy = 0;
+  for (int i = 0; i < s->ntargets; i++) healthy += s->targets[i].healthy;
+  buf_puts(out, "{\"node\":");
+  buf_json_str(out, slice_cstr(info->node_name));
+  buf_puts(out, ",\"version\":");
+  buf_json_str(out, slice_cstr(info->version));
+  buf_puts(out, ",\"listen\":");
+  buf_json_str(out, slice_cstr(info->listen));
+  buf_printf(out, ",\"uptime_s\":%.1f,\"inflight\":%d,\"requests_total\":%llu", info->uptime_s, info->inflight,
+             (unsigned long long)info->requests_total);
+  buf_printf(out, ",\"targets\":{\"total\":%d,\"healthy\":%d},\"models\":[", s->ntargets, healthy);
+  int n = 0;
+  for (int i = 0; i < s->ntargets; i++) {
+    const struct target *t = &s->targets[i];
+    for (int j = 0; j < t->nmodels; j++) {
+      bool dup = false;
+      for (int k = 0; k < i && !dup; k++) dup = store_target_serves(&s->targets[k], slice_cstr(t->models[j]));
+      if (dup) continue;
+      if (n++) buf_puts(out, ",");
+      int serving = 0, up = 0;
+      for (int k = 0; k < s->ntargets; k++)
+        if (store_target_serves(&s->targets[k], slice_cstr(t->models[j]))) serving++, up += s->targets[k].healthy;
+      buf_puts(out, "{\"id\":");
+      buf_json_str(out, slice_cstr(t->models[j]));
+      buf_printf(out, ",\"targets\":%d,\"healthy\":%d}", serving, up);
+    }
+  }
+  buf_puts(out, "]}");
+}
+
+void status_targets_json(struct buf *out, const struct store *s, const struct score_params *p, uint64_t now_ns) {
+  buf_puts(out, "{\"targets\":[");
+  for (int i = 0; i < s->ntargets; i++) {
+    const struct target *t = &s->targets[i];
+    if (i) buf_puts(out, ",");
+    buf_printf(out, "{\"id\":%d,\"name\":", t->id);
+    buf_json_str(out, slice_cstr(t->name));
+    buf_puts(out, ",\"url\":");
+    buf_json_str(out, slice_cstr(t->url));
+    buf_puts(out, ",\"kind\":");
+    buf_json_str(out, slice_cstr(t->kind));
+    buf_printf(out, ",\"healthy\":%s,\"models\":[", t->healthy ? "true" : "false");
+    for (int j = 0; j < t->nmodels; j++) {
+      if (j) buf_puts(out, ",");
+      buf_json_str(out, slice_cstr(t->models[j]));
+    }
+    buf_printf(out, "],\"waiting\":%g,\"running\":%g,\"kv_usage\":", t->load.waiting, t->load.running);
+    if (t->load.kv_usage >= 0)
+      buf_printf(out, "%.4f", t->load.kv_usage);
+    else
+      buf_puts(out, "null");
+    double hit = t->load.prefix_queries > 0 ? t->load.prefix_hits / t->load.prefix_queries : 0;
+    buf_printf(out, ",\"prefix_hit_rate\":%.4f,\"inflight\":%d,\"routed_since_report\":%d,\"age_ms\":", hit,
+               t->inflight, t->routed_since_report);
+    if (t->updated_ns)
+      buf_printf(out, "%.0f", (double)(now_ns - t->updated_ns) / 1e6);
+    else
+      buf_puts(out, "null");
+    buf_printf(out, ",\"score\":%.3f,\"last_error\":", score_target(t, p, now_ns));
+    buf_json_str(out, slice_cstr(t->last_error));
+    buf_puts(out, "}");
+  }
+  buf_puts(out, "]}");
+}
+
+static void gauge(struct buf *out, const struct store *s, const char *name, const char *help, int which,
+                  const struct score_params *p, uint64_t now_ns) {
+  buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
+  for (int i = 0; i < s->ntargets; i++) {
+    const struct target *t = &s->targets[i];
+    double v = 0;
+    switch (which) {
+    case 0: v = t->healthy; break;
+    case 1: v = t->load.waiting; break;
+    case 2: v = t->load.running; break;
+    case 3: v = t->inflight; break;
+    case 4: v = score_target(t, p, now_ns); break;
+    case 5: v = t->load.kv_usage; break;
+    }
+    buf_printf(out, "%s{target=\"%s\"} %g\n", name, t->name, v);
+  }
+}
+
+void status_targets_metrics(struct buf *out, const struct store *s, const struct score_params *p, uint64_t now_ns) {
+  gauge(out, s, "infermesh_target_healthy", "1 when the target passed its last health check.", 0, p, now_ns);
+  gauge(out, s, "infermesh_target_waiting", "Waiting requests the target last reported.", 1, p, now_ns);
+  gauge(out, s, "infermesh_target_running", "Running requests the target last reported.", 2, p, now_ns);
+  gauge(out, s, "infermesh_target_inflight", "Requests this agent has in flight to the target.", 3, p, now_ns);
+  gauge(out, s, "infermesh_target_score", "Current routing score (estimated queueing; lower is better).", 4, p,
+        now_ns);
+  gauge(out, s, "infermesh_target_kv_usage", "KV-cache use the target last reported (0..1, -1 unknown).", 5, p,
+        now_ns);
+}

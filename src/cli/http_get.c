@@ -1,0 +1,125 @@
+/* Blocking HTTP GET: connect with a timeout, send, read to EOF, parse the response with http_parser. */
+#include "cli/http_get.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <http_parser.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+
+struct resp {
+  struct buf *body;
+  bool done;
+};
+
+static int on_body(http_parser *p, const char *at, size_t len) {
+  struct resp *r = p->data;
+  buf_append(r->body, at, len);
+  return 0;
+}
+
+static int on_complete(http_parser *p) {
+  ((struct resp *)p->data)->done = true;
+  return 0;
+}
+
+static int wait_fd(int fd, short ev, uint64_t deadline) {
+  uint64_t now = clock_mono_ns();
+  int ms = now >= deadline ? 0 : (int)((deadline - now) / 1000000);
+  struct pollfd pfd = {fd, ev, 0};
+  int rc = poll(&pfd, 1, ms);
+  return rc > 0 ? 0 : rc == 0 ? -ETIMEDOUT : -errno;
+}
+
+int http_get(const char *base_url, const char *path, int timeout_ms, int *status, struct buf *body, char *err,
+             size_t errlen) {
+  char host[64];
+  struct sockaddr_in sa = {.sin_family = AF_INET};
+  const char *p = base_url;
+  if (strncmp(p, "http://", 7) != 0) goto bad_url;
+  p += 7;
+  const char *colon = strchr(p, ':');
+  if (!colon || (size_t)(colon - p) >= sizeof host) goto bad_url;
+  memcpy(host, p, (size_t)(colon - p));
+  host[colon - p] = '\0';
+  if (strcmp(host, "localhost") == 0) str_copy(host, sizeof host, "127.0.0.1");
+  char *end;
+  long port = strtol(colon + 1, &end, 10);
+  if (port <= 0 || port > 65535 || (*end && strcmp(end, "/") != 0) || inet_pton(AF_INET, host, &sa.sin_addr) != 1)
+    goto bad_url;
+  sa.sin_port = htons((uint16_t)port);
+
+  uint64_t deadline = clock_mono_ns() + (uint64_t)timeout_ms * 1000000ull;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return snprintf(err, errlen, "socket: %s", strerror(errno)), -errno;
+  int rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+  if (rc != 0 && errno == EINPROGRESS) {
+    rc = wait_fd(fd, POLLOUT, deadline);
+    int soerr = 0;
+    socklen_t sl = sizeof soerr;
+    if (rc == 0) getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl), rc = -soerr;
+  } else if (rc != 0) {
+    rc = -errno;
+  }
+  if (rc != 0) {
+    snprintf(err, errlen, "cannot reach the agent at %s: %s (is it running? pass --agent URL)", base_url,
+             strerror(-rc));
+    close(fd);
+    return rc;
+  }
+  char req[512];
+  int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s:%ld\r\nConnection: close\r\nAccept: application/json\r\n\r\n",
+                   path, host, port);
+  for (int off = 0; off < n;) {
+    ssize_t w = send(fd, req + off, (size_t)(n - off), MSG_NOSIGNAL);
+    if (w < 0 && errno == EAGAIN && wait_fd(fd, POLLOUT, deadline) == 0) continue;
+    if (w <= 0) {
+      snprintf(err, errlen, "sending to %s failed: %s", base_url, strerror(errno));
+      close(fd);
+      return -EIO;
+    }
+    off += (int)w;
+  }
+  http_parser parser;
+  http_parser_settings settings = {.on_body = on_body, .on_message_complete = on_complete};
+  struct resp r = {body, false};
+  http_parser_init(&parser, HTTP_RESPONSE);
+  parser.data = &r;
+  char buf[16384];
+  while (!r.done) {
+    ssize_t got = recv(fd, buf, sizeof buf, 0);
+    if (got < 0 && errno == EAGAIN) {
+      if ((rc = wait_fd(fd, POLLIN, deadline)) != 0) {
+        snprintf(err, errlen, "no answer from %s within %d ms", base_url, timeout_ms);
+        close(fd);
+        return rc;
+      }
+      continue;
+    }
+    if (got < 0) {
+      snprintf(err, errlen, "reading from %s failed: %s", base_url, strerror(errno));
+      close(fd);
+      return -EIO;
+    }
+    size_t parsed = http_parser_execute(&parser, &settings, buf, (size_t)got);
+    if (got == 0) break;
+    if (HTTP_PARSER_ERRNO(&parser) != HPE_OK || parsed != (size_t)got) break;
+  }
+  close(fd);
+  if (!r.done) {
+    snprintf(err, errlen, "%s sent an incomplete or invalid HTTP response", base_url);
+    return -EPROTO;
+  }
+  *status = parser.status_code;
+  return 0;
+bad_url:
+  snprintf(err, errlen, "agent URL '%s' must look like http://127.0.0.1:8080", base_url);
+  return -EINVAL;
+}

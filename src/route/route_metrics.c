@@ -1,0 +1,76 @@
+/* Router request metrics. */
+#include "route/route_metrics.h"
+
+#include <string.h>
+
+#include "core/slice.h"
+
+void route_metrics_init(struct route_metrics *m) {
+  memset(m, 0, sizeof *m);
+  hist_init(&m->ttft, hist_latency_bounds, hist_latency_nbounds);
+  hist_init(&m->latency, hist_latency_bounds, hist_latency_nbounds);
+}
+
+void route_metrics_count(struct route_metrics *m, const char *model, int status, const char *target) {
+  for (int i = 0; i < m->nseries; i++) {
+    struct rm_series *s = &m->series[i];
+    if (s->status == status && strcmp(s->model, model) == 0 && strcmp(s->target, target) == 0) {
+      s->count++;
+      return;
+    }
+  }
+  if (m->nseries == RM_MAX_SERIES) return;
+  struct rm_series *s = &m->series[m->nseries++];
+  str_copy(s->model, sizeof s->model, model);
+  str_copy(s->target, sizeof s->target, target);
+  s->status = status;
+  s->count = 1;
+}
+
+/* Label values come from our own configuration and known model names; escape anyway. */
+static void label_value(struct buf *out, const char *v) {
+  for (; *v; v++) {
+    if (*v == '"' || *v == '\\') buf_append(out, "\\", 1);
+    if (*v == '\n') {
+      buf_append(out, "\\n", 2);
+      continue;
+    }
+    buf_append(out, v, 1);
+  }
+}
+
+void route_metrics_render(const struct route_metrics *m, struct buf *out, int inflight) {
+  buf_puts(out, "# HELP infermesh_requests_total Requests answered, by model, HTTP status and target.\n"
+                "# TYPE infermesh_requests_total counter\n");
+  for (int i = 0; i < m->nseries; i++) {
+    const struct rm_series *s = &m->series[i];
+    buf_puts(out, "infermesh_requests_total{model=\"");
+    label_value(out, s->model);
+    buf_printf(out, "\",status=\"%d\",target=\"", s->status);
+    label_value(out, s->target);
+    buf_printf(out, "\"} %llu\n", (unsigned long long)s->count);
+  }
+  buf_printf(out,
+             "# HELP infermesh_requests_in_flight Requests being served now.\n"
+             "# TYPE infermesh_requests_in_flight gauge\ninfermesh_requests_in_flight %d\n"
+             "# HELP infermesh_retries_total Attempts repeated on another target before the first byte.\n"
+             "# TYPE infermesh_retries_total counter\ninfermesh_retries_total %llu\n"
+             "# HELP infermesh_upstream_errors_total Upstream attempts that failed (connect, timeout, 5xx, reset).\n"
+             "# TYPE infermesh_upstream_errors_total counter\ninfermesh_upstream_errors_total %llu\n"
+             "# HELP infermesh_client_aborts_total Requests whose client went away before the end.\n"
+             "# TYPE infermesh_client_aborts_total counter\ninfermesh_client_aborts_total %llu\n"
+             "# HELP infermesh_prompt_tokens_total Prompt tokens reported by upstream usage.\n"
+             "# TYPE infermesh_prompt_tokens_total counter\ninfermesh_prompt_tokens_total %llu\n"
+             "# HELP infermesh_completion_tokens_total Completion tokens reported by upstream usage.\n"
+             "# TYPE infermesh_completion_tokens_total counter\ninfermesh_completion_tokens_total %llu\n",
+             inflight, (unsigned long long)m->retries, (unsigned long long)m->upstream_errors,
+             (unsigned long long)m->client_aborts, (unsigned long long)m->prompt_tokens,
+             (unsigned long long)m->completion_tokens);
+  buf_puts(out, "# HELP infermesh_time_to_first_token_seconds Time from request to the first streamed token "
+                "(or the whole response when not streaming).\n"
+                "# TYPE infermesh_time_to_first_token_seconds histogram\n");
+  hist_render(&m->ttft, out, "infermesh_time_to_first_token_seconds", "");
+  buf_puts(out, "# HELP infermesh_request_duration_seconds Time from request to the end of the response.\n"
+                "# TYPE infermesh_request_duration_seconds histogram\n");
+  hist_render(&m->latency, out, "infermesh_request_duration_seconds", "");
+}

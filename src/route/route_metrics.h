@@ -1,0 +1,34 @@
+/* Request metrics of the router, rendered in the Prometheus text format. */
+#ifndef IM_ROUTE_ROUTE_METRICS_H
+#define IM_ROUTE_ROUTE_METRICS_H
+
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/hist.h"
+
+#define RM_MAX_SERIES 512
+
+/* One requests_total series: model/status/target label values (copied, bounded). */
+struct rm_series {
+  char model[96];
+  char target[64];
+  int status;
+  uint64_t count;
+};
+
+struct route_metrics {
+  struct rm_series series[RM_MAX_SERIES];
+  int nseries;
+  uint64_t retries, upstream_errors, client_aborts, prompt_tokens, completion_tokens;
+  struct hist ttft, latency;
+};
+
+void route_metrics_init(struct route_metrics *m);
+/* route_metrics_count adds one finished request. model is "" for requests that named no known model (so
+ * clients cannot grow the label set); target "" when none was chosen. */
+void route_metrics_count(struct route_metrics *m, const char *model, int status, const char *target);
+/* route_metrics_render appends the infermesh_* families (HELP, TYPE, samples); inflight is a gauge value. */
+void route_metrics_render(const struct route_metrics *m, struct buf *out, int inflight);
+
+#endif

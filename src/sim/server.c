@@ -1,0 +1,598 @@
+/* The simulated engine's HTTP face: OpenAI endpoints, SSE paced by the model, vLLM metrics, faults. */
+#include "sim/server.h"
+
+#include <http_parser.h>
+#include <jansson.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/clock.h"
+#include "core/log.h"
+#include "core/rng.h"
+#include "net/http_server.h"
+#include "sim/engine.h"
+#include "sim/sim_text.h"
+
+#define DEFAULT_PROFILE "llama-3.1-8b-h100"
+#define DEFAULT_MAX_TOKENS 128
+
+struct sim_opts {
+  char host[64];
+  int port;
+  char profile[256];
+  char profiles_dir[512];
+  char model[SIM_PROFILE_MODEL_MAX];
+  double speed; /* virtual seconds per real second; 0 = instant */
+  double error_rate, hang_rate;
+  uint32_t added_latency_ms;
+  long crash_after; /* exit when request crash_after+1 arrives; -1 never */
+  uint64_t seed;
+  char log_level[8];
+};
+
+struct simsrv {
+  uv_loop_t *loop;
+  struct sim_opts o;
+  struct sim_profile prof;
+  struct sim_engine *eng;
+  struct http_server http;
+  uv_timer_t step_timer;
+  uv_signal_t sigterm, sigint;
+  uint64_t t0_ns;      /* real time origin */
+  uint64_t virt_ns;    /* virtual time reached (instant mode) */
+  struct rng rng;
+  long requests;       /* completion requests received */
+  uint64_t errors_injected, hangs_injected, next_id;
+};
+
+struct sreq {
+  struct simsrv *s;
+  struct http_req *req;
+  uint64_t id;
+  bool chat, stream, include_usage, hung;
+  int prompt_tokens, max_tokens, cached_tokens, tokens_out;
+  char rid[40];
+  int64_t created;
+  struct buf prompt; /* the prompt text, kept only until submit */
+  struct buf out;    /* generated text (non-streaming) */
+  uv_timer_t *delay;
+};
+
+static void schedule(struct simsrv *s);
+
+/* ---- time ---- */
+
+static uint64_t virt_now(struct simsrv *s) {
+  if (s->o.speed <= 0) return s->virt_ns;
+  return (uint64_t)((double)(clock_mono_ns() - s->t0_ns) * s->o.speed);
+}
+
+/* ---- responses ---- */
+
+static void send_error(struct http_req *req, int status, const char *type, const char *msg) {
+  /* vLLM's error shape: {"object":"error","message",...} plus OpenAI's nested form for clients. */
+  struct buf b = {0};
+  http_error_json(&b, msg, type, NULL);
+  http_resp_send(req, status, "application/json", b.base, b.len, NULL, 0);
+  buf_free(&b);
+}
+
+static void usage_json(struct buf *b, const struct sreq *r) {
+  buf_printf(b,
+             "\"usage\":{\"prompt_tokens\":%d,\"total_tokens\":%d,\"completion_tokens\":%d,"
+             "\"prompt_tokens_details\":{\"cached_tokens\":%d}}",
+             r->prompt_tokens, r->prompt_tokens + r->tokens_out, r->tokens_out, r->cached_tokens);
+}
+
+static void chunk_begin(struct buf *b, const struct sreq *r) {
+  buf_printf(b, "data: {\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":", r->rid,
+             r->chat ? "chat.completion.chunk" : "text_completion", (long long)r->created);
+  buf_json_str(b, slice_cstr(r->s->prof.model));
+  buf_puts(b, ",\"choices\":[");
+}
+
+static void send_token_chunk(struct sreq *r, int index, bool first) {
+  struct buf b = {0};
+  struct slice w = sim_text_token(index);
+  chunk_begin(&b, r);
+  if (r->chat) {
+    buf_puts(&b, first ? "{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":" : "{\"index\":0,\"delta\":{\"content\":");
+    buf_json_str(&b, w);
+    buf_puts(&b, "},\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+  } else {
+    buf_puts(&b, "{\"index\":0,\"text\":");
+    buf_json_str(&b, w);
+    buf_puts(&b, ",\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+  }
+  http_resp_write(r->req, b.base, b.len);
+  buf_free(&b);
+}
+
+static void sreq_free(struct sreq *r) {
+  buf_free(&r->prompt);
+  buf_free(&r->out);
+  free(r);
+}
+
+static void finish_stream(struct sreq *r) {
+  struct buf b = {0};
+  chunk_begin(&b, r);
+  if (r->chat)
+    buf_puts(&b, "{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"length\"}]}\n\n");
+  else
+    buf_puts(&b, "{\"index\":0,\"text\":\"\",\"logprobs\":null,\"finish_reason\":\"length\"}]}\n\n");
+  if (r->include_usage) {
+    chunk_begin(&b, r);
+    buf_puts(&b, "],");
+    usage_json(&b, r);
+    buf_puts(&b, "}\n\n");
+  }
+  buf_puts(&b, "data: [DONE]\n\n");
+  http_resp_write(r->req, b.base, b.len);
+  buf_free(&b);
+  r->req->abort_cb = NULL;
+  http_resp_end(r->req);
+  sreq_free(r);
+}
+
+static void finish_full(struct sreq *r) {
+  struct buf b = {0};
+  for (int i = 0; i < r->tokens_out; i++) buf_append_slice(&r->out, sim_text_token(i));
+  buf_printf(&b, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":", r->rid,
+             r->chat ? "chat.completion" : "text_completion", (long long)r->created);
+  buf_json_str(&b, slice_cstr(r->s->prof.model));
+  if (r->chat) {
+    buf_puts(&b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
+    buf_json_str(&b, buf_slice(&r->out));
+    buf_puts(&b, "},\"logprobs\":null,\"finish_reason\":\"length\"}],");
+  } else {
+    buf_puts(&b, ",\"choices\":[{\"index\":0,\"text\":");
+    buf_json_str(&b, buf_slice(&r->out));
+    buf_puts(&b, ",\"logprobs\":null,\"finish_reason\":\"length\"}],");
+  }
+  usage_json(&b, r);
+  buf_puts(&b, "}");
+  r->req->abort_cb = NULL;
+  http_resp_send(r->req, 200, "application/json", b.base, b.len, NULL, 0);
+  buf_free(&b);
+  sreq_free(r);
+}
+
+/* ---- engine events ---- */
+
+static void event_cb(void *arg, const struct sim_event *ev) {
+  struct sreq *r = ev->udata;
+  (void)arg;
+  r->tokens_out = ev->tokens_out;
+  r->cached_tokens = ev->cached_tokens;
+  switch (ev->kind) {
+  case SIM_EV_FIRST_TOKEN:
+    if (r->stream) {
+      struct http_header h[2] = {{SLICE_LIT("Content-Type"), SLICE_LIT("text/event-stream")},
+                                 {SLICE_LIT("Cache-Control"), SLICE_LIT("no-cache")}};
+      http_resp_start(r->req, 200, h, 2, -1);
+      send_token_chunk(r, 0, true);
+    }
+    break;
+  case SIM_EV_TOKEN:
+    if (r->stream) send_token_chunk(r, ev->tokens_out - 1, false);
+    break;
+  case SIM_EV_DONE:
+    if (r->stream)
+      finish_stream(r);
+    else
+      finish_full(r);
+    break;
+  }
+}
+
+static void step_cb(uv_timer_t *t) {
+  struct simsrv *s = t->data;
+  sim_engine_advance(s->eng, virt_now(s), event_cb, s);
+  schedule(s);
+}
+
+/* Arm the timer for the engine's next step end, converted to real milliseconds. In instant mode, run
+ * virtual time forward until the engine is idle. */
+static void schedule(struct simsrv *s) {
+  uint64_t next = sim_engine_next_event(s->eng);
+  if (s->o.speed <= 0) {
+    while (next != UINT64_MAX) {
+      if (next > s->virt_ns) s->virt_ns = next;
+      sim_engine_advance(s->eng, s->virt_ns, event_cb, s);
+      next = sim_engine_next_event(s->eng);
+    }
+    return;
+  }
+  if (next == UINT64_MAX) {
+    uv_timer_stop(&s->step_timer);
+    return;
+  }
+  uint64_t now = virt_now(s);
+  double real_ns = next > now ? (double)(next - now) / s->o.speed : 0;
+  uint64_t ms = (uint64_t)(real_ns / 1e6 + 0.999);
+  uv_timer_start(&s->step_timer, step_cb, ms, 0);
+}
+
+/* ---- requests ---- */
+
+static void sreq_abort_cb(struct http_req *req) {
+  struct sreq *r = req->data;
+  if (r->delay) {
+    uv_timer_stop(r->delay);
+  } else if (r->id) {
+    sim_engine_abort(r->s->eng, r->id); /* the KV blocks free now: running count drops */
+  }
+  log_debug("client went away", "id=%s tokens_out=%d", r->rid, r->tokens_out);
+  req->abort_cb = NULL;
+  http_resp_end(req);
+  if (!r->delay) sreq_free(r);
+  else r->req = NULL; /* the delay timer's close callback frees r */
+}
+
+static void delay_closed_cb(uv_handle_t *h) {
+  struct sreq *r = h->data;
+  free(h);
+  r->delay = NULL;
+  if (!r->req) sreq_free(r);
+}
+
+static void submit(struct sreq *r) {
+  struct simsrv *s = r->s;
+  int max = r->prompt.len / ((size_t)s->prof.block_size * 4) + 1;
+  uint64_t *hashes = xmalloc((size_t)max * sizeof *hashes);
+  int nb = sim_block_hashes(&s->prof, r->prompt.base, r->prompt.len, hashes, max);
+  r->id = sim_engine_submit(s->eng, virt_now(s), hashes, nb, r->prompt_tokens, r->max_tokens, r);
+  free(hashes);
+  buf_free(&r->prompt);
+  schedule(s);
+}
+
+static void delay_cb(uv_timer_t *t) {
+  struct sreq *r = t->data;
+  uv_close((uv_handle_t *)t, delay_closed_cb);
+  if (r->req) submit(r);
+}
+
+/* Append a message content (string or array of text parts) to the prompt. */
+static void add_content(struct buf *p, json_t *content) {
+  if (json_is_string(content)) {
+    buf_append(p, json_string_value(content), json_string_length(content));
+  } else if (json_is_array(content)) {
+    size_t i;
+    json_t *part;
+    json_array_foreach(content, i, part) {
+      json_t *text = json_object_get(part, "text");
+      if (json_is_string(text)) buf_append(p, json_string_value(text), json_string_length(text));
+    }
+  }
+}
+
+/* Build the prompt text the way a chat template would: role markers around each message. */
+static const char *build_prompt(struct sreq *r, json_t *root) {
+  if (r->chat) {
+    json_t *msgs = json_object_get(root, "messages");
+    if (!json_is_array(msgs) || json_array_size(msgs) == 0) return "'messages' must be a non-empty array";
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m) {
+      json_t *role = json_object_get(m, "role");
+      if (!json_is_object(m) || !json_is_string(role)) return "each message needs a 'role' string";
+      buf_printf(&r->prompt, "<|%s|>\n", json_string_value(role));
+      add_content(&r->prompt, json_object_get(m, "content"));
+      buf_puts(&r->prompt, "\n");
+    }
+    buf_puts(&r->prompt, "<|assistant|>\n");
+  } else {
+    json_t *prompt = json_object_get(root, "prompt");
+    if (json_is_string(prompt))
+      buf_append(&r->prompt, json_string_value(prompt), json_string_length(prompt));
+    else if (json_is_array(prompt) && json_array_size(prompt) > 0 && json_is_string(json_array_get(prompt, 0)))
+      add_content(&r->prompt, json_array_get(prompt, 0));
+    else
+      return "'prompt' must be a string or an array of strings";
+  }
+  return NULL;
+}
+
+static void handle_completion(struct simsrv *s, struct http_req *req, bool chat) {
+  char msg[512];
+  json_error_t jerr;
+  if (s->o.crash_after >= 0 && s->requests >= s->o.crash_after) {
+    log_warn("fault: crashing as asked", "after=%ld", s->o.crash_after);
+    _exit(3);
+  }
+  s->requests++;
+  if (s->o.error_rate > 0 && rng_unit(&s->rng) < s->o.error_rate) {
+    s->errors_injected++;
+    send_error(req, 500, "internal_server_error", "injected fault: simulated engine error");
+    return;
+  }
+  json_t *root = json_loadb(req->body.base, req->body.len, JSON_REJECT_DUPLICATES, &jerr);
+  if (!root || !json_is_object(root)) {
+    snprintf(msg, sizeof msg, "invalid JSON body: %s", root ? "not an object" : jerr.text);
+    json_decref(root);
+    send_error(req, 400, "BadRequestError", msg);
+    return;
+  }
+  json_t *model = json_object_get(root, "model");
+  if (!json_is_string(model) || strcmp(json_string_value(model), s->prof.model) != 0) {
+    snprintf(msg, sizeof msg, "The model `%.200s` does not exist.", json_is_string(model) ? json_string_value(model) : "");
+    json_decref(root);
+    send_error(req, 404, "NotFoundError", msg);
+    return;
+  }
+  struct sreq *r = xcalloc(1, sizeof *r);
+  r->s = s;
+  r->req = req;
+  r->chat = chat;
+  r->created = clock_wall_s();
+  snprintf(r->rid, sizeof r->rid, "%s-%llu", chat ? "chatcmpl" : "cmpl", (unsigned long long)++s->next_id);
+  r->stream = json_is_true(json_object_get(root, "stream"));
+  r->include_usage = json_is_true(json_object_get(json_object_get(root, "stream_options"), "include_usage"));
+  json_t *mt = json_object_get(root, "max_completion_tokens");
+  if (!mt) mt = json_object_get(root, "max_tokens");
+  r->max_tokens = DEFAULT_MAX_TOKENS;
+  if (mt && !json_is_null(mt)) {
+    if (!json_is_integer(mt) || json_integer_value(mt) < 1 || json_integer_value(mt) > INT_MAX) {
+      json_decref(root);
+      sreq_free(r);
+      send_error(req, 400, "BadRequestError", "max_tokens must be a positive integer");
+      return;
+    }
+    r->max_tokens = (int)json_integer_value(mt);
+  }
+  const char *bad = build_prompt(r, root);
+  json_decref(root);
+  r->prompt_tokens = sim_tokens_for_bytes(r->prompt.len);
+  if (!bad && sim_engine_check(s->eng, r->prompt_tokens, r->max_tokens, msg, sizeof msg) != 0) bad = msg;
+  if (bad) {
+    send_error(req, 400, "BadRequestError", bad);
+    sreq_free(r);
+    return;
+  }
+  req->data = r;
+  req->abort_cb = sreq_abort_cb;
+  if (s->o.hang_rate > 0 && rng_unit(&s->rng) < s->o.hang_rate) {
+    s->hangs_injected++;
+    r->hung = true; /* never answered; only the client going away ends it */
+    buf_free(&r->prompt);
+    return;
+  }
+  if (s->o.added_latency_ms) {
+    r->delay = xmalloc(sizeof *r->delay);
+    uv_timer_init(s->loop, r->delay);
+    r->delay->data = r;
+    uv_timer_start(r->delay, delay_cb, s->o.added_latency_ms, 0);
+    return;
+  }
+  submit(r);
+}
+
+static void render_metrics(struct simsrv *s, struct buf *b) {
+  const struct sim_stats *st = sim_engine_stats(s->eng);
+  char lbl[SIM_PROFILE_MODEL_MAX + 32];
+  snprintf(lbl, sizeof lbl, "model_name=\"%s\"", s->prof.model);
+  buf_printf(b,
+             "# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
+             "# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running{%s} %d\n"
+             "# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n"
+             "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{%s} %d\n"
+             "# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.\n"
+             "# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{%s} %.6f\n"
+             "# HELP vllm:prefix_cache_queries_total Prefix cache queries, in terms of number of queried tokens.\n"
+             "# TYPE vllm:prefix_cache_queries_total counter\nvllm:prefix_cache_queries_total{%s} %llu\n"
+             "# HELP vllm:prefix_cache_hits_total Prefix cache hits, in terms of number of cached tokens.\n"
+             "# TYPE vllm:prefix_cache_hits_total counter\nvllm:prefix_cache_hits_total{%s} %llu\n"
+             "# HELP vllm:prompt_tokens_total Number of prefill tokens processed.\n"
+             "# TYPE vllm:prompt_tokens_total counter\nvllm:prompt_tokens_total{%s} %llu\n"
+             "# HELP vllm:generation_tokens_total Number of generation tokens processed.\n"
+             "# TYPE vllm:generation_tokens_total counter\nvllm:generation_tokens_total{%s} %llu\n"
+             "# HELP vllm:request_success_total Count of successfully processed requests.\n"
+             "# TYPE vllm:request_success_total counter\nvllm:request_success_total{%s,finished_reason=\"length\"} %llu\n"
+             "# HELP vllm:num_preemptions_total Cumulative number of preemption from the engine.\n"
+             "# TYPE vllm:num_preemptions_total counter\nvllm:num_preemptions_total{%s} %llu\n"
+             "# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig\n"
+             "# TYPE vllm:cache_config_info gauge\n"
+             "vllm:cache_config_info{block_size=\"%d\",enable_prefix_caching=\"True\",num_gpu_blocks=\"%d\"} 1.0\n",
+             lbl, st->running, lbl, st->waiting, lbl, st->kv_usage, lbl,
+             (unsigned long long)st->prefix_queries_tokens, lbl, (unsigned long long)st->prefix_hits_tokens, lbl,
+             (unsigned long long)st->prompt_tokens_total, lbl, (unsigned long long)st->generation_tokens_total, lbl,
+             (unsigned long long)st->requests_finished, lbl, (unsigned long long)st->preemptions,
+             s->prof.block_size, s->prof.num_gpu_blocks);
+  buf_puts(b, "# HELP vllm:time_to_first_token_seconds Histogram of time to first token in seconds (model time).\n"
+              "# TYPE vllm:time_to_first_token_seconds histogram\n");
+  hist_render(&st->ttft, b, "vllm:time_to_first_token_seconds", lbl);
+  buf_puts(b, "# HELP vllm:e2e_request_latency_seconds Histogram of end to end request latency in seconds.\n"
+              "# TYPE vllm:e2e_request_latency_seconds histogram\n");
+  hist_render(&st->e2e, b, "vllm:e2e_request_latency_seconds", lbl);
+  buf_puts(b, "# HELP vllm:inter_token_latency_seconds Histogram of inter-token latency in seconds.\n"
+              "# TYPE vllm:inter_token_latency_seconds histogram\n");
+  hist_render(&st->itl, b, "vllm:inter_token_latency_seconds", lbl);
+  buf_printf(b,
+             "# HELP infermesh_sim_faults_total Faults injected by the simulated engine.\n"
+             "# TYPE infermesh_sim_faults_total counter\ninfermesh_sim_faults_total{kind=\"error\"} %llu\n"
+             "infermesh_sim_faults_total{kind=\"hang\"} %llu\n",
+             (unsigned long long)s->errors_injected, (unsigned long long)s->hangs_injected);
+}
+
+static void handle(struct http_req *req, void *arg) {
+  struct simsrv *s = arg;
+  bool post = req->method == HTTP_POST, get = req->method == HTTP_GET;
+  if (post && slice_eqz(req->path, "/v1/chat/completions")) return handle_completion(s, req, true);
+  if (post && slice_eqz(req->path, "/v1/completions")) return handle_completion(s, req, false);
+  if (get && slice_eqz(req->path, "/health")) return http_resp_send(req, 200, "application/json", "", 0, NULL, 0);
+  if (get && slice_eqz(req->path, "/v1/models")) {
+    struct buf b = {0};
+    buf_puts(&b, "{\"object\":\"list\",\"data\":[{\"id\":");
+    buf_json_str(&b, slice_cstr(s->prof.model));
+    buf_printf(&b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"infermesh-sim\",\"root\":",
+               (long long)clock_wall_s());
+    buf_json_str(&b, slice_cstr(s->prof.model));
+    buf_printf(&b, ",\"max_model_len\":%d}]}", s->prof.max_model_len);
+    http_resp_send(req, 200, "application/json", b.base, b.len, NULL, 0);
+    buf_free(&b);
+    return;
+  }
+  if (get && slice_eqz(req->path, "/metrics")) {
+    struct buf b = {0};
+    render_metrics(s, &b);
+    http_resp_send(req, 200, "text/plain; version=0.0.4", b.base, b.len, NULL, 0);
+    buf_free(&b);
+    return;
+  }
+  send_error(req, 404, "NotFoundError", "no such endpoint on the simulated engine");
+}
+
+/* ---- setup ---- */
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: infermesh sim-engine [options]\n\n"
+          "A simulated vLLM-like engine: OpenAI API (/v1/chat/completions, /v1/completions, /v1/models),\n"
+          "/health and vLLM metrics on /metrics. Token counts, timing and prefix caching follow the profile.\n\n"
+          "  --host H               listen address (127.0.0.1)\n"
+          "  --port P               listen port (8000; 0 = any free port, printed on stdout)\n"
+          "  --profile NAME|FILE    engine profile (" DEFAULT_PROFILE ")\n"
+          "  --profiles-dir DIR     where profile names are looked up (INFERMESH_PROFILES_DIR, ../profiles)\n"
+          "  --model ID             served model id (the profile's)\n"
+          "  --speed X              model seconds per real second (1); 0 = instant (zero-latency mode)\n"
+          "  --seed N               fault-injection seed\n"
+          "faults:\n"
+          "  --error-rate F         answer this fraction of requests with 500\n"
+          "  --added-latency-ms N   hold every request N ms before it enters the queue\n"
+          "  --hang-rate F          never answer this fraction of requests\n"
+          "  --crash-after N        exit abruptly when request N+1 arrives\n"
+          "  --log-level L          debug|info|warn|error (info)\n");
+}
+
+static int parse_args(struct sim_opts *o, int argc, char **argv) {
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      usage(stdout);
+      return 1;
+    }
+    if (i + 1 >= argc) {
+      fprintf(stderr, "infermesh sim-engine: %s needs a value (see --help)\n", a);
+      return -1;
+    }
+    const char *v = argv[++i];
+    char *end = NULL;
+    double d = strtod(v, &end);
+    bool num = end && *end == '\0' && end != v;
+    if (strcmp(a, "--host") == 0) str_copy(o->host, sizeof o->host, v);
+    else if (strcmp(a, "--profile") == 0) str_copy(o->profile, sizeof o->profile, v);
+    else if (strcmp(a, "--profiles-dir") == 0) str_copy(o->profiles_dir, sizeof o->profiles_dir, v);
+    else if (strcmp(a, "--model") == 0) str_copy(o->model, sizeof o->model, v);
+    else if (strcmp(a, "--log-level") == 0) str_copy(o->log_level, sizeof o->log_level, v);
+    else if (!num) {
+      fprintf(stderr, "infermesh sim-engine: %s '%s': %s\n", a, v,
+              strncmp(a, "--", 2) == 0 ? "expected a number (or an unknown option: see --help)" : "unknown argument");
+      return -1;
+    } else if (strcmp(a, "--port") == 0 && d >= 0 && d <= 65535) o->port = (int)d;
+    else if (strcmp(a, "--speed") == 0 && d >= 0) o->speed = d;
+    else if (strcmp(a, "--seed") == 0 && d >= 0) o->seed = (uint64_t)d;
+    else if (strcmp(a, "--error-rate") == 0 && d >= 0 && d <= 1) o->error_rate = d;
+    else if (strcmp(a, "--hang-rate") == 0 && d >= 0 && d <= 1) o->hang_rate = d;
+    else if (strcmp(a, "--added-latency-ms") == 0 && d >= 0) o->added_latency_ms = (uint32_t)d;
+    else if (strcmp(a, "--crash-after") == 0 && d >= 0) o->crash_after = (long)d;
+    else {
+      fprintf(stderr, "infermesh sim-engine: bad option or value: %s %s (see --help)\n", a, v);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* Profiles dir: flag, INFERMESH_PROFILES_DIR, then <binary>/../profiles (a build tree or an install). */
+static void find_profiles_dir(struct sim_opts *o) {
+  if (o->profiles_dir[0]) return;
+  const char *env = getenv("INFERMESH_PROFILES_DIR");
+  if (env && *env) {
+    str_copy(o->profiles_dir, sizeof o->profiles_dir, env);
+    return;
+  }
+  char exe[400];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = '\0';
+    snprintf(o->profiles_dir, sizeof o->profiles_dir, "%s/../profiles", exe);
+  }
+}
+
+static void signal_cb(uv_signal_t *sig, int signum) {
+  struct simsrv *s = sig->data;
+  log_info("stopping", "signal=%d", signum);
+  /* An engine stops at once: streams in flight are cut, like a killed vLLM. */
+  uv_stop(s->loop);
+}
+
+int sim_server_main(int argc, char **argv) {
+  static struct simsrv srv;
+  struct simsrv *s = &srv;
+  char err[512];
+  *s = (struct simsrv){0};
+  struct sim_opts *o = &s->o;
+  str_copy(o->host, sizeof o->host, "127.0.0.1");
+  o->port = 8000;
+  o->speed = 1;
+  o->crash_after = -1;
+  str_copy(o->log_level, sizeof o->log_level, "info");
+  int rc = parse_args(o, argc, argv);
+  if (rc) return rc > 0 ? 0 : 2;
+  if (log_level_parse(o->log_level) < 0) {
+    fprintf(stderr, "infermesh sim-engine: log level '%s' is not one of debug, info, warn, error\n", o->log_level);
+    return 2;
+  }
+  log_setup((enum log_level)log_level_parse(o->log_level), "sim-engine");
+  find_profiles_dir(o);
+  if (o->profile[0]) {
+    if (sim_profile_load(o->profile, o->profiles_dir, &s->prof, err, sizeof err) != 0) {
+      fprintf(stderr, "infermesh sim-engine: profile '%s': %s\n", o->profile, err);
+      return 2;
+    }
+  } else if (sim_profile_load(DEFAULT_PROFILE, o->profiles_dir, &s->prof, err, sizeof err) != 0) {
+    sim_profile_default(&s->prof); /* the built-in copy of the same numbers */
+  }
+  if (o->model[0]) str_copy(s->prof.model, sizeof s->prof.model, o->model);
+  s->eng = sim_engine_new(&s->prof, o->seed);
+  if (!s->eng) {
+    fprintf(stderr, "infermesh sim-engine: profile '%s' is not valid\n", s->prof.name);
+    return 2;
+  }
+  rng_seed(&s->rng, o->seed ? o->seed : clock_mono_ns());
+  s->loop = uv_default_loop();
+  s->t0_ns = clock_mono_ns();
+  signal(SIGPIPE, SIG_IGN);
+  struct http_limits lim;
+  http_limits_default(&lim);
+  lim.max_body = 64 * 1024 * 1024;
+  http_server_init(&s->http, s->loop, &lim, handle, s);
+  if (http_server_listen(&s->http, o->host, o->port) != 0) {
+    fprintf(stderr, "infermesh sim-engine: %s\n", s->http.errmsg);
+    return 1;
+  }
+  uv_timer_init(s->loop, &s->step_timer);
+  s->step_timer.data = s;
+  uv_signal_init(s->loop, &s->sigterm);
+  uv_signal_init(s->loop, &s->sigint);
+  s->sigterm.data = s->sigint.data = s;
+  uv_signal_start(&s->sigterm, signal_cb, SIGTERM);
+  uv_signal_start(&s->sigint, signal_cb, SIGINT);
+  int port = http_server_port(&s->http);
+  log_info("sim-engine listening", "listen=%s:%d model=\"%s\" profile=%s speed=%g blocks=%d block_size=%d", o->host,
+           port, s->prof.model, s->prof.name, o->speed, s->prof.num_gpu_blocks, s->prof.block_size);
+  printf("listening on http://%s:%d model=%s\n", o->host, port, s->prof.model);
+  fflush(stdout);
+  uv_run(s->loop, UV_RUN_DEFAULT);
+  sim_engine_free(s->eng);
+  return 0;
+}
