@@ -50,6 +50,7 @@ struct http_conn {
   bool closed;   /* close callbacks done (socket and timer) */
   int handles_open;
   bool reading;
+  struct buf head; /* response head, held back to go out with the first body bytes */
   size_t write_queued;
   bool above_high;
 };
@@ -103,6 +104,7 @@ static void conn_free_if_done(struct http_conn *c) {
   buf_free(&c->in);
   buf_free(&c->pending);
   buf_free(&c->body);
+  buf_free(&c->head);
   free(c);
   if (s->draining && s->nconns == 0 && !s->listening && s->drained_cb) {
     void (*cb)(struct http_server *) = s->drained_cb;
@@ -178,16 +180,20 @@ static void write_cb(uv_write_t *w, int status) {
   }
 }
 
-static void conn_write(struct http_conn *c, const void *a, size_t alen, const void *b, size_t blen, const void *d,
-                       size_t dlen) {
+/* Queue one write made of up to 5 parts (copied into a single buffer: one syscall, one segment). */
+static void conn_writev(struct http_conn *c, const struct slice *parts, int n) {
   if (c->closing || c->shutting) return;
-  size_t len = alen + blen + dlen;
+  size_t len = 0;
+  for (int i = 0; i < n; i++) len += parts[i].len;
+  if (len == 0) return;
   struct write_req *wr = xmalloc(sizeof *wr + len);
   wr->conn = c;
   wr->len = len;
-  memcpy(wr->data, a, alen);
-  if (blen) memcpy(wr->data + alen, b, blen);
-  if (dlen) memcpy(wr->data + alen + blen, d, dlen);
+  size_t off = 0;
+  for (int i = 0; i < n; i++) {
+    if (parts[i].len) memcpy(wr->data + off, parts[i].base, parts[i].len);
+    off += parts[i].len;
+  }
   uv_buf_t ub = uv_buf_init(wr->data, (unsigned)len);
   c->write_queued += len;
   if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &ub, 1, write_cb) != 0) {
@@ -197,6 +203,12 @@ static void conn_write(struct http_conn *c, const void *a, size_t alen, const vo
     return;
   }
   if (c->write_queued > HTTP_WRITE_HIGH_WATER) c->above_high = true;
+}
+
+static void conn_write(struct http_conn *c, const void *a, size_t alen, const void *b, size_t blen, const void *d,
+                       size_t dlen) {
+  struct slice parts[3] = {{a, alen}, {b, blen}, {d, dlen}};
+  conn_writev(c, parts, 3);
 }
 
 /* Answer an error the server itself detected (parse errors, limits, timeouts) and close. */
@@ -245,19 +257,35 @@ void http_resp_start(struct http_req *req, int status, const struct http_header 
   n += (size_t)w;
   w = snprintf(head + n, sizeof head - n, "%s\r\n", req->keep_alive ? "" : "Connection: close\r\n");
   n += (size_t)w;
-  conn_write(c, head, n, NULL, 0, NULL, 0);
+  buf_reset(&c->head);
+  buf_append(&c->head, head, n);
 }
 
 void http_resp_write(struct http_req *req, const void *data, size_t len) {
   assert(req->resp_started && !req->resp_ended);
   if (req->aborted || len == 0) return;
+  struct http_conn *c = req->conn;
+  char hex[24];
+  int n = 0;
+  struct slice parts[4];
+  int np = 0;
+  if (c->head.len) parts[np++] = buf_slice(&c->head);
   if (req->resp_chunked) {
-    char hex[24];
-    int n = snprintf(hex, sizeof hex, "%zx\r\n", len);
-    conn_write(req->conn, hex, (size_t)n, data, len, "\r\n", 2);
-  } else {
-    conn_write(req->conn, data, len, NULL, 0, NULL, 0);
+    n = snprintf(hex, sizeof hex, "%zx\r\n", len);
+    parts[np++] = slice_make(hex, (size_t)n);
   }
+  parts[np++] = slice_make(data, len);
+  if (req->resp_chunked) parts[np++] = SLICE_LIT("\r\n");
+  conn_writev(c, parts, np);
+  buf_reset(&c->head);
+}
+
+void http_resp_flush(struct http_req *req) {
+  struct http_conn *c = req->conn;
+  if (req->aborted || !c->head.len) return;
+  struct slice part = buf_slice(&c->head);
+  conn_writev(c, &part, 1);
+  buf_reset(&c->head);
 }
 
 size_t http_resp_queued(const struct http_req *req) { return req->aborted ? 0 : req->conn->write_queued; }
@@ -267,7 +295,11 @@ void http_resp_end(struct http_req *req) {
   struct http_server *s = req->server;
   assert(!req->resp_ended);
   req->resp_ended = true;
-  if (!req->aborted && req->resp_chunked) conn_write(c, "0\r\n\r\n", 5, NULL, 0, NULL, 0);
+  if (!req->aborted) {
+    struct slice parts[2] = {buf_slice(&c->head), SLICE_LIT("0\r\n\r\n")};
+    conn_writev(c, parts, req->resp_chunked ? 2 : 1);
+    buf_reset(&c->head);
+  }
   c->req_active = false;
   s->nactive--;
   /* Release the message: drop its bytes, then take in what was pipelined meanwhile. */

@@ -86,6 +86,9 @@ struct slice http_req_header(const struct http_req *req, const char *name);
  * the body is sent chunked. The server adds Content-Length/Transfer-Encoding and Connection itself. */
 void http_resp_start(struct http_req *req, int status, const struct http_header *hdrs, int nhdrs,
                      int64_t content_length);
+/* http_resp_flush sends a head that http_resp_start held back (it normally leaves with the first body
+ * bytes, in one segment): for responses whose first body bytes may take long. */
+void http_resp_flush(struct http_req *req);
 /* http_resp_write queues body bytes (copied; the caller keeps ownership of data). */
 void http_resp_write(struct http_req *req, const void *data, size_t len);
 /* http_resp_end finishes the response (the last chunk when chunked) and releases req. */

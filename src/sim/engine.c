@@ -5,14 +5,15 @@
  * one token sampled last); a request whose KV then covers all its tokens samples one more output token.
  *
  * Scheduling one step (vLLM V1 Scheduler.schedule, simplified):
- *  1. Running requests, in admission order, each take min(remaining, budget) tokens from the step's token
- *     budget (max_num_batched_tokens). If the pool lacks blocks for them, the most recently admitted running
- *     request is preempted (blocks freed, computed tokens forgotten, put back at the FRONT of the waiting queue,
- *     to be recomputed later, prefix cache permitting), repeatedly, possibly the request itself.
- *  2. If nothing was preempted, waiting requests are admitted FIFO while running < max_num_seqs, budget is
- *     left and the pool can hold them; the first that does not fit stops admission (no overtaking). An admitted
- *     request starts from its longest cached prefix of full prompt blocks (at most num_tokens - 1 tokens, as the
- *     last token must be computed to produce logits) and prefills the rest, chunked by the remaining budget.
+ *  1. Running requests, in admission order, each take min(remaining, budget) tokens from the step's
+ *     token budget (max_num_batched_tokens). If the pool lacks blocks for one, the most recently admitted
+ *     running request is preempted (blocks freed, computed tokens forgotten, put back at the FRONT of the
+ *     waiting queue to be recomputed later, prefix cache permitting), repeatedly, possibly itself.
+ *  2. If nothing was preempted, waiting requests are admitted FIFO while running < max_num_seqs, budget
+ *     is left and the pool can hold them; the first that does not fit stops admission (no overtaking).
+ *     An admitted request starts from its longest cached prefix of full prompt blocks (at most
+ *     num_tokens - 1 tokens: the last token must be computed to produce logits) and prefills the rest,
+ *     chunked by the remaining budget.
  *  3. Full prompt blocks enter the prefix cache when the step that computes them ends.
  * A request finishes at max_tokens output tokens; its blocks are released (prompt blocks stay cached). */
 #include "sim/engine.h"
@@ -122,7 +123,8 @@ static struct req *map_get(const struct idmap *m, uint64_t id) {
 static void map_put_nogrow(struct idmap *m, uint64_t id, struct req *r) {
   uint32_t mask = (1u << m->bits) - 1;
   uint32_t i = id_slot(m, id);
-  while (m->keys[i]) i = (i + 1) & mask;
+  while (m->keys[i])
+    i = (i + 1) & mask;
   m->keys[i] = id;
   m->vals[i] = r;
   m->n++;
@@ -173,10 +175,14 @@ static void map_del(struct idmap *m, uint64_t id) {
 /* ---- lists ---- */
 
 static void list_remove(struct list *l, struct req *r) {
-  if (r->prev) r->prev->next = r->next;
-  else l->head = r->next;
-  if (r->next) r->next->prev = r->prev;
-  else l->tail = r->prev;
+  if (r->prev)
+    r->prev->next = r->next;
+  else
+    l->head = r->next;
+  if (r->next)
+    r->next->prev = r->prev;
+  else
+    l->tail = r->prev;
   r->prev = r->next = NULL;
   l->n--;
 }
@@ -184,8 +190,10 @@ static void list_remove(struct list *l, struct req *r) {
 static void list_push_back(struct list *l, struct req *r) {
   r->next = NULL;
   r->prev = l->tail;
-  if (l->tail) l->tail->next = r;
-  else l->head = r;
+  if (l->tail)
+    l->tail->next = r;
+  else
+    l->head = r;
   l->tail = r;
   l->n++;
 }
@@ -193,8 +201,10 @@ static void list_push_back(struct list *l, struct req *r) {
 static void list_push_front(struct list *l, struct req *r) {
   r->prev = NULL;
   r->next = l->head;
-  if (l->head) l->head->prev = r;
-  else l->tail = r;
+  if (l->head)
+    l->head->prev = r;
+  else
+    l->tail = r;
   l->head = r;
   l->n++;
 }
@@ -256,7 +266,8 @@ void sim_engine_free(struct sim_engine *e) {
   free(e);
 }
 
-int sim_engine_check(const struct sim_engine *e, int prompt_tokens, int max_tokens, char *errmsg, size_t errlen) {
+int sim_engine_check(const struct sim_engine *e, int prompt_tokens, int max_tokens, char *errmsg,
+                     size_t errlen) {
   if (prompt_tokens < 1) {
     if (errmsg && errlen) snprintf(errmsg, errlen, "The prompt cannot be empty.");
     return -EINVAL;
@@ -329,7 +340,8 @@ static int blocks_for(const struct sim_engine *e, int tokens) {
 static void reserve_blocks(struct req *r, int n) {
   if (n <= r->cap_blocks) return;
   int cap = r->cap_blocks ? r->cap_blocks : 8;
-  while (cap < n) cap *= 2;
+  while (cap < n)
+    cap *= 2;
   r->blocks = xrealloc(r->blocks, (size_t)cap * sizeof *r->blocks);
   r->cap_blocks = cap;
 }
@@ -387,7 +399,7 @@ static bool schedule_running(struct sim_engine *e, int *budget, double *attn, in
 /* admit_waiting admits waiting requests FIFO; see the policy at the top of the file. */
 static void admit_waiting(struct sim_engine *e, uint64_t t, int *budget, double *attn, int *tokens) {
   const int bs = e->prof.block_size;
-  while (e->waiting.head && e->running.n < e->prof.max_num_seqs && *budget > 0) {
+  while (e->waiting.head && e->running.n<e->prof.max_num_seqs && * budget> 0) {
     struct req *r = e->waiting.head;
     if (r->t_submit > t) break;
     int num_tokens = r->prompt_tokens + r->out_tokens;
@@ -448,7 +460,8 @@ static void commit_hashes(struct sim_engine *e, struct req *r) {
   int full = r->num_computed / e->prof.block_size;
   if (full > r->nhashes) full = r->nhashes;
   if (full > r->nblocks) full = r->nblocks;
-  for (int i = r->nhashed; i < full; i++) kvpool_commit_hash(&e->pool, r->blocks[i], r->hashes[i]);
+  for (int i = r->nhashed; i < full; i++)
+    kvpool_commit_hash(&e->pool, r->blocks[i], r->hashes[i]);
   if (full > r->nhashed) r->nhashed = full;
 }
 

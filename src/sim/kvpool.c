@@ -19,10 +19,12 @@ int kvpool_init(struct kvpool *p, int num_blocks) {
   p->blk = xcalloc((size_t)num_blocks, sizeof *p->blk);
   /* Table at most half full: 2*num_blocks rounded up to a power of two, at least 16 slots. */
   uint32_t bits = 4;
-  while ((1ull << bits) < 2ull * (uint64_t)num_blocks) bits++;
+  while ((1ull << bits) < 2ull * (uint64_t)num_blocks)
+    bits++;
   p->tab_bits = bits;
   p->tab = xmalloc(sizeof *p->tab << bits);
-  for (uint64_t i = 0; i < (1ull << bits); i++) p->tab[i] = -1;
+  for (uint64_t i = 0; i < (1ull << bits); i++)
+    p->tab[i] = -1;
   /* Push in reverse so block 0 is handed out first (deterministic, readable ids in tests). */
   for (int i = num_blocks - 1; i >= 0; i--) {
     p->blk[i] = (struct kvpool_block){.prev = -1, .next = p->plain_head};
@@ -51,7 +53,8 @@ int kvpool_find(const struct kvpool *p, uint64_t hash) {
 static void tab_insert(struct kvpool *p, int id) {
   uint32_t mask = (1u << p->tab_bits) - 1;
   uint32_t i = slot_of(p, p->blk[id].hash);
-  while (p->tab[i] >= 0) i = (i + 1) & mask;
+  while (p->tab[i] >= 0)
+    i = (i + 1) & mask;
   p->tab[i] = id;
 }
 
@@ -80,10 +83,14 @@ static void tab_remove(struct kvpool *p, int id) {
 
 static void lru_unlink(struct kvpool *p, int id) {
   struct kvpool_block *b = &p->blk[id];
-  if (b->prev >= 0) p->blk[b->prev].next = b->next;
-  else p->lru_head = b->next;
-  if (b->next >= 0) p->blk[b->next].prev = b->prev;
-  else p->lru_tail = b->prev;
+  if (b->prev >= 0)
+    p->blk[b->prev].next = b->next;
+  else
+    p->lru_head = b->next;
+  if (b->next >= 0)
+    p->blk[b->next].prev = b->prev;
+  else
+    p->lru_tail = b->prev;
   b->prev = b->next = -1;
   p->nlru--;
 }
@@ -92,8 +99,10 @@ static void lru_append(struct kvpool *p, int id) {
   struct kvpool_block *b = &p->blk[id];
   b->prev = p->lru_tail;
   b->next = -1;
-  if (p->lru_tail >= 0) p->blk[p->lru_tail].next = id;
-  else p->lru_head = id;
+  if (p->lru_tail >= 0)
+    p->blk[p->lru_tail].next = id;
+  else
+    p->lru_head = id;
   p->lru_tail = id;
   p->nlru++;
 }
@@ -124,7 +133,8 @@ static int take_fresh(struct kvpool *p) {
 
 int kvpool_lookup_prefix(const struct kvpool *p, const uint64_t *hashes, int n) {
   int i = 0;
-  while (i < n && kvpool_find(p, hashes[i]) >= 0) i++;
+  while (i < n && kvpool_find(p, hashes[i]) >= 0)
+    i++;
   return i;
 }
 
@@ -146,14 +156,16 @@ int kvpool_acquire_prefix(struct kvpool *p, const uint64_t *hashes, int nhit, in
       p->nused++;
     }
   }
-  for (int i = 0; i < nnew; i++) ids_out[nhit + i] = take_fresh(p);
+  for (int i = 0; i < nnew; i++)
+    ids_out[nhit + i] = take_fresh(p);
   return 0;
 }
 
 int kvpool_alloc(struct kvpool *p, int n, int *ids_out) {
   if (n < 0) return -EINVAL;
   if (n > p->nplain + p->nlru) return -ENOSPC;
-  for (int i = 0; i < n; i++) ids_out[i] = take_fresh(p);
+  for (int i = 0; i < n; i++)
+    ids_out[i] = take_fresh(p);
   return 0;
 }
 

@@ -1,4 +1,4 @@
-/* Simulated-engine profiles: the built-in default, JSON loading with strict validation, the step-time model. */
+/* Simulated-engine profiles: built-in default, strict JSON loading, the step-time model. */
 #include "sim/profile.h"
 
 #include <errno.h>
@@ -72,8 +72,9 @@ int sim_profile_validate(const struct sim_profile *p, char *errmsg, size_t errle
     if (!isfinite(t[i].v) || t[i].v < 0 || t[i].v > 60)
       return seterr(errmsg, errlen, "%s %g is outside 0..60 seconds", t[i].key, t[i].v), -EINVAL;
   if (p->step_overhead_s + p->weights_read_s + p->token_compute_s <= 0)
-    return seterr(errmsg, errlen, "a step must take some time: step_overhead_s, weights_read_s and "
-                                  "token_compute_s are all 0"),
+    return seterr(errmsg, errlen,
+                  "a step must take some time: step_overhead_s, weights_read_s and "
+                  "token_compute_s are all 0"),
            -EINVAL;
   return 0;
 }
@@ -101,15 +102,15 @@ struct field {
   size_t off; /* offset in struct sim_profile for F_INT / F_DBL */
 };
 
+/* clang-format off */
 #define FI(k) {#k, F_INT, offsetof(struct sim_profile, k)}
 #define FD(k) {#k, F_DBL, offsetof(struct sim_profile, k)}
 static const struct field fields[] = {
-    {"name", F_STR_NAME, 0},  {"model", F_STR_MODEL, 0},     {"description", F_DESC, 0},
-    {"sources", F_SOURCES, 0}, FI(block_size),               FI(num_gpu_blocks),
-    FI(max_num_seqs),          FI(max_num_batched_tokens),   FI(max_model_len),
-    FD(step_overhead_s),       FD(weights_read_s),           FD(token_compute_s),
-    FD(kv_read_per_token_s),   FD(attn_pair_s),
+    {"name", F_STR_NAME, 0}, {"model", F_STR_MODEL, 0}, {"description", F_DESC, 0}, {"sources", F_SOURCES, 0},
+    FI(block_size), FI(num_gpu_blocks), FI(max_num_seqs), FI(max_num_batched_tokens), FI(max_model_len),
+    FD(step_overhead_s), FD(weights_read_s), FD(token_compute_s), FD(kv_read_per_token_s), FD(attn_pair_s),
 };
+/* clang-format on */
 #undef FI
 #undef FD
 #define NFIELDS (sizeof fields / sizeof fields[0])
@@ -133,7 +134,8 @@ static int parse_obj(json_t *root, struct sim_profile *out, char *errmsg, size_t
   json_t *v;
   json_object_foreach(root, key, v) {
     bool known = false;
-    for (size_t i = 0; i < NFIELDS && !known; i++) known = strcmp(fields[i].key, key) == 0;
+    for (size_t i = 0; i < NFIELDS && !known; i++)
+      known = strcmp(fields[i].key, key) == 0;
     if (!known) return seterr(errmsg, errlen, "unknown key \"%s\"", key), -EINVAL;
   }
   for (size_t i = 0; i < NFIELDS; i++) {
@@ -176,24 +178,27 @@ static int parse_obj(json_t *root, struct sim_profile *out, char *errmsg, size_t
   return sim_profile_validate(out, errmsg, errlen);
 }
 
-int sim_profile_load(const char *name_or_path, const char *profiles_dir, struct sim_profile *out, char *errmsg,
-                     size_t errlen) {
+int sim_profile_load(const char *name_or_path, const char *profiles_dir, struct sim_profile *out,
+                     char *errmsg, size_t errlen) {
   char path[4096];
   if (!name_or_path || !name_or_path[0]) return seterr(errmsg, errlen, "no profile named"), -EINVAL;
   if (strchr(name_or_path, '/') || ends_with(name_or_path, ".json")) {
     int n = snprintf(path, sizeof path, "%s", name_or_path);
-    if (n < 0 || (size_t)n >= sizeof path) return seterr(errmsg, errlen, "profile path too long"), -ENAMETOOLONG;
+    if (n < 0 || (size_t)n >= sizeof path)
+      return seterr(errmsg, errlen, "profile path too long"), -ENAMETOOLONG;
   } else {
     if (!valid_name(name_or_path))
       return seterr(errmsg, errlen, "profile name \"%s\" may only contain letters, digits, '.', '_' and '-'",
                     name_or_path),
              -EINVAL;
     if (!profiles_dir || !profiles_dir[0])
-      return seterr(errmsg, errlen, "profile \"%s\": no profiles directory given (pass a path to a .json file)",
+      return seterr(errmsg, errlen,
+                    "profile \"%s\": no profiles directory given (pass a path to a .json file)",
                     name_or_path),
              -EINVAL;
     int n = snprintf(path, sizeof path, "%s/%s.json", profiles_dir, name_or_path);
-    if (n < 0 || (size_t)n >= sizeof path) return seterr(errmsg, errlen, "profile path too long"), -ENAMETOOLONG;
+    if (n < 0 || (size_t)n >= sizeof path)
+      return seterr(errmsg, errlen, "profile path too long"), -ENAMETOOLONG;
   }
   FILE *fp = fopen(path, "rb");
   if (!fp) {

@@ -1,4 +1,4 @@
-/* Simulated-engine profiles: KV pool geometry, scheduler limits and the step-time model of one model on one GPU. */
+/* Simulated-engine profiles: KV pool size, scheduler limits and the step-time model of a model on a GPU. */
 #ifndef IM_SIM_PROFILE_H
 #define IM_SIM_PROFILE_H
 
@@ -12,10 +12,10 @@
  * Step-time model (seconds) of one engine step (one forward pass of a continuous batch), a roofline:
  *
  *   step_s = step_overhead_s
- *          + max(weights_read_s, token_compute_s * T)                       linear layers
+ *          + max(weights_read_s, token_compute_s * T)               linear layers
  *          + sum over scheduled requests r of
- *              max(kv_read_per_token_s * (c_r + n_r),                         attention, KV-bandwidth bound
- *                  attn_pair_s * (n_r * c_r + n_r * (n_r + 1) / 2))           attention, compute bound (causal)
+ *              max(kv_read_per_token_s * (c_r + n_r),                 attention, KV-bandwidth bound
+ *                  attn_pair_s * (n_r * c_r + n_r * (n_r + 1) / 2))   attention, compute bound (causal)
  *
  * where T = tokens computed in the step (prefill chunk tokens + one per decoding request), n_r the tokens of
  * request r computed in the step and c_r the tokens of r already in the KV cache before the step.
@@ -24,7 +24,7 @@
  * FLOPs. */
 struct sim_profile {
   char name[SIM_PROFILE_NAME_MAX];   /* profile name, e.g. "llama-3.1-8b-h100" */
-  char model[SIM_PROFILE_MODEL_MAX]; /* served model id, e.g. "meta-llama/Llama-3.1-8B-Instruct"; seeds block hashes */
+  char model[SIM_PROFILE_MODEL_MAX]; /* served model id; seeds the block hashes */
   int block_size;                    /* tokens per KV block (vLLM --block-size) */
   int num_gpu_blocks;                /* KV blocks in the pool */
   int max_num_seqs;                  /* running-request limit (vLLM --max-num-seqs) */
@@ -47,16 +47,16 @@ void sim_profile_default(struct sim_profile *out);
  * are errors. On success fills *OUT and returns 0; on failure returns a negative code (-ENOENT: no such file,
  * IM_EPARSE: invalid JSON, -EINVAL: bad content) with a human-readable reason in ERRMSG (ERRLEN bytes,
  * always NUL-terminated when ERRLEN > 0) and leaves *OUT unspecified. */
-int sim_profile_load(const char *name_or_path, const char *profiles_dir, struct sim_profile *out, char *errmsg,
-                     size_t errlen);
+int sim_profile_load(const char *name_or_path, const char *profiles_dir, struct sim_profile *out,
+                     char *errmsg, size_t errlen);
 
 /* sim_profile_validate checks the limits sim_profile_load enforces (positive sizes, max_num_batched_tokens >=
  * max_num_seqs, a max_model_len sequence fits in the pool, finite non-negative times). 0 or -EINVAL with a
  * reason in ERRMSG. */
 int sim_profile_validate(const struct sim_profile *p, char *errmsg, size_t errlen);
 
-/* sim_profile_attn_s is the attention term of one request that computes N new tokens on top of CTX cached ones
- * in a step (see the model above). */
+/* sim_profile_attn_s is the attention term of one request that computes N new tokens on top of CTX cached
+ * ones in a step (see the model above). */
 double sim_profile_attn_s(const struct sim_profile *p, int ctx, int n);
 
 /* sim_profile_step_s is the duration in seconds of a step that computes TOKENS tokens in total and whose

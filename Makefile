@@ -1,0 +1,48 @@
+# infermesh: `make` builds, `make dev` runs a one-node mesh, `make test` runs every test, `make bench` measures.
+JOBS ?= 2
+PY ?= /usr/bin/python3
+FUZZ_SECONDS ?= 10
+
+.PHONY: all build asan fuzz-build bootstrap dev test unit fuzz integration compat bench format clean
+
+all: build
+
+bootstrap:
+	@scripts/bootstrap
+
+build: bootstrap
+	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build build -j$(JOBS)
+
+asan: bootstrap
+	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DIM_SANITIZE=ON >/dev/null
+	@cmake --build build-asan -j$(JOBS)
+
+fuzz-build: bootstrap
+	@CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DIM_FUZZ=ON -DIM_SANITIZE=ON >/dev/null
+	@cmake --build build-fuzz -j$(JOBS)
+
+dev: build
+	./build/infermesh dev
+
+# Everything CI checks: unit tests (cmocka, ASan+UBSan), fuzz smoke runs, integration tests (pytest, real
+# processes on 127.0.0.1) and the official openai client against the dev mesh.
+test: unit fuzz integration
+
+unit: asan
+	@cd build-asan && ctest --output-on-failure --timeout 120
+
+fuzz: fuzz-build
+	@scripts/run-fuzzers build-fuzz $(FUZZ_SECONDS)
+
+integration: asan
+	@INFERMESH_BIN=$(CURDIR)/build-asan/infermesh $(PY) -m pytest -q -p no:cacheprovider tests/integration
+
+bench: build
+	@bench/proxy.sh
+
+format:
+	@clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c')
+
+clean:
+	rm -rf build build-asan build-fuzz

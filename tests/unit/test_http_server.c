@@ -1,0 +1,302 @@
+/* HTTP server tests: a real server on a loop thread, driven by blocking sockets on 127.0.0.1. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "net/http_server.h"
+
+static uv_loop_t loop;
+static struct http_server srv;
+static uv_async_t stop_async;
+static pthread_t thread;
+static int port;
+static atomic_int aborts;
+static atomic_int handled;
+
+/* Handler: "/echo" answers "METHOD PATH BODYLEN:BODY"; "/stream" sends 3 chunks; "/hold" never answers
+ * (until the client goes away). */
+static void hold_abort_cb(struct http_req *req) {
+  atomic_fetch_add(&aborts, 1);
+  http_resp_end(req);
+}
+
+static void handler(struct http_req *req, void *arg) {
+  struct buf b = {0};
+  atomic_fetch_add(&handled, 1);
+  if (slice_eqz(req->path, "/hold")) {
+    req->abort_cb = hold_abort_cb;
+    return;
+  }
+  if (slice_eqz(req->path, "/stream")) {
+    http_resp_start(req, 200, NULL, 0, -1);
+    http_resp_write(req, "one,", 4);
+    http_resp_write(req, "two,", 4);
+    http_resp_write(req, "three", 5);
+    http_resp_end(req);
+    return;
+  }
+  buf_printf(&b, "%d %.*s %zu:", req->method, (int)req->path.len, req->path.base, req->body.len);
+  buf_append_slice(&b, req->body);
+  struct slice x = http_req_header(req, "x-test");
+  if (x.len) buf_printf(&b, " x-test=%.*s", (int)x.len, x.base);
+  http_resp_send(req, 200, "text/plain", b.base, b.len, NULL, 0);
+  buf_free(&b);
+}
+
+static void stop_cb(uv_async_t *a) {
+  http_server_drain(&srv, NULL);
+  uv_close((uv_handle_t *)a, NULL);
+}
+
+static void *loop_main(void *arg) {
+  uv_run(&loop, UV_RUN_DEFAULT);
+  return NULL;
+}
+
+static int setup(void **state) {
+  struct http_limits lim;
+  http_limits_default(&lim);
+  lim.max_header_bytes = 2048;
+  lim.max_headers = 16;
+  lim.max_body = 4096;
+  lim.header_timeout_ms = 300;
+  lim.body_timeout_ms = 300;
+  lim.idle_timeout_ms = 2000;
+  uv_loop_init(&loop);
+  http_server_init(&srv, &loop, &lim, handler, NULL);
+  assert_int_equal(http_server_listen(&srv, "127.0.0.1", 0), 0);
+  port = http_server_port(&srv);
+  uv_async_init(&loop, &stop_async, stop_cb);
+  pthread_create(&thread, NULL, loop_main, NULL);
+  return 0;
+}
+
+static int teardown(void **state) {
+  uv_async_send(&stop_async);
+  pthread_join(thread, NULL);
+  uv_loop_close(&loop);
+  return 0;
+}
+
+static int dial(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+  assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return fd;
+}
+
+static void send_all(int fd, const char *s, size_t n) {
+  while (n) {
+    ssize_t w = send(fd, s, n, MSG_NOSIGNAL);
+    assert_true(w > 0);
+    s += w, n -= (size_t)w;
+  }
+}
+
+/* Read until `want` occurrences of `needle` were seen, EOF, or 3 s pass. Returns bytes read into out. */
+static size_t read_until(int fd, char *out, size_t cap, const char *needle, int want, bool *eof) {
+  size_t n = 0;
+  *eof = false;
+  for (int waited = 0; waited < 3000;) {
+    int seen = 0;
+    for (char *p = out; n && (p = memmem(p, n - (size_t)(p - out), needle, strlen(needle))); p++) seen++;
+    if (seen >= want) break;
+    struct pollfd pfd = {fd, POLLIN, 0};
+    if (poll(&pfd, 1, 50) == 0) {
+      waited += 50;
+      continue;
+    }
+    ssize_t r = recv(fd, out + n, cap - n - 1, 0);
+    if (r <= 0) {
+      *eof = true;
+      break;
+    }
+    n += (size_t)r;
+    out[n] = '\0';
+  }
+  out[n] = '\0';
+  return n;
+}
+
+static void test_keepalive_two_requests(void **state) {
+  int fd = dial();
+  char buf[4096];
+  bool eof;
+  send_all(fd, "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n", 31);
+  read_until(fd, buf, sizeof buf, "/echo 0:", 1, &eof);
+  assert_non_null(strstr(buf, "/echo 0:"));
+  send_all(fd, "GET /again HTTP/1.1\r\nHost: x\r\nX-Test: yes\r\n\r\n", 45);
+  read_until(fd, buf, sizeof buf, "x-test=yes", 1, &eof);
+  assert_false(eof);
+  assert_non_null(strstr(buf, "/again 0: x-test=yes"));
+  close(fd);
+}
+
+static void test_pipelining_in_one_write(void **state) {
+  int fd = dial();
+  char buf[4096];
+  bool eof;
+  const char *two = "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+                    "POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nde";
+  send_all(fd, two, strlen(two));
+  read_until(fd, buf, sizeof buf, "/b 2:de", 1, &eof);
+  char *a = strstr(buf, "/a 3:abc"), *b = strstr(buf, "/b 2:de");
+  assert_non_null(a);
+  assert_non_null(b);
+  assert_true(a < b); /* answered in order */
+  close(fd);
+}
+
+static void test_split_reads_byte_by_byte(void **state) {
+  int fd = dial();
+  char buf[4096];
+  bool eof;
+  const char *req = "POST /split HTTP/1.1\r\nHost: x\r\nX-Test: slow\r\nContent-Length: 5\r\n\r\nhello";
+  for (size_t i = 0; req[i]; i++) {
+    send_all(fd, req + i, 1);
+    if (i % 7 == 0) usleep(1000);
+  }
+  read_until(fd, buf, sizeof buf, "x-test=slow", 1, &eof);
+  assert_non_null(strstr(buf, "/split 5:hello x-test=slow"));
+  close(fd);
+}
+
+static void test_chunked_request_body(void **state) {
+  int fd = dial();
+  char buf[4096];
+  bool eof;
+  const char *req = "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    "4\r\nWiki\r\n6\r\npedia \r\nE\r\nin \r\n\r\nchunks.\r\n0\r\n\r\n";
+  send_all(fd, req, strlen(req));
+  read_until(fd, buf, sizeof buf, "chunks.", 1, &eof);
+  assert_non_null(strstr(buf, "/c 24:Wikipedia in \r\n\r\nchunks."));
+  close(fd);
+}
+
+static void test_chunked_response(void **state) {
+  int fd = dial();
+  char buf[4096];
+  bool eof;
+  send_all(fd, "GET /stream HTTP/1.1\r\nHost: x\r\n\r\n", 33);
+  read_until(fd, buf, sizeof buf, "0\r\n\r\n", 1, &eof);
+  assert_non_null(strstr(buf, "Transfer-Encoding: chunked"));
+  assert_non_null(strstr(buf, "4\r\none,\r\n4\r\ntwo,\r\n5\r\nthree\r\n0\r\n\r\n"));
+  close(fd);
+}
+
+static void expect_status_and_close(const char *req, size_t len, const char *status) {
+  int fd = dial();
+  char buf[8192];
+  bool eof;
+  send_all(fd, req, len);
+  read_until(fd, buf, sizeof buf, "\"error\"", 1, &eof);
+  assert_non_null(strstr(buf, status));
+  assert_non_null(strstr(buf, "Connection: close"));
+  read_until(fd, buf, sizeof buf, "never", 1, &eof);
+  assert_true(eof);
+  close(fd);
+}
+
+static void test_body_too_large_413(void **state) {
+  const char *req = "POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n";
+  expect_status_and_close(req, strlen(req), "HTTP/1.1 413");
+}
+
+static void test_chunked_body_too_large_413(void **state) {
+  struct buf b = {0};
+  buf_puts(&b, "POST /big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+  for (int i = 0; i < 6; i++) {
+    buf_puts(&b, "400\r\n");
+    for (int j = 0; j < 1024; j++) buf_puts(&b, "a");
+    buf_puts(&b, "\r\n");
+  }
+  expect_status_and_close(b.base, b.len, "HTTP/1.1 413");
+  buf_free(&b);
+}
+
+static void test_headers_too_large_431(void **state) {
+  struct buf b = {0};
+  buf_puts(&b, "GET / HTTP/1.1\r\nHost: x\r\nX-Big: ");
+  for (int i = 0; i < 3000; i++) buf_puts(&b, "b");
+  buf_puts(&b, "\r\n\r\n");
+  expect_status_and_close(b.base, b.len, "HTTP/1.1 431");
+  buf_free(&b);
+}
+
+static void test_too_many_headers_431(void **state) {
+  struct buf b = {0};
+  buf_puts(&b, "GET / HTTP/1.1\r\nHost: x\r\n");
+  for (int i = 0; i < 20; i++) buf_printf(&b, "X-H%d: v\r\n", i);
+  buf_puts(&b, "\r\n");
+  expect_status_and_close(b.base, b.len, "HTTP/1.1 431");
+  buf_free(&b);
+}
+
+static void test_malformed_400(void **state) {
+  const char *req = "GET / HTTP/1.1\r\nHost x\r\n\r\n";
+  expect_status_and_close(req, strlen(req), "HTTP/1.1 400");
+}
+
+static void test_slow_headers_408(void **state) {
+  const char *req = "GET /slow HTTP/1.1\r\nHost: x\r\n"; /* never finished */
+  expect_status_and_close(req, strlen(req), "HTTP/1.1 408");
+}
+
+static void test_http10_closes(void **state) {
+  int fd = dial();
+  char buf[4096];
+  bool eof;
+  send_all(fd, "GET /old HTTP/1.0\r\n\r\n", 21);
+  read_until(fd, buf, sizeof buf, "never", 1, &eof);
+  assert_true(eof);
+  assert_non_null(strstr(buf, "/old 0:"));
+  close(fd);
+}
+
+static void test_client_abort_calls_abort_cb(void **state) {
+  int before = atomic_load(&aborts);
+  int fd = dial();
+  send_all(fd, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n", 31);
+  for (int i = 0; i < 100 && atomic_load(&handled) == 0; i++) usleep(10000);
+  usleep(50000);
+  close(fd);
+  for (int i = 0; i < 300 && atomic_load(&aborts) == before; i++) usleep(10000);
+  assert_int_equal(atomic_load(&aborts), before + 1);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_keepalive_two_requests),
+      cmocka_unit_test(test_pipelining_in_one_write),
+      cmocka_unit_test(test_split_reads_byte_by_byte),
+      cmocka_unit_test(test_chunked_request_body),
+      cmocka_unit_test(test_chunked_response),
+      cmocka_unit_test(test_body_too_large_413),
+      cmocka_unit_test(test_chunked_body_too_large_413),
+      cmocka_unit_test(test_headers_too_large_431),
+      cmocka_unit_test(test_too_many_headers_431),
+      cmocka_unit_test(test_malformed_400),
+      cmocka_unit_test(test_slow_headers_408),
+      cmocka_unit_test(test_http10_closes),
+      cmocka_unit_test(test_client_abort_calls_abort_cb),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
