@@ -28,7 +28,7 @@ static const struct key keys[] = {
     {"listen", "--listen", "INFERMESH_LISTEN", K_LISTEN, 0, 0, "HOST:PORT of the HTTP listener (127.0.0.1:8080)"},
     {"log_level", "--log-level", "INFERMESH_LOG_LEVEL", K_STR, F(log_level), "debug|info|warn|error (info)"},
     {"runtimes", "--target", "INFERMESH_TARGETS", K_RUNTIME, 0, 0,
-     "runtime URL, e.g. http://127.0.0.1:8000 (repeatable; env: comma-separated)"},
+     "[NAME=]URL of a runtime, e.g. http://127.0.0.1:8000 (repeatable; env: comma-separated)"},
     {"scrape_interval_ms", "--scrape-interval-ms", "INFERMESH_SCRAPE_INTERVAL_MS", K_U32, F(scrape_interval_ms),
      "how often runtimes' /metrics are read (500)"},
     {"drain_timeout_ms", "--drain-timeout-ms", "INFERMESH_DRAIN_TIMEOUT_MS", K_U32, F(drain_timeout_ms),
@@ -131,7 +131,11 @@ static int set_key(struct agent_config *c, const struct key *k, const char *v, c
     for (char *s = tmp, *next; s && *s; s = next) {
       next = strchr(s, ',');
       if (next) *next++ = '\0';
-      int rc = add_runtime(c, "vllm", s, NULL, err, errlen);
+      /* NAME=URL names the target; a bare URL is named host:port */
+      char *eq = strchr(s, '=');
+      const char *name = NULL;
+      if (eq && eq < strstr(s, "://")) *eq = '\0', name = s, s = eq + 1;
+      int rc = add_runtime(c, "vllm", s, name, err, errlen);
       if (rc) return rc;
     }
     return 0;

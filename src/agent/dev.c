@@ -190,7 +190,7 @@ static void start_agent(struct dev *d) {
   int n = 8;
   snprintf(listen, sizeof listen, "%s:%d", d->host, d->port);
   for (int i = 0; i < d->nengines; i++) {
-    snprintf(urls[i], sizeof urls[i], "http://%s:%d", d->host, d->engines[i].port);
+    snprintf(urls[i], sizeof urls[i], "engine-%d=http://%s:%d", i, d->host, d->engines[i].port);
     args[n++] = "--target";
     args[n++] = urls[i];
   }

@@ -47,6 +47,7 @@ struct http_conn {
   bool in_dispatch;
   bool closing;  /* uv_close issued */
   bool shutting; /* uv_shutdown issued: flush writes, then close */
+  bool write_failed;
   bool closed;   /* close callbacks done (socket and timer) */
   int handles_open;
   bool reading;
@@ -156,7 +157,7 @@ static void conn_close_after_writes(struct http_conn *c) {
 static void timer_cb(uv_timer_t *t);
 
 static void conn_arm_timer(struct http_conn *c, uint32_t ms) {
-  if (c->closing || c->shutting) return;
+  if (c->closing || c->shutting || c->write_failed) return;
   if (ms == 0)
     uv_timer_stop(&c->timer);
   else
@@ -197,9 +198,13 @@ static void conn_writev(struct http_conn *c, const struct slice *parts, int n) {
   uv_buf_t ub = uv_buf_init(wr->data, (unsigned)len);
   c->write_queued += len;
   if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &ub, 1, write_cb) != 0) {
+    /* The caller may be deep inside its own callbacks (relaying a frame): close on the next loop turn so
+     * abort_cb never runs re-entrantly. Writes stop now. */
     c->write_queued -= len;
     free(wr);
-    conn_close(c);
+    c->write_failed = true;
+    c->shutting = true;
+    uv_timer_start(&c->timer, timer_cb, 0, 0);
     return;
   }
   if (c->write_queued > HTTP_WRITE_HIGH_WATER) c->above_high = true;
@@ -519,6 +524,10 @@ static void conn_process(struct http_conn *c) {
 
 static void timer_cb(uv_timer_t *t) {
   struct http_conn *c = t->data;
+  if (c->write_failed) {
+    conn_close(c);
+    return;
+  }
   if (c->req_active) return;
   if (c->in_message) {
     conn_fail(c, 408, c->headers_done ? "timed out reading the request body" : "timed out reading the request headers");

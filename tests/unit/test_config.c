@@ -102,11 +102,13 @@ static void test_errors_name_the_problem(void **state) {
 static void test_env_targets_comma_separated(void **state) {
   struct agent_config c;
   char err[256];
-  setenv("INFERMESH_TARGETS", "http://127.0.0.1:1,http://127.0.0.1:2", 1);
+  setenv("INFERMESH_TARGETS", "http://127.0.0.1:1,two=http://127.0.0.1:2", 1);
   assert_int_equal(load(&c, NULL, 0, err), 0);
   unsetenv("INFERMESH_TARGETS");
   assert_int_equal(c.nruntimes, 2);
   assert_string_equal(c.runtimes[1].url, "http://127.0.0.1:2");
+  assert_string_equal(c.runtimes[1].name, "two");
+  assert_string_equal(c.runtimes[0].name, "");
 }
 
 int main(void) {
