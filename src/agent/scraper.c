@@ -84,6 +84,12 @@ static void on_done(void *arg, int err) {
       st->step = ST_IDLE;
       return;
     }
+    if ((m.have & (RT_HAVE_WAITING | RT_HAVE_RUNNING)) != (RT_HAVE_WAITING | RT_HAVE_RUNNING)) {
+      /* Without queue signals we cannot score it: an unknown load must not look idle. */
+      down(st, "/metrics has no vllm:num_requests_waiting/running: is this a vLLM-compatible server?");
+      st->step = ST_IDLE;
+      return;
+    }
     struct target_load load = {
         .waiting = m.waiting,
         .running = m.running,

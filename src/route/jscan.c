@@ -534,19 +534,16 @@ static int scan_model(const struct doc *d, int v, struct oai_req *out, char *err
 
 static int scan_stream_options(const struct doc *d, int v, struct oai_req *out, char *errmsg, size_t errlen) {
   static const char *const so_keys[] = {"include_usage"};
-  out->stream_options = tok_span(d, v);
-  if (is_null(d, v)) return 0;
   if (d->t[v].type != JSMN_OBJECT) return fail(-EINVAL, errmsg, errlen, "'stream_options' must be an object");
+  out->stream_options = tok_span(d, v);
   out->has_stream_options = true;
   int iu;
   if (object_keys(d, v, so_keys, 1, &iu) >= 0)
     return fail(IM_EDUPKEY, errmsg, errlen, "duplicate key 'stream_options.include_usage' in the request body");
   if (iu < 0) return 0;
-  if (is_null(d, iu)) {
-    out->include_usage_val = tok_span(d, iu);
-    return 0;
-  }
-  if (!is_bool(d, iu)) return fail(-EINVAL, errmsg, errlen, "'stream_options.include_usage' must be a boolean");
+  if (!is_bool(d, iu) && !is_null(d, iu))
+    return fail(-EINVAL, errmsg, errlen, "'stream_options.include_usage' must be a boolean");
+  /* null is OpenAI's default, false: reported as 0 with its span so the proxy rewrites it like false. */
   out->include_usage_val = tok_span(d, iu);
   out->include_usage = d->js[d->t[iu].start] == 't';
   return 0;

@@ -35,12 +35,11 @@ struct oai_req {
                                       held escapes. Always 1..255 bytes, no control bytes. */
   char model_buf[256];             /* NUL-terminated decoded model, only meaningful when model points here */
   int stream;                      /* 1 true, 0 false, absent or null */
-  bool has_stream_options;         /* top-level "stream_options" present as an object */
-  struct slice stream_options;     /* span of the stream_options value, braces included; when the value was
-                                      null, has_stream_options is false and this spans the literal null (so a
-                                      rewriter can replace it); empty when absent */
-  int include_usage;               /* stream_options.include_usage: -1 absent or null, 0 false, 1 true */
-  struct slice include_usage_val;  /* span of the literal true/false (or null) token when present */
+  bool has_stream_options;         /* top-level "stream_options" present (it must be an object) */
+  struct slice stream_options;     /* span of the stream_options object, braces included; empty when absent */
+  int include_usage;               /* stream_options.include_usage: -1 absent, 0 false or null, 1 true */
+  struct slice include_usage_val;  /* span of its literal true/false/null token when present, so the proxy can
+                                      overwrite it in place */
   struct slice prompt;             /* raw JSON span of "messages" (chat) or else "prompt" (completions) */
   bool is_chat;                    /* "messages" was present (it wins over "prompt" if both are) */
   int64_t max_tokens;              /* "max_completion_tokens" if given, else "max_tokens"; -1 absent/null */
@@ -60,8 +59,11 @@ struct oai_req {
  *  - wrong types: -EINVAL. model: a non-empty string of at most 255 decoded bytes without control characters
  *    or unpaired surrogates; stream: boolean; max_tokens / max_completion_tokens: integer >= 0 that fits int64
  *    (no fraction or exponent); messages: array; prompt: string or array; stream_options: object;
- *    include_usage: boolean; user: string. As in OpenAI's schema, null counts as absent for every optional
- *    key (not for model). Missing model: -EINVAL "missing required parameter: 'model'".
+ *    include_usage: boolean; user: string. As in OpenAI's schema, null means "not given" for stream,
+ *    max_tokens, max_completion_tokens, messages, prompt and user, and "false" for include_usage. A null
+ *    stream_options is refused: a proxy that adds include_usage would otherwise add a second stream_options
+ *    key, which upstream resolves last-wins to null, and the request would escape metering.
+ *    Missing model: -EINVAL "missing required parameter: 'model'".
  * Keys other than those listed, and keys nested below the top level (a "model" inside messages), are ignored.
  * On error errmsg (when errlen > 0) receives a NUL-terminated OpenAI-style message for the 400 response and
  * *out is unspecified; on success errmsg is untouched. Uses this thread's token scratch (see above). */
