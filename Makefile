@@ -1,4 +1,5 @@
 # infermesh: `make` builds, `make dev` runs a one-node mesh, `make test` runs every test, `make bench` measures.
+MAKEFLAGS += --no-print-directory
 JOBS ?= 2
 PY ?= /usr/bin/python3
 FUZZ_SECONDS ?= 10

@@ -112,6 +112,26 @@ static void signal_cb(uv_signal_t *s, int signum) {
   http_server_drain(&a->server, drained_cb);
 }
 
+static void agent_free(struct agent *a) {
+  router_free(&a->router);
+  store_free(&a->store);
+  free(a->pools);
+  free(a->loop);
+  free(a);
+}
+
+/* Run the loop until nothing is left on it after an early failure, so every handle is closed. */
+static void close_all_cb(uv_handle_t *h, void *arg) {
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static void abandon(struct agent *a) {
+  uv_walk(a->loop, close_all_cb, NULL);
+  uv_run(a->loop, UV_RUN_DEFAULT);
+  uv_loop_close(a->loop);
+  agent_free(a);
+}
+
 int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int port), void *arg) {
   struct agent *a = xcalloc(1, sizeof *a);
   int rc;
@@ -126,7 +146,8 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     const struct config_runtime *rt = &cfg->runtimes[i];
     int id = store_add_target(&a->store, rt->name[0] ? rt->name : NULL, rt->url, rt->kind);
     if (id < 0 || http_pool_init(&a->pools[id], a->loop, a->store.targets[id].host, a->store.targets[id].port) != 0) {
-      log_error("bad runtime URL: use http://IP:PORT or http://localhost:PORT", "url=%s", rt->url);
+      fprintf(stderr, "infermesh agent: bad runtime URL '%s': use http://IP:PORT or http://localhost:PORT\n", rt->url);
+      abandon(a);
       return 2;
     }
   }
@@ -139,7 +160,8 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   http_server_init(&a->server, a->loop, &cfg->limits, handle, a);
   if ((rc = http_server_listen(&a->server, cfg->listen_host, cfg->listen_port)) != 0) {
     log_error("cannot start the listener", "err=\"%s\"", a->server.errmsg);
-    fprintf(stderr, "infermesh: %s\n", a->server.errmsg);
+    fprintf(stderr, "infermesh agent: %s\n", a->server.errmsg);
+    abandon(a);
     return 1;
   }
   snprintf(a->listen, sizeof a->listen, "%s:%d", cfg->listen_host, http_server_port(&a->server));
@@ -155,15 +177,13 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   if (ready_cb) ready_cb(arg, http_server_port(&a->server));
   uv_run(a->loop, UV_RUN_DEFAULT);
   int code = a->exit_code;
+  log_info("agent stopped", "exit=%d", code);
   if (code == 0) {
     uv_loop_close(a->loop);
-    router_free(&a->router);
-    store_free(&a->store);
-    free(a->pools);
-    free(a->loop);
-    free(a);
+    agent_free(a);
   }
-  log_info("agent stopped", "exit=%d", code);
+  /* After a drain timeout or a second signal the process exits with requests in flight: their memory
+   * goes with it. */
   return code;
 }
 

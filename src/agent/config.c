@@ -90,8 +90,12 @@ bad:
   return -EINVAL;
 }
 
-static int add_runtime(struct agent_config *c, const char *kind, const char *url, const char *name, char *err,
-                       size_t errlen) {
+static int add_runtime(struct agent_config *c, int source, const char *kind, const char *url, const char *name,
+                       char *err, size_t errlen) {
+  if (source > c->runtimes_source) {
+    c->nruntimes = 0; /* runtimes from a higher-precedence source replace, not extend, the list */
+    c->runtimes_source = source;
+  }
   if (c->nruntimes == CONFIG_MAX_RUNTIMES) {
     snprintf(err, errlen, "too many runtimes (at most %d)", CONFIG_MAX_RUNTIMES);
     return -EINVAL;
@@ -111,8 +115,8 @@ static int add_runtime(struct agent_config *c, const char *kind, const char *url
   return 0;
 }
 
-static int set_key(struct agent_config *c, const struct key *k, const char *v, const char *src, char *err,
-                   size_t errlen) {
+static int set_key(struct agent_config *c, const struct key *k, const char *v, int source, const char *src,
+                   char *err, size_t errlen) {
   char *base = (char *)c + k->off;
   char *end;
   switch (k->type) {
@@ -132,10 +136,10 @@ static int set_key(struct agent_config *c, const struct key *k, const char *v, c
       next = strchr(s, ',');
       if (next) *next++ = '\0';
       /* NAME=URL names the target; a bare URL is named host:port */
-      char *eq = strchr(s, '=');
+      char *eq = strchr(s, '='), *scheme = strstr(s, "://");
       const char *name = NULL;
-      if (eq && eq < strstr(s, "://")) *eq = '\0', name = s, s = eq + 1;
-      int rc = add_runtime(c, "vllm", s, name, err, errlen);
+      if (eq && scheme && eq < scheme) *eq = '\0', name = s, s = eq + 1;
+      int rc = add_runtime(c, source, "vllm", s, name, err, errlen);
       if (rc) return rc;
     }
     return 0;
@@ -197,7 +201,7 @@ static int yaml_runtimes(struct agent_config *c, yaml_document_t *d, yaml_node_t
       snprintf(err, errlen, "%s: a runtime has no 'url'", file);
       return -EINVAL;
     }
-    int rc = add_runtime(c, kind, url, name, err, errlen);
+    int rc = add_runtime(c, 1, kind, url, name, err, errlen);
     if (rc) return rc;
   }
   return 0;
@@ -223,7 +227,7 @@ static int yaml_walk(struct agent_config *c, yaml_document_t *d, yaml_node_t *n,
       }
       char src[160];
       snprintf(src, sizeof src, "%s: %s", file, path);
-      rc = set_key(c, key, (const char *)v->data.scalar.value, src, err, errlen);
+      rc = set_key(c, key, (const char *)v->data.scalar.value, 1, src, err, errlen);
     } else {
       snprintf(err, errlen, "%s: '%s' must be a value, not a list", file, path);
       rc = -EINVAL;
@@ -301,11 +305,11 @@ int config_load_args(struct agent_config *c, int argc, char **argv, char *err, s
       snprintf(err, errlen, "%s needs a value", k->flag);
       return -EINVAL;
     }
-    if ((rc = set_key(c, k, val, k->flag, err, errlen))) return rc;
+    if ((rc = set_key(c, k, val, 2, k->flag, err, errlen))) return rc;
   }
   for (size_t j = 0; j < NKEYS; j++) {
     const char *v = getenv(keys[j].env);
-    if (v && *v && (rc = set_key(c, &keys[j], v, keys[j].env, err, errlen))) return rc;
+    if (v && *v && (rc = set_key(c, &keys[j], v, 3, keys[j].env, err, errlen))) return rc;
   }
   if (log_level_parse(c->log_level) < 0) {
     snprintf(err, errlen, "log level '%s' is not one of debug, info, warn, error", c->log_level);

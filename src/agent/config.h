@@ -22,6 +22,7 @@ struct agent_config {
   char log_level[8];
   struct config_runtime runtimes[CONFIG_MAX_RUNTIMES];
   int nruntimes;
+  int runtimes_source; /* 0 none, 1 file, 2 flags, 3 environment: a later source replaces the list */
   uint32_t scrape_interval_ms;
   uint32_t drain_timeout_ms;
   uint32_t upstream_timeout_ms;

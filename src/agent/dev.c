@@ -52,6 +52,7 @@ static void stop_all(struct dev *d, int code);
 static void usage(FILE *f) {
   fprintf(f, "usage: infermesh dev [--engines N] [--port P] [--host H] [--speed X] [--profile NAME]\n\n"
              "Runs a one-node mesh for trying infermesh: N simulated engines (3) and an agent on H:P\n"
+             "(P is a fixed port, 1-65535) "
              "(127.0.0.1:8080), as supervised child processes. Engines that crash are restarted.\n"
              "Ctrl-C (or SIGTERM) drains the agent and stops everything.\n");
 }
@@ -292,7 +293,7 @@ int dev_main(int argc, char **argv, const char *argv0) {
     char *end;
     long n = strtol(v, &end, 10);
     if (strcmp(a, "--engines") == 0 && *end == '\0' && n >= 1 && n <= MAX_ENGINES) d->nengines = (int)n;
-    else if (strcmp(a, "--port") == 0 && *end == '\0' && n >= 0 && n <= 65535) d->port = (int)n;
+    else if (strcmp(a, "--port") == 0 && *end == '\0' && n >= 1 && n <= 65535) d->port = (int)n;
     else if (strcmp(a, "--host") == 0) str_copy(d->host, sizeof d->host, v);
     else if (strcmp(a, "--speed") == 0) str_copy(d->speed, sizeof d->speed, v);
     else if (strcmp(a, "--profile") == 0) str_copy(d->profile, sizeof d->profile, v);
@@ -305,7 +306,7 @@ int dev_main(int argc, char **argv, const char *argv0) {
   d->exe = uv_exepath(exe, &exelen) == 0 ? exe : argv0;
   d->loop = uv_default_loop();
   signal(SIGPIPE, SIG_IGN);
-  if (http_pool_init(&d->pool, d->loop, d->host, d->port ? d->port : 1) != 0) {
+  if (http_pool_init(&d->pool, d->loop, d->host, d->port) != 0) {
     fprintf(stderr, "infermesh dev: --host must be an IP address\n");
     return 2;
   }

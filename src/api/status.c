@@ -83,7 +83,9 @@ static void gauge(struct buf *out, const struct store *s, const char *name, cons
     case 4: v = score_target(t, p, now_ns); break;
     case 5: v = t->load.kv_usage; break;
     }
-    buf_printf(out, "%s{target=\"%s\"} %g\n", name, t->name, v);
+    buf_printf(out, "%s{target=\"", name);
+    buf_label_value(out, t->name);
+    buf_printf(out, "\"} %g\n", v);
   }
 }
 

@@ -66,6 +66,17 @@ void buf_json_str(struct buf *b, struct slice s) {
   buf_append(b, "\"", 1);
 }
 
+void buf_label_value(struct buf *b, const char *s) {
+  for (; *s; s++) {
+    if (*s == '\n') {
+      buf_append(b, "\\n", 2);
+      continue;
+    }
+    if (*s == '"' || *s == '\\') buf_append(b, "\\", 1);
+    buf_append(b, s, 1);
+  }
+}
+
 void buf_consume(struct buf *b, size_t n) {
   if (n >= b->len) {
     buf_reset(b);

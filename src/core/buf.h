@@ -25,6 +25,8 @@ void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(print
 void buf_vprintf(struct buf *b, const char *fmt, va_list ap);
 /* buf_json_str appends s as a JSON string literal with quotes and escapes. */
 void buf_json_str(struct buf *b, struct slice s);
+/* buf_label_value appends s escaped as a Prometheus label value (\\, \", \n), without quotes. */
+void buf_label_value(struct buf *b, const char *s);
 /* buf_consume drops the first n bytes (memmove), keeping the rest. */
 void buf_consume(struct buf *b, size_t n);
 static inline void buf_reset(struct buf *b) {

@@ -29,10 +29,37 @@ static inline bool is_hex(char c) {
 
 static inline bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
+static inline bool is_special(unsigned char c) { return c == '"' || c == '\\' || c < 0x20; }
+
+/* Bit 7 of each byte of the result is set where w (little-endian) holds '"', '\\' or a byte below 0x20, and
+ * possibly above such a byte (borrows), never below the first one: so the lowest set bit marks the first
+ * special byte exactly ("Bit Twiddling Hacks": haszero, hasless). */
+static inline uint64_t special_mask(uint64_t w) {
+  const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
+  uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+  return (((q - ones) & ~q) | ((b - ones) & ~b) | ((w - ones * 0x20) & ~w)) & high;
+}
+
+/* Index of the first special byte in s[i..n), or n. Plain text is most of a request body: 8 bytes a step. */
+static inline size_t skip_plain(const char *s, size_t n, size_t i) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  while (n - i >= 8) {
+    uint64_t w;
+    memcpy(&w, s + i, 8);
+    uint64_t m = special_mask(w);
+    if (m) return i + ((size_t)__builtin_ctzll(m) >> 3);
+    i += 8;
+  }
+#endif
+  while (i < n && !is_special((unsigned char)s[i])) i++;
+  return i;
+}
+
 /* s[*pos] is the opening quote; on success *pos is just past the closing quote, else at the bad byte. */
 static int v_string(const char *s, size_t n, size_t *pos) {
   size_t i = *pos + 1;
   for (;;) {
+    i = skip_plain(s, n, i);
     if (i >= n) break;
     unsigned char c = (unsigned char)s[i];
     if (c == '"') {
@@ -40,10 +67,7 @@ static int v_string(const char *s, size_t n, size_t *pos) {
       return 0;
     }
     if (c < 0x20) break;
-    if (c != '\\') {
-      i++;
-      continue;
-    }
+    /* A backslash. */
     if (i + 1 >= n) break;
     switch (s[i + 1]) {
     case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't': i += 2; break;
@@ -98,10 +122,18 @@ static int v_literal(const char *s, size_t n, size_t *pos, const char *lit, size
 }
 
 /* One iterative pass: grammar, string contents, depth; counts the tokens jsmn will produce (every value and
- * every key is one token). */
+ * every key is one token).
+ * It also bounds jsmn's work: at each closing bracket jsmn walks up from the newest token to the innermost open
+ * container, so a run of k closers costs it ~k*k/2 steps, and a body made of deep bracket runs costs
+ * O(len * depth) (measured: 150 ms for 2 MB of 126-deep runs). The walk lengths are summed here (last - depth +
+ * 1 per closer, in container levels) and more than JSCAN_CLOSE_WORK per input byte is refused as too deeply
+ * nested; ordinary bodies stay orders of magnitude below it. */
+#define JSCAN_CLOSE_WORK 8
 static int validate(const char *s, size_t n, size_t *ntok, size_t *err_off) {
   char stack[JSCAN_MAX_DEPTH]; /* '{' or '[' per open container */
   size_t depth = 0, tokens = 0;
+  size_t last = 0; /* depth at which the newest token was made */
+  uint64_t work = 0, budget = (uint64_t)n * JSCAN_CLOSE_WORK + 65536; /* a few full-depth runs always pass */
   size_t pos = skip_ws(s, n, 0);
   int rc = IM_EPARSE;
 
@@ -116,12 +148,9 @@ value:
     }
     stack[depth++] = s[pos];
     tokens++;
+    last = depth;
     pos = skip_ws(s, n, pos + 1);
-    if (pos < n && s[pos] == (stack[depth - 1] == '{' ? '}' : ']')) {
-      depth--;
-      pos++;
-      goto after;
-    }
+    if (pos < n && s[pos] == (stack[depth - 1] == '{' ? '}' : ']')) goto close;
     if (stack[depth - 1] == '{') goto key;
     goto value;
   case '"':
@@ -142,12 +171,14 @@ value:
     break;
   }
   tokens++;
+  last = depth;
   goto after;
 
 key:
   if (pos >= n || s[pos] != '"') goto fail;
   if (v_string(s, n, &pos)) goto fail;
   tokens++;
+  last = depth;
   pos = skip_ws(s, n, pos);
   if (pos >= n || s[pos] != ':') goto fail;
   pos = skip_ws(s, n, pos + 1);
@@ -167,11 +198,17 @@ after:
     if (stack[depth - 1] == '{') goto key;
     goto value;
   }
-  if (s[pos] == (stack[depth - 1] == '{' ? '}' : ']')) {
-    depth--;
-    pos++;
-    goto after;
+  if (s[pos] != (stack[depth - 1] == '{' ? '}' : ']')) goto fail;
+
+close: /* s[pos] closes the innermost container */
+  work += last - depth + 1;
+  if (work > budget) {
+    rc = IM_ETOOBIG;
+    goto fail;
   }
+  depth--;
+  pos++;
+  goto after;
 
 fail:
   if (err_off) *err_off = pos;
@@ -239,8 +276,8 @@ static int doc_open(struct doc *d, const char *js, size_t len, size_t *err_off) 
   jsmn_parser p;
   jsmn_init(&p);
   int r = jsmn_parse(&p, js, len, toks, (unsigned)count);
-  /* The validator accepts exactly what strict jsmn accepts, and counted the tokens: anything else is a bug
-   * in one of them, reported as a parse error rather than trusted. */
+  /* Strict jsmn parses everything the validator accepts (it accepts more) into exactly count tokens: anything
+   * else is a bug in one of them, reported as a parse error rather than trusted. */
   if (r < 0 || (size_t)r != count || p.toknext != count || count == 0) {
     assert(!"jsmn disagrees with the validator");
     free(d->heap);
@@ -351,12 +388,15 @@ static unsigned next_cp(const char *raw, size_t n, size_t *i, bool *byte, bool *
 
 /* Decoded UTF-8 length of validated string contents. */
 static size_t decoded_len(struct slice raw) {
-  if (!memchr(raw.base, '\\', raw.len)) return raw.len;
   size_t i = 0, total = 0;
   bool byte, lone = false;
   while (i < raw.len) {
+    const char *bs = memchr(raw.base + i, '\\', raw.len - i);
+    if (!bs) return total + raw.len - i;
+    total += (size_t)(bs - (raw.base + i));
+    i = (size_t)(bs - raw.base);
     unsigned cp = next_cp(raw.base, raw.len, &i, &byte, &lone);
-    total += byte ? 1 : utf8_len(cp);
+    total += utf8_len(cp);
   }
   return total;
 }
@@ -534,7 +574,11 @@ static int scan_model(const struct doc *d, int v, struct oai_req *out, char *err
 
 static int scan_stream_options(const struct doc *d, int v, struct oai_req *out, char *errmsg, size_t errlen) {
   static const char *const so_keys[] = {"include_usage"};
-  if (d->t[v].type != JSMN_OBJECT) return fail(-EINVAL, errmsg, errlen, "'stream_options' must be an object");
+  if (is_null(d, v)) {
+    out->stream_options_null = tok_span(d, v); /* "not given": the proxy may replace it in place */
+    return 0;
+  }
+  if (d->t[v].type != JSMN_OBJECT) return fail(-EINVAL, errmsg, errlen, "'stream_options' must be an object or null");
   out->stream_options = tok_span(d, v);
   out->has_stream_options = true;
   int iu;
@@ -663,11 +707,24 @@ int jscan_usage(const char *json, size_t len, struct oai_usage *u) {
   return rc;
 }
 
+/* True when s[0..n) holds '[' followed by optional whitespace and ']': a necessary condition for an empty
+ * choices array, cheap enough to run on every stream chunk before the full scan. */
+static bool has_empty_array(const char *s, size_t n) {
+  const char *p = s, *end = s + n;
+  while ((p = memchr(p, '[', (size_t)(end - p))) != NULL) {
+    size_t i = skip_ws(s, n, (size_t)(p - s) + 1);
+    if (i < n && s[i] == ']') return true;
+    p++;
+  }
+  return false;
+}
+
 bool jscan_is_usage_only_chunk(const char *json, size_t len) {
   static const char *const keys[] = {"choices", "usage"};
   struct doc d;
   size_t off;
   int v[2];
+  if (!has_empty_array(json, len)) return false; /* content chunks: no tokenizing */
   if (doc_open(&d, json, len, &off) != 0) return false;
   bool yes = object_keys(&d, 0, keys, 2, v) < 0 && v[0] >= 0 && v[1] >= 0 &&
              d.t[v[0]].type == JSMN_ARRAY && d.t[v[0]].size == 0 && d.t[v[1]].type == JSMN_OBJECT;

@@ -9,8 +9,10 @@
 #include "core/slice.h"
 
 /* Limits (DESIGN §13: sizes an attacker controls are capped before allocation).
- * JSCAN_MAX_DEPTH bounds nesting (like serde_json's 128): deeper input is rejected with IM_ETOOBIG, which also
- * keeps jsmn's closing-bracket walk (O(depth) per bracket) linear in the input size.
+ * JSCAN_MAX_DEPTH bounds nesting (like serde_json's 128): deeper input is rejected with IM_ETOOBIG. jsmn walks
+ * O(depth) tokens per closing bracket, so the validator also caps the summed walk at 8 steps per input byte
+ * (plus a few full-depth runs): 2 MB of 126-deep bracket runs took jsmn 150 ms, now refused in ~1 ms; the
+ * worst accepted 2 MB body costs ~2x a flat one.
  * JSCAN_MAX_TOKENS bounds the number of JSON values (keys count as values) per document: IM_ETOOBIG beyond it.
  * JSCAN_MAX_LEN is what jsmn's int offsets can address; the caller's body-size cap is normally far smaller. */
 #define JSCAN_MAX_DEPTH 128
@@ -37,6 +39,8 @@ struct oai_req {
   int stream;                      /* 1 true, 0 false, absent or null */
   bool has_stream_options;         /* top-level "stream_options" present (it must be an object) */
   struct slice stream_options;     /* span of the stream_options object, braces included; empty when absent */
+  struct slice stream_options_null;/* span of the literal null when "stream_options": null (has_stream_options is
+                                      then false): a proxy that adds include_usage overwrites this token */
   int include_usage;               /* stream_options.include_usage: -1 absent, 0 false or null, 1 true */
   struct slice include_usage_val;  /* span of its literal true/false/null token when present, so the proxy can
                                       overwrite it in place */
@@ -52,17 +56,18 @@ struct oai_req {
 /* jscan_request validates body[0..len) (no NUL terminator needed) as exactly one JSON object and fills *out.
  * Rules (DESIGN §3, reject ambiguity at the edges):
  *  - any JSON syntax error, trailing bytes, an empty body or a top-level value that is not an object: IM_EPARSE;
- *  - nesting deeper than JSCAN_MAX_DEPTH, more than JSCAN_MAX_TOKENS values, len > JSCAN_MAX_LEN: IM_ETOOBIG;
+ *  - nesting deeper than JSCAN_MAX_DEPTH, more than JSCAN_MAX_TOKENS values, len > JSCAN_MAX_LEN, or deep
+ *    nesting repeated all through a large body (it would cost jsmn more than linear time): IM_ETOOBIG;
  *  - a top-level key we read (model, stream, stream_options, messages, prompt, max_tokens,
  *    max_completion_tokens, user) given twice, also when spelled with escapes: IM_EDUPKEY, and so is a repeated
  *    include_usage inside stream_options (it decides metering);
  *  - wrong types: -EINVAL. model: a non-empty string of at most 255 decoded bytes without control characters
  *    or unpaired surrogates; stream: boolean; max_tokens / max_completion_tokens: integer >= 0 that fits int64
- *    (no fraction or exponent); messages: array; prompt: string or array; stream_options: object;
+ *    (no fraction or exponent); messages: array; prompt: string or array; stream_options: object or null;
  *    include_usage: boolean; user: string. As in OpenAI's schema, null means "not given" for stream,
- *    max_tokens, max_completion_tokens, messages, prompt and user, and "false" for include_usage. A null
- *    stream_options is refused: a proxy that adds include_usage would otherwise add a second stream_options
- *    key, which upstream resolves last-wins to null, and the request would escape metering.
+ *    max_tokens, max_completion_tokens, messages, prompt, user and stream_options, and "false" for include_usage.
+ *    A null stream_options is reported by its span (stream_options_null), so a proxy that asks for usage
+ *    replaces the token instead of adding a second stream_options key.
  *    Missing model: -EINVAL "missing required parameter: 'model'".
  * Keys other than those listed, and keys nested below the top level (a "model" inside messages), are ignored.
  * On error errmsg (when errlen > 0) receives a NUL-terminated OpenAI-style message for the 400 response and
@@ -91,7 +96,7 @@ bool jscan_is_usage_only_chunk(const char *json, size_t len);
 
 /* jscan_validate checks that json[0..len) is exactly one JSON value of any type (RFC 8259, strict: no trailing
  * commas, no raw control characters in strings, only whitespace around the value), at most JSCAN_MAX_DEPTH
- * deep. Returns 0, IM_EPARSE or IM_ETOOBIG; when err_off is not NULL it receives the byte offset of the
+ * deep (and within the same repeated-deep-nesting budget). Returns 0, IM_EPARSE or IM_ETOOBIG; when err_off is not NULL it receives the byte offset of the
  * problem (0 on success). Does not allocate; does not check UTF-8. */
 int jscan_validate(const char *json, size_t len, size_t *err_off);
 

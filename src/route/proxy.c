@@ -306,7 +306,13 @@ static void plan_body(struct proxy *p) {
   p->nparts = 1;
   if (!p->oai.stream || p->oai.include_usage == 1) return;
   p->strip_usage = true;
-  if (!p->oai.has_stream_options) {
+  if (p->oai.stream_options_null.len) {
+    size_t off = (size_t)(p->oai.stream_options_null.base - b.base);
+    p->parts[0] = slice_make(b.base, off);
+    p->parts[1] = SLICE_LIT("{\"include_usage\":true}");
+    p->parts[2] = slice_make(b.base + off + 4, b.len - off - 4);
+    p->nparts = 3;
+  } else if (!p->oai.has_stream_options) {
     const char *brace = memchr(b.base, '{', b.len); /* jscan guarantees an object */
     size_t off = (size_t)(brace - b.base) + 1;
     p->parts[0] = slice_make(b.base, off);
@@ -365,6 +371,15 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
   if (chat != p->oai.is_chat) {
     fail(p, 400, "invalid_request_error",
          chat ? "missing required parameter: 'messages'" : "missing required parameter: 'prompt'", 0);
+    return;
+  }
+  if (!store_model_known(r->store, p->oai.model) && !store_all_reported(r->store)) {
+    /* Some target has not said what it serves yet (starting, loading a model, down): the model may
+     * well exist, so this is "try again", not "no such model". */
+    fail(p, 503, "service_unavailable",
+         r->store->ntargets ? "no target has reported this model yet (runtimes starting or down); retry shortly"
+                            : "this agent has no runtime configured (pass --target URL)",
+         2);
     return;
   }
   if (!store_model_known(r->store, p->oai.model)) {

@@ -27,27 +27,15 @@ void route_metrics_count(struct route_metrics *m, const char *model, int status,
   s->count = 1;
 }
 
-/* Label values come from our own configuration and known model names; escape anyway. */
-static void label_value(struct buf *out, const char *v) {
-  for (; *v; v++) {
-    if (*v == '"' || *v == '\\') buf_append(out, "\\", 1);
-    if (*v == '\n') {
-      buf_append(out, "\\n", 2);
-      continue;
-    }
-    buf_append(out, v, 1);
-  }
-}
-
 void route_metrics_render(const struct route_metrics *m, struct buf *out, int inflight) {
   buf_puts(out, "# HELP infermesh_requests_total Requests answered, by model, HTTP status and target.\n"
                 "# TYPE infermesh_requests_total counter\n");
   for (int i = 0; i < m->nseries; i++) {
     const struct rm_series *s = &m->series[i];
     buf_puts(out, "infermesh_requests_total{model=\"");
-    label_value(out, s->model);
+    buf_label_value(out, s->model);
     buf_printf(out, "\",status=\"%d\",target=\"", s->status);
-    label_value(out, s->target);
+    buf_label_value(out, s->target);
     buf_printf(out, "\"} %llu\n", (unsigned long long)s->count);
   }
   buf_printf(out,

@@ -101,6 +101,12 @@ bool store_model_known(const struct store *s, struct slice model) {
   return false;
 }
 
+bool store_all_reported(const struct store *s) {
+  for (int i = 0; i < s->ntargets; i++)
+    if (s->targets[i].nmodels == 0) return false;
+  return s->ntargets > 0;
+}
+
 int store_candidates(const struct store *s, struct slice model, const uint64_t *exclude, int *out, int max) {
   int n = 0;
   for (int i = 0; i < s->ntargets && n < max; i++) {

@@ -61,6 +61,9 @@ void store_mark_down(struct store *s, int id, const char *reason);
 bool store_target_serves(const struct target *t, struct slice model);
 /* store_model_known tells whether any target (healthy or not) lists model. */
 bool store_model_known(const struct store *s, struct slice model);
+/* store_all_reported tells whether every target has listed its models at least once (and there is at
+ * least one target): only then can a model no target lists be called unknown. */
+bool store_all_reported(const struct store *s);
 /* store_candidates writes the ids of healthy targets serving model (excluding those whose bit is set in
  * `exclude`, a bitmap of STORE_MAX_TARGETS bits, may be NULL) into out; returns their count. */
 int store_candidates(const struct store *s, struct slice model, const uint64_t *exclude, int *out, int max);

@@ -66,7 +66,7 @@ static void compare_request(const struct oai_req *r, json_t *root) {
   json_t *so = json_object_get(root, "stream_options");
   CHECK(r->has_stream_options == json_is_object(so));
   json_t *iu = json_object_get(so, "include_usage");
-  CHECK(r->include_usage == (json_is_true(iu) ? 1 : json_is_false(iu) ? 0 : -1));
+  CHECK(r->include_usage == (json_is_true(iu) ? 1 : iu ? 0 : -1));
 
   json_t *msgs = json_object_get(root, "messages"), *prompt = json_object_get(root, "prompt");
   size_t bytes = 0, ids = 0, i, j;
@@ -152,7 +152,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     CHECK(inside(r.prompt, s, size) && inside(r.user, s, size));
     if (r.has_stream_options)
       CHECK(r.stream_options.base[0] == '{' && r.stream_options.base[r.stream_options.len - 1] == '}');
-    if (r.include_usage >= 0) CHECK(r.include_usage_val.len == (r.include_usage ? 4u : 5u));
+    if (r.include_usage >= 0) CHECK(r.include_usage_val.len == (r.include_usage ? 4u : 5u) ||
+                                    memcmp(r.include_usage_val.base, "null", 4) == 0);
+    CHECK(r.has_stream_options == (r.stream_options.len > 0));
     CHECK(r.prompt_text_bytes <= size);
     if (root) compare_request(&r, root);
   }

@@ -124,11 +124,19 @@ static void test_stream_options(void **state) {
   assert_int_equal(r.stream_options.len, 0);
   assert_int_equal(r.include_usage, -1);
 
-  /* null is "absent", but its span is given so a rewriter can replace it. */
-  assert_int_equal(scan("{\"model\":\"m\",\"stream_options\":null}", &r), 0);
+  /* include_usage null is OpenAI's default (false), reported with its span so the proxy can overwrite it. */
+  const char *b2 = "{\"model\":\"m\",\"stream\":true,\"stream_options\":{\"include_usage\":null}}";
+  assert_int_equal(scan(b2, &r), 0);
+  assert_int_equal(r.include_usage, 0);
+  assert_slice(r.include_usage_val, "null");
+  assert_ptr_equal(r.include_usage_val.base, strstr(b2, "null"));
+  /* A null stream_options means "not given"; its span lets a proxy replace it rather than add a second key. */
+  const char *b3 = "{\"model\":\"m\",\"stream\":true,\"stream_options\":null}";
+  assert_int_equal(scan(b3, &r), 0);
   assert_false(r.has_stream_options);
-  assert_slice(r.stream_options, "null");
   assert_int_equal(r.include_usage, -1);
+  assert_slice(r.stream_options_null, "null");
+  assert_ptr_equal(r.stream_options_null.base, strstr(b3, "null"));
 
   /* Keys inside stream_options are unescaped too, and nested keys of other objects don't count. */
   assert_int_equal(scan("{\"model\":\"m\",\"stream_options\":{\"include_\\u0075sage\":true}}", &r), 0);
@@ -321,6 +329,23 @@ static void test_malformed(void **state) {
   assert_int_equal(jscan_request(nul2, sizeof nul2 - 1, &r, errmsg, sizeof errmsg), IM_EPARSE);
   /* The length is what counts, not a terminator: a prefix that is a whole object is fine. */
   assert_int_equal(jscan_request(nul1, 13, &r, errmsg, sizeof errmsg), 0);
+  /* Special bytes are found wherever they sit relative to the 8-byte words the string scan reads. */
+  for (int pos = 0; pos < 24; pos++) {
+    char body[96];
+    struct slice m;
+    int n = snprintf(body, sizeof body, "{\"model\":\"%.*s\x01%.*s\"}", pos, "\xc3\xa9xxxxxxxxxxxxxxxxxxxxxxxxx", 9,
+                     "yyyyyyyyy");
+    assert_int_equal(jscan_request(body, (size_t)n, &r, errmsg, sizeof errmsg), IM_EPARSE);
+    n = snprintf(body, sizeof body, "{\"model\":\"%.*s\\\"%.*s\"}", pos, "\xc3\xa9xxxxxxxxxxxxxxxxxxxxxxxxx", 9,
+                 "yyyyyyyyy");
+    assert_int_equal(jscan_request(body, (size_t)n, &r, errmsg, sizeof errmsg), 0);
+    m = r.model;
+    assert_int_equal(m.len, (size_t)pos + 1 + 9);
+    assert_int_equal(m.base[pos], '"');
+    n = snprintf(body, sizeof body, "{\"model\":\"%.*s\"}", pos + 1, "\xff\x80\x9f\xa0\xdc\xe2xxxxxxxxxxxxxxxxxxxxx");
+    assert_int_equal(jscan_request(body, (size_t)n, &r, errmsg, sizeof errmsg), 0);
+    assert_int_equal(r.model.len, (size_t)pos + 1);
+  }
   /* Whitespace around the object is fine. */
   assert_int_equal(scan(" \t\r\n{ \"model\" : \"a\" } \n", &r), 0);
   assert_slice(r.model, "a");
@@ -347,6 +372,23 @@ static void test_depth_and_size(void **state) {
   buf_puts(&b, "}");
   assert_int_equal(jscan_request(b.base, b.len, &r, errmsg, sizeof errmsg), IM_ETOOBIG);
   assert_non_null(strstr(errmsg, "nested"));
+
+  /* Deep runs repeated through a big body would cost jsmn O(len * depth): refused, while the same bytes in
+   * shallow runs are fine. */
+  buf_reset(&b);
+  buf_puts(&b, "{\"model\":\"m\",\"x\":[");
+  for (int u = 0; u < 4000; u++) {
+    buf_puts(&b, u ? ",[" : "[");
+    for (int i = 0; i < 63; i++) buf_puts(&b, "[");
+    for (int i = 0; i < 64; i++) buf_puts(&b, "]");
+  }
+  buf_puts(&b, "]}");
+  assert_int_equal(jscan_request(b.base, b.len, &r, errmsg, sizeof errmsg), IM_ETOOBIG);
+  buf_reset(&b);
+  buf_puts(&b, "{\"model\":\"m\",\"x\":[");
+  for (int u = 0; u < 32000; u++) buf_puts(&b, u ? ",[[[[[[[]]]]]]]" : "[[[[[[[]]]]]]]");
+  buf_puts(&b, "]}");
+  assert_int_equal(jscan_request(b.base, b.len, &r, errmsg, sizeof errmsg), 0);
 
   /* Past the kept scratch: a one-off token array, same answers, and the scratch still works afterwards. */
   buf_reset(&b);
@@ -456,6 +498,10 @@ static void test_usage_final_chunk(void **state) {
   assert_false(jscan_is_usage_only_chunk(nochoices, strlen(nochoices)));
   const char *escaped = "{\"ch\\u006fices\":[],\"usage\":{}}";
   assert_true(jscan_is_usage_only_chunk(escaped, strlen(escaped)));
+  const char *spaced = "{\"choices\":[ \n ],\"usage\":{}}";
+  assert_true(jscan_is_usage_only_chunk(spaced, strlen(spaced)));
+  const char *decoy = "{\"choices\":[{\"delta\":{\"content\":\"[]\"}}],\"usage\":{}}";
+  assert_false(jscan_is_usage_only_chunk(decoy, strlen(decoy)));
   const char *dup = "{\"choices\":[],\"usage\":{},\"usage\":null}";
   assert_false(jscan_is_usage_only_chunk(dup, strlen(dup)));
   assert_false(jscan_is_usage_only_chunk("[DONE]", 6));
