@@ -27,11 +27,18 @@ void buf_puts(struct buf *b, const char *s) { buf_append(b, s, strlen(s)); }
 void buf_vprintf(struct buf *b, const char *fmt, va_list ap) {
   va_list ap2;
   va_copy(ap2, ap);
-  int n = vsnprintf(NULL, 0, fmt, ap2);
+  buf_reserve(b, 128);
+  /* One pass in the common case: format into the free space, and only when it did not fit grow and redo. */
+  int n = vsnprintf(b->base + b->len, b->cap - b->len, fmt, ap2);
   va_end(ap2);
-  if (n < 0) return;
-  buf_reserve(b, (size_t)n);
-  vsnprintf(b->base + b->len, (size_t)n + 1, fmt, ap);
+  if (n < 0) {
+    b->base[b->len] = '\0';
+    return;
+  }
+  if ((size_t)n >= b->cap - b->len) {
+    buf_reserve(b, (size_t)n);
+    vsnprintf(b->base + b->len, (size_t)n + 1, fmt, ap);
+  }
   b->len += (size_t)n;
 }
 

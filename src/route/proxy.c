@@ -36,6 +36,7 @@ struct proxy {
   char content_type[96];
   struct buf body;        /* buffered non-streaming response (or upstream error body) */
   struct sse_parser sse;
+  struct buf out;         /* frames of one upstream read, sent to the client in one write */
   bool streaming;         /* relaying an SSE stream to the client */
   bool client_started;    /* bytes went to the client: no more retries */
   bool paused;
@@ -50,6 +51,7 @@ static void attempt(struct proxy *p);
 static void proxy_free(struct proxy *p) {
   buf_free(&p->head);
   buf_free(&p->body);
+  buf_free(&p->out);
   sse_parser_free(&p->sse);
   free(p);
 }
@@ -143,8 +145,7 @@ static int relay_frame(void *arg, struct slice frame, struct slice data) {
       p->t_first = clock_mono_ns();
     }
   }
-  if (!p->client_started) client_start(p, 200, -1);
-  http_resp_write(p->req, frame.base, frame.len);
+  buf_append_slice(&p->out, frame);
   return 0;
 }
 
@@ -166,7 +167,13 @@ static int up_body(void *arg, const char *data, size_t len) {
     buf_append(&p->body, data, len);
     return 0;
   }
+  /* Every frame that arrived in this read goes out in one write: none waits for a later byte. */
+  buf_reset(&p->out);
   int rc = sse_feed(&p->sse, data, len, relay_frame, p);
+  if (p->out.len) {
+    if (!p->client_started) client_start(p, 200, -1);
+    http_resp_write(p->req, p->out.base, p->out.len);
+  }
   if (rc != 0) return rc;
   if (!p->paused && http_resp_queued(p->req) > HTTP_WRITE_HIGH_WATER) {
     p->paused = true;
