@@ -234,10 +234,25 @@ static void conn_start_request(struct hc_conn *c) {
   c->msg_done = false;
   c->write.data = c;
   arm_timer(c, r->timeout_ms);
-  int rc = uv_write(&c->write, (uv_stream_t *)&c->tcp, bufs, (unsigned)n, write_cb);
-  if (rc != 0) {
-    conn_fail(c, rc);
+  /* Most requests fit the socket buffer: write directly and queue a write request only for the rest. */
+  int done = uv_try_write((uv_stream_t *)&c->tcp, bufs, (unsigned)n);
+  if (done < 0 && done != UV_EAGAIN) {
+    conn_fail(c, done);
     return;
+  }
+  int first = 0;
+  for (size_t left = done > 0 ? (size_t)done : 0; first < n && left >= bufs[first].len; first++)
+    left -= bufs[first].len;
+  if (first < n) {
+    size_t skip = (size_t)(done > 0 ? done : 0);
+    for (int i = 0; i < first; i++) skip -= bufs[i].len;
+    bufs[first].base += skip;
+    bufs[first].len -= skip;
+    int rc = uv_write(&c->write, (uv_stream_t *)&c->tcp, bufs + first, (unsigned)(n - first), write_cb);
+    if (rc != 0) {
+      conn_fail(c, rc);
+      return;
+    }
   }
   if (!c->reading && !r->paused) {
     uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);

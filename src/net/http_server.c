@@ -52,7 +52,10 @@ struct http_conn {
   int handles_open;
   bool reading;
   struct buf head; /* response head, held back to go out with the first body bytes */
-  size_t write_queued;
+  struct buf out;  /* output gathered during this loop turn */
+  bool dirty;      /* on the server's dirty list */
+  struct http_conn *dirty_next, *dirty_prev;
+  size_t write_queued; /* bytes handed to uv_write and not yet written */
   bool above_high;
 };
 
@@ -92,6 +95,41 @@ void http_server_init(struct http_server *s, uv_loop_t *loop, const struct http_
 static void conn_process(struct http_conn *c);
 static void conn_close(struct http_conn *c);
 static void conn_read_start(struct http_conn *c);
+static void conn_flush(struct http_conn *c);
+
+static void dirty_unlink(struct http_conn *c) {
+  if (!c->dirty) return;
+  if (c->dirty_prev)
+    c->dirty_prev->dirty_next = c->dirty_next;
+  else
+    c->srv->dirty = c->dirty_next;
+  if (c->dirty_next) c->dirty_next->dirty_prev = c->dirty_prev;
+  c->dirty = false;
+  c->dirty_next = c->dirty_prev = NULL;
+}
+
+static void drained(struct http_server *s) {
+  if (s->drained_cb) {
+    void (*cb)(struct http_server *) = s->drained_cb;
+    s->drained_cb = NULL;
+    cb(s);
+  }
+}
+
+static void flushers_closed_cb(uv_handle_t *h) { drained(h->data); }
+
+/* The last connection and the listener are gone: close the flush handles, then tell the owner (once). */
+static void server_finish(struct http_server *s) {
+  if (s->finished) return;
+  s->finished = true;
+  if (s->flushers_started) {
+    s->flushers_started = false;
+    uv_close((uv_handle_t *)&s->prepare, NULL);
+    uv_close((uv_handle_t *)&s->check, flushers_closed_cb);
+  } else {
+    drained(s);
+  }
+}
 
 static void conn_free_if_done(struct http_conn *c) {
   if (!c->closed || c->req_active) return;
@@ -102,16 +140,14 @@ static void conn_free_if_done(struct http_conn *c) {
     s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   s->nconns--;
+  dirty_unlink(c);
+  buf_free(&c->out);
   buf_free(&c->in);
   buf_free(&c->pending);
   buf_free(&c->body);
   buf_free(&c->head);
   free(c);
-  if (s->draining && s->nconns == 0 && !s->listening && s->drained_cb) {
-    void (*cb)(struct http_server *) = s->drained_cb;
-    s->drained_cb = NULL;
-    cb(s);
-  }
+  if (s->draining && s->nconns == 0 && !s->listening) server_finish(s);
 }
 
 static void handle_closed_cb(uv_handle_t *h) {
@@ -142,6 +178,8 @@ static void shutdown_cb(uv_shutdown_t *req, int status) {
 
 /* Close after every queued write has been flushed. */
 static void conn_close_after_writes(struct http_conn *c) {
+  if (c->closing || c->shutting) return;
+  conn_flush(c);
   if (c->closing || c->shutting) return;
   uv_shutdown_t *sr = xmalloc(sizeof *sr);
   sr->data = c;
@@ -181,33 +219,69 @@ static void write_cb(uv_write_t *w, int status) {
   }
 }
 
-/* Queue one write made of up to 5 parts (copied into a single buffer: one syscall, one segment). */
-static void conn_writev(struct http_conn *c, const struct slice *parts, int n) {
-  if (c->closing || c->shutting) return;
-  size_t len = 0;
-  for (int i = 0; i < n; i++) len += parts[i].len;
-  if (len == 0) return;
-  struct write_req *wr = xmalloc(sizeof *wr + len);
-  wr->conn = c;
-  wr->len = len;
-  size_t off = 0;
-  for (int i = 0; i < n; i++) {
-    if (parts[i].len) memcpy(wr->data + off, parts[i].base, parts[i].len);
-    off += parts[i].len;
-  }
-  uv_buf_t ub = uv_buf_init(wr->data, (unsigned)len);
-  c->write_queued += len;
-  if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &ub, 1, write_cb) != 0) {
-    /* The caller may be deep inside its own callbacks (relaying a frame): close on the next loop turn so
-     * abort_cb never runs re-entrantly. Writes stop now. */
-    c->write_queued -= len;
-    free(wr);
-    c->write_failed = true;
-    c->shutting = true;
-    uv_timer_start(&c->timer, timer_cb, 0, 0);
+
+/* Stop writing after a failed write; the close happens on the next loop turn so that abort_cb never runs
+ * re-entrantly inside the caller's own callbacks. */
+static void conn_write_failed(struct http_conn *c) {
+  c->write_failed = true;
+  c->shutting = true;
+  buf_reset(&c->out);
+  uv_timer_start(&c->timer, timer_cb, 0, 0);
+}
+
+/* Write what was gathered: try a direct write(2) first (no write request, no epoll change when the socket
+ * takes it all), and queue only the rest. */
+static void conn_flush(struct http_conn *c) {
+  dirty_unlink(c);
+  if (c->closing || c->shutting || c->out.len == 0) return;
+  uv_buf_t ub = uv_buf_init(c->out.base, (unsigned)c->out.len);
+  int n = uv_try_write((uv_stream_t *)&c->tcp, &ub, 1);
+  if (n < 0 && n != UV_EAGAIN) {
+    conn_write_failed(c);
     return;
   }
-  if (c->write_queued > HTTP_WRITE_HIGH_WATER) c->above_high = true;
+  size_t done = n > 0 ? (size_t)n : 0, rest = c->out.len - done;
+  if (rest) {
+    struct write_req *wr = xmalloc(sizeof *wr + rest);
+    wr->conn = c;
+    wr->len = rest;
+    memcpy(wr->data, c->out.base + done, rest);
+    ub = uv_buf_init(wr->data, (unsigned)rest);
+    c->write_queued += rest;
+    if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &ub, 1, write_cb) != 0) {
+      c->write_queued -= rest;
+      free(wr);
+      conn_write_failed(c);
+      return;
+    }
+  }
+  if (c->out.cap > 64 * 1024) buf_free(&c->out); /* do not keep a large buffer on an idle connection */
+  buf_reset(&c->out);
+  if (c->above_high && c->write_queued < HTTP_WRITE_LOW_WATER) {
+    c->above_high = false;
+    if (c->req_active && !c->req.resp_ended && c->req.drain_cb) c->req.drain_cb(&c->req);
+  }
+}
+
+static void flush_all(struct http_server *s) {
+  while (s->dirty) conn_flush(s->dirty);
+}
+
+static void prepare_cb(uv_prepare_t *h) { flush_all(h->data); }
+static void check_cb(uv_check_t *h) { flush_all(h->data); }
+
+/* Gather up to 5 parts for this loop turn's write (copied: the caller keeps its memory). */
+static void conn_writev(struct http_conn *c, const struct slice *parts, int n) {
+  if (c->closing || c->shutting) return;
+  for (int i = 0; i < n; i++) buf_append_slice(&c->out, parts[i]);
+  if (!c->dirty && c->out.len) {
+    c->dirty = true;
+    c->dirty_prev = NULL;
+    c->dirty_next = c->srv->dirty;
+    if (c->srv->dirty) c->srv->dirty->dirty_prev = c;
+    c->srv->dirty = c;
+  }
+  if (c->write_queued + c->out.len > HTTP_WRITE_HIGH_WATER) c->above_high = true;
 }
 
 static void conn_write(struct http_conn *c, const void *a, size_t alen, const void *b, size_t blen, const void *d,
@@ -293,7 +367,9 @@ void http_resp_flush(struct http_req *req) {
   buf_reset(&c->head);
 }
 
-size_t http_resp_queued(const struct http_req *req) { return req->aborted ? 0 : req->conn->write_queued; }
+size_t http_resp_queued(const struct http_req *req) {
+  return req->aborted ? 0 : req->conn->write_queued + req->conn->out.len;
+}
 
 void http_resp_end(struct http_req *req) {
   struct http_conn *c = req->conn;
@@ -623,6 +699,12 @@ int http_server_listen(struct http_server *s, const char *host, int port) {
     return r;
   }
   s->listening = true;
+  uv_prepare_init(s->loop, &s->prepare);
+  uv_check_init(s->loop, &s->check);
+  s->prepare.data = s->check.data = s;
+  uv_prepare_start(&s->prepare, prepare_cb);
+  uv_check_start(&s->check, check_cb);
+  s->flushers_started = true;
   return 0;
 }
 
@@ -637,11 +719,7 @@ int http_server_port(struct http_server *s) {
 static void listener_closed_cb(uv_handle_t *h) {
   struct http_server *s = h->data;
   s->listening = false;
-  if (s->nconns == 0 && s->drained_cb) {
-    void (*cb)(struct http_server *) = s->drained_cb;
-    s->drained_cb = NULL;
-    cb(s);
-  }
+  if (s->nconns == 0) server_finish(s);
 }
 
 void http_server_drain(struct http_server *s, void (*cb)(struct http_server *s)) {
@@ -653,8 +731,6 @@ void http_server_drain(struct http_server *s, void (*cb)(struct http_server *s))
   }
   if (s->listening)
     uv_close((uv_handle_t *)&s->tcp, listener_closed_cb);
-  else if (s->nconns == 0 && cb) {
-    s->drained_cb = NULL;
-    cb(s);
-  }
+  else if (s->nconns == 0)
+    server_finish(s);
 }

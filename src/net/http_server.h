@@ -63,6 +63,13 @@ struct http_server {
   int nactive; /* requests between handler call and http_resp_end */
   bool listening, draining;
   void (*drained_cb)(struct http_server *s);
+  /* Output is gathered per connection and written once per loop turn: before the loop blocks (prepare) and
+   * after I/O callbacks ran (check), so a head, the frames of one upstream read and the final chunk leave
+   * in one write(2). */
+  uv_prepare_t prepare;
+  uv_check_t check;
+  bool flushers_started, finished;
+  struct http_conn *dirty; /* connections with output waiting for the flush */
   char errmsg[160];
 };
 
