@@ -49,6 +49,16 @@ void buf_printf(struct buf *b, const char *fmt, ...) {
   va_end(ap);
 }
 
+void buf_append_u64(struct buf *b, uint64_t v) {
+  char tmp[20];
+  int i = sizeof tmp;
+  do {
+    tmp[--i] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  buf_append(b, tmp + i, sizeof tmp - (size_t)i);
+}
+
 void buf_json_str(struct buf *b, struct slice s) {
   static const char hex[] = "0123456789abcdef";
   buf_reserve(b, s.len + 2);

@@ -4,6 +4,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/slice.h"
 
@@ -23,6 +24,8 @@ void buf_puts(struct buf *b, const char *s);
 /* buf_printf appends formatted text (vsnprintf, bounded). */
 void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_vprintf(struct buf *b, const char *fmt, va_list ap);
+/* buf_append_u64 appends v in decimal (no printf on hot paths). */
+void buf_append_u64(struct buf *b, uint64_t v);
 /* buf_json_str appends s as a JSON string literal with quotes and escapes. */
 void buf_json_str(struct buf *b, struct slice s);
 /* buf_label_value appends s escaped as a Prometheus label value (\\, \", \n), without quotes. */

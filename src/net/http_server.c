@@ -313,31 +313,32 @@ void http_resp_start(struct http_req *req, int status, const struct http_header 
   assert(!req->resp_started);
   req->resp_started = true;
   if (req->aborted) return;
-  char head[4096];
-  size_t n = 0;
-  int w = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
-  n = (size_t)w;
+  struct buf *h = &c->head;
+  buf_reset(h);
+  buf_puts(h, "HTTP/1.1 ");
+  buf_append_u64(h, (uint64_t)status);
+  buf_puts(h, " ");
+  buf_puts(h, http_status_text(status));
+  buf_puts(h, "\r\n");
   for (int i = 0; i < nhdrs; i++) {
-    w = snprintf(head + n, sizeof head - n, "%.*s: %.*s\r\n", (int)hdrs[i].name.len, hdrs[i].name.base,
-                 (int)hdrs[i].value.len, hdrs[i].value.base);
-    if (w < 0 || (size_t)w >= sizeof head - n - 64) break; /* keep room for the framing headers */
-    n += (size_t)w;
+    buf_append_slice(h, hdrs[i].name);
+    buf_append(h, ": ", 2);
+    buf_append_slice(h, hdrs[i].value);
+    buf_append(h, "\r\n", 2);
   }
   if (c->srv->draining) req->keep_alive = false;
   if (content_length >= 0) {
-    w = snprintf(head + n, sizeof head - n, "Content-Length: %lld\r\n", (long long)content_length);
+    buf_puts(h, "Content-Length: ");
+    buf_append_u64(h, (uint64_t)content_length);
+    buf_append(h, "\r\n", 2);
   } else if (c->parser.http_major == 1 && c->parser.http_minor == 0) {
     req->keep_alive = false; /* HTTP/1.0 has no chunked encoding: the body ends at close */
-    w = 0;
   } else {
     req->resp_chunked = true;
-    w = snprintf(head + n, sizeof head - n, "Transfer-Encoding: chunked\r\n");
+    buf_puts(h, "Transfer-Encoding: chunked\r\n");
   }
-  n += (size_t)w;
-  w = snprintf(head + n, sizeof head - n, "%s\r\n", req->keep_alive ? "" : "Connection: close\r\n");
-  n += (size_t)w;
-  buf_reset(&c->head);
-  buf_append(&c->head, head, n);
+  if (!req->keep_alive) buf_puts(h, "Connection: close\r\n");
+  buf_append(h, "\r\n", 2);
 }
 
 void http_resp_write(struct http_req *req, const void *data, size_t len) {

@@ -267,14 +267,26 @@ static void build_head(struct proxy *p, const struct target *t, size_t body_len)
   struct http_pool *pool = &p->r->pools[t->id];
   struct slice tp = http_req_header(p->req, "traceparent");
   struct slice auth = http_req_header(p->req, "authorization");
-  buf_reset(&p->head);
-  buf_printf(&p->head,
-             "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-             "Accept: %s\r\nx-request-id: %s\r\n",
-             p->chat ? "/v1/chat/completions" : "/v1/completions", pool->authority, body_len,
-             p->oai.stream ? "text/event-stream" : "application/json", p->request_id);
-  if (tp.len && tp.len < 128) buf_printf(&p->head, "traceparent: %.*s\r\n", (int)tp.len, tp.base);
-  if (auth.len && auth.len < 1024) buf_printf(&p->head, "Authorization: %.*s\r\n", (int)auth.len, auth.base);
+  struct buf *h = &p->head;
+  buf_reset(h);
+  buf_puts(h, p->chat ? "POST /v1/chat/completions HTTP/1.1\r\nHost: " : "POST /v1/completions HTTP/1.1\r\nHost: ");
+  buf_puts(h, pool->authority);
+  buf_puts(h, "\r\nContent-Type: application/json\r\nContent-Length: ");
+  buf_append_u64(h, body_len);
+  buf_puts(h, p->oai.stream ? "\r\nAccept: text/event-stream\r\nx-request-id: " : "\r\nAccept: application/json\r\nx-request-id: ");
+  buf_puts(h, p->request_id);
+  buf_append(h, "\r\n", 2);
+  /* Pass these through only when they cannot split the head (no CR/LF). */
+  if (tp.len && tp.len < 128 && !memchr(tp.base, '\r', tp.len) && !memchr(tp.base, '\n', tp.len)) {
+    buf_puts(h, "traceparent: ");
+    buf_append_slice(h, tp);
+    buf_append(h, "\r\n", 2);
+  }
+  if (auth.len && auth.len < 1024 && !memchr(auth.base, '\r', auth.len) && !memchr(auth.base, '\n', auth.len)) {
+    buf_puts(h, "Authorization: ");
+    buf_append_slice(h, auth);
+    buf_append(h, "\r\n", 2);
+  }
   buf_puts(&p->head, "\r\n");
 }
 
