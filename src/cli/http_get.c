@@ -1,4 +1,4 @@
-/* Blocking HTTP GET: connect with a timeout, send, read to EOF, parse the response with http_parser. */
+/* Blocking HTTP client for the CLI: connect with a timeout, send, read to EOF, parse with http_parser. */
 #include "cli/http_get.h"
 
 #include <arpa/inet.h>
@@ -38,8 +38,9 @@ static int wait_fd(int fd, short ev, uint64_t deadline) {
   return rc > 0 ? 0 : rc == 0 ? -ETIMEDOUT : -errno;
 }
 
-int http_get(const char *base_url, const char *path, int timeout_ms, int *status, struct buf *body, char *err,
-             size_t errlen) {
+/* request does the work of http_get and http_request; agent picks the wording of connection errors. */
+static int request(const char *method, const char *base_url, const char *path, const char *req_body,
+                   int timeout_ms, int *status, struct buf *body, char *err, size_t errlen, bool agent) {
   char host[64];
   struct sockaddr_in sa = {.sin_family = AF_INET};
   const char *p = base_url;
@@ -69,24 +70,34 @@ int http_get(const char *base_url, const char *path, int timeout_ms, int *status
     rc = -errno;
   }
   if (rc != 0) {
-    snprintf(err, errlen, "cannot reach the agent at %s: %s (is it running? pass --agent URL)", base_url,
-             strerror(-rc));
+    if (agent)
+      snprintf(err, errlen, "cannot reach the agent at %s: %s (is it running? pass --agent URL)", base_url,
+               strerror(-rc));
+    else
+      snprintf(err, errlen, "cannot reach %s: %s", base_url, strerror(-rc));
     close(fd);
     return rc;
   }
-  char req[512];
-  int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s:%ld\r\nConnection: close\r\nAccept: application/json\r\n\r\n",
-                   path, host, port);
-  for (int off = 0; off < n;) {
-    ssize_t w = send(fd, req + off, (size_t)(n - off), MSG_NOSIGNAL);
+  struct buf req = {0};
+  size_t blen = req_body ? strlen(req_body) : 0;
+  buf_printf(&req, "%s %s HTTP/1.1\r\nHost: %s:%ld\r\nConnection: close\r\nAccept: application/json\r\n", method,
+             path, host, port);
+  if (req_body) buf_printf(&req, "Content-Type: application/json\r\nContent-Length: %zu\r\n", blen);
+  buf_puts(&req, "\r\n");
+  if (req_body) buf_append(&req, req_body, blen);
+  size_t n = req.len;
+  for (size_t off = 0; off < n;) {
+    ssize_t w = send(fd, req.base + off, n - off, MSG_NOSIGNAL);
     if (w < 0 && errno == EAGAIN && wait_fd(fd, POLLOUT, deadline) == 0) continue;
     if (w <= 0) {
       snprintf(err, errlen, "sending to %s failed: %s", base_url, strerror(errno));
       close(fd);
+      buf_free(&req);
       return -EIO;
     }
-    off += (int)w;
+    off += (size_t)w;
   }
+  buf_free(&req);
   http_parser parser;
   http_parser_settings settings = {.on_body = on_body, .on_message_complete = on_complete};
   struct resp r = {body, false};
@@ -120,6 +131,16 @@ int http_get(const char *base_url, const char *path, int timeout_ms, int *status
   *status = parser.status_code;
   return 0;
 bad_url:
-  snprintf(err, errlen, "agent URL '%s' must look like http://127.0.0.1:8080", base_url);
+  snprintf(err, errlen, "%s URL '%s' must look like http://127.0.0.1:8080", agent ? "agent" : "the", base_url);
   return -EINVAL;
+}
+
+int http_get(const char *base_url, const char *path, int timeout_ms, int *status, struct buf *body, char *err,
+             size_t errlen) {
+  return request("GET", base_url, path, NULL, timeout_ms, status, body, err, errlen, true);
+}
+
+int http_request(const char *method, const char *base_url, const char *path, const char *req_body, int timeout_ms,
+                 int *status, struct buf *body, char *err, size_t errlen) {
+  return request(method, base_url, path, req_body, timeout_ms, status, body, err, errlen, false);
 }

@@ -10,4 +10,10 @@
 int http_get(const char *base_url, const char *path, int timeout_ms, int *status, struct buf *body, char *err,
              size_t errlen);
 
+/* http_request is http_get with any method and an optional JSON request body (req_body, NUL-terminated, sent
+ * with Content-Type: application/json; NULL sends none). Connection errors name the URL, not "the agent".
+ * Same ownership and returns as http_get; any status code is a success for the call (check *status). */
+int http_request(const char *method, const char *base_url, const char *path, const char *req_body, int timeout_ms,
+                 int *status, struct buf *body, char *err, size_t errlen);
+
 #endif
