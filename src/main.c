@@ -8,7 +8,10 @@
 
 #include "agent/agent.h"
 #include "agent/dev.h"
+#include "agent/supervisor.h"
 #include "cli/cli.h"
+#include "cli/probe.h"
+#include "cli/gpus.h"
 #include "sim/server.h"
 
 static void usage(FILE *f) {
@@ -18,6 +21,8 @@ static void usage(FILE *f) {
              "  agent         run the node daemon\n"
              "  dev           one-node mesh with simulated engines, for trying it out\n"
              "  sim-engine    run a simulated vLLM-like engine (OpenAI API, vLLM metrics)\n"
+             "  probe         read one runtime (vLLM, SGLang, TGI, llama.cpp, Triton, Ollama) and print its state\n"
+             "  gpus          local NVIDIA GPUs via NVML (or --dcgm URL)\n"
              "client (--agent URL, --json):\n"
              "  status        what the node looks like now\n"
              "  models        models served and how many healthy targets serve each\n"
@@ -37,6 +42,7 @@ static void follow_parent(void) {
 }
 
 int main(int argc, char **argv) {
+  if (argc >= 2 && strcmp(argv[1], "_exec-child") == 0) return exec_child_main(argc - 2, argv + 2);
   follow_parent();
   if (argc < 2) {
     usage(stderr);
@@ -48,6 +54,8 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "dev") == 0) return dev_main(argc - 2, argv + 2, argv[0]);
   if (strcmp(cmd, "status") == 0 || strcmp(cmd, "models") == 0 || strcmp(cmd, "targets") == 0)
     return cli_main(cmd, argc - 2, argv + 2);
+  if (strcmp(cmd, "gpus") == 0) return gpus_main(argc - 2, argv + 2);
+  if (strcmp(cmd, "probe") == 0) return probe_main(argc - 2, argv + 2);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("infermesh %s\n", INFERMESH_VERSION);
     return 0;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "agent/scraper.h"
+#include "agent/supervisor.h"
 #include "api/status.h"
 #include "core/alloc.h"
 #include "core/clock.h"
@@ -20,6 +21,8 @@ struct agent {
   struct store store;
   struct http_pool *pools;
   struct scraper scraper;
+  struct supervisor *sup; /* NULL when no runtime has exec */
+  char exe[1024];
   struct router router;
   struct http_server server;
   uv_signal_t sigterm, sigint;
@@ -75,12 +78,19 @@ static void handle(struct http_req *req, void *arg) {
 
 static void closed_cb(uv_handle_t *h) { (void)h; }
 
-static void scraper_stopped_cb(struct scraper *s) {
-  struct agent *a = (struct agent *)((char *)s - offsetof(struct agent, scraper));
-  for (int i = 0; i < a->store.ntargets; i++) http_pool_close(&a->pools[i]);
+static void supervisor_stopped_cb(void *arg) {
+  struct agent *a = arg;
+  a->sup = NULL;
   uv_close((uv_handle_t *)&a->sigterm, closed_cb);
   uv_close((uv_handle_t *)&a->sigint, closed_cb);
   uv_close((uv_handle_t *)&a->drain_timer, closed_cb);
+}
+
+/* The scraper stops first so that it cannot mark a runtime being stopped healthy again. */
+static void scraper_stopped_cb(struct scraper *s) {
+  struct agent *a = (struct agent *)((char *)s - offsetof(struct agent, scraper));
+  for (int i = 0; i < a->store.ntargets; i++) http_pool_close(&a->pools[i]);
+  supervisor_stop(a->sup, a->cfg->drain_timeout_ms, supervisor_stopped_cb, a);
 }
 
 static void drained_cb(struct http_server *srv) {
@@ -95,6 +105,7 @@ static void drain_timeout_cb(uv_timer_t *t) {
   log_warn("drain timeout: exiting with requests still in flight", "in_flight=%d timeout_ms=%u", a->router.inflight,
            a->cfg->drain_timeout_ms);
   a->exit_code = 1;
+  supervisor_kill_now(a->sup);
   uv_stop(a->loop);
 }
 
@@ -103,6 +114,7 @@ static void signal_cb(uv_signal_t *s, int signum) {
   if (a->draining) {
     log_warn("second signal: exiting now", "signal=%d in_flight=%d", signum, a->router.inflight);
     a->exit_code = 1;
+    supervisor_kill_now(a->sup);
     uv_stop(a->loop);
     return;
   }
@@ -142,9 +154,11 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   signal(SIGPIPE, SIG_IGN);
   store_init(&a->store);
   a->pools = xcalloc((size_t)cfg->nruntimes + 1, sizeof *a->pools);
+  int ids[CONFIG_MAX_RUNTIMES];
   for (int i = 0; i < cfg->nruntimes; i++) {
     const struct config_runtime *rt = &cfg->runtimes[i];
     int id = store_add_target(&a->store, rt->name[0] ? rt->name : NULL, rt->url, rt->kind);
+    ids[i] = id;
     if (id < 0 || http_pool_init(&a->pools[id], a->loop, a->store.targets[id].host, a->store.targets[id].port) != 0) {
       fprintf(stderr, "infermesh agent: bad runtime URL '%s': use http://IP:PORT or http://localhost:PORT\n", rt->url);
       abandon(a);
@@ -165,6 +179,9 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     return 1;
   }
   snprintf(a->listen, sizeof a->listen, "%s:%d", cfg->listen_host, http_server_port(&a->server));
+  size_t exelen = sizeof a->exe;
+  if (uv_exepath(a->exe, &exelen) != 0) str_copy(a->exe, sizeof a->exe, "/proc/self/exe");
+  a->sup = supervisor_start(a->loop, &a->store, cfg, ids, a->exe); /* before scraping: it waits on health */
   scraper_start(&a->scraper, a->loop, &a->store, a->pools, cfg->scrape_interval_ms);
   uv_signal_init(a->loop, &a->sigterm);
   uv_signal_init(a->loop, &a->sigint);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "adapter/adapter.h"
 #include "core/log.h"
 #include "core/slice.h"
 
@@ -47,6 +48,18 @@ static const struct key keys[] = {
      "time allowed to send the request body (30000)"},
     {"limits.idle_timeout_ms", "--idle-timeout-ms", "INFERMESH_IDLE_TIMEOUT_MS", K_U32, F(limits.idle_timeout_ms),
      "idle keep-alive connections close after this (60000)"},
+    {"supervisor.health_timeout_ms", "--runtime-health-timeout-ms", "INFERMESH_RUNTIME_HEALTH_TIMEOUT_MS", K_U32,
+     F(sup.health_timeout_ms), "runtimes with exec: longest wait to become healthy after a start (600000)"},
+    {"supervisor.stop_grace_ms", "--runtime-stop-grace-ms", "INFERMESH_RUNTIME_STOP_GRACE_MS", K_U32,
+     F(sup.stop_grace_ms), "runtimes with exec: SIGTERM to SIGKILL on stop (10000)"},
+    {"supervisor.backoff_ms", "--runtime-backoff-ms", "INFERMESH_RUNTIME_BACKOFF_MS", K_U32, F(sup.backoff_ms),
+     "runtimes with exec: first restart delay after a crash, doubled per recent crash (1000)"},
+    {"supervisor.backoff_max_ms", "--runtime-backoff-max-ms", "INFERMESH_RUNTIME_BACKOFF_MAX_MS", K_U32,
+     F(sup.backoff_max_ms), "runtimes with exec: longest restart delay (30000)"},
+    {"supervisor.crash_loop_restarts", "--runtime-crash-loop-restarts", "INFERMESH_RUNTIME_CRASH_LOOP_RESTARTS",
+     K_INT, F(sup.crash_loop_restarts), "runtimes with exec: exits within the window that make a crash loop (5)"},
+    {"supervisor.crash_loop_window_ms", "--runtime-crash-loop-window-ms", "INFERMESH_RUNTIME_CRASH_LOOP_WINDOW_MS",
+     K_U32, F(sup.crash_loop_window_ms), "runtimes with exec: the crash-loop window (300000)"},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -61,12 +74,20 @@ void config_defaults(struct agent_config *c) {
   c->upstream_timeout_ms = 300000;
   c->max_attempts = 3;
   http_limits_default(&c->limits);
+  c->sup.health_timeout_ms = 600000;
+  c->sup.stop_grace_ms = 10000;
+  c->sup.backoff_ms = 1000;
+  c->sup.backoff_max_ms = 30000;
+  c->sup.crash_loop_restarts = 5;
+  c->sup.crash_loop_window_ms = 300000;
 }
 
 void config_usage(FILE *f) {
   fprintf(f, "usage: infermesh agent [--config FILE] [flags]\n\n"
              "Runs the node daemon: the OpenAI-compatible endpoint, routing to the runtimes given with --target.\n"
-             "Precedence: the YAML file, then flags, then INFERMESH_* environment variables.\n\nflags:\n"
+             "Precedence: the YAML file, then flags, then INFERMESH_* environment variables.\n"
+             "In YAML, runtimes: [{kind: vllm, url: http://127.0.0.1:8001, name: N, exec: \"COMMAND\"}]; with exec\n"
+             "the agent starts the runtime itself, restarts it when it dies and stops it on shutdown.\n\nflags:\n"
              "  %-24s %s\n",
           "--config FILE", "YAML configuration file");
   for (size_t i = 0; i < NKEYS; i++) fprintf(f, "  %-24s %s  [yaml: %s, env: %s]\n", keys[i].flag, keys[i].help, keys[i].path, keys[i].env);
@@ -91,7 +112,7 @@ bad:
 }
 
 static int add_runtime(struct agent_config *c, int source, const char *kind, const char *url, const char *name,
-                       char *err, size_t errlen) {
+                       const char *exec, char *err, size_t errlen) {
   if (source > c->runtimes_source) {
     c->nruntimes = 0; /* runtimes from a higher-precedence source replace, not extend, the list */
     c->runtimes_source = source;
@@ -104,14 +125,21 @@ static int add_runtime(struct agent_config *c, int source, const char *kind, con
     snprintf(err, errlen, "runtime URL '%s' must look like http://HOST:PORT", url);
     return -EINVAL;
   }
-  if (strcmp(kind, "vllm") != 0) {
-    snprintf(err, errlen, "runtime kind '%s' is not supported yet (supported: vllm)", kind);
+  enum runtime_kind k;
+  if (runtime_kind_parse(kind, &k) != 0) {
+    snprintf(err, errlen, "runtime kind '%s' is unknown (known: vllm, sglang, tgi, llamacpp, triton, ollama)", kind);
+    return -EINVAL;
+  }
+  if (exec && strlen(exec) >= sizeof c->runtimes[0].exec) {
+    snprintf(err, errlen, "runtime exec command is too long (at most %zu characters)",
+             sizeof c->runtimes[0].exec - 1);
     return -EINVAL;
   }
   struct config_runtime *r = &c->runtimes[c->nruntimes++];
   str_copy(r->kind, sizeof r->kind, kind);
   str_copy(r->url, sizeof r->url, url);
   str_copy(r->name, sizeof r->name, name ? name : "");
+  str_copy(r->exec, sizeof r->exec, exec ? exec : "");
   return 0;
 }
 
@@ -139,7 +167,7 @@ static int set_key(struct agent_config *c, const struct key *k, const char *v, i
       char *eq = strchr(s, '='), *scheme = strstr(s, "://");
       const char *name = NULL;
       if (eq && scheme && eq < scheme) *eq = '\0', name = s, s = eq + 1;
-      int rc = add_runtime(c, source, "vllm", s, name, err, errlen);
+      int rc = add_runtime(c, source, "vllm", s, name, NULL, err, errlen);
       if (rc) return rc;
     }
     return 0;
@@ -177,7 +205,7 @@ static int yaml_runtimes(struct agent_config *c, yaml_document_t *d, yaml_node_t
   }
   for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top; it++) {
     yaml_node_t *m = yaml_document_get_node(d, *it);
-    const char *kind = "vllm", *url = NULL, *name = NULL;
+    const char *kind = "vllm", *url = NULL, *name = NULL, *exec = NULL;
     if (!m || m->type != YAML_MAPPING_NODE) {
       snprintf(err, errlen, "%s: each runtime must be a mapping like {kind: vllm, url: http://...}", file);
       return -EINVAL;
@@ -192,7 +220,9 @@ static int yaml_runtimes(struct agent_config *c, yaml_document_t *d, yaml_node_t
         url = vs;
       else if (strcmp(ks, "name") == 0)
         name = vs;
-      else if (strcmp(ks, "exec") != 0) {
+      else if (strcmp(ks, "exec") == 0)
+        exec = vs;
+      else {
         snprintf(err, errlen, "%s: unknown runtime key '%s' (known: kind, url, name, exec)", file, ks);
         return -EINVAL;
       }
@@ -201,7 +231,7 @@ static int yaml_runtimes(struct agent_config *c, yaml_document_t *d, yaml_node_t
       snprintf(err, errlen, "%s: a runtime has no 'url'", file);
       return -EINVAL;
     }
-    int rc = add_runtime(c, 1, kind, url, name, err, errlen);
+    int rc = add_runtime(c, 1, kind, url, name, exec, err, errlen);
     if (rc) return rc;
   }
   return 0;
@@ -317,5 +347,8 @@ int config_load_args(struct agent_config *c, int argc, char **argv, char *err, s
   }
   if (c->max_attempts < 1) c->max_attempts = 1;
   if (c->scrape_interval_ms < 10) c->scrape_interval_ms = 10;
+  if (c->sup.backoff_ms < 10) c->sup.backoff_ms = 10;
+  if (c->sup.backoff_max_ms < c->sup.backoff_ms) c->sup.backoff_max_ms = c->sup.backoff_ms;
+  if (c->sup.crash_loop_restarts < 1) c->sup.crash_loop_restarts = 1;
   return 0;
 }

@@ -13,6 +13,17 @@ struct config_runtime {
   char kind[16];
   char url[160];
   char name[64];
+  char exec[1024]; /* command that starts this runtime under supervision; "" = not supervised */
+};
+
+/* Supervision of runtimes that have `exec` (agent/supervisor.h). */
+struct config_supervisor {
+  uint32_t health_timeout_ms;   /* longest wait for a started runtime to become healthy (600000) */
+  uint32_t stop_grace_ms;       /* SIGTERM -> SIGKILL on stop (10000) */
+  uint32_t backoff_ms;          /* first restart delay (1000); doubles per recent crash */
+  uint32_t backoff_max_ms;      /* restart delay cap (30000) */
+  int crash_loop_restarts;      /* this many exits within the window is a crash loop (5) */
+  uint32_t crash_loop_window_ms; /* (300000) */
 };
 
 struct agent_config {
@@ -28,10 +39,11 @@ struct agent_config {
   uint32_t upstream_timeout_ms;
   int max_attempts;
   struct http_limits limits;
+  struct config_supervisor sup;
 };
 
 /* config_defaults: listen 127.0.0.1:8080, scrape every 500 ms, drain 30 s, upstream timeout 300 s,
- * 3 attempts, the HTTP server's default limits. */
+ * 3 attempts, the HTTP server's default limits, the supervisor defaults above. */
 void config_defaults(struct agent_config *c);
 /* config_load_args applies, in order, the YAML file named by --config (if any), the flags in argv, and the
  * INFERMESH_* environment. Returns 0, 1 when --help was printed, or -EINVAL with errmsg naming the bad input. */

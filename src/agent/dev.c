@@ -7,6 +7,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "agent/child_env.h"
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/log.h"
@@ -134,15 +135,7 @@ static void read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
 static int spawn(struct dev *d, struct child *c, char **args) {
   uv_process_options_t po = {0};
   uv_stdio_container_t stdio[3];
-  char ppid[64];
-  char *env[64];
-  int ne = 0;
-  extern char **environ;
-  snprintf(ppid, sizeof ppid, "INFERMESH_PARENT_PID=%d", (int)uv_os_getpid());
-  for (char **e = environ; *e && ne < 62; e++)
-    if (strncmp(*e, "INFERMESH_PARENT_PID=", 21) != 0) env[ne++] = *e;
-  env[ne++] = ppid;
-  env[ne] = NULL;
+  char **env = child_env((int)uv_os_getpid());
   uv_pipe_init(d->loop, &c->out, 0);
   c->out.data = c;
   stdio[0].flags = UV_IGNORE;
@@ -159,6 +152,7 @@ static int spawn(struct dev *d, struct child *c, char **args) {
   po.exit_cb = exit_cb;
   c->proc.data = c;
   int rc = uv_spawn(d->loop, &c->proc, &po);
+  child_env_free(env);
   if (rc != 0) {
     uv_close((uv_handle_t *)&c->out, closed_cb);
     fprintf(stderr, "infermesh dev: cannot start %s: %s\n", d->exe, uv_strerror(rc));

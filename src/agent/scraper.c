@@ -1,30 +1,32 @@
-/* Runtime polling: GET /health, then /metrics (and /v1/models when unknown or every 10 s) per target. */
+/* Runtime polling: each round fetches the endpoints the target's adapter names and feeds the state store. */
 #include "agent/scraper.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "adapter/vllm.h"
+#include "adapter/adapter.h"
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/log.h"
 
-#define MODELS_EVERY_NS (10ull * 1000000000ull)
 #define SCRAPE_TIMEOUT_MS 2000
 
-enum step { ST_IDLE, ST_HEALTH, ST_METRICS, ST_MODELS };
-
+/* One target's scrape round: the adapter's endpoints in order, merged into one runtime_state. */
 struct scrape_target {
   struct scraper *s;
   int id;
-  enum step step;
+  enum runtime_kind kind;
+  const struct rt_endpoint *eps;
+  int neps;
+  int step; /* index of the endpoint in flight; -1 idle */
   struct hc_req *req;
   struct buf head, body;
   int status;
-  uint64_t models_ns;
   bool was_healthy;
+  char last_reason[160]; /* logged once per change, not on every poll (a runtime may load for minutes) */
+  struct runtime_state st;
 };
 
 static void next_step(struct scrape_target *st);
@@ -45,122 +47,118 @@ static int on_body(void *arg, const char *data, size_t len) {
 
 static void down(struct scrape_target *st, const char *what) {
   struct target *t = &st->s->store->targets[st->id];
-  if (st->was_healthy || t->updated_ns == 0)
-    log_warn("target down", "target=%s url=%s reason=\"%s\"", t->name, t->url, what);
+  if (st->was_healthy || strcmp(st->last_reason, what) != 0)
+    log_warn("target down", "target=%s url=%s kind=%s reason=\"%s\"", t->name, t->url, runtime_kind_name(st->kind),
+             what);
   st->was_healthy = false;
+  str_copy(st->last_reason, sizeof st->last_reason, what);
   store_mark_down(st->s->store, st->id, what);
+  st->step = -1;
+}
+
+static bool same_models(const struct target *t, const struct runtime_state *rs) {
+  if (t->nmodels != rs->nmodels) return false;
+  for (int i = 0; i < rs->nmodels; i++)
+    if (strcmp(t->models[i], rs->models[i]) != 0) return false;
+  return true;
+}
+
+/* The round completed: publish what it read. */
+static void apply(struct scrape_target *st) {
+  struct scraper *s = st->s;
+  struct target *t = &s->store->targets[st->id];
+  const struct runtime_state *rs = &st->st;
+  if (st->kind != RT_KIND_OLLAMA && !(rs->have & (RS_WAITING | RS_RUNNING))) {
+    /* Without queue signals we cannot score it: an unknown load must not look idle. */
+    down(st, "no queue signal (waiting/running) in /metrics: is the runtime kind right?");
+    return;
+  }
+  if ((rs->have & RS_MODELS) && rs->nmodels > 0 && !same_models(t, rs)) {
+    const char *names[RS_MAX_NAMES];
+    for (int i = 0; i < rs->nmodels; i++) names[i] = rs->models[i];
+    store_set_models(s->store, st->id, names, rs->nmodels);
+  }
+  if (t->nmodels == 0) {
+    down(st, "the runtime lists no model yet");
+    return;
+  }
+  struct target_load load = {
+      .waiting = rs->waiting,
+      .running = rs->running,
+      .kv_usage = (rs->have & RS_KV_USAGE) ? rs->kv_usage : -1,
+      .block_size = rs->block_size,
+      .num_gpu_blocks = rs->block_size > 0 ? rs->kv_capacity_tokens / rs->block_size : 0,
+      .prefix_queries = rs->prefix_queries,
+      .prefix_hits = rs->prefix_hits,
+      .ttft_sum = rs->ttft.sum,
+      .ttft_count = rs->ttft.count,
+  };
+  if (!st->was_healthy) log_info("target up", "target=%s url=%s kind=%s", t->name, t->url, runtime_kind_name(st->kind));
+  st->was_healthy = true;
+  st->last_reason[0] = '\0';
+  store_report(s->store, st->id, &load, clock_mono_ns());
+  st->step = -1;
 }
 
 static void on_done(void *arg, int err) {
   struct scrape_target *st = arg;
   struct scraper *s = st->s;
-  struct target *t = &s->store->targets[st->id];
-  char why[128];
+  const struct rt_endpoint *ep = &st->eps[st->step];
+  char why[160];
   st->req = NULL;
   s->busy--;
   if (s->stopping) {
-    st->step = ST_IDLE;
+    st->step = -1;
     if (s->busy == 0) scraper_stop(s, s->stopped_cb);
     return;
   }
-  if (err != 0 || st->status != 200) {
+  int rc = err ? err : runtime_parse(st->kind, ep->id, st->status, st->body.base, st->body.len, &st->st);
+  if (ep->id == RT_EP_HEALTH && !err && (st->status < 200 || st->status > 299)) rc = -EPROTO;
+  if (rc != 0 && !ep->optional) {
     if (err)
-      snprintf(why, sizeof why, "%s failed: %s", st->step == ST_HEALTH ? "/health" : "scrape", uv_strerror(err));
+      snprintf(why, sizeof why, "%s %s failed: %s", ep->method, ep->path, uv_strerror(err));
+    else if (st->status < 200 || st->status > 299)
+      snprintf(why, sizeof why, "%s answered %d%s", ep->path, st->status,
+               st->st.loading ? " (loading the model)" : "");
     else
-      snprintf(why, sizeof why, "%s answered %d", st->step == ST_HEALTH    ? "/health"
-                                                  : st->step == ST_METRICS ? "/metrics"
-                                                                           : "/v1/models",
-               st->status);
+      snprintf(why, sizeof why, "%s: %s", ep->path, rc == -ENOENT ? "not this runtime kind" : "malformed response");
     down(st, why);
-    st->step = ST_IDLE;
     return;
-  }
-  if (st->step == ST_METRICS) {
-    struct runtime_metrics m;
-    struct prom_error perr;
-    if (vllm_parse_metrics(st->body.base, st->body.len, &m, &perr) != 0) {
-      snprintf(why, sizeof why, "/metrics line %d: %s", perr.line, perr.msg);
-      down(st, why);
-      st->step = ST_IDLE;
-      return;
-    }
-    if ((m.have & (RT_HAVE_WAITING | RT_HAVE_RUNNING)) != (RT_HAVE_WAITING | RT_HAVE_RUNNING)) {
-      /* Without queue signals we cannot score it: an unknown load must not look idle. */
-      down(st, "/metrics has no vllm:num_requests_waiting/running: is this a vLLM-compatible server?");
-      st->step = ST_IDLE;
-      return;
-    }
-    struct target_load load = {
-        .waiting = m.waiting,
-        .running = m.running,
-        .kv_usage = (m.have & RT_HAVE_KV) ? m.kv_usage : -1,
-        .block_size = m.block_size,
-        .num_gpu_blocks = m.num_gpu_blocks,
-        .prefix_queries = m.prefix_queries,
-        .prefix_hits = m.prefix_hits,
-        .ttft_sum = m.ttft_sum,
-        .ttft_count = m.ttft_count,
-    };
-    if (t->nmodels > 0) {
-      if (!st->was_healthy) log_info("target up", "target=%s url=%s", t->name, t->url);
-      st->was_healthy = true;
-      store_report(s->store, st->id, &load, clock_mono_ns());
-    } else {
-      t->load = load; /* healthy only once we know what it serves */
-    }
-  } else if (st->step == ST_MODELS) {
-    char **ids = NULL;
-    int n = 0;
-    if (vllm_parse_models(st->body.base, st->body.len, &ids, &n) != 0 || n == 0) {
-      down(st, n == 0 ? "/v1/models lists no model" : "/v1/models is not valid JSON");
-      st->step = ST_IDLE;
-      return;
-    }
-    store_set_models(s->store, st->id, (const char *const *)ids, n);
-    vllm_models_free(ids, n);
-    st->models_ns = clock_mono_ns();
   }
   next_step(st);
 }
 
 static const struct hc_callbacks cbs = {on_head, on_body, on_done};
 
-static void get(struct scrape_target *st, const char *path) {
+/* Fetch the next endpoint of the round, or publish the round when all were read. */
+static void next_step(struct scrape_target *st) {
   struct scraper *s = st->s;
+  if (++st->step >= st->neps) {
+    apply(st);
+    return;
+  }
+  const struct rt_endpoint *ep = &st->eps[st->step];
+  size_t blen = ep->body ? strlen(ep->body) : 0;
   buf_reset(&st->head);
-  buf_printf(&st->head, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: */*\r\nUser-Agent: infermesh-agent\r\n\r\n", path,
-             s->pools[st->id].authority);
+  buf_printf(&st->head, "%s %s HTTP/1.1\r\nHost: %s\r\nAccept: */*\r\nUser-Agent: infermesh-agent\r\n", ep->method,
+             ep->path, s->pools[st->id].authority);
+  if (ep->body) buf_printf(&st->head, "Content-Type: application/json\r\nContent-Length: %zu\r\n", blen);
+  buf_puts(&st->head, "\r\n");
+  struct slice body = slice_make(ep->body, blen);
   s->busy++;
-  st->req = hc_request(&s->pools[st->id], buf_slice(&st->head), NULL, 0, &cbs, st, SCRAPE_TIMEOUT_MS);
+  st->req = hc_request(&s->pools[st->id], buf_slice(&st->head), &body, ep->body ? 1 : 0, &cbs, st, SCRAPE_TIMEOUT_MS);
 }
 
-/* health → models (when unknown or old) → metrics → idle */
-static void next_step(struct scrape_target *st) {
-  struct target *t = &st->s->store->targets[st->id];
-  switch (st->step) {
-  case ST_IDLE:
-    st->step = ST_HEALTH;
-    get(st, "/health");
-    return;
-  case ST_HEALTH:
-    if (t->nmodels == 0 || clock_mono_ns() - st->models_ns > MODELS_EVERY_NS) {
-      st->step = ST_MODELS;
-      get(st, "/v1/models");
-      return;
-    }
-    /* fall through */
-  case ST_MODELS:
-    st->step = ST_METRICS;
-    get(st, "/metrics");
-    return;
-  case ST_METRICS: st->step = ST_IDLE; return;
-  }
+static void start_round(struct scrape_target *st) {
+  runtime_state_init(&st->st);
+  st->step = -1;
+  next_step(st);
 }
 
 static void tick_cb(uv_timer_t *t) {
   struct scraper *s = t->data;
   for (int i = 0; i < s->ntargets; i++)
-    if (s->targets[i].step == ST_IDLE) next_step(&s->targets[i]);
+    if (s->targets[i].step < 0 && s->targets[i].neps > 0) start_round(&s->targets[i]);
 }
 
 void scraper_start(struct scraper *s, uv_loop_t *loop, struct store *store, struct http_pool *pools,
@@ -173,8 +171,12 @@ void scraper_start(struct scraper *s, uv_loop_t *loop, struct store *store, stru
   s->ntargets = store->ntargets;
   s->targets = xcalloc((size_t)s->ntargets + 1, sizeof *s->targets);
   for (int i = 0; i < s->ntargets; i++) {
-    s->targets[i].s = s;
-    s->targets[i].id = i;
+    struct scrape_target *st = &s->targets[i];
+    st->s = s;
+    st->id = i;
+    st->step = -1;
+    if (runtime_kind_parse(store->targets[i].kind, &st->kind) == 0) st->neps = runtime_endpoints(st->kind, &st->eps);
+    if (st->neps == 0) store_mark_down(store, i, "unknown runtime kind");
   }
   uv_timer_init(loop, &s->timer);
   s->timer.data = s;

@@ -1,0 +1,293 @@
+"""Runtime supervision: an agent configured with `exec` starts, restarts and stops its runtime (a sim-engine)."""
+
+import os
+import re
+import signal
+import threading
+import time
+
+import pytest
+
+from conftest import BIN, HOST, _check_alive, chat_body, free_port, http_get, port_accepts, post_json, wait_for
+
+
+def pid_alive(pid):
+    """True while pid exists and is not a zombie (an orphan's zombie may wait for a slow reaper)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def group_members(pgid):
+    """Live processes whose process group is pgid."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            out.append(int(d))
+    return out
+
+
+class Supervised:
+    """An agent (started from a YAML file) supervising one runtime named `eng`."""
+
+    def __init__(self, procs, tmp_path, exec_cmd, engine_port, *flags, health_timeout_ms=None):
+        self.port = free_port()
+        self.engine_port = engine_port
+        sup = ""
+        if health_timeout_ms is not None:
+            sup = f"supervisor:\n  health_timeout_ms: {health_timeout_ms}\n"
+        cfg = tmp_path / "sup.yaml"
+        cfg.write_text(f"""
+listen: {HOST}:{self.port}
+scrape_interval_ms: 100
+{sup}runtimes:
+  - {{kind: vllm, name: eng, url: "http://{HOST}:{engine_port}", exec: '{exec_cmd}'}}
+""")
+        self.proc = procs.infermesh("agent", "agent", "--config", str(cfg), "--runtime-stop-grace-ms", "3000", *flags)
+        wait_for(lambda: _check_alive(self.proc) and port_accepts(self.port), timeout=15, what="the agent to listen")
+
+    def log(self):
+        return self.proc.stderr()
+
+    def target(self):
+        return http_get(self.port, "/v1/cluster/targets").json()["targets"][0]
+
+    def wait_healthy(self, timeout=15, count=1):
+        wait_for(lambda: _check_alive(self.proc) and self.log().count('msg="runtime healthy"') >= count
+                 and self.target()["healthy"], timeout=timeout, what=f"runtime healthy (#{count})")
+
+    def child_pids(self):
+        """pids of the runtime's helper (the leader of its process group), one per start."""
+        return [int(m) for m in re.findall(r'msg="runtime started" runtime=eng pid=(\d+)', self.log())]
+
+    def engine_pid(self):
+        """The sim-engine itself: the member of the current group that is not the helper."""
+        helper = self.child_pids()[-1]
+        others = [p for p in group_members(helper) if p != helper]
+        assert len(others) == 1, others
+        return others[0]
+
+    def serves(self):
+        r = post_json(self.port, "/v1/chat/completions", chat_body("through the supervisor", max_tokens=4))
+        assert r.status == 200, r
+        assert r.json()["usage"]["completion_tokens"] == 4
+        return r
+
+
+def engine_cmd(port):
+    return f"{BIN} sim-engine --host {HOST} --port {port} --speed 10"
+
+
+@pytest.mark.timeout(40)
+def test_agent_starts_its_runtime_and_serves_through_it(procs, tmp_path):
+    ep = free_port()
+    a = Supervised(procs, tmp_path, engine_cmd(ep), ep)
+    a.wait_healthy()
+    a.serves()
+    log = a.log()
+    assert re.search(r'msg="runtime started" runtime=eng pid=\d+ mode=direct', log), log
+    # the runtime's own output is in the agent's log, one logfmt line per line, with the runtime's name
+    assert re.search(r'msg="runtime output" runtime=eng stream=stdout line="listening on http://127\.0\.0\.1:'
+                     + str(ep), log), log
+    assert re.search(r'msg="runtime output" runtime=eng stream=stderr line="ts=.*sim-engine listening', log), log
+    # its own process group (and session): a signal to the agent's group does not reach it, and vice versa
+    pid = a.child_pids()[-1]
+    assert os.getpgid(pid) == pid
+    assert os.getsid(pid) == pid
+
+
+@pytest.mark.timeout(50)
+def test_killed_runtime_is_restarted_with_backoff_and_serves_again(procs, tmp_path):
+    ep = free_port()
+    a = Supervised(procs, tmp_path, engine_cmd(ep), ep, "--runtime-backoff-ms", "500")
+    a.wait_healthy()
+    a.serves()
+    first, first_engine = a.child_pids()[-1], a.engine_pid()
+    t_kill = time.monotonic()
+    os.kill(first_engine, signal.SIGKILL)
+    m = wait_for(lambda: re.search(r'msg="runtime exited; restarting" runtime=eng status=0 signal=9 '
+                                   r'recent_exits=1 restart_in_ms=(\d+)', a.log()), timeout=5,
+                 what="the exit to be noticed")
+    delay = int(m.group(1))
+    assert 400 <= delay <= 600, f"first backoff {delay} ms should be 500 ms +-20% jitter"
+    wait_for(lambda: not a.target()["healthy"], timeout=5, what="the target marked down")
+    a.wait_healthy(count=2)
+    assert time.monotonic() - t_kill >= 0.4, "restarted before its backoff"
+    second = a.child_pids()[-1]
+    assert second != first and not pid_alive(first) and not pid_alive(first_engine)
+    assert not group_members(first)
+    a.serves()
+    # a second crash soon after doubles the backoff (this time the helper is killed: its command follows)
+    os.kill(second, signal.SIGKILL)
+    m = wait_for(lambda: re.search(r'signal=9 recent_exits=2 restart_in_ms=(\d+)', a.log()), timeout=5,
+                 what="the second exit")
+    assert 800 <= int(m.group(1)) <= 1200, m.group(0)
+    a.wait_healthy(count=3)
+    wait_for(lambda: not group_members(second), timeout=5, what="the second group gone")
+    a.serves()
+
+
+@pytest.mark.timeout(40)
+def test_slow_runtime_is_waited_for_with_progress(procs, tmp_path):
+    ep = free_port()
+    a = Supervised(procs, tmp_path, f"sleep 3; exec {engine_cmd(ep)}", ep)
+    wait_for(lambda: re.search(r'msg="waiting for runtime eng: [12] s" runtime=eng pid=\d+ waited_s=[12] '
+                               r'timeout_s=600', a.log()), timeout=10, what="a progress line while waiting")
+    assert not a.target()["healthy"]
+    r = post_json(a.port, "/v1/chat/completions", chat_body(max_tokens=4))
+    assert r.status == 503, r
+    a.wait_healthy()
+    a.serves()
+    log = a.log()
+    assert re.search(r'msg="runtime started" runtime=eng pid=\d+ mode=shell', log), log
+    m = re.search(r'msg="runtime healthy" runtime=eng pid=\d+ after_ms=(\d+)', log)
+    assert int(m.group(1)) >= 3000, m.group(0)
+    assert 'msg="runtime exited' not in log
+
+
+@pytest.mark.timeout(40)
+def test_runtime_that_never_gets_healthy_is_stopped_and_retried(procs, tmp_path):
+    ep = free_port()
+    a = Supervised(procs, tmp_path, "sleep 1000", ep, "--runtime-backoff-ms", "200", health_timeout_ms=1000)
+    wait_for(lambda: 'msg="runtime did not become healthy in time: stopping it" runtime=eng' in a.log(),
+             timeout=10, what="the health timeout")
+    first = a.child_pids()[0]
+    wait_for(lambda: len(a.child_pids()) >= 2, timeout=10, what="a new start after the timeout")
+    assert not pid_alive(first)
+    assert re.search(r'msg="runtime exited; restarting" runtime=eng status=0 signal=15', a.log()), a.log()
+
+
+@pytest.mark.timeout(40)
+def test_agent_sigterm_stops_the_runtime_and_its_group(procs, tmp_path):
+    ep = free_port()
+    # a shell runtime with a grandchild (sleep) in its process group
+    a = Supervised(procs, tmp_path, f"sleep 1000 & exec {engine_cmd(ep)}", ep)
+    a.wait_healthy()
+    a.serves()
+    pid = a.child_pids()[-1]
+    members = group_members(pid)
+    assert len(members) == 3, f"expected helper, engine and the sleeping sibling in group {pid}: {members}"
+    a.proc.signal(signal.SIGTERM)
+    rc = a.proc.wait(timeout=15)
+    assert rc == 0, f"agent exit status {rc}"
+    log = a.log()
+    assert f'msg="stopping runtime" runtime=eng pid={pid} signal=SIGTERM' in log, log
+    # the engine saw SIGTERM (it logs it) and exited cleanly before the grace ran out
+    assert re.search(r'runtime=eng stream=stderr line=".*msg=\\"stopping\\" signal=15', log), log
+    assert re.search(rf'msg="runtime stopped" runtime=eng pid={pid} status=0 signal=0', log), log
+    assert "SIGKILL" not in log
+    assert log.index('msg="drained"') < log.index('msg="stopping runtime"')
+    wait_for(lambda: not group_members(pid), timeout=5, what="no process left in the runtime's group")
+    assert not port_accepts(ep)
+
+
+@pytest.mark.timeout(40)
+def test_runtime_that_ignores_sigterm_is_killed_after_the_grace(procs, tmp_path):
+    ep = free_port()
+    a = Supervised(procs, tmp_path, 'trap "" TERM; exec sleep 1000', ep, "--runtime-stop-grace-ms", "1000")
+    wait_for(lambda: len(group_members(a.child_pids()[-1])) == 2, timeout=10, what="helper and sleep running")
+    pid = a.child_pids()[-1]
+    t0 = time.monotonic()
+    a.proc.signal(signal.SIGTERM)
+    assert a.proc.wait(timeout=10) == 0
+    took = time.monotonic() - t0
+    assert 0.9 <= took <= 5, f"stop took {took:.1f}s with a 1 s grace"
+    log = a.log()
+    assert re.search(rf'msg="runtime did not stop in time: SIGKILL" runtime=eng pid={pid} grace_ms=1000', log), log
+    assert re.search(rf'msg="runtime stopped" runtime=eng pid={pid} status=0 signal=9', log), log
+    assert not group_members(pid)
+
+
+@pytest.mark.timeout(40)
+def test_drain_lets_requests_to_the_runtime_finish_before_stopping_it(procs, tmp_path):
+    ep = free_port()
+    a = Supervised(procs, tmp_path, f"{BIN} sim-engine --host {HOST} --port {ep} --speed 1", ep)
+    a.wait_healthy()
+    result = {}
+
+    def long_request():
+        try:
+            result["r"] = post_json(a.port, "/v1/chat/completions", chat_body("drain me", max_tokens=300), timeout=30)
+        except Exception as e:  # reported below
+            result["r"] = e
+
+    t = threading.Thread(target=long_request, daemon=True)
+    t.start()
+    wait_for(lambda: a.target()["inflight"] == 1, timeout=5, interval=0.02, what="the request in flight")
+    time.sleep(0.3)  # let it run a little: the drain must wait for the rest
+    a.proc.signal(signal.SIGTERM)
+    t.join(30)
+    r = result["r"]
+    assert hasattr(r, "status") and r.status == 200, f"the in-flight request failed: {r!r}"
+    assert r.json()["usage"]["completion_tokens"] == 300
+    assert a.proc.wait(timeout=15) == 0
+    log = a.log()
+    # the runtime was stopped only after the request had finished
+    assert log.index('msg="request"') < log.index('msg="stopping runtime"'), log
+
+
+@pytest.mark.timeout(40)
+def test_agent_sigkill_takes_the_runtime_with_it(procs, tmp_path):
+    ep = free_port()
+    a = Supervised(procs, tmp_path, engine_cmd(ep), ep)
+    a.wait_healthy()
+    pid, engine = a.child_pids()[-1], a.engine_pid()
+    os.kill(a.proc.pid, signal.SIGKILL)
+    a.proc.wait(timeout=5)
+    wait_for(lambda: not pid_alive(engine) and not pid_alive(pid), timeout=5,
+             what="the runtime to die with the agent (PDEATHSIG)")
+    wait_for(lambda: not port_accepts(ep), timeout=5, what="the runtime's port to close")
+
+
+@pytest.mark.timeout(40)
+def test_agent_sigkill_takes_the_whole_runtime_group_with_it(procs, tmp_path):
+    ep = free_port()
+    a = Supervised(procs, tmp_path, f"sleep 1000 & {engine_cmd(ep)}", ep)  # shell mode: sh, engine, sleep
+    a.wait_healthy()
+    pid = a.child_pids()[-1]
+    assert len(group_members(pid)) == 4, group_members(pid)
+    os.kill(a.proc.pid, signal.SIGKILL)
+    a.proc.wait(timeout=5)
+    wait_for(lambda: not group_members(pid), timeout=5, what="every process of the runtime's group to die")
+    assert not port_accepts(ep)
+
+
+@pytest.mark.timeout(40)
+def test_runtime_that_exits_at_once_is_a_crash_loop(procs, tmp_path):
+    ep = free_port()
+    a = Supervised(procs, tmp_path, "false", ep, "--runtime-backoff-ms", "50", "--runtime-backoff-max-ms", "400",
+                   "--runtime-crash-loop-restarts", "4")
+    wait_for(lambda: 'level=error comp=agent msg="runtime crash loop: it stays down; retrying at the longest '
+                     'backoff" runtime=eng exits=4' in a.log(), timeout=10, what="the crash loop report")
+    # it keeps retrying, at the longest backoff (400 ms +-20%)
+    m = wait_for(lambda: re.search(r'msg="runtime still crash-looping" runtime=eng exits=\d+ status=1 signal=0 '
+                                   r'restart_in_ms=(\d+)', a.log()), timeout=10, what="a retry in the loop")
+    assert 320 <= int(m.group(1)) <= 480, m.group(0)
+    assert a.log().count('msg="runtime crash loop') == 1, "the crash loop is reported once, not per exit"
+    _check_alive(a.proc)
+    assert a.target()["healthy"] is False
+    r = post_json(a.port, "/v1/chat/completions", chat_body(max_tokens=4))
+    assert r.status == 503, r
+    assert http_get(a.port, "/readyz").status == 503
+    a.proc.signal(signal.SIGTERM)
+    assert a.proc.wait(timeout=10) == 0
+
+
+def test_exec_that_cannot_run_is_reported(procs, tmp_path):
+    ep = free_port()
+    a = Supervised(procs, tmp_path, "/nonexistent/runtime --flag", ep, "--runtime-backoff-ms", "100")
+    wait_for(lambda: re.search(r'runtime=eng stream=stderr line="infermesh _exec-child: cannot run '
+                               r'/nonexistent/runtime: No such file or directory"', a.log()), timeout=10,
+             what="the exec error in the log")
+    wait_for(lambda: "status=127" in a.log(), timeout=5, what="exit status 127")
+    _check_alive(a.proc)
