@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/gpu_poll.h"
 #include "agent/scraper.h"
 #include "agent/supervisor.h"
 #include "api/status.h"
@@ -15,6 +16,8 @@
 #include "core/log.h"
 #include "route/router.h"
 
+#define GPU_POLL_MS 5000
+
 struct agent {
   uv_loop_t *loop;
   const struct agent_config *cfg;
@@ -22,6 +25,7 @@ struct agent {
   struct http_pool *pools;
   struct scraper scraper;
   struct supervisor *sup; /* NULL when no runtime has exec */
+  struct gpu_poll gpu;
   char exe[1024];
   struct router router;
   struct http_server server;
@@ -61,9 +65,12 @@ static void handle(struct http_req *req, void *arg) {
   } else if (get && slice_eqz(req->path, "/v1/cluster/status")) {
     uint64_t total = 0;
     for (int i = 0; i < a->router.metrics.nseries; i++) total += a->router.metrics.series[i].count;
+    struct buf gpus = {0};
+    gpu_poll_json(&a->gpu, &gpus);
     struct status_info info = {a->cfg->node_name, INFERMESH_VERSION, a->listen, (double)(now - a->start_ns) / 1e9,
-                               a->router.inflight, total};
+                               a->router.inflight, total, gpus.base};
     status_json(&b, &info, &a->store);
+    buf_free(&gpus);
     send_json(req, 200, &b);
   } else if (get && slice_eqz(req->path, "/v1/cluster/targets")) {
     status_targets_json(&b, &a->store, &a->router.score, now);
@@ -78,12 +85,17 @@ static void handle(struct http_req *req, void *arg) {
 
 static void closed_cb(uv_handle_t *h) { (void)h; }
 
-static void supervisor_stopped_cb(void *arg) {
-  struct agent *a = arg;
-  a->sup = NULL;
+static void gpu_stopped_cb(struct gpu_poll *g) {
+  struct agent *a = (struct agent *)((char *)g - offsetof(struct agent, gpu));
   uv_close((uv_handle_t *)&a->sigterm, closed_cb);
   uv_close((uv_handle_t *)&a->sigint, closed_cb);
   uv_close((uv_handle_t *)&a->drain_timer, closed_cb);
+}
+
+static void supervisor_stopped_cb(void *arg) {
+  struct agent *a = arg;
+  a->sup = NULL;
+  gpu_poll_stop(&a->gpu, gpu_stopped_cb);
 }
 
 /* The scraper stops first so that it cannot mark a runtime being stopped healthy again. */
@@ -183,6 +195,8 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   if (uv_exepath(a->exe, &exelen) != 0) str_copy(a->exe, sizeof a->exe, "/proc/self/exe");
   a->sup = supervisor_start(a->loop, &a->store, cfg, ids, a->exe); /* before scraping: it waits on health */
   scraper_start(&a->scraper, a->loop, &a->store, a->pools, cfg->scrape_interval_ms);
+  /* The agent is the one layer that reads the environment: it hands NVML's settings down. */
+  gpu_poll_start(&a->gpu, a->loop, GPU_POLL_MS, getenv("INFERMESH_NVML_LIB"), getenv("CUDA_VISIBLE_DEVICES"));
   uv_signal_init(a->loop, &a->sigterm);
   uv_signal_init(a->loop, &a->sigint);
   uv_timer_init(a->loop, &a->drain_timer);

@@ -31,7 +31,12 @@ void status_json(struct buf *out, const struct status_info *info, const struct s
       buf_printf(out, ",\"targets\":%d,\"healthy\":%d}", serving, up);
     }
   }
-  buf_puts(out, "]}");
+  buf_puts(out, "]");
+  if (info->gpus_json) {
+    buf_puts(out, ",\"gpus\":");
+    buf_puts(out, info->gpus_json);
+  }
+  buf_puts(out, "}");
 }
 
 void status_targets_json(struct buf *out, const struct store *s, const struct score_params *p, uint64_t now_ns) {

@@ -15,10 +15,11 @@ struct status_info {
   double uptime_s;
   int inflight;
   uint64_t requests_total;
+  const char *gpus_json; /* a JSON object describing the node's GPUs, or NULL */
 };
 
 /* status_json appends {"node","version","listen","uptime_s","inflight","requests_total","targets":{"total",
- * "healthy"},"models":[...]} describing the node. */
+ * "healthy"},"models":[...],"gpus":{...}} describing the node ("gpus" only when info->gpus_json is set). */
 void status_json(struct buf *out, const struct status_info *info, const struct store *s);
 /* status_targets_json appends {"targets":[...]} with each target's state, signals, reservations, signal
  * age and current score (lower is better). */

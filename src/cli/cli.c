@@ -35,6 +35,18 @@ static void print_status(json_t *j) {
   json_t *m;
   json_array_foreach(json_object_get(j, "models"), i, m) printf("%s%s", i ? ", " : "", str(m, "id"));
   printf("%s\n", json_array_size(json_object_get(j, "models")) ? "" : "(none yet)");
+  json_t *g = json_object_get(j, "gpus");
+  if (!g) return;
+  if (!json_is_true(json_object_get(g, "available"))) {
+    printf("gpus        none (%s)\n", str(g, "reason"));
+    return;
+  }
+  json_t *gpu;
+  json_array_foreach(json_object_get(g, "gpus"), i, gpu) {
+    json_t *h = json_object_get(gpu, "health");
+    const char *health = json_is_string(h) ? json_string_value(h) : str(h, "status");
+    printf("%-12s%zu  %s  %s\n", i ? "" : "gpus", i, str(gpu, "name"), health ? health : "-");
+  }
 }
 
 static void print_models(json_t *j) {

@@ -15,6 +15,7 @@
 
 #include "adapter/dcgm.h"
 #include "adapter/nvml.h"
+#include "adapter/gpu_json.h"
 #include "cli/gpus.h"
 #include "core/err.h"
 

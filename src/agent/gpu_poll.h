@@ -1,0 +1,39 @@
+/* Periodic GPU telemetry for the agent: NVML read on a worker thread, the latest snapshot kept on the loop. */
+#ifndef IM_AGENT_GPU_POLL_H
+#define IM_AGENT_GPU_POLL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "adapter/gpu.h"
+#include "core/buf.h"
+
+/* All NVML calls (open, read, close) run in uv_queue_work: they may block in the driver. The snapshot fields
+ * are written only on the loop thread (after_work), so loop code reads them freely. */
+struct gpu_poll {
+  uv_loop_t *loop;
+  uv_timer_t timer;
+  uv_work_t work;
+  bool busy, stopping, closing_nvml;
+  struct nvml *nv;
+  char lib[256], visible[256]; /* INFERMESH_NVML_LIB and CUDA_VISIBLE_DEVICES as given at start */
+  /* worker side */
+  struct gpu_info scratch[GPU_MAX];
+  int nscratch, rc;
+  /* loop side: the latest snapshot */
+  struct gpu_info gpus[GPU_MAX];
+  int ngpus;
+  bool available, polled;
+  char reason[160], driver[64];
+  void (*stopped_cb)(struct gpu_poll *g);
+};
+
+/* gpu_poll_start reads NVML now and every interval_ms. lib and visible may be NULL (default library; all GPUs). */
+void gpu_poll_start(struct gpu_poll *g, uv_loop_t *loop, uint32_t interval_ms, const char *lib, const char *visible);
+/* gpu_poll_stop stops polling, closes NVML on a worker thread, then calls cb (g may be freed after it). */
+void gpu_poll_stop(struct gpu_poll *g, void (*cb)(struct gpu_poll *g));
+/* gpu_poll_json appends the snapshot in `infermesh gpus --json` form (source "nvml"). */
+void gpu_poll_json(const struct gpu_poll *g, struct buf *out);
+
+#endif

@@ -1,0 +1,68 @@
+"""GPU telemetry in the agent and the CLI: the fake libnvidia-ml the unit tests build stands in for a driver."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, http_get, wait_for
+
+FAKE_NVML = Path(BIN).resolve().parent / "fake_nvml" / "libnvidia-ml.so.1"
+
+
+def _env(lib=None):
+    env = dict(os.environ)
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    if lib:
+        env["INFERMESH_NVML_LIB"] = str(lib)
+    else:
+        env["INFERMESH_NVML_LIB"] = "/nonexistent/libnvidia-ml.so.1"
+    return env
+
+
+def _gpus(agent):
+    def polled():
+        g = http_get(agent.port, "/v1/cluster/status").json().get("gpus")
+        return g if g and g.get("reason") != "not read yet" else None
+    return wait_for(polled, timeout=10, what="the agent's first GPU poll")
+
+
+@pytest.mark.timeout(60)
+def test_agent_reports_gpus_from_nvml(procs):
+    if not FAKE_NVML.exists():
+        pytest.skip(f"fake NVML not built at {FAKE_NVML}")
+    agent = procs.agent([], env=_env(FAKE_NVML), wait_healthy=False)
+    g = _gpus(agent)
+    assert g["available"] is True and g["source"] == "nvml"
+    names = [x["name"] for x in g["gpus"]]
+    assert names == ["NVIDIA A100-SXM4-80GB", "NVIDIA H100 80GB HBM3"]
+    assert [x["health"] for x in g["gpus"]] == ["ok", "degraded"]
+    # The CLI shows them too.
+    out = subprocess.run([BIN, "status", "--agent", f"http://127.0.0.1:{agent.port}"], capture_output=True,
+                         text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    assert "NVIDIA H100 80GB HBM3  degraded" in out.stdout
+
+
+@pytest.mark.timeout(60)
+def test_agent_without_nvml_runs_and_says_why(procs):
+    agent = procs.agent([], env=_env(None), wait_healthy=False)
+    g = _gpus(agent)
+    assert g["available"] is False and g["gpus"] == []
+    assert "NVML not available" in g["reason"]
+    assert http_get(agent.port, "/healthz").status == 200
+
+
+@pytest.mark.timeout(30)
+def test_gpus_command_with_and_without_nvml():
+    if FAKE_NVML.exists():
+        out = subprocess.run([BIN, "gpus", "--json"], capture_output=True, text=True, timeout=20, env=_env(FAKE_NVML))
+        assert out.returncode == 0, out.stderr
+        assert len(json.loads(out.stdout)["gpus"]) == 2
+        vis = dict(_env(FAKE_NVML), CUDA_VISIBLE_DEVICES="1")
+        out = subprocess.run([BIN, "gpus", "--json"], capture_output=True, text=True, timeout=20, env=vis)
+        assert [x["name"] for x in json.loads(out.stdout)["gpus"]] == ["NVIDIA H100 80GB HBM3"]
+    out = subprocess.run([BIN, "gpus"], capture_output=True, text=True, timeout=20, env=_env(None))
+    assert out.returncode == 0
+    assert "no NVIDIA GPU" in out.stdout
