@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+
+#include "fixture.h"
 #include <jansson.h>
 
 #include "adapter/adapter.h"
@@ -32,43 +34,12 @@
 #define assert_have(st, bits) assert_int_equal((st).have &(bits), (bits))
 #define assert_lacks(st, bits) assert_int_equal((st).have &(bits), 0)
 
-/* load_fixture returns a NUL-terminated heap copy of a fixture. skip_source drops the first "# source:"
- * line (the JSON fixtures need that; Prometheus text keeps it, being a comment). */
-static char *load_fixture(const char *file, size_t *len, int skip_source) {
-  char path[4096];
-  const char *root = getenv("IM_SOURCE_DIR");
-#ifdef IM_SOURCE_DIR
-  if (!root || !*root) root = IM_SOURCE_DIR;
-#endif
-  if (!root) fail_msg("IM_SOURCE_DIR is not set");
-  snprintf(path, sizeof path, "%s/../shared/fixtures/runtime-metrics/%s", root, file);
-  FILE *f = fopen(path, "rb");
-  if (!f) fail_msg("cannot open %s", path);
-  assert_int_equal(fseek(f, 0, SEEK_END), 0);
-  long sz = ftell(f);
-  assert_true(sz > 0);
-  rewind(f);
-  char *b = malloc((size_t)sz + 1);
-  assert_non_null(b);
-  assert_int_equal(fread(b, 1, (size_t)sz, f), (size_t)sz);
-  b[sz] = '\0';
-  fclose(f);
-  *len = (size_t)sz;
-  if (skip_source && strncmp(b, "# source:", 9) == 0) {
-    char *nl = strchr(b, '\n');
-    assert_non_null(nl);
-    size_t off = (size_t)(nl + 1 - b);
-    memmove(b, b + off, *len - off + 1);
-    *len -= off;
-  }
-  return b;
-}
 
 /* parse_fixture runs one endpoint parser of kind k over a fixture into *st (initialized first). */
 static void parse_fixture(enum runtime_kind k, enum rt_endpoint_id ep, const char *file,
                           struct runtime_state *st) {
   size_t len;
-  char *b = load_fixture(file, &len, ep != RT_EP_METRICS);
+  char *b = fixture_load(file, &len, (ep != RT_EP_METRICS) ? FIXTURE_SKIP_SOURCE : 0);
   runtime_state_init(st);
   int rc = runtime_parse(k, ep, 200, b, len, st);
   if (rc) fail_msg("%s: runtime_parse = %d (%s)", file, rc, im_strerror(rc));
@@ -355,7 +326,7 @@ static void test_tgi_fixture(void **state) {
   assert_int_equal(st.max_seq_tokens, 2048);
   assert_int_equal(st.kv_capacity_tokens, 16000);
   size_t len;
-  char *b = load_fixture("tgi.metrics.txt", &len, 0);
+  char *b = fixture_load("tgi.metrics.txt", &len, 0);
   assert_int_equal(runtime_parse(RT_KIND_TGI, RT_EP_METRICS, 200, b, len, &st), 0);
   free(b);
   assert_have(st, RS_KV_USAGE);
@@ -486,7 +457,7 @@ static void test_ollama_fixture(void **state) {
   assert_have(st, RS_VRAM | RS_MODELS);
   assert_int_equal(st.vram_bytes, 5137025024LL);
   size_t len;
-  char *b = load_fixture("ollama.api_tags.json.txt", &len, 1);
+  char *b = fixture_load("ollama.api_tags.json.txt", &len, FIXTURE_SKIP_SOURCE);
   assert_int_equal(runtime_parse(RT_KIND_OLLAMA, RT_EP_OLLAMA_TAGS, 200, b, len, &st), 0);
   free(b);
   static const char *const tags[] = {"deepseek-r1:latest", "llama3.2:latest"};
@@ -574,7 +545,7 @@ static void test_detect(void **state) {
   assert_string_equal(p[0].path, "/metrics");
   for (size_t i = 0; i < sizeof fx / sizeof fx[0]; i++) {
     size_t len;
-    char *b = load_fixture(fx[i].file, &len, 0);
+    char *b = fixture_load(fx[i].file, &len, 0);
     enum runtime_kind k = RT_KIND_OLLAMA;
     assert_true(runtime_detect(0, 200, b, len, &k));
     assert_int_equal(k, fx[i].kind);
@@ -583,11 +554,11 @@ static void test_detect(void **state) {
   }
   enum runtime_kind k;
   size_t len;
-  char *b = load_fixture("ollama.api_tags.json.txt", &len, 1);
+  char *b = fixture_load("ollama.api_tags.json.txt", &len, FIXTURE_SKIP_SOURCE);
   assert_true(runtime_detect(1, 200, b, len, &k));
   assert_int_equal(k, RT_KIND_OLLAMA);
   free(b);
-  b = load_fixture("dcgm-exporter.metrics.txt", &len, 0);
+  b = fixture_load("dcgm-exporter.metrics.txt", &len, 0);
   assert_false(runtime_detect(0, 200, b, len, &k)); /* metrics, but no runtime's */
   free(b);
   assert_true(runtime_detect(2, 200, "", 0, &k));
@@ -654,7 +625,7 @@ static void test_malformed(void **state) {
     }
   /* metrics of another runtime: not this kind */
   size_t len;
-  char *b = load_fixture("tgi.metrics.txt", &len, 0);
+  char *b = fixture_load("tgi.metrics.txt", &len, 0);
   assert_int_equal(adapter_vllm_metrics(b, len, &st), -ENOENT);
   assert_int_equal(adapter_sglang_metrics(b, len, &st), -ENOENT);
   free(b);

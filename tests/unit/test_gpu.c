@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include "fixture.h"
 #include <jansson.h>
 
 #include "adapter/dcgm.h"
@@ -279,27 +281,6 @@ static void test_health(void **state) {
   assert_int_equal(x.health_reasons, GPU_HR_XID);
 }
 
-static char *load_fixture(const char *file, size_t *len) {
-  char path[4096];
-  const char *root = getenv("IM_SOURCE_DIR");
-#ifdef IM_SOURCE_DIR
-  if (!root || !*root) root = IM_SOURCE_DIR;
-#endif
-  if (!root) fail_msg("IM_SOURCE_DIR is not set");
-  snprintf(path, sizeof path, "%s/../shared/fixtures/runtime-metrics/%s", root, file);
-  FILE *f = fopen(path, "rb");
-  if (!f) fail_msg("cannot open %s", path);
-  assert_int_equal(fseek(f, 0, SEEK_END), 0);
-  long sz = ftell(f);
-  assert_true(sz > 0);
-  rewind(f);
-  char *b = malloc((size_t)sz ? (size_t)sz : 1); /* exact size: ASan sees any overread */
-  assert_non_null(b);
-  assert_int_equal(fread(b, 1, (size_t)sz, f), (size_t)sz);
-  fclose(f);
-  *len = (size_t)sz;
-  return b;
-}
 
 static int parse_text(const char *text) {
   size_t len = strlen(text);
@@ -315,7 +296,7 @@ static int parse_text(const char *text) {
 
 static void test_dcgm_fixture_t4(void **state) {
   size_t len;
-  char *t = load_fixture("dcgm-exporter.metrics.txt", &len);
+  char *t = fixture_load("dcgm-exporter.metrics.txt", &len, FIXTURE_EXACT);
   int cnt = -1;
   struct prom_error err;
   assert_int_equal(dcgm_parse(t, len, g, GPU_MAX, &cnt, &err), 0);
@@ -360,7 +341,7 @@ static void test_dcgm_fixture_t4(void **state) {
 
 static void test_dcgm_fixture_mig(void **state) {
   size_t len;
-  char *t = load_fixture("dcgm-exporter-mig.metrics.txt", &len);
+  char *t = fixture_load("dcgm-exporter-mig.metrics.txt", &len, FIXTURE_EXACT);
   int cnt = -1;
   assert_int_equal(dcgm_parse(t, len, g, GPU_MAX, &cnt, NULL), 0);
   free(t);

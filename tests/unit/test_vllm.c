@@ -10,6 +10,8 @@
 
 #include <cmocka.h>
 
+#include "fixture.h"
+
 #include "adapter/vllm.h"
 #include "core/err.h"
 
@@ -23,29 +25,6 @@
   (RT_HAVE_WAITING | RT_HAVE_RUNNING | RT_HAVE_KV | RT_HAVE_PREFIX | RT_HAVE_TOKENS | RT_HAVE_CACHE_CONFIG | \
    RT_HAVE_TTFT)
 
-/* load_fixture returns a NUL-terminated heap copy of a fixture (tests parse its exact length). */
-static char *load_fixture(const char *file, size_t *len) {
-  char path[4096];
-  const char *root = getenv("IM_SOURCE_DIR");
-#ifdef IM_SOURCE_DIR
-  if (!root || !*root) root = IM_SOURCE_DIR;
-#endif
-  if (!root) fail_msg("IM_SOURCE_DIR is not set");
-  snprintf(path, sizeof path, "%s/../shared/fixtures/runtime-metrics/%s", root, file);
-  FILE *f = fopen(path, "rb");
-  if (!f) fail_msg("cannot open %s", path);
-  assert_int_equal(fseek(f, 0, SEEK_END), 0);
-  long sz = ftell(f);
-  assert_true(sz > 0);
-  rewind(f);
-  char *b = malloc((size_t)sz + 1);
-  assert_non_null(b);
-  assert_int_equal(fread(b, 1, (size_t)sz, f), (size_t)sz);
-  b[sz] = '\0';
-  fclose(f);
-  *len = (size_t)sz;
-  return b;
-}
 
 /* replace returns a heap copy of s with every occurrence of from replaced by to (at least one must exist). */
 static char *replace(const char *s, const char *from, const char *to) {
@@ -83,7 +62,7 @@ static int parse_exact(const char *text, struct runtime_metrics *m, struct prom_
 
 static void test_vllm_fixture(void **state) {
   size_t len;
-  char *b = load_fixture("vllm.metrics.txt", &len);
+  char *b = fixture_load("vllm.metrics.txt", &len, 0);
   struct runtime_metrics m;
   struct prom_error err;
   assert_int_equal(vllm_parse_metrics(b, len, &m, &err), 0);
@@ -126,7 +105,7 @@ static void test_vllm_fixture(void **state) {
 
 static void test_vllm_v1_fixture(void **state) {
   size_t len;
-  char *b = load_fixture("vllm-v1.issue617.metrics.txt", &len);
+  char *b = fixture_load("vllm-v1.issue617.metrics.txt", &len, 0);
   struct runtime_metrics m;
   assert_int_equal(vllm_parse_metrics(b, len, &m, NULL), 0);
   /* 5 families: kv (new name), queries (new name), hits (only the deprecated name), two _created gauges */
