@@ -31,6 +31,7 @@ struct agent {
   struct http_server server;
   uv_signal_t sigterm, sigint;
   uv_timer_t drain_timer;
+  uv_prepare_t log_flusher; /* writes the turn's buffered log lines before the loop blocks */
   uint64_t start_ns;
   char listen[96];
   bool draining;
@@ -85,11 +86,14 @@ static void handle(struct http_req *req, void *arg) {
 
 static void closed_cb(uv_handle_t *h) { (void)h; }
 
+static void log_flush_cb(uv_prepare_t *h) { log_flush(); }
+
 static void gpu_stopped_cb(struct gpu_poll *g) {
   struct agent *a = (struct agent *)((char *)g - offsetof(struct agent, gpu));
   uv_close((uv_handle_t *)&a->sigterm, closed_cb);
   uv_close((uv_handle_t *)&a->sigint, closed_cb);
   uv_close((uv_handle_t *)&a->drain_timer, closed_cb);
+  uv_close((uv_handle_t *)&a->log_flusher, closed_cb);
 }
 
 static void supervisor_stopped_cb(void *arg) {
@@ -203,10 +207,14 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   a->sigterm.data = a->sigint.data = a->drain_timer.data = a;
   uv_signal_start(&a->sigterm, signal_cb, SIGTERM);
   uv_signal_start(&a->sigint, signal_cb, SIGINT);
+  uv_prepare_init(a->loop, &a->log_flusher);
+  uv_prepare_start(&a->log_flusher, log_flush_cb);
+  log_buffer_lines(true);
   log_info("agent listening", "node=%s listen=%s targets=%d version=%s", cfg->node_name, a->listen,
            a->store.ntargets, INFERMESH_VERSION);
   if (ready_cb) ready_cb(arg, http_server_port(&a->server));
   uv_run(a->loop, UV_RUN_DEFAULT);
+  log_buffer_lines(false); /* flushes */
   int code = a->exit_code;
   log_info("agent stopped", "exit=%d", code);
   if (code == 0) {

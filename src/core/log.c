@@ -8,6 +8,31 @@
 #include <unistd.h>
 
 static enum log_level min_level = LOG_INFO;
+
+/* Per-thread line buffer (only used by threads that asked for it). */
+static _Thread_local struct {
+  bool on;
+  size_t len;
+  char buf[16384];
+} lb;
+
+static void write_all(const char *p, size_t n) {
+  while (n) {
+    ssize_t w = write(STDERR_FILENO, p, n);
+    if (w <= 0) return; /* nowhere to report a failing stderr */
+    p += w, n -= (size_t)w;
+  }
+}
+
+void log_buffer_lines(bool on) {
+  if (!on) log_flush();
+  lb.on = on;
+}
+
+void log_flush(void) {
+  if (lb.len) write_all(lb.buf, lb.len);
+  lb.len = 0;
+}
 static const char *comp_name;
 
 void log_setup(enum log_level min, const char *component) {
@@ -44,6 +69,12 @@ void log_emit(enum log_level lvl, const char *msg, const char *fmt, ...) {
   }
   if ((size_t)n > sizeof line - 2) n = (int)sizeof line - 2;
   line[n++] = '\n';
-  ssize_t w = write(STDERR_FILENO, line, (size_t)n);
-  (void)w;
+  if (!lb.on) {
+    write_all(line, (size_t)n);
+    return;
+  }
+  if (lb.len + (size_t)n > sizeof lb.buf) log_flush();
+  memcpy(lb.buf + lb.len, line, (size_t)n);
+  lb.len += (size_t)n;
+  if (lvl >= LOG_WARN) log_flush(); /* problems show at once, in order with what came before */
 }
