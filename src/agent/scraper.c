@@ -113,8 +113,11 @@ static void on_done(void *arg, int err) {
     return;
   }
   int rc = err ? err : runtime_parse(st->kind, ep->id, st->status, st->body.base, st->body.len, &st->st);
-  if (ep->id == RT_EP_HEALTH && !err && (st->status < 200 || st->status > 299)) rc = -EPROTO;
-  if (rc != 0 && !ep->optional) {
+  /* A health endpoint that answers, and answers "not healthy", means down even where the endpoint is
+   * optional: optional only forgives its absence (404). */
+  bool unhealthy = ep->id == RT_EP_HEALTH && !err && st->status != 404 && (st->status < 200 || st->status > 299);
+  if (unhealthy) rc = -EPROTO;
+  if (rc != 0 && (!ep->optional || unhealthy)) {
     if (err)
       snprintf(why, sizeof why, "%s %s failed: %s", ep->method, ep->path, uv_strerror(err));
     else if (st->status < 200 || st->status > 299)
