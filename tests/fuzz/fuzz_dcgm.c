@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "adapter/dcgm.h"
-#include "cli/gpus.h"
+#include "adapter/gpu_json.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
