@@ -84,6 +84,42 @@ static void handle(struct http_req *req, void *arg) {
   buf_free(&b);
 }
 
+/* Does CUDA_VISIBLE_DEVICES-style entry e (an index, or a UUID with or without "GPU-") name GPU g? */
+static bool gpu_named(const struct gpu_info *g, const char *e, size_t n) {
+  uint64_t idx;
+  if (slice_to_u64(slice_make(e, n), &idx) == 0) return idx == g->index;
+  size_t ul = strlen(g->uuid);
+  if (n == ul && strncmp(e, g->uuid, n) == 0) return true;
+  return ul > 4 && strncmp(g->uuid, "GPU-", 4) == 0 && n == ul - 4 && strncmp(e, g->uuid + 4, n) == 0;
+}
+
+/* After each GPU poll: a target whose GPUs (its `gpus:` setting, or the node's only GPU) include a degraded
+ * one ranks lower until the GPU recovers. */
+static void gpus_updated_cb(void *arg) {
+  struct agent *a = arg;
+  for (int i = 0; i < a->cfg->nruntimes && i < a->store.ntargets; i++) {
+    const char *spec = a->cfg->runtimes[i].gpus;
+    struct target *t = &a->store.targets[i];
+    bool degraded = false;
+    if (spec[0]) {
+      for (const char *e = spec; *e;) {
+        size_t n = strcspn(e, ",");
+        while (n && *e == ' ') e++, n--;
+        for (int j = 0; j < a->gpu.ngpus; j++)
+          if (gpu_named(&a->gpu.gpus[j], e, n) && a->gpu.gpus[j].health == GPU_HEALTH_DEGRADED) degraded = true;
+        e += n;
+        if (*e == ',') e++;
+      }
+    } else if (a->gpu.ngpus == 1) {
+      degraded = a->gpu.gpus[0].health == GPU_HEALTH_DEGRADED;
+    }
+    if (degraded != t->gpu_degraded)
+      log_warn(degraded ? "target GPU degraded: ranking it lower" : "target GPU healthy again", "target=%s gpus=\"%s\"",
+               t->name, spec[0] ? spec : "the node's only GPU");
+    t->gpu_degraded = degraded;
+  }
+}
+
 static void closed_cb(uv_handle_t *h) { (void)h; }
 
 static void log_flush_cb(uv_prepare_t *h) { log_flush(); }
@@ -201,6 +237,8 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   scraper_start(&a->scraper, a->loop, &a->store, a->pools, cfg->scrape_interval_ms);
   /* The agent is the one layer that reads the environment: it hands NVML's settings down. */
   gpu_poll_start(&a->gpu, a->loop, GPU_POLL_MS, getenv("INFERMESH_NVML_LIB"), getenv("CUDA_VISIBLE_DEVICES"));
+  a->gpu.updated_cb = gpus_updated_cb;
+  a->gpu.updated_arg = a;
   uv_signal_init(a->loop, &a->sigterm);
   uv_signal_init(a->loop, &a->sigint);
   uv_timer_init(a->loop, &a->drain_timer);

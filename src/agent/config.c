@@ -206,14 +206,35 @@ static int yaml_runtimes(struct agent_config *c, yaml_document_t *d, yaml_node_t
   for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top; it++) {
     yaml_node_t *m = yaml_document_get_node(d, *it);
     const char *kind = "vllm", *url = NULL, *name = NULL, *exec = NULL;
+    char gpus[256] = "";
     if (!m || m->type != YAML_MAPPING_NODE) {
       snprintf(err, errlen, "%s: each runtime must be a mapping like {kind: vllm, url: http://...}", file);
       return -EINVAL;
     }
     for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top; p++) {
       yaml_node_t *k = yaml_document_get_node(d, p->key), *v = yaml_document_get_node(d, p->value);
-      if (k->type != YAML_SCALAR_NODE || v->type != YAML_SCALAR_NODE) continue;
-      const char *ks = (const char *)k->data.scalar.value, *vs = (const char *)v->data.scalar.value;
+      if (k->type != YAML_SCALAR_NODE) continue;
+      const char *ks = (const char *)k->data.scalar.value;
+      if (strcmp(ks, "gpus") == 0) {
+        /* a list ([0, 1]) or a CUDA_VISIBLE_DEVICES-style string ("0,1") */
+        gpus[0] = '\0';
+        if (v->type == YAML_SCALAR_NODE) {
+          str_copy(gpus, sizeof gpus, (const char *)v->data.scalar.value);
+        } else if (v->type == YAML_SEQUENCE_NODE) {
+          for (yaml_node_item_t *gi = v->data.sequence.items.start; gi < v->data.sequence.items.top; gi++) {
+            yaml_node_t *e = yaml_document_get_node(d, *gi);
+            if (!e || e->type != YAML_SCALAR_NODE) break;
+            size_t n = strlen(gpus);
+            snprintf(gpus + n, sizeof gpus - n, "%s%s", n ? "," : "", (const char *)e->data.scalar.value);
+          }
+        }
+        continue;
+      }
+      if (v->type != YAML_SCALAR_NODE) {
+        snprintf(err, errlen, "%s: runtime key '%s' must be a single value", file, ks);
+        return -EINVAL;
+      }
+      const char *vs = (const char *)v->data.scalar.value;
       if (strcmp(ks, "kind") == 0)
         kind = vs;
       else if (strcmp(ks, "url") == 0)
@@ -223,7 +244,7 @@ static int yaml_runtimes(struct agent_config *c, yaml_document_t *d, yaml_node_t
       else if (strcmp(ks, "exec") == 0)
         exec = vs;
       else {
-        snprintf(err, errlen, "%s: unknown runtime key '%s' (known: kind, url, name, exec)", file, ks);
+        snprintf(err, errlen, "%s: unknown runtime key '%s' (known: kind, url, name, exec, gpus)", file, ks);
         return -EINVAL;
       }
     }
@@ -233,6 +254,7 @@ static int yaml_runtimes(struct agent_config *c, yaml_document_t *d, yaml_node_t
     }
     int rc = add_runtime(c, 1, kind, url, name, exec, err, errlen);
     if (rc) return rc;
+    str_copy(c->runtimes[c->nruntimes - 1].gpus, sizeof c->runtimes[0].gpus, gpus);
   }
   return 0;
 }

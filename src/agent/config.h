@@ -14,6 +14,7 @@ struct config_runtime {
   char url[160];
   char name[64];
   char exec[1024]; /* command that starts this runtime under supervision; "" = not supervised */
+  char gpus[256];  /* GPUs it runs on, as CUDA_VISIBLE_DEVICES lists them (indices or UUIDs); "" = unknown */
 };
 
 /* Supervision of runtimes that have `exec` (agent/supervisor.h). */

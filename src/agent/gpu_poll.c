@@ -46,6 +46,7 @@ static void after_work(uv_work_t *w, int status) {
       log_info("no GPU telemetry", "reason=\"%s\"", g->reason);
   }
   g->polled = true;
+  if (g->updated_cb && !g->stopping) g->updated_cb(g->updated_arg);
   if (g->stopping) gpu_poll_stop(g, g->stopped_cb);
 }
 

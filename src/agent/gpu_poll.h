@@ -27,6 +27,9 @@ struct gpu_poll {
   bool available, polled;
   char reason[160], driver[64];
   void (*stopped_cb)(struct gpu_poll *g);
+  /* Called on the loop thread after each new snapshot; set after gpu_poll_start. */
+  void (*updated_cb)(void *arg);
+  void *updated_arg;
 };
 
 /* gpu_poll_start reads NVML now and every interval_ms. lib and visible may be NULL (default library; all GPUs). */

@@ -67,7 +67,8 @@ void status_targets_json(struct buf *out, const struct store *s, const struct sc
       buf_printf(out, "%.0f", (double)(now_ns - t->updated_ns) / 1e6);
     else
       buf_puts(out, "null");
-    buf_printf(out, ",\"score\":%.3f,\"last_error\":", score_target(t, p, now_ns));
+    buf_printf(out, ",\"gpu_degraded\":%s,\"score\":%.3f,\"last_error\":", t->gpu_degraded ? "true" : "false",
+               score_target(t, p, now_ns));
     buf_json_str(out, slice_cstr(t->last_error));
     buf_puts(out, "}");
   }

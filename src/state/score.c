@@ -5,6 +5,7 @@ void score_params_default(struct score_params *p) {
   p->stale_ns = 5ull * 1000000000ull;
   p->running_weight = 0.25;
   p->stale_penalty = 1000.0;
+  p->gpu_penalty = 8.0;
 }
 
 double score_target(const struct target *t, const struct score_params *p, uint64_t now_ns) {
@@ -15,6 +16,7 @@ double score_target(const struct target *t, const struct score_params *p, uint64
   if ((double)t->inflight > total) waiting += (double)t->inflight - total;
   double s = waiting + p->running_weight * running;
   if (t->updated_ns == 0 || now_ns - t->updated_ns > p->stale_ns) s += p->stale_penalty;
+  if (t->gpu_degraded) s += p->gpu_penalty;
   return s;
 }
 

@@ -124,5 +124,8 @@ void store_reserve(struct store *s, int id) {
 }
 
 void store_release(struct store *s, int id) {
-  if (s->targets[id].inflight > 0) s->targets[id].inflight--;
+  struct target *t = &s->targets[id];
+  if (t->inflight > 0) t->inflight--;
+  /* A request that finished before the next report adds no load any more. */
+  if (t->routed_since_report > 0) t->routed_since_report--;
 }

@@ -37,6 +37,8 @@ struct target {
    * requests routed since the last load report (which the report could not have counted yet). */
   int inflight;
   int routed_since_report;
+  /* A GPU this target runs on is degraded (throttling, ECC errors, too hot): it ranks lower. */
+  bool gpu_degraded;
 };
 
 struct store {
@@ -67,7 +69,8 @@ bool store_all_reported(const struct store *s);
 /* store_candidates writes the ids of healthy targets serving model (excluding those whose bit is set in
  * `exclude`, a bitmap of STORE_MAX_TARGETS bits, may be NULL) into out; returns their count. */
 int store_candidates(const struct store *s, struct slice model, const uint64_t *exclude, int *out, int max);
-/* store_reserve / store_release account one routed request on target id (release exactly once per reserve). */
+/* store_reserve / store_release account one routed request on target id (release exactly once per reserve);
+ * a release also takes the request out of routed_since_report: finished work is no load. */
 void store_reserve(struct store *s, int id);
 void store_release(struct store *s, int id);
 

@@ -66,3 +66,28 @@ def test_gpus_command_with_and_without_nvml():
     out = subprocess.run([BIN, "gpus"], capture_output=True, text=True, timeout=20, env=_env(None))
     assert out.returncode == 0
     assert "no NVIDIA GPU" in out.stdout
+
+
+@pytest.mark.timeout(90)
+def test_runtime_on_a_degraded_gpu_gets_no_traffic_while_another_is_free(procs, tmp_path):
+    if not FAKE_NVML.exists():
+        pytest.skip(f"fake NVML not built at {FAKE_NVML}")
+    from conftest import chat_body, post_json
+    # The fake driver's GPU 1 (an H100) throttles and has ECC errors; GPU 0 is fine.
+    on_bad, on_good = procs.engine(name="on-gpu1"), procs.engine(name="on-gpu0")
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text("runtimes:\n"
+                   f"  - {{url: \"{on_bad.url}\", name: on-gpu1, gpus: [1]}}\n"
+                   f"  - {{url: \"{on_good.url}\", name: on-gpu0, gpus: \"0\"}}\n")
+    agent = procs.agent([], "--config", str(cfg), env=_env(FAKE_NVML), wait_healthy=False)
+
+    def ready():
+        t = {x["name"]: x for x in agent.targets()}
+        return len(t) == 2 and all(x["healthy"] for x in t.values()) and t["on-gpu1"]["gpu_degraded"] and t
+    t = wait_for(ready, timeout=20, what="both targets healthy and GPU health applied")
+    assert t["on-gpu0"]["gpu_degraded"] is False
+    assert t["on-gpu1"]["score"] > t["on-gpu0"]["score"]
+    served = [post_json(agent.port, "/v1/chat/completions", chat_body()).headers["x-infermesh-target"]
+              for _ in range(20)]
+    assert served == ["on-gpu0"] * 20
+    assert "target GPU degraded" in agent.proc.stderr()

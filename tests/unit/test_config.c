@@ -56,8 +56,8 @@ static void test_yaml_then_flags_then_env(void **state) {
   write_yaml("node: {name: gpu-a}\n"
              "listen: 127.0.0.1:9000\n"
              "runtimes:\n"
-             "  - {kind: vllm, url: \"http://127.0.0.1:8000\", exec: \"vllm serve m\"}\n"
-             "  - {url: \"http://127.0.0.1:8001\", name: second}\n"
+             "  - {kind: vllm, url: \"http://127.0.0.1:8000\", exec: \"vllm serve m\", gpus: [0, 1]}\n"
+             "  - {url: \"http://127.0.0.1:8001\", name: second, gpus: \"GPU-abc\"}\n"
              "limits: {max_body_bytes: 1234}\n"
              "scrape_interval_ms: 300\n");
   char *argv[] = {"--config", path, "--listen", "127.0.0.1:9001", "--scrape-interval-ms=400"};
@@ -71,6 +71,8 @@ static void test_yaml_then_flags_then_env(void **state) {
   assert_int_equal(c.nruntimes, 2);
   assert_string_equal(c.runtimes[0].url, "http://127.0.0.1:8000");
   assert_string_equal(c.runtimes[1].name, "second");
+  assert_string_equal(c.runtimes[0].gpus, "0,1");
+  assert_string_equal(c.runtimes[1].gpus, "GPU-abc");
   unlink(path);
 }
 

@@ -75,6 +75,9 @@ static void test_score_counts_waiting_running_and_reservations(void **state) {
   store_reserve(&st, 0);
   store_reserve(&st, 0);
   assert_true(score_target(&st.targets[0], &sp, NOW) > s0 + 1.9); /* two routed since the report */
+  store_release(&st, 0);
+  assert_true(score_target(&st.targets[0], &sp, NOW) < s0 + 1.1); /* one finished already: no load */
+  store_reserve(&st, 0);
   store_report(&st, 0, &l, NOW + 1);                              /* the report now includes them */
   assert_int_equal(st.targets[0].routed_since_report, 0);
   assert_int_equal(st.targets[0].inflight, 2);
@@ -124,6 +127,20 @@ static void test_p2c_spreads_equal_targets(void **state) {
   assert_int_equal(score_pick(&st, ids, 1, &sp, NOW, &r), 0);
 }
 
+static void test_degraded_gpu_ranks_lower(void **state) {
+  int ids[] = {0, 1}, counts[2] = {0};
+  struct rng r;
+  rng_seed(&r, 3);
+  st.targets[0].gpu_degraded = true;
+  assert_true(score_target(&st.targets[0], &sp, NOW) >= score_target(&st.targets[1], &sp, NOW) + sp.gpu_penalty);
+  for (int i = 0; i < 200; i++) counts[score_pick(&st, ids, 2, &sp, NOW, &r)]++;
+  assert_int_equal(counts[0], 0);
+  /* ... but it still takes traffic when the healthy one is much busier */
+  struct target_load busy = {.waiting = 20};
+  store_report(&st, 1, &busy, NOW);
+  assert_int_equal(score_pick(&st, ids, 2, &sp, NOW, &r), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bad_urls_rejected),
@@ -133,6 +150,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_stale_reports_count_as_saturated, setup, teardown),
       cmocka_unit_test_setup_teardown(test_p2c_never_picks_the_worst_of_three, setup, teardown),
       cmocka_unit_test_setup_teardown(test_p2c_spreads_equal_targets, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_degraded_gpu_ranks_lower, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
