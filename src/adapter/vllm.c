@@ -1,12 +1,10 @@
 /* vLLM adapter: metric names and renames of vLLM's /metrics, and the /v1/models list. */
 #include "adapter/vllm.h"
 
-#include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/alloc.h"
 #include "core/err.h"
 
 /* What each recognized series feeds. _NEW/_OLD/_OLDEST are the same quantity under successive vLLM names. */
@@ -144,47 +142,4 @@ int vllm_parse_metrics(const char *text, size_t len, struct runtime_metrics *out
   if (sc.have_blocks) out->num_gpu_blocks = sc.num_gpu_blocks;
   if (sc.have_block_size && sc.have_blocks) out->have |= RT_HAVE_CACHE_CONFIG;
   return 0;
-}
-
-int vllm_parse_models(const char *json, size_t len, char ***ids, int *n) {
-  json_error_t jerr;
-  json_t *root, *obj, *data, *item;
-  size_t i, count;
-  int rc = IM_EPARSE;
-  *ids = NULL;
-  *n = 0;
-  if (!json) return IM_EPARSE;
-  root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
-  if (!root) return IM_EPARSE;
-  if (!json_is_object(root)) goto out;
-  obj = json_object_get(root, "object");
-  if (obj && !(json_is_string(obj) && strcmp(json_string_value(obj), "list") == 0)) goto out;
-  data = json_object_get(root, "data");
-  if (!json_is_array(data)) goto out;
-  count = json_array_size(data);
-  if (count > VLLM_MAX_MODELS) {
-    rc = IM_ETOOBIG;
-    goto out;
-  }
-  json_array_foreach(data, i, item) {
-    json_t *id = json_object_get(item, "id"); /* NULL when item is not an object */
-    if (!json_is_string(id) || json_string_length(id) == 0) goto out;
-  }
-  if (count) {
-    char **v = xcalloc(count, sizeof *v);
-    json_array_foreach(data, i, item) v[i] = xstrdup(json_string_value(json_object_get(item, "id")));
-    *ids = v;
-    *n = (int)count;
-  }
-  rc = 0;
-out:
-  json_decref(root);
-  return rc;
-}
-
-void vllm_models_free(char **ids, int n) {
-  if (!ids) return;
-  for (int i = 0; i < n; i++)
-    free(ids[i]);
-  free(ids);
 }

@@ -7,9 +7,6 @@
 #include "adapter/prom.h"
 #include "adapter/runtime.h"
 
-/* At most this many entries in a /v1/models list; more is IM_ETOOBIG. */
-#define VLLM_MAX_MODELS 4096
-
 /* vllm_parse_metrics reads a vLLM Prometheus exposition text[0..len) (no NUL needed) into *out. Pure: no I/O,
  * no allocation, nothing kept. Every series of a metric is summed (the `engine` label is the data-parallel
  * rank), except kv_usage, which is the mean over ranks. Where vLLM renamed a metric the new name wins when
@@ -20,15 +17,5 @@
  * Returns 0 (even when no vLLM metric was found: check out->have), or prom_parse's IM_EPARSE/IM_ETOOBIG
  * with err (may be NULL) filled in; *out is zeroed first, and left zeroed on error. */
 int vllm_parse_metrics(const char *text, size_t len, struct runtime_metrics *out, struct prom_error *err);
-
-/* vllm_parse_models reads an OpenAI /v1/models response ({"object":"list","data":[{"id":...},...]}) from
- * json[0..len). On 0, *ids is a heap array of *n heap strings (NULL when *n is 0) that the caller releases
- * with vllm_models_free. Returns IM_EPARSE for malformed JSON (duplicate keys included), a non-object root,
- * an "object" other than "list", a missing or non-array "data", or an entry without a non-empty string "id";
- * IM_ETOOBIG beyond VLLM_MAX_MODELS entries. On error *ids is NULL and *n is 0. */
-int vllm_parse_models(const char *json, size_t len, char ***ids, int *n);
-
-/* vllm_models_free frees what vllm_parse_models returned; NULL-safe. */
-void vllm_models_free(char **ids, int n);
 
 #endif

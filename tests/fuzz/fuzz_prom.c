@@ -44,10 +44,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (rc != 0 && m.have != 0) abort();
   if ((m.have & RT_HAVE_CACHE_CONFIG) && (m.block_size <= 0 || m.num_gpu_blocks <= 0)) abort();
 
-  char **ids;
-  int n;
-  if (vllm_parse_models(text, size, &ids, &n) == 0) vllm_models_free(ids, n);
-
   free(text);
   g_sink = sink;
   return 0;

@@ -738,8 +738,27 @@ static void test_control(void **state) {
   assert_int_equal(b.len, 0); /* nothing appended on failure */
 }
 
+/* The live /v1/models parser refuses what is not an OpenAI model list, and keeps st unchanged then. */
+static void test_openai_models_malformed(void **state) {
+  static const char *const bad[] = {
+      "", "not json", "{\"data\":[{\"id\":\"a\"}]", "[]", "{\"object\":\"list\"}",
+      "{\"object\":\"list\",\"data\":{}}", "{\"data\":[{\"id\":\"a\"},{\"name\":\"b\"}]}",
+      "{\"data\":[{\"id\":7}]}", "{\"data\":[{\"id\":\"\"}]}", "{\"data\":[\"a\"]}",
+      "{\"data\":[],\"data\":[{\"id\":\"a\"}]}", "{\"data\":[{\"id\":\"a\",\"id\":\"b\"}]}"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    struct runtime_state st, before;
+    runtime_state_init(&st);
+    st.waiting = 3; /* something earlier endpoints filled */
+    before = st;
+    int rc = adapter_openai_models(bad[i], strlen(bad[i]), &st);
+    if (rc == 0) fail_msg("accepted: %s", bad[i]);
+    if (memcmp(&st, &before, sizeof st) != 0) fail_msg("changed the state: %s", bad[i]);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_openai_models_malformed),
       cmocka_unit_test(test_kinds),
       cmocka_unit_test(test_vllm_fixture),
       cmocka_unit_test(test_vllm_v1_engine_label),

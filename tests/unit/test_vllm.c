@@ -287,79 +287,6 @@ static void test_malformed_metrics(void **state) {
 
 /* ---- /v1/models ---- */
 
-static void test_models(void **state) {
-  /* shape of vLLM's response: a base model and a LoRA adapter on it */
-  static const char json[] =
-      "{\"object\":\"list\",\"data\":["
-      "{\"id\":\"facebook/opt-125m\",\"object\":\"model\",\"created\":1718140558,\"owned_by\":\"vllm\","
-      "\"root\":\"facebook/opt-125m\",\"parent\":null,\"max_model_len\":2048,"
-      "\"permission\":[{\"id\":\"modelperm-1\",\"object\":\"model_permission\",\"allow_sampling\":true}]},"
-      "{\"id\":\"sql-lora\",\"object\":\"model\",\"created\":1718140558,\"owned_by\":\"vllm\","
-      "\"root\":\"/adapters/sql\",\"parent\":\"facebook/opt-125m\"}]}";
-  char **ids;
-  int n;
-  assert_int_equal(vllm_parse_models(json, sizeof json - 1, &ids, &n), 0);
-  assert_int_equal(n, 2);
-  assert_string_equal(ids[0], "facebook/opt-125m");
-  assert_string_equal(ids[1], "sql-lora");
-  vllm_models_free(ids, n);
-
-  /* escapes in ids are decoded; "object" is optional */
-  static const char esc[] = "{\"data\":[{\"id\":\"a\\/b\\u00e9\"}]}";
-  assert_int_equal(vllm_parse_models(esc, sizeof esc - 1, &ids, &n), 0);
-  assert_int_equal(n, 1);
-  assert_string_equal(ids[0], "a/b\xc3\xa9");
-  vllm_models_free(ids, n);
-
-  static const char empty[] = "{\"object\":\"list\",\"data\":[]}";
-  assert_int_equal(vllm_parse_models(empty, sizeof empty - 1, &ids, &n), 0);
-  assert_int_equal(n, 0);
-  assert_null(ids);
-  vllm_models_free(ids, n);
-  vllm_models_free(NULL, 0);
-}
-
-static void expect_models_error(const char *json, int code) {
-  char **ids = (char **)1;
-  int n = 99;
-  int rc = vllm_parse_models(json, strlen(json), &ids, &n);
-  if (rc != code) fail_msg("%s: want %d, got %d", json, code, rc);
-  assert_null(ids);
-  assert_int_equal(n, 0);
-}
-
-static void test_models_malformed(void **state) {
-  expect_models_error("", IM_EPARSE);
-  expect_models_error("not json", IM_EPARSE);
-  expect_models_error("{\"data\":[{\"id\":\"a\"}]", IM_EPARSE); /* truncated */
-  expect_models_error("[]", IM_EPARSE);
-  expect_models_error("{\"object\":\"list\"}", IM_EPARSE);
-  expect_models_error("{\"object\":\"list\",\"data\":{}}", IM_EPARSE);
-  expect_models_error("{\"object\":\"error\",\"data\":[]}", IM_EPARSE);
-  expect_models_error("{\"object\":1,\"data\":[]}", IM_EPARSE);
-  expect_models_error("{\"data\":[{\"id\":\"a\"},{\"name\":\"b\"}]}", IM_EPARSE);
-  expect_models_error("{\"data\":[{\"id\":7}]}", IM_EPARSE);
-  expect_models_error("{\"data\":[{\"id\":\"\"}]}", IM_EPARSE);
-  expect_models_error("{\"data\":[\"a\"]}", IM_EPARSE);
-  expect_models_error("{\"data\":[{\"id\":\"a\\u0000b\"}]}", IM_EPARSE);
-  /* duplicate keys, at the top and nested */
-  expect_models_error("{\"data\":[],\"data\":[{\"id\":\"a\"}]}", IM_EPARSE);
-  expect_models_error("{\"data\":[{\"id\":\"a\",\"id\":\"b\"}]}", IM_EPARSE);
-  /* too many entries */
-  size_t cap = 16 + (VLLM_MAX_MODELS + 1) * 11, len = 0;
-  char *big = malloc(cap);
-  len += (size_t)snprintf(big, cap, "{\"data\":[");
-  for (int i = 0; i <= VLLM_MAX_MODELS; i++)
-    len += (size_t)snprintf(big + len, cap - len, "%s{\"id\":\"m\"}", i ? "," : "");
-  snprintf(big + len, cap - len, "]}");
-  expect_models_error(big, IM_ETOOBIG);
-  free(big);
-  char **ids = (char **)1;
-  int n = 5;
-  assert_int_equal(vllm_parse_models(NULL, 0, &ids, &n), IM_EPARSE);
-  assert_null(ids);
-}
-
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_vllm_fixture),
@@ -368,8 +295,6 @@ int main(void) {
       cmocka_unit_test(test_name_preference),
       cmocka_unit_test(test_cache_config_and_odd_values),
       cmocka_unit_test(test_malformed_metrics),
-      cmocka_unit_test(test_models),
-      cmocka_unit_test(test_models_malformed),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
