@@ -10,8 +10,10 @@
 #include "agent/dev.h"
 #include "agent/supervisor.h"
 #include "cli/cli.h"
+#include "cli/cluster_cmds.h"
 #include "cli/probe.h"
 #include "cli/gpus.h"
+#include "cli/members.h"
 #include "sim/server.h"
 
 static void usage(FILE *f) {
@@ -19,14 +21,19 @@ static void usage(FILE *f) {
              "usage: infermesh COMMAND [options]   (infermesh COMMAND --help for its options)\n\n"
              "node:\n"
              "  agent         run the node daemon\n"
-             "  dev           one-node mesh with simulated engines, for trying it out\n"
-             "  sim-engine    run a simulated vLLM-like engine (OpenAI API, vLLM metrics)\n"
              "  probe         read one runtime (vLLM, SGLang, TGI, llama.cpp, Triton, Ollama) and print its state\n"
              "  gpus          local NVIDIA GPUs via NVML (or --dcgm URL)\n"
+             "cluster:\n"
+             "  init          create a new cluster: cluster key and id, node identity, in the data dir\n"
+             "  invite        print an invite token that lets a new node join (--seed, --ttl)\n"
+             "  keyring       list, install, use, remove or generate cluster keys (rotation)\n"
              "client (--agent URL, --json):\n"
              "  status        what the node looks like now\n"
              "  models        models served and how many healthy targets serve each\n"
              "  targets       per-target state, load and routing score\n"
+             "  members       members of the mesh (--all: with dead and departed ones)\n"
+             "  leave         the agent leaves the mesh, finishes in-flight work and exits\n"
+             "  drain NODE    NODE finishes in-flight work and gets no new requests (undrain NODE: undo)\n"
              "  version       print the version\n\n"
              "exit codes: 0 ok, 1 runtime failure (agent unreachable, port in use...), 2 bad usage\n",
           INFERMESH_VERSION);
@@ -55,6 +62,12 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "status") == 0 || strcmp(cmd, "models") == 0 || strcmp(cmd, "targets") == 0)
     return cli_main(cmd, argc - 2, argv + 2);
   if (strcmp(cmd, "gpus") == 0) return gpus_main(argc - 2, argv + 2);
+  if (strcmp(cmd, "init") == 0) return init_main(argc - 2, argv + 2);
+  if (strcmp(cmd, "invite") == 0) return invite_main(argc - 2, argv + 2);
+  if (strcmp(cmd, "keyring") == 0) return keyring_main(argc - 2, argv + 2);
+  if (strcmp(cmd, "members") == 0 || strcmp(cmd, "leave") == 0 || strcmp(cmd, "drain") == 0 ||
+      strcmp(cmd, "undrain") == 0)
+    return members_main(cmd, argc - 2, argv + 2);
   if (strcmp(cmd, "probe") == 0) return probe_main(argc - 2, argv + 2);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("infermesh %s\n", INFERMESH_VERSION);
