@@ -1,13 +1,16 @@
 /* The agent: wires config, store, scraper, router and admin endpoints; drains on SIGTERM. */
 #include "agent/agent.h"
 
+#include <errno.h>
 #include <http_parser.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/cluster_api.h"
 #include "agent/gpu_poll.h"
+#include "agent/mesh.h"
 #include "agent/scraper.h"
 #include "agent/supervisor.h"
 #include "api/status.h"
@@ -29,7 +32,11 @@ struct agent {
   char exe[1024];
   struct router router;
   struct http_server server;
-  uv_signal_t sigterm, sigint;
+  struct mesh *mesh; /* NULL when the agent runs alone (no cluster key) */
+  struct cluster_api capi;
+  char api_addr[96]; /* how other nodes reach this listener */
+  bool leave_done, close_mesh_pending;
+  uv_signal_t sigterm, sigint, sighup;
   uv_timer_t drain_timer;
   uv_prepare_t log_flusher; /* writes the turn's buffered log lines before the loop blocks */
   uint64_t start_ns;
@@ -47,6 +54,7 @@ static void handle(struct http_req *req, void *arg) {
   struct buf b = {0};
   uint64_t now = clock_mono_ns();
   if (router_handle(&a->router, req)) return;
+  if (cluster_api_handle(&a->capi, req)) return;
   bool get = req->method == HTTP_GET || req->method == HTTP_HEAD;
   if (get && slice_eqz(req->path, "/healthz")) {
     http_resp_send(req, 200, "text/plain", "ok\n", 3, NULL, 0);
@@ -62,6 +70,7 @@ static void handle(struct http_req *req, void *arg) {
   } else if (get && slice_eqz(req->path, "/metrics")) {
     route_metrics_render(&a->router.metrics, &b, a->router.inflight);
     status_targets_metrics(&b, &a->store, &a->router.score, now);
+    if (a->mesh) mesh_metrics(a->mesh, &b);
     http_resp_send(req, 200, "text/plain; version=0.0.4", b.base, b.len, NULL, 0);
   } else if (get && slice_eqz(req->path, "/v1/cluster/status")) {
     uint64_t total = 0;
@@ -124,10 +133,17 @@ static void closed_cb(uv_handle_t *h) { (void)h; }
 
 static void log_flush_cb(uv_prepare_t *h) { log_flush(); }
 
+static void mesh_closed_cb(void *arg) { ((struct agent *)arg)->mesh = NULL; }
+
 static void gpu_stopped_cb(struct gpu_poll *g) {
   struct agent *a = (struct agent *)((char *)g - offsetof(struct agent, gpu));
+  if (a->mesh) {
+    if (a->leave_done) mesh_close(a->mesh, mesh_closed_cb, a);
+    else a->close_mesh_pending = true; /* the leave is still spreading: close when it has */
+  }
   uv_close((uv_handle_t *)&a->sigterm, closed_cb);
   uv_close((uv_handle_t *)&a->sigint, closed_cb);
+  uv_close((uv_handle_t *)&a->sighup, closed_cb);
   uv_close((uv_handle_t *)&a->drain_timer, closed_cb);
   uv_close((uv_handle_t *)&a->log_flusher, closed_cb);
 }
@@ -141,7 +157,7 @@ static void supervisor_stopped_cb(void *arg) {
 /* The scraper stops first so that it cannot mark a runtime being stopped healthy again. */
 static void scraper_stopped_cb(struct scraper *s) {
   struct agent *a = (struct agent *)((char *)s - offsetof(struct agent, scraper));
-  for (int i = 0; i < a->store.ntargets; i++) http_pool_close(&a->pools[i]);
+  for (int i = 0; i < a->cfg->nruntimes; i++) http_pool_close(&a->pools[i]);
   supervisor_stop(a->sup, a->cfg->drain_timeout_ms, supervisor_stopped_cb, a);
 }
 
@@ -161,6 +177,32 @@ static void drain_timeout_cb(uv_timer_t *t) {
   uv_stop(a->loop);
 }
 
+static void leave_done_cb(void *arg) {
+  struct agent *a = arg;
+  a->leave_done = true;
+  log_info("left the mesh", "node=%s", a->cfg->node_name);
+  if (a->close_mesh_pending) mesh_close(a->mesh, mesh_closed_cb, a);
+}
+
+/* Graceful exit: leave the mesh (others stop routing here at once), finish what is in flight, stop. */
+static void begin_exit(struct agent *a, const char *why) {
+  a->draining = true;
+  log_info("draining", "reason=%s in_flight=%d", why, a->router.inflight);
+  if (a->mesh) mesh_leave(a->mesh, leave_done_cb, a);
+  uv_timer_start(&a->drain_timer, drain_timeout_cb, a->cfg->drain_timeout_ms, 0);
+  http_server_drain(&a->server, drained_cb);
+}
+
+static void leave_request_cb(void *arg) {
+  struct agent *a = arg;
+  if (!a->draining) begin_exit(a, "leave");
+}
+
+static void sighup_cb(uv_signal_t *s, int signum) {
+  struct agent *a = s->data;
+  if (a->mesh) mesh_reload_keyring(a->mesh);
+}
+
 static void signal_cb(uv_signal_t *s, int signum) {
   struct agent *a = s->data;
   if (a->draining) {
@@ -170,10 +212,7 @@ static void signal_cb(uv_signal_t *s, int signum) {
     uv_stop(a->loop);
     return;
   }
-  a->draining = true;
-  log_info("draining", "signal=%s in_flight=%d", signum == SIGTERM ? "SIGTERM" : "SIGINT", a->router.inflight);
-  uv_timer_start(&a->drain_timer, drain_timeout_cb, a->cfg->drain_timeout_ms, 0);
-  http_server_drain(&a->server, drained_cb);
+  begin_exit(a, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
 static void agent_free(struct agent *a) {
@@ -205,7 +244,7 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   a->start_ns = clock_mono_ns();
   signal(SIGPIPE, SIG_IGN);
   store_init(&a->store);
-  a->pools = xcalloc((size_t)cfg->nruntimes + 1, sizeof *a->pools);
+  a->pools = xcalloc(STORE_MAX_TARGETS, sizeof *a->pools); /* remote targets get theirs as they appear */
   int ids[CONFIG_MAX_RUNTIMES];
   for (int i = 0; i < cfg->nruntimes; i++) {
     const struct config_runtime *rt = &cfg->runtimes[i];
@@ -231,6 +270,27 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     return 1;
   }
   snprintf(a->listen, sizeof a->listen, "%s:%d", cfg->listen_host, http_server_port(&a->server));
+  /* Other nodes dial the listener at its address, or at the gossip advertise host when it listens on all. */
+  bool wildcard = strcmp(cfg->listen_host, "0.0.0.0") == 0 || strcmp(cfg->listen_host, "::") == 0;
+  if (wildcard && cfg->cluster.advertise[0]) {
+    char host[64];
+    str_copy(host, sizeof host, cfg->cluster.advertise);
+    char *colon = strrchr(host, ':');
+    if (colon) *colon = '\0';
+    snprintf(a->api_addr, sizeof a->api_addr, "%s:%d", host, http_server_port(&a->server));
+  } else {
+    str_copy(a->api_addr, sizeof a->api_addr, a->listen);
+  }
+  char err[512];
+  struct mesh_env menv = {a->loop, cfg, &a->store, &a->router, a->pools, cfg->nruntimes, a->api_addr};
+  if ((rc = mesh_start(&a->mesh, &menv, err, sizeof err)) != 0) {
+    log_error("cannot join the mesh", "err=\"%s\"", err);
+    fprintf(stderr, "infermesh agent: %s\n", err);
+    abandon(a);
+    return rc == -EINVAL || rc == -ENOENT ? 2 : 1;
+  }
+  if (a->mesh) a->router.kr = mesh_keyring(a->mesh);
+  a->capi = (struct cluster_api){a->loop, a->mesh, &a->router, leave_request_cb, a};
   size_t exelen = sizeof a->exe;
   if (uv_exepath(a->exe, &exelen) != 0) str_copy(a->exe, sizeof a->exe, "/proc/self/exe");
   a->sup = supervisor_start(a->loop, &a->store, cfg, ids, a->exe); /* before scraping: it waits on health */
@@ -241,6 +301,9 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   a->gpu.updated_arg = a;
   uv_signal_init(a->loop, &a->sigterm);
   uv_signal_init(a->loop, &a->sigint);
+  uv_signal_init(a->loop, &a->sighup);
+  a->sighup.data = a;
+  uv_signal_start(&a->sighup, sighup_cb, SIGHUP);
   uv_timer_init(a->loop, &a->drain_timer);
   a->sigterm.data = a->sigint.data = a->drain_timer.data = a;
   uv_signal_start(&a->sigterm, signal_cb, SIGTERM);

@@ -11,7 +11,7 @@
 #include "core/log.h"
 #include "core/slice.h"
 
-enum ktype { K_STR, K_U32, K_INT, K_SIZE, K_LISTEN, K_RUNTIME };
+enum ktype { K_STR, K_U32, K_INT, K_SIZE, K_LISTEN, K_RUNTIME, K_JOIN, K_LABEL };
 
 struct key {
   const char *path; /* YAML path, dotted */
@@ -28,6 +28,30 @@ static const struct key keys[] = {
     {"node.name", "--name", "INFERMESH_NAME", K_STR, F(node_name), "node name shown in headers and logs"},
     {"listen", "--listen", "INFERMESH_LISTEN", K_LISTEN, 0, 0, "HOST:PORT of the HTTP listener (127.0.0.1:8080)"},
     {"log_level", "--log-level", "INFERMESH_LOG_LEVEL", K_STR, F(log_level), "debug|info|warn|error (info)"},
+    {"node.roles", "--roles", "INFERMESH_ROLES", K_STR, F(cluster.roles),
+     "comma-separated roles: gpu, gateway, server (gateway, plus gpu when runtimes are configured)"},
+    {"node.zone", "--zone", "INFERMESH_ZONE", K_STR, F(cluster.zone), "zone name shown to other nodes"},
+    {"node.labels", "--label", "INFERMESH_LABELS", K_LABEL, F(cluster.labels), "KEY=VALUE label (repeatable)"},
+    {"data_dir", "--data-dir", "INFERMESH_DATA_DIR", K_STR, F(cluster.data_dir),
+     "node identity and cluster key (/var/lib/infermesh as root, else ~/.local/share/infermesh)"},
+    {"cluster.gossip", "--gossip", "INFERMESH_GOSSIP", K_STR, F(cluster.gossip),
+     "HOST:PORT for gossip, UDP and TCP (127.0.0.1:7946); only with a cluster key"},
+    {"cluster.advertise", "--advertise", "INFERMESH_ADVERTISE", K_STR, F(cluster.advertise),
+     "HOST:PORT other nodes use to reach the gossip port (default: the --gossip address)"},
+    {"cluster.join", "--join", "INFERMESH_JOIN", K_JOIN, 0, 0,
+     "invite token (infermesh invite) or seed HOST:PORT to join (repeatable)"},
+    {"cluster.probe_interval_ms", "--probe-interval-ms", "INFERMESH_PROBE_INTERVAL_MS", K_U32,
+     F(cluster.probe_interval_ms), "SWIM: one failure probe per interval (200)"},
+    {"cluster.probe_timeout_ms", "--probe-timeout-ms", "INFERMESH_PROBE_TIMEOUT_MS", K_U32,
+     F(cluster.probe_timeout_ms), "SWIM: direct probe deadline before indirect probes"},
+    {"cluster.gossip_interval_ms", "--gossip-interval-ms", "INFERMESH_GOSSIP_INTERVAL_MS", K_U32,
+     F(cluster.gossip_interval_ms), "SWIM: how often pending updates are gossiped"},
+    {"cluster.suspicion_mult", "--suspicion-mult", "INFERMESH_SUSPICION_MULT", K_INT, F(cluster.suspicion_mult),
+     "SWIM: suspicion timeout = MULT x log10(N) x probe interval, at least"},
+    {"cluster.indirect_checks", "--indirect-checks", "INFERMESH_INDIRECT_CHECKS", K_INT, F(cluster.indirect_checks),
+     "SWIM: helpers asked to probe a node that missed a direct probe"},
+    {"cluster.gossip_nodes", "--gossip-nodes", "INFERMESH_GOSSIP_NODES", K_INT, F(cluster.gossip_nodes),
+     "SWIM: members each gossip round goes to"},
     {"runtimes", "--target", "INFERMESH_TARGETS", K_RUNTIME, 0, 0,
      "[NAME=]URL of a runtime, e.g. http://127.0.0.1:8000 (repeatable; env: comma-separated)"},
     {"scrape_interval_ms", "--scrape-interval-ms", "INFERMESH_SCRAPE_INTERVAL_MS", K_U32, F(scrape_interval_ms),
@@ -80,6 +104,36 @@ void config_defaults(struct agent_config *c) {
   c->sup.backoff_max_ms = 30000;
   c->sup.crash_loop_restarts = 5;
   c->sup.crash_loop_window_ms = 300000;
+  str_copy(c->cluster.gossip, sizeof c->cluster.gossip, "127.0.0.1:7946");
+}
+
+/* A list setting from a later source replaces the earlier one, like runtimes. */
+static int add_join(struct agent_config *c, int source, const char *v, char *err, size_t errlen) {
+  struct config_cluster *cl = &c->cluster;
+  if (source > cl->join_source) {
+    cl->njoin = 0;
+    cl->join_source = source;
+  }
+  if (cl->njoin == CONFIG_MAX_JOIN || strlen(v) >= sizeof cl->join[0]) {
+    snprintf(err, errlen, "--join: at most %d entries of at most %zu characters", CONFIG_MAX_JOIN,
+             sizeof cl->join[0] - 1);
+    return -EINVAL;
+  }
+  str_copy(cl->join[cl->njoin++], sizeof cl->join[0], v);
+  return 0;
+}
+
+static int add_label(struct agent_config *c, const char *v, char *err, size_t errlen) {
+  char *l = c->cluster.labels;
+  size_t n = strlen(l);
+  const char *eq = strchr(v, '=');
+  if (!eq || eq == v || strchr(v, ',') || n + strlen(v) + 2 > sizeof c->cluster.labels) {
+    snprintf(err, errlen, "label '%s' must look like KEY=VALUE (no commas; %zu characters in all)", v,
+             sizeof c->cluster.labels - 1);
+    return -EINVAL;
+  }
+  snprintf(l + n, sizeof c->cluster.labels - n, "%s%s", n ? "," : "", v);
+  return 0;
 }
 
 void config_usage(FILE *f) {
@@ -156,6 +210,29 @@ static int set_key(struct agent_config *c, const struct key *k, const char *v, i
     str_copy(base, k->size, v);
     return 0;
   case K_LISTEN: return parse_listen(c, v, err, errlen);
+  case K_LABEL: {
+    char tmp[256];
+    str_copy(tmp, sizeof tmp, v);
+    for (char *s = tmp, *next; s && *s; s = next) {
+      next = strchr(s, ',');
+      if (next) *next++ = '\0';
+      int rc = add_label(c, s, err, errlen);
+      if (rc) return rc;
+    }
+    return 0;
+  }
+  case K_JOIN: {
+    char tmp[4096];
+    if (source != 3) return add_join(c, source, v, err, errlen);
+    str_copy(tmp, sizeof tmp, v);
+    for (char *s = tmp, *next; s && *s; s = next) {
+      next = strchr(s, ',');
+      if (next) *next++ = '\0';
+      int rc = add_join(c, source, s, err, errlen);
+      if (rc) return rc;
+    }
+    return 0;
+  }
   case K_RUNTIME: {
     /* comma-separated list in the environment; one URL per flag */
     char tmp[4096];
@@ -269,6 +346,39 @@ static int yaml_walk(struct agent_config *c, yaml_document_t *d, yaml_node_t *n,
     int rc;
     if (strcmp(path, "runtimes") == 0) {
       rc = yaml_runtimes(c, d, v, file, err, errlen);
+    } else if ((strcmp(path, "cluster.join") == 0 || strcmp(path, "node.roles") == 0) &&
+               v->type == YAML_SEQUENCE_NODE) {
+      rc = 0;
+      for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top && !rc; it++) {
+        yaml_node_t *e = yaml_document_get_node(d, *it);
+        if (!e || e->type != YAML_SCALAR_NODE) {
+          snprintf(err, errlen, "%s: '%s' must be a list of values", file, path);
+          return -EINVAL;
+        }
+        const char *ev = (const char *)e->data.scalar.value;
+        if (path[0] == 'c') {
+          rc = add_join(c, 1, ev, err, errlen);
+        } else {
+          size_t rl = strlen(c->cluster.roles);
+          if (rl + strlen(ev) + 2 > sizeof c->cluster.roles) {
+            snprintf(err, errlen, "%s: too many roles", file);
+            return -EINVAL;
+          }
+          snprintf(c->cluster.roles + rl, sizeof c->cluster.roles - rl, "%s%s", rl ? "," : "", ev);
+        }
+      }
+    } else if (strcmp(path, "node.labels") == 0 && v->type == YAML_MAPPING_NODE) {
+      rc = 0;
+      for (yaml_node_pair_t *lp = v->data.mapping.pairs.start; lp < v->data.mapping.pairs.top && !rc; lp++) {
+        yaml_node_t *lk = yaml_document_get_node(d, lp->key), *lv = yaml_document_get_node(d, lp->value);
+        char kv[160];
+        if (lk->type != YAML_SCALAR_NODE || lv->type != YAML_SCALAR_NODE) {
+          snprintf(err, errlen, "%s: node.labels must map names to values", file);
+          return -EINVAL;
+        }
+        snprintf(kv, sizeof kv, "%s=%s", (const char *)lk->data.scalar.value, (const char *)lv->data.scalar.value);
+        rc = add_label(c, kv, err, errlen);
+      }
     } else if (v->type == YAML_MAPPING_NODE) {
       rc = yaml_walk(c, d, v, path, file, err, errlen);
     } else if (v->type == YAML_SCALAR_NODE) {

@@ -27,6 +27,23 @@ struct config_supervisor {
   uint32_t crash_loop_window_ms; /* (300000) */
 };
 
+/* Mesh membership (cluster/gossip.h). Clustering is on when the data dir holds a cluster key (infermesh init,
+ * or an invite given with --join); otherwise the agent runs alone. */
+#define CONFIG_MAX_JOIN 8
+struct config_cluster {
+  char data_dir[512];      /* "" = the default (cluster/datadir.h) */
+  char gossip[96];         /* HOST:PORT for gossip, UDP and TCP (127.0.0.1:7946) */
+  char advertise[64];      /* HOST:PORT others use to reach our gossip port ("" = the bind address) */
+  char join[CONFIG_MAX_JOIN][1024]; /* invite tokens or seed HOST:PORTs */
+  int njoin;
+  int join_source;
+  char roles[64];          /* comma-separated: gpu, gateway, server ("" = gateway, plus gpu with runtimes) */
+  char zone[32];
+  char labels[256];        /* k=v,k=v */
+  uint32_t probe_interval_ms, probe_timeout_ms, gossip_interval_ms; /* 0 = SWIM's defaults */
+  int suspicion_mult, indirect_checks, gossip_nodes;               /* 0 = SWIM's defaults */
+};
+
 struct agent_config {
   char node_name[64];
   char listen_host[64];
@@ -41,6 +58,7 @@ struct agent_config {
   int max_attempts;
   struct http_limits limits;
   struct config_supervisor sup;
+  struct config_cluster cluster;
 };
 
 /* config_defaults: listen 127.0.0.1:8080, scrape every 500 ms, drain 30 s, upstream timeout 300 s,

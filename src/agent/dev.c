@@ -1,6 +1,9 @@
-/* `infermesh dev`: supervise N simulated engines and one agent as child processes on this machine. */
+/* `infermesh dev`: supervise simulated engines and one agent per node (--nodes N: a local mesh) as child
+ * processes on this machine. */
 #include "agent/dev.h"
 
+#include <ftw.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,12 +11,14 @@
 #include <uv.h>
 
 #include "agent/child_env.h"
+#include "cluster/keyring.h"
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/log.h"
 #include "net/http_client.h"
 
 #define MAX_ENGINES 32
+#define MAX_NODES 16
 #define STOP_GRACE_MS 10000
 
 struct child {
@@ -21,6 +26,7 @@ struct child {
   uv_process_t proc;
   uv_pipe_t out;
   bool running, is_agent, out_open;
+  int node; /* which node it belongs to */
   int port;
   char model[128];
   struct buf line;
@@ -32,37 +38,45 @@ struct child {
 struct dev {
   uv_loop_t *loop;
   const char *exe;
-  int nengines, port;
+  int nengines, port; /* engines per node; API port of node 0 (node i: port + i) */
+  int nnodes, gossip_port;
   char host[64], speed[32], profile[256], extra_log[8];
+  char tmpdir[256]; /* data dirs of a --nodes mesh, removed on exit */
   struct child engines[MAX_ENGINES];
-  struct child agent;
+  struct child agents[MAX_NODES];
   uv_signal_t sigint, sigterm;
   uv_timer_t poll_timer, kill_timer;
   struct http_pool pool;
   struct hc_req *poll;
   char poll_head[256];
   int poll_status;
-  bool stopping, ready, agent_started;
+  bool stopping, ready, members_phase;
+  struct buf poll_body;
+  char members_head[256];
   int exit_code;
 };
 
 static void start_engine(struct child *c);
-static void start_agent(struct dev *d);
+static void start_agent(struct dev *d, int node);
 static void stop_all(struct dev *d, int code);
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: infermesh dev [--engines N] [--port P] [--host H] [--speed X] [--profile NAME]\n\n"
-             "Runs a one-node mesh for trying infermesh: N simulated engines (3) and an agent on H:P\n"
-             "(P is a fixed port, 1-65535) "
-             "(127.0.0.1:8080), as supervised child processes. Engines that crash are restarted.\n"
-             "Ctrl-C (or SIGTERM) drains the agent and stops everything.\n");
+  fprintf(f, "usage: infermesh dev [--nodes N] [--engines E] [--port P] [--gossip-port G] [--host H] [--speed X]\n"
+             "                     [--profile NAME]\n\n"
+             "Runs a local mesh for trying infermesh, as supervised child processes on H (127.0.0.1):\n"
+             "  one node (default): E simulated engines (3) and an agent listening on H:P (8080);\n"
+             "  --nodes N (2-%d): N agents on ports P..P+N-1 with E engines each (1), gossiping on G..G+N-1\n"
+             "  (7946), sharing a fresh cluster key in a temporary data dir; every agent routes to every engine.\n"
+             "Engines that crash are restarted. Ctrl-C (or SIGTERM) drains the agents and stops everything.\n",
+          MAX_NODES);
 }
 
 static void closed_cb(uv_handle_t *h) { (void)h; }
 
 static bool all_exited(struct dev *d) {
-  if (d->agent.running) return false;
-  for (int i = 0; i < d->nengines; i++)
+  for (int i = 0; i < d->nnodes; i++)
+    if (d->agents[i].running) return false;
+  for (int i = 0; i < d->nengines * d->nnodes; i++)
     if (d->engines[i].running) return false;
   return true;
 }
@@ -88,7 +102,7 @@ static void exit_cb(uv_process_t *p, int64_t status, int sig) {
     return;
   }
   if (c->is_agent) {
-    log_error("agent exited; stopping the mesh", "status=%lld signal=%d", (long long)status, sig);
+    log_error("agent exited; stopping the mesh", "node=%d status=%lld signal=%d", c->node, (long long)status, sig);
     stop_all(d, 1);
     return;
   }
@@ -104,8 +118,8 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
   *b = uv_buf_init(buf, sizeof buf);
 }
 
-static bool engines_ready(struct dev *d) {
-  for (int i = 0; i < d->nengines; i++)
+static bool engines_ready(struct dev *d, int node) {
+  for (int i = node * d->nengines; i < (node + 1) * d->nengines; i++)
     if (!d->engines[i].port) return false;
   return true;
 }
@@ -129,13 +143,28 @@ static void read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
   if (colon) c->port = (int)strtol(colon + 1, NULL, 10);
   if (m) str_copy(c->model, sizeof c->model, m + 7);
   buf_free(&c->line);
-  if (c->port && engines_ready(c->d) && !c->d->agent_started) start_agent(c->d);
+  if (c->port && engines_ready(c->d, c->node) && !c->d->agents[c->node].running && !c->d->agents[c->node].is_agent)
+    start_agent(c->d, c->node);
 }
 
 static int spawn(struct dev *d, struct child *c, char **args) {
   uv_process_options_t po = {0};
   uv_stdio_container_t stdio[3];
   char **env = child_env((int)uv_os_getpid());
+  /* dev sets these with flags; the environment would override them (INFERMESH_* wins over flags). */
+  static const char *const owned[] = {"INFERMESH_DATA_DIR=", "INFERMESH_GOSSIP=", "INFERMESH_JOIN=",
+                                      "INFERMESH_NAME=", "INFERMESH_LISTEN=", "INFERMESH_TARGETS=",
+                                      "INFERMESH_ADVERTISE="};
+  if (c->is_agent && d->nnodes > 1) {
+    int k = 0;
+    for (int i = 0; env[i]; i++) {
+      bool drop = false;
+      for (size_t j = 0; j < sizeof owned / sizeof owned[0] && !drop; j++)
+        drop = strncmp(env[i], owned[j], strlen(owned[j])) == 0;
+      if (!drop) env[k++] = env[i];
+    }
+    env[k] = NULL;
+  }
   uv_pipe_init(d->loop, &c->out, 0);
   c->out.data = c;
   stdio[0].flags = UV_IGNORE;
@@ -179,28 +208,74 @@ static void start_engine(struct child *c) {
   if (spawn(d, c, args) != 0) stop_all(d, 1);
 }
 
-static void start_agent(struct dev *d) {
-  static char urls[MAX_ENGINES][96], listen[96];
-  char *args[8 + 2 * MAX_ENGINES] = {(char *)d->exe, "agent", "--listen", listen, "--name", "dev", "--scrape-interval-ms", "200"};
+static void start_agent(struct dev *d, int node) {
+  static char urls[MAX_ENGINES][96], listen[MAX_NODES][96], name[MAX_NODES][32], dir[MAX_NODES][300],
+      gossip[MAX_NODES][96], seed[96];
+  char *args[20 + 2 * MAX_ENGINES] = {(char *)d->exe, "agent", "--listen", listen[node], "--name", name[node],
+                                      "--scrape-interval-ms", "200"};
   int n = 8;
-  snprintf(listen, sizeof listen, "%s:%d", d->host, d->port);
-  for (int i = 0; i < d->nengines; i++) {
+  snprintf(listen[node], sizeof listen[0], "%s:%d", d->host, d->port + node);
+  snprintf(name[node], sizeof name[0], d->nnodes > 1 ? "node-%d" : "dev", node);
+  for (int i = node * d->nengines; i < (node + 1) * d->nengines; i++) {
     snprintf(urls[i], sizeof urls[i], "engine-%d=http://%s:%d", i, d->host, d->engines[i].port);
     args[n++] = "--target";
     args[n++] = urls[i];
   }
+  if (d->nnodes > 1) {
+    snprintf(dir[node], sizeof dir[0], "%s/node-%d", d->tmpdir, node);
+    snprintf(gossip[node], sizeof gossip[0], "%s:%d", d->host, d->gossip_port + node);
+    snprintf(seed, sizeof seed, "%s:%d", d->host, d->gossip_port);
+    args[n++] = "--data-dir", args[n++] = dir[node];
+    args[n++] = "--gossip", args[n++] = gossip[node];
+    if (node > 0) args[n++] = "--join", args[n++] = seed;
+  }
   args[n] = NULL;
-  d->agent_started = true;
-  d->agent.is_agent = true;
-  d->agent.d = d;
-  if (spawn(d, &d->agent, args) != 0) stop_all(d, 1);
+  struct child *c = &d->agents[node];
+  c->is_agent = true;
+  c->d = d;
+  c->node = node;
+  if (spawn(d, c, args) != 0) stop_all(d, 1);
+}
+
+/* --nodes: one cluster key, copied into every node's data dir (as `infermesh init` + sharing it would). */
+static int make_data_dirs(struct dev *d) {
+  char err[512], dir[300];
+  struct keyring kr;
+  snprintf(d->tmpdir, sizeof d->tmpdir, "%s/infermesh-dev-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+  if (!mkdtemp(d->tmpdir)) {
+    fprintf(stderr, "infermesh dev: cannot create a temporary data dir in %s\n", d->tmpdir);
+    d->tmpdir[0] = '\0';
+    return -1;
+  }
+  for (int i = 0; i < d->nnodes; i++) {
+    snprintf(dir, sizeof dir, "%s/node-%d", d->tmpdir, i);
+    int rc = i == 0 ? keyring_create(dir, err, sizeof err) : keyring_save(&kr, dir, err, sizeof err);
+    if (rc == 0 && i == 0) rc = keyring_load(&kr, dir, err, sizeof err);
+    if (rc != 0) {
+      fprintf(stderr, "infermesh dev: %s\n", err);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static int rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw) { return remove(path); }
+
+static void remove_data_dirs(struct dev *d) {
+  if (d->tmpdir[0]) nftw(d->tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static void banner(struct dev *d) {
   const char *model = d->engines[0].model[0] ? d->engines[0].model : "MODEL";
+  if (d->nnodes > 1)
+    printf("\ninfermesh dev: %d-node mesh ready (every node routes to every engine)\n"
+           "  nodes      http://%s:%d/v1 ... http://%s:%d/v1, gossip on %d-%d, data in %s\n"
+           "  members    infermesh members --agent http://%s:%d\n",
+           d->nnodes, d->host, d->port, d->host, d->port + d->nnodes - 1, d->gossip_port,
+           d->gossip_port + d->nnodes - 1, d->tmpdir, d->host, d->port);
   printf("\ninfermesh dev: mesh ready\n"
          "  endpoint   http://%s:%d/v1   (OpenAI-compatible; any API key)\n"
-         "  engines    %d simulated, model %s\n"
+         "  engines    %d simulated per node, model %s\n"
          "  try        curl -s http://%s:%d/v1/chat/completions -H 'Content-Type: application/json' \\\n"
          "               -d '{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'\n"
          "             infermesh targets --agent http://%s:%d\n"
@@ -214,9 +289,34 @@ static int poll_head_cb(void *arg, int status, const struct http_header *h, int 
   return 0;
 }
 
+/* With --nodes, ready means node 0 sees every node alive. */
+static int poll_body_cb(void *arg, const char *data, size_t len) {
+  struct dev *d = arg;
+  if (d->poll_body.len + len < 1 << 20) buf_append(&d->poll_body, data, len);
+  return 0;
+}
+
+static bool all_members_alive(struct dev *d) {
+  json_t *j = json_loadb(d->poll_body.base ? d->poll_body.base : "", d->poll_body.len, 0, NULL);
+  size_t i;
+  json_t *m;
+  int alive = 0;
+  json_array_foreach(json_object_get(j, "members"), i, m) {
+    alive += json_is_string(json_object_get(m, "state")) &&
+             strcmp(json_string_value(json_object_get(m, "state")), "alive") == 0;
+  }
+  json_decref(j);
+  return alive >= d->nnodes;
+}
+
 static void poll_done_cb(void *arg, int err) {
   struct dev *d = arg;
   d->poll = NULL;
+  if (err == 0 && d->poll_status == 200 && d->nnodes > 1 && !d->members_phase) {
+    d->members_phase = true; /* node 0 is ready: now wait for the mesh */
+    return;
+  }
+  if (err == 0 && d->nnodes > 1 && d->members_phase && !all_members_alive(d)) return;
   if (err == 0 && d->poll_status == 200 && !d->ready && !d->stopping) {
     d->ready = true;
     uv_timer_stop(&d->poll_timer);
@@ -224,20 +324,23 @@ static void poll_done_cb(void *arg, int err) {
   }
 }
 
-static const struct hc_callbacks poll_cbs = {poll_head_cb, NULL, poll_done_cb};
+static const struct hc_callbacks poll_cbs = {poll_head_cb, poll_body_cb, poll_done_cb};
 
 static void poll_cb(uv_timer_t *t) {
   struct dev *d = t->data;
-  if (!d->agent.running || d->poll || d->ready) return;
+  if (!d->agents[0].running || d->poll || d->ready) return;
   d->poll_status = 0;
-  d->poll = hc_request(&d->pool, slice_cstr(d->poll_head), NULL, 0, &poll_cbs, d, 1000);
+  buf_reset(&d->poll_body);
+  d->poll = hc_request(&d->pool, slice_cstr(d->members_phase ? d->members_head : d->poll_head), NULL, 0, &poll_cbs,
+                       d, 1000);
 }
 
 static void kill_cb(uv_timer_t *t) {
   struct dev *d = t->data;
   log_warn("children did not stop in time: SIGKILL", "grace_ms=%d", STOP_GRACE_MS);
-  if (d->agent.running) uv_process_kill(&d->agent.proc, SIGKILL);
-  for (int i = 0; i < d->nengines; i++)
+  for (int i = 0; i < d->nnodes; i++)
+    if (d->agents[i].running) uv_process_kill(&d->agents[i].proc, SIGKILL);
+  for (int i = 0; i < d->nengines * d->nnodes; i++)
     if (d->engines[i].running) uv_process_kill(&d->engines[i].proc, SIGKILL);
 }
 
@@ -248,9 +351,10 @@ static void stop_all(struct dev *d, int code) {
   d->exit_code = code;
   uv_timer_stop(&d->poll_timer);
   if (d->poll) hc_cancel(d->poll), d->poll = NULL;
-  for (int i = 0; i < d->nengines; i++) uv_timer_stop(&d->engines[i].restart_timer);
-  if (d->agent.running) uv_process_kill(&d->agent.proc, SIGTERM);
-  for (int i = 0; i < d->nengines; i++)
+  for (int i = 0; i < d->nengines * d->nnodes; i++) uv_timer_stop(&d->engines[i].restart_timer);
+  for (int i = 0; i < d->nnodes; i++)
+    if (d->agents[i].running) uv_process_kill(&d->agents[i].proc, SIGTERM);
+  for (int i = 0; i < d->nengines * d->nnodes; i++)
     if (d->engines[i].running) uv_process_kill(&d->engines[i].proc, SIGTERM);
   uv_timer_start(&d->kill_timer, kill_cb, STOP_GRACE_MS, 0);
   finish_if_done(d);
@@ -269,7 +373,9 @@ int dev_main(int argc, char **argv, const char *argv0) {
   char exe[1024];
   size_t exelen = sizeof exe;
   memset(d, 0, sizeof *d);
-  d->nengines = 3;
+  d->nengines = 0; /* 3 for one node, 1 per node with --nodes */
+  d->nnodes = 1;
+  d->gossip_port = 7946;
   d->port = 8080;
   str_copy(d->host, sizeof d->host, "127.0.0.1");
   str_copy(d->speed, sizeof d->speed, "1");
@@ -287,6 +393,8 @@ int dev_main(int argc, char **argv, const char *argv0) {
     char *end;
     long n = strtol(v, &end, 10);
     if (strcmp(a, "--engines") == 0 && *end == '\0' && n >= 1 && n <= MAX_ENGINES) d->nengines = (int)n;
+    else if (strcmp(a, "--nodes") == 0 && *end == '\0' && n >= 1 && n <= MAX_NODES) d->nnodes = (int)n;
+    else if (strcmp(a, "--gossip-port") == 0 && *end == '\0' && n >= 1 && n <= 65535) d->gossip_port = (int)n;
     else if (strcmp(a, "--port") == 0 && *end == '\0' && n >= 1 && n <= 65535) d->port = (int)n;
     else if (strcmp(a, "--host") == 0) str_copy(d->host, sizeof d->host, v);
     else if (strcmp(a, "--speed") == 0) str_copy(d->speed, sizeof d->speed, v);
@@ -296,7 +404,20 @@ int dev_main(int argc, char **argv, const char *argv0) {
       return 2;
     }
   }
+  if (!d->nengines) d->nengines = d->nnodes > 1 ? 1 : 3;
+  if (d->nengines * d->nnodes > MAX_ENGINES) {
+    fprintf(stderr, "infermesh dev: at most %d engines in all (--nodes x --engines)\n", MAX_ENGINES);
+    return 2;
+  }
+  if (d->port + d->nnodes - 1 > 65535 || d->gossip_port + d->nnodes - 1 > 65535) {
+    fprintf(stderr, "infermesh dev: --port/--gossip-port too high for %d nodes\n", d->nnodes);
+    return 2;
+  }
   log_setup(LOG_INFO, "dev");
+  if (d->nnodes > 1 && make_data_dirs(d) != 0) {
+    remove_data_dirs(d);
+    return 1;
+  }
   d->exe = uv_exepath(exe, &exelen) == 0 ? exe : argv0;
   d->loop = uv_default_loop();
   signal(SIGPIPE, SIG_IGN);
@@ -307,6 +428,9 @@ int dev_main(int argc, char **argv, const char *argv0) {
   struct buf head = {0};
   buf_printf(&head, "GET /readyz HTTP/1.1\r\nHost: %s\r\n\r\n", d->pool.authority);
   str_copy(d->poll_head, sizeof d->poll_head, head.base);
+  buf_reset(&head);
+  buf_printf(&head, "GET /v1/cluster/members HTTP/1.1\r\nHost: %s\r\n\r\n", d->pool.authority);
+  str_copy(d->members_head, sizeof d->members_head, head.base);
   buf_free(&head);
   uv_signal_init(d->loop, &d->sigint);
   uv_signal_init(d->loop, &d->sigterm);
@@ -316,9 +440,10 @@ int dev_main(int argc, char **argv, const char *argv0) {
   uv_timer_init(d->loop, &d->poll_timer);
   uv_timer_init(d->loop, &d->kill_timer);
   d->poll_timer.data = d->kill_timer.data = d;
-  for (int i = 0; i < d->nengines; i++) {
+  for (int i = 0; i < d->nengines * d->nnodes; i++) {
     struct child *c = &d->engines[i];
     c->d = d;
+    c->node = i / d->nengines;
     c->backoff_ms = 500;
     uv_timer_init(d->loop, &c->restart_timer);
     c->restart_timer.data = c;
@@ -327,5 +452,7 @@ int dev_main(int argc, char **argv, const char *argv0) {
   }
   uv_timer_start(&d->poll_timer, poll_cb, 100, 100);
   uv_run(d->loop, UV_RUN_DEFAULT);
+  remove_data_dirs(d);
+  buf_free(&d->poll_body);
   return d->exit_code;
 }

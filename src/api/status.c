@@ -4,8 +4,8 @@
 #include <string.h>
 
 void status_json(struct buf *out, const struct status_info *info, const struct store *s) {
-  int healthy = 0;
-  for (int i = 0; i < s->ntargets; i++) healthy += s->targets[i].healthy;
+  int healthy = 0, total = 0;
+  for (int i = 0; i < s->ntargets; i++) healthy += s->targets[i].healthy, total += !s->targets[i].gone;
   buf_puts(out, "{\"node\":");
   buf_json_str(out, slice_cstr(info->node_name));
   buf_puts(out, ",\"version\":");
@@ -14,7 +14,7 @@ void status_json(struct buf *out, const struct status_info *info, const struct s
   buf_json_str(out, slice_cstr(info->listen));
   buf_printf(out, ",\"uptime_s\":%.1f,\"inflight\":%d,\"requests_total\":%llu", info->uptime_s, info->inflight,
              (unsigned long long)info->requests_total);
-  buf_printf(out, ",\"targets\":{\"total\":%d,\"healthy\":%d},\"models\":[", s->ntargets, healthy);
+  buf_printf(out, ",\"targets\":{\"total\":%d,\"healthy\":%d},\"models\":[", total, healthy);
   int n = 0;
   for (int i = 0; i < s->ntargets; i++) {
     const struct target *t = &s->targets[i];
@@ -41,11 +41,16 @@ void status_json(struct buf *out, const struct status_info *info, const struct s
 
 void status_targets_json(struct buf *out, const struct store *s, const struct score_params *p, uint64_t now_ns) {
   buf_puts(out, "{\"targets\":[");
+  int n = 0;
   for (int i = 0; i < s->ntargets; i++) {
     const struct target *t = &s->targets[i];
-    if (i) buf_puts(out, ",");
+    if (t->gone) continue;
+    if (n++) buf_puts(out, ",");
     buf_printf(out, "{\"id\":%d,\"name\":", t->id);
     buf_json_str(out, slice_cstr(t->name));
+    buf_puts(out, ",\"node\":");
+    buf_json_str(out, slice_cstr(t->node));
+    buf_printf(out, ",\"remote\":%s,\"draining\":%s", t->remote ? "true" : "false", t->draining ? "true" : "false");
     buf_puts(out, ",\"url\":");
     buf_json_str(out, slice_cstr(t->url));
     buf_puts(out, ",\"kind\":");
@@ -81,6 +86,7 @@ static void gauge(struct buf *out, const struct store *s, const char *name, cons
   for (int i = 0; i < s->ntargets; i++) {
     const struct target *t = &s->targets[i];
     double v = 0;
+    if (t->gone) continue;
     switch (which) {
     case 0: v = t->healthy; break;
     case 1: v = t->load.waiting; break;

@@ -1,9 +1,11 @@
 /* The proxy state machine of one request: pick → send → (retry) → relay → record. */
 #include "route/proxy.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/alloc.h"
 #include "core/clock.h"
@@ -16,6 +18,9 @@
 
 struct proxy {
   struct router *r;
+  struct proxy *prev, *next; /* r->active */
+  bool local_only;           /* forwarded by another node's agent: only this node's own targets */
+  char hop_target[64];       /* the target it asked for (a hint) */
   struct http_req *req;
   struct oai_req oai;
   bool chat;
@@ -80,6 +85,9 @@ static void finish(struct proxy *p, int status) {
            (long long)(p->usage.present ? p->usage.completion_tokens : -1));
   p->req->abort_cb = NULL;
   p->req->drain_cb = NULL;
+  if (p->prev) p->prev->next = p->next;
+  else r->active = p->next;
+  if (p->next) p->next->prev = p->prev;
   http_resp_end(p->req);
   proxy_free(p);
 }
@@ -116,8 +124,9 @@ static void client_start(struct proxy *p, int status, int64_t len) {
                                  slice_cstr(p->content_type[0] ? p->content_type : "application/json")};
   if (p->streaming) h[nh++] = (struct http_header){SLICE_LIT("Cache-Control"), SLICE_LIT("no-cache")};
   h[nh++] = (struct http_header){SLICE_LIT("x-request-id"), slice_cstr(p->request_id)};
+  const struct target *t = &p->r->store->targets[p->target];
   h[nh++] = (struct http_header){SLICE_LIT("x-infermesh-target"), slice_cstr(tname)};
-  h[nh++] = (struct http_header){SLICE_LIT("x-infermesh-node"), slice_cstr(p->r->opts.node_name)};
+  h[nh++] = (struct http_header){SLICE_LIT("x-infermesh-node"), slice_cstr(t->remote ? t->node : p->r->opts.node_name)};
   http_resp_start(p->req, status, h, nh, len);
   p->client_started = true;
 }
@@ -287,6 +296,15 @@ static void build_head(struct proxy *p, const struct target *t, size_t body_len)
     buf_append_slice(h, auth);
     buf_append(h, "\r\n", 2);
   }
+  if (t->remote && p->r->kr) {
+    char hop[128];
+    router_hop_sign(p->r->kr, (int64_t)time(NULL), p->request_id, t->remote_name, hop, sizeof hop);
+    buf_puts(h, "x-infermesh-hop: ");
+    buf_puts(h, hop);
+    buf_puts(h, "\r\nx-infermesh-hop-target: ");
+    buf_puts(h, t->remote_name);
+    buf_append(h, "\r\n", 2);
+  }
   buf_puts(&p->head, "\r\n");
 }
 
@@ -302,7 +320,10 @@ static void attempt(struct proxy *p) {
     return;
   }
   uint64_t now = clock_mono_ns();
-  int id = score_pick(r->store, ids, n, &r->score, now, &r->rng);
+  int id = -1;
+  for (int i = 0; i < n && p->hop_target[0]; i++)
+    if (strcmp(r->store->targets[ids[i]].name, p->hop_target) == 0) id = ids[i];
+  if (id < 0) id = score_pick(r->store, ids, n, &r->score, now, &r->rng);
   p->target = id;
   p->tried[id / 64] |= 1ull << (id % 64);
   p->attempts++;
@@ -377,10 +398,32 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
   p->target = -1;
   p->t0 = req->start_ns;
   r->inflight++;
+  p->next = r->active;
+  if (r->active) r->active->prev = p;
+  r->active = p;
   make_request_id(p);
   req->data = p;
   req->abort_cb = client_abort_cb;
   req->drain_cb = drain_cb;
+  struct slice hop = http_req_header(req, "x-infermesh-hop");
+  if (hop.len) {
+    struct slice ht = http_req_header(req, "x-infermesh-hop-target");
+    int hrc = router_hop_verify(r->kr, (int64_t)time(NULL), hop, slice_cstr(p->request_id), ht);
+    if (hrc != 0) {
+      r->hops_refused++;
+      fail(p, 403, "permission_denied",
+           hrc == -ETIMEDOUT ? "forwarded request outside the allowed clock skew: check the nodes' clocks"
+                             : "forwarded request not signed with this cluster's key",
+           0);
+      return;
+    }
+    r->hops_in++;
+    p->local_only = true;
+    if (ht.len < sizeof p->hop_target) memcpy(p->hop_target, ht.base, ht.len), p->hop_target[ht.len] = '\0';
+    /* Never forward again: only this node's own targets are candidates. */
+    for (int i = 0; i < r->store->ntargets; i++)
+      if (r->store->targets[i].remote) p->tried[i / 64] |= 1ull << (i % 64);
+  }
   /* Any Content-Type is accepted (curl -d sends a form type): the body itself must be JSON. */
   int rc = jscan_request(req->body.base, req->body.len, &p->oai, err, sizeof err);
   if (rc != 0) {
@@ -422,4 +465,17 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
   p->oai.model = slice_make(p->model, ml);
   plan_body(p);
   attempt(p);
+}
+
+void router_target_lost(struct router *r, int id) {
+  struct proxy *p = r->active;
+  while (p) {
+    struct proxy *next = p->next;
+    if (p->target == id && p->up) {
+      hc_cancel(p->up);
+      p->up = NULL;
+      up_done(p, UV_ECONNRESET); /* may free p and others' order is kept: next was read first */
+    }
+    p = next;
+  }
 }

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "cluster/keyring.h"
 #include "core/rng.h"
 #include "net/http_client.h"
 #include "net/http_server.h"
@@ -16,7 +17,7 @@ struct router_opts {
   int max_attempts;             /* tries per request, first included (retries before the first byte) */
   uint32_t upstream_timeout_ms; /* longest wait for any upstream byte */
   size_t max_response_bytes;    /* cap on a buffered non-streaming response */
-  char node_name[64];           /* x-infermesh-node */
+  char node_name[64];           /* x-infermesh-node for this node's own targets */
 };
 
 /* router_opts_default: 3 attempts, 300 s upstream timeout, 16 MiB responses, node name "local". */
@@ -33,6 +34,11 @@ struct router {
   struct rng rng;
   struct route_metrics metrics;
   int inflight;
+  /* Mesh: the cluster keyring (borrowed; NULL when standalone) signs requests forwarded to another node's
+   * agent and verifies those forwarded to this one (x-infermesh-hop). */
+  struct keyring *kr;
+  struct proxy *active; /* requests in flight, for router_target_lost */
+  uint64_t hops_in, hops_refused;
 };
 
 /* router_init prepares r; nothing to free except via router_free. */
@@ -43,5 +49,21 @@ void router_free(struct router *r);
 /* router_handle serves an OpenAI API request (POST /v1/chat/completions, /v1/completions, GET /v1/models).
  * Returns false, without touching req, when the path is not one of them. */
 bool router_handle(struct router *r, struct http_req *req);
+
+/* router_target_lost cancels every upstream exchange in flight to target id (its node died): requests that
+ * have sent nothing to their client yet retry elsewhere; streams end with an in-band error. */
+void router_target_lost(struct router *r, int id);
+
+/* Agent-to-agent forwarding (DESIGN §1): a request routed to another node's target carries
+ * x-infermesh-hop = "v1.<unix seconds>.<hex tag>", the tag a keyring MAC over "v1.<ts>.<request id>.<target>",
+ * where target is x-infermesh-hop-target (the target's name on that node). The receiving agent accepts it
+ * within HOP_MAX_SKEW_S of its own clock and routes it to its own targets only. */
+#define HOP_MAX_SKEW_S 60
+/* router_hop_sign writes the header value for request_id and remote target name into out (>= 80 bytes). */
+void router_hop_sign(const struct keyring *kr, int64_t now_s, const char *request_id, const char *target, char *out,
+                     size_t cap);
+/* router_hop_verify checks a header value: 0, or -EACCES (bad tag, no keyring) / -ETIMEDOUT (clock skew). */
+int router_hop_verify(const struct keyring *kr, int64_t now_s, struct slice hop, struct slice request_id,
+                      struct slice target);
 
 #endif

@@ -68,6 +68,50 @@ int store_add_target(struct store *s, const char *name, const char *url, const c
   return s->ntargets++;
 }
 
+int store_add_remote(struct store *s, const char *node, const uint8_t node_id[32], const char *remote_name,
+                     const char *api_addr, const char *kind, bool *addr_changed) {
+  char url[sizeof s->targets[0].url];
+  char name[sizeof s->targets[0].name];
+  snprintf(url, sizeof url, "http://%s", api_addr);
+  snprintf(name, sizeof name, "%s/%s", node, remote_name);
+  *addr_changed = false;
+  for (int i = 0; i < s->ntargets; i++) {
+    struct target *t = &s->targets[i];
+    if (!t->remote || memcmp(t->node_id, node_id, 32) != 0 || strcmp(t->remote_name, remote_name) != 0) continue;
+    if (strcmp(t->url, url) != 0) {
+      char host[sizeof t->host];
+      int port;
+      if (parse_url(url, host, sizeof host, &port) != 0) return -EINVAL;
+      str_copy(t->url, sizeof t->url, url);
+      str_copy(t->host, sizeof t->host, host);
+      t->port = port;
+      *addr_changed = true;
+    }
+    str_copy(t->name, sizeof t->name, name);
+    str_copy(t->node, sizeof t->node, node);
+    t->gone = false;
+    return i;
+  }
+  int id = store_add_target(s, name, url, kind);
+  if (id < 0) return id;
+  struct target *t = &s->targets[id];
+  t->remote = true;
+  str_copy(t->node, sizeof t->node, node);
+  str_copy(t->remote_name, sizeof t->remote_name, remote_name);
+  memcpy(t->node_id, node_id, 32);
+  *addr_changed = true;
+  return id;
+}
+
+void store_mark_gone(struct store *s, int id) {
+  struct target *t = &s->targets[id];
+  t->gone = true;
+  t->healthy = false;
+  t->draining = false;
+  free_models(t);
+  str_copy(t->last_error, sizeof t->last_error, "its node left the mesh");
+}
+
 void store_set_models(struct store *s, int id, const char *const *models, int n) {
   struct target *t = &s->targets[id];
   free_models(t);
@@ -102,16 +146,20 @@ bool store_model_known(const struct store *s, struct slice model) {
 }
 
 bool store_all_reported(const struct store *s) {
-  for (int i = 0; i < s->ntargets; i++)
+  int n = 0;
+  for (int i = 0; i < s->ntargets; i++) {
+    if (s->targets[i].gone) continue;
     if (s->targets[i].nmodels == 0) return false;
-  return s->ntargets > 0;
+    n++;
+  }
+  return n > 0;
 }
 
 int store_candidates(const struct store *s, struct slice model, const uint64_t *exclude, int *out, int max) {
   int n = 0;
   for (int i = 0; i < s->ntargets && n < max; i++) {
     const struct target *t = &s->targets[i];
-    if (!t->healthy || !store_target_serves(t, model)) continue;
+    if (!t->healthy || t->gone || t->draining || !store_target_serves(t, model)) continue;
     if (exclude && (exclude[i / 64] >> (i % 64) & 1)) continue;
     out[n++] = i;
   }

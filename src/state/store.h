@@ -39,6 +39,13 @@ struct target {
   int routed_since_report;
   /* A GPU this target runs on is degraded (throttling, ECC errors, too hot): it ranks lower. */
   bool gpu_degraded;
+  /* Mesh: a remote target is a runtime of another node, reached through that node's agent (url = its API);
+   * its signals arrive by load push. gone = its node died or left (the slot is kept for reuse). draining =
+   * its node is draining: no new requests. */
+  bool remote, gone, draining;
+  char node[64];        /* the node it runs on ("" for this node's own targets) */
+  char remote_name[64]; /* its name on that node */
+  uint8_t node_id[32];
 };
 
 struct store {
@@ -52,6 +59,13 @@ void store_free(struct store *s);
 /* store_add_target registers a target (URL http://host:port) and returns its id, or -EINVAL (bad URL)
  * / -ENOSPC (full). name may be NULL (then host:port). The target starts unhealthy until its first report. */
 int store_add_target(struct store *s, const char *name, const char *url, const char *kind);
+/* store_add_remote registers (or revives) the target remote_name of node node_id, reached at api_addr
+ * (host:port of that node's agent): the slot with the same node id and remote name is reused. Returns its id,
+ * -EINVAL (bad address) or -ENOSPC. *addr_changed tells the caller to reconnect its pool. */
+int store_add_remote(struct store *s, const char *node, const uint8_t node_id[32], const char *remote_name,
+                     const char *api_addr, const char *kind, bool *addr_changed);
+/* store_mark_gone takes target id out of routing for good (its node died or left): unhealthy, no models. */
+void store_mark_gone(struct store *s, int id);
 /* store_set_models replaces the model list of target id (strings are copied). */
 void store_set_models(struct store *s, int id, const char *const *models, int n);
 /* store_report records a successful load report taken at now_ns: the target becomes healthy and its
@@ -66,7 +80,7 @@ bool store_model_known(const struct store *s, struct slice model);
 /* store_all_reported tells whether every target has listed its models at least once (and there is at
  * least one target): only then can a model no target lists be called unknown. */
 bool store_all_reported(const struct store *s);
-/* store_candidates writes the ids of healthy targets serving model (excluding those whose bit is set in
+/* store_candidates writes the ids of healthy, not gone, not draining targets serving model (excluding those whose bit is set in
  * `exclude`, a bitmap of STORE_MAX_TARGETS bits, may be NULL) into out; returns their count. */
 int store_candidates(const struct store *s, struct slice model, const uint64_t *exclude, int *out, int max);
 /* store_reserve / store_release account one routed request on target id (release exactly once per reserve);

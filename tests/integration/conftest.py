@@ -137,6 +137,12 @@ class Proc:
         # Keep sanitizer reports in stderr (the default) and make UBSan print stacks.
         full_env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
         full_env.pop("INFERMESH_PARENT_PID", None)
+        # Never read the machine's own data dir (a cluster key there would make every agent gossip): an agent
+        # without --data-dir gets an empty one of its own.
+        if "--data-dir" not in self.args:
+            full_env["INFERMESH_DATA_DIR"] = str(Path(logdir) / f"{name}.data")
+        else:
+            full_env.pop("INFERMESH_DATA_DIR", None)
         if env:
             full_env.update(env)
         self.popen = subprocess.Popen(

@@ -141,6 +141,45 @@ static void test_degraded_gpu_ranks_lower(void **state) {
   assert_int_equal(score_pick(&st, ids, 2, &sp, NOW, &r), 0);
 }
 
+/* Mesh: remote targets are registered per (node id, name), revived in place, and leave routing when their
+ * node drains or dies. */
+static void test_remote_targets(void **state) {
+  uint8_t n1[32] = {1}, n2[32] = {2};
+  const char *models[] = {M};
+  bool changed;
+  int ids[8];
+  int r1 = store_add_remote(&st, "gpu-a", n1, "engine-0", "127.0.0.1:9001", "vllm", &changed);
+  assert_int_equal(r1, 4);
+  assert_true(changed);
+  assert_string_equal(st.targets[r1].name, "gpu-a/engine-0");
+  assert_string_equal(st.targets[r1].url, "http://127.0.0.1:9001");
+  assert_true(st.targets[r1].remote);
+  assert_false(st.targets[r1].healthy); /* until its first load report */
+  /* the same node and name on another node id is another target */
+  int r2 = store_add_remote(&st, "gpu-b", n2, "engine-0", "127.0.0.1:9002", "vllm", &changed);
+  assert_int_equal(r2, 5);
+  assert_int_equal(store_add_remote(&st, "gpu-a", n1, "engine-0", "127.0.0.1:9001", "vllm", &changed), r1);
+  assert_false(changed);
+  store_set_models(&st, r1, models, 1);
+  store_set_models(&st, r2, models, 1);
+  struct target_load idle = {0};
+  store_report(&st, r1, &idle, NOW);
+  store_report(&st, r2, &idle, NOW);
+  assert_int_equal(store_candidates(&st, slice_cstr(M), NULL, ids, 8), 5);
+  st.targets[r2].draining = true;
+  assert_int_equal(store_candidates(&st, slice_cstr(M), NULL, ids, 8), 4);
+  store_mark_gone(&st, r1);
+  assert_int_equal(store_candidates(&st, slice_cstr(M), NULL, ids, 8), 3);
+  assert_int_equal(st.targets[r1].nmodels, 0);
+  assert_true(store_all_reported(&st)); /* a gone target has nothing left to report */
+  /* it comes back at a new address in the same slot */
+  assert_int_equal(store_add_remote(&st, "gpu-a", n1, "engine-0", "127.0.0.1:9011", "vllm", &changed), r1);
+  assert_true(changed);
+  assert_false(st.targets[r1].gone);
+  assert_int_equal(st.targets[r1].port, 9011);
+  assert_true(store_add_remote(&st, "gpu-a", n1, "engine-1", "no-port", "vllm", &changed) < 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bad_urls_rejected),
@@ -151,6 +190,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_p2c_never_picks_the_worst_of_three, setup, teardown),
       cmocka_unit_test_setup_teardown(test_p2c_spreads_equal_targets, setup, teardown),
       cmocka_unit_test_setup_teardown(test_degraded_gpu_ranks_lower, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_remote_targets, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,182 @@
+/* Membership endpoints of the control API: members, leave, drain/undrain (forwarded to the node meant). */
+#include "agent/cluster_api.h"
+
+#include <http_parser.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/log.h"
+#include "route/router.h"
+
+static void send_json(struct http_req *req, int status, struct buf *b) {
+  http_resp_send(req, status, "application/json", b->base, b->len, NULL, 0);
+}
+
+static void error(struct http_req *req, int status, const char *msg, const char *code) {
+  struct buf b = {0};
+  http_error_json(&b, msg, "invalid_request_error", code);
+  send_json(req, status, &b);
+  buf_free(&b);
+}
+
+/* ---- drain forwarded to another node's agent ---- */
+
+struct fwd {
+  struct http_pool pool;
+  struct http_req *req;
+  struct buf head, body;
+  int status;
+};
+
+static int fwd_head(void *arg, int status, const struct http_header *h, int n) {
+  ((struct fwd *)arg)->status = status;
+  return 0;
+}
+
+static int fwd_body(void *arg, const char *data, size_t len) {
+  struct fwd *f = arg;
+  if (f->body.len + len > 65536) return 1;
+  buf_append(&f->body, data, len);
+  return 0;
+}
+
+static void fwd_abort_cb(struct http_req *req) { ((struct fwd *)req->data)->req = NULL; }
+
+static void fwd_done(void *arg, int err) {
+  struct fwd *f = arg;
+  if (f->req) {
+    f->req->abort_cb = NULL;
+    if (err == 0) {
+      http_resp_send(f->req, f->status, "application/json", f->body.base, f->body.len, NULL, 0);
+    } else {
+      char msg[160];
+      snprintf(msg, sizeof msg, "the node's agent did not answer: %s", uv_strerror(err));
+      error(f->req, 502, msg, "node_unreachable");
+    }
+  }
+  http_pool_close(&f->pool);
+  buf_free(&f->head);
+  buf_free(&f->body);
+  free(f);
+}
+
+static const struct hc_callbacks fwd_cbs = {fwd_head, fwd_body, fwd_done};
+
+static void forward(struct cluster_api *c, struct http_req *req, const char *api, const char *node, const char *verb) {
+  char host[96], target[160], hop[128], rid[40];
+  const char *colon = strrchr(api, ':');
+  if (!colon || (size_t)(colon - api) >= sizeof host) {
+    error(req, 502, "the node announced a bad API address", "node_unreachable");
+    return;
+  }
+  memcpy(host, api, (size_t)(colon - api));
+  host[colon - api] = '\0';
+  struct fwd *f = xcalloc(1, sizeof *f);
+  if (http_pool_init(&f->pool, c->loop, host, (int)strtol(colon + 1, NULL, 10)) != 0) {
+    free(f);
+    error(req, 502, "the node announced a bad API address", "node_unreachable");
+    return;
+  }
+  f->req = req;
+  req->data = f;
+  req->abort_cb = fwd_abort_cb;
+  snprintf(target, sizeof target, "%s:%s", verb, node);
+  snprintf(rid, sizeof rid, "ctl-%016llx", (unsigned long long)rng_next(&c->router->rng));
+  router_hop_sign(c->router->kr, (int64_t)time(NULL), rid, target, hop, sizeof hop);
+  buf_printf(&f->head, "POST /v1/cluster/nodes/%s/%s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\nx-request-id: %s\r\n"
+                       "x-infermesh-hop: %s\r\nx-infermesh-hop-target: %s\r\n\r\n",
+             node, verb, api, rid, hop, target);
+  hc_request(&f->pool, buf_slice(&f->head), NULL, 0, &fwd_cbs, f, 5000);
+}
+
+static void drain(struct cluster_api *c, struct http_req *req, struct slice rest) {
+  char node[96], verb[16];
+  const char *slash = memchr(rest.base, '/', rest.len);
+  if (!slash || (size_t)(slash - rest.base) >= sizeof node || rest.len - (size_t)(slash - rest.base) - 1 >= sizeof verb) {
+    error(req, 404, "use POST /v1/cluster/nodes/NODE/drain or /undrain", "not_found");
+    return;
+  }
+  memcpy(node, rest.base, (size_t)(slash - rest.base));
+  node[slash - rest.base] = '\0';
+  size_t vl = rest.len - (size_t)(slash - rest.base) - 1;
+  memcpy(verb, slash + 1, vl);
+  verb[vl] = '\0';
+  bool on = strcmp(verb, "drain") == 0;
+  if (!on && strcmp(verb, "undrain") != 0) {
+    error(req, 404, "use POST /v1/cluster/nodes/NODE/drain or /undrain", "not_found");
+    return;
+  }
+  if (!c->mesh) {
+    error(req, 409, "this agent is not in a mesh (no cluster key): there is no node to drain", "standalone");
+    return;
+  }
+  bool self;
+  const char *api = mesh_find_node(c->mesh, node, &self);
+  struct slice hop = http_req_header(req, "x-infermesh-hop");
+  if (hop.len) {
+    /* Forwarded by another agent: it must be signed for exactly this node and verb. */
+    char want[160];
+    snprintf(want, sizeof want, "%s:%s", verb, node);
+    struct slice ht = http_req_header(req, "x-infermesh-hop-target");
+    if (!self || !slice_eqz(ht, want) ||
+        router_hop_verify(c->router->kr, (int64_t)time(NULL), hop, http_req_header(req, "x-request-id"), ht) != 0) {
+      error(req, 403, "forwarded request not signed with this cluster's key", "permission_denied");
+      return;
+    }
+  }
+  if (!api) {
+    char msg[200];
+    snprintf(msg, sizeof msg, "no alive member is named '%s' (infermesh members lists them)", node);
+    error(req, 404, msg, "node_not_found");
+    return;
+  }
+  if (!self) {
+    forward(c, req, api, node, verb);
+    return;
+  }
+  mesh_set_drain(c->mesh, on);
+  struct buf b = {0};
+  buf_puts(&b, "{\"node\":");
+  buf_json_str(&b, slice_cstr(mesh_node_name(c->mesh)));
+  buf_printf(&b, ",\"draining\":%s,\"in_flight\":%d}", on ? "true" : "false", c->router->inflight);
+  send_json(req, 200, &b);
+  buf_free(&b);
+}
+
+bool cluster_api_handle(struct cluster_api *c, struct http_req *req) {
+  struct buf b = {0};
+  bool get = req->method == HTTP_GET || req->method == HTTP_HEAD;
+  bool post = req->method == HTTP_POST;
+  if (slice_eqz(req->path, "/v1/cluster/members")) {
+    if (!get) {
+      error(req, 405, "use GET for /v1/cluster/members", NULL);
+    } else if (c->mesh) {
+      mesh_members_json(c->mesh, &b);
+      send_json(req, 200, &b);
+    } else {
+      buf_puts(&b, "{\"self\":null,\"standalone\":true,\"members\":[]}");
+      send_json(req, 200, &b);
+    }
+  } else if (slice_eqz(req->path, "/v1/cluster/leave")) {
+    if (!post) {
+      error(req, 405, "use POST for /v1/cluster/leave", NULL);
+    } else {
+      buf_printf(&b, "{\"leaving\":true,\"mesh\":%s,\"in_flight\":%d}", c->mesh ? "true" : "false",
+                 c->router->inflight);
+      send_json(req, 202, &b);
+      c->leave_cb(c->arg);
+    }
+  } else if (slice_starts(req->path, "/v1/cluster/nodes/")) {
+    if (!post)
+      error(req, 405, "use POST for /v1/cluster/nodes/NODE/drain|undrain", NULL);
+    else
+      drain(c, req, slice_make(req->path.base + 18, req->path.len - 18));
+  } else {
+    return false;
+  }
+  buf_free(&b);
+  return true;
+}

@@ -1,0 +1,61 @@
+/* The agent's side of the mesh: gossip membership turned into remote targets, this node's load and meta
+ * published to the others, drains and leaves, and the members table for the API. */
+#ifndef IM_AGENT_MESH_H
+#define IM_AGENT_MESH_H
+
+#include <stdbool.h>
+#include <uv.h>
+
+#include "agent/config.h"
+#include "core/buf.h"
+#include "net/http_client.h"
+#include "route/router.h"
+#include "state/store.h"
+
+struct mesh;
+
+/* What the mesh borrows from the agent (all outlive it). pools has STORE_MAX_TARGETS entries: the mesh
+ * initializes and closes those of the remote targets it adds. */
+struct mesh_env {
+  uv_loop_t *loop;
+  const struct agent_config *cfg;
+  struct store *store;
+  struct router *router;
+  struct http_pool *pools;
+  int nlocal;           /* store targets [0, nlocal) are this node's own runtimes */
+  const char *api_addr; /* host:port of this agent's HTTP listener, as other nodes should dial it */
+};
+
+/* mesh_start reads the data dir: with a cluster key (or an invite token among cfg->cluster.join, which
+ * fetches it first) it starts gossip and joins; *out is the mesh. Without a key and without a token the
+ * agent runs alone: returns 0 with *out = NULL. Errors: negative, with a message for the user in err. */
+int mesh_start(struct mesh **out, const struct mesh_env *env, char *err, size_t errlen);
+
+/* mesh_members_json writes {"self": ID, "members": [...]} (every member, tombstones included). */
+void mesh_members_json(struct mesh *m, struct buf *out);
+/* mesh_metrics appends the gossip counters in Prometheus text. */
+void mesh_metrics(struct mesh *m, struct buf *out);
+/* mesh_node_name / mesh_node_id_short name this node. */
+const char *mesh_node_name(const struct mesh *m);
+const char *mesh_node_id_short(const struct mesh *m);
+
+/* mesh_keyring is the cluster keyring (owned by m; valid until m is closed). */
+struct keyring *mesh_keyring(struct mesh *m);
+
+/* mesh_set_drain sets this node's drain flag: its own targets take no new requests from any router, and the
+ * flag travels in its membership meta. */
+void mesh_set_drain(struct mesh *m, bool draining);
+bool mesh_draining(const struct mesh *m);
+/* mesh_find_node returns the API address (host:port) of the alive member named name (or whose id starts
+ * with it), NULL if none; *self tells it is this node. */
+const char *mesh_find_node(const struct mesh *m, const char *name, bool *self);
+/* mesh_reload_keyring rereads the keyring from the data dir (SIGHUP). */
+void mesh_reload_keyring(struct mesh *m);
+
+/* mesh_leave announces a graceful leave; done_cb runs once it has spread (or after 2 s). */
+void mesh_leave(struct mesh *m, void (*done_cb)(void *arg), void *arg);
+/* mesh_close stops gossip and timers; closed_cb runs when nothing of the mesh is left on the loop, then m is
+ * freed. */
+void mesh_close(struct mesh *m, void (*closed_cb)(void *arg), void *arg);
+
+#endif

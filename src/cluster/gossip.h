@@ -1,0 +1,75 @@
+/* The gossip transport: runs SWIM (cluster/swim.h) over encrypted UDP datagrams and TCP push-pull on one
+ * port, pushes this node's load straight to every gateway, and serves invite joins. One libuv loop. */
+#ifndef IM_CLUSTER_GOSSIP_H
+#define IM_CLUSTER_GOSSIP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "cluster/identity.h"
+#include "cluster/keyring.h"
+#include "cluster/swim.h"
+#include "proto/gossip_msg.h"
+
+struct gossip_config {
+  char bind_host[64];               /* UDP and TCP listen address (default 127.0.0.1) */
+  int bind_port;                    /* default 7946; 0 = any free port */
+  char advertise[GOSSIP_ADDR_MAX];  /* what others use to reach us; "" = bind host:port */
+  struct swim_config swim;
+  uint32_t load_min_interval_ms;    /* a changed load report goes out at most this often (100) */
+  uint32_t load_max_interval_ms;    /* an unchanged one still goes out this often, as a heartbeat (1000) */
+  uint32_t tcp_timeout_ms;          /* push-pull and join exchanges (5000) */
+};
+
+/* gossip_config_default fills c: 127.0.0.1:7946, swim_config_default, load push 100/1000 ms, TCP 5 s. */
+void gossip_config_default(struct gossip_config *c);
+
+struct gossip_counters {
+  uint64_t udp_in, udp_out, bytes_in, bytes_out, dropped_auth, dropped_malformed, dropped_send;
+  uint64_t pushpull_in, pushpull_out, pushpull_failed, loads_in, loads_out, joins_served, joins_refused;
+};
+
+/* Callbacks into the agent; pointers are valid only during the call.
+ * member: a member changed (swim event); meta is the decoded meta of an ALIVE member, else NULL.
+ * load:   a load report from member `from`, received now; its signals were age_ms old when sent. */
+struct gossip_callbacks {
+  void (*member)(void *user, const struct swim_member *m, enum swim_event ev, const struct gossip_meta *meta);
+  void (*load)(void *user, const struct gossip_load *l);
+};
+
+struct gossip;
+
+/* gossip_start binds UDP and TCP on cfg->bind_host:bind_port and starts SWIM for this node (identity id,
+ * keyring kr — both borrowed and kept alive by the caller until gossip_close has completed), with its name,
+ * meta and starting incarnation. Returns 0 and *out, or a negative code with a message in err ("gossip port
+ * 7946 is in use: pass --gossip HOST:PORT"). */
+int gossip_start(struct gossip **out, uv_loop_t *loop, const struct gossip_config *cfg, const struct identity *id,
+                 struct keyring *kr, const char *name, const struct gossip_meta *meta,
+                 const struct gossip_callbacks *cb, void *user, char *err, size_t errlen);
+/* gossip_join starts joining through seed gossip addresses (host:port, numeric); push-pulls with each. */
+void gossip_join(struct gossip *g, const char *const *addrs, int n);
+/* gossip_set_meta re-announces this node's meta (raises its incarnation). */
+void gossip_set_meta(struct gossip *g, const struct gossip_meta *meta);
+/* gossip_publish_load hands over this node's current load (copied); it goes to every alive gateway at most
+ * every load_min_interval_ms when it changed, and every load_max_interval_ms anyway. */
+void gossip_publish_load(struct gossip *g, const struct gossip_load *l);
+/* gossip_leave announces a graceful leave; done_cb runs once it has been disseminated (or after 2 s). */
+void gossip_leave(struct gossip *g, void (*done_cb)(void *arg), void *arg);
+/* gossip_close stops everything; closed_cb (may be NULL) runs when no handle of g is left on the loop, and g
+ * is freed after it. */
+void gossip_close(struct gossip *g, void (*closed_cb)(void *arg), void *arg);
+
+/* Read access for the API and the agent. */
+const struct swim *gossip_swim(const struct gossip *g);
+const struct gossip_counters *gossip_counters(const struct gossip *g);
+const char *gossip_advertise(const struct gossip *g);
+int gossip_port(const struct gossip *g);
+
+/* gossip_fetch_keyring joins with an invite: it connects to the token's seeds in turn (blocking, at most
+ * timeout_ms each — call it before the loop runs), proves the token, and receives the cluster keyring into
+ * *kr. Returns 0, -EACCES (refused: expired or not for this cluster) or -EHOSTUNREACH with a message. */
+int gossip_fetch_keyring(const char *token, const struct identity *id, struct keyring *kr, uint32_t timeout_ms,
+                         char *err, size_t errlen);
+
+#endif
