@@ -273,14 +273,15 @@ static void banner(struct dev *d) {
            "  members    infermesh members --agent http://%s:%d\n",
            d->nnodes, d->host, d->port, d->host, d->port + d->nnodes - 1, d->gossip_port,
            d->gossip_port + d->nnodes - 1, d->tmpdir, d->host, d->port);
-  printf("\ninfermesh dev: mesh ready\n"
+  printf("%s"
          "  endpoint   http://%s:%d/v1   (OpenAI-compatible; any API key)\n"
          "  engines    %d simulated per node, model %s\n"
          "  try        curl -s http://%s:%d/v1/chat/completions -H 'Content-Type: application/json' \\\n"
          "               -d '{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'\n"
          "             infermesh targets --agent http://%s:%d\n"
          "  Ctrl-C stops everything.\n\n",
-         d->host, d->port, d->nengines, model, d->host, d->port, model, d->host, d->port);
+         d->nnodes > 1 ? "" : "\ninfermesh dev: mesh ready\n", d->host, d->port, d->nengines, model, d->host, d->port,
+         model, d->host, d->port);
   fflush(stdout);
 }
 

@@ -190,3 +190,33 @@ def test_dev_port_0_either_works_or_is_refused(procs):
     else:
         assert res != 0
         assert post_json(res, "/v1/chat/completions", chat_body(max_tokens=1)).status == 200
+
+
+@pytest.mark.timeout(60)
+def test_dev_nodes_is_a_mesh(procs):
+    """`dev --nodes 3`: three agents that find each other; a request to any node may be served by another."""
+    port, gport = free_port(), free_port()
+    while abs(port - gport) < 3:
+        gport = free_port()
+    dev = procs.infermesh("dev", "dev", "--nodes", "3", "--port", str(port), "--gossip-port", str(gport),
+                          "--speed", "0")
+    out = wait_for(lambda: dev.alive() and "curl" in dev.stdout() and dev.stdout(), timeout=30,
+                   what="the dev banner")
+    assert "3-node mesh ready" in out
+    tmp = re.search(r"data in (\S+)", out).group(1)
+    assert os.path.isdir(tmp)
+    members = http_get(port + 2, "/v1/cluster/members").json()["members"]
+    assert sorted(m["name"] for m in members if m["state"] == "alive") == ["node-0", "node-1", "node-2"]
+    wait_for(lambda: len([t for t in agent_targets(port) if t["healthy"]]) == 3, timeout=10,
+             what="node-0 routes to all three engines")
+    served = set()
+    for i in range(30):
+        r = post_json(port, "/v1/chat/completions", chat_body(f"m{i}", max_tokens=1))
+        assert r.status == 200, r
+        served.add(r.headers["x-infermesh-node"])
+    assert served - {"node-0"}, served  # some went to another node's engine
+    kids = descendants(dev.pid)
+    dev.signal(signal.SIGINT)
+    assert dev.wait(timeout=20) == 0
+    wait_for(lambda: not live(kids), timeout=5, what="dev's children to be gone")
+    assert not os.path.exists(tmp), "dev left its temporary data dirs behind"
