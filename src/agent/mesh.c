@@ -17,7 +17,7 @@
 #include "core/log.h"
 #include "proto/gossip_codec.h"
 
-#define PUBLISH_MS 100
+#define PUBLISH_MS 50 /* how often this node's store is checked for load or meta changes */
 #define MAX_NODES 1024
 
 /* What this node knows of another node beyond SWIM's facts. */

@@ -266,9 +266,11 @@ static void arm(struct gossip *g) {
 
 /* ---- load push ---- */
 
-static void load_timer_cb(uv_timer_t *t) {
-  struct gossip *g = t->data;
-  uint64_t now = now_ms();
+static void load_send(struct gossip *g, uint64_t now);
+
+static void load_timer_cb(uv_timer_t *t) { load_send(t->data, now_ms()); }
+
+static void load_send(struct gossip *g, uint64_t now) {
   if (!g->have_load) return;
   if (!g->load_changed && now - g->load_sent_ms < g->cfg.load_max_interval_ms) return;
   g->load.seq = ++g->load_seq;
@@ -297,6 +299,9 @@ void gossip_publish_load(struct gossip *g, const struct gossip_load *l) {
   g->load_signal_ms = now_ms() - l->age_ms;
   g->load = *l;
   g->have_load = true;
+  /* A change goes out now unless one went out less than load_min_interval_ms ago (the timer sends it then). */
+  uint64_t now = now_ms();
+  if (g->load_changed && now - g->load_sent_ms >= g->cfg.load_min_interval_ms) load_send(g, now);
 }
 
 /* ---- lifecycle ---- */
