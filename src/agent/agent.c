@@ -282,7 +282,7 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     str_copy(a->api_addr, sizeof a->api_addr, a->listen);
   }
   char err[512];
-  struct mesh_env menv = {a->loop, cfg, &a->store, &a->router, a->pools, cfg->nruntimes, a->api_addr};
+  struct mesh_env menv = {a->loop, cfg, &a->store, &a->router, a->pools, cfg->nruntimes, a->api_addr, &a->gpu};
   if ((rc = mesh_start(&a->mesh, &menv, err, sizeof err)) != 0) {
     log_error("cannot join the mesh", "err=\"%s\"", err);
     fprintf(stderr, "infermesh agent: %s\n", err);

@@ -203,6 +203,10 @@ static void build_meta(struct mesh *m, struct gossip_meta *meta) {
   str_copy(meta->zone, sizeof meta->zone, cfg->cluster.zone);
   str_copy(meta->api_addr, sizeof meta->api_addr, m->env.api_addr);
   meta->draining = m->draining;
+  if (m->env.gpu) {
+    meta->gpus = (uint32_t)m->env.gpu->ngpus;
+    for (int i = 0; i < m->env.gpu->ngpus; i++) meta->gpus_degraded += m->env.gpu->gpus[i].health == GPU_HEALTH_DEGRADED;
+  }
   char labels[256];
   str_copy(labels, sizeof labels, cfg->cluster.labels);
   for (char *p = labels, *next; p && *p && meta->nlabels < GOSSIP_META_LABELS; p = next) {
@@ -420,7 +424,8 @@ static void meta_json(struct buf *b, const struct gossip_meta *meta) {
   buf_json_str(b, slice_cstr(meta->zone));
   buf_puts(b, ",\"api\":");
   buf_json_str(b, slice_cstr(meta->api_addr));
-  buf_printf(b, ",\"draining\":%s,\"labels\":{", meta->draining ? "true" : "false");
+  buf_printf(b, ",\"draining\":%s,\"gpus\":%u,\"gpus_degraded\":%u,\"labels\":{", meta->draining ? "true" : "false",
+             meta->gpus, meta->gpus_degraded);
   for (int i = 0; i < meta->nlabels; i++) {
     if (i) buf_puts(b, ",");
     buf_json_str(b, slice_cstr(meta->label_key[i]));

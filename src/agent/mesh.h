@@ -7,6 +7,7 @@
 #include <uv.h>
 
 #include "agent/config.h"
+#include "agent/gpu_poll.h"
 #include "core/buf.h"
 #include "net/http_client.h"
 #include "route/router.h"
@@ -24,6 +25,7 @@ struct mesh_env {
   struct http_pool *pools;
   int nlocal;           /* store targets [0, nlocal) are this node's own runtimes */
   const char *api_addr; /* host:port of this agent's HTTP listener, as other nodes should dial it */
+  const struct gpu_poll *gpu; /* this node's GPU telemetry (its health travels in the meta) */
 };
 
 /* mesh_start reads the data dir: with a cluster key (or an invite token among cfg->cluster.join, which

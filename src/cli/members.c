@@ -57,22 +57,27 @@ static void print_members(json_t *j, bool all) {
   size_t i;
   json_t *m;
   int shown = 0, hidden = 0;
-  printf("%-16s %-12s %-22s %-20s %-8s %5s %-9s %s\n", "NAME", "ID", "ADDRESS", "ROLES", "STATE", "INC", "LOAD_AGE",
-         "MODELS");
+  printf("%-16s %-12s %-22s %-20s %-8s %5s %-14s %-9s %s\n", "NAME", "ID", "ADDRESS", "ROLES", "STATE", "INC", "GPUS",
+         "LOAD_AGE", "MODELS");
   json_array_foreach(json_object_get(j, "members"), i, m) {
     const char *state = str(m, "state");
     if (!all && (strcmp(state, "dead") == 0 || strcmp(state, "left") == 0)) {
       hidden++;
       continue;
     }
-    char roles[64], models[256], age[24] = "-", st[24];
+    char roles[64], models[256], age[24] = "-", st[24], gpus[32] = "-";
+    double ng = json_number_value(json_object_get(m, "gpus")), nd = json_number_value(json_object_get(m, "gpus_degraded"));
+    if (ng > 0 && nd > 0)
+      snprintf(gpus, sizeof gpus, "%.0f (%.0f degraded)", ng, nd);
+    else if (ng > 0)
+      snprintf(gpus, sizeof gpus, "%.0f ok", ng);
     join_array(json_object_get(m, "roles"), NULL, roles, sizeof roles);
     join_array(json_object_get(m, "models"), "name", models, sizeof models);
     json_t *a = json_object_get(m, "load_age_ms");
     if (json_is_number(a)) snprintf(age, sizeof age, "%.0f ms", json_number_value(a));
     snprintf(st, sizeof st, "%s%s", state, json_is_true(json_object_get(m, "draining")) ? "+drain" : "");
-    printf("%-16s %-12s %-22s %-20s %-8s %5.0f %-9s %s%s\n", str(m, "name"), str(m, "id_short"), str(m, "addr"),
-           roles, st, json_number_value(json_object_get(m, "incarnation")), age, models,
+    printf("%-16s %-12s %-22s %-20s %-8s %5.0f %-14s %-9s %s%s\n", str(m, "name"), str(m, "id_short"),
+           str(m, "addr"), roles, st, json_number_value(json_object_get(m, "incarnation")), gpus, age, models,
            json_is_true(json_object_get(m, "self")) ? "  (this node)" : "");
     shown++;
   }

@@ -230,6 +230,8 @@ static int meta_from_pb(const Infermesh__Gossip__NodeMeta *pm, struct gossip_met
     return -EINVAL;
   m->roles = pm->roles;
   m->draining = pm->draining != 0;
+  m->gpus = pm->gpus;
+  m->gpus_degraded = pm->gpus_degraded;
   for (size_t i = 0; i < pm->n_labels; i++) {
     const Infermesh__Gossip__Label *l = pm->labels[i];
     if (!l || get_text(&l->key, m->label_key[i], sizeof m->label_key[i]) ||
@@ -420,6 +422,8 @@ int gossip_encode_meta(const struct gossip_meta *m, uint8_t *out, size_t cap) {
     return -EINVAL;
   pm.roles = m->roles;
   pm.draining = m->draining;
+  pm.gpus = m->gpus;
+  pm.gpus_degraded = m->gpus_degraded;
   for (int i = 0; i < m->nlabels; i++) {
     infermesh__gossip__label__init(&labels[i]);
     if (put_text(m->label_key[i], sizeof m->label_key[i], &labels[i].key) ||

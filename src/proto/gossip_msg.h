@@ -84,6 +84,7 @@ struct gossip_meta {
   char label_value[GOSSIP_META_LABELS][64];
   int nmodels;
   struct gossip_model models[GOSSIP_META_MODELS];
+  uint32_t gpus, gpus_degraded; /* GPU telemetry of the node (0 = none seen) */
 };
 
 /* --- load push: a node's live per-target load, sent straight to every gateway (not piggybacked) --- */

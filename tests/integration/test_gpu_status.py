@@ -91,3 +91,35 @@ def test_runtime_on_a_degraded_gpu_gets_no_traffic_while_another_is_free(procs, 
               for _ in range(20)]
     assert served == ["on-gpu0"] * 20
     assert "target GPU degraded" in agent.proc.stderr()
+
+
+@pytest.mark.timeout(60)
+def test_gpu_health_travels_to_other_members(procs, tmp_path):
+    """A node's GPU health is part of its membership: another node's `infermesh members` shows it."""
+    if not FAKE_NVML.exists():
+        pytest.skip(f"fake NVML not built at {FAKE_NVML}")
+    from conftest import free_port
+    r = subprocess.run([BIN, "init", "--data-dir", str(tmp_path / "g")], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "w").mkdir(mode=0o700)
+    for f in ("cluster.key", "cluster.id"):
+        (tmp_path / "w" / f).write_bytes((tmp_path / "g" / f).read_bytes())
+        (tmp_path / "w" / f).chmod(0o600)
+    gport = free_port()
+    gpu_node = procs.agent([], "--name", "gpunode", "--data-dir", str(tmp_path / "g"), "--gossip",
+                           f"127.0.0.1:{gport}", env=_env(FAKE_NVML), wait_healthy=False, name="gpunode")
+    watcher = procs.agent([], "--name", "watcher", "--data-dir", str(tmp_path / "w"), "--gossip",
+                          f"127.0.0.1:{free_port()}", "--join", f"127.0.0.1:{gport}", env=_env(None),
+                          wait_healthy=False, name="watcher")
+
+    def seen():
+        ms = http_get(watcher.port, "/v1/cluster/members").json()["members"]
+        m = [x for x in ms if x["name"] == "gpunode"]
+        return m and m[0]["gpus"] == 2 and m[0]
+    m = wait_for(seen, timeout=20, what="watcher to see gpunode's GPUs")
+    assert m["gpus_degraded"] == 1
+    out = subprocess.run([BIN, "members", "--agent", f"http://127.0.0.1:{watcher.port}"], capture_output=True,
+                         text=True, timeout=20)
+    line = [x for x in out.stdout.splitlines() if x.startswith("gpunode ")][0]
+    assert "2 (1 degraded)" in line, out.stdout
+    assert gpu_node.proc.alive()

@@ -126,6 +126,8 @@ static void assert_meta_equal(const struct gossip_meta *a, const struct gossip_m
   assert_string_equal(a->zone, b->zone);
   assert_string_equal(a->api_addr, b->api_addr);
   assert_int_equal(a->draining, b->draining);
+  assert_int_equal(a->gpus, b->gpus);
+  assert_int_equal(a->gpus_degraded, b->gpus_degraded);
   assert_int_equal(a->nlabels, b->nlabels);
   for (int i = 0; i < a->nlabels; i++) {
     assert_string_equal(a->label_key[i], b->label_key[i]);
@@ -259,6 +261,8 @@ static void make_meta(struct gossip_meta *m) {
   str_copy(m->zone, sizeof m->zone, "eu-west-1a");
   str_copy(m->api_addr, sizeof m->api_addr, "10.1.2.3:8080");
   m->draining = true;
+  m->gpus = 8;
+  m->gpus_degraded = 3;
   m->nlabels = GOSSIP_META_LABELS;
   for (int i = 0; i < m->nlabels; i++) {
     snprintf(m->label_key[i], sizeof m->label_key[i], "k%d", i);
