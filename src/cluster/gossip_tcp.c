@@ -15,6 +15,7 @@
 #include "proto/gossip_codec.h"
 
 #define MAX_OUTGOING 8
+#define MAX_INCOMING 64 /* beyond this, new connections are closed at once (nobody legitimate needs more) */
 
 struct xconn {
   uv_tcp_t tcp;
@@ -41,7 +42,7 @@ struct gossip_tcp {
   void (*closed_cb)(void *);
   void *arg;
   struct xconn *conns;
-  int noutgoing;
+  int noutgoing, nincoming;
   bool closing;
 };
 
@@ -76,6 +77,7 @@ static void conn_handle_closed_cb(uv_handle_t *h) {
   else x->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   if (c->outgoing) x->noutgoing--;
+  else x->nincoming--;
   free(c->rbuf);
   free(c->wbuf);
   free(c);
@@ -110,6 +112,7 @@ static struct xconn *conn_new(struct gossip_tcp *x, bool outgoing) {
   if (x->conns) x->conns->prev = c;
   x->conns = c;
   if (outgoing) x->noutgoing++;
+  else x->nincoming++;
   uv_timer_start(&c->timer, timeout_cb, x->timeout_ms, 0);
   return c;
 }
@@ -276,7 +279,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b) {
 
 void gossip_tcp_accept(struct gossip_tcp *x, uv_stream_t *server) {
   struct xconn *c = conn_new(x, false);
-  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+  if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || x->nincoming > MAX_INCOMING) {
     conn_close(c);
     return;
   }
