@@ -41,17 +41,17 @@ static void test_defaults(void **state) {
 static void test_yaml_then_flags_then_env(void **state) {
   struct agent_config c;
   char err[256];
-  write_yaml("node: {name: gpu-a, roles: [gpu]}\n"
+  write_yaml("node: {name: gpu-a, colour: blue}\n"
              "listen: 127.0.0.1:9000\n"
              "runtimes:\n"
              "  - {kind: vllm, url: \"http://127.0.0.1:8000\", exec: \"vllm serve m\"}\n"
              "  - {url: \"http://127.0.0.1:8001\", name: second}\n"
              "limits: {max_body_bytes: 1234}\n"
              "scrape_interval_ms: 300\n");
-  /* roles is not known yet: an unknown key is an error, not silently ignored */
+  /* an unknown key is an error, not silently ignored */
   char *argv0[] = {"--config", path};
   assert_int_equal(load(&c, argv0, 2, err), -EINVAL);
-  assert_non_null(strstr(err, "node.roles"));
+  assert_non_null(strstr(err, "node.colour"));
 
   write_yaml("node: {name: gpu-a}\n"
              "listen: 127.0.0.1:9000\n"
@@ -113,12 +113,47 @@ static void test_env_targets_comma_separated(void **state) {
   assert_string_equal(c.runtimes[0].name, "");
 }
 
+/* Mesh settings: lists and mappings in YAML, repeatable flags, comma lists in the environment. */
+static void test_cluster_settings(void **state) {
+  struct agent_config c;
+  char err[256];
+  write_yaml("node: {name: gpu-a, roles: [gpu, server], zone: eu-1, labels: {rack: r4, row: \"7\"}}\n"
+             "data_dir: /tmp/im-x\n"
+             "cluster: {gossip: 10.0.0.1:7946, join: [10.0.0.2:7946, 10.0.0.3:7946], probe_interval_ms: 250}\n");
+  char *argv[] = {"--config", path, "--label", "gpu=h100"};
+  assert_int_equal(load(&c, argv, 4, err), 0);
+  assert_string_equal(c.cluster.roles, "gpu,server");
+  assert_string_equal(c.cluster.zone, "eu-1");
+  assert_string_equal(c.cluster.labels, "rack=r4,row=7,gpu=h100");
+  assert_string_equal(c.cluster.data_dir, "/tmp/im-x");
+  assert_string_equal(c.cluster.gossip, "10.0.0.1:7946");
+  assert_int_equal(c.cluster.njoin, 2);
+  assert_string_equal(c.cluster.join[1], "10.0.0.3:7946");
+  assert_int_equal(c.cluster.probe_interval_ms, 250);
+  /* flags replace the file's join list; the environment replaces both */
+  char *argv2[] = {"--config", path, "--join", "10.0.0.9:7946"};
+  assert_int_equal(load(&c, argv2, 4, err), 0);
+  assert_int_equal(c.cluster.njoin, 1);
+  assert_string_equal(c.cluster.join[0], "10.0.0.9:7946");
+  setenv("INFERMESH_JOIN", "10.0.0.5:1,10.0.0.6:2", 1);
+  assert_int_equal(load(&c, argv2, 4, err), 0);
+  unsetenv("INFERMESH_JOIN");
+  assert_int_equal(c.cluster.njoin, 2);
+  assert_string_equal(c.cluster.join[1], "10.0.0.6:2");
+  char *bad[] = {"--label", "novalue"};
+  assert_int_equal(load(&c, bad, 2, err), -EINVAL);
+  assert_non_null(strstr(err, "KEY=VALUE"));
+  config_defaults(&c);
+  assert_string_equal(c.cluster.gossip, "127.0.0.1:7946");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_defaults),
       cmocka_unit_test(test_yaml_then_flags_then_env),
       cmocka_unit_test(test_errors_name_the_problem),
       cmocka_unit_test(test_env_targets_comma_separated),
+      cmocka_unit_test(test_cluster_settings),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
