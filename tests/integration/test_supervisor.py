@@ -195,7 +195,8 @@ def test_agent_sigterm_stops_the_runtime_and_its_group(procs, tmp_path):
 def test_runtime_that_ignores_sigterm_is_killed_after_the_grace(procs, tmp_path):
     ep = free_port()
     a = Supervised(procs, tmp_path, 'trap "" TERM; exec sleep 1000', ep, "--runtime-stop-grace-ms", "1000")
-    wait_for(lambda: len(group_members(a.child_pids()[-1])) == 2, timeout=10, what="helper and sleep running")
+    wait_for(lambda: a.child_pids() and len(group_members(a.child_pids()[-1])) == 2, timeout=10,
+             what="helper and sleep running")
     pid = a.child_pids()[-1]
     t0 = time.monotonic()
     a.proc.signal(signal.SIGTERM)
