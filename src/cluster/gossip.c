@@ -38,6 +38,9 @@ struct gossip {
   uv_timer_t timer;      /* SWIM's next deadline */
   uv_timer_t load_timer; /* load push pacing */
   uv_timer_t leave_timer;
+  uv_timer_t seed_timer; /* re-contacts the join seeds, so that a partition longer than the tombstones heals */
+  char seeds[8][GOSSIP_ADDR_MAX];
+  int nseeds, next_seed;
   char advertise[GOSSIP_ADDR_MAX];
   int port;
   struct gossip_counters counters;
@@ -166,7 +169,9 @@ static void send_pkt(struct gossip *g, const char *addr) {
 static void swim_send_cb(void *user, const char *addr, const struct gossip_msg *m) {
   struct gossip *g = user;
   g->pkt.kind = GOSSIP_PKT_SWIM;
-  g->pkt.u.swim = *m;
+  /* Only the header and the updates in use: a full struct gossip_msg is ~16 KB. */
+  int n = m->nupdates < 0 ? 0 : m->nupdates > GOSSIP_MAX_UPDATES ? GOSSIP_MAX_UPDATES : m->nupdates;
+  memcpy(&g->pkt.u.swim, m, offsetof(struct gossip_msg, updates) + (size_t)n * sizeof m->updates[0]);
   send_pkt(g, addr);
 }
 
@@ -359,8 +364,9 @@ int gossip_start(struct gossip **out, uv_loop_t *loop, const struct gossip_confi
   uv_timer_init(loop, &g->timer);
   uv_timer_init(loop, &g->load_timer);
   uv_timer_init(loop, &g->leave_timer);
-  g->udp.data = g->tcp.data = g->timer.data = g->load_timer.data = g->leave_timer.data = g;
-  g->open_handles = 5;
+  uv_timer_init(loop, &g->seed_timer);
+  g->udp.data = g->tcp.data = g->timer.data = g->load_timer.data = g->leave_timer.data = g->seed_timer.data = g;
+  g->open_handles = 6;
   /* TCP first (binding port 0 picks one) so that UDP can take the same number. */
   if ((rc = uv_tcp_bind(&g->tcp, (const struct sockaddr *)&sa, 0)) == 0) {
     struct sockaddr_storage bound;
@@ -381,6 +387,7 @@ int gossip_start(struct gossip **out, uv_loop_t *loop, const struct gossip_confi
     uv_close((uv_handle_t *)&g->timer, handle_closed_cb);
     uv_close((uv_handle_t *)&g->load_timer, handle_closed_cb);
     uv_close((uv_handle_t *)&g->leave_timer, handle_closed_cb);
+    uv_close((uv_handle_t *)&g->seed_timer, handle_closed_cb);
     return rc == UV_EADDRINUSE ? -EADDRINUSE : -EIO;
   }
   /* Large socket buffers: a burst of gossip at N=64 must not overflow the default receive queue. */
@@ -414,7 +421,19 @@ int gossip_start(struct gossip **out, uv_loop_t *loop, const struct gossip_confi
   return 0;
 }
 
+/* Every push-pull interval, one seed (in turn) gets a push-pull: SWIM forgets dead members after
+ * dead_reclaim_ms, after which only the seeds can bring two sides of a long partition back together. */
+static void seed_timer_cb(uv_timer_t *t) {
+  struct gossip *g = t->data;
+  if (!g->nseeds) return;
+  const char *addr = g->seeds[g->next_seed++ % g->nseeds];
+  if (strcmp(addr, g->advertise) != 0) gossip_tcp_push_pull(g->tcpx, addr, false);
+}
+
 void gossip_join(struct gossip *g, const char *const *addrs, int n) {
+  for (int i = 0; i < n && g->nseeds < 8; i++) str_copy(g->seeds[g->nseeds++], sizeof g->seeds[0], addrs[i]);
+  uint64_t every = g->cfg.swim.push_pull_interval_ms ? g->cfg.swim.push_pull_interval_ms : 30000;
+  uv_timer_start(&g->seed_timer, seed_timer_cb, every, every);
   swim_join(g->swim, addrs, n, now_ms());
   for (int i = 0; i < n; i++) gossip_tcp_push_pull(g->tcpx, addrs[i], true);
   arm(g);
@@ -459,6 +478,7 @@ void gossip_close(struct gossip *g, void (*closed_cb)(void *arg), void *arg) {
   uv_close((uv_handle_t *)&g->timer, handle_closed_cb);
   uv_close((uv_handle_t *)&g->load_timer, handle_closed_cb);
   uv_close((uv_handle_t *)&g->leave_timer, handle_closed_cb);
+  uv_close((uv_handle_t *)&g->seed_timer, handle_closed_cb);
   gossip_tcp_close(g->tcpx);
 }
 

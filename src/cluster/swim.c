@@ -11,28 +11,38 @@
 #include "cluster/swim_int.h"
 #include "core/alloc.h"
 #include "core/slice.h"
+#include "proto/gossip_codec.h"
 
 /* A member declared dead still gets gossip for this many probe intervals (memberlist's GossipToTheDeadTime,
  * 30 s at its 1 s interval), so a node wrongly declared dead hears about it and refutes. */
 #define GOSSIP_TO_DEAD_INTERVALS 30
 
+/* The defaults were tuned on the simulated network of tests/unit/test_swim.c (SWIM_SIM_REPORT=1): N=64, loss
+ * 0 or 10%, one-way delay 1 or 50 ms, 200 failures each. With these, a dead member is known DEAD everywhere
+ * after 1.5-1.9 s on average, p99 2.5-3.0 s, and no live member was ever declared dead (5 simulated minutes
+ * at 10% and at 20% loss with 50 ms delay; suspicions there are many, all refuted). */
 void swim_config_default(struct swim_config *c) {
   memset(c, 0, sizeof *c);
-  /* 200 ms: one member probed per interval; at N=64 a dead node is first probed by someone ~200 ms after it
-   * died on average (63 probers each reaching it once per round). */
-  c->probe_interval_ms = 200;
-  /* 150 ms: a LAN round trip is < 1 ms; 150 ms still covers a 50 ms one-way delay with room to spare, and
-   * Lifeguard stretches it (and the interval) by 1 + awareness when this node itself is slow. */
-  c->probe_timeout_ms = 150;
-  /* 3 helpers: with 10% loss a 4-hop indirect path fails ~34% of the time, three of them ~4%. Also K, the
-   * confirmations that bring a suspicion down to its minimum timeout. */
+  /* 250 ms: the time to the first probe of a dead member is ~exponential with a mean of one interval (N-1
+   * probers), the tail of detection. 320 ms (so that a relayed probe completes even at 50 ms one-way) put
+   * p99 at ~3.4 s; 200 ms (with a 150 ms timeout) churned more under loss at 50 ms (p99 4.4 s). */
+  c->probe_interval_ms = 250;
+  /* 120 ms: a 100 ms round trip (50 ms one-way) plus margin, so a slow-but-fine link still answers direct
+   * probes; 130 ms remain for a relayed probe (a LAN needs ~1 ms). Lifeguard stretches both by 1 + awareness
+   * when this node is the slow one. */
+  c->probe_timeout_ms = 120;
+  /* 3 helpers: one 4-hop relayed path fails ~34% of the time at 10% loss, three ~4%. Also K, the number of
+   * independent suspicions that bring the suspicion timeout down to its minimum. */
   c->indirect_checks = 3;
-  /* min suspicion = 4 * log10(N) * interval (1.45 s at N=64): time for the suspect to hear and refute. */
-  c->suspicion_mult = 4;
-  /* max = 6 * min: an unconfirmed (lone) suspicion waits long, so one flaky observer cannot kill a node. */
-  c->suspicion_max_mult = 6;
-  /* 4 * ceil(log10(N+1)) transmissions per update per node (8 at N=64): with fanout 3 every 50 ms an update
-   * reaches everyone in a few rounds even at 10% loss. */
+  /* min suspicion = 2 * log10(N) * interval (0.9 s at N=64), reached once K others confirmed, which takes a
+   * few probe intervals anyway; max = 4 * min (3.6 s) for a lone suspicion (one observer's bad link), time
+   * enough for the suspect to hear of it and refute (and stragglers are corrected on contact, see
+   * swim_fact_outdated). With 4 and 6 detection is ~0.4 s slower on average and no safer in the simulation.
+   */
+  c->suspicion_mult = 2;
+  c->suspicion_max_mult = 4;
+  /* 4 * ceil(log10(N + 1)) transmissions per update per node (8 at N=64), with fanout 3 every 50 ms: an
+   * update reaches all 64 nodes in ~4 rounds even at 10% loss. */
   c->retransmit_mult = 4;
   c->gossip_interval_ms = 50;
   c->gossip_nodes = 3;
@@ -66,7 +76,9 @@ static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 static const uint8_t *self_id(const struct swim *s) { return s->self->pub.u.id; }
 
 /* scaled stretches a duration by Lifeguard's local health: ms * (1 + awareness). */
-static uint64_t scaled(const struct swim *s, uint32_t ms) { return (uint64_t)ms * (uint64_t)(1 + s->awareness); }
+static uint64_t scaled(const struct swim *s, uint32_t ms) {
+  return (uint64_t)ms * (uint64_t)(1 + s->awareness);
+}
 
 static void awareness_add(struct swim *s, int delta) {
   int a = s->awareness + delta;
@@ -83,9 +95,16 @@ static void note_scan(struct swim *s, uint64_t at) {
   if (at < s->next_scan_at) s->next_scan_at = at;
 }
 
-/* Events are about other members only; this node's own changes are the caller's doing. */
+/* Events are about other members only; this node's own changes are the caller's doing. A member known only
+ * as a tombstone was never announced: its coming back is a JOIN, and its reclaim says nothing. */
 static void emit(struct swim *s, struct member *m, enum swim_event ev) {
-  if (!m->pub.is_self && s->cb.event) s->cb.event(s->user, &m->pub, ev);
+  if (m->pub.is_self || !s->cb.event) return;
+  if (!m->announced) {
+    if (ev == SWIM_EV_DEAD || ev == SWIM_EV_LEFT || ev == SWIM_EV_FORGOTTEN) return;
+    ev = SWIM_EV_JOIN;
+  }
+  m->announced = true;
+  s->cb.event(s->user, &m->pub, ev);
 }
 
 /* --- the member table: sorted by id, plus the probe order --- */
@@ -99,8 +118,10 @@ static int search(const struct swim *s, const uint8_t *id, bool *found) {
       *found = true;
       return mid;
     }
-    if (c < 0) lo = mid + 1;
-    else hi = mid;
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   *found = false;
   return lo;
@@ -149,8 +170,10 @@ static struct member *member_add(struct swim *s, const struct gossip_update *u, 
   memmove(&s->members[at + 1], &s->members[at], (size_t)(s->nmembers - at) * sizeof *s->members);
   s->members[at] = m;
   s->nmembers++;
-  if (is_live(m)) s->nalive++;
-  else note_scan(s, now + s->cfg.dead_reclaim_ms);
+  if (is_live(m))
+    s->nalive++;
+  else
+    note_scan(s, now + s->cfg.dead_reclaim_ms);
   /* Into the probe order at a random place (as memberlist does), so a newcomer is neither always next nor
    * always last; the member it displaces goes to the end. */
   uint32_t j = rng_below(&s->rng, (uint32_t)s->norder + 1);
@@ -256,7 +279,8 @@ static void suspicion_start(struct swim *s, struct member *m, const uint8_t *fro
   m->nconfirm = 0;
   memcpy(m->pub.u.from, from, GOSSIP_ID_LEN);
   m->susp_deadline = now + suspicion_timeout(s, m);
-  note_scan(s, m->susp_deadline);
+  m->susp_regossip_at = now + m->susp_min;
+  note_scan(s, min_u64(m->susp_deadline, m->susp_regossip_at));
 }
 
 /* suspicion_confirm counts an independent suspicion (a distinct `from`, not the first suspecter) and pulls
@@ -284,8 +308,8 @@ static void make_suspect(struct swim *s, struct member *m, uint64_t inc, const u
 }
 
 /* make_final turns a live member DEAD or LEFT at incarnation inc, declared by `from`. */
-static void make_final(struct swim *s, struct member *m, enum gossip_state st, uint64_t inc, const uint8_t *from,
-                       uint64_t now) {
+static void make_final(struct swim *s, struct member *m, enum gossip_state st, uint64_t inc,
+                       const uint8_t *from, uint64_t now) {
   m->pub.u.incarnation = inc;
   memcpy(m->pub.u.from, from, GOSSIP_ID_LEN);
   set_state(s, m, st, now);
@@ -316,7 +340,7 @@ static void apply_self(struct swim *s, const struct gossip_update *u) {
   if (u->state == GOSSIP_ALIVE) {
     if (u->incarnation == me->incarnation && strcmp(u->addr, me->addr) == 0 && u->meta_len == me->meta_len &&
         memcmp(u->meta, me->meta, u->meta_len) == 0)
-      return; /* our own fact coming back */
+      return;                         /* our own fact coming back */
     refute(s, u->incarnation, false); /* a fact from a former life of ours (a restart): outbid it */
     return;
   }
@@ -336,8 +360,8 @@ static void apply_alive(struct swim *s, struct member *m, const struct gossip_up
   /* Older or equal incarnation: stale, or the fact we have. Equal with another addr is a conflict (two
    * processes claiming one id): ignored, the incumbent stays. */
   if (u->incarnation <= f->incarnation) return;
-  bool changed = strcmp(f->name, u->name) != 0 || strcmp(f->addr, u->addr) != 0 || f->meta_len != u->meta_len ||
-                 memcmp(f->meta, u->meta, u->meta_len) != 0;
+  bool changed = strcmp(f->name, u->name) != 0 || strcmp(f->addr, u->addr) != 0 ||
+                 f->meta_len != u->meta_len || memcmp(f->meta, u->meta, u->meta_len) != 0;
   enum gossip_state was = f->state;
   str_copy(f->name, sizeof f->name, u->name);
   str_copy(f->addr, sizeof f->addr, u->addr);
@@ -347,12 +371,14 @@ static void apply_alive(struct swim *s, struct member *m, const struct gossip_up
   memcpy(f->from, u->id, GOSSIP_ID_LEN);
   set_state(s, m, GOSSIP_ALIVE, now);
   swim_queue_push(s, m, u->id);
-  if (was != GOSSIP_ALIVE) emit(s, m, SWIM_EV_ALIVE);
-  else if (changed) emit(s, m, SWIM_EV_UPDATE);
+  if (was != GOSSIP_ALIVE)
+    emit(s, m, SWIM_EV_ALIVE);
+  else if (changed)
+    emit(s, m, SWIM_EV_UPDATE);
 }
 
-static void apply_suspect(struct swim *s, struct member *m, const struct gossip_update *u, const uint8_t *from,
-                          bool create, uint64_t now) {
+static void apply_suspect(struct swim *s, struct member *m, const struct gossip_update *u,
+                          const uint8_t *from, bool create, uint64_t now) {
   if (!m) {
     if (!create || !u->addr[0]) return;
     m = member_add(s, u, GOSSIP_ALIVE, now);
@@ -364,8 +390,10 @@ static void apply_suspect(struct swim *s, struct member *m, const struct gossip_
   const struct gossip_update *f = &m->pub.u;
   if (!is_live(m) || u->incarnation < f->incarnation) return;
   /* A newer incarnation means the old suspicion was refuted and this is a new one: start over. */
-  if (f->state == GOSSIP_ALIVE || u->incarnation > f->incarnation) make_suspect(s, m, u->incarnation, from, now);
-  else if (suspicion_confirm(s, m, from)) swim_queue_push(s, m, from);
+  if (f->state == GOSSIP_ALIVE || u->incarnation > f->incarnation)
+    make_suspect(s, m, u->incarnation, from, now);
+  else if (suspicion_confirm(s, m, from))
+    swim_queue_push(s, m, from);
 }
 
 static void apply_final(struct swim *s, struct member *m, const struct gossip_update *u, uint64_t now) {
@@ -470,6 +498,14 @@ static void probe_start(struct swim *s, uint64_t now) {
   msg_send(s, t->pub.u.addr, false);
 }
 
+/* nack_settle closes the nack round: Lifeguard counts +1 for every helper that did not even nack (our
+ * messages are not getting through, or we are too slow to see the answers). */
+static void nack_settle(struct swim *s) {
+  struct nack_round *r = &s->nr;
+  if (r->active && r->failed) awareness_add(s, r->expected - r->got);
+  r->active = false;
+}
+
 /* probe_indirect: the direct ack is late; ask k random alive members to probe the target for us. */
 static void probe_indirect(struct swim *s, uint64_t now) {
   struct probe *p = &s->probe;
@@ -478,9 +514,18 @@ static void probe_indirect(struct swim *s, uint64_t now) {
   int k = s->cfg.indirect_checks < 0 ? 0 : s->cfg.indirect_checks;
   if (k > SWIM_MAX_HELPERS) k = SWIM_MAX_HELPERS;
   int n = pick_random(s, k, p->target, PICK_HELPER, now);
-  p->expected_nacks = n;
-  if (n > 0) s->stats.indirect_probes++;
+  if (n == 0) return;
+  s->stats.indirect_probes++;
+  nack_settle(s);
+  /* A helper nacks after its own probe timeout; allow our (stretched) timeout for the two hops. Tying this
+   * to the end of the probe interval instead would count every nack as missing once a round trip exceeds
+   * interval - timeout, and a slow network would look like a sick node. */
+  s->nr = (struct nack_round){.active = true,
+                              .seq = p->seq,
+                              .expected = n,
+                              .deadline = now + s->cfg.probe_timeout_ms + scaled(s, s->cfg.probe_timeout_ms)};
   for (int i = 0; i < n; i++) {
+    memcpy(s->nr.helper[i], s->scratch[i]->pub.u.id, GOSSIP_ID_LEN);
     msg_begin(s, GOSSIP_PING_REQ, p->seq);
     memcpy(s->out.target, p->target->pub.u.id, GOSSIP_ID_LEN);
     str_copy(s->out.target_addr, sizeof s->out.target_addr, p->target->pub.u.addr);
@@ -493,19 +538,39 @@ static void probe_end(struct swim *s, uint64_t now) {
   struct probe *p = &s->probe;
   struct member *t = p->target;
   p->active = false;
-  if (!t || !is_live(t)) return; /* it died or left meanwhile: this probe says nothing */
+  if (s->nr.active && s->nr.seq == p->seq) s->nr.failed = true;
+  if (!t || !is_live(t)) { /* it died or left meanwhile: this probe says nothing */
+    s->nr.active = false;
+    return;
+  }
   s->stats.probe_failures++;
-  /* Lifeguard: +1 for the failure, +1 for every helper that did not even nack (our messages are not
-   * getting through, or we are too slow to see the answers). */
-  awareness_add(s, 1 + (p->expected_nacks - p->nacks));
-  if (t->pub.u.state == GOSSIP_ALIVE) make_suspect(s, t, t->pub.u.incarnation, self_id(s), now);
-  else if (suspicion_confirm(s, t, self_id(s))) swim_queue_push(s, t, self_id(s));
+  awareness_add(s, 1); /* Lifeguard: a failed probe hints that we may be the slow one */
+  if (s->nr.active && (now >= s->nr.deadline || s->nr.got >= s->nr.expected)) nack_settle(s);
+  if (t->pub.u.state == GOSSIP_ALIVE)
+    make_suspect(s, t, t->pub.u.incarnation, self_id(s), now);
+  else if (suspicion_confirm(s, t, self_id(s)))
+    swim_queue_push(s, t, self_id(s));
+}
+
+/* helper_answered records an ack or nack from one of the current indirect round's helpers. */
+static void helper_answered(struct swim *s, const struct gossip_msg *m) {
+  struct nack_round *r = &s->nr;
+  if (!r->active || m->seq != r->seq) return;
+  for (int i = 0; i < r->expected; i++) {
+    if (r->answered[i] || !id_eq(r->helper[i], m->from)) continue;
+    r->answered[i] = true;
+    r->got++;
+    if (r->failed && r->got >= r->expected) nack_settle(s);
+    return;
+  }
 }
 
 static void handle_ack(struct swim *s, const struct gossip_msg *m) {
   struct probe *p = &s->probe;
+  helper_answered(s, m); /* a relayed ack after the probe ended still shows the helper heard us */
   if (p->active && m->seq == p->seq) {
     p->active = false;
+    if (s->nr.seq == p->seq) s->nr.active = false; /* success: nacks do not matter */
     s->stats.acks++;
     awareness_add(s, -1);
     return;
@@ -522,12 +587,8 @@ static void handle_ack(struct swim *s, const struct gossip_msg *m) {
 }
 
 static void handle_nack(struct swim *s, const struct gossip_msg *m) {
-  struct probe *p = &s->probe;
-  if (!p->active || !p->indirect || m->seq != p->seq || p->nacks >= p->expected_nacks) return;
-  for (int i = 0; i < p->nacks; i++)
-    if (id_eq(p->nack_from[i], m->from)) return;
-  memcpy(p->nack_from[p->nacks++], m->from, GOSSIP_ID_LEN);
   s->stats.nacks_received++;
+  helper_answered(s, m);
 }
 
 /* serve_ping_req probes m->target for the requester; the ack is relayed with the requester's seq, and a
@@ -548,7 +609,7 @@ static void serve_ping_req(struct swim *s, const struct gossip_msg *m, const cha
   r->nacked = false;
   r->seq = ++s->seq;
   r->req_seq = m->seq;
-  /* Not stretched by our own awareness: the nack must reach the requester within its interval. */
+  /* Not stretched by our own awareness: the requester allows for our plain probe timeout. */
   r->nack_at = now + s->cfg.probe_timeout_ms;
   r->expire_at = r->nack_at + s->cfg.probe_interval_ms; /* a late ack is still relayed until then */
   str_copy(r->req_addr, sizeof r->req_addr, reply);
@@ -616,15 +677,23 @@ static void scan(struct swim *s, uint64_t now) {
     if (m->pub.is_self) continue;
     if (st == GOSSIP_SUSPECT) {
       if (now < m->susp_deadline) {
-        next = min_u64(next, m->susp_deadline);
+        /* A suspicion that outlives its minimum is spread again, once per minimum: if it was refuted and we
+         * missed every copy of the refutation, whoever has it answers (see swim_fact_outdated). */
+        if (now >= m->susp_regossip_at) {
+          swim_queue_push(s, m, m->pub.u.from);
+          m->susp_regossip_at = now + m->susp_min;
+        }
+        next = min_u64(next, min_u64(m->susp_deadline, m->susp_regossip_at));
         continue;
       }
       make_final(s, m, GOSSIP_DEAD, m->pub.u.incarnation, self_id(s), now);
     }
     if (is_live(m)) continue;
     uint64_t at = m->pub.state_since_ms + s->cfg.dead_reclaim_ms;
-    if (now >= at) member_forget(s, i);
-    else next = min_u64(next, at);
+    if (now >= at)
+      member_forget(s, i);
+    else
+      next = min_u64(next, at);
   }
   s->next_scan_at = next;
 }
@@ -634,6 +703,7 @@ void swim_tick(struct swim *s, uint64_t now_ms) {
   struct probe *p = &s->probe;
   if (p->active && !p->indirect && now >= p->timeout_at) probe_indirect(s, now);
   if (p->active && now >= p->end_at) probe_end(s, now);
+  if (s->nr.active && s->nr.failed && now >= s->nr.deadline) nack_settle(s);
   if (s->nrelays) relays_tick(s, now);
   if (now >= s->next_scan_at) scan(s, now);
   if (!s->left && !p->active && now >= s->next_probe_at) {
@@ -659,9 +729,11 @@ uint64_t swim_next_deadline(const struct swim *s) {
   uint64_t d = s->now + s->cfg.gossip_interval_ms; /* the contract: never later than one gossip interval */
   if (!s->left && !p->active) d = min_u64(d, s->next_probe_at);
   if (p->active) d = min_u64(d, p->indirect ? p->end_at : p->timeout_at);
+  if (s->nr.active && s->nr.failed) d = min_u64(d, s->nr.deadline);
   if (s->nrelays)
     for (int i = 0; i < SWIM_MAX_RELAYS; i++)
-      if (s->relays[i].used) d = min_u64(d, s->relays[i].nacked ? s->relays[i].expire_at : s->relays[i].nack_at);
+      if (s->relays[i].used)
+        d = min_u64(d, s->relays[i].nacked ? s->relays[i].expire_at : s->relays[i].nack_at);
   d = min_u64(d, s->next_scan_at);
   if (s->nbq) d = min_u64(d, s->next_gossip_at);
   if (s->cfg.push_pull_interval_ms && s->cb.push_pull && !s->left) d = min_u64(d, s->next_push_pull_at);
@@ -680,7 +752,8 @@ struct swim *swim_new(const struct swim_config *cfg, const uint8_t id[GOSSIP_ID_
   if (!cfg->probe_interval_ms || !cfg->probe_timeout_ms || !cfg->gossip_interval_ms) return NULL;
   struct swim *s = xcalloc(1, sizeof *s);
   s->cfg = *cfg;
-  if (!s->cfg.packet_budget || s->cfg.packet_budget > GOSSIP_PACKET_MAX) s->cfg.packet_budget = GOSSIP_PACKET_MAX;
+  if (!s->cfg.packet_budget || s->cfg.packet_budget > GOSSIP_PACKET_MAX)
+    s->cfg.packet_budget = GOSSIP_PACKET_MAX;
   if (s->cfg.awareness_max < 0) s->cfg.awareness_max = 0;
   if (s->cfg.retransmit_mult < 1) s->cfg.retransmit_mult = 1;
   if (s->cfg.suspicion_mult < 1) s->cfg.suspicion_mult = 1;
@@ -706,14 +779,15 @@ struct swim *swim_new(const struct swim_config *cfg, const uint8_t id[GOSSIP_ID_
   s->next_probe_at = now_ms + rng_below(&s->rng, s->cfg.probe_interval_ms);
   s->next_gossip_at = now_ms + rng_below(&s->rng, s->cfg.gossip_interval_ms);
   if (s->cfg.push_pull_interval_ms)
-    s->next_push_pull_at = now_ms + s->cfg.push_pull_interval_ms / 2 +
-                           rng_below(&s->rng, s->cfg.push_pull_interval_ms / 2 + 1);
+    s->next_push_pull_at =
+        now_ms + s->cfg.push_pull_interval_ms / 2 + rng_below(&s->rng, s->cfg.push_pull_interval_ms / 2 + 1);
   return s;
 }
 
 void swim_free(struct swim *s) {
   if (!s) return;
-  for (int i = 0; i < s->nmembers; i++) free(s->members[i]);
+  for (int i = 0; i < s->nmembers; i++)
+    free(s->members[i]);
   free(s->members);
   free(s->order);
   free(s->bq);
@@ -727,7 +801,21 @@ void swim_receive(struct swim *s, const char *from_addr, const struct gossip_msg
   s->stats.msgs_received++;
   int n = m->nupdates < 0 ? 0 : m->nupdates > GOSSIP_MAX_UPDATES ? GOSSIP_MAX_UPDATES : m->nupdates;
   s->stats.updates_received += (uint64_t)n;
-  for (int i = 0; i < n; i++) apply(s, &m->updates[i], false, now);
+  /* The sender of outdated facts gets ours back at once. Its gossip retransmits are over long before a
+   * round-robin probe or a push-pull would reach it, and a node that took a suspicion late (after the
+   * refutation went by) would otherwise time it out and declare a live member dead. */
+  struct member *stale[GOSSIP_MAX_UPDATES];
+  int nstale = 0;
+  for (int i = 0; i < n; i++) {
+    const struct gossip_update *u = &m->updates[i];
+    struct member *o = update_ok(u) ? lookup(s, u->id) : NULL;
+    if (o && !swim_fact_outdated(s, o, u)) o = NULL;
+    bool dup = false;
+    for (int j = 0; j < nstale && !dup; j++)
+      dup = stale[j] == o;
+    if (o && !dup) stale[nstale++] = o;
+    apply(s, u, false, now);
+  }
   const char *reply = str_ok(m->from_addr, sizeof m->from_addr) && m->from_addr[0] ? m->from_addr : from_addr;
   if (!reply || !reply[0] || strnlen(reply, GOSSIP_ADDR_MAX) >= GOSSIP_ADDR_MAX) return;
   switch (m->type) {
@@ -735,19 +823,26 @@ void swim_receive(struct swim *s, const char *from_addr, const struct gossip_msg
     /* A PING meant for another id reached a former occupant's address: stay silent. */
     if (!id_zero(m->target) && !id_eq(m->target, self_id(s))) return;
     msg_begin(s, GOSSIP_ACK, m->seq);
+    swim_queue_add_facts(s, &s->out, stale, nstale);
     msg_send(s, reply, false);
-    break;
+    return;
   case GOSSIP_PING_REQ: serve_ping_req(s, m, reply, now); break;
   case GOSSIP_ACK: handle_ack(s, m); break;
   case GOSSIP_NACK: handle_nack(s, m); break;
   case GOSSIP_GOSSIP: break;
+  }
+  if (nstale > 0) {
+    msg_begin(s, GOSSIP_GOSSIP, 0);
+    swim_queue_add_facts(s, &s->out, stale, nstale);
+    msg_send(s, reply, false);
   }
 }
 
 void swim_merge(struct swim *s, const struct gossip_update *u, int n, uint64_t now_ms) {
   if (!s || !u) return;
   uint64_t now = advance(s, now_ms);
-  for (int i = 0; i < n; i++) apply(s, &u[i], true, now);
+  for (int i = 0; i < n; i++)
+    apply(s, &u[i], true, now);
 }
 
 int swim_snapshot(const struct swim *s, struct gossip_update *out, int max) {
@@ -755,7 +850,8 @@ int swim_snapshot(const struct swim *s, struct gossip_update *out, int max) {
   if (max <= 0) return 0;
   swim_member_fact(s->self, s->self->pub.u.from, true, &out[n++]);
   for (int i = 0; i < s->nmembers && n < max; i++)
-    if (!s->members[i]->pub.is_self) swim_member_fact(s->members[i], s->members[i]->pub.u.from, true, &out[n++]);
+    if (!s->members[i]->pub.is_self)
+      swim_member_fact(s->members[i], s->members[i]->pub.u.from, true, &out[n++]);
   return n;
 }
 
@@ -766,7 +862,8 @@ void swim_join(struct swim *s, const char *const *addrs, int n, uint64_t now_ms)
     if (!a || !a[0] || strnlen(a, GOSSIP_ADDR_MAX) >= GOSSIP_ADDR_MAX) continue;
     if (strcmp(a, s->self->pub.u.addr) == 0) continue;
     bool dup = false;
-    for (int j = 0; j < s->nseeds && !dup; j++) dup = strcmp(s->seeds[j], a) == 0;
+    for (int j = 0; j < s->nseeds && !dup; j++)
+      dup = strcmp(s->seeds[j], a) == 0;
     if (!dup) str_copy(s->seeds[s->nseeds++], GOSSIP_ADDR_MAX, a);
   }
   if (!s->left && others_alive(s) == 0 && s->nseeds > 0) {
@@ -806,7 +903,8 @@ const struct swim_member *swim_find(const struct swim *s, const uint8_t id[GOSSI
 }
 
 void swim_each(const struct swim *s, void (*fn)(void *arg, const struct swim_member *m), void *arg) {
-  for (int i = 0; i < s->nmembers; i++) fn(arg, &s->members[i]->pub);
+  for (int i = 0; i < s->nmembers; i++)
+    fn(arg, &s->members[i]->pub);
 }
 
 int swim_num_alive(const struct swim *s) { return s->nalive; }

@@ -50,9 +50,12 @@ struct swim_stats {
   uint64_t suspicions, refutations, deaths, msgs_sent, msgs_received, updates_sent, updates_received;
 };
 
-/* Callbacks; `user` is passed back. Pointers handed to callbacks are valid only during the call.
+/* Callbacks; `user` is passed back. Pointers handed to callbacks are valid only during the call, and a
+ * callback may only use the read accessors below on s (no swim_receive/tick/merge/join/leave/set_meta).
  * send:      deliver m to addr (best effort; losing it is fine).
- * event:     a member changed; m->u is the new fact. Called after the change took effect.
+ * event:     a member changed; m->u is the new fact. Called after the change took effect. Never about this
+ *            node itself. A member known only as a tombstone (learned dead, never seen alive) gets no events
+ *            until it comes back, and then JOIN.
  * push_pull: start a push-pull exchange with the member at addr (optional, may be NULL). */
 struct swim_callbacks {
   void (*send)(void *user, const char *addr, const struct gossip_msg *m);
@@ -76,7 +79,8 @@ void swim_free(struct swim *s);
  * own incarnation). Messages from this node's own id are ignored. */
 void swim_receive(struct swim *s, const char *from_addr, const struct gossip_msg *m, uint64_t now_ms);
 /* swim_merge applies a remote member table from push-pull (same rules as piggybacked updates, except that a
- * remote SUSPECT about a member this node has not seen yet makes it known as suspect). */
+ * remote SUSPECT about a member this node has not seen yet makes it known as suspect, and a remote DEAD about
+ * a member this node holds alive only makes it suspect: it gets the chance to refute). */
 void swim_merge(struct swim *s, const struct gossip_update *u, int n, uint64_t now_ms);
 /* swim_snapshot writes this node's table (self first, then every member incl. tombstones) into out (at most
  * max entries) and returns the count. */
@@ -91,11 +95,12 @@ uint64_t swim_next_deadline(const struct swim *s);
 /* swim_join adds seed addresses to probe and gossip with until a member is known (the transport normally
  * also push-pulls with them). */
 void swim_join(struct swim *s, const char *const *addrs, int n, uint64_t now_ms);
-/* swim_set_meta replaces this node's meta, raises its incarnation and disseminates the new fact. */
+/* swim_set_meta replaces this node's meta, raises its incarnation and disseminates the new fact. 0, or
+ * -EINVAL (meta over GOSSIP_META_MAX, or after swim_leave). */
 int swim_set_meta(struct swim *s, const uint8_t *meta, size_t len, uint64_t now_ms);
 /* swim_leave marks this node LEFT (incarnation + 1) and disseminates it; the node stops probing.
- * swim_leave_flushed tells whether the leave has been sent to gossip_nodes * retransmits peers (or there
- * is nobody to tell), so the caller can exit. */
+ * swim_leave_flushed tells whether the LEFT fact has gone out its full retransmit count (or there is
+ * nobody to tell), so the caller can exit. */
 void swim_leave(struct swim *s, uint64_t now_ms);
 bool swim_leave_flushed(const struct swim *s);
 

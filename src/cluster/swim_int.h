@@ -17,8 +17,10 @@
 /* One member (self included). Owned by struct swim's table; freed when forgotten or by swim_free. */
 struct member {
   struct swim_member pub; /* pub.u.from: ALIVE/LEFT: the member; SUSPECT: first suspecter; DEAD: declarer */
+  bool announced;         /* a JOIN went out (not for a tombstone of a member never seen alive) */
   /* suspicion, meaningful while pub.u.state == GOSSIP_SUSPECT */
   uint64_t susp_start, susp_min, susp_max, susp_deadline;
+  uint64_t susp_regossip_at; /* when to spread it again if it still stands (see scan in swim.c) */
   int nconfirm;
   uint8_t confirm[SWIM_MAX_CONFIRM][GOSSIP_ID_LEN];
   /* broadcast queue: the queued fact is always this member's current fact, with `from` = bq_from */
@@ -35,8 +37,17 @@ struct probe {
   struct member *target; /* NULL when the target was forgotten meanwhile */
   uint32_t seq;
   uint64_t timeout_at, end_at;
-  int expected_nacks, nacks;
-  uint8_t nack_from[SWIM_MAX_HELPERS][GOSSIP_ID_LEN];
+};
+
+/* The helpers of one indirect probe, each expected to answer (a relayed ack or a nack). Answers count until
+ * the helpers have had their probe timeout plus a round trip, which may be after the probe itself ended. */
+struct nack_round {
+  bool active, failed; /* failed: the probe ended without an ack; missing answers will count */
+  uint32_t seq;
+  uint64_t deadline;
+  int expected, got;
+  uint8_t helper[SWIM_MAX_HELPERS][GOSSIP_ID_LEN];
+  bool answered[SWIM_MAX_HELPERS];
 };
 
 /* A PING_REQ served for another node: our PING's seq, and where the answer goes. */
@@ -63,6 +74,7 @@ struct swim {
   uint64_t bq_counter;
   uint32_t pick_stamp;
   struct probe probe;
+  struct nack_round nr;
   struct relay relays[SWIM_MAX_RELAYS];
   int nrelays;
   char seeds[SWIM_MAX_SEEDS][GOSSIP_ADDR_MAX];
@@ -78,16 +90,25 @@ struct swim {
 
 /* swim_queue_limit is how many times a queued update is piggybacked: retransmit_mult * ceil(log10(N + 1)). */
 int swim_queue_limit(const struct swim *s);
-/* swim_queue_push queues m's current fact (with `from`), replacing whatever was queued about m, transmits reset. */
+/* swim_queue_push queues m's current fact (with `from`), replacing whatever was queued about m, transmits
+ * reset. */
 void swim_queue_push(struct swim *s, struct member *m, const uint8_t from[GOSSIP_ID_LEN]);
 /* swim_queue_remove drops m from the queue (no-op when not queued). */
 void swim_queue_remove(struct swim *s, struct member *m);
-/* swim_queue_fill appends queued updates to msg, fewest transmitted first (newest first among equals), as many as
- * fit cfg.packet_budget by the codec's size bounds, skipping members msg already has an update about.
+/* swim_queue_fill appends queued updates to msg, fewest transmitted first (newest first among equals), as
+ * many as fit cfg.packet_budget by the codec's size bounds, skipping members msg already has an update about.
  * Each one sent counts a transmit; those that reach swim_queue_limit leave the queue. */
 void swim_queue_fill(struct swim *s, struct gossip_msg *msg);
 /* swim_member_fact writes m's current fact into out, with `from`; meta only for ALIVE (with_meta: always). */
 void swim_member_fact(const struct member *m, const uint8_t from[GOSSIP_ID_LEN], bool with_meta,
-                 struct gossip_update *out);
+                      struct gossip_update *out);
+
+/* swim_fact_outdated tells whether u is older than what we hold about m (gossip still spreading a fact that
+ * was since superseded: a suspicion already refuted, an ALIVE of a member we hold dead, a suspicion of us
+ * that we already refuted). */
+bool swim_fact_outdated(const struct swim *s, const struct member *m, const struct gossip_update *u);
+/* swim_queue_add_facts appends our current facts about ms[0..n) to msg, as many as fit the budget (not
+ * counted as transmits: they answer one peer). */
+void swim_queue_add_facts(struct swim *s, struct gossip_msg *msg, struct member **ms, int n);
 
 #endif

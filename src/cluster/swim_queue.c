@@ -1,5 +1,6 @@
-/* SWIM's dissemination queue: one pending fact per member, piggybacked on outgoing messages a bounded number
- * of times, fewest-transmitted first (like memberlist's TransmitLimitedQueue). */
+/* SWIM's dissemination: the queue (one pending fact per member, piggybacked on outgoing messages a bounded
+ * number of times, fewest-transmitted first, like memberlist's TransmitLimitedQueue), and the direct
+ * corrections sent to a peer that spreads outdated facts. */
 #include <math.h>
 #include <string.h>
 
@@ -36,7 +37,7 @@ void swim_queue_remove(struct swim *s, struct member *m) {
 }
 
 void swim_member_fact(const struct member *m, const uint8_t from[GOSSIP_ID_LEN], bool with_meta,
-                 struct gossip_update *out) {
+                      struct gossip_update *out) {
   const struct gossip_update *u = &m->pub.u;
   memcpy(out->id, u->id, GOSSIP_ID_LEN);
   str_copy(out->name, sizeof out->name, u->name);
@@ -83,4 +84,25 @@ void swim_queue_fill(struct swim *s, struct gossip_msg *msg) {
   }
   for (int i = 0; i < npicked; i++)
     if (++picked[i]->bq_transmits >= limit) swim_queue_remove(s, picked[i]);
+}
+
+bool swim_fact_outdated(const struct swim *s, const struct member *m, const struct gossip_update *u) {
+  const struct gossip_update *f = &m->pub.u;
+  bool live = f->state == GOSSIP_ALIVE || f->state == GOSSIP_SUSPECT;
+  bool u_live = u->state == GOSSIP_ALIVE || u->state == GOSSIP_SUSPECT;
+  if (m->pub.is_self) return !s->left && u->state != GOSSIP_ALIVE && u->incarnation < f->incarnation;
+  if (u->incarnation < f->incarnation) return true;
+  return u->incarnation == f->incarnation && !live && u_live;
+}
+
+void swim_queue_add_facts(struct swim *s, struct gossip_msg *msg, struct member **ms, int n) {
+  size_t used = gossip_swim_size_bound(msg);
+  for (int i = 0; i < n && msg->nupdates < GOSSIP_MAX_UPDATES; i++) {
+    struct gossip_update *u = &msg->updates[msg->nupdates];
+    swim_member_fact(ms[i], ms[i]->pub.u.from, false, u);
+    size_t sz = gossip_update_size_bound(u);
+    if (used + sz > s->cfg.packet_budget) continue;
+    used += sz;
+    msg->nupdates++;
+  }
 }
