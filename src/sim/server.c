@@ -221,25 +221,26 @@ static void schedule(struct simsrv *s) {
 
 /* ---- requests ---- */
 
+/* The added-latency timer closes on its own: the request no longer refers to it once this returns. */
+static void delay_closed_cb(uv_handle_t *h) { free(h); }
+
+static void release_delay(struct sreq *r) {
+  uv_timer_stop(r->delay);
+  uv_close((uv_handle_t *)r->delay, delay_closed_cb);
+  r->delay = NULL;
+}
+
 static void sreq_abort_cb(struct http_req *req) {
   struct sreq *r = req->data;
   if (r->delay) {
-    uv_timer_stop(r->delay);
+    release_delay(r);
   } else if (r->id) {
     sim_engine_abort(r->s->eng, r->id); /* the KV blocks free now: running count drops */
   }
   log_debug("client went away", "id=%s tokens_out=%d", r->rid, r->tokens_out);
   req->abort_cb = NULL;
   http_resp_end(req);
-  if (!r->delay) sreq_free(r);
-  else r->req = NULL; /* the delay timer's close callback frees r */
-}
-
-static void delay_closed_cb(uv_handle_t *h) {
-  struct sreq *r = h->data;
-  free(h);
-  r->delay = NULL;
-  if (!r->req) sreq_free(r);
+  sreq_free(r);
 }
 
 static void submit(struct sreq *r) {
@@ -255,8 +256,8 @@ static void submit(struct sreq *r) {
 
 static void delay_cb(uv_timer_t *t) {
   struct sreq *r = t->data;
-  uv_close((uv_handle_t *)t, delay_closed_cb);
-  if (r->req) submit(r);
+  release_delay(r);
+  submit(r);
 }
 
 /* Append a message content (string or array of text parts) to the prompt. */
