@@ -83,6 +83,7 @@ struct sim_engine {
   int nev, cap_ev, dv; /* dv: index being delivered */
   bool delivering, in_advance;
   struct sim_stats stats;
+  uint64_t busy_ns; /* sum of the durations of the steps started (sim_engine_busy_ns) */
 };
 
 /* ---- tokenization and hashing ---- */
@@ -438,6 +439,7 @@ static void start_step(struct sim_engine *e, uint64_t t) {
   long long ns = llround(s * 1e9);
   e->step_active = true;
   e->step_end = t + (ns < 1 ? 1 : (uint64_t)ns);
+  e->busy_ns += e->step_end - t;
 }
 
 static void push_event(struct sim_engine *e, int kind, const struct req *r, uint64_t t) {
@@ -545,3 +547,4 @@ void sim_engine_advance(struct sim_engine *e, uint64_t now_ns, sim_event_cb cb, 
 const struct sim_stats *sim_engine_stats(const struct sim_engine *e) { return &e->stats; }
 const struct sim_profile *sim_engine_profile(const struct sim_engine *e) { return &e->prof; }
 const struct kvpool *sim_engine_pool(const struct sim_engine *e) { return &e->pool; }
+uint64_t sim_engine_busy_ns(const struct sim_engine *e) { return e->busy_ns; }

@@ -106,4 +106,8 @@ const struct sim_stats *sim_engine_stats(const struct sim_engine *e);
 const struct sim_profile *sim_engine_profile(const struct sim_engine *e);
 const struct kvpool *sim_engine_pool(const struct sim_engine *e);
 
+/* sim_engine_busy_ns is the virtual time the engine has spent in steps: the sum of the durations of every
+ * step started so far (the one in progress counted whole). Utilization = busy / elapsed. */
+uint64_t sim_engine_busy_ns(const struct sim_engine *e);
+
 #endif

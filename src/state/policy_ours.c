@@ -1,0 +1,244 @@
+/* infermesh's policy (DESIGN §6): route to the lowest estimated time to first token, cache-aware.
+ *
+ * For each candidate t the router estimates, in seconds:
+ *   cached(t)   = the longest prefix of the prompt's chained block hashes found in this router's prefix index of
+ *                 t: a bounded LRU (prefix_index) of the blocks of prompts it recently routed to t, sized from
+ *                 t's KV capacity (num_gpu_blocks),
+ *   uncached(t) = prompt tokens - cached(t),
+ *   queue(t)    = prompt tokens t must prefill before this one: our own requests routed to t that have no
+ *                 first token yet (their exact uncached estimates: router-local reservations, always fresh),
+ *                 plus the other requests the last report shows waiting, each an average prompt less t's recent
+ *                 prefix-hit rate,
+ *   waiting(t)  = requests queued at t (the report's, plus ours routed since that have not started),
+ *   behind(t)   = waiting(t) + w_arrivals * the requests expected to reach t while this one prefills
+ *                 (our routing rate / candidates * uncached(t) / rate(t)),
+ *   est(t)      = queue(t) / rate(t) + (1 + w_miss * behind(t)) * uncached(t) / rate(t) + w_step * step(t)
+ *                 + network_s (the hop to a remote node) [+ stale_penalty when t's report is older than
+ *                 stale_ns: a target we cannot see counts as saturated] [+ degraded_penalty for a degraded GPU],
+ * where rate(t) is t's prefill throughput (prefill_tps) and step(t) the time between output tokens we
+ * observed on t (each new request waits for steps shared with everything running there).
+ * The (1 + w_miss * behind) factor is the cost a cache miss imposes beyond this request: its prefill delays
+ * every request queued behind it (the externality of service time in a queue). Without it, greedy TTFT
+ * routing spreads a prefix to idle-looking targets under load, the extra prefill makes queues, and hit rate
+ * and capacity collapse together. Counting arrivals during the prefill (w_arrivals) keeps long session
+ * histories where they are; at full weight it also pins hot shared prefixes that ought to be replicated, hence
+ * 0.5 (bench/results/routing.md shows both sides).
+ *
+ * Choice: the "best few" are the candidates with est <= best * (1 + slack_rel) + slack_abs. Two of them are
+ * drawn and the lower estimate wins (power of two choices among the best). The two are drawn by rendezvous
+ * hashing of the prompt's first affinity_blocks blocks (random when the prompt has no full block): routers
+ * that see similar loads then send the same prefix to the same target, so their prefix indexes agree without
+ * talking, and a burst of different prefixes still spreads over the best few (against herding on stale
+ * reports). Scores are never cached. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "core/alloc.h"
+#include "state/policy.h"
+#include "state/prefix_index.h"
+
+#define DEFAULT_INDEX_BLOCKS 31250 /* ~500k tokens of 16-token blocks, when a target reports no capacity */
+#define EWMA 0.05
+
+struct ours {
+  struct prefix_index *ix[POLICY_MAX_TARGETS];
+  double pend_tokens[POLICY_MAX_TARGETS]; /* our requests routed there without a first token: tokens ... */
+  int pend_n[POLICY_MAX_TARGETS];         /* ... and count */
+  double step_s[POLICY_MAX_TARGETS];      /* average time between output tokens of our requests there */
+  double avg_tokens;                      /* running average of the uncached tokens of routed requests */
+  double avg_prompt;                      /* and of their prompt tokens */
+  uint64_t nrouted;
+  uint64_t last_route;  /* when we last routed anything */
+  double mean_gap_s;    /* running average time between our routings */
+  double est[POLICY_MAX_TARGETS]; /* scratch, per candidate index */
+};
+
+static void *ours_create(const struct policy_config *cfg) {
+  (void)cfg;
+  return xcalloc(1, sizeof(struct ours));
+}
+
+static void ours_forget(struct policy *p, int id) {
+  struct ours *s = p->impl;
+  if (s->ix[id]) {
+    prefix_index_free(s->ix[id]);
+    free(s->ix[id]);
+    s->ix[id] = NULL;
+  }
+  s->pend_tokens[id] = 0;
+  s->pend_n[id] = 0;
+  s->step_s[id] = 0;
+}
+
+static void ours_destroy(void *impl) {
+  struct ours *s = impl;
+  for (int i = 0; i < POLICY_MAX_TARGETS; i++) {
+    if (!s->ix[i]) continue;
+    prefix_index_free(s->ix[i]);
+    free(s->ix[i]);
+  }
+  free(s);
+}
+
+static uint64_t mix(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  return x ^ (x >> 33);
+}
+
+/* index_blocks: the prefix index of T holds as many blocks as T's KV pool, in the request's block size. */
+static int index_blocks(const struct policy_target *t, const struct policy_req *r) {
+  int64_t cap = t->num_gpu_blocks > 0 ? t->num_gpu_blocks : DEFAULT_INDEX_BLOCKS;
+  if (t->block_size > 0 && r->block_size > 0 && t->block_size != r->block_size)
+    cap = cap * t->block_size / r->block_size;
+  if (cap < 1) cap = 1;
+  return cap > PREFIX_INDEX_MAX ? PREFIX_INDEX_MAX : (int)cap;
+}
+
+static int cached_tokens(const struct ours *s, const struct policy_req *r, int id) {
+  const struct prefix_index *ix = s->ix[id];
+  if (!ix || r->block_size <= 0) return 0;
+  return prefix_index_match(ix, r->block_hashes, policy_prefix_blocks(r)) * r->block_size;
+}
+
+/* estimate: the expected TTFT of R on T in seconds, plus the miss externality (see the top). */
+static double estimate(const struct policy *p, const struct ours *s, const struct policy_req *r,
+                       const struct policy_target *t, int ncand, int *known) {
+  int id = t->id;
+  int cached = cached_tokens(s, r, id);
+  if (cached > 0) *known = 1;
+  double uncached = r->prompt_tokens - cached;
+  /* Ours routed since the report that have no first token yet are waiting there too (ours routed since
+   * that already started are running). */
+  double since = t->routed_since_report < s->pend_n[id] ? t->routed_since_report : s->pend_n[id];
+  double waiting = t->waiting + since;
+  double others = waiting - s->pend_n[id];
+  if (others < 0) others = 0;
+  /* Other routers' waiting requests: an average prompt, less what the target's recent hit rate saves. */
+  double per_req = t->prefix_hit_rate >= 0 ? s->avg_prompt * (1 - t->prefix_hit_rate) : s->avg_tokens;
+  double queue = s->pend_tokens[id] + others * per_req;
+  double queued = waiting > s->pend_n[id] ? waiting : s->pend_n[id];
+  double tps = t->prefill_tps > 0 ? t->prefill_tps : p->cfg.ours_default_tps;
+  /* ... and those that arrive there while it prefills (our routing rate, spread over the candidates). */
+  if (s->mean_gap_s > 0 && ncand > 0) queued += p->cfg.ours_w_arrivals * (uncached / tps) / s->mean_gap_s / ncand;
+  double est = queue / tps + (1 + p->cfg.ours_w_miss * queued) * uncached / tps + p->cfg.ours_w_step * s->step_s[id];
+  if (t->signal_age_ns == UINT64_MAX || t->signal_age_ns > p->cfg.stale_ns) est += p->cfg.ours_stale_penalty_s;
+  if (t->degraded) est += p->cfg.ours_degraded_penalty_s;
+  return est + (t->network_s > 0 ? t->network_s : 0);
+}
+
+static int ours_pick(struct policy *p, const struct policy_req *r, const struct policy_target *c, int n,
+                     uint64_t now) {
+  (void)now;
+  struct ours *s = p->impl;
+  if (n == 1) return 0;
+  double best = INFINITY;
+  int known = 0; /* does any candidate hold part of this prompt, as far as this router knows? */
+  for (int i = 0; i < n; i++) {
+    s->est[i] = estimate(p, s, r, &c[i], n, &known);
+    if (s->est[i] < best) best = s->est[i];
+  }
+  double bound = best * (1 + p->cfg.ours_slack_rel) + p->cfg.ours_slack_abs_s;
+  int kb = p->cfg.ours_affinity_blocks < r->nblocks ? p->cfg.ours_affinity_blocks : r->nblocks;
+  /* Rank the best few by a per-request key: the prefix's rendezvous hash, or a random draw. */
+  uint64_t key = kb > 0 ? r->block_hashes[kb - 1] : rng_next(&p->rng);
+  int ia = -1, ib = -1;
+  uint64_t ha = 0, hb = 0;
+  for (int i = 0; i < n; i++) {
+    if (s->est[i] > bound) continue;
+    uint64_t h = mix(key ^ ((uint64_t)c[i].id + 1) * 0x9E3779B97F4A7C15ull);
+    if (ia < 0 || h > ha) {
+      ib = ia, hb = ha;
+      ia = i, ha = h;
+    } else if (ib < 0 || h > hb) {
+      ib = i, hb = h;
+    }
+  }
+  if (ib < 0) return ia;
+  /* A prefix new to this router goes to its rendezvous choice: the other routers, equally ignorant of
+   * where it is, send it there too (or already did). */
+  if (!known && kb > 0 && p->cfg.ours_new_prefix_home) return ia;
+  return s->est[ib] < s->est[ia] ? ib : ia;
+}
+
+/* index_of returns T's prefix index, made or resized to T's capacity. */
+static struct prefix_index *index_of(struct ours *s, const struct policy_target *t, const struct policy_req *r) {
+  int id = t->id, cap = index_blocks(t, r);
+  if (!s->ix[id]) {
+    s->ix[id] = xcalloc(1, sizeof(struct prefix_index));
+    prefix_index_init(s->ix[id], cap);
+  } else if (s->ix[id]->capacity != cap) {
+    prefix_index_set_capacity(s->ix[id], cap);
+  }
+  return s->ix[id];
+}
+
+static void ours_on_peer_route(struct policy *p, const struct policy_req *r, const struct policy_target *t,
+                               uint64_t now) {
+  (void)now;
+  struct prefix_index *ix = index_of(p->impl, t, r);
+  if (r->nblocks > 0 && r->block_size > 0) prefix_index_insert_path(ix, r->block_hashes, r->nblocks);
+}
+
+static void ours_on_route(struct policy *p, const struct policy_req *r, const struct policy_target *t, uint64_t now,
+                          struct policy_ticket *tk) {
+  struct ours *s = p->impl;
+  int id = t->id;
+  struct prefix_index *ix = index_of(s, t, r);
+  int est = r->prompt_tokens - cached_tokens(s, r, id);
+  if (est < 1) est = 1;
+  tk->est_tokens = est;
+  if (r->nblocks > 0 && r->block_size > 0) prefix_index_insert_path(ix, r->block_hashes, r->nblocks);
+  s->pend_tokens[id] += est;
+  s->pend_n[id]++;
+  s->nrouted++;
+  double alpha = s->nrouted < 20 ? 1.0 / (double)s->nrouted : EWMA;
+  s->avg_tokens += alpha * (est - s->avg_tokens);
+  s->avg_prompt += alpha * (r->prompt_tokens - s->avg_prompt);
+  if (s->nrouted > 1 && now >= s->last_route) {
+    double gap = (double)(now - s->last_route) / 1e9;
+    s->mean_gap_s = s->mean_gap_s > 0 ? s->mean_gap_s + EWMA * (gap - s->mean_gap_s) : gap;
+  }
+  s->last_route = now;
+}
+
+/* settle takes a request out of the target's pending prefill work. */
+static void settle(struct ours *s, const struct policy_ticket *tk) {
+  int id = tk->target;
+  s->pend_tokens[id] -= tk->est_tokens;
+  if (--s->pend_n[id] <= 0) {
+    s->pend_tokens[id] = 0;
+    s->pend_n[id] = 0;
+  } else if (s->pend_tokens[id] < 0) {
+    s->pend_tokens[id] = 0;
+  }
+}
+
+static void ours_on_first_token(struct policy *p, struct policy_ticket *tk, uint64_t now) {
+  (void)now;
+  settle(p->impl, tk);
+}
+
+static void ours_on_done(struct policy *p, struct policy_ticket *tk, uint64_t now) {
+  struct ours *s = p->impl;
+  if (!tk->first_seen) {
+    settle(s, tk);
+    return;
+  }
+  if (tk->out_tokens > 1 && now > tk->t_first) {
+    double step = (double)(now - tk->t_first) / 1e9 / (tk->out_tokens - 1), *avg = &s->step_s[tk->target];
+    *avg = *avg > 0 ? *avg + EWMA * (step - *avg) : step;
+  }
+}
+
+const struct policy_ops policy_ours_ops = {.name = "ours",
+                                           .create = ours_create,
+                                           .destroy = ours_destroy,
+                                           .pick = ours_pick,
+                                           .on_route = ours_on_route,
+                                           .on_first_token = ours_on_first_token,
+                                           .on_done = ours_on_done,
+                                           .forget = ours_forget,
+                                           .on_peer_route = ours_on_peer_route};
