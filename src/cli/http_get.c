@@ -40,7 +40,8 @@ static int wait_fd(int fd, short ev, uint64_t deadline) {
 
 /* request does the work of http_get and http_request; agent picks the wording of connection errors. */
 static int request(const char *method, const char *base_url, const char *path, const char *req_body,
-                   int timeout_ms, int *status, struct buf *body, char *err, size_t errlen, bool agent) {
+                   const char *extra, int timeout_ms, int *status, struct buf *body, char *err, size_t errlen,
+                   bool agent) {
   char host[64];
   struct sockaddr_in sa = {.sin_family = AF_INET};
   const char *p = base_url;
@@ -83,6 +84,7 @@ static int request(const char *method, const char *base_url, const char *path, c
   buf_printf(&req, "%s %s HTTP/1.1\r\nHost: %s:%ld\r\nConnection: close\r\nAccept: application/json\r\n", method,
              path, host, port);
   if (req_body) buf_printf(&req, "Content-Type: application/json\r\nContent-Length: %zu\r\n", blen);
+  if (extra) buf_puts(&req, extra);
   buf_puts(&req, "\r\n");
   if (req_body) buf_append(&req, req_body, blen);
   size_t n = req.len;
@@ -137,10 +139,15 @@ bad_url:
 
 int http_get(const char *base_url, const char *path, int timeout_ms, int *status, struct buf *body, char *err,
              size_t errlen) {
-  return request("GET", base_url, path, NULL, timeout_ms, status, body, err, errlen, true);
+  return request("GET", base_url, path, NULL, NULL, timeout_ms, status, body, err, errlen, true);
 }
 
 int http_request(const char *method, const char *base_url, const char *path, const char *req_body, int timeout_ms,
                  int *status, struct buf *body, char *err, size_t errlen) {
-  return request(method, base_url, path, req_body, timeout_ms, status, body, err, errlen, false);
+  return request(method, base_url, path, req_body, NULL, timeout_ms, status, body, err, errlen, false);
+}
+
+int http_request_hdrs(const char *method, const char *base_url, const char *path, const char *req_body,
+                      const char *headers, int timeout_ms, int *status, struct buf *body, char *err, size_t errlen) {
+  return request(method, base_url, path, req_body, headers, timeout_ms, status, body, err, errlen, true);
 }

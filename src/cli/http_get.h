@@ -16,4 +16,9 @@ int http_get(const char *base_url, const char *path, int timeout_ms, int *status
 int http_request(const char *method, const char *base_url, const char *path, const char *req_body, int timeout_ms,
                  int *status, struct buf *body, char *err, size_t errlen);
 
+/* http_request_hdrs is http_request with extra header lines (each ending in \r\n; borrowed; NULL = none), and
+ * errors worded for an agent. */
+int http_request_hdrs(const char *method, const char *base_url, const char *path, const char *req_body,
+                      const char *headers, int timeout_ms, int *status, struct buf *body, char *err, size_t errlen);
+
 #endif

@@ -1,0 +1,452 @@
+/* The agent's control plane: Raft server lifecycle (bootstrap, membership), read replica, proposals. */
+#include "agent/control_int.h"
+
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/log.h"
+
+#define TICK_MS 200
+#define STATE_WAIT_MS 20000
+#define MAX_SERVERS 64
+
+const struct fsm *control_fsm(const struct control *c) { return c->raft ? craft_fsm(c->raft) : c->fsm; }
+
+uint64_t control_index(const struct control *c) { return fsm_index(control_fsm(c)); }
+
+/* ---- signing of agent-to-agent control requests: the hop signature covers a hash of the body ---- */
+
+void control_hop_target(const char *what, const void *body, size_t len, char *out, size_t cap) {
+  uint8_t h[16];
+  char hex[33];
+  crypto_generichash(h, sizeof h, body, len, NULL, 0);
+  sodium_bin2hex(hex, sizeof hex, h, sizeof h);
+  snprintf(out, cap, "%s:%s", what, hex);
+}
+
+/* ---- forwarding to another agent ---- */
+
+struct fwd {
+  struct control *c;
+  struct http_pool pool;
+  struct buf head, body, resp;
+  int status;
+  void (*done)(struct fwd *f, int err);
+  void *arg;
+  struct hc_req *hreq;
+};
+
+static int fwd_head_cb(void *arg, int status, const struct http_header *h, int n) {
+  ((struct fwd *)arg)->status = status;
+  return 0;
+}
+
+static int fwd_body_cb(void *arg, const char *data, size_t len) {
+  struct fwd *f = arg;
+  if (f->resp.len + len > (64u << 20)) return 1;
+  buf_append(&f->resp, data, len);
+  return 0;
+}
+
+static void fwd_done_cb(void *arg, int err) {
+  struct fwd *f = arg;
+  f->done(f, err);
+  http_pool_close(&f->pool);
+  buf_free(&f->head);
+  buf_free(&f->body);
+  buf_free(&f->resp);
+  free(f);
+}
+
+static const struct hc_callbacks fwd_cbs = {fwd_head_cb, fwd_body_cb, fwd_done_cb};
+
+/* fwd_send sends METHOD path with body (copied) to the agent at api (host:port), signed for `what`. */
+static int fwd_send(struct control *c, const char *api, const char *method, const char *path, const char *what,
+                    const void *body, size_t len, int hops, uint32_t timeout_ms,
+                    void (*done)(struct fwd *f, int err), void *arg, struct fwd **out) {
+  char host[96], target[128], hop[160], rid[40];
+  const char *colon = strrchr(api, ':');
+  uint64_t port;
+  if (!colon || (size_t)(colon - api) >= sizeof host || slice_to_u64(slice_cstr(colon + 1), &port) != 0) return -EINVAL;
+  memcpy(host, api, (size_t)(colon - api));
+  host[colon - api] = '\0';
+  struct fwd *f = xcalloc(1, sizeof *f);
+  if (http_pool_init(&f->pool, c->env.loop, host, (int)port) != 0) {
+    free(f);
+    return -EINVAL;
+  }
+  f->c = c;
+  f->done = done;
+  f->arg = arg;
+  buf_append(&f->body, body, len);
+  control_hop_target(what, body, len, target, sizeof target);
+  snprintf(rid, sizeof rid, "ctl-%016llx", (unsigned long long)rng_next(&c->env.router->rng));
+  router_hop_sign(mesh_keyring(c->env.mesh), (int64_t)time(NULL), rid, target, hop, sizeof hop);
+  buf_printf(&f->head, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                       "x-request-id: %s\r\nx-infermesh-hop: %s\r\nx-infermesh-hop-target: %s\r\n"
+                       "x-infermesh-hops: %d\r\n\r\n",
+             method, path, api, len, rid, hop, target, hops);
+  struct slice b = buf_slice(&f->body);
+  f->hreq = hc_request(&f->pool, buf_slice(&f->head), &b, len ? 1 : 0, &fwd_cbs, f, timeout_ms);
+  if (out) *out = f;
+  return 0;
+}
+
+/* control_verify_hop checks that req was signed with the cluster key for `what` over its body. */
+bool control_verify_hop(struct control *c, struct http_req *req, const char *what) {
+  char want[128];
+  if (!c->env.mesh) return false;
+  control_hop_target(what, req->body.base, req->body.len, want, sizeof want);
+  struct slice ht = http_req_header(req, "x-infermesh-hop-target");
+  return slice_eqz(ht, want) && router_hop_verify(mesh_keyring(c->env.mesh), (int64_t)time(NULL),
+                                                 http_req_header(req, "x-infermesh-hop"),
+                                                 http_req_header(req, "x-request-id"), ht) == 0;
+}
+
+/* ---- proposals: local leader, or forwarded to the leader's agent ---- */
+
+struct prop {
+  struct control *c;
+  int hops;
+  craft_apply_cb cb;
+  void *arg;
+  size_t len;
+  char cmd[];
+};
+
+/* leader_api finds the API address of the agent to send a proposal to: the Raft leader's when known, else
+ * any other alive server's. */
+static bool leader_api(struct control *c, char *out, size_t cap) {
+  struct mesh_server sv[MAX_SERVERS];
+  int n = mesh_servers(c->env.mesh, sv, MAX_SERVERS);
+  uint64_t lid = 0;
+  if (c->raft) {
+    struct craft_status st;
+    craft_status(c->raft, &st);
+    lid = st.leader_id;
+  }
+  for (int i = 0; i < n; i++)
+    if (!sv[i].self && lid && craft_id_from_pk(sv[i].id) == lid && sv[i].api_addr[0])
+      return str_copy(out, cap, sv[i].api_addr), true;
+  if (c->raft) return false; /* a server without a known leader: the caller retries */
+  for (int i = 0; i < n; i++)
+    if (!sv[i].self && sv[i].api_addr[0]) return str_copy(out, cap, sv[i].api_addr), true;
+  return false;
+}
+
+static void prop_forward(struct prop *p);
+
+static void prop_fwd_done(struct fwd *f, int err) {
+  struct prop *p = f->arg;
+  struct fsm_result res = {0};
+  int st = -EIO;
+  if (err == 0 && f->status == 200) {
+    json_error_t je;
+    json_t *j = json_loadb(f->resp.base, f->resp.len, 0, &je);
+    const char *msg = "";
+    int dup = 0;
+    json_int_t idx = 0;
+    if (j && json_unpack(j, "{s:i, s:b, s:I, s?s}", "status", &res.status, "duplicate", &dup, "index", &idx,
+                         "message", &msg) == 0) {
+      st = 0;
+      res.duplicate = dup;
+      res.index = (uint64_t)idx;
+      str_copy(res.msg, sizeof res.msg, msg);
+    }
+    json_decref(j);
+  } else if (err == 0 && f->status == 503) {
+    st = strstr(f->resp.base ? f->resp.base : "", "outcome_unknown") ? CRAFT_EUNKNOWN : CRAFT_ENOTLEADER;
+  } else if (err != 0) {
+    st = CRAFT_EUNKNOWN; /* the request may have arrived: only a retry with the same id is safe */
+  }
+  p->cb(p->arg, st, st == 0 ? &res : NULL);
+  free(p);
+}
+
+static void prop_forward(struct prop *p) {
+  char api[96];
+  if (p->hops >= 3 || !p->c->env.mesh || !leader_api(p->c, api, sizeof api)) {
+    p->cb(p->arg, CRAFT_ENOTLEADER, NULL);
+    free(p);
+    return;
+  }
+  if (fwd_send(p->c, api, "POST", "/v1/cluster/_propose", "ctl-propose", p->cmd, p->len, p->hops + 1, 10000,
+               prop_fwd_done, p, NULL) != 0) {
+    p->cb(p->arg, CRAFT_ENOTLEADER, NULL);
+    free(p);
+  }
+}
+
+static void prop_local_cb(void *arg, int status, const struct fsm_result *res) {
+  struct prop *p = arg;
+  if (status == CRAFT_ENOTLEADER) {
+    prop_forward(p); /* nothing was proposed here: safe to send elsewhere */
+    return;
+  }
+  p->cb(p->arg, status, res);
+  free(p);
+}
+
+void control_propose(struct control *c, const void *cmd, size_t len, int hops, craft_apply_cb cb, void *arg) {
+  struct prop *p = xcalloc(1, sizeof *p + len);
+  p->c = c;
+  p->hops = hops;
+  p->cb = cb;
+  p->arg = arg;
+  p->len = len;
+  memcpy(p->cmd, cmd, len);
+  if (c->raft) craft_apply(c->raft, cmd, len, prop_local_cb, p);
+  else prop_forward(p);
+}
+
+/* ---- waiters (reads with ?index=N, state long-polls) ---- */
+
+static void waiter_closed_cb(uv_handle_t *h) { free(h->data); }
+
+static void waiter_finish(struct waiter *w, bool timed_out) {
+  for (struct waiter **pp = &w->c->waiters; *pp; pp = &(*pp)->next)
+    if (*pp == w) {
+      *pp = w->next;
+      break;
+    }
+  if (w->req) {
+    w->req->abort_cb = NULL;
+    w->respond(w->c, w->req, w, timed_out);
+  }
+  uv_close((uv_handle_t *)&w->timer, waiter_closed_cb);
+}
+
+static void waiter_timeout_cb(uv_timer_t *t) { waiter_finish(t->data, true); }
+
+static void waiter_abort_cb(struct http_req *req) { ((struct waiter *)req->data)->req = NULL; }
+
+void control_wait(struct control *c, struct http_req *req, uint64_t min_index, uint32_t timeout_ms,
+                  void (*respond)(struct control *c, struct http_req *req, struct waiter *w, bool timed_out),
+                  const struct waiter *proto) {
+  struct waiter *w = xcalloc(1, sizeof *w);
+  if (proto) *w = *proto;
+  w->c = c;
+  w->req = req;
+  w->min_index = min_index;
+  w->respond = respond;
+  req->data = w;
+  req->abort_cb = waiter_abort_cb;
+  uv_timer_init(c->env.loop, &w->timer);
+  w->timer.data = w;
+  uv_timer_start(&w->timer, waiter_timeout_cb, timeout_ms, 0);
+  w->next = c->waiters;
+  c->waiters = w;
+}
+
+static void wake(struct control *c) {
+  uint64_t idx = control_index(c);
+  for (struct waiter *w = c->waiters, *next; w; w = next) {
+    next = w->next;
+    if (idx >= w->min_index) waiter_finish(w, false);
+  }
+}
+
+/* Runs inside raft's apply: answering HTTP requests is fine, calling raft is not (we don't). */
+static void applied_cb(void *arg, uint64_t index) { wake(arg); }
+
+/* ---- server lifecycle ---- */
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void server_tick(struct control *c) {
+  char err[256];
+  struct mesh_server sv[MAX_SERVERS];
+  mesh_set_raft(c->env.mesh, c->raft_addr, craft_has_state(c->raft));
+  int n = mesh_servers(c->env.mesh, sv, MAX_SERVERS);
+  if (craft_started(c->raft)) {
+    struct craft_server alive[MAX_SERVERS];
+    for (int i = 0; i < n; i++) {
+      alive[i].id = craft_id_from_pk(sv[i].id);
+      str_copy(alive[i].address, sizeof alive[i].address, sv[i].raft_addr);
+      alive[i].role = CRAFT_VOTER;
+    }
+    craft_reconcile(c->raft, alive, n);
+    return;
+  }
+  int expect = c->env.cfg->cluster.bootstrap_expect;
+  bool boot = false;
+  if (!craft_has_state(c->raft) && expect > 0) {
+    if (n < expect) {
+      if (c->waiting_logged != n) log_info("waiting for servers to bootstrap the control plane", "alive=%d expect=%d", n, expect);
+      c->waiting_logged = n;
+      return;
+    }
+    uint64_t ids[MAX_SERVERS];
+    for (int i = 0; i < n; i++) ids[i] = craft_id_from_pk(sv[i].id);
+    qsort(ids, (size_t)n, sizeof ids[0], cmp_u64);
+    uint64_t self = craft_id_from_pk(mesh_node_id(c->env.mesh));
+    bool mine = false, other_cluster = false;
+    for (int i = 0; i < expect; i++) mine |= ids[i] == self;
+    for (int i = 0; i < n; i++) {
+      bool chosen = false;
+      for (int j = 0; j < expect; j++) chosen |= ids[j] == craft_id_from_pk(sv[i].id);
+      other_cluster |= sv[i].formed && !chosen; /* a cluster exists already, formed without our set */
+    }
+    boot = mine && !other_cluster;
+    if (boot) {
+      struct craft_server set[MAX_SERVERS];
+      for (int i = 0; i < expect; i++) {
+        set[i].id = ids[i];
+        set[i].role = CRAFT_VOTER;
+        for (int j = 0; j < n; j++)
+          if (craft_id_from_pk(sv[j].id) == ids[i]) str_copy(set[i].address, sizeof set[i].address, sv[j].raft_addr);
+      }
+      int rc = craft_bootstrap(c->raft, set, expect, err, sizeof err);
+      if (rc != 0 && rc != -EEXIST) {
+        log_error("raft bootstrap failed", "err=\"%s\"", err);
+        return;
+      }
+      log_info("control plane bootstrapped", "voters=%d", expect);
+    }
+  }
+  if (craft_start(c->raft, err, sizeof err) != 0) {
+    log_error("raft start failed", "err=\"%s\"", err);
+    return;
+  }
+  mesh_set_raft(c->env.mesh, c->raft_addr, craft_has_state(c->raft));
+  log_info("raft server started", "address=%s state=%s", c->raft_addr,
+           craft_has_state(c->raft) ? "existing or bootstrapped" : "empty: waiting to be added by the leader");
+}
+
+/* ---- replica ---- */
+
+static void state_poll_done(struct fwd *f, int err) {
+  struct control *c = f->c;
+  c->poll_inflight = false;
+  c->poll = NULL;
+  char why[200];
+  if (err == 0 && f->status == 200) {
+    if (fsm_restore(c->fsm, f->resp.base, f->resp.len, why, sizeof why) == 0) {
+      c->next_poll_ms = 0; /* changed: ask again at once */
+      wake(c);
+      return;
+    }
+    log_warn("control-plane state refused", "err=\"%s\"", why);
+  } else if (err == 0 && f->status == 304) {
+    c->next_poll_ms = 0;
+    return;
+  }
+  c->next_poll_ms = uv_now(c->env.loop) + 500;
+}
+
+static void replica_tick(struct control *c) {
+  struct mesh_server sv[MAX_SERVERS];
+  if (c->poll_inflight || uv_now(c->env.loop) < c->next_poll_ms) return;
+  int n = mesh_servers(c->env.mesh, sv, MAX_SERVERS);
+  if (n == 0) return;
+  const struct mesh_server *s = &sv[c->poll_rr++ % (unsigned)n];
+  char path[96];
+  snprintf(path, sizeof path, "/v1/cluster/state?after=%llu&wait_ms=%d", (unsigned long long)control_index(c),
+           STATE_WAIT_MS);
+  if (fwd_send(c, s->api_addr, "GET", path, "ctl-state", "", 0, 0, STATE_WAIT_MS + 5000, state_poll_done, c,
+               &c->poll) == 0)
+    c->poll_inflight = true;
+}
+
+static void tick_cb(uv_timer_t *t) {
+  struct control *c = t->data;
+  if (c->raft) server_tick(c);
+  else replica_tick(c);
+  if (!c->raft && !c->poll_inflight && c->next_poll_ms == 0) replica_tick(c);
+}
+
+/* ---- start / close ---- */
+
+static int raft_address(const struct agent_config *cfg, char *out, size_t cap, char *err, size_t errlen) {
+  if (cfg->cluster.raft[0]) {
+    str_copy(out, cap, cfg->cluster.raft);
+    return 0;
+  }
+  const char *g = cfg->cluster.gossip, *colon = strrchr(g, ':');
+  uint64_t port;
+  if (!colon || slice_to_u64(slice_cstr(colon + 1), &port) != 0 || port == 0 || port >= 65535) {
+    snprintf(err, errlen, "no Raft address: pass --raft HOST:PORT");
+    return -EINVAL;
+  }
+  snprintf(out, cap, "%.*s:%llu", (int)(colon - g), g, (unsigned long long)port + 1);
+  return 0;
+}
+
+int control_start(struct control **out, const struct control_env *env, char *err, size_t errlen) {
+  struct control *c = xcalloc(1, sizeof *c);
+  int rc;
+  c->env = *env;
+  c->fsm = fsm_new();
+  *out = c;
+  if (!env->mesh) {
+    if (env->cfg->cluster.server) {
+      snprintf(err, errlen, "--server needs a cluster key: run `infermesh init` or join with an invite first");
+      goto err_after_alloc;
+    }
+    return 0; /* standalone: no control plane */
+  }
+  if (env->cfg->cluster.server) {
+    struct craft_config rc_cfg;
+    craft_config_default(&rc_cfg);
+    rc_cfg.id = craft_id_from_pk(mesh_node_id(env->mesh));
+    rc_cfg.kr = mesh_keyring(env->mesh);
+    if ((rc = raft_address(env->cfg, c->raft_addr, sizeof c->raft_addr, err, errlen)) != 0) goto err_after_alloc;
+    str_copy(rc_cfg.address, sizeof rc_cfg.address, c->raft_addr);
+    snprintf(rc_cfg.dir, sizeof rc_cfg.dir, "%s/raft", mesh_data_dir(env->mesh));
+    if ((rc = craft_open(&c->raft, env->loop, &rc_cfg, applied_cb, c, err, errlen)) != 0) goto err_after_alloc;
+    log_info("control plane: raft server", "id=%016llx address=%s dir=%s state=%s", (unsigned long long)rc_cfg.id,
+             c->raft_addr, rc_cfg.dir, craft_has_state(c->raft) ? "yes" : "none");
+  }
+  uv_timer_init(env->loop, &c->tick);
+  c->tick.data = c;
+  c->tick_on = true;
+  uv_timer_start(&c->tick, tick_cb, 0, TICK_MS);
+  return 0;
+
+err_after_alloc:
+  fsm_free(c->fsm);
+  free(c);
+  *out = NULL;
+  return -EINVAL;
+}
+
+static void close_part(struct control *c) {
+  if (--c->closing_parts > 0) return;
+  void (*cb)(void *) = c->closed_cb;
+  void *arg = c->closed_arg;
+  fsm_free(c->fsm);
+  free(c);
+  if (cb) cb(arg);
+}
+
+static void tick_closed_cb(uv_handle_t *h) { close_part(h->data); }
+static void raft_closed_cb(void *arg) { close_part(arg); }
+
+void control_close(struct control *c, void (*closed_cb)(void *arg), void *arg) {
+  c->closing = true;
+  c->closed_cb = closed_cb;
+  c->closed_arg = arg;
+  while (c->waiters) waiter_finish(c->waiters, true);
+  if (c->poll_inflight) { /* no callback follows a cancel: release the poll here */
+    struct fwd *f = c->poll;
+    hc_cancel(f->hreq);
+    http_pool_close(&f->pool);
+    buf_free(&f->head);
+    buf_free(&f->body);
+    buf_free(&f->resp);
+    free(f);
+    c->poll_inflight = false;
+  }
+  c->closing_parts = 1 + (c->tick_on ? 1 : 0) + (c->raft ? 1 : 0);
+  if (c->tick_on) uv_close((uv_handle_t *)&c->tick, tick_closed_cb);
+  if (c->raft) craft_close(c->raft, raft_closed_cb, c);
+  close_part(c);
+}

@@ -1,0 +1,52 @@
+/* The agent's control plane: a Raft server (agents started with --server) or a read replica (every other
+ * agent in a mesh), and the /v1/cluster/{raft,state,policies,pins,drains,tenants,prices} endpoints.
+ *
+ * Servers bootstrap once --bootstrap-expect servers are alive in gossip (each computes the same voter set:
+ * the N smallest raft ids among them), or wait to be added by the leader, which adds every server it sees in
+ * gossip (spare, then voter while there are fewer than 5). Writes are turned into FSM commands with an id at
+ * the agent that received them and proposed to the leader — locally, or forwarded to its agent over HTTP with
+ * a hop signature of the cluster key that covers the command bytes.
+ *
+ * Read replica: a non-server agent long-polls GET /v1/cluster/state?after=INDEX on an alive server (signed with
+ * the cluster key); the server answers with the whole FSM snapshot as soon as its index passes INDEX (or
+ * after 20 s unchanged). The FSM is small and writes are rare, so a full copy per change is cheap, needs no
+ * Raft membership for replicas (no extra load on the leader's replication, no quorum effects) and arrives one
+ * round trip after the server applied the write. */
+#ifndef IM_AGENT_CONTROL_H
+#define IM_AGENT_CONTROL_H
+
+#include <stdbool.h>
+#include <uv.h>
+
+#include "agent/config.h"
+#include "agent/mesh.h"
+#include "cluster/fsm.h"
+#include "net/http_server.h"
+#include "route/router.h"
+
+struct control;
+
+/* Borrowed from the agent; all outlive the control. mesh may be NULL (standalone: endpoints answer 409). */
+struct control_env {
+  uv_loop_t *loop;
+  const struct agent_config *cfg;
+  struct mesh *mesh;
+  struct router *router;
+};
+
+/* control_start opens the Raft server (cfg->cluster.server) or starts the replica. Returns 0 and *out, or a
+ * negative code with a message for the user in err. */
+int control_start(struct control **out, const struct control_env *env, char *err, size_t errlen);
+
+/* control_handle answers req when it is a control-plane endpoint and returns true; otherwise false. */
+bool control_handle(struct control *c, struct http_req *req);
+
+/* control_fsm is the state routers enforce (owned by c; valid until control_close; read-only; it changes
+ * between loop turns). Never NULL; empty until the first sync. */
+const struct fsm *control_fsm(const struct control *c);
+
+/* control_close stops everything; waiting requests get 503; closed_cb runs when nothing is left, then c is
+ * freed. */
+void control_close(struct control *c, void (*closed_cb)(void *arg), void *arg);
+
+#endif

@@ -1,0 +1,55 @@
+/* Internal to the control plane (control.c: lifecycle and proposals; control_api.c: HTTP endpoints). */
+#ifndef IM_AGENT_CONTROL_INT_H
+#define IM_AGENT_CONTROL_INT_H
+
+#include <jansson.h>
+
+#include "agent/control.h"
+#include "cluster/raft.h"
+#include "net/http_client.h"
+
+struct control;
+struct fwd;
+
+/* A request parked until the FSM index reaches min_index, or its timer fires. */
+struct waiter {
+  struct waiter *next;
+  struct control *c;
+  struct http_req *req; /* NULL once the client went away */
+  uint64_t min_index;
+  uv_timer_t timer;
+  void (*respond)(struct control *c, struct http_req *req, struct waiter *w, bool timed_out);
+  enum fsm_kind kind;
+  char key[FSM_NAME_MAX]; /* "" = the whole kind */
+};
+
+struct control {
+  struct control_env env;
+  struct craft *raft; /* servers */
+  struct fsm *fsm;    /* replicas: the copy fetched from a server */
+  char raft_addr[96];
+  uv_timer_t tick;
+  bool tick_on, closing, poll_inflight;
+  struct fwd *poll;
+  uint64_t next_poll_ms;
+  unsigned poll_rr;
+  int waiting_logged;
+  struct waiter *waiters;
+  int closing_parts;
+  void (*closed_cb)(void *arg);
+  void *closed_arg;
+};
+
+uint64_t control_index(const struct control *c);
+/* control_propose sends command cmd (copied) to the leader: applied here when this server leads, else
+ * forwarded (hops so far: a forwarded proposal goes at most 3 hops). cb runs once (craft_apply_cb codes). */
+void control_propose(struct control *c, const void *cmd, size_t len, int hops, craft_apply_cb cb, void *arg);
+/* control_wait parks req (see struct waiter); proto (may be NULL) supplies kind and key. */
+void control_wait(struct control *c, struct http_req *req, uint64_t min_index, uint32_t timeout_ms,
+                  void (*respond)(struct control *c, struct http_req *req, struct waiter *w, bool timed_out),
+                  const struct waiter *proto);
+/* Signed agent-to-agent control requests: the hop target is WHAT:hash(body). */
+void control_hop_target(const char *what, const void *body, size_t len, char *out, size_t cap);
+bool control_verify_hop(struct control *c, struct http_req *req, const char *what);
+
+#endif
