@@ -1,0 +1,71 @@
+/* Hedging of latency-class requests (DESIGN §6): after a delay near the chosen target's p95 time to first
+ * byte, a copy goes to the second-best target; the first to send its first byte wins and the other is
+ * cancelled at once (its connection closes, so the runtime aborts it). Hedges are capped at a share of all
+ * requests. */
+#include <math.h>
+
+#include "core/clock.h"
+#include "core/log.h"
+#include "route/proxy_int.h"
+
+/* The second-best target: the best-scored candidate not tried yet that has room for the request. */
+static int second_best(struct proxy *p, uint64_t now) {
+  struct router *r = p->r;
+  int ids[STORE_MAX_TARGETS];
+  int n = store_candidates(r->store, p->oai.model, p->tried, ids, STORE_MAX_TARGETS);
+  int best = -1;
+  double best_score = 0;
+  for (int i = 0; i < n; i++) {
+    const struct target *t = &r->store->targets[ids[i]];
+    if (adm_target_saturated(&r->adm.o, t, p->kv_need)) continue;
+    double s = score_target(t, &r->score, now);
+    if (best < 0 || s < best_score) best = ids[i], best_score = s;
+  }
+  return best;
+}
+
+static void hedge_timer_cb(uv_timer_t *t) {
+  struct proxy *p = t->data;
+  struct router *r = p->r;
+  p->timer_use = PT_NONE;
+  if (p->winner || p->client_started || p->hedged) return;
+  struct leg *primary = p->legs[0].up ? &p->legs[0] : p->legs[1].up ? &p->legs[1] : NULL;
+  if (!primary) return; /* between a failure and its retry */
+  struct leg *spare = primary == &p->legs[0] ? &p->legs[1] : &p->legs[0];
+  uint64_t now = clock_mono_ns();
+  int id = second_best(p, now);
+  if (id < 0) return;
+  if (adm_bucket_take(&r->hedge_credit, 1, now) != 0) return; /* over the cap */
+  p->hedged = true;
+  r->metrics.hedges_sent++;
+  log_debug("hedge", "id=%s primary=%s copy=%s after_ms=%.1f", p->request_id,
+            r->store->targets[primary->target].name, r->store->targets[id].name,
+            (double)(now - primary->t_sent) / 1e6);
+  proxy_leg_send(p, spare, id, true);
+}
+
+void proxy_hedge_arm(struct proxy *p) {
+  struct router *r = p->r;
+  if (!p->slo_latency || p->hedge_armed || p->local_only || r->opts.hedge_max_fraction <= 0) return;
+  struct leg *l = p->legs[0].up ? &p->legs[0] : &p->legs[1];
+  if (!l->up) return;
+  p->hedge_armed = true;
+  double d = (double)r->opts.hedge_delay_ms / 1000.0;
+  const struct target *t = &r->store->targets[l->target];
+  double q;
+  if (store_ttfb_quantile(t, p->oai.stream == 1 ? STORE_TTFB_STREAM : STORE_TTFB_FULL, 0.95,
+                          r->opts.hedge_min_samples, &q))
+    d = q;
+  uint64_t ms = (uint64_t)ceil(d * 1000.0);
+  proxy_timer(p, PT_HEDGE, ms < 1 ? 1 : ms, hedge_timer_cb);
+}
+
+void proxy_hedge_lost(struct proxy *p, struct leg *l) {
+  struct router *r = p->r;
+  hc_cancel(l->up); /* closes its connection: the runtime sees the abort and frees the request */
+  l->up = NULL;
+  proxy_leg_release(l);
+  r->metrics.hedges_cancelled++;
+  /* A loser sent no data frame (else it would have won): what it cost is its prompt. */
+  r->metrics.hedge_wasted_tokens += (uint64_t)(p->prompt_est > 0 ? p->prompt_est : 0);
+}

@@ -1,0 +1,127 @@
+/* Internals of the per-request proxy, shared by proxy.c (the state machine), proxy_admit.c (admission:
+ * tenant, limits, queue) and proxy_hedge.c (hedging). Not for use outside src/route. */
+#ifndef IM_ROUTE_PROXY_INT_H
+#define IM_ROUTE_PROXY_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/buf.h"
+#include "net/http_client.h"
+#include "net/sse.h"
+#include "route/jscan.h"
+#include "route/router.h"
+
+/* One upstream exchange of a request. A request has at most two at once: the primary and, for a hedged
+ * latency-class request, the copy; whichever sends its first byte first is committed (p->winner), the other
+ * is cancelled. */
+struct leg {
+  struct proxy *p;
+  struct hc_req *up; /* in flight when not NULL */
+  int target;        /* -1 before the first send */
+  bool reserved;     /* store_reserve (and kv_tokens of store_kv_reserve) held on target */
+  int64_t kv_tokens;
+  uint32_t kv_seq;
+  bool hedge;     /* this leg is the hedged copy */
+  bool streaming; /* its response is an SSE stream being relayed */
+  bool too_big;   /* its buffered response exceeded max_response_bytes */
+  int status;
+  char content_type[96];
+  struct buf head; /* upstream request head */
+  struct buf body; /* buffered non-streaming response (or upstream error body) */
+  struct sse_parser sse;
+  uint64_t t_sent;
+  struct policy_ticket ticket; /* the routing policy's record of this send */
+  bool ticketed;
+};
+
+/* What the per-request timer is counting down. */
+enum { PT_NONE, PT_QUEUE, PT_HEDGE };
+
+#define PROXY_MAX_BLOCKS 512 /* prompt blocks the policy sees: 512 x 16 tokens x 4 bytes = 32 KiB of prompt */
+
+struct proxy {
+  struct router *r;
+  struct proxy *prev, *next; /* r->active */
+  bool local_only;           /* forwarded by another node's agent: only this node's own targets */
+  char hop_target[64];       /* the target it asked for (a hint) */
+  struct http_req *req;
+  struct oai_req oai;
+  bool chat;
+  char model[256];
+  char request_id[48];
+  int target;   /* target named in responses: the committed leg's, else the latest tried; -1 */
+  int attempts; /* sends of the primary (hedged copies not counted) */
+  uint64_t tried[STORE_MAX_TARGETS / 64];
+  struct leg legs[2];
+  struct leg *winner;    /* the leg whose bytes go to the client, NULL before its first byte */
+  struct slice parts[3]; /* upstream body: the client's bytes by reference, plus what we insert */
+  int nparts;
+  bool strip_usage;    /* we asked for usage the client did not: drop the usage-only chunk */
+  struct buf out;      /* frames of one upstream read, sent to the client in one write */
+  bool client_started; /* bytes went to the client: no more retries or hedges */
+  bool paused;
+  uint64_t t0, t_first;
+  struct oai_usage usage;
+  char last_err_msg[128];
+  /* admission */
+  int tenant;          /* index into r->adm's tenants */
+  bool admitted;       /* adm_limit passed: adm_done when it ends */
+  bool queued;         /* waiting in r->adm's queue */
+  bool shed_no_target; /* queued, and its model lost every target: answer 503 from the timer */
+  int prio;
+  bool slo_latency;
+  int64_t prompt_est; /* prompt tokens, estimated from the body (4 bytes a token) */
+  int64_t kv_need;    /* prompt_est + max_tokens (or the default) */
+  uint64_t t_enqueued, deadline_ns;
+  /* the timer: the queue deadline while queued, then the hedge delay */
+  uv_timer_t timer;
+  bool timer_init;
+  int timer_use;
+  bool hedge_armed, hedged;
+  /* the routing policy's view of the request: prompt block hashes, computed on the first pick */
+  struct policy_req preq;
+  bool hashed;
+  uint64_t hashes[PROXY_MAX_BLOCKS];
+};
+
+/* proxy.c */
+/* attempt sends the primary to the best untried candidate (or answers 503/502 when none is left). */
+void proxy_attempt(struct proxy *p);
+/* proxy_leg_send sends p's request to target id on leg l (reserving there). */
+void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge);
+/* proxy_fail answers an OpenAI-format error (code may be NULL; retry_after > 0 adds Retry-After) and ends p.
+ */
+void proxy_fail(struct proxy *p, int status, const char *type, const char *code, const char *message,
+                int retry_after);
+/* proxy_timer makes sure p's timer is initialized and starts it for use (PT_QUEUE/PT_HEDGE). */
+void proxy_timer(struct proxy *p, int use, uint64_t ms, uv_timer_cb cb);
+/* proxy_leg_release gives back l's reservations on its target. */
+void proxy_leg_release(struct leg *l);
+
+/* proxy_admit.c */
+/* proxy_admit_auth finds the tenant (401 when tenants are configured and the key is missing or unknown) and
+ * reads the x-infermesh-priority / x-infermesh-slo headers (400 when malformed). False when p was answered.
+ */
+bool proxy_admit_auth(struct proxy *p);
+/* proxy_admit_estimate sets p's prompt_est and kv_need from the scanned body. */
+void proxy_admit_estimate(struct proxy *p);
+/* proxy_admit (after proxy_admit_estimate) applies the tenant's limits (429), then sends p, or queues it
+ * while every candidate is saturated (429 when the queue is full; 503 at its deadline). */
+void proxy_admit(struct proxy *p);
+/* proxy_admit_filter drops from ids[0..n) the targets whose KV budget cannot fit p (they are no candidates);
+ * when that leaves none (a retry after the others failed) the list is kept. Returns the new count. */
+int proxy_admit_filter(struct proxy *p, int *ids, int n);
+/* proxy_admit_end releases p's admission state (queue entry, tenant slot); called once by finish. */
+void proxy_admit_end(struct proxy *p);
+/* proxy_admit_dispatch offers queued requests to targets that have room (after a completion or a report). */
+void proxy_admit_dispatch(struct router *r);
+
+/* proxy_hedge.c */
+/* proxy_hedge_arm starts the hedge delay for a latency-class request whose primary was just sent. */
+void proxy_hedge_arm(struct proxy *p);
+/* proxy_hedge_lost cancels leg l, which lost the race to p's winner, and meters it. */
+void proxy_hedge_lost(struct proxy *p, struct leg *l);
+
+#endif
