@@ -4,7 +4,7 @@ JOBS ?= 2
 PY ?= /usr/bin/python3
 FUZZ_SECONDS ?= 10
 
-.PHONY: all build asan fuzz-build bootstrap dev test unit fuzz integration compat bench format clean
+.PHONY: all build asan fuzz-build bootstrap dev test unit fuzz integration test-netns compat bench format clean
 
 all: build
 
@@ -28,7 +28,7 @@ dev: build
 
 # Everything CI checks: unit tests (cmocka, ASan+UBSan), fuzz smoke runs, integration tests (pytest, real
 # processes on 127.0.0.1) and the official openai client against the dev mesh.
-test: unit fuzz integration
+test: unit fuzz integration test-netns
 
 unit: asan
 	@cd build-asan && ctest --output-on-failure --timeout 120
@@ -38,6 +38,10 @@ fuzz: fuzz-build
 
 integration: asan
 	@INFERMESH_BIN=$(CURDIR)/build-asan/infermesh $(PY) -m pytest -q -p no:cacheprovider tests/integration
+
+# Multi-host membership tests: agents in network namespaces on a bridge (needs root; skips otherwise).
+test-netns: asan
+	@INFERMESH_BIN=$(CURDIR)/build-asan/infermesh $(PY) -m pytest -q -s -rs -p no:cacheprovider tests/netns
 
 bench: build
 	@bench/proxy.sh
