@@ -9,11 +9,14 @@
 #include "agent/agent.h"
 #include "agent/dev.h"
 #include "agent/supervisor.h"
+#include "cli/bench.h"
 #include "cli/cli.h"
 #include "cli/cluster_cmds.h"
+#include "cli/control_cmds.h"
 #include "cli/probe.h"
 #include "cli/gpus.h"
 #include "cli/members.h"
+#include "cli/simulate.h"
 #include "sim/server.h"
 
 static void usage(FILE *f) {
@@ -21,6 +24,9 @@ static void usage(FILE *f) {
              "usage: infermesh COMMAND [options]   (infermesh COMMAND --help for its options)\n\n"
              "node:\n"
              "  agent         run the node daemon\n"
+             "  dev           one-node mesh with simulated engines, for trying it out\n"
+             "  sim-engine    run a simulated vLLM-like engine (OpenAI API, vLLM metrics)\n"
+             "  simulate      compare routing policies in a discrete-event simulation (traces, generators)\n"
              "  probe         read one runtime (vLLM, SGLang, TGI, llama.cpp, Triton, Ollama) and print its state\n"
              "  gpus          local NVIDIA GPUs via NVML (or --dcgm URL)\n"
              "cluster:\n"
@@ -34,6 +40,12 @@ static void usage(FILE *f) {
              "  members       members of the mesh (--all: with dead and departed ones)\n"
              "  leave         the agent leaves the mesh, finishes in-flight work and exits\n"
              "  drain NODE    NODE finishes in-flight work and gets no new requests (undrain NODE: undo)\n"
+             "  bench         replay a trace against the mesh, open loop (--trace FILE): TTFT, goodput, cache hits\n"
+             "control plane (Raft; writes need --token ADMIN_TOKEN):\n"
+             "  raft status   leader, term, voters, applied index\n"
+             "  policy        set|get|list|delete routing policies per model\n"
+             "  pin | unpin   allow a model only on some nodes or zones\n"
+             "  tenant        add|list|limits|revoke tenants and their API keys\n"
              "  version       print the version\n\n"
              "exit codes: 0 ok, 1 runtime failure (agent unreachable, port in use...), 2 bad usage\n",
           INFERMESH_VERSION);
@@ -58,6 +70,7 @@ int main(int argc, char **argv) {
   const char *cmd = argv[1];
   if (strcmp(cmd, "agent") == 0) return agent_main(argc - 2, argv + 2);
   if (strcmp(cmd, "sim-engine") == 0) return sim_server_main(argc - 2, argv + 2);
+  if (strcmp(cmd, "simulate") == 0) return simulate_main(argc - 2, argv + 2);
   if (strcmp(cmd, "dev") == 0) return dev_main(argc - 2, argv + 2, argv[0]);
   if (strcmp(cmd, "status") == 0 || strcmp(cmd, "models") == 0 || strcmp(cmd, "targets") == 0)
     return cli_main(cmd, argc - 2, argv + 2);
@@ -69,6 +82,10 @@ int main(int argc, char **argv) {
       strcmp(cmd, "undrain") == 0)
     return members_main(cmd, argc - 2, argv + 2);
   if (strcmp(cmd, "probe") == 0) return probe_main(argc - 2, argv + 2);
+  if (strcmp(cmd, "bench") == 0) return bench_main(argc - 2, argv + 2);
+  if (strcmp(cmd, "raft") == 0 || strcmp(cmd, "policy") == 0 || strcmp(cmd, "pin") == 0 ||
+      strcmp(cmd, "unpin") == 0 || strcmp(cmd, "tenant") == 0)
+    return control_cmd_main(cmd, argc - 2, argv + 2);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("infermesh %s\n", INFERMESH_VERSION);
     return 0;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "agent/cluster_api.h"
+#include "agent/control.h"
 #include "agent/gpu_poll.h"
 #include "agent/mesh.h"
 #include "agent/scraper.h"
@@ -34,6 +35,7 @@ struct agent {
   struct http_server server;
   struct mesh *mesh; /* NULL when the agent runs alone (no cluster key) */
   struct cluster_api capi;
+  struct control *ctl; /* the control plane (Raft server or read replica); NULL when closed */
   char api_addr[96]; /* how other nodes reach this listener */
   bool leave_done, close_mesh_pending;
   uv_signal_t sigterm, sigint, sighup;
@@ -54,6 +56,7 @@ static void handle(struct http_req *req, void *arg) {
   struct buf b = {0};
   uint64_t now = clock_mono_ns();
   if (router_handle(&a->router, req)) return;
+  if (control_handle(a->ctl, req)) return;
   if (cluster_api_handle(&a->capi, req)) return;
   bool get = req->method == HTTP_GET || req->method == HTTP_HEAD;
   if (get && slice_eqz(req->path, "/healthz")) {
@@ -68,7 +71,7 @@ static void handle(struct http_req *req, void *arg) {
     else
       http_resp_send(req, 200, "text/plain", "ready\n", 6, NULL, 0);
   } else if (get && slice_eqz(req->path, "/metrics")) {
-    route_metrics_render(&a->router.metrics, &b, a->router.inflight);
+    router_metrics(&a->router, &b);
     status_targets_metrics(&b, &a->store, &a->router.score, now);
     if (a->mesh) mesh_metrics(a->mesh, &b);
     http_resp_send(req, 200, "text/plain; version=0.0.4", b.base, b.len, NULL, 0);
@@ -135,12 +138,23 @@ static void log_flush_cb(uv_prepare_t *h) { log_flush(); }
 
 static void mesh_closed_cb(void *arg) { ((struct agent *)arg)->mesh = NULL; }
 
-static void gpu_stopped_cb(struct gpu_poll *g) {
-  struct agent *a = (struct agent *)((char *)g - offsetof(struct agent, gpu));
+static void close_mesh(struct agent *a) {
   if (a->mesh) {
     if (a->leave_done) mesh_close(a->mesh, mesh_closed_cb, a);
     else a->close_mesh_pending = true; /* the leave is still spreading: close when it has */
   }
+}
+
+static void ctl_closed_cb(void *arg) {
+  struct agent *a = arg;
+  a->ctl = NULL;
+  close_mesh(a);
+}
+
+static void gpu_stopped_cb(struct gpu_poll *g) {
+  struct agent *a = (struct agent *)((char *)g - offsetof(struct agent, gpu));
+  if (a->ctl) control_close(a->ctl, ctl_closed_cb, a); /* before the mesh: Raft uses its keyring */
+  else close_mesh(a);
   uv_close((uv_handle_t *)&a->sigterm, closed_cb);
   uv_close((uv_handle_t *)&a->sigint, closed_cb);
   uv_close((uv_handle_t *)&a->sighup, closed_cb);
@@ -261,6 +275,13 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   ro.max_attempts = cfg->max_attempts;
   ro.upstream_timeout_ms = cfg->upstream_timeout_ms;
   str_copy(ro.node_name, sizeof ro.node_name, cfg->node_name);
+  ro.adm = cfg->adm;
+  ro.tenants = cfg->tenants;
+  ro.ntenants = cfg->ntenants;
+  ro.hedge_delay_ms = cfg->hedge_delay_ms;
+  ro.hedge_min_samples = cfg->hedge_min_samples;
+  ro.hedge_max_fraction = cfg->hedge_max_fraction;
+  str_copy(ro.policy, sizeof ro.policy, cfg->routing_policy);
   router_init(&a->router, a->loop, &a->store, a->pools, &ro);
   http_server_init(&a->server, a->loop, &cfg->limits, handle, a);
   if ((rc = http_server_listen(&a->server, cfg->listen_host, cfg->listen_port)) != 0) {
@@ -291,6 +312,13 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   }
   if (a->mesh) a->router.kr = mesh_keyring(a->mesh);
   a->capi = (struct cluster_api){a->loop, a->mesh, &a->router, leave_request_cb, a};
+  struct control_env cenv = {a->loop, cfg, a->mesh, &a->router};
+  if ((rc = control_start(&a->ctl, &cenv, err, sizeof err)) != 0) {
+    log_error("cannot start the control plane", "err=\"%s\"", err);
+    fprintf(stderr, "infermesh agent: %s\n", err);
+    abandon(a);
+    return 2;
+  }
   size_t exelen = sizeof a->exe;
   if (uv_exepath(a->exe, &exelen) != 0) str_copy(a->exe, sizeof a->exe, "/proc/self/exe");
   a->sup = supervisor_start(a->loop, &a->store, cfg, ids, a->exe); /* before scraping: it waits on health */
@@ -311,8 +339,8 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   uv_prepare_init(a->loop, &a->log_flusher);
   uv_prepare_start(&a->log_flusher, log_flush_cb);
   log_buffer_lines(true);
-  log_info("agent listening", "node=%s listen=%s targets=%d version=%s", cfg->node_name, a->listen,
-           a->store.ntargets, INFERMESH_VERSION);
+  log_info("agent listening", "node=%s listen=%s targets=%d tenants=%d version=%s", cfg->node_name, a->listen,
+           a->store.ntargets, cfg->ntenants, INFERMESH_VERSION);
   if (ready_cb) ready_cb(arg, http_server_port(&a->server));
   uv_run(a->loop, UV_RUN_DEFAULT);
   log_buffer_lines(false); /* flushes */

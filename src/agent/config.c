@@ -2,16 +2,20 @@
 #include "agent/config.h"
 
 #include <errno.h>
+#include <math.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yaml.h>
 
 #include "adapter/adapter.h"
+#include "agent/config_tenants.h"
 #include "core/log.h"
 #include "core/slice.h"
+#include "state/policy.h"
 
-enum ktype { K_STR, K_U32, K_INT, K_SIZE, K_LISTEN, K_RUNTIME, K_JOIN, K_LABEL };
+enum ktype { K_STR, K_U32, K_INT, K_SIZE, K_LISTEN, K_RUNTIME, K_JOIN, K_LABEL, K_DBL, K_BOOL, K_TENANT };
 
 struct key {
   const char *path; /* YAML path, dotted */
@@ -41,7 +45,7 @@ static const struct key keys[] = {
     {"cluster.join", "--join", "INFERMESH_JOIN", K_JOIN, 0, 0,
      "invite token (infermesh invite) or seed HOST:PORT to join (repeatable)"},
     {"cluster.probe_interval_ms", "--probe-interval-ms", "INFERMESH_PROBE_INTERVAL_MS", K_U32,
-     F(cluster.probe_interval_ms), "SWIM: one failure probe per interval (200)"},
+     F(cluster.probe_interval_ms), "SWIM: one failure probe per interval (250)"},
     {"cluster.probe_timeout_ms", "--probe-timeout-ms", "INFERMESH_PROBE_TIMEOUT_MS", K_U32,
      F(cluster.probe_timeout_ms), "SWIM: direct probe deadline before indirect probes"},
     {"cluster.gossip_interval_ms", "--gossip-interval-ms", "INFERMESH_GOSSIP_INTERVAL_MS", K_U32,
@@ -52,6 +56,17 @@ static const struct key keys[] = {
      "SWIM: helpers asked to probe a node that missed a direct probe"},
     {"cluster.gossip_nodes", "--gossip-nodes", "INFERMESH_GOSSIP_NODES", K_INT, F(cluster.gossip_nodes),
      "SWIM: members each gossip round goes to"},
+    {"cluster.server", "--server", "INFERMESH_SERVER", K_BOOL, F(cluster.server),
+     "run a Raft server of the control plane (voter; `--server` alone means true)"},
+    {"cluster.bootstrap_expect", "--bootstrap-expect", "INFERMESH_BOOTSTRAP_EXPECT", K_INT,
+     F(cluster.bootstrap_expect), "servers: form the first cluster once this many servers are alive (e.g. 3)"},
+    {"cluster.raft", "--raft", "INFERMESH_RAFT", K_STR, F(cluster.raft),
+     "servers: HOST:PORT for Raft traffic (default: gossip host, gossip port + 1)"},
+    {"cluster.admin_token", "--admin-token", "INFERMESH_ADMIN_TOKEN", K_STR, F(cluster.admin_token),
+     "control API writes need `Authorization: Bearer TOKEN`"},
+    {"routing.policy", "--routing-policy", "INFERMESH_ROUTING_POLICY", K_STR, F(routing_policy),
+     "how targets are chosen: ours (prefix- and load-aware, the default), round-robin, least-request, "
+     "power-of-two, sglang, llm-d"},
     {"runtimes", "--target", "INFERMESH_TARGETS", K_RUNTIME, 0, 0,
      "[NAME=]URL of a runtime, e.g. http://127.0.0.1:8000 (repeatable; env: comma-separated)"},
     {"scrape_interval_ms", "--scrape-interval-ms", "INFERMESH_SCRAPE_INTERVAL_MS", K_U32, F(scrape_interval_ms),
@@ -84,6 +99,25 @@ static const struct key keys[] = {
      K_INT, F(sup.crash_loop_restarts), "runtimes with exec: exits within the window that make a crash loop (5)"},
     {"supervisor.crash_loop_window_ms", "--runtime-crash-loop-window-ms", "INFERMESH_RUNTIME_CRASH_LOOP_WINDOW_MS",
      K_U32, F(sup.crash_loop_window_ms), "runtimes with exec: the crash-loop window (300000)"},
+    {"tenants", "--tenant", "INFERMESH_TENANTS", K_TENANT, 0, 0,
+     "tenant name=N,key=K[,weight=W,priority=high|normal|low,requests_per_s=R,tokens_per_min=T,max_concurrent=C,"
+     "slo=latency|throughput] (repeatable; env: ';'-separated); with tenants every request needs its key"},
+    {"admission.queue_max", "--queue-max", "INFERMESH_QUEUE_MAX", K_INT, F(adm.queue_max),
+     "requests that may wait while every target is saturated; beyond: 429 (1024)"},
+    {"admission.queue_timeout_ms", "--queue-timeout-ms", "INFERMESH_QUEUE_TIMEOUT_MS", K_U32, F(adm.queue_timeout_ms),
+     "longest wait in that queue; then 503 (30000)"},
+    {"admission.max_waiting", "--max-waiting", "INFERMESH_MAX_WAITING", K_INT, F(adm.max_waiting),
+     "a target with this many waiting requests is saturated (queue in the agent); 0 = only the KV budget counts (0)"},
+    {"admission.kv_budget", "--kv-budget", "INFERMESH_KV_BUDGET", K_BOOL, F(adm.kv_budget),
+     "reserve prompt + max_tokens against each target's free KV cache: true|false (true)"},
+    {"admission.default_max_tokens", "--default-max-tokens", "INFERMESH_DEFAULT_MAX_TOKENS", K_INT,
+     F(adm.default_max_tokens), "KV reserved for the output of a request without max_tokens (256)"},
+    {"hedging.delay_ms", "--hedge-delay-ms", "INFERMESH_HEDGE_DELAY_MS", K_U32, F(hedge_delay_ms),
+     "latency-class requests: hedge delay until a target has enough samples for its p95 TTFT (500)"},
+    {"hedging.min_samples", "--hedge-min-samples", "INFERMESH_HEDGE_MIN_SAMPLES", K_INT, F(hedge_min_samples),
+     "first-byte samples of a target before its p95 sets the hedge delay (20)"},
+    {"hedging.max_fraction", "--hedge-max-fraction", "INFERMESH_HEDGE_MAX_FRACTION", K_DBL, F(hedge_max_fraction),
+     "hedged copies as a share of all requests, 0..1; 0 = never hedge (0.05)"},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -105,6 +139,10 @@ void config_defaults(struct agent_config *c) {
   c->sup.crash_loop_restarts = 5;
   c->sup.crash_loop_window_ms = 300000;
   str_copy(c->cluster.gossip, sizeof c->cluster.gossip, "127.0.0.1:7946");
+  adm_opts_default(&c->adm);
+  c->hedge_delay_ms = 500;
+  c->hedge_min_samples = 20;
+  c->hedge_max_fraction = 0.05;
 }
 
 /* A list setting from a later source replaces the earlier one, like runtimes. */
@@ -210,6 +248,42 @@ static int set_key(struct agent_config *c, const struct key *k, const char *v, i
     str_copy(base, k->size, v);
     return 0;
   case K_LISTEN: return parse_listen(c, v, err, errlen);
+  case K_BOOL:
+    if (strcmp(v, "true") == 0 || strcmp(v, "false") == 0) {
+      *(bool *)base = v[0] == 't';
+      return 0;
+    }
+    snprintf(err, errlen, "%s: '%s' is not true or false", src, v);
+    return -EINVAL;
+  case K_DBL: {
+    errno = 0;
+    double d = strtod(v, &end);
+    if (*v == '\0' || *end || errno || !isfinite(d) || d < 0 || d > 1) {
+      snprintf(err, errlen, "%s: '%s' is not a number from 0 to 1", src, v);
+      return -EINVAL;
+    }
+    *(double *)base = d;
+    return 0;
+  }
+  case K_TENANT: {
+    /* One spec per flag, ';'-separated in the environment. v is argv or environ memory: it is parsed from a
+     * copy and then wiped, so the keys do not linger in this process (or show in ps). */
+    char tmp[4096];
+    if (strlen(v) >= sizeof tmp) {
+      snprintf(err, errlen, "%s: value too long (at most %zu characters)", src, sizeof tmp - 1);
+      return -EINVAL;
+    }
+    str_copy(tmp, sizeof tmp, v);
+    sodium_memzero((char *)v, strlen(v));
+    int rc = 0;
+    for (char *sp = tmp, *next; sp && *sp && !rc; sp = next) {
+      next = source == 3 ? strchr(sp, ';') : NULL;
+      if (next) *next++ = '\0';
+      rc = config_tenant_add(c, source, sp, err, errlen);
+    }
+    sodium_memzero(tmp, sizeof tmp);
+    return rc;
+  }
   case K_LABEL: {
     char tmp[256];
     str_copy(tmp, sizeof tmp, v);
@@ -346,6 +420,8 @@ static int yaml_walk(struct agent_config *c, yaml_document_t *d, yaml_node_t *n,
     int rc;
     if (strcmp(path, "runtimes") == 0) {
       rc = yaml_runtimes(c, d, v, file, err, errlen);
+    } else if (strcmp(path, "tenants") == 0) {
+      rc = config_tenants_yaml(c, d, v, file, err, errlen);
     } else if ((strcmp(path, "cluster.join") == 0 || strcmp(path, "node.roles") == 0) &&
                v->type == YAML_SEQUENCE_NODE) {
       rc = 0;
@@ -461,6 +537,8 @@ int config_load_args(struct agent_config *c, int argc, char **argv, char *err, s
     }
     if (eq)
       val = eq + 1;
+    else if (k->type == K_BOOL && (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0))
+      val = "true"; /* a bare boolean flag */
     else if (i + 1 < argc)
       val = argv[++i];
     else {
@@ -472,6 +550,19 @@ int config_load_args(struct agent_config *c, int argc, char **argv, char *err, s
   for (size_t j = 0; j < NKEYS; j++) {
     const char *v = getenv(keys[j].env);
     if (v && *v && (rc = set_key(c, &keys[j], v, 3, keys[j].env, err, errlen))) return rc;
+  }
+  /* Runtimes this agent starts must not inherit the tenants' keys (the value itself was wiped). */
+  if (getenv("INFERMESH_TENANTS")) unsetenv("INFERMESH_TENANTS");
+  if (c->routing_policy[0]) {
+    const char *names[16];
+    int n = policy_names(names, 16);
+    bool ok = false;
+    for (int i = 0; i < n && !ok; i++) ok = strcmp(names[i], c->routing_policy) == 0;
+    if (!ok) {
+      snprintf(err, errlen, "routing policy '%s' is unknown (ours, round-robin, least-request, power-of-two, "
+                            "sglang, llm-d)", c->routing_policy);
+      return -EINVAL;
+    }
   }
   if (log_level_parse(c->log_level) < 0) {
     snprintf(err, errlen, "log level '%s' is not one of debug, info, warn, error", c->log_level);

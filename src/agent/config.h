@@ -2,10 +2,13 @@
 #ifndef IM_AGENT_CONFIG_H
 #define IM_AGENT_CONFIG_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
 #include "net/http_server.h"
+#include "route/admission.h"
+#include "route/tenants.h"
 
 #define CONFIG_MAX_RUNTIMES 64
 
@@ -42,6 +45,11 @@ struct config_cluster {
   char labels[256];        /* k=v,k=v */
   uint32_t probe_interval_ms, probe_timeout_ms, gossip_interval_ms; /* 0 = SWIM's defaults */
   int suspicion_mult, indirect_checks, gossip_nodes;               /* 0 = SWIM's defaults */
+  /* Control plane (agent/control.h) */
+  bool server;             /* a Raft voter (or spare, beyond 5) */
+  int bootstrap_expect;    /* servers: form the first cluster once this many servers are alive in gossip */
+  char raft[96];           /* HOST:PORT for Raft ("" = the gossip host, gossip port + 1) */
+  char admin_token[128];   /* control API writes need `Authorization: Bearer TOKEN` ("" = writes refused) */
 };
 
 struct agent_config {
@@ -59,14 +67,32 @@ struct agent_config {
   struct http_limits limits;
   struct config_supervisor sup;
   struct config_cluster cluster;
+  char routing_policy[32]; /* state/policy.h name: ours (default), round-robin, least-request, ... */
+  /* Admission and hedging (route/admission.h, route/router.h). */
+  struct adm_opts adm;
+  uint32_t hedge_delay_ms;
+  int hedge_min_samples;
+  double hedge_max_fraction;
+  /* Tenants: YAML `tenants: [{name, key, weight, priority, requests_per_s, tokens_per_min, max_concurrent,
+   * slo}]`, or --tenant / INFERMESH_TENANTS specs "name=N,key=K,..." (the environment: ';'-separated). Only
+   * key hashes are kept; a later source replaces the list, like runtimes. */
+  struct tenant_conf tenants[TENANTS_MAX];
+  int ntenants;
+  int tenants_source;
 };
 
 /* config_defaults: listen 127.0.0.1:8080, scrape every 500 ms, drain 30 s, upstream timeout 300 s,
- * 3 attempts, the HTTP server's default limits, the supervisor defaults above. */
+ * 3 attempts, the HTTP server's default limits, the supervisor defaults above, adm_opts_default, hedging after
+ * 500 ms until 20 samples, at most 5% of requests, no tenants. */
 void config_defaults(struct agent_config *c);
 /* config_load_args applies, in order, the YAML file named by --config (if any), the flags in argv, and the
  * INFERMESH_* environment. Returns 0, 1 when --help was printed, or -EINVAL with errmsg naming the bad input. */
 int config_load_args(struct agent_config *c, int argc, char **argv, char *errmsg, size_t errlen);
+/* config_tenant_add adds a tenant from a flag/environment spec (source 2 flag, 3 environment; see tenants.h,
+ * tenant_conf_parse: spec's key characters are wiped). config_tenants_yaml is the YAML form (config_tenants.c).
+ * 0 or -EINVAL with errmsg. */
+int config_tenant_add(struct agent_config *c, int source, char *spec, char *errmsg, size_t errlen);
+
 /* config_usage prints the agent's --help text to f. */
 void config_usage(FILE *f);
 

@@ -43,6 +43,8 @@ struct mesh {
   struct node *nodes;
   int nnodes;
   bool draining;
+  char raft_addr[GOSSIP_ADDR_MAX]; /* announced when this node is a Raft server */
+  bool raft_formed;
   bool pool_ready[STORE_MAX_TARGETS];
   void (*closed_cb)(void *);
   void *closed_arg;
@@ -203,6 +205,8 @@ static void build_meta(struct mesh *m, struct gossip_meta *meta) {
   str_copy(meta->zone, sizeof meta->zone, cfg->cluster.zone);
   str_copy(meta->api_addr, sizeof meta->api_addr, m->env.api_addr);
   meta->draining = m->draining;
+  str_copy(meta->raft_addr, sizeof meta->raft_addr, m->raft_addr);
+  meta->raft_formed = m->raft_formed;
   if (m->env.gpu) {
     meta->gpus = (uint32_t)m->env.gpu->ngpus;
     for (int i = 0; i < m->env.gpu->ngpus; i++) meta->gpus_degraded += m->env.gpu->gpus[i].health == GPU_HEALTH_DEGRADED;
@@ -578,3 +582,39 @@ void mesh_close(struct mesh *m, void (*closed_cb)(void *arg), void *arg) {
   uv_close((uv_handle_t *)&m->timer, timer_closed_cb);
   gossip_close(m->gossip, gossip_closed_cb, m);
 }
+
+void mesh_set_raft(struct mesh *m, const char *raft_addr, bool formed) {
+  if (strcmp(m->raft_addr, raft_addr) == 0 && m->raft_formed == formed) return;
+  str_copy(m->raft_addr, sizeof m->raft_addr, raft_addr);
+  m->raft_formed = formed;
+  timer_cb(&m->timer); /* announce now */
+}
+
+const uint8_t *mesh_node_id(const struct mesh *m) { return m->id.pk; }
+
+int mesh_servers(const struct mesh *m, struct mesh_server *out, int max) {
+  int n = 0;
+  if (m->raft_addr[0] && n < max) {
+    struct mesh_server *s = &out[n++];
+    memcpy(s->id, m->id.pk, sizeof s->id);
+    str_copy(s->name, sizeof s->name, m->env.cfg->node_name);
+    str_copy(s->api_addr, sizeof s->api_addr, m->env.api_addr);
+    str_copy(s->raft_addr, sizeof s->raft_addr, m->raft_addr);
+    s->formed = m->raft_formed;
+    s->self = true;
+  }
+  for (int i = 0; i < m->nnodes && n < max; i++) {
+    const struct node *nd = &m->nodes[i];
+    if (!nd->alive || !nd->have_meta || !nd->meta.raft_addr[0]) continue;
+    struct mesh_server *s = &out[n++];
+    memcpy(s->id, nd->id, sizeof s->id);
+    str_copy(s->name, sizeof s->name, nd->name);
+    str_copy(s->api_addr, sizeof s->api_addr, nd->meta.api_addr);
+    str_copy(s->raft_addr, sizeof s->raft_addr, nd->meta.raft_addr);
+    s->formed = nd->meta.raft_formed;
+    s->self = false;
+  }
+  return n;
+}
+
+const char *mesh_data_dir(const struct mesh *m) { return m->data_dir; }

@@ -51,6 +51,23 @@ bool mesh_draining(const struct mesh *m);
 /* mesh_find_node returns the API address (host:port) of the alive member named name (or whose id starts
  * with it), NULL if none; *self tells it is this node. */
 const char *mesh_find_node(const struct mesh *m, const char *name, bool *self);
+/* Control plane support (agent/control.h). mesh_set_raft announces this node's Raft address ("" = not a
+ * server) and whether it holds Raft state. mesh_servers fills out (capacity max) with the alive members that
+ * announce a Raft address, this node first when it is one; returns how many. mesh_node_id is this node's
+ * public key (owned by m). */
+struct mesh_server {
+  uint8_t id[32];
+  char name[64];
+  char api_addr[64];
+  char raft_addr[64];
+  bool formed, self;
+};
+void mesh_set_raft(struct mesh *m, const char *raft_addr, bool formed);
+int mesh_servers(const struct mesh *m, struct mesh_server *out, int max);
+const uint8_t *mesh_node_id(const struct mesh *m);
+/* mesh_data_dir is the data dir in use (owned by m). */
+const char *mesh_data_dir(const struct mesh *m);
+
 /* mesh_reload_keyring rereads the keyring from the data dir (SIGHUP). */
 void mesh_reload_keyring(struct mesh *m);
 

@@ -818,6 +818,9 @@ void swim_receive(struct swim *s, const char *from_addr, const struct gossip_msg
   }
   const char *reply = str_ok(m->from_addr, sizeof m->from_addr) && m->from_addr[0] ? m->from_addr : from_addr;
   if (!reply || !reply[0] || strnlen(reply, GOSSIP_ADDR_MAX) >= GOSSIP_ADDR_MAX) return;
+  /* A message from a node we do not know (its join announcement missed us): exchange tables with it now
+   * rather than wait for a retransmit or the next periodic push-pull. */
+  if (!lookup(s, m->from) && s->cb.push_pull) s->cb.push_pull(s->user, reply);
   switch (m->type) {
   case GOSSIP_PING:
     /* A PING meant for another id reached a former occupant's address: stay silent. */

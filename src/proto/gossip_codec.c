@@ -226,8 +226,10 @@ static int load_from_pb(const Infermesh__Gossip__LoadReport *r, struct gossip_lo
 static int meta_from_pb(const Infermesh__Gossip__NodeMeta *pm, struct gossip_meta *m) {
   if (pm->n_labels > GOSSIP_META_LABELS || pm->n_models > GOSSIP_META_MODELS ||
       get_text(&pm->zone, m->zone, sizeof m->zone) ||
-      get_text(&pm->api_addr, m->api_addr, sizeof m->api_addr))
+      get_text(&pm->api_addr, m->api_addr, sizeof m->api_addr) ||
+      get_text(&pm->raft_addr, m->raft_addr, sizeof m->raft_addr))
     return -EINVAL;
+  m->raft_formed = pm->raft_formed != 0;
   m->roles = pm->roles;
   m->draining = pm->draining != 0;
   m->gpus = pm->gpus;
@@ -418,8 +420,10 @@ int gossip_encode_meta(const struct gossip_meta *m, uint8_t *out, size_t cap) {
   infermesh__gossip__node_meta__init(&pm);
   if (m->nlabels < 0 || m->nlabels > GOSSIP_META_LABELS || m->nmodels < 0 ||
       m->nmodels > GOSSIP_META_MODELS || put_text(m->zone, sizeof m->zone, &pm.zone) ||
-      put_text(m->api_addr, sizeof m->api_addr, &pm.api_addr))
+      put_text(m->api_addr, sizeof m->api_addr, &pm.api_addr) ||
+      put_text(m->raft_addr, sizeof m->raft_addr, &pm.raft_addr))
     return -EINVAL;
+  pm.raft_formed = m->raft_formed;
   pm.roles = m->roles;
   pm.draining = m->draining;
   pm.gpus = m->gpus;

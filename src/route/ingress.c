@@ -7,6 +7,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "route/proxy.h"
+#include "route/proxy_int.h"
 #include "route/router.h"
 
 void router_opts_default(struct router_opts *o) {
@@ -14,7 +15,15 @@ void router_opts_default(struct router_opts *o) {
   o->upstream_timeout_ms = 300000;
   o->max_response_bytes = 16 * 1024 * 1024;
   str_copy(o->node_name, sizeof o->node_name, "local");
+  adm_opts_default(&o->adm);
+  o->tenants = NULL;
+  o->ntenants = 0;
+  o->hedge_delay_ms = 500;
+  o->hedge_min_samples = 20;
+  o->hedge_max_fraction = 0.05;
 }
+
+static void report_cb(void *arg, int id) { proxy_admit_dispatch(arg); }
 
 void router_init(struct router *r, uv_loop_t *loop, struct store *store, struct http_pool *pools,
                  const struct router_opts *opts) {
@@ -28,10 +37,69 @@ void router_init(struct router *r, uv_loop_t *loop, struct store *store, struct 
     router_opts_default(&r->opts);
   score_params_default(&r->score);
   rng_seed(&r->rng, clock_mono_ns());
+  struct policy_config pc;
+  policy_config_default(&pc);
+  r->policy = policy_new(r->opts.policy[0] ? r->opts.policy : "ours", &pc, rng_next(&r->rng));
+  if (!r->policy) r->policy = policy_new("ours", &pc, rng_next(&r->rng)); /* names are checked by the config */
   route_metrics_init(&r->metrics);
+  /* Tenant i of the config is admission tenant i; without tenants, one default tenant without limits. */
+  struct adm_limits lim[TENANTS_MAX];
+  int nt = r->opts.ntenants > TENANTS_MAX ? TENANTS_MAX : r->opts.ntenants;
+  r->opts.ntenants = nt;
+  for (int i = 0; i < nt; i++) lim[i] = r->opts.tenants[i].lim;
+  uint64_t now = clock_mono_ns();
+  admission_init(&r->adm, &r->opts.adm, nt ? lim : NULL, nt ? nt : 1, now);
+  adm_bucket_init(&r->hedge_credit, 0, 1, now);
+  store->report_cb = report_cb;
+  store->report_arg = r;
 }
 
-void router_free(struct router *r) { (void)r; }
+void router_set_tenants(struct router *r, const struct tenant_conf *t, int n) {
+  if (n > TENANTS_MAX) n = TENANTS_MAX;
+  if (n < 0) n = 0;
+  int map[TENANTS_MAX];
+  struct adm_limits lim[TENANTS_MAX];
+  int old_n = r->adm.ntenants;
+  for (int i = 0; i < old_n; i++) {
+    map[i] = -1;
+    for (int j = 0; j < n && r->opts.ntenants; j++)
+      if (strcmp(r->opts.tenants[i].name, t[j].name) == 0) map[i] = j;
+  }
+  if (n == 0 && r->opts.ntenants == 0) map[0] = 0; /* the default tenant stays */
+  for (int j = 0; j < n; j++) lim[j] = t[j].lim;
+  adm_set_tenants(&r->adm, n ? lim : NULL, n ? n : 1, map, clock_mono_ns());
+  for (struct proxy *p = r->active; p; p = p->next)
+    if (p->tenant >= 0 && p->tenant < old_n) p->tenant = map[p->tenant];
+  r->opts.tenants = t;
+  r->opts.ntenants = n;
+}
+
+void router_free(struct router *r) {
+  if (r->store && r->store->report_arg == r) r->store->report_cb = NULL;
+  if (r->policy) policy_free(r->policy);
+  r->policy = NULL;
+  admission_free(&r->adm);
+}
+
+void router_metrics(const struct router *r, struct buf *out) {
+  route_metrics_render(&r->metrics, out, r->inflight);
+  if (!r->opts.ntenants) return;
+  buf_puts(out, "# HELP infermesh_tenant_admitted_total Requests of a tenant within its limits.\n"
+                "# TYPE infermesh_tenant_admitted_total counter\n");
+  for (int i = 0; i < r->adm.ntenants; i++) {
+    buf_puts(out, "infermesh_tenant_admitted_total{tenant=\"");
+    buf_label_value(out, r->opts.tenants[i].name);
+    buf_printf(out, "\"} %llu\n", (unsigned long long)r->adm.tenants[i].admitted);
+  }
+  buf_puts(out, "# HELP infermesh_tenant_shed_total Requests of a tenant refused, by reason.\n"
+                "# TYPE infermesh_tenant_shed_total counter\n");
+  for (int i = 0; i < r->adm.ntenants; i++)
+    for (int k = 1; k < ADM_NSHED; k++) {
+      buf_puts(out, "infermesh_tenant_shed_total{tenant=\"");
+      buf_label_value(out, r->opts.tenants[i].name);
+      buf_printf(out, "\",reason=\"%s\"} %llu\n", adm_shed_name(k), (unsigned long long)r->adm.tenants[i].shed[k]);
+    }
+}
 
 void router_error(struct router *r, struct http_req *req, int status, const char *type, const char *code,
                   const char *message, const char *model, int retry_after_s) {
@@ -78,7 +146,17 @@ bool router_handle(struct router *r, struct http_req *req) {
   bool chat = slice_eqz(req->path, "/v1/chat/completions");
   bool completions = slice_eqz(req->path, "/v1/completions");
   if (slice_eqz(req->path, "/v1/models")) {
-    if (req->method != HTTP_GET)
+    if (r->opts.ntenants &&
+        tenants_lookup(r->opts.tenants, r->opts.ntenants, http_req_header(req, "authorization")) < 0) {
+      struct buf body = {0};
+      struct http_header h = {SLICE_LIT("WWW-Authenticate"), SLICE_LIT("Bearer")};
+      r->metrics.unauthorized++;
+      http_error_json(&body, "Missing or incorrect API key. Pass it as 'Authorization: Bearer KEY'.",
+                      "invalid_request_error", "invalid_api_key");
+      http_resp_send(req, 401, "application/json", body.base, body.len, &h, 1);
+      buf_free(&body);
+      route_metrics_count(&r->metrics, "", 401, "");
+    } else if (req->method != HTTP_GET)
       router_error(r, req, 405, "invalid_request_error", NULL, "use GET for /v1/models", NULL, 0);
     else
       list_models(r, req);

@@ -1,4 +1,4 @@
-/* The proxy state machine of one request: pick → send → (retry) → relay → record. */
+/* The proxy state machine of one request: admit → pick → send → (retry, hedge) → relay → record. */
 #include "route/proxy.h"
 
 #include <errno.h>
@@ -10,63 +10,99 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/log.h"
-#include "net/sse.h"
-#include "route/jscan.h"
-#include "route/router.h"
+#include "route/proxy_int.h"
 
 #define INJECT_STREAM_OPTIONS "\"stream_options\":{\"include_usage\":true},"
 
-struct proxy {
-  struct router *r;
-  struct proxy *prev, *next; /* r->active */
-  bool local_only;           /* forwarded by another node's agent: only this node's own targets */
-  char hop_target[64];       /* the target it asked for (a hint) */
-  struct http_req *req;
-  struct oai_req oai;
-  bool chat;
-  char model[256];
-  char request_id[48];
-  int target;    /* chosen target id, -1 none */
-  bool reserved; /* target's reservation is held */
-  bool too_big;  /* the response exceeded max_response_bytes */
-  int attempts;
-  uint64_t tried[STORE_MAX_TARGETS / 64];
-  struct hc_req *up;
-  struct buf head;        /* upstream request head */
-  struct slice parts[3];  /* upstream body: the client's bytes by reference, plus what we insert */
-  int nparts;
-  bool strip_usage;       /* we asked for usage the client did not: drop the usage-only chunk */
-  /* response */
-  int status;
-  char content_type[96];
-  struct buf body;        /* buffered non-streaming response (or upstream error body) */
-  struct sse_parser sse;
-  struct buf out;         /* frames of one upstream read, sent to the client in one write */
-  bool streaming;         /* relaying an SSE stream to the client */
-  bool client_started;    /* bytes went to the client: no more retries */
-  bool paused;
-  uint64_t t0, t_first;
-  struct oai_usage usage;
-  int last_err;
-  char last_err_msg[128];
-};
-
-static void attempt(struct proxy *p);
+static void timer_closed_cb(uv_handle_t *h) { free(h->data); }
 
 static void proxy_free(struct proxy *p) {
-  buf_free(&p->head);
-  buf_free(&p->body);
+  for (int i = 0; i < 2; i++) {
+    buf_free(&p->legs[i].head);
+    buf_free(&p->legs[i].body);
+    sse_parser_free(&p->legs[i].sse);
+  }
   buf_free(&p->out);
-  sse_parser_free(&p->sse);
+  if (p->timer_init) {
+    uv_close((uv_handle_t *)&p->timer, timer_closed_cb); /* frees p */
+    return;
+  }
   free(p);
 }
 
-/* Everything ends here: metrics, reservation release, log line, response end. */
+void proxy_timer(struct proxy *p, int use, uint64_t ms, uv_timer_cb cb) {
+  if (!p->timer_init) {
+    uv_timer_init(p->r->loop, &p->timer);
+    p->timer.data = p;
+    p->timer_init = true;
+  }
+  p->timer_use = use;
+  uv_timer_start(&p->timer, cb, ms, 0);
+}
+
+#define POLICY_BLOCK 16 /* tokens per hashed prompt block: vLLM's default KV block */
+
+/* The routing policy's view of target t (state/policy.h). */
+static void policy_target_of(const struct target *t, uint64_t now, struct policy_target *pt) {
+  memset(pt, 0, sizeof *pt);
+  pt->id = t->id;
+  pt->waiting = t->load.waiting;
+  pt->running = t->load.running;
+  pt->kv_usage = t->load.kv_usage;
+  pt->num_gpu_blocks = t->load.num_gpu_blocks;
+  pt->block_size = (int)t->load.block_size;
+  pt->prefix_hit_rate = t->load.prefix_queries > 0 ? t->load.prefix_hits / t->load.prefix_queries : 0;
+  pt->signal_age_ns = !t->updated_ns ? UINT64_MAX : now > t->updated_ns ? now - t->updated_ns : 0;
+  pt->inflight = t->inflight;
+  pt->routed_since_report = t->routed_since_report;
+  pt->network_s = t->remote ? 0.001 : 0; /* one more hop, through the other node's agent */
+  pt->degraded = t->gpu_degraded;
+}
+
+/* The request as the policy sees it: prompt blocks hashed from the raw messages/prompt bytes (equal prefixes
+ * give equal hashes, which is all the router's own prefix index needs), once per request. */
+static const struct policy_req *policy_request(struct proxy *p) {
+  if (!p->hashed) {
+    int n = policy_prompt_hashes(p->model, p->oai.prompt.base, p->oai.prompt.len, POLICY_BLOCK, p->hashes,
+                                 PROXY_MAX_BLOCKS);
+    p->preq = (struct policy_req){p->model, (int)p->prompt_est, (int)(p->kv_need - p->prompt_est), p->hashes,
+                                  n < 0 ? 0 : n, POLICY_BLOCK, p->tenant};
+    p->hashed = true;
+  }
+  return &p->preq;
+}
+
+void proxy_leg_release(struct leg *l) {
+  struct router *r = l->p->r;
+  if (l->ticketed) {
+    struct proxy *p = l->p;
+    uint64_t now = clock_mono_ns();
+    if (p->t_first && p->winner == l) policy_on_first_token(r->policy, &l->ticket, p->t_first);
+    int out = p->winner == l && p->usage.present ? (int)p->usage.completion_tokens : 0;
+    policy_on_done(r->policy, &l->ticket, now, out);
+    l->ticketed = false;
+  }
+  if (!l->reserved) return;
+  store_release(r->store, l->target);
+  if (l->kv_tokens) store_kv_release(r->store, l->target, l->kv_tokens, l->kv_seq);
+  l->reserved = false;
+  l->kv_tokens = 0;
+}
+
+/* Everything ends here: metrics, reservation release, log line, response end; then queued requests may go. */
 static void finish(struct proxy *p, int status) {
   struct router *r = p->r;
   uint64_t now = clock_mono_ns();
   const char *tname = p->target >= 0 ? r->store->targets[p->target].name : "";
-  if (p->reserved) store_release(r->store, p->target);
+  for (int i = 0; i < 2; i++) {
+    if (p->legs[i].up) { /* only on paths that end the request with a copy still running */
+      hc_cancel(p->legs[i].up);
+      p->legs[i].up = NULL;
+    }
+    proxy_leg_release(&p->legs[i]);
+  }
+  if (p->timer_init) uv_timer_stop(&p->timer);
+  proxy_admit_end(p);
   r->inflight--;
   route_metrics_count(&r->metrics, p->model, status, tname);
   if (status < 400) {
@@ -77,9 +113,9 @@ static void finish(struct proxy *p, int status) {
     if (p->usage.prompt_tokens > 0) r->metrics.prompt_tokens += (uint64_t)p->usage.prompt_tokens;
     if (p->usage.completion_tokens > 0) r->metrics.completion_tokens += (uint64_t)p->usage.completion_tokens;
   }
-  log_info("request", "id=%s model=\"%s\" target=%s status=%d stream=%d attempts=%d ms=%.1f ttft_ms=%.1f "
+  log_info("request", "id=%s model=\"%s\" target=%s status=%d stream=%d attempts=%d hedged=%d ms=%.1f ttft_ms=%.1f "
                       "prompt_tokens=%lld completion_tokens=%lld",
-           p->request_id, p->model, tname[0] ? tname : "-", status, p->oai.stream, p->attempts,
+           p->request_id, p->model, tname[0] ? tname : "-", status, p->oai.stream, p->attempts, p->hedged,
            (double)(now - p->t0) / 1e6, p->t_first ? (double)(p->t_first - p->t0) / 1e6 : 0.0,
            (long long)(p->usage.present ? p->usage.prompt_tokens : -1),
            (long long)(p->usage.present ? p->usage.completion_tokens : -1));
@@ -90,15 +126,17 @@ static void finish(struct proxy *p, int status) {
   if (p->next) p->next->prev = p->prev;
   http_resp_end(p->req);
   proxy_free(p);
+  proxy_admit_dispatch(r); /* a request ended: capacity freed */
 }
 
-static void fail(struct proxy *p, int status, const char *type, const char *message, int retry_after) {
+void proxy_fail(struct proxy *p, int status, const char *type, const char *code, const char *message,
+                int retry_after) {
   struct buf body = {0};
   char ra[16];
   char tgt[64] = "";
-  struct http_header h[4];
+  struct http_header h[5];
   int nh = 0;
-  http_error_json(&body, message, type, NULL);
+  http_error_json(&body, message, type, code);
   h[nh++] = (struct http_header){SLICE_LIT("Content-Type"), SLICE_LIT("application/json")};
   h[nh++] = (struct http_header){SLICE_LIT("x-request-id"), slice_cstr(p->request_id)};
   if (retry_after > 0) {
@@ -109,43 +147,82 @@ static void fail(struct proxy *p, int status, const char *type, const char *mess
     str_copy(tgt, sizeof tgt, p->r->store->targets[p->target].name);
     h[nh++] = (struct http_header){SLICE_LIT("x-infermesh-target"), slice_cstr(tgt)};
   }
+  if (status == 401) h[nh++] = (struct http_header){SLICE_LIT("WWW-Authenticate"), SLICE_LIT("Bearer")};
   http_resp_start(p->req, status, h, nh, (int64_t)body.len);
   http_resp_write(p->req, body.base, body.len);
   buf_free(&body);
   finish(p, status);
 }
 
+static void fail(struct proxy *p, int status, const char *type, const char *message, int retry_after) {
+  proxy_fail(p, status, type, NULL, message, retry_after);
+}
+
 /* Start the client's response with our headers (once). */
 static void client_start(struct proxy *p, int status, int64_t len) {
-  struct http_header h[6];
+  struct http_header h[7];
   int nh = 0;
   const char *tname = p->r->store->targets[p->target].name;
   h[nh++] = (struct http_header){SLICE_LIT("Content-Type"),
-                                 slice_cstr(p->content_type[0] ? p->content_type : "application/json")};
-  if (p->streaming) h[nh++] = (struct http_header){SLICE_LIT("Cache-Control"), SLICE_LIT("no-cache")};
+                                 slice_cstr(p->winner && p->winner->content_type[0] ? p->winner->content_type
+                                                                                    : "application/json")};
+  if (p->winner && p->winner->streaming) h[nh++] = (struct http_header){SLICE_LIT("Cache-Control"), SLICE_LIT("no-cache")};
   h[nh++] = (struct http_header){SLICE_LIT("x-request-id"), slice_cstr(p->request_id)};
   const struct target *t = &p->r->store->targets[p->target];
   h[nh++] = (struct http_header){SLICE_LIT("x-infermesh-target"), slice_cstr(tname)};
   h[nh++] = (struct http_header){SLICE_LIT("x-infermesh-node"), slice_cstr(t->remote ? t->node : p->r->opts.node_name)};
+  if (p->winner && p->winner->hedge) h[nh++] = (struct http_header){SLICE_LIT("x-infermesh-hedged"), SLICE_LIT("true")};
   http_resp_start(p->req, status, h, nh, len);
   p->client_started = true;
 }
 
-/* ---- upstream callbacks ---- */
+static struct leg *other_leg(struct leg *l) { return l == &l->p->legs[0] ? &l->p->legs[1] : &l->p->legs[0]; }
+
+/* Could another leg still answer first (a copy in flight, or one about to be sent)? */
+static bool race_open(struct proxy *p, struct leg *l) {
+  return other_leg(l)->up != NULL || (p->timer_use == PT_HEDGE && !p->hedged);
+}
+
+/* Leg l sent the first byte: its answer goes to the client; the other copy (if any) is cancelled. */
+static void commit(struct proxy *p, struct leg *l) {
+  struct router *r = p->r;
+  p->winner = l;
+  p->target = l->target;
+  if (p->timer_use == PT_HEDGE) {
+    uv_timer_stop(&p->timer);
+    p->timer_use = PT_NONE;
+  }
+  if (l->status == 200)
+    store_ttfb_observe(r->store, l->target, l->streaming ? STORE_TTFB_STREAM : STORE_TTFB_FULL,
+                       (double)(clock_mono_ns() - l->t_sent) / 1e9);
+  struct leg *o = other_leg(l);
+  if (o->up) proxy_hedge_lost(p, o);
+  if (l->hedge) r->metrics.hedges_won++;
+}
+
+/* ---- upstream callbacks (arg: the leg) ---- */
 
 static int up_head(void *arg, int status, const struct http_header *h, int n) {
-  struct proxy *p = arg;
-  p->status = status;
+  struct leg *l = arg;
+  struct proxy *p = l->p;
+  l->status = status;
   struct slice ct = http_find_header(h, n, "content-type");
-  str_copy(p->content_type, sizeof p->content_type, "");
-  if (ct.len && ct.len < sizeof p->content_type) memcpy(p->content_type, ct.base, ct.len), p->content_type[ct.len] = 0;
-  p->streaming = status == 200 && p->oai.stream && slice_starts(ct, "text/event-stream");
-  buf_reset(&p->body);
+  str_copy(l->content_type, sizeof l->content_type, "");
+  if (ct.len && ct.len < sizeof l->content_type) memcpy(l->content_type, ct.base, ct.len), l->content_type[ct.len] = 0;
+  l->streaming = status == 200 && p->oai.stream && slice_starts(ct, "text/event-stream");
+  buf_reset(&l->body);
+  /* A complete answer that is not a stream (or an error that is no failure) wins at its head. */
+  if (!p->winner && !l->streaming && (status < 500 || status == 501)) commit(p, l);
   return 0;
 }
 
 static int relay_frame(void *arg, struct slice frame, struct slice data) {
-  struct proxy *p = arg;
+  struct leg *l = arg;
+  struct proxy *p = l->p;
+  if (!p->winner) {
+    if (data.len == 0 && race_open(p, l)) return 0; /* no data yet: not a first byte, nothing to relay */
+    commit(p, l);
+  }
   if (data.len && data.base[0] == '{') {
     if (jscan_is_usage_only_chunk(data.base, data.len)) {
       jscan_usage(data.base, data.len, &p->usage);
@@ -160,33 +237,34 @@ static int relay_frame(void *arg, struct slice frame, struct slice data) {
 
 static void drain_cb(struct http_req *req) {
   struct proxy *p = req->data;
-  if (p->paused && p->up) {
+  if (p->paused && p->winner && p->winner->up) {
     p->paused = false;
-    hc_resume(p->up);
+    hc_resume(p->winner->up);
   }
 }
 
 static int up_body(void *arg, const char *data, size_t len) {
-  struct proxy *p = arg;
-  if (!p->streaming) {
-    if (p->body.len + len > p->r->opts.max_response_bytes) {
-      p->too_big = true;
+  struct leg *l = arg;
+  struct proxy *p = l->p;
+  if (!l->streaming) {
+    if (l->body.len + len > p->r->opts.max_response_bytes) {
+      l->too_big = true;
       return 1; /* up_done follows with UV_ECANCELED */
     }
-    buf_append(&p->body, data, len);
+    buf_append(&l->body, data, len);
     return 0;
   }
   /* Every frame that arrived in this read goes out in one write: none waits for a later byte. */
   buf_reset(&p->out);
-  int rc = sse_feed(&p->sse, data, len, relay_frame, p);
+  int rc = sse_feed(&l->sse, data, len, relay_frame, l);
   if (p->out.len) {
     if (!p->client_started) client_start(p, 200, -1);
     http_resp_write(p->req, p->out.base, p->out.len);
   }
   if (rc != 0) return rc;
-  if (!p->paused && http_resp_queued(p->req) > HTTP_WRITE_HIGH_WATER) {
+  if (!p->paused && p->winner == l && http_resp_queued(p->req) > HTTP_WRITE_HIGH_WATER) {
     p->paused = true;
-    hc_pause(p->up);
+    hc_pause(l->up);
   }
   return 0;
 }
@@ -194,15 +272,16 @@ static int up_body(void *arg, const char *data, size_t len) {
 static bool retryable(struct proxy *p) { return !p->client_started && p->attempts < p->r->opts.max_attempts; }
 
 static void up_done(void *arg, int err) {
-  struct proxy *p = arg;
+  struct leg *l = arg;
+  struct proxy *p = l->p;
   struct router *r = p->r;
-  struct target *t = &r->store->targets[p->target];
-  p->up = NULL;
-  if (err == 0 && p->status >= 500 && p->status != 501) {
-    snprintf(p->last_err_msg, sizeof p->last_err_msg, "target %s answered %d", t->name, p->status);
+  struct target *t = &r->store->targets[l->target];
+  l->up = NULL;
+  if (err == 0 && l->status >= 500 && l->status != 501) {
+    snprintf(p->last_err_msg, sizeof p->last_err_msg, "target %s answered %d", t->name, l->status);
     err = -1;
   }
-  if (p->too_big) {
+  if (l->too_big) {
     snprintf(p->last_err_msg, sizeof p->last_err_msg, "target %s sent a response larger than %zu bytes", t->name,
              r->opts.max_response_bytes);
     fail(p, 502, "upstream_error", p->last_err_msg, 0);
@@ -214,15 +293,16 @@ static void up_done(void *arg, int err) {
       snprintf(p->last_err_msg, sizeof p->last_err_msg, "target %s: %s", t->name, uv_strerror(err));
       /* Connection-level failures mark the target down until its next good health check. */
       if (err == UV_ECONNREFUSED || err == UV_ECONNRESET || err == UV_EOF || err == UV_EPIPE)
-        store_mark_down(r->store, p->target, p->last_err_msg);
+        store_mark_down(r->store, l->target, p->last_err_msg);
     }
-    log_warn("upstream attempt failed", "id=%s target=%s attempt=%d err=\"%s\"", p->request_id, t->name,
-             p->attempts, p->last_err_msg);
+    log_warn("upstream attempt failed", "id=%s target=%s attempt=%d hedge=%d err=\"%s\"", p->request_id, t->name,
+             p->attempts, l->hedge, p->last_err_msg);
+    proxy_leg_release(l);
+    if (other_leg(l)->up) return; /* the other copy is still running: it carries the request now */
+    if (p->winner == l && !p->client_started) p->winner = NULL;
     if (retryable(p)) {
       r->metrics.retries++;
-      store_release(r->store, p->target);
-      p->reserved = false;
-      attempt(p);
+      proxy_attempt(p);
       return;
     }
     if (p->client_started) {
@@ -236,27 +316,30 @@ static void up_done(void *arg, int err) {
       finish(p, 502);
       return;
     }
-    if (p->status >= 500 && p->body.len) {
-      client_start(p, p->status, (int64_t)p->body.len);
-      http_resp_write(p->req, p->body.base, p->body.len);
-      finish(p, p->status);
+    if (l->status >= 500 && l->body.len) {
+      p->winner = l;
+      p->target = l->target;
+      client_start(p, l->status, (int64_t)l->body.len);
+      http_resp_write(p->req, l->body.base, l->body.len);
+      finish(p, l->status);
       return;
     }
     fail(p, err == UV_ETIMEDOUT ? 504 : 502, "upstream_error", p->last_err_msg, 0);
     return;
   }
-  if (p->streaming) {
+  if (!p->winner) commit(p, l); /* a stream that ended without a data frame */
+  if (l->streaming) {
     if (!p->client_started) client_start(p, 200, -1);
     if (!p->t_first) p->t_first = clock_mono_ns();
     finish(p, 200);
     return;
   }
   /* Buffered response (non-streaming, or an error/JSON answer to a stream request). */
-  if (p->status == 200) jscan_usage(p->body.base, p->body.len, &p->usage);
+  if (l->status == 200) jscan_usage(l->body.base, l->body.len, &p->usage);
   p->t_first = clock_mono_ns();
-  client_start(p, p->status, (int64_t)p->body.len);
-  http_resp_write(p->req, p->body.base, p->body.len);
-  finish(p, p->status);
+  client_start(p, l->status, (int64_t)l->body.len);
+  http_resp_write(p->req, l->body.base, l->body.len);
+  finish(p, l->status);
 }
 
 static const struct hc_callbacks up_cbs = {up_head, up_body, up_done};
@@ -264,19 +347,15 @@ static const struct hc_callbacks up_cbs = {up_head, up_body, up_done};
 static void client_abort_cb(struct http_req *req) {
   struct proxy *p = req->data;
   p->r->metrics.client_aborts++;
-  if (p->up) {
-    hc_cancel(p->up); /* closes the upstream connection: the engine stops generating */
-    p->up = NULL;
-  }
-  finish(p, 499);
+  finish(p, 499); /* cancels what is in flight (the engine sees the connection close and stops) */
 }
 
 /* Build the upstream head for target t; the body goes by reference. */
-static void build_head(struct proxy *p, const struct target *t, size_t body_len) {
+static void build_head(struct proxy *p, struct buf *h, const struct target *t, size_t body_len) {
   struct http_pool *pool = &p->r->pools[t->id];
   struct slice tp = http_req_header(p->req, "traceparent");
-  struct slice auth = http_req_header(p->req, "authorization");
-  struct buf *h = &p->head;
+  /* A tenant's key is for this mesh, not for the runtime: it goes upstream only when there are no tenants. */
+  struct slice auth = p->r->opts.ntenants ? slice_make(NULL, 0) : http_req_header(p->req, "authorization");
   buf_reset(h);
   buf_puts(h, p->chat ? "POST /v1/chat/completions HTTP/1.1\r\nHost: " : "POST /v1/completions HTTP/1.1\r\nHost: ");
   buf_puts(h, pool->authority);
@@ -305,10 +384,40 @@ static void build_head(struct proxy *p, const struct target *t, size_t body_len)
     buf_puts(h, t->remote_name);
     buf_append(h, "\r\n", 2);
   }
-  buf_puts(&p->head, "\r\n");
+  buf_puts(h, "\r\n");
 }
 
-static void attempt(struct proxy *p) {
+void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
+  struct router *r = p->r;
+  l->p = p;
+  l->target = id;
+  l->hedge = hedge;
+  l->status = 0;
+  l->streaming = l->too_big = false;
+  p->tried[id / 64] |= 1ull << (id % 64);
+  if (!hedge) {
+    p->target = id;
+    p->attempts++;
+  }
+  store_reserve(r->store, id);
+  l->reserved = true;
+  struct policy_target pt;
+  uint64_t now = clock_mono_ns();
+  policy_target_of(&r->store->targets[id], now, &pt);
+  policy_on_route(r->policy, policy_request(p), &pt, now, &l->ticket);
+  l->ticketed = true;
+  l->kv_tokens = p->kv_need;
+  l->kv_seq = store_kv_reserve(r->store, id, l->kv_tokens);
+  size_t body_len = 0;
+  for (int i = 0; i < p->nparts; i++) body_len += p->parts[i].len;
+  build_head(p, &l->head, &r->store->targets[id], body_len);
+  sse_parser_free(&l->sse);
+  memset(&l->sse, 0, sizeof l->sse);
+  l->t_sent = clock_mono_ns();
+  l->up = hc_request(&r->pools[id], buf_slice(&l->head), p->parts, p->nparts, &up_cbs, l, r->opts.upstream_timeout_ms);
+}
+
+void proxy_attempt(struct proxy *p) {
   struct router *r = p->r;
   int ids[STORE_MAX_TARGETS];
   int n = store_candidates(r->store, p->oai.model, p->tried, ids, STORE_MAX_TARGETS);
@@ -319,23 +428,18 @@ static void attempt(struct proxy *p) {
       fail(p, 502, "upstream_error", p->last_err_msg, 1);
     return;
   }
+  n = proxy_admit_filter(p, ids, n); /* admission: a target whose KV budget cannot fit it is no candidate */
   uint64_t now = clock_mono_ns();
   int id = -1;
   for (int i = 0; i < n && p->hop_target[0]; i++)
     if (strcmp(r->store->targets[ids[i]].name, p->hop_target) == 0) id = ids[i];
-  if (id < 0) id = score_pick(r->store, ids, n, &r->score, now, &r->rng);
-  p->target = id;
-  p->tried[id / 64] |= 1ull << (id % 64);
-  p->attempts++;
-  p->status = 0;
-  store_reserve(r->store, id);
-  p->reserved = true;
-  size_t body_len = 0;
-  for (int i = 0; i < p->nparts; i++) body_len += p->parts[i].len;
-  build_head(p, &r->store->targets[id], body_len);
-  sse_parser_free(&p->sse);
-  memset(&p->sse, 0, sizeof p->sse);
-  p->up = hc_request(&r->pools[id], buf_slice(&p->head), p->parts, p->nparts, &up_cbs, p, r->opts.upstream_timeout_ms);
+  if (id < 0) {
+    struct policy_target c[STORE_MAX_TARGETS];
+    for (int i = 0; i < n; i++) policy_target_of(&r->store->targets[ids[i]], now, &c[i]);
+    id = ids[policy_pick(r->policy, policy_request(p), c, n, now)];
+  }
+  proxy_leg_send(p, p->legs[0].up ? &p->legs[1] : &p->legs[0], id, false);
+  proxy_hedge_arm(p); /* hedging: a latency-class request gets a copy elsewhere if this one is slow */
 }
 
 /* Arrange the upstream body so a streaming request always reports usage (DESIGN §4.6), without copying
@@ -396,6 +500,8 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
   p->req = req;
   p->chat = chat;
   p->target = -1;
+  p->legs[0].p = p->legs[1].p = p;
+  p->legs[0].target = p->legs[1].target = -1;
   p->t0 = req->start_ns;
   r->inflight++;
   p->next = r->active;
@@ -423,6 +529,8 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
     /* Never forward again: only this node's own targets are candidates. */
     for (int i = 0; i < r->store->ntargets; i++)
       if (r->store->targets[i].remote) p->tried[i / 64] |= 1ull << (i % 64);
+  } else if (!proxy_admit_auth(p)) {
+    return; /* 401 / 400 answered */
   }
   /* Any Content-Type is accepted (curl -d sends a form type): the body itself must be JSON. */
   int rc = jscan_request(req->body.base, req->body.len, &p->oai, err, sizeof err);
@@ -464,17 +572,26 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
   /* oai.model may point into oai.model_buf; keep it valid by pointing at our copy. */
   p->oai.model = slice_make(p->model, ml);
   plan_body(p);
-  attempt(p);
+  proxy_admit_estimate(p);
+  if (p->local_only)
+    proxy_attempt(p); /* the sending node admitted it */
+  else
+    proxy_admit(p);
 }
 
 void router_target_lost(struct router *r, int id) {
+  policy_forget_target(r->policy, id);
   struct proxy *p = r->active;
   while (p) {
     struct proxy *next = p->next;
-    if (p->target == id && p->up) {
-      hc_cancel(p->up);
-      p->up = NULL;
-      up_done(p, UV_ECONNRESET); /* may free p and others' order is kept: next was read first */
+    for (int i = 0; i < 2; i++) {
+      struct leg *l = &p->legs[i];
+      if (l->target == id && l->up) {
+        hc_cancel(l->up);
+        l->up = NULL;
+        up_done(l, UV_ECONNRESET); /* may free p; the copies of one request never share a target */
+        break;
+      }
     }
     p = next;
   }

@@ -9,6 +9,7 @@ void route_metrics_init(struct route_metrics *m) {
   memset(m, 0, sizeof *m);
   hist_init(&m->ttft, hist_latency_bounds, hist_latency_nbounds);
   hist_init(&m->latency, hist_latency_bounds, hist_latency_nbounds);
+  hist_init(&m->queue_wait, hist_latency_bounds, hist_latency_nbounds);
 }
 
 void route_metrics_count(struct route_metrics *m, const char *model, int status, const char *target) {
@@ -61,4 +62,36 @@ void route_metrics_render(const struct route_metrics *m, struct buf *out, int in
   buf_puts(out, "# HELP infermesh_request_duration_seconds Time from request to the end of the response.\n"
                 "# TYPE infermesh_request_duration_seconds histogram\n");
   hist_render(&m->latency, out, "infermesh_request_duration_seconds", "");
+  buf_printf(out,
+             "# HELP infermesh_admission_admitted_total Requests within their tenant's limits (served at once or "
+             "after queueing).\n"
+             "# TYPE infermesh_admission_admitted_total counter\ninfermesh_admission_admitted_total %llu\n"
+             "# HELP infermesh_admission_queued_total Requests that waited in the queue because every target was "
+             "saturated.\n"
+             "# TYPE infermesh_admission_queued_total counter\ninfermesh_admission_queued_total %llu\n"
+             "# HELP infermesh_admission_unauthorized_total Requests refused for a missing or unknown API key.\n"
+             "# TYPE infermesh_admission_unauthorized_total counter\ninfermesh_admission_unauthorized_total %llu\n"
+             "# HELP infermesh_admission_queue_depth Requests waiting in the queue now.\n"
+             "# TYPE infermesh_admission_queue_depth gauge\ninfermesh_admission_queue_depth %d\n"
+             "# HELP infermesh_admission_shed_total Requests refused with 429/503, by reason.\n"
+             "# TYPE infermesh_admission_shed_total counter\n",
+             (unsigned long long)m->admitted, (unsigned long long)m->queued, (unsigned long long)m->unauthorized,
+             m->queue_depth);
+  for (int i = 1; i < ADM_NSHED; i++)
+    buf_printf(out, "infermesh_admission_shed_total{reason=\"%s\"} %llu\n", adm_shed_name(i),
+               (unsigned long long)m->shed[i]);
+  buf_puts(out, "# HELP infermesh_admission_queue_wait_seconds Time queued requests waited before going to a "
+                "target.\n# TYPE infermesh_admission_queue_wait_seconds histogram\n");
+  hist_render(&m->queue_wait, out, "infermesh_admission_queue_wait_seconds", "");
+  buf_printf(out,
+             "# HELP infermesh_hedges_sent_total Copies of latency-class requests sent to a second target.\n"
+             "# TYPE infermesh_hedges_sent_total counter\ninfermesh_hedges_sent_total %llu\n"
+             "# HELP infermesh_hedges_won_total Hedged copies that answered first.\n"
+             "# TYPE infermesh_hedges_won_total counter\ninfermesh_hedges_won_total %llu\n"
+             "# HELP infermesh_hedges_cancelled_total Attempts cancelled because the other copy answered first.\n"
+             "# TYPE infermesh_hedges_cancelled_total counter\ninfermesh_hedges_cancelled_total %llu\n"
+             "# HELP infermesh_hedge_wasted_tokens_total Tokens given to cancelled copies (prompt estimate).\n"
+             "# TYPE infermesh_hedge_wasted_tokens_total counter\ninfermesh_hedge_wasted_tokens_total %llu\n",
+             (unsigned long long)m->hedges_sent, (unsigned long long)m->hedges_won,
+             (unsigned long long)m->hedges_cancelled, (unsigned long long)m->hedge_wasted_tokens);
 }

@@ -6,6 +6,7 @@
 
 #include "core/buf.h"
 #include "core/hist.h"
+#include "route/admission.h"
 
 #define RM_MAX_SERIES 512
 
@@ -22,6 +23,14 @@ struct route_metrics {
   int nseries;
   uint64_t retries, upstream_errors, client_aborts, prompt_tokens, completion_tokens;
   struct hist ttft, latency;
+  /* Admission: requests past the tenant limits, requests that waited in the queue, refusals by reason
+   * (ADM_SHED_*), the queue's depth now and the wait of requests that left it for a target. */
+  uint64_t admitted, queued, shed[ADM_NSHED], unauthorized;
+  int queue_depth;
+  struct hist queue_wait;
+  /* Hedging: copies sent, copies that answered first, losing attempts cancelled, and the tokens the losers
+   * were given for nothing (their prompt estimate). */
+  uint64_t hedges_sent, hedges_won, hedges_cancelled, hedge_wasted_tokens;
 };
 
 void route_metrics_init(struct route_metrics *m);

@@ -9,7 +9,10 @@
 #include "core/rng.h"
 #include "net/http_client.h"
 #include "net/http_server.h"
+#include "route/admission.h"
 #include "route/route_metrics.h"
+#include "route/tenants.h"
+#include "state/policy.h"
 #include "state/score.h"
 #include "state/store.h"
 
@@ -18,9 +21,22 @@ struct router_opts {
   uint32_t upstream_timeout_ms; /* longest wait for any upstream byte */
   size_t max_response_bytes;    /* cap on a buffered non-streaming response */
   char node_name[64];           /* x-infermesh-node for this node's own targets */
+  struct adm_opts adm;          /* admission: queue, saturation, KV budget (admission.h) */
+  /* Tenants (borrowed, must outlive the router); ntenants 0 = everyone is the default tenant, no key needed. */
+  const struct tenant_conf *tenants;
+  int ntenants;
+  /* Hedging of latency-class requests: after the p95 of the target's observed time to first byte (or
+   * hedge_delay_ms until hedge_min_samples were seen) a copy goes to the second-best target; hedges are at most
+   * hedge_max_fraction of requests (a credit bucket). */
+  uint32_t hedge_delay_ms;
+  int hedge_min_samples;
+  double hedge_max_fraction;
+  /* Routing policy (state/policy.h, the code `infermesh simulate` measures): "ours" by default. */
+  char policy[32];
 };
 
-/* router_opts_default: 3 attempts, 300 s upstream timeout, 16 MiB responses, node name "local". */
+/* router_opts_default: 3 attempts, 300 s upstream timeout, 16 MiB responses, node name "local", admission
+ * defaults (adm_opts_default), no tenants, hedging after 500 ms by default, 20 samples, at most 5%. */
 void router_opts_default(struct router_opts *o);
 
 /* The router borrows store and pools (pools[i] is the connection pool of store target i); the agent
@@ -39,12 +55,26 @@ struct router {
   struct keyring *kr;
   struct proxy *active; /* requests in flight, for router_target_lost */
   uint64_t hops_in, hops_refused;
+  /* Admission: tenant 0 is the default tenant when none is configured. */
+  struct admission adm;
+  struct adm_bucket hedge_credit; /* + hedge_max_fraction per request, - 1 per hedge */
+  struct policy *policy; /* owned: picks among candidates, keeps its prefix index */
 };
 
-/* router_init prepares r; nothing to free except via router_free. */
+/* router_init prepares r (it sets store->report_cb: queued requests are admitted on load reports); free it with
+ * router_free once no request is in flight. */
 void router_init(struct router *r, uv_loop_t *loop, struct store *store, struct http_pool *pools,
                  const struct router_opts *opts);
 void router_free(struct router *r);
+
+/* router_set_tenants replaces the tenant table (t[0..n) borrowed like opts.tenants; n == 0: no tenants, no keys
+ * needed), e.g. when the control plane's tenants change. Tenants are matched by name: a kept one keeps its buckets,
+ * in-flight count and fair-queueing state; requests of a removed one finish without its limits. */
+void router_set_tenants(struct router *r, const struct tenant_conf *t, int n);
+
+/* router_metrics appends the router's Prometheus families (route_metrics_render, plus per-tenant series when
+ * tenants are configured) to out. */
+void router_metrics(const struct router *r, struct buf *out);
 
 /* router_handle serves an OpenAI API request (POST /v1/chat/completions, /v1/completions, GET /v1/models).
  * Returns false, without touching req, when the path is not one of them. */

@@ -125,6 +125,9 @@ void store_report(struct store *s, int id, const struct target_load *load, uint6
   t->healthy = true;
   t->last_error[0] = '\0';
   t->routed_since_report = 0;
+  t->kv_reserved = 0;
+  t->report_seq++;
+  if (s->report_cb) s->report_cb(s->report_arg, id);
 }
 
 void store_mark_down(struct store *s, int id, const char *reason) {
@@ -176,4 +179,55 @@ void store_release(struct store *s, int id) {
   if (t->inflight > 0) t->inflight--;
   /* A request that finished before the next report adds no load any more. */
   if (t->routed_since_report > 0) t->routed_since_report--;
+}
+
+int64_t store_kv_capacity(const struct target *t) {
+  if (t->load.block_size <= 0 || t->load.num_gpu_blocks <= 0) return 0;
+  return t->load.block_size * t->load.num_gpu_blocks;
+}
+
+int64_t store_kv_free(const struct target *t) {
+  int64_t cap = store_kv_capacity(t);
+  if (cap <= 0 || t->load.kv_usage < 0) return INT64_MAX;
+  double usage = t->load.kv_usage > 1 ? 1 : t->load.kv_usage;
+  return (int64_t)((1.0 - usage) * (double)cap) - t->kv_reserved;
+}
+
+uint32_t store_kv_reserve(struct store *s, int id, int64_t tokens) {
+  s->targets[id].kv_reserved += tokens;
+  return s->targets[id].report_seq;
+}
+
+void store_kv_release(struct store *s, int id, int64_t tokens, uint32_t seq) {
+  struct target *t = &s->targets[id];
+  if (seq != t->report_seq) return; /* the report since then counted the request itself */
+  t->kv_reserved -= tokens;
+  if (t->kv_reserved < 0) t->kv_reserved = 0;
+}
+
+void store_ttfb_observe(struct store *s, int id, int kind, double seconds) {
+  struct target *t = &s->targets[id];
+  if (kind < 0 || kind > 1 || !(seconds >= 0)) return;
+  t->ttfb[kind][t->ttfb_pos[kind]] = (float)seconds;
+  t->ttfb_pos[kind] = (uint16_t)((t->ttfb_pos[kind] + 1) % STORE_TTFB_WINDOW);
+  if (t->ttfb_n[kind] < STORE_TTFB_WINDOW) t->ttfb_n[kind]++;
+}
+
+static int cmp_float(const void *a, const void *b) {
+  float x = *(const float *)a, y = *(const float *)b;
+  return x < y ? -1 : x > y;
+}
+
+bool store_ttfb_quantile(const struct target *t, int kind, double q, int min_samples, double *out) {
+  if (kind < 0 || kind > 1) return false;
+  int n = t->ttfb_n[kind];
+  if (n == 0 || n < min_samples) return false;
+  float v[STORE_TTFB_WINDOW];
+  memcpy(v, t->ttfb[kind], (size_t)n * sizeof v[0]);
+  qsort(v, (size_t)n, sizeof v[0], cmp_float);
+  /* nearest rank: the smallest sample with at least q of the samples at or below it */
+  int rank = (int)((double)n * (q < 0 ? 0 : q > 1 ? 1 : q) + 0.999999);
+  if (rank < 1) rank = 1;
+  *out = v[rank - 1];
+  return true;
 }

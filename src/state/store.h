@@ -9,6 +9,9 @@
 
 #define STORE_MAX_TARGETS 256
 #define STORE_MAX_MODELS 16
+/* Observed time-to-first-byte samples kept per target and kind (a sliding window, newest replaces oldest). */
+#define STORE_TTFB_WINDOW 64
+enum { STORE_TTFB_STREAM = 0, STORE_TTFB_FULL = 1 };
 
 /* Load signals as last reported by the target's runtime (a scrape). */
 struct target_load {
@@ -46,11 +49,24 @@ struct target {
   char node[64];        /* the node it runs on ("" for this node's own targets) */
   char remote_name[64]; /* its name on that node */
   uint8_t node_id[32];
+  /* Admission (DESIGN §6): KV tokens (prompt + max_tokens) this router routed here since the last load report
+   * (which could not count them yet); report_seq counts reports so that a release after a newer report, whose
+   * kv_usage already saw the request, subtracts nothing. */
+  int64_t kv_reserved;
+  uint32_t report_seq;
+  /* Hedging: this router's observed time to first byte here, in seconds: [STORE_TTFB_STREAM] up to the first
+   * SSE data frame, [STORE_TTFB_FULL] up to a non-streaming response's head. Ring buffers. */
+  float ttfb[2][STORE_TTFB_WINDOW];
+  uint16_t ttfb_n[2], ttfb_pos[2];
 };
 
 struct store {
   struct target targets[STORE_MAX_TARGETS];
   int ntargets;
+  /* report_cb, when set, runs at the end of every store_report (the router admits queued requests when
+   * capacity frees). It must not add or remove targets. */
+  void (*report_cb)(void *arg, int id);
+  void *report_arg;
 };
 
 /* store_init empties s. store_free releases model strings. */
@@ -87,5 +103,21 @@ int store_candidates(const struct store *s, struct slice model, const uint64_t *
  * a release also takes the request out of routed_since_report: finished work is no load. */
 void store_reserve(struct store *s, int id);
 void store_release(struct store *s, int id);
+
+/* store_kv_capacity is target t's KV pool in tokens (block_size * num_gpu_blocks), 0 when unknown. */
+int64_t store_kv_capacity(const struct target *t);
+/* store_kv_free is what a new request may still use of t's KV pool, in tokens:
+ * (1 - kv_usage) * capacity - kv_reserved; INT64_MAX when kv_usage or the capacity is unknown. */
+int64_t store_kv_free(const struct target *t);
+/* store_kv_reserve adds tokens to target id's kv_reserved and returns the report sequence to hand back to
+ * store_kv_release, which subtracts them again unless a load report came in between. */
+uint32_t store_kv_reserve(struct store *s, int id, int64_t tokens);
+void store_kv_release(struct store *s, int id, int64_t tokens, uint32_t seq);
+
+/* store_ttfb_observe records one time-to-first-byte sample (seconds) of kind STORE_TTFB_* for target id. */
+void store_ttfb_observe(struct store *s, int id, int kind, double seconds);
+/* store_ttfb_quantile sets *out to quantile q (0..1, nearest rank) of target t's window of kind and returns
+ * true, or returns false while the window holds fewer than min_samples samples. */
+bool store_ttfb_quantile(const struct target *t, int kind, double q, int min_samples, double *out);
 
 #endif

@@ -211,7 +211,7 @@ def test_dev_nodes_is_a_mesh(procs):
              what="node-0 routes to all three engines")
     served = set()
     for i in range(30):
-        r = post_json(port, "/v1/chat/completions", chat_body(f"m{i}", max_tokens=1))
+        r = post_json(port, "/v1/chat/completions", chat_body(f"m{i:04d} " * 24, max_tokens=1))
         assert r.status == 200, r
         served.add(r.headers["x-infermesh-node"])
     assert served - {"node-0"}, served  # some went to another node's engine

@@ -66,6 +66,11 @@ def wait_members(nodes, names, state="alive", timeout=20):
     wait_for(ok, timeout=timeout, what=f"{names} {state} on {[n.name for n in nodes]}")
 
 
+def distinct(i, tag="m"):
+    """A prompt whose first KV block differs per i: the prefix-aware router has no reason to keep them together."""
+    return f"{tag}{i:04d} " * 24
+
+
 def remote_healthy(node, count):
     ts = [t for t in node.agent.targets() if t["remote"] and t["healthy"]]
     return len(ts) >= count
@@ -93,7 +98,7 @@ def test_any_node_routes_to_every_node(mesh):
     a, b, c = mesh["a"], mesh["b"], mesh["c"]
     served = {}
     for i in range(24):
-        r = post_json(c.port, "/v1/chat/completions", chat_body(f"hello {i}"))
+        r = post_json(c.port, "/v1/chat/completions", chat_body(distinct(i, "hello")))
         assert r.status == 200, r
         served[r.headers["x-infermesh-node"]] = served.get(r.headers["x-infermesh-node"], 0) + 1
         assert r.headers["x-infermesh-target"].split("/")[0] in ("a", "b")
@@ -101,7 +106,7 @@ def test_any_node_routes_to_every_node(mesh):
     # A node with its own engine also sends work to the other node's engine.
     nodes = set()
     for i in range(30):
-        r = post_json(a.port, "/v1/chat/completions", chat_body(f"again {i}"))
+        r = post_json(a.port, "/v1/chat/completions", chat_body(distinct(i, "again")))
         assert r.status == 200, r
         nodes.add(r.headers["x-infermesh-node"])
     assert nodes == {"a", "b"}, nodes
@@ -220,7 +225,7 @@ def test_drain_and_undrain_another_node(mesh):
     wait_for(lambda: all(not m.get("draining") for m in c.members()["members"]), timeout=10, what="undrained")
     seen = set()
     for i in range(30):
-        seen.add(post_json(c.port, "/v1/chat/completions", chat_body(f"back {i}")).headers["x-infermesh-node"])
+        seen.add(post_json(c.port, "/v1/chat/completions", chat_body(distinct(i, "back"))).headers["x-infermesh-node"])
     assert seen == {"a", "b"}
     r = subprocess.run([BIN, "drain", "nosuchnode", "--agent", f"http://{HOST}:{a.port}"], capture_output=True,
                        text=True, timeout=10)
