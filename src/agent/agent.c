@@ -282,6 +282,17 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   ro.hedge_min_samples = cfg->hedge_min_samples;
   ro.hedge_max_fraction = cfg->hedge_max_fraction;
   str_copy(ro.policy, sizeof ro.policy, cfg->routing_policy);
+  /* DESIGN §10: a listener other machines can reach must authenticate its clients. */
+  const char *lh = cfg->listen_host;
+  bool loopback = strncmp(lh, "127.", 4) == 0 || strcmp(lh, "::1") == 0 || strcmp(lh, "localhost") == 0;
+  if (!loopback && cfg->ntenants == 0 && !cfg->insecure_no_auth) {
+    fprintf(stderr, "infermesh agent: listening on %s (beyond loopback) needs API keys: configure tenants "
+                    "(tenants: in the config file, or --tenant name=NAME,key=KEY), or pass --insecure-no-auth\n", lh);
+    abandon(a);
+    return 2;
+  }
+  if (!loopback && cfg->ntenants == 0)
+    log_warn("listening beyond loopback without API keys (--insecure-no-auth)", "listen=%s", lh);
   router_init(&a->router, a->loop, &a->store, a->pools, &ro);
   http_server_init(&a->server, a->loop, &cfg->limits, handle, a);
   if ((rc = http_server_listen(&a->server, cfg->listen_host, cfg->listen_port)) != 0) {

@@ -64,6 +64,8 @@ static const struct key keys[] = {
      "servers: HOST:PORT for Raft traffic (default: gossip host, gossip port + 1)"},
     {"cluster.admin_token", "--admin-token", "INFERMESH_ADMIN_TOKEN", K_STR, F(cluster.admin_token),
      "control API writes need `Authorization: Bearer TOKEN`"},
+    {"insecure_no_auth", "--insecure-no-auth", "INFERMESH_INSECURE_NO_AUTH", K_BOOL, F(insecure_no_auth),
+     "serve a listener beyond loopback without API keys (tenants); never in production"},
     {"routing.policy", "--routing-policy", "INFERMESH_ROUTING_POLICY", K_STR, F(routing_policy),
      "how targets are chosen: ours (prefix- and load-aware, the default), round-robin, least-request, "
      "power-of-two, sglang, llm-d"},

@@ -67,7 +67,8 @@ struct agent_config {
   struct http_limits limits;
   struct config_supervisor sup;
   struct config_cluster cluster;
-  char routing_policy[32]; /* state/policy.h name: ours (default), round-robin, least-request, ... */
+  char routing_policy[32];
+  bool insecure_no_auth; /* allow a listener beyond loopback without API keys (DESIGN §10) */ /* state/policy.h name: ours (default), round-robin, least-request, ... */
   /* Admission and hedging (route/admission.h, route/router.h). */
   struct adm_opts adm;
   uint32_t hedge_delay_ms;

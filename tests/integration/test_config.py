@@ -105,3 +105,18 @@ def test_missing_config_file_is_exit_2(procs, tmp_path):
     p = procs.infermesh("agent-missing", "agent", "--config", str(tmp_path / "nope.yaml"))
     assert p.wait(timeout=10) == 2
     assert "nope.yaml" in p.stderr()
+
+
+@pytest.mark.timeout(30)
+def test_listener_beyond_loopback_needs_keys(procs):
+    """DESIGN §10: an agent reachable from other machines refuses to start without API keys, unless told."""
+    from conftest import free_port
+    port = free_port()
+    p = procs.infermesh("open", "agent", "--listen", f"0.0.0.0:{port}")
+    assert p.wait(15) == 2
+    assert "--insecure-no-auth" in p.stderr() and "tenants" in p.stderr()
+    p = procs.infermesh("open-ok", "agent", "--listen", f"0.0.0.0:{port}", "--insecure-no-auth")
+    wait_for(lambda: p.alive() and "without API keys" in p.stderr(), timeout=15, what="the agent's warning")
+    p = procs.infermesh("open-keys", "agent", "--listen", f"0.0.0.0:{free_port()}", "--tenant",
+                        "name=team,key=sk-test-0123456789")
+    wait_for(lambda: p.alive() and "agent listening" in p.stderr(), timeout=15, what="the agent with keys")

@@ -153,7 +153,8 @@ class Mesh:
         seeds (Nodes or HOST:PORT strings). Waits until it listens and logs msg="mesh on"."""
         host = self.net.host(host)
         d = self.node_data_dir(name, cluster)
-        args = [self.bin, "agent", "--name", name, "--listen", f"{host.ip}:{API_PORT}", "--data-dir", d,
+        args = [self.bin, "agent", "--name", name, "--listen", f"{host.ip}:{API_PORT}", "--insecure-no-auth",
+                "--data-dir", d,
                 "--gossip", f"{host.ip}:{GOSSIP_PORT}", "--scrape-interval-ms", "200"]
         for j in join:
             args += ["--join", j.gossip_addr if isinstance(j, Node) else j]
