@@ -275,6 +275,7 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   ro.max_attempts = cfg->max_attempts;
   ro.upstream_timeout_ms = cfg->upstream_timeout_ms;
   str_copy(ro.node_name, sizeof ro.node_name, cfg->node_name);
+  str_copy(ro.zone, sizeof ro.zone, cfg->cluster.zone);
   ro.adm = cfg->adm;
   ro.tenants = cfg->tenants;
   ro.ntenants = cfg->ntenants;

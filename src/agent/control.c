@@ -356,11 +356,63 @@ static void replica_tick(struct control *c) {
     c->poll_inflight = true;
 }
 
+/* ---- enforcement: the router follows the FSM ---- */
+
+/* fsm_priority maps the FSM's priority (higher first, 0 normal) to an admission class. */
+static int fsm_priority(int32_t p) { return p > 0 ? ADM_PRIO_HIGH : p < 0 ? ADM_PRIO_LOW : ADM_PRIO_NORMAL; }
+
+/* control_enforce hands the FSM's tenants, drains and pins to the router when the FSM index moved since the
+ * last call. Loop thread, outside any libraft callback (tick_cb). Tenants: the config's, then the FSM's that
+ * are not revoked (a name or key already present is skipped); when the FSM holds tenants but none is usable,
+ * a keyless placeholder keeps keys required, so a revoked key is refused rather than the node opening up. */
+static void control_enforce(struct control *c) {
+  const struct fsm *f = control_fsm(c);
+  uint64_t idx = fsm_index(f);
+  if (idx == c->enforced_index || !c->env.router) return;
+  c->enforced_index = idx;
+  const struct agent_config *cfg = c->env.cfg;
+  struct tenant_conf *t = c->tenants[c->tenants_cur ^= 1];
+  int n = 0, nf = fsm_count(f, FSM_TENANT), skipped = 0;
+  for (int i = 0; i < cfg->ntenants && n < TENANTS_MAX; i++) t[n++] = cfg->tenants[i];
+  for (int i = 0; i < nf; i++) {
+    const struct fsm_tenant *ft = fsm_at(f, FSM_TENANT, i);
+    if (ft->revoked) continue;
+    bool dup = strlen(ft->name) >= sizeof t[0].name || n >= TENANTS_MAX;
+    for (int j = 0; j < n && !dup; j++)
+      dup = strcmp(t[j].name, ft->name) == 0 || sodium_memcmp(t[j].key_hash, ft->key_hash, FSM_HASH_LEN) == 0;
+    if (dup) {
+      skipped++;
+      continue;
+    }
+    struct tenant_conf *x = &t[n++];
+    tenant_conf_default(x);
+    str_copy(x->name, sizeof x->name, ft->name);
+    memcpy(x->key_hash, ft->key_hash, TENANT_KEY_HASH_BYTES);
+    x->has_key = true;
+    x->lim.weight = ft->weight > 0 ? ft->weight : 1;
+    x->lim.priority = fsm_priority(ft->priority);
+    x->lim.requests_per_s = ft->rps > 0 ? ft->rps : 0;
+    x->lim.tokens_per_min = ft->tokens_per_min > 0 ? (double)ft->tokens_per_min : 0;
+    x->lim.max_concurrent = ft->max_concurrent > 0 ? ft->max_concurrent : 0;
+  }
+  if (n == 0 && nf > 0) { /* every control-plane tenant is revoked: keys stay required, none matches */
+    tenant_conf_default(&t[0]);
+    str_copy(t[0].name, sizeof t[0].name, "-revoked-");
+    n = 1;
+  }
+  if (skipped) log_warn("control-plane tenants skipped (name or key clash, long name, or table full)", "n=%d", skipped);
+  router_set_tenants(c->env.router, t, n);
+  route_ctl_sync(&c->env.router->ctl, f);
+  log_info("control-plane state enforced", "index=%llu tenants=%d drains=%d pins=%d", (unsigned long long)idx, n,
+           fsm_count(f, FSM_DRAIN), fsm_count(f, FSM_PIN));
+}
+
 static void tick_cb(uv_timer_t *t) {
   struct control *c = t->data;
   if (c->raft) server_tick(c);
   else replica_tick(c);
   if (!c->raft && !c->poll_inflight && c->next_poll_ms == 0) replica_tick(c);
+  control_enforce(c);
 }
 
 /* ---- start / close ---- */

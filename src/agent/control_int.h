@@ -38,6 +38,11 @@ struct control {
   int closing_parts;
   void (*closed_cb)(void *arg);
   void *closed_arg;
+  /* Enforcement (control_enforce): the FSM index the router last saw, and the tenant tables handed to it —
+   * two, alternating, because router_set_tenants reads the previous table while it installs the next. */
+  uint64_t enforced_index;
+  struct tenant_conf tenants[2][TENANTS_MAX];
+  int tenants_cur;
 };
 
 uint64_t control_index(const struct control *c);

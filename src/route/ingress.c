@@ -41,6 +41,7 @@ void router_init(struct router *r, uv_loop_t *loop, struct store *store, struct 
   policy_config_default(&pc);
   r->policy = policy_new(r->opts.policy[0] ? r->opts.policy : "ours", &pc, rng_next(&r->rng));
   if (!r->policy) r->policy = policy_new("ours", &pc, rng_next(&r->rng)); /* names are checked by the config */
+  route_ctl_init(&r->ctl, r->opts.node_name, r->opts.zone);
   route_metrics_init(&r->metrics);
   /* Tenant i of the config is admission tenant i; without tenants, one default tenant without limits. */
   struct adm_limits lim[TENANTS_MAX];
@@ -79,6 +80,7 @@ void router_free(struct router *r) {
   if (r->policy) policy_free(r->policy);
   r->policy = NULL;
   admission_free(&r->adm);
+  route_ctl_free(&r->ctl);
 }
 
 void router_metrics(const struct router *r, struct buf *out) {

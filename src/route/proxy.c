@@ -417,10 +417,16 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
   l->up = hc_request(&r->pools[id], buf_slice(&l->head), p->parts, p->nparts, &up_cbs, l, r->opts.upstream_timeout_ms);
 }
 
+int proxy_candidates(struct proxy *p, int *ids) {
+  struct router *r = p->r;
+  int n = store_candidates(r->store, p->oai.model, p->tried, ids, STORE_MAX_TARGETS);
+  return route_ctl_filter(&r->ctl, r->store, p->oai.model, ids, n);
+}
+
 void proxy_attempt(struct proxy *p) {
   struct router *r = p->r;
   int ids[STORE_MAX_TARGETS];
-  int n = store_candidates(r->store, p->oai.model, p->tried, ids, STORE_MAX_TARGETS);
+  int n = proxy_candidates(p, ids);
   if (n == 0) {
     if (p->attempts == 0)
       fail(p, 503, "service_unavailable", "no healthy target serves this model right now; retry shortly", 1);

@@ -125,7 +125,7 @@ void proxy_admit(struct proxy *p) {
   r->metrics.admitted++;
   adm_bucket_add(&r->hedge_credit, r->opts.hedge_max_fraction); /* hedges are a share of all traffic */
   int ids[STORE_MAX_TARGETS];
-  int n = store_candidates(r->store, p->oai.model, p->tried, ids, STORE_MAX_TARGETS);
+  int n = proxy_candidates(p, ids);
   if (n == 0 ||
       (adm_queue_len(&r->adm) == 0 && !adm_all_saturated(&r->adm.o, r->store, ids, n, p->kv_need))) {
     proxy_attempt(p); /* room somewhere (or no target at all: 503) */
@@ -219,7 +219,7 @@ static int try_cb(void *arg, void *udata, uint64_t waited_ns) {
   for (int i = 0; i < ps->nblocked; i++)
     if (slice_eq(ps->blocked[i], p->oai.model)) return 0;
   int ids[STORE_MAX_TARGETS];
-  int n = store_candidates(r->store, p->oai.model, p->tried, ids, STORE_MAX_TARGETS);
+  int n = proxy_candidates(p, ids);
   if (n == 0 || adm_all_saturated(&r->adm.o, r->store, ids, n, p->kv_need)) {
     if (n == 0 && !p->shed_no_target) {
       p->shed_no_target = true; /* answered from its timer: a pass never ends requests itself */

@@ -12,7 +12,7 @@
 static int second_best(struct proxy *p, uint64_t now) {
   struct router *r = p->r;
   int ids[STORE_MAX_TARGETS];
-  int n = store_candidates(r->store, p->oai.model, p->tried, ids, STORE_MAX_TARGETS);
+  int n = proxy_candidates(p, ids);
   int best = -1;
   double best_score = 0;
   for (int i = 0; i < n; i++) {

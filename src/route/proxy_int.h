@@ -87,6 +87,9 @@ struct proxy {
 };
 
 /* proxy.c */
+/* proxy_candidates writes into ids (STORE_MAX_TARGETS room) the untried healthy targets serving p's model that
+ * the control plane's drains and pins allow (store_candidates + route_ctl_filter); returns their count. */
+int proxy_candidates(struct proxy *p, int *ids);
 /* attempt sends the primary to the best untried candidate (or answers 503/502 when none is left). */
 void proxy_attempt(struct proxy *p);
 /* proxy_leg_send sends p's request to target id on leg l (reserving there). */

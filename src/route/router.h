@@ -10,6 +10,7 @@
 #include "net/http_client.h"
 #include "net/http_server.h"
 #include "route/admission.h"
+#include "route/route_ctl.h"
 #include "route/route_metrics.h"
 #include "route/tenants.h"
 #include "state/policy.h"
@@ -21,6 +22,7 @@ struct router_opts {
   uint32_t upstream_timeout_ms; /* longest wait for any upstream byte */
   size_t max_response_bytes;    /* cap on a buffered non-streaming response */
   char node_name[64];           /* x-infermesh-node for this node's own targets */
+  char zone[32];                /* this node's zone, for zone pins (route_ctl.h); "" = none */
   struct adm_opts adm;          /* admission: queue, saturation, KV budget (admission.h) */
   /* Tenants (borrowed, must outlive the router); ntenants 0 = everyone is the default tenant, no key needed. */
   const struct tenant_conf *tenants;
@@ -59,6 +61,7 @@ struct router {
   struct admission adm;
   struct adm_bucket hedge_credit; /* + hedge_max_fraction per request, - 1 per hedge */
   struct policy *policy; /* owned: picks among candidates, keeps its prefix index */
+  struct route_ctl ctl;  /* control-plane drains and pins (route_ctl_sync when the FSM changes) */
 };
 
 /* router_init prepares r (it sets store->report_cb: queued requests are admitted on load reports); free it with

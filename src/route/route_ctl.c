@@ -1,0 +1,87 @@
+/* Control-plane routing constraints: drains and pins as per-target bitmaps. */
+#include "route/route_ctl.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+
+void route_ctl_init(struct route_ctl *c, const char *self_node, const char *self_zone) {
+  memset(c, 0, sizeof *c);
+  str_copy(c->self_node, sizeof c->self_node, self_node ? self_node : "");
+  str_copy(c->self_zone, sizeof c->self_zone, self_zone ? self_zone : "");
+  c->seen_ntargets = -1;
+}
+
+void route_ctl_free(struct route_ctl *c) {
+  free(c->drains);
+  free(c->pins);
+  c->drains = NULL;
+  c->pins = NULL;
+  c->ndrains = c->npins = 0;
+}
+
+void route_ctl_sync(struct route_ctl *c, const struct fsm *f) {
+  route_ctl_free(c);
+  int nd = fsm_count(f, FSM_DRAIN), np = fsm_count(f, FSM_PIN);
+  if (nd > 0) c->drains = xcalloc((size_t)nd, sizeof *c->drains);
+  if (np > 0) c->pins = xcalloc((size_t)np, sizeof *c->pins);
+  for (int i = 0; i < nd; i++) {
+    const struct fsm_drain *d = fsm_at(f, FSM_DRAIN, i);
+    str_copy(c->drains[i], sizeof c->drains[i], d->node);
+  }
+  for (int i = 0; i < np; i++)
+    c->pins[i].pin = *(const struct fsm_pin *)fsm_at(f, FSM_PIN, i);
+  c->ndrains = nd;
+  c->npins = np;
+  c->seen_ntargets = -1;
+}
+
+/* target_node: the node name target t runs on (this node's for its own targets). */
+static const char *target_node(const struct route_ctl *c, const struct target *t) {
+  return t->remote || t->node[0] ? t->node : c->self_node;
+}
+
+static bool pin_allows(const struct route_ctl *c, const struct fsm_pin *p, const struct target *t) {
+  if (p->nnodes == 0 && p->nzones == 0) return true;
+  const char *node = target_node(c, t);
+  for (int i = 0; i < p->nnodes; i++)
+    if (strcmp(p->nodes[i], node) == 0) return true;
+  bool own = !t->remote && !t->node[0];
+  for (int i = 0; own && c->self_zone[0] && i < p->nzones; i++)
+    if (strcmp(p->zones[i], c->self_zone) == 0) return true;
+  return false;
+}
+
+static void recompute(struct route_ctl *c, const struct store *s) {
+  memset(c->deny, 0, sizeof c->deny);
+  for (int j = 0; j < c->npins; j++)
+    memset(c->pins[j].allow, 0, sizeof c->pins[j].allow);
+  for (int i = 0; i < s->ntargets; i++) {
+    const struct target *t = &s->targets[i];
+    const char *node = target_node(c, t);
+    uint64_t bit = (uint64_t)1 << (i % 64);
+    for (int k = 0; k < c->ndrains; k++)
+      if (strcmp(c->drains[k], node) == 0) c->deny[i / 64] |= bit;
+    for (int j = 0; j < c->npins; j++)
+      if (pin_allows(c, &c->pins[j].pin, t)) c->pins[j].allow[i / 64] |= bit;
+  }
+  c->seen_ntargets = s->ntargets;
+}
+
+int route_ctl_filter(struct route_ctl *c, const struct store *s, struct slice model, int *ids, int n) {
+  if (c->ndrains == 0 && c->npins == 0) return n;
+  if (c->seen_ntargets != s->ntargets) recompute(c, s);
+  const uint64_t *allow = NULL;
+  for (int j = 0; j < c->npins; j++)
+    if (slice_eqz(model, c->pins[j].pin.model)) allow = c->pins[j].allow;
+  int m = 0;
+  for (int i = 0; i < n; i++) {
+    int id = ids[i];
+    uint64_t bit = (uint64_t)1 << (id % 64);
+    if (c->deny[id / 64] & bit) continue;
+    if (allow && !(allow[id / 64] & bit)) continue;
+    ids[m++] = id;
+  }
+  return m;
+}

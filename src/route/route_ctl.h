@@ -1,0 +1,47 @@
+/* Control-plane routing constraints (DESIGN §4, §6): durable drains and model pins from the Raft FSM.
+ *
+ * The agent copies the FSM's drains and pins here whenever its index changes (route_ctl_sync, loop thread);
+ * the proxy filters its candidates with route_ctl_filter. Per-target verdicts (drained node; allowed by each
+ * pin) are precomputed as bitmaps and recomputed only when the FSM copy or the store's target set changes, so
+ * the hot path is a few bit tests, and nothing at all while no drain or pin exists. Not thread-safe. */
+#ifndef IM_ROUTE_ROUTE_CTL_H
+#define IM_ROUTE_ROUTE_CTL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cluster/fsm.h"
+#include "core/slice.h"
+#include "state/store.h"
+
+#define ROUTE_CTL_WORDS ((STORE_MAX_TARGETS + 63) / 64)
+
+struct route_ctl_pin {
+  struct fsm_pin pin;              /* copy */
+  uint64_t allow[ROUTE_CTL_WORDS]; /* targets on an allowed node / in an allowed zone */
+};
+
+struct route_ctl {
+  char self_node[64], self_zone[32]; /* this node's name and zone (for its own targets, node "") */
+  int ndrains, npins;
+  char (*drains)[FSM_NAME_MAX];   /* owned: drained node names */
+  struct route_ctl_pin *pins;     /* owned */
+  uint64_t deny[ROUTE_CTL_WORDS]; /* targets of drained nodes */
+  int seen_ntargets;              /* store->ntargets the bitmaps were computed for; -1 = stale */
+};
+
+/* route_ctl_init: no constraints; self_node/self_zone (copied, may be "") name this node. */
+void route_ctl_init(struct route_ctl *c, const char *self_node, const char *self_zone);
+void route_ctl_free(struct route_ctl *c);
+
+/* route_ctl_sync replaces the constraints by f's drains and pins (f borrowed, only during the call). */
+void route_ctl_sync(struct route_ctl *c, const struct fsm *f);
+
+/* route_ctl_filter removes from ids[0..n) the targets of s the constraints rule out for model (a drained
+ * node's targets; with a pin for model, targets whose node is not among its nodes nor its zones — a remote
+ * target's zone is not known here, so zones admit only this node's own targets). Order is kept; returns the
+ * new count. Recomputes the bitmaps first when targets were added to s since (a revived
+ * remote slot keeps its node, so its verdicts stay valid). */
+int route_ctl_filter(struct route_ctl *c, const struct store *s, struct slice model, int *ids, int n);
+
+#endif

@@ -1,0 +1,112 @@
+/* Control-plane routing constraints: FSM drains and pins filter candidates; tenant key hashes agree. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "cluster/fsm.h"
+#include "route/route_ctl.h"
+#include "route/tenants.h"
+
+static void put(struct fsm *f, uint64_t idx, enum fsm_op op, enum fsm_kind k, const char *key,
+                const char *value) {
+  struct buf b = {0};
+  char err[200], id[32];
+  snprintf(id, sizeof id, "c%llu", (unsigned long long)idx);
+  assert_int_equal(fsm_cmd_encode(&b, id, op, k, key, value, 1700000000, err, sizeof err), 0);
+  struct fsm_result res;
+  fsm_apply(f, idx, b.base, b.len, &res);
+  assert_int_equal(res.status, 0);
+  buf_free(&b);
+}
+
+/* Targets: 0 local (node "self"), 1 on node a, 2 on node b. All serve "m". */
+static void setup_store(struct store *s) {
+  store_init(s);
+  static const uint8_t ida[32] = {1}, idb[32] = {2};
+  bool changed;
+  const char *models[] = {"m"};
+  assert_int_equal(store_add_target(s, "own", "http://127.0.0.1:1", "vllm"), 0);
+  assert_int_equal(store_add_remote(s, "a", ida, "ea", "127.0.0.1:2", "vllm", &changed), 1);
+  assert_int_equal(store_add_remote(s, "b", idb, "eb", "127.0.0.1:3", "vllm", &changed), 2);
+  for (int i = 0; i < 3; i++)
+    store_set_models(s, i, models, 1);
+}
+
+static int filter(struct route_ctl *c, const struct store *s, const char *model, int *ids) {
+  for (int i = 0; i < 3; i++)
+    ids[i] = i;
+  return route_ctl_filter(c, s, slice_cstr(model), ids, 3);
+}
+
+static void test_drain_and_pin(void **state) {
+  (void)state;
+  static struct store s;
+  setup_store(&s);
+  struct fsm *f = fsm_new();
+  struct route_ctl c;
+  route_ctl_init(&c, "self", "z1");
+  int ids[3];
+  assert_int_equal(filter(&c, &s, "m", ids), 3); /* nothing configured */
+
+  put(f, 1, FSM_OP_PUT, FSM_DRAIN, "a", "{\"reason\":\"x\"}");
+  route_ctl_sync(&c, f);
+  assert_int_equal(filter(&c, &s, "m", ids), 2);
+  assert_int_equal(ids[0], 0);
+  assert_int_equal(ids[1], 2);
+
+  put(f, 2, FSM_OP_PUT, FSM_DRAIN, "self", "{}"); /* draining this node removes its own targets */
+  route_ctl_sync(&c, f);
+  assert_int_equal(filter(&c, &s, "m", ids), 1);
+  assert_int_equal(ids[0], 2);
+
+  put(f, 3, FSM_OP_DELETE, FSM_DRAIN, "a", NULL);
+  put(f, 4, FSM_OP_DELETE, FSM_DRAIN, "self", NULL);
+  put(f, 5, FSM_OP_PUT, FSM_PIN, "m", "{\"nodes\":[\"b\"]}");
+  route_ctl_sync(&c, f);
+  assert_int_equal(filter(&c, &s, "m", ids), 1);
+  assert_int_equal(ids[0], 2);
+  assert_int_equal(filter(&c, &s, "other", ids), 3); /* another model is not pinned */
+
+  put(f, 6, FSM_OP_PUT, FSM_PIN, "m", "{\"zones\":[\"z1\"]}"); /* zones: this node's own targets */
+  route_ctl_sync(&c, f);
+  assert_int_equal(filter(&c, &s, "m", ids), 1);
+  assert_int_equal(ids[0], 0);
+
+  /* a target added after the sync is judged too */
+  static const uint8_t idb[32] = {2};
+  bool changed;
+  const char *models[] = {"m"};
+  put(f, 7, FSM_OP_PUT, FSM_PIN, "m", "{\"nodes\":[\"b\"]}");
+  route_ctl_sync(&c, f);
+  assert_int_equal(store_add_remote(&s, "b", idb, "eb2", "127.0.0.1:4", "vllm", &changed), 3);
+  store_set_models(&s, 3, models, 1);
+  int ids4[4] = {0, 1, 2, 3};
+  assert_int_equal(route_ctl_filter(&c, &s, slice_cstr("m"), ids4, 4), 2);
+  assert_int_equal(ids4[0], 2);
+  assert_int_equal(ids4[1], 3);
+
+  route_ctl_free(&c);
+  fsm_free(f);
+  store_free(&s);
+}
+
+static void test_key_hash_matches_fsm(void **state) {
+  (void)state;
+  uint8_t a[TENANT_KEY_HASH_BYTES], b[FSM_HASH_LEN];
+  const char *key = "sk-test-0123456789";
+  tenants_hash_key(key, strlen(key), a);
+  fsm_key_hash(key, b);
+  assert_memory_equal(a, b, sizeof a);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_drain_and_pin),
+                                     cmocka_unit_test(test_key_hash_matches_fsm)};
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
