@@ -15,14 +15,14 @@
 #include "core/slice.h"
 
 #define HELLO_MAGIC "IMRAFT01"
-#define NONCE_LEN 32
+#define NONCE_LEN RTX_NONCE_LEN
 #define HDR_LEN crypto_secretstream_xchacha20poly1305_HEADERBYTES
 #define ABYTES crypto_secretstream_xchacha20poly1305_ABYTES
-#define HELLO_LEN (8 + NONCE_LEN)
-#define REPLY_LEN (NONCE_LEN + crypto_auth_BYTES + HDR_LEN)
-#define FINISH_MIN (crypto_auth_BYTES + HDR_LEN + 8 + 1)
-#define ADDR_MAX 255
-#define FRAME_MAX 65536
+#define HELLO_LEN RTX_HELLO_LEN
+#define REPLY_LEN RTX_REPLY_LEN
+#define FINISH_MIN RTX_FINISH_MIN
+#define ADDR_MAX RTX_ADDR_MAX
+#define FRAME_MAX RTX_FRAME_MAX
 #define HANDSHAKE_MS 5000
 #define INBUF_MAX (4 + FRAME_MAX + ABYTES)
 
@@ -223,12 +223,13 @@ static bool relay_in(struct conn *c) {
   bool ok = true;
   while (c->in.len - off >= 4) {
     const uint8_t *p = (const uint8_t *)c->in.base + off;
-    uint32_t clen = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-    if (clen < ABYTES || clen > FRAME_MAX + ABYTES) {
+    uint32_t clen;
+    int fr = rtx_frame_next(p, c->in.len - off, &clen);
+    if (fr < 0) {
       ok = false;
       break;
     }
-    if (c->in.len - off - 4 < clen) break;
+    if (fr == 0) break;
     struct wreq *w = xmalloc(sizeof *w + clen);
     unsigned long long plen;
     uint8_t tag;
@@ -290,12 +291,77 @@ static void go_relay(struct conn *c) {
   if (c->in.len && c->st == C_RELAY && !relay_in(c)) conn_close(c);
 }
 
+/* ---- pure parsers (raft_transport.h) ---- */
+
+int rtx_parse_hello(const uint8_t *in, size_t len, uint8_t nc[RTX_NONCE_LEN]) {
+  if (len < HELLO_LEN) return -EAGAIN;
+  if (memcmp(in, HELLO_MAGIC, 8) != 0) return -EPROTO;
+  memcpy(nc, in + 8, NONCE_LEN);
+  return 0;
+}
+
+int rtx_check_server_reply(const struct keyring *kr, const uint8_t nc[RTX_NONCE_LEN], const uint8_t *in, size_t len,
+                           uint8_t ns[RTX_NONCE_LEN], crypto_secretstream_xchacha20poly1305_state *rx) {
+  if (len < REPLY_LEN) return -EAGAIN;
+  uint8_t ka[32], ke[32], k[32], tag[crypto_auth_BYTES];
+  int found = -1;
+  for (int i = 0; i < kr->nkeys && found < 0; i++) {
+    subkeys(kr, i, ka, ke);
+    hs_tag(ka, 'S', nc, in, NULL, 0, tag);
+    if (sodium_memcmp(tag, in + NONCE_LEN, crypto_auth_BYTES) == 0) found = i;
+  }
+  if (found < 0) {
+    sodium_memzero(ka, 32), sodium_memzero(ke, 32);
+    return -EACCES;
+  }
+  memcpy(ns, in, NONCE_LEN);
+  session_key(ke, "s2c", nc, ns, k);
+  bool ok = crypto_secretstream_xchacha20poly1305_init_pull(rx, in + NONCE_LEN + crypto_auth_BYTES, k) == 0;
+  sodium_memzero(ka, 32), sodium_memzero(ke, 32), sodium_memzero(k, 32);
+  return ok ? found : -EBADMSG;
+}
+
+size_t rtx_finish_len(const uint8_t *in, size_t len) {
+  if (len < FINISH_MIN) return 0;
+  return FINISH_MIN + in[crypto_auth_BYTES + HDR_LEN + 8];
+}
+
+int rtx_check_client_finish(const struct keyring *kr, int key, const uint8_t nc[RTX_NONCE_LEN],
+                            const uint8_t ns[RTX_NONCE_LEN], const uint8_t *in, size_t len,
+                            crypto_secretstream_xchacha20poly1305_state *rx, raft_id *peer_id,
+                            char peer_addr[RTX_ADDR_MAX + 1]) {
+  size_t need = rtx_finish_len(in, len);
+  if (need == 0 || len < need) return -EAGAIN;
+  uint8_t ka[32], ke[32], k[32], tag[crypto_auth_BYTES];
+  subkeys(kr, key, ka, ke);
+  hs_tag(ka, 'C', nc, ns, in + crypto_auth_BYTES, need - crypto_auth_BYTES, tag);
+  bool ok = sodium_memcmp(tag, in, crypto_auth_BYTES) == 0;
+  if (ok) {
+    session_key(ke, "c2s", nc, ns, k);
+    ok = crypto_secretstream_xchacha20poly1305_init_pull(rx, in + crypto_auth_BYTES, k) == 0;
+    const uint8_t *q = in + crypto_auth_BYTES + HDR_LEN;
+    *peer_id = 0;
+    for (int i = 0; i < 8; i++) *peer_id = *peer_id << 8 | q[i];
+    memcpy(peer_addr, q + 9, q[8]);
+    peer_addr[q[8]] = '\0';
+  }
+  sodium_memzero(ka, 32), sodium_memzero(ke, 32), sodium_memzero(k, 32);
+  return ok ? 0 : -EACCES;
+}
+
+int rtx_frame_next(const uint8_t *in, size_t len, uint32_t *clen) {
+  if (len < 4) return 0;
+  uint32_t n = (uint32_t)in[0] << 24 | (uint32_t)in[1] << 16 | (uint32_t)in[2] << 8 | in[3];
+  if (n < ABYTES || n > FRAME_MAX + ABYTES) return -EPROTO;
+  *clen = n;
+  return len - 4 < n ? 0 : 1;
+}
+
 /* ---- handshake ---- */
 
 static bool hs_server_hello(struct conn *c) {
   struct rt *t = c->t;
-  if (memcmp(c->in.base, HELLO_MAGIC, 8) != 0) return false;
-  memcpy(c->nc, c->in.base + 8, NONCE_LEN);
+  if (rtx_parse_hello((const uint8_t *)c->in.base, c->in.len, c->nc) != 0) return false;
   buf_consume(&c->in, HELLO_LEN);
   randombytes_buf(c->ns, NONCE_LEN);
   uint8_t ka[32], ke[32], k[32], out[REPLY_LEN];
@@ -312,22 +378,8 @@ static bool hs_server_hello(struct conn *c) {
 }
 
 static bool hs_server_finish(struct conn *c, size_t need) {
-  const uint8_t *p = (const uint8_t *)c->in.base;
-  uint8_t ka[32], ke[32], k[32], tag[crypto_auth_BYTES];
-  subkeys(c->t->kr, c->key, ka, ke);
-  hs_tag(ka, 'C', c->nc, c->ns, p + crypto_auth_BYTES, need - crypto_auth_BYTES, tag);
-  bool ok = sodium_memcmp(tag, p, crypto_auth_BYTES) == 0;
-  if (ok) {
-    session_key(ke, "c2s", c->nc, c->ns, k);
-    ok = crypto_secretstream_xchacha20poly1305_init_pull(&c->rx, p + crypto_auth_BYTES, k) == 0;
-    const uint8_t *q = p + crypto_auth_BYTES + HDR_LEN;
-    c->peer_id = 0;
-    for (int i = 0; i < 8; i++) c->peer_id = c->peer_id << 8 | q[i];
-    memcpy(c->peer_addr, q + 9, q[8]);
-    c->peer_addr[q[8]] = '\0';
-  }
-  sodium_memzero(ka, 32), sodium_memzero(ke, 32), sodium_memzero(k, 32);
-  if (!ok) {
+  if (rtx_check_client_finish(c->t->kr, c->key, c->nc, c->ns, (const uint8_t *)c->in.base, need, &c->rx,
+                              &c->peer_id, c->peer_addr) != 0) {
     c->t->n.refused_auth++;
     log_warn("raft transport: a peer failed the cluster-key handshake", "peer=%s", "inbound");
     return false;
@@ -339,24 +391,16 @@ static bool hs_server_finish(struct conn *c, size_t need) {
 
 static bool hs_client_reply(struct conn *c) {
   struct rt *t = c->t;
-  const uint8_t *p = (const uint8_t *)c->in.base;
-  uint8_t ka[32], ke[32], k[32], tag[crypto_auth_BYTES];
-  int found = -1;
-  for (int i = 0; i < t->kr->nkeys && found < 0; i++) {
-    subkeys(t->kr, i, ka, ke);
-    hs_tag(ka, 'S', c->nc, p, NULL, 0, tag);
-    if (sodium_memcmp(tag, p + NONCE_LEN, crypto_auth_BYTES) == 0) found = i;
-  }
-  if (found < 0) {
-    sodium_memzero(ka, 32), sodium_memzero(ke, 32);
+  uint8_t ka[32], ke[32], k[32];
+  int found = rtx_check_server_reply(t->kr, c->nc, (const uint8_t *)c->in.base, c->in.len, c->ns, &c->rx);
+  if (found == -EACCES || found == -EAGAIN) {
     t->n.refused_auth++;
     log_warn("raft transport: server failed the cluster-key handshake", "peer=%s", c->peer_addr);
     return false;
   }
-  memcpy(c->ns, p, NONCE_LEN);
-  session_key(ke, "s2c", c->nc, c->ns, k);
-  bool ok = crypto_secretstream_xchacha20poly1305_init_pull(&c->rx, p + NONCE_LEN + crypto_auth_BYTES, k) == 0;
   buf_consume(&c->in, REPLY_LEN);
+  if (found < 0) return false; /* the server's stream header was refused */
+  subkeys(t->kr, found, ka, ke);
   size_t alen = strlen(t->address);
   uint8_t out[FINISH_MIN + ADDR_MAX];
   uint8_t *q = out + crypto_auth_BYTES;
@@ -368,7 +412,6 @@ static bool hs_client_reply(struct conn *c) {
   size_t elen = HDR_LEN + 9 + alen;
   hs_tag(ka, 'C', c->nc, c->ns, q, elen, out);
   sodium_memzero(ka, 32), sodium_memzero(ke, 32), sodium_memzero(k, 32);
-  if (!ok) return false;
   send_raw((uv_stream_t *)&c->tcp, out, crypto_auth_BYTES + elen);
   go_relay(c);
   return true;
@@ -389,7 +432,7 @@ static void tcp_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
   bool ok = true;
   if (c->st == C_HELLO && c->in.len >= HELLO_LEN) ok = hs_server_hello(c);
   if (ok && c->st == C_FINISH && c->in.len >= FINISH_MIN) {
-    size_t need = FINISH_MIN + (uint8_t)c->in.base[crypto_auth_BYTES + HDR_LEN + 8];
+    size_t need = rtx_finish_len((const uint8_t *)c->in.base, c->in.len);
     if (c->in.len >= need) ok = hs_server_finish(c, need);
   }
   if (ok && c->st == C_REPLY && c->in.len >= REPLY_LEN) ok = hs_client_reply(c);

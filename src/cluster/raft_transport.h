@@ -19,6 +19,8 @@
 
 #include <raft.h>
 #include <raft/uv.h>
+#include <sodium.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "cluster/keyring.h"
@@ -33,5 +35,40 @@ struct rt_counters {
 int rt_init(struct raft_uv_transport *t, uv_loop_t *loop, struct keyring *kr);
 void rt_free(struct raft_uv_transport *t);
 const struct rt_counters *rt_counters(const struct raft_uv_transport *t);
+
+/* The handshake and framing parsers, pure (no I/O, no allocation), as the transport uses them; exported for
+ * the fuzz target. Every one reads only in[0, len). */
+#define RTX_NONCE_LEN 32
+#define RTX_HELLO_LEN (8 + RTX_NONCE_LEN)
+#define RTX_REPLY_LEN (RTX_NONCE_LEN + crypto_auth_BYTES + crypto_secretstream_xchacha20poly1305_HEADERBYTES)
+#define RTX_FINISH_MIN (crypto_auth_BYTES + crypto_secretstream_xchacha20poly1305_HEADERBYTES + 8 + 1)
+#define RTX_ADDR_MAX 255
+#define RTX_FRAME_MAX 65536
+
+/* rtx_parse_hello (server): 0 and the client nonce in nc when in starts with a hello; -EAGAIN when len is too
+ * short to tell; -EPROTO for a wrong magic. The hello is RTX_HELLO_LEN bytes. */
+int rtx_parse_hello(const uint8_t *in, size_t len, uint8_t nc[RTX_NONCE_LEN]);
+
+/* rtx_check_server_reply (client, nonce nc): finds the key of kr the server's tag was made with, copies the
+ * server nonce to ns and starts rx (the s->c stream). Returns the key index, -EAGAIN (too short), -EACCES (no
+ * key matches) or -EBADMSG (bad stream header). The reply is RTX_REPLY_LEN bytes. */
+int rtx_check_server_reply(const struct keyring *kr, const uint8_t nc[RTX_NONCE_LEN], const uint8_t *in, size_t len,
+                           uint8_t ns[RTX_NONCE_LEN], crypto_secretstream_xchacha20poly1305_state *rx);
+
+/* rtx_finish_len (server): the length of the client's finish message starting at in, or 0 when len is too
+ * short to tell. */
+size_t rtx_finish_len(const uint8_t *in, size_t len);
+
+/* rtx_check_client_finish (server, key index key of kr, nonces nc and ns): verifies the finish message
+ * in[0, len) (len = rtx_finish_len), starts rx (the c->s stream) and returns the peer's raft id and address
+ * (NUL-terminated). 0, -EAGAIN (len short of the message), -EACCES (bad tag or stream header). */
+int rtx_check_client_finish(const struct keyring *kr, int key, const uint8_t nc[RTX_NONCE_LEN],
+                            const uint8_t ns[RTX_NONCE_LEN], const uint8_t *in, size_t len,
+                            crypto_secretstream_xchacha20poly1305_state *rx, raft_id *peer_id,
+                            char peer_addr[RTX_ADDR_MAX + 1]);
+
+/* rtx_frame_next: the ciphertext length of the frame at in ([u32 BE length][ciphertext]) in *clen. 1: the
+ * whole frame (4 + *clen bytes) is in in; 0: more bytes needed; -EPROTO: the length is out of range. */
+int rtx_frame_next(const uint8_t *in, size_t len, uint32_t *clen);
 
 #endif
