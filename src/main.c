@@ -39,7 +39,9 @@ static void usage(FILE *f) {
              "  targets       per-target state, load and routing score\n"
              "  members       members of the mesh (--all: with dead and departed ones)\n"
              "  leave         the agent leaves the mesh, finishes in-flight work and exits\n"
-             "  drain NODE    NODE finishes in-flight work and gets no new requests (undrain NODE: undo)\n"
+             "  drain NODE    NODE finishes in-flight work and gets no new requests (undrain NODE: undo;\n"
+             "                --token ADMIN_TOKEN also makes it durable in the control plane)\n"
+             "  events        live stream of membership, drain, target health and config changes (--since N)\n"
              "  bench         replay a trace against the mesh, open loop (--trace FILE): TTFT, goodput, cache hits\n"
              "control plane (Raft; writes need --token ADMIN_TOKEN):\n"
              "  raft status   leader, term, voters, applied index\n"
@@ -81,6 +83,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "members") == 0 || strcmp(cmd, "leave") == 0 || strcmp(cmd, "drain") == 0 ||
       strcmp(cmd, "undrain") == 0)
     return members_main(cmd, argc - 2, argv + 2);
+  if (strcmp(cmd, "events") == 0) return events_main(argc - 2, argv + 2);
   if (strcmp(cmd, "probe") == 0) return probe_main(argc - 2, argv + 2);
   if (strcmp(cmd, "bench") == 0) return bench_main(argc - 2, argv + 2);
   if (strcmp(cmd, "raft") == 0 || strcmp(cmd, "policy") == 0 || strcmp(cmd, "pin") == 0 ||

@@ -10,6 +10,7 @@
 
 #include "agent/cluster_api.h"
 #include "agent/control.h"
+#include "agent/events.h"
 #include "agent/gpu_poll.h"
 #include "agent/mesh.h"
 #include "agent/scraper.h"
@@ -55,6 +56,7 @@ static void handle(struct http_req *req, void *arg) {
   struct agent *a = arg;
   struct buf b = {0};
   uint64_t now = clock_mono_ns();
+  if (events_handle(req)) return;
   if (router_handle(&a->router, req)) return;
   if (control_handle(a->ctl, req)) return;
   if (cluster_api_handle(&a->capi, req)) return;
@@ -160,6 +162,7 @@ static void gpu_stopped_cb(struct gpu_poll *g) {
   uv_close((uv_handle_t *)&a->sighup, closed_cb);
   uv_close((uv_handle_t *)&a->drain_timer, closed_cb);
   uv_close((uv_handle_t *)&a->log_flusher, closed_cb);
+  events_close();
 }
 
 static void supervisor_stopped_cb(void *arg) {
@@ -204,6 +207,7 @@ static void begin_exit(struct agent *a, const char *why) {
   log_info("draining", "reason=%s in_flight=%d", why, a->router.inflight);
   if (a->mesh) mesh_leave(a->mesh, leave_done_cb, a);
   uv_timer_start(&a->drain_timer, drain_timeout_cb, a->cfg->drain_timeout_ms, 0);
+  events_stop(); /* event streams never end by themselves: the drain must not wait on them */
   http_server_drain(&a->server, drained_cb);
 }
 
@@ -339,6 +343,7 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   gpu_poll_start(&a->gpu, a->loop, GPU_POLL_MS, getenv("INFERMESH_NVML_LIB"), getenv("CUDA_VISIBLE_DEVICES"));
   a->gpu.updated_cb = gpus_updated_cb;
   a->gpu.updated_arg = a;
+  events_start(a->loop);
   uv_signal_init(a->loop, &a->sigterm);
   uv_signal_init(a->loop, &a->sigint);
   uv_signal_init(a->loop, &a->sighup);

@@ -1,5 +1,6 @@
 /* The agent's control plane: Raft server lifecycle (bootstrap, membership), read replica, proposals. */
 #include "agent/control_int.h"
+#include "agent/events.h"
 
 #include <errno.h>
 #include <sodium.h>
@@ -370,6 +371,7 @@ static void control_enforce(struct control *c) {
   uint64_t idx = fsm_index(f);
   if (idx == c->enforced_index || !c->env.router) return;
   c->enforced_index = idx;
+  events_config("state", "", "apply", idx); /* one per index change: the command itself is not kept */
   const struct agent_config *cfg = c->env.cfg;
   struct tenant_conf *t = c->tenants[c->tenants_cur ^= 1];
   int n = 0, nf = fsm_count(f, FSM_TENANT), skipped = 0;

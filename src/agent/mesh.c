@@ -1,5 +1,6 @@
 /* The agent's side of the mesh: membership → remote targets, local load and meta → gossip. */
 #include "agent/mesh.h"
+#include "agent/events.h"
 
 #include <errno.h>
 #include <sodium.h>
@@ -122,9 +123,12 @@ static void load_cb(void *user, const struct gossip_load *l) {
     t->draining = n->meta.draining;
     t->gpu_degraded = tl->gpu_degraded;
     if (!m->pool_ready[id] || !tl->healthy) {
-      store_mark_down(s, id, m->pool_ready[id] ? "unhealthy on its node" : "bad API address");
+      const char *why = m->pool_ready[id] ? "unhealthy on its node" : "bad API address";
+      if (t->healthy) events_target(t->name, n->name, false, why);
+      store_mark_down(s, id, why);
       continue;
     }
+    if (!t->healthy) events_target(t->name, n->name, true, "");
     struct target_load load = {0};
     load.waiting = tl->waiting;
     load.running = tl->running;
@@ -163,19 +167,23 @@ static void member_cb(void *user, const struct swim_member *sm, enum swim_event 
       if (was != meta->draining) {
         node_set_draining(m, sm->u.id, meta->draining);
         log_info(meta->draining ? "node draining" : "node undrained", "node=%s", n->name);
+        events_drain(n->name, meta->draining);
       }
     }
     if (ev != SWIM_EV_UPDATE)
       log_info(ev == SWIM_EV_JOIN ? "member joined" : "member alive again", "node=%s id=%s addr=%s incarnation=%llu",
                n->name, sid, sm->u.addr, (unsigned long long)sm->u.incarnation);
+    if (ev != SWIM_EV_UPDATE) events_member(n->name, sid, "alive", sm->u.incarnation);
     break;
   case SWIM_EV_SUSPECT:
     log_info("member suspect", "node=%s id=%s", n->name, sid);
+    events_member(n->name, sid, "suspect", sm->u.incarnation);
     break;
   case SWIM_EV_DEAD:
   case SWIM_EV_LEFT:
     n->alive = false;
     log_info(ev == SWIM_EV_DEAD ? "member dead" : "member left", "node=%s id=%s", n->name, sid);
+    events_member(n->name, sid, ev == SWIM_EV_DEAD ? "dead" : "left", sm->u.incarnation);
     node_gone(m, sm->u.id, ev == SWIM_EV_DEAD ? "dead" : "left");
     break;
   case SWIM_EV_FORGOTTEN:
@@ -523,6 +531,7 @@ const char *mesh_node_id_short(const struct mesh *m) { return m->id_short; }
 void mesh_set_drain(struct mesh *m, bool draining) {
   if (m->draining == draining) return;
   m->draining = draining;
+  events_drain(mesh_node_name(m), draining);
   for (int i = 0; i < m->env.nlocal; i++) m->env.store->targets[i].draining = draining;
   log_info(draining ? "this node is draining: no new requests to its runtimes" : "this node is undrained",
            "in_flight=%d", m->env.router->inflight);

@@ -1,5 +1,6 @@
 /* Runtime polling: each round fetches the endpoints the target's adapter names and feeds the state store. */
 #include "agent/scraper.h"
+#include "agent/events.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,7 @@ static void down(struct scrape_target *st, const char *what) {
   if (st->was_healthy || strcmp(st->last_reason, what) != 0)
     log_warn("target down", "target=%s url=%s kind=%s reason=\"%s\"", t->name, t->url, runtime_kind_name(st->kind),
              what);
+  if (st->was_healthy) events_target(t->name, t->node, false, what);
   st->was_healthy = false;
   str_copy(st->last_reason, sizeof st->last_reason, what);
   store_mark_down(st->s->store, st->id, what);
@@ -93,7 +95,10 @@ static void apply(struct scrape_target *st) {
       .ttft_sum = rs->ttft.sum,
       .ttft_count = rs->ttft.count,
   };
-  if (!st->was_healthy) log_info("target up", "target=%s url=%s kind=%s", t->name, t->url, runtime_kind_name(st->kind));
+  if (!st->was_healthy) {
+    log_info("target up", "target=%s url=%s kind=%s", t->name, t->url, runtime_kind_name(st->kind));
+    events_target(t->name, t->node, true, "");
+  }
   st->was_healthy = true;
   st->last_reason[0] = '\0';
   store_report(s->store, st->id, &load, clock_mono_ns());

@@ -17,11 +17,20 @@
 struct resp {
   struct buf *body;
   bool done;
+  http_stream_cb cb; /* streaming: body bytes of a 2xx answer go here as they arrive */
+  void *cb_arg;
+  bool headers_done;
 };
 
 static int on_body(http_parser *p, const char *at, size_t len) {
   struct resp *r = p->data;
+  if (r->cb && p->status_code / 100 == 2) return r->cb(r->cb_arg, at, len) != 0;
   buf_append(r->body, at, len);
+  return 0;
+}
+
+static int on_headers_complete(http_parser *p) {
+  ((struct resp *)p->data)->headers_done = true;
   return 0;
 }
 
@@ -32,7 +41,7 @@ static int on_complete(http_parser *p) {
 
 static int wait_fd(int fd, short ev, uint64_t deadline) {
   uint64_t now = clock_mono_ns();
-  int ms = now >= deadline ? 0 : (int)((deadline - now) / 1000000);
+  int ms = deadline == UINT64_MAX ? -1 : now >= deadline ? 0 : (int)((deadline - now) / 1000000);
   struct pollfd pfd = {fd, ev, 0};
   int rc = poll(&pfd, 1, ms);
   return rc > 0 ? 0 : rc == 0 ? -ETIMEDOUT : -errno;
@@ -41,7 +50,7 @@ static int wait_fd(int fd, short ev, uint64_t deadline) {
 /* request does the work of http_get and http_request; agent picks the wording of connection errors. */
 static int request(const char *method, const char *base_url, const char *path, const char *req_body,
                    const char *extra, int timeout_ms, int *status, struct buf *body, char *err, size_t errlen,
-                   bool agent) {
+                   bool agent, http_stream_cb cb, void *cb_arg) {
   char host[64];
   struct sockaddr_in sa = {.sin_family = AF_INET};
   const char *p = base_url;
@@ -101,13 +110,15 @@ static int request(const char *method, const char *base_url, const char *path, c
   }
   buf_free(&req);
   http_parser parser;
-  http_parser_settings settings = {.on_body = on_body, .on_message_complete = on_complete};
-  struct resp r = {body, false};
+  http_parser_settings settings = {
+      .on_body = on_body, .on_headers_complete = on_headers_complete, .on_message_complete = on_complete};
+  struct resp r = {body, false, cb, cb_arg, false};
   http_parser_init(&parser, HTTP_RESPONSE);
   parser.data = &r;
   char buf[16384];
   while (!r.done) {
     ssize_t got = recv(fd, buf, sizeof buf, 0);
+    if (r.cb && r.headers_done && parser.status_code / 100 == 2) deadline = UINT64_MAX; /* a stream: no end */
     if (got < 0 && errno == EAGAIN) {
       if ((rc = wait_fd(fd, POLLIN, deadline)) != 0) {
         snprintf(err, errlen, "no answer from %s within %d ms", base_url, timeout_ms);
@@ -126,6 +137,10 @@ static int request(const char *method, const char *base_url, const char *path, c
     if (HTTP_PARSER_ERRNO(&parser) != HPE_OK || parsed != (size_t)got) break;
   }
   close(fd);
+  if (r.cb && r.headers_done) { /* a stream that ended (or that the callback stopped) is a success */
+    *status = parser.status_code;
+    return 0;
+  }
   if (!r.done) {
     snprintf(err, errlen, "%s sent an incomplete or invalid HTTP response", base_url);
     return -EPROTO;
@@ -139,15 +154,20 @@ bad_url:
 
 int http_get(const char *base_url, const char *path, int timeout_ms, int *status, struct buf *body, char *err,
              size_t errlen) {
-  return request("GET", base_url, path, NULL, NULL, timeout_ms, status, body, err, errlen, true);
+  return request("GET", base_url, path, NULL, NULL, timeout_ms, status, body, err, errlen, true, NULL, NULL);
 }
 
 int http_request(const char *method, const char *base_url, const char *path, const char *req_body, int timeout_ms,
                  int *status, struct buf *body, char *err, size_t errlen) {
-  return request(method, base_url, path, req_body, NULL, timeout_ms, status, body, err, errlen, false);
+  return request(method, base_url, path, req_body, NULL, timeout_ms, status, body, err, errlen, false, NULL, NULL);
 }
 
 int http_request_hdrs(const char *method, const char *base_url, const char *path, const char *req_body,
                       const char *headers, int timeout_ms, int *status, struct buf *body, char *err, size_t errlen) {
-  return request(method, base_url, path, req_body, headers, timeout_ms, status, body, err, errlen, true);
+  return request(method, base_url, path, req_body, headers, timeout_ms, status, body, err, errlen, true, NULL, NULL);
+}
+
+int http_stream(const char *base_url, const char *path, const char *headers, int connect_timeout_ms, http_stream_cb cb,
+                void *arg, int *status, struct buf *body, char *err, size_t errlen) {
+  return request("GET", base_url, path, NULL, headers, connect_timeout_ms, status, body, err, errlen, true, cb, arg);
 }

@@ -21,4 +21,14 @@ int http_request(const char *method, const char *base_url, const char *path, con
 int http_request_hdrs(const char *method, const char *base_url, const char *path, const char *req_body,
                       const char *headers, int timeout_ms, int *status, struct buf *body, char *err, size_t errlen);
 
+/* http_stream_cb receives body bytes of a streaming answer as they arrive (borrowed for the call); nonzero
+ * stops reading. */
+typedef int (*http_stream_cb)(void *arg, const char *data, size_t len);
+
+/* http_stream GETs path and, when the answer is 2xx, hands its body to cb as it arrives, without a deadline
+ * once the headers are in (connect_timeout_ms bounds connecting and the headers). A non-2xx body goes to
+ * body (caller frees). Returns 0 when the stream ended or cb stopped it (*status set), else like http_get. */
+int http_stream(const char *base_url, const char *path, const char *headers, int connect_timeout_ms, http_stream_cb cb,
+                void *arg, int *status, struct buf *body, char *err, size_t errlen);
+
 #endif

@@ -1,7 +1,10 @@
-/* Membership commands: members (table or JSON), leave, drain NODE / undrain NODE. */
+/* Membership commands: members (table or JSON), leave, drain NODE / undrain NODE, and the live event stream. */
 #include "cli/members.h"
 
 #include <jansson.h>
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,14 +24,49 @@ static void usage(const char *cmd, FILE *f) {
                "The agent announces that it leaves the mesh (others stop routing to it at once), finishes the\n"
                "requests in flight and exits.\n");
   else
-    fprintf(f, "usage: infermesh %s NODE [--agent URL] [--json]\n\n"
+    fprintf(f, "usage: infermesh %s NODE [--agent URL] [--json] [--token TOKEN]\n\n"
                "%s node NODE (a name or an id prefix of at least 6 characters): %s\n"
-               "Until the control plane makes drains durable, the flag lives in the node's membership and is\n"
-               "lost when that node restarts.\n",
+               "The flag lives in the node's membership and is lost when that node restarts. With the admin token\n"
+               "(--token, or INFERMESH_ADMIN_TOKEN) the drain is also written to the control plane (Raft), where it\n"
+               "survives restarts; without one, or without a control plane, only the membership flag is set.\n",
             cmd, strcmp(cmd, "drain") == 0 ? "Drains" : "Undrains",
             strcmp(cmd, "drain") == 0 ? "it finishes in-flight work and gets no new requests."
                                       : "it takes new requests again.");
   fprintf(f, "\n  --agent URL   the agent to ask (INFERMESH_AGENT, else " DEFAULT_AGENT ")\n");
+}
+
+/* durable writes (PUT) or removes (DELETE) the control plane's drain of node with the admin token, retrying
+ * while the control plane has no leader. Prints what happened; returns 0 or 1. */
+static int durable(const char *agent, const char *node, bool on, const char *token) {
+  char path[128], hdrs[600], err[256];
+  snprintf(path, sizeof path, "/v1/cluster/drains/%s", node);
+  snprintf(hdrs, sizeof hdrs, "Authorization: Bearer %s\r\nx-infermesh-command-id: cli-drain-%ld-%d\r\n", token,
+           (long)time(NULL), (int)getpid());
+  struct buf b = {0};
+  int status = 0;
+  for (int tries = 0;; tries++) {
+    buf_reset(&b);
+    if (http_request_hdrs(on ? "PUT" : "DELETE", agent, path, on ? "{\"reason\":\"infermesh drain\"}" : NULL, hdrs,
+                          10000, &status, &b, err, sizeof err) != 0) {
+      fprintf(stderr, "infermesh: %s\n", err);
+      buf_free(&b);
+      return 1;
+    }
+    if (status != 503 || tries >= 25) break;
+    usleep(200000);
+  }
+  int rc = 0;
+  if (status / 100 == 2)
+    printf("durable: the control plane %s (it survives restarts)\n", on ? "records the drain" : "dropped the drain");
+  else if (status == 404 && !on)
+    printf("durable: the control plane held no drain for %s\n", node);
+  else if (status == 404 || status == 409)
+    printf("durable: this agent runs no control plane: only the membership flag is set\n");
+  else
+    fprintf(stderr, "infermesh: the control plane refused the durable drain (HTTP %d): %.*s\n", status, (int)b.len,
+            b.base ? b.base : ""), rc = 1;
+  buf_free(&b);
+  return rc;
 }
 
 static const char *str(json_t *o, const char *k) {
@@ -86,7 +124,7 @@ static void print_members(json_t *j, bool all) {
 
 int members_main(const char *cmd, int argc, char **argv) {
   const char *agent = getenv("INFERMESH_AGENT");
-  const char *node = NULL;
+  const char *node = NULL, *token = getenv("INFERMESH_ADMIN_TOKEN");
   bool as_json = false, all = false;
   bool is_members = strcmp(cmd, "members") == 0, is_leave = strcmp(cmd, "leave") == 0;
   if (!agent || !*agent) agent = DEFAULT_AGENT;
@@ -99,6 +137,8 @@ int members_main(const char *cmd, int argc, char **argv) {
       agent = argv[++i];
     else if (strncmp(argv[i], "--agent=", 8) == 0)
       agent = argv[i] + 8;
+    else if (strcmp(argv[i], "--token") == 0 && i + 1 < argc && !is_members && !is_leave)
+      token = argv[++i];
     else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
       usage(cmd, stdout);
       return 0;
@@ -160,6 +200,123 @@ int members_main(const char *cmd, int argc, char **argv) {
            json_number_value(json_object_get(j, "in_flight")));
   }
   json_decref(j);
+  buf_free(&body);
+  if (!is_members && !is_leave) {
+    if (token && *token) return durable(agent, node, strcmp(cmd, "drain") == 0, token);
+    if (!as_json) printf("(membership flag only: pass --token or set INFERMESH_ADMIN_TOKEN to make it durable)\n");
+  }
+  return 0;
+}
+
+/* ---- infermesh events ---- */
+
+struct sse {
+  struct buf line;
+  char kind[32];
+  bool json;
+};
+
+static void sig_exit_cb(int sig) {
+  (void)sig;
+  _exit(0); /* every event line was flushed as it was printed */
+}
+
+static void print_event(struct sse *e, const char *data) {
+  if (e->json) {
+    printf("{\"event\":\"%s\",\"data\":%s}\n", e->kind[0] ? e->kind : "message", data);
+  } else {
+    json_error_t jerr;
+    json_t *j = json_loads(data, 0, &jerr);
+    char when[32] = "-";
+    json_t *ts = json_object_get(j, "ts");
+    if (json_is_integer(ts)) {
+      time_t t = (time_t)(json_integer_value(ts) / 1000);
+      struct tm tm;
+      localtime_r(&t, &tm);
+      strftime(when, sizeof when, "%H:%M:%S", &tm);
+    }
+    printf("%s  %-7s", when, e->kind[0] ? e->kind : "message");
+    const char *k;
+    json_t *v;
+    json_object_foreach(j, k, v) {
+      if (strcmp(k, "ts") == 0) continue;
+      if (json_is_string(v)) printf("  %s=%s", k, json_string_value(v));
+      else if (json_is_boolean(v)) printf("  %s=%s", k, json_is_true(v) ? "true" : "false");
+      else if (json_is_integer(v)) printf("  %s=%lld", k, (long long)json_integer_value(v));
+    }
+    if (!j) printf("  %s", data);
+    putchar('\n');
+    json_decref(j);
+  }
+  fflush(stdout);
+}
+
+/* SSE framing: `event:` sets the kind, `data:` is the (one-line) payload, a blank line ends an event. */
+static int sse_cb(void *arg, const char *data, size_t len) {
+  struct sse *e = arg;
+  for (size_t i = 0; i < len; i++) {
+    if (data[i] != '\n') {
+      if (e->line.len < 1 << 20) buf_append(&e->line, data + i, 1);
+      continue;
+    }
+    buf_append(&e->line, "", 1);
+    const char *l = e->line.base;
+    if (strncmp(l, "event: ", 7) == 0) str_copy(e->kind, sizeof e->kind, l + 7);
+    else if (strncmp(l, "data: ", 6) == 0) print_event(e, l + 6);
+    else if (!l[0]) e->kind[0] = '\0';
+    buf_reset(&e->line);
+  }
+  return 0;
+}
+
+int events_main(int argc, char **argv) {
+  const char *agent = getenv("INFERMESH_AGENT");
+  const char *since = NULL;
+  struct sse e = {{0}, "", false};
+  if (!agent || !*agent) agent = DEFAULT_AGENT;
+  for (int i = 0; i < argc; i++) {
+    uint64_t n;
+    if (strcmp(argv[i], "--json") == 0) {
+      e.json = true;
+    } else if (strcmp(argv[i], "--agent") == 0 && i + 1 < argc) {
+      agent = argv[++i];
+    } else if (strncmp(argv[i], "--agent=", 8) == 0) {
+      agent = argv[i] + 8;
+    } else if (strcmp(argv[i], "--since") == 0 && i + 1 < argc && slice_to_u64(slice_cstr(argv[i + 1]), &n) == 0) {
+      since = argv[++i];
+    } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      printf("usage: infermesh events [--agent URL] [--json] [--since N]\n\n"
+             "Prints the agent's membership, drain, target health and configuration events as they happen, one\n"
+             "per line (TIME  KIND  details; --json: {\"event\":KIND,\"data\":{...}}), until Ctrl-C or the agent\n"
+             "ends the stream. --since N first replays the recent events after sequence number N.\n"
+             "\n  --agent URL   the agent to ask (INFERMESH_AGENT, else " DEFAULT_AGENT ")\n"
+             "Exit codes: 0 stream ended or interrupted, 1 agent unreachable or refused, 2 bad usage.\n");
+      return 0;
+    } else {
+      fprintf(stderr, "infermesh events: unexpected argument '%s' (see infermesh events --help)\n", argv[i]);
+      return 2;
+    }
+  }
+  char path[64], err[256];
+  snprintf(path, sizeof path, "/v1/cluster/events%s%s", since ? "?since=" : "", since ? since : "");
+  signal(SIGINT, sig_exit_cb);
+  signal(SIGTERM, sig_exit_cb);
+  struct buf body = {0};
+  int status = 0;
+  int rc = http_stream(agent, path, "Accept: text/event-stream\r\n", 5000, sse_cb, &e, &status, &body, err,
+                       sizeof err);
+  buf_free(&e.line);
+  if (rc != 0) {
+    fprintf(stderr, "infermesh events: %s\n", err);
+    buf_free(&body);
+    return 1;
+  }
+  if (status / 100 != 2) {
+    fprintf(stderr, "infermesh events: the agent answered HTTP %d: %.*s\n", status, (int)body.len,
+            body.base ? body.base : "");
+    buf_free(&body);
+    return 1;
+  }
   buf_free(&body);
   return 0;
 }

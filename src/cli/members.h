@@ -6,4 +6,8 @@
  * 1 agent unreachable or answered an error, 2 bad usage. */
 int members_main(const char *cmd, int argc, char **argv);
 
+/* events_main runs `infermesh events`: prints the agent's event stream as it arrives. Exit code: 0 the stream
+ * ended or Ctrl-C, 1 agent unreachable or refused, 2 bad usage. */
+int events_main(int argc, char **argv);
+
 #endif
