@@ -79,6 +79,10 @@ void router_free(struct router *r) {
   if (r->store && r->store->report_arg == r) r->store->report_cb = NULL;
   if (r->policy) policy_free(r->policy);
   r->policy = NULL;
+  for (int i = 0; i < 8; i++) {
+    if (r->strategies[i]) policy_free(r->strategies[i]);
+    r->strategies[i] = NULL;
+  }
   admission_free(&r->adm);
   route_ctl_free(&r->ctl);
 }
@@ -171,4 +175,20 @@ bool router_handle(struct router *r, struct http_req *req) {
   }
   proxy_start(r, req, chat);
   return true;
+}
+
+struct policy *router_policy_for(struct router *r, struct slice model) {
+  const struct route_ctl_policy *cp = route_ctl_policy(&r->ctl, model);
+  if (!cp || !cp->strategy[0] || strcmp(cp->strategy, policy_name(r->policy)) == 0) return r->policy;
+  for (int i = 0; i < 8; i++) {
+    if (!r->strategies[i]) {
+      struct policy_config pc;
+      policy_config_default(&pc);
+      r->strategies[i] = policy_new(cp->strategy, &pc, rng_next(&r->rng));
+      if (!r->strategies[i]) return r->policy; /* a name this build does not know: the default routes */
+      log_info("routing strategy from the control plane", "model=\"%s\" strategy=%s", cp->model, cp->strategy);
+    }
+    if (strcmp(policy_name(r->strategies[i]), cp->strategy) == 0) return r->strategies[i];
+  }
+  return r->policy;
 }

@@ -77,9 +77,9 @@ void proxy_leg_release(struct leg *l) {
   if (l->ticketed) {
     struct proxy *p = l->p;
     uint64_t now = clock_mono_ns();
-    if (p->t_first && p->winner == l) policy_on_first_token(r->policy, &l->ticket, p->t_first);
+    if (p->t_first && p->winner == l) policy_on_first_token(l->pol, &l->ticket, p->t_first);
     int out = p->winner == l && p->usage.present ? (int)p->usage.completion_tokens : 0;
-    policy_on_done(r->policy, &l->ticket, now, out);
+    policy_on_done(l->pol, &l->ticket, now, out);
     l->ticketed = false;
   }
   if (!l->reserved) return;
@@ -404,7 +404,8 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
   struct policy_target pt;
   uint64_t now = clock_mono_ns();
   policy_target_of(&r->store->targets[id], now, &pt);
-  policy_on_route(r->policy, policy_request(p), &pt, now, &l->ticket);
+  l->pol = router_policy_for(r, p->oai.model);
+  policy_on_route(l->pol, policy_request(p), &pt, now, &l->ticket);
   l->ticketed = true;
   l->kv_tokens = p->kv_need;
   l->kv_seq = store_kv_reserve(r->store, id, l->kv_tokens);
@@ -435,6 +436,11 @@ void proxy_attempt(struct proxy *p) {
     return;
   }
   n = proxy_admit_filter(p, ids, n); /* admission: a target whose KV budget cannot fit it is no candidate */
+  if (p->attempts == 0 && !http_req_header(p->req, "x-infermesh-slo").len) {
+    /* The control plane's policy for the model sets the class of requests that do not name one. */
+    const struct route_ctl_policy *cp = route_ctl_policy(&r->ctl, p->oai.model);
+    if (cp && cp->slo[0]) p->slo_latency = cp->slo[0] == 'l';
+  }
   uint64_t now = clock_mono_ns();
   int id = -1;
   for (int i = 0; i < n && p->hop_target[0]; i++)
@@ -442,7 +448,7 @@ void proxy_attempt(struct proxy *p) {
   if (id < 0) {
     struct policy_target c[STORE_MAX_TARGETS];
     for (int i = 0; i < n; i++) policy_target_of(&r->store->targets[ids[i]], now, &c[i]);
-    id = ids[policy_pick(r->policy, policy_request(p), c, n, now)];
+    id = ids[policy_pick(router_policy_for(r, p->oai.model), policy_request(p), c, n, now)];
   }
   proxy_leg_send(p, p->legs[0].up ? &p->legs[1] : &p->legs[0], id, false);
   proxy_hedge_arm(p); /* hedging: a latency-class request gets a copy elsewhere if this one is slow */
@@ -587,6 +593,7 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
 
 void router_target_lost(struct router *r, int id) {
   policy_forget_target(r->policy, id);
+  for (int i = 0; i < 8 && r->strategies[i]; i++) policy_forget_target(r->strategies[i], id);
   struct proxy *p = r->active;
   while (p) {
     struct proxy *next = p->next;

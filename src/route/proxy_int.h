@@ -33,6 +33,7 @@ struct leg {
   struct sse_parser sse;
   uint64_t t_sent;
   struct policy_ticket ticket; /* the routing policy's record of this send */
+  struct policy *pol;          /* the policy instance that holds the ticket */
   bool ticketed;
 };
 

@@ -16,9 +16,11 @@ void route_ctl_init(struct route_ctl *c, const char *self_node, const char *self
 void route_ctl_free(struct route_ctl *c) {
   free(c->drains);
   free(c->pins);
+  free(c->policies);
   c->drains = NULL;
   c->pins = NULL;
-  c->ndrains = c->npins = 0;
+  c->policies = NULL;
+  c->ndrains = c->npins = c->npolicies = 0;
 }
 
 void route_ctl_sync(struct route_ctl *c, const struct fsm *f) {
@@ -34,7 +36,22 @@ void route_ctl_sync(struct route_ctl *c, const struct fsm *f) {
     c->pins[i].pin = *(const struct fsm_pin *)fsm_at(f, FSM_PIN, i);
   c->ndrains = nd;
   c->npins = np;
+  int npol = fsm_count(f, FSM_POLICY);
+  if (npol > 0) c->policies = xcalloc((size_t)npol, sizeof *c->policies);
+  for (int i = 0; i < npol; i++) {
+    const struct fsm_policy *fp = fsm_at(f, FSM_POLICY, i);
+    str_copy(c->policies[i].model, sizeof c->policies[i].model, fp->model);
+    str_copy(c->policies[i].strategy, sizeof c->policies[i].strategy, fp->strategy);
+    str_copy(c->policies[i].slo, sizeof c->policies[i].slo, fp->slo_class);
+  }
+  c->npolicies = npol;
   c->seen_ntargets = -1;
+}
+
+const struct route_ctl_policy *route_ctl_policy(const struct route_ctl *c, struct slice model) {
+  for (int i = 0; i < c->npolicies; i++)
+    if (slice_eqz(model, c->policies[i].model)) return &c->policies[i];
+  return NULL;
 }
 
 /* target_node: the node name target t runs on (this node's for its own targets). */

@@ -21,9 +21,17 @@ struct route_ctl_pin {
   uint64_t allow[ROUTE_CTL_WORDS]; /* targets on an allowed node / in an allowed zone */
 };
 
+/* A model's routing policy from the FSM, as the router uses it. */
+struct route_ctl_policy {
+  char model[FSM_NAME_MAX];
+  char strategy[32]; /* state/policy.h name; "" = the router's default */
+  char slo[16];      /* "", "latency" or "throughput": the class of requests that do not say */
+};
+
 struct route_ctl {
   char self_node[64], self_zone[32]; /* this node's name and zone (for its own targets, node "") */
-  int ndrains, npins;
+  int ndrains, npins, npolicies;
+  struct route_ctl_policy *policies; /* owned */
   char (*drains)[FSM_NAME_MAX];   /* owned: drained node names */
   struct route_ctl_pin *pins;     /* owned */
   uint64_t deny[ROUTE_CTL_WORDS]; /* targets of drained nodes */
@@ -36,6 +44,9 @@ void route_ctl_free(struct route_ctl *c);
 
 /* route_ctl_sync replaces the constraints by f's drains and pins (f borrowed, only during the call). */
 void route_ctl_sync(struct route_ctl *c, const struct fsm *f);
+
+/* route_ctl_policy returns model's policy, or NULL when it has none. Valid until the next sync. */
+const struct route_ctl_policy *route_ctl_policy(const struct route_ctl *c, struct slice model);
 
 /* route_ctl_filter removes from ids[0..n) the targets of s the constraints rule out for model (a drained
  * node's targets; with a pin for model, targets whose node is not among its nodes nor its zones — a remote

@@ -60,7 +60,8 @@ struct router {
   /* Admission: tenant 0 is the default tenant when none is configured. */
   struct admission adm;
   struct adm_bucket hedge_credit; /* + hedge_max_fraction per request, - 1 per hedge */
-  struct policy *policy; /* owned: picks among candidates, keeps its prefix index */
+  struct policy *policy; /* owned: picks among candidates, keeps its prefix index (the default strategy) */
+  struct policy *strategies[8]; /* owned: instances for strategies the control plane names per model */
   struct route_ctl ctl;  /* control-plane drains and pins (route_ctl_sync when the FSM changes) */
 };
 
@@ -86,6 +87,10 @@ bool router_handle(struct router *r, struct http_req *req);
 /* router_target_lost cancels every upstream exchange in flight to target id (its node died): requests that
  * have sent nothing to their client yet retry elsewhere; streams end with an in-band error. */
 void router_target_lost(struct router *r, int id);
+
+/* router_policy_for returns the policy instance that routes model: the strategy the control plane's policy
+ * for model names (created on first use), else the router's default. Owned by r. */
+struct policy *router_policy_for(struct router *r, struct slice model);
 
 /* Agent-to-agent forwarding (DESIGN §1): a request routed to another node's target carries
  * x-infermesh-hop = "v1.<unix seconds>.<hex tag>", the tag a keyring MAC over "v1.<ts>.<request id>.<target>",

@@ -136,3 +136,28 @@ def test_pin_sends_every_request_to_the_pinned_node(cluster3):
                  what=f"{n.name} sends everything to s3")
     for n in nodes:
         assert set(served_by(n, 12, f"pinned-{n.name}")) == {"s3"}
+
+
+@pytest.mark.timeout(60)
+def test_policy_strategy_set_on_one_node_governs_routing_on_all(cluster3):
+    """The default strategy (ours) keeps one prompt on one engine (its prefix cache); a policy naming round-robin,
+    written on one node, makes every node spread that same prompt over all three engines."""
+    nodes = cluster3
+    from conftest import MODEL
+    same = "the same long system prompt, " * 20
+
+    def spread(n, k=9):
+        seen = {}
+        for _ in range(k):
+            r = chat(n, same)
+            assert r.status == 200, r.text()
+            seen[r.headers["x-infermesh-node"]] = seen.get(r.headers["x-infermesh-node"], 0) + 1
+        return seen
+
+    for n in nodes:
+        assert len(spread(n)) == 1, "the prefix-aware default should keep one prompt on one engine"
+    r = nodes[1].write("PUT", "/v1/cluster/policies/" + urllib.parse.quote(MODEL, safe=""),
+                       {"strategy": "round-robin"})
+    assert r.status == 200, r.text()
+    for n in nodes:
+        wait_for(lambda n=n: len(spread(n, 6)) == 3, timeout=10, what=f"{n.name} to spread the prompt over 3 nodes")
