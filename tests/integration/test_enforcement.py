@@ -161,3 +161,32 @@ def test_policy_strategy_set_on_one_node_governs_routing_on_all(cluster3):
     assert r.status == 200, r.text()
     for n in nodes:
         wait_for(lambda n=n: len(spread(n, 6)) == 3, timeout=10, what=f"{n.name} to spread the prompt over 3 nodes")
+
+
+@pytest.mark.timeout(60)
+def test_minority_cannot_write_but_routes_with_the_last_configuration(cluster3):
+    """s2 and s3 frozen (SIGSTOP): s1 alone is a minority. Its writes fail (503), and it keeps routing by the
+    configuration it had: the pin to s1 written before the split."""
+    import signal
+    from conftest import MODEL, http_request
+    nodes = cluster3
+    path = "/v1/cluster/pins/" + urllib.parse.quote(MODEL, safe="")
+    r = nodes[1].write("PUT", path, {"nodes": ["s1"]})
+    assert r.status == 200, r.text()
+    wait_for(lambda: set(served_by(nodes[0], 4, f"pre-{time.monotonic():.3f}")) == {"s1"}, timeout=10,
+             what="s1 applies the pin")
+    for n in nodes[1:]:
+        n.agent.proc.signal(signal.SIGSTOP)
+    try:
+        def refused():
+            try:
+                w = http_request(nodes[0].port, "PUT", "/v1/cluster/policies/" + urllib.parse.quote(MODEL, safe=""),
+                                 body={"strategy": "round-robin"}, headers=AUTH, timeout=5)
+            except OSError:
+                return False
+            return w.status == 503 and w
+        wait_for(refused, timeout=20, what="the minority to refuse writes")
+        assert set(served_by(nodes[0], 6, "minority")) == {"s1"}
+    finally:
+        for n in nodes[1:]:
+            n.agent.proc.signal(signal.SIGCONT)
