@@ -277,20 +277,7 @@ static int parse_args(struct opts *o, int argc, char **argv) {
 }
 
 static void find_profiles_dir(struct opts *o) {
-  if (o->profiles_dir[0]) return;
-  const char *env = getenv("INFERMESH_PROFILES_DIR");
-  if (env && *env) {
-    str_copy(o->profiles_dir, sizeof o->profiles_dir, env);
-    return;
-  }
-  char exe[900];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n > 0) {
-    exe[n] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (slash) *slash = '\0';
-    snprintf(o->profiles_dir, sizeof o->profiles_dir, "%s/../profiles", exe);
-  }
+  if (!o->profiles_dir[0]) sim_profiles_dir(o->profiles_dir, sizeof o->profiles_dir);
 }
 
 /* ---- output ---- */

@@ -7,9 +7,12 @@
 #include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/err.h"
+#include "core/slice.h"
 
 /* Keep in sync with profiles/llama-3.1-8b-h100.json (the sources of every number are written there). */
 void sim_profile_default(struct sim_profile *out) {
@@ -232,4 +235,21 @@ double sim_profile_step_s(const struct sim_profile *p, int tokens, double attn_s
   double lin = p->token_compute_s * (double)tokens;
   if (lin < p->weights_read_s) lin = p->weights_read_s;
   return p->step_overhead_s + lin + attn_s;
+}
+
+void sim_profiles_dir(char *out, size_t cap) {
+  const char *env = getenv("INFERMESH_PROFILES_DIR");
+  out[0] = '\0';
+  if (env && *env) {
+    str_copy(out, cap, env);
+    return;
+  }
+  char exe[900];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = '\0';
+    snprintf(out, cap, "%s/../profiles", exe);
+  }
 }

@@ -37,6 +37,10 @@ struct sim_profile {
   double attn_pair_s;                /* attention compute per (query, key) pair over all layers and heads */
 };
 
+/* sim_profiles_dir writes where profiles are looked up into out (cap bytes): INFERMESH_PROFILES_DIR, else
+ * <directory of the running binary>/../profiles (a build tree or an install); "" when neither is known. */
+void sim_profiles_dir(char *out, size_t cap);
+
 /* sim_profile_default fills OUT with the built-in llama-3.1-8b-h100 profile, equal to
  * profiles/llama-3.1-8b-h100.json (a unit test checks it), so the binary works without the file. */
 void sim_profile_default(struct sim_profile *out);

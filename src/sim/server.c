@@ -511,22 +511,8 @@ static int parse_args(struct sim_opts *o, int argc, char **argv) {
   return 0;
 }
 
-/* Profiles dir: flag, INFERMESH_PROFILES_DIR, then <binary>/../profiles (a build tree or an install). */
 static void find_profiles_dir(struct sim_opts *o) {
-  if (o->profiles_dir[0]) return;
-  const char *env = getenv("INFERMESH_PROFILES_DIR");
-  if (env && *env) {
-    str_copy(o->profiles_dir, sizeof o->profiles_dir, env);
-    return;
-  }
-  char exe[400];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-  if (n > 0) {
-    exe[n] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (slash) *slash = '\0';
-    snprintf(o->profiles_dir, sizeof o->profiles_dir, "%s/../profiles", exe);
-  }
+  if (!o->profiles_dir[0]) sim_profiles_dir(o->profiles_dir, sizeof o->profiles_dir);
 }
 
 static void signal_cb(uv_signal_t *sig, int signum) {

@@ -146,6 +146,15 @@ int policy_prompt_hashes(const char *model, const char *text, size_t len, int bl
 
 /* ---- for policy implementations (policy_*.c) ---- */
 
+/* policy_mix64 is a 64-bit finalizer (MurmurHash3's fmix64): rendezvous hashing of (key, target id). */
+static inline uint64_t policy_mix64(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  return x ^ (x >> 33);
+}
+
 struct policy_ops {
   const char *name;
   void *(*create)(const struct policy_config *cfg);

@@ -80,14 +80,6 @@ static void ours_destroy(void *impl) {
   free(s);
 }
 
-static uint64_t mix(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdull;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ull;
-  return x ^ (x >> 33);
-}
-
 /* index_blocks: the prefix index of T holds as many blocks as T's KV pool, in the request's block size. */
 static int index_blocks(const struct policy_target *t, const struct policy_req *r) {
   int64_t cap = t->num_gpu_blocks > 0 ? t->num_gpu_blocks : DEFAULT_INDEX_BLOCKS;
@@ -148,7 +140,7 @@ static int ours_pick(struct policy *p, const struct policy_req *r, const struct 
   uint64_t ha = 0, hb = 0;
   for (int i = 0; i < n; i++) {
     if (s->est[i] > bound) continue;
-    uint64_t h = mix(key ^ ((uint64_t)c[i].id + 1) * 0x9E3779B97F4A7C15ull);
+    uint64_t h = policy_mix64(key ^ ((uint64_t)c[i].id + 1) * 0x9E3779B97F4A7C15ull);
     if (ia < 0 || h > ha) {
       ib = ia, hb = ha;
       ia = i, ha = h;

@@ -19,7 +19,7 @@
  * like SGLang's leaf eviction; it is bounded continuously at max_tree_size / (4 * block_size) blocks instead of
  * every eviction_interval seconds (at 2^26 characters the bound is rarely reached either way). "First tenant"
  * of a node is DashMap iteration order, effectively a fixed pseudo-random choice per node: we take the
- * matching worker with the largest mix(node hash, worker id). */
+ * matching worker with the largest policy_mix64(node hash, worker id). */
 #include <stdbool.h>
 #include <stdlib.h>
 
@@ -54,14 +54,6 @@ static void sgl_destroy(void *impl) {
   free(s);
 }
 
-static uint64_t mix(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdull;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ull;
-  return x ^ (x >> 33);
-}
-
 static int min_load(const struct policy_target *c, int n) {
   int best = 0;
   for (int i = 1; i < n; i++)
@@ -88,7 +80,7 @@ static int sgl_pick(struct policy *p, const struct policy_req *r, const struct p
     if (!t) continue;
     int k = prefix_index_match(t, r->block_hashes, r->nblocks);
     if (k == 0 || k < depth) continue;
-    uint64_t key = mix(r->block_hashes[k - 1] ^ ((uint64_t)c[i].id * 0x9E3779B97F4A7C15ull));
+    uint64_t key = policy_mix64(r->block_hashes[k - 1] ^ ((uint64_t)c[i].id * 0x9E3779B97F4A7C15ull));
     if (k > depth || key > best_key) {
       best = i;
       depth = k;
