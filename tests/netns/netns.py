@@ -51,147 +51,24 @@ _STALE_RE = re.compile(r"^" + PREFIX_BASE + r"(\d+)-")
 CLONE_NEWNET = 0x40000000
 
 # ---------------------------------------------------------------------------------------------------------------
-# The process manager: tests/integration/conftest.py's Procs when it imports cleanly (same logs, same sanitizer
-# check, same failure report), else a small equivalent.
+# The process manager and helpers are tests/integration/conftest.py's (same logs, same sanitizer check, same
+# failure report). It imports pytest, which scripts/bootstrap installs (python3-pytest).
 
-_ITC = None
-with contextlib.suppress(Exception):
+try:
     _spec = importlib.util.spec_from_file_location("im_integration_conftest",
                                                    REPO / "tests" / "integration" / "conftest.py")
     _ITC = importlib.util.module_from_spec(_spec)
     sys.modules["im_integration_conftest"] = _ITC
     _spec.loader.exec_module(_ITC)
+except ImportError as e:  # pytest missing
+    raise SystemExit(f"tests/netns needs python3-pytest (run scripts/bootstrap): {e}")
 
-if _ITC is not None:
-    Procs = _ITC.Procs
-    wait_for = _ITC.wait_for
-    Resp = _ITC.Resp
-    parse_prometheus = _ITC.parse_prometheus
-    metric_value = _ITC.metric_value
-    SANITIZER_PATTERNS = _ITC.SANITIZER_PATTERNS
-else:  # pragma: no cover - only when pytest (imported by conftest) is missing, e.g. the benchmark elsewhere
-    SANITIZER_PATTERNS = re.compile(
-        r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|ERROR: UndefinedBehaviorSanitizer|"
-        r"AddressSanitizer:DEADLYSIGNAL")
-
-    def wait_for(cond, timeout=10.0, interval=0.05, what="condition"):
-        deadline = time.monotonic() + timeout
-        last_exc = None
-        while True:
-            try:
-                v = cond()
-                if v:
-                    return v
-            except (OSError, http.client.HTTPException, ValueError) as e:
-                last_exc = e
-            if time.monotonic() >= deadline:
-                extra = f" (last error: {last_exc!r})" if last_exc else ""
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}{extra}")
-            time.sleep(interval)
-
-    class Resp:
-        def __init__(self, status, headers, body):
-            self.status, self.headers, self.body = status, headers, body
-
-        def text(self):
-            return self.body.decode("utf-8", "replace")
-
-        def json(self):
-            return json.loads(self.body)
-
-        def __repr__(self):
-            return f"<Resp {self.status} {self.headers} {self.body[:300]!r}>"
-
-    _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)")
-    _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-    def parse_prometheus(text):
-        out = []
-        for line in text.splitlines():
-            m = _SAMPLE.match(line) if line and not line.startswith("#") else None
-            if m:
-                out.append((m.group(1), dict(_LABEL.findall(m.group(3) or "")), float(m.group(4))))
-        return out
-
-    def metric_value(samples, name, **labels):
-        vals = [v for n, lab, v in samples if n == name and all(lab.get(k) == str(x) for k, x in labels.items())]
-        return sum(vals) if vals else None
-
-    class _Proc:
-        def __init__(self, name, args, logdir, env=None):
-            self.name, self.args = name, [str(a) for a in args]
-            self.out_path = Path(logdir) / f"{name}.stdout"
-            self.err_path = Path(logdir) / f"{name}.stderr"
-            self._out, self._err = open(self.out_path, "wb"), open(self.err_path, "wb")
-            full_env = dict(os.environ)
-            full_env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
-            full_env.pop("INFERMESH_PARENT_PID", None)
-            if "--data-dir" not in self.args:
-                full_env["INFERMESH_DATA_DIR"] = str(Path(logdir) / f"{name}.data")
-            else:
-                full_env.pop("INFERMESH_DATA_DIR", None)
-            full_env.update(env or {})
-            self.popen = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
-                                          env=full_env, start_new_session=True, cwd=str(REPO))
-            self.pid = self.popen.pid
-
-        def stdout(self):
-            return self.out_path.read_text(errors="replace")
-
-        def stderr(self):
-            return self.err_path.read_text(errors="replace")
-
-        def alive(self):
-            return self.popen.poll() is None
-
-        def signal(self, sig):
-            if self.alive():
-                self.popen.send_signal(sig)
-
-        def wait(self, timeout):
-            return self.popen.wait(timeout=timeout)
-
-        def kill_group(self):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
-            with contextlib.suppress(Exception):
-                self.popen.wait(timeout=10)
-            for f in (self._out, self._err):
-                with contextlib.suppress(Exception):
-                    f.close()
-
-        def describe(self):
-            rc = self.popen.poll()
-            return f"{self.name} pid={self.pid} {'running' if rc is None else f'exited {rc}'}: {' '.join(self.args)}"
-
-    class Procs:
-        def __init__(self, logdir):
-            self.logdir = Path(logdir)
-            self.logdir.mkdir(parents=True, exist_ok=True)
-            self.procs, self._n = [], 0
-
-        def start(self, name, args, env=None):
-            self._n += 1
-            p = _Proc(f"{self._n:02d}-{name}", args, self.logdir, env=env)
-            self.procs.append(p)
-            return p
-
-        def log_sections(self):
-            return []
-
-        def sanitizer_reports(self):
-            bad = []
-            for p in self.procs:
-                with contextlib.suppress(OSError):
-                    text = p.err_path.read_text(errors="replace")
-                    m = SANITIZER_PATTERNS.search(text)
-                    if m:
-                        bad.append(f"{p.describe()}:\n{text[max(0, m.start() - 200):m.start() + 3000]}")
-            return bad
-
-        def cleanup(self):
-            for p in reversed(self.procs):
-                p.kill_group()
+Procs = _ITC.Procs
+wait_for = _ITC.wait_for
+Resp = _ITC.Resp
+parse_prometheus = _ITC.parse_prometheus
+metric_value = _ITC.metric_value
+SANITIZER_PATTERNS = _ITC.SANITIZER_PATTERNS
 
 
 # ---------------------------------------------------------------------------------------------------------------
