@@ -268,13 +268,7 @@ static void server_tick(struct control *c) {
   mesh_set_raft(c->env.mesh, c->raft_addr, craft_has_state(c->raft));
   int n = mesh_servers(c->env.mesh, sv, MAX_SERVERS);
   if (craft_started(c->raft)) {
-    struct craft_server alive[MAX_SERVERS];
-    for (int i = 0; i < n; i++) {
-      alive[i].id = craft_id_from_pk(sv[i].id);
-      str_copy(alive[i].address, sizeof alive[i].address, sv[i].raft_addr);
-      alive[i].role = CRAFT_VOTER;
-    }
-    craft_reconcile(c->raft, alive, n);
+    control_autopilot(c, sv, n);
     return;
   }
   int expect = c->env.cfg->cluster.bootstrap_expect;

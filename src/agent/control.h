@@ -3,7 +3,10 @@
  *
  * Servers bootstrap once --bootstrap-expect servers are alive in gossip (each computes the same voter set:
  * the N smallest raft ids among them), or wait to be added by the leader, which adds every server it sees in
- * gossip (spare, then voter while there are fewer than 5). Writes are turned into FSM commands with an id at
+ * gossip as a standby and promotes standbys to keep an odd number of voters, up to 5. The leader's autopilot
+ * (control_autopilot.c) removes a server that left at once and one dead in gossip for longer than a grace
+ * (30 s), one at a time and only while the healthy voters stay a majority; a leaving leader first hands its
+ * leadership to the most up-to-date voter. Writes are turned into FSM commands with an id at
  * the agent that received them and proposed to the leader — locally, or forwarded to its agent over HTTP with
  * a hop signature of the cluster key that covers the command bytes.
  *
@@ -40,6 +43,13 @@ int control_start(struct control **out, const struct control_env *env, char *err
 
 /* control_handle answers req when it is a control-plane endpoint and returns true; otherwise false. */
 bool control_handle(struct control *c, struct http_req *req);
+
+/* control_authorize_admin tells whether req may change this node: it carries `Authorization: Bearer
+ * ADMIN_TOKEN` (the agent's --admin-token), or, when hop_what is not NULL and req has an x-infermesh-hop
+ * header, another agent of this cluster forwarded it signed with the cluster key for hop_what over its body
+ * (control_hop_target). Otherwise it answers req (403 no admin token configured or a bad signature, 401 a
+ * missing or wrong token) and returns false. c may be NULL (closing: 503). Nothing is kept. */
+bool control_authorize_admin(struct control *c, struct http_req *req, const char *hop_what);
 
 /* control_fsm is the state routers enforce (owned by c; valid until control_close; read-only; it changes
  * between loop turns). Never NULL; empty until the first sync. */

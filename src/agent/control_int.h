@@ -53,6 +53,10 @@ void control_propose(struct control *c, const void *cmd, size_t len, int hops, c
 void control_wait(struct control *c, struct http_req *req, uint64_t min_index, uint32_t timeout_ms,
                   void (*respond)(struct control *c, struct http_req *req, struct waiter *w, bool timed_out),
                   const struct waiter *proto);
+/* control_autopilot (control_autopilot.c), on a started Raft server, once per tick: the configuration follows
+ * the servers gossip sees alive, sv[0, n) (borrowed for the call): adds and promotes them, and removes servers
+ * that failed or left (see its file for the grace). Call from the tick timer, never from a craft callback. */
+void control_autopilot(struct control *c, const struct mesh_server *sv, int n);
 /* Signed agent-to-agent control requests: the hop target is WHAT:hash(body). */
 void control_hop_target(const char *what, const void *body, size_t len, char *out, size_t cap);
 bool control_verify_hop(struct control *c, struct http_req *req, const char *what);

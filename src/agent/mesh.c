@@ -627,3 +627,21 @@ int mesh_servers(const struct mesh *m, struct mesh_server *out, int max) {
 }
 
 const char *mesh_data_dir(const struct mesh *m) { return m->data_dir; }
+
+int mesh_left_servers(const struct mesh *m, struct mesh_server *out, int max) {
+  int n = 0;
+  for (int i = 0; i < m->nnodes && n < max; i++) {
+    const struct node *nd = &m->nodes[i];
+    if (nd->alive || !nd->have_meta || !nd->meta.raft_addr[0]) continue;
+    const struct swim_member *sm = swim_find(gossip_swim(m->gossip), nd->id);
+    if (!sm || sm->u.state != GOSSIP_LEFT) continue;
+    struct mesh_server *s = &out[n++];
+    memset(s, 0, sizeof *s);
+    memcpy(s->id, nd->id, sizeof s->id);
+    str_copy(s->name, sizeof s->name, nd->name);
+    str_copy(s->api_addr, sizeof s->api_addr, nd->meta.api_addr);
+    str_copy(s->raft_addr, sizeof s->raft_addr, nd->meta.raft_addr);
+    s->formed = nd->meta.raft_formed;
+  }
+  return n;
+}

@@ -77,4 +77,8 @@ void mesh_leave(struct mesh *m, void (*done_cb)(void *arg), void *arg);
  * freed. */
 void mesh_close(struct mesh *m, void (*closed_cb)(void *arg), void *arg);
 
+/* mesh_left_servers fills out (capacity max) with the members that left gracefully (their tombstone is still
+ * kept) and had announced a Raft address; returns how many. Read-only (the Raft autopilot removes them). */
+int mesh_left_servers(const struct mesh *m, struct mesh_server *out, int max);
+
 #endif

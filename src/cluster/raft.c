@@ -45,6 +45,18 @@ struct craft {
   struct creq *inflight;       /* proposed, waiting for raft's callback */
   struct raft_change change;
   bool change_pending;
+  /* Autopilot (leader only): every other server of the configuration and since when gossip misses it. */
+  struct track {
+    uint64_t id;
+    uint64_t down_since; /* uv_now when first missed; 0 = seen alive at the last tick */
+  } track[CRAFT_TRACK_MAX];
+  int ntrack;
+  bool tracking, refusal_logged;
+  /* Leadership transfer at close: raft_close waits for it, at most CRAFT_TRANSFER_MS. */
+  struct raft_transfer xfer;
+  uv_timer_t xfer_timer;
+  bool xfer_pending, raft_closing;
+  uint64_t xfer_target;
   void (*closed_cb)(void *arg);
   void *closed_arg;
 };
@@ -172,18 +184,55 @@ void craft_apply(struct craft *c, const void *cmd, size_t len, craft_apply_cb cb
 
 /* ---- membership ---- */
 
+int craft_desired_voters(int healthy) {
+  int d = healthy < CRAFT_MAX_VOTERS ? healthy : CRAFT_MAX_VOTERS;
+  if (d < 1) return 1;
+  return d % 2 ? d : d - 1;
+}
+
+int craft_pick_removal(const struct craft_server *conf, const bool *failed, int n, uint64_t self_id) {
+  int voters = 0, failed_voters = 0, pick_voter = -1;
+  for (int i = 0; i < n; i++) {
+    if (conf[i].id == self_id || !failed[i]) {
+      voters += conf[i].role == CRAFT_VOTER;
+      continue;
+    }
+    if (conf[i].role != CRAFT_VOTER) return i; /* a spare or standby never counts toward quorum */
+    voters++;
+    failed_voters++;
+    if (pick_voter < 0) pick_voter = i;
+  }
+  if (pick_voter < 0) return CRAFT_REMOVE_NONE;
+  /* The voters still healthy must be a strict majority of the current voters. */
+  return 2 * (voters - failed_voters) > voters ? pick_voter : CRAFT_REMOVE_UNSAFE;
+}
+
 static void change_cb(struct raft_change *req, int status) {
   struct craft *c = req->data;
   c->change_pending = false;
   if (status != 0) log_warn("raft configuration change failed", "err=\"%s\"", raft_strerror(status));
 }
 
+/* can_change: this server leads, runs, and no configuration change is pending or uncommitted. */
+static bool can_change(struct craft *c) {
+  return c->started && !c->closing && !c->change_pending && raft_state(&c->raft) == RAFT_LEADER &&
+         c->raft.configuration_uncommitted_index == 0;
+}
+
+static bool in_list(const struct craft_server *alive, int n, uint64_t id) {
+  for (int i = 0; i < n; i++)
+    if (alive[i].id == id) return true;
+  return false;
+}
+
 void craft_reconcile(struct craft *c, const struct craft_server *alive, int n) {
-  if (!c->started || c->closing || c->change_pending || raft_state(&c->raft) != RAFT_LEADER) return;
+  if (!can_change(c)) return;
   const struct raft_configuration *conf = &c->raft.configuration;
-  if (c->raft.configuration_uncommitted_index != 0) return;
-  int voters = 0;
-  for (unsigned i = 0; i < conf->n; i++) voters += conf->servers[i].role == RAFT_VOTER;
+  int voters = 0, healthy = 0;
+  for (unsigned i = 0; i < conf->n; i++) {
+    voters += conf->servers[i].role == RAFT_VOTER;
+    healthy += in_list(alive, n, conf->servers[i].id);
+  }
   c->change.data = c;
   for (int i = 0; i < n; i++) {
     bool known = false;
@@ -193,16 +242,104 @@ void craft_reconcile(struct craft *c, const struct craft_server *alive, int n) {
     if (raft_add(&c->raft, &c->change, alive[i].id, alive[i].address, change_cb) == 0) c->change_pending = true;
     return;
   }
-  if (voters >= CRAFT_MAX_VOTERS) return;
-  for (unsigned j = 0; j < conf->n; j++) {
-    if (conf->servers[j].role == RAFT_VOTER) continue;
-    bool up = false;
-    for (int i = 0; i < n && !up; i++) up = alive[i].id == conf->servers[j].id;
-    if (!up) continue;
-    log_info("raft: promoting a server to voter", "id=%016llx", (unsigned long long)conf->servers[j].id);
-    if (raft_assign(&c->raft, &c->change, conf->servers[j].id, RAFT_VOTER, change_cb) == 0) c->change_pending = true;
+  if (voters < craft_desired_voters(healthy)) {
+    /* a standby first: it has the log already */
+    for (int pass = 0; pass < 2; pass++)
+      for (unsigned j = 0; j < conf->n; j++) {
+        int role = conf->servers[j].role;
+        if (role == RAFT_VOTER || (pass == 0 && role != RAFT_STANDBY) || !in_list(alive, n, conf->servers[j].id))
+          continue;
+        log_info("raft: promoting a server to voter", "id=%016llx voters=%d healthy=%d",
+                 (unsigned long long)conf->servers[j].id, voters, healthy);
+        if (raft_assign(&c->raft, &c->change, conf->servers[j].id, RAFT_VOTER, change_cb) == 0)
+          c->change_pending = true;
+        return;
+      }
     return;
   }
+  for (unsigned j = 0; j < conf->n; j++) {
+    if (conf->servers[j].role != RAFT_SPARE || !in_list(alive, n, conf->servers[j].id)) continue;
+    log_info("raft: making a server a standby (replicates the log, does not vote)", "id=%016llx voters=%d",
+             (unsigned long long)conf->servers[j].id, voters);
+    if (raft_assign(&c->raft, &c->change, conf->servers[j].id, RAFT_STANDBY, change_cb) == 0)
+      c->change_pending = true;
+    return;
+  }
+}
+
+static struct track *track_find(struct craft *c, uint64_t id) {
+  for (int i = 0; i < c->ntrack; i++)
+    if (c->track[i].id == id) return &c->track[i];
+  return NULL;
+}
+
+/* track_update follows the configuration: drops servers no longer in it, adds new ones (seen now), and stamps
+ * when each was first missing from alive. */
+static void track_update(struct craft *c, const struct craft_server *alive, int n, uint64_t now) {
+  const struct raft_configuration *conf = &c->raft.configuration;
+  struct track next[CRAFT_TRACK_MAX];
+  int nn = 0;
+  for (unsigned i = 0; i < conf->n && nn < CRAFT_TRACK_MAX; i++) {
+    uint64_t id = conf->servers[i].id;
+    if (id == c->cfg.id) continue;
+    const struct track *old = track_find(c, id);
+    struct track *t = &next[nn++];
+    t->id = id;
+    t->down_since = 0;
+    if (!in_list(alive, n, id)) t->down_since = old && old->down_since ? old->down_since : now;
+  }
+  memcpy(c->track, next, (size_t)nn * sizeof next[0]);
+  c->ntrack = nn;
+}
+
+void craft_autopilot(struct craft *c, const struct craft_server *alive, int n, const uint64_t *left, int nleft,
+                     unsigned grace_ms) {
+  if (!c->started || c->closing || raft_state(&c->raft) != RAFT_LEADER) {
+    c->tracking = false; /* a new term as leader starts every grace afresh */
+    c->ntrack = 0;
+    return;
+  }
+  uint64_t now = uv_now(c->loop) + 1; /* never 0: 0 marks a server seen alive */
+  if (!c->tracking) c->ntrack = 0;
+  c->tracking = true;
+  track_update(c, alive, n, now);
+  if (!can_change(c)) return;
+  const struct raft_configuration *conf = &c->raft.configuration;
+  if (conf->n > CRAFT_TRACK_MAX) return;
+  struct craft_server sv[CRAFT_TRACK_MAX];
+  bool failed[CRAFT_TRACK_MAX], was_left[CRAFT_TRACK_MAX];
+  int nfailed = 0;
+  for (unsigned i = 0; i < conf->n; i++) {
+    sv[i].id = conf->servers[i].id;
+    sv[i].role = conf->servers[i].role;
+    str_copy(sv[i].address, sizeof sv[i].address, conf->servers[i].address);
+    const struct track *t = track_find(c, sv[i].id);
+    was_left[i] = false;
+    for (int j = 0; t && t->down_since && j < nleft; j++) was_left[i] |= left[j] == sv[i].id;
+    failed[i] = t && t->down_since && (was_left[i] || now - t->down_since >= grace_ms);
+    nfailed += failed[i];
+  }
+  int pick = craft_pick_removal(sv, failed, (int)conf->n, c->cfg.id);
+  if (pick == CRAFT_REMOVE_UNSAFE) {
+    if (!c->refusal_logged)
+      log_warn("raft autopilot: failed voters kept: removing them would leave no healthy majority", "failed=%d",
+               nfailed);
+    c->refusal_logged = true;
+    return;
+  }
+  c->refusal_logged = false;
+  if (pick < 0) return;
+  const struct track *t = track_find(c, sv[pick].id);
+  static const char *const roles[] = {"standby", "voter", "spare"};
+  log_info("raft autopilot: removing a failed server", "id=%016llx address=%s role=%s reason=%s down_ms=%llu",
+           (unsigned long long)sv[pick].id, sv[pick].address,
+           sv[pick].role >= 0 && sv[pick].role <= 2 ? roles[sv[pick].role] : "?", was_left[pick] ? "left" : "dead",
+           (unsigned long long)(now - t->down_since));
+  c->change.data = c;
+  int rv = raft_remove(&c->raft, &c->change, sv[pick].id, change_cb);
+  if (rv == 0) c->change_pending = true;
+  else log_warn("raft autopilot: removal refused", "id=%016llx err=\"%s\"", (unsigned long long)sv[pick].id,
+                raft_errmsg(&c->raft));
 }
 
 /* ---- lifecycle ---- */
@@ -260,6 +397,8 @@ int craft_open(struct craft **out, uv_loop_t *loop, const struct craft_config *c
   raft_set_pre_vote(&c->raft, true);
   uv_idle_init(loop, &c->idle);
   c->idle.data = c;
+  uv_timer_init(loop, &c->xfer_timer);
+  c->xfer_timer.data = c;
   *out = c;
   return 0;
 
@@ -342,7 +481,12 @@ static void finish_close(struct craft *c) {
   if (cb) cb(arg);
 }
 
-static void idle_closed_cb(uv_handle_t *h) { finish_close(h->data); }
+static void xfer_timer_closed_cb(uv_handle_t *h) { finish_close(h->data); }
+
+static void idle_closed_cb(uv_handle_t *h) {
+  struct craft *c = h->data;
+  uv_close((uv_handle_t *)&c->xfer_timer, xfer_timer_closed_cb);
+}
 
 static void raft_closed_cb(struct raft *r) {
   struct craft *c = r->data;
@@ -355,6 +499,75 @@ static void raft_closed_cb(struct raft *r) {
     free(q);
   }
   uv_close((uv_handle_t *)&c->idle, idle_closed_cb);
+}
+
+static void stop_raft(struct craft *c) {
+  if (c->raft_closing) return;
+  c->raft_closing = true;
+  uv_timer_stop(&c->xfer_timer);
+  c->raft.data = c;
+  raft_close(&c->raft, raft_closed_cb);
+}
+
+/* Runs on the loop, outside libraft: the transfer ended (deferred from xfer_cb) or ran out of time. */
+static void xfer_timer_cb(uv_timer_t *t) {
+  struct craft *c = t->data;
+  if (c->xfer_pending)
+    log_warn("raft: leadership transfer still pending: stopping anyway", "to=%016llx waited_ms=%u",
+             (unsigned long long)c->xfer_target, CRAFT_TRANSFER_MS);
+  stop_raft(c);
+}
+
+/* Runs inside libraft (the target leads, the election timeout passed, or raft is closing): only note it. */
+static void xfer_cb(struct raft_transfer *req) {
+  struct craft *c = req->data;
+  raft_id lid = 0;
+  const char *addr = NULL;
+  c->xfer_pending = false;
+  if (!c->raft_closing) raft_leader(&c->raft, &lid, &addr);
+  if (lid == c->xfer_target)
+    log_info("raft: leadership transferred", "to=%016llx address=%s", (unsigned long long)lid, addr ? addr : "");
+  else
+    log_warn("raft: leadership transfer did not complete", "to=%016llx leader=%016llx",
+             (unsigned long long)c->xfer_target, (unsigned long long)lid);
+  if (!c->raft_closing) uv_timer_start(&c->xfer_timer, xfer_timer_cb, 0, 0);
+}
+
+/* pick_transferee: the voter (not this server) with the highest replicated index among those gossip saw
+ * alive at the last autopilot tick (any voter when there was none yet); 0 when there is none. */
+static raft_id pick_transferee(struct craft *c, raft_index *match) {
+  const struct raft_configuration *conf = &c->raft.configuration;
+  raft_id best = 0;
+  *match = 0;
+  for (unsigned i = 0; i < conf->n; i++) {
+    const struct raft_server *s = &conf->servers[i];
+    if (s->id == c->cfg.id || s->role != RAFT_VOTER) continue;
+    const struct track *t = c->tracking ? track_find(c, s->id) : NULL;
+    if (t && t->down_since) continue;
+    raft_index m = c->raft.leader_state.progress ? c->raft.leader_state.progress[i].match_index : 0;
+    if (!best || m > *match) best = s->id, *match = m;
+  }
+  return best;
+}
+
+/* start_transfer: on the leader, hands leadership over before closing. true when a transfer is under way. */
+static bool start_transfer(struct craft *c) {
+  if (!c->started || raft_state(&c->raft) != RAFT_LEADER) return false;
+  raft_index match;
+  raft_id target = pick_transferee(c, &match);
+  if (!target) return false;
+  c->xfer.data = c;
+  int rv = raft_transfer(&c->raft, &c->xfer, target, xfer_cb);
+  if (rv != 0) {
+    log_warn("raft: cannot transfer leadership", "to=%016llx err=\"%s\"", (unsigned long long)target,
+             raft_errmsg(&c->raft));
+    return false;
+  }
+  c->xfer_pending = true;
+  c->xfer_target = target;
+  log_info("raft: leaving: transferring leadership", "to=%016llx match_index=%llu last_index=%llu",
+           (unsigned long long)target, (unsigned long long)match, (unsigned long long)raft_last_index(&c->raft));
+  return true;
 }
 
 void craft_close(struct craft *c, void (*closed_cb)(void *arg), void *arg) {
@@ -371,6 +584,9 @@ void craft_close(struct craft *c, void (*closed_cb)(void *arg), void *arg) {
     free(q);
     q = next;
   }
-  c->raft.data = c;
-  raft_close(&c->raft, raft_closed_cb);
+  if (start_transfer(c)) {
+    uv_timer_start(&c->xfer_timer, xfer_timer_cb, CRAFT_TRANSFER_MS, 0);
+    return;
+  }
+  stop_raft(c);
 }

@@ -41,6 +41,7 @@ struct conn {
   uv_timer_t timer;
   uv_pipe_t pipe; /* our end of the socketpair (raft has the other) */
   bool pipe_open;
+  bool pipe_paused, tcp_paused; /* reading stopped: the other side's write queue is over RT_QUEUE_HIGH */
   int handles; /* open handles; the conn is freed when the last one closed */
   uv_connect_t creq;
   struct raft_uv_connect *req; /* outbound, until its callback has run */
@@ -70,6 +71,7 @@ struct rt {
 
 struct wreq {
   uv_write_t w;
+  struct conn *c; /* relay writes: valid in the callback (the handle's close runs after it) */
   uint8_t data[];
 };
 
@@ -77,17 +79,27 @@ static void conn_close(struct conn *c);
 
 /* ---- helpers ---- */
 
-static int parse_addr(const char *address, struct sockaddr_in *sa) {
+int rtx_parse_addr(const char *address, struct sockaddr_storage *sa) {
   char host[64];
-  const char *colon = strrchr(address, ':');
+  const char *colon = strrchr(address, ':'), *h = address;
+  size_t hlen;
   uint64_t port;
-  if (!colon || (size_t)(colon - address) >= sizeof host || slice_to_u64(slice_cstr(colon + 1), &port) != 0 ||
-      port == 0 || port > 65535)
-    return RAFT_INVALID;
-  memcpy(host, address, (size_t)(colon - address));
-  host[colon - address] = '\0';
+  if (!colon || slice_to_u64(slice_cstr(colon + 1), &port) != 0 || port == 0 || port > 65535) return RAFT_INVALID;
+  hlen = (size_t)(colon - address);
+  bool v6 = address[0] == '[';
+  if (v6) {
+    if (hlen < 3 || address[hlen - 1] != ']') return RAFT_INVALID;
+    h = address + 1;
+    hlen -= 2;
+  }
+  if (hlen == 0 || hlen >= sizeof host) return RAFT_INVALID;
+  memcpy(host, h, hlen);
+  host[hlen] = '\0';
+  memset(sa, 0, sizeof *sa);
+  if (v6) return uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)sa) == 0 ? 0 : RAFT_INVALID;
+  if (strchr(host, ':')) return RAFT_INVALID; /* IPv6 needs brackets: [addr]:port */
   if (strcmp(host, "localhost") == 0) str_copy(host, sizeof host, "127.0.0.1");
-  return uv_ip4_addr(host, (int)port, sa) == 0 ? 0 : RAFT_INVALID;
+  return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)sa) == 0 ? 0 : RAFT_INVALID;
 }
 
 static void subkeys(const struct keyring *kr, int key, uint8_t ka[32], uint8_t ke[32]) {
@@ -120,6 +132,42 @@ static void hs_tag(const uint8_t ka[32], char role, const uint8_t *nc, const uin
 static void write_cb(uv_write_t *w, int status) {
   free(w);
   (void)status; /* a failed write shows up as a read error / EOF and closes the conn */
+}
+
+static void pipe_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
+static void tcp_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
+static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b);
+
+/* Backpressure: a relay write that leaves the destination's queue over RT_QUEUE_HIGH stops reading the source
+ * (so the kernel buffers fill and the sender is slowed in turn); reading resumes once the queue drained to
+ * RT_QUEUE_LOW. Nothing is buffered beyond that, one read (at most FRAME_MAX bytes, or the frames decrypted
+ * from one TCP read) past the mark. */
+static void note_queue(struct conn *c, uv_stream_t *dst) {
+  size_t q = uv_stream_get_write_queue_size(dst);
+  if (q > c->t->n.relay_queue_max) c->t->n.relay_queue_max = q;
+  if (q <= RT_QUEUE_HIGH || c->st != C_RELAY) return;
+  bool to_tcp = dst == (uv_stream_t *)&c->tcp;
+  bool *paused = to_tcp ? &c->pipe_paused : &c->tcp_paused;
+  if (*paused) return;
+  uv_read_stop(to_tcp ? (uv_stream_t *)&c->pipe : (uv_stream_t *)&c->tcp);
+  *paused = true;
+  c->t->n.relay_pauses++;
+}
+
+static void relay_write_cb(uv_write_t *w, int status) {
+  struct wreq *r = (struct wreq *)w;
+  struct conn *c = r->c;
+  uv_stream_t *dst = w->handle;
+  free(r);
+  if (status != 0 || c->st != C_RELAY) return; /* a failed write shows up as a read error and closes the conn */
+  if (uv_stream_get_write_queue_size(dst) > RT_QUEUE_LOW) return;
+  if (dst == (uv_stream_t *)&c->tcp && c->pipe_paused) {
+    c->pipe_paused = false;
+    uv_read_start((uv_stream_t *)&c->pipe, alloc_cb, pipe_read_cb);
+  } else if (dst == (uv_stream_t *)&c->pipe && c->tcp_paused) {
+    c->tcp_paused = false;
+    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, tcp_read_cb);
+  }
 }
 
 static void send_raw(uv_stream_t *s, const void *data, size_t len) {
@@ -204,6 +252,7 @@ static void pipe_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
   }
   if (n == 0 || c->st != C_RELAY) return;
   struct wreq *w = xmalloc(sizeof *w + 4 + (size_t)n + ABYTES);
+  w->c = c;
   uint32_t clen = (uint32_t)n + ABYTES;
   w->data[0] = (uint8_t)(clen >> 24), w->data[1] = (uint8_t)(clen >> 16), w->data[2] = (uint8_t)(clen >> 8),
   w->data[3] = (uint8_t)clen;
@@ -211,10 +260,12 @@ static void pipe_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
                                              0);
   uv_buf_t ob = uv_buf_init((char *)w->data, 4 + clen);
   c->t->n.frames_out++;
-  if (uv_write(&w->w, (uv_stream_t *)&c->tcp, &ob, 1, write_cb) != 0) {
+  if (uv_write(&w->w, (uv_stream_t *)&c->tcp, &ob, 1, relay_write_cb) != 0) {
     free(w);
     conn_close(c);
+    return;
   }
+  note_queue(c, (uv_stream_t *)&c->tcp);
 }
 
 /* relay_in decrypts whole frames from c->in to the pipe. false: close. */
@@ -231,6 +282,7 @@ static bool relay_in(struct conn *c) {
     }
     if (fr == 0) break;
     struct wreq *w = xmalloc(sizeof *w + clen);
+    w->c = c;
     unsigned long long plen;
     uint8_t tag;
     if (crypto_secretstream_xchacha20poly1305_pull(&c->rx, w->data, &plen, &tag, p + 4, clen, NULL, 0) != 0) {
@@ -241,13 +293,14 @@ static bool relay_in(struct conn *c) {
     }
     c->t->n.frames_in++;
     uv_buf_t ob = uv_buf_init((char *)w->data, (unsigned)plen);
-    if (uv_write(&w->w, (uv_stream_t *)&c->pipe, &ob, 1, write_cb) != 0) {
+    if (uv_write(&w->w, (uv_stream_t *)&c->pipe, &ob, 1, relay_write_cb) != 0) {
       free(w);
       ok = false;
       break;
     }
     off += 4 + clen;
   }
+  if (ok) note_queue(c, (uv_stream_t *)&c->pipe);
   buf_consume(&c->in, off);
   return ok;
 }
@@ -466,10 +519,10 @@ static void accept_cb(uv_stream_t *server, int status) {
 
 static int t_listen(struct raft_uv_transport *pub, raft_uv_accept_cb cb) {
   struct rt *t = pub->impl;
-  struct sockaddr_in sa;
+  struct sockaddr_storage sa;
   int rc;
-  if (parse_addr(t->address, &sa) != 0) {
-    snprintf(pub->errmsg, sizeof pub->errmsg, "raft address '%s' is not IPv4:PORT", t->address);
+  if (rtx_parse_addr(t->address, &sa) != 0) {
+    snprintf(pub->errmsg, sizeof pub->errmsg, "raft address '%s' is not IPv4:PORT or [IPv6]:PORT", t->address);
     return RAFT_INVALID;
   }
   uv_tcp_init(t->loop, &t->listener);
@@ -505,9 +558,9 @@ static void connected_cb(uv_connect_t *r, int status) {
 static int t_connect(struct raft_uv_transport *pub, struct raft_uv_connect *req, raft_id id, const char *address,
                      raft_uv_connect_cb cb) {
   struct rt *t = pub->impl;
-  struct sockaddr_in sa;
+  struct sockaddr_storage sa;
   if (t->closing) return RAFT_CANCELED;
-  if (parse_addr(address, &sa) != 0) return RAFT_NOCONNECTION;
+  if (rtx_parse_addr(address, &sa) != 0) return RAFT_NOCONNECTION;
   struct conn *c = conn_new(t, true);
   c->req = req;
   c->cb = cb;

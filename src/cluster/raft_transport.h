@@ -13,7 +13,14 @@
  * HMAC is HMAC-SHA512-256; the server uses its primary key, the client finds which of its keys the server
  * used. Session keys: BLAKE2b(key Ke, "s2c" nc ns) and BLAKE2b(key Ke, "c2s" nc ns). Frames after the
  * handshake: [u32 BE length][secretstream ciphertext of at most 64 KiB]. A peer that fails any step is
- * disconnected and counted. */
+ * disconnected and counted.
+ *
+ * Backpressure: the relay never buffers without bound. When a relay write leaves the TCP connection's write
+ * queue over RT_QUEUE_HIGH, the transport stops reading raft's socketpair until the queue drained to
+ * RT_QUEUE_LOW (raft's own writes then wait in the kernel and in its stream); the other direction likewise
+ * (the socketpair's queue over the mark stops reading TCP, so the peer's kernel buffers fill and it slows).
+ *
+ * Addresses are IPv4:PORT (or localhost:PORT) and [IPv6]:PORT. */
 #ifndef IM_CLUSTER_RAFT_TRANSPORT_H
 #define IM_CLUSTER_RAFT_TRANSPORT_H
 
@@ -22,11 +29,17 @@
 #include <sodium.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "cluster/keyring.h"
 
+#define RT_QUEUE_HIGH (4u << 20) /* bytes queued for one relay direction before its source is paused */
+#define RT_QUEUE_LOW (2u << 20)  /* ... and resumed */
+
 struct rt_counters {
   uint64_t accepted, connected, refused_auth, failed, frames_in, frames_out;
+  uint64_t relay_pauses;    /* times a relay direction stopped reading for backpressure */
+  uint64_t relay_queue_max; /* the largest write queue (bytes) a relay write left behind */
 };
 
 /* rt_init prepares t (caller-owned; it must outlive the close callback) on loop with keyring kr (borrowed, kept
@@ -66,6 +79,10 @@ int rtx_check_client_finish(const struct keyring *kr, int key, const uint8_t nc[
                             const uint8_t ns[RTX_NONCE_LEN], const uint8_t *in, size_t len,
                             crypto_secretstream_xchacha20poly1305_state *rx, raft_id *peer_id,
                             char peer_addr[RTX_ADDR_MAX + 1]);
+
+/* rtx_parse_addr parses "IPv4:PORT", "localhost:PORT" or "[IPv6]:PORT" (port 1-65535) into sa: 0 or
+ * RAFT_INVALID (an IPv6 address needs its brackets). */
+int rtx_parse_addr(const char *address, struct sockaddr_storage *sa);
 
 /* rtx_frame_next: the ciphertext length of the frame at in ([u32 BE length][ciphertext]) in *clen. 1: the
  * whole frame (4 + *clen bytes) is in in; 0: more bytes needed; -EPROTO: the length is out of range. */

@@ -1,17 +1,23 @@
 """The control plane on 127.0.0.1: 3 Raft servers bootstrap through gossip, writes on any node reach the
 leader, every node (servers and a non-server replica) reads them, the leader's death elects another, a
 restarted server catches up, writes need the admin token, and the Raft port only talks to cluster-key holders.
+Membership: a 4th server stays a standby (odd voter counts), the leader's autopilot removes a server gossip
+reports dead past the grace (INFERMESH_RAFT_DEAD_GRACE_MS) and promotes the standby, and a leader that leaves hands its
+leadership over before it stops; the new leader removes it from the configuration at once.
 """
 
+import json
 import os
+import re
 import signal
 import socket
+import subprocess
 import time
 import urllib.parse
 
 import pytest
 
-from conftest import HOST, free_port, http_get, http_request, wait_for, _check_alive
+from conftest import BIN, HOST, free_port, http_get, http_request, wait_for, _check_alive
 from test_mesh import init_cluster, share_key
 
 TOKEN = "raft-test-admin-token"
@@ -19,8 +25,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 class Server:
-    def __init__(self, procs, tmp_path, name, key_src, join=None, server=True, expect=3):
-        self.procs, self.name = procs, name
+    def __init__(self, procs, tmp_path, name, key_src, join=None, server=True, expect=3, env=None):
+        self.procs, self.name, self.env = procs, name, env
         self.data_dir = tmp_path / name
         share_key(key_src, self.data_dir)
         self.gossip = f"{HOST}:{free_port()}"
@@ -34,7 +40,7 @@ class Server:
         self.start()
 
     def start(self):
-        self.agent = self.procs.agent([], *self.args, name=self.name)
+        self.agent = self.procs.agent([], *self.args, name=self.name, env=self.env)
         self.port = self.agent.port
 
     def raft(self):
@@ -45,6 +51,16 @@ class Server:
 
     def write(self, method, path, body=None, headers=AUTH):
         return http_request(self.port, method, path, body=body, headers=headers)
+
+    def raft_cli(self):
+        """`infermesh raft status --json` against this agent."""
+        r = subprocess.run([BIN, "raft", "status", "--json", "--agent", f"http://{HOST}:{self.port}"],
+                           capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    def log(self):
+        return self.agent.proc.stdout() + self.agent.proc.stderr()
 
 
 def leader_of(servers):
@@ -62,11 +78,11 @@ def leader_of(servers):
     return next((s for s in servers if s.raft()["id"] == lid), None)
 
 
-def cluster(procs, tmp_path, with_gateway=False):
+def cluster(procs, tmp_path, with_gateway=False, env=None):
     key = init_cluster(tmp_path / "key")
-    a = Server(procs, tmp_path, "s1", key)
-    b = Server(procs, tmp_path, "s2", key, join=[a.gossip])
-    c = Server(procs, tmp_path, "s3", key, join=[a.gossip])
+    a = Server(procs, tmp_path, "s1", key, env=env)
+    b = Server(procs, tmp_path, "s2", key, join=[a.gossip], env=env)
+    c = Server(procs, tmp_path, "s3", key, join=[a.gossip], env=env)
     servers = [a, b, c]
     leader = wait_for(lambda: leader_of(servers), timeout=20, what="a Raft leader agreed by all 3 servers")
     wait_for(lambda: leader.raft()["voters"] == 3, timeout=10, what="3 voters")
@@ -202,3 +218,89 @@ def test_raft_port_refuses_peers_without_the_key(procs, tmp_path):
     assert all(len(s.raft()["servers"]) == 3 for s in servers)
     assert intruder.raft()["leader"]["id"] == intruder.raft()["id"]  # alone, in its own cluster
     assert leader_of(servers) is not None
+
+
+def roles(status):
+    """{raft id: role} of a /v1/cluster/raft answer."""
+    return {sv["id"]: sv["role"] for sv in status["servers"]}
+
+
+@pytest.mark.timeout(120)
+def test_autopilot_removes_dead_server_and_promotes_standby(procs, tmp_path):
+    grace_ms = 2000
+    env = {"INFERMESH_RAFT_DEAD_GRACE_MS": str(grace_ms)}
+    servers, leader, _ = cluster(procs, tmp_path, env=env)
+    ids = {s.name: s.raft()["id"] for s in servers}
+    spare = Server(procs, tmp_path, "s4", tmp_path / "key", join=[servers[0].gossip], env=env)
+    spare_id = spare.raft()["id"]
+
+    # The 4th server joins as a non-voter and stays one: 4 voters would need 3 for quorum and tolerate no more
+    # failures than 3 do. It is a standby (libraft: it replicates the log without voting), caught up.
+    wait_for(lambda: roles(leader.raft()).get(spare_id) == "standby", timeout=20, what="s4 added as a standby")
+    wait_for(lambda: spare.raft()["applied_index"] >= leader.raft()["commit_index"] > 0, timeout=10,
+             what="the spare to catch up")
+    time.sleep(1)  # a few autopilot ticks (200 ms): no promotion to an even voter count
+    st = leader.raft_cli()
+    assert st["voters"] == 3 and roles(st)[spare_id] == "standby", st
+
+    # SIGKILL a voter that is not the leader: after gossip declares it dead and the grace passes, the leader
+    # removes it and promotes the standby in its place.
+    victim = next(s for s in servers if s is not leader)
+    victim.agent.proc.signal(signal.SIGKILL)
+    victim.agent.proc.wait(5)
+    t0 = time.monotonic()
+
+    def replaced():
+        st = leader.raft_cli()
+        r = roles(st)
+        return ids[victim.name] not in r and r.get(spare_id) == "voter" and st["voters"] == 3 and st
+
+    st = wait_for(replaced, timeout=40, what="the dead voter removed and the standby promoted")
+    print(f"dead voter replaced after {time.monotonic() - t0:.2f} s: {st['servers']}")
+    assert len(st["servers"]) == 3
+    log = leader.log()
+    m = re.search(r"raft autopilot: removing a failed server.*id=" + ids[victim.name] + r".*reason=dead down_ms=(\d+)",
+                  log)
+    assert m, log[-3000:]
+    assert int(m.group(1)) >= grace_ms  # not before the grace
+    assert "promoting a server to voter" in log
+
+    # The new configuration commits writes, and the promoted server has them.
+    survivors = [s for s in servers if s is not victim] + [spare]
+    w = put_policy(survivors[1], "after-autopilot", {"strategy": "round_robin"})
+    r = spare.get(f"/v1/cluster/policies/after-autopilot?index={w['index']}&wait_ms=10000")
+    assert r.status == 200 and r.json()["item"]["strategy"] == "round_robin", r.text()
+    assert all(roles(s.raft_cli()) == roles(st) for s in survivors)
+
+
+@pytest.mark.timeout(90)
+def test_leader_leave_transfers_leadership(procs, tmp_path):
+    servers, leader, _ = cluster(procs, tmp_path)  # default dead-server grace (30 s): a leave needs none
+    old_id = leader.raft()["id"]
+    put_policy(leader, "before-leave", {"strategy": "ours"})
+
+    leader.agent.proc.signal(signal.SIGTERM)
+    t0 = time.monotonic()
+    survivors = [s for s in servers if s is not leader]
+    new = wait_for(lambda: leader_of(survivors), timeout=10, what="a new leader after the leader left")
+    took = time.monotonic() - t0
+    print(f"new leader after SIGTERM of the leader: {took:.3f} s")
+    assert new is not leader
+    assert took < 3, f"took {took:.2f}s"
+    assert leader.agent.proc.wait(15) == 0
+    log = leader.log()
+    assert "raft: leaving: transferring leadership" in log, log[-3000:]
+    assert "raft: leadership transferred" in log, log[-3000:]
+    assert "leadership transfer did not complete" not in log
+
+    # The server that left is removed at once (it left: no grace), the 2 others keep working.
+    def gone():
+        st = new.raft_cli()
+        return old_id not in roles(st) and st
+    st = wait_for(gone, timeout=10, what="the server that left removed from the configuration")
+    assert st["voters"] == 2, st
+    assert re.search(r"raft autopilot: removing a failed server.*id=" + old_id + r".*reason=left", new.log())
+    w = put_policy(survivors[0], "after-leave", {"strategy": "round_robin"})
+    for s in survivors:
+        r = s.get(f"/v1/cluster/policies/after-leave?index={w['index']}&wait_ms=10000")
+        assert r.status == 200, r.text()
