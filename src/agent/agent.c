@@ -88,7 +88,10 @@ static void handle(struct http_req *req, void *arg) {
     buf_free(&gpus);
     send_json(req, 200, &b);
   } else if (get && slice_eqz(req->path, "/v1/cluster/targets")) {
-    status_targets_json(&b, &a->store, &a->router.score, now);
+    struct status_proc *procs = xcalloc((size_t)a->store.ntargets + 1, sizeof *procs); /* state NULL: no exec */
+    for (int i = 0; i < a->store.ntargets; i++) supervisor_proc_info(a->sup, i, now, &procs[i]);
+    status_targets_json(&b, &a->store, &a->router.score, now, procs);
+    free(procs);
     send_json(req, 200, &b);
   } else {
     http_error_json(&b, "unknown endpoint; see /v1/models, /v1/chat/completions, /v1/completions, /metrics",

@@ -70,7 +70,9 @@ static const struct key keys[] = {
      "how targets are chosen: ours (prefix- and load-aware, the default), round-robin, least-request, "
      "power-of-two, sglang, llm-d"},
     {"runtimes", "--target", "INFERMESH_TARGETS", K_RUNTIME, 0, 0,
-     "[NAME=]URL of a runtime, e.g. http://127.0.0.1:8000 (repeatable; env: comma-separated)"},
+     "[NAME=]URL[#kind=KIND] of a runtime, e.g. http://127.0.0.1:8000 or "
+     "sg=http://127.0.0.1:30000#kind=sglang; KIND: vllm (the default), sglang, tgi, llamacpp, triton, ollama "
+     "(repeatable; env: comma-separated)"},
     {"scrape_interval_ms", "--scrape-interval-ms", "INFERMESH_SCRAPE_INTERVAL_MS", K_U32, F(scrape_interval_ms),
      "how often runtimes' /metrics are read (500)"},
     {"drain_timeout_ms", "--drain-timeout-ms", "INFERMESH_DRAIN_TIMEOUT_MS", K_U32, F(drain_timeout_ms),
@@ -205,6 +207,17 @@ bad:
   return -EINVAL;
 }
 
+/* known_kinds writes "vllm, sglang, ..." (every kind runtime_kind_parse accepts, by its canonical name). */
+static void known_kinds(char *out, size_t cap) {
+  size_t n = 0;
+  out[0] = '\0';
+  for (int i = 0; i < RT_KIND_COUNT && n < cap; i++) {
+    int w = snprintf(out + n, cap - n, "%s%s", i ? ", " : "", runtime_kind_name((enum runtime_kind)i));
+    if (w < 0) break;
+    n += (size_t)w;
+  }
+}
+
 static int add_runtime(struct agent_config *c, int source, const char *kind, const char *url, const char *name,
                        const char *exec, char *err, size_t errlen) {
   if (source > c->runtimes_source) {
@@ -221,7 +234,9 @@ static int add_runtime(struct agent_config *c, int source, const char *kind, con
   }
   enum runtime_kind k;
   if (runtime_kind_parse(kind, &k) != 0) {
-    snprintf(err, errlen, "runtime kind '%s' is unknown (known: vllm, sglang, tgi, llamacpp, triton, ollama)", kind);
+    char known[128];
+    known_kinds(known, sizeof known);
+    snprintf(err, errlen, "runtime kind '%s' is unknown (known: %s)", kind, known);
     return -EINVAL;
   }
   if (exec && strlen(exec) >= sizeof c->runtimes[0].exec) {
@@ -230,7 +245,7 @@ static int add_runtime(struct agent_config *c, int source, const char *kind, con
     return -EINVAL;
   }
   struct config_runtime *r = &c->runtimes[c->nruntimes++];
-  str_copy(r->kind, sizeof r->kind, kind);
+  str_copy(r->kind, sizeof r->kind, runtime_kind_name(k)); /* canonical: "SGLang" -> "sglang" */
   str_copy(r->url, sizeof r->url, url);
   str_copy(r->name, sizeof r->name, name ? name : "");
   str_copy(r->exec, sizeof r->exec, exec ? exec : "");
@@ -316,12 +331,30 @@ static int set_key(struct agent_config *c, const struct key *k, const char *v, i
     for (char *s = tmp, *next; s && *s; s = next) {
       next = strchr(s, ',');
       if (next) *next++ = '\0';
-      /* NAME=URL names the target; a bare URL is named host:port */
+      /* [NAME=]URL[#kind=KIND]: NAME=URL names the target (a bare URL is named host:port); #kind=KIND says
+       * which runtime it is (vllm when absent). A runtime's base URL has no fragment, so '#' is free. */
+      const char *kind = "vllm", *name = NULL;
+      char *hash = strchr(s, '#');
+      if (hash) {
+        *hash = '\0';
+        if (strncmp(hash + 1, "kind=", 5) != 0 || !hash[6]) {
+          char known[128];
+          known_kinds(known, sizeof known);
+          snprintf(err, errlen, "%s: '#%s' after the URL must be #kind=KIND, KIND one of: %s", src, hash + 1,
+                   known);
+          return -EINVAL;
+        }
+        kind = hash + 6;
+      }
       char *eq = strchr(s, '='), *scheme = strstr(s, "://");
-      const char *name = NULL;
       if (eq && scheme && eq < scheme) *eq = '\0', name = s, s = eq + 1;
-      int rc = add_runtime(c, source, "vllm", s, name, NULL, err, errlen);
-      if (rc) return rc;
+      int rc = add_runtime(c, source, kind, s, name, NULL, err, errlen);
+      if (rc) { /* name the flag (or variable) */
+        char msg[256];
+        str_copy(msg, sizeof msg, err);
+        snprintf(err, errlen, "%s: %s", src, msg);
+        return rc;
+      }
     }
     return 0;
   }

@@ -22,6 +22,10 @@
 
 struct supervisor;
 
+/* What a runtime's process is doing (struct status_proc in api/status.h has the words). */
+enum sup_state { ST_STARTING, ST_RUNNING, ST_STOPPING, ST_BACKOFF, ST_CRASH_LOOP, ST_STOPPED };
+static const char *const state_names[] = {"starting", "running", "stopping", "backoff", "crash_loop", "stopped"};
+
 struct sup_rt {
   struct supervisor *s;
   int id; /* store target id */
@@ -40,6 +44,13 @@ struct sup_rt {
   uint64_t exits[MAX_EXITS]; /* monotonic ns of recent exits, ring */
   int nexit;
   int restarts;
+  enum sup_state state;
+  uint64_t state_ns;   /* when it entered state */
+  uint64_t restart_ns; /* when the restart timer fires (backoff, crash loop) */
+  bool exited;         /* the last exit: */
+  long long exit_status;
+  int exit_signal;
+  uint64_t exit_ns;
 };
 
 struct outpipe {
@@ -70,6 +81,12 @@ struct supervisor {
 
 static void start_rt(struct sup_rt *rt);
 static void check_done(struct supervisor *s);
+
+static void set_state(struct sup_rt *rt, enum sup_state st) {
+  if (rt->state == st && rt->state_ns) return;
+  rt->state = st;
+  rt->state_ns = clock_mono_ns();
+}
 
 /* ---- command line ---- */
 
@@ -264,12 +281,17 @@ static void exited(struct sup_rt *rt, int64_t status, int sig) {
   rt->running = false;
   kill_group(rt, SIGKILL); /* leftovers of the group must not hold the port or the GPU */
   rt->healthy = false;
+  rt->exited = true;
+  rt->exit_status = (long long)status;
+  rt->exit_signal = sig;
+  rt->exit_ns = now;
   snprintf(why, sizeof why, "runtime process exited (status %lld, signal %d)", (long long)status, sig);
   store_mark_down(s->store, rt->id, why);
   if (s->stopping) {
     log_info("runtime stopped", "runtime=%s pid=%d status=%lld signal=%d", rt->name, rt->pid,
              (long long)status, sig);
     rt->pid = 0;
+    set_state(rt, ST_STOPPED);
     rt->kill_timer.data = rt;
     uv_timer_start(&rt->kill_timer, linger_cb, PIPE_LINGER_MS, 0);
     check_done(s);
@@ -293,6 +315,8 @@ static void exited(struct sup_rt *rt, int64_t status, int sig) {
              "runtime=%s status=%lld signal=%d recent_exits=%d restart_in_ms=%u", rt->name, (long long)status,
              sig, recent, delay);
   }
+  set_state(rt, rt->crash_loop ? ST_CRASH_LOOP : ST_BACKOFF);
+  rt->restart_ns = now + (uint64_t)delay * 1000000ull;
   uv_timer_start(&rt->restart_timer, restart_cb, delay, 0);
 }
 
@@ -316,6 +340,7 @@ static void abandon_cb(uv_timer_t *t) {
             rt->name, rt->pid, ABANDON_MS);
   rt->running = false;
   rt->pid = 0;
+  set_state(rt, ST_STOPPED);
   uv_close((uv_handle_t *)&rt->proc, proc_closed_cb);
   close_pipes(rt);
   check_done(rt->s);
@@ -333,6 +358,7 @@ static void grace_cb(uv_timer_t *t) {
 /* SIGTERM to the group, SIGKILL after the grace period. */
 static void terminate(struct sup_rt *rt) {
   if (!rt->running) return;
+  set_state(rt, ST_STOPPING);
   kill_group(rt, SIGTERM);
   rt->kill_timer.data = rt;
   uv_timer_start(&rt->kill_timer, grace_cb, rt->s->cfg->sup.stop_grace_ms, 0);
@@ -348,6 +374,7 @@ static void health_cb(uv_timer_t *t) {
   }
   if (s->store->targets[rt->id].healthy) {
     rt->healthy = true;
+    set_state(rt, ST_RUNNING);
     uv_timer_stop(t);
     log_info("runtime healthy", "runtime=%s pid=%d after_ms=%llu restarts=%d", rt->name, rt->pid,
              (unsigned long long)waited_ms, rt->restarts);
@@ -410,6 +437,7 @@ static void start_rt(struct sup_rt *rt) {
   rt->healthy = false;
   rt->start_ns = clock_mono_ns();
   rt->next_progress_s = 1;
+  set_state(rt, ST_STARTING);
   int rc = uv_spawn(s->loop, &rt->proc, &po);
   rt->proc_open = true;
   s->live++;
@@ -546,10 +574,38 @@ void supervisor_stop(struct supervisor *s, uint32_t wait_ms, void (*cb)(void *ar
     struct sup_rt *rt = &s->rts[i];
     uv_timer_stop(&rt->restart_timer);
     uv_timer_stop(&rt->health_timer);
+    set_state(rt, rt->running ? ST_STOPPING : ST_STOPPED);
     store_mark_down(s->store, rt->id, "runtime is being stopped"); /* no new request is routed to it */
   }
   wait_cb(&s->wait_timer);
   if (!s->signalled) uv_timer_start(&s->wait_timer, wait_cb, WAIT_POLL_MS, WAIT_POLL_MS);
+}
+
+bool supervisor_proc_info(const struct supervisor *s, int target_id, uint64_t now_ns, struct status_proc *out) {
+  if (!s) return false;
+  for (int i = 0; i < s->nrts; i++) {
+    const struct sup_rt *rt = &s->rts[i];
+    if (rt->id != target_id) continue;
+    memset(out, 0, sizeof *out);
+    out->state = state_names[rt->state];
+    out->since_s = now_ns > rt->state_ns ? (double)(now_ns - rt->state_ns) / 1e9 : 0;
+    out->pid = rt->running ? rt->pid : 0;
+    out->restarts = rt->restarts;
+    out->crash_loop = rt->crash_loop;
+    if ((out->exited = rt->exited)) {
+      out->exit_status = rt->exit_status;
+      out->exit_signal = rt->exit_signal;
+      out->exit_ago_s = now_ns > rt->exit_ns ? (double)(now_ns - rt->exit_ns) / 1e9 : 0;
+    }
+    if (rt->state == ST_STARTING) {
+      out->health_elapsed_s = now_ns > rt->start_ns ? (double)(now_ns - rt->start_ns) / 1e9 : 0;
+      out->health_timeout_s = s->cfg->sup.health_timeout_ms / 1e3;
+    }
+    if ((rt->state == ST_BACKOFF || rt->state == ST_CRASH_LOOP) && rt->restart_ns > now_ns)
+      out->restart_in_s = (double)(rt->restart_ns - now_ns) / 1e9;
+    return true;
+  }
+  return false;
 }
 
 void supervisor_kill_now(struct supervisor *s) {

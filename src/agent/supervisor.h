@@ -18,9 +18,11 @@
 #define IM_AGENT_SUPERVISOR_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "agent/config.h"
+#include "api/status.h"
 #include "state/store.h"
 
 struct supervisor;
@@ -38,6 +40,11 @@ void supervisor_stop(struct supervisor *s, uint32_t wait_ms, void (*cb)(void *ar
 /* supervisor_kill_now SIGKILLs every child's process group at once (the agent is exiting without a clean
  * stop). Safe with NULL. */
 void supervisor_kill_now(struct supervisor *s);
+
+/* supervisor_proc_info fills *out (api/status.h: state, pid, restarts, last exit, health wait, ...) for the
+ * supervised runtime whose store target id is target_id, as of now_ns (clock_mono_ns). Returns false (out
+ * untouched) when s is NULL or that target has no exec. Read-only; out->state is a static string. */
+bool supervisor_proc_info(const struct supervisor *s, int target_id, uint64_t now_ns, struct status_proc *out);
 
 /* exec_child_main runs `infermesh _exec-child PARENT_PID -- COMMAND [ARGS...]` (argv after the subcommand):
  * see above. Returns (or exits with) the command's status; 127 when it cannot start it. */

@@ -39,7 +39,41 @@ void status_json(struct buf *out, const struct status_info *info, const struct s
   buf_puts(out, "}");
 }
 
-void status_targets_json(struct buf *out, const struct store *s, const struct score_params *p, uint64_t now_ns) {
+static void proc_json(struct buf *out, const struct status_proc *pr) {
+  if (!pr || !pr->state) {
+    buf_puts(out, "null");
+    return;
+  }
+  buf_puts(out, "{\"state\":");
+  buf_json_str(out, slice_cstr(pr->state));
+  buf_printf(out, ",\"since_s\":%.1f,\"pid\":", pr->since_s);
+  if (pr->pid > 0)
+    buf_printf(out, "%d", pr->pid);
+  else
+    buf_puts(out, "null");
+  buf_printf(out, ",\"restarts\":%d,\"crash_loop\":%s,\"last_exit\":", pr->restarts,
+             pr->crash_loop ? "true" : "false");
+  if (!pr->exited)
+    buf_puts(out, "null");
+  else if (pr->exit_signal)
+    buf_printf(out, "{\"code\":null,\"signal\":%d,\"ago_s\":%.1f}", pr->exit_signal, pr->exit_ago_s);
+  else
+    buf_printf(out, "{\"code\":%lld,\"signal\":null,\"ago_s\":%.1f}", pr->exit_status, pr->exit_ago_s);
+  buf_puts(out, ",\"health_wait\":");
+  if (pr->health_timeout_s > 0)
+    buf_printf(out, "{\"elapsed_s\":%.1f,\"timeout_s\":%.1f}", pr->health_elapsed_s, pr->health_timeout_s);
+  else
+    buf_puts(out, "null");
+  buf_puts(out, ",\"restart_in_s\":");
+  if (pr->restart_in_s > 0)
+    buf_printf(out, "%.1f", pr->restart_in_s);
+  else
+    buf_puts(out, "null");
+  buf_puts(out, "}");
+}
+
+void status_targets_json(struct buf *out, const struct store *s, const struct score_params *p, uint64_t now_ns,
+                         const struct status_proc *procs) {
   buf_puts(out, "{\"targets\":[");
   int n = 0;
   for (int i = 0; i < s->ntargets; i++) {
@@ -75,6 +109,8 @@ void status_targets_json(struct buf *out, const struct store *s, const struct sc
     buf_printf(out, ",\"gpu_degraded\":%s,\"score\":%.3f,\"last_error\":", t->gpu_degraded ? "true" : "false",
                score_target(t, p, now_ns));
     buf_json_str(out, slice_cstr(t->last_error));
+    buf_puts(out, ",\"process\":");
+    proc_json(out, procs ? &procs[i] : NULL);
     buf_puts(out, "}");
   }
   buf_puts(out, "]}");

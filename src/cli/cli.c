@@ -57,11 +57,29 @@ static void print_models(json_t *j) {
       printf("%-48s %8.0f %8.0f\n", str(m, "id"), num(m, "targets"), num(m, "healthy"));
 }
 
+/* The PROCESS column, one word: "-" (no exec), "starting(ELAPSED/TIMEOUTs)", "running:PID", "stopping:PID",
+ * "backoff(INs)", "crash_loop(INs)", "stopped". */
+static void process_cell(json_t *p, char *out, size_t cap) {
+  const char *st = json_string_value(json_object_get(p, "state"));
+  json_t *pid = json_object_get(p, "pid"), *hw = json_object_get(p, "health_wait");
+  json_t *in = json_object_get(p, "restart_in_s");
+  if (!st)
+    snprintf(out, cap, "-");
+  else if (json_is_object(hw))
+    snprintf(out, cap, "%s(%.0f/%.0fs)", st, num(hw, "elapsed_s"), num(hw, "timeout_s"));
+  else if (json_is_number(pid))
+    snprintf(out, cap, "%s:%.0f", st, json_number_value(pid));
+  else if (json_is_number(in))
+    snprintf(out, cap, "%s(%.1fs)", st, json_number_value(in));
+  else
+    snprintf(out, cap, "%s", st);
+}
+
 static void print_targets(json_t *j) {
   size_t i;
   json_t *t;
-  printf("%-20s %-26s %-8s %7s %7s %6s %8s %8s %7s %8s  %s\n", "TARGET", "URL", "STATE", "WAITING", "RUNNING", "KV%",
-         "HIT%", "INFLIGHT", "AGE_MS", "SCORE", "MODELS");
+  printf("%-20s %-26s %-8s %7s %7s %6s %8s %8s %7s %8s %-20s %8s  %s\n", "TARGET", "URL", "STATE", "WAITING",
+         "RUNNING", "KV%", "HIT%", "INFLIGHT", "AGE_MS", "SCORE", "PROCESS", "RESTARTS", "MODELS");
   json_array_foreach(json_object_get(j, "targets"), i, t) {
     char kv[16] = "-", age[16] = "-", models[256] = "";
     json_t *kvj = json_object_get(t, "kv_usage"), *agej = json_object_get(t, "age_ms");
@@ -75,9 +93,13 @@ static void print_targets(json_t *j) {
       if (w < 0 || (size_t)w >= sizeof models - off) break;
       off += (size_t)w;
     }
-    printf("%-20s %-26s %-8s %7.0f %7.0f %6s %8.1f %8.0f %7s %8.2f  %s\n", str(t, "name"), str(t, "url"),
+    json_t *proc = json_object_get(t, "process");
+    char pcell[64], restarts[16] = "-";
+    process_cell(proc, pcell, sizeof pcell);
+    if (json_is_object(proc)) snprintf(restarts, sizeof restarts, "%.0f", num(proc, "restarts"));
+    printf("%-20s %-26s %-8s %7.0f %7.0f %6s %8.1f %8.0f %7s %8.2f %-20s %8s  %s\n", str(t, "name"), str(t, "url"),
            json_is_true(json_object_get(t, "healthy")) ? "healthy" : "down", num(t, "waiting"), num(t, "running"), kv,
-           100 * num(t, "prefix_hit_rate"), num(t, "inflight"), age, num(t, "score"), models);
+           100 * num(t, "prefix_hit_rate"), num(t, "inflight"), age, num(t, "score"), pcell, restarts, models);
     if (!json_is_true(json_object_get(t, "healthy"))) printf("  └ %s\n", str(t, "last_error"));
   }
 }

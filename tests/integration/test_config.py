@@ -120,3 +120,37 @@ def test_listener_beyond_loopback_needs_keys(procs):
     p = procs.infermesh("open-keys", "agent", "--listen", f"0.0.0.0:{free_port()}", "--tenant",
                         "name=team,key=sk-test-0123456789")
     wait_for(lambda: p.alive() and "agent listening" in p.stderr(), timeout=15, what="the agent with keys")
+
+
+@pytest.mark.timeout(40)
+def test_target_flag_names_the_runtime_kind(procs):
+    """`--target NAME=URL#kind=KIND` says which runtime a target is (YAML's `kind:`); without it, vllm. An unknown
+    kind is exit 2 with the valid kinds listed."""
+    import re
+    import sys
+    from pathlib import Path
+
+    from conftest import REPO
+    fixtures = REPO.parent / "shared" / "fixtures" / "runtime-metrics"
+    if not fixtures.is_dir():
+        pytest.skip(f"runtime fixtures not found at {fixtures}")
+    replay = procs.start("replay-sglang", [sys.executable, Path(__file__).resolve().parent / "replay_server.py",
+                                           "sglang", fixtures])
+    m = wait_for(lambda: _check_alive(replay) and re.search(r"listening on http://127\.0\.0\.1:(\d+)", replay.stdout()),
+                 timeout=10, what="the SGLang replay server to print its port")
+    url = f"http://{HOST}:{m.group(1)}"
+    port = free_port()
+    start_configured_agent(procs, ["--listen", f"{HOST}:{port}", "--scrape-interval-ms", "100",
+                                   "--target", f"sg={url}#kind=sglang"], port=port)
+    ts = wait_for(lambda: [t for t in targets(port) if t["healthy"]], timeout=10, what="the sglang target healthy")
+    assert [(t["name"], t["url"], t["kind"]) for t in ts] == [("sg", url, "sglang")], ts
+    assert ts[0]["models"] == ["meta-llama/Llama-3.1-8B-Instruct"], ts
+    assert ts[0]["running"] == 162 and ts[0]["waiting"] == 2826, ts  # read with the SGLang adapter
+    assert ts[0]["process"] is None  # no exec: not supervised
+
+    p = procs.infermesh("agent-bad-kind", "agent", "--listen", f"{HOST}:{free_port()}",
+                        "--target", f"{url}#kind=sglangx")
+    assert p.wait(timeout=10) == 2
+    err = p.stderr()
+    assert "--target" in err and "'sglangx' is unknown" in err, err[-1500:]
+    assert "vllm, sglang, tgi, llamacpp, triton, ollama" in err, err[-1500:]

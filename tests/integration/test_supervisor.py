@@ -275,6 +275,9 @@ def test_runtime_that_exits_at_once_is_a_crash_loop(procs, tmp_path):
                                    r'restart_in_ms=(\d+)', a.log()), timeout=10, what="a retry in the loop")
     assert 320 <= int(m.group(1)) <= 480, m.group(0)
     assert a.log().count('msg="runtime crash loop') == 1, "the crash loop is reported once, not per exit"
+    pr = a.target()["process"]
+    assert pr["crash_loop"] is True and pr["state"] in ("crash_loop", "starting"), pr
+    assert pr["last_exit"] == {"code": 1, "signal": None, "ago_s": pr["last_exit"]["ago_s"]}, pr
     _check_alive(a.proc)
     assert a.target()["healthy"] is False
     r = post_json(a.port, "/v1/chat/completions", chat_body(max_tokens=4))
@@ -282,6 +285,56 @@ def test_runtime_that_exits_at_once_is_a_crash_loop(procs, tmp_path):
     assert http_get(a.port, "/readyz").status == 503
     a.proc.signal(signal.SIGTERM)
     assert a.proc.wait(timeout=10) == 0
+
+
+@pytest.mark.timeout(50)
+def test_targets_show_the_supervised_process(procs, tmp_path):
+    """/v1/cluster/targets has a "process" object (and `infermesh targets` a PROCESS column): running with the
+    helper's pid; after a crash, backoff with the last exit, then running again with restarts counted."""
+    import subprocess
+
+    ep = free_port()
+    a = Supervised(procs, tmp_path, engine_cmd(ep), ep, "--runtime-backoff-ms", "1500")
+    a.wait_healthy()
+    pr = a.target()["process"]
+    pid = a.child_pids()[-1]
+    assert pr["state"] == "running" and pr["pid"] == pid, pr
+    assert pr["restarts"] == 0 and pr["last_exit"] is None and pr["health_wait"] is None, pr
+    assert pr["crash_loop"] is False and pr["restart_in_s"] is None and pr["since_s"] >= 0, pr
+    out = subprocess.run([BIN, "targets", "--agent", f"http://{HOST}:{a.port}"], capture_output=True, text=True,
+                         timeout=10).stdout
+    header, row = out.splitlines()[0].split(), out.splitlines()[1].split()
+    cols = dict(zip(header, row))
+    assert cols["PROCESS"] == f"running:{pid}" and cols["RESTARTS"] == "0", out
+
+    os.kill(a.engine_pid(), signal.SIGKILL)
+    pr = wait_for(lambda: (p := a.target()["process"])["state"] == "backoff" and p, timeout=5,
+                  what="the process in backoff")
+    assert pr["pid"] is None and pr["restarts"] == 0, pr
+    assert pr["last_exit"]["signal"] == 9 and pr["last_exit"]["code"] is None, pr
+    assert 0 < pr["restart_in_s"] <= 1.8, pr
+    out = subprocess.run([BIN, "targets", "--agent", f"http://{HOST}:{a.port}"], capture_output=True, text=True,
+                         timeout=10).stdout
+    assert re.search(r"\bbackoff\(\d\.\ds\)\s+0\b", out), out
+    pr = wait_for(lambda: (p := a.target()["process"])["state"] == "running" and p, timeout=15,
+                  what="the process running again")
+    assert pr["restarts"] == 1 and pr["pid"] == a.child_pids()[-1] != pid, pr
+    assert pr["last_exit"]["signal"] == 9, pr
+
+
+@pytest.mark.timeout(40)
+def test_targets_show_a_slow_start_waiting_for_health(procs, tmp_path):
+    ep = free_port()
+    a = Supervised(procs, tmp_path, f"sleep 3; exec {engine_cmd(ep)}", ep, health_timeout_ms=20000)
+    pr = wait_for(lambda: (p := a.target()["process"])["state"] == "starting" and p["health_wait"]["elapsed_s"] >= 1
+                  and p, timeout=10, what="the process starting, waiting for health")
+    assert pr["pid"] == a.child_pids()[-1], pr
+    assert pr["health_wait"]["timeout_s"] == 20 and pr["health_wait"]["elapsed_s"] < 20, pr
+    assert pr["restarts"] == 0 and pr["last_exit"] is None, pr
+    assert not a.target()["healthy"]
+    a.wait_healthy()
+    pr = a.target()["process"]
+    assert pr["state"] == "running" and pr["health_wait"] is None and pr["pid"] == a.child_pids()[-1], pr
 
 
 def test_exec_that_cannot_run_is_reported(procs, tmp_path):

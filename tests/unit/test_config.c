@@ -113,6 +113,45 @@ static void test_env_targets_comma_separated(void **state) {
   assert_string_equal(c.runtimes[0].name, "");
 }
 
+/* --target [NAME=]URL[#kind=KIND]: the kind is optional (vllm), checked, and works in the environment too. */
+static void test_target_kind(void **state) {
+  struct agent_config c;
+  char err[256];
+  char *a1[] = {"--target", "sg=http://127.0.0.1:30000#kind=sglang", "--target", "http://127.0.0.1:8000",
+                "--target", "http://127.0.0.1:8080#kind=TGI"};
+  assert_int_equal(load(&c, a1, 6, err), 0);
+  assert_int_equal(c.nruntimes, 3);
+  assert_string_equal(c.runtimes[0].name, "sg");
+  assert_string_equal(c.runtimes[0].url, "http://127.0.0.1:30000");
+  assert_string_equal(c.runtimes[0].kind, "sglang");
+  assert_string_equal(c.runtimes[1].name, "");
+  assert_string_equal(c.runtimes[1].url, "http://127.0.0.1:8000");
+  assert_string_equal(c.runtimes[1].kind, "vllm"); /* no kind: vllm, as before */
+  assert_string_equal(c.runtimes[2].url, "http://127.0.0.1:8080");
+  assert_string_equal(c.runtimes[2].kind, "tgi"); /* case-insensitive, stored canonical */
+
+  char *a2[] = {"--target", "x=http://127.0.0.1:1#kind=vllmx"};
+  assert_int_equal(load(&c, a2, 2, err), -EINVAL);
+  assert_non_null(strstr(err, "--target"));
+  assert_non_null(strstr(err, "'vllmx' is unknown"));
+  assert_non_null(strstr(err, "vllm, sglang, tgi, llamacpp, triton, ollama"));
+  char *a3[] = {"--target", "http://127.0.0.1:1#sglang"};
+  assert_int_equal(load(&c, a3, 2, err), -EINVAL);
+  assert_non_null(strstr(err, "#kind=KIND"));
+  assert_non_null(strstr(err, "sglang, tgi"));
+  char *a4[] = {"--target", "http://127.0.0.1:1#kind="};
+  assert_int_equal(load(&c, a4, 2, err), -EINVAL);
+  assert_non_null(strstr(err, "#kind=KIND"));
+
+  setenv("INFERMESH_TARGETS", "a=http://127.0.0.1:1#kind=ollama,http://127.0.0.1:2", 1);
+  assert_int_equal(load(&c, NULL, 0, err), 0);
+  unsetenv("INFERMESH_TARGETS");
+  assert_int_equal(c.nruntimes, 2);
+  assert_string_equal(c.runtimes[0].name, "a");
+  assert_string_equal(c.runtimes[0].kind, "ollama");
+  assert_string_equal(c.runtimes[1].kind, "vllm");
+}
+
 /* Mesh settings: lists and mappings in YAML, repeatable flags, comma lists in the environment. */
 static void test_cluster_settings(void **state) {
   struct agent_config c;
@@ -153,6 +192,7 @@ int main(void) {
       cmocka_unit_test(test_yaml_then_flags_then_env),
       cmocka_unit_test(test_errors_name_the_problem),
       cmocka_unit_test(test_env_targets_comma_separated),
+      cmocka_unit_test(test_target_kind),
       cmocka_unit_test(test_cluster_settings),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
