@@ -16,6 +16,7 @@
 #include "cli/probe.h"
 #include "cli/gpus.h"
 #include "cli/members.h"
+#include "cli/model_cmds.h"
 #include "cli/simulate.h"
 #include "sim/server.h"
 
@@ -48,6 +49,7 @@ static void usage(FILE *f) {
              "  policy        set|get|list|delete routing policies per model\n"
              "  pin | unpin   allow a model only on some nodes or zones\n"
              "  tenant        add|list|limits|revoke tenants and their API keys\n"
+             "  model         load|unload a model or LoRA adapter on a target (runtimes that allow it)\n"
              "  version       print the version\n\n"
              "exit codes: 0 ok, 1 runtime failure (agent unreachable, port in use...), 2 bad usage\n",
           INFERMESH_VERSION);
@@ -89,6 +91,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "raft") == 0 || strcmp(cmd, "policy") == 0 || strcmp(cmd, "pin") == 0 ||
       strcmp(cmd, "unpin") == 0 || strcmp(cmd, "tenant") == 0)
     return control_cmd_main(cmd, argc - 2, argv + 2);
+  if (strcmp(cmd, "model") == 0) return model_cmd_main(argc - 2, argv + 2);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("infermesh %s\n", INFERMESH_VERSION);
     return 0;

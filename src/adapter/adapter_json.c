@@ -53,9 +53,11 @@ int adapter_openai_models(const char *json, size_t len, struct runtime_state *st
     struct slice id = jstr(item, "id");
     int64_t maxlen;
     if (!id.len) goto out;
-    /* vLLM lists a LoRA adapter as a model whose "parent" is the base model */
+    /* vLLM lists a LoRA adapter as a model whose "parent" is the base model. It is also a model the
+     * runtime serves (a request names it in "model"), so it goes to models[] too: routing by its name. */
     if (json_is_string(json_object_get(item, "parent"))) {
       adapter_add_name(&w, ADAPTER_LORA, id);
+      adapter_add_name(&w, ADAPTER_MODELS, id);
       continue;
     }
     adapter_add_name(&w, ADAPTER_MODELS, id);

@@ -13,6 +13,7 @@
 #include "agent/events.h"
 #include "agent/gpu_poll.h"
 #include "agent/mesh.h"
+#include "agent/model_api.h"
 #include "agent/scraper.h"
 #include "agent/supervisor.h"
 #include "api/status.h"
@@ -36,6 +37,7 @@ struct agent {
   struct http_server server;
   struct mesh *mesh; /* NULL when the agent runs alone (no cluster key) */
   struct cluster_api capi;
+  struct model_api mapi; /* load/unload of models and LoRA adapters */
   struct control *ctl; /* the control plane (Raft server or read replica); NULL when closed */
   char api_addr[96]; /* how other nodes reach this listener */
   bool leave_done, close_mesh_pending;
@@ -58,6 +60,7 @@ static void handle(struct http_req *req, void *arg) {
   uint64_t now = clock_mono_ns();
   if (events_handle(req)) return;
   if (router_handle(&a->router, req)) return;
+  if (model_api_handle(&a->mapi, req)) return;
   if (control_handle(a->ctl, req)) return;
   if (cluster_api_handle(&a->capi, req)) return;
   bool get = req->method == HTTP_GET || req->method == HTTP_HEAD;
@@ -338,6 +341,7 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     abandon(a);
     return 2;
   }
+  a->mapi = (struct model_api){a->loop, &a->store, &a->router, a->mesh, a->ctl, cfg->node_name};
   size_t exelen = sizeof a->exe;
   if (uv_exepath(a->exe, &exelen) != 0) str_copy(a->exe, sizeof a->exe, "/proc/self/exe");
   a->sup = supervisor_start(a->loop, &a->store, cfg, ids, a->exe); /* before scraping: it waits on health */

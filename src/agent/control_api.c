@@ -245,6 +245,19 @@ static bool authorized(struct control *c, struct http_req *req) {
   return true;
 }
 
+bool control_authorize_admin(struct control *c, struct http_req *req, const char *hop_what) {
+  if (hop_what && http_req_header(req, "x-infermesh-hop").len) {
+    if (c && control_verify_hop(c, req, hop_what)) return true;
+    error(req, 403, "forwarded request not signed with this cluster's key", "permission_denied");
+    return false;
+  }
+  if (!c) {
+    error(req, 503, "the agent is shutting down", "unavailable");
+    return false;
+  }
+  return authorized(c, req);
+}
+
 static void command_id(struct http_req *req, char *out, size_t cap) {
   struct slice h = http_req_header(req, "x-infermesh-command-id");
   bool ok = h.len > 0 && h.len < cap && h.len < FSM_ID_MAX;

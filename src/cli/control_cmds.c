@@ -118,8 +118,7 @@ bad:
   return -EINVAL;
 }
 
-/* path_escape appends s percent-encoded (model names hold '/'). */
-static void path_escape(struct buf *b, const char *s) {
+void control_cmds_path_escape(struct buf *b, const char *s) {
   for (; *s; s++) {
     unsigned char ch = (unsigned char)*s;
     if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || strchr("-._~", ch))
@@ -129,7 +128,7 @@ static void path_escape(struct buf *b, const char *s) {
   }
 }
 
-static void print_body(const struct buf *body) {
+void control_cmds_print_body(const struct buf *body) {
   json_t *j = json_loadb(body->base ? body->base : "", body->len, 0, NULL);
   if (j) {
     char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -141,7 +140,7 @@ static void print_body(const struct buf *body) {
   }
 }
 
-static int fail_status(int status, const struct buf *body) {
+int control_cmds_fail_status(int status, const struct buf *body) {
   json_t *j = json_loadb(body->base ? body->base : "", body->len, 0, NULL);
   const char *msg = j ? json_string_value(json_object_get(json_object_get(j, "error"), "message")) : NULL;
   fprintf(stderr, "infermesh: %d: %s\n", status, msg ? msg : (body->base ? body->base : "error"));
@@ -184,8 +183,8 @@ static int call(struct opts *o, const char *method, const char *path, const char
 }
 
 static int finish(struct opts *o, int rc, int status, struct buf *b, bool quiet_ok) {
-  if (rc == 0 && status >= 300) rc = fail_status(status, b);
-  else if (rc == 0 && (o->json || !quiet_ok)) print_body(b);
+  if (rc == 0 && status >= 300) rc = control_cmds_fail_status(status, b);
+  else if (rc == 0 && (o->json || !quiet_ok)) control_cmds_print_body(b);
   buf_free(b);
   json_decref(o->value);
   return rc;
@@ -198,7 +197,7 @@ static int kind_cmd(struct opts *o, const char *kind, const char *verb, const ch
   buf_printf(&path, "/v1/cluster/%s", kind);
   if (name) {
     buf_puts(&path, "/");
-    path_escape(&path, name);
+    control_cmds_path_escape(&path, name);
   }
   if (strcmp(verb, "get") == 0 || strcmp(verb, "list") == 0) {
     rc = call(o, "GET", path.base, NULL, false, &b, &status);

@@ -16,10 +16,12 @@
 #include "core/rng.h"
 #include "net/http_server.h"
 #include "sim/engine.h"
+#include "sim/lora.h"
 #include "sim/sim_text.h"
 
 #define DEFAULT_PROFILE "llama-3.1-8b-h100"
 #define DEFAULT_MAX_TOKENS 128
+#define DEFAULT_MAX_LORAS 8
 
 struct sim_opts {
   char host[64];
@@ -31,6 +33,7 @@ struct sim_opts {
   double error_rate, hang_rate;
   uint32_t added_latency_ms;
   long crash_after; /* exit when request crash_after+1 arrives; -1 never */
+  int max_loras;    /* LoRA adapters loadable at once; 0 = no runtime LoRA API */
   uint64_t seed;
   char log_level[8];
 };
@@ -40,6 +43,7 @@ struct simsrv {
   struct sim_opts o;
   struct sim_profile prof;
   struct sim_engine *eng;
+  struct sim_loras loras;
   struct http_server http;
   uv_timer_t step_timer;
   uv_signal_t sigterm, sigint;
@@ -55,6 +59,8 @@ struct sreq {
   struct http_req *req;
   uint64_t id;
   bool chat, stream, include_usage, hung;
+  bool lora; /* model names a LoRA adapter (counted in flight until freed) */
+  char model[SIM_LORA_NAME_MAX]; /* as requested: the base model or a LoRA adapter */
   int prompt_tokens, max_tokens, cached_tokens, tokens_out;
   char rid[40];
   int64_t created;
@@ -92,7 +98,7 @@ static void usage_json(struct buf *b, const struct sreq *r) {
 static void chunk_begin(struct buf *b, const struct sreq *r) {
   buf_printf(b, "data: {\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":", r->rid,
              r->chat ? "chat.completion.chunk" : "text_completion", (long long)r->created);
-  buf_json_str(b, slice_cstr(r->s->prof.model));
+  buf_json_str(b, slice_cstr(r->model));
   buf_puts(b, ",\"choices\":[");
 }
 
@@ -114,6 +120,7 @@ static void send_token_chunk(struct sreq *r, int index, bool first) {
 }
 
 static void sreq_free(struct sreq *r) {
+  if (r->lora) sim_loras_end(&r->s->loras, r->model, (double)clock_wall_s());
   buf_free(&r->prompt);
   buf_free(&r->out);
   free(r);
@@ -145,7 +152,7 @@ static void finish_full(struct sreq *r) {
   for (int i = 0; i < r->tokens_out; i++) buf_append_slice(&r->out, sim_text_token(i));
   buf_printf(&b, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":", r->rid,
              r->chat ? "chat.completion" : "text_completion", (long long)r->created);
-  buf_json_str(&b, slice_cstr(r->s->prof.model));
+  buf_json_str(&b, slice_cstr(r->model));
   if (r->chat) {
     buf_puts(&b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
     buf_json_str(&b, buf_slice(&r->out));
@@ -322,7 +329,9 @@ static void handle_completion(struct simsrv *s, struct http_req *req, bool chat)
     return;
   }
   json_t *model = json_object_get(root, "model");
-  if (!json_is_string(model) || strcmp(json_string_value(model), s->prof.model) != 0) {
+  const char *mname = json_string_value(model);
+  bool is_lora = mname && sim_loras_find(&s->loras, mname);
+  if (!mname || (strcmp(mname, s->prof.model) != 0 && !is_lora)) {
     snprintf(msg, sizeof msg, "The model `%.200s` does not exist.", json_is_string(model) ? json_string_value(model) : "");
     json_decref(root);
     send_error(req, 404, "NotFoundError", msg);
@@ -332,6 +341,11 @@ static void handle_completion(struct simsrv *s, struct http_req *req, bool chat)
   r->s = s;
   r->req = req;
   r->chat = chat;
+  str_copy(r->model, sizeof r->model, mname);
+  if (is_lora) {
+    r->lora = true; /* served by the base model's engine, like vLLM with the adapter applied */
+    sim_loras_begin(&s->loras, mname, (double)clock_wall_s());
+  }
   r->created = clock_wall_s();
   snprintf(r->rid, sizeof r->rid, "%s-%llu", chat ? "chatcmpl" : "cmpl", (unsigned long long)++s->next_id);
   r->stream = json_is_true(json_object_get(root, "stream"));
@@ -420,6 +434,18 @@ static void render_metrics(struct simsrv *s, struct buf *b) {
              "# TYPE infermesh_sim_faults_total counter\ninfermesh_sim_faults_total{kind=\"error\"} %llu\n"
              "infermesh_sim_faults_total{kind=\"hang\"} %llu\n",
              (unsigned long long)s->errors_injected, (unsigned long long)s->hangs_injected);
+  sim_loras_metric(&s->loras, b);
+}
+
+/* vLLM's runtime LoRA API (VLLM_ALLOW_RUNTIME_LORA_UPDATING): plain-text success, JSON errors. */
+static void handle_lora(struct simsrv *s, struct http_req *req, bool load) {
+  struct sim_lora_answer a;
+  double now = (double)clock_wall_s();
+  if (load) sim_loras_load(&s->loras, req->body.base, req->body.len, now, &a);
+  else sim_loras_unload(&s->loras, req->body.base, req->body.len, now, &a);
+  if (a.status != 200) return send_error(req, a.status, a.type, a.msg);
+  log_info(load ? "LoRA adapter loaded" : "LoRA adapter unloaded", "loras=%d msg=\"%s\"", s->loras.n, a.msg);
+  http_resp_send(req, 200, "text/plain; charset=utf-8", a.msg, strlen(a.msg), NULL, 0);
 }
 
 static void handle(struct http_req *req, void *arg) {
@@ -427,6 +453,9 @@ static void handle(struct http_req *req, void *arg) {
   bool post = req->method == HTTP_POST, get = req->method == HTTP_GET;
   if (post && slice_eqz(req->path, "/v1/chat/completions")) return handle_completion(s, req, true);
   if (post && slice_eqz(req->path, "/v1/completions")) return handle_completion(s, req, false);
+  bool lora = post && s->loras.max; /* vLLM's runtime LoRA API, unless --max-loras 0 */
+  if (lora && slice_eqz(req->path, "/v1/load_lora_adapter")) return handle_lora(s, req, true);
+  if (lora && slice_eqz(req->path, "/v1/unload_lora_adapter")) return handle_lora(s, req, false);
   if (get && slice_eqz(req->path, "/health")) return http_resp_send(req, 200, "application/json", "", 0, NULL, 0);
   if (get && slice_eqz(req->path, "/v1/models")) {
     struct buf b = {0};
@@ -435,7 +464,9 @@ static void handle(struct http_req *req, void *arg) {
     buf_printf(&b, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"infermesh-sim\",\"root\":",
                (long long)clock_wall_s());
     buf_json_str(&b, slice_cstr(s->prof.model));
-    buf_printf(&b, ",\"max_model_len\":%d}]}", s->prof.max_model_len);
+    buf_printf(&b, ",\"max_model_len\":%d}", s->prof.max_model_len);
+    sim_loras_model_cards(&s->loras, s->prof.model, clock_wall_s(), &b);
+    buf_puts(&b, "]}");
     http_resp_send(req, 200, "application/json", b.base, b.len, NULL, 0);
     buf_free(&b);
     return;
@@ -463,6 +494,8 @@ static void usage(FILE *f) {
           "  --profiles-dir DIR     where profile names are looked up (INFERMESH_PROFILES_DIR, ../profiles)\n"
           "  --model ID             served model id (the profile's)\n"
           "  --speed X              model seconds per real second (1); 0 = instant (zero-latency mode)\n"
+          "  --max-loras N          LoRA adapters loadable at once through vLLM's runtime API\n"
+          "                         (POST /v1/load_lora_adapter, /v1/unload_lora_adapter); 0 = no such API (8)\n"
           "  --seed N               fault-injection seed\n"
           "faults:\n"
           "  --error-rate F         answer this fraction of requests with 500\n"
@@ -503,6 +536,7 @@ static int parse_args(struct sim_opts *o, int argc, char **argv) {
     else if (strcmp(a, "--hang-rate") == 0 && d >= 0 && d <= 1) o->hang_rate = d;
     else if (strcmp(a, "--added-latency-ms") == 0 && d >= 0) o->added_latency_ms = (uint32_t)d;
     else if (strcmp(a, "--crash-after") == 0 && d >= 0) o->crash_after = (long)d;
+    else if (strcmp(a, "--max-loras") == 0 && d >= 0 && d <= 1024) o->max_loras = (int)d;
     else {
       fprintf(stderr, "infermesh sim-engine: bad option or value: %s %s (see --help)\n", a, v);
       return -1;
@@ -532,6 +566,7 @@ int sim_server_main(int argc, char **argv) {
   o->port = 8000;
   o->speed = 1;
   o->crash_after = -1;
+  o->max_loras = DEFAULT_MAX_LORAS;
   str_copy(o->log_level, sizeof o->log_level, "info");
   int rc = parse_args(o, argc, argv);
   if (rc) return rc > 0 ? 0 : 2;
@@ -555,6 +590,7 @@ int sim_server_main(int argc, char **argv) {
     fprintf(stderr, "infermesh sim-engine: profile '%s' is not valid\n", s->prof.name);
     return 2;
   }
+  sim_loras_init(&s->loras, o->max_loras);
   rng_seed(&s->rng, o->seed ? o->seed : clock_mono_ns());
   s->loop = uv_default_loop();
   s->t0_ns = clock_mono_ns();
@@ -581,5 +617,6 @@ int sim_server_main(int argc, char **argv) {
   fflush(stdout);
   uv_run(s->loop, UV_RUN_DEFAULT);
   sim_engine_free(s->eng);
+  sim_loras_free(&s->loras);
   return 0;
 }

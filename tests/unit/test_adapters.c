@@ -198,8 +198,8 @@ static void test_vllm_dp_lora(void **state) {
             "{\"object\":\"list\",\"data\":[{\"id\":\"m\",\"object\":\"model\",\"owned_by\":\"vllm\","
             "\"max_model_len\":8192},{\"id\":\"sql2\",\"parent\":\"m\",\"owned_by\":\"vllm\"}]}",
             &st);
-  static const char *const models[] = {"m"};
-  assert_names(st.models, st.nmodels, models, 1);
+  static const char *const models[] = {"m", "sql2"}; /* a LoRA adapter is also served under its name */
+  assert_names(st.models, st.nmodels, models, 2);
   assert_int_equal(st.max_seq_tokens, 8192);
   assert_int_equal(st.nlora, 4);
   assert_string_equal(st.lora[3], "sql2");
