@@ -51,6 +51,19 @@ int config_tenants_yaml(struct agent_config *c, yaml_document_t *d, yaml_node_t 
     }
     for (yaml_node_pair_t *p = m->data.mapping.pairs.start; p < m->data.mapping.pairs.top && !rc; p++) {
       yaml_node_t *k = yaml_document_get_node(d, p->key), *v = yaml_document_get_node(d, p->value);
+      if (k->type == YAML_SCALAR_NODE && strcmp((const char *)k->data.scalar.value, "models") == 0 &&
+          v->type == YAML_SEQUENCE_NODE) { /* models: [llama-3-8b, qwen-7b] limits the tenant to these */
+        for (yaml_node_item_t *mi = v->data.sequence.items.start; mi < v->data.sequence.items.top && !rc; mi++) {
+          yaml_node_t *mv = yaml_document_get_node(d, *mi);
+          if (!mv || mv->type != YAML_SCALAR_NODE) {
+            snprintf(why, sizeof why, "tenant models must be a list of model names");
+            rc = -EINVAL;
+          } else {
+            rc = tenant_conf_set(&t, "model", (const char *)mv->data.scalar.value, why, sizeof why);
+          }
+        }
+        continue;
+      }
       if (k->type != YAML_SCALAR_NODE || v->type != YAML_SCALAR_NODE) {
         snprintf(why, sizeof why, "tenant settings must be single values");
         rc = -EINVAL;

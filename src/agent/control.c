@@ -356,6 +356,26 @@ static void replica_tick(struct control *c) {
 /* fsm_priority maps the FSM's priority (higher first, 0 normal) to an admission class. */
 static int fsm_priority(int32_t p) { return p > 0 ? ADM_PRIO_HIGH : p < 0 ? ADM_PRIO_LOW : ADM_PRIO_NORMAL; }
 
+struct change_ctx {
+  uint64_t index;
+};
+
+static void change_cb(void *arg, const struct config_change *ch) {
+  events_config(fsm_kind_name(ch->kind), ch->key, ch->op, ((struct change_ctx *)arg)->index);
+}
+
+/* publish_changes sends one configuration event per item that changed since the last look (the first look
+ * of a replica or a restarted server only takes the baseline: it does not announce the whole state). */
+static void publish_changes(struct control *c, const struct fsm *f, uint64_t idx) {
+  struct change_ctx x = {idx};
+  if (!c->watch_primed) {
+    config_watch_update(&c->watch, f, NULL, NULL);
+    c->watch_primed = true;
+    return;
+  }
+  config_watch_update(&c->watch, f, change_cb, &x);
+}
+
 /* control_enforce hands the FSM's tenants, drains and pins to the router when the FSM index moved since the
  * last call. Loop thread, outside any libraft callback (tick_cb). Tenants: the config's, then the FSM's that
  * are not revoked (a name or key already present is skipped); when the FSM holds tenants but none is usable,
@@ -365,7 +385,7 @@ static void control_enforce(struct control *c) {
   uint64_t idx = fsm_index(f);
   if (idx == c->enforced_index || !c->env.router) return;
   c->enforced_index = idx;
-  events_config("state", "", "apply", idx); /* one per index change: the command itself is not kept */
+  publish_changes(c, f, idx);
   const struct agent_config *cfg = c->env.cfg;
   struct tenant_conf *t = c->tenants[c->tenants_cur ^= 1];
   int n = 0, nf = fsm_count(f, FSM_TENANT), skipped = 0;
@@ -390,6 +410,9 @@ static void control_enforce(struct control *c) {
     x->lim.requests_per_s = ft->rps > 0 ? ft->rps : 0;
     x->lim.tokens_per_min = ft->tokens_per_min > 0 ? (double)ft->tokens_per_min : 0;
     x->lim.max_concurrent = ft->max_concurrent > 0 ? ft->max_concurrent : 0;
+    for (int m = 0; m < ft->nmodels && m < TENANT_MODELS; m++)
+      str_copy(x->models[m], sizeof x->models[m], ft->models[m]);
+    x->nmodels = ft->nmodels < TENANT_MODELS ? ft->nmodels : TENANT_MODELS;
   }
   if (n == 0 && nf > 0) { /* every control-plane tenant is revoked: keys stay required, none matches */
     tenant_conf_default(&t[0]);
@@ -452,6 +475,9 @@ int control_start(struct control **out, const struct control_env *env, char *err
     if ((rc = craft_open(&c->raft, env->loop, &rc_cfg, applied_cb, c, err, errlen)) != 0) goto err_after_alloc;
     log_info("control plane: raft server", "id=%016llx address=%s dir=%s state=%s", (unsigned long long)rc_cfg.id,
              c->raft_addr, rc_cfg.dir, craft_has_state(c->raft) ? "yes" : "none");
+    /* A server that starts with no state has nothing to take as a baseline: every item it applies is news
+     * (replicas and restarted servers take their first look as the baseline). */
+    c->watch_primed = !craft_has_state(c->raft);
   }
   uv_timer_init(env->loop, &c->tick);
   c->tick.data = c;
@@ -471,6 +497,7 @@ static void close_part(struct control *c) {
   void (*cb)(void *) = c->closed_cb;
   void *arg = c->closed_arg;
   fsm_free(c->fsm);
+  config_watch_free(&c->watch);
   free(c);
   if (cb) cb(arg);
 }

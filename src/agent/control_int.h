@@ -4,6 +4,7 @@
 
 #include <jansson.h>
 
+#include "agent/config_watch.h"
 #include "agent/control.h"
 #include "cluster/raft.h"
 #include "net/http_client.h"
@@ -43,6 +44,8 @@ struct control {
   uint64_t enforced_index;
   struct tenant_conf tenants[2][TENANTS_MAX];
   int tenants_cur;
+  struct config_watch watch; /* what the configuration events were last computed against */
+  bool watch_primed;         /* false until the first look (which publishes nothing: it is the baseline) */
 };
 
 uint64_t control_index(const struct control *c);

@@ -120,6 +120,7 @@ static void load_cb(void *user, const struct gossip_load *l) {
       for (int j = 0; j < tl->nmodels; j++) names[j] = tl->models[j];
       store_set_models(s, id, names, tl->nmodels);
     }
+    store_set_zone(s, id, n->meta.zone);
     t->draining = n->meta.draining;
     t->gpu_degraded = tl->gpu_degraded;
     if (!m->pool_ready[id] || !tl->healthy) {

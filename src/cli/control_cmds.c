@@ -34,6 +34,7 @@ static void usage(FILE *f) {
              "  infermesh policy get MODEL | policy list | policy delete MODEL\n"
              "  infermesh pin MODEL [--node NODE]... [--zone ZONE]...   |   infermesh unpin MODEL\n"
              "  infermesh tenant add NAME [--rps R] [--tokens-per-min T] [--max-concurrent C] [--weight W] [--priority P]\n"
+             "                             [--model MODEL]...   (only these models; others answer 403)\n"
              "  infermesh tenant list | tenant limits NAME [limit flags] | tenant revoke NAME\n"
              "common: --agent URL (INFERMESH_AGENT, else " DEFAULT_AGENT "), --token ADMIN_TOKEN\n"
              "        (INFERMESH_ADMIN_TOKEN; writes need it), --json\n");
@@ -50,7 +51,7 @@ static const struct {
     {"--hedge-max-pct", "hedge_max_pct", 'f'}, {"--fallback", "fallbacks", 'a'}, {"--node", "nodes", 'a'},
     {"--zone", "zones", 'a'},          {"--rps", "rps", 'f'},                  {"--tokens-per-min", "tokens_per_min", 'i'},
     {"--max-concurrent", "max_concurrent", 'i'}, {"--weight", "weight", 'f'}, {"--priority", "priority", 'i'},
-    {"--reason", "reason", 's'},
+    {"--reason", "reason", 's'},       {"--model", "models", 'a'},
 };
 
 static int parse(struct opts *o, int argc, char **argv) {

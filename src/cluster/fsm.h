@@ -30,6 +30,7 @@
 #define FSM_MAX_ITEMS 10000 /* per kind; a put beyond is refused with -ENOSPC */
 #define FSM_FALLBACKS 4
 #define FSM_PIN_MAX 8
+#define FSM_TENANT_MODELS 16 /* models a tenant may be limited to (= route/tenants.h TENANT_MODELS) */
 #define FSM_HASH_LEN 32 /* tenant API key hash: BLAKE2b-256 (crypto_generichash) */
 #define FSM_MSG_MAX 160
 
@@ -42,7 +43,8 @@ struct fsm_policy {
   char strategy[32];   /* routing strategy name; "" = the router's default */
   char slo_class[16];  /* "", "latency" or "throughput" */
   int32_t max_queue;   /* requests queued per model before 429; 0 = the router's default */
-  bool hedge;          /* hedge latency requests */
+  int hedge;           /* 0 (JSON null): the router's default; 1 (true): hedge latency-class requests; -1
+                          (false): never hedge this model */
   uint32_t hedge_delay_ms; /* 0 = the target's p95 TTFT */
   double hedge_max_pct;    /* cap on hedged share of traffic, percent */
   int nfallbacks;
@@ -72,6 +74,8 @@ struct fsm_tenant {
   int32_t priority;        /* higher first (0) */
   bool revoked;
   int64_t created; /* unix seconds */
+  int nmodels;     /* 0: every model; else only these (403 for others) */
+  char models[FSM_TENANT_MODELS][FSM_NAME_MAX];
 };
 
 struct fsm_price {

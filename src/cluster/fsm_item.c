@@ -69,10 +69,10 @@ static int unpack(json_t *v, char *err, size_t errlen, const char *fmt, ...) {
 static int policy_parse(json_t *v, const char *key, void *item, int64_t ts, char *err, size_t errlen) {
   struct fsm_policy *p = item;
   const char *model = NULL, *strategy = NULL, *slo = NULL;
-  int mq = p->max_queue, hedge = p->hedge, hd = (int)p->hedge_delay_ms;
+  int mq = p->max_queue, hd = (int)p->hedge_delay_ms;
   double hp = p->hedge_max_pct;
-  json_t *fb = NULL;
-  if (unpack(v, err, errlen, "{s?s, s?s, s?s, s?i, s?b, s?i, s?F, s?o !}", "model", &model, "strategy", &strategy,
+  json_t *fb = NULL, *hedge = NULL;
+  if (unpack(v, err, errlen, "{s?s, s?s, s?s, s?i, s?o, s?i, s?F, s?o !}", "model", &model, "strategy", &strategy,
              "slo_class", &slo, "max_queue", &mq, "hedge", &hedge, "hedge_delay_ms", &hd, "hedge_max_pct", &hp,
              "fallbacks", &fb) ||
       check_key("model", model, key, err, errlen) ||
@@ -90,12 +90,16 @@ static int policy_parse(json_t *v, const char *key, void *item, int64_t ts, char
       snprintf(err, errlen, "strategy: lowercase letters, digits, '_' and '-' only");
       return -EINVAL;
     }
+  if (hedge && !json_is_boolean(hedge) && !json_is_null(hedge)) {
+    snprintf(err, errlen, "hedge: true, false or null (the router's default)");
+    return -EINVAL;
+  }
   if (mq < 0 || hd < 0 || hd > 600000 || !finite_nonneg(hp) || hp > 100) {
     snprintf(err, errlen, "max_queue >= 0, hedge_delay_ms in [0, 600000], hedge_max_pct in [0, 100]");
     return -EINVAL;
   }
   p->max_queue = mq;
-  p->hedge = hedge != 0;
+  if (hedge) p->hedge = json_is_null(hedge) ? 0 : json_is_true(hedge) ? 1 : -1;
   p->hedge_delay_ms = (uint32_t)hd;
   p->hedge_max_pct = hp;
   return 0;
@@ -105,8 +109,9 @@ static json_t *policy_json(const void *item, bool full) {
   const struct fsm_policy *p = item;
   json_t *fb = json_array();
   for (int i = 0; i < p->nfallbacks; i++) json_array_append_new(fb, json_string(p->fallbacks[i]));
-  return json_pack("{s:s, s:s, s:s, s:i, s:b, s:i, s:f, s:o}", "model", p->model, "strategy", p->strategy,
-                   "slo_class", p->slo_class, "max_queue", (int)p->max_queue, "hedge", (int)p->hedge,
+  return json_pack("{s:s, s:s, s:s, s:i, s:o, s:i, s:f, s:o}", "model", p->model, "strategy", p->strategy,
+                   "slo_class", p->slo_class, "max_queue", (int)p->max_queue, "hedge",
+                   p->hedge == 0 ? json_null() : json_boolean(p->hedge > 0),
                    "hedge_delay_ms", (int)p->hedge_delay_ms, "hedge_max_pct", p->hedge_max_pct, "fallbacks", fb);
 }
 
@@ -157,10 +162,13 @@ static int tenant_parse(json_t *v, const char *key, void *item, int64_t ts, char
   double rps = t->rps, weight = t->created ? t->weight : 1;
   json_int_t tpm = t->tokens_per_min, created = t->created ? t->created : ts;
   int mc = t->max_concurrent, prio = t->priority, revoked = t->revoked;
-  if (unpack(v, err, errlen, "{s?s, s?s, s?F, s?I, s?i, s?F, s?i, s?b, s?I !}", "name", &name, "key_hash", &hash,
-             "rps", &rps, "tokens_per_min", &tpm, "max_concurrent", &mc, "weight", &weight, "priority", &prio,
-             "revoked", &revoked, "created", &created) ||
-      check_key("name", name, key, err, errlen))
+  json_t *models = NULL;
+  if (unpack(v, err, errlen, "{s?s, s?s, s?F, s?I, s?i, s?F, s?i, s?b, s?I, s?o !}", "name", &name, "key_hash",
+             &hash, "rps", &rps, "tokens_per_min", &tpm, "max_concurrent", &mc, "weight", &weight, "priority", &prio,
+             "revoked", &revoked, "created", &created, "models", &models) ||
+      check_key("name", name, key, err, errlen) ||
+      str_array("models", models, &t->models[0][0], sizeof t->models[0], FSM_TENANT_MODELS, &t->nmodels, err,
+                errlen))
     return -EINVAL;
   if (hash) {
     size_t bin_len;
@@ -190,10 +198,12 @@ static json_t *tenant_json(const void *item, bool full) {
   char hex[2 * FSM_HASH_LEN + 1];
   sodium_bin2hex(hex, sizeof hex, t->key_hash, sizeof t->key_hash);
   if (!full) hex[8] = '\0'; /* a fingerprint is enough to tell keys apart */
-  return json_pack("{s:s, s:s, s:f, s:I, s:i, s:f, s:i, s:b, s:I}", full ? "key_hash" : "key_hash_prefix", hex,
+  json_t *models = json_array();
+  for (int i = 0; i < t->nmodels; i++) json_array_append_new(models, json_string(t->models[i]));
+  return json_pack("{s:s, s:s, s:f, s:I, s:i, s:f, s:i, s:b, s:I, s:o}", full ? "key_hash" : "key_hash_prefix", hex,
                    "name", t->name, "rps", t->rps, "tokens_per_min", (json_int_t)t->tokens_per_min, "max_concurrent",
                    (int)t->max_concurrent, "weight", t->weight, "priority", (int)t->priority, "revoked",
-                   (int)t->revoked, "created", (json_int_t)t->created);
+                   (int)t->revoked, "created", (json_int_t)t->created, "models", models);
 }
 
 static int price_parse(json_t *v, const char *key, void *item, int64_t ts, char *err, size_t errlen) {

@@ -10,7 +10,7 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 
-#define MAX_BODY_PARTS 4
+#define MAX_BODY_PARTS 5 /* the proxy's body: client bytes around up to two insertions (proxy_int.h parts) */
 
 struct hoff {
   size_t no, nl, vo, vl;

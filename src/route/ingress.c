@@ -124,8 +124,8 @@ void router_error(struct router *r, struct http_req *req, int status, const char
 }
 
 /* GET /v1/models: the union of the models the targets serve (healthy or not: a model whose targets are
- * all down still exists, requests for it get 503 rather than 404). */
-static void list_models(struct router *r, struct http_req *req) {
+ * all down still exists, requests for it get 503 rather than 404), less those tenant (may be NULL) may not use. */
+static void list_models(struct router *r, struct http_req *req, const struct tenant_conf *tenant) {
   struct buf out = {0};
   const char *seen[STORE_MAX_TARGETS * STORE_MAX_MODELS];
   int nseen = 0;
@@ -135,7 +135,7 @@ static void list_models(struct router *r, struct http_req *req) {
     for (int j = 0; j < t->nmodels; j++) {
       bool dup = false;
       for (int k = 0; k < nseen && !dup; k++) dup = strcmp(seen[k], t->models[j]) == 0;
-      if (dup) continue;
+      if (dup || (tenant && !tenant_model_allowed(tenant, slice_cstr(t->models[j])))) continue;
       seen[nseen++] = t->models[j];
       if (nseen > 1) buf_puts(&out, ",");
       buf_puts(&out, "{\"id\":");
@@ -152,8 +152,9 @@ bool router_handle(struct router *r, struct http_req *req) {
   bool chat = slice_eqz(req->path, "/v1/chat/completions");
   bool completions = slice_eqz(req->path, "/v1/completions");
   if (slice_eqz(req->path, "/v1/models")) {
-    if (r->opts.ntenants &&
-        tenants_lookup(r->opts.tenants, r->opts.ntenants, http_req_header(req, "authorization")) < 0) {
+    int tn = r->opts.ntenants ? tenants_lookup(r->opts.tenants, r->opts.ntenants, http_req_header(req, "authorization"))
+                              : -1;
+    if (r->opts.ntenants && tn < 0) {
       struct buf body = {0};
       struct http_header h = {SLICE_LIT("WWW-Authenticate"), SLICE_LIT("Bearer")};
       r->metrics.unauthorized++;
@@ -165,7 +166,7 @@ bool router_handle(struct router *r, struct http_req *req) {
     } else if (req->method != HTTP_GET)
       router_error(r, req, 405, "invalid_request_error", NULL, "use GET for /v1/models", NULL, 0);
     else
-      list_models(r, req);
+      list_models(r, req, tn >= 0 ? &r->opts.tenants[tn] : NULL);
     return true;
   }
   if (!chat && !completions) return false;

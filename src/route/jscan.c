@@ -569,6 +569,7 @@ static int scan_model(const struct doc *d, int v, struct oai_req *out, char *err
     if (c < 0x20 || c == 0x7f) return fail(-EINVAL, errmsg, errlen, "'model' must not contain control characters");
   }
   out->model = m;
+  out->model_raw = raw;
   return 0;
 }
 

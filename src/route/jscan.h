@@ -36,6 +36,7 @@ struct oai_req {
   struct slice model;              /* model string's raw bytes between the quotes; decoded into model_buf when it
                                       held escapes. Always 1..255 bytes, no control bytes. */
   char model_buf[256];             /* NUL-terminated decoded model, only meaningful when model points here */
+  struct slice model_raw;          /* the model string's raw (still escaped) bytes between the quotes, in the body */
   int stream;                      /* 1 true, 0 false, absent or null */
   bool has_stream_options;         /* top-level "stream_options" present (it must be an object) */
   struct slice stream_options;     /* span of the stream_options object, braces included; empty when absent */

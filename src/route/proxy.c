@@ -172,6 +172,7 @@ static void client_start(struct proxy *p, int status, int64_t len) {
   h[nh++] = (struct http_header){SLICE_LIT("x-infermesh-target"), slice_cstr(tname)};
   h[nh++] = (struct http_header){SLICE_LIT("x-infermesh-node"), slice_cstr(t->remote ? t->node : p->r->opts.node_name)};
   if (p->winner && p->winner->hedge) h[nh++] = (struct http_header){SLICE_LIT("x-infermesh-hedged"), SLICE_LIT("true")};
+  if (p->fallback_from[0]) h[nh++] = (struct http_header){SLICE_LIT("x-infermesh-fallback-from"), slice_cstr(p->fallback_from)};
   http_resp_start(p->req, status, h, nh, len);
   p->client_started = true;
 }
@@ -428,6 +429,10 @@ void proxy_attempt(struct proxy *p) {
   struct router *r = p->r;
   int ids[STORE_MAX_TARGETS];
   int n = proxy_candidates(p, ids);
+  if (n == 0 && p->attempts == 0 && proxy_fallback(p, true)) { /* the policy names a model that has targets */
+    proxy_fallback_body(p);
+    n = proxy_candidates(p, ids);
+  }
   if (n == 0) {
     if (p->attempts == 0)
       fail(p, 503, "service_unavailable", "no healthy target serves this model right now; retry shortly", 1);
@@ -555,6 +560,16 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
          chat ? "missing required parameter: 'messages'" : "missing required parameter: 'prompt'", 0);
     return;
   }
+  if (!p->local_only && r->opts.ntenants && !tenant_model_allowed(&r->opts.tenants[p->tenant], p->oai.model)) {
+    char msg[320];
+    snprintf(msg, sizeof msg, "Tenant %s is not allowed to use the model '%.*s'; GET /v1/models lists yours",
+             r->opts.tenants[p->tenant].name, (int)(p->oai.model.len > 200 ? 200 : p->oai.model.len),
+             p->oai.model.base);
+    r->metrics.forbidden++;
+    fail(p, 403, "permission_error", msg, 0);
+    return;
+  }
+  if (!store_model_known(r->store, p->oai.model)) proxy_fallback(p, false); /* an alias for a served model */
   if (!store_model_known(r->store, p->oai.model) && !store_all_reported(r->store)) {
     /* Some target has not said what it serves yet (starting, loading a model, down): the model may
      * well exist, so this is "try again", not "no such model". */
@@ -578,12 +593,15 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
     finish(p, 404);
     return;
   }
-  size_t ml = p->oai.model.len < sizeof p->model ? p->oai.model.len : sizeof p->model - 1;
-  memcpy(p->model, p->oai.model.base, ml);
-  p->model[ml] = '\0';
-  /* oai.model may point into oai.model_buf; keep it valid by pointing at our copy. */
-  p->oai.model = slice_make(p->model, ml);
+  if (!p->fallback_from[0]) {
+    size_t ml = p->oai.model.len < sizeof p->model ? p->oai.model.len : sizeof p->model - 1;
+    memcpy(p->model, p->oai.model.base, ml);
+    p->model[ml] = '\0';
+    /* oai.model may point into oai.model_buf; keep it valid by pointing at our copy. */
+    p->oai.model = slice_make(p->model, ml);
+  }
   plan_body(p);
+  if (p->fallback_from[0]) proxy_fallback_body(p);
   proxy_admit_estimate(p);
   if (p->local_only)
     proxy_attempt(p); /* the sending node admitted it */

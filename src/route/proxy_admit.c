@@ -124,11 +124,24 @@ void proxy_admit(struct proxy *p) {
   p->admitted = true;
   r->metrics.admitted++;
   adm_bucket_add(&r->hedge_credit, r->opts.hedge_max_fraction); /* hedges are a share of all traffic */
+  struct route_ctl_policy *cp = route_ctl_policy(&r->ctl, p->oai.model);
+  if (cp && cp->hedge_max_frac > 0) adm_bucket_add(&cp->credit, cp->hedge_max_frac); /* ... or of the model's */
   int ids[STORE_MAX_TARGETS];
   int n = proxy_candidates(p, ids);
   if (n == 0 ||
       (adm_queue_len(&r->adm) == 0 && !adm_all_saturated(&r->adm.o, r->store, ids, n, p->kv_need))) {
     proxy_attempt(p); /* room somewhere (or no target at all: 503) */
+    return;
+  }
+  int waiting;
+  if (cp && cp->max_queue > 0 && (waiting = proxy_model_queued(p)) >= cp->max_queue) {
+    char msg[400];
+    r->metrics.shed[ADM_SHED_QUEUE_FULL]++;
+    snprintf(msg, sizeof msg,
+             "Every target serving the model '%s' is saturated and %d of its requests are already waiting (its "
+             "policy's max_queue). Please try again shortly.",
+             p->model, waiting);
+    proxy_fail(p, 429, "server_overloaded", "queue_full", msg, 1);
     return;
   }
   if (adm_enqueue(&r->adm, p->tenant, p->prio, (double)p->kv_need, now, p) != 0) {

@@ -35,7 +35,9 @@ static void hedge_timer_cb(uv_timer_t *t) {
   uint64_t now = clock_mono_ns();
   int id = second_best(p, now);
   if (id < 0) return;
-  if (adm_bucket_take(&r->hedge_credit, 1, now) != 0) return; /* over the cap */
+  struct route_ctl_policy *cp = route_ctl_policy(&r->ctl, p->oai.model);
+  struct adm_bucket *credit = cp && cp->hedge_max_frac > 0 ? &cp->credit : &r->hedge_credit;
+  if (adm_bucket_take(credit, 1, now) != 0) return; /* over the cap */
   p->hedged = true;
   r->metrics.hedges_sent++;
   log_debug("hedge", "id=%s primary=%s copy=%s after_ms=%.1f", p->request_id,
@@ -46,15 +48,21 @@ static void hedge_timer_cb(uv_timer_t *t) {
 
 void proxy_hedge_arm(struct proxy *p) {
   struct router *r = p->r;
-  if (!p->slo_latency || p->hedge_armed || p->local_only || r->opts.hedge_max_fraction <= 0) return;
+  /* The model's policy may turn hedging on (hedge true, its own cap and delay) or off (hedge false). */
+  const struct route_ctl_policy *cp = route_ctl_policy(&r->ctl, p->oai.model);
+  int mode = cp ? cp->hedge : 0;
+  bool capped = cp && cp->hedge_max_frac > 0 ? false : r->opts.hedge_max_fraction <= 0;
+  if (!p->slo_latency || p->hedge_armed || p->local_only || mode < 0 || (mode == 0 && capped)) return;
   struct leg *l = p->legs[0].up ? &p->legs[0] : &p->legs[1];
   if (!l->up) return;
   p->hedge_armed = true;
   double d = (double)r->opts.hedge_delay_ms / 1000.0;
   const struct target *t = &r->store->targets[l->target];
   double q;
-  if (store_ttfb_quantile(t, p->oai.stream == 1 ? STORE_TTFB_STREAM : STORE_TTFB_FULL, 0.95,
-                          r->opts.hedge_min_samples, &q))
+  if (cp && cp->hedge_delay_ms > 0)
+    d = cp->hedge_delay_ms / 1000.0;
+  else if (store_ttfb_quantile(t, p->oai.stream == 1 ? STORE_TTFB_STREAM : STORE_TTFB_FULL, 0.95,
+                               r->opts.hedge_min_samples, &q))
     d = q;
   uint64_t ms = (uint64_t)ceil(d * 1000.0);
   proxy_timer(p, PT_HEDGE, ms < 1 ? 1 : ms, hedge_timer_cb);

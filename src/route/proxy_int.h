@@ -50,14 +50,15 @@ struct proxy {
   struct http_req *req;
   struct oai_req oai;
   bool chat;
-  char model[256];
+  char model[256];         /* the model it is routed as (a fallback of the one asked for, after a switch) */
+  char fallback_from[256]; /* the model asked for, when the policy's fallback serves it; "" otherwise */
   char request_id[48];
   int target;   /* target named in responses: the committed leg's, else the latest tried; -1 */
   int attempts; /* sends of the primary (hedged copies not counted) */
   uint64_t tried[STORE_MAX_TARGETS / 64];
   struct leg legs[2];
   struct leg *winner;    /* the leg whose bytes go to the client, NULL before its first byte */
-  struct slice parts[3]; /* upstream body: the client's bytes by reference, plus what we insert */
+  struct slice parts[5]; /* upstream body: the client's bytes by reference, plus what we insert or replace */
   int nparts;
   bool strip_usage;    /* we asked for usage the client did not: drop the usage-only chunk */
   struct buf out;      /* frames of one upstream read, sent to the client in one write */
@@ -121,6 +122,17 @@ int proxy_admit_filter(struct proxy *p, int *ids, int n);
 void proxy_admit_end(struct proxy *p);
 /* proxy_admit_dispatch offers queued requests to targets that have room (after a completion or a report). */
 void proxy_admit_dispatch(struct router *r);
+
+/* proxy_fallback.c */
+/* proxy_fallback switches p, once, to the first of its model's policy fallbacks that is known (serves_now:
+ * has a candidate now) and that p's tenant may use: p->model becomes it, p->fallback_from the model asked
+ * for. True when it switched. Before plan_body; proxy_fallback_body then rewrites the body's model. */
+bool proxy_fallback(struct proxy *p, bool serves_now);
+/* proxy_fallback_body replaces the model string in p's upstream body parts by p->model (a fallback name:
+ * JSON-safe by fsm_key_valid), without copying the client's bytes. After plan_body. */
+void proxy_fallback_body(struct proxy *p);
+/* proxy_model_queued counts the requests of p's model waiting in the admission queue. */
+int proxy_model_queued(const struct proxy *p);
 
 /* proxy_hedge.c */
 /* proxy_hedge_arm starts the hedge delay for a latency-class request whose primary was just sent. */

@@ -10,7 +10,7 @@ void route_ctl_init(struct route_ctl *c, const char *self_node, const char *self
   memset(c, 0, sizeof *c);
   str_copy(c->self_node, sizeof c->self_node, self_node ? self_node : "");
   str_copy(c->self_zone, sizeof c->self_zone, self_zone ? self_zone : "");
-  c->seen_ntargets = -1;
+  c->stale = true;
 }
 
 void route_ctl_free(struct route_ctl *c) {
@@ -24,6 +24,10 @@ void route_ctl_free(struct route_ctl *c) {
 }
 
 void route_ctl_sync(struct route_ctl *c, const struct fsm *f) {
+  struct route_ctl_policy *old = c->policies;
+  int nold = c->npolicies;
+  c->policies = NULL;
+  c->npolicies = 0;
   route_ctl_free(c);
   int nd = fsm_count(f, FSM_DRAIN), np = fsm_count(f, FSM_PIN);
   if (nd > 0) c->drains = xcalloc((size_t)nd, sizeof *c->drains);
@@ -42,13 +46,24 @@ void route_ctl_sync(struct route_ctl *c, const struct fsm *f) {
     const struct fsm_policy *fp = fsm_at(f, FSM_POLICY, i);
     str_copy(c->policies[i].model, sizeof c->policies[i].model, fp->model);
     str_copy(c->policies[i].strategy, sizeof c->policies[i].strategy, fp->strategy);
-    str_copy(c->policies[i].slo, sizeof c->policies[i].slo, fp->slo_class);
+    struct route_ctl_policy *cp = &c->policies[i];
+    str_copy(cp->slo, sizeof cp->slo, fp->slo_class);
+    cp->max_queue = fp->max_queue;
+    cp->hedge = fp->hedge;
+    cp->hedge_delay_ms = fp->hedge_delay_ms;
+    cp->hedge_max_frac = fp->hedge_max_pct / 100.0;
+    adm_bucket_init(&cp->credit, 0, 1, 0); /* one hedge of credit to start with, like the router's */
+    for (int j = 0; j < nold; j++)
+      if (strcmp(old[j].model, cp->model) == 0 && old[j].hedge_max_frac == cp->hedge_max_frac) cp->credit = old[j].credit;
+    cp->nfallbacks = fp->nfallbacks;
+    memcpy(cp->fallbacks, fp->fallbacks, sizeof cp->fallbacks);
   }
+  free(old);
   c->npolicies = npol;
-  c->seen_ntargets = -1;
+  c->stale = true;
 }
 
-const struct route_ctl_policy *route_ctl_policy(const struct route_ctl *c, struct slice model) {
+struct route_ctl_policy *route_ctl_policy(const struct route_ctl *c, struct slice model) {
   for (int i = 0; i < c->npolicies; i++)
     if (slice_eqz(model, c->policies[i].model)) return &c->policies[i];
   return NULL;
@@ -64,9 +79,9 @@ static bool pin_allows(const struct route_ctl *c, const struct fsm_pin *p, const
   const char *node = target_node(c, t);
   for (int i = 0; i < p->nnodes; i++)
     if (strcmp(p->nodes[i], node) == 0) return true;
-  bool own = !t->remote && !t->node[0];
-  for (int i = 0; own && c->self_zone[0] && i < p->nzones; i++)
-    if (strcmp(p->zones[i], c->self_zone) == 0) return true;
+  const char *zone = !t->remote && !t->node[0] ? c->self_zone : t->zone;
+  for (int i = 0; zone[0] && i < p->nzones; i++)
+    if (strcmp(p->zones[i], zone) == 0) return true;
   return false;
 }
 
@@ -83,12 +98,13 @@ static void recompute(struct route_ctl *c, const struct store *s) {
     for (int j = 0; j < c->npins; j++)
       if (pin_allows(c, &c->pins[j].pin, t)) c->pins[j].allow[i / 64] |= bit;
   }
-  c->seen_ntargets = s->ntargets;
+  c->seen_gen = s->placement_gen;
+  c->stale = false;
 }
 
 int route_ctl_filter(struct route_ctl *c, const struct store *s, struct slice model, int *ids, int n) {
   if (c->ndrains == 0 && c->npins == 0) return n;
-  if (c->seen_ntargets != s->ntargets) recompute(c, s);
+  if (c->stale || c->seen_gen != s->placement_gen) recompute(c, s);
   const uint64_t *allow = NULL;
   for (int j = 0; j < c->npins; j++)
     if (slice_eqz(model, c->pins[j].pin.model)) allow = c->pins[j].allow;

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "cluster/fsm.h"
+#include "route/admission.h"
 #include "core/slice.h"
 #include "state/store.h"
 
@@ -26,6 +27,13 @@ struct route_ctl_policy {
   char model[FSM_NAME_MAX];
   char strategy[32]; /* state/policy.h name; "" = the router's default */
   char slo[16];      /* "", "latency" or "throughput": the class of requests that do not say */
+  int max_queue;     /* requests of this model that may wait in the admission queue; 0 = only the router's bound */
+  int hedge;         /* fsm_policy.hedge: 0 the router's default, 1 hedge latency-class requests, -1 never */
+  uint32_t hedge_delay_ms;  /* fixed hedge delay; 0 = the target's observed p95 time to first byte */
+  double hedge_max_frac;    /* cap on this model's hedged share (0..1); 0 = the router's cap */
+  struct adm_bucket credit; /* its hedge credit when hedge_max_frac > 0 (+frac per request, -1 per hedge) */
+  int nfallbacks;
+  char fallbacks[FSM_FALLBACKS][FSM_NAME_MAX]; /* tried in order when no target serves the model */
 };
 
 struct route_ctl {
@@ -35,24 +43,27 @@ struct route_ctl {
   char (*drains)[FSM_NAME_MAX];   /* owned: drained node names */
   struct route_ctl_pin *pins;     /* owned */
   uint64_t deny[ROUTE_CTL_WORDS]; /* targets of drained nodes */
-  int seen_ntargets;              /* store->ntargets the bitmaps were computed for; -1 = stale */
+  uint64_t seen_gen;              /* store->placement_gen the bitmaps were computed for */
+  bool stale;                     /* the constraints changed since: recompute */
 };
 
 /* route_ctl_init: no constraints; self_node/self_zone (copied, may be "") name this node. */
 void route_ctl_init(struct route_ctl *c, const char *self_node, const char *self_zone);
 void route_ctl_free(struct route_ctl *c);
 
-/* route_ctl_sync replaces the constraints by f's drains and pins (f borrowed, only during the call). */
+/* route_ctl_sync replaces the constraints by f's drains, pins and policies (f borrowed, only during the call).
+ * A policy whose hedging settings did not change keeps its hedge credit. */
 void route_ctl_sync(struct route_ctl *c, const struct fsm *f);
 
-/* route_ctl_policy returns model's policy, or NULL when it has none. Valid until the next sync. */
-const struct route_ctl_policy *route_ctl_policy(const struct route_ctl *c, struct slice model);
+/* route_ctl_policy returns model's policy, or NULL when it has none. Valid until the next sync; the caller may
+ * take from and add to its credit bucket (the only field meant to change). */
+struct route_ctl_policy *route_ctl_policy(const struct route_ctl *c, struct slice model);
 
 /* route_ctl_filter removes from ids[0..n) the targets of s the constraints rule out for model (a drained
- * node's targets; with a pin for model, targets whose node is not among its nodes nor its zones — a remote
- * target's zone is not known here, so zones admit only this node's own targets). Order is kept; returns the
- * new count. Recomputes the bitmaps first when targets were added to s since (a revived
- * remote slot keeps its node, so its verdicts stay valid). */
+ * node's targets; with a pin for model, targets whose node is not among its nodes nor its zones — this node's
+ * zone for its own targets, the zone a remote node announces in its membership for the others). Order is kept;
+ * returns the new count. Recomputes the bitmaps first when s's placement changed (a target added, a node's
+ * name or zone changed). */
 int route_ctl_filter(struct route_ctl *c, const struct store *s, struct slice model, int *ids, int n);
 
 #endif

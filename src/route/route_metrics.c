@@ -71,12 +71,14 @@ void route_metrics_render(const struct route_metrics *m, struct buf *out, int in
              "# TYPE infermesh_admission_queued_total counter\ninfermesh_admission_queued_total %llu\n"
              "# HELP infermesh_admission_unauthorized_total Requests refused for a missing or unknown API key.\n"
              "# TYPE infermesh_admission_unauthorized_total counter\ninfermesh_admission_unauthorized_total %llu\n"
+             "# HELP infermesh_admission_forbidden_total Requests refused because the tenant may not use the model.\n"
+             "# TYPE infermesh_admission_forbidden_total counter\ninfermesh_admission_forbidden_total %llu\n"
              "# HELP infermesh_admission_queue_depth Requests waiting in the queue now.\n"
              "# TYPE infermesh_admission_queue_depth gauge\ninfermesh_admission_queue_depth %d\n"
              "# HELP infermesh_admission_shed_total Requests refused with 429/503, by reason.\n"
              "# TYPE infermesh_admission_shed_total counter\n",
              (unsigned long long)m->admitted, (unsigned long long)m->queued, (unsigned long long)m->unauthorized,
-             m->queue_depth);
+             (unsigned long long)m->forbidden, m->queue_depth);
   for (int i = 1; i < ADM_NSHED; i++)
     buf_printf(out, "infermesh_admission_shed_total{reason=\"%s\"} %llu\n", adm_shed_name(i),
                (unsigned long long)m->shed[i]);

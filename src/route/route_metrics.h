@@ -25,7 +25,7 @@ struct route_metrics {
   struct hist ttft, latency;
   /* Admission: requests past the tenant limits, requests that waited in the queue, refusals by reason
    * (ADM_SHED_*), the queue's depth now and the wait of requests that left it for a target. */
-  uint64_t admitted, queued, shed[ADM_NSHED], unauthorized;
+  uint64_t admitted, queued, shed[ADM_NSHED], unauthorized, forbidden;
   int queue_depth;
   struct hist queue_wait;
   /* Hedging: copies sent, copies that answered first, losing attempts cancelled, and the tokens the losers

@@ -75,6 +75,22 @@ int tenant_conf_set(struct tenant_conf *t, const char *key, const char *val, cha
     snprintf(err, errlen, "tenant %s: slo '%s' is not latency or throughput", t->name, val);
     return -EINVAL;
   }
+  if (strcmp(key, "model") == 0) {
+    size_t n = strlen(val);
+    bool ok = n > 0 && n < TENANT_MODEL_MAX;
+    for (size_t i = 0; ok && i < n; i++) ok = val[i] > 0x20 && val[i] < 0x7f && val[i] != '"' && val[i] != '\\';
+    if (!ok) {
+      snprintf(err, errlen, "tenant %s: a model name has 1-%d printable characters, no spaces or quotes",
+               t->name[0] ? t->name : "?", TENANT_MODEL_MAX - 1);
+      return -EINVAL;
+    }
+    if (t->nmodels == TENANT_MODELS) {
+      snprintf(err, errlen, "tenant %s: at most %d models", t->name[0] ? t->name : "?", TENANT_MODELS);
+      return -EINVAL;
+    }
+    str_copy(t->models[t->nmodels++], TENANT_MODEL_MAX, val);
+    return 0;
+  }
   if (strcmp(key, "weight") == 0) {
     if (parse_num(val, 0, &d) == 0 && d > 0 && d <= 1e6) {
       t->lim.weight = d;
@@ -99,7 +115,7 @@ int tenant_conf_set(struct tenant_conf *t, const char *key, const char *val, cha
     snprintf(
         err, errlen,
         "unknown tenant setting '%s' (known: name, key, weight, priority, requests_per_s, tokens_per_min, "
-        "max_concurrent, slo)",
+        "max_concurrent, slo, model)",
         key);
     return -EINVAL;
   }
@@ -143,6 +159,13 @@ int tenant_conf_check(const struct tenant_conf *t, const struct tenant_conf *oth
     }
   }
   return 0;
+}
+
+bool tenant_model_allowed(const struct tenant_conf *t, struct slice model) {
+  if (t->nmodels == 0) return true;
+  for (int i = 0; i < t->nmodels; i++)
+    if (slice_eqz(model, t->models[i])) return true;
+  return false;
 }
 
 int tenants_lookup(const struct tenant_conf *t, int n, struct slice auth) {

@@ -16,6 +16,8 @@
 
 #define TENANTS_MAX 64
 #define TENANT_KEY_HASH_BYTES 32
+#define TENANT_MODELS 16    /* models a tenant may be limited to */
+#define TENANT_MODEL_MAX 128 /* bytes of one model name, with its NUL */
 
 struct tenant_conf {
   char name[64];
@@ -23,6 +25,8 @@ struct tenant_conf {
   bool has_key;
   struct adm_limits lim;
   bool slo_latency; /* its requests are latency-class (hedged) unless they say otherwise */
+  int nmodels;      /* 0: every model; else only models[0..nmodels) (others answer 403) */
+  char models[TENANT_MODELS][TENANT_MODEL_MAX];
 };
 
 /* tenant_conf_default: no name, no key, default limits, throughput class. */
@@ -33,7 +37,8 @@ void tenants_hash_key(const char *key, size_t len, uint8_t out[TENANT_KEY_HASH_B
 
 /* tenant_conf_set sets one field from text: name, key (hashed at once; the caller should wipe its copy),
  * weight (> 0), priority (high|normal|low), requests_per_s, tokens_per_min (>= 0, 0 = unlimited),
- * max_concurrent (integer >= 0), slo (latency|throughput). 0, or -EINVAL with a message in err. */
+ * max_concurrent (integer >= 0), slo (latency|throughput), model (appends one to the models the tenant is
+ * limited to; repeat it for more). 0, or -EINVAL with a message in err. */
 int tenant_conf_set(struct tenant_conf *t, const char *key, const char *val, char *err, size_t errlen);
 
 /* tenant_conf_parse parses the flag/environment form "name=team-a,key=sk-...,weight=2,priority=high,..."
@@ -45,6 +50,9 @@ int tenant_conf_parse(struct tenant_conf *t, char *spec, char *err, size_t errle
  * from those of others[0..n). 0 or -EINVAL with a message. */
 int tenant_conf_check(const struct tenant_conf *t, const struct tenant_conf *others, int n, char *err,
                       size_t errlen);
+
+/* tenant_model_allowed: may tenant t use model? (Always, when it is not limited to some models.) */
+bool tenant_model_allowed(const struct tenant_conf *t, struct slice model);
 
 /* Lookup results besides an index >= 0. */
 enum { TENANT_MISSING = -1, TENANT_BAD_KEY = -2 };

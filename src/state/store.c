@@ -64,6 +64,7 @@ int store_add_target(struct store *s, const char *name, const char *url, const c
   str_copy(t->kind, sizeof t->kind, kind ? kind : "vllm");
   t->id = s->ntargets;
   t->load.kv_usage = -1;
+  s->placement_gen++;
   snprintf(t->last_error, sizeof t->last_error, "not checked yet");
   return s->ntargets++;
 }
@@ -88,6 +89,7 @@ int store_add_remote(struct store *s, const char *node, const uint8_t node_id[32
       *addr_changed = true;
     }
     str_copy(t->name, sizeof t->name, name);
+    if (strcmp(t->node, node) != 0) s->placement_gen++;
     str_copy(t->node, sizeof t->node, node);
     t->gone = false;
     return i;
@@ -101,6 +103,13 @@ int store_add_remote(struct store *s, const char *node, const uint8_t node_id[32
   memcpy(t->node_id, node_id, 32);
   *addr_changed = true;
   return id;
+}
+
+void store_set_zone(struct store *s, int id, const char *zone) {
+  struct target *t = &s->targets[id];
+  if (strcmp(t->zone, zone) == 0) return;
+  str_copy(t->zone, sizeof t->zone, zone);
+  s->placement_gen++;
 }
 
 void store_mark_gone(struct store *s, int id) {

@@ -47,6 +47,7 @@ struct target {
    * its node is draining: no new requests. */
   bool remote, gone, draining;
   char node[64];        /* the node it runs on ("" for this node's own targets) */
+  char zone[32];        /* that node's zone, from its membership ("" for this node's own targets, or none) */
   char remote_name[64]; /* its name on that node */
   uint8_t node_id[32];
   /* Admission (DESIGN §6): KV tokens (prompt + max_tokens) this router routed here since the last load report
@@ -63,6 +64,7 @@ struct target {
 struct store {
   struct target targets[STORE_MAX_TARGETS];
   int ntargets;
+  uint64_t placement_gen; /* bumped when a target is added or its node or zone changes (route_ctl recomputes) */
   /* report_cb, when set, runs at the end of every store_report (the router admits queued requests when
    * capacity frees). It must not add or remove targets. */
   void (*report_cb)(void *arg, int id);
@@ -75,6 +77,8 @@ void store_free(struct store *s);
 /* store_add_target registers a target (URL http://host:port) and returns its id, or -EINVAL (bad URL)
  * / -ENOSPC (full). name may be NULL (then host:port). The target starts unhealthy until its first report. */
 int store_add_target(struct store *s, const char *name, const char *url, const char *kind);
+/* store_set_zone records the zone (copied; "" = none) of remote target id's node. */
+void store_set_zone(struct store *s, int id, const char *zone);
 /* store_add_remote registers (or revives) the target remote_name of node node_id, reached at api_addr
  * (host:port of that node's agent): the slot with the same node id and remote name is reused. Returns its id,
  * -EINVAL (bad address) or -ENOSPC. *addr_changed tells the caller to reconnect its pool. */

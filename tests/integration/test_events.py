@@ -168,10 +168,24 @@ def test_drain_cli_durable_with_token_and_config_events(procs, tmp_path):
     assert "durable" in r.stdout and "records the drain" in r.stdout
     assert s1.get("/v1/cluster/drains/s1").status == 200
     cfg = s.expect(lambda e: e["event"] == "config", what="config event")
-    assert cfg["data"]["index"] > 0 and cfg["data"]["op"]
+    assert cfg["data"]["index"] > 0
+    assert (cfg["data"]["kind"], cfg["data"]["name"], cfg["data"]["op"]) == ("drain", "s1", "put")
     r = subprocess.run([BIN, "undrain", "s1", "--agent", url, "--token", TOKEN], capture_output=True, text=True,
                        timeout=30)
     assert r.returncode == 0, r.stderr
     assert "dropped the drain" in r.stdout
-    s.expect(lambda e: e["event"] == "config" and e["data"]["index"] > cfg["data"]["index"], what="2nd config")
+    gone = s.expect(lambda e: e["event"] == "config" and e["data"]["index"] > cfg["data"]["index"],
+                    what="2nd config")
+    assert (gone["data"]["kind"], gone["data"]["name"], gone["data"]["op"]) == ("drain", "s1", "delete")
+    # A changed item is an update, named, on every node's stream (here: a tenant's limits).
+    r = subprocess.run([BIN, "tenant", "add", "team-a", "--agent", url, "--token", TOKEN], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    s.expect(lambda e: e["event"] == "config" and e["data"]["kind"] == "tenant" and e["data"]["op"] == "put"
+             and e["data"]["name"] == "team-a", what="tenant put")
+    r = subprocess.run([BIN, "tenant", "limits", "team-a", "--rps", "5", "--agent", url, "--token", TOKEN],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    s.expect(lambda e: e["event"] == "config" and e["data"] == {**e["data"], "kind": "tenant", "name": "team-a",
+                                                                "op": "update"}, what="tenant update")
     s.close()

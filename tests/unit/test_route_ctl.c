@@ -1,4 +1,5 @@
-/* Control-plane routing constraints: FSM drains and pins filter candidates; tenant key hashes agree. */
+/* Control-plane routing constraints: FSM drains and pins filter candidates (zones included), policies reach the
+ * router, tenants may be limited to models; tenant key hashes agree. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -6,6 +7,7 @@
 
 #include <cmocka.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -73,10 +75,15 @@ static void test_drain_and_pin(void **state) {
   assert_int_equal(ids[0], 2);
   assert_int_equal(filter(&c, &s, "other", ids), 3); /* another model is not pinned */
 
-  put(f, 6, FSM_OP_PUT, FSM_PIN, "m", "{\"zones\":[\"z1\"]}"); /* zones: this node's own targets */
+  put(f, 6, FSM_OP_PUT, FSM_PIN, "m", "{\"zones\":[\"z1\"]}"); /* this node is in z1 */
   route_ctl_sync(&c, f);
   assert_int_equal(filter(&c, &s, "m", ids), 1);
   assert_int_equal(ids[0], 0);
+  store_set_zone(&s, 2, "z1"); /* node b announces zone z1: its target is allowed from then on */
+  assert_int_equal(filter(&c, &s, "m", ids), 2);
+  assert_int_equal(ids[1], 2);
+  store_set_zone(&s, 2, "z2"); /* ... and not after it moved */
+  assert_int_equal(filter(&c, &s, "m", ids), 1);
 
   /* a target added after the sync is judged too */
   static const uint8_t idb[32] = {2};
@@ -96,6 +103,58 @@ static void test_drain_and_pin(void **state) {
   store_free(&s);
 }
 
+static void test_policies(void **state) {
+  (void)state;
+  struct fsm *f = fsm_new();
+  struct route_ctl c;
+  route_ctl_init(&c, "self", "");
+  assert_null(route_ctl_policy(&c, slice_cstr("m")));
+  put(f, 1, FSM_OP_PUT, FSM_POLICY, "m",
+      "{\"strategy\":\"round-robin\",\"slo_class\":\"latency\",\"max_queue\":3,\"hedge\":true,"
+      "\"hedge_delay_ms\":150,\"hedge_max_pct\":5,\"fallbacks\":[\"a\",\"b\"]}");
+  put(f, 2, FSM_OP_PUT, FSM_POLICY, "n", "{\"hedge\":false}");
+  put(f, 3, FSM_OP_PUT, FSM_POLICY, "o", "{}");
+  route_ctl_sync(&c, f);
+  struct route_ctl_policy *p = route_ctl_policy(&c, slice_cstr("m"));
+  assert_non_null(p);
+  assert_string_equal(p->strategy, "round-robin");
+  assert_string_equal(p->slo, "latency");
+  assert_int_equal(p->max_queue, 3);
+  assert_int_equal(p->hedge, 1);
+  assert_int_equal(p->hedge_delay_ms, 150);
+  assert_true(p->hedge_max_frac == 0.05);
+  assert_int_equal(p->nfallbacks, 2);
+  assert_string_equal(p->fallbacks[1], "b");
+  assert_int_equal(route_ctl_policy(&c, slice_cstr("n"))->hedge, -1); /* false: never */
+  assert_int_equal(route_ctl_policy(&c, slice_cstr("o"))->hedge, 0);  /* unset: the router's default */
+  /* The hedge credit survives a sync that leaves the cap alone. */
+  assert_int_equal(adm_bucket_take(&p->credit, 1, 0), 0); /* the starting credit of one */
+  adm_bucket_add(&p->credit, 0.5);
+  put(f, 4, FSM_OP_PUT, FSM_DRAIN, "x", "{}");
+  route_ctl_sync(&c, f);
+  p = route_ctl_policy(&c, slice_cstr("m"));
+  assert_true(p->credit.tokens == 0.5);
+  route_ctl_free(&c);
+  fsm_free(f);
+}
+
+static void test_tenant_models(void **state) {
+  (void)state;
+  struct tenant_conf t;
+  char err[200];
+  char spec[] = "name=team-a,key=sk-0123456789,model=llama-3-8b,model=qwen-7b";
+  assert_int_equal(tenant_conf_parse(&t, spec, err, sizeof err), 0);
+  assert_int_equal(t.nmodels, 2);
+  assert_true(tenant_model_allowed(&t, slice_cstr("qwen-7b")));
+  assert_false(tenant_model_allowed(&t, slice_cstr("qwen-7")));
+  assert_false(tenant_model_allowed(&t, slice_cstr("mistral")));
+  char bad[] = "name=b,key=sk-0123456789,model=has space";
+  assert_int_equal(tenant_conf_parse(&t, bad, err, sizeof err), -EINVAL);
+  assert_non_null(strstr(err, "model name"));
+  tenant_conf_default(&t);
+  assert_true(tenant_model_allowed(&t, slice_cstr("anything"))); /* not limited */
+}
+
 static void test_key_hash_matches_fsm(void **state) {
   (void)state;
   uint8_t a[TENANT_KEY_HASH_BYTES], b[FSM_HASH_LEN];
@@ -106,7 +165,8 @@ static void test_key_hash_matches_fsm(void **state) {
 }
 
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_drain_and_pin),
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_drain_and_pin), cmocka_unit_test(test_policies),
+                                     cmocka_unit_test(test_tenant_models),
                                      cmocka_unit_test(test_key_hash_matches_fsm)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
