@@ -17,6 +17,10 @@ Behaviour can be flipped at run time so that tests can make the runtime misbehav
   metrics_delay_s  seconds the data endpoints wait before answering: /metrics (and /slots for llama.cpp;
                    /api/ps and /api/tags for Ollama)
   garbage          those data endpoints answer 200 with bytes that are no exposition / JSON at all
+  runtime_control  accept the runtime's own load/unload endpoints (vLLM and SGLang LoRA adapters, llama.cpp
+                   router-mode models, Triton explicit model control, Ollama's /api/generate) the way the
+                   runtime answers them; GET /_control lists the requests under "controls" (off: 404, as a
+                   runtime started without runtime control answers)
 """
 
 import argparse
@@ -85,8 +89,9 @@ class Replay:
         self.kind = kind
         self.fx = Path(fixtures)
         self.lock = threading.Lock()
-        self.knobs = {"health": 200, "metrics_delay_s": 0.0, "garbage": False}
+        self.knobs = {"health": 200, "metrics_delay_s": 0.0, "garbage": False, "runtime_control": False}
         self.hits = {}
+        self.controls = []
         self.metrics = None
         if kind in METRICS_FILE:
             self.metrics = strip_source(self.read(METRICS_FILE[kind])).encode()
@@ -118,6 +123,27 @@ class Replay:
 
     def health_path(self):
         return {"triton": "/v2/health/ready", "ollama": "/"}.get(self.kind, "/health")
+
+
+# The load/unload endpoints each runtime has (when started to allow them), and what it answers on success.
+CONTROL_PATH = {
+    "vllm": re.compile(r"/v1/(load|unload)_lora_adapter"),
+    "sglang": re.compile(r"/(load|unload)_lora_adapter"),
+    "llamacpp": re.compile(r"/models/(load|unload)"),
+    "triton": re.compile(r"/v2/repository/models/[^/]+/(load|unload)"),
+    "ollama": re.compile(r"/api/generate"),
+    "tgi": re.compile(r"(?!)"),  # TGI has none
+}
+CONTROL_ANSWER = {
+    "vllm": lambda p, b: (f"Success: LoRA adapter '{b.get('lora_name')}' "
+                          f"{'added' if 'unload' not in p else 'removed'} successfully.", "text/plain"),
+    "sglang": lambda p, b: (json.dumps({"success": True, "error_message": "", "loaded_adapters": {}}),),
+    "llamacpp": lambda p, b: (json.dumps({"success": True}),),
+    "triton": lambda p, b: ("",),
+    "ollama": lambda p, b: (json.dumps({"model": b.get("model"), "created_at": "2024-01-01T00:00:00Z",
+                                        "response": "", "done": True,
+                                        "done_reason": "unload" if b.get("keep_alive") == 0 else "load"}),),
+}
 
 
 def make_handler(rp):
@@ -154,7 +180,7 @@ def make_handler(rp):
             k = rp.kind
             if path == "/_control":
                 with rp.lock:
-                    return self.send(200, json.dumps({"knobs": rp.knobs, "hits": rp.hits}))
+                    return self.send(200, json.dumps({"knobs": rp.knobs, "hits": rp.hits, "controls": rp.controls}))
             if path == rp.health_path():
                 st = int(rp.knob("health"))
                 if k == "ollama":
@@ -194,6 +220,14 @@ def make_handler(rp):
                     return self.send(200, json.dumps(rp.knobs))
             if rp.kind == "triton" and path == "/v2/repository/index":
                 return self.send(200, rp.index)
+            if rp.knob("runtime_control") and CONTROL_PATH[rp.kind].fullmatch(path):
+                try:
+                    body = json.loads(raw or b"null")
+                except ValueError:
+                    return self.send(400, '{"error":"bad json"}')
+                with rp.lock:
+                    rp.controls.append({"method": "POST", "path": path, "body": body})
+                return self.send(200, *CONTROL_ANSWER[rp.kind](path, body))
             if path == "/v1/chat/completions":
                 try:
                     req = json.loads(raw)

@@ -69,13 +69,13 @@ def start_replay(procs, kind):
     return Replay(p, int(m.group(1)), kind)
 
 
-def start_agent(procs, tmp_path, replays, name="agent"):
+def start_agent(procs, tmp_path, replays, name="agent", extra=()):
     """An agent configured from YAML with one named runtime per replay (kind given), scraping every 100 ms."""
     port = free_port()
     rts = "".join(f'  - {{kind: {r.kind}, url: "{r.url}", name: {r.kind}-replay}}\n' for r in replays)
     cfg = tmp_path / f"{name}.yaml"
     cfg.write_text(f"listen: {HOST}:{port}\nscrape_interval_ms: 100\nruntimes:\n{rts}")
-    p = procs.infermesh(name, "agent", "--config", cfg, "--scrape-interval-ms", "100")
+    p = procs.infermesh(name, "agent", "--config", cfg, "--scrape-interval-ms", "100", *extra)
     wait_for(lambda: _check_alive(p) and port_accepts(port), timeout=15, what=f"{name} to listen")
     return p, port
 
@@ -281,3 +281,51 @@ def test_garbage_body_marks_the_target_down(procs, tmp_path, kind, reason):
     rp.control(garbage=False)
     wait_up(agent, port, name)
     assert_serving(agent, port, kind)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# model / LoRA control through the agent, down to each runtime's own endpoint
+
+CONTROL_CASES = {  # kind: (name, extra CLI args, load (path, body), unload (path, body))
+    "vllm": ("sql-lora", ["--lora-path", "/adapters/sql"],
+             ("/v1/load_lora_adapter", {"lora_name": "sql-lora", "lora_path": "/adapters/sql"}),
+             ("/v1/unload_lora_adapter", {"lora_name": "sql-lora"})),
+    "sglang": ("sql-lora", ["--lora-path", "/adapters/sql"],
+               ("/load_lora_adapter", {"lora_name": "sql-lora", "lora_path": "/adapters/sql"}),
+               ("/unload_lora_adapter", {"lora_name": "sql-lora"})),
+    "llamacpp": ("gemma-2b", [], ("/models/load", {"model": "gemma-2b"}), ("/models/unload", {"model": "gemma-2b"})),
+    "triton": ("resnet50", [], ("/v2/repository/models/resnet50/load", {}),
+               ("/v2/repository/models/resnet50/unload", {})),
+    "ollama": ("llama3:8b", [], ("/api/generate", {"model": "llama3:8b"}),
+               ("/api/generate", {"model": "llama3:8b", "keep_alive": 0})),
+}
+
+
+@pytest.mark.timeout(60)
+def test_model_control_reaches_each_runtimes_own_endpoint(procs, tmp_path, replays):
+    token = "adapters-admin-token"
+    _, port = start_agent(procs, tmp_path, list(replays.values()), name="agent-ctl", extra=("--admin-token", token))
+    wait_for(lambda: all(t["healthy"] for t in targets(port).values()), timeout=15, what="every replay healthy")
+
+    def model(op, name, kind, *extra):
+        return subprocess.run([BIN, "model", op, name, "--target", f"{kind}-replay", "--token", token,
+                               "--agent", f"http://{HOST}:{port}", "--json", *extra],
+                              capture_output=True, text=True, timeout=20)
+
+    try:
+        for kind, (name, extra, load, unload) in CONTROL_CASES.items():
+            rp = replays[kind]
+            rp.control(runtime_control=True)
+            before = len(http_get(rp.port, "/_control", timeout=5).json()["controls"])
+            r = model("load", name, kind, *extra)
+            assert r.returncode == 0, (kind, r.stdout, r.stderr)
+            assert json.loads(r.stdout)["runtime_status"] == 200, r.stdout
+            r = model("unload", name, kind)
+            assert r.returncode == 0, (kind, r.stdout, r.stderr)
+            got = http_get(rp.port, "/_control", timeout=5).json()["controls"][before:]
+            assert [(c["path"], c["body"]) for c in got] == [load, unload], (kind, got)
+        r = model("load", "anything", "tgi")  # TGI has no such API: a clear refusal, nothing sent
+        assert r.returncode != 0 and "tgi" in (r.stderr + r.stdout).lower(), (r.stdout, r.stderr)
+    finally:
+        for rp in replays.values():
+            rp.control(runtime_control=False)
