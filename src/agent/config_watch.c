@@ -6,7 +6,6 @@
 #include <xxhash.h>
 
 #include "core/alloc.h"
-#include "core/buf.h"
 
 void config_watch_init(struct config_watch *w) { memset(w, 0, sizeof *w); }
 
@@ -25,16 +24,17 @@ static const char *item_key(const void *item) { return (const char *)item; }
 
 void config_watch_update(struct config_watch *w, const struct fsm *f,
                          void (*cb)(void *arg, const struct config_change *ch), void *arg) {
-  struct buf json = {0};
   for (int k = 0; k < FSM_NKINDS; k++) {
+    uint64_t changed = fsm_kind_changed(f, (enum fsm_kind)k);
+    if (w->looked && changed == w->seen[k]) continue;
+    w->seen[k] = changed;
     int n = fsm_count(f, (enum fsm_kind)k);
+    size_t size = fsm_item_size((enum fsm_kind)k);
     struct config_watch_item *now = n ? xcalloc((size_t)n, sizeof *now) : NULL;
     for (int i = 0; i < n; i++) {
       const void *item = fsm_at(f, (enum fsm_kind)k, i);
-      json.len = 0;
-      fsm_item_json((enum fsm_kind)k, item, &json);
       now[i].key = xstrdup(item_key(item));
-      now[i].hash = XXH3_64bits(json.base, json.len);
+      now[i].hash = XXH3_64bits(item, size);
     }
     /* Both lists are in key order (strcmp): merge them. */
     const struct config_watch_item *old = w->items[k];
@@ -56,5 +56,5 @@ void config_watch_update(struct config_watch *w, const struct fsm *f,
     w->items[k] = now;
     w->n[k] = n;
   }
-  buf_free(&json);
+  w->looked = true;
 }

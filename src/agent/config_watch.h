@@ -1,12 +1,15 @@
 /* Which control-plane items changed: the configuration events of GET /v1/cluster/events (DESIGN §9).
  *
  * The FSM keeps no history of commands (a read replica only ever sees snapshots), so the watch remembers a
- * fingerprint (key + hash of the item's JSON) of every item it saw last time and compares the FSM with it:
+ * fingerprint (key + hash of the item's bytes) of every item it saw last time and compares the FSM with it:
  * a key that appeared is "put", one whose item changed is "update", one that is gone is "delete". Works the
- * same on servers and on replicas, and for any number of commands between two looks. Not thread-safe. */
+ * same on servers and on replicas, and for any number of commands between two looks. A kind the FSM says did
+ * not change since the last look (fsm_kind_changed) costs nothing, so a write costs one pass over its own
+ * kind. Not thread-safe. */
 #ifndef IM_AGENT_CONFIG_WATCH_H
 #define IM_AGENT_CONFIG_WATCH_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "cluster/fsm.h"
@@ -23,6 +26,8 @@ struct config_watch_item {
 };
 
 struct config_watch {
+  uint64_t seen[FSM_NKINDS]; /* fsm_kind_changed at the last look */
+  bool looked;
   int n[FSM_NKINDS];
   struct config_watch_item *items[FSM_NKINDS]; /* owned, in the FSM's key order */
 };

@@ -26,6 +26,7 @@ struct recent {
 struct fsm {
   uint64_t index;
   struct table t[FSM_NKINDS];
+  uint64_t changed[FSM_NKINDS]; /* index of the last command that changed the kind (restore: the snapshot's) */
   struct recent *recent; /* ring of FSM_RECENT: oldest at head when full */
   int nrecent, head;
   int32_t buckets[RECENT_BUCKETS]; /* slot of the newest entry per bucket, -1 = none */
@@ -171,6 +172,7 @@ static void run(struct fsm *f, int op, enum fsm_kind k, const char *key, json_t 
     return;
   }
     table_remove(t, pos);
+    f->changed[k] = f->index;
     return;
   }
   if (op == FSM_OP_CREATE && pos >= 0) {
@@ -200,10 +202,12 @@ static void run(struct fsm *f, int op, enum fsm_kind k, const char *key, json_t 
   }
   }
   if (pos >= 0) {
+    if (memcmp(t->items[pos], item, ops->size) != 0) f->changed[k] = f->index;
     free(t->items[pos]);
     t->items[pos] = item;
   } else {
     table_insert(t, -pos - 1, item);
+    f->changed[k] = f->index;
   }
 }
 
@@ -334,6 +338,7 @@ static int restore_into(struct fsm *f, json_t *root, char *err, size_t errlen) {
     return -EINVAL;
   }
   f->index = (uint64_t)index;
+  for (int k = 0; k < FSM_NKINDS; k++) f->changed[k] = f->index;
   for (int k = 0; k < FSM_NKINDS; k++) {
     json_t *arr = json_object_get(items, fsm_kinds[k].plural), *v;
     size_t i;
@@ -393,3 +398,7 @@ int fsm_restore(struct fsm *f, const void *buf, size_t len, char *err, size_t er
   fsm_free(n);
   return 0;
 }
+
+uint64_t fsm_kind_changed(const struct fsm *f, enum fsm_kind k) { return f->changed[k]; }
+
+size_t fsm_item_size(enum fsm_kind k) { return fsm_kinds[k].size; }

@@ -133,6 +133,14 @@ const struct fsm_tenant *fsm_tenant_by_key(const struct fsm *f, const char *api_
 /* fsm_key_hash hashes an API key (BLAKE2b-256 keyed with a fixed context). */
 void fsm_key_hash(const char *api_key, uint8_t out[FSM_HASH_LEN]);
 
+/* fsm_kind_changed is the index of the last command that changed an item of kind k (a put that left the item
+ * as it was does not count), or the index of the restored snapshot: 0 when the kind never changed. Lets a
+ * watcher skip kinds that did not change. */
+uint64_t fsm_kind_changed(const struct fsm *f, enum fsm_kind k);
+/* fsm_item_size is the size of kind k's item struct (items are fixed-size; their bytes, all of them
+ * initialized, describe the item). */
+size_t fsm_item_size(enum fsm_kind k);
+
 /* JSON views for the control API (appended to out). fsm_item_json: one item; fsm_kind_json: a JSON array of a
  * kind's items. Tenants show key_hash only as its first 8 hex characters. */
 void fsm_item_json(enum fsm_kind k, const void *item, struct buf *out);

@@ -42,7 +42,7 @@ void route_ctl_sync(struct route_ctl *c, const struct fsm *f) {
   c->npins = np;
   int npol = fsm_count(f, FSM_POLICY);
   if (npol > 0) c->policies = xcalloc((size_t)npol, sizeof *c->policies);
-  for (int i = 0; i < npol; i++) {
+  for (int i = 0, j = 0; i < npol; i++) {
     const struct fsm_policy *fp = fsm_at(f, FSM_POLICY, i);
     str_copy(c->policies[i].model, sizeof c->policies[i].model, fp->model);
     str_copy(c->policies[i].strategy, sizeof c->policies[i].strategy, fp->strategy);
@@ -53,8 +53,9 @@ void route_ctl_sync(struct route_ctl *c, const struct fsm *f) {
     cp->hedge_delay_ms = fp->hedge_delay_ms;
     cp->hedge_max_frac = fp->hedge_max_pct / 100.0;
     adm_bucket_init(&cp->credit, 0, 1, 0); /* one hedge of credit to start with, like the router's */
-    for (int j = 0; j < nold; j++)
-      if (strcmp(old[j].model, cp->model) == 0 && old[j].hedge_max_frac == cp->hedge_max_frac) cp->credit = old[j].credit;
+    while (j < nold && strcmp(old[j].model, cp->model) < 0) j++; /* both lists in the FSM's key order */
+    if (j < nold && strcmp(old[j].model, cp->model) == 0 && old[j].hedge_max_frac == cp->hedge_max_frac)
+      cp->credit = old[j].credit;
     cp->nfallbacks = fp->nfallbacks;
     memcpy(cp->fallbacks, fp->fallbacks, sizeof cp->fallbacks);
   }
@@ -63,9 +64,21 @@ void route_ctl_sync(struct route_ctl *c, const struct fsm *f) {
   c->stale = true;
 }
 
+/* cmp_key orders like strcmp (unsigned bytes), a slice against a NUL-terminated key. */
+static int cmp_key(struct slice a, const char *b) {
+  size_t bl = strlen(b), n = a.len < bl ? a.len : bl;
+  int c = memcmp(a.base, b, n);
+  return c ? c : a.len < bl ? -1 : a.len > bl;
+}
+
 struct route_ctl_policy *route_ctl_policy(const struct route_ctl *c, struct slice model) {
-  for (int i = 0; i < c->npolicies; i++)
-    if (slice_eqz(model, c->policies[i].model)) return &c->policies[i];
+  int lo = 0, hi = c->npolicies - 1; /* the FSM's key order: binary search, the request path asks often */
+  while (lo <= hi) {
+    int mid = lo + (hi - lo) / 2, r = cmp_key(model, c->policies[mid].model);
+    if (r == 0) return &c->policies[mid];
+    if (r < 0) hi = mid - 1;
+    else lo = mid + 1;
+  }
   return NULL;
 }
 

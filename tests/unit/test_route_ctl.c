@@ -127,6 +127,11 @@ static void test_policies(void **state) {
   assert_string_equal(p->fallbacks[1], "b");
   assert_int_equal(route_ctl_policy(&c, slice_cstr("n"))->hedge, -1); /* false: never */
   assert_int_equal(route_ctl_policy(&c, slice_cstr("o"))->hedge, 0);  /* unset: the router's default */
+  assert_null(route_ctl_policy(&c, slice_cstr("mm")));                 /* lookups are exact, */
+  assert_null(route_ctl_policy(&c, slice_make("m", 0)));
+  assert_null(route_ctl_policy(&c, slice_cstr("a")));                  /* before the first, */
+  assert_null(route_ctl_policy(&c, slice_cstr("z")));                  /* after the last */
+  assert_non_null(route_ctl_policy(&c, slice_make("nx", 1)));          /* a slice, not a C string */
   /* The hedge credit survives a sync that leaves the cap alone. */
   assert_int_equal(adm_bucket_take(&p->credit, 1, 0), 0); /* the starting credit of one */
   adm_bucket_add(&p->credit, 0.5);
