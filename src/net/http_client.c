@@ -19,6 +19,7 @@ struct hoff {
 struct hc_conn {
   uv_tcp_t tcp;
   uv_timer_t timer;
+  uint64_t deadline; /* loop time (ms) the request's read timeout expires at; 0 = none set by arm_timer */
   uv_connect_t connect;
   uv_write_t write;
   struct http_pool *pool;
@@ -103,8 +104,13 @@ static void conn_close(struct hc_conn *c) {
 
 static void timer_cb(uv_timer_t *t);
 
+/* arm_timer sets the request's timeout to ms from now. Called on every read: the uv timer is only moved
+ * earlier, a later deadline is a store and timer_cb re-arms for what is left. */
 static void arm_timer(struct hc_conn *c, uint32_t ms) {
-  if (!c->closing && ms) uv_timer_start(&c->timer, timer_cb, ms, 0);
+  if (c->closing || !ms) return;
+  c->deadline = uv_now(c->pool->loop) + ms;
+  if (uv_is_active((uv_handle_t *)&c->timer) && uv_timer_get_due_in(&c->timer) <= ms) return;
+  uv_timer_start(&c->timer, timer_cb, ms, 0);
 }
 
 /* Finish the request: detach it from its connection, free it, then tell the caller. */
@@ -139,6 +145,13 @@ static void conn_fail(struct hc_conn *c, int err) {
 
 static void timer_cb(uv_timer_t *t) {
   struct hc_conn *c = t->data;
+  if (c->idle) return; /* a read timeout left running when its request ended: the pool keeps the connection */
+  uint64_t now = uv_now(c->pool->loop);
+  if (c->req && c->deadline && now < c->deadline) {
+    uv_timer_start(&c->timer, timer_cb, c->deadline - now, 0);
+    return;
+  }
+  c->deadline = 0;
   if (c->req) {
     struct hc_req *r = c->req;
     r->retried = true; /* a timeout is not a stale connection: never resend */
@@ -204,7 +217,7 @@ static void conn_release(struct hc_conn *c) {
   bool keep = http_should_keep_alive(&c->parser) && p->nidle < p->max_idle && !r->paused;
   c->req = NULL;
   r->conn = NULL;
-  uv_timer_stop(&c->timer);
+  c->deadline = 0; /* the timer may still run: an idle connection ignores it (timer_cb) */
   if (keep) {
     c->idle = true;
     c->reused = true;
@@ -335,6 +348,7 @@ void hc_pause(struct hc_req *r) {
   if (r->conn && r->conn->reading) {
     uv_read_stop((uv_stream_t *)&r->conn->tcp);
     r->conn->reading = false;
+    r->conn->deadline = 0;
     uv_timer_stop(&r->conn->timer);
   }
 }

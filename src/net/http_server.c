@@ -24,6 +24,7 @@ struct hoff {
 struct http_conn {
   uv_tcp_t tcp;
   uv_timer_t timer;
+  uint64_t deadline; /* loop time (ms) the armed timeout expires at; 0 = none (the timer may still run) */
   struct http_server *srv;
   struct http_conn *next, *prev;
   http_parser parser;
@@ -194,12 +195,18 @@ static void conn_close_after_writes(struct http_conn *c) {
 
 static void timer_cb(uv_timer_t *t);
 
+/* conn_arm_timer sets c's timeout to ms from now (0: none). The uv timer is only ever moved earlier: a later
+ * deadline while it will fire sooner is a store, and timer_cb re-arms for what is left. Every request sets
+ * three or four deadlines (headers, body, none while it runs, idle); this keeps them off the timer heap. */
 static void conn_arm_timer(struct http_conn *c, uint32_t ms) {
   if (c->closing || c->shutting || c->write_failed) return;
-  if (ms == 0)
-    uv_timer_stop(&c->timer);
-  else
-    uv_timer_start(&c->timer, timer_cb, ms, 0);
+  if (ms == 0) {
+    c->deadline = 0;
+    return;
+  }
+  c->deadline = uv_now(c->srv->loop) + ms;
+  if (uv_is_active((uv_handle_t *)&c->timer) && uv_timer_get_due_in(&c->timer) <= ms) return;
+  uv_timer_start(&c->timer, timer_cb, ms, 0);
 }
 
 /* ---- writing ---- */
@@ -605,6 +612,13 @@ static void timer_cb(uv_timer_t *t) {
     conn_close(c);
     return;
   }
+  if (c->deadline == 0) return; /* disarmed since it was started */
+  uint64_t now = uv_now(c->srv->loop);
+  if (now < c->deadline) { /* pushed back since it was started */
+    uv_timer_start(&c->timer, timer_cb, c->deadline - now, 0);
+    return;
+  }
+  c->deadline = 0;
   if (c->req_active) return;
   if (c->in_message) {
     conn_fail(c, 408, c->headers_done ? "timed out reading the request body" : "timed out reading the request headers");

@@ -667,17 +667,77 @@ int jscan_request(const char *body, size_t len, struct oai_req *out, char *errms
 
 /* ---- responses ------------------------------------------------------------------------------------------ */
 
+/* Walking a document validate() accepted, without tokens: a response's "usage" is found by skipping the
+ * other top-level values, so only the small usage object is tokenized. */
+
+/* s[i] is a string's opening quote: the index just past its closing quote. */
+static size_t skip_str(const char *s, size_t n, size_t i) {
+  for (i++; i < n;) {
+    i = skip_plain(s, n, i);
+    if (i >= n) break;
+    if (s[i] == '"') return i + 1;
+    i += s[i] == '\\' ? 2 : 1; /* an escape, or a byte skip_plain stops at (control bytes never pass validate) */
+  }
+  return n;
+}
+
+/* s[i] starts a value: the index just past it. */
+static size_t skip_value(const char *s, size_t n, size_t i) {
+  if (s[i] == '"') return skip_str(s, n, i);
+  if (s[i] == '{' || s[i] == '[') {
+    size_t depth = 0;
+    while (i < n) {
+      char c = s[i];
+      if (c == '"') {
+        i = skip_str(s, n, i);
+        continue;
+      }
+      if (c == '{' || c == '[') depth++;
+      else if ((c == '}' || c == ']') && --depth == 0) return i + 1;
+      i++;
+    }
+    return n;
+  }
+  while (i < n && s[i] != ',' && s[i] != '}' && s[i] != ']' && s[i] != ' ' && s[i] != '\t' && s[i] != '\n' &&
+         s[i] != '\r')
+    i++;
+  return i;
+}
+
+/* top_value finds the top-level key `key` (matched after unescaping) of the validated object s[0..n) whose
+ * '{' is at i: the number of times it occurs, and the span of its last value in *v. */
+static int top_value(const char *s, size_t n, size_t i, const char *key, struct slice *v) {
+  int found = 0;
+  i = skip_ws(s, n, i + 1);
+  while (i < n && s[i] == '"') {
+    size_t kend = skip_str(s, n, i);
+    struct slice k = slice_make(s + i + 1, kend - i - 2);
+    char buf[32];
+    if (memchr(k.base, '\\', k.len)) {
+      bool lone = false;
+      long m = decode(k, buf, sizeof buf, &lone);
+      k = m < 0 ? slice_make(NULL, 0) : slice_make(buf, (size_t)m);
+    }
+    i = skip_ws(s, n, skip_ws(s, n, kend) + 1); /* past the ':' */
+    size_t vend = skip_value(s, n, i);
+    if (slice_eqz(k, key)) {
+      found++;
+      *v = slice_make(s + i, vend - i);
+    }
+    i = skip_ws(s, n, vend);
+    if (i < n && s[i] == ',') i = skip_ws(s, n, i + 1);
+  }
+  return found;
+}
+
+/* scan_usage reads the usage object, d's token 0. */
 static int scan_usage(const struct doc *d, struct oai_usage *u) {
-  static const char *const top_keys[] = {"usage"};
   static const char *const usage_keys[] = {"prompt_tokens", "completion_tokens", "total_tokens",
                                            "prompt_tokens_details"};
   static const char *const details_keys[] = {"cached_tokens"};
   int64_t *counts[3] = {&u->prompt_tokens, &u->completion_tokens, &u->total_tokens};
-  int us, f[4], ct;
+  int us = 0, f[4], ct;
 
-  if (object_keys(d, 0, top_keys, 1, &us) >= 0) return IM_EDUPKEY;
-  if (us < 0 || is_null(d, us)) return 0;
-  if (d->t[us].type != JSMN_OBJECT) return -EINVAL;
   if (object_keys(d, us, usage_keys, 4, f) >= 0) return IM_EDUPKEY;
   for (int j = 0; j < 3; j++)
     if (f[j] >= 0 && !is_null(d, f[j]) && parse_count(d, f[j], counts[j]) != 0) return -EINVAL;
@@ -697,10 +757,20 @@ static void usage_reset(struct oai_usage *u) {
 
 int jscan_usage(const char *json, size_t len, struct oai_usage *u) {
   struct doc d;
-  size_t off;
+  size_t off, ntok;
+  struct slice v = {0};
   usage_reset(u);
-  int rc = doc_open(&d, json, len, &off);
-  if (rc == DOC_NOT_OBJECT) return IM_EPARSE;
+  if (len > JSCAN_MAX_LEN) return IM_ETOOBIG;
+  int rc = validate(json, len, &ntok, &off);
+  if (rc != 0) return rc;
+  size_t i = skip_ws(json, len, 0);
+  if (json[i] != '{') return IM_EPARSE;
+  if (ntok > JSCAN_MAX_TOKENS) return IM_ETOOBIG;
+  int found = top_value(json, len, i, "usage", &v);
+  if (found > 1) return IM_EDUPKEY;
+  if (found == 0 || (v.len == 4 && memcmp(v.base, "null", 4) == 0)) return 0;
+  if (v.base[0] != '{') return -EINVAL;
+  rc = doc_open(&d, v.base, v.len, &off); /* the usage object alone: a few tokens */
   if (rc != 0) return rc;
   rc = scan_usage(&d, u);
   doc_close(&d);

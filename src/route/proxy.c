@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <time.h>
 
@@ -511,7 +512,9 @@ static void make_request_id(struct proxy *p) {
 }
 
 void proxy_start(struct router *r, struct http_req *req, bool chat) {
-  struct proxy *p = xcalloc(1, sizeof *p);
+  /* Zeroed up to the prompt-hash scratch (4 KiB, written before it is read): a memset less per request. */
+  struct proxy *p = xmalloc(sizeof *p);
+  memset(p, 0, offsetof(struct proxy, hashes));
   char err[256];
   p->r = r;
   p->req = req;

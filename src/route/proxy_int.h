@@ -85,7 +85,7 @@ struct proxy {
   /* the routing policy's view of the request: prompt block hashes, computed on the first pick */
   struct policy_req preq;
   bool hashed;
-  uint64_t hashes[PROXY_MAX_BLOCKS];
+  uint64_t hashes[PROXY_MAX_BLOCKS]; /* last: proxy_start zeroes the struct only up to here */
 };
 
 /* proxy.c */

@@ -533,6 +533,23 @@ static void test_usage_response(void **state) {
   const char *none = "{\"choices\":[]}";
   assert_int_equal(jscan_usage(none, strlen(none), &u), 0);
   assert_false(u.present);
+  /* Found among other top-level values whatever they hold (braces and quotes inside strings, nesting,
+   * whitespace, an escaped key), and read after the rest is skipped without tokens. */
+  const char *tricky = " {\"choices\" : [ {\"message\":{\"content\":\"}]} \\\" \\\\ {\\\"usage\\\":1}\"}} ],"
+                       "\"n\":-1.5e3 , \"t\":true,\"x\":null,\"us\\u0061ge\" :\n{ \"prompt_tokens\" : 7 } } ";
+  assert_int_equal(jscan_usage(tricky, strlen(tricky), &u), 0);
+  assert_true(u.present);
+  assert_int_equal(u.prompt_tokens, 7);
+  const char *last = "{\"usage\":{\"total_tokens\":3},\"id\":\"x\"}";
+  assert_int_equal(jscan_usage(last, strlen(last), &u), 0);
+  assert_int_equal(u.total_tokens, 3);
+  const char *nullusage = "{\"id\":\"x\",\"usage\":null}";
+  assert_int_equal(jscan_usage(nullusage, strlen(nullusage), &u), 0);
+  assert_false(u.present);
+  const char *dupesc = "{\"usage\":{},\"\\u0075sage\":{\"prompt_tokens\":1}}";
+  assert_int_equal(jscan_usage(dupesc, strlen(dupesc), &u), IM_EDUPKEY);
+  const char *numusage = "{\"usage\":12}";
+  assert_int_equal(jscan_usage(numusage, strlen(numusage), &u), -EINVAL);
   /* A nested "usage" is not the response's usage. */
   const char *nested = "{\"data\":{\"usage\":{\"prompt_tokens\":5}}}";
   assert_int_equal(jscan_usage(nested, strlen(nested), &u), 0);
