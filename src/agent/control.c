@@ -87,7 +87,7 @@ static int fwd_send(struct control *c, const char *api, const char *method, cons
   buf_append(&f->body, body, len);
   control_hop_target(what, body, len, target, sizeof target);
   snprintf(rid, sizeof rid, "ctl-%016llx", (unsigned long long)rng_next(&c->env.router->rng));
-  router_hop_sign(mesh_keyring(c->env.mesh), (int64_t)time(NULL), rid, target, hop, sizeof hop);
+  router_hop_sign(mesh_keyring(c->env.mesh), HOP_CTL, (int64_t)time(NULL), rid, target, hop, sizeof hop);
   buf_printf(&f->head, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
                        "x-request-id: %s\r\nx-infermesh-hop: %s\r\nx-infermesh-hop-target: %s\r\n"
                        "x-infermesh-hops: %d\r\n\r\n",
@@ -104,7 +104,7 @@ bool control_verify_hop(struct control *c, struct http_req *req, const char *wha
   if (!c->env.mesh) return false;
   control_hop_target(what, req->body.base, req->body.len, want, sizeof want);
   struct slice ht = http_req_header(req, "x-infermesh-hop-target");
-  return slice_eqz(ht, want) && router_hop_verify(mesh_keyring(c->env.mesh), (int64_t)time(NULL),
+  return slice_eqz(ht, want) && router_hop_verify(mesh_keyring(c->env.mesh), HOP_CTL, (int64_t)time(NULL),
                                                  http_req_header(req, "x-infermesh-hop"),
                                                  http_req_header(req, "x-request-id"), ht) == 0;
 }
@@ -376,16 +376,11 @@ static void publish_changes(struct control *c, const struct fsm *f, uint64_t idx
   config_watch_update(&c->watch, f, change_cb, &x);
 }
 
-/* control_enforce hands the FSM's tenants, drains and pins to the router when the FSM index moved since the
- * last call. Loop thread, outside any libraft callback (tick_cb). Tenants: the config's, then the FSM's that
+/* enforce_tenants / control_enforce hand the FSM's tenants, policies, drains and pins to the router when the
+ * FSM index moved since the last call (each only when its kinds changed). Loop thread, outside any libraft callback (tick_cb). Tenants: the config's, then the FSM's that
  * are not revoked (a name or key already present is skipped); when the FSM holds tenants but none is usable,
  * a keyless placeholder keeps keys required, so a revoked key is refused rather than the node opening up. */
-static void control_enforce(struct control *c) {
-  const struct fsm *f = control_fsm(c);
-  uint64_t idx = fsm_index(f);
-  if (idx == c->enforced_index || !c->env.router) return;
-  c->enforced_index = idx;
-  publish_changes(c, f, idx);
+static void enforce_tenants(struct control *c, const struct fsm *f) {
   const struct agent_config *cfg = c->env.cfg;
   struct tenant_conf *t = c->tenants[c->tenants_cur ^= 1];
   int n = 0, nf = fsm_count(f, FSM_TENANT), skipped = 0;
@@ -421,9 +416,27 @@ static void control_enforce(struct control *c) {
   }
   if (skipped) log_warn("control-plane tenants skipped (name or key clash, long name, or table full)", "n=%d", skipped);
   router_set_tenants(c->env.router, t, n);
-  route_ctl_sync(&c->env.router->ctl, f);
-  log_info("control-plane state enforced", "index=%llu tenants=%d drains=%d pins=%d", (unsigned long long)idx, n,
-           fsm_count(f, FSM_DRAIN), fsm_count(f, FSM_PIN));
+}
+
+static void control_enforce(struct control *c) {
+  const struct fsm *f = control_fsm(c);
+  uint64_t idx = fsm_index(f);
+  if (idx == c->enforced_index || !c->env.router) return;
+  c->enforced_index = idx;
+  publish_changes(c, f, idx);
+  /* Only what changed is handed over again: a tenant write does not rebuild the routing tables. */
+  bool kind[FSM_NKINDS];
+  for (int k = 0; k < FSM_NKINDS; k++) {
+    uint64_t ch = fsm_kind_changed(f, (enum fsm_kind)k);
+    kind[k] = !c->enforced_once || ch != c->enforced_kind[k];
+    c->enforced_kind[k] = ch;
+  }
+  c->enforced_once = true;
+  if (kind[FSM_TENANT]) enforce_tenants(c, f);
+  if (kind[FSM_POLICY] || kind[FSM_PIN] || kind[FSM_DRAIN]) route_ctl_sync(&c->env.router->ctl, f);
+  log_info("control-plane state enforced", "index=%llu tenants=%d policies=%d drains=%d pins=%d",
+           (unsigned long long)idx, fsm_count(f, FSM_TENANT), fsm_count(f, FSM_POLICY), fsm_count(f, FSM_DRAIN),
+           fsm_count(f, FSM_PIN));
 }
 
 static void tick_cb(uv_timer_t *t) {

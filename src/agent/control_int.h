@@ -44,6 +44,8 @@ struct control {
   uint64_t enforced_index;
   struct tenant_conf tenants[2][TENANTS_MAX];
   int tenants_cur;
+  uint64_t enforced_kind[FSM_NKINDS]; /* fsm_kind_changed of each kind when last handed to the router */
+  bool enforced_once;
   struct config_watch watch; /* what the configuration events were last computed against */
   bool watch_primed;         /* false until the first look (which publishes nothing: it is the baseline) */
 };

@@ -9,6 +9,8 @@
 #include "core/alloc.h"
 #include "core/slice.h"
 
+/* Snapshot format: 2 since a policy's "hedge" became tri-state (null: the router's default; false: never). */
+#define FSM_SNAPSHOT_FORMAT 2
 #define RECENT_BUCKETS 8192 /* power of two, >= 2 * FSM_RECENT */
 
 struct table {
@@ -317,7 +319,7 @@ void fsm_snapshot(const struct fsm *f, struct buf *out) {
     json_array_append_new(recent, json_pack("[s, i, I, s]", r->id, r->res.status, (json_int_t)r->res.index,
                                             r->res.msg));
   }
-  json_t *root = json_pack("{s:i, s:I, s:o, s:o}", "format", 1, "index", (json_int_t)f->index, "items", items,
+  json_t *root = json_pack("{s:i, s:I, s:o, s:o}", "format", FSM_SNAPSHOT_FORMAT, "index", (json_int_t)f->index, "items", items,
                            "recent", recent);
   char *s = json_dumps(root, JSON_COMPACT);
   if (!s) abort();
@@ -332,9 +334,10 @@ static int restore_into(struct fsm *f, json_t *root, char *err, size_t errlen) {
   int format;
   json_t *items, *recent;
   if (json_unpack_ex(root, &je, 0, "{s:i, s:I, s:o, s:o}", "format", &format, "index", &index, "items", &items,
-                     "recent", &recent) != 0 || format != 1 || index < 0 || !json_is_object(items) ||
+                     "recent", &recent) != 0 || format < 1 || format > FSM_SNAPSHOT_FORMAT || index < 0 ||
+      !json_is_object(items) ||
       !json_is_array(recent) || json_array_size(recent) > FSM_RECENT) {
-    snprintf(err, errlen, "snapshot: %s", format != 1 ? "unknown format" : je.text);
+    snprintf(err, errlen, "snapshot: %s", format < 1 || format > FSM_SNAPSHOT_FORMAT ? "unknown format" : je.text);
     return -EINVAL;
   }
   f->index = (uint64_t)index;
@@ -349,6 +352,8 @@ static int restore_into(struct fsm *f, json_t *root, char *err, size_t errlen) {
       if (!key || !fsm_key_valid(key)) goto bad;
       int pos = find(&f->t[k], key);
       if (pos >= 0) goto bad;
+      /* Format 1 wrote every policy's "hedge" as false, which then meant nothing was set: the router's default. */
+      if (format == 1 && k == FSM_POLICY && json_is_false(json_object_get(v, "hedge"))) json_object_del(v, "hedge");
       void *item = xcalloc(1, fsm_kinds[k].size);
       str_copy(item, FSM_NAME_MAX, key);
       if (fsm_kinds[k].parse(v, key, item, 0, err, errlen) != 0) {

@@ -16,6 +16,7 @@ static int copy_str(const char *field, const char *s, char *out, size_t cap, cha
     snprintf(err, errlen, "%s: at most %zu characters", field, cap - 1);
     return -EINVAL;
   }
+  memset(out, 0, cap); /* no bytes of an earlier value after the NUL: an item's bytes describe it */
   str_copy(out, cap, s);
   return 0;
 }
@@ -37,6 +38,7 @@ static int str_array(const char *field, json_t *arr, char *out, size_t stride, i
     return -EINVAL;
   }
   *n = 0;
+  memset(out, 0, (size_t)max * stride); /* no earlier entries past the new count */
   size_t i;
   json_t *v;
   json_array_foreach(arr, i, v) {

@@ -190,8 +190,9 @@ int craft_desired_voters(int healthy) {
   return d % 2 ? d : d - 1;
 }
 
-int craft_pick_removal(const struct craft_server *conf, const bool *failed, int n, uint64_t self_id) {
-  int voters = 0, failed_voters = 0, pick_voter = -1;
+int craft_pick_removal(const struct craft_server *conf, const bool *failed, const bool *left, int n,
+                       uint64_t self_id) {
+  int voters = 0, failed_voters = 0, pick_voter = -1, pick_left = -1;
   for (int i = 0; i < n; i++) {
     if (conf[i].id == self_id || !failed[i]) {
       voters += conf[i].role == CRAFT_VOTER;
@@ -201,10 +202,13 @@ int craft_pick_removal(const struct craft_server *conf, const bool *failed, int 
     voters++;
     failed_voters++;
     if (pick_voter < 0) pick_voter = i;
+    if (pick_left < 0 && left && left[i]) pick_left = i;
   }
   if (pick_voter < 0) return CRAFT_REMOVE_NONE;
+  int healthy = voters - failed_voters;
+  if (pick_left >= 0 && 2 * healthy > voters - 1) return pick_left; /* a majority of what remains */
   /* The voters still healthy must be a strict majority of the current voters. */
-  return 2 * (voters - failed_voters) > voters ? pick_voter : CRAFT_REMOVE_UNSAFE;
+  return 2 * healthy > voters ? pick_voter : CRAFT_REMOVE_UNSAFE;
 }
 
 static void change_cb(struct raft_change *req, int status) {
@@ -319,7 +323,7 @@ void craft_autopilot(struct craft *c, const struct craft_server *alive, int n, c
     failed[i] = t && t->down_since && (was_left[i] || now - t->down_since >= grace_ms);
     nfailed += failed[i];
   }
-  int pick = craft_pick_removal(sv, failed, (int)conf->n, c->cfg.id);
+  int pick = craft_pick_removal(sv, failed, was_left, (int)conf->n, c->cfg.id);
   if (pick == CRAFT_REMOVE_UNSAFE) {
     if (!c->refusal_logged)
       log_warn("raft autopilot: failed voters kept: removing them would leave no healthy majority", "failed=%d",

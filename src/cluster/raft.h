@@ -133,9 +133,13 @@ void craft_autopilot(struct craft *c, const struct craft_server *alive, int n, c
  * voters, 2 * (V - F) > V, i.e. F <= (V - 1) / 2 (Consul's rule): a leader whose own gossip lost sight of half
  * the cluster never strips the configuration, and the removal itself commits with the healthy voters alone.
  * Removing one such voter keeps that majority (V - 1 voters, the same V - F healthy ones), so the rule is
- * checked again for the next one. Returns the index, CRAFT_REMOVE_NONE (nothing failed) or
- * CRAFT_REMOVE_UNSAFE (failed voters, but removing them is not safe). */
-int craft_pick_removal(const struct craft_server *conf, const bool *failed, int n, uint64_t self_id);
+ * checked again for the next one. A failed voter that left gracefully (left[i], left may be NULL) is taken
+ * first and needs only a majority of the configuration after its removal, 2 * (V - F) > V - 1: its departure
+ * is announced, not inferred, and without this a two-voter configuration could never shed a voter that left
+ * (scaling down 3 -> 2 -> 1). Returns the index, CRAFT_REMOVE_NONE (nothing failed) or CRAFT_REMOVE_UNSAFE
+ * (failed voters, but removing them is not safe). */
+int craft_pick_removal(const struct craft_server *conf, const bool *failed, const bool *left, int n,
+                       uint64_t self_id);
 
 /* craft_desired_voters, pure: how many voters a configuration with `healthy` alive servers should have: the
  * largest odd number <= healthy, at most CRAFT_MAX_VOTERS, at least 1. */

@@ -5,18 +5,19 @@
 
 #include "route/router.h"
 
-/* The signed text: "v1.<ts>.<request id>.<target>". */
-static size_t hop_text(char *out, size_t cap, int64_t ts, struct slice request_id, struct slice target) {
-  int n = snprintf(out, cap, "v1.%lld.%.*s.%.*s", (long long)ts, (int)request_id.len, request_id.base,
+/* The signed text: "v1.<purpose>.<ts>.<request id>.<target>". */
+static size_t hop_text(char *out, size_t cap, const char *purpose, int64_t ts, struct slice request_id,
+                       struct slice target) {
+  int n = snprintf(out, cap, "v1.%s.%lld.%.*s.%.*s", purpose, (long long)ts, (int)request_id.len, request_id.base,
                    (int)target.len, target.base);
   return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
-void router_hop_sign(const struct keyring *kr, int64_t now_s, const char *request_id, const char *target, char *out,
-                     size_t cap) {
+void router_hop_sign(const struct keyring *kr, const char *purpose, int64_t now_s, const char *request_id,
+                     const char *target, char *out, size_t cap) {
   char text[256];
   uint8_t tag[32];
-  size_t n = hop_text(text, sizeof text, now_s, slice_cstr(request_id), slice_cstr(target));
+  size_t n = hop_text(text, sizeof text, purpose, now_s, slice_cstr(request_id), slice_cstr(target));
   keyring_auth_tag(kr, (const uint8_t *)text, n, tag);
   int off = snprintf(out, cap, "v1.%lld.", (long long)now_s);
   for (int i = 0; i < 32 && off > 0 && (size_t)off + 2 < cap; i++) off += snprintf(out + off, cap - (size_t)off, "%02x", tag[i]);
@@ -28,8 +29,8 @@ static int hexval(char c) {
   return -1;
 }
 
-int router_hop_verify(const struct keyring *kr, int64_t now_s, struct slice hop, struct slice request_id,
-                      struct slice target) {
+int router_hop_verify(const struct keyring *kr, const char *purpose, int64_t now_s, struct slice hop,
+                      struct slice request_id, struct slice target) {
   if (!kr || hop.len < 4 || memcmp(hop.base, "v1.", 3) != 0) return -EACCES;
   const char *p = hop.base + 3, *end = hop.base + hop.len;
   const char *dot = memchr(p, '.', (size_t)(end - p));
@@ -43,7 +44,7 @@ int router_hop_verify(const struct keyring *kr, int64_t now_s, struct slice hop,
     tag[i] = (uint8_t)(hi << 4 | lo);
   }
   char text[256];
-  size_t n = hop_text(text, sizeof text, (int64_t)ts, request_id, target);
+  size_t n = hop_text(text, sizeof text, purpose, (int64_t)ts, request_id, target);
   if (!keyring_auth_verify(kr, (const uint8_t *)text, n, tag)) return -EACCES;
   int64_t skew = now_s - (int64_t)ts;
   if (skew > HOP_MAX_SKEW_S || skew < -HOP_MAX_SKEW_S) return -ETIMEDOUT;

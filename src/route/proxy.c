@@ -379,7 +379,7 @@ static void build_head(struct proxy *p, struct buf *h, const struct target *t, s
   }
   if (t->remote && p->r->kr) {
     char hop[128];
-    router_hop_sign(p->r->kr, (int64_t)time(NULL), p->request_id, t->remote_name, hop, sizeof hop);
+    router_hop_sign(p->r->kr, HOP_INFER, (int64_t)time(NULL), p->request_id, t->remote_name, hop, sizeof hop);
     buf_puts(h, "x-infermesh-hop: ");
     buf_puts(h, hop);
     buf_puts(h, "\r\nx-infermesh-hop-target: ");
@@ -534,7 +534,7 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
   struct slice hop = http_req_header(req, "x-infermesh-hop");
   if (hop.len) {
     struct slice ht = http_req_header(req, "x-infermesh-hop-target");
-    int hrc = router_hop_verify(r->kr, (int64_t)time(NULL), hop, slice_cstr(p->request_id), ht);
+    int hrc = router_hop_verify(r->kr, HOP_INFER, (int64_t)time(NULL), hop, slice_cstr(p->request_id), ht);
     if (hrc != 0) {
       r->hops_refused++;
       fail(p, 403, "permission_denied",

@@ -13,11 +13,15 @@ static bool serves_now(struct proxy *p) {
 bool proxy_fallback(struct proxy *p, bool need_candidates) {
   struct router *r = p->r;
   if (p->fallback_from[0]) return false; /* one switch: fallbacks of fallbacks are not followed */
+  /* A forwarded request was routed (and its tenant checked) by the node that sent it: never switch here. */
+  if (p->local_only) return false;
   const struct route_ctl_policy *cp = route_ctl_policy(&r->ctl, p->oai.model);
   if (!cp || cp->nfallbacks == 0) return false;
-  const struct tenant_conf *tc =
-      !p->local_only && r->opts.ntenants && p->tenant >= 0 && p->tenant < r->opts.ntenants ? &r->opts.tenants[p->tenant]
-                                                                                             : NULL;
+  const struct tenant_conf *tc = NULL;
+  if (r->opts.ntenants) {
+    if (p->tenant < 0 || p->tenant >= r->opts.ntenants) return false; /* its tenant is gone: no new model */
+    tc = &r->opts.tenants[p->tenant];
+  }
   char asked[sizeof p->fallback_from];
   size_t n = p->oai.model.len < sizeof asked ? p->oai.model.len : sizeof asked - 1;
   memcpy(asked, p->oai.model.base, n);

@@ -52,6 +52,7 @@ void route_ctl_sync(struct route_ctl *c, const struct fsm *f) {
     cp->hedge = fp->hedge;
     cp->hedge_delay_ms = fp->hedge_delay_ms;
     cp->hedge_max_frac = fp->hedge_max_pct / 100.0;
+    if (cp->hedge > 0 && cp->hedge_max_frac <= 0) cp->hedge_max_frac = ROUTE_CTL_HEDGE_FRAC; /* its own cap */
     adm_bucket_init(&cp->credit, 0, 1, 0); /* one hedge of credit to start with, like the router's */
     while (j < nold && strcmp(old[j].model, cp->model) < 0) j++; /* both lists in the FSM's key order */
     if (j < nold && strcmp(old[j].model, cp->model) == 0 && old[j].hedge_max_frac == cp->hedge_max_frac)
@@ -119,8 +120,12 @@ int route_ctl_filter(struct route_ctl *c, const struct store *s, struct slice mo
   if (c->ndrains == 0 && c->npins == 0) return n;
   if (c->stale || c->seen_gen != s->placement_gen) recompute(c, s);
   const uint64_t *allow = NULL;
-  for (int j = 0; j < c->npins; j++)
-    if (slice_eqz(model, c->pins[j].pin.model)) allow = c->pins[j].allow;
+  for (int lo = 0, hi = c->npins - 1; lo <= hi && !allow;) { /* pins are in the FSM's key order */
+    int mid = lo + (hi - lo) / 2, r = cmp_key(model, c->pins[mid].pin.model);
+    if (r == 0) allow = c->pins[mid].allow;
+    else if (r < 0) hi = mid - 1;
+    else lo = mid + 1;
+  }
   int m = 0;
   for (int i = 0; i < n; i++) {
     int id = ids[i];

@@ -16,6 +16,8 @@
 #include "state/store.h"
 
 #define ROUTE_CTL_WORDS ((STORE_MAX_TARGETS + 63) / 64)
+/* The hedged share of a model whose policy turns hedging on without a cap (the router's default cap, 5%). */
+#define ROUTE_CTL_HEDGE_FRAC 0.05
 
 struct route_ctl_pin {
   struct fsm_pin pin;              /* copy */
@@ -30,7 +32,8 @@ struct route_ctl_policy {
   int max_queue;     /* requests of this model that may wait in the admission queue; 0 = only the router's bound */
   int hedge;         /* fsm_policy.hedge: 0 the router's default, 1 hedge latency-class requests, -1 never */
   uint32_t hedge_delay_ms;  /* fixed hedge delay; 0 = the target's observed p95 time to first byte */
-  double hedge_max_frac;    /* cap on this model's hedged share (0..1); 0 = the router's cap */
+  double hedge_max_frac;    /* cap on this model's hedged share (0..1); 0 = the router's cap (hedge 1 without a
+                               cap: ROUTE_CTL_HEDGE_FRAC, so the router's cap of 0 does not starve it) */
   struct adm_bucket credit; /* its hedge credit when hedge_max_frac > 0 (+frac per request, -1 per hedge) */
   int nfallbacks;
   char fallbacks[FSM_FALLBACKS][FSM_NAME_MAX]; /* tried in order when no target serves the model */

@@ -93,15 +93,22 @@ void router_target_lost(struct router *r, int id);
 struct policy *router_policy_for(struct router *r, struct slice model);
 
 /* Agent-to-agent forwarding (DESIGN §1): a request routed to another node's target carries
- * x-infermesh-hop = "v1.<unix seconds>.<hex tag>", the tag a keyring MAC over "v1.<ts>.<request id>.<target>",
- * where target is x-infermesh-hop-target (the target's name on that node). The receiving agent accepts it
- * within HOP_MAX_SKEW_S of its own clock and routes it to its own targets only. */
+ * x-infermesh-hop = "v1.<unix seconds>.<hex tag>", the tag a keyring MAC over
+ * "v1.<purpose>.<ts>.<request id>.<target>", where target is x-infermesh-hop-target (the target's name on that
+ * node, or what a control request is about) and purpose says what the signature is for (HOP_INFER: an
+ * inference request; HOP_CTL: an agent-to-agent control call), so a signature made for one cannot be
+ * presented as the other. The receiving agent accepts it within HOP_MAX_SKEW_S of its own clock and routes an
+ * inference hop to its own targets only. */
 #define HOP_MAX_SKEW_S 60
-/* router_hop_sign writes the header value for request_id and remote target name into out (>= 80 bytes). */
-void router_hop_sign(const struct keyring *kr, int64_t now_s, const char *request_id, const char *target, char *out,
-                     size_t cap);
-/* router_hop_verify checks a header value: 0, or -EACCES (bad tag, no keyring) / -ETIMEDOUT (clock skew). */
-int router_hop_verify(const struct keyring *kr, int64_t now_s, struct slice hop, struct slice request_id,
+#define HOP_INFER "infer"
+#define HOP_CTL "ctl"
+/* router_hop_sign writes the header value for purpose, request_id and target into out (>= 80 bytes). */
+void router_hop_sign(const struct keyring *kr, const char *purpose, int64_t now_s, const char *request_id,
+                     const char *target, char *out, size_t cap);
+/* router_hop_verify checks a header value made for purpose: 0, or -EACCES (bad tag, another purpose, no
+ * keyring) / -ETIMEDOUT (clock skew). */
+int router_hop_verify(const struct keyring *kr, const char *purpose, int64_t now_s, struct slice hop,
+                      struct slice request_id,
                       struct slice target);
 
 #endif

@@ -78,6 +78,14 @@ def test_tenant_limited_to_models_gets_403_for_others(procs, tmp_path):
     assert metric_value(ctl.agent.metrics(), "infermesh_admission_forbidden_total") == 2
     listed = json.loads(ctl.cli("tenant", "list", "--json").stdout)["items"]
     assert any(t["name"] == "team-a" and t["models"] == ["model-a"] for t in listed), listed
+    # A fallback never takes a tenant to a model it may not use: team-a may use "alias", whose policy falls
+    # back to model-b, which team-a may not; team-all gets model-b.
+    ctl.cli("policy", "set", "alias", "--fallback", "model-b")
+    r = http_request(ctl.port, "PUT", "/v1/cluster/tenants/team-a", body={"models": ["model-a", "alias"]},
+                     headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status == 200, r.text()
+    enforced(ctl, "the alias policy", lambda: ctl.chat("alias", headers=auth_all).status == 200)
+    enforced(ctl, "team-a's new list", lambda: ctl.chat("alias", headers=auth_a).status == 404)
     # The limit is durable configuration: lifting it (models: []) opens every model to the tenant.
     r = http_request(ctl.port, "PUT", "/v1/cluster/tenants/team-a", body={"models": []},
                      headers={"Authorization": f"Bearer {TOKEN}"})

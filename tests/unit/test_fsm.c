@@ -221,9 +221,30 @@ static void test_snapshot_restore(void **state) {
   assert_non_null(fsm_policy(b, "m1"));
   /* a broken snapshot leaves the state as it was */
   assert_int_equal(fsm_restore(b, "{\"format\":2}", 12, err, sizeof err), -EINVAL);
+  const char *v3 = "{\"format\":3,\"index\":1,\"items\":{},\"recent\":[]}"; /* a format from the future */
+  assert_int_equal(fsm_restore(b, v3, strlen(v3), err, sizeof err), -EINVAL);
   assert_int_equal(fsm_restore(b, s1.base, s1.len / 2, err, sizeof err), -EINVAL);
   assert_int_equal(fsm_index(b), 8);
   assert_non_null(fsm_policy(b, "m1"));
+  /* Format 1 wrote "hedge":false for every policy, meaning "not set": read back as the router's default. */
+  const char *v1 = "{\"format\":1,\"index\":3,\"items\":{\"policies\":[{\"model\":\"m\",\"strategy\":\"ours\","
+                   "\"hedge\":false},{\"model\":\"n\",\"hedge\":true}]},\"recent\":[]}";
+  assert_int_equal(fsm_restore(b, v1, strlen(v1), err, sizeof err), 0);
+  assert_int_equal(fsm_policy(b, "m")->hedge, 0);
+  assert_int_equal(fsm_policy(b, "n")->hedge, 1);
+  assert_int_equal(fsm_kind_changed(b, FSM_POLICY), 3);
+  /* A put that leaves an item as it was changes nothing; one that shortens a string leaves no old bytes. */
+  cmd(b, 4, "h1", FSM_OP_PUT, FSM_POLICY, "m", "{\"strategy\":\"round-robin\",\"fallbacks\":[\"a\",\"b\"]}");
+  assert_int_equal(fsm_kind_changed(b, FSM_POLICY), 4);
+  cmd(b, 5, "h2", FSM_OP_PUT, FSM_POLICY, "m", "{\"strategy\":\"round-robin\",\"fallbacks\":[\"a\",\"b\"]}");
+  assert_int_equal(fsm_kind_changed(b, FSM_POLICY), 4);
+  cmd(b, 6, "h3", FSM_OP_PUT, FSM_TENANT, "t", "{\"rps\":1,\"models\":[\"aaaa\",\"bbbb\"]}");
+  cmd(b, 7, "h4", FSM_OP_MERGE, FSM_TENANT, "t", "{\"models\":[\"a\"]}");
+  cmd(b, 8, "h5", FSM_OP_PUT, FSM_TENANT, "u", "{\"rps\":1,\"models\":[\"a\"]}");
+  const struct fsm_tenant *tt = fsm_get(b, FSM_TENANT, "t"), *tu = fsm_get(b, FSM_TENANT, "u");
+  assert_memory_equal(tt->models, tu->models, sizeof tt->models);
+  cmd(b, 9, "h6", FSM_OP_MERGE, FSM_TENANT, "t", "{\"models\":[\"a\"]}");
+  assert_int_equal(fsm_kind_changed(b, FSM_TENANT), 8);
   buf_free(&s1);
   buf_free(&s2);
   fsm_free(a);

@@ -232,7 +232,28 @@ static int pick(const int *roles, const bool *failed, int n) {
     conf[i].role = roles[i];
     snprintf(conf[i].address, sizeof conf[i].address, "127.0.0.1:%d", 7000 + i);
   }
-  return craft_pick_removal(conf, failed, n, 1); /* server 1 (index 0) is the leader */
+  return craft_pick_removal(conf, failed, NULL, n, 1); /* server 1 (index 0) is the leader */
+}
+
+static void test_pick_removal_left(void **state) {
+  (void)state;
+  struct craft_server conf[3];
+  for (int i = 0; i < 3; i++) {
+    conf[i].id = (uint64_t)(i + 1);
+    conf[i].role = CRAFT_VOTER;
+    snprintf(conf[i].address, sizeof conf[i].address, "127.0.0.1:%d", 7000 + i);
+  }
+  /* Two voters, the other one left: removed (a majority of the one that remains), scaling 2 -> 1. */
+  bool failed2[2] = {false, true}, left2[2] = {false, true};
+  assert_int_equal(craft_pick_removal(conf, failed2, left2, 2, 1), 1);
+  /* ... but one that only went silent is not: the leader may be the one cut off. */
+  assert_int_equal(craft_pick_removal(conf, failed2, NULL, 2, 1), CRAFT_REMOVE_UNSAFE);
+  /* Three voters, one left and one silent: only the leader is healthy, nothing goes; with the silent one back,
+   * the one that left goes. */
+  bool failed3[3] = {false, true, true}, left3[3] = {false, false, true};
+  assert_int_equal(craft_pick_removal(conf, failed3, left3, 3, 1), CRAFT_REMOVE_UNSAFE);
+  bool failed3b[3] = {false, false, true};
+  assert_int_equal(craft_pick_removal(conf, failed3b, left3, 3, 1), 2);
 }
 
 static void test_pick_removal(void **state) {
@@ -478,7 +499,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_apply_replicates, setup, teardown),
       cmocka_unit_test_setup_teardown(test_snapshot_to_lagging_server, setup, teardown),
       cmocka_unit_test_setup_teardown(test_leader_loss_idempotent_retry, setup, teardown),
-      cmocka_unit_test(test_pick_removal),
+      cmocka_unit_test(test_pick_removal), cmocka_unit_test(test_pick_removal_left),
       cmocka_unit_test(test_desired_voters),
       cmocka_unit_test(test_parse_addr),
       cmocka_unit_test(test_relay_backpressure),

@@ -113,7 +113,8 @@ static void test_policies(void **state) {
       "{\"strategy\":\"round-robin\",\"slo_class\":\"latency\",\"max_queue\":3,\"hedge\":true,"
       "\"hedge_delay_ms\":150,\"hedge_max_pct\":5,\"fallbacks\":[\"a\",\"b\"]}");
   put(f, 2, FSM_OP_PUT, FSM_POLICY, "n", "{\"hedge\":false}");
-  put(f, 3, FSM_OP_PUT, FSM_POLICY, "o", "{}");
+  put(f, 3, FSM_OP_PUT, FSM_POLICY, "p", "{\"hedge\":true}");
+  put(f, 4, FSM_OP_PUT, FSM_POLICY, "o", "{}");
   route_ctl_sync(&c, f);
   struct route_ctl_policy *p = route_ctl_policy(&c, slice_cstr("m"));
   assert_non_null(p);
@@ -127,6 +128,7 @@ static void test_policies(void **state) {
   assert_string_equal(p->fallbacks[1], "b");
   assert_int_equal(route_ctl_policy(&c, slice_cstr("n"))->hedge, -1); /* false: never */
   assert_int_equal(route_ctl_policy(&c, slice_cstr("o"))->hedge, 0);  /* unset: the router's default */
+  assert_true(route_ctl_policy(&c, slice_cstr("p"))->hedge_max_frac == ROUTE_CTL_HEDGE_FRAC); /* on, no cap given */
   assert_null(route_ctl_policy(&c, slice_cstr("mm")));                 /* lookups are exact, */
   assert_null(route_ctl_policy(&c, slice_make("m", 0)));
   assert_null(route_ctl_policy(&c, slice_cstr("a")));                  /* before the first, */
@@ -135,7 +137,7 @@ static void test_policies(void **state) {
   /* The hedge credit survives a sync that leaves the cap alone. */
   assert_int_equal(adm_bucket_take(&p->credit, 1, 0), 0); /* the starting credit of one */
   adm_bucket_add(&p->credit, 0.5);
-  put(f, 4, FSM_OP_PUT, FSM_DRAIN, "x", "{}");
+  put(f, 5, FSM_OP_PUT, FSM_DRAIN, "x", "{}");
   route_ctl_sync(&c, f);
   p = route_ctl_policy(&c, slice_cstr("m"));
   assert_true(p->credit.tokens == 0.5);
