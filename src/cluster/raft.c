@@ -49,6 +49,7 @@ struct craft {
   struct track {
     uint64_t id;
     uint64_t down_since; /* uv_now when first missed; 0 = seen alive at the last tick */
+    uint64_t raft_seen;  /* uv_now when libraft last reported a message from it (or tracking began) */
   } track[CRAFT_TRACK_MAX];
   int ntrack;
   bool tracking, refusal_logged;
@@ -291,6 +292,9 @@ static void track_update(struct craft *c, const struct craft_server *alive, int 
     t->id = id;
     t->down_since = 0;
     if (!in_list(alive, n, id)) t->down_since = old && old->down_since ? old->down_since : now;
+    /* The leader's replication state: a message from it within the last election timeout. */
+    const struct raft_progress *pr = c->raft.leader_state.progress;
+    t->raft_seen = pr && pr[i].recent_recv ? now : old ? old->raft_seen : now;
   }
   memcpy(c->track, next, (size_t)nn * sizeof next[0]);
   c->ntrack = nn;
@@ -320,7 +324,9 @@ void craft_autopilot(struct craft *c, const struct craft_server *alive, int n, c
     const struct track *t = track_find(c, sv[i].id);
     was_left[i] = false;
     for (int j = 0; t && t->down_since && j < nleft; j++) was_left[i] |= left[j] == sv[i].id;
-    failed[i] = t && t->down_since && (was_left[i] || now - t->down_since >= grace_ms);
+    /* Dead: gossip missed it for the grace, and so did Raft (a blocked gossip port alone removes no one). */
+    failed[i] = t && t->down_since &&
+                (was_left[i] || (now - t->down_since >= grace_ms && now - t->raft_seen >= grace_ms));
     nfailed += failed[i];
   }
   int pick = craft_pick_removal(sv, failed, was_left, (int)conf->n, c->cfg.id);

@@ -19,7 +19,7 @@
  *   without fault tolerance; the other alive spares become standbys (libraft: a spare gets no log, a standby
  *   replicates it without voting), so a promotion later starts from a caught-up log;
  * - remove (craft_autopilot, like Consul's cleanup_dead_servers): a server gossip misses (dead, or not heard
- *   of) for grace_ms, or at once when it left gracefully, under craft_pick_removal's quorum rule. A freed
+ *   of) and the leader has had no Raft message from for grace_ms, or at once when it left gracefully, under craft_pick_removal's quorum rule. A freed
  *   voter slot is refilled by the next promotion;
  * - leave: craft_close on the leader first hands leadership to the most up-to-date healthy voter (at most
  *   CRAFT_TRANSFER_MS); the leaving server does not remove itself: the new leader does, as soon as gossip
