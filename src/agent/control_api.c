@@ -130,7 +130,8 @@ static void raft_status(struct control *c, struct http_req *req) {
   if (!c->raft) {
     buf_printf(&b, "{\"node\":");
     buf_json_str(&b, slice_cstr(c->env.cfg->node_name));
-    buf_printf(&b, ",\"server\":false,\"state\":\"replica\",\"fsm_index\":%llu}", (unsigned long long)control_index(c));
+    buf_printf(&b, ",\"server\":false,\"state\":\"replica\",\"fsm_index\":%llu,\"enforced_index\":%llu}",
+               (unsigned long long)control_index(c), (unsigned long long)c->enforced_index);
     send_json(req, 200, &b);
     buf_free(&b);
     return;
@@ -161,7 +162,8 @@ static void raft_status(struct control *c, struct http_req *req) {
     buf_printf(&b, ",\"role\":\"%s\"}", st.servers[i].role >= 0 && st.servers[i].role <= 2 ? roles[st.servers[i].role] : "?");
     voters += st.servers[i].role == CRAFT_VOTER;
   }
-  buf_printf(&b, "],\"voters\":%d,\"transport_refused\":%llu}", voters, (unsigned long long)st.transport_refused);
+  buf_printf(&b, "],\"voters\":%d,\"transport_refused\":%llu,\"enforced_index\":%llu}", voters,
+             (unsigned long long)st.transport_refused, (unsigned long long)c->enforced_index);
   send_json(req, 200, &b);
   buf_free(&b);
 }

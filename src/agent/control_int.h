@@ -41,7 +41,7 @@ struct control {
   void *closed_arg;
   /* Enforcement (control_enforce): the FSM index the router last saw, and the tenant tables handed to it —
    * two, alternating, because router_set_tenants reads the previous table while it installs the next. */
-  uint64_t enforced_index;
+  uint64_t enforced_index; /* shown as "enforced_index" by GET /v1/cluster/raft: the state this router follows */
   struct tenant_conf tenants[2][TENANTS_MAX];
   int tenants_cur;
   uint64_t enforced_kind[FSM_NKINDS]; /* fsm_kind_changed of each kind when last handed to the router */

@@ -41,8 +41,12 @@ class ControlAgent:
             assert r.returncode == 0, (args, r.stdout, r.stderr)
         return r
 
-    def index(self):
-        return http_get(self.port, "/v1/cluster/raft").json()["applied_index"]
+    def enforce(self, *args):
+        """Run a CLI write, then wait until this node's router follows the state it produced."""
+        self.cli(*args)
+        want = http_get(self.port, "/v1/cluster/raft").json()["fsm_index"]
+        wait_for(lambda: http_get(self.port, "/v1/cluster/raft").json()["enforced_index"] >= want, timeout=5,
+                 interval=0.02, what=f"the router to follow index {want}")
 
     def chat(self, model, content="hello", headers=None, **kw):
         return post_json(self.port, "/v1/chat/completions", chat_body(content, model=model, **kw), headers=headers,
@@ -126,8 +130,7 @@ def test_policy_max_queue_caps_the_models_waiting_requests(procs, tmp_path):
     # a target counts the requests routed to it since its last report: a slow scrape keeps the long one counted
     ctl = ControlAgent(procs, tmp_path, [engine], "--max-waiting", "1", scrape_ms=5000)
     model = engine.model
-    ctl.cli("policy", "set", model, "--max-queue", "1")
-    time.sleep(0.3)  # the router follows on its next tick
+    ctl.enforce("policy", "set", model, "--max-queue", "1")
     results = {}
 
     def send(name, tokens):
@@ -181,8 +184,7 @@ def test_policy_turns_hedging_on_with_its_delay_and_off(procs, tmp_path):
     # The router's own default: no hedging at all (cap 0).
     ctl = ControlAgent(procs, tmp_path, [slow, fast], "--hedge-max-fraction", "0", "--hedge-delay-ms", "5000")
     model = fast.model
-    ctl.cli("policy", "set", model, "--hedge", "true", "--hedge-delay-ms", "150", "--hedge-max-pct", "100")
-    time.sleep(0.3)
+    ctl.enforce("policy", "set", model, "--hedge", "true", "--hedge-delay-ms", "150", "--hedge-max-pct", "100")
     status, headers, took = race(ctl, slow)
     assert status == 200 and headers.get("x-infermesh-hedged") == "true", headers
     assert headers["x-infermesh-target"] == f"127.0.0.1:{fast.port}"
@@ -190,8 +192,7 @@ def test_policy_turns_hedging_on_with_its_delay_and_off(procs, tmp_path):
     sent = metric_value(ctl.agent.metrics(), "infermesh_hedges_sent_total")
     assert sent >= 1
     # hedge false: never hedged, whatever the router's default.
-    ctl.cli("policy", "set", model, "--hedge", "false")
-    time.sleep(0.3)
+    ctl.enforce("policy", "set", model, "--hedge", "false")
     status, headers, took = race(ctl, slow)
     assert status == 200 and "x-infermesh-hedged" not in headers
     assert headers["x-infermesh-target"] == f"127.0.0.1:{slow.port}"
