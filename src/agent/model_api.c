@@ -181,18 +181,6 @@ static void hop_what(char *out, size_t cap, bool unload, const char *target) {
   snprintf(out, cap, "model-%s:%s", unload ? "unload" : "load", target);
 }
 
-/* path_escape appends s percent-encoded for a path segment. */
-static void path_escape(struct buf *b, const char *s) {
-  for (; *s; s++) {
-    unsigned char ch = (unsigned char)*s;
-    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-        strchr("-._~", ch))
-      buf_append(b, s, 1);
-    else
-      buf_printf(b, "%%%02X", ch);
-  }
-}
-
 static struct op *op_new(struct model_api *m, struct http_req *req, int tid, const char *target, bool unload,
                          const struct model_req *mr) {
   struct target *t = &m->store->targets[tid];
@@ -233,7 +221,7 @@ static void forward(struct model_api *m, struct http_req *req, int tid, const ch
   snprintf(rid, sizeof rid, "model-%016llx", (unsigned long long)rng_next(&m->router->rng));
   router_hop_sign(mesh_keyring(m->mesh), HOP_CTL, (int64_t)time(NULL), rid, hop_target, hop, sizeof hop);
   buf_puts(&o->head, "POST /v1/cluster/targets/");
-  path_escape(&o->head, t->remote_name);
+  buf_path_segment(&o->head, t->remote_name);
   buf_printf(&o->head,
              "/%s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
              "x-request-id: %s\r\nx-infermesh-hop: %s\r\nx-infermesh-hop-target: %s\r\n\r\n",

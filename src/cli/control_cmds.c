@@ -119,16 +119,6 @@ bad:
   return -EINVAL;
 }
 
-void control_cmds_path_escape(struct buf *b, const char *s) {
-  for (; *s; s++) {
-    unsigned char ch = (unsigned char)*s;
-    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || strchr("-._~", ch))
-      buf_append(b, s, 1);
-    else
-      buf_printf(b, "%%%02X", ch);
-  }
-}
-
 void control_cmds_print_body(const struct buf *body) {
   json_t *j = json_loadb(body->base ? body->base : "", body->len, 0, NULL);
   if (j) {
@@ -198,7 +188,7 @@ static int kind_cmd(struct opts *o, const char *kind, const char *verb, const ch
   buf_printf(&path, "/v1/cluster/%s", kind);
   if (name) {
     buf_puts(&path, "/");
-    control_cmds_path_escape(&path, name);
+    buf_path_segment(&path, name);
   }
   if (strcmp(verb, "get") == 0 || strcmp(verb, "list") == 0) {
     rc = call(o, "GET", path.base, NULL, false, &b, &status);

@@ -9,8 +9,6 @@ int control_cmd_main(const char *cmd, int argc, char **argv);
 struct buf;
 
 /* Helpers shared with other clients of the agent's API (cli/model_cmds.c). */
-/* control_cmds_path_escape appends s to b percent-encoded for one path segment (names hold '/'). */
-void control_cmds_path_escape(struct buf *b, const char *s);
 /* control_cmds_print_body prints an answer to stdout: indented when it is JSON, else as is. */
 void control_cmds_print_body(const struct buf *body);
 /* control_cmds_fail_status prints the agent's error (its OpenAI error message when there is one) with the

@@ -118,7 +118,7 @@ int model_cmd_main(int argc, char **argv) {
   json_decref(req);
   struct buf path = {0}, out = {0};
   buf_puts(&path, "/v1/cluster/targets/");
-  control_cmds_path_escape(&path, o.target);
+  buf_path_segment(&path, o.target);
   buf_printf(&path, "/%s", o.verb);
   char hdrs[400], err[512];
   snprintf(hdrs, sizeof hdrs, "Authorization: Bearer %s\r\n", o.token);

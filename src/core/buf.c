@@ -94,6 +94,16 @@ void buf_label_value(struct buf *b, const char *s) {
   }
 }
 
+void buf_path_segment(struct buf *b, const char *s) {
+  for (; *s; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || strchr("-._~", ch))
+      buf_append(b, s, 1);
+    else
+      buf_printf(b, "%%%02X", ch);
+  }
+}
+
 void buf_consume(struct buf *b, size_t n) {
   if (n >= b->len) {
     buf_reset(b);

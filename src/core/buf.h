@@ -30,6 +30,9 @@ void buf_append_u64(struct buf *b, uint64_t v);
 void buf_json_str(struct buf *b, struct slice s);
 /* buf_label_value appends s escaped as a Prometheus label value (\\, \", \n), without quotes. */
 void buf_label_value(struct buf *b, const char *s);
+/* buf_path_segment appends s percent-encoded as one URL path segment (all but A-Z a-z 0-9 - . _ ~, so a '/'
+ * in a name stays inside the segment). */
+void buf_path_segment(struct buf *b, const char *s);
 /* buf_consume drops the first n bytes (memmove), keeping the rest. */
 void buf_consume(struct buf *b, size_t n);
 static inline void buf_reset(struct buf *b) {

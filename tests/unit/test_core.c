@@ -51,6 +51,9 @@ static void test_buf_escaping(void **state) {
   buf_label_value(&b, "x\"y\\z\nw");
   assert_string_equal(b.base, "x\\\"y\\\\z\\nw");
   buf_reset(&b);
+  buf_path_segment(&b, "node-1/vllm 0:a~b.c_d");
+  assert_string_equal(b.base, "node-1%2Fvllm%200%3Aa~b.c_d");
+  buf_reset(&b);
   buf_printf(&b, "%d-%s", 7, "seven");
   buf_consume(&b, 2);
   assert_string_equal(b.base, "seven");
