@@ -15,6 +15,7 @@ import contextlib
 import http.client
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -103,11 +104,51 @@ def wait_for(cond, timeout=10.0, interval=0.05, what="condition"):
         time.sleep(interval)
 
 
+_HANDED_OUT = set()
+
+
+def _port_window():
+    """Ports the kernel never hands out on its own: below (or above) the ephemeral range.
+
+    A port picked inside the ephemeral range can be taken a moment later by any process's connect() or bind(0)
+    (a simulated engine's listener, say), which made `dev --port P` find P+1 in use."""
+    try:
+        lo, hi = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        lo, hi = 32768, 60999
+    if lo - 1 - 10000 >= 2000:
+        return 10000, lo - 1
+    return hi + 1, 65535
+
+
+def _bindable(port):
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                return False
+    return True
+
+
+def free_ports(n):
+    """The first of n consecutive ports that were free a moment ago on 127.0.0.1 (TCP and UDP), outside the
+    kernel's ephemeral range and never handed out before in this test run."""
+    lo, hi = _port_window()
+    for _ in range(1000):
+        base = random.randint(lo, hi - n)
+        block = range(base, base + n)
+        if any(p in _HANDED_OUT for p in block) or not all(_bindable(p) for p in block):
+            continue
+        _HANDED_OUT.update(block)
+        return base
+    raise RuntimeError(f"no {n} consecutive free ports in {lo}-{hi}")
+
+
 def free_port():
-    """A port that was free a moment ago on 127.0.0.1 (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A port that was free a moment ago on 127.0.0.1 (see free_ports)."""
+    return free_ports(1)
 
 
 def port_accepts(port):

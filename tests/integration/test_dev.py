@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import HOST, chat_body, free_port, http_get, post_json, wait_for
+from conftest import HOST, chat_body, free_port, free_ports, http_get, post_json, wait_for
 
 
 def proc_table():
@@ -195,9 +195,7 @@ def test_dev_port_0_either_works_or_is_refused(procs):
 @pytest.mark.timeout(60)
 def test_dev_nodes_is_a_mesh(procs):
     """`dev --nodes 3`: three agents that find each other; a request to any node may be served by another."""
-    port, gport = free_port(), free_port()
-    while abs(port - gport) < 3:
-        gport = free_port()
+    port, gport = free_ports(3), free_ports(3)
     dev = procs.infermesh("dev", "dev", "--nodes", "3", "--port", str(port), "--gossip-port", str(gport),
                           "--speed", "0")
     out = wait_for(lambda: dev.alive() and "curl" in dev.stdout() and dev.stdout(), timeout=30,
