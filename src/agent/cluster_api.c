@@ -85,7 +85,7 @@ static void forward(struct cluster_api *c, struct http_req *req, const char *api
   req->abort_cb = fwd_abort_cb;
   snprintf(target, sizeof target, "%s:%s", verb, node);
   snprintf(rid, sizeof rid, "ctl-%016llx", (unsigned long long)rng_next(&c->router->rng));
-  router_hop_sign(c->router->kr, HOP_CTL, (int64_t)time(NULL), rid, target, hop, sizeof hop);
+  router_hop_sign(c->router->kr, HOP_CTL, (int64_t)time(NULL), rng_next(&c->router->rng), rid, target, hop, sizeof hop);
   buf_printf(&f->head, "POST /v1/cluster/nodes/%s/%s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\nx-request-id: %s\r\n"
                        "x-infermesh-hop: %s\r\nx-infermesh-hop-target: %s\r\n\r\n",
              node, verb, api, rid, hop, target);
@@ -122,7 +122,9 @@ static void drain(struct cluster_api *c, struct http_req *req, struct slice rest
     snprintf(want, sizeof want, "%s:%s", verb, node);
     struct slice ht = http_req_header(req, "x-infermesh-hop-target");
     if (!self || !slice_eqz(ht, want) ||
-        router_hop_verify(c->router->kr, HOP_CTL, (int64_t)time(NULL), hop, http_req_header(req, "x-request-id"), ht) != 0) {
+        router_hop_verify(c->router->kr, &c->router->hop_seen, HOP_CTL, (int64_t)time(NULL), hop,
+                          http_req_header(req, "x-request-id"), ht) != 0) {
+      c->router->hops_refused++;
       error(req, 403, "forwarded request not signed with this cluster's key", "permission_denied");
       return;
     }

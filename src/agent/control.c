@@ -87,7 +87,8 @@ static int fwd_send(struct control *c, const char *api, const char *method, cons
   buf_append(&f->body, body, len);
   control_hop_target(what, body, len, target, sizeof target);
   snprintf(rid, sizeof rid, "ctl-%016llx", (unsigned long long)rng_next(&c->env.router->rng));
-  router_hop_sign(mesh_keyring(c->env.mesh), HOP_CTL, (int64_t)time(NULL), rid, target, hop, sizeof hop);
+  router_hop_sign(mesh_keyring(c->env.mesh), HOP_CTL, (int64_t)time(NULL), rng_next(&c->env.router->rng), rid, target,
+                  hop, sizeof hop);
   buf_printf(&f->head, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
                        "x-request-id: %s\r\nx-infermesh-hop: %s\r\nx-infermesh-hop-target: %s\r\n"
                        "x-infermesh-hops: %d\r\n\r\n",
@@ -104,9 +105,11 @@ bool control_verify_hop(struct control *c, struct http_req *req, const char *wha
   if (!c->env.mesh) return false;
   control_hop_target(what, req->body.base, req->body.len, want, sizeof want);
   struct slice ht = http_req_header(req, "x-infermesh-hop-target");
-  return slice_eqz(ht, want) && router_hop_verify(mesh_keyring(c->env.mesh), HOP_CTL, (int64_t)time(NULL),
-                                                 http_req_header(req, "x-infermesh-hop"),
-                                                 http_req_header(req, "x-request-id"), ht) == 0;
+  bool ok = slice_eqz(ht, want) &&
+            router_hop_verify(mesh_keyring(c->env.mesh), &c->env.router->hop_seen, HOP_CTL, (int64_t)time(NULL),
+                              http_req_header(req, "x-infermesh-hop"), http_req_header(req, "x-request-id"), ht) == 0;
+  if (!ok) c->env.router->hops_refused++;
+  return ok;
 }
 
 /* ---- proposals: local leader, or forwarded to the leader's agent ---- */

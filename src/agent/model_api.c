@@ -219,7 +219,8 @@ static void forward(struct model_api *m, struct http_req *req, int tid, const ch
   hop_what(what, sizeof what, unload, t->remote_name);
   control_hop_target(what, o->body.base, o->body.len, hop_target, sizeof hop_target);
   snprintf(rid, sizeof rid, "model-%016llx", (unsigned long long)rng_next(&m->router->rng));
-  router_hop_sign(mesh_keyring(m->mesh), HOP_CTL, (int64_t)time(NULL), rid, hop_target, hop, sizeof hop);
+  router_hop_sign(mesh_keyring(m->mesh), HOP_CTL, (int64_t)time(NULL), rng_next(&m->router->rng), rid, hop_target,
+                  hop, sizeof hop);
   buf_puts(&o->head, "POST /v1/cluster/targets/");
   buf_path_segment(&o->head, t->remote_name);
   buf_printf(&o->head,

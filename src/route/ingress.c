@@ -85,10 +85,18 @@ void router_free(struct router *r) {
   }
   admission_free(&r->adm);
   route_ctl_free(&r->ctl);
+  hop_seen_free(&r->hop_seen);
 }
 
 void router_metrics(const struct router *r, struct buf *out) {
   route_metrics_render(&r->metrics, out, r->inflight);
+  buf_printf(out,
+             "# HELP infermesh_hops_in_total Inference requests forwarded here by another agent and accepted.\n"
+             "# TYPE infermesh_hops_in_total counter\ninfermesh_hops_in_total %llu\n"
+             "# HELP infermesh_hops_refused_total Agent-to-agent calls (inference or control) refused: not signed with "
+             "this cluster's key, for another purpose, outside the clock skew, or replayed.\n"
+             "# TYPE infermesh_hops_refused_total counter\ninfermesh_hops_refused_total %llu\n",
+             (unsigned long long)r->hops_in, (unsigned long long)r->hops_refused);
   if (!r->opts.ntenants) return;
   buf_puts(out, "# HELP infermesh_tenant_admitted_total Requests of a tenant within its limits.\n"
                 "# TYPE infermesh_tenant_admitted_total counter\n");

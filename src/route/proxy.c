@@ -378,8 +378,9 @@ static void build_head(struct proxy *p, struct buf *h, const struct target *t, s
     buf_append(h, "\r\n", 2);
   }
   if (t->remote && p->r->kr) {
-    char hop[128];
-    router_hop_sign(p->r->kr, HOP_INFER, (int64_t)time(NULL), p->request_id, t->remote_name, hop, sizeof hop);
+    char hop[HOP_HEADER_MAX];
+    router_hop_sign(p->r->kr, HOP_INFER, (int64_t)time(NULL), rng_next(&p->r->rng), p->request_id, t->remote_name,
+                    hop, sizeof hop);
     buf_puts(h, "x-infermesh-hop: ");
     buf_puts(h, hop);
     buf_puts(h, "\r\nx-infermesh-hop-target: ");
@@ -534,12 +535,18 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
   struct slice hop = http_req_header(req, "x-infermesh-hop");
   if (hop.len) {
     struct slice ht = http_req_header(req, "x-infermesh-hop-target");
-    int hrc = router_hop_verify(r->kr, HOP_INFER, (int64_t)time(NULL), hop, slice_cstr(p->request_id), ht);
+    int hrc = router_hop_verify(r->kr, &r->hop_seen, HOP_INFER, (int64_t)time(NULL), hop,
+                                slice_cstr(p->request_id), ht);
+    if (hrc == -EBUSY) {
+      fail(p, 503, "server_overloaded", "too many forwarded requests to remember: try again shortly", 1);
+      return;
+    }
     if (hrc != 0) {
       r->hops_refused++;
       fail(p, 403, "permission_denied",
-           hrc == -ETIMEDOUT ? "forwarded request outside the allowed clock skew: check the nodes' clocks"
-                             : "forwarded request not signed with this cluster's key",
+           hrc == -ETIMEDOUT   ? "forwarded request outside the allowed clock skew: check the nodes' clocks"
+           : hrc == -EALREADY ? "forwarded request already accepted once (a replayed signature)"
+                              : "forwarded request not signed with this cluster's key",
            0);
       return;
     }

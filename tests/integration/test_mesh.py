@@ -4,11 +4,15 @@ Each node is an agent with its own data dir (its identity) and gossip port; the 
 `infermesh init` (copied, as an operator would) or from an invite token.
 """
 
+import hashlib
+import hmac
 import json
 import shutil
 import signal
+import struct
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -247,7 +251,7 @@ def test_leave_is_graceful(mesh):
 @pytest.mark.timeout(60)
 def test_forged_forwarded_request_is_refused(mesh):
     a = mesh["a"]
-    hop = f"v1.{int(time.time())}." + "0" * 64
+    hop = f"v2.{int(time.time())}.{'1' * 16}." + "0" * 64
     r = post_json(a.port, "/v1/chat/completions", chat_body(),
                   headers={"x-infermesh-hop": hop, "x-infermesh-hop-target": "engine-a", "x-request-id": "r1"})
     assert r.status == 403, r
@@ -256,6 +260,47 @@ def test_forged_forwarded_request_is_refused(mesh):
                      headers={"x-infermesh-hop": hop, "x-infermesh-hop-target": "drain:a", "x-request-id": "r2"})
     assert r.status == 403
     assert not a.members()["members"][0].get("draining")
+
+
+def hop_header(key_file, purpose, request_id, target, nonce, ts=None):
+    """x-infermesh-hop as an agent holding key_file's primary key signs it (DESIGN §10; route/router.h): the
+    HMAC-SHA512-256 under crypto_kdf(key, 1, "im-auth1") of "v2.<purpose>.<ts>.<nonce>.<len>:<request id>.<target>"."""
+    key = bytes.fromhex(Path(key_file).read_text().split()[0])
+    sub = hashlib.blake2b(b"", digest_size=32, key=key, salt=struct.pack("<Q", 1), person=b"im-auth1")
+    ts = int(time.time()) if ts is None else ts
+    text = f"v2.{purpose}.{ts}.{nonce}.{len(request_id)}:{request_id}.{target}".encode()
+    return f"v2.{ts}.{nonce}." + hmac.new(sub.digest(), text, hashlib.sha512).digest()[:32].hex()
+
+
+@pytest.mark.timeout(60)
+def test_forwarded_request_is_accepted_once(mesh):
+    """A hop signed with the cluster key is served once; the same header again (a replay) is refused."""
+    a, tmp = mesh["a"], mesh["tmp"]
+    key = tmp / "a" / "cluster.key"
+    hop = hop_header(key, "infer", "rp-1", "engine-a", "00000000000000aa")
+    headers = {"x-infermesh-hop": hop, "x-infermesh-hop-target": "engine-a", "x-request-id": "rp-1"}
+    r = post_json(a.port, "/v1/chat/completions", chat_body("signed"), headers=headers)
+    assert r.status == 200, r
+    assert r.headers["x-infermesh-node"] == "a"
+    r = post_json(a.port, "/v1/chat/completions", chat_body("replayed"), headers=headers)
+    assert r.status == 403, r
+    assert "replayed" in r.json()["error"]["message"]
+    # Another nonce is another signature; the purpose and the clock still count.
+    headers["x-infermesh-hop"] = hop_header(key, "infer", "rp-1", "engine-a", "00000000000000ab")
+    assert post_json(a.port, "/v1/chat/completions", chat_body("fresh"), headers=headers).status == 200
+    headers["x-infermesh-hop"] = hop_header(key, "ctl", "rp-1", "engine-a", "00000000000000ac")
+    assert post_json(a.port, "/v1/chat/completions", chat_body("ctl"), headers=headers).status == 403
+    headers["x-infermesh-hop"] = hop_header(key, "infer", "rp-1", "engine-a", "00000000000000ad",
+                                            ts=int(time.time()) - 600)
+    r = post_json(a.port, "/v1/chat/completions", chat_body("old"), headers=headers)
+    assert r.status == 403 and "clock skew" in r.json()["error"]["message"], r
+    # A control call signed once is a replay the second time too.
+    hop = hop_header(key, "ctl", "rp-2", "drain:a", "00000000000000ae")
+    headers = {"x-infermesh-hop": hop, "x-infermesh-hop-target": "drain:a", "x-request-id": "rp-2"}
+    assert http_request(a.port, "POST", "/v1/cluster/nodes/a/drain", headers=headers).status == 200
+    wait_for(lambda: a.members()["members"][0].get("draining"), timeout=5, what="a draining")
+    assert http_request(a.port, "POST", "/v1/cluster/nodes/a/drain", headers=headers).status == 403
+    assert a.agent.counter("infermesh_hops_refused_total") >= 3
 
 
 @pytest.mark.timeout(90)
