@@ -63,7 +63,7 @@ static void fwd_done(void *arg, int err) {
   free(f);
 }
 
-static const struct hc_callbacks fwd_cbs = {fwd_head, fwd_body, fwd_done};
+static const struct hc_callbacks fwd_cbs = {.on_head = fwd_head, .on_body = fwd_body, .on_done = fwd_done};
 
 static void forward(struct cluster_api *c, struct http_req *req, const char *api, const char *node, const char *verb) {
   char host[96], target[160], hop[128], rid[40];
@@ -121,9 +121,15 @@ static void drain(struct cluster_api *c, struct http_req *req, struct slice rest
     char want[160];
     snprintf(want, sizeof want, "%s:%s", verb, node);
     struct slice ht = http_req_header(req, "x-infermesh-hop-target");
-    if (!self || !slice_eqz(ht, want) ||
-        router_hop_verify(c->router->kr, &c->router->hop_seen, HOP_CTL, (int64_t)time(NULL), hop,
-                          http_req_header(req, "x-request-id"), ht) != 0) {
+    int rc = !self || !slice_eqz(ht, want)
+                 ? -EACCES
+                 : router_hop_verify(c->router->kr, &c->router->hop_seen, HOP_CTL, (int64_t)time(NULL), hop,
+                                     http_req_header(req, "x-request-id"), ht);
+    if (rc == -EBUSY) {
+      error(req, 503, "too many forwarded requests to remember: try again shortly", "server_overloaded");
+      return;
+    }
+    if (rc != 0) {
       c->router->hops_refused++;
       error(req, 403, "forwarded request not signed with this cluster's key", "permission_denied");
       return;

@@ -64,7 +64,11 @@ static void fwd_done_cb(void *arg, int err) {
   free(f);
 }
 
-static const struct hc_callbacks fwd_cbs = {fwd_head_cb, fwd_body_cb, fwd_done_cb};
+static const struct hc_callbacks fwd_cbs = {
+    .on_head = fwd_head_cb,
+    .on_body = fwd_body_cb,
+    .on_done = fwd_done_cb,
+};
 
 /* fwd_send sends METHOD path with body (copied) to the agent at api (host:port), signed for `what`. */
 static int fwd_send(struct control *c, const char *api, const char *method, const char *path, const char *what,
@@ -99,17 +103,19 @@ static int fwd_send(struct control *c, const char *api, const char *method, cons
   return 0;
 }
 
-/* control_verify_hop checks that req was signed with the cluster key for `what` over its body. */
-bool control_verify_hop(struct control *c, struct http_req *req, const char *what) {
+int control_verify_hop(struct control *c, struct http_req *req, const char *what) {
   char want[128];
-  if (!c->env.mesh) return false;
+  if (!c->env.mesh) return -EACCES;
   control_hop_target(what, req->body.base, req->body.len, want, sizeof want);
   struct slice ht = http_req_header(req, "x-infermesh-hop-target");
-  bool ok = slice_eqz(ht, want) &&
-            router_hop_verify(mesh_keyring(c->env.mesh), &c->env.router->hop_seen, HOP_CTL, (int64_t)time(NULL),
-                              http_req_header(req, "x-infermesh-hop"), http_req_header(req, "x-request-id"), ht) == 0;
-  if (!ok) c->env.router->hops_refused++;
-  return ok;
+  struct slice hop = http_req_header(req, "x-infermesh-hop"), rid = http_req_header(req, "x-request-id");
+  struct router *r = c->env.router;
+  int64_t now = (int64_t)time(NULL);
+  const struct keyring *kr = mesh_keyring(c->env.mesh);
+  int rc = slice_eqz(ht, want) ? router_hop_verify(kr, &r->hop_seen, HOP_CTL, now, hop, rid, ht) : -EACCES;
+  if (rc == 0 || rc == -EBUSY) return rc;
+  r->hops_refused++;
+  return -EACCES;
 }
 
 /* ---- proposals: local leader, or forwarded to the leader's agent ---- */

@@ -247,10 +247,19 @@ static bool authorized(struct control *c, struct http_req *req) {
   return true;
 }
 
+/* refuse_hop answers a forwarded request that control_verify_hop did not accept (rc). */
+static void refuse_hop(struct http_req *req, int rc, const char *msg) {
+  if (rc == -EBUSY)
+    error(req, 503, "too many forwarded requests to remember: try again shortly", "server_overloaded");
+  else
+    error(req, 403, msg, "permission_denied");
+}
+
 bool control_authorize_admin(struct control *c, struct http_req *req, const char *hop_what) {
   if (hop_what && http_req_header(req, "x-infermesh-hop").len) {
-    if (c && control_verify_hop(c, req, hop_what)) return true;
-    error(req, 403, "forwarded request not signed with this cluster's key", "permission_denied");
+    int rc = c ? control_verify_hop(c, req, hop_what) : -EACCES;
+    if (rc == 0) return true;
+    refuse_hop(req, rc, "forwarded request not signed with this cluster's key");
     return false;
   }
   if (!c) {
@@ -355,8 +364,9 @@ bad:
 }
 
 static void propose_internal(struct control *c, struct http_req *req) {
-  if (!c->raft || !control_verify_hop(c, req, "ctl-propose")) {
-    error(req, 403, "forwarded proposal not signed with this cluster's key", "permission_denied");
+  int rc = c->raft ? control_verify_hop(c, req, "ctl-propose") : -EACCES;
+  if (rc != 0) {
+    refuse_hop(req, rc, "forwarded proposal not signed with this cluster's key");
     return;
   }
   uint64_t hops = 0;
@@ -393,8 +403,9 @@ bool control_handle(struct control *c, struct http_req *req) {
     else error(req, 405, "use GET /v1/cluster/raft", "method_not_allowed");
   } else if (slice_eqz(rest, "state")) {
     uint64_t after = 0;
-    if (!get || !control_verify_hop(c, req, "ctl-state")) {
-      error(req, 403, "the control-plane state is for agents of this cluster (signed with its key)", "permission_denied");
+    int rc = get ? control_verify_hop(c, req, "ctl-state") : -EACCES;
+    if (rc != 0) {
+      refuse_hop(req, rc, "the control-plane state is for agents of this cluster (signed with its key)");
       return true;
     }
     query_u64(req->query, "after", &after);

@@ -64,6 +64,8 @@ void control_wait(struct control *c, struct http_req *req, uint64_t min_index, u
 void control_autopilot(struct control *c, const struct mesh_server *sv, int n);
 /* Signed agent-to-agent control requests: the hop target is WHAT:hash(body). */
 void control_hop_target(const char *what, const void *body, size_t len, char *out, size_t cap);
-bool control_verify_hop(struct control *c, struct http_req *req, const char *what);
+/* control_verify_hop checks that req was signed with the cluster key for `what` over its body, once:
+ * 0, -EBUSY (too many signatures to remember: answer 503) or -EACCES (refused; counted). */
+int control_verify_hop(struct control *c, struct http_req *req, const char *what);
 
 #endif

@@ -327,7 +327,11 @@ static void poll_done_cb(void *arg, int err) {
   }
 }
 
-static const struct hc_callbacks poll_cbs = {poll_head_cb, poll_body_cb, poll_done_cb};
+static const struct hc_callbacks poll_cbs = {
+    .on_head = poll_head_cb,
+    .on_body = poll_body_cb,
+    .on_done = poll_done_cb,
+};
 
 static void poll_cb(uv_timer_t *t) {
   struct dev *d = t->data;

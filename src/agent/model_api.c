@@ -145,7 +145,11 @@ static void local_done_cb(void *arg, int err) {
   op_free(o);
 }
 
-static const struct hc_callbacks local_cbs = {on_head, on_body, local_done_cb};
+static const struct hc_callbacks local_cbs = {
+    .on_head = on_head,
+    .on_body = on_body,
+    .on_done = local_done_cb,
+};
 
 /* The runtime's answer came back through the node that runs it: relayed, with the target named as here. */
 static void remote_done_cb(void *arg, int err) {
@@ -175,7 +179,11 @@ static void remote_done_cb(void *arg, int err) {
   op_free(o);
 }
 
-static const struct hc_callbacks remote_cbs = {on_head, on_body, remote_done_cb};
+static const struct hc_callbacks remote_cbs = {
+    .on_head = on_head,
+    .on_body = on_body,
+    .on_done = remote_done_cb,
+};
 
 static void hop_what(char *out, size_t cap, bool unload, const char *target) {
   snprintf(out, cap, "model-%s:%s", unload ? "unload" : "load", target);

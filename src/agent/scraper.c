@@ -136,7 +136,7 @@ static void on_done(void *arg, int err) {
   next_step(st);
 }
 
-static const struct hc_callbacks cbs = {on_head, on_body, on_done};
+static const struct hc_callbacks cbs = {.on_head = on_head, .on_body = on_body, .on_done = on_done};
 
 /* Fetch the next endpoint of the round, or publish the round when all were read. */
 static void next_step(struct scrape_target *st) {

@@ -159,7 +159,7 @@ static void on_done(void *arg, int err) {
   maybe_done(r);
 }
 
-static const struct hc_callbacks cbs = {on_head, on_body, on_done};
+static const struct hc_callbacks cbs = {.on_head = on_head, .on_body = on_body, .on_done = on_done};
 
 static void send_one(struct run *r, size_t i) {
   const struct bench_opts *o = r->o;
@@ -269,7 +269,7 @@ static void m_done(void *arg, int err) {
   uv_stop(&r->loop); /* the connection may stay open in the pool */
 }
 
-static const struct hc_callbacks mcbs = {m_head, m_body, m_done};
+static const struct hc_callbacks mcbs = {.on_head = m_head, .on_body = m_body, .on_done = m_done};
 
 static int find_model(struct run *r) {
   char head[256];

@@ -135,6 +135,7 @@ static void conn_fail(struct hc_conn *c, int err) {
   r->conn = NULL;
   if (reused && !r->got_response && !r->retried) {
     r->retried = true;
+    if (r->cbs.on_resend) r->head = r->cbs.on_resend(r->arg);
     struct hc_conn *n = conn_new(r->pool);
     n->req = r;
     r->conn = n;

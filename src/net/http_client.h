@@ -37,12 +37,17 @@ struct hc_callbacks {
   int (*on_head)(void *arg, int status, const struct http_header *h, int n);
   int (*on_body)(void *arg, const char *data, size_t len); /* decoded body bytes, borrowed for the call */
   void (*on_done)(void *arg, int err);
+  /* on_resend, optional: the request is about to be sent again on a fresh connection (see hc_request); it
+   * returns the head to send this time (borrowed like hc_request's), e.g. one with a new single-use
+   * signature. NULL: the same head is sent again. */
+  struct slice (*on_resend)(void *arg);
 };
 
 /* hc_request sends a request: `head` is the complete request line and headers including the final blank
  * line; body parts are written after it. head and body memory is borrowed and must stay valid until
  * on_done or hc_cancel. timeout_ms bounds the wait for each read (connect, first byte, between bytes).
- * A failure on a reused keep-alive connection before any response byte is retried once on a new one.
+ * A failure on a reused keep-alive connection before any response byte is retried once on a new one
+ * (cbs->on_resend may give it a new head).
  * Returns the request handle (owned by the client; invalid after on_done/hc_cancel). */
 struct hc_req *hc_request(struct http_pool *p, struct slice head, const struct slice *body, int nbody,
                           const struct hc_callbacks *cbs, void *arg, uint32_t timeout_ms);

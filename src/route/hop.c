@@ -29,7 +29,11 @@ void router_hop_sign(const struct keyring *kr, const char *purpose, int64_t now_
   if (!n) return; /* an empty header: the receiver refuses it */
   keyring_auth_tag(kr, (const uint8_t *)text, n, tag);
   int off = snprintf(out, cap, "v2.%lld.%s.", (long long)now_s, nhex);
-  for (int i = 0; i < 32 && off > 0 && (size_t)off + 2 < cap; i++) off += snprintf(out + off, cap - (size_t)off, "%02x", tag[i]);
+  if (off < 0 || (size_t)off + 2 * sizeof tag >= cap) { /* never a cut-off tag */
+    if (cap) out[0] = '\0';
+    return;
+  }
+  for (size_t i = 0; i < sizeof tag; i++) off += snprintf(out + off, cap - (size_t)off, "%02x", tag[i]);
 }
 
 static int hexval(char c) {

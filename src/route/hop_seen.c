@@ -24,8 +24,13 @@ static void put(struct hop_seen_slot *slots, size_t cap, uint64_t key, int64_t e
 /* Rebuild without the expired keys, in a table sized so the live ones fill at most a quarter of it. */
 static int rebuild(struct hop_seen *s, int64_t now_s) {
   size_t live = 0;
+  int64_t earliest = INT64_MAX;
   for (size_t i = 0; i < s->cap; i++)
-    if (s->slots[i].key && s->slots[i].expires >= now_s) live++;
+    if (s->slots[i].key && s->slots[i].expires >= now_s) {
+      live++;
+      if (s->slots[i].expires < earliest) earliest = s->slots[i].expires;
+    }
+  s->earliest = earliest;
   size_t cap = 1024, max = s->max_slots ? s->max_slots : HOP_SEEN_MAX_SLOTS;
   while (cap < 4 * (live + 1) && cap < max)
     cap *= 2;
@@ -52,11 +57,15 @@ int hop_seen_add(struct hop_seen *s, uint64_t key, int64_t expires_s, int64_t no
       }
   }
   if (2 * (s->n + 1) > s->cap) {
+    /* At the largest size, a rebuild before the earliest key expires would only find the table as full. */
+    size_t max = s->max_slots ? s->max_slots : HOP_SEEN_MAX_SLOTS;
+    if (s->cap >= max && now_s <= s->earliest) return -ENOSPC;
     int rc = rebuild(s, now_s);
     if (rc != 0) return rc;
   }
   put(s->slots, s->cap, key, expires_s);
   s->n++;
+  if (expires_s < s->earliest) s->earliest = expires_s;
   return 0;
 }
 

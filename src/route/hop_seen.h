@@ -20,6 +20,7 @@ struct hop_seen {
   struct hop_seen_slot *slots; /* owned */
   size_t cap, n;
   size_t max_slots; /* a power of two >= 1024; 0: HOP_SEEN_MAX_SLOTS */
+  int64_t earliest; /* no key expires before this (a lower bound, kept as keys are added) */
 };
 
 /* hop_seen_add remembers key (a signature's first 8 bytes; any value) until expires_s. Returns 0 when it was

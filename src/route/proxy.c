@@ -344,7 +344,13 @@ static void up_done(void *arg, int err) {
   finish(p, l->status);
 }
 
-static const struct hc_callbacks up_cbs = {up_head, up_body, up_done};
+static struct slice up_resend(void *arg);
+static const struct hc_callbacks up_cbs = {
+    .on_head = up_head,
+    .on_body = up_body,
+    .on_done = up_done,
+    .on_resend = up_resend,
+};
 
 static void client_abort_cb(struct http_req *req) {
   struct proxy *p = req->data;
@@ -390,6 +396,21 @@ static void build_head(struct proxy *p, struct buf *h, const struct target *t, s
   buf_puts(h, "\r\n");
 }
 
+static size_t body_len(const struct proxy *p) {
+  size_t n = 0;
+  for (int i = 0; i < p->nparts; i++) n += p->parts[i].len;
+  return n;
+}
+
+/* The client sends the head again on a fresh connection: another agent may have accepted the first copy's
+ * single-use signature already, so a forwarded request gets a new one. */
+static struct slice up_resend(void *arg) {
+  struct leg *l = arg;
+  const struct target *t = &l->p->r->store->targets[l->target];
+  if (t->remote) build_head(l->p, &l->head, t, body_len(l->p));
+  return buf_slice(&l->head);
+}
+
 void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
   struct router *r = p->r;
   l->p = p;
@@ -412,9 +433,7 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
   l->ticketed = true;
   l->kv_tokens = p->kv_need;
   l->kv_seq = store_kv_reserve(r->store, id, l->kv_tokens);
-  size_t body_len = 0;
-  for (int i = 0; i < p->nparts; i++) body_len += p->parts[i].len;
-  build_head(p, &l->head, &r->store->targets[id], body_len);
+  build_head(p, &l->head, &r->store->targets[id], body_len(p));
   sse_parser_free(&l->sse);
   memset(&l->sse, 0, sizeof l->sse);
   l->t_sent = clock_mono_ns();

@@ -105,10 +105,11 @@ struct policy *router_policy_for(struct router *r, struct slice model);
 #define HOP_MAX_SKEW_S 60
 #define HOP_INFER "infer"
 #define HOP_CTL "ctl"
-#define HOP_HEADER_MAX 104 /* "v2." ts(<=20) "." nonce(16) "." tag(64) + NUL */
+#define HOP_HEADER_MAX 106 /* "v2." ts(<=20) "." nonce(16) "." tag(64) + NUL */
 /* router_hop_sign writes the header value for purpose, request_id and target into out (>= HOP_HEADER_MAX
  * bytes); nonce must differ between the signatures one agent makes within 2 * HOP_MAX_SKEW_S (rng_next). A
- * request id and target too long to sign together (over ~450 bytes) give an empty value, which is refused. */
+ * request id and target too long to sign together (over ~450 bytes; callers stay far below) or a smaller out
+ * give an empty value: callers send nothing then (an empty header would read as "not forwarded"). */
 void router_hop_sign(const struct keyring *kr, const char *purpose, int64_t now_s, uint64_t nonce,
                      const char *request_id, const char *target, char *out, size_t cap);
 /* router_hop_verify checks a header value made for purpose and remembers it in seen: 0, or -EACCES (bad tag,

@@ -94,6 +94,8 @@ static void test_too_long_is_never_signed(void **state) {
   router_hop_sign(&kr, HOP_CTL, 1000, 1, "r", target, hop, sizeof hop);
   assert_string_equal(hop, "");
   assert_int_equal(verify(&kr, &seen, HOP_CTL, 1000, hop, "r", target), -EACCES);
+  router_hop_sign(&kr, HOP_CTL, 1000, 1, "r", "t", hop, 60); /* too small for the tag: nothing, not a cut tag */
+  assert_string_equal(hop, "");
   target[400] = '\0'; /* still fits */
   router_hop_sign(&kr, HOP_CTL, 1000, 1, "r", target, hop, sizeof hop);
   assert_int_equal(verify(&kr, &seen, HOP_CTL, 1000, hop, "r", target), 0);
@@ -142,6 +144,7 @@ static void test_seen_full(void **state) {
   }
   assert_int_equal(rc, -ENOSPC);
   assert_true(k >= 400 && k <= 513); /* at most half full */
+  assert_int_equal(hop_seen_add(&s, 4000, 100, 50), -ENOSPC); /* nothing expired yet */
   /* time passes, the keys expire: room again */
   assert_int_equal(hop_seen_add(&s, 5000, 300, 200), 0);
   assert_true(s.n == 1);
