@@ -19,16 +19,9 @@
 
 #include "cluster/fsm.h"
 #include "core/buf.h"
+#include "fuzz_check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                                             \
-  do {                                                                                                       \
-    if (!(c)) {                                                                                              \
-      fprintf(stderr, "check failed: %s (line %d)\n", #c, __LINE__);                                         \
-      abort();                                                                                               \
-    }                                                                                                        \
-  } while (0)
 
 static bool status_ok(int s) { return s == 0 || s == -EINVAL || s == -ENOENT || s == -EEXIST || s == -ENOSPC; }
 

@@ -8,16 +8,9 @@
 #include <string.h>
 
 #include "proto/gossip_codec.h"
+#include "fuzz_check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                                             \
-  do {                                                                                                       \
-    if (!(c)) {                                                                                              \
-      fprintf(stderr, "check failed: %s (line %d)\n", #c, __LINE__);                                         \
-      abort();                                                                                               \
-    }                                                                                                        \
-  } while (0)
 
 static bool all_zero(const void *p, size_t n) {
   const uint8_t *b = p;

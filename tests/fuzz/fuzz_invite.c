@@ -10,16 +10,9 @@
 #include "cluster/invite.h"
 #include "cluster/keyring.h"
 #include "core/err.h"
+#include "fuzz_check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                                             \
-  do {                                                                                                       \
-    if (!(c)) {                                                                                              \
-      fprintf(stderr, "check failed: %s (line %d)\n", #c, __LINE__);                                         \
-      abort();                                                                                               \
-    }                                                                                                        \
-  } while (0)
 
 #define NOW 1800000000LL
 

@@ -9,16 +9,9 @@
 
 #include "core/err.h"
 #include "route/jscan.h"
+#include "fuzz_check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                                              \
-  do {                                                                                                        \
-    if (!(c)) {                                                                                               \
-      fprintf(stderr, "check failed: %s (line %d)\n", #c, __LINE__);                                          \
-      abort();                                                                                                \
-    }                                                                                                         \
-  } while (0)
 
 static bool inside(struct slice s, const char *base, size_t len) {
   return s.len == 0 || (s.base >= base && s.base + s.len <= base + len);

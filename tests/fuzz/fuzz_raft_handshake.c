@@ -17,16 +17,9 @@
 
 #include "cluster/keyring.h"
 #include "cluster/raft_transport.h"
+#include "fuzz_check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                                             \
-  do {                                                                                                       \
-    if (!(c)) {                                                                                              \
-      fprintf(stderr, "check failed: %s (line %d)\n", #c, __LINE__);                                         \
-      abort();                                                                                               \
-    }                                                                                                        \
-  } while (0)
 
 #define ABYTES crypto_secretstream_xchacha20poly1305_ABYTES
 

@@ -7,16 +7,9 @@
 #include "core/buf.h"
 #include "core/err.h"
 #include "net/sse.h"
+#include "fuzz_check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                                              \
-  do {                                                                                                        \
-    if (!(c)) {                                                                                               \
-      fprintf(stderr, "check failed: %s (line %d)\n", #c, __LINE__);                                          \
-      abort();                                                                                                \
-    }                                                                                                         \
-  } while (0)
 
 /* Frames and data values laid end to end, with their lengths. */
 struct out {
