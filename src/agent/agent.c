@@ -77,6 +77,11 @@ static void handle(struct http_req *req, void *arg) {
       http_resp_send(req, 200, "text/plain", "ready\n", 6, NULL, 0);
   } else if (get && slice_eqz(req->path, "/metrics")) {
     router_metrics(&a->router, &b);
+    buf_printf(&b,
+               "# HELP infermesh_http_active_requests Requests of the agent's HTTP API being answered now (this "
+               "one included): inference, control-plane reads waiting for an index, event streams.\n"
+               "# TYPE infermesh_http_active_requests gauge\ninfermesh_http_active_requests %d\n",
+               a->server.nactive);
     status_targets_metrics(&b, &a->store, &a->router.score, now);
     if (a->mesh) mesh_metrics(a->mesh, &b);
     http_resp_send(req, 200, "text/plain; version=0.0.4", b.base, b.len, NULL, 0);

@@ -43,7 +43,11 @@ static int fwd_body(void *arg, const char *data, size_t len) {
   return 0;
 }
 
-static void fwd_abort_cb(struct http_req *req) { ((struct fwd *)req->data)->req = NULL; }
+/* The client went away: its request ends now; the forwarded call finishes and fwd_done frees f. */
+static void fwd_abort_cb(struct http_req *req) {
+  ((struct fwd *)req->data)->req = NULL;
+  http_resp_end(req);
+}
 
 static void fwd_done(void *arg, int err) {
   struct fwd *f = arg;

@@ -233,7 +233,13 @@ static void waiter_finish(struct waiter *w, bool timed_out) {
 
 static void waiter_timeout_cb(uv_timer_t *t) { waiter_finish(t->data, true); }
 
-static void waiter_abort_cb(struct http_req *req) { ((struct waiter *)req->data)->req = NULL; }
+/* The client went away: its request ends now (the server frees the connection) and so does the wait. */
+static void waiter_abort_cb(struct http_req *req) {
+  struct waiter *w = req->data;
+  w->req = NULL;
+  http_resp_end(req);
+  waiter_finish(w, false);
+}
 
 void control_wait(struct control *c, struct http_req *req, uint64_t min_index, uint32_t timeout_ms,
                   void (*respond)(struct control *c, struct http_req *req, struct waiter *w, bool timed_out),

@@ -179,7 +179,11 @@ struct wctx {
   bool internal;    /* a forwarded proposal: answer in the internal form */
 };
 
-static void wctx_abort_cb(struct http_req *req) { ((struct wctx *)req->data)->req = NULL; }
+/* The client went away: its request ends now; the write goes on and write_done_cb frees w. */
+static void wctx_abort_cb(struct http_req *req) {
+  ((struct wctx *)req->data)->req = NULL;
+  http_resp_end(req);
+}
 
 static void write_done_cb(void *arg, int status, const struct fsm_result *res) {
   struct wctx *w = arg;
@@ -289,8 +293,26 @@ static void command_id(struct http_req *req, char *out, size_t cap) {
   snprintf(out, cap, "c-%s", hex);
 }
 
-/* tenant_create builds the value of a new tenant: the body's limits plus the hash of a fresh key. */
-static char *tenant_value(struct http_req *req, struct wctx *w, char *err, size_t errlen) {
+/* tenant_key makes the API key of the tenant NAME created by command ID: a keyed hash, under a subkey of the
+ * cluster key, of the two. A create retried with the same command id (the CLI retries while the outcome is
+ * unknown) thus shows the key that was stored, on any node of the cluster. */
+static void tenant_key(const struct keyring *kr, const char *id, const char *name, char *out, size_t cap) {
+  uint8_t sub[32], raw[24];
+  char b64[sodium_base64_ENCODED_LEN(24, sodium_base64_VARIANT_URLSAFE_NO_PADDING)];
+  crypto_generichash_state st;
+  keyring_subkey(kr->keys[0], KEYRING_TENANT_KEY_ID, KEYRING_TENANT_KEY_CTX, sub);
+  crypto_generichash_init(&st, sub, sizeof sub, sizeof raw);
+  crypto_generichash_update(&st, (const uint8_t *)id, strlen(id) + 1); /* with the NUL: an unambiguous split */
+  crypto_generichash_update(&st, (const uint8_t *)name, strlen(name));
+  crypto_generichash_final(&st, raw, sizeof raw);
+  sodium_bin2base64(b64, sizeof b64, raw, sizeof raw, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+  snprintf(out, cap, "imk-%s", b64);
+  sodium_memzero(sub, sizeof sub);
+  sodium_memzero(raw, sizeof raw);
+}
+
+/* tenant_value builds the value of a new tenant: the body's limits plus the hash of its key (tenant_key). */
+static char *tenant_value(struct control *c, struct http_req *req, struct wctx *w, char *err, size_t errlen) {
   json_error_t je;
   json_t *v = req->body.len ? json_loadb(req->body.base, req->body.len, JSON_REJECT_DUPLICATES, &je) : json_object();
   if (!json_is_object(v)) {
@@ -306,18 +328,23 @@ static char *tenant_value(struct http_req *req, struct wctx *w, char *err, size_
     return NULL;
   }
   str_copy(w->key, sizeof w->key, name);
-  uint8_t raw[24], h[FSM_HASH_LEN];
-  char b64[sodium_base64_ENCODED_LEN(24, sodium_base64_VARIANT_URLSAFE_NO_PADDING)], hex[2 * FSM_HASH_LEN + 1];
-  randombytes_buf(raw, sizeof raw);
-  sodium_bin2base64(b64, sizeof b64, raw, sizeof raw, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-  snprintf(w->api_key, sizeof w->api_key, "imk-%s", b64);
+  uint8_t h[FSM_HASH_LEN];
+  char hex[2 * FSM_HASH_LEN + 1];
+  tenant_key(mesh_keyring(c->env.mesh), w->id, name, w->api_key, sizeof w->api_key);
   fsm_key_hash(w->api_key, h);
   sodium_bin2hex(hex, sizeof hex, h, sizeof h);
   json_object_set_new(v, "key_hash", json_string(hex));
   char *s = json_dumps(v, JSON_COMPACT);
   json_decref(v);
-  sodium_memzero(raw, sizeof raw);
   return s;
+}
+
+/* sets_key_hash tells whether a JSON body names "key_hash" at its top level (however the name is escaped). */
+static bool sets_key_hash(struct slice body) {
+  json_t *v = json_loadb(body.base, body.len, 0, NULL);
+  bool set = json_is_object(v) && json_object_get(v, "key_hash");
+  json_decref(v);
+  return set;
 }
 
 static void write_kind(struct control *c, struct http_req *req, enum fsm_kind kind, const char *key) {
@@ -332,10 +359,10 @@ static void write_kind(struct control *c, struct http_req *req, enum fsm_kind ki
   command_id(req, w->id, sizeof w->id);
   if (req->method == HTTP_POST && kind == FSM_TENANT && !key[0]) {
     op = FSM_OP_CREATE;
-    if (!(value = tenant_value(req, w, err, sizeof err))) goto bad;
+    if (!(value = tenant_value(c, req, w, err, sizeof err))) goto bad;
   } else if (req->method == HTTP_PUT && key[0]) {
     op = kind == FSM_TENANT ? FSM_OP_MERGE : FSM_OP_PUT; /* a tenant's key hash is never replaced by a PUT */
-    if (kind == FSM_TENANT && memmem(req->body.base, req->body.len, "key_hash", 8)) {
+    if (kind == FSM_TENANT && sets_key_hash(req->body)) {
       snprintf(err, sizeof err, "a tenant's key cannot be set: revoke it and create a new tenant");
       goto bad;
     }

@@ -9,6 +9,8 @@
  *   gossip AEAD      the key itself, XChaCha20-Poly1305-IETF (keyring_seal / keyring_open)
  *   request auth     HMAC-SHA512-256 under crypto_kdf(key, id 1, "im-auth1") (keyring_auth_tag)
  *   invite secrets   crypto_kdf(key, id 2, "im-invit") (cluster/invite.h)
+ *   tenant API keys  BLAKE2b under crypto_kdf(key, id 3, "im-tenky") of the creating command id and the name
+ *                    (agent/control_api.c: a retried create shows the key that was stored)
  *
  * A struct keyring is plain data: copy it freely, wipe it with keyring_wipe when done. Functions are not
  * thread-safe on the same keyring (keyring_open counts into kr->dropped). Every function that uses libsodium
@@ -30,6 +32,9 @@
 #define KEYRING_OVERHEAD (1 + KEYRING_NONCE_LEN + KEYRING_TAG_LEN) /* version + nonce + Poly1305 tag */
 #define KEYRING_AUTH_LEN 32
 #define KEYRING_FP_LEN 8 /* hex characters of a key fingerprint */
+
+#define KEYRING_TENANT_KEY_ID 3
+#define KEYRING_TENANT_KEY_CTX "im-tenky"
 
 #define KEYRING_KEY_FILE "cluster.key"
 #define KEYRING_ID_FILE "cluster.id"

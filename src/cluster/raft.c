@@ -90,6 +90,12 @@ static void on_result(void *arg, uint64_t index, const struct fsm_result *res) {
   if (c->applied_cb) c->applied_cb(c->applied_arg, fsm_index(c->fsm));
 }
 
+/* A snapshot replaced the state: readers waiting for an index may have it now. */
+static void on_restore(void *arg) {
+  struct craft *c = arg;
+  if (c->applied_cb) c->applied_cb(c->applied_arg, fsm_index(c->fsm));
+}
+
 static void unlink_inflight(struct craft *c, struct creq *q) {
   for (struct creq **pp = &c->inflight; *pp; pp = &(*pp)->next)
     if (*pp == q) {
@@ -392,7 +398,8 @@ int craft_open(struct craft **out, uv_loop_t *loop, const struct craft_config *c
     goto err_after_transport;
   }
   raft_uv_set_connect_retry_delay(&c->io, cfg->connect_retry_ms);
-  c->cfsm = (struct craft_fsm){c->fsm, &c->raft, on_result, c};
+  c->cfsm = (struct craft_fsm){
+      .fsm = c->fsm, .raft = &c->raft, .on_result = on_result, .on_restore = on_restore, .arg = c};
   craft_fsm_init(&c->rfsm, &c->cfsm);
   if ((rv = raft_init(&c->raft, &c->io, &c->rfsm, cfg->id, cfg->address)) != 0) {
     snprintf(err, errlen, "raft: %s", raft_errmsg(&c->raft));

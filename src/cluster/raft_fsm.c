@@ -46,6 +46,7 @@ static int restore_cb(struct raft_fsm *rf, struct raft_buffer *buf) {
     return RAFT_MALFORMED;
   }
   raft_free(buf->base); /* ours on success */
+  if (cf->on_restore) cf->on_restore(cf->arg);
   return 0;
 }
 

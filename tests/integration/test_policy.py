@@ -5,13 +5,15 @@ its delay."""
 
 import json
 import re
+import signal
+import socket
 import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import (BIN, HOST, assert_openai_error, chat_body, free_port, http_get, http_request, metric_value,
+from conftest import (BIN, HOST, MODEL, assert_openai_error, chat_body, free_port, http_get, http_request, metric_value,
                       post_json, wait_for)
 from test_mesh import init_cluster, share_key
 from test_raft import TOKEN
@@ -199,3 +201,44 @@ def test_policy_turns_hedging_on_with_its_delay_and_off(procs, tmp_path):
     assert metric_value(ctl.agent.metrics(), "infermesh_hedges_sent_total") == sent
     got = json.loads(ctl.cli("policy", "get", model, "--json").stdout)
     assert got["item"]["hedge"] is False, got
+
+
+@pytest.mark.timeout(60)
+def test_control_plane_clients_that_leave_and_retries(procs, tmp_path):
+    """Reads waiting for an index whose clients hang up are let go at once (nothing held, a quick drain); a
+    tenant create retried with its command id shows the key that works; a PUT cannot smuggle in a key hash."""
+    e = procs.engine(name="engine-a")
+    ctl = ControlAgent(procs, tmp_path, [e], "--drain-timeout-ms", "20000")
+    active = lambda: ctl.agent.counter("infermesh_http_active_requests")  # noqa: E731 (this one included)
+    socks = []
+    for _ in range(20):
+        s = socket.create_connection((HOST, ctl.port), timeout=5)
+        s.sendall(b"GET /v1/cluster/policies?index=999999&wait_ms=25000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        socks.append(s)
+    wait_for(lambda: active() >= 21, timeout=10, what="20 reads waiting for index 999999")
+    for s in socks:
+        s.close()
+    wait_for(lambda: active() == 1, timeout=10, what="the waiting reads let go once their clients left")
+
+    hdr = {"Authorization": f"Bearer {TOKEN}", "x-infermesh-command-id": "create-acme-1"}
+    t1 = http_request(ctl.port, "POST", "/v1/cluster/tenants", body={"name": "acme"}, headers=hdr)
+    assert t1.status == 201, t1.text()
+    t2 = http_request(ctl.port, "POST", "/v1/cluster/tenants", body={"name": "acme"}, headers=hdr)
+    assert t2.status == 201 and t2.json()["duplicate"] is True, t2.text()
+    assert t2.json()["api_key"] == t1.json()["api_key"]  # the retry shows the key that was stored
+    auth = {"Authorization": f"Bearer {t2.json()['api_key']}"}
+    enforced(ctl, "the tenant's key to work", lambda: ctl.chat(MODEL, headers=auth).status == 200)
+    other = http_request(ctl.port, "POST", "/v1/cluster/tenants", body={"name": "acme2"},
+                         headers=dict(hdr, **{"x-infermesh-command-id": "create-acme2-1"}))
+    assert other.json()["api_key"] != t1.json()["api_key"]
+
+    body = b'{"key\\u005fhash":"' + b"ab" * 32 + b'"}'
+    r = http_request(ctl.port, "PUT", "/v1/cluster/tenants/acme", body=body,
+                     headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    assert r.status == 400 and "key cannot be set" in r.json()["error"]["message"], r.text()
+    assert ctl.chat(MODEL, headers=auth).status == 200
+
+    # Nothing is left waiting: SIGTERM drains at once, not after the 20 s drain timeout.
+    ctl.agent.proc.signal(signal.SIGTERM)
+    assert ctl.agent.proc.wait(10) == 0
+    assert 'msg="drained"' in ctl.agent.proc.stderr()

@@ -34,6 +34,7 @@ struct node {
   struct craft_fsm cf;
   uint64_t last_index;
   struct fsm_result last;
+  int restores; /* snapshots installed (on_restore) */
 };
 
 struct env {
@@ -47,6 +48,8 @@ static void on_result(void *arg, uint64_t index, const struct fsm_result *res) {
   n->last = *res;
 }
 
+static void on_restore(void *arg) { ((struct node *)arg)->restores++; }
+
 static int setup(void **state) {
   struct env *e = calloc(1, sizeof *e);
   struct raft_configuration conf;
@@ -54,7 +57,7 @@ static int setup(void **state) {
   for (int i = 0; i < N; i++) {
     struct node *n = &e->nodes[i];
     n->fsm = fsm_new();
-    n->cf = (struct craft_fsm){n->fsm, NULL, on_result, n};
+    n->cf = (struct craft_fsm){.fsm = n->fsm, .on_result = on_result, .on_restore = on_restore, .arg = n};
     craft_fsm_init(&n->rf, &n->cf);
     if (raft_fixture_grow(&e->fx, &n->rf) != 0) return -1;
     n->cf.raft = raft_fixture_get(&e->fx, (unsigned)i);
@@ -168,6 +171,7 @@ static void test_snapshot_to_lagging_server(void **state) {
   raft_fixture_revive(&e->fx, lag);
   assert_true(raft_fixture_step_until_applied(&e->fx, lag, idx, 10000));
   assert_int_equal(fsm_count(e->nodes[lag].fsm, FSM_PRICE), 5);
+  assert_true(e->nodes[lag].restores >= 1); /* told, so that readers waiting for an index are answered */
   assert_same_state(e);
   /* command ids came with the snapshot: a retry of an old command is recognised by the server that only
    * has the snapshot too (every server reports what it applied) */
