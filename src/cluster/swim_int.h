@@ -108,7 +108,10 @@ void swim_member_fact(const struct member *m, const uint8_t from[GOSSIP_ID_LEN],
  * that we already refuted). */
 bool swim_fact_outdated(const struct swim *s, const struct member *m, const struct gossip_update *u);
 /* swim_queue_add_facts appends our current facts about ms[0..n) to msg, as many as fit the budget (not
- * counted as transmits: they answer one peer). */
+ * counted as transmits: they answer one peer). A DEAD fact goes as a SUSPECT from us at the same incarnation:
+ * the peer still holds the member live, and either it missed the death or we are the stale side (a healed
+ * partition, where each side declared the other dead). A suspicion lets a live member refute before anyone
+ * declares it dead; a dead one is declared when the suspicion times out. */
 void swim_queue_add_facts(struct swim *s, struct gossip_msg *msg, struct member **ms, int n);
 
 #endif

@@ -99,7 +99,9 @@ void swim_queue_add_facts(struct swim *s, struct gossip_msg *msg, struct member 
   size_t used = gossip_swim_size_bound(msg);
   for (int i = 0; i < n && msg->nupdates < GOSSIP_MAX_UPDATES; i++) {
     struct gossip_update *u = &msg->updates[msg->nupdates];
-    swim_member_fact(ms[i], ms[i]->pub.u.from, false, u);
+    bool dead = ms[i]->pub.u.state == GOSSIP_DEAD;
+    swim_member_fact(ms[i], dead ? s->self->pub.u.id : ms[i]->pub.u.from, false, u);
+    if (dead) u->state = GOSSIP_SUSPECT;
     size_t sz = gossip_update_size_bound(u);
     if (used + sz > s->cfg.packet_budget) continue;
     used += sz;

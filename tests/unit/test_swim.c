@@ -413,6 +413,30 @@ static void test_refute_about_self(void **state) {
   solo_stop();
 }
 
+/* A peer that holds a member live while we hold it dead at the same incarnation hears a suspicion from us, not
+ * a death: it may have missed the death, or we may be the stale side of a healed partition. */
+static void test_dead_corrected_as_suspicion(void **state) {
+  struct swim_config c = test_cfg();
+  solo_start(&c, 0);
+  solo_members(3);
+  gossip1(1, 2, GOSSIP_DEAD, 0, 1, NULL); /* n1 declared n2 dead */
+  assert_int_equal(state_of(2), GOSSIP_DEAD);
+  int mark = T.nlog;
+  gossip1(3, 2, GOSSIP_ALIVE, 0, 2, NULL); /* n3 still holds n2 alive (say it never stopped hearing it) */
+  const struct gossip_update *u = sent_update(mark, 2);
+  assert_non_null(u);
+  assert_int_equal(u->state, GOSSIP_SUSPECT);
+  assert_int_equal(u->incarnation, 0);
+  assert_int_equal(u->from[0], 1); /* suspected by us (id of node 0) */
+  assert_int_equal(state_of(2), GOSSIP_DEAD); /* our own view is unchanged */
+  /* a newer incarnation is news, not a straggler: it brings n2 back, and nothing is sent about it */
+  mark = T.nlog;
+  gossip1(3, 2, GOSSIP_ALIVE, 1, 2, NULL);
+  assert_int_equal(state_of(2), GOSSIP_ALIVE);
+  assert_null(sent_update(mark, 2));
+  solo_stop();
+}
+
 /* Tombstones stay dead_reclaim_ms (reported in snapshots), then are forgotten. */
 static void test_tombstone_reclaim(void **state) {
   struct swim_config c = test_cfg();
@@ -1359,6 +1383,7 @@ int main(void) {
       cmocka_unit_test(test_config_default),
       cmocka_unit_test(test_precedence),
       cmocka_unit_test(test_refute_about_self),
+      cmocka_unit_test(test_dead_corrected_as_suspicion),
       cmocka_unit_test(test_tombstone_reclaim),
       cmocka_unit_test(test_suspicion_timeout),
       cmocka_unit_test(test_lifeguard_awareness),
