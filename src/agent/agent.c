@@ -47,6 +47,7 @@ struct agent {
   uint64_t start_ns;
   char listen[96];
   bool draining;
+  bool drain_timed_out; /* the drain timer fired: runtimes are being stopped, then the loop */
   int exit_code;
 };
 
@@ -192,8 +193,21 @@ static void scraper_stopped_cb(struct scraper *s) {
 static void drained_cb(struct http_server *srv) {
   struct agent *a = srv->arg;
   log_info("drained", "in_flight=%d", a->router.inflight);
+  if (a->drain_timed_out) return; /* the stop is under way already */
   uv_timer_stop(&a->drain_timer);
   scraper_stop(&a->scraper, scraper_stopped_cb);
+}
+
+/* After a drain timeout: the runtimes got SIGTERM, their grace and SIGKILL if they needed it; exit now. */
+static void timed_out_sup_stopped_cb(void *arg) {
+  struct agent *a = arg;
+  a->sup = NULL;
+  uv_stop(a->loop);
+}
+
+static void timed_out_scraper_stopped_cb(struct scraper *s) {
+  struct agent *a = (struct agent *)((char *)s - offsetof(struct agent, scraper));
+  supervisor_stop(a->sup, 0, timed_out_sup_stopped_cb, a);
 }
 
 static void drain_timeout_cb(uv_timer_t *t) {
@@ -201,8 +215,11 @@ static void drain_timeout_cb(uv_timer_t *t) {
   log_warn("drain timeout: exiting with requests still in flight", "in_flight=%d timeout_ms=%u", a->router.inflight,
            a->cfg->drain_timeout_ms);
   a->exit_code = 1;
-  supervisor_kill_now(a->sup);
-  uv_stop(a->loop);
+  a->drain_timed_out = true;
+  if (a->sup)
+    scraper_stop(&a->scraper, timed_out_scraper_stopped_cb); /* then the runtimes: SIGTERM, grace, SIGKILL */
+  else
+    uv_stop(a->loop);
 }
 
 static void leave_done_cb(void *arg) {

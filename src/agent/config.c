@@ -605,8 +605,16 @@ int config_load_args(struct agent_config *c, int argc, char **argv, char *err, s
   }
   if (c->max_attempts < 1) c->max_attempts = 1;
   if (c->scrape_interval_ms < 10) c->scrape_interval_ms = 10;
+  if (c->sup.health_timeout_ms == 0) {
+    snprintf(err, errlen, "runtime health timeout 0: a runtime would be stopped before it could answer (the "
+                          "default is 600000 ms)");
+    return -EINVAL;
+  }
   if (c->sup.backoff_ms < 10) c->sup.backoff_ms = 10;
+  if (c->sup.backoff_ms > SUP_BACKOFF_MAX_MS) c->sup.backoff_ms = SUP_BACKOFF_MAX_MS;
   if (c->sup.backoff_max_ms < c->sup.backoff_ms) c->sup.backoff_max_ms = c->sup.backoff_ms;
+  if (c->sup.backoff_max_ms > SUP_BACKOFF_MAX_MS) c->sup.backoff_max_ms = SUP_BACKOFF_MAX_MS;
   if (c->sup.crash_loop_restarts < 1) c->sup.crash_loop_restarts = 1;
+  if (c->sup.crash_loop_restarts > SUP_CRASH_LOOP_MAX) c->sup.crash_loop_restarts = SUP_CRASH_LOOP_MAX;
   return 0;
 }

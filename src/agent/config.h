@@ -20,7 +20,10 @@ struct config_runtime {
   char gpus[256];  /* GPUs it runs on, as CUDA_VISIBLE_DEVICES lists them (indices or UUIDs); "" = unknown */
 };
 
-/* Supervision of runtimes that have `exec` (agent/supervisor.h). */
+/* Supervision of runtimes that have `exec` (agent/supervisor.h). config_finish keeps crash_loop_restarts at
+ * most SUP_CRASH_LOOP_MAX (the exits a runtime remembers) and backoff_max_ms at most SUP_BACKOFF_MAX_MS. */
+#define SUP_CRASH_LOOP_MAX 64
+#define SUP_BACKOFF_MAX_MS 3600000u
 struct config_supervisor {
   uint32_t health_timeout_ms;   /* longest wait for a started runtime to become healthy (600000) */
   uint32_t stop_grace_ms;       /* SIGTERM -> SIGKILL on stop (10000) */

@@ -17,7 +17,7 @@
 #define WAIT_POLL_MS 100
 #define PIPE_LINGER_MS 1000
 #define ABANDON_MS 5000
-#define MAX_EXITS 64
+#define MAX_EXITS SUP_CRASH_LOOP_MAX
 #define LINE_MAX_BYTES 4096
 
 struct supervisor;

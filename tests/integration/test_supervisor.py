@@ -3,6 +3,7 @@
 import os
 import re
 import signal
+import subprocess
 import threading
 import time
 
@@ -40,7 +41,8 @@ def group_members(pgid):
 class Supervised:
     """An agent (started from a YAML file) supervising one runtime named `eng`."""
 
-    def __init__(self, procs, tmp_path, exec_cmd, engine_port, *flags, health_timeout_ms=None):
+    def __init__(self, procs, tmp_path, exec_cmd, engine_port, *flags, health_timeout_ms=None, wrap=None):
+        """wrap: a shell prefix the agent's command line is run under (e.g. "exec unshare --pid --fork")."""
         self.port = free_port()
         self.engine_port = engine_port
         sup = ""
@@ -53,7 +55,10 @@ scrape_interval_ms: 100
 {sup}runtimes:
   - {{kind: vllm, name: eng, url: "http://{HOST}:{engine_port}", exec: '{exec_cmd}'}}
 """)
-        self.proc = procs.infermesh("agent", "agent", "--config", str(cfg), "--runtime-stop-grace-ms", "3000", *flags)
+        argv = [BIN, "agent", "--config", str(cfg), "--runtime-stop-grace-ms", "3000", *flags]
+        if wrap:
+            argv = ["sh", "-c", f'{wrap} "$@"', "sh", *argv]
+        self.proc = procs.start("agent", argv)
         wait_for(lambda: _check_alive(self.proc) and port_accepts(self.port), timeout=15, what="the agent to listen")
 
     def log(self):
@@ -345,3 +350,91 @@ def test_exec_that_cannot_run_is_reported(procs, tmp_path):
              what="the exec error in the log")
     wait_for(lambda: "status=127" in a.log(), timeout=5, what="exit status 127")
     _check_alive(a.proc)
+
+
+def pids_running(needle):
+    """pids whose command line contains needle (live, not zombies)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if needle in cmd and pid_alive(int(d)):
+            out.append(int(d))
+    return out
+
+
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("how", ["sigkill", "sigterm"])
+def test_runtime_descendants_in_their_own_session_go_with_it(procs, tmp_path, how):
+    """A runtime's helper started with setsid (outside its process group) does not outlive the runtime: not when
+    the agent is SIGKILLed, not when the agent stops it."""
+    ep = free_port()
+    marker = f"sleep {3000 + ep % 1000}.5"  # unique to this test run
+    a = Supervised(procs, tmp_path, f"setsid {marker} & {engine_cmd(ep)}", ep)
+    a.wait_healthy()
+    escaped = wait_for(lambda: pids_running(marker), timeout=5, what="the setsid child to run")
+    assert os.getsid(escaped[0]) == escaped[0]  # its own session: a kill of the runtime's group misses it
+    if how == "sigkill":
+        os.kill(a.proc.pid, signal.SIGKILL)
+    else:
+        a.proc.signal(signal.SIGTERM)
+    a.proc.wait(timeout=15)
+    wait_for(lambda: not pids_running(marker), timeout=5, what="the setsid child to die with the runtime")
+
+
+@pytest.mark.timeout(40)
+def test_runtime_does_not_inherit_the_agents_open_files(procs, tmp_path):
+    """A file descriptor the agent was started with (a launcher's pipe, say) is not passed on to the runtime."""
+    ep = free_port()
+    held = tmp_path / "held-by-the-launcher"
+    held.write_text("")
+    a = Supervised(procs, tmp_path, engine_cmd(ep), ep, wrap=f"exec 9>>{held}; exec")
+    a.wait_healthy()
+    agent_fds = {os.readlink(f"/proc/{a.proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{a.proc.pid}/fd")}
+    assert str(held) in agent_fds  # the agent has it ...
+    for pid in (a.child_pids()[-1], a.engine_pid()):  # ... its helper and the runtime do not
+        fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        assert str(held) not in fds, (pid, fds)
+
+
+@pytest.mark.timeout(40)
+@pytest.mark.skipif(os.geteuid() != 0, reason="a PID namespace needs root")
+def test_agent_as_pid_1_starts_its_runtime(procs, tmp_path):
+    """As a container's init (PID 1 in its own PID namespace) the agent still starts and serves its runtime."""
+    ep = free_port()
+    a = Supervised(procs, tmp_path, engine_cmd(ep), ep, wrap="exec unshare --pid --fork --mount-proc")
+    a.wait_healthy()
+    a.serves()
+    assert "bad parent pid" not in a.log()
+
+
+@pytest.mark.timeout(40)
+def test_drain_timeout_still_stops_the_runtime_gently(procs, tmp_path):
+    """When the drain times out with a request in flight, the runtime gets SIGTERM and its grace (not SIGKILL
+    at once), and the agent exits 1."""
+    ep = free_port()
+    a = Supervised(procs, tmp_path, f"{BIN} sim-engine --host {HOST} --port {ep} --speed 1", ep,
+                   "--drain-timeout-ms", "800")
+    a.wait_healthy()
+    t = threading.Thread(target=lambda: post_json(a.port, "/v1/chat/completions",
+                                                  chat_body("outlast the drain", max_tokens=2000), timeout=30),
+                         daemon=True)
+    t.start()
+    wait_for(lambda: a.target()["inflight"] == 1, timeout=5, interval=0.02, what="the request in flight")
+    a.proc.signal(signal.SIGTERM)
+    assert a.proc.wait(timeout=20) == 1
+    log = a.log()
+    assert 'msg="drain timeout' in log
+    assert re.search(r'msg="stopping runtime" runtime=eng pid=\d+ signal=SIGTERM', log), log
+    assert re.search(r'msg="runtime output" runtime=eng stream=stderr line=".*stopping.*signal=15', log), log
+
+
+def test_runtime_health_timeout_of_zero_is_refused(tmp_path):
+    r = subprocess.run([BIN, "agent", "--target", f"http://{HOST}:1", "--runtime-health-timeout-ms", "0"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "health timeout 0" in r.stderr, (r.returncode, r.stderr)
