@@ -222,6 +222,7 @@ static void waiter_finish(struct waiter *w, bool timed_out) {
   for (struct waiter **pp = &w->c->waiters; *pp; pp = &(*pp)->next)
     if (*pp == w) {
       *pp = w->next;
+      w->c->nwaiters--;
       break;
     }
   if (w->req) {
@@ -254,9 +255,11 @@ void control_wait(struct control *c, struct http_req *req, uint64_t min_index, u
   req->abort_cb = waiter_abort_cb;
   uv_timer_init(c->env.loop, &w->timer);
   w->timer.data = w;
-  uv_timer_start(&w->timer, waiter_timeout_cb, timeout_ms, 0);
+  /* Past the cap the wait ends now (the reader gets the state as it is, and may ask again). */
+  uv_timer_start(&w->timer, waiter_timeout_cb, c->nwaiters < CONTROL_MAX_WAITERS ? timeout_ms : 0, 0);
   w->next = c->waiters;
   c->waiters = w;
+  c->nwaiters++;
 }
 
 static void wake(struct control *c) {

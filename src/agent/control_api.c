@@ -398,6 +398,7 @@ static void propose_internal(struct control *c, struct http_req *req) {
   }
   uint64_t hops = 0;
   slice_to_u64(http_req_header(req, "x-infermesh-hops"), &hops);
+  if (hops > 8) hops = 8; /* signed, so from an agent; bounded anyway before it becomes an int */
   struct wctx *w = xcalloc(1, sizeof *w);
   w->internal = true;
   w->req = req;

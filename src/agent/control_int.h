@@ -9,6 +9,8 @@
 #include "cluster/raft.h"
 #include "net/http_client.h"
 
+#define CONTROL_MAX_WAITERS 4096 /* reads waiting for an index or long-polling the state, at once */
+
 struct control;
 struct fwd;
 
@@ -36,6 +38,7 @@ struct control {
   unsigned poll_rr;
   int waiting_logged;
   struct waiter *waiters;
+  int nwaiters; /* at most CONTROL_MAX_WAITERS: more are answered at once, as if their wait had ended */
   int closing_parts;
   void (*closed_cb)(void *arg);
   void *closed_arg;

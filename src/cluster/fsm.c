@@ -156,9 +156,19 @@ static void recent_add(struct fsm *f, const char *id, const struct fsm_result *r
 
 static const char *const op_names[] = {"put", "create", "merge", "delete"};
 
+/* fail sets the result's status and message; a message cut to fit is cut before a partial UTF-8 character (it
+ * may quote a client's name, and it travels in JSON, which must be valid UTF-8). */
 static void fail(struct fsm_result *res, int status, const char *fmt, const char *arg) {
   res->status = status;
-  snprintf(res->msg, sizeof res->msg, fmt, arg);
+  int n = snprintf(res->msg, sizeof res->msg, fmt, arg);
+  if (n < 0 || (size_t)n < sizeof res->msg) return;
+  size_t len = sizeof res->msg - 1, start = len;
+  while (start > 0 && ((unsigned char)res->msg[start - 1] & 0xC0) == 0x80) start--; /* continuation bytes */
+  if (start > 0) {
+    unsigned char lead = (unsigned char)res->msg[start - 1];
+    size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (len - (start - 1) < need) res->msg[start - 1] = '\0'; /* the last character did not fit whole */
+  }
 }
 
 /* run executes one decoded command on f. */

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <jansson.h>
 #include <string.h>
 
 #include "cluster/fsm.h"
@@ -158,6 +159,27 @@ static void test_invalid_commands_change_nothing(void **state) {
   fsm_free(f);
 }
 
+/* A message cut to fit never ends inside a UTF-8 character: it goes out in JSON. */
+static void test_cut_message_is_valid_utf8(void **state) {
+  (void)state;
+  struct fsm *f = fsm_new();
+  struct buf c = {0};
+  buf_puts(&c, "{\"id\":\"u1\",\"op\":\"put\",\"kind\":\"policy\",\"key\":\"x"); /* odd: a cut mid-é */
+  for (int i = 0; i < 100; i++) buf_puts(&c, "\xc3\xa9"); /* é: 2 bytes, 200 in all, past FSM_MSG_MAX */
+  buf_puts(&c, "\",\"value\":{}}");
+  struct fsm_result res;
+  fsm_apply(f, 1, c.base, c.len, &res);
+  assert_int_equal(res.status, -EINVAL);
+  size_t n = strlen(res.msg);
+  assert_true(n > 100 && n < FSM_MSG_MAX);
+  json_error_t je;
+  json_t *v = json_pack_ex(&je, 0, "s", res.msg); /* jansson refuses invalid UTF-8 */
+  assert_non_null(v);
+  json_decref(v);
+  buf_free(&c);
+  fsm_free(f);
+}
+
 static void test_idempotent_by_id(void **state) {
   struct fsm *f = fsm_new();
   struct fsm_result r = cmd(f, 1, "same", FSM_OP_CREATE, FSM_DRAIN, "n1", "{}");
@@ -255,6 +277,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_policy_put_get_delete),  cmocka_unit_test(test_items_sorted_and_kinds),
       cmocka_unit_test(test_tenant_key_hash_and_revoke), cmocka_unit_test(test_invalid_commands_change_nothing),
+      cmocka_unit_test(test_cut_message_is_valid_utf8),
       cmocka_unit_test(test_idempotent_by_id),       cmocka_unit_test(test_snapshot_restore),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
