@@ -162,7 +162,14 @@ void adapter_hist_add(struct rs_hist *h, double le, double v) {
     h->cum[i] += v;
     return;
   }
-  if (h->n >= RS_HIST_MAX) return;
+  if (h->n >= RS_HIST_MAX) {
+    /* Full. Buckets come in ascending order, so this one is above all kept: it replaces the highest, which
+     * only coarsens the quantiles, while the top (+Inf: the count of everything) is never lost. */
+    if (i < h->n) return;
+    h->le[h->n - 1] = le;
+    h->cum[h->n - 1] = v;
+    return;
+  }
   memmove(&h->le[i + 1], &h->le[i], (size_t)(h->n - i) * sizeof h->le[0]);
   memmove(&h->cum[i + 1], &h->cum[i], (size_t)(h->n - i) * sizeof h->cum[0]);
   h->le[i] = le;

@@ -54,7 +54,7 @@ enum {
  * repeats of them cannot be recognized: past RS_MAX_NAMES a total may count a name twice). */
 #define RS_MAX_NAMES 16
 #define RS_NAME_MAX 128 /* bytes per name, NUL included; longer names are truncated */
-#define RS_HIST_MAX 32  /* histogram buckets kept, +Inf included */
+#define RS_HIST_MAX 64  /* histogram buckets kept; past that the highest one (+Inf) replaces the one below */
 
 /* A histogram snapshot with Prometheus semantics: le[] ascending upper bounds (the last may be +Inf) and
  * cum[] cumulative counts, summed over every series of the family (ranks, models). */

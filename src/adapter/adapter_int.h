@@ -13,7 +13,8 @@ enum adapter_list { ADAPTER_MODELS, ADAPTER_AVAILABLE, ADAPTER_LORA };
 void adapter_add_name(struct runtime_state *st, enum adapter_list l, struct slice name);
 
 /* adapter_hist_add adds v to the cumulative bucket le of h (creating it in sorted place when there is room;
- * a bucket beyond RS_HIST_MAX is dropped, which only coarsens quantiles). NaN le or v is ignored. */
+ * when h is full, a bucket above all kept replaces the highest kept and one between them is dropped: either
+ * only coarsens quantiles, and the top bucket's count is never lost). NaN le or v is ignored. */
 void adapter_hist_add(struct rs_hist *h, double le, double v);
 
 #endif

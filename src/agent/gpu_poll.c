@@ -1,10 +1,12 @@
 /* GPU polling: NVML on uv's thread pool, snapshot published on the loop thread. */
 #include "agent/gpu_poll.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "adapter/gpu_json.h"
 #include "adapter/nvml.h"
+#include "core/alloc.h"
 #include "core/log.h"
 #include "core/slice.h"
 
@@ -17,12 +19,13 @@ static void read_work(uv_work_t *w) {
   }
   if (!g->nv) g->nv = nvml_open(g->lib[0] ? g->lib : NULL);
   g->nscratch = 0;
-  g->rc = nvml_available(g->nv) ? nvml_read(g->nv, g->visible[0] ? g->visible : NULL, g->scratch, GPU_MAX, &g->nscratch)
-                                : -ENODEV;
+  g->rc = nvml_available(g->nv) ? nvml_read(g->nv, g->visible, g->scratch, GPU_MAX, &g->nscratch) : -ENODEV;
 }
 
 static void timer_closed_cb(uv_handle_t *h) {
   struct gpu_poll *g = h->data;
+  free(g->visible);
+  g->visible = NULL;
   if (g->stopped_cb) g->stopped_cb(g);
 }
 
@@ -62,7 +65,7 @@ void gpu_poll_start(struct gpu_poll *g, uv_loop_t *loop, uint32_t interval_ms, c
   g->loop = loop;
   g->work.data = g;
   str_copy(g->lib, sizeof g->lib, lib ? lib : "");
-  str_copy(g->visible, sizeof g->visible, visible ? visible : "");
+  g->visible = visible ? xstrdup(visible) : NULL;
   uv_timer_init(loop, &g->timer);
   g->timer.data = g;
   uv_timer_start(&g->timer, tick_cb, 0, interval_ms);

@@ -17,7 +17,8 @@ struct gpu_poll {
   uv_work_t work;
   bool busy, stopping, closing_nvml;
   struct nvml *nv;
-  char lib[256], visible[256]; /* INFERMESH_NVML_LIB and CUDA_VISIBLE_DEVICES as given at start */
+  char lib[256]; /* INFERMESH_NVML_LIB as given at start */
+  char *visible; /* owned: CUDA_VISIBLE_DEVICES as given at start, whole; NULL when unset ("" is no GPU) */
   /* worker side */
   struct gpu_info scratch[GPU_MAX];
   int nscratch, rc;

@@ -88,8 +88,10 @@ static void apply(struct scrape_target *st) {
       .waiting = rs->waiting,
       .running = rs->running,
       .kv_usage = (rs->have & RS_KV_USAGE) ? rs->kv_usage : -1,
-      .block_size = rs->block_size,
-      .num_gpu_blocks = rs->block_size > 0 ? rs->kv_capacity_tokens / rs->block_size : 0,
+      /* A capacity known in tokens only (SGLang without page_size, TGI, llama.cpp slots) is kept as 1-token
+       * blocks, as load reports from other nodes are (mesh.c). */
+      .block_size = rs->block_size > 0 ? rs->block_size : rs->kv_capacity_tokens > 0 ? 1 : 0,
+      .num_gpu_blocks = rs->block_size > 0 ? rs->kv_capacity_tokens / rs->block_size : rs->kv_capacity_tokens,
       .prefix_queries = rs->prefix_queries,
       .prefix_hits = rs->prefix_hits,
       .ttft_sum = rs->ttft.sum,

@@ -99,6 +99,11 @@ void status_targets_json(struct buf *out, const struct store *s, const struct sc
       buf_printf(out, "%.4f", t->load.kv_usage);
     else
       buf_puts(out, "null");
+    int64_t cap = store_kv_capacity(t);
+    if (cap > 0)
+      buf_printf(out, ",\"kv_capacity_tokens\":%lld", (long long)cap);
+    else
+      buf_puts(out, ",\"kv_capacity_tokens\":null");
     double hit = t->load.prefix_queries > 0 ? t->load.prefix_hits / t->load.prefix_queries : 0;
     buf_printf(out, ",\"prefix_hit_rate\":%.4f,\"inflight\":%d,\"routed_since_report\":%d,\"age_ms\":", hit,
                t->inflight, t->routed_since_report);

@@ -166,6 +166,9 @@ def test_agent_scrapes_every_kind_and_routes_to_it(procs, tmp_path):
     assert ts["sglang-replay"]["kv_usage"] == pytest.approx(0.28), ts["sglang-replay"]
     assert ts["llamacpp-replay"]["running"] == 1, ts["llamacpp-replay"]
     assert ts["llamacpp-replay"]["kv_usage"] == pytest.approx(0.125), ts["llamacpp-replay"]
+    # KV capacity in tokens, whether the runtime counts it in blocks (vLLM) or in tokens only (TGI, llama.cpp)
+    for kind in ("vllm", "tgi", "llamacpp"):
+        assert ts[f"{kind}-replay"]["kv_capacity_tokens"] == EXPECTED[kind]["kv_capacity_tokens"], ts[f"{kind}-replay"]
     assert "densenet_onnx" in ts["triton-replay"]["models"], ts["triton-replay"]
     assert ts["ollama-replay"]["models"] == ["mistral:latest"], ts["ollama-replay"]
     assert http_get(port, "/readyz").status == 200

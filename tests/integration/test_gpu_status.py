@@ -46,6 +46,17 @@ def test_agent_reports_gpus_from_nvml(procs):
 
 
 @pytest.mark.timeout(60)
+def test_agent_respects_cuda_visible_devices(procs):
+    """As CUDA does: a list picks and orders GPUs; set but empty means no GPU at all."""
+    if not FAKE_NVML.exists():
+        pytest.skip(f"fake NVML not built at {FAKE_NVML}")
+    one = procs.agent([], env=dict(_env(FAKE_NVML), CUDA_VISIBLE_DEVICES="1"), wait_healthy=False, name="one")
+    assert [x["name"] for x in _gpus(one)["gpus"]] == ["NVIDIA H100 80GB HBM3"]
+    none = procs.agent([], env=dict(_env(FAKE_NVML), CUDA_VISIBLE_DEVICES=""), wait_healthy=False, name="none")
+    assert _gpus(none)["gpus"] == []
+
+
+@pytest.mark.timeout(60)
 def test_agent_without_nvml_runs_and_says_why(procs):
     agent = procs.agent([], env=_env(None), wait_healthy=False)
     g = _gpus(agent)

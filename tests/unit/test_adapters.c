@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "adapter/adapter.h"
+#include "adapter/adapter_int.h"
 #include "core/buf.h"
 #include "core/err.h"
 
@@ -525,6 +526,18 @@ static void test_rates_window(void **state) {
   h.n = 1, h.le[0] = INFINITY, h.cum[0] = 4;
   assert_false(rs_hist_quantile(&h, 0.5, &q));
   assert_false(rs_hist_quantile(&h, 1.5, &q));
+
+  /* more buckets than kept (in exposition order, ascending): the +Inf count, everything, survives */
+  struct rs_hist big = {0};
+  for (int i = 1; i <= RS_HIST_MAX + 10; i++) adapter_hist_add(&big, i, i); /* one observation per bucket */
+  adapter_hist_add(&big, INFINITY, RS_HIST_MAX + 10);
+  assert_int_equal(big.n, RS_HIST_MAX);
+  assert_true(isinf(big.le[big.n - 1]));
+  assert_dbl(big.cum[big.n - 1], RS_HIST_MAX + 10);
+  assert_true(rs_hist_quantile(&big, 0.5, &q));
+  assert_near(q, (RS_HIST_MAX + 10) / 2.0);
+  assert_true(rs_hist_quantile(&big, 0.95, &q)); /* past the kept finite bounds: the highest kept */
+  assert_true(q >= RS_HIST_MAX - 1);
 }
 
 /* Detection ------------------------------------------------------------------------------------------------
