@@ -42,6 +42,9 @@ static void sub_end(struct sub *s) {
   if (*pp) *pp = s->next;
   s->req->abort_cb = NULL;
   s->req->data = NULL;
+  /* The stream ends the connection too: a request the client pipelined behind it must not run from here
+   * (inside a broadcast, i.e. a scraper or membership callback). */
+  s->req->keep_alive = false;
   http_resp_end(s->req);
   free(s);
 }

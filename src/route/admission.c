@@ -186,6 +186,13 @@ void adm_done(struct admission *a, int tenant) {
   if (t->active > 0) t->active--;
 }
 
+void adm_refund(struct admission *a, int tenant, double tokens) {
+  if (tenant < 0 || tenant >= a->ntenants) return;
+  struct adm_tenant *t = &a->tenants[tenant];
+  adm_bucket_add(&t->rps, 1);
+  if (tokens > 0) adm_bucket_add(&t->tpm, tokens);
+}
+
 void adm_count_shed(struct admission *a, int tenant, int reason) {
   if (reason > ADM_OK && reason < ADM_NSHED) tenant_at(a, tenant)->shed[reason]++;
 }

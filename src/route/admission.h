@@ -125,6 +125,10 @@ void adm_set_tenants(struct admission *a, const struct adm_limits *lim, int n, c
 int adm_limit(struct admission *a, int tenant, double tokens, uint64_t now_ns, uint64_t *retry_after_ns);
 /* adm_done ends a request adm_limit admitted (tenant -1: its tenant was removed meanwhile, nothing to do). */
 void adm_done(struct admission *a, int tenant);
+/* adm_refund gives a tenant back what adm_limit took for a request that never reached a runtime (shed from the
+ * queue, no target, refused by a policy): its request slot and `tokens` (the amount passed to adm_limit).
+ * Call it at most once per admitted request, with adm_done. Tenant -1: nothing to do. */
+void adm_refund(struct admission *a, int tenant, double tokens);
 /* adm_count_shed counts a refusal decided by the caller (queue timeout) for tenant. */
 void adm_count_shed(struct admission *a, int tenant, int reason);
 

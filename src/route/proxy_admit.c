@@ -178,6 +178,9 @@ void proxy_admit_end(struct proxy *p) {
     r->metrics.queue_depth = adm_queue_len(&r->adm);
   }
   if (p->admitted) {
+    /* Never sent to a runtime (429 queue_full, 503 queue timeout or no target, a policy's refusal): the
+     * tenant's rate and token budgets are not spent on it. */
+    if (p->attempts == 0) adm_refund(&r->adm, p->tenant, (double)p->kv_need);
     adm_done(&r->adm, p->tenant);
     p->admitted = false;
   }

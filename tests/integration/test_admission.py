@@ -1,6 +1,7 @@
 """Admission and fairness in the live router: tenant keys, rate limits, the queue while every engine is saturated,
 weighted fair queueing and priorities."""
 
+import signal
 import threading
 import time
 
@@ -239,3 +240,18 @@ def test_bad_tenant_config_exits_2(procs, tmp_path):
         assert p.wait(10) == 2, args
         assert "tenant" in p.stderr() or "hedge" in p.stderr(), p.stderr()
         assert "sk-0123456789" not in p.stderr()
+
+
+@pytest.mark.timeout(40)
+def test_requests_no_runtime_served_cost_the_tenant_nothing(procs):
+    """A 503 for want of a healthy target spends none of the tenant's token budget: when its runtime is down,
+    a client retrying gets 503 each time, not a 429 for tokens it never used."""
+    engine = procs.engine(speed="0")
+    agent = procs.agent([engine], "--tenant", f"name=t,key={KEY_A},tokens_per_min=600")
+    assert chat(agent.port, KEY_A, max_tokens=400).status == 200  # ~405 of 600 spent
+    engine.proc.signal(signal.SIGKILL)
+    wait_for(lambda: not agent.targets()[0]["healthy"], timeout=10, what="the target down")
+    for _ in range(5):  # ~105 tokens each: 525, more than is left
+        r = chat(agent.port, KEY_A, max_tokens=100)
+        assert_openai_error(r, 503)
+    assert metric_value(agent.metrics(), "infermesh_admission_shed_total", reason="tokens") == 0
