@@ -136,6 +136,11 @@ static void load_cb(void *user, const struct gossip_load *l) {
     load.kv_usage = tl->kv_usage;
     load.block_size = tl->kv_capacity_tokens > 0 ? 1 : 0;
     load.num_gpu_blocks = tl->kv_capacity_tokens;
+    if (tl->prefix_hit_rate >= 0) load.prefix_queries = 1, load.prefix_hits = tl->prefix_hit_rate;
+    load.prompt_tps = tl->prompt_tps;
+    load.gen_tps = tl->gen_tps;
+    load.ttft_p50 = tl->ttft_p50_ms >= 0 ? tl->ttft_p50_ms / 1e3 : -1;
+    load.ttft_p95 = load.itl_p50 = load.itl_p95 = -1; /* not in load reports */
     /* The signals were age_ms old when sent: scoring sees their true age. */
     uint64_t age_ns = (uint64_t)l->age_ms * 1000000u;
     store_report(s, id, &load, now > age_ns ? now - age_ns : 1);
@@ -264,8 +269,9 @@ static void build_load(struct mesh *m, struct gossip_load *l, uint64_t now) {
     tl->kv_usage = t->load.kv_usage;
     tl->kv_capacity_tokens = t->load.block_size * t->load.num_gpu_blocks;
     tl->prefix_hit_rate = t->load.prefix_queries > 0 ? t->load.prefix_hits / t->load.prefix_queries : -1;
-    tl->prompt_tps = tl->gen_tps = 0;
-    tl->ttft_p50_ms = -1;
+    tl->prompt_tps = t->load.prompt_tps; /* window rates; negative: unknown */
+    tl->gen_tps = t->load.gen_tps;
+    tl->ttft_p50_ms = t->load.ttft_p50 >= 0 ? t->load.ttft_p50 * 1e3 : -1;
     tl->inflight = t->inflight;
     if (t->updated_ns > newest) newest = t->updated_ns;
   }

@@ -28,7 +28,12 @@ struct scrape_target {
   bool was_healthy;
   char last_reason[160]; /* logged once per change, not on every poll (a runtime may load for minutes) */
   struct runtime_state st;
+  /* Window rates: the state RATE_WINDOW_NS ago or more (base) and the one that becomes base next (mid). */
+  struct runtime_state base, mid;
+  uint64_t base_ns, mid_ns; /* 0: none yet */
 };
+
+#define RATE_WINDOW_NS (10 * 1000000000ull)
 
 static void next_step(struct scrape_target *st);
 
@@ -63,6 +68,34 @@ static bool same_models(const struct target *t, const struct runtime_state *rs) 
   for (int i = 0; i < rs->nmodels; i++)
     if (strcmp(t->models[i], rs->models[i]) != 0) return false;
   return true;
+}
+
+/* window_rates fills the load's window rates from st->st and a state read 10 to 20 s before (or, early on,
+ * whatever is older than half a second), and rolls the reference states forward. */
+static void window_rates(struct scrape_target *st, uint64_t now, struct target_load *load) {
+  struct runtime_rates rr = {0};
+  const struct runtime_state *ref = st->base_ns ? &st->base : st->mid_ns ? &st->mid : NULL;
+  uint64_t ref_ns = st->base_ns ? st->base_ns : st->mid_ns;
+  if (ref && now > ref_ns + 500000000ull)
+    runtime_rates(ref, &st->st, (double)(now - ref_ns) / 1e9, &rr);
+  else
+    runtime_rates(NULL, &st->st, 1, &rr); /* gauges only */
+  load->prompt_tps = rr.have & RR_PROMPT_TPS ? rr.prompt_tps : -1;
+  load->gen_tps = rr.have & RR_GEN_TPS ? rr.gen_tps : -1;
+  load->ttft_p50 = rr.have & RR_TTFT ? rr.ttft_p50 : -1;
+  load->ttft_p95 = rr.have & RR_TTFT ? rr.ttft_p95 : -1;
+  load->itl_p50 = rr.have & RR_ITL ? rr.itl_p50 : -1;
+  load->itl_p95 = rr.have & RR_ITL ? rr.itl_p95 : -1;
+  if (rr.have & RR_RESET) st->base_ns = st->mid_ns = 0; /* the runtime restarted: start the window over */
+  if (!st->mid_ns) {
+    st->mid = st->st;
+    st->mid_ns = now;
+  } else if (now - st->mid_ns >= RATE_WINDOW_NS) {
+    st->base = st->mid;
+    st->base_ns = st->mid_ns;
+    st->mid = st->st;
+    st->mid_ns = now;
+  }
 }
 
 /* The round completed: publish what it read. */
@@ -103,7 +136,9 @@ static void apply(struct scrape_target *st) {
   }
   st->was_healthy = true;
   st->last_reason[0] = '\0';
-  store_report(s->store, st->id, &load, clock_mono_ns());
+  uint64_t now = clock_mono_ns();
+  window_rates(st, now, &load);
+  store_report(s->store, st->id, &load, now);
   st->step = -1;
 }
 

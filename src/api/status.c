@@ -1,6 +1,7 @@
 /* Node and target views rendered as JSON and Prometheus gauges. */
 #include "api/status.h"
 
+#include <math.h>
 #include <string.h>
 
 void status_json(struct buf *out, const struct status_info *info, const struct store *s) {
@@ -104,6 +105,19 @@ void status_targets_json(struct buf *out, const struct store *s, const struct sc
       buf_printf(out, ",\"kv_capacity_tokens\":%lld", (long long)cap);
     else
       buf_puts(out, ",\"kv_capacity_tokens\":null");
+    /* window rates: tokens/s, and latencies in ms; null when unknown */
+    const struct {
+      const char *name;
+      double v, scale;
+    } win[] = {{"prompt_tps", t->load.prompt_tps, 1},   {"gen_tps", t->load.gen_tps, 1},
+               {"ttft_p50_ms", t->load.ttft_p50, 1e3},  {"ttft_p95_ms", t->load.ttft_p95, 1e3},
+               {"itl_p50_ms", t->load.itl_p50, 1e3},    {"itl_p95_ms", t->load.itl_p95, 1e3}};
+    for (size_t w = 0; w < sizeof win / sizeof win[0]; w++) {
+      if (win[w].v >= 0 && isfinite(win[w].v))
+        buf_printf(out, ",\"%s\":%.4g", win[w].name, win[w].v * win[w].scale);
+      else
+        buf_printf(out, ",\"%s\":null", win[w].name);
+    }
     double hit = t->load.prefix_queries > 0 ? t->load.prefix_hits / t->load.prefix_queries : 0;
     buf_printf(out, ",\"prefix_hit_rate\":%.4f,\"inflight\":%d,\"routed_since_report\":%d,\"age_ms\":", hit,
                t->inflight, t->routed_since_report);

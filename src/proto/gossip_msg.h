@@ -104,7 +104,7 @@ struct gossip_target_load {
   double kv_usage;           /* 0..1; negative unknown */
   int64_t kv_capacity_tokens;
   double prefix_hit_rate;    /* 0..1; negative unknown */
-  double prompt_tps, gen_tps;
+  double prompt_tps, gen_tps; /* tokens/s over a recent window; negative unknown */
   double ttft_p50_ms;        /* negative unknown */
   int32_t inflight;          /* requests the node's own router has in flight there */
 };

@@ -20,6 +20,11 @@ struct target_load {
   int64_t block_size, num_gpu_blocks;
   double prefix_queries, prefix_hits; /* counters, tokens */
   double ttft_sum, ttft_count;
+  /* Over a recent window (10 to 20 s, agent/scraper.c; from another node's report for a remote target);
+   * negative when unknown (no observation in the window, or not reported). */
+  double prompt_tps, gen_tps;       /* tokens/s */
+  double ttft_p50, ttft_p95;        /* seconds */
+  double itl_p50, itl_p95;          /* seconds */
 };
 
 /* A target is one runtime instance this agent can send requests to. Strings are owned by the store. */

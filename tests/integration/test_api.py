@@ -369,3 +369,23 @@ def test_pipelining_mixed_requests(mesh3, name):
         assert r1.json()["usage"]["prompt_tokens"] > 24000
     if name == "stream-then-plain":
         assert r1.text().rstrip().endswith("data: [DONE]")
+
+
+@pytest.mark.timeout(40)
+def test_targets_show_window_rates_and_latencies(procs):
+    """/v1/cluster/targets carries what the runtime served recently: tokens/s and TTFT / inter-token latency
+    percentiles from its histograms over a window (null before there is anything to measure)."""
+    engine = procs.engine(speed="10")
+    agent = procs.agent([engine], scrape_ms=100)
+    t = agent.targets()[0]
+    for k in ("gen_tps", "ttft_p50_ms", "ttft_p95_ms", "itl_p50_ms", "itl_p95_ms"):
+        assert k in t, t
+    assert t["ttft_p50_ms"] is None  # nothing served yet
+    for i in range(8):
+        r = post_json(agent.port, "/v1/chat/completions", chat_body(f"measure me {i}", max_tokens=16))
+        assert r.status == 200, r
+    t = wait_for(lambda: (lambda x: x if x["ttft_p50_ms"] is not None and (x["gen_tps"] or 0) > 0 else None)(
+        agent.targets()[0]), timeout=10, what="window rates after traffic")
+    assert 0 < t["ttft_p50_ms"] <= t["ttft_p95_ms"], t
+    assert 0 < t["itl_p50_ms"] <= t["itl_p95_ms"], t
+    assert t["prompt_tps"] > 0, t
