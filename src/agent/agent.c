@@ -367,7 +367,10 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   size_t exelen = sizeof a->exe;
   if (uv_exepath(a->exe, &exelen) != 0) str_copy(a->exe, sizeof a->exe, "/proc/self/exe");
   a->sup = supervisor_start(a->loop, &a->store, cfg, ids, a->exe); /* before scraping: it waits on health */
-  scraper_start(&a->scraper, a->loop, &a->store, a->pools, cfg->scrape_interval_ms);
+  const char *murls[STORE_MAX_TARGETS] = {0};
+  for (int i = 0; i < cfg->nruntimes; i++)
+    if (ids[i] >= 0 && ids[i] < STORE_MAX_TARGETS) murls[ids[i]] = cfg->runtimes[i].metrics_url;
+  scraper_start(&a->scraper, a->loop, &a->store, a->pools, cfg->scrape_interval_ms, murls);
   /* The agent is the one layer that reads the environment: it hands NVML's settings down. */
   gpu_poll_start(&a->gpu, a->loop, GPU_POLL_MS, getenv("INFERMESH_NVML_LIB"), getenv("CUDA_VISIBLE_DEVICES"));
   a->gpu.updated_cb = gpus_updated_cb;

@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "core/slice.h"
 #include "state/policy.h"
+#include "state/store.h"
 
 enum ktype { K_STR, K_U32, K_INT, K_SIZE, K_LISTEN, K_RUNTIME, K_JOIN, K_LABEL, K_DBL, K_BOOL, K_TENANT };
 
@@ -392,7 +393,7 @@ static int yaml_runtimes(struct agent_config *c, yaml_document_t *d, yaml_node_t
   for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top; it++) {
     yaml_node_t *m = yaml_document_get_node(d, *it);
     const char *kind = "vllm", *url = NULL, *name = NULL, *exec = NULL;
-    char gpus[256] = "";
+    char gpus[256] = "", murl[160] = "";
     if (!m || m->type != YAML_MAPPING_NODE) {
       snprintf(err, errlen, "%s: each runtime must be a mapping like {kind: vllm, url: http://...}", file);
       return -EINVAL;
@@ -429,8 +430,21 @@ static int yaml_runtimes(struct agent_config *c, yaml_document_t *d, yaml_node_t
         name = vs;
       else if (strcmp(ks, "exec") == 0)
         exec = vs;
-      else {
-        snprintf(err, errlen, "%s: unknown runtime key '%s' (known: kind, url, name, exec, gpus)", file, ks);
+      else if (strcmp(ks, "metrics_url") == 0) {
+        /* http://HOST:PORT, or that with the /metrics path, which is the only one read */
+        char host[96];
+        int port;
+        size_t n = strlen(vs), sfx = strlen("/metrics");
+        str_copy(murl, sizeof murl, vs);
+        if (n > sfx && n < sizeof murl && strcmp(murl + n - sfx, "/metrics") == 0) murl[n - sfx] = '\0';
+        if (n >= sizeof murl || store_parse_url(murl, host, sizeof host, &port) != 0) {
+          snprintf(err, errlen, "%s: metrics_url '%s' must be http://HOST:PORT (the runtime's /metrics there)", file,
+                   vs);
+          return -EINVAL;
+        }
+      } else {
+        snprintf(err, errlen, "%s: unknown runtime key '%s' (known: kind, url, name, exec, gpus, metrics_url)", file,
+                 ks);
         return -EINVAL;
       }
     }
@@ -441,6 +455,7 @@ static int yaml_runtimes(struct agent_config *c, yaml_document_t *d, yaml_node_t
     int rc = add_runtime(c, 1, kind, url, name, exec, err, errlen);
     if (rc) return rc;
     str_copy(c->runtimes[c->nruntimes - 1].gpus, sizeof c->runtimes[0].gpus, gpus);
+    str_copy(c->runtimes[c->nruntimes - 1].metrics_url, sizeof c->runtimes[0].metrics_url, murl);
   }
   return 0;
 }

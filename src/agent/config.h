@@ -18,6 +18,7 @@ struct config_runtime {
   char name[64];
   char exec[1024]; /* command that starts this runtime under supervision; "" = not supervised */
   char gpus[256];  /* GPUs it runs on, as CUDA_VISIBLE_DEVICES lists them (indices or UUIDs); "" = unknown */
+  char metrics_url[160]; /* http://HOST:PORT serving its /metrics when not the API's (Triton: 8002); "" = url */
 };
 
 /* Supervision of runtimes that have `exec` (agent/supervisor.h). config_finish keeps crash_loop_restarts at

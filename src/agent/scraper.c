@@ -28,12 +28,24 @@ struct scrape_target {
   bool was_healthy;
   char last_reason[160]; /* logged once per change, not on every poll (a runtime may load for minutes) */
   struct runtime_state st;
+  /* /metrics from another address than the API's (metrics_url, or Triton's port 8002 found by trying it). */
+  struct http_pool mpool;
+  bool mpool_on, triton_8002_tried;
+  int metrics_status; /* this round's /metrics: HTTP status, or a negative UV error */
   /* Window rates: the state RATE_WINDOW_NS ago or more (base) and the one that becomes base next (mid). */
   struct runtime_state base, mid;
   uint64_t base_ns, mid_ns; /* 0: none yet */
 };
 
 #define RATE_WINDOW_NS (10 * 1000000000ull)
+#define TRITON_METRICS_PORT 8002 /* tritonserver --metrics-port default */
+
+/* metrics_at points st's /metrics reads at host:port. */
+static int metrics_at(struct scrape_target *st, const char *host, int port) {
+  if (http_pool_init(&st->mpool, st->s->loop, host, port) != 0) return -EINVAL;
+  st->mpool_on = true;
+  return 0;
+}
 
 static void next_step(struct scrape_target *st);
 
@@ -105,7 +117,17 @@ static void apply(struct scrape_target *st) {
   const struct runtime_state *rs = &st->st;
   if (st->kind != RT_KIND_OLLAMA && !(rs->have & (RS_WAITING | RS_RUNNING))) {
     /* Without queue signals we cannot score it: an unknown load must not look idle. */
-    down(st, "no queue signal (waiting/running) in /metrics: is the runtime kind right?");
+    char why[sizeof st->last_reason]; /* kept short: targets keep 127 bytes of it */
+    const char *at = st->mpool_on ? st->mpool.authority : s->pools[st->id].authority;
+    const char *hint = st->kind == RT_KIND_TRITON ? " (Triton: set metrics_url)" : "";
+    if (st->metrics_status < 0)
+      snprintf(why, sizeof why, "no queue signal: GET /metrics at %s failed: %s%s", at,
+               uv_strerror(st->metrics_status), hint);
+    else if (st->metrics_status == 404)
+      snprintf(why, sizeof why, "no queue signal: no /metrics at %s%s", at, hint);
+    else
+      snprintf(why, sizeof why, "no queue signal (waiting/running) in /metrics: is the runtime kind right?");
+    down(st, why);
     return;
   }
   if ((rs->have & RS_MODELS) && rs->nmodels > 0 && !same_models(t, rs)) {
@@ -155,10 +177,24 @@ static void on_done(void *arg, int err) {
     return;
   }
   int rc = err ? err : runtime_parse(st->kind, ep->id, st->status, st->body.base, st->body.len, &st->st);
+  if (ep->id == RT_EP_METRICS) st->metrics_status = err ? err : st->status;
   /* A health endpoint that answers, and answers "not healthy", means down even where the endpoint is
    * optional: optional only forgives its absence (404). */
   bool unhealthy = ep->id == RT_EP_HEALTH && !err && st->status != 404 && (st->status < 200 || st->status > 299);
   if (unhealthy) rc = -EPROTO;
+  /* Triton answers 404 for /metrics on its API port: they are on its metrics port, 8002 unless configured. */
+  if (ep->id == RT_EP_METRICS && st->kind == RT_KIND_TRITON && !err && st->status == 404 && !st->mpool_on &&
+      !st->triton_8002_tried) {
+    const struct target *t = &s->store->targets[st->id];
+    st->triton_8002_tried = true;
+    if (metrics_at(st, t->host, TRITON_METRICS_PORT) == 0) {
+      log_info("Triton metrics are not on its API port: reading them from its metrics port", "target=%s metrics=%s",
+               t->name, st->mpool.authority);
+      st->step--; /* the same endpoint again, at the new address */
+      next_step(st);
+      return;
+    }
+  }
   if (rc != 0 && (!ep->optional || unhealthy)) {
     if (err)
       snprintf(why, sizeof why, "%s %s failed: %s", ep->method, ep->path, uv_strerror(err));
@@ -183,19 +219,21 @@ static void next_step(struct scrape_target *st) {
     return;
   }
   const struct rt_endpoint *ep = &st->eps[st->step];
+  struct http_pool *pool = ep->id == RT_EP_METRICS && st->mpool_on ? &st->mpool : &s->pools[st->id];
   size_t blen = ep->body ? strlen(ep->body) : 0;
   buf_reset(&st->head);
   buf_printf(&st->head, "%s %s HTTP/1.1\r\nHost: %s\r\nAccept: */*\r\nUser-Agent: infermesh-agent\r\n", ep->method,
-             ep->path, s->pools[st->id].authority);
+             ep->path, pool->authority);
   if (ep->body) buf_printf(&st->head, "Content-Type: application/json\r\nContent-Length: %zu\r\n", blen);
   buf_puts(&st->head, "\r\n");
   struct slice body = slice_make(ep->body, blen);
   s->busy++;
-  st->req = hc_request(&s->pools[st->id], buf_slice(&st->head), &body, ep->body ? 1 : 0, &cbs, st, SCRAPE_TIMEOUT_MS);
+  st->req = hc_request(pool, buf_slice(&st->head), &body, ep->body ? 1 : 0, &cbs, st, SCRAPE_TIMEOUT_MS);
 }
 
 static void start_round(struct scrape_target *st) {
   runtime_state_init(&st->st);
+  st->metrics_status = 0;
   st->step = -1;
   next_step(st);
 }
@@ -207,7 +245,7 @@ static void tick_cb(uv_timer_t *t) {
 }
 
 void scraper_start(struct scraper *s, uv_loop_t *loop, struct store *store, struct http_pool *pools,
-                   uint32_t interval_ms) {
+                   uint32_t interval_ms, const char *const *metrics_urls) {
   memset(s, 0, sizeof *s);
   s->loop = loop;
   s->store = store;
@@ -222,6 +260,11 @@ void scraper_start(struct scraper *s, uv_loop_t *loop, struct store *store, stru
     st->step = -1;
     if (runtime_kind_parse(store->targets[i].kind, &st->kind) == 0) st->neps = runtime_endpoints(st->kind, &st->eps);
     if (st->neps == 0) store_mark_down(store, i, "unknown runtime kind");
+    char host[96];
+    int port;
+    if (metrics_urls && metrics_urls[i] && metrics_urls[i][0] &&
+        store_parse_url(metrics_urls[i], host, sizeof host, &port) == 0)
+      metrics_at(st, host, port);
   }
   uv_timer_init(loop, &s->timer);
   s->timer.data = s;
@@ -233,6 +276,7 @@ static void timer_closed_cb(uv_handle_t *h) {
   for (int i = 0; i < s->ntargets; i++) {
     buf_free(&s->targets[i].head);
     buf_free(&s->targets[i].body);
+    if (s->targets[i].mpool_on) http_pool_close(&s->targets[i].mpool); /* its requests were cancelled */
   }
   free(s->targets);
   s->targets = NULL;

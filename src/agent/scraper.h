@@ -24,9 +24,12 @@ struct scraper {
   void (*stopped_cb)(struct scraper *s);
 };
 
-/* scraper_start begins polling every interval_ms (the first poll is immediate). */
+/* scraper_start begins polling every interval_ms (the first poll is immediate). metrics_urls (may be NULL;
+ * borrowed for the call) gives, per store target id, "http://HOST:PORT" where that runtime serves /metrics
+ * when it is not its API address (NULL or "": the API address; a Triton target whose API port answers 404
+ * for /metrics is read on port 8002, Triton's default metrics port). */
 void scraper_start(struct scraper *s, uv_loop_t *loop, struct store *store, struct http_pool *pools,
-                   uint32_t interval_ms);
+                   uint32_t interval_ms, const char *const *metrics_urls);
 /* scraper_stop cancels exchanges in flight and calls cb once nothing of the scraper is left on the loop. */
 void scraper_stop(struct scraper *s, void (*cb)(struct scraper *s));
 

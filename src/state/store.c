@@ -21,7 +21,7 @@ void store_free(struct store *s) {
 }
 
 /* Parse http://host:port[/] (numeric host, or localhost). */
-static int parse_url(const char *url, char *host, size_t hostcap, int *port) {
+int store_parse_url(const char *url, char *host, size_t hostcap, int *port) {
   const char *p = url;
   if (strncmp(p, "http://", 7) != 0) return -EINVAL;
   p += 7;
@@ -50,7 +50,7 @@ int store_add_target(struct store *s, const char *name, const char *url, const c
   if (s->ntargets >= STORE_MAX_TARGETS) return -ENOSPC;
   struct target *t = &s->targets[s->ntargets];
   memset(t, 0, sizeof *t);
-  if (strlen(url) >= sizeof t->url || parse_url(url, t->host, sizeof t->host, &t->port) != 0) return -EINVAL;
+  if (strlen(url) >= sizeof t->url || store_parse_url(url, t->host, sizeof t->host, &t->port) != 0) return -EINVAL;
   memcpy(t->url, url, strlen(url) + 1);
   size_t n = strlen(t->url);
   if (n && t->url[n - 1] == '/') t->url[n - 1] = '\0';
@@ -82,7 +82,7 @@ int store_add_remote(struct store *s, const char *node, const uint8_t node_id[32
     if (strcmp(t->url, url) != 0) {
       char host[sizeof t->host];
       int port;
-      if (parse_url(url, host, sizeof host, &port) != 0) return -EINVAL;
+      if (store_parse_url(url, host, sizeof host, &port) != 0) return -EINVAL;
       str_copy(t->url, sizeof t->url, url);
       str_copy(t->host, sizeof t->host, host);
       t->port = port;

@@ -79,6 +79,9 @@ struct store {
 /* store_init empties s. store_free releases model strings. */
 void store_init(struct store *s);
 void store_free(struct store *s);
+/* store_parse_url splits "http://HOST:PORT" (a trailing "/" allowed; HOST may be [IPv6]) into host and port:
+ * 0 or -EINVAL. */
+int store_parse_url(const char *url, char *host, size_t hostcap, int *port);
 /* store_add_target registers a target (URL http://host:port) and returns its id, or -EINVAL (bad URL)
  * / -ENOSPC (full). name may be NULL (then host:port). The target starts unhealthy until its first report. */
 int store_add_target(struct store *s, const char *name, const char *url, const char *kind);

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """A tiny inference-runtime impostor that replays the captured fixtures (stdlib only).
 
-    replay_server.py KIND FIXTURES_DIR [--port N]
+    replay_server.py KIND FIXTURES_DIR [--port N] [--no-metrics]
 
 KIND is vllm, sglang, tgi, llamacpp, triton or ollama. It serves that runtime's endpoints (the ones the
 infermesh adapter and the detection probes fetch) from the files in FIXTURES_DIR (their `# source:` first line
-is stripped), plus a canned OpenAI chat completion on POST /v1/chat/completions. It prints
+is stripped), plus a canned OpenAI chat completion on POST /v1/chat/completions (--no-metrics: /metrics
+answers 404, as Triton's API port does: its metrics are on another port). It prints
 "replay KIND listening on http://127.0.0.1:PORT" once it accepts connections.
 
 Behaviour can be flipped at run time so that tests can make the runtime misbehave:
@@ -93,6 +94,7 @@ class Replay:
         self.hits = {}
         self.controls = []
         self.metrics = None
+        self.metrics_served = True
         if kind in METRICS_FILE:
             self.metrics = strip_source(self.read(METRICS_FILE[kind])).encode()
         if kind == "ollama":
@@ -188,7 +190,7 @@ def make_handler(rp):
                 if k == "llamacpp" and st == 503:
                     return self.send(st, '{"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}')
                 return self.send(st, "{}" if st == 200 else '{"error":"unhealthy"}')
-            if path == "/metrics" and rp.metrics is not None:
+            if path == "/metrics" and rp.metrics is not None and rp.metrics_served:
                 return self.data(rp.metrics, "text/plain; version=0.0.4; charset=utf-8")
             if k == "ollama" and path == "/api/ps":
                 return self.data(rp.ps, "application/json")
@@ -251,8 +253,11 @@ def main():
     ap.add_argument("kind", choices=KINDS)
     ap.add_argument("fixtures")
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--no-metrics", action="store_true")
     a = ap.parse_args()
     rp = Replay(a.kind, a.fixtures)
+    if a.no_metrics:
+        rp.metrics_served = False
     srv = ThreadingHTTPServer(("127.0.0.1", a.port), make_handler(rp))
     srv.daemon_threads = True
     print(f"replay {a.kind} listening on http://127.0.0.1:{srv.server_address[1]}", flush=True)

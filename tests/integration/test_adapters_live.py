@@ -62,17 +62,17 @@ class Replay:
         return http_get(self.port, "/_control", timeout=5).json()["hits"].get(path, 0)
 
 
-def start_replay(procs, kind):
-    p = procs.start(f"replay-{kind}", [sys.executable, REPLAY, kind, FIXTURES])
+def start_replay(procs, kind, *extra):
+    p = procs.start(f"replay-{kind}", [sys.executable, REPLAY, kind, FIXTURES, *extra])
     m = wait_for(lambda: _check_alive(p) and re.search(r"listening on http://127\.0\.0\.1:(\d+)", p.stdout()),
                  timeout=10, what=f"replay {kind} to print its port")
     return Replay(p, int(m.group(1)), kind)
 
 
-def start_agent(procs, tmp_path, replays, name="agent", extra=()):
+def start_agent(procs, tmp_path, replays, name="agent", extra=(), runtime_extra=""):
     """An agent configured from YAML with one named runtime per replay (kind given), scraping every 100 ms."""
     port = free_port()
-    rts = "".join(f'  - {{kind: {r.kind}, url: "{r.url}", name: {r.kind}-replay}}\n' for r in replays)
+    rts = "".join(f'  - {{kind: {r.kind}, url: "{r.url}", name: {r.kind}-replay{runtime_extra}}}\n' for r in replays)
     cfg = tmp_path / f"{name}.yaml"
     cfg.write_text(f"listen: {HOST}:{port}\nscrape_interval_ms: 100\nruntimes:\n{rts}")
     p = procs.infermesh(name, "agent", "--config", cfg, "--scrape-interval-ms", "100", *extra)
@@ -241,7 +241,7 @@ def test_health_flapping_marks_the_target_down_and_up_again(procs, tmp_path, kin
 @pytest.mark.parametrize("kind,reason", [
     ("vllm", r"^GET /metrics failed: .*timed out"),       # required for vLLM: the timeout is the reason
     ("ollama", r"^GET /api/ps failed: .*timed out"),
-    ("triton", r"^no queue signal .*runtime kind"),         # optional for Triton: the round ends without load
+    ("triton", r"^no queue signal: GET /metrics at .* failed: .*timed out"),  # optional for Triton: no load
 ])
 def test_scrape_slower_than_the_timeout_marks_the_target_down(procs, tmp_path, kind, reason):
     rp = start_replay(procs, kind)
@@ -332,3 +332,40 @@ def test_model_control_reaches_each_runtimes_own_endpoint(procs, tmp_path, repla
     finally:
         for rp in replays.values():
             rp.control(runtime_control=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Triton serves /metrics on its own port (8002 by default)
+
+
+@pytest.mark.timeout(40)
+def test_triton_metrics_from_their_own_address(procs, tmp_path):
+    api = start_replay(procs, "triton", "--no-metrics")  # /metrics: 404, as on Triton's API port
+    metrics = start_replay(procs, "triton")
+    agent, port = start_agent(procs, tmp_path, [api], runtime_extra=f', metrics_url: "{metrics.url}/metrics"')
+    wait_up(agent, port, "triton-replay")
+    assert "densenet_onnx" in targets(port)["triton-replay"]["models"]
+    assert_serving(agent, port, "triton")
+
+
+@pytest.mark.timeout(40)
+def test_triton_metrics_found_on_port_8002(procs, tmp_path):
+    """Configured with its API URL only, a Triton target is read on port 8002 when its API port has no /metrics;
+    with nothing there, it is down with a reason that says what to set."""
+    if port_accepts(8002):
+        pytest.skip("port 8002 is taken on this machine")
+    api = start_replay(procs, "triton", "--no-metrics")
+    agent, port = start_agent(procs, tmp_path, [api])
+    wait_down(agent, port, "triton-replay", r"GET /metrics at 127\.0\.0\.1:8002 failed: .*\(Triton: set metrics_url\)")
+    metrics = start_replay(procs, "triton", "--port", "8002")
+    wait_up(agent, port, "triton-replay")
+    assert_serving(agent, port, "triton")
+    assert "reading them from its metrics port" in agent.stderr() and "metrics=127.0.0.1:8002" in agent.stderr()
+    metrics.proc.kill_group()
+
+
+def test_metrics_url_must_be_an_http_address(procs, tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text('runtimes:\n  - {kind: triton, url: "http://127.0.0.1:8000", metrics_url: "8002"}\n')
+    r = subprocess.run([BIN, "agent", "--config", str(cfg)], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "metrics_url '8002' must be http://HOST:PORT" in r.stderr, r.stderr
