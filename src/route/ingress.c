@@ -69,8 +69,12 @@ void router_set_tenants(struct router *r, const struct tenant_conf *t, int n) {
   if (n == 0 && r->opts.ntenants == 0) map[0] = 0; /* the default tenant stays */
   for (int j = 0; j < n; j++) lim[j] = t[j].lim;
   adm_set_tenants(&r->adm, n ? lim : NULL, n ? n : 1, map, clock_mono_ns());
-  for (struct proxy *p = r->active; p; p = p->next)
+  bool had_tenants = r->opts.ntenants > 0;
+  for (struct proxy *p = r->active; p; p = p->next) {
     if (p->tenant >= 0 && p->tenant < old_n) p->tenant = map[p->tenant];
+    /* Revoked: what is in flight finishes; what still waits does not get served on the old key. */
+    if (had_tenants && n > 0 && p->tenant < 0 && p->queued && !p->local_only) proxy_admit_revoke(p);
+  }
   r->opts.tenants = t;
   r->opts.ntenants = n;
 }

@@ -186,6 +186,12 @@ void proxy_admit_end(struct proxy *p) {
   }
 }
 
+void proxy_admit_revoke(struct proxy *p) {
+  if (!p->queued || p->revoked) return;
+  p->revoked = true;
+  proxy_timer(p, PT_QUEUE, 0, queue_timer_cb);
+}
+
 /* ---- the queue ---- */
 
 static void expired_cb(void *arg, void *udata) {
@@ -206,6 +212,15 @@ static void queue_timer_cb(uv_timer_t *t) {
   struct router *r = p->r;
   p->timer_use = PT_NONE;
   if (!p->queued) return;
+  if (p->revoked) {
+    adm_remove(&r->adm, p);
+    p->queued = false;
+    r->metrics.queue_depth = adm_queue_len(&r->adm);
+    r->metrics.unauthorized++;
+    proxy_fail(p, 401, "invalid_request_error", "invalid_api_key",
+               "The API key this request was made with was revoked while it waited.", 0);
+    return;
+  }
   if (p->shed_no_target) {
     adm_remove(&r->adm, p);
     p->queued = false;
@@ -232,6 +247,7 @@ static int try_cb(void *arg, void *udata, uint64_t waited_ns) {
   struct pass *ps = arg;
   struct proxy *p = udata;
   struct router *r = ps->r;
+  if (p->revoked) return 0; /* answered from its timer */
   for (int i = 0; i < ps->nblocked; i++)
     if (slice_eq(ps->blocked[i], p->oai.model)) return 0;
   int ids[STORE_MAX_TARGETS];

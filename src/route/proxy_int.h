@@ -72,6 +72,7 @@ struct proxy {
   bool admitted;       /* adm_limit passed: adm_done when it ends */
   bool queued;         /* waiting in r->adm's queue */
   bool shed_no_target; /* queued, and its model lost every target: answer 503 from the timer */
+  bool revoked;        /* queued, and its tenant was removed: answer 401 from the timer */
   int prio;
   bool slo_latency;
   int64_t prompt_est; /* prompt tokens, estimated from the body (4 bytes a token) */
@@ -131,6 +132,9 @@ bool proxy_fallback(struct proxy *p, bool serves_now);
 /* proxy_fallback_body replaces the model string in p's upstream body parts by p->model (a fallback name:
  * JSON-safe by fsm_key_valid), without copying the client's bytes. After plan_body. */
 void proxy_fallback_body(struct proxy *p);
+/* proxy_admit_revoke: p waits in the queue and its tenant (its API key) was just removed; it is answered 401
+ * from its timer, never dispatched. */
+void proxy_admit_revoke(struct proxy *p);
 /* proxy_model_queued counts the requests of p's model waiting in the admission queue. */
 int proxy_model_queued(const struct proxy *p);
 

@@ -227,7 +227,8 @@ def test_control_plane_clients_that_leave_and_retries(procs, tmp_path):
     assert t2.status == 201 and t2.json()["duplicate"] is True, t2.text()
     assert t2.json()["api_key"] == t1.json()["api_key"]  # the retry shows the key that was stored
     auth = {"Authorization": f"Bearer {t2.json()['api_key']}"}
-    enforced(ctl, "the tenant's key to work", lambda: ctl.chat(MODEL, headers=auth).status == 200)
+    enforced(ctl, "keys to be required", lambda: ctl.chat(MODEL).status == 401)
+    assert ctl.chat(MODEL, headers=auth).status == 200  # the key the retry showed is the one that works
     other = http_request(ctl.port, "POST", "/v1/cluster/tenants", body={"name": "acme2"},
                          headers=dict(hdr, **{"x-infermesh-command-id": "create-acme2-1"}))
     assert other.json()["api_key"] != t1.json()["api_key"]
@@ -242,3 +243,37 @@ def test_control_plane_clients_that_leave_and_retries(procs, tmp_path):
     ctl.agent.proc.signal(signal.SIGTERM)
     assert ctl.agent.proc.wait(10) == 0
     assert 'msg="drained"' in ctl.agent.proc.stderr()
+
+
+@pytest.mark.timeout(60)
+def test_revoked_tenant_waiting_requests_get_401_in_flight_ones_finish(procs, tmp_path):
+    e = procs.engine(speed="1")
+    ctl = ControlAgent(procs, tmp_path, [e], "--max-waiting", "1", scrape_ms=5000)
+    key = re.search(r"(imk-\S+)", ctl.cli("tenant", "add", "team-q").stdout).group(1)
+    auth = {"Authorization": f"Bearer {key}"}
+    enforced(ctl, "keys to be required", lambda: ctl.chat(MODEL, max_tokens=1).status == 401)
+    assert ctl.chat(MODEL, headers=auth, max_tokens=1).status == 200
+    out = {}
+
+    def call(name, max_tokens):
+        out[name] = ctl.chat(MODEL, headers=auth, content=name, max_tokens=max_tokens)
+
+    blocker = threading.Thread(target=call, args=("blocker", 1500), daemon=True)  # ~10 s at speed 1
+    blocker.start()
+    wait_for(lambda: ctl.agent.counter("infermesh_requests_in_flight") == 1, timeout=5, what="the blocker in flight")
+    waiting = [threading.Thread(target=call, args=(f"w{i}", 8), daemon=True) for i in range(3)]
+    for t in waiting:
+        t.start()
+    depth = lambda: ctl.agent.counter("infermesh_admission_queue_depth")  # noqa: E731
+    wait_for(lambda: depth() == 3, timeout=5, interval=0.02, what="three requests waiting")
+    assert blocker.is_alive(), "the blocker finished before the queue formed: the test proves nothing"
+    ctl.enforce("tenant", "revoke", "team-q")
+    assert blocker.is_alive()
+    for t in waiting:
+        t.join(10)
+    for i in range(3):
+        err = assert_openai_error(out[f"w{i}"], 401)
+        assert "revoked" in err["message"], err
+    blocker.join(30)
+    assert out["blocker"].status == 200  # in flight when revoked: it finishes
+    assert depth() == 0
