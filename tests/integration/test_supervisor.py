@@ -22,20 +22,25 @@ def pid_alive(pid):
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
-def group_members(pgid):
-    """Live processes whose process group is pgid."""
-    out = []
+def live_processes():
+    """(pid, stat fields after the command name, command line) of every live (not zombie) process."""
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
             with open(f"/proc/{d}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
-            out.append(int(d))
-    return out
+        if fields[0] not in ("Z", "X"):
+            yield int(d), fields, cmd
+
+
+def group_members(pgid):
+    """Live processes whose process group is pgid."""
+    return [pid for pid, fields, _ in live_processes() if int(fields[2]) == pgid]
 
 
 class Supervised:
@@ -353,19 +358,8 @@ def test_exec_that_cannot_run_is_reported(procs, tmp_path):
 
 
 def pids_running(needle):
-    """pids whose command line contains needle (live, not zombies)."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if needle in cmd and pid_alive(int(d)):
-            out.append(int(d))
-    return out
+    """pids of live processes whose command line contains needle."""
+    return [pid for pid, _, cmd in live_processes() if needle in cmd]
 
 
 @pytest.mark.timeout(40)
