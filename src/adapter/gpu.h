@@ -59,7 +59,8 @@ enum {
   GPU_HR_THROTTLE = 1u << 0, /* a GPU_CE_DEGRADING clock-event reason is active */
   GPU_HR_ECC = 1u << 1,      /* uncorrected (volatile) ECC errors > 0 */
   GPU_HR_HOT = 1u << 2,      /* temperature >= GPU_HOT_C */
-  GPU_HR_XID = 1u << 3       /* dcgm-exporter reports a nonzero last XID error */
+  GPU_HR_XID = 1u << 3,      /* dcgm-exporter reports a nonzero last XID error */
+  GPU_HR_LOST = 1u << 4      /* the driver lost the GPU (NVML_ERROR_GPU_IS_LOST, e.g. after Xid 79) */
 };
 
 /* One MIG GPU instance. */
@@ -115,6 +116,7 @@ static inline void gpu_health_eval(struct gpu_info *g) {
   if ((g->known & GPU_K_ECC_ERRORS) && g->ecc_uncorrected > 0) r |= GPU_HR_ECC;
   if ((g->known & GPU_K_TEMP) && g->temp_c >= GPU_HOT_C) r |= GPU_HR_HOT;
   if ((g->known & GPU_K_XID) && g->xid_last != 0) r |= GPU_HR_XID;
+  r |= g->health_reasons & GPU_HR_LOST; /* set by the reader, not derived from fields */
   g->health_reasons = r;
   g->health = r ? GPU_HEALTH_DEGRADED : GPU_HEALTH_OK;
 }

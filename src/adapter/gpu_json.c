@@ -89,13 +89,19 @@ static void json_gpu(struct buf *b, const struct gpu_info *g) {
   jdbl(b, &f, "gr_engine_active", k & GPU_K_GR_ACTIVE, g->gr_active);
   jstr(b, &f, "health", true, gpu_health_str(g->health));
   key(b, &f, "health_reasons");
-  buf_printf(b, "[%s%s%s%s%s%s%s]", g->health_reasons & GPU_HR_THROTTLE ? "\"throttle\"" : "",
-             (g->health_reasons & GPU_HR_THROTTLE) && (g->health_reasons & ~GPU_HR_THROTTLE) ? "," : "",
-             g->health_reasons & GPU_HR_ECC ? "\"ecc\"" : "",
-             (g->health_reasons & GPU_HR_ECC) && (g->health_reasons & (GPU_HR_HOT | GPU_HR_XID)) ? "," : "",
-             g->health_reasons & GPU_HR_HOT ? "\"hot\"" : "",
-             (g->health_reasons & GPU_HR_HOT) && (g->health_reasons & GPU_HR_XID) ? "," : "",
-             g->health_reasons & GPU_HR_XID ? "\"xid\"" : "");
+  static const struct {
+    uint32_t bit;
+    const char *name;
+  } reasons[] = {{GPU_HR_THROTTLE, "throttle"}, {GPU_HR_ECC, "ecc"}, {GPU_HR_HOT, "hot"}, {GPU_HR_XID, "xid"},
+                 {GPU_HR_LOST, "lost"}};
+  buf_puts(b, "[");
+  bool first = true;
+  for (size_t i = 0; i < sizeof reasons / sizeof reasons[0]; i++)
+    if (g->health_reasons & reasons[i].bit) {
+      buf_printf(b, "%s\"%s\"", first ? "" : ",", reasons[i].name);
+      first = false;
+    }
+  buf_puts(b, "]");
   buf_puts(b, "}");
 }
 

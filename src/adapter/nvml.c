@@ -17,6 +17,7 @@
 typedef int nvmlReturn_t;
 #define NVML_SUCCESS 0
 #define NVML_ERROR_NOT_FOUND 6
+#define NVML_ERROR_GPU_IS_LOST 15
 typedef struct nvmlDevice_st *nvmlDevice_t;
 typedef struct {
   unsigned int gpu, memory;
@@ -290,7 +291,11 @@ static int resolve(const struct gpu_info *all, int n, struct slice t, int *mig) 
   t = slice_trim(t);
   if (t.len == 0 || t.len >= sizeof tok - 4) return -1;
   uint64_t idx;
-  if (slice_to_u64(t, &idx) == 0) return idx < (uint64_t)n ? (int)idx : -1;
+  if (slice_to_u64(t, &idx) == 0) { /* an NVML index, whatever devices were skipped before it */
+    for (int i = 0; i < n; i++)
+      if (all[i].index == idx) return i;
+    return -1;
+  }
   if (slice_starts(t, "MIG-") || slice_starts(t, "mig-")) {
     memcpy(tok, t.base, t.len);
     tok[t.len] = 0;
@@ -316,7 +321,17 @@ int nvml_read(struct nvml *n, const char *visible, struct gpu_info *out, int cap
   int nall = 0;
   for (unsigned int i = 0; i < total; i++) {
     nvmlDevice_t d;
-    if (n->get_handle(i, &d) != NVML_SUCCESS) continue; /* e.g. NVML_ERROR_NO_PERMISSION on one device */
+    int rc = n->get_handle(i, &d);
+    if (rc == NVML_ERROR_GPU_IS_LOST) { /* it is there and broken: a degraded entry, not a missing one */
+      struct gpu_info *g = &all[nall++];
+      g->index = i;
+      snprintf(g->name, sizeof g->name, "GPU %u (lost by the driver)", i);
+      g->known = GPU_K_NAME | GPU_K_INDEX;
+      g->health_reasons = GPU_HR_LOST;
+      gpu_health_eval(g);
+      continue;
+    }
+    if (rc != NVML_SUCCESS) continue; /* e.g. NVML_ERROR_NO_PERMISSION: not ours to see */
     read_dev(n, d, i, &all[nall++]);
   }
   if (!visible) {

@@ -51,9 +51,9 @@ static void print_table(const struct gpu_info *g, int n) {
     printf("%-3s %-40s %-24.24s %5s %17s %5s %15s %-8s %s", idx, x->uuid[0] ? x->uuid : "-",
            (x->known & GPU_K_NAME) ? x->name : "-", util, mem, temp, pw, mig, gpu_health_str(x->health));
     if (x->health_reasons) {
-      static const char *const why[] = {"throttling", "ecc-errors", "hot", "xid"};
+      static const char *const why[] = {"throttling", "ecc-errors", "hot", "xid", "lost by the driver"};
       const char *sep = " (";
-      for (unsigned b = 0; b < 4; b++)
+      for (unsigned b = 0; b < sizeof why / sizeof why[0]; b++)
         if (x->health_reasons & (1u << b)) {
           printf("%s%s", sep, why[b]);
           sep = ", ";

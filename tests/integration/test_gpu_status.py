@@ -57,6 +57,19 @@ def test_agent_respects_cuda_visible_devices(procs):
 
 
 @pytest.mark.timeout(60)
+def test_gpu_lost_by_the_driver_shows_degraded(procs):
+    """A GPU NVML reports lost (it fell off the bus) is listed, degraded, not silently left out."""
+    if not FAKE_NVML.exists():
+        pytest.skip(f"fake NVML not built at {FAKE_NVML}")
+    agent = procs.agent([], env=dict(_env(FAKE_NVML), FAKE_NVML_LOST="0"), wait_healthy=False)
+    gpus = _gpus(agent)["gpus"]
+    assert [(x["index"], x["health"], x["health_reasons"]) for x in gpus][0] == (0, "degraded", ["lost"]), gpus
+    out = subprocess.run([BIN, "gpus"], capture_output=True, text=True, timeout=20,
+                         env=dict(_env(FAKE_NVML), FAKE_NVML_LOST="0"))
+    assert out.returncode == 0 and "degraded (lost by the driver)" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.timeout(60)
 def test_agent_without_nvml_runs_and_says_why(procs):
     agent = procs.agent([], env=_env(None), wait_healthy=False)
     g = _gpus(agent)

@@ -176,6 +176,28 @@ static void test_nvml_visible_devices(void **state) {
   nvml_close(n);
 }
 
+/* A GPU the driver lost is shown degraded, not left out; one we may not see is left out, and indices keep
+ * naming the physical devices. */
+static void test_nvml_lost_and_hidden_devices(void **state) {
+  setenv("FAKE_NVML_LOST", "0", 1);
+  assert_int_equal(read_visible(IM_FAKE_NVML, NULL), 2);
+  assert_int_equal(g[0].index, 0);
+  assert_int_equal(g[0].health, GPU_HEALTH_DEGRADED);
+  assert_int_equal(g[0].health_reasons, GPU_HR_LOST);
+  assert_string_equal(g[0].uuid, "");
+  assert_string_equal(g[1].uuid, UUID1);
+  assert_int_equal(read_visible(IM_FAKE_NVML, "0"), 1); /* selected by index, still lost */
+  assert_int_equal(g[0].health_reasons, GPU_HR_LOST);
+  unsetenv("FAKE_NVML_LOST");
+  setenv("FAKE_NVML_DENIED", "0", 1);
+  assert_int_equal(read_visible(IM_FAKE_NVML, NULL), 1);
+  assert_string_equal(g[0].uuid, UUID1);
+  assert_int_equal(read_visible(IM_FAKE_NVML, "1"), 1); /* index 1 is still device 1, not the 2nd entry */
+  assert_string_equal(g[0].uuid, UUID1);
+  assert_int_equal(read_visible(IM_FAKE_NVML, "0"), 0); /* not visible to us: an invalid entry */
+  unsetenv("FAKE_NVML_DENIED");
+}
+
 static void test_nvml_missing_library(void **state) {
   struct nvml *n = nvml_open("/nonexistent/libnvidia-ml.so.1");
   assert_false(nvml_available(n));
@@ -534,6 +556,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_nvml_values),
       cmocka_unit_test(test_nvml_visible_devices),
+      cmocka_unit_test(test_nvml_lost_and_hidden_devices),
       cmocka_unit_test(test_nvml_missing_library),
       cmocka_unit_test(test_nvml_missing_symbols),
       cmocka_unit_test(test_health),

@@ -117,6 +117,11 @@ nvmlReturn_t nvmlDeviceGetCount_v2(unsigned *n) {
 nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned i, void **h) {
   if (!inited) return E_UNINIT;
   if (i >= 2) return E_INVALID;
+  /* FAKE_NVML_LOST=i: device i fell off the bus (NVML_ERROR_GPU_IS_LOST); FAKE_NVML_DENIED=i: it is not ours
+   * to see (NVML_ERROR_NO_PERMISSION) */
+  const char *lost = getenv("FAKE_NVML_LOST"), *denied = getenv("FAKE_NVML_DENIED");
+  if (lost && *lost && strtoul(lost, NULL, 10) == i) return 15;
+  if (denied && *denied && strtoul(denied, NULL, 10) == i) return 4;
   *h = &devs[i];
   return OK;
 }
