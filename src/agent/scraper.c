@@ -26,6 +26,7 @@ struct scrape_target {
   struct buf head, body;
   int status;
   bool was_healthy;
+  int misses; /* failed rounds in a row while healthy (see down) */
   char last_reason[160]; /* logged once per change, not on every poll (a runtime may load for minutes) */
   struct runtime_state st;
   /* /metrics from another address than the API's (metrics_url, or Triton's port 8002 found by trying it). */
@@ -63,8 +64,19 @@ static int on_body(void *arg, const char *data, size_t len) {
   return 0;
 }
 
-static void down(struct scrape_target *st, const char *what) {
+/* A healthy target is marked down after SCRAPE_MISSES failed rounds in a row (one slow /metrics on a busy
+ * runtime must not take it out of routing; its load report just ages), or at once when the runtime says so
+ * (an unhealthy answer from its health endpoint) or is gone (connection refused). */
+#define SCRAPE_MISSES 2
+
+static void down(struct scrape_target *st, const char *what, bool at_once) {
   struct target *t = &st->s->store->targets[st->id];
+  if (st->was_healthy && !at_once && ++st->misses < SCRAPE_MISSES) {
+    log_info("scrape failed; the target stays up until the next round", "target=%s reason=\"%s\"", t->name, what);
+    st->step = -1;
+    return;
+  }
+  st->misses = 0;
   if (st->was_healthy || strcmp(st->last_reason, what) != 0)
     log_warn("target down", "target=%s url=%s kind=%s reason=\"%s\"", t->name, t->url, runtime_kind_name(st->kind),
              what);
@@ -127,7 +139,7 @@ static void apply(struct scrape_target *st) {
       snprintf(why, sizeof why, "no queue signal: no /metrics at %s%s", at, hint);
     else
       snprintf(why, sizeof why, "no queue signal (waiting/running) in /metrics: is the runtime kind right?");
-    down(st, why);
+    down(st, why, false);
     return;
   }
   if ((rs->have & RS_MODELS) && rs->nmodels > 0 && !same_models(t, rs)) {
@@ -136,7 +148,7 @@ static void apply(struct scrape_target *st) {
     store_set_models(s->store, st->id, names, rs->nmodels);
   }
   if (t->nmodels == 0) {
-    down(st, "the runtime lists no model yet");
+    down(st, "the runtime lists no model yet", false);
     return;
   }
   struct target_load load = {
@@ -157,6 +169,7 @@ static void apply(struct scrape_target *st) {
     events_target(t->name, t->node, true, "");
   }
   st->was_healthy = true;
+  st->misses = 0;
   st->last_reason[0] = '\0';
   uint64_t now = clock_mono_ns();
   window_rates(st, now, &load);
@@ -203,7 +216,7 @@ static void on_done(void *arg, int err) {
                st->st.loading ? " (loading the model)" : "");
     else
       snprintf(why, sizeof why, "%s: %s", ep->path, rc == -ENOENT ? "not this runtime kind" : "malformed response");
-    down(st, why);
+    down(st, why, unhealthy || err == UV_ECONNREFUSED);
     return;
   }
   next_step(st);

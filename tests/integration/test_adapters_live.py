@@ -257,6 +257,25 @@ def test_scrape_slower_than_the_timeout_marks_the_target_down(procs, tmp_path, k
 
 
 @pytest.mark.timeout(40)
+def test_one_slow_scrape_keeps_the_target_up(procs, tmp_path):
+    """A busy runtime answering one /metrics too slowly stays in routing (its load report just ages); only
+    failed rounds in a row take it out."""
+    rp = start_replay(procs, "vllm")
+    agent, port = start_agent(procs, tmp_path, [rp])
+    wait_up(agent, port, "vllm-replay", timeout=15)
+    n0 = rp.hits("/metrics")
+    rp.control(metrics_delay_s=3)  # the next /metrics is slower than the agent's 2 s scrape timeout ...
+    wait_for(lambda: rp.hits("/metrics") > n0, timeout=5, interval=0.01, what="the slow scrape to start")
+    rp.control(metrics_delay_s=0)  # ... and only that one
+    n1 = rp.hits("/metrics")
+    wait_for(lambda: rp.hits("/metrics") >= n1 + 3, timeout=10, what="fast scrapes again")
+    log = agent.stderr()
+    assert "scrape failed; the target stays up" in log and "timed out" in log, log
+    assert 'msg="target down"' not in log, log
+    assert_serving(agent, port, "vllm")
+
+
+@pytest.mark.timeout(40)
 @pytest.mark.parametrize("kind,reason", [
     ("vllm", r"^/metrics: malformed response$"),
     ("sglang", r"^/metrics: malformed response$"),
