@@ -1,6 +1,7 @@
 /* The agent: wires config, store, scraper, router and admin endpoints; drains on SIGTERM. */
 #include "agent/agent.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <http_parser.h>
 #include <signal.h>
@@ -16,11 +17,13 @@
 #include "agent/model_api.h"
 #include "agent/scraper.h"
 #include "agent/supervisor.h"
+#include "api/routes.h"
 #include "api/status.h"
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "route/router.h"
+#include "route/tenants.h"
 
 #define GPU_POLL_MS 5000
 
@@ -55,59 +58,145 @@ static void send_json(struct http_req *req, int status, struct buf *b) {
   http_resp_send(req, status, "application/json", b->base, b->len, NULL, 0);
 }
 
+static void send_error(struct http_req *req, int status, const char *msg, const char *code,
+                       const struct http_header *h, int nh) {
+  struct buf b = {0};
+  http_error_json(&b, msg, "invalid_request_error", code);
+  http_resp_send(req, status, "application/json", b.base, b.len, h, nh);
+  buf_free(&b);
+}
+
+/* authorize answers req and returns false when its credentials do not reach route rt (api/routes.h). */
+static bool authorize(struct agent *a, const struct api_route *rt, struct http_req *req) {
+  if (rt->need == API_OPEN || rt->need == API_TENANT) return true;
+  struct slice auth = http_req_header(req, "authorization");
+  struct api_creds c = {.admin_token = a->cfg->cluster.admin_token,
+                        .read_token = a->cfg->cluster.read_token,
+                        .keys_required = a->router.opts.ntenants > 0};
+  if (auth.len && c.keys_required) c.tenant_key = tenants_lookup(a->router.opts.tenants, a->router.opts.ntenants, auth) >= 0;
+  enum api_verdict v = api_authorize(rt, &c, auth, http_req_header(req, "x-infermesh-hop").len > 0);
+  if (v == API_ALLOW) return true;
+  const char *code;
+  const char *msg = api_verdict_message(v, rt, &code);
+  static const struct http_header challenge = {SLICE_LIT("WWW-Authenticate"), SLICE_LIT("Bearer")};
+  a->router.metrics.unauthorized++;
+  send_error(req, v == API_UNAUTH ? 401 : 403, msg, code, &challenge, v == API_UNAUTH);
+  log_info("refused an API call", "method=%s path=\"%.*s\" status=%d", http_method_str(req->method),
+           (int)(req->path.len > 200 ? 200 : req->path.len), req->path.base, v == API_UNAUTH ? 401 : 403);
+  return false;
+}
+
+static void metrics(struct agent *a, struct http_req *req, uint64_t now) {
+  struct buf b = {0};
+  router_metrics(&a->router, &b);
+  buf_printf(&b,
+             "# HELP infermesh_http_active_requests Requests of the agent's HTTP API being answered now (this "
+             "one included): inference, control-plane reads waiting for an index, event streams.\n"
+             "# TYPE infermesh_http_active_requests gauge\ninfermesh_http_active_requests %d\n",
+             a->server.nactive);
+  status_targets_metrics(&b, &a->store, &a->router.score, now);
+  if (a->mesh) mesh_metrics(a->mesh, &b);
+  http_resp_send(req, 200, "text/plain; version=0.0.4", b.base, b.len, NULL, 0);
+  buf_free(&b);
+}
+
+static void readyz(struct agent *a, struct http_req *req) {
+  int healthy = 0;
+  for (int i = 0; i < a->store.ntargets; i++) healthy += a->store.targets[i].healthy;
+  if (a->draining)
+    http_resp_send(req, 503, "text/plain", "draining\n", 9, NULL, 0);
+  else if (healthy == 0)
+    http_resp_send(req, 503, "text/plain", "no healthy target\n", 18, NULL, 0);
+  else
+    http_resp_send(req, 200, "text/plain", "ready\n", 6, NULL, 0);
+}
+
+static void status(struct agent *a, struct http_req *req, uint64_t now) {
+  struct buf b = {0}, gpus = {0};
+  uint64_t total = 0;
+  for (int i = 0; i < a->router.metrics.nseries; i++) total += a->router.metrics.series[i].count;
+  gpu_poll_json(&a->gpu, &gpus);
+  struct status_info info = {a->cfg->node_name, INFERMESH_VERSION, a->listen, (double)(now - a->start_ns) / 1e9,
+                             a->router.inflight, total, gpus.base};
+  status_json(&b, &info, &a->store);
+  buf_free(&gpus);
+  send_json(req, 200, &b);
+  buf_free(&b);
+}
+
+static void targets(struct agent *a, struct http_req *req, uint64_t now) {
+  struct buf b = {0};
+  struct status_proc *procs = xcalloc((size_t)a->store.ntargets + 1, sizeof *procs); /* state NULL: no exec */
+  for (int i = 0; i < a->store.ntargets; i++) supervisor_proc_info(a->sup, i, now, &procs[i]);
+  status_targets_json(&b, &a->store, &a->router.score, now, procs);
+  free(procs);
+  send_json(req, 200, &b);
+  buf_free(&b);
+}
+
+/* handle dispatches req through the route table (api/routes.c): credentials first, then the route's handler. */
 static void handle(struct http_req *req, void *arg) {
   struct agent *a = arg;
-  struct buf b = {0};
-  uint64_t now = clock_mono_ns();
-  if (events_handle(req)) return;
-  if (router_handle(&a->router, req)) return;
-  if (model_api_handle(&a->mapi, req)) return;
-  if (control_handle(a->ctl, req)) return;
-  if (cluster_api_handle(&a->capi, req)) return;
-  bool get = req->method == HTTP_GET || req->method == HTTP_HEAD;
-  if (get && slice_eqz(req->path, "/healthz")) {
-    http_resp_send(req, 200, "text/plain", "ok\n", 3, NULL, 0);
-  } else if (get && slice_eqz(req->path, "/readyz")) {
-    int healthy = 0;
-    for (int i = 0; i < a->store.ntargets; i++) healthy += a->store.targets[i].healthy;
-    if (a->draining)
-      http_resp_send(req, 503, "text/plain", "draining\n", 9, NULL, 0);
-    else if (healthy == 0)
-      http_resp_send(req, 503, "text/plain", "no healthy target\n", 18, NULL, 0);
-    else
-      http_resp_send(req, 200, "text/plain", "ready\n", 6, NULL, 0);
-  } else if (get && slice_eqz(req->path, "/metrics")) {
-    router_metrics(&a->router, &b);
-    buf_printf(&b,
-               "# HELP infermesh_http_active_requests Requests of the agent's HTTP API being answered now (this "
-               "one included): inference, control-plane reads waiting for an index, event streams.\n"
-               "# TYPE infermesh_http_active_requests gauge\ninfermesh_http_active_requests %d\n",
-               a->server.nactive);
-    status_targets_metrics(&b, &a->store, &a->router.score, now);
-    if (a->mesh) mesh_metrics(a->mesh, &b);
-    http_resp_send(req, 200, "text/plain; version=0.0.4", b.base, b.len, NULL, 0);
-  } else if (get && slice_eqz(req->path, "/v1/cluster/status")) {
-    uint64_t total = 0;
-    for (int i = 0; i < a->router.metrics.nseries; i++) total += a->router.metrics.series[i].count;
-    struct buf gpus = {0};
-    gpu_poll_json(&a->gpu, &gpus);
-    struct status_info info = {a->cfg->node_name, INFERMESH_VERSION, a->listen, (double)(now - a->start_ns) / 1e9,
-                               a->router.inflight, total, gpus.base};
-    status_json(&b, &info, &a->store);
-    buf_free(&gpus);
-    send_json(req, 200, &b);
-  } else if (get && slice_eqz(req->path, "/v1/cluster/targets")) {
-    struct status_proc *procs = xcalloc((size_t)a->store.ntargets + 1, sizeof *procs); /* state NULL: no exec */
-    for (int i = 0; i < a->store.ntargets; i++) supervisor_proc_info(a->sup, i, now, &procs[i]);
-    status_targets_json(&b, &a->store, &a->router.score, now, procs);
-    free(procs);
-    send_json(req, 200, &b);
-  } else {
-    http_error_json(&b, "unknown endpoint; see /v1/models, /v1/chat/completions, /v1/completions, /metrics",
-                    "invalid_request_error", "not_found");
-    send_json(req, 404, &b);
+  bool known;
+  const struct api_route *rt = api_route_find(req->method, req->path, &known);
+  if (!rt) {
+    if (known) {
+      char allow[64];
+      api_route_allowed(req->path, allow, sizeof allow);
+      struct http_header h = {SLICE_LIT("Allow"), slice_cstr(allow)};
+      char msg[96];
+      snprintf(msg, sizeof msg, "method not allowed here: use %s", allow);
+      send_error(req, 405, msg, "method_not_allowed", &h, 1);
+    } else {
+      send_error(req, 404, "unknown endpoint; see /v1/models, /v1/chat/completions, /v1/completions, /metrics",
+                 "not_found", NULL, 0);
+    }
+    return;
   }
-  buf_free(&b);
+  if (!authorize(a, rt, req)) return;
+  uint64_t now = clock_mono_ns();
+  bool served = true;
+  switch (rt->op) {
+  case API_OP_HEALTHZ:
+    http_resp_send(req, 200, "text/plain", "ok\n", 3, NULL, 0);
+    break;
+  case API_OP_READYZ:
+    readyz(a, req);
+    break;
+  case API_OP_METRICS:
+    metrics(a, req, now);
+    break;
+  case API_OP_STATUS:
+    status(a, req, now);
+    break;
+  case API_OP_TARGETS:
+    targets(a, req, now);
+    break;
+  case API_OP_MODELS:
+  case API_OP_INFERENCE:
+    served = router_handle(&a->router, req);
+    break;
+  case API_OP_EVENTS:
+    served = events_handle(req);
+    break;
+  case API_OP_MODEL_CTL:
+    served = model_api_handle(&a->mapi, req);
+    break;
+  case API_OP_RAFT:
+  case API_OP_CTL_READ:
+  case API_OP_CTL_WRITE:
+  case API_OP_CTL_STATE:
+  case API_OP_PROPOSE:
+    served = control_handle(a->ctl, req); /* answers 409 when the agent has no control plane */
+    break;
+  case API_OP_MEMBERS:
+  case API_OP_LEAVE:
+  case API_OP_DRAIN:
+    served = cluster_api_handle(&a->capi, req);
+    break;
+  }
+  assert(served); /* the table and the handlers' own path checks agree */
+  if (!served) send_error(req, 500, "no handler for this route", "internal_error", NULL, 0);
 }
 
 /* Does CUDA_VISIBLE_DEVICES-style entry e (an index, or a UUID with or without "GPU-") name GPU g? */

@@ -64,7 +64,11 @@ static const struct key keys[] = {
     {"cluster.raft", "--raft", "INFERMESH_RAFT", K_STR, F(cluster.raft),
      "servers: HOST:PORT for Raft traffic (default: gossip host, gossip port + 1)"},
     {"cluster.admin_token", "--admin-token", "INFERMESH_ADMIN_TOKEN", K_STR, F(cluster.admin_token),
-     "control API writes need `Authorization: Bearer TOKEN`"},
+     "changes to the mesh (control-plane writes, drain, leave, model load) need `Authorization: Bearer TOKEN`; "
+     "with tenants configured it also reads the cluster views"},
+    {"cluster.read_token", "--read-token", "INFERMESH_READ_TOKEN", K_STR, F(cluster.read_token),
+     "with tenants configured, reads the cluster views and /metrics (`Authorization: Bearer TOKEN`) and changes "
+     "nothing: for Prometheus and dashboards"},
     {"insecure_no_auth", "--insecure-no-auth", "INFERMESH_INSECURE_NO_AUTH", K_BOOL, F(insecure_no_auth),
      "serve a listener beyond loopback without API keys (tenants); never in production"},
     {"routing.policy", "--routing-policy", "INFERMESH_ROUTING_POLICY", K_STR, F(routing_policy),

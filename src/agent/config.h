@@ -53,7 +53,8 @@ struct config_cluster {
   bool server;             /* a Raft voter (or spare, beyond 5) */
   int bootstrap_expect;    /* servers: form the first cluster once this many servers are alive in gossip */
   char raft[96];           /* HOST:PORT for Raft ("" = the gossip host, gossip port + 1) */
-  char admin_token[128];   /* control API writes need `Authorization: Bearer TOKEN` ("" = writes refused) */
+  char admin_token[128];   /* changes to the mesh need `Authorization: Bearer TOKEN` ("" = refused) */
+  char read_token[128];    /* with tenants: reads the cluster views ("" = only the admin token does) */
 };
 
 struct agent_config {

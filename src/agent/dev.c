@@ -5,6 +5,7 @@
 #include <ftw.h>
 #include <jansson.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,7 @@ struct dev {
   int nnodes, gossip_port;
   char host[64], speed[32], profile[256], extra_log[8];
   char tmpdir[256]; /* data dirs of a --nodes mesh, removed on exit */
+  char admin_token[128]; /* the agents' admin token (INFERMESH_ADMIN_TOKEN, else made here) */
   struct child engines[MAX_ENGINES];
   struct child agents[MAX_NODES];
   uv_signal_t sigint, sigterm;
@@ -267,6 +269,22 @@ static void remove_data_dirs(struct dev *d) {
   if (d->tmpdir[0]) nftw(d->tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* Changes to the mesh (drain, leave, policies) need an admin token even on loopback: dev makes one for its
+ * agents (they inherit INFERMESH_ADMIN_TOKEN) unless the environment already holds one, and prints it. */
+static void admin_token(struct dev *d) {
+  const char *t = getenv("INFERMESH_ADMIN_TOKEN");
+  if (t && *t) {
+    str_copy(d->admin_token, sizeof d->admin_token, t);
+    return;
+  }
+  uint8_t r[16];
+  char hex[33];
+  randombytes_buf(r, sizeof r);
+  sodium_bin2hex(hex, sizeof hex, r, sizeof r);
+  snprintf(d->admin_token, sizeof d->admin_token, "dev-%s", hex);
+  setenv("INFERMESH_ADMIN_TOKEN", d->admin_token, 1);
+}
+
 static void banner(struct dev *d) {
   const char *model = d->engines[0].model[0] ? d->engines[0].model : "MODEL";
   if (d->nnodes > 1)
@@ -281,9 +299,10 @@ static void banner(struct dev *d) {
          "  try        curl -s http://%s:%d/v1/chat/completions -H 'Content-Type: application/json' \\\n"
          "               -d '{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'\n"
          "             infermesh targets --agent http://%s:%d\n"
+         "  admin      export INFERMESH_ADMIN_TOKEN=%s   (drain, leave, policies: changes need it)\n"
          "  Ctrl-C stops everything.\n\n",
          d->nnodes > 1 ? "" : "\ninfermesh dev: mesh ready\n", d->host, d->port, d->nengines, model, d->host, d->port,
-         model, d->host, d->port);
+         model, d->host, d->port, d->admin_token);
   fflush(stdout);
 }
 
@@ -421,6 +440,7 @@ int dev_main(int argc, char **argv, const char *argv0) {
     return 2;
   }
   log_setup(LOG_INFO, "dev");
+  admin_token(d);
   if (d->nnodes > 1 && make_data_dirs(d) != 0) {
     remove_data_dirs(d);
     return 1;

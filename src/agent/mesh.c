@@ -201,9 +201,9 @@ static void member_cb(void *user, const struct swim_member *sm, enum swim_event 
 /* ---- this node's meta and load ---- */
 
 static uint32_t parse_roles(const struct agent_config *cfg) {
-  uint32_t r = 0;
+  uint32_t r = cfg->cluster.server ? GOSSIP_ROLE_SERVER : 0; /* a Raft server says so, whatever --roles says */
   const char *s = cfg->cluster.roles;
-  if (!s[0]) return GOSSIP_ROLE_GATEWAY | (cfg->nruntimes ? GOSSIP_ROLE_GPU : 0);
+  if (!s[0]) return r | GOSSIP_ROLE_GATEWAY | (cfg->nruntimes ? GOSSIP_ROLE_GPU : 0);
   r |= strstr(s, "gpu") ? GOSSIP_ROLE_GPU : 0;
   r |= strstr(s, "gateway") ? GOSSIP_ROLE_GATEWAY : 0;
   r |= strstr(s, "server") ? GOSSIP_ROLE_SERVER : 0;

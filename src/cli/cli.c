@@ -12,10 +12,25 @@
 #define DEFAULT_AGENT "http://127.0.0.1:8080"
 
 static void usage(const char *cmd, FILE *f) {
-  fprintf(f, "usage: infermesh %s [--agent URL] [--json]\n\n"
+  fprintf(f, "usage: infermesh %s [--agent URL] [--json] [--token TOKEN]\n\n"
              "  --agent URL   the agent to ask (INFERMESH_AGENT, else " DEFAULT_AGENT ")\n"
-             "  --json        print the agent's JSON instead of a table\n",
+             "  --json        print the agent's JSON instead of a table\n"
+             "  --token TOKEN the agent's admin or read token; needed when it has tenants (INFERMESH_ADMIN_TOKEN,\n"
+             "                else INFERMESH_READ_TOKEN)\n",
           cmd);
+}
+
+const char *cli_token_env(void) {
+  const char *t = getenv("INFERMESH_ADMIN_TOKEN");
+  if (!t || !*t) t = getenv("INFERMESH_READ_TOKEN");
+  return t && *t ? t : NULL;
+}
+
+void cli_auth_header(const char *token, char *out, size_t cap) {
+  out[0] = '\0';
+  if (!token || !*token || strpbrk(token, "\r\n")) return;
+  int n = snprintf(out, cap, "Authorization: Bearer %s\r\n", token);
+  if (n < 0 || (size_t)n >= cap) out[0] = '\0';
 }
 
 static const char *str(json_t *o, const char *k) {
@@ -105,12 +120,14 @@ static void print_targets(json_t *j) {
 }
 
 int cli_main(const char *cmd, int argc, char **argv) {
-  const char *agent = getenv("INFERMESH_AGENT");
+  const char *agent = getenv("INFERMESH_AGENT"), *token = cli_token_env();
   bool as_json = false;
   if (!agent || !*agent) agent = DEFAULT_AGENT;
   for (int i = 0; i < argc; i++) {
     if (strcmp(argv[i], "--json") == 0)
       as_json = true;
+    else if (strcmp(argv[i], "--token") == 0 && i + 1 < argc)
+      token = argv[++i];
     else if (strcmp(argv[i], "--agent") == 0 && i + 1 < argc)
       agent = argv[++i];
     else if (strncmp(argv[i], "--agent=", 8) == 0)
@@ -126,9 +143,10 @@ int cli_main(const char *cmd, int argc, char **argv) {
   }
   const char *path = strcmp(cmd, "targets") == 0 ? "/v1/cluster/targets" : "/v1/cluster/status";
   struct buf body = {0};
-  char err[256];
+  char err[256], auth[320];
   int status = 0;
-  if (http_get(agent, path, 5000, &status, &body, err, sizeof err) != 0) {
+  cli_auth_header(token, auth, sizeof auth);
+  if (http_request_hdrs("GET", agent, path, NULL, auth, 5000, &status, &body, err, sizeof err) != 0) {
     fprintf(stderr, "infermesh %s: %s\n", cmd, err);
     buf_free(&body);
     return 1;

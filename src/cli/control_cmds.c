@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
 #include "cli/http_get.h"
 #include "core/buf.h"
 #include "core/slice.h"
@@ -37,7 +38,8 @@ static void usage(FILE *f) {
              "                             [--model MODEL]...   (only these models; others answer 403)\n"
              "  infermesh tenant list | tenant limits NAME [limit flags] | tenant revoke NAME\n"
              "common: --agent URL (INFERMESH_AGENT, else " DEFAULT_AGENT "), --token ADMIN_TOKEN\n"
-             "        (INFERMESH_ADMIN_TOKEN; writes need it), --json\n");
+             "        (INFERMESH_ADMIN_TOKEN; writes need it, and reads when the agent has tenants, where\n"
+             "        INFERMESH_READ_TOKEN also reads), --json\n");
 }
 
 /* A flag that sets one field of the value: name, JSON field, type (s string, i integer, f number, b bool,
@@ -156,6 +158,8 @@ static int call(struct opts *o, const char *method, const char *path, const char
       return 2;
     }
     snprintf(hdrs, sizeof hdrs, "Authorization: Bearer %s\r\nx-infermesh-command-id: %s\r\n", o->token, id);
+  } else {
+    cli_auth_header(o->token && *o->token ? o->token : cli_token_env(), hdrs, sizeof hdrs);
   }
   struct timespec t0, now;
   clock_gettime(CLOCK_MONOTONIC, &t0);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cli.h"
 #include "cli/http_get.h"
 #include "core/buf.h"
 
@@ -16,29 +17,61 @@
 
 static void usage(const char *cmd, FILE *f) {
   if (strcmp(cmd, "members") == 0)
-    fprintf(f, "usage: infermesh members [--agent URL] [--json] [--all]\n\n"
+    fprintf(f, "usage: infermesh members [--agent URL] [--json] [--all] [--token TOKEN]\n\n"
                "Members of the mesh as this agent sees them: name, id, gossip address, roles, state, incarnation,\n"
                "models and the age of their load signals. --all also lists dead and departed members.\n");
   else if (strcmp(cmd, "leave") == 0)
-    fprintf(f, "usage: infermesh leave [--agent URL]\n\n"
+    fprintf(f, "usage: infermesh leave [--agent URL] [--token ADMIN_TOKEN]\n\n"
                "The agent announces that it leaves the mesh (others stop routing to it at once), finishes the\n"
-               "requests in flight and exits.\n");
+               "requests in flight and exits. Needs the agent's admin token (--token, or INFERMESH_ADMIN_TOKEN).\n");
   else
     fprintf(f, "usage: infermesh %s NODE [--agent URL] [--json] [--token TOKEN]\n\n"
                "%s node NODE (a name or an id prefix of at least 6 characters): %s\n"
-               "The flag lives in the node's membership and is lost when that node restarts. With the admin token\n"
-               "(--token, or INFERMESH_ADMIN_TOKEN) the drain is also written to the control plane (Raft), where it\n"
-               "survives restarts; without one, or without a control plane, only the membership flag is set.\n",
+               "Needs the admin token (--token, or INFERMESH_ADMIN_TOKEN) of the agent asked; it forwards the\n"
+               "drain to the node. The flag lives in the node's membership; with a control plane (Raft) the drain is\n"
+               "also written there, where it survives restarts.\n",
             cmd, strcmp(cmd, "drain") == 0 ? "Drains" : "Undrains",
             strcmp(cmd, "drain") == 0 ? "it finishes in-flight work and gets no new requests."
                                       : "it takes new requests again.");
-  fprintf(f, "\n  --agent URL   the agent to ask (INFERMESH_AGENT, else " DEFAULT_AGENT ")\n");
+  fprintf(f, "\n  --agent URL   the agent to ask (INFERMESH_AGENT, else " DEFAULT_AGENT ")\n"
+             "  --token TOKEN the agent's admin token (INFERMESH_ADMIN_TOKEN); members also takes the read token\n"
+             "                (INFERMESH_READ_TOKEN), needed when the agent has tenants\n");
+}
+
+/* mesh_has_server tells whether an alive member of agent's mesh runs a control-plane server (role "server");
+ * when the question cannot be answered it says yes, so that the durable write is tried and its error shown. */
+static bool mesh_has_server(const char *agent, const char *token) {
+  char auth[320], err[256];
+  struct buf b = {0};
+  int status = 0;
+  cli_auth_header(token, auth, sizeof auth);
+  if (http_request_hdrs("GET", agent, "/v1/cluster/members", NULL, auth, 10000, &status, &b, err, sizeof err) != 0 ||
+      status != 200) {
+    buf_free(&b);
+    return true;
+  }
+  json_t *j = json_loadb(b.base ? b.base : "", b.len, 0, NULL);
+  buf_free(&b);
+  bool found = !j;
+  size_t i, k;
+  json_t *m, *r;
+  json_array_foreach(json_object_get(j, "members"), i, m) {
+    const char *st = json_string_value(json_object_get(m, "state"));
+    if (!st || strcmp(st, "alive") != 0) continue;
+    json_array_foreach(json_object_get(m, "roles"), k, r) found |= json_is_string(r) && !strcmp(json_string_value(r), "server");
+  }
+  json_decref(j);
+  return found;
 }
 
 /* durable writes (PUT) or removes (DELETE) the control plane's drain of node with the admin token, retrying
  * while the control plane has no leader. Prints what happened; returns 0 or 1. */
 static int durable(const char *agent, const char *node, bool on, const char *token) {
   char path[128], hdrs[600], err[256];
+  if (!mesh_has_server(agent, token)) {
+    printf("durable: no control-plane server (Raft) in this mesh: only the membership flag is set\n");
+    return 0;
+  }
   snprintf(path, sizeof path, "/v1/cluster/drains/%s", node);
   snprintf(hdrs, sizeof hdrs, "Authorization: Bearer %s\r\nx-infermesh-command-id: cli-drain-%ld-%d\r\n", token,
            (long)time(NULL), (int)getpid());
@@ -124,9 +157,9 @@ static void print_members(json_t *j, bool all) {
 
 int members_main(const char *cmd, int argc, char **argv) {
   const char *agent = getenv("INFERMESH_AGENT");
-  const char *node = NULL, *token = getenv("INFERMESH_ADMIN_TOKEN");
   bool as_json = false, all = false;
   bool is_members = strcmp(cmd, "members") == 0, is_leave = strcmp(cmd, "leave") == 0;
+  const char *node = NULL, *token = is_members ? cli_token_env() : getenv("INFERMESH_ADMIN_TOKEN");
   if (!agent || !*agent) agent = DEFAULT_AGENT;
   for (int i = 0; i < argc; i++) {
     if (strcmp(argv[i], "--json") == 0)
@@ -137,7 +170,7 @@ int members_main(const char *cmd, int argc, char **argv) {
       agent = argv[++i];
     else if (strncmp(argv[i], "--agent=", 8) == 0)
       agent = argv[i] + 8;
-    else if (strcmp(argv[i], "--token") == 0 && i + 1 < argc && !is_members && !is_leave)
+    else if (strcmp(argv[i], "--token") == 0 && i + 1 < argc)
       token = argv[++i];
     else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
       usage(cmd, stdout);
@@ -169,10 +202,16 @@ int members_main(const char *cmd, int argc, char **argv) {
   } else {
     snprintf(path, sizeof path, "/v1/cluster/nodes/%s/%s", node, cmd);
   }
+  if (!is_members && (!token || !*token)) {
+    fprintf(stderr, "infermesh %s: this changes the mesh and needs the agent's admin token: pass --token or set "
+                    "INFERMESH_ADMIN_TOKEN\n", cmd);
+    return 2;
+  }
   struct buf body = {0};
-  char err[256];
+  char err[256], auth[320];
   int status = 0;
-  if (http_request(method, agent, path, NULL, 10000, &status, &body, err, sizeof err) != 0) {
+  cli_auth_header(token, auth, sizeof auth);
+  if (http_request_hdrs(method, agent, path, NULL, auth, 10000, &status, &body, err, sizeof err) != 0) {
     fprintf(stderr, "infermesh %s: %s\n", cmd, err);
     buf_free(&body);
     return 1;
@@ -201,10 +240,7 @@ int members_main(const char *cmd, int argc, char **argv) {
   }
   json_decref(j);
   buf_free(&body);
-  if (!is_members && !is_leave) {
-    if (token && *token) return durable(agent, node, strcmp(cmd, "drain") == 0, token);
-    if (!as_json) printf("(membership flag only: pass --token or set INFERMESH_ADMIN_TOKEN to make it durable)\n");
-  }
+  if (!is_members && !is_leave) return durable(agent, node, strcmp(cmd, "drain") == 0, token);
   return 0;
 }
 
@@ -270,7 +306,7 @@ static int sse_cb(void *arg, const char *data, size_t len) {
 }
 
 int events_main(int argc, char **argv) {
-  const char *agent = getenv("INFERMESH_AGENT");
+  const char *agent = getenv("INFERMESH_AGENT"), *token = cli_token_env();
   const char *since = NULL;
   struct sse e = {{0}, "", false};
   if (!agent || !*agent) agent = DEFAULT_AGENT;
@@ -278,6 +314,8 @@ int events_main(int argc, char **argv) {
     uint64_t n;
     if (strcmp(argv[i], "--json") == 0) {
       e.json = true;
+    } else if (strcmp(argv[i], "--token") == 0 && i + 1 < argc) {
+      token = argv[++i];
     } else if (strcmp(argv[i], "--agent") == 0 && i + 1 < argc) {
       agent = argv[++i];
     } else if (strncmp(argv[i], "--agent=", 8) == 0) {
@@ -285,11 +323,13 @@ int events_main(int argc, char **argv) {
     } else if (strcmp(argv[i], "--since") == 0 && i + 1 < argc && slice_to_u64(slice_cstr(argv[i + 1]), &n) == 0) {
       since = argv[++i];
     } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-      printf("usage: infermesh events [--agent URL] [--json] [--since N]\n\n"
+      printf("usage: infermesh events [--agent URL] [--json] [--since N] [--token TOKEN]\n\n"
              "Prints the agent's membership, drain, target health and configuration events as they happen, one\n"
              "per line (TIME  KIND  details; --json: {\"event\":KIND,\"data\":{...}}), until Ctrl-C or the agent\n"
              "ends the stream. --since N first replays the recent events after sequence number N.\n"
              "\n  --agent URL   the agent to ask (INFERMESH_AGENT, else " DEFAULT_AGENT ")\n"
+             "  --token TOKEN the agent's admin or read token, needed when it has tenants (INFERMESH_ADMIN_TOKEN,\n"
+             "                else INFERMESH_READ_TOKEN)\n"
              "Exit codes: 0 stream ended or interrupted, 1 agent unreachable or refused, 2 bad usage.\n");
       return 0;
     } else {
@@ -303,8 +343,10 @@ int events_main(int argc, char **argv) {
   signal(SIGTERM, sig_exit_cb);
   struct buf body = {0};
   int status = 0;
-  int rc = http_stream(agent, path, "Accept: text/event-stream\r\n", 5000, sse_cb, &e, &status, &body, err,
-                       sizeof err);
+  char auth[320], hdrs[352];
+  cli_auth_header(token, auth, sizeof auth);
+  snprintf(hdrs, sizeof hdrs, "%sAccept: text/event-stream\r\n", auth);
+  int rc = http_stream(agent, path, hdrs, 5000, sse_cb, &e, &status, &body, err, sizeof err);
   buf_free(&e.line);
   if (rc != 0) {
     fprintf(stderr, "infermesh events: %s\n", err);

@@ -742,7 +742,7 @@ void http_server_drain(struct http_server *s, void (*cb)(struct http_server *s))
   s->drained_cb = cb;
   for (struct http_conn *c = s->conns, *next; c; c = next) {
     next = c->next;
-    if (!c->req_active) conn_close(c);
+    if (!c->req_active) conn_close_after_writes(c); /* an answer just sent (a 202 to leave) still goes out */
   }
   if (s->listening)
     uv_close((uv_handle_t *)&s->tcp, listener_closed_cb);

@@ -29,6 +29,11 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("INFERMESH_BIN") or str(REPO / "build-asan" / "infermesh")
 PROFILES = REPO / "profiles"
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
+# Every agent the tests start (and every CLI they run) gets this read token: with tenants configured, the
+# cluster views and /metrics need it (test_authz checks who may read what without it).
+READ_TOKEN = "test-read-token"
+os.environ.setdefault("INFERMESH_READ_TOKEN", READ_TOKEN)
+READ_AUTH = {"Authorization": f"Bearer {READ_TOKEN}"}
 TINY_MODEL = "tiny-test-model"
 HOST = "127.0.0.1"
 DEFAULT_TIMEOUT_S = 60
@@ -437,7 +442,8 @@ def http_request(port, method, path, body=None, headers=None, timeout=30):
 
 
 def http_get(port, path, timeout=10):
-    return http_request(port, "GET", path, timeout=timeout)
+    """GET with the tests' read token (see READ_TOKEN)."""
+    return http_request(port, "GET", path, headers=READ_AUTH, timeout=timeout)
 
 
 def post_json(port, path, obj, headers=None, timeout=30):

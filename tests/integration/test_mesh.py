@@ -48,10 +48,15 @@ class Node:
         return {m["name"]: m["state"] for m in self.members()["members"]}
 
 
+ADMIN = "mesh-admin-token"
+
+
 def start_node(procs, tmp_path, name, engines=(), join=None, data_dir=None, extra=()):
     data_dir = data_dir or tmp_path / name
     gport = free_port()
     args = ["--name", name, "--data-dir", str(data_dir), "--gossip", f"{HOST}:{gport}", *extra]
+    if "--admin-token" not in extra:
+        args += ["--admin-token", ADMIN]
     for j in join or []:
         args += ["--join", j]
     agent = procs.agent(list(engines), *args, name=name)
@@ -181,7 +186,7 @@ def test_in_flight_request_to_a_dying_node_is_retried(procs, tmp_path):
     wait_members([a, b, c], ["a", "b", "c"])
     wait_for(lambda: remote_healthy(c, 2), timeout=15, what="c sees both engines")
     # Drain A so that C's first choice must be B; undrain right after the request went out.
-    subprocess.run([BIN, "drain", "a", "--agent", f"http://{HOST}:{c.port}"], check=True, capture_output=True,
+    subprocess.run([BIN, "drain", "--token", ADMIN, "a", "--agent", f"http://{HOST}:{c.port}"], check=True, capture_output=True,
                    timeout=10)
     wait_for(lambda: all(t["draining"] for t in c.agent.targets() if t["node"] == "a"), timeout=10,
              what="c sees a draining")
@@ -195,7 +200,7 @@ def test_in_flight_request_to_a_dying_node_is_retried(procs, tmp_path):
     th.start()
     wait_for(lambda: any(t["inflight"] > 0 for t in c.agent.targets() if t["node"] == "b"), timeout=10,
              what="request in flight on b")
-    subprocess.run([BIN, "undrain", "a", "--agent", f"http://{HOST}:{c.port}"], check=True, capture_output=True,
+    subprocess.run([BIN, "undrain", "--token", ADMIN, "a", "--agent", f"http://{HOST}:{c.port}"], check=True, capture_output=True,
                    timeout=10)
     wait_for(lambda: not any(t["draining"] for t in c.agent.targets() if t["node"] == "a"), timeout=3,
              what="c sees a undrained")
@@ -210,7 +215,7 @@ def test_in_flight_request_to_a_dying_node_is_retried(procs, tmp_path):
 @pytest.mark.timeout(90)
 def test_drain_and_undrain_another_node(mesh):
     a, b, c = mesh["a"], mesh["b"], mesh["c"]
-    r = subprocess.run([BIN, "drain", "b", "--agent", f"http://{HOST}:{a.port}"], capture_output=True, text=True,
+    r = subprocess.run([BIN, "drain", "--token", ADMIN, "b", "--agent", f"http://{HOST}:{a.port}"], capture_output=True, text=True,
                        timeout=10)
     assert r.returncode == 0, r.stderr
     assert "draining" in r.stdout
@@ -223,7 +228,7 @@ def test_drain_and_undrain_another_node(mesh):
     for i in range(6):
         r = post_json(b.port, "/v1/chat/completions", chat_body(f"own {i}"))
         assert r.status == 200 and r.headers["x-infermesh-node"] == "a", r
-    r = subprocess.run([BIN, "undrain", "b", "--agent", f"http://{HOST}:{c.port}"], capture_output=True, text=True,
+    r = subprocess.run([BIN, "undrain", "--token", ADMIN, "b", "--agent", f"http://{HOST}:{c.port}"], capture_output=True, text=True,
                        timeout=10)
     assert r.returncode == 0, r.stderr
     wait_for(lambda: all(not m.get("draining") for m in c.members()["members"]), timeout=10, what="undrained")
@@ -231,7 +236,7 @@ def test_drain_and_undrain_another_node(mesh):
     for i in range(30):
         seen.add(post_json(c.port, "/v1/chat/completions", chat_body(distinct(i, "back"))).headers["x-infermesh-node"])
     assert seen == {"a", "b"}
-    r = subprocess.run([BIN, "drain", "nosuchnode", "--agent", f"http://{HOST}:{a.port}"], capture_output=True,
+    r = subprocess.run([BIN, "drain", "--token", ADMIN, "nosuchnode", "--agent", f"http://{HOST}:{a.port}"], capture_output=True,
                        text=True, timeout=10)
     assert r.returncode == 1 and "no alive member" in r.stderr
 
@@ -239,7 +244,7 @@ def test_drain_and_undrain_another_node(mesh):
 @pytest.mark.timeout(60)
 def test_leave_is_graceful(mesh):
     a, b, c = mesh["a"], mesh["b"], mesh["c"]
-    r = subprocess.run([BIN, "leave", "--agent", f"http://{HOST}:{b.port}"], capture_output=True, text=True,
+    r = subprocess.run([BIN, "leave", "--token", ADMIN, "--agent", f"http://{HOST}:{b.port}"], capture_output=True, text=True,
                        timeout=10)
     assert r.returncode == 0, r.stderr
     assert b.agent.proc.wait(15) == 0
@@ -359,4 +364,7 @@ def test_standalone_agent_has_no_mesh(procs):
                        timeout=10)
     assert r.returncode == 0 and "runs alone" in r.stdout
     r = http_request(ag.port, "POST", "/v1/cluster/nodes/x/drain")
+    assert r.status == 403  # no admin token configured: changes are disabled, whatever the mesh
+    ag2 = procs.agent([e], "--admin-token", ADMIN, name="agent2")
+    r = http_request(ag2.port, "POST", "/v1/cluster/nodes/x/drain", headers={"Authorization": f"Bearer {ADMIN}"})
     assert r.status == 409

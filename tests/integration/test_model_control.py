@@ -143,7 +143,7 @@ def test_load_on_another_nodes_target(procs, tmp_path):
     share_key(tmp_path / "a", tmp_path / "b")
     ea, eb = procs.engine(name="engine-a"), procs.engine(name="engine-b")
     a = start_node(procs, tmp_path, "a", [ea], data_dir=tmp_path / "a", extra=("--admin-token", TOKEN))
-    b = start_node(procs, tmp_path, "b", [eb], join=[a.gossip])
+    b = start_node(procs, tmp_path, "b", [eb], join=[a.gossip], extra=("--admin-token", ""))
     wait_members([a, b], ["a", "b"])
     wait_for(lambda: remote_healthy(a, 1), timeout=15, what="b's target healthy on a")
     remote = [t for t in a.agent.targets() if t["remote"]][0]["name"]
