@@ -116,8 +116,13 @@ static void status(struct agent *a, struct http_req *req, uint64_t now) {
   uint64_t total = 0;
   for (int i = 0; i < a->router.metrics.nseries; i++) total += a->router.metrics.series[i].count;
   gpu_poll_json(&a->gpu, &gpus);
-  struct status_info info = {a->cfg->node_name, INFERMESH_VERSION, a->listen, (double)(now - a->start_ns) / 1e9,
-                             a->router.inflight, total, gpus.base};
+  struct status_info info = {.node_name = a->cfg->node_name,
+                             .version = INFERMESH_VERSION,
+                             .listen = a->listen,
+                             .uptime_s = (double)(now - a->start_ns) / 1e9,
+                             .inflight = a->router.inflight,
+                             .requests_total = total,
+                             .gpus_json = gpus.base};
   status_json(&b, &info, &a->store);
   buf_free(&gpus);
   send_json(req, 200, &b);
@@ -436,7 +441,14 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     str_copy(a->api_addr, sizeof a->api_addr, a->listen);
   }
   char err[512];
-  struct mesh_env menv = {a->loop, cfg, &a->store, &a->router, a->pools, cfg->nruntimes, a->api_addr, &a->gpu};
+  struct mesh_env menv = {.loop = a->loop,
+                          .cfg = cfg,
+                          .store = &a->store,
+                          .router = &a->router,
+                          .pools = a->pools,
+                          .nlocal = cfg->nruntimes,
+                          .api_addr = a->api_addr,
+                          .gpu = &a->gpu};
   if ((rc = mesh_start(&a->mesh, &menv, err, sizeof err)) != 0) {
     log_error("cannot join the mesh", "err=\"%s\"", err);
     fprintf(stderr, "infermesh agent: %s\n", err);
@@ -444,8 +456,9 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     return rc == -EINVAL || rc == -ENOENT ? 2 : 1;
   }
   if (a->mesh) a->router.kr = mesh_keyring(a->mesh);
-  a->capi = (struct cluster_api){a->loop, a->mesh, &a->router, leave_request_cb, a};
-  struct control_env cenv = {a->loop, cfg, a->mesh, &a->router};
+  a->capi = (struct cluster_api){
+      .loop = a->loop, .mesh = a->mesh, .router = &a->router, .leave_cb = leave_request_cb, .arg = a};
+  struct control_env cenv = {.loop = a->loop, .cfg = cfg, .mesh = a->mesh, .router = &a->router};
   if ((rc = control_start(&a->ctl, &cenv, err, sizeof err)) != 0) {
     log_error("cannot start the control plane", "err=\"%s\"", err);
     fprintf(stderr, "infermesh agent: %s\n", err);

@@ -44,8 +44,10 @@ static const char *opt_value(int argc, char **argv, int *i, const char *name, bo
 
 static bool is_help(const char *a) { return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0; }
 
-/* resolve_dir picks the data dir: the flag, else the default. Prints the error itself. */
+/* resolve_dir picks the data dir: the flag, else INFERMESH_DATA_DIR, else the default. Prints the error itself. */
 static bool resolve_dir(const char *cmd, const char *given, char *out, size_t cap) {
+  const char *env = getenv("INFERMESH_DATA_DIR");
+  if (!given && env && *env) given = env;
   if (given) {
     if (!*given) {
       fprintf(stderr, "infermesh %s: --data-dir is empty\n", cmd);

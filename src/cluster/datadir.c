@@ -23,8 +23,6 @@ static int fit(char *out, size_t cap, int n) {
 int datadir_default(char *out, size_t cap) {
   if (!out || cap == 0) return -EINVAL;
   out[0] = '\0';
-  const char *env = getenv("INFERMESH_DATA_DIR");
-  if (env && *env) return fit(out, cap, snprintf(out, cap, "%s", env));
   if (geteuid() == 0) return fit(out, cap, snprintf(out, cap, "/var/lib/infermesh"));
   const char *xdg = getenv("XDG_DATA_HOME");
   if (xdg && xdg[0] == '/') return fit(out, cap, snprintf(out, cap, "%s/infermesh", xdg));

@@ -4,10 +4,10 @@
 
 #include <stddef.h>
 
-/* datadir_default writes the default data dir into out (capacity cap): $INFERMESH_DATA_DIR when set and not
- * empty, else /var/lib/infermesh when the effective uid is 0, else $XDG_DATA_HOME/infermesh (only when it is
- * an absolute path, as the XDG spec asks), else $HOME/.local/share/infermesh. Reads the environment only;
- * creates nothing. Returns 0, -ENOENT when none applies (no HOME) or -ENAMETOOLONG when the path does not
+/* datadir_default writes the default data dir into out (capacity cap): /var/lib/infermesh when the effective
+ * uid is 0, else $XDG_DATA_HOME/infermesh (only when it is an absolute path, as the XDG spec asks), else
+ * $HOME/.local/share/infermesh. INFERMESH_DATA_DIR is the caller's to read (the agent's configuration, the
+ * CLI's flags): this layer reads no infermesh setting. Reads the environment only; creates nothing. Returns 0, -ENOENT when none applies (no HOME) or -ENAMETOOLONG when the path does not
  * fit. */
 int datadir_default(char *out, size_t cap);
 

@@ -9,6 +9,10 @@
 #include <xxhash.h>
 
 #include "core/alloc.h"
+#include "state/store.h"
+
+/* The router hands policies store target indexes as ids. */
+_Static_assert(POLICY_MAX_TARGETS == STORE_MAX_TARGETS, "policy ids are store target indexes");
 
 static const struct policy_ops *const all_ops[] = {
     &policy_round_robin_ops, &policy_least_request_ops, &policy_power_of_two_ops,
@@ -119,6 +123,10 @@ int policy_pick(struct policy *p, const struct policy_req *r, const struct polic
 
 void policy_on_route(struct policy *p, const struct policy_req *r, const struct policy_target *t, uint64_t now_ns,
                      struct policy_ticket *tk) {
+  if (t->id < 0 || t->id >= POLICY_MAX_TARGETS) { /* policies index per-target state by id: never past it */
+    *tk = (struct policy_ticket){.target = -1, .t_route = now_ns};
+    return;
+  }
   *tk = (struct policy_ticket){.target = t->id, .t_route = now_ns};
   if (p->ops->on_route) p->ops->on_route(p, r, t, now_ns, tk);
 }
