@@ -127,6 +127,16 @@ static void test_registry_and_config(void **state) {
     struct policy *p = policy_new(names[i], NULL, 1);
     assert_non_null(p);
     assert_string_equal(policy_name(p), names[i]);
+    /* an id past the policies' per-target state is refused (the ticket names no target), not indexed */
+    struct policy_req r = {.model = "m", .prompt_tokens = 8, .max_tokens = 8, .tenant = -1};
+    struct policy_target t = {.id = POLICY_MAX_TARGETS};
+    struct policy_ticket tk;
+    policy_on_route(p, &r, &t, 0, &tk);
+    assert_int_equal(tk.target, -1);
+    t.id = -1;
+    policy_on_route(p, &r, &t, 0, &tk);
+    assert_int_equal(tk.target, -1);
+    policy_on_done(p, &tk, 1, 1);
     policy_free(p);
   }
   assert_null(policy_new("random-forest", NULL, 1));
