@@ -1,0 +1,50 @@
+/* One usage record: what a request that reached a runtime consumed, and what it cost. A plain value. */
+#ifndef IM_LEDGER_RECORD_H
+#define IM_LEDGER_RECORD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Money is kept in nano-units of its currency (1e-9): exact sums, 9.2e9 units at most per value. */
+#define LEDGER_NANO 1000000000LL
+
+struct ledger_record {
+  int64_t seq; /* set by the ledger when stored: 1, 2, ... per data dir */
+  char request_id[64];
+  int64_t ts_ms;   /* unix milliseconds when the request ended */
+  char tenant[64]; /* "" without tenants */
+  char model[128];
+  char ingress[64]; /* node that answered the client (where the record is kept) */
+  char serving[64]; /* node whose runtime served it */
+  char target[160];
+  char provider[64]; /* the serving node's provider (who is paid for it) */
+  int64_t prompt_tokens, cached_tokens, completion_tokens;
+  double ttft_ms, duration_ms; /* ttft_ms < 0: no first token */
+  int status;                  /* what the client saw */
+  bool retried, hedged;
+  int64_t cost_nano;         /* price x tokens */
+  int64_t contribution_nano; /* cost x the provider's share */
+  char currency[8];
+};
+
+/* A model's price per million tokens. cached_per_mtok < 0: cached prompt tokens cost the prompt price. */
+struct ledger_price {
+  double prompt_per_mtok, cached_per_mtok, completion_per_mtok;
+  char currency[8];
+};
+
+/* ledger_cost_nano is what r's tokens cost at price p, in nano-units (rounded to the nearest); 0 when p is
+ * NULL. Cached tokens are part of prompt_tokens (as OpenAI's usage counts them) and cost the cached price. */
+int64_t ledger_cost_nano(const struct ledger_price *p, int64_t prompt_tokens, int64_t cached_tokens,
+                         int64_t completion_tokens);
+
+/* ledger_format_amount writes nano as a decimal amount with up to 9 decimals, trailing zeros cut ("0.0042",
+ * "25", "-1.5") into out (capacity >= 32). */
+void ledger_format_amount(int64_t nano, char *out, size_t cap);
+
+/* ledger_parse_amount reads a non-negative decimal amount ("25", "0.0042", at most 9 decimals, at most
+ * 9e9) into *nano: 0, or -EINVAL. */
+int ledger_parse_amount(const char *s, int64_t *nano);
+
+#endif
