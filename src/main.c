@@ -34,14 +34,14 @@ static void usage(FILE *f) {
              "  init          create a new cluster: cluster key and id, node identity, in the data dir\n"
              "  invite        print an invite token that lets a new node join (--seed, --ttl)\n"
              "  keyring       list, install, use, remove or generate cluster keys (rotation)\n"
-             "client (--agent URL, --json):\n"
+             "client (--agent URL, --json, --token TOKEN: the admin or read token when the agent has tenants):\n"
              "  status        what the node looks like now\n"
              "  models        models served and how many healthy targets serve each\n"
              "  targets       per-target state, load and routing score\n"
              "  members       members of the mesh (--all: with dead and departed ones)\n"
              "  leave         the agent leaves the mesh, finishes in-flight work and exits\n"
-             "  drain NODE    NODE finishes in-flight work and gets no new requests (undrain NODE: undo;\n"
-             "                --token ADMIN_TOKEN also makes it durable in the control plane)\n"
+             "  drain NODE    NODE finishes in-flight work and gets no new requests (undrain NODE: undo); needs\n"
+             "                the admin token, and is durable where the mesh has a control plane\n"
              "  events        live stream of membership, drain, target health and config changes (--since N)\n"
              "  bench         replay a trace against the mesh, open loop (--trace FILE): TTFT, goodput, cache hits\n"
              "control plane (Raft; writes need --token ADMIN_TOKEN):\n"
@@ -49,6 +49,7 @@ static void usage(FILE *f) {
              "  policy        set|get|list|delete routing policies per model\n"
              "  pin | unpin   allow a model only on some nodes or zones\n"
              "  tenant        add|list|limits|revoke tenants and their API keys\n"
+             "  price         set|get|list|delete a model's price per million tokens (prompt, cached, completion)\n"
              "  model         load|unload a model or LoRA adapter on a target (runtimes that allow it)\n"
              "  version       print the version\n\n"
              "exit codes: 0 ok, 1 runtime failure (agent unreachable, port in use...), 2 bad usage\n",
@@ -89,7 +90,7 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "probe") == 0) return probe_main(argc - 2, argv + 2);
   if (strcmp(cmd, "bench") == 0) return bench_main(argc - 2, argv + 2);
   if (strcmp(cmd, "raft") == 0 || strcmp(cmd, "policy") == 0 || strcmp(cmd, "pin") == 0 ||
-      strcmp(cmd, "unpin") == 0 || strcmp(cmd, "tenant") == 0)
+      strcmp(cmd, "unpin") == 0 || strcmp(cmd, "tenant") == 0 || strcmp(cmd, "price") == 0)
     return control_cmd_main(cmd, argc - 2, argv + 2);
   if (strcmp(cmd, "model") == 0) return model_cmd_main(argc - 2, argv + 2);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {

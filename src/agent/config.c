@@ -10,13 +10,14 @@
 #include <yaml.h>
 
 #include "adapter/adapter.h"
+#include "agent/config_prices.h"
 #include "agent/config_tenants.h"
 #include "core/log.h"
 #include "core/slice.h"
 #include "state/policy.h"
 #include "state/store.h"
 
-enum ktype { K_STR, K_U32, K_INT, K_SIZE, K_LISTEN, K_RUNTIME, K_JOIN, K_LABEL, K_DBL, K_BOOL, K_TENANT };
+enum ktype { K_STR, K_U32, K_INT, K_SIZE, K_LISTEN, K_RUNTIME, K_JOIN, K_LABEL, K_DBL, K_BOOL, K_TENANT, K_PRICE };
 
 struct key {
   const char *path; /* YAML path, dotted */
@@ -36,6 +37,13 @@ static const struct key keys[] = {
     {"node.roles", "--roles", "INFERMESH_ROLES", K_STR, F(cluster.roles),
      "comma-separated roles: gpu, gateway, server (gateway, plus gpu when runtimes are configured)"},
     {"node.zone", "--zone", "INFERMESH_ZONE", K_STR, F(cluster.zone), "zone name shown to other nodes"},
+    {"node.provider", "--provider", "INFERMESH_PROVIDER", K_STR, F(provider),
+     "who is paid for what this node's runtimes serve (default: the node's name)"},
+    {"ledger.enabled", "--ledger", "INFERMESH_LEDGER", K_BOOL, F(ledger_enabled),
+     "keep a usage record of every request in DATA_DIR/ledger.db (true)"},
+    {"prices", "--price", "INFERMESH_PRICES", K_PRICE, 0, 0,
+     "model=M,prompt=X,completion=Y[,cached=Z][,currency=USD]: a model's price per million tokens, for an agent "
+     "without a control plane (repeatable; ';'-separated in the environment)"},
     {"node.labels", "--label", "INFERMESH_LABELS", K_LABEL, F(cluster.labels), "KEY=VALUE label (repeatable)"},
     {"data_dir", "--data-dir", "INFERMESH_DATA_DIR", K_STR, F(cluster.data_dir),
      "node identity and cluster key (/var/lib/infermesh as root, else ~/.local/share/infermesh)"},
@@ -136,6 +144,7 @@ void config_defaults(struct agent_config *c) {
   str_copy(c->listen_host, sizeof c->listen_host, "127.0.0.1");
   c->listen_port = 8080;
   str_copy(c->log_level, sizeof c->log_level, "info");
+  c->ledger_enabled = true;
   c->scrape_interval_ms = 500;
   c->drain_timeout_ms = 30000;
   c->upstream_timeout_ms = 300000;
@@ -304,6 +313,21 @@ static int set_key(struct agent_config *c, const struct key *k, const char *v, i
       rc = config_tenant_add(c, source, sp, err, errlen);
     }
     sodium_memzero(tmp, sizeof tmp);
+    return rc;
+  }
+  case K_PRICE: {
+    char tmp[4096];
+    if (strlen(v) >= sizeof tmp) {
+      snprintf(err, errlen, "%s: value too long (at most %zu characters)", src, sizeof tmp - 1);
+      return -EINVAL;
+    }
+    str_copy(tmp, sizeof tmp, v);
+    int rc = 0;
+    for (char *sp = tmp, *next; sp && *sp && !rc; sp = next) {
+      next = source == 3 ? strchr(sp, ';') : NULL;
+      if (next) *next++ = '\0';
+      rc = config_price_add(c, source, sp, err, errlen);
+    }
     return rc;
   }
   case K_LABEL: {
@@ -476,6 +500,8 @@ static int yaml_walk(struct agent_config *c, yaml_document_t *d, yaml_node_t *n,
       rc = yaml_runtimes(c, d, v, file, err, errlen);
     } else if (strcmp(path, "tenants") == 0) {
       rc = config_tenants_yaml(c, d, v, file, err, errlen);
+    } else if (strcmp(path, "prices") == 0) {
+      rc = config_prices_yaml(c, d, v, file, err, errlen);
     } else if ((strcmp(path, "cluster.join") == 0 || strcmp(path, "node.roles") == 0) &&
                v->type == YAML_SEQUENCE_NODE) {
       rc = 0;

@@ -8,6 +8,7 @@
 
 #include "net/http_server.h"
 #include "route/admission.h"
+#include "ledger/record.h"
 #include "route/tenants.h"
 
 #define CONFIG_MAX_RUNTIMES 64
@@ -57,6 +58,8 @@ struct config_cluster {
   char read_token[128];    /* with tenants: reads the cluster views ("" = only the admin token does) */
 };
 
+#define CONFIG_MAX_PRICES 64
+
 struct agent_config {
   char node_name[64];
   char listen_host[64];
@@ -85,6 +88,15 @@ struct agent_config {
   struct tenant_conf tenants[TENANTS_MAX];
   int ntenants;
   int tenants_source;
+  /* Metering (src/ledger/): usage records in DATA_DIR/ledger.db unless ledger_enabled is false; the node's
+   * provider (who is paid for what its runtimes serve; "" = the node's name); prices for an agent without a
+   * control plane (YAML `prices: [{model, prompt, completion, cached, currency}]`, or --price specs
+   * "model=M,prompt=X,completion=Y"; the control plane's prices win where both name a model). */
+  bool ledger_enabled;
+  char provider[64];
+  struct ledger_price_conf prices[CONFIG_MAX_PRICES];
+  int nprices;
+  int prices_source;
 };
 
 /* config_defaults: listen 127.0.0.1:8080, scrape every 500 ms, drain 30 s, upstream timeout 300 s,

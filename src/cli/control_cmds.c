@@ -37,6 +37,9 @@ static void usage(FILE *f) {
              "  infermesh tenant add NAME [--rps R] [--tokens-per-min T] [--max-concurrent C] [--weight W] [--priority P]\n"
              "                             [--model MODEL]...   (only these models; others answer 403)\n"
              "  infermesh tenant list | tenant limits NAME [limit flags] | tenant revoke NAME\n"
+             "  infermesh price set MODEL --prompt X --completion Y [--cached-prompt Z] [--currency USD]\n"
+             "                             (per million tokens; cached prompt tokens cost the prompt price unless set)\n"
+             "  infermesh price get MODEL | price list | price delete MODEL\n"
              "common: --agent URL (INFERMESH_AGENT, else " DEFAULT_AGENT "), --token ADMIN_TOKEN\n"
              "        (INFERMESH_ADMIN_TOKEN; writes need it, and reads when the agent has tenants, where\n"
              "        INFERMESH_READ_TOKEN also reads), --json\n");
@@ -53,7 +56,9 @@ static const struct {
     {"--hedge-max-pct", "hedge_max_pct", 'f'}, {"--fallback", "fallbacks", 'a'}, {"--node", "nodes", 'a'},
     {"--zone", "zones", 'a'},          {"--rps", "rps", 'f'},                  {"--tokens-per-min", "tokens_per_min", 'i'},
     {"--max-concurrent", "max_concurrent", 'i'}, {"--weight", "weight", 'f'}, {"--priority", "priority", 'i'},
-    {"--reason", "reason", 's'},       {"--model", "models", 'a'},
+    {"--reason", "reason", 's'},       {"--model", "models", 'a'},             {"--prompt", "prompt_per_mtok", 'f'},
+    {"--completion", "completion_per_mtok", 'f'}, {"--cached-prompt", "cached_prompt_per_mtok", 'f'},
+    {"--currency", "currency", 's'},
 };
 
 static int parse(struct opts *o, int argc, char **argv) {
@@ -251,6 +256,19 @@ int control_cmd_main(const char *cmd, int argc, char **argv) {
     if (name && strcmp(verb, "revoke") == 0) {
       json_object_set_new(o.value, "revoked", json_true());
       return kind_cmd(&o, "tenants", "set", name);
+    }
+  }
+  if (strcmp(cmd, "price") == 0) {
+    if (strcmp(verb, "list") == 0) return kind_cmd(&o, "prices", "list", NULL);
+    if (name && strcmp(verb, "get") == 0) return kind_cmd(&o, "prices", "get", name);
+    if (name && strcmp(verb, "delete") == 0) return kind_cmd(&o, "prices", "delete", name);
+    if (name && strcmp(verb, "set") == 0) {
+      if (!json_object_get(o.value, "prompt_per_mtok") || !json_object_get(o.value, "completion_per_mtok")) {
+        fprintf(stderr, "infermesh price set: --prompt and --completion are needed (prices per million tokens)\n");
+        json_decref(o.value);
+        return 2;
+      }
+      return kind_cmd(&o, "prices", "set", name);
     }
   }
   usage(stderr);

@@ -81,7 +81,8 @@ struct fsm_tenant {
 struct fsm_price {
   char model[FSM_NAME_MAX];
   double prompt_per_mtok, completion_per_mtok; /* price per million tokens */
-  char currency[8];                            /* "USD" unless given */
+  double cached_prompt_per_mtok;               /* cached prompt tokens; < 0: the prompt price (the default) */
+  char currency[8];                            /* ISO 4217 code, 3 capital letters: "USD" unless given */
 };
 
 /* The outcome of one command. status: 0, or a negative errno (-EINVAL malformed, -ENOENT, -EEXIST, -ENOSPC). */

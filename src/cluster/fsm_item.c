@@ -208,29 +208,51 @@ static json_t *tenant_json(const void *item, bool full) {
                    (int)t->revoked, "created", (json_int_t)t->created, "models", models);
 }
 
+static bool currency_valid(const char *c) {
+  return strlen(c) == 3 && c[0] >= 'A' && c[0] <= 'Z' && c[1] >= 'A' && c[1] <= 'Z' && c[2] >= 'A' && c[2] <= 'Z';
+}
+
 static int price_parse(json_t *v, const char *key, void *item, int64_t ts, char *err, size_t errlen) {
   struct fsm_price *p = item;
   const char *model = NULL, *cur = NULL;
+  bool fresh = !p->currency[0];
   double in = p->prompt_per_mtok, out = p->completion_per_mtok;
-  if (!p->currency[0]) str_copy(p->currency, sizeof p->currency, "USD");
-  if (unpack(v, err, errlen, "{s?s, s?F, s?F, s?s !}", "model", &model, "prompt_per_mtok", &in,
-             "completion_per_mtok", &out, "currency", &cur) ||
+  double cached = fresh ? -1 : p->cached_prompt_per_mtok;
+  if (fresh) str_copy(p->currency, sizeof p->currency, "USD");
+  static const char *const nums[] = {"prompt_per_mtok", "completion_per_mtok", "cached_prompt_per_mtok"};
+  for (int i = 0; i < 3; i++) {
+    json_t *n = json_object_get(v, nums[i]);
+    if (n && !json_is_number(n)) {
+      snprintf(err, errlen, "%s must be a number (a price per million tokens)", nums[i]);
+      return -EINVAL;
+    }
+  }
+  if (unpack(v, err, errlen, "{s?s, s?F, s?F, s?F, s?s !}", "model", &model, "prompt_per_mtok", &in,
+             "completion_per_mtok", &out, "cached_prompt_per_mtok", &cached, "currency", &cur) ||
       check_key("model", model, key, err, errlen) ||
       copy_str("currency", cur, p->currency, sizeof p->currency, err, errlen))
     return -EINVAL;
-  if (!finite_nonneg(in) || !finite_nonneg(out)) {
-    snprintf(err, errlen, "prices are >= 0");
+  if (!finite_nonneg(in) || !finite_nonneg(out) || !(isfinite(cached) && cached >= -1)) {
+    snprintf(err, errlen, "prices are numbers >= 0 (per million tokens)");
+    return -EINVAL;
+  }
+  if (!currency_valid(p->currency)) {
+    snprintf(err, errlen, "currency: an ISO 4217 code of 3 capital letters, e.g. USD or EUR");
     return -EINVAL;
   }
   p->prompt_per_mtok = in;
   p->completion_per_mtok = out;
+  p->cached_prompt_per_mtok = cached < 0 ? -1 : cached;
   return 0;
 }
 
 static json_t *price_json(const void *item, bool full) {
   const struct fsm_price *p = item;
-  return json_pack("{s:s, s:f, s:f, s:s}", "model", p->model, "prompt_per_mtok", p->prompt_per_mtok,
-                   "completion_per_mtok", p->completion_per_mtok, "currency", p->currency);
+  json_t *j = json_pack("{s:s, s:f, s:f, s:s}", "model", p->model, "prompt_per_mtok", p->prompt_per_mtok,
+                        "completion_per_mtok", p->completion_per_mtok, "currency", p->currency);
+  if (p->cached_prompt_per_mtok >= 0)
+    json_object_set_new(j, "cached_prompt_per_mtok", json_real(p->cached_prompt_per_mtok));
+  return j;
 }
 
 const struct fsm_kind_ops fsm_kinds[FSM_NKINDS] = {

@@ -34,6 +34,22 @@ struct ledger_price {
   char currency[8];
 };
 
+/* A configured price: the model it is for, and the price. */
+struct ledger_price_conf {
+  char model[128];
+  struct ledger_price price;
+};
+
+/* ledger_price_conf_set sets field `key` ("model", "prompt", "completion", "cached", "currency"; prices per
+ * million tokens, >= 0; currency 3 capital letters) of c from text. c starts as ledger_price_conf_default.
+ * 0 or -EINVAL with a message in err. */
+void ledger_price_conf_default(struct ledger_price_conf *c);
+int ledger_price_conf_set(struct ledger_price_conf *c, const char *key, const char *value, char *err, size_t errlen);
+
+/* ledger_price_conf_parse reads a spec "model=M,prompt=0.5,completion=1.5[,cached=0.25][,currency=USD]"
+ * (spec is modified) and checks that model, prompt and completion are set. 0 or -EINVAL with err. */
+int ledger_price_conf_parse(struct ledger_price_conf *c, char *spec, char *err, size_t errlen);
+
 /* ledger_cost_nano is what r's tokens cost at price p, in nano-units (rounded to the nearest); 0 when p is
  * NULL. Cached tokens are part of prompt_tokens (as OpenAI's usage counts them) and cost the cached price. */
 int64_t ledger_cost_nano(const struct ledger_price *p, int64_t prompt_tokens, int64_t cached_tokens,

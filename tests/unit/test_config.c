@@ -186,8 +186,48 @@ static void test_cluster_settings(void **state) {
   assert_string_equal(c.cluster.gossip, "127.0.0.1:7946");
 }
 
+static void test_prices_and_provider(void **state) {
+  struct agent_config c;
+  char err[256];
+  assert_int_equal(load(&c, NULL, 0, err), 0);
+  assert_true(c.ledger_enabled);
+  write_yaml("node: {name: gpu-a, provider: acme}\nledger: {enabled: false}\n"
+             "prices:\n  - {model: llama, prompt: 0.5, completion: 1.5, cached: 0.1}\n"
+             "  - {model: qwen, prompt: 0, completion: 2, currency: EUR}\n");
+  char *a1[] = {"--config", path};
+  assert_int_equal(load(&c, a1, 2, err), 0);
+  assert_string_equal(c.provider, "acme");
+  assert_false(c.ledger_enabled);
+  assert_int_equal(c.nprices, 2);
+  assert_string_equal(c.prices[0].model, "llama");
+  assert_true(c.prices[0].price.prompt_per_mtok == 0.5 && c.prices[0].price.cached_per_mtok == 0.1);
+  assert_true(c.prices[1].price.cached_per_mtok < 0);
+  assert_string_equal(c.prices[1].price.currency, "EUR");
+  /* flags replace the file's list */
+  char *a2[] = {"--config", path, "--price", "model=m,prompt=1,completion=2"};
+  assert_int_equal(load(&c, a2, 4, err), 0);
+  assert_int_equal(c.nprices, 1);
+  assert_string_equal(c.prices[0].price.currency, "USD");
+  /* bad prices say what is wrong */
+  char *bad[][2] = {{"--price", "model=m,prompt=-1,completion=2"},
+                    {"--price", "model=m,prompt=1"},
+                    {"--price", "model=m,prompt=1,completion=2,currency=usd"},
+                    {"--price", "model=m,prompt=1,completion=2,colour=red"}};
+  const char *why[] = {"not a number >= 0", "needs model, prompt and completion", "ISO 4217", "unknown price"};
+  for (int i = 0; i < 4; i++) {
+    assert_int_equal(load(&c, bad[i], 2, err), -EINVAL);
+    assert_non_null(strstr(err, why[i]));
+    assert_non_null(strstr(err, "--price"));
+  }
+  write_yaml("prices:\n  - {model: a, prompt: 1, completion: 1}\n  - {model: a, prompt: 2, completion: 2}\n");
+  assert_int_equal(load(&c, a1, 2, err), -EINVAL);
+  assert_non_null(strstr(err, "priced twice"));
+  unlink(path);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_prices_and_provider),
       cmocka_unit_test(test_defaults),
       cmocka_unit_test(test_yaml_then_flags_then_env),
       cmocka_unit_test(test_errors_name_the_problem),

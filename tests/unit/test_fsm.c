@@ -81,6 +81,22 @@ static void test_items_sorted_and_kinds(void **state) {
   assert_string_equal(((const struct fsm_price *)fsm_at(f, FSM_PRICE, 0))->model, "m1");
   assert_string_equal(((const struct fsm_price *)fsm_at(f, FSM_PRICE, 2))->model, "m3");
   assert_string_equal(fsm_price(f, "m2")->currency, "USD");
+  assert_true(fsm_price(f, "m2")->cached_prompt_per_mtok < 0); /* cached tokens at the prompt price */
+  assert_int_equal(cmd(f, 20, "p-c", FSM_OP_MERGE, FSM_PRICE, "m2", "{\"cached_prompt_per_mtok\":0.1}").status, 0);
+  assert_true(fsm_price(f, "m2")->cached_prompt_per_mtok == 0.1 && fsm_price(f, "m2")->prompt_per_mtok == 0.5);
+  /* malformed prices are refused, with a message that says why */
+  const char *bad[][2] = {{"{\"prompt_per_mtok\":-1}", ">= 0"},
+                          {"{\"prompt_per_mtok\":1,\"currency\":\"usd\"}", "ISO 4217"},
+                          {"{\"prompt_per_mtok\":\"cheap\"}", "prompt_per_mtok must be a number"}};
+  for (int i = 0; i < 3; i++) {
+    struct buf eb = {0};
+    char err[200] = "";
+    assert_int_equal(fsm_cmd_encode(&eb, "p-bad", FSM_OP_PUT, FSM_PRICE, "m9", bad[i][0], 1, err, sizeof err),
+                     -EINVAL);
+    assert_non_null(strstr(err, bad[i][1]));
+    buf_free(&eb);
+  }
+  assert_null(fsm_price(f, "m9"));
   assert_int_equal(cmd(f, 4, "d1", FSM_OP_PUT, FSM_DRAIN, "gpu-a", "{\"reason\":\"maintenance\"}").status, 0);
   assert_true(fsm_drained(f, "gpu-a"));
   assert_false(fsm_drained(f, "gpu-b"));
