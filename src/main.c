@@ -15,6 +15,7 @@
 #include "cli/control_cmds.h"
 #include "cli/probe.h"
 #include "cli/gpus.h"
+#include "cli/ledger_cmds.h"
 #include "cli/members.h"
 #include "cli/model_cmds.h"
 #include "cli/simulate.h"
@@ -51,6 +52,8 @@ static void usage(FILE *f) {
              "  tenant        add|list|limits|revoke tenants and their API keys\n"
              "  price         set|get|list|delete a model's price per million tokens (prompt, cached, completion)\n"
              "  model         load|unload a model or LoRA adapter on a target (runtimes that allow it)\n"
+             "metering:\n"
+             "  ledger        usage|contributions|settle|payouts: who used what, who served it, payout batches\n"
              "  version       print the version\n\n"
              "exit codes: 0 ok, 1 runtime failure (agent unreachable, port in use...), 2 bad usage\n",
           INFERMESH_VERSION);
@@ -93,6 +96,7 @@ int main(int argc, char **argv) {
       strcmp(cmd, "unpin") == 0 || strcmp(cmd, "tenant") == 0 || strcmp(cmd, "price") == 0)
     return control_cmd_main(cmd, argc - 2, argv + 2);
   if (strcmp(cmd, "model") == 0) return model_cmd_main(argc - 2, argv + 2);
+  if (strcmp(cmd, "ledger") == 0) return ledger_cmd_main(argc - 2, argv + 2);
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     printf("infermesh %s\n", INFERMESH_VERSION);
     return 0;

@@ -17,11 +17,15 @@
 #include "agent/model_api.h"
 #include "agent/scraper.h"
 #include "agent/supervisor.h"
+#include "api/ledger_api.h"
 #include "api/routes.h"
 #include "api/status.h"
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "cluster/datadir.h"
+#include "ledger/db.h"
+#include "ledger/writer.h"
 #include "route/router.h"
 #include "route/tenants.h"
 
@@ -42,6 +46,8 @@ struct agent {
   struct cluster_api capi;
   struct model_api mapi; /* load/unload of models and LoRA adapters */
   struct control *ctl; /* the control plane (Raft server or read replica); NULL when closed */
+  struct ledger_writer *ledger; /* usage records; NULL when metering is off or once closed */
+  struct ledger_api lapi;
   char api_addr[96]; /* how other nodes reach this listener */
   bool leave_done, close_mesh_pending;
   uv_signal_t sigterm, sigint, sighup;
@@ -96,6 +102,23 @@ static void metrics(struct agent *a, struct http_req *req, uint64_t now) {
              a->server.nactive);
   status_targets_metrics(&b, &a->store, &a->router.score, now);
   if (a->mesh) mesh_metrics(a->mesh, &b);
+  if (a->ledger) {
+    struct ledger_writer_stats ls;
+    ledger_writer_stats(a->ledger, &ls);
+    buf_printf(&b,
+               "# HELP infermesh_ledger_records_total Usage records committed to the ledger.\n"
+               "# TYPE infermesh_ledger_records_total counter\ninfermesh_ledger_records_total %llu\n"
+               "# HELP infermesh_ledger_commits_total Ledger transactions (each commits a group of records).\n"
+               "# TYPE infermesh_ledger_commits_total counter\ninfermesh_ledger_commits_total %llu\n"
+               "# HELP infermesh_ledger_commit_failures_total Ledger commits that failed (records kept, retried).\n"
+               "# TYPE infermesh_ledger_commit_failures_total counter\ninfermesh_ledger_commit_failures_total %llu\n"
+               "# HELP infermesh_ledger_dropped_total Records dropped: the queue was full while commits failed.\n"
+               "# TYPE infermesh_ledger_dropped_total counter\ninfermesh_ledger_dropped_total %llu\n"
+               "# HELP infermesh_ledger_queued Records waiting for the writer.\n"
+               "# TYPE infermesh_ledger_queued gauge\ninfermesh_ledger_queued %llu\n",
+               (unsigned long long)ls.committed, (unsigned long long)ls.batches, (unsigned long long)ls.failures,
+               (unsigned long long)ls.dropped, (unsigned long long)ls.queued);
+  }
   http_resp_send(req, 200, "text/plain; version=0.0.4", b.base, b.len, NULL, 0);
   buf_free(&b);
 }
@@ -137,6 +160,15 @@ static void targets(struct agent *a, struct http_req *req, uint64_t now) {
   free(procs);
   send_json(req, 200, &b);
   buf_free(&b);
+}
+
+/* scoped_tenant is the tenant a request of an API_SCOPED route is limited to: its key's tenant when it holds a
+ * tenant's key (not the admin or read token) on a listener that requires keys; NULL = everything. */
+static const char *scoped_tenant(struct agent *a, struct http_req *req) {
+  if (a->router.opts.ntenants == 0) return NULL;
+  struct slice auth = http_req_header(req, "authorization");
+  int t = tenants_lookup(a->router.opts.tenants, a->router.opts.ntenants, auth);
+  return t >= 0 ? a->router.opts.tenants[t].name : NULL;
 }
 
 /* handle dispatches req through the route table (api/routes.c): credentials first, then the route's handler. */
@@ -199,6 +231,9 @@ static void handle(struct http_req *req, void *arg) {
   case API_OP_DRAIN:
     served = cluster_api_handle(&a->capi, req);
     break;
+  case API_OP_LEDGER:
+    served = ledger_api_handle(&a->lapi, req, scoped_tenant(a, req));
+    break;
   }
   assert(served); /* the table and the handlers' own path checks agree */
   if (!served) send_error(req, 500, "no handler for this route", "internal_error", NULL, 0);
@@ -242,6 +277,25 @@ static void gpus_updated_cb(void *arg) {
 
 static void closed_cb(uv_handle_t *h) { (void)h; }
 
+/* start_ledger opens DATA_DIR/ledger.db and its writer when metering is on. 0 or a negative code with err. */
+static int start_ledger(struct agent *a, char *err, size_t errlen) {
+  const struct agent_config *cfg = a->cfg;
+  char dir[512];
+  a->lapi = (struct ledger_api){.loop = a->loop, .enabled = cfg->ledger_enabled};
+  if (!cfg->ledger_enabled) return 0;
+  if (cfg->cluster.data_dir[0])
+    str_copy(dir, sizeof dir, cfg->cluster.data_dir);
+  else if (datadir_default(dir, sizeof dir) != 0) {
+    snprintf(err, errlen, "no data dir for the ledger: pass --data-dir DIR");
+    return -EINVAL;
+  }
+  int rc = datadir_ensure(dir, err, errlen);
+  if (rc == 0 && (rc = datadir_path(a->lapi.path, sizeof a->lapi.path, dir, LEDGER_DB_FILE)) != 0)
+    snprintf(err, errlen, "data dir path too long: %s", dir);
+  if (rc == 0) rc = ledger_writer_start(&a->ledger, a->loop, a->lapi.path, err, errlen);
+  return rc;
+}
+
 static void log_flush_cb(uv_prepare_t *h) { log_flush(); }
 
 static void mesh_closed_cb(void *arg) { ((struct agent *)arg)->mesh = NULL; }
@@ -269,6 +323,8 @@ static void gpu_stopped_cb(struct gpu_poll *g) {
   uv_close((uv_handle_t *)&a->drain_timer, closed_cb);
   uv_close((uv_handle_t *)&a->log_flusher, closed_cb);
   events_close();
+  if (a->ledger) ledger_writer_close(a->ledger, NULL, NULL); /* commits what is queued, then its thread ends */
+  a->ledger = NULL;
 }
 
 static void supervisor_stopped_cb(void *arg) {
@@ -464,6 +520,12 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     fprintf(stderr, "infermesh agent: %s\n", err);
     abandon(a);
     return 2;
+  }
+  if ((rc = start_ledger(a, err, sizeof err)) != 0) {
+    log_error("cannot open the ledger", "err=\"%s\"", err);
+    fprintf(stderr, "infermesh agent: %s (pass --ledger false to run without metering)\n", err);
+    abandon(a);
+    return 1;
   }
   a->mapi = (struct model_api){a->loop, &a->store, &a->router, a->mesh, a->ctl, cfg->node_name};
   size_t exelen = sizeof a->exe;

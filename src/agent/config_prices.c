@@ -6,7 +6,8 @@
 #include <string.h>
 
 /* Append p from source, replacing the prices of an earlier source; a model priced twice is an error. */
-static int add(struct agent_config *c, int source, const struct ledger_price_conf *p, char *err, size_t errlen) {
+static int add(struct agent_config *c, int source, const struct ledger_price_conf *p, char *err,
+               size_t errlen) {
   if (source > c->prices_source) {
     c->nprices = 0;
     c->prices_source = source;
@@ -33,8 +34,8 @@ int config_price_add(struct agent_config *c, int source, char *spec, char *err, 
   return rc;
 }
 
-int config_prices_yaml(struct agent_config *c, yaml_document_t *d, yaml_node_t *seq, const char *file, char *err,
-                       size_t errlen) {
+int config_prices_yaml(struct agent_config *c, yaml_document_t *d, yaml_node_t *seq, const char *file,
+                       char *err, size_t errlen) {
   static const char example[] = "[{model: llama, prompt: 0.5, completion: 1.5}]";
   if (seq->type != YAML_SEQUENCE_NODE) {
     snprintf(err, errlen, "%s: 'prices' must be a list like %s", file, example);
@@ -57,8 +58,8 @@ int config_prices_yaml(struct agent_config *c, yaml_document_t *d, yaml_node_t *
         rc = -EINVAL;
         break;
       }
-      rc = ledger_price_conf_set(&p, (const char *)k->data.scalar.value, (const char *)v->data.scalar.value, why,
-                                 sizeof why);
+      rc = ledger_price_conf_set(&p, (const char *)k->data.scalar.value, (const char *)v->data.scalar.value,
+                                 why, sizeof why);
     }
     if (rc == 0 && (!p.model[0] || p.price.prompt_per_mtok < 0 || p.price.completion_per_mtok < 0)) {
       snprintf(why, sizeof why, "a price needs model, prompt and completion (per million tokens)");

@@ -33,6 +33,10 @@ static const struct api_route routes[] = {
      "load a model or LoRA adapter"},
     {API_POST, "/v1/cluster/targets/*/unload", API_ADMIN, true, API_OP_MODEL_CTL,
      "unload a model or adapter"},
+    {API_GET, "/v1/ledger/usage", API_SCOPED, false, API_OP_LEDGER, "usage and cost (a tenant: its own)"},
+    {API_GET, "/v1/ledger/contributions", API_VIEW, false, API_OP_LEDGER, "what each provider earned and was paid"},
+    {API_GET, "/v1/ledger/payouts/**", API_VIEW, false, API_OP_LEDGER, "payout batches (?format=csv)"},
+    {API_POST, "/v1/ledger/settle", API_ADMIN, false, API_OP_LEDGER, "pay unpaid contributions (?min_amount=X)"},
     {API_GET, "/v1/cluster/state", API_AGENT, false, API_OP_CTL_STATE, "control-plane state for a replica"},
     {API_POST, "/v1/cluster/_propose", API_AGENT, false, API_OP_PROPOSE, "a write forwarded to the leader"},
 };
@@ -119,6 +123,8 @@ enum api_verdict api_authorize(const struct api_route *r, const struct api_creds
   case API_VIEW:
     if (!c->keys_required || admin || reader) return API_ALLOW;
     return any ? API_FORBIDDEN : API_UNAUTH;
+  case API_SCOPED:
+    return !c->keys_required || any ? API_ALLOW : API_UNAUTH;
   case API_ADMIN:
     if (r->hop && has_hop) return API_ALLOW;
     if (!c->admin_token || !c->admin_token[0]) return API_NO_ADMIN;
@@ -163,6 +169,8 @@ static const char *cell(const struct api_route *r, int cred) {
   case API_OPEN: return cred == HOP ? "—" : "yes";
   case API_TENANT: return cred == TENANT ? "yes" : cred == HOP ? (r->hop ? "yes" : "—") : "no tenants¹";
   case API_VIEW: return cred == READ || cred == ADMIN ? "yes" : cred == HOP ? "—" : "no tenants¹";
+  case API_SCOPED:
+    return cred == READ || cred == ADMIN ? "yes" : cred == TENANT ? "its own³" : cred == HOP ? "—" : "no tenants¹";
   case API_ADMIN: return cred == ADMIN ? "yes" : cred == HOP && r->hop ? "yes²" : "no";
   case API_AGENT: return cred == HOP ? "yes" : "no";
   }
@@ -190,5 +198,6 @@ void api_routes_markdown(struct buf *out) {
            "\n¹ only while the listener requires no API keys (no tenants configured); with tenants: 401 "
            "without a credential, 403 with a credential of the wrong kind.\n"
            "² the forwarding agent checked the admin token itself before it signed the call; the signature "
-           "is bound to that call and accepted once.\n");
+           "is bound to that call and accepted once.\n"
+           "³ a tenant's key reads that tenant's records only.\n");
 }

@@ -15,6 +15,7 @@ enum api_need {
   API_TENANT, /* a tenant's API key when the listener requires keys (tenants configured); else nothing.
                * The router checks it: it needs the tenant for admission anyway. */
   API_VIEW,   /* the admin or the read token when the listener requires keys; else nothing */
+  API_SCOPED, /* as API_VIEW, and a tenant's key too, for what concerns that tenant only (its handler scopes) */
   API_ADMIN,  /* the admin token, always (loopback is not authorization); refused when none is configured */
   API_AGENT,  /* only another agent of this cluster: a valid x-infermesh-hop signature */
 };
@@ -38,6 +39,7 @@ enum api_op {
   API_OP_MODEL_CTL,
   API_OP_CTL_STATE,
   API_OP_PROPOSE,
+  API_OP_LEDGER,
 };
 
 /* Method bits of a route. API_GET also admits HEAD. */

@@ -52,6 +52,7 @@ static int user_version(struct ledger_db *db, int *v) {
 
 static int migrate(struct ledger_db *db, char *err, size_t errlen) {
   int v, rc;
+  if (user_version(db, &v) == 0 && v == LEDGER_SCHEMA_VERSION) return 0; /* the common case: no write lock */
   if ((rc = exec(db, "BEGIN IMMEDIATE", "begin migration", err, errlen)) != 0) return rc;
   if (user_version(db, &v) != 0) {
     exec(db, "ROLLBACK", "rollback", err, errlen);

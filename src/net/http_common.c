@@ -1,6 +1,9 @@
 /* Shared HTTP helpers: reason phrases, header lookup, the OpenAI error body. */
 #include "net/http_common.h"
 
+#include <errno.h>
+#include <string.h>
+
 const char *http_status_text(int status) {
   switch (status) {
   case 100: return "Continue";
@@ -45,4 +48,41 @@ void http_error_json(struct buf *out, const char *message, const char *type, con
   else
     buf_puts(out, "null");
   buf_puts(out, "}}");
+}
+
+static int hex_digit(char ch) {
+  if (ch >= '0' && ch <= '9') return ch - '0';
+  if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+  return -1;
+}
+
+int http_query_get(struct slice query, const char *name, char *out, size_t cap) {
+  size_t nl = strlen(name);
+  for (size_t i = 0; i < query.len;) {
+    size_t end = i;
+    while (end < query.len && query.base[end] != '&') end++;
+    if (end - i >= nl + 1 && memcmp(query.base + i, name, nl) == 0 && query.base[i + nl] == '=') {
+      size_t n = 0;
+      for (size_t j = i + nl + 1; j < end; j++) {
+        char ch = query.base[j];
+        if (ch == '%') {
+          if (j + 2 >= end) return -EINVAL;
+          int hi = hex_digit(query.base[j + 1]), lo = hex_digit(query.base[j + 2]);
+          if (hi < 0 || lo < 0) return -EINVAL;
+          ch = (char)(hi * 16 + lo);
+          if (ch == '\0') return -EINVAL;
+          j += 2;
+        } else if (ch == '+') {
+          ch = ' ';
+        }
+        if (n + 1 >= cap) return -EINVAL;
+        out[n++] = ch;
+      }
+      out[n] = '\0';
+      return 0;
+    }
+    i = end + 1;
+  }
+  return -ENOENT;
 }

@@ -21,4 +21,9 @@ struct slice http_find_header(const struct http_header *h, int n, const char *na
  * code may be NULL (rendered as null). */
 void http_error_json(struct buf *out, const char *message, const char *type, const char *code);
 
+/* http_query_get finds NAME=VALUE in a query string ("a=1&b=x%20y") and writes VALUE percent-decoded ('+' is a
+ * space) into out (capacity cap, NUL-terminated). 0, -ENOENT when absent, -EINVAL when malformed, too long or
+ * decoding to a NUL byte. */
+int http_query_get(struct slice query, const char *name, char *out, size_t cap);
+
 #endif
