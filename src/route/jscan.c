@@ -775,6 +775,7 @@ int jscan_usage(const char *json, size_t len, struct oai_usage *u) {
   rc = scan_usage(&d, u);
   doc_close(&d);
   if (rc != 0) usage_reset(u);
+  else u->span = v;
   return rc;
 }
 

@@ -81,6 +81,7 @@ int jscan_request(const char *body, size_t len, struct oai_req *out, char *errms
 struct oai_usage {
   int64_t prompt_tokens, completion_tokens, total_tokens, cached_tokens;
   bool present;
+  struct slice span; /* the usage object's bytes, '{' to '}', inside the scanned JSON (when present) */
 };
 
 /* jscan_usage reads json[0..len) (one JSON object, same strict validation as jscan_request) into *u.
