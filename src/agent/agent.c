@@ -354,7 +354,10 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     abandon(a);
     return rc == -EINVAL || rc == -ENOENT ? 2 : 1;
   }
-  if (a->mesh) a->router.kr = mesh_keyring(a->mesh);
+  if (a->mesh) {
+    a->router.kr = mesh_keyring(a->mesh);
+    a->router.node_id = mesh_node_id(a->mesh); /* hops are signed for the node that receives them */
+  }
   a->capi = (struct cluster_api){a->loop, a->mesh, &a->router, leave_request_cb, a};
   struct control_env cenv = {a->loop, cfg, a->mesh, &a->router};
   if ((rc = control_start(&a->ctl, &cenv, err, sizeof err)) != 0) {
