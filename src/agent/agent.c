@@ -511,7 +511,10 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     abandon(a);
     return rc == -EINVAL || rc == -ENOENT ? 2 : 1;
   }
-  if (a->mesh) a->router.kr = mesh_keyring(a->mesh);
+  if (a->mesh) {
+    a->router.kr = mesh_keyring(a->mesh);
+    a->router.node_id = mesh_node_id(a->mesh); /* hops are signed for the node that receives them */
+  }
   a->capi = (struct cluster_api){
       .loop = a->loop, .mesh = a->mesh, .router = &a->router, .leave_cb = leave_request_cb, .arg = a};
   struct control_env cenv = {.loop = a->loop, .cfg = cfg, .mesh = a->mesh, .router = &a->router};

@@ -69,8 +69,9 @@ static void fwd_done(void *arg, int err) {
 
 static const struct hc_callbacks fwd_cbs = {.on_head = fwd_head, .on_body = fwd_body, .on_done = fwd_done};
 
-static void forward(struct cluster_api *c, struct http_req *req, const char *api, const char *node, const char *verb) {
-  char host[96], target[160], hop[128], rid[40];
+static void forward(struct cluster_api *c, struct http_req *req, const char *api, const uint8_t *node_id,
+                    const char *node, const char *verb) {
+  char host[96], target[160], hop[HOP_HEADER_MAX], rid[40], path[160];
   const char *colon = strrchr(api, ':');
   if (!colon || (size_t)(colon - api) >= sizeof host) {
     error(req, 502, "the node announced a bad API address", "node_unreachable");
@@ -89,10 +90,14 @@ static void forward(struct cluster_api *c, struct http_req *req, const char *api
   req->abort_cb = fwd_abort_cb;
   snprintf(target, sizeof target, "%s:%s", verb, node);
   snprintf(rid, sizeof rid, "ctl-%016llx", (unsigned long long)rng_next(&c->router->rng));
-  router_hop_sign(c->router->kr, HOP_CTL, (int64_t)time(NULL), rng_next(&c->router->rng), rid, target, hop, sizeof hop);
-  buf_printf(&f->head, "POST /v1/cluster/nodes/%s/%s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\nx-request-id: %s\r\n"
+  snprintf(path, sizeof path, "/v1/cluster/nodes/%s/%s", node, verb);
+  struct hop_bind hb = {.request_id = slice_cstr(rid), .target = slice_cstr(target), .node = node_id};
+  router_hop_digest("POST", slice_cstr(path), NULL, 0, hb.digest);
+  int64_t now = (int64_t)time(NULL);
+  router_hop_sign(c->router->kr, HOP_CTL, now, rng_next(&c->router->rng), &hb, hop, sizeof hop);
+  buf_printf(&f->head, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\nx-request-id: %s\r\n"
                        "x-infermesh-hop: %s\r\nx-infermesh-hop-target: %s\r\n\r\n",
-             node, verb, api, rid, hop, target);
+             path, api, rid, hop, target);
   hc_request(&f->pool, buf_slice(&f->head), NULL, 0, &fwd_cbs, f, 5000);
 }
 
@@ -118,24 +123,28 @@ static void drain(struct cluster_api *c, struct http_req *req, struct slice rest
     return;
   }
   bool self;
-  const char *api = mesh_find_node(c->mesh, node, &self);
+  uint8_t node_id[32];
+  const char *api = mesh_find_node(c->mesh, node, &self, node_id);
   struct slice hop = http_req_header(req, "x-infermesh-hop");
   if (hop.len) {
     /* Forwarded by another agent: it must be signed for exactly this node and verb. */
     char want[160];
     snprintf(want, sizeof want, "%s:%s", verb, node);
     struct slice ht = http_req_header(req, "x-infermesh-hop-target");
+    struct hop_bind hb = {.request_id = http_req_header(req, "x-request-id"), .target = ht,
+                          .node = mesh_node_id(c->mesh)};
+    router_hop_digest(http_method_str(req->method), req->url, &req->body, 1, hb.digest);
+    int64_t now = (int64_t)time(NULL);
     int rc = !self || !slice_eqz(ht, want)
                  ? -EACCES
-                 : router_hop_verify(c->router->kr, &c->router->hop_seen, HOP_CTL, (int64_t)time(NULL), hop,
-                                     http_req_header(req, "x-request-id"), ht);
+                 : router_hop_verify(c->router->kr, &c->router->hop_seen, HOP_CTL, now, hop, &hb);
     if (rc == -EBUSY) {
       error(req, 503, "too many forwarded requests to remember: try again shortly", "server_overloaded");
       return;
     }
     if (rc != 0) {
       c->router->hops_refused++;
-      error(req, 403, "forwarded request not signed with this cluster's key", "permission_denied");
+      error(req, 403, router_hop_refusal(rc), "permission_denied");
       return;
     }
   }
@@ -146,7 +155,7 @@ static void drain(struct cluster_api *c, struct http_req *req, struct slice rest
     return;
   }
   if (!self) {
-    forward(c, req, api, node, verb);
+    forward(c, req, api, node_id, node, verb);
     return;
   }
   mesh_set_drain(c->mesh, on);

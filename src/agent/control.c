@@ -3,6 +3,7 @@
 #include "agent/events.h"
 
 #include <errno.h>
+#include <http_parser.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,11 +71,12 @@ static const struct hc_callbacks fwd_cbs = {
     .on_done = fwd_done_cb,
 };
 
-/* fwd_send sends METHOD path with body (copied) to the agent at api (host:port), signed for `what`. */
-static int fwd_send(struct control *c, const char *api, const char *method, const char *path, const char *what,
-                    const void *body, size_t len, int hops, uint32_t timeout_ms,
-                    void (*done)(struct fwd *f, int err), void *arg, struct fwd **out) {
-  char host[96], target[128], hop[160], rid[40];
+/* fwd_send sends METHOD path with body (copied) to the agent at api (host:port) of node node_id, signed for
+ * `what`, that node, and the request. */
+static int fwd_send(struct control *c, const char *api, const uint8_t *node_id, const char *method,
+                    const char *path, const char *what, const void *body, size_t len, int hops,
+                    uint32_t timeout_ms, void (*done)(struct fwd *f, int err), void *arg, struct fwd **out) {
+  char host[96], target[128], hop[HOP_HEADER_MAX], rid[40];
   const char *colon = strrchr(api, ':');
   uint64_t port;
   if (!colon || (size_t)(colon - api) >= sizeof host || slice_to_u64(slice_cstr(colon + 1), &port) != 0) return -EINVAL;
@@ -91,13 +93,16 @@ static int fwd_send(struct control *c, const char *api, const char *method, cons
   buf_append(&f->body, body, len);
   control_hop_target(what, body, len, target, sizeof target);
   snprintf(rid, sizeof rid, "ctl-%016llx", (unsigned long long)rng_next(&c->env.router->rng));
-  router_hop_sign(mesh_keyring(c->env.mesh), HOP_CTL, (int64_t)time(NULL), rng_next(&c->env.router->rng), rid, target,
-                  hop, sizeof hop);
+  struct hop_bind hb = {.request_id = slice_cstr(rid), .target = slice_cstr(target), .node = node_id};
+  struct slice b = buf_slice(&f->body);
+  router_hop_digest(method, slice_cstr(path), &b, 1, hb.digest);
+  int64_t now = (int64_t)time(NULL);
+  uint64_t nonce = rng_next(&c->env.router->rng);
+  router_hop_sign(mesh_keyring(c->env.mesh), HOP_CTL, now, nonce, &hb, hop, sizeof hop);
   buf_printf(&f->head, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
                        "x-request-id: %s\r\nx-infermesh-hop: %s\r\nx-infermesh-hop-target: %s\r\n"
                        "x-infermesh-hops: %d\r\n\r\n",
              method, path, api, len, rid, hop, target, hops);
-  struct slice b = buf_slice(&f->body);
   f->hreq = hc_request(&f->pool, buf_slice(&f->head), &b, len ? 1 : 0, &fwd_cbs, f, timeout_ms);
   if (out) *out = f;
   return 0;
@@ -108,14 +113,17 @@ int control_verify_hop(struct control *c, struct http_req *req, const char *what
   if (!c->env.mesh) return -EACCES;
   control_hop_target(what, req->body.base, req->body.len, want, sizeof want);
   struct slice ht = http_req_header(req, "x-infermesh-hop-target");
-  struct slice hop = http_req_header(req, "x-infermesh-hop"), rid = http_req_header(req, "x-request-id");
+  struct slice hop = http_req_header(req, "x-infermesh-hop");
+  struct hop_bind hb = {.request_id = http_req_header(req, "x-request-id"), .target = ht,
+                        .node = mesh_node_id(c->env.mesh)};
+  router_hop_digest(http_method_str(req->method), req->url, &req->body, 1, hb.digest);
   struct router *r = c->env.router;
   int64_t now = (int64_t)time(NULL);
   const struct keyring *kr = mesh_keyring(c->env.mesh);
-  int rc = slice_eqz(ht, want) ? router_hop_verify(kr, &r->hop_seen, HOP_CTL, now, hop, rid, ht) : -EACCES;
+  int rc = slice_eqz(ht, want) ? router_hop_verify(kr, &r->hop_seen, HOP_CTL, now, hop, &hb) : -EACCES;
   if (rc == 0 || rc == -EBUSY) return rc;
   r->hops_refused++;
-  return -EACCES;
+  return rc == -EPROTO ? -EPROTO : -EACCES;
 }
 
 /* ---- proposals: local leader, or forwarded to the leader's agent ---- */
@@ -131,7 +139,7 @@ struct prop {
 
 /* leader_api finds the API address of the agent to send a proposal to: the Raft leader's when known, else
  * any other alive server's. */
-static bool leader_api(struct control *c, char *out, size_t cap) {
+static bool leader_api(struct control *c, char *out, size_t cap, uint8_t id[32]) {
   struct mesh_server sv[MAX_SERVERS];
   int n = mesh_servers(c->env.mesh, sv, MAX_SERVERS);
   uint64_t lid = 0;
@@ -142,10 +150,11 @@ static bool leader_api(struct control *c, char *out, size_t cap) {
   }
   for (int i = 0; i < n; i++)
     if (!sv[i].self && lid && craft_id_from_pk(sv[i].id) == lid && sv[i].api_addr[0])
-      return str_copy(out, cap, sv[i].api_addr), true;
+      return memcpy(id, sv[i].id, 32), str_copy(out, cap, sv[i].api_addr), true;
   if (c->raft) return false; /* a server without a known leader: the caller retries */
   for (int i = 0; i < n; i++)
-    if (!sv[i].self && sv[i].api_addr[0]) return str_copy(out, cap, sv[i].api_addr), true;
+    if (!sv[i].self && sv[i].api_addr[0])
+      return memcpy(id, sv[i].id, 32), str_copy(out, cap, sv[i].api_addr), true;
   return false;
 }
 
@@ -180,13 +189,14 @@ static void prop_fwd_done(struct fwd *f, int err) {
 
 static void prop_forward(struct prop *p) {
   char api[96];
-  if (p->hops >= 3 || !p->c->env.mesh || !leader_api(p->c, api, sizeof api)) {
+  uint8_t id[32];
+  if (p->hops >= 3 || !p->c->env.mesh || !leader_api(p->c, api, sizeof api, id)) {
     p->cb(p->arg, CRAFT_ENOTLEADER, NULL);
     free(p);
     return;
   }
-  if (fwd_send(p->c, api, "POST", "/v1/cluster/_propose", "ctl-propose", p->cmd, p->len, p->hops + 1, 10000,
-               prop_fwd_done, p, NULL) != 0) {
+  if (fwd_send(p->c, api, id, "POST", "/v1/cluster/_propose", "ctl-propose", p->cmd, p->len, p->hops + 1,
+               10000, prop_fwd_done, p, NULL) != 0) {
     p->cb(p->arg, CRAFT_ENOTLEADER, NULL);
     free(p);
   }
@@ -364,8 +374,8 @@ static void replica_tick(struct control *c) {
   char path[96];
   snprintf(path, sizeof path, "/v1/cluster/state?after=%llu&wait_ms=%d", (unsigned long long)control_index(c),
            STATE_WAIT_MS);
-  if (fwd_send(c, s->api_addr, "GET", path, "ctl-state", "", 0, 0, STATE_WAIT_MS + 5000, state_poll_done, c,
-               &c->poll) == 0)
+  if (fwd_send(c, s->api_addr, s->id, "GET", path, "ctl-state", "", 0, 0, STATE_WAIT_MS + 5000,
+               state_poll_done, c, &c->poll) == 0)
     c->poll_inflight = true;
 }
 

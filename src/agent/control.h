@@ -46,8 +46,8 @@ bool control_handle(struct control *c, struct http_req *req);
 
 /* control_authorize_admin tells whether req may change this node: it carries `Authorization: Bearer
  * ADMIN_TOKEN` (the agent's --admin-token), or, when hop_what is not NULL and req has an x-infermesh-hop
- * header, another agent of this cluster forwarded it signed with the cluster key for hop_what over its body
- * (control_hop_target). Otherwise it answers req (403 no admin token configured or a bad signature, 401 a
+ * header, another agent of this cluster forwarded it signed with the cluster key for hop_what, this node and
+ * the request's method, path and body (control_hop_target, route/hop.h). Otherwise it answers req (403 no admin token configured or a bad signature, 401 a
  * missing or wrong token) and returns false. c may be NULL (closing: 503). Nothing is kept. */
 bool control_authorize_admin(struct control *c, struct http_req *req, const char *hop_what);
 

@@ -256,7 +256,7 @@ static void refuse_hop(struct http_req *req, int rc, const char *msg) {
   if (rc == -EBUSY)
     error(req, 503, "too many forwarded requests to remember: try again shortly", "server_overloaded");
   else
-    error(req, 403, msg, "permission_denied");
+    error(req, 403, rc == -EPROTO ? router_hop_refusal(rc) : msg, "permission_denied");
 }
 
 bool control_authorize_admin(struct control *c, struct http_req *req, const char *hop_what) {

@@ -65,10 +65,12 @@ void control_wait(struct control *c, struct http_req *req, uint64_t min_index, u
  * the servers gossip sees alive, sv[0, n) (borrowed for the call): adds and promotes them, and removes servers
  * that failed or left (see its file for the grace). Call from the tick timer, never from a craft callback. */
 void control_autopilot(struct control *c, const struct mesh_server *sv, int n);
-/* Signed agent-to-agent control requests: the hop target is WHAT:hash(body). */
+/* Signed agent-to-agent control requests: the hop target is WHAT:hash(body) (the signature also covers the
+ * receiving node, method, request target and body: route/hop.h). */
 void control_hop_target(const char *what, const void *body, size_t len, char *out, size_t cap);
-/* control_verify_hop checks that req was signed with the cluster key for `what` over its body, once:
- * 0, -EBUSY (too many signatures to remember: answer 503) or -EACCES (refused; counted). */
+/* control_verify_hop checks that req was signed with the cluster key for `what`, this node and req (method,
+ * request target, body), once: 0, -EBUSY (too many signatures to remember: answer 503), -EPROTO (an older
+ * header version; refused, counted) or -EACCES (refused; counted). */
 int control_verify_hop(struct control *c, struct http_req *req, const char *what);
 
 #endif

@@ -547,16 +547,21 @@ void mesh_set_drain(struct mesh *m, bool draining) {
 
 bool mesh_draining(const struct mesh *m) { return m->draining; }
 
-const char *mesh_find_node(const struct mesh *m, const char *name, bool *self) {
+const char *mesh_find_node(const struct mesh *m, const char *name, bool *self, uint8_t *id) {
   *self = strcmp(name, m->env.cfg->node_name) == 0 || (strlen(name) >= 6 && strncmp(m->id_short, name, strlen(name)) == 0);
-  if (*self) return m->env.api_addr;
+  if (*self) {
+    if (id) memcpy(id, m->id.pk, GOSSIP_ID_LEN);
+    return m->env.api_addr;
+  }
   for (int i = 0; i < m->nnodes; i++) {
     const struct node *n = &m->nodes[i];
     char sid[13];
     identity_short(n->id, sid);
     if (!n->alive || !n->have_meta) continue;
-    if (strcmp(n->name, name) == 0 || (strlen(name) >= 6 && strncmp(sid, name, strlen(name)) == 0))
+    if (strcmp(n->name, name) == 0 || (strlen(name) >= 6 && strncmp(sid, name, strlen(name)) == 0)) {
+      if (id) memcpy(id, n->id, GOSSIP_ID_LEN);
       return n->meta.api_addr;
+    }
   }
   return NULL;
 }

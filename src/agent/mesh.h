@@ -49,8 +49,9 @@ struct keyring *mesh_keyring(struct mesh *m);
 void mesh_set_drain(struct mesh *m, bool draining);
 bool mesh_draining(const struct mesh *m);
 /* mesh_find_node returns the API address (host:port) of the alive member named name (or whose id starts
- * with it), NULL if none; *self tells it is this node. */
-const char *mesh_find_node(const struct mesh *m, const char *name, bool *self);
+ * with it), NULL if none; *self tells it is this node, and id (32 bytes; may be NULL) receives its node
+ * id. */
+const char *mesh_find_node(const struct mesh *m, const char *name, bool *self, uint8_t *id);
 /* Control plane support (agent/control.h). mesh_set_raft announces this node's Raft address ("" = not a
  * server) and whether it holds Raft state. mesh_servers fills out (capacity max) with the alive members that
  * announce a Raft address, this node first when it is one; returns how many. mesh_node_id is this node's

@@ -216,7 +216,7 @@ static void start(struct op *o, const struct hc_callbacks *cbs, uint32_t timeout
 static void forward(struct model_api *m, struct http_req *req, int tid, const char *target, bool unload,
                     const struct model_req *mr) {
   struct target *t = &m->store->targets[tid];
-  char what[MODEL_REQ_TARGET_MAX + 16], hop_target[MODEL_REQ_TARGET_MAX + 64], hop[160], rid[40];
+  char what[MODEL_REQ_TARGET_MAX + 16], hop_target[MODEL_REQ_TARGET_MAX + 64], hop[HOP_HEADER_MAX], rid[40];
   struct op *o = op_new(m, req, tid, target, unload, mr);
   if (!o) {
     error(req, 502, "the node announced a bad API address", "runtime_error", "node_unreachable");
@@ -227,14 +227,23 @@ static void forward(struct model_api *m, struct http_req *req, int tid, const ch
   hop_what(what, sizeof what, unload, t->remote_name);
   control_hop_target(what, o->body.base, o->body.len, hop_target, sizeof hop_target);
   snprintf(rid, sizeof rid, "model-%016llx", (unsigned long long)rng_next(&m->router->rng));
-  router_hop_sign(mesh_keyring(m->mesh), HOP_CTL, (int64_t)time(NULL), rng_next(&m->router->rng), rid, hop_target,
-                  hop, sizeof hop);
-  buf_puts(&o->head, "POST /v1/cluster/targets/");
-  buf_path_segment(&o->head, t->remote_name);
+  /* Signed for the target's node and the request as sent: its request target (escaped) and body. */
+  struct buf path = {0};
+  buf_puts(&path, "/v1/cluster/targets/");
+  buf_path_segment(&path, t->remote_name);
+  buf_printf(&path, "/%s", op_name(o));
+  struct hop_bind hb = {.request_id = slice_cstr(rid), .target = slice_cstr(hop_target), .node = t->node_id};
+  struct slice body = buf_slice(&o->body);
+  router_hop_digest("POST", buf_slice(&path), &body, 1, hb.digest);
+  router_hop_sign(mesh_keyring(m->mesh), HOP_CTL, (int64_t)time(NULL), rng_next(&m->router->rng), &hb, hop,
+                  sizeof hop);
+  buf_puts(&o->head, "POST ");
+  buf_append_slice(&o->head, buf_slice(&path));
   buf_printf(&o->head,
-             "/%s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+             " HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
              "x-request-id: %s\r\nx-infermesh-hop: %s\r\nx-infermesh-hop-target: %s\r\n\r\n",
-             op_name(o), o->pool.authority, o->body.len, rid, hop, hop_target);
+             o->pool.authority, o->body.len, rid, hop, hop_target);
+  buf_free(&path);
   log_info("model control: forwarding to the target's node", "target=%s node=%s op=%s model=\"%s\"", t->name,
            t->node, op_name(o), mr->model);
   start(o, &remote_cbs, mr->timeout_ms + FORWARD_EXTRA_MS);

@@ -1,39 +1,59 @@
-/* Agent-to-agent forwarding: signing and checking x-infermesh-hop with the cluster keyring. */
+/* Agent-to-agent forwarding: signing and checking x-infermesh-hop with the cluster keyring (route/hop.h). */
+#include "route/hop.h"
+
 #include <errno.h>
+#include <sodium.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "route/router.h"
+#define HOP_TEXT_MAX 768
 
-#define HOP_TEXT_MAX 512
-
-/* The signed text: "v2.<purpose>.<ts>.<nonce>.<length of request id>:<request id>.<target>" (nonce: 16 hex
- * digits; the length makes the split between request id and target unambiguous); 0 when it does
- * not fit in cap (never signed truncated: what was cut off would not be bound). */
+/* The signed text (route/hop.h):
+ *   "v3.<purpose>.<ts>.<nonce>.<length of request id>:<request id>.<receiver>.<digest>.<target>"
+ * (nonce: 16 hex digits; receiver and digest: 64 each, fixed length, so with the length of the request id
+ * every split is unambiguous); 0 when it does not fit in cap (never signed truncated: what was cut off would
+ * not be bound). */
 static size_t hop_text(char *out, size_t cap, const char *purpose, int64_t ts, struct slice nonce,
-                       struct slice request_id, struct slice target) {
-  int n = snprintf(out, cap, "v2.%s.%lld.%.*s.%zu:%.*s.%.*s", purpose, (long long)ts, (int)nonce.len, nonce.base,
-                   request_id.len, (int)request_id.len, request_id.base, (int)target.len, target.base);
+                       const struct hop_bind *b) {
+  char node[2 * HOP_NODE_LEN + 1], digest[2 * HOP_DIGEST_LEN + 1];
+  sodium_bin2hex(node, sizeof node, b->node, HOP_NODE_LEN);
+  sodium_bin2hex(digest, sizeof digest, b->digest, HOP_DIGEST_LEN);
+  int n = snprintf(out, cap, "v3.%s.%lld.%.*s.%zu:%.*s.%s.%s.%.*s", purpose, (long long)ts, (int)nonce.len,
+                   nonce.base, b->request_id.len, (int)b->request_id.len, b->request_id.base, node, digest,
+                   (int)b->target.len, b->target.base);
   return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
 }
 
+void router_hop_digest(const char *method, struct slice request_target, const struct slice *body, int nbody,
+                       uint8_t out[HOP_DIGEST_LEN]) {
+  crypto_generichash_state st;
+  crypto_generichash_init(&st, NULL, 0, HOP_DIGEST_LEN);
+  crypto_generichash_update(&st, (const unsigned char *)method, strlen(method));
+  crypto_generichash_update(&st, (const unsigned char *)" ", 1);
+  crypto_generichash_update(&st, (const unsigned char *)request_target.base, request_target.len);
+  crypto_generichash_update(&st, (const unsigned char *)"\n", 1);
+  for (int i = 0; i < nbody; i++)
+    if (body[i].len) crypto_generichash_update(&st, (const unsigned char *)body[i].base, body[i].len);
+  crypto_generichash_final(&st, out, HOP_DIGEST_LEN);
+}
+
 void router_hop_sign(const struct keyring *kr, const char *purpose, int64_t now_s, uint64_t nonce,
-                     const char *request_id, const char *target, char *out, size_t cap) {
+                     const struct hop_bind *b, char *out, size_t cap) {
   char text[HOP_TEXT_MAX], nhex[17];
   uint8_t tag[32];
   if (cap) out[0] = '\0';
+  if (!b->node) return;
   snprintf(nhex, sizeof nhex, "%016llx", (unsigned long long)nonce);
-  size_t n = hop_text(text, sizeof text, purpose, now_s, slice_make(nhex, 16), slice_cstr(request_id),
-                      slice_cstr(target));
+  size_t n = hop_text(text, sizeof text, purpose, now_s, slice_make(nhex, 16), b);
   if (!n) return; /* an empty header: the receiver refuses it */
   keyring_auth_tag(kr, (const uint8_t *)text, n, tag);
-  int off = snprintf(out, cap, "v2.%lld.%s.", (long long)now_s, nhex);
+  int off = snprintf(out, cap, "v3.%lld.%s.", (long long)now_s, nhex);
   if (off < 0 || (size_t)off + 2 * sizeof tag >= cap) { /* never a cut-off tag */
     if (cap) out[0] = '\0';
     return;
   }
-  for (size_t i = 0; i < sizeof tag; i++) off += snprintf(out + off, cap - (size_t)off, "%02x", tag[i]);
+  sodium_bin2hex(out + off, cap - (size_t)off, tag, sizeof tag);
 }
 
 static int hexval(char c) {
@@ -43,8 +63,9 @@ static int hexval(char c) {
 }
 
 int router_hop_verify(const struct keyring *kr, struct hop_seen *seen, const char *purpose, int64_t now_s,
-                      struct slice hop, struct slice request_id, struct slice target) {
-  if (!kr || hop.len < 4 || memcmp(hop.base, "v2.", 3) != 0) return -EACCES;
+                      struct slice hop, const struct hop_bind *b) {
+  if (hop.len >= 3 && (memcmp(hop.base, "v1.", 3) == 0 || memcmp(hop.base, "v2.", 3) == 0)) return -EPROTO;
+  if (!kr || !b->node || hop.len < 4 || memcmp(hop.base, "v3.", 3) != 0) return -EACCES;
   const char *p = hop.base + 3, *end = hop.base + hop.len;
   const char *dot = memchr(p, '.', (size_t)(end - p));
   uint64_t ts;
@@ -62,7 +83,7 @@ int router_hop_verify(const struct keyring *kr, struct hop_seen *seen, const cha
     tag[i] = (uint8_t)(hi << 4 | lo);
   }
   char text[HOP_TEXT_MAX];
-  size_t n = hop_text(text, sizeof text, purpose, (int64_t)ts, slice_make(nonce, 16), request_id, target);
+  size_t n = hop_text(text, sizeof text, purpose, (int64_t)ts, slice_make(nonce, 16), b);
   if (!n || !keyring_auth_verify(kr, (const uint8_t *)text, n, tag)) return -EACCES;
   int64_t skew = now_s - (int64_t)ts;
   if (skew > HOP_MAX_SKEW_S || skew < -HOP_MAX_SKEW_S) return -ETIMEDOUT;
@@ -71,4 +92,15 @@ int router_hop_verify(const struct keyring *kr, struct hop_seen *seen, const cha
   memcpy(&key, tag, sizeof key);
   int rc = hop_seen_add(seen, key, (int64_t)ts + HOP_MAX_SKEW_S, now_s);
   return rc == 0 ? 0 : rc == -EALREADY ? -EALREADY : -EBUSY;
+}
+
+const char *router_hop_refusal(int rc) {
+  switch (rc) {
+  case -ETIMEDOUT: return "forwarded request outside the allowed clock skew: check the nodes' clocks";
+  case -EALREADY: return "forwarded request already accepted once (a replayed signature)";
+  case -EPROTO:
+    return "forwarded request signed in an older format (x-infermesh-hop v1/v2; this agent accepts v3 "
+           "only): run the same infermesh version on every node";
+  default: return "forwarded request not signed with this cluster's key for this node and this request body";
+  }
 }

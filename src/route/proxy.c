@@ -2,6 +2,7 @@
 #include "route/proxy.h"
 
 #include <errno.h>
+#include <http_parser.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <stddef.h>
@@ -384,9 +385,13 @@ static void build_head(struct proxy *p, struct buf *h, const struct target *t, s
     buf_append(h, "\r\n", 2);
   }
   if (t->remote && p->r->kr) {
+    /* Signed for that node and these bytes: the request line's target and the body parts as sent. */
     char hop[HOP_HEADER_MAX];
-    router_hop_sign(p->r->kr, HOP_INFER, (int64_t)time(NULL), rng_next(&p->r->rng), p->request_id, t->remote_name,
-                    hop, sizeof hop);
+    struct hop_bind hb = {.request_id = slice_cstr(p->request_id), .target = slice_cstr(t->remote_name),
+                          .node = t->node_id};
+    struct slice path = p->chat ? SLICE_LIT("/v1/chat/completions") : SLICE_LIT("/v1/completions");
+    router_hop_digest("POST", path, p->parts, p->nparts, hb.digest);
+    router_hop_sign(p->r->kr, HOP_INFER, (int64_t)time(NULL), rng_next(&p->r->rng), &hb, hop, sizeof hop);
     buf_puts(h, "x-infermesh-hop: ");
     buf_puts(h, hop);
     buf_puts(h, "\r\nx-infermesh-hop-target: ");
@@ -554,19 +559,17 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
   struct slice hop = http_req_header(req, "x-infermesh-hop");
   if (hop.len) {
     struct slice ht = http_req_header(req, "x-infermesh-hop-target");
-    int hrc = router_hop_verify(r->kr, &r->hop_seen, HOP_INFER, (int64_t)time(NULL), hop,
-                                slice_cstr(p->request_id), ht);
+    /* The body is complete here (http_server dispatches after the whole message): bound by the signature. */
+    struct hop_bind hb = {.request_id = slice_cstr(p->request_id), .target = ht, .node = r->node_id};
+    router_hop_digest(http_method_str(req->method), req->url, &req->body, 1, hb.digest);
+    int hrc = router_hop_verify(r->kr, &r->hop_seen, HOP_INFER, (int64_t)time(NULL), hop, &hb);
     if (hrc == -EBUSY) {
       fail(p, 503, "server_overloaded", "too many forwarded requests to remember: try again shortly", 1);
       return;
     }
     if (hrc != 0) {
       r->hops_refused++;
-      fail(p, 403, "permission_denied",
-           hrc == -ETIMEDOUT   ? "forwarded request outside the allowed clock skew: check the nodes' clocks"
-           : hrc == -EALREADY ? "forwarded request already accepted once (a replayed signature)"
-                              : "forwarded request not signed with this cluster's key",
-           0);
+      fail(p, 403, "permission_denied", router_hop_refusal(hrc), 0);
       return;
     }
     r->hops_in++;

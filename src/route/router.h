@@ -10,6 +10,7 @@
 #include "net/http_client.h"
 #include "net/http_server.h"
 #include "route/admission.h"
+#include "route/hop.h"
 #include "route/hop_seen.h"
 #include "route/route_ctl.h"
 #include "route/route_metrics.h"
@@ -56,6 +57,7 @@ struct router {
   /* Mesh: the cluster keyring (borrowed; NULL when standalone) signs requests forwarded to another node's
    * agent and verifies those forwarded to this one (x-infermesh-hop). */
   struct keyring *kr;
+  const uint8_t *node_id; /* this node's id (HOP_NODE_LEN bytes; borrowed like kr): what hops to it are for */
   struct proxy *active; /* requests in flight, for router_target_lost */
   uint64_t hops_in, hops_refused;
   struct hop_seen hop_seen; /* hop signatures accepted by this agent (inference and control), for replays */
@@ -93,29 +95,5 @@ void router_target_lost(struct router *r, int id);
 /* router_policy_for returns the policy instance that routes model: the strategy the control plane's policy
  * for model names (created on first use), else the router's default. Owned by r. */
 struct policy *router_policy_for(struct router *r, struct slice model);
-
-/* Agent-to-agent forwarding (DESIGN §1): a request routed to another node's target carries
- * x-infermesh-hop = "v2.<unix seconds>.<nonce>.<hex tag>", the tag a keyring MAC over
- * "v2.<purpose>.<ts>.<nonce>.<length of request id>:<request id>.<target>", where target is x-infermesh-hop-target (the target's name
- * on that node, or what a control request is about), purpose says what the signature is for (HOP_INFER: an
- * inference request; HOP_CTL: an agent-to-agent control call), so a signature made for one cannot be presented
- * as the other, and nonce (16 hex digits) makes every signature distinct. The receiving agent accepts it within
- * HOP_MAX_SKEW_S of its own clock, once (a replay of an accepted header is refused), and routes an inference
- * hop to its own targets only. */
-#define HOP_MAX_SKEW_S 60
-#define HOP_INFER "infer"
-#define HOP_CTL "ctl"
-#define HOP_HEADER_MAX 106 /* "v2." ts(<=20) "." nonce(16) "." tag(64) + NUL */
-/* router_hop_sign writes the header value for purpose, request_id and target into out (>= HOP_HEADER_MAX
- * bytes); nonce must differ between the signatures one agent makes within 2 * HOP_MAX_SKEW_S (rng_next). A
- * request id and target too long to sign together (over ~450 bytes; callers stay far below) or a smaller out
- * give an empty value: callers send nothing then (an empty header would read as "not forwarded"). */
-void router_hop_sign(const struct keyring *kr, const char *purpose, int64_t now_s, uint64_t nonce,
-                     const char *request_id, const char *target, char *out, size_t cap);
-/* router_hop_verify checks a header value made for purpose and remembers it in seen: 0, or -EACCES (bad tag,
- * another purpose, no keyring), -ETIMEDOUT (clock skew), -EALREADY (accepted before: a replay), -EBUSY (seen
- * is full). */
-int router_hop_verify(const struct keyring *kr, struct hop_seen *seen, const char *purpose, int64_t now_s,
-                      struct slice hop, struct slice request_id, struct slice target);
 
 #endif

@@ -256,7 +256,7 @@ def test_leave_is_graceful(mesh):
 @pytest.mark.timeout(60)
 def test_forged_forwarded_request_is_refused(mesh):
     a = mesh["a"]
-    hop = f"v2.{int(time.time())}.{'1' * 16}." + "0" * 64
+    hop = f"v3.{int(time.time())}.{'1' * 16}." + "0" * 64
     r = post_json(a.port, "/v1/chat/completions", chat_body(),
                   headers={"x-infermesh-hop": hop, "x-infermesh-hop-target": "engine-a", "x-request-id": "r1"})
     assert r.status == 403, r
@@ -265,48 +265,127 @@ def test_forged_forwarded_request_is_refused(mesh):
                      headers={"x-infermesh-hop": hop, "x-infermesh-hop-target": "drain:a", "x-request-id": "r2"})
     assert r.status == 403
     assert not any(m.get("draining") for m in a.members()["members"])
+    # An agent of the previous version (v2 headers: not bound to the receiver or the body) is told so.
+    old = f"v2.{int(time.time())}.{'1' * 16}." + "0" * 64
+    for path, target in (("/v1/chat/completions", "engine-a"), ("/v1/cluster/nodes/a/drain", "drain:a")):
+        r = http_request(a.port, "POST", path, body=chat_body() if "chat" in path else None,
+                         headers={"x-infermesh-hop": old, "x-infermesh-hop-target": target, "x-request-id": "r3"})
+        assert r.status == 403, r
+        assert "older format" in r.json()["error"]["message"] and "v3" in r.json()["error"]["message"], r
 
 
-def hop_header(key_file, purpose, request_id, target, nonce, ts=None):
-    """x-infermesh-hop as an agent holding key_file's primary key signs it (DESIGN §10; route/router.h): the
-    HMAC-SHA512-256 under crypto_kdf(key, 1, "im-auth1") of "v2.<purpose>.<ts>.<nonce>.<len>:<request id>.<target>"."""
+def hop_header(key_file, purpose, request_id, target, nonce, node, body=b"", method="POST",
+               path="/v1/chat/completions", ts=None):
+    """x-infermesh-hop as an agent holding key_file's primary key signs it for the node whose id (hex) is `node`
+    (DESIGN §10; route/hop.h): the HMAC-SHA512-256 under crypto_kdf(key, 1, "im-auth1") of
+    "v3.<purpose>.<ts>.<nonce>.<len>:<request id>.<node>.<digest>.<target>", digest the BLAKE2b-256 of
+    "<method> <path>\n<body>" -- written here from the description, an independent check of the C code."""
     key = bytes.fromhex(Path(key_file).read_text().split()[0])
     sub = hashlib.blake2b(b"", digest_size=32, key=key, salt=struct.pack("<Q", 1), person=b"im-auth1")
     ts = int(time.time()) if ts is None else ts
-    text = f"v2.{purpose}.{ts}.{nonce}.{len(request_id)}:{request_id}.{target}".encode()
-    return f"v2.{ts}.{nonce}." + hmac.new(sub.digest(), text, hashlib.sha512).digest()[:32].hex()
+    digest = hashlib.blake2b(f"{method} {path}\n".encode() + body, digest_size=32).hexdigest()
+    text = f"v3.{purpose}.{ts}.{nonce}.{len(request_id)}:{request_id}.{node}.{digest}.{target}".encode()
+    return f"v3.{ts}.{nonce}." + hmac.new(sub.digest(), text, hashlib.sha512).digest()[:32].hex()
+
+
+def node_ids(node):
+    return {m["name"]: m["id"] for m in node.members()["members"]}
 
 
 @pytest.mark.timeout(60)
 def test_forwarded_request_is_accepted_once(mesh):
-    """A hop signed with the cluster key is served once; the same header again (a replay) is refused."""
+    """A hop signed with the cluster key for this node and body is served once; the same header again (a replay)
+    is refused."""
     a, tmp = mesh["a"], mesh["tmp"]
-    key = tmp / "a" / "cluster.key"
-    hop = hop_header(key, "infer", "rp-1", "engine-a", "00000000000000aa")
-    headers = {"x-infermesh-hop": hop, "x-infermesh-hop-target": "engine-a", "x-request-id": "rp-1"}
-    r = post_json(a.port, "/v1/chat/completions", chat_body("signed"), headers=headers)
+    key, ids = tmp / "a" / "cluster.key", node_ids(a)
+    assert ids["a"] == a.members()["self"]
+
+    def signed(purpose, rid, target, nonce, body, **kw):
+        raw = b"" if body is None else json.dumps(body).encode()
+        return hop_header(key, purpose, rid, target, nonce, ids["a"], raw, **kw)
+
+    body = chat_body("signed")
+    headers = {"x-infermesh-hop": signed("infer", "rp-1", "engine-a", "00000000000000aa", body),
+               "x-infermesh-hop-target": "engine-a", "x-request-id": "rp-1"}
+    r = post_json(a.port, "/v1/chat/completions", body, headers=headers)
     assert r.status == 200, r
     assert r.headers["x-infermesh-node"] == "a"
-    r = post_json(a.port, "/v1/chat/completions", chat_body("replayed"), headers=headers)
+    r = post_json(a.port, "/v1/chat/completions", body, headers=headers)
     assert r.status == 403, r
     assert "replayed" in r.json()["error"]["message"]
-    # Another nonce is another signature; the purpose and the clock still count.
-    headers["x-infermesh-hop"] = hop_header(key, "infer", "rp-1", "engine-a", "00000000000000ab")
-    assert post_json(a.port, "/v1/chat/completions", chat_body("fresh"), headers=headers).status == 200
-    headers["x-infermesh-hop"] = hop_header(key, "ctl", "rp-1", "engine-a", "00000000000000ac")
-    assert post_json(a.port, "/v1/chat/completions", chat_body("ctl"), headers=headers).status == 403
-    headers["x-infermesh-hop"] = hop_header(key, "infer", "rp-1", "engine-a", "00000000000000ad",
-                                            ts=int(time.time()) - 600)
-    r = post_json(a.port, "/v1/chat/completions", chat_body("old"), headers=headers)
+    # Another nonce is another signature; the purpose, the clock, the body and the receiver still count.
+    body = chat_body("fresh")
+    headers["x-infermesh-hop"] = signed("infer", "rp-1", "engine-a", "00000000000000ab", body)
+    assert post_json(a.port, "/v1/chat/completions", body, headers=headers).status == 200
+    headers["x-infermesh-hop"] = signed("ctl", "rp-1", "engine-a", "00000000000000ac", body)
+    assert post_json(a.port, "/v1/chat/completions", body, headers=headers).status == 403
+    headers["x-infermesh-hop"] = signed("infer", "rp-1", "engine-a", "00000000000000ad", body,
+                                        ts=int(time.time()) - 600)
+    r = post_json(a.port, "/v1/chat/completions", body, headers=headers)
     assert r.status == 403 and "clock skew" in r.json()["error"]["message"], r
-    # A control call signed once is a replay the second time too.
-    hop = hop_header(key, "ctl", "rp-2", "drain:a", "00000000000000ae")
-    headers = {"x-infermesh-hop": hop, "x-infermesh-hop-target": "drain:a", "x-request-id": "rp-2"}
-    assert http_request(a.port, "POST", "/v1/cluster/nodes/a/drain", headers=headers).status == 200
+    headers["x-infermesh-hop"] = signed("infer", "rp-1", "engine-a", "00000000000000af", body,
+                                        path="/v1/completions")
+    assert post_json(a.port, "/v1/chat/completions", body, headers=headers).status == 403
+    headers["x-infermesh-hop"] = hop_header(key, "infer", "rp-1", "engine-a", "00000000000000b0", ids["b"],
+                                            json.dumps(body).encode())
+    r = post_json(a.port, "/v1/chat/completions", body, headers=headers)
+    assert r.status == 403 and "for this node" in r.json()["error"]["message"], r
+    # A control call signed once is a replay the second time too; signed for another node it is refused.
+    drain = {"x-infermesh-hop-target": "drain:a", "x-request-id": "rp-2",
+             "x-infermesh-hop": hop_header(key, "ctl", "rp-2", "drain:a", "00000000000000b1", ids["b"],
+                                           path="/v1/cluster/nodes/a/drain")}
+    assert http_request(a.port, "POST", "/v1/cluster/nodes/a/drain", headers=drain).status == 403
+    drain["x-infermesh-hop"] = signed("ctl", "rp-2", "drain:a", "00000000000000ae", None,
+                                      path="/v1/cluster/nodes/a/drain")
+    assert http_request(a.port, "POST", "/v1/cluster/nodes/a/drain", headers=drain).status == 200
     wait_for(lambda: {m["name"]: m for m in a.members()["members"]}["a"].get("draining"), timeout=5,
              what="a draining")
-    assert http_request(a.port, "POST", "/v1/cluster/nodes/a/drain", headers=headers).status == 403
-    assert a.agent.counter("infermesh_hops_refused_total") >= 3
+    assert http_request(a.port, "POST", "/v1/cluster/nodes/a/drain", headers=drain).status == 403
+    assert a.agent.counter("infermesh_hops_refused_total") >= 6
+
+
+@pytest.mark.timeout(120)
+def test_captured_hop_is_not_accepted_on_another_node_or_with_another_body(procs, tmp_path):
+    """The attack: a header captured on its way from n0 to n1 is presented to n2, which has a target of the same
+    name, with another prompt and no tenant key; and to n1 with another prompt. Both are refused: a hop
+    signature is bound to the node it was sent to and to the request's bytes."""
+    key_arg = ["--tenant", "name=acme,key=sk-acme-hop-0123456789"]
+    auth = {"Authorization": "Bearer sk-acme-hop-0123456789"}
+    init_cluster(tmp_path / "n0")
+    for n in ("n1", "n2"):
+        share_key(tmp_path / "n0", tmp_path / n)
+    e1, e2 = procs.engine(name="engine-n1"), procs.engine(name="engine-n2")
+    n0 = start_node(procs, tmp_path, "n0", [], data_dir=tmp_path / "n0", extra=key_arg)
+    n1 = start_node(procs, tmp_path, "n1", [f"vllm0={e1.url}"], join=[n0.gossip], extra=key_arg)
+    n2 = start_node(procs, tmp_path, "n2", [f"vllm0={e2.url}"], join=[n0.gossip], extra=key_arg)
+    wait_members([n0, n1, n2], ["n0", "n1", "n2"])
+    wait_for(lambda: remote_healthy(n0, 2), timeout=15, what="n1's and n2's vllm0 healthy on n0")
+    # The traffic being captured: n0 forwards to vllm0 on n1 or n2, with the tenant's key at n0 only.
+    r = post_json(n0.port, "/v1/chat/completions", chat_body("through the gateway"), headers=auth)
+    assert r.status == 200 and r.headers["x-infermesh-node"] in ("n1", "n2"), r
+    assert post_json(n2.port, "/v1/chat/completions", chat_body("no key")).status == 401
+    # What n0 sends to n1's agent for one request: these bytes, this header.
+    ids, path = node_ids(n0), "/v1/chat/completions"
+    sent = json.dumps(chat_body("what n0 forwarded to n1")).encode()
+    headers = {"x-infermesh-hop-target": "vllm0", "x-request-id": "cap-1",
+               "x-infermesh-hop": hop_header(tmp_path / "n0" / "cluster.key", "infer", "cap-1", "vllm0",
+                                             "00000000000000c1", ids["n1"], sent)}
+    evil = json.dumps(chat_body("the attacker's prompt", max_tokens=64)).encode()
+    refused_before = n2.agent.counter("infermesh_hops_refused_total") or 0
+    for body in (evil, sent):  # on n2: another prompt, or the very same bytes; no tenant key either way
+        r = http_request(n2.port, "POST", path, body=body, headers=headers)
+        assert r.status == 403, r
+        assert r.json()["error"]["type"] == "permission_denied"
+        assert "for this node and this request body" in r.json()["error"]["message"], r
+    assert n2.agent.counter("infermesh_hops_refused_total") == refused_before + 2
+    r = http_request(n1.port, "POST", path, body=evil, headers=headers)  # on n1, another prompt
+    assert r.status == 403, r
+    # The header itself was good: on n1 with the bytes it was made for, it is served there, once.
+    r = http_request(n1.port, "POST", path, body=sent, headers=headers)
+    assert r.status == 200, r
+    assert r.headers["x-infermesh-node"] == "n1" and r.headers["x-infermesh-target"].endswith("vllm0"), r
+    r = http_request(n1.port, "POST", path, body=sent, headers=headers)
+    assert r.status == 403 and "replayed" in r.json()["error"]["message"], r
 
 
 @pytest.mark.timeout(90)

@@ -164,7 +164,7 @@ def test_load_on_another_nodes_target(procs, tmp_path):
     # b itself takes no unsigned, untokened call, and no forged forward
     local = remote.split("/", 1)[1]
     assert_openai_error(ctl(b.agent, local, "load", {"model": "x", "lora_path": "/p"}), 403)
-    hop = f"v2.{int(time.time())}.{'1' * 16}." + "0" * 64
+    hop = f"v3.{int(time.time())}.{'1' * 16}." + "0" * 64
     r = http_request(b.port, "POST", f"/v1/cluster/targets/{urllib.parse.quote(local, safe='')}/load",
                      body={"model": "x", "lora_path": "/p"},
                      headers={"x-infermesh-hop": hop, "x-infermesh-hop-target": "model-load:x", "x-request-id": "r"})
