@@ -461,7 +461,7 @@ static void control_enforce(struct control *c) {
   }
   c->enforced_once = true;
   if (kind[FSM_TENANT]) enforce_tenants(c, f);
-  if (kind[FSM_POLICY] || kind[FSM_PIN] || kind[FSM_DRAIN]) route_ctl_sync(&c->env.router->ctl, f);
+  if (kind[FSM_POLICY] || kind[FSM_PIN] || kind[FSM_DRAIN] || kind[FSM_PRICE]) route_ctl_sync(&c->env.router->ctl, f);
   log_info("control-plane state enforced", "index=%llu tenants=%d policies=%d drains=%d pins=%d",
            (unsigned long long)idx, fsm_count(f, FSM_TENANT), fsm_count(f, FSM_POLICY), fsm_count(f, FSM_DRAIN),
            fsm_count(f, FSM_PIN));

@@ -17,10 +17,12 @@ void route_ctl_free(struct route_ctl *c) {
   free(c->drains);
   free(c->pins);
   free(c->policies);
+  free(c->prices);
   c->drains = NULL;
   c->pins = NULL;
   c->policies = NULL;
-  c->ndrains = c->npins = c->npolicies = 0;
+  c->prices = NULL;
+  c->ndrains = c->npins = c->npolicies = c->nprices = 0;
 }
 
 void route_ctl_sync(struct route_ctl *c, const struct fsm *f) {
@@ -62,7 +64,24 @@ void route_ctl_sync(struct route_ctl *c, const struct fsm *f) {
   }
   free(old);
   c->npolicies = npol;
+  int nprice = fsm_count(f, FSM_PRICE);
+  if (nprice > 0) c->prices = xcalloc((size_t)nprice, sizeof *c->prices);
+  for (int i = 0; i < nprice; i++) c->prices[i] = *(const struct fsm_price *)fsm_at(f, FSM_PRICE, i);
+  c->nprices = nprice;
   c->stale = true;
+}
+
+const struct fsm_price *route_ctl_price(const struct route_ctl *c, const char *model) {
+  int lo = 0, hi = c->nprices - 1;
+  while (lo <= hi) { /* the FSM keeps items sorted by key */
+    int mid = (lo + hi) / 2, cmp = strcmp(c->prices[mid].model, model);
+    if (cmp == 0) return &c->prices[mid];
+    if (cmp < 0)
+      lo = mid + 1;
+    else
+      hi = mid - 1;
+  }
+  return NULL;
 }
 
 /* cmp_key orders like strcmp (unsigned bytes), a slice against a NUL-terminated key. */

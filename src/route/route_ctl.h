@@ -41,7 +41,8 @@ struct route_ctl_policy {
 
 struct route_ctl {
   char self_node[64], self_zone[32]; /* this node's name and zone (for its own targets, node "") */
-  int ndrains, npins, npolicies;
+  int ndrains, npins, npolicies, nprices;
+  struct fsm_price *prices;          /* owned: copies, in the FSM's key (model) order */
   struct route_ctl_policy *policies; /* owned */
   char (*drains)[FSM_NAME_MAX];   /* owned: drained node names */
   struct route_ctl_pin *pins;     /* owned */
@@ -54,13 +55,16 @@ struct route_ctl {
 void route_ctl_init(struct route_ctl *c, const char *self_node, const char *self_zone);
 void route_ctl_free(struct route_ctl *c);
 
-/* route_ctl_sync replaces the constraints by f's drains, pins and policies (f borrowed, only during the call).
+/* route_ctl_sync replaces the constraints by f's drains, pins, policies and prices (f borrowed, only during the call).
  * A policy whose hedging settings did not change keeps its hedge credit. */
 void route_ctl_sync(struct route_ctl *c, const struct fsm *f);
 
 /* route_ctl_policy returns model's policy, or NULL when it has none. Valid until the next sync; the caller may
  * take from and add to its credit bucket (the only field meant to change). */
 struct route_ctl_policy *route_ctl_policy(const struct route_ctl *c, struct slice model);
+
+/* route_ctl_price returns model's price from the control plane, or NULL. Valid until the next sync. */
+const struct fsm_price *route_ctl_price(const struct route_ctl *c, const char *model);
 
 /* route_ctl_filter removes from ids[0..n) the targets of s the constraints rule out for model (a drained
  * node's targets; with a pin for model, targets whose node is not among its nodes nor its zones — this node's

@@ -174,6 +174,6 @@ static void test_key_hash_matches_fsm(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {cmocka_unit_test(test_drain_and_pin), cmocka_unit_test(test_policies),
                                      cmocka_unit_test(test_tenant_models),
-                                     cmocka_unit_test(test_key_hash_matches_fsm)};
+                                     cmocka_unit_test(test_key_hash_matches_fsm), cmocka_unit_test(test_prices)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
