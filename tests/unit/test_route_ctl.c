@@ -103,6 +103,28 @@ static void test_drain_and_pin(void **state) {
   store_free(&s);
 }
 
+static void test_prices(void **state) {
+  (void)state;
+  struct fsm *f = fsm_new();
+  struct route_ctl c;
+  route_ctl_init(&c, "self", "");
+  assert_null(route_ctl_price(&c, "m"));
+  const char *models[] = {"m3", "m1", "meta-llama/Llama-3", "m2"};
+  for (int i = 0; i < 4; i++) put(f, (uint64_t)i + 1, FSM_OP_PUT, FSM_PRICE, models[i], "{\"prompt_per_mtok\":0.5}");
+  put(f, 5, FSM_OP_PUT, FSM_PRICE, "m2", "{\"prompt_per_mtok\":2,\"completion_per_mtok\":3,\"currency\":\"EUR\"}");
+  route_ctl_sync(&c, f);
+  for (int i = 0; i < 4; i++) assert_non_null(route_ctl_price(&c, models[i]));
+  assert_true(route_ctl_price(&c, "m2")->completion_per_mtok == 3);
+  assert_string_equal(route_ctl_price(&c, "m2")->currency, "EUR");
+  assert_null(route_ctl_price(&c, "m0"));
+  assert_null(route_ctl_price(&c, "zzz"));
+  put(f, 6, FSM_OP_DELETE, FSM_PRICE, "m2", NULL);
+  route_ctl_sync(&c, f);
+  assert_null(route_ctl_price(&c, "m2"));
+  route_ctl_free(&c);
+  fsm_free(f);
+}
+
 static void test_policies(void **state) {
   (void)state;
   struct fsm *f = fsm_new();
