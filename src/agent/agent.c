@@ -14,6 +14,7 @@
 #include "agent/events.h"
 #include "agent/gpu_poll.h"
 #include "agent/mesh.h"
+#include "agent/meter.h"
 #include "agent/model_api.h"
 #include "agent/scraper.h"
 #include "agent/supervisor.h"
@@ -48,6 +49,7 @@ struct agent {
   struct control *ctl; /* the control plane (Raft server or read replica); NULL when closed */
   struct ledger_writer *ledger; /* usage records; NULL when metering is off or once closed */
   struct ledger_api lapi;
+  struct meter meter; /* the router's meter: prices, and records to the ledger */
   char api_addr[96]; /* how other nodes reach this listener */
   bool leave_done, close_mesh_pending;
   uv_signal_t sigterm, sigint, sighup;
@@ -282,6 +284,8 @@ static int start_ledger(struct agent *a, char *err, size_t errlen) {
   const struct agent_config *cfg = a->cfg;
   char dir[512];
   a->lapi = (struct ledger_api){.loop = a->loop, .enabled = cfg->ledger_enabled};
+  a->meter = (struct meter){.cfg = cfg, .router = &a->router};
+  meter_bind(&a->meter); /* costs are reported even with metering off */
   if (!cfg->ledger_enabled) return 0;
   if (cfg->cluster.data_dir[0])
     str_copy(dir, sizeof dir, cfg->cluster.data_dir);
@@ -293,6 +297,7 @@ static int start_ledger(struct agent *a, char *err, size_t errlen) {
   if (rc == 0 && (rc = datadir_path(a->lapi.path, sizeof a->lapi.path, dir, LEDGER_DB_FILE)) != 0)
     snprintf(err, errlen, "data dir path too long: %s", dir);
   if (rc == 0) rc = ledger_writer_start(&a->ledger, a->loop, a->lapi.path, err, errlen);
+  a->meter.writer = a->ledger;
   return rc;
 }
 
@@ -323,6 +328,7 @@ static void gpu_stopped_cb(struct gpu_poll *g) {
   uv_close((uv_handle_t *)&a->drain_timer, closed_cb);
   uv_close((uv_handle_t *)&a->log_flusher, closed_cb);
   events_close();
+  a->meter.writer = NULL;
   if (a->ledger) ledger_writer_close(a->ledger, NULL, NULL); /* commits what is queued, then its thread ends */
   a->ledger = NULL;
 }

@@ -12,6 +12,7 @@
 #include "route/admission.h"
 #include "route/hop.h"
 #include "route/hop_seen.h"
+#include "route/record.h"
 #include "route/route_ctl.h"
 #include "route/route_metrics.h"
 #include "route/tenants.h"
@@ -61,6 +62,7 @@ struct router {
   struct proxy *active; /* requests in flight, for router_target_lost */
   uint64_t hops_in, hops_refused;
   struct hop_seen hop_seen; /* hop signatures accepted by this agent (inference and control), for replays */
+  struct router_meter meter; /* what a request costs, and where its record goes (route/record.h); zeroed: none */
   /* Admission: tenant 0 is the default tenant when none is configured. */
   struct admission adm;
   struct adm_bucket hedge_credit; /* + hedge_max_fraction per request, - 1 per hedge */

@@ -1,0 +1,30 @@
+/* The agent's meter (route/record.h): prices from the control plane or the config, records to the ledger. */
+#ifndef IM_AGENT_METER_H
+#define IM_AGENT_METER_H
+
+#include "agent/config.h"
+#include "ledger/writer.h"
+#include "route/record.h"
+#include "route/router.h"
+
+/* Everything borrowed; writer may be NULL (metering off: costs are still reported, nothing is recorded). */
+struct meter {
+  const struct agent_config *cfg;
+  struct router *router;
+  struct ledger_writer *writer;
+};
+
+/* meter_bind makes m the router's meter (router->meter). m must outlive the router's use of it; set
+ * m->writer = NULL before the writer is closed. */
+void meter_bind(struct meter *m);
+
+/* meter_price finds model's price: the control plane's, else the config's (prices:). false when none. */
+bool meter_price(const struct meter *m, const char *model, struct ledger_price *out);
+
+/* meter_to_ledger fills a ledger record from rec as this node keeps it (ingress = this node; the provider of
+ * a local target is this node's provider, of a remote one that node's name until providers travel in
+ * membership). */
+void meter_to_ledger(const struct meter *m, const struct request_record *rec, int64_t now_ms,
+                     struct ledger_record *out);
+
+#endif

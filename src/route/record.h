@@ -1,0 +1,42 @@
+/* The request record: what one request did, filled once when it ends, and the meter the router hands it to
+ * (the agent's ledger; next, traces). The router knows nothing of prices or storage: the meter does. */
+#ifndef IM_ROUTE_RECORD_H
+#define IM_ROUTE_RECORD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "route/jscan.h"
+
+/* Strings are borrowed for the duration of the call they are passed to; "" when there is none. */
+struct request_record {
+  const char *request_id, *model, *tenant;
+  const char *target;       /* the target that answered (or last tried) */
+  const char *serving_node; /* the node of that target ("" = this one) */
+  int status;               /* what the client saw (499: it left) */
+  bool stream, hedged;
+  bool reached_runtime; /* an attempt was sent to a runtime: what it consumed is owed */
+  bool forwarded;       /* another agent sent it here (signed hop): that agent keeps the record */
+  int attempts;
+  int64_t prompt_tokens, cached_tokens, completion_tokens; /* -1 unknown */
+  double ttft_ms;                                          /* < 0: no first token */
+  double duration_ms;
+  int64_t cost_nano; /* as reported to the client (router_meter.cost); 0 without a price */
+  char currency[8];  /* "" without a price */
+};
+
+/* The meter: all optional (NULL functions are skipped). Called on the loop thread. */
+struct router_meter {
+  /* cost tells what usage u of model costs: true with *nano and currency (3 letters + NUL) set when the model
+   * has a price; false otherwise. */
+  bool (*cost)(void *arg, const char *model, const struct oai_usage *u, int64_t *nano, char currency[8]);
+  /* record keeps rec. When it keeps it durably it returns true and later calls done(done_arg, status) once,
+   * on the loop (status 0: durable; < 0: it failed and the record is retried): the router holds the end of a
+   * complete answer until then, so a client never sees a complete answer that has no record. false: nothing
+   * to wait for (done is never called). */
+  bool (*record)(void *arg, const struct request_record *rec, void (*done)(void *done_arg, int status),
+                 void *done_arg);
+  void *arg;
+};
+
+#endif
