@@ -29,6 +29,9 @@ static const char *const migrations[LEDGER_SCHEMA_VERSION] = {
     "CREATE TABLE payouts(batch_id TEXT NOT NULL REFERENCES batches(batch_id), provider TEXT NOT NULL,"
     " currency TEXT NOT NULL, amount_nano INTEGER NOT NULL, records INTEGER NOT NULL,"
     " PRIMARY KEY(batch_id, provider, currency));",
+    /* 2: how far the PostgreSQL outbox got (ledger/outbox.c) */
+    "CREATE TABLE outbox(id INTEGER PRIMARY KEY CHECK (id = 1), sent_seq INTEGER NOT NULL);"
+    "INSERT INTO outbox VALUES(1, 0);",
 };
 
 static int fail(struct ledger_db *db, int rc, const char *what, char *err, size_t errlen) {
@@ -147,6 +150,66 @@ static int insert_one(struct ledger_db *db, struct ledger_record *r) {
   if (rc != SQLITE_DONE) return rc;
   r->seq = sqlite3_last_insert_rowid(db->h);
   return SQLITE_OK;
+}
+
+int ledger_db_pending(struct ledger_db *db, int max, struct ledger_record *out, int *n, int64_t *sent_seq, char *err,
+                      size_t errlen) {
+  sqlite3_stmt *st;
+  *n = 0;
+  int rc = sqlite3_prepare_v2(db->h, "SELECT sent_seq FROM outbox WHERE id = 1", -1, &st, NULL);
+  if (rc != SQLITE_OK) return fail(db, rc, "outbox position", err, errlen);
+  rc = sqlite3_step(st);
+  *sent_seq = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+  sqlite3_finalize(st);
+  if (rc != SQLITE_ROW) return fail(db, rc, "outbox position", err, errlen);
+  rc = sqlite3_prepare_v2(db->h,
+                          "SELECT seq, request_id, ts_ms, tenant, model, ingress, serving, target, provider,"
+                          " prompt_tokens, cached_tokens, completion_tokens, ttft_ms, duration_ms, status, retried,"
+                          " hedged, cost_nano, contribution_nano, currency FROM usage WHERE seq > ?1 ORDER BY seq"
+                          " LIMIT ?2",
+                          -1, &st, NULL);
+  if (rc != SQLITE_OK) return fail(db, rc, "outbox read", err, errlen);
+  sqlite3_bind_int64(st, 1, *sent_seq);
+  sqlite3_bind_int(st, 2, max);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    struct ledger_record *r = &out[(*n)++];
+    int i = 0;
+    memset(r, 0, sizeof *r);
+    r->seq = sqlite3_column_int64(st, i++);
+    str_copy(r->request_id, sizeof r->request_id, (const char *)sqlite3_column_text(st, i++));
+    r->ts_ms = sqlite3_column_int64(st, i++);
+    str_copy(r->tenant, sizeof r->tenant, (const char *)sqlite3_column_text(st, i++));
+    str_copy(r->model, sizeof r->model, (const char *)sqlite3_column_text(st, i++));
+    str_copy(r->ingress, sizeof r->ingress, (const char *)sqlite3_column_text(st, i++));
+    str_copy(r->serving, sizeof r->serving, (const char *)sqlite3_column_text(st, i++));
+    str_copy(r->target, sizeof r->target, (const char *)sqlite3_column_text(st, i++));
+    str_copy(r->provider, sizeof r->provider, (const char *)sqlite3_column_text(st, i++));
+    r->prompt_tokens = sqlite3_column_int64(st, i++);
+    r->cached_tokens = sqlite3_column_int64(st, i++);
+    r->completion_tokens = sqlite3_column_int64(st, i++);
+    r->ttft_ms = sqlite3_column_type(st, i) == SQLITE_NULL ? -1 : sqlite3_column_double(st, i);
+    i++;
+    r->duration_ms = sqlite3_column_double(st, i++);
+    r->status = sqlite3_column_int(st, i++);
+    r->retried = sqlite3_column_int(st, i++);
+    r->hedged = sqlite3_column_int(st, i++);
+    r->cost_nano = sqlite3_column_int64(st, i++);
+    r->contribution_nano = sqlite3_column_int64(st, i++);
+    str_copy(r->currency, sizeof r->currency, (const char *)sqlite3_column_text(st, i++));
+    if (*n == max) break;
+  }
+  sqlite3_finalize(st);
+  return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : fail(db, rc, "outbox read", err, errlen);
+}
+
+int ledger_db_mark_sent(struct ledger_db *db, int64_t seq, char *err, size_t errlen) {
+  sqlite3_stmt *st;
+  int rc = sqlite3_prepare_v2(db->h, "UPDATE outbox SET sent_seq = ?1 WHERE id = 1 AND sent_seq < ?1", -1, &st, NULL);
+  if (rc != SQLITE_OK) return fail(db, rc, "outbox update", err, errlen);
+  sqlite3_bind_int64(st, 1, seq);
+  rc = sqlite3_step(st);
+  sqlite3_finalize(st);
+  return rc == SQLITE_DONE ? 0 : fail(db, rc, "outbox update", err, errlen);
 }
 
 int ledger_db_insert(struct ledger_db *db, struct ledger_record *recs, int n, char *err, size_t errlen) {

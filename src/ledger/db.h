@@ -12,7 +12,7 @@
 #include "ledger/record.h"
 
 #define LEDGER_DB_FILE "ledger.db"
-#define LEDGER_SCHEMA_VERSION 1
+#define LEDGER_SCHEMA_VERSION 2
 
 struct ledger_db;
 
@@ -26,6 +26,14 @@ void ledger_db_close(struct ledger_db *db);
 /* ledger_db_insert stores recs[0..n) in one transaction and sets each one's seq. 0, or a negative code with
  * err set (then none is stored). */
 int ledger_db_insert(struct ledger_db *db, struct ledger_record *recs, int n, char *err, size_t errlen);
+
+/* ledger_db_pending reads, in seq order, up to max records not yet forwarded to PostgreSQL into out[0..*n) and
+ * the outbox's position into *sent_seq. 0 or a negative code with err set. */
+int ledger_db_pending(struct ledger_db *db, int max, struct ledger_record *out, int *n, int64_t *sent_seq, char *err,
+                      size_t errlen);
+
+/* ledger_db_mark_sent records that every record up to seq reached PostgreSQL (the position only moves on). */
+int ledger_db_mark_sent(struct ledger_db *db, int64_t seq, char *err, size_t errlen);
 
 /* What a usage query selects and how it groups. Strings are borrowed; NULL or "" = any. */
 enum ledger_by {

@@ -29,6 +29,13 @@ function checkUsage(usage, what) {
     `${what}: usage.total_tokens = prompt + completion`, usage);
 }
 
+// With EXPECT_COST=1 the agent has a price for the model: usage.cost (OpenRouter's convention) must be there.
+const expectCost = process.env.EXPECT_COST === '1';
+function checkCost(usage, what) {
+  if (expectCost) check(typeof usage.cost === 'number' && usage.cost > 0, `${what}: usage.cost > 0`, usage);
+  else check(usage.cost === undefined, `${what}: no usage.cost without a price`, usage);
+}
+
 const checks = [];
 const test = (name, fn) => checks.push({ name, fn });
 
@@ -61,6 +68,7 @@ test('chat.completions.create', async () => {
   check(typeof msg.content === 'string' && msg.content.length > 0, 'chat: content non-empty', msg);
   check(typeof r.choices[0].finish_reason === 'string', 'chat: finish_reason present', r.choices[0]);
   checkUsage(r.usage, 'chat');
+  checkCost(r.usage, 'chat');
   check(r.usage.completion_tokens <= 16, 'chat: max_tokens honoured', r.usage);
   // The raw response carries infermesh's routing headers.
   const { response } = await client.chat.completions
@@ -69,6 +77,10 @@ test('chat.completions.create', async () => {
   check(response.status === 200, 'chat withResponse: status 200', response.status);
   check(!!response.headers.get('x-request-id'), 'chat: x-request-id header');
   check(!!response.headers.get('x-infermesh-target'), 'chat: x-infermesh-target header');
+  if (expectCost) {
+    const cost = Number(response.headers.get('x-infermesh-cost'));
+    check(cost > 0, 'chat: x-infermesh-cost header', response.headers.get('x-infermesh-cost'));
+  }
 });
 
 async function streamChat(extra) {
@@ -110,6 +122,7 @@ test('chat.completions.create stream include_usage', async () => {
   check(last && last.usage, 'stream+usage: the final chunk carries usage', last);
   check(Array.isArray(last.choices) && last.choices.length === 0, 'stream+usage: usage chunk has no choices', last);
   checkUsage(last.usage, 'stream+usage');
+  checkCost(last.usage, 'stream+usage');
   check(last.usage.completion_tokens <= 12, 'stream+usage: max_tokens honoured', last.usage);
 });
 
@@ -120,6 +133,7 @@ test('completions.create', async () => {
   check(typeof r.choices[0].text === 'string' && r.choices[0].text.length > 0, 'completions: text non-empty',
     r.choices[0]);
   checkUsage(r.usage, 'completions');
+  checkCost(r.usage, 'completions');
 });
 
 test('completions.create stream', async () => {
