@@ -83,6 +83,8 @@ static void handle(struct http_req *req, void *arg) {
                "one included): inference, control-plane reads waiting for an index, event streams.\n"
                "# TYPE infermesh_http_active_requests gauge\ninfermesh_http_active_requests %d\n",
                a->server.nactive);
+    http_server_metrics(&a->server, &b);
+    events_metrics(&b);
     status_targets_metrics(&b, &a->store, &a->router.score, now);
     if (a->mesh) mesh_metrics(a->mesh, &b);
     http_resp_send(req, 200, "text/plain; version=0.0.4", b.base, b.len, NULL, 0);
@@ -289,6 +291,9 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   uv_loop_init(a->loop);
   a->start_ns = clock_mono_ns();
   signal(SIGPIPE, SIG_IGN);
+  /* DESIGN §10: every connection is a descriptor; the soft limit (often 1024) is raised to the hard one, and
+   * the listener keeps limits.fd_reserve of them free to answer 503 and log. */
+  uint64_t nofile = http_raise_nofile();
   store_init(&a->store);
   a->pools = xcalloc(STORE_MAX_TARGETS, sizeof *a->pools); /* remote targets get theirs as they appear */
   int ids[CONFIG_MAX_RUNTIMES];
@@ -376,6 +381,7 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   a->gpu.updated_cb = gpus_updated_cb;
   a->gpu.updated_arg = a;
   events_start(a->loop);
+  events_limits(cfg->events_max_streams, cfg->events_max_per_client);
   uv_signal_init(a->loop, &a->sigterm);
   uv_signal_init(a->loop, &a->sigint);
   uv_signal_init(a->loop, &a->sighup);
@@ -388,8 +394,8 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   uv_prepare_init(a->loop, &a->log_flusher);
   uv_prepare_start(&a->log_flusher, log_flush_cb);
   log_buffer_lines(true);
-  log_info("agent listening", "node=%s listen=%s targets=%d tenants=%d version=%s", cfg->node_name, a->listen,
-           a->store.ntargets, cfg->ntenants, INFERMESH_VERSION);
+  log_info("agent listening", "node=%s listen=%s targets=%d tenants=%d max_fds=%llu version=%s", cfg->node_name,
+           a->listen, a->store.ntargets, cfg->ntenants, (unsigned long long)nofile, INFERMESH_VERSION);
   if (ready_cb) ready_cb(arg, http_server_port(&a->server));
   uv_run(a->loop, UV_RUN_DEFAULT);
   log_buffer_lines(false); /* flushes */

@@ -4,8 +4,12 @@
 #include <assert.h>
 #include <http_parser.h>
 #include <stdio.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 
 #include "core/alloc.h"
 #include "core/clock.h"
@@ -14,6 +18,12 @@
 #define READ_CHUNK (16 * 1024)
 /* Bytes a client may pipeline while a request is being handled before we stop reading. */
 #define PIPELINE_MAX (1024 * 1024)
+/* After a request, connection buffers holding more than this go back to the allocator. */
+#define KEEP_IDLE (64 * 1024)
+/* A client that half-closed while its request runs is checked this often for having gone away. */
+#define EOF_PROBE_MS 200
+/* At most one "near the descriptor limit" log line per this many ms. */
+#define FD_LOG_EVERY_MS 10000
 
 struct hoff {
   size_t no, nl, vo, vl;
@@ -49,7 +59,10 @@ struct http_conn {
   bool closing;  /* uv_close issued */
   bool shutting; /* uv_shutdown issued: flush writes, then close */
   bool write_failed;
-  bool closed;   /* close callbacks done (socket and timer) */
+  bool closed;     /* close callbacks done (socket and timer) */
+  bool peer_eof;   /* the client half-closed: answer what it sent, then close */
+  bool probed;     /* the 100 Continue probe for a client gone after EOF was sent */
+  size_t reserved; /* bytes of this request's body counted in srv->buffered_bodies */
   int handles_open;
   bool reading;
   struct buf head; /* response head, held back to go out with the first body bytes */
@@ -76,6 +89,8 @@ void http_limits_default(struct http_limits *l) {
   l->header_timeout_ms = 10000;
   l->body_timeout_ms = 30000;
   l->idle_timeout_ms = 60000;
+  l->max_buffered_bodies = 64 * 1024 * 1024;
+  l->fd_reserve = 64;
 }
 
 void http_server_init(struct http_server *s, uv_loop_t *loop, const struct http_limits *lim, http_handler_cb handler,
@@ -132,9 +147,17 @@ static void server_finish(struct http_server *s) {
   }
 }
 
+/* Give back what this connection's body holds of the global budget. */
+static void budget_release(struct http_conn *c) {
+  assert(c->srv->buffered_bodies >= c->reserved);
+  c->srv->buffered_bodies -= c->reserved;
+  c->reserved = 0;
+}
+
 static void conn_free_if_done(struct http_conn *c) {
   if (!c->closed || c->req_active) return;
   struct http_server *s = c->srv;
+  budget_release(c);
   if (c->prev)
     c->prev->next = c->next;
   else
@@ -203,6 +226,7 @@ static void conn_arm_timer(struct http_conn *c, uint32_t ms) {
   if (ms == 0) {
     c->deadline = 0;
     return;
+
   }
   c->deadline = uv_now(c->srv->loop) + ms;
   if (uv_is_active((uv_handle_t *)&c->timer) && uv_timer_get_due_in(&c->timer) <= ms) return;
@@ -225,7 +249,6 @@ static void write_cb(uv_write_t *w, int status) {
     if (c->req_active && !c->req.resp_ended && c->req.drain_cb) c->req.drain_cb(&c->req);
   }
 }
-
 
 /* Stop writing after a failed write; the close happens on the next loop turn so that abort_cb never runs
  * re-entrantly inside the caller's own callbacks. */
@@ -297,13 +320,14 @@ static void conn_write(struct http_conn *c, const void *a, size_t alen, const vo
   conn_writev(c, parts, 3);
 }
 
-/* Answer an error the server itself detected (parse errors, limits, timeouts) and close. */
+/* Answer an error the server itself detected (parse errors, limits, timeouts, overload) and close. */
 static void conn_fail(struct http_conn *c, int status, const char *msg) {
   struct buf body = {0}, head = {0};
-  http_error_json(&body, msg, "invalid_request_error", NULL);
+  http_error_json(&body, msg, status >= 500 ? "server_error" : "invalid_request_error", NULL);
   buf_printf(&head,
-             "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-             status, http_status_text(status), body.len);
+             "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n%sConnection: "
+             "close\r\n\r\n",
+             status, http_status_text(status), body.len, status == 503 ? "Retry-After: 1\r\n" : "");
   conn_write(c, head.base, head.len, body.base, body.len, NULL, 0);
   buf_free(&body);
   buf_free(&head);
@@ -391,14 +415,19 @@ void http_resp_end(struct http_req *req) {
   }
   c->req_active = false;
   s->nactive--;
-  /* Release the message: drop its bytes, then take in what was pipelined meanwhile. */
+  /* Release the message: drop its bytes, then take in what was pipelined meanwhile. Large buffers go back to
+   * the allocator, so an idle keep-alive connection holds little whatever its last request was. */
   buf_consume(&c->in, c->parsed);
   c->parsed = 0;
   if (c->pending.len) {
     buf_append(&c->in, c->pending.base, c->pending.len);
     buf_reset(&c->pending);
   }
+  buf_shrink(&c->in, KEEP_IDLE);
+  buf_shrink(&c->pending, 0);
   buf_reset(&c->body);
+  buf_shrink(&c->body, KEEP_IDLE);
+  budget_release(c);
   if (c->closing || c->shutting || req->aborted) {
     conn_free_if_done(c);
     return;
@@ -463,9 +492,23 @@ static int on_url(http_parser *p, const char *at, size_t len) {
   return 0;
 }
 
+static int bad_request(struct http_conn *c, const char *msg) {
+  c->fail_status = 400;
+  c->fail_msg = msg;
+  return -1;
+}
+
+/* RFC 9110 token characters: a field name is one token, nothing else (no space before the colon). */
+static bool is_tchar(unsigned char ch) {
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+         (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
 static int on_header_field(http_parser *p, const char *at, size_t len) {
   struct http_conn *c = p->data;
   if (limit_headers(c, len)) return -1;
+  for (size_t i = 0; i < len; i++)
+    if (!is_tchar((unsigned char)at[i])) return bad_request(c, "invalid character in a header name");
   if (c->in_value || c->nhdr == 0) {
     if (c->nhdr >= c->srv->limits.max_headers) {
       c->fail_status = 431;
@@ -483,6 +526,14 @@ static int on_header_field(http_parser *p, const char *at, size_t len) {
 static int on_header_value(http_parser *p, const char *at, size_t len) {
   struct http_conn *c = p->data;
   if (limit_headers(c, len)) return -1;
+  /* obs-fold (a line that starts with SP/HT continues the previous value) is what a proxy in front may read
+   * differently: RFC 9112 §5.2 lets a server reject it, and we do. http_parser reports the continuation as a
+   * value whose bytes follow a line break (past the leading whitespace). */
+  const char *q = at;
+  while (q > c->in.base && (q[-1] == ' ' || q[-1] == '\t'))
+    q--;
+  if (q > c->in.base && q[-1] == '\n')
+    return bad_request(c, "obsolete line folding in a header is not accepted");
   struct hoff *h = &c->hdr[c->nhdr - 1];
   if (!c->in_value) {
     h->vo = (size_t)(at - c->in.base);
@@ -493,14 +544,35 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
   return 0;
 }
 
+/* Count `more` body bytes against the global budget once the body is large; false when it does not fit. */
+static bool budget_take(struct http_conn *c, size_t total) {
+  struct http_server *s = c->srv;
+  if (total <= HTTP_SMALL_BODY || total <= c->reserved) return true;
+  size_t more = total - c->reserved;
+  if (s->limits.max_buffered_bodies && s->buffered_bodies + more > s->limits.max_buffered_bodies) {
+    s->refused_budget++;
+    c->fail_status = 503;
+    c->fail_msg = "the server is receiving too many large request bodies at once; retry shortly";
+    return false;
+  }
+  s->buffered_bodies += more;
+  c->reserved = total;
+  return true;
+}
+
 static int on_headers_complete(http_parser *p) {
   struct http_conn *c = p->data;
   c->headers_done = true;
+  /* HTTP/1.0 and 1.1 only: "HTTP/9.9", and a request line without a version (HTTP/0.9), are not requests
+   * we can frame the way a proxy in front would. */
+  if (p->http_major != 1 || p->http_minor > 1)
+    return bad_request(c, "unsupported HTTP version: use HTTP/1.1");
   if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->srv->limits.max_body) {
     c->fail_status = 413;
     c->fail_msg = "request body is too large";
     return -1;
   }
+  if ((p->flags & F_CONTENTLENGTH) && !budget_take(c, (size_t)p->content_length)) return -1;
   conn_arm_timer(c, c->srv->limits.body_timeout_ms);
   /* curl and others wait for 100 Continue before sending large bodies. */
   for (int i = 0; i < c->nhdr; i++) {
@@ -520,6 +592,7 @@ static int on_body(http_parser *p, const char *at, size_t len) {
     c->fail_msg = "request body is too large";
     return -1;
   }
+  if (!budget_take(c, c->body_len + len)) return -1; /* chunked bodies grow into the budget */
   if (c->body_copied) {
     buf_append(&c->body, at, len);
   } else if (c->body_len == 0) {
@@ -602,8 +675,41 @@ static void conn_process(struct http_conn *c) {
     if (n < avail) break; /* e.g. upgrade: not supported, stop */
   }
   c->in_dispatch = false;
+  if (c->closing || c->shutting || c->req_active) return;
+  /* The client half-closed and everything it sent is answered (or cannot complete): close. */
+  if (c->peer_eof) {
+    conn_close_after_writes(c);
+    return;
+  }
   /* Resume reading if we had paused for a full pipeline. */
-  if (!c->closing && !c->shutting && !c->reading && !c->req_active) conn_read_start(c);
+  if (!c->reading) conn_read_start(c);
+}
+
+/* peer_gone tells whether the kernel saw the client reset the connection (after our probe or a write). */
+static bool peer_gone(struct http_conn *c) {
+  uv_os_fd_t fd;
+  struct tcp_info ti;
+  socklen_t len = sizeof ti;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) return true;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) return true;
+  return ti.tcpi_state == TCP_CLOSE;
+}
+
+/* A client's EOF while its request runs is a half-close (answer it) or a full close (abort it): the wire
+ * is the same. An HTTP/1.1 client must accept an interim 100 Continue, which a closed socket answers with a
+ * reset; watch for that every EOF_PROBE_MS until the response ends. */
+static void eof_probe(struct http_conn *c) {
+  if (!c->req_active || c->req.resp_ended || c->closing || c->shutting) return;
+  if (peer_gone(c)) {
+    conn_close(c);
+    return;
+  }
+  if (!c->probed && !c->req.resp_started && c->parser.http_major == 1 && c->parser.http_minor == 1) {
+    c->probed = true;
+    conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25, NULL, 0, NULL, 0);
+    conn_flush(c);
+  }
+  uv_timer_start(&c->timer, timer_cb, EOF_PROBE_MS, 0);
 }
 
 static void timer_cb(uv_timer_t *t) {
@@ -612,14 +718,20 @@ static void timer_cb(uv_timer_t *t) {
     conn_close(c);
     return;
   }
-  if (c->deadline == 0) return; /* disarmed since it was started */
+  if (c->deadline == 0) { /* disarmed since it was started */
+    if (c->peer_eof) eof_probe(c);
+    return;
+  }
   uint64_t now = uv_now(c->srv->loop);
   if (now < c->deadline) { /* pushed back since it was started */
     uv_timer_start(&c->timer, timer_cb, c->deadline - now, 0);
     return;
   }
   c->deadline = 0;
-  if (c->req_active) return;
+  if (c->req_active) {
+    if (c->peer_eof) eof_probe(c);
+    return;
+  }
   if (c->in_message) {
     conn_fail(c, 408, c->headers_done ? "timed out reading the request body" : "timed out reading the request headers");
   } else {
@@ -636,8 +748,19 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
 
 static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *ub) {
   struct http_conn *c = st->data;
+  if (nread == UV_EOF) {
+    /* A half-close ends what the client sends, not what it reads: answer the requests it completed. */
+    c->peer_eof = true;
+    uv_read_stop(st);
+    c->reading = false;
+    if (c->req_active)
+      eof_probe(c);
+    else
+      conn_process(c);
+    return;
+  }
   if (nread < 0) {
-    /* EOF or error: a client that goes away aborts its request. */
+    /* An error: the client is gone, which aborts its request. */
     conn_close(c);
     return;
   }
@@ -661,6 +784,30 @@ static void conn_read_start(struct http_conn *c) {
   if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0) c->reading = true;
 }
 
+/* Descriptors are allocated lowest-first, so an accepted descriptor numbered at or past limit - reserve means
+ * fewer than `reserve` are left: answer 503 (the request is not read), log at most once per FD_LOG_EVERY_MS,
+ * and close. Returns true when c was refused. */
+static bool near_fd_limit(struct http_conn *c) {
+  struct http_server *s = c->srv;
+  uv_os_fd_t fd;
+  uint64_t reserve = s->limits.fd_reserve > 0 ? (uint64_t)s->limits.fd_reserve : 0;
+  if (s->fd_limit == 0 || uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) return false;
+  if (reserve > s->fd_limit / 4) reserve = s->fd_limit / 4;
+  if ((uint64_t)fd + reserve < s->fd_limit) return false;
+  s->refused_fds++;
+  uint64_t now = uv_now(s->loop);
+  if (s->fd_warned_ms == 0 || now - s->fd_warned_ms >= FD_LOG_EVERY_MS) {
+    s->fd_warned_ms = now;
+    log_warn("open descriptors near the limit: new connections get 503",
+             "fd=%d limit=%llu reserve=%llu conns=%d refused=%llu", (int)fd, (unsigned long long)s->fd_limit,
+             (unsigned long long)reserve, s->nconns, (unsigned long long)s->refused_fds);
+  }
+  http_parser_init(&c->parser, HTTP_REQUEST);
+  c->parser.data = c;
+  conn_fail(c, 503, "the server has too many open connections; retry shortly");
+  return true;
+}
+
 static void accept_cb(uv_stream_t *ls, int status) {
   struct http_server *s = ls->data;
   if (status < 0) {
@@ -682,10 +829,22 @@ static void accept_cb(uv_stream_t *ls, int status) {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
+  if (near_fd_limit(c)) return;
   http_parser_init(&c->parser, HTTP_REQUEST);
   c->parser.data = c;
   conn_arm_timer(c, s->limits.idle_timeout_ms);
   conn_read_start(c);
+}
+
+void http_req_peer(const struct http_req *req, char *out, size_t len) {
+  struct sockaddr_storage ss;
+  int sl = sizeof ss;
+  if (len) out[0] = '\0';
+  if (!len || uv_tcp_getpeername(&req->conn->tcp, (struct sockaddr *)&ss, &sl) != 0) return;
+  if (ss.ss_family == AF_INET6)
+    uv_ip6_name((struct sockaddr_in6 *)&ss, out, len);
+  else
+    uv_ip4_name((struct sockaddr_in *)&ss, out, len);
 }
 
 int http_server_listen(struct http_server *s, const char *host, int port) {
@@ -714,6 +873,9 @@ int http_server_listen(struct http_server *s, const char *host, int port) {
     return r;
   }
   s->listening = true;
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+    s->fd_limit = rl.rlim_cur == RLIM_INFINITY ? 0 : (uint64_t)rl.rlim_cur;
   uv_prepare_init(s->loop, &s->prepare);
   uv_check_init(s->loop, &s->check);
   s->prepare.data = s->check.data = s;
