@@ -271,5 +271,6 @@ bool events_handle(struct http_req *req) {
   ev.nsubs++;
   req->data = s;
   req->abort_cb = abort_cb;
+  req->eof_aborts = true; /* a client that closes frees its slot under the caps at once */
   return true;
 }

@@ -20,7 +20,9 @@
 #define PIPELINE_MAX (1024 * 1024)
 /* After a request, connection buffers holding more than this go back to the allocator. */
 #define KEEP_IDLE (64 * 1024)
-/* A client that half-closed while its request runs is checked this often for having gone away. */
+/* A client that half-closed while its request runs is probed after EOF_PROBE_DELAY_MS (most responses are
+ * out by then and need no probe), then checked every EOF_PROBE_MS for having gone away. */
+#define EOF_PROBE_DELAY_MS 1000
 #define EOF_PROBE_MS 200
 /* At most one "near the descriptor limit" log line per this many ms. */
 #define FD_LOG_EVERY_MS 10000
@@ -697,7 +699,8 @@ static bool peer_gone(struct http_conn *c) {
 
 /* A client's EOF while its request runs is a half-close (answer it) or a full close (abort it): the wire
  * is the same. An HTTP/1.1 client must accept an interim 100 Continue, which a closed socket answers with a
- * reset; watch for that every EOF_PROBE_MS until the response ends. */
+ * reset; once the response is EOF_PROBE_DELAY_MS late, send one and watch for the reset every EOF_PROBE_MS
+ * until the response ends. (A response already under way draws the reset with its own bytes.) */
 static void eof_probe(struct http_conn *c) {
   if (!c->req_active || c->req.resp_ended || c->closing || c->shutting) return;
   if (peer_gone(c)) {
@@ -753,8 +756,10 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *ub) {
     c->peer_eof = true;
     uv_read_stop(st);
     c->reading = false;
-    if (c->req_active)
-      eof_probe(c);
+    if (c->req_active && c->req.eof_aborts)
+      conn_close(c);
+    else if (c->req_active)
+      uv_timer_start(&c->timer, timer_cb, EOF_PROBE_DELAY_MS, 0); /* then eof_probe */
     else
       conn_process(c);
     return;

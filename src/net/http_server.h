@@ -55,6 +55,10 @@ struct http_req {
   /* drain_cb, if set, is called when bytes queued for the client fall below the low watermark after
    * having been above the high one (see http_resp_queued): resume producing. */
   void (*drain_cb)(struct http_req *req);
+  /* The client's EOF (half-close) normally leaves the request to be answered; a handler whose response never
+   * ends by itself (an event stream) sets eof_aborts so that the EOF aborts it at once instead of at the
+   * next write. */
+  bool eof_aborts;
   /* private */
   struct http_conn *conn;
   bool resp_started, resp_chunked, resp_ended, aborted;
