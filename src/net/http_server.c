@@ -20,9 +20,9 @@
 #define PIPELINE_MAX (1024 * 1024)
 /* After a request, connection buffers holding more than this go back to the allocator. */
 #define KEEP_IDLE (64 * 1024)
-/* A client that half-closed while its request runs is probed after EOF_PROBE_DELAY_MS (most responses are
- * out by then and need no probe), then checked every EOF_PROBE_MS for having gone away. */
-#define EOF_PROBE_DELAY_MS 1000
+/* A client that half-closed while its request runs is probed at once, checked for the reset after
+ * EOF_PROBE_FIRST_MS (a loopback or LAN round trip), then every EOF_PROBE_MS. */
+#define EOF_PROBE_FIRST_MS 10
 #define EOF_PROBE_MS 200
 /* At most one "near the descriptor limit" log line per this many ms. */
 #define FD_LOG_EVERY_MS 10000
@@ -697,22 +697,24 @@ static bool peer_gone(struct http_conn *c) {
   return ti.tcpi_state == TCP_CLOSE;
 }
 
-/* A client's EOF while its request runs is a half-close (answer it) or a full close (abort it): the wire
- * is the same. An HTTP/1.1 client must accept an interim 100 Continue, which a closed socket answers with a
- * reset; once the response is EOF_PROBE_DELAY_MS late, send one and watch for the reset every EOF_PROBE_MS
- * until the response ends. (A response already under way draws the reset with its own bytes.) */
+/* A client's EOF while its request runs is a half-close (answer it) or a full close (abort it, and the
+ * upstream with it, at once): the wire is the same. An HTTP/1.1 client must accept an interim 100 Continue,
+ * which a closed socket answers with a reset: send one and watch for the reset until the response ends.
+ * (A response already under way draws the reset with its own bytes; HTTP/1.0 clients get no 1xx.) */
 static void eof_probe(struct http_conn *c) {
   if (!c->req_active || c->req.resp_ended || c->closing || c->shutting) return;
   if (peer_gone(c)) {
     conn_close(c);
     return;
   }
+  uint64_t next = EOF_PROBE_MS;
   if (!c->probed && !c->req.resp_started && c->parser.http_major == 1 && c->parser.http_minor == 1) {
     c->probed = true;
+    next = EOF_PROBE_FIRST_MS;
     conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25, NULL, 0, NULL, 0);
     conn_flush(c);
   }
-  uv_timer_start(&c->timer, timer_cb, EOF_PROBE_MS, 0);
+  uv_timer_start(&c->timer, timer_cb, next, 0);
 }
 
 static void timer_cb(uv_timer_t *t) {
@@ -759,7 +761,7 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *ub) {
     if (c->req_active && c->req.eof_aborts)
       conn_close(c);
     else if (c->req_active)
-      uv_timer_start(&c->timer, timer_cb, EOF_PROBE_DELAY_MS, 0); /* then eof_probe */
+      eof_probe(c);
     else
       conn_process(c);
     return;
