@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <http_parser.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -294,6 +295,10 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   /* DESIGN §10: every connection is a descriptor; the soft limit (often 1024) is raised to the hard one, and
    * the listener keeps limits.fd_reserve of them free to answer 503 and log. */
   uint64_t nofile = http_raise_nofile();
+  /* Request bodies come and go in buffers of up to limits.max_body: keep them in mmap'd chunks given back to
+   * the kernel on free. glibc would otherwise raise its mmap threshold after the first such free and serve the
+   * next ones from the heap, where up to twice that much stays resident after the requests end. */
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   store_init(&a->store);
   a->pools = xcalloc(STORE_MAX_TARGETS, sizeof *a->pools); /* remote targets get theirs as they appear */
   int ids[CONFIG_MAX_RUNTIMES];
