@@ -296,8 +296,8 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
    * the listener keeps limits.fd_reserve of them free to answer 503 and log. */
   uint64_t nofile = http_raise_nofile();
   /* Request bodies come and go in buffers of up to limits.max_body: keep them in mmap'd chunks given back to
-   * the kernel on free. glibc would otherwise raise its mmap threshold after the first such free and serve the
-   * next ones from the heap, where up to twice that much stays resident after the requests end. */
+   * the kernel on free. glibc would otherwise raise its mmap threshold after the first such free and serve
+   * the next ones from the heap, where up to twice that much stays resident after the requests end. */
   mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   store_init(&a->store);
   a->pools = xcalloc(STORE_MAX_TARGETS, sizeof *a->pools); /* remote targets get theirs as they appear */
@@ -399,8 +399,9 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   uv_prepare_init(a->loop, &a->log_flusher);
   uv_prepare_start(&a->log_flusher, log_flush_cb);
   log_buffer_lines(true);
-  log_info("agent listening", "node=%s listen=%s targets=%d tenants=%d max_fds=%llu version=%s", cfg->node_name,
-           a->listen, a->store.ntargets, cfg->ntenants, (unsigned long long)nofile, INFERMESH_VERSION);
+  log_info("agent listening", "node=%s listen=%s targets=%d tenants=%d max_fds=%llu version=%s",
+           cfg->node_name, a->listen, a->store.ntargets, cfg->ntenants, (unsigned long long)nofile,
+           INFERMESH_VERSION);
   if (ready_cb) ready_cb(arg, http_server_port(&a->server));
   uv_run(a->loop, UV_RUN_DEFAULT);
   log_buffer_lines(false); /* flushes */

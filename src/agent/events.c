@@ -272,5 +272,7 @@ bool events_handle(struct http_req *req) {
   req->data = s;
   req->abort_cb = abort_cb;
   req->eof_aborts = true; /* a client that closes frees its slot under the caps at once */
+  /* One that vanishes (no FIN, no reset) stops acknowledging the keepalives: reap it after two of them. */
+  http_req_dead_peer_timeout(req, 2 * EVENTS_KEEPALIVE_MS);
   return true;
 }

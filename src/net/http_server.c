@@ -2,6 +2,7 @@
 #include "net/http_server.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <http_parser.h>
 #include <stdio.h>
 #include <netinet/in.h>
@@ -841,6 +842,17 @@ static void accept_cb(uv_stream_t *ls, int status) {
   c->parser.data = c;
   conn_arm_timer(c, s->limits.idle_timeout_ms);
   conn_read_start(c);
+}
+
+int http_req_dead_peer_timeout(struct http_req *req, unsigned ms) {
+  struct http_conn *c = req->conn;
+  uv_os_fd_t fd;
+  if (req->aborted || c->closing || uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) return UV_EBADF;
+  int r = uv_tcp_keepalive(&c->tcp, 1, ms >= 3000 ? ms / 3000 : 1);
+  if (r != 0) return r;
+  unsigned int to = ms;
+  if (setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &to, sizeof to) != 0) return -errno;
+  return 0;
 }
 
 void http_req_peer(const struct http_req *req, char *out, size_t len) {

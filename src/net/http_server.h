@@ -116,6 +116,11 @@ void http_server_metrics(struct http_server *s, struct buf *out);
  * returns the soft limit now in force (0 if it cannot be read). Call once at start, before listening. */
 uint64_t http_raise_nofile(void);
 
+/* http_req_dead_peer_timeout makes the kernel fail req's connection (which aborts req) when what was sent
+ * stays unacknowledged for ms, or the idle peer stops answering TCP keepalive probes: for long-lived
+ * responses to a client that may vanish without a FIN or a reset. Returns 0 or a negative errno. */
+int http_req_dead_peer_timeout(struct http_req *req, unsigned ms);
+
 /* http_req_peer writes the client's IP address (no port) into out (NUL-terminated); "" when unknown. */
 void http_req_peer(const struct http_req *req, char *out, size_t len);
 

@@ -87,6 +87,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     later = NULL;
     http_resp_send(r, 200, "text/plain", "later", 5, NULL, 0);
   }
-  for (int i = 0; i < 10; i++) uv_run(&loop, UV_RUN_NOWAIT);
+  for (int i = 0; i < 10; i++)
+    uv_run(&loop, UV_RUN_NOWAIT);
   return 0;
 }

@@ -70,6 +70,12 @@ static void handler(struct http_req *req, void *arg) {
     req->abort_cb = hold_abort_cb;
     return;
   }
+  if (slice_eqz(req->path, "/reap")) {
+    char rc[16];
+    int n = snprintf(rc, sizeof rc, "reap=%d", http_req_dead_peer_timeout(req, 3000));
+    http_resp_send(req, 200, "text/plain", rc, (size_t)n, NULL, 0);
+    return;
+  }
   if (slice_eqz(req->path, "/stream")) {
     http_resp_start(req, 200, NULL, 0, -1);
     http_resp_write(req, "one,", 4);
@@ -398,7 +404,8 @@ static void test_close_while_waiting_aborts(void **state) {
   usleep(50000);
   setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   close(fd);
-  for (int i = 0; i < 300 && atomic_load(&aborts) == before; i++) usleep(10000);
+  for (int i = 0; i < 300 && atomic_load(&aborts) == before; i++)
+    usleep(10000);
   assert_int_equal(atomic_load(&aborts), before + 1);
 }
 
@@ -485,7 +492,7 @@ static void test_fd_reserve_503(void **state) {
   int fd = dial_port(big_port);
   char buf[4096];
   bool eof;
-  send_all(fd, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n", 29);
+  send_all(fd, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n", strlen("GET /x HTTP/1.1\r\nHost: x\r\n\r\n"));
   read_until(fd, buf, sizeof buf, "never", 1, &eof);
   big.fd_limit = saved;
   assert_true(eof);
@@ -500,6 +507,18 @@ static void test_fd_reserve_503(void **state) {
   assert_non_null(strstr(m.base, "process_open_fds "));
   assert_non_null(strstr(m.base, "process_max_fds "));
   buf_free(&m);
+}
+
+/* A long-lived response can ask the kernel to reap a peer that vanished (TCP_USER_TIMEOUT + keepalive). */
+static void test_dead_peer_timeout(void **state) {
+  int fd = dial();
+  char buf[4096];
+  bool eof;
+  const char *req = "GET /reap HTTP/1.1\r\nHost: x\r\n\r\n";
+  send_all(fd, req, strlen(req));
+  read_until(fd, buf, sizeof buf, "reap=", 1, &eof);
+  assert_non_null(strstr(buf, "reap=0"));
+  close(fd);
 }
 
 int main(void) {
@@ -527,6 +546,7 @@ int main(void) {
       cmocka_unit_test(test_close_while_waiting_aborts),
       cmocka_unit_test(test_body_budget_503),
       cmocka_unit_test(test_fd_reserve_503),
+      cmocka_unit_test(test_dead_peer_timeout),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
