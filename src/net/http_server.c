@@ -15,6 +15,7 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "net/http_server_int.h"
 
 #define READ_CHUNK (16 * 1024)
 /* Bytes a client may pipeline while a request is being handled before we stop reading. */
@@ -28,62 +29,12 @@
 /* At most one "near the descriptor limit" log line per this many ms. */
 #define FD_LOG_EVERY_MS 10000
 
-struct hoff {
-  size_t no, nl, vo, vl;
-};
-
-/* One connection. Request slices point into `in`, which is never reallocated while a request is active:
- * bytes that arrive meanwhile go to `pending` and are appended after the response ends. */
-struct http_conn {
-  uv_tcp_t tcp;
-  uv_timer_t timer;
-  uint64_t deadline; /* loop time (ms) the armed timeout expires at; 0 = none (the timer may still run) */
-  struct http_server *srv;
-  struct http_conn *next, *prev;
-  http_parser parser;
-  struct buf in;      /* received bytes not yet released */
-  size_t parsed;      /* bytes of `in` consumed by the parser */
-  struct buf pending; /* bytes that arrived while a request was active */
-  /* the message being parsed, as offsets into `in` (it may move between reads) */
-  size_t url_off, url_len;
-  struct hoff hdr[HTTP_MAX_HEADERS];
-  int nhdr;
-  bool in_value;
-  size_t header_bytes;
-  size_t body_off, body_len;
-  bool body_copied;
-  struct buf body; /* only for bodies that arrived non-contiguously (chunked) */
-  int fail_status; /* status to answer when the parser stops on a limit */
-  const char *fail_msg;
-  bool in_message, headers_done;
-  struct http_req req;
-  bool req_active;
-  bool in_dispatch;
-  bool closing;  /* uv_close issued */
-  bool shutting; /* uv_shutdown issued: flush writes, then close */
-  bool write_failed;
-  bool closed;     /* close callbacks done (socket and timer) */
-  bool peer_eof;   /* the client half-closed: answer what it sent, then close */
-  bool probed;     /* the 100 Continue probe for a client gone after EOF was sent */
-  size_t reserved; /* bytes of this request's body counted in srv->buffered_bodies */
-  int handles_open;
-  bool reading;
-  struct buf head; /* response head, held back to go out with the first body bytes */
-  struct buf out;  /* output gathered during this loop turn */
-  bool dirty;      /* on the server's dirty list */
-  struct http_conn *dirty_next, *dirty_prev;
-  size_t write_queued; /* bytes handed to uv_write and not yet written */
-  bool above_high;
-};
-
 struct write_req {
   uv_write_t w;
   struct http_conn *conn;
   size_t len;
   char data[];
 };
-
-static const http_parser_settings parser_settings;
 
 void http_limits_default(struct http_limits *l) {
   l->max_header_bytes = 16 * 1024;
@@ -150,17 +101,10 @@ static void server_finish(struct http_server *s) {
   }
 }
 
-/* Give back what this connection's body holds of the global budget. */
-static void budget_release(struct http_conn *c) {
-  assert(c->srv->buffered_bodies >= c->reserved);
-  c->srv->buffered_bodies -= c->reserved;
-  c->reserved = 0;
-}
-
 static void conn_free_if_done(struct http_conn *c) {
   if (!c->closed || c->req_active) return;
   struct http_server *s = c->srv;
-  budget_release(c);
+  http__budget_release(c);
   if (c->prev)
     c->prev->next = c->next;
   else
@@ -221,10 +165,10 @@ static void conn_close_after_writes(struct http_conn *c) {
 
 static void timer_cb(uv_timer_t *t);
 
-/* conn_arm_timer sets c's timeout to ms from now (0: none). The uv timer is only ever moved earlier: a later
- * deadline while it will fire sooner is a store, and timer_cb re-arms for what is left. Every request sets
- * three or four deadlines (headers, body, none while it runs, idle); this keeps them off the timer heap. */
-static void conn_arm_timer(struct http_conn *c, uint32_t ms) {
+/* The uv timer is only ever moved earlier: a later deadline while it will fire sooner is a store, and
+ * timer_cb re-arms for what is left. Every request sets three or four deadlines (headers, body, none while it
+ * runs, idle); this keeps them off the timer heap. */
+void http__conn_arm_timer(struct http_conn *c, uint32_t ms) {
   if (c->closing || c->shutting || c->write_failed) return;
   if (ms == 0) {
     c->deadline = 0;
@@ -317,8 +261,8 @@ static void conn_writev(struct http_conn *c, const struct slice *parts, int n) {
   if (c->write_queued + c->out.len > HTTP_WRITE_HIGH_WATER) c->above_high = true;
 }
 
-static void conn_write(struct http_conn *c, const void *a, size_t alen, const void *b, size_t blen, const void *d,
-                       size_t dlen) {
+void http__conn_write(struct http_conn *c, const void *a, size_t alen, const void *b, size_t blen,
+                      const void *d, size_t dlen) {
   struct slice parts[3] = {{a, alen}, {b, blen}, {d, dlen}};
   conn_writev(c, parts, 3);
 }
@@ -331,7 +275,7 @@ static void conn_fail(struct http_conn *c, int status, const char *msg) {
              "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n%sConnection: "
              "close\r\n\r\n",
              status, http_status_text(status), body.len, status == 503 ? "Retry-After: 1\r\n" : "");
-  conn_write(c, head.base, head.len, body.base, body.len, NULL, 0);
+  http__conn_write(c, head.base, head.len, body.base, body.len, NULL, 0);
   buf_free(&body);
   buf_free(&head);
   conn_close_after_writes(c);
@@ -430,7 +374,7 @@ void http_resp_end(struct http_req *req) {
   buf_shrink(&c->pending, 0);
   buf_reset(&c->body);
   buf_shrink(&c->body, KEEP_IDLE);
-  budget_release(c);
+  http__budget_release(c);
   if (c->closing || c->shutting || req->aborted) {
     conn_free_if_done(c);
     return;
@@ -439,7 +383,7 @@ void http_resp_end(struct http_req *req) {
     conn_close_after_writes(c);
     return;
   }
-  conn_arm_timer(c, s->limits.idle_timeout_ms);
+  http__conn_arm_timer(c, s->limits.idle_timeout_ms);
   if (!c->in_dispatch) conn_process(c);
 }
 
@@ -454,178 +398,7 @@ void http_resp_send(struct http_req *req, int status, const char *content_type, 
   http_resp_end(req);
 }
 
-/* ---- parsing ---- */
-
-static void msg_reset(struct http_conn *c) {
-  c->url_off = c->url_len = 0;
-  c->nhdr = 0;
-  c->in_value = false;
-  c->header_bytes = 0;
-  c->body_off = c->body_len = 0;
-  c->body_copied = false;
-  buf_reset(&c->body);
-  c->fail_status = 0;
-  c->fail_msg = NULL;
-  c->headers_done = false;
-}
-
-static int on_message_begin(http_parser *p) {
-  struct http_conn *c = p->data;
-  msg_reset(c);
-  c->in_message = true;
-  conn_arm_timer(c, c->srv->limits.header_timeout_ms);
-  return 0;
-}
-
-static int limit_headers(struct http_conn *c, size_t more) {
-  c->header_bytes += more;
-  if (c->header_bytes > c->srv->limits.max_header_bytes) {
-    c->fail_status = 431;
-    c->fail_msg = "request headers are too large";
-    return -1;
-  }
-  return 0;
-}
-
-static int on_url(http_parser *p, const char *at, size_t len) {
-  struct http_conn *c = p->data;
-  if (limit_headers(c, len)) return -1;
-  if (c->url_len == 0) c->url_off = (size_t)(at - c->in.base);
-  c->url_len += len;
-  return 0;
-}
-
-static int bad_request(struct http_conn *c, const char *msg) {
-  c->fail_status = 400;
-  c->fail_msg = msg;
-  return -1;
-}
-
-/* RFC 9110 token characters: a field name is one token, nothing else (no space before the colon). */
-static bool is_tchar(unsigned char ch) {
-  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-         (ch && strchr("!#$%&'*+-.^_`|~", ch));
-}
-
-static int on_header_field(http_parser *p, const char *at, size_t len) {
-  struct http_conn *c = p->data;
-  if (limit_headers(c, len)) return -1;
-  for (size_t i = 0; i < len; i++)
-    if (!is_tchar((unsigned char)at[i])) return bad_request(c, "invalid character in a header name");
-  if (c->in_value || c->nhdr == 0) {
-    if (c->nhdr >= c->srv->limits.max_headers) {
-      c->fail_status = 431;
-      c->fail_msg = "too many request headers";
-      return -1;
-    }
-    c->hdr[c->nhdr++] = (struct hoff){(size_t)(at - c->in.base), len, 0, 0};
-    c->in_value = false;
-  } else {
-    c->hdr[c->nhdr - 1].nl += len;
-  }
-  return 0;
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t len) {
-  struct http_conn *c = p->data;
-  if (limit_headers(c, len)) return -1;
-  /* obs-fold (a line that starts with SP/HT continues the previous value) is what a proxy in front may read
-   * differently: RFC 9112 §5.2 lets a server reject it, and we do. http_parser reports the continuation as a
-   * value whose bytes follow a line break (past the leading whitespace). */
-  const char *q = at;
-  while (q > c->in.base && (q[-1] == ' ' || q[-1] == '\t'))
-    q--;
-  if (q > c->in.base && q[-1] == '\n')
-    return bad_request(c, "obsolete line folding in a header is not accepted");
-  struct hoff *h = &c->hdr[c->nhdr - 1];
-  if (!c->in_value) {
-    h->vo = (size_t)(at - c->in.base);
-    h->vl = 0;
-    c->in_value = true;
-  }
-  h->vl += len;
-  return 0;
-}
-
-/* Count `more` body bytes against the global budget once the body is large; false when it does not fit. */
-static bool budget_take(struct http_conn *c, size_t total) {
-  struct http_server *s = c->srv;
-  if (total <= HTTP_SMALL_BODY || total <= c->reserved) return true;
-  size_t more = total - c->reserved;
-  if (s->limits.max_buffered_bodies && s->buffered_bodies + more > s->limits.max_buffered_bodies) {
-    s->refused_budget++;
-    c->fail_status = 503;
-    c->fail_msg = "the server is receiving too many large request bodies at once; retry shortly";
-    return false;
-  }
-  s->buffered_bodies += more;
-  c->reserved = total;
-  return true;
-}
-
-static int on_headers_complete(http_parser *p) {
-  struct http_conn *c = p->data;
-  c->headers_done = true;
-  /* HTTP/1.0 and 1.1 only: "HTTP/9.9", and a request line without a version (HTTP/0.9), are not requests
-   * we can frame the way a proxy in front would. */
-  if (p->http_major != 1 || p->http_minor > 1)
-    return bad_request(c, "unsupported HTTP version: use HTTP/1.1");
-  if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->srv->limits.max_body) {
-    c->fail_status = 413;
-    c->fail_msg = "request body is too large";
-    return -1;
-  }
-  if ((p->flags & F_CONTENTLENGTH) && !budget_take(c, (size_t)p->content_length)) return -1;
-  conn_arm_timer(c, c->srv->limits.body_timeout_ms);
-  /* curl and others wait for 100 Continue before sending large bodies. */
-  for (int i = 0; i < c->nhdr; i++) {
-    struct slice n = slice_make(c->in.base + c->hdr[i].no, c->hdr[i].nl);
-    struct slice v = slice_make(c->in.base + c->hdr[i].vo, c->hdr[i].vl);
-    if (slice_eq_nocase(n, "expect") && slice_eq_nocase(v, "100-continue"))
-      conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25, NULL, 0, NULL, 0);
-  }
-  return 0;
-}
-
-static int on_body(http_parser *p, const char *at, size_t len) {
-  struct http_conn *c = p->data;
-  size_t off = (size_t)(at - c->in.base);
-  if (c->body_len + len > c->srv->limits.max_body) {
-    c->fail_status = 413;
-    c->fail_msg = "request body is too large";
-    return -1;
-  }
-  if (!budget_take(c, c->body_len + len)) return -1; /* chunked bodies grow into the budget */
-  if (c->body_copied) {
-    buf_append(&c->body, at, len);
-  } else if (c->body_len == 0) {
-    c->body_off = off;
-  } else if (c->body_off + c->body_len != off) {
-    /* Chunked: pieces are separated by chunk framing, so gather them. */
-    buf_append(&c->body, c->in.base + c->body_off, c->body_len);
-    buf_append(&c->body, at, len);
-    c->body_copied = true;
-  }
-  c->body_len += len;
-  return 0;
-}
-
-static int on_message_complete(http_parser *p) {
-  struct http_conn *c = p->data;
-  c->in_message = false;
-  http_parser_pause(p, 1);
-  return 0;
-}
-
-static const http_parser_settings parser_settings = {
-    .on_message_begin = on_message_begin,
-    .on_url = on_url,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
-};
+/* ---- dispatch ---- */
 
 static void dispatch(struct http_conn *c) {
   struct http_server *s = c->srv;
@@ -648,7 +421,7 @@ static void dispatch(struct http_conn *c) {
   r->start_ns = clock_mono_ns();
   c->req_active = true;
   s->nactive++;
-  conn_arm_timer(c, 0);
+  http__conn_arm_timer(c, 0);
   s->handler(r, s->arg);
 }
 
@@ -657,7 +430,7 @@ static void conn_process(struct http_conn *c) {
   c->in_dispatch = true;
   while (!c->req_active && !c->closing && !c->shutting && c->parsed < c->in.len) {
     size_t avail = c->in.len - c->parsed;
-    size_t n = http_parser_execute(&c->parser, &parser_settings, c->in.base + c->parsed, avail);
+    size_t n = http_parser_execute(&c->parser, &http__parser_settings, c->in.base + c->parsed, avail);
     c->parsed += n;
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
     if (e == HPE_PAUSED) {
@@ -712,7 +485,7 @@ static void eof_probe(struct http_conn *c) {
   if (!c->probed && !c->req.resp_started && c->parser.http_major == 1 && c->parser.http_minor == 1) {
     c->probed = true;
     next = EOF_PROBE_FIRST_MS;
-    conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25, NULL, 0, NULL, 0);
+    http__conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25, NULL, 0, NULL, 0);
     conn_flush(c);
   }
   uv_timer_start(&c->timer, timer_cb, next, 0);
@@ -840,7 +613,7 @@ static void accept_cb(uv_stream_t *ls, int status) {
   if (near_fd_limit(c)) return;
   http_parser_init(&c->parser, HTTP_REQUEST);
   c->parser.data = c;
-  conn_arm_timer(c, s->limits.idle_timeout_ms);
+  http__conn_arm_timer(c, s->limits.idle_timeout_ms);
   conn_read_start(c);
 }
 
