@@ -4,6 +4,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <http_parser.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,6 +103,8 @@ static void metrics(struct agent *a, struct http_req *req, uint64_t now) {
              "one included): inference, control-plane reads waiting for an index, event streams.\n"
              "# TYPE infermesh_http_active_requests gauge\ninfermesh_http_active_requests %d\n",
              a->server.nactive);
+  http_server_metrics(&a->server, &b);
+  events_metrics(&b);
   status_targets_metrics(&b, &a->store, &a->router.score, now);
   if (a->mesh) mesh_metrics(a->mesh, &b);
   if (a->ledger) {
@@ -445,6 +448,13 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   uv_loop_init(a->loop);
   a->start_ns = clock_mono_ns();
   signal(SIGPIPE, SIG_IGN);
+  /* DESIGN §10: every connection is a descriptor; the soft limit (often 1024) is raised to the hard one, and
+   * the listener keeps limits.fd_reserve of them free to answer 503 and log. */
+  uint64_t nofile = http_raise_nofile();
+  /* Request bodies come and go in buffers of up to limits.max_body: keep them in mmap'd chunks given back to
+   * the kernel on free. glibc would otherwise raise its mmap threshold after the first such free and serve
+   * the next ones from the heap, where up to twice that much stays resident after the requests end. */
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   store_init(&a->store);
   a->pools = xcalloc(STORE_MAX_TARGETS, sizeof *a->pools); /* remote targets get theirs as they appear */
   int ids[CONFIG_MAX_RUNTIMES];
@@ -549,6 +559,7 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   a->gpu.updated_cb = gpus_updated_cb;
   a->gpu.updated_arg = a;
   events_start(a->loop);
+  events_limits(cfg->events_max_streams, cfg->events_max_per_client);
   uv_signal_init(a->loop, &a->sigterm);
   uv_signal_init(a->loop, &a->sigint);
   uv_signal_init(a->loop, &a->sighup);
@@ -561,8 +572,9 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   uv_prepare_init(a->loop, &a->log_flusher);
   uv_prepare_start(&a->log_flusher, log_flush_cb);
   log_buffer_lines(true);
-  log_info("agent listening", "node=%s listen=%s targets=%d tenants=%d version=%s", cfg->node_name, a->listen,
-           a->store.ntargets, cfg->ntenants, INFERMESH_VERSION);
+  log_info("agent listening", "node=%s listen=%s targets=%d tenants=%d max_fds=%llu version=%s",
+           cfg->node_name, a->listen, a->store.ntargets, cfg->ntenants, (unsigned long long)nofile,
+           INFERMESH_VERSION);
   if (ready_cb) ready_cb(arg, http_server_port(&a->server));
   uv_run(a->loop, UV_RUN_DEFAULT);
   log_buffer_lines(false); /* flushes */

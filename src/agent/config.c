@@ -104,6 +104,17 @@ static const struct key keys[] = {
      "time allowed to send the request body (30000)"},
     {"limits.idle_timeout_ms", "--idle-timeout-ms", "INFERMESH_IDLE_TIMEOUT_MS", K_U32, F(limits.idle_timeout_ms),
      "idle keep-alive connections close after this (60000)"},
+    {"limits.max_buffered_body_bytes", "--max-buffered-body-bytes", "INFERMESH_MAX_BUFFERED_BODY_BYTES",
+     K_SIZE, F(limits.max_buffered_bodies),
+     "request bodies over 64 KiB held at once, all connections together; beyond: 503 + Retry-After; "
+     "0 = no bound (67108864)"},
+    {"limits.fd_reserve", "--fd-reserve", "INFERMESH_FD_RESERVE", K_INT, F(limits.fd_reserve),
+     "descriptors kept free below RLIMIT_NOFILE: a connection accepted within them gets 503 (64)"},
+    {"limits.max_event_streams", "--max-event-streams", "INFERMESH_MAX_EVENT_STREAMS", K_INT,
+     F(events_max_streams), "open /v1/cluster/events streams, all clients together; beyond: 503 (64)"},
+    {"limits.max_event_streams_per_client", "--max-event-streams-per-client",
+     "INFERMESH_MAX_EVENT_STREAMS_PER_CLIENT", K_INT, F(events_max_per_client),
+     "open /v1/cluster/events streams per client IP address; beyond: 429 (8)"},
     {"supervisor.health_timeout_ms", "--runtime-health-timeout-ms", "INFERMESH_RUNTIME_HEALTH_TIMEOUT_MS", K_U32,
      F(sup.health_timeout_ms), "runtimes with exec: longest wait to become healthy after a start (600000)"},
     {"supervisor.stop_grace_ms", "--runtime-stop-grace-ms", "INFERMESH_RUNTIME_STOP_GRACE_MS", K_U32,
@@ -150,6 +161,8 @@ void config_defaults(struct agent_config *c) {
   c->upstream_timeout_ms = 300000;
   c->max_attempts = 3;
   http_limits_default(&c->limits);
+  c->events_max_streams = 64;
+  c->events_max_per_client = 8;
   c->sup.health_timeout_ms = 600000;
   c->sup.stop_grace_ms = 10000;
   c->sup.backoff_ms = 1000;

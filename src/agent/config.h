@@ -73,6 +73,8 @@ struct agent_config {
   uint32_t upstream_timeout_ms;
   int max_attempts;
   struct http_limits limits;
+  int events_max_streams;    /* open /v1/cluster/events streams in all (64) */
+  int events_max_per_client; /* ... per client IP address (8) */
   struct config_supervisor sup;
   struct config_cluster cluster;
   char routing_policy[32];

@@ -19,6 +19,7 @@ struct event {
 struct sub {
   struct http_req *req;
   struct sub *next;
+  char peer[64]; /* the client's IP address, for the per-client cap */
 };
 
 static struct {
@@ -27,7 +28,28 @@ static struct {
   struct event ring[EVENTS_RING];
   uint64_t seq;
   struct sub *subs;
-} ev;
+  int nsubs;
+  int max_total, max_per_client; /* caps on open streams (events_limits) */
+  uint64_t refused_total, refused_client;
+  uint64_t warned_ms; /* loop time of the last refusal logged */
+} ev = {.max_total = 64, .max_per_client = 8};
+
+void events_limits(int max_total, int max_per_client) {
+  ev.max_total = max_total;
+  ev.max_per_client = max_per_client;
+}
+
+void events_metrics(struct buf *out) {
+  buf_printf(
+      out,
+      "# HELP infermesh_event_streams Open /v1/cluster/events streams.\n"
+      "# TYPE infermesh_event_streams gauge\ninfermesh_event_streams %d\n"
+      "# HELP infermesh_event_streams_refused_total Event streams refused: over the total cap (503) or the "
+      "per-client cap (429).\n# TYPE infermesh_event_streams_refused_total counter\n"
+      "infermesh_event_streams_refused_total{reason=\"total\"} %llu\n"
+      "infermesh_event_streams_refused_total{reason=\"per_client\"} %llu\n",
+      ev.nsubs, (unsigned long long)ev.refused_total, (unsigned long long)ev.refused_client);
+}
 
 uint64_t events_seq(void) { return ev.seq; }
 
@@ -40,6 +62,7 @@ static void sub_end(struct sub *s) {
   while (*pp && *pp != s)
     pp = &(*pp)->next;
   if (*pp) *pp = s->next;
+  ev.nsubs--;
   s->req->abort_cb = NULL;
   s->req->data = NULL;
   /* The stream ends the connection too: a request the client pipelined behind it must not run from here
@@ -180,6 +203,38 @@ static bool since(struct slice q, uint64_t *out) {
   return false;
 }
 
+/* Streams never end by themselves, so each holds a connection and a descriptor for as long as the client
+ * likes: cap them in all (503) and per client address (429). True when req was answered with the refusal. */
+static bool refuse_over_cap(struct http_req *req, const char *peer) {
+  int status = 0;
+  const char *msg = NULL;
+  if (ev.max_total > 0 && ev.nsubs >= ev.max_total) {
+    status = 503, msg = "too many event streams are open on this agent; retry later";
+    ev.refused_total++;
+  } else if (ev.max_per_client > 0) {
+    int mine = 0;
+    for (struct sub *s = ev.subs; s; s = s->next)
+      mine += strcmp(s->peer, peer) == 0;
+    if (mine >= ev.max_per_client) {
+      status = 429, msg = "too many event streams are open from this address; close one first";
+      ev.refused_client++;
+    }
+  }
+  if (!status) return false;
+  uint64_t now = uv_now(ev.timer.loop);
+  if (ev.warned_ms == 0 || now - ev.warned_ms >= 10000) { /* at most one line per 10 s */
+    ev.warned_ms = now;
+    log_warn("event stream refused", "status=%d peer=%s streams=%d refused=%llu", status, peer, ev.nsubs,
+             (unsigned long long)(ev.refused_total + ev.refused_client));
+  }
+  struct buf b = {0};
+  http_error_json(&b, msg, status == 429 ? "rate_limit_error" : "server_error", NULL);
+  struct http_header h[] = {{SLICE_LIT("Retry-After"), SLICE_LIT("5")}};
+  http_resp_send(req, status, "application/json", b.base, b.len, h, 1);
+  buf_free(&b);
+  return true;
+}
+
 bool events_handle(struct http_req *req) {
   if (!slice_eqz(req->path, "/v1/cluster/events")) return false;
   if (req->method != HTTP_GET) {
@@ -191,6 +246,9 @@ bool events_handle(struct http_req *req) {
     http_resp_send(req, 503, "text/plain", "draining\n", 9, NULL, 0);
     return true;
   }
+  char peer[64];
+  http_req_peer(req, peer, sizeof peer);
+  if (refuse_over_cap(req, peer)) return true;
   static const struct http_header hdrs[] = {{{"Content-Type", 12}, {"text/event-stream", 17}},
                                             {{"Cache-Control", 13}, {"no-cache", 8}}};
   http_resp_start(req, 200, hdrs, 2, -1);
@@ -207,9 +265,14 @@ bool events_handle(struct http_req *req) {
   buf_free(&b);
   struct sub *s = xcalloc(1, sizeof *s);
   s->req = req;
+  str_copy(s->peer, sizeof s->peer, peer);
   s->next = ev.subs;
   ev.subs = s;
+  ev.nsubs++;
   req->data = s;
   req->abort_cb = abort_cb;
+  req->eof_aborts = true; /* a client that closes frees its slot under the caps at once */
+  /* One that vanishes (no FIN, no reset) stops acknowledging the keepalives: reap it after two of them. */
+  http_req_dead_peer_timeout(req, 2 * EVENTS_KEEPALIVE_MS);
   return true;
 }

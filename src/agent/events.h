@@ -21,6 +21,12 @@ void events_start(uv_loop_t *loop);
 /* events_stop ends every subscriber's response and refuses new ones (503): the agent calls it when it
  * starts draining, so that http_server_drain does not wait on the streams. Idempotent. */
 void events_stop(void);
+/* events_limits sets the caps on open streams: max_total in all (beyond: 503), max_per_client per client IP
+ * address (beyond: 429); 0 = no cap. Defaults 64 and 8. */
+void events_limits(int max_total, int max_per_client);
+/* events_metrics appends Prometheus text: open streams and refusals by reason. */
+void events_metrics(struct buf *out);
+
 /* events_close stops and closes the timer (after events_stop); frees the ring. */
 void events_close(void);
 

@@ -59,12 +59,42 @@ void buf_append_u64(struct buf *b, uint64_t v) {
   buf_append(b, tmp + i, sizeof tmp - (size_t)i);
 }
 
+/* utf8_len returns the length of the well-formed UTF-8 sequence at p (1..4), or 0 when it is not one:
+ * a stray continuation byte, a truncated sequence, an overlong form, a surrogate or a code point past
+ * U+10FFFF. */
+static size_t utf8_len(const unsigned char *p, size_t n) {
+  unsigned char c = p[0];
+  size_t len;
+  unsigned char lo = 0x80, hi = 0xBF; /* bounds of the second byte */
+  if (c >= 0xC2 && c <= 0xDF)
+    len = 2;
+  else if (c == 0xE0)
+    len = 3, lo = 0xA0;
+  else if (c == 0xED)
+    len = 3, hi = 0x9F;
+  else if (c >= 0xE1 && c <= 0xEF)
+    len = 3;
+  else if (c == 0xF0)
+    len = 4, lo = 0x90;
+  else if (c >= 0xF1 && c <= 0xF3)
+    len = 4;
+  else if (c == 0xF4)
+    len = 4, hi = 0x8F;
+  else
+    return 0;
+  if (n < len || p[1] < lo || p[1] > hi) return 0;
+  for (size_t i = 2; i < len; i++)
+    if ((p[i] & 0xC0) != 0x80) return 0;
+  return len;
+}
+
 void buf_json_str(struct buf *b, struct slice s) {
   static const char hex[] = "0123456789abcdef";
+  const unsigned char *u = (const unsigned char *)s.base;
   buf_reserve(b, s.len + 2);
   buf_append(b, "\"", 1);
   for (size_t i = 0; i < s.len; i++) {
-    unsigned char c = (unsigned char)s.base[i];
+    unsigned char c = u[i];
     switch (c) {
     case '"': buf_append(b, "\\\"", 2); break;
     case '\\': buf_append(b, "\\\\", 2); break;
@@ -75,8 +105,18 @@ void buf_json_str(struct buf *b, struct slice s) {
       if (c < 0x20) {
         char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
         buf_append(b, e, 6);
-      } else {
+      } else if (c < 0x80) {
         buf_append(b, &s.base[i], 1);
+      } else {
+        /* Input from the network (a model name, a path) may be any bytes: a JSON text must be UTF-8, so a
+         * byte that does not start a well-formed sequence becomes U+FFFD. */
+        size_t n = utf8_len(u + i, s.len - i);
+        if (n == 0) {
+          buf_append(b, "\\ufffd", 6);
+        } else {
+          buf_append(b, &s.base[i], n);
+          i += n - 1;
+        }
       }
     }
   }
@@ -112,6 +152,19 @@ void buf_consume(struct buf *b, size_t n) {
   memmove(b->base, b->base + n, b->len - n);
   b->len -= n;
   b->base[b->len] = '\0';
+}
+
+void buf_shrink(struct buf *b, size_t keep) {
+  if (b->cap <= keep || b->len + 1 > keep) return;
+  if (b->len == 0) {
+    buf_free(b);
+    return;
+  }
+  char *nb = xmalloc(b->len + 1);
+  memcpy(nb, b->base, b->len + 1);
+  free(b->base);
+  b->base = nb;
+  b->cap = b->len + 1;
 }
 
 void buf_free(struct buf *b) {

@@ -26,7 +26,8 @@ void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(print
 void buf_vprintf(struct buf *b, const char *fmt, va_list ap);
 /* buf_append_u64 appends v in decimal (no printf on hot paths). */
 void buf_append_u64(struct buf *b, uint64_t v);
-/* buf_json_str appends s as a JSON string literal with quotes and escapes. */
+/* buf_json_str appends s as a JSON string literal with quotes and escapes; bytes of s that are not
+ * well-formed UTF-8 come out as \ufffd, so the result is valid JSON whatever s holds. */
 void buf_json_str(struct buf *b, struct slice s);
 /* buf_label_value appends s escaped as a Prometheus label value (\\, \", \n), without quotes. */
 void buf_label_value(struct buf *b, const char *s);
@@ -40,6 +41,10 @@ static inline void buf_reset(struct buf *b) {
   if (b->base) b->base[0] = '\0';
 }
 static inline struct slice buf_slice(const struct buf *b) { return slice_make(b->base, b->len); }
+/* buf_shrink gives memory back: when b holds more than `keep` bytes of capacity but its content (and NUL)
+ * fits in `keep`, it is moved to an allocation of just its size (freed when empty). Slices into b are
+ * invalidated. */
+void buf_shrink(struct buf *b, size_t keep);
 void buf_free(struct buf *b);
 
 #endif

@@ -2,63 +2,32 @@
 #include "net/http_server.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <http_parser.h>
 #include <stdio.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "net/http_server_int.h"
 
 #define READ_CHUNK (16 * 1024)
 /* Bytes a client may pipeline while a request is being handled before we stop reading. */
 #define PIPELINE_MAX (1024 * 1024)
-
-struct hoff {
-  size_t no, nl, vo, vl;
-};
-
-/* One connection. Request slices point into `in`, which is never reallocated while a request is active:
- * bytes that arrive meanwhile go to `pending` and are appended after the response ends. */
-struct http_conn {
-  uv_tcp_t tcp;
-  uv_timer_t timer;
-  uint64_t deadline; /* loop time (ms) the armed timeout expires at; 0 = none (the timer may still run) */
-  struct http_server *srv;
-  struct http_conn *next, *prev;
-  http_parser parser;
-  struct buf in;      /* received bytes not yet released */
-  size_t parsed;      /* bytes of `in` consumed by the parser */
-  struct buf pending; /* bytes that arrived while a request was active */
-  /* the message being parsed, as offsets into `in` (it may move between reads) */
-  size_t url_off, url_len;
-  struct hoff hdr[HTTP_MAX_HEADERS];
-  int nhdr;
-  bool in_value;
-  size_t header_bytes;
-  size_t body_off, body_len;
-  bool body_copied;
-  struct buf body; /* only for bodies that arrived non-contiguously (chunked) */
-  int fail_status; /* status to answer when the parser stops on a limit */
-  const char *fail_msg;
-  bool in_message, headers_done;
-  struct http_req req;
-  bool req_active;
-  bool in_dispatch;
-  bool closing;  /* uv_close issued */
-  bool shutting; /* uv_shutdown issued: flush writes, then close */
-  bool write_failed;
-  bool closed;   /* close callbacks done (socket and timer) */
-  int handles_open;
-  bool reading;
-  struct buf head; /* response head, held back to go out with the first body bytes */
-  struct buf out;  /* output gathered during this loop turn */
-  bool dirty;      /* on the server's dirty list */
-  struct http_conn *dirty_next, *dirty_prev;
-  size_t write_queued; /* bytes handed to uv_write and not yet written */
-  bool above_high;
-};
+/* After a request, connection buffers holding more than this go back to the allocator. */
+#define KEEP_IDLE (64 * 1024)
+/* A client that half-closed while its request runs is probed at once, checked for the reset after
+ * EOF_PROBE_FIRST_MS (a loopback or LAN round trip), then every EOF_PROBE_MS. */
+#define EOF_PROBE_FIRST_MS 10
+#define EOF_PROBE_MS 200
+/* At most one "near the descriptor limit" log line per this many ms. */
+#define FD_LOG_EVERY_MS 10000
 
 struct write_req {
   uv_write_t w;
@@ -67,8 +36,6 @@ struct write_req {
   char data[];
 };
 
-static const http_parser_settings parser_settings;
-
 void http_limits_default(struct http_limits *l) {
   l->max_header_bytes = 16 * 1024;
   l->max_headers = HTTP_MAX_HEADERS;
@@ -76,6 +43,8 @@ void http_limits_default(struct http_limits *l) {
   l->header_timeout_ms = 10000;
   l->body_timeout_ms = 30000;
   l->idle_timeout_ms = 60000;
+  l->max_buffered_bodies = 64 * 1024 * 1024;
+  l->fd_reserve = 64;
 }
 
 void http_server_init(struct http_server *s, uv_loop_t *loop, const struct http_limits *lim, http_handler_cb handler,
@@ -135,6 +104,7 @@ static void server_finish(struct http_server *s) {
 static void conn_free_if_done(struct http_conn *c) {
   if (!c->closed || c->req_active) return;
   struct http_server *s = c->srv;
+  http__budget_release(c);
   if (c->prev)
     c->prev->next = c->next;
   else
@@ -195,14 +165,15 @@ static void conn_close_after_writes(struct http_conn *c) {
 
 static void timer_cb(uv_timer_t *t);
 
-/* conn_arm_timer sets c's timeout to ms from now (0: none). The uv timer is only ever moved earlier: a later
- * deadline while it will fire sooner is a store, and timer_cb re-arms for what is left. Every request sets
- * three or four deadlines (headers, body, none while it runs, idle); this keeps them off the timer heap. */
-static void conn_arm_timer(struct http_conn *c, uint32_t ms) {
+/* The uv timer is only ever moved earlier: a later deadline while it will fire sooner is a store, and
+ * timer_cb re-arms for what is left. Every request sets three or four deadlines (headers, body, none while it
+ * runs, idle); this keeps them off the timer heap. */
+void http__conn_arm_timer(struct http_conn *c, uint32_t ms) {
   if (c->closing || c->shutting || c->write_failed) return;
   if (ms == 0) {
     c->deadline = 0;
     return;
+
   }
   c->deadline = uv_now(c->srv->loop) + ms;
   if (uv_is_active((uv_handle_t *)&c->timer) && uv_timer_get_due_in(&c->timer) <= ms) return;
@@ -225,7 +196,6 @@ static void write_cb(uv_write_t *w, int status) {
     if (c->req_active && !c->req.resp_ended && c->req.drain_cb) c->req.drain_cb(&c->req);
   }
 }
-
 
 /* Stop writing after a failed write; the close happens on the next loop turn so that abort_cb never runs
  * re-entrantly inside the caller's own callbacks. */
@@ -291,20 +261,21 @@ static void conn_writev(struct http_conn *c, const struct slice *parts, int n) {
   if (c->write_queued + c->out.len > HTTP_WRITE_HIGH_WATER) c->above_high = true;
 }
 
-static void conn_write(struct http_conn *c, const void *a, size_t alen, const void *b, size_t blen, const void *d,
-                       size_t dlen) {
+void http__conn_write(struct http_conn *c, const void *a, size_t alen, const void *b, size_t blen,
+                      const void *d, size_t dlen) {
   struct slice parts[3] = {{a, alen}, {b, blen}, {d, dlen}};
   conn_writev(c, parts, 3);
 }
 
-/* Answer an error the server itself detected (parse errors, limits, timeouts) and close. */
+/* Answer an error the server itself detected (parse errors, limits, timeouts, overload) and close. */
 static void conn_fail(struct http_conn *c, int status, const char *msg) {
   struct buf body = {0}, head = {0};
-  http_error_json(&body, msg, "invalid_request_error", NULL);
+  http_error_json(&body, msg, status >= 500 ? "server_error" : "invalid_request_error", NULL);
   buf_printf(&head,
-             "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-             status, http_status_text(status), body.len);
-  conn_write(c, head.base, head.len, body.base, body.len, NULL, 0);
+             "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n%sConnection: "
+             "close\r\n\r\n",
+             status, http_status_text(status), body.len, status == 503 ? "Retry-After: 1\r\n" : "");
+  http__conn_write(c, head.base, head.len, body.base, body.len, NULL, 0);
   buf_free(&body);
   buf_free(&head);
   conn_close_after_writes(c);
@@ -391,14 +362,19 @@ void http_resp_end(struct http_req *req) {
   }
   c->req_active = false;
   s->nactive--;
-  /* Release the message: drop its bytes, then take in what was pipelined meanwhile. */
+  /* Release the message: drop its bytes, then take in what was pipelined meanwhile. Large buffers go back to
+   * the allocator, so an idle keep-alive connection holds little whatever its last request was. */
   buf_consume(&c->in, c->parsed);
   c->parsed = 0;
   if (c->pending.len) {
     buf_append(&c->in, c->pending.base, c->pending.len);
     buf_reset(&c->pending);
   }
+  buf_shrink(&c->in, KEEP_IDLE);
+  buf_shrink(&c->pending, 0);
   buf_reset(&c->body);
+  buf_shrink(&c->body, KEEP_IDLE);
+  http__budget_release(c);
   if (c->closing || c->shutting || req->aborted) {
     conn_free_if_done(c);
     return;
@@ -407,7 +383,7 @@ void http_resp_end(struct http_req *req) {
     conn_close_after_writes(c);
     return;
   }
-  conn_arm_timer(c, s->limits.idle_timeout_ms);
+  http__conn_arm_timer(c, s->limits.idle_timeout_ms);
   if (!c->in_dispatch) conn_process(c);
 }
 
@@ -422,134 +398,7 @@ void http_resp_send(struct http_req *req, int status, const char *content_type, 
   http_resp_end(req);
 }
 
-/* ---- parsing ---- */
-
-static void msg_reset(struct http_conn *c) {
-  c->url_off = c->url_len = 0;
-  c->nhdr = 0;
-  c->in_value = false;
-  c->header_bytes = 0;
-  c->body_off = c->body_len = 0;
-  c->body_copied = false;
-  buf_reset(&c->body);
-  c->fail_status = 0;
-  c->fail_msg = NULL;
-  c->headers_done = false;
-}
-
-static int on_message_begin(http_parser *p) {
-  struct http_conn *c = p->data;
-  msg_reset(c);
-  c->in_message = true;
-  conn_arm_timer(c, c->srv->limits.header_timeout_ms);
-  return 0;
-}
-
-static int limit_headers(struct http_conn *c, size_t more) {
-  c->header_bytes += more;
-  if (c->header_bytes > c->srv->limits.max_header_bytes) {
-    c->fail_status = 431;
-    c->fail_msg = "request headers are too large";
-    return -1;
-  }
-  return 0;
-}
-
-static int on_url(http_parser *p, const char *at, size_t len) {
-  struct http_conn *c = p->data;
-  if (limit_headers(c, len)) return -1;
-  if (c->url_len == 0) c->url_off = (size_t)(at - c->in.base);
-  c->url_len += len;
-  return 0;
-}
-
-static int on_header_field(http_parser *p, const char *at, size_t len) {
-  struct http_conn *c = p->data;
-  if (limit_headers(c, len)) return -1;
-  if (c->in_value || c->nhdr == 0) {
-    if (c->nhdr >= c->srv->limits.max_headers) {
-      c->fail_status = 431;
-      c->fail_msg = "too many request headers";
-      return -1;
-    }
-    c->hdr[c->nhdr++] = (struct hoff){(size_t)(at - c->in.base), len, 0, 0};
-    c->in_value = false;
-  } else {
-    c->hdr[c->nhdr - 1].nl += len;
-  }
-  return 0;
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t len) {
-  struct http_conn *c = p->data;
-  if (limit_headers(c, len)) return -1;
-  struct hoff *h = &c->hdr[c->nhdr - 1];
-  if (!c->in_value) {
-    h->vo = (size_t)(at - c->in.base);
-    h->vl = 0;
-    c->in_value = true;
-  }
-  h->vl += len;
-  return 0;
-}
-
-static int on_headers_complete(http_parser *p) {
-  struct http_conn *c = p->data;
-  c->headers_done = true;
-  if ((p->flags & F_CONTENTLENGTH) && p->content_length > c->srv->limits.max_body) {
-    c->fail_status = 413;
-    c->fail_msg = "request body is too large";
-    return -1;
-  }
-  conn_arm_timer(c, c->srv->limits.body_timeout_ms);
-  /* curl and others wait for 100 Continue before sending large bodies. */
-  for (int i = 0; i < c->nhdr; i++) {
-    struct slice n = slice_make(c->in.base + c->hdr[i].no, c->hdr[i].nl);
-    struct slice v = slice_make(c->in.base + c->hdr[i].vo, c->hdr[i].vl);
-    if (slice_eq_nocase(n, "expect") && slice_eq_nocase(v, "100-continue"))
-      conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25, NULL, 0, NULL, 0);
-  }
-  return 0;
-}
-
-static int on_body(http_parser *p, const char *at, size_t len) {
-  struct http_conn *c = p->data;
-  size_t off = (size_t)(at - c->in.base);
-  if (c->body_len + len > c->srv->limits.max_body) {
-    c->fail_status = 413;
-    c->fail_msg = "request body is too large";
-    return -1;
-  }
-  if (c->body_copied) {
-    buf_append(&c->body, at, len);
-  } else if (c->body_len == 0) {
-    c->body_off = off;
-  } else if (c->body_off + c->body_len != off) {
-    /* Chunked: pieces are separated by chunk framing, so gather them. */
-    buf_append(&c->body, c->in.base + c->body_off, c->body_len);
-    buf_append(&c->body, at, len);
-    c->body_copied = true;
-  }
-  c->body_len += len;
-  return 0;
-}
-
-static int on_message_complete(http_parser *p) {
-  struct http_conn *c = p->data;
-  c->in_message = false;
-  http_parser_pause(p, 1);
-  return 0;
-}
-
-static const http_parser_settings parser_settings = {
-    .on_message_begin = on_message_begin,
-    .on_url = on_url,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
-};
+/* ---- dispatch ---- */
 
 static void dispatch(struct http_conn *c) {
   struct http_server *s = c->srv;
@@ -572,7 +421,7 @@ static void dispatch(struct http_conn *c) {
   r->start_ns = clock_mono_ns();
   c->req_active = true;
   s->nactive++;
-  conn_arm_timer(c, 0);
+  http__conn_arm_timer(c, 0);
   s->handler(r, s->arg);
 }
 
@@ -581,7 +430,7 @@ static void conn_process(struct http_conn *c) {
   c->in_dispatch = true;
   while (!c->req_active && !c->closing && !c->shutting && c->parsed < c->in.len) {
     size_t avail = c->in.len - c->parsed;
-    size_t n = http_parser_execute(&c->parser, &parser_settings, c->in.base + c->parsed, avail);
+    size_t n = http_parser_execute(&c->parser, &http__parser_settings, c->in.base + c->parsed, avail);
     c->parsed += n;
     enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
     if (e == HPE_PAUSED) {
@@ -602,8 +451,44 @@ static void conn_process(struct http_conn *c) {
     if (n < avail) break; /* e.g. upgrade: not supported, stop */
   }
   c->in_dispatch = false;
+  if (c->closing || c->shutting || c->req_active) return;
+  /* The client half-closed and everything it sent is answered (or cannot complete): close. */
+  if (c->peer_eof) {
+    conn_close_after_writes(c);
+    return;
+  }
   /* Resume reading if we had paused for a full pipeline. */
-  if (!c->closing && !c->shutting && !c->reading && !c->req_active) conn_read_start(c);
+  if (!c->reading) conn_read_start(c);
+}
+
+/* peer_gone tells whether the kernel saw the client reset the connection (after our probe or a write). */
+static bool peer_gone(struct http_conn *c) {
+  uv_os_fd_t fd;
+  struct tcp_info ti;
+  socklen_t len = sizeof ti;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) return true;
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) return true;
+  return ti.tcpi_state == TCP_CLOSE;
+}
+
+/* A client's EOF while its request runs is a half-close (answer it) or a full close (abort it, and the
+ * upstream with it, at once): the wire is the same. An HTTP/1.1 client must accept an interim 100 Continue,
+ * which a closed socket answers with a reset: send one and watch for the reset until the response ends.
+ * (A response already under way draws the reset with its own bytes; HTTP/1.0 clients get no 1xx.) */
+static void eof_probe(struct http_conn *c) {
+  if (!c->req_active || c->req.resp_ended || c->closing || c->shutting) return;
+  if (peer_gone(c)) {
+    conn_close(c);
+    return;
+  }
+  uint64_t next = EOF_PROBE_MS;
+  if (!c->probed && !c->req.resp_started && c->parser.http_major == 1 && c->parser.http_minor == 1) {
+    c->probed = true;
+    next = EOF_PROBE_FIRST_MS;
+    http__conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25, NULL, 0, NULL, 0);
+    conn_flush(c);
+  }
+  uv_timer_start(&c->timer, timer_cb, next, 0);
 }
 
 static void timer_cb(uv_timer_t *t) {
@@ -612,14 +497,20 @@ static void timer_cb(uv_timer_t *t) {
     conn_close(c);
     return;
   }
-  if (c->deadline == 0) return; /* disarmed since it was started */
+  if (c->deadline == 0) { /* disarmed since it was started */
+    if (c->peer_eof) eof_probe(c);
+    return;
+  }
   uint64_t now = uv_now(c->srv->loop);
   if (now < c->deadline) { /* pushed back since it was started */
     uv_timer_start(&c->timer, timer_cb, c->deadline - now, 0);
     return;
   }
   c->deadline = 0;
-  if (c->req_active) return;
+  if (c->req_active) {
+    if (c->peer_eof) eof_probe(c);
+    return;
+  }
   if (c->in_message) {
     conn_fail(c, 408, c->headers_done ? "timed out reading the request body" : "timed out reading the request headers");
   } else {
@@ -636,8 +527,21 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
 
 static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *ub) {
   struct http_conn *c = st->data;
+  if (nread == UV_EOF) {
+    /* A half-close ends what the client sends, not what it reads: answer the requests it completed. */
+    c->peer_eof = true;
+    uv_read_stop(st);
+    c->reading = false;
+    if (c->req_active && c->req.eof_aborts)
+      conn_close(c);
+    else if (c->req_active)
+      eof_probe(c);
+    else
+      conn_process(c);
+    return;
+  }
   if (nread < 0) {
-    /* EOF or error: a client that goes away aborts its request. */
+    /* An error: the client is gone, which aborts its request. */
     conn_close(c);
     return;
   }
@@ -661,6 +565,30 @@ static void conn_read_start(struct http_conn *c) {
   if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0) c->reading = true;
 }
 
+/* Descriptors are allocated lowest-first, so an accepted descriptor numbered at or past limit - reserve means
+ * fewer than `reserve` are left: answer 503 (the request is not read), log at most once per FD_LOG_EVERY_MS,
+ * and close. Returns true when c was refused. */
+static bool near_fd_limit(struct http_conn *c) {
+  struct http_server *s = c->srv;
+  uv_os_fd_t fd;
+  uint64_t reserve = s->limits.fd_reserve > 0 ? (uint64_t)s->limits.fd_reserve : 0;
+  if (s->fd_limit == 0 || uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) return false;
+  if (reserve > s->fd_limit / 4) reserve = s->fd_limit / 4;
+  if ((uint64_t)fd + reserve < s->fd_limit) return false;
+  s->refused_fds++;
+  uint64_t now = uv_now(s->loop);
+  if (s->fd_warned_ms == 0 || now - s->fd_warned_ms >= FD_LOG_EVERY_MS) {
+    s->fd_warned_ms = now;
+    log_warn("open descriptors near the limit: new connections get 503",
+             "fd=%d limit=%llu reserve=%llu conns=%d refused=%llu", (int)fd, (unsigned long long)s->fd_limit,
+             (unsigned long long)reserve, s->nconns, (unsigned long long)s->refused_fds);
+  }
+  http_parser_init(&c->parser, HTTP_REQUEST);
+  c->parser.data = c;
+  conn_fail(c, 503, "the server has too many open connections; retry shortly");
+  return true;
+}
+
 static void accept_cb(uv_stream_t *ls, int status) {
   struct http_server *s = ls->data;
   if (status < 0) {
@@ -682,10 +610,33 @@ static void accept_cb(uv_stream_t *ls, int status) {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
+  if (near_fd_limit(c)) return;
   http_parser_init(&c->parser, HTTP_REQUEST);
   c->parser.data = c;
-  conn_arm_timer(c, s->limits.idle_timeout_ms);
+  http__conn_arm_timer(c, s->limits.idle_timeout_ms);
   conn_read_start(c);
+}
+
+int http_req_dead_peer_timeout(struct http_req *req, unsigned ms) {
+  struct http_conn *c = req->conn;
+  uv_os_fd_t fd;
+  if (req->aborted || c->closing || uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) return UV_EBADF;
+  int r = uv_tcp_keepalive(&c->tcp, 1, ms >= 3000 ? ms / 3000 : 1);
+  if (r != 0) return r;
+  unsigned int to = ms;
+  if (setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &to, sizeof to) != 0) return -errno;
+  return 0;
+}
+
+void http_req_peer(const struct http_req *req, char *out, size_t len) {
+  struct sockaddr_storage ss;
+  int sl = sizeof ss;
+  if (len) out[0] = '\0';
+  if (!len || uv_tcp_getpeername(&req->conn->tcp, (struct sockaddr *)&ss, &sl) != 0) return;
+  if (ss.ss_family == AF_INET6)
+    uv_ip6_name((struct sockaddr_in6 *)&ss, out, len);
+  else
+    uv_ip4_name((struct sockaddr_in *)&ss, out, len);
 }
 
 int http_server_listen(struct http_server *s, const char *host, int port) {
@@ -714,6 +665,9 @@ int http_server_listen(struct http_server *s, const char *host, int port) {
     return r;
   }
   s->listening = true;
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+    s->fd_limit = rl.rlim_cur == RLIM_INFINITY ? 0 : (uint64_t)rl.rlim_cur;
   uv_prepare_init(s->loop, &s->prepare);
   uv_check_init(s->loop, &s->check);
   s->prepare.data = s->check.data = s;

@@ -17,9 +17,20 @@ struct http_limits {
   uint32_t header_timeout_ms; /* from the first byte of a request until its headers end; then 408 */
   uint32_t body_timeout_ms;   /* from the end of the headers until the body ends; then 408 */
   uint32_t idle_timeout_ms;   /* a keep-alive connection with no request is closed after this */
+  /* Global bounds (DESIGN §10). Bodies larger than HTTP_SMALL_BODY are counted against max_buffered_bodies
+   * (0: no bound) from their headers until the response ends; a new one that does not fit gets 503 with
+   * Retry-After instead of memory. A connection accepted while fewer than fd_reserve descriptors are left
+   * below RLIMIT_NOFILE gets 503 and is closed, so the process keeps descriptors to answer, log and reach
+   * its upstreams. */
+  size_t max_buffered_bodies;
+  int fd_reserve;
 };
 
-/* http_limits_default fills sane defaults: 16 KiB headers, 64 headers, 8 MiB body, 10 s / 30 s / 60 s. */
+/* Bodies up to this size are never refused for the global budget (they are bounded by the connection). */
+#define HTTP_SMALL_BODY (64 * 1024)
+
+/* http_limits_default fills sane defaults: 16 KiB headers, 64 headers, 8 MiB body, 10 s / 30 s / 60 s,
+ * 64 MiB of large bodies buffered at once, 64 descriptors in reserve. */
 void http_limits_default(struct http_limits *l);
 
 struct http_conn;
@@ -44,6 +55,10 @@ struct http_req {
   /* drain_cb, if set, is called when bytes queued for the client fall below the low watermark after
    * having been above the high one (see http_resp_queued): resume producing. */
   void (*drain_cb)(struct http_req *req);
+  /* The client's EOF (half-close) normally leaves the request to be answered; a handler whose response never
+   * ends by itself (an event stream) sets eof_aborts so that the EOF aborts it at once instead of at the
+   * next write. */
+  bool eof_aborts;
   /* private */
   struct http_conn *conn;
   bool resp_started, resp_chunked, resp_ended, aborted;
@@ -70,6 +85,12 @@ struct http_server {
   uv_check_t check;
   bool flushers_started, finished;
   struct http_conn *dirty; /* connections with output waiting for the flush */
+  /* Global bounds, read by http_server_metrics. */
+  size_t buffered_bodies;  /* bytes of large bodies counted against limits.max_buffered_bodies now */
+  uint64_t refused_fds;    /* connections answered 503 for want of descriptors */
+  uint64_t refused_budget; /* requests answered 503 because the body budget was spent */
+  uint64_t fd_limit;       /* soft RLIMIT_NOFILE when listening started */
+  uint64_t fd_warned_ms;   /* loop time of the last "near the descriptor limit" log line */
   char errmsg[160];
 };
 
@@ -85,6 +106,23 @@ int http_server_port(struct http_server *s);
  * connections close after the response), and calls cb once no connection is left. The listener handle
  * is closed too; after cb, s may be freed. */
 void http_server_drain(struct http_server *s, void (*cb)(struct http_server *s));
+
+/* http_server_metrics appends Prometheus text about the server's global bounds: open descriptors and the
+ * limit (process_open_fds, process_max_fds), connections, buffered body bytes and the budget, and the counter
+ * of refusals (infermesh_http_refused_total{reason="descriptors"|"body_budget"}). */
+void http_server_metrics(struct http_server *s, struct buf *out);
+
+/* http_raise_nofile raises the soft RLIMIT_NOFILE of the process to its hard limit (capped at 1<<20) and
+ * returns the soft limit now in force (0 if it cannot be read). Call once at start, before listening. */
+uint64_t http_raise_nofile(void);
+
+/* http_req_dead_peer_timeout makes the kernel fail req's connection (which aborts req) when what was sent
+ * stays unacknowledged for ms, or the idle peer stops answering TCP keepalive probes: for long-lived
+ * responses to a client that may vanish without a FIN or a reset. Returns 0 or a negative errno. */
+int http_req_dead_peer_timeout(struct http_req *req, unsigned ms);
+
+/* http_req_peer writes the client's IP address (no port) into out (NUL-terminated); "" when unknown. */
+void http_req_peer(const struct http_req *req, char *out, size_t len);
 
 /* http_req_header finds a request header by name (case-insensitive); empty slice with base NULL if absent. */
 struct slice http_req_header(const struct http_req *req, const char *name);

@@ -76,6 +76,30 @@ static void test_yaml_then_flags_then_env(void **state) {
   unlink(path);
 }
 
+/* The global resource bounds: defaults, then YAML, flags and environment like the other limits. */
+static void test_global_limits(void **state) {
+  struct agent_config c;
+  char err[256];
+  assert_int_equal(load(&c, NULL, 0, err), 0);
+  assert_int_equal(c.limits.max_buffered_bodies, 64 * 1024 * 1024);
+  assert_int_equal(c.limits.fd_reserve, 64);
+  assert_int_equal(c.events_max_streams, 64);
+  assert_int_equal(c.events_max_per_client, 8);
+  write_yaml("limits: {max_buffered_body_bytes: 1000000, fd_reserve: 10, max_event_streams: 5,\n"
+             "         max_event_streams_per_client: 2}\n");
+  char *argv[] = {"--config", path, "--fd-reserve", "20"};
+  setenv("INFERMESH_MAX_EVENT_STREAMS_PER_CLIENT", "3", 1);
+  assert_int_equal(load(&c, argv, 4, err), 0);
+  unsetenv("INFERMESH_MAX_EVENT_STREAMS_PER_CLIENT");
+  assert_int_equal(c.limits.max_buffered_bodies, 1000000);
+  assert_int_equal(c.limits.fd_reserve, 20);
+  assert_int_equal(c.events_max_streams, 5);
+  assert_int_equal(c.events_max_per_client, 3);
+  char *bad[] = {"--fd-reserve", "-1"};
+  assert_int_equal(load(&c, bad, 2, err), -EINVAL);
+  unlink(path);
+}
+
 static void test_errors_name_the_problem(void **state) {
   struct agent_config c;
   char err[256];
@@ -229,6 +253,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_prices_and_provider),
       cmocka_unit_test(test_defaults),
+      cmocka_unit_test(test_global_limits),
       cmocka_unit_test(test_yaml_then_flags_then_env),
       cmocka_unit_test(test_errors_name_the_problem),
       cmocka_unit_test(test_env_targets_comma_separated),

@@ -43,6 +43,17 @@ static void test_slice_numbers(void **state) {
   assert_string_equal(small, "abc");
 }
 
+/* Invalid UTF-8 (stray continuation, truncated, overlong, surrogate, past U+10FFFF, 0xFF) becomes \ufffd;
+ * well-formed multi-byte sequences pass through. */
+static void test_json_str_invalid_utf8(void **state) {
+  struct buf b = {0};
+  buf_json_str(&b, SLICE_LIT("m\x80x\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80|\xc0\xaf|\xed\xa0\x80|"
+                             "\xf4\x90\x80\x80|\xff|\xe2\x82"));
+  assert_string_equal(b.base, "\"m\\ufffdx\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80|\\ufffd\\ufffd|\\ufffd\\ufffd\\ufffd|"
+                              "\\ufffd\\ufffd\\ufffd\\ufffd|\\ufffd|\\ufffd\\ufffd\"");
+  buf_free(&b);
+}
+
 static void test_buf_escaping(void **state) {
   struct buf b = {0};
   buf_json_str(&b, SLICE_LIT("a\"b\\c\nd\x01"));
@@ -100,6 +111,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_slice_numbers),
       cmocka_unit_test(test_buf_escaping),
+      cmocka_unit_test(test_json_str_invalid_utf8),
       cmocka_unit_test(test_hist_buckets_and_quantiles),
       cmocka_unit_test(test_route_metrics),
   };
