@@ -6,6 +6,7 @@
 #include <http_parser.h>
 #include <malloc.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@
 #include "core/log.h"
 #include "cluster/datadir.h"
 #include "ledger/db.h"
+#include "ledger/outbox.h"
 #include "ledger/writer.h"
 #include "route/router.h"
 #include "route/tenants.h"
@@ -49,6 +51,7 @@ struct agent {
   struct model_api mapi; /* load/unload of models and LoRA adapters */
   struct control *ctl; /* the control plane (Raft server or read replica); NULL when closed */
   struct ledger_writer *ledger; /* usage records; NULL when metering is off or once closed */
+  struct ledger_outbox *outbox; /* forwards them to PostgreSQL (ledger.postgres); NULL when none */
   struct ledger_api lapi;
   struct meter meter; /* the router's meter: prices, and records to the ledger */
   char api_addr[96]; /* how other nodes reach this listener */
@@ -123,6 +126,18 @@ static void metrics(struct agent *a, struct http_req *req, uint64_t now) {
                "# TYPE infermesh_ledger_queued gauge\ninfermesh_ledger_queued %llu\n",
                (unsigned long long)ls.committed, (unsigned long long)ls.batches, (unsigned long long)ls.failures,
                (unsigned long long)ls.dropped, (unsigned long long)ls.queued);
+  }
+  if (a->outbox) {
+    struct ledger_outbox_stats os;
+    ledger_outbox_stats(a->outbox, &os);
+    buf_printf(&b,
+               "# HELP infermesh_ledger_outbox_forwarded_total Usage records PostgreSQL acknowledged.\n"
+               "# TYPE infermesh_ledger_outbox_forwarded_total counter\ninfermesh_ledger_outbox_forwarded_total %llu\n"
+               "# HELP infermesh_ledger_outbox_failures_total Failed connections or transactions to PostgreSQL.\n"
+               "# TYPE infermesh_ledger_outbox_failures_total counter\ninfermesh_ledger_outbox_failures_total %llu\n"
+               "# HELP infermesh_ledger_outbox_connected 1 while the outbox holds a PostgreSQL connection.\n"
+               "# TYPE infermesh_ledger_outbox_connected gauge\ninfermesh_ledger_outbox_connected %d\n",
+               (unsigned long long)os.forwarded, (unsigned long long)os.failures, os.connected ? 1 : 0);
   }
   http_resp_send(req, 200, "text/plain; version=0.0.4", b.base, b.len, NULL, 0);
   buf_free(&b);
@@ -282,6 +297,13 @@ static void gpus_updated_cb(void *arg) {
 
 static void closed_cb(uv_handle_t *h) { (void)h; }
 
+/* After the writer's last commit: the outbox forwards what it can (PostgreSQL up) and stops. */
+static void outbox_last_cb(void *arg) {
+  struct agent *a = arg;
+  if (a->outbox) ledger_outbox_stop(a->outbox); /* blocks for at most one pass, at exit */
+  a->outbox = NULL;
+}
+
 /* start_ledger opens DATA_DIR/ledger.db and its writer when metering is on. 0 or a negative code with err. */
 static int start_ledger(struct agent *a, char *err, size_t errlen) {
   const struct agent_config *cfg = a->cfg;
@@ -301,6 +323,14 @@ static int start_ledger(struct agent *a, char *err, size_t errlen) {
     snprintf(err, errlen, "data dir path too long: %s", dir);
   if (rc == 0) rc = ledger_writer_start(&a->ledger, a->loop, a->lapi.path, err, errlen);
   a->meter.writer = a->ledger;
+  if (rc == 0 && cfg->ledger_postgres[0]) {
+    char node[96];
+    if (a->mesh) /* the node's identity: stable across renames and restarts */
+      sodium_bin2hex(node, sizeof node, mesh_node_id(a->mesh), 32);
+    else
+      str_copy(node, sizeof node, cfg->node_name);
+    rc = ledger_outbox_start(&a->outbox, a->lapi.path, cfg->ledger_postgres, node, err, errlen);
+  }
   return rc;
 }
 
@@ -332,7 +362,7 @@ static void gpu_stopped_cb(struct gpu_poll *g) {
   uv_close((uv_handle_t *)&a->log_flusher, closed_cb);
   events_close();
   a->meter.writer = NULL;
-  if (a->ledger) ledger_writer_close(a->ledger, NULL, NULL); /* commits what is queued, then its thread ends */
+  if (a->ledger) ledger_writer_close(a->ledger, outbox_last_cb, a); /* commits what is queued, then ends */
   a->ledger = NULL;
 }
 

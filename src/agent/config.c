@@ -41,6 +41,9 @@ static const struct key keys[] = {
      "who is paid for what this node's runtimes serve (default: the node's name)"},
     {"ledger.enabled", "--ledger", "INFERMESH_LEDGER", K_BOOL, F(ledger_enabled),
      "keep a usage record of every request in DATA_DIR/ledger.db (true)"},
+    {"ledger.postgres", "--ledger-postgres", "INFERMESH_LEDGER_POSTGRES", K_STR, F(ledger_postgres),
+     "also forward every record to this PostgreSQL (postgresql://USER@HOST:PORT/DB or key=value pairs), "
+     "exactly once, through an outbox: while it is down the records wait in the ledger"},
     {"prices", "--price", "INFERMESH_PRICES", K_PRICE, 0, 0,
      "model=M,prompt=X,completion=Y[,cached=Z][,currency=USD]: a model's price per million tokens, for an agent "
      "without a control plane (repeatable; ';'-separated in the environment)"},

@@ -95,6 +95,7 @@ struct agent_config {
    * control plane (YAML `prices: [{model, prompt, completion, cached, currency}]`, or --price specs
    * "model=M,prompt=X,completion=Y"; the control plane's prices win where both name a model). */
   bool ledger_enabled;
+  char ledger_postgres[1024]; /* libpq connection string or URI of the cluster-wide ledger ("" = none) */
   char provider[64];
   struct ledger_price_conf prices[CONFIG_MAX_PRICES];
   int nprices;

@@ -23,17 +23,20 @@ struct ledger_outbox {
   uv_thread_t thread;
   uv_mutex_t mu;
   uv_cond_t cond;
-  bool stop, kicked;                /* under mu */
-  struct ledger_outbox_stats st;    /* under mu */
-  PGconn *pg;                       /* thread only */
-  struct ledger_record *batch;      /* thread only */
+  bool stop, kicked;             /* under mu */
+  struct ledger_outbox_stats st; /* under mu */
+  PGconn *pg;                    /* thread only */
+  struct ledger_record *batch;   /* thread only */
 };
 
 /* PostgreSQL schema steps; step i brings version i to i + 1. Append only. */
 static const char *const pg_migrations[LEDGER_PG_SCHEMA_VERSION] = {
-    "CREATE TABLE IF NOT EXISTS infermesh_usage(node TEXT NOT NULL, seq BIGINT NOT NULL, request_id TEXT NOT NULL,"
-    " ts_ms BIGINT NOT NULL, tenant TEXT NOT NULL, model TEXT NOT NULL, ingress TEXT NOT NULL, serving TEXT NOT NULL,"
-    " target TEXT NOT NULL, provider TEXT NOT NULL, prompt_tokens BIGINT NOT NULL, cached_tokens BIGINT NOT NULL,"
+    "CREATE TABLE IF NOT EXISTS infermesh_usage(node TEXT NOT NULL, seq BIGINT NOT NULL, request_id TEXT NOT "
+    "NULL,"
+    " ts_ms BIGINT NOT NULL, tenant TEXT NOT NULL, model TEXT NOT NULL, ingress TEXT NOT NULL, serving TEXT "
+    "NOT NULL,"
+    " target TEXT NOT NULL, provider TEXT NOT NULL, prompt_tokens BIGINT NOT NULL, cached_tokens BIGINT NOT "
+    "NULL,"
     " completion_tokens BIGINT NOT NULL, ttft_ms DOUBLE PRECISION, duration_ms DOUBLE PRECISION,"
     " status INTEGER NOT NULL, retried BOOLEAN NOT NULL, hedged BOOLEAN NOT NULL, cost_nano BIGINT NOT NULL,"
     " contribution_nano BIGINT NOT NULL, currency TEXT NOT NULL, batch_id TEXT, PRIMARY KEY(node, seq));"
@@ -85,7 +88,11 @@ fail:
 }
 
 static int pg_connect(struct ledger_outbox *o, char *err, size_t errlen) {
-  o->pg = PQconnectdb(o->conninfo);
+  /* the configured string may be a URI or key=value pairs (expand_dbname); a dead host must not hang a pass
+   */
+  const char *const keys[] = {"dbname", "connect_timeout", "application_name", NULL};
+  const char *const vals[] = {o->conninfo, "3", "infermesh-ledger", NULL};
+  o->pg = PQconnectdbParams(keys, vals, 1);
   if (PQstatus(o->pg) != CONNECTION_OK) {
     snprintf(err, errlen, "%s", PQerrorMessage(o->pg));
     pg_close(o);
@@ -100,13 +107,16 @@ static int pg_connect(struct ledger_outbox *o, char *err, size_t errlen) {
 #define NCOLS 21
 
 /* One multi-row INSERT of recs[0..n) (ON CONFLICT DO NOTHING: a resend after a crash is stored once). */
-static int pg_send(struct ledger_outbox *o, const struct ledger_record *recs, int n, char *err, size_t errlen) {
+static int pg_send(struct ledger_outbox *o, const struct ledger_record *recs, int n, char *err,
+                   size_t errlen) {
   static char text[BATCH][NCOLS][40];
   const char **vals = xcalloc((size_t)n * NCOLS, sizeof *vals);
   struct buf sql = {0};
-  buf_puts(&sql, "INSERT INTO infermesh_usage(node, seq, request_id, ts_ms, tenant, model, ingress, serving, target,"
-                 " provider, prompt_tokens, cached_tokens, completion_tokens, ttft_ms, duration_ms, status, retried,"
-                 " hedged, cost_nano, contribution_nano, currency) VALUES ");
+  buf_puts(
+      &sql,
+      "INSERT INTO infermesh_usage(node, seq, request_id, ts_ms, tenant, model, ingress, serving, target,"
+      " provider, prompt_tokens, cached_tokens, completion_tokens, ttft_ms, duration_ms, status, retried,"
+      " hedged, cost_nano, contribution_nano, currency) VALUES ");
   for (int i = 0; i < n; i++) {
     const struct ledger_record *r = &recs[i];
     const char **v = vals + (size_t)i * NCOLS;
@@ -121,14 +131,31 @@ static int pg_send(struct ledger_outbox *o, const struct ledger_record *recs, in
     snprintf(t[15], 40, "%d", r->status);
     snprintf(t[18], 40, "%lld", (long long)r->cost_nano);
     snprintf(t[19], 40, "%lld", (long long)r->contribution_nano);
-    const char *cols[NCOLS] = {o->node,      t[1],         r->request_id, t[3],  r->tenant, r->model,
-                               r->ingress,   r->serving,   r->target,     r->provider, t[10], t[11],
-                               t[12],        r->ttft_ms < 0 ? NULL : t[13], t[14], t[15],
-                               r->retried ? "true" : "false", r->hedged ? "true" : "false", t[18], t[19],
+    const char *cols[NCOLS] = {o->node,
+                               t[1],
+                               r->request_id,
+                               t[3],
+                               r->tenant,
+                               r->model,
+                               r->ingress,
+                               r->serving,
+                               r->target,
+                               r->provider,
+                               t[10],
+                               t[11],
+                               t[12],
+                               r->ttft_ms < 0 ? NULL : t[13],
+                               t[14],
+                               t[15],
+                               r->retried ? "true" : "false",
+                               r->hedged ? "true" : "false",
+                               t[18],
+                               t[19],
                                r->currency};
     memcpy(v, cols, sizeof cols);
     buf_puts(&sql, i ? ",(" : "(");
-    for (int c = 0; c < NCOLS; c++) buf_printf(&sql, "%s$%d", c ? "," : "", i * NCOLS + c + 1);
+    for (int c = 0; c < NCOLS; c++)
+      buf_printf(&sql, "%s$%d", c ? "," : "", i * NCOLS + c + 1);
     buf_puts(&sql, ")");
   }
   buf_puts(&sql, " ON CONFLICT (node, seq) DO NOTHING");
@@ -173,31 +200,38 @@ static void thread_main(void *arg) {
     bool stopping = o->stop;
     o->kicked = false;
     uv_mutex_unlock(&o->mu);
+    if (stopping && !o->pg) { /* no last pass without PostgreSQL: the records wait in SQLite */
+      uv_mutex_lock(&o->mu);
+      break;
+    }
     int rc = db ? 0 : ledger_db_open(&db, o->sqlite_path, err, sizeof err);
     if (rc == 0) rc = pass(o, db, err, sizeof err);
     uv_mutex_lock(&o->mu);
     o->st.connected = o->pg != NULL;
     if (rc != 0) {
       o->st.failures++;
-      if (!warned) log_warn("ledger outbox: records wait in SQLite until PostgreSQL answers", "err=\"%.*s\"",
-                            (int)strcspn(err, "\n"), err);
+      if (!warned)
+        log_warn("ledger outbox: records wait in SQLite until PostgreSQL answers", "err=\"%.*s\"",
+                 (int)strcspn(err, "\n"), err);
       warned = true;
       backoff = backoff ? (backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2) : 200;
     } else {
-      if (warned) log_info("ledger outbox: PostgreSQL answers again", "sent_seq=%lld", (long long)o->st.sent_seq);
+      if (warned)
+        log_info("ledger outbox: PostgreSQL answers again", "sent_seq=%lld", (long long)o->st.sent_seq);
       warned = false;
       backoff = 0;
     }
     if (stopping) break;
-    if (!o->kicked && !o->stop) uv_cond_timedwait(&o->cond, &o->mu, (uint64_t)(backoff ? backoff : POLL_MS) * 1000000);
+    if (!o->kicked && !o->stop)
+      uv_cond_timedwait(&o->cond, &o->mu, (uint64_t)(backoff ? backoff : POLL_MS) * 1000000);
   }
   uv_mutex_unlock(&o->mu);
   pg_close(o);
   ledger_db_close(db);
 }
 
-int ledger_outbox_start(struct ledger_outbox **out, const char *sqlite_path, const char *conninfo, const char *node,
-                        char *err, size_t errlen) {
+int ledger_outbox_start(struct ledger_outbox **out, const char *sqlite_path, const char *conninfo,
+                        const char *node, char *err, size_t errlen) {
   struct ledger_outbox *o = xcalloc(1, sizeof *o);
   struct ledger_db *probe;
   int rc = ledger_db_open(&probe, sqlite_path, err, errlen); /* fail now, not in the thread */

@@ -23,8 +23,8 @@ struct ledger_outbox_stats {
 /* ledger_outbox_start forwards the records of the SQLite ledger at sqlite_path to the PostgreSQL of conninfo
  * (a libpq connection string or URI), as node `node` (copied). Runs until ledger_outbox_stop. 0, or a
  * negative code with err set (the SQLite file cannot be opened; PostgreSQL being down is no error). */
-int ledger_outbox_start(struct ledger_outbox **out, const char *sqlite_path, const char *conninfo, const char *node,
-                        char *err, size_t errlen);
+int ledger_outbox_start(struct ledger_outbox **out, const char *sqlite_path, const char *conninfo,
+                        const char *node, char *err, size_t errlen);
 
 /* ledger_outbox_kick asks for a pass now (after a commit); any thread. */
 void ledger_outbox_kick(struct ledger_outbox *o);

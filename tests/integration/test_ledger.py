@@ -248,3 +248,102 @@ def test_control_plane_prices(procs, tmp_path):
         return Decimal(str(u["cost"])) == Decimal(u["prompt_tokens"] * 2 + u["completion_tokens"] * 4) / 10**6
 
     wait_for(priced_by_control_plane, timeout=10, what="the control plane's price in responses")
+
+
+# ---- the cluster-wide ledger in a real PostgreSQL ----
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+
+
+class Postgres:
+    """A throwaway PostgreSQL in a temporary data dir on 127.0.0.1 (as the postgres user when we are root)."""
+
+    def __init__(self, port):
+        import os
+        import pwd
+        import tempfile
+        self.port = port
+        self.dir = tempfile.mkdtemp(prefix="im-pg-", dir="/tmp")
+        self.as_user = []
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self.run([f"{PG_BIN}/initdb", "-D", f"{self.dir}/data", "-A", "trust", "-U", "infermesh", "--no-sync"])
+        self.url = f"postgresql://infermesh@127.0.0.1:{port}/postgres"
+
+    def run(self, args, check=True):
+        return subprocess.run(self.as_user + args, capture_output=True, text=True, timeout=60, check=check)
+
+    def start(self):
+        self.run([f"{PG_BIN}/pg_ctl", "-D", f"{self.dir}/data", "-w", "-l", f"{self.dir}/log", "-o",
+                  f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off", "start"])
+
+    def stop(self):
+        self.run([f"{PG_BIN}/pg_ctl", "-D", f"{self.dir}/data", "-w", "-m", "fast", "stop"], check=False)
+
+    def query(self, sql):
+        r = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "infermesh", "-d", "postgres",
+                            "-Atc", sql], capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    def close(self):
+        import shutil
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres():
+    import os
+    if not os.path.exists(f"{PG_BIN}/initdb"):
+        pytest.skip("PostgreSQL 15 is not installed (scripts/bootstrap installs it)")
+    pg = Postgres(free_port())
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.close()
+
+
+@pytest.mark.timeout(120)
+def test_postgres_outbox_exactly_once_across_an_outage(procs, tmp_path, postgres):
+    e = procs.engine()
+    ag = procs.agent([e], "--data-dir", str(tmp_path / "d"), "--price", PRICE, "--name", "n1",
+                     "--ledger-postgres", postgres.url)
+    sent = []
+
+    def send(n, tag):
+        for i in range(n):
+            rid = f"{tag}-{i}"
+            assert post_json(ag.port, "/v1/chat/completions", chat_body(rid), headers={"x-request-id": rid}).status == 200
+            sent.append(rid)
+
+    send(20, "before")
+    wait_for(lambda: postgres.query("SELECT count(*) FROM infermesh_usage") == "20", timeout=15,
+             what="20 records in PostgreSQL")
+    assert postgres.query("SELECT version FROM infermesh_schema") == "1"
+    postgres.stop()
+    t0 = time.time()
+    while time.time() - t0 < 10:  # 10 s of load while PostgreSQL is down: the records wait in SQLite
+        send(5, f"during-{int((time.time() - t0) * 1000)}")
+    assert ag.counter("infermesh_ledger_outbox_failures_total") >= 1
+    postgres.start()
+    want = len(sent)
+    wait_for(lambda: postgres.query("SELECT count(*) FROM infermesh_usage") == str(want), timeout=30,
+             what=f"{want} records in PostgreSQL after the outage")
+    ids = postgres.query("SELECT request_id FROM infermesh_usage WHERE node = 'n1' ORDER BY seq").split("\n")
+    assert ids == sent  # every one, once, in order
+    assert postgres.query("SELECT count(DISTINCT seq) FROM infermesh_usage") == str(want)
+    # the costs match the node's own ledger
+    local = sum(r[6] for r in ledger_rows(tmp_path / "d" / "ledger.db"))
+    assert int(postgres.query("SELECT sum(cost_nano) FROM infermesh_usage")) == local
+    # a restart resends nothing twice (the position is durable) and picks up where it was
+    ag.proc.signal(signal.SIGKILL)
+    ag.proc.wait(10)
+    ag2 = procs.agent([e], "--data-dir", str(tmp_path / "d"), "--price", PRICE, "--name", "n1",
+                      "--ledger-postgres", postgres.url, name="agent-2")
+    assert post_json(ag2.port, "/v1/chat/completions", chat_body("after"), headers={"x-request-id": "after"}).status == 200
+    wait_for(lambda: postgres.query("SELECT count(*) FROM infermesh_usage") == str(want + 1), timeout=15,
+             what="the record after the restart")

@@ -21,6 +21,7 @@
 #include "ledger/writer.h"
 
 static char dir[256];
+static int64_t scalar(const char *path, const char *sql);
 
 static void path_of(char *out, size_t cap, const char *name) { snprintf(out, cap, "%s/%s", dir, name); }
 
@@ -140,6 +141,40 @@ static void test_queries_and_settlement(void **state) {
   sqlite3_close(h);
   assert_int_equal(ledger_db_open(&db, path, err, sizeof err), -EPROTO);
   assert_non_null(strstr(err, "newer"));
+}
+
+/* A version-1 file (before the outbox) is migrated in place; the outbox reads what is pending, in order. */
+static void test_migration_and_outbox_position(void **state) {
+  (void)state;
+  char path[300], err[256];
+  path_of(path, sizeof path, "m.db");
+  struct ledger_db *db;
+  assert_int_equal(ledger_db_open(&db, path, err, sizeof err), 0);
+  struct ledger_record r[3] = {rec(0, "t", "p", 1), rec(1, "t", "p", 2), rec(2, "t", "p", 3)};
+  assert_int_equal(ledger_db_insert(db, r, 3, err, sizeof err), 0);
+  ledger_db_close(db);
+  sqlite3 *h;
+  assert_int_equal(sqlite3_open(path, &h), SQLITE_OK);
+  assert_int_equal(sqlite3_exec(h, "DROP TABLE outbox; PRAGMA user_version=1", NULL, NULL, NULL), SQLITE_OK);
+  sqlite3_close(h);
+  assert_int_equal(ledger_db_open(&db, path, err, sizeof err), 0);
+  assert_int_equal(scalar(path, "PRAGMA user_version"), LEDGER_SCHEMA_VERSION);
+  struct ledger_record out[2];
+  int n;
+  int64_t sent;
+  assert_int_equal(ledger_db_pending(db, 2, out, &n, &sent, err, sizeof err), 0);
+  assert_int_equal(n, 2);
+  assert_int_equal(sent, 0);
+  assert_string_equal(out[0].request_id, "req-0");
+  assert_int_equal(out[1].cost_nano, 2);
+  assert_true(out[0].ttft_ms == 12.5);
+  assert_int_equal(ledger_db_mark_sent(db, out[1].seq, err, sizeof err), 0);
+  assert_int_equal(ledger_db_mark_sent(db, out[0].seq, err, sizeof err), 0); /* never moves back */
+  assert_int_equal(ledger_db_pending(db, 2, out, &n, &sent, err, sizeof err), 0);
+  assert_int_equal(n, 1);
+  assert_string_equal(out[0].request_id, "req-2");
+  assert_int_equal(sent, out[0].seq - 1);
+  ledger_db_close(db);
 }
 
 /* ---- two settles at once, on two connections ---- */
@@ -334,6 +369,7 @@ int main(void) {
       cmocka_unit_test(test_cost_and_amounts),
       cmocka_unit_test(test_queries_and_settlement),
       cmocka_unit_test(test_concurrent_settles_pay_once),
+      cmocka_unit_test(test_migration_and_outbox_position),
       cmocka_unit_test(test_writer_group_commit),
       cmocka_unit_test(test_writer_survives_sigkill),
   };
