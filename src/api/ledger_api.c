@@ -155,7 +155,7 @@ static bool settle_params(struct http_req *req, struct job *j) {
   char min[40];
   if (!param(req, "min_amount", min, sizeof min)) return false;
   if (!min[0]) str_copy(min, sizeof min, "0");
-  if (ledger_parse_amount(min, &j->min_nano) != 0) {
+  if (amount_parse(min, &j->min_nano) != 0) {
     error(req, 400, "min_amount: a decimal amount >= 0 with at most 9 decimals, e.g. 25.00", "invalid_value");
     return false;
   }

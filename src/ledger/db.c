@@ -241,7 +241,7 @@ int ledger_by_parse(const char *s, enum ledger_by *out) {
 
 static void amount_json(struct buf *out, const char *key, int64_t nano) {
   char a[40];
-  ledger_format_amount(nano, a, sizeof a);
+  amount_format(nano, a, sizeof a);
   buf_printf(out, ",\"%s\":\"%s\"", key, a);
 }
 
@@ -431,7 +431,7 @@ static int one_batch(struct ledger_db *db, const char *batch_id, bool csv, struc
   int n = 0;
   char a[40];
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-    ledger_format_amount(sqlite3_column_int64(st, 3), a, sizeof a);
+    amount_format(sqlite3_column_int64(st, 3), a, sizeof a);
     if (csv) {
       if (n++ == 0) buf_puts(out, "batch_id,created_ms,provider,currency,amount,records\n");
       /* provider names are printable without spaces (checked where they are set), but quote them anyway */

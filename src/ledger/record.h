@@ -6,8 +6,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Money is kept in nano-units of its currency (1e-9): exact sums, 9.2e9 units at most per value. */
-#define LEDGER_NANO 1000000000LL
+#include "core/amount.h"
+
+/* Money is kept in nano-units of its currency (core/amount.h): exact sums, 9.2e9 units at most per value. */
+#define LEDGER_NANO AMOUNT_NANO
 
 struct ledger_record {
   int64_t seq; /* set by the ledger when stored: 1, 2, ... per data dir */
@@ -55,12 +57,5 @@ int ledger_price_conf_parse(struct ledger_price_conf *c, char *spec, char *err, 
 int64_t ledger_cost_nano(const struct ledger_price *p, int64_t prompt_tokens, int64_t cached_tokens,
                          int64_t completion_tokens);
 
-/* ledger_format_amount writes nano as a decimal amount with up to 9 decimals, trailing zeros cut ("0.0042",
- * "25", "-1.5") into out (capacity >= 32). */
-void ledger_format_amount(int64_t nano, char *out, size_t cap);
-
-/* ledger_parse_amount reads a non-negative decimal amount ("25", "0.0042", at most 9 decimals, at most
- * 9e9) into *nano: 0, or -EINVAL. */
-int ledger_parse_amount(const char *s, int64_t *nano);
 
 #endif

@@ -94,6 +94,8 @@ void proxy_leg_release(struct leg *l) {
 /* Everything ends here: metrics, reservation release, log line, response end; then queued requests may go. */
 static void finish(struct proxy *p, int status) {
   struct router *r = p->r;
+  proxy_meter_detach(p);
+  proxy_meter_record(p, status, NULL); /* when no complete answer waited for it: errors, aborts */
   uint64_t now = clock_mono_ns();
   const char *tname = p->target >= 0 ? r->store->targets[p->target].name : "";
   for (int i = 0; i < 2; i++) {
@@ -115,9 +117,11 @@ static void finish(struct proxy *p, int status) {
     if (p->usage.prompt_tokens > 0) r->metrics.prompt_tokens += (uint64_t)p->usage.prompt_tokens;
     if (p->usage.completion_tokens > 0) r->metrics.completion_tokens += (uint64_t)p->usage.completion_tokens;
   }
-  log_info("request", "id=%s model=\"%s\" target=%s status=%d stream=%d attempts=%d hedged=%d ms=%.1f ttft_ms=%.1f "
-                      "prompt_tokens=%lld completion_tokens=%lld",
-           p->request_id, p->model, tname[0] ? tname : "-", status, p->oai.stream, p->attempts, p->hedged,
+  const char *tenant = proxy_admit_tenant_name(p);
+  log_info("request", "id=%s tenant=%s model=\"%s\" target=%s status=%d stream=%d attempts=%d hedged=%d ms=%.1f "
+                      "ttft_ms=%.1f prompt_tokens=%lld completion_tokens=%lld",
+           p->request_id, tenant[0] ? tenant : "-", p->model, tname[0] ? tname : "-", status, p->oai.stream,
+           p->attempts, p->hedged,
            (double)(now - p->t0) / 1e6, p->t_first ? (double)(p->t_first - p->t0) / 1e6 : 0.0,
            (long long)(p->usage.present ? p->usage.prompt_tokens : -1),
            (long long)(p->usage.present ? p->usage.completion_tokens : -1));
@@ -162,7 +166,7 @@ static void fail(struct proxy *p, int status, const char *type, const char *mess
 
 /* Start the client's response with our headers (once). */
 static void client_start(struct proxy *p, int status, int64_t len) {
-  struct http_header h[7];
+  struct http_header h[8];
   int nh = 0;
   const char *tname = p->r->store->targets[p->target].name;
   h[nh++] = (struct http_header){SLICE_LIT("Content-Type"),
@@ -175,6 +179,8 @@ static void client_start(struct proxy *p, int status, int64_t len) {
   h[nh++] = (struct http_header){SLICE_LIT("x-infermesh-node"), slice_cstr(t->remote ? t->node : p->r->opts.node_name)};
   if (p->winner && p->winner->hedge) h[nh++] = (struct http_header){SLICE_LIT("x-infermesh-hedged"), SLICE_LIT("true")};
   if (p->fallback_from[0]) h[nh++] = (struct http_header){SLICE_LIT("x-infermesh-fallback-from"), slice_cstr(p->fallback_from)};
+  if (p->costed && len >= 0) /* the number after ,"cost": */
+    h[nh++] = (struct http_header){SLICE_LIT("x-infermesh-cost"), slice_cstr(p->cost_text + 8)};
   http_resp_start(p->req, status, h, nh, len);
   p->client_started = true;
 }
@@ -229,10 +235,18 @@ static int relay_frame(void *arg, struct slice frame, struct slice data) {
   if (data.len && data.base[0] == '{') {
     if (jscan_is_usage_only_chunk(data.base, data.len)) {
       jscan_usage(data.base, data.len, &p->usage);
+      proxy_meter_cost(p);
       if (p->strip_usage) return 0;
+      struct slice parts[3];
+      int n = proxy_meter_split(p, frame, parts); /* usage.cost in the usage chunk */
+      for (int i = 0; i < n; i++) buf_append_slice(&p->out, parts[i]);
+      return 0;
     } else if (!p->t_first) {
       p->t_first = clock_mono_ns();
     }
+  } else if (slice_eqz(data, "[DONE]")) {
+    p->done_held = true; /* sent once the record is durable (end_stream) */
+    return 0;
   }
   buf_append_slice(&p->out, frame);
   return 0;
@@ -271,6 +285,9 @@ static int up_body(void *arg, const char *data, size_t len) {
   }
   return 0;
 }
+
+static void end_stream(struct proxy *p);
+static void answer_buffered(struct proxy *p);
 
 static bool retryable(struct proxy *p) { return !p->client_started && p->attempts < p->r->opts.max_attempts; }
 
@@ -334,14 +351,33 @@ static void up_done(void *arg, int err) {
   if (l->streaming) {
     if (!p->client_started) client_start(p, 200, -1);
     if (!p->t_first) p->t_first = clock_mono_ns();
-    finish(p, 200);
+    if (!proxy_meter_record(p, 200, end_stream)) end_stream(p);
     return;
   }
   /* Buffered response (non-streaming, or an error/JSON answer to a stream request). */
-  if (l->status == 200) jscan_usage(l->body.base, l->body.len, &p->usage);
+  if (l->status == 200) {
+    jscan_usage(l->body.base, l->body.len, &p->usage);
+    proxy_meter_cost(p);
+  }
   p->t_first = clock_mono_ns();
-  client_start(p, l->status, (int64_t)l->body.len);
-  http_resp_write(p->req, l->body.base, l->body.len);
+  if (!proxy_meter_record(p, l->status, answer_buffered)) answer_buffered(p);
+}
+
+/* The end of a complete stream, once its record is durable: the held [DONE], then the chunked end. */
+static void end_stream(struct proxy *p) {
+  if (p->done_held) http_resp_write(p->req, "data: [DONE]\n\n", 14);
+  finish(p, 200);
+}
+
+/* A buffered answer, once its record is durable: the body, with usage.cost when the model has a price. */
+static void answer_buffered(struct proxy *p) {
+  struct leg *l = p->winner;
+  struct slice parts[3];
+  int n = proxy_meter_split(p, buf_slice(&l->body), parts);
+  size_t len = 0;
+  for (int i = 0; i < n; i++) len += parts[i].len;
+  client_start(p, l->status, (int64_t)len);
+  for (int i = 0; i < n; i++) http_resp_write(p->req, parts[i].base, parts[i].len);
   finish(p, l->status);
 }
 

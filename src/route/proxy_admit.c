@@ -21,6 +21,11 @@ static const char *tenant_name(const struct proxy *p) {
                                                                             : "default";
 }
 
+const char *proxy_admit_tenant_name(const struct proxy *p) {
+  const struct router *r = p->r;
+  return r->opts.ntenants && p->tenant >= 0 && p->tenant < r->opts.ntenants ? r->opts.tenants[p->tenant].name : "";
+}
+
 bool proxy_admit_auth(struct proxy *p) {
   struct router *r = p->r;
   p->tenant = 0;

@@ -83,6 +83,14 @@ struct proxy {
   bool timer_init;
   int timer_use;
   bool hedge_armed, hedged;
+  /* metering (proxy_meter.c) */
+  bool costed;                   /* the model has a price: cost_nano and currency are what usage cost */
+  bool recorded;                 /* its record went to the meter (once) */
+  bool done_held;                /* a stream's "data: [DONE]" frame, held until the record is durable */
+  int64_t cost_nano;
+  char currency[8];
+  char cost_text[48];            /* ,"cost":X as inserted into the usage object */
+  struct proxy_meter_wait *wait; /* the meter keeps the record; its commit ends p */
   /* the routing policy's view of the request: prompt block hashes, computed on the first pick */
   struct policy_req preq;
   bool hashed;
@@ -137,6 +145,22 @@ void proxy_fallback_body(struct proxy *p);
 void proxy_admit_revoke(struct proxy *p);
 /* proxy_model_queued counts the requests of p's model waiting in the admission queue. */
 int proxy_model_queued(const struct proxy *p);
+
+/* proxy_meter.c */
+/* proxy_meter_cost prices p->usage with the router's meter: sets costed, cost_nano, currency, cost_text. */
+void proxy_meter_cost(struct proxy *p);
+/* proxy_meter_split writes json (a response body or a stream chunk that holds p->usage.span) into parts as
+ * pieces with p->cost_text inserted at the end of the usage object; returns how many (1: json unchanged,
+ * when p is not costed or the span is not inside json). The pieces borrow json and p. */
+int proxy_meter_split(struct proxy *p, struct slice json, struct slice parts[3]);
+/* proxy_meter_record hands p's record (status: what the client sees) to the router's meter, once. With then
+ * != NULL and a meter that keeps it durably, returns true: then(p) runs when it is durable (or failed), and
+ * the caller must not end p before; finish() before that cancels the wait. Otherwise false. */
+bool proxy_meter_record(struct proxy *p, int status, void (*then)(struct proxy *p));
+/* proxy_meter_detach forgets a pending wait (p ends first: the commit's callback will find nothing). */
+void proxy_meter_detach(struct proxy *p);
+/* proxy_admit_tenant_name is p's tenant's name, "" without tenants. */
+const char *proxy_admit_tenant_name(const struct proxy *p);
 
 /* proxy_hedge.c */
 /* proxy_hedge_arm starts the hedge delay for a latency-class request whose primary was just sent. */

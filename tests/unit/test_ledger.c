@@ -56,20 +56,20 @@ static void test_cost_and_amounts(void **state) {
   assert_int_equal(ledger_cost_nano(NULL, 100, 40, 10), 0);
   assert_int_equal(ledger_cost_nano(&p, 100, 400, 0), 50000); /* cached beyond the prompt is clipped */
   char a[40];
-  ledger_format_amount(55000, a, sizeof a);
+  amount_format(55000, a, sizeof a);
   assert_string_equal(a, "0.000055");
-  ledger_format_amount(25 * LEDGER_NANO, a, sizeof a);
+  amount_format(25 * LEDGER_NANO, a, sizeof a);
   assert_string_equal(a, "25");
-  ledger_format_amount(-1500000000LL, a, sizeof a);
+  amount_format(-1500000000LL, a, sizeof a);
   assert_string_equal(a, "-1.5");
   int64_t n;
-  assert_int_equal(ledger_parse_amount("25.00", &n), 0);
+  assert_int_equal(amount_parse("25.00", &n), 0);
   assert_int_equal(n, 25 * LEDGER_NANO);
-  assert_int_equal(ledger_parse_amount("0.000000001", &n), 0);
+  assert_int_equal(amount_parse("0.000000001", &n), 0);
   assert_int_equal(n, 1);
   const char *bad[] = {"", "-1", "1.", ".5", "1e3", "1.0000000001", "abc", "99999999999", "1,5"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-    assert_int_equal(ledger_parse_amount(bad[i], &n), -EINVAL);
+    assert_int_equal(amount_parse(bad[i], &n), -EINVAL);
 }
 
 static void test_queries_and_settlement(void **state) {

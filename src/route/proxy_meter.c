@@ -1,0 +1,91 @@
+/* Metering on the request path: the cost a response reports (usage.cost, OpenRouter's convention), and the
+ * request record handed to the router's meter, whose commit the end of a complete answer waits for. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/amount.h"
+#include "core/clock.h"
+#include "route/proxy_int.h"
+
+struct proxy_meter_wait {
+  struct proxy *p; /* NULL once p ended first */
+  void (*then)(struct proxy *p);
+};
+
+void proxy_meter_cost(struct proxy *p) {
+  const struct router_meter *m = &p->r->meter;
+  p->costed = m->cost && p->usage.present && m->cost(m->arg, p->model, &p->usage, &p->cost_nano, p->currency);
+  if (!p->costed) return;
+  char a[32];
+  amount_format(p->cost_nano, a, sizeof a);
+  snprintf(p->cost_text, sizeof p->cost_text, ",\"cost\":%s", a);
+}
+
+int proxy_meter_split(struct proxy *p, struct slice json, struct slice parts[3]) {
+  struct slice u = p->usage.span;
+  parts[0] = json;
+  if (!p->costed || !u.base || u.len < 2 || u.base < json.base || u.base + u.len > json.base + json.len)
+    return 1;
+  const char *close = u.base + u.len - 1; /* the usage object's '}' */
+  bool empty = true;                      /* {} or { }: no member to follow */
+  for (const char *c = u.base + 1; c < close && empty; c++)
+    empty = *c == ' ' || *c == '\t' || *c == '\n' || *c == '\r';
+  parts[0] = slice_make(json.base, (size_t)(close - json.base));
+  parts[1] = empty ? slice_cstr(p->cost_text + 1) : slice_cstr(p->cost_text); /* {} -> {"cost":X} */
+  parts[2] = slice_make(close, (size_t)(json.base + json.len - close));
+  return 3;
+}
+
+static void record_done_cb(void *arg, int status) {
+  struct proxy_meter_wait *w = arg;
+  struct proxy *p = w->p;
+  void (*then)(struct proxy *) = w->then;
+  free(w);
+  if (!p) return; /* p ended first (its client left) */
+  p->wait = NULL;
+  then(p); /* a failed commit is retried by the meter: the client is not made to wait for the disk */
+}
+
+bool proxy_meter_record(struct proxy *p, int status, void (*then)(struct proxy *p)) {
+  struct router *r = p->r;
+  if (p->recorded) return false;
+  p->recorded = true;
+  if (!r->meter.record) return false;
+  uint64_t now = clock_mono_ns();
+  const struct target *t = p->target >= 0 ? &r->store->targets[p->target] : NULL;
+  struct request_record rec = {
+      .request_id = p->request_id,
+      .model = p->model,
+      .tenant = proxy_admit_tenant_name(p),
+      .target = t ? t->name : "",
+      .serving_node = t && t->remote ? t->node : "",
+      .status = status,
+      .stream = p->oai.stream,
+      .hedged = p->hedged,
+      .reached_runtime = p->attempts > 0,
+      .forwarded = p->local_only,
+      .attempts = p->attempts,
+      .prompt_tokens = p->usage.present ? p->usage.prompt_tokens : -1,
+      .cached_tokens = p->usage.present ? p->usage.cached_tokens : -1,
+      .completion_tokens = p->usage.present ? p->usage.completion_tokens : -1,
+      .ttft_ms = p->t_first ? (double)(p->t_first - p->t0) / 1e6 : -1,
+      .duration_ms = (double)(now - p->t0) / 1e6,
+      .cost_nano = p->costed ? p->cost_nano : 0,
+  };
+  if (p->costed) str_copy(rec.currency, sizeof rec.currency, p->currency);
+  struct proxy_meter_wait *w = then ? xcalloc(1, sizeof *w) : NULL;
+  if (w) *w = (struct proxy_meter_wait){.p = p, .then = then};
+  if (!r->meter.record(r->meter.arg, &rec, w ? record_done_cb : NULL, w)) {
+    free(w);
+    return false;
+  }
+  p->wait = w;
+  return w != NULL;
+}
+
+void proxy_meter_detach(struct proxy *p) {
+  if (p->wait) p->wait->p = NULL;
+  p->wait = NULL;
+}
