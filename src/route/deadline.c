@@ -13,15 +13,19 @@ double deadline_estimate(const struct target *t, bool stream, int64_t max_tokens
   if (stream) {
     est = ttft_p95(t);
     if (store_ttfb_quantile(t, STORE_TTFB_STREAM, 0.95, DEADLINE_MIN_SAMPLES, &own) && own > est) est = own;
-    return est;
+  } else {
+    /* Without max_tokens (or a runtime that reports ITL) a response may take any time: no estimate. */
+    double ttft = ttft_p95(t);
+    if (max_tokens <= 0 || ttft < 0 || t->load.itl_p95 < 0) return -1;
+    est = ttft + (double)max_tokens * t->load.itl_p95;
+    if (store_ttfb_quantile(t, STORE_TTFB_FULL, 0.95, DEADLINE_MIN_SAMPLES, &own) && own > est) est = own;
   }
-  if (store_ttfb_quantile(t, STORE_TTFB_FULL, 0.95, DEADLINE_MIN_SAMPLES, &own)) est = own;
-  double ttft = ttft_p95(t);
-  if (max_tokens > 0 && ttft >= 0 && t->load.itl_p95 >= 0) {
-    double full = ttft + (double)max_tokens * t->load.itl_p95;
-    if (full > est) est = full;
-  }
-  return est;
+  if (est < 0) return -1;
+  /* A queue that built up since the window was observed: each waiting request ahead (reported, or routed here
+   * since that report) delays this one by about a share of a batch. */
+  double ahead = t->load.waiting + t->routed_since_report,
+         running = t->load.running > 1 ? t->load.running : 1;
+  return est * (1 + ahead / running);
 }
 
 uint32_t deadline_first_byte_ms(const struct store *s, int id, struct slice model, bool stream,

@@ -18,9 +18,11 @@
  * a request, or a negative value when nothing is known of t:
  *  - stream: the larger of the runtime's TTFT p95 (scraped window rates; 2 x p50 when only that is reported)
  *    and this router's own p95 of the time to the first SSE data frame there;
- *  - not stream (nothing reaches the client before the whole response): the larger of this router's own p95
- *    of whole-response times there and TTFT p95 + max_tokens x inter-token p95 (when max_tokens > 0 and the
- *    runtime reports both). */
+ *  - not stream (nothing reaches the client before the whole response): TTFT p95 + max_tokens x inter-token
+ *    p95, or this router's own p95 of whole-response times there when larger; unknown without max_tokens or
+ *    without the runtime's TTFT and ITL (a response may then take any time);
+ * times (1 + queue ahead / running), the queue ahead being the waiting requests reported plus those this
+ * router sent since that report: a queue that grew since the window was observed stretches the estimate. */
 double deadline_estimate(const struct target *t, bool stream, int64_t max_tokens);
 
 /* deadline_first_byte_ms is how long an attempt on target id of store s may go without a first byte before it

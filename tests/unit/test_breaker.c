@@ -1,4 +1,5 @@
-/* The per-target circuit breaker (route/breaker.c) and the first-byte deadline (route/deadline.c): pure logic. */
+/* The per-target circuit breaker (route/breaker.c) and the first-byte deadline (route/deadline.c): pure
+ * logic. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -26,7 +27,8 @@ static void test_breaker_opens_after_n_failures(void **state) {
   }
   assert_int_equal(b.state, BREAKER_CLOSED);
   breaker_success(&b); /* a success between resets the count */
-  for (int i = 0; i < 3; i++) breaker_failure(&b, &o, t);
+  for (int i = 0; i < 3; i++)
+    breaker_failure(&b, &o, t);
   assert_int_equal(b.state, BREAKER_OPEN);
   assert_int_equal(b.opens, 1);
   assert_false(breaker_available(&b, &o, t + 999 * MS));
@@ -71,7 +73,8 @@ static void test_breaker_off(void **state) {
   (void)state;
   struct breaker_opts o = {.failures = 0, .backoff_ms = 10, .backoff_max_ms = 100};
   struct breaker b = {0};
-  for (int i = 0; i < 100; i++) breaker_failure(&b, &o, 0);
+  for (int i = 0; i < 100; i++)
+    breaker_failure(&b, &o, 0);
   assert_true(breaker_available(&b, &o, 0));
   assert_int_equal(b.state, BREAKER_CLOSED);
 }
@@ -108,13 +111,24 @@ static void test_deadline_from_observed_ttft(void **state) {
   s.targets[0].load.ttft_p95 = 2;
   assert_int_equal(deadline_first_byte_ms(&s, 1, m, true, -1, 2000, 60000), 8000);
   /* this router's own stream samples count when larger */
-  for (int i = 0; i < DEADLINE_MIN_SAMPLES; i++) store_ttfb_observe(&s, 1, STORE_TTFB_STREAM, 3.0);
+  for (int i = 0; i < DEADLINE_MIN_SAMPLES; i++)
+    store_ttfb_observe(&s, 1, STORE_TTFB_STREAM, 3.0);
   assert_int_equal(deadline_first_byte_ms(&s, 1, m, true, -1, 2000, 60000), 12000);
-  /* not streaming: the whole response; TTFT + max_tokens x ITL when the runtime reports both */
+  /* not streaming: the whole response; unknown without max_tokens (any length), so the ceiling */
+  assert_int_equal(deadline_first_byte_ms(&s, 0, m, false, -1, 2000, 60000), 60000);
+  /* ... or without the runtime's ITL */
+  assert_int_equal(deadline_first_byte_ms(&s, 0, m, false, 500, 2000, 60000), 60000);
+  /* TTFT + max_tokens x ITL when the runtime reports both */
   s.targets[0].load.itl_p95 = 0.01;
   assert_int_equal(deadline_first_byte_ms(&s, 0, m, false, 500, 2000, 60000), 28000); /* 4 x (2 + 5) */
-  for (int i = 0; i < DEADLINE_MIN_SAMPLES; i++) store_ttfb_observe(&s, 0, STORE_TTFB_FULL, 9.0);
+  for (int i = 0; i < DEADLINE_MIN_SAMPLES; i++)
+    store_ttfb_observe(&s, 0, STORE_TTFB_FULL, 9.0);
   assert_int_equal(deadline_first_byte_ms(&s, 0, m, false, 500, 2000, 60000), 36000);
+  /* a queue ahead stretches it: 2 waiting behind 4 running, x1.5 */
+  s.targets[0].load.waiting = 2;
+  s.targets[0].load.running = 4;
+  assert_int_equal(deadline_first_byte_ms(&s, 0, m, true, -1, 2000, 60000), 12000); /* 4 x 2 x 1.5 */
+  s.targets[0].load.waiting = s.targets[0].load.running = 0;
   /* a floor above the ceiling reads as the ceiling */
   assert_int_equal(deadline_first_byte_ms(&s, 0, m, true, -1, 9000, 5000), 5000);
   store_free(&s);
