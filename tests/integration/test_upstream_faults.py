@@ -306,3 +306,35 @@ def test_drain_timeout_ends_open_streams_with_an_error_event(procs):
     last = json.loads(rest[-1])
     assert "error" in last and "shutting down" in last["error"]["message"], rest[-3:]
     assert agent.proc.wait(timeout=10) != 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the same through a mesh: the serving node's engine dies mid-stream
+
+
+@pytest.mark.timeout(90)
+def test_stream_cut_on_the_serving_node_is_logged_failed_on_the_ingress(procs, tmp_path):
+    """B serves a stream forwarded by the gateway C; B's engine is killed mid-stream. B ends the stream with an
+    error event; C relays it and logs the request as a failed stream (before: status=200 on C)."""
+    from test_mesh import init_cluster, remote_healthy, share_key, start_node, wait_members
+    init_cluster(tmp_path / "b")
+    share_key(tmp_path / "b", tmp_path / "c")
+    eb = procs.engine(speed="1", name="engine-b")
+    b = start_node(procs, tmp_path, "b", [eb], data_dir=tmp_path / "b")
+    c = start_node(procs, tmp_path, "c", [], join=[b.gossip])
+    wait_members([b, c], ["b", "c"])
+    wait_for(lambda: remote_healthy(c, 1), timeout=15, what="c sees b's engine")
+    s = SSEStream(c.port, "/v1/chat/completions", chat_body(max_tokens=3000, stream=True), timeout=20)
+    try:
+        assert s.status == 200
+        rid = s.headers["x-request-id"]
+        it = s.events()
+        next(it)
+        eb.proc.signal(signal.SIGKILL)
+        rest = [d for _, d in it]
+    finally:
+        s.close()
+    assert rest and "error" in json.loads(rest[-1]), rest[-3:]
+    line = wait_for(lambda: request_log(c.agent, rid), timeout=5, what="c's log line")
+    assert "status=502" in line and "outcome=stream_error" in line, line
+    assert metric_value(c.agent.metrics(), "infermesh_requests_total", status="502") == 1
