@@ -8,39 +8,57 @@ static double ttft_p95(const struct target *t) {
   return -1;
 }
 
-double deadline_estimate(const struct target *t, bool stream, int64_t max_tokens) {
-  double est = -1, own;
-  if (stream) {
-    est = ttft_p95(t);
-    if (store_ttfb_quantile(t, STORE_TTFB_STREAM, 0.95, DEADLINE_MIN_SAMPLES, &own) && own > est) est = own;
-  } else {
-    /* Without max_tokens (or a runtime that reports ITL) a response may take any time: no estimate. */
-    double ttft = ttft_p95(t);
-    if (max_tokens <= 0 || ttft < 0 || t->load.itl_p95 < 0) return -1;
-    est = ttft + (double)max_tokens * t->load.itl_p95;
-    if (store_ttfb_quantile(t, STORE_TTFB_FULL, 0.95, DEADLINE_MIN_SAMPLES, &own) && own > est) est = own;
-  }
-  if (est < 0) return -1;
-  /* A queue that built up since the window was observed: each waiting request ahead (reported, or routed here
-   * since that report) delays this one by about a share of a batch. */
-  double ahead = t->load.waiting + t->routed_since_report,
-         running = t->load.running > 1 ? t->load.running : 1;
-  return est * (1 + ahead / running);
+/* The queue that built up since the window was observed: each waiting request ahead (reported, or routed
+ * here since that report) delays a new one by about a share of a batch. */
+static double queue_factor(const struct target *t) {
+  double ahead = t->load.waiting + t->routed_since_report;
+  double running = t->load.running > 1 ? t->load.running : 1;
+  return 1 + ahead / running;
 }
 
+double deadline_ttft(const struct target *t) {
+  double est = ttft_p95(t), own;
+  if (store_ttfb_quantile(t, STORE_TTFB_STREAM, 0.95, DEADLINE_MIN_SAMPLES, &own) && own > est) est = own;
+  return est < 0 ? -1 : est * queue_factor(t);
+}
+
+/* f of target id, or when that knows nothing, the largest f among the model's other targets; -1: none. */
+static double known(const struct store *s, int id, struct slice model, double (*f)(const struct target *)) {
+  double est = f(&s->targets[id]);
+  if (est >= 0) return est;
+  for (int i = 0; i < s->ntargets; i++) {
+    if (i == id || !store_target_serves(&s->targets[i], model)) continue;
+    double e = f(&s->targets[i]);
+    if (e > est) est = e;
+  }
+  return est;
+}
+
+static double itl_p95(const struct target *t) { return t->load.itl_p95; }
+
 uint32_t deadline_first_byte_ms(const struct store *s, int id, struct slice model, bool stream,
-                                int64_t max_tokens, uint32_t floor_ms, uint32_t ceil_ms) {
+                                int64_t max_tokens, uint32_t floor_ms, uint32_t ceil_ms, bool *on_progress) {
+  *on_progress = false;
   if (floor_ms > ceil_ms) floor_ms = ceil_ms;
-  double est = deadline_estimate(&s->targets[id], stream, max_tokens);
-  if (est < 0) /* nothing known of it yet: the slowest of the model's other targets stands in */
-    for (int i = 0; i < s->ntargets; i++) {
-      if (i == id || !store_target_serves(&s->targets[i], model)) continue;
-      double e = deadline_estimate(&s->targets[i], stream, max_tokens);
-      if (e > est) est = e;
+  double ttft = known(s, id, model, deadline_ttft);
+  double ms = ttft < 0 ? ceil_ms : DEADLINE_FACTOR * ttft * 1000.0;
+  if (ms < floor_ms) ms = floor_ms;
+  if (ms > ceil_ms) ms = ceil_ms;
+  if (!stream) {
+    double itl = known(s, id, model, itl_p95), own;
+    if (max_tokens <= 0 || itl < 0) {
+      *on_progress = true;
+      return (uint32_t)ms;
     }
-  if (est < 0) return ceil_ms;
-  double ms = DEADLINE_FACTOR * est * 1000.0;
-  if (ms < floor_ms) return floor_ms;
-  if (ms > ceil_ms) return ceil_ms;
-  return (uint32_t)ms;
+    ms += DEADLINE_FACTOR * (double)max_tokens * itl * 1000.0;
+    if (store_ttfb_quantile(&s->targets[id], STORE_TTFB_FULL, 0.95, DEADLINE_MIN_SAMPLES, &own) &&
+        DEADLINE_FACTOR * own * 1000.0 > ms)
+      ms = DEADLINE_FACTOR * own * 1000.0;
+  }
+  return ms >= UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
+}
+
+bool deadline_progressing(const struct target *t, uint64_t now_ns, uint64_t fresh_ns) {
+  bool fresh = t->updated_ns && now_ns - t->updated_ns <= fresh_ns;
+  return fresh && t->load.gen_tps > 0;
 }

@@ -381,7 +381,8 @@ static void leg_failed(struct leg *l, enum fail_kind kind, int err) {
     break;
   case FAIL_FIRST_BYTE:
     snprintf(p->last_err_msg, sizeof p->last_err_msg,
-             "target %s sent nothing within its first-byte deadline (%u ms)", t->name, l->fb_ms);
+             "target %s sent nothing within its first-byte deadline (%u ms)%s", t->name, l->fb_ms,
+             l->fb_on_progress ? " and generates no tokens" : "");
     break;
   case FAIL_TARGET_DOWN:
     snprintf(p->last_err_msg, sizeof p->last_err_msg, "target %s went down: %s", t->name,
@@ -561,7 +562,8 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
   l->t_sent = clock_mono_ns();
   breaker_on_send(&r->breakers[id], l->t_sent);
   l->fb_ms = deadline_first_byte_ms(r->store, id, p->oai.model, p->oai.stream == 1, p->oai.max_tokens,
-                                    r->opts.first_byte_timeout_ms, r->opts.first_byte_timeout_max_ms);
+                                    r->opts.first_byte_timeout_ms, r->opts.first_byte_timeout_max_ms,
+                                    &l->fb_on_progress);
   l->fb_deadline = l->fb_ms ? l->t_sent + (uint64_t)l->fb_ms * 1000000u : 0;
   l->up = hc_request(&r->pools[id], buf_slice(&l->head), p->parts, p->nparts, &up_cbs, l, r->opts.upstream_timeout_ms);
   proxy_schedule(p);
@@ -803,8 +805,16 @@ void router_target_down(struct router *r, int id) {
   move_off(r, id, true, FAIL_TARGET_DOWN);
 }
 
-/* Past the first-byte deadline with nothing for the client: give the attempt up. */
+/* Past the first-byte deadline with nothing for the client: give the attempt up, unless the deadline holds
+ * only while the target shows no progress (a non-streaming response of unknown length) and it does. */
 static void leg_deadline(struct leg *l) {
+  struct router *r = l->p->r;
+  uint64_t now = clock_mono_ns();
+  if (l->fb_on_progress && deadline_progressing(&r->store->targets[l->target], now, r->score.stale_ns)) {
+    l->fb_deadline = now + (uint64_t)l->fb_ms * 1000000u;
+    proxy_schedule(l->p);
+    return;
+  }
   hc_cancel(l->up);
   l->up = NULL;
   leg_failed(l, FAIL_FIRST_BYTE, UV_ETIMEDOUT);

@@ -137,7 +137,9 @@ def request_log(agent, rid):
 @pytest.mark.parametrize("stream", [False, True])
 def test_hung_target_is_given_up_at_the_first_byte_deadline(procs, stream):
     """An engine that accepts and never answers costs a request at most the first-byte deadline: the request
-    is retried on the good engine (before: it waited for the 300 s upstream timeout)."""
+    is retried on the good engine (before: it waited for the 300 s upstream timeout). Nothing is known of the
+    engines yet, so the deadline is the ceiling; a non-streaming request (whose length cannot be estimated)
+    is given up there because the hung engine generates no tokens."""
     hung = procs.engine("--hang-rate", "1", name="hung")
     good = procs.engine(name="good")
     agent = procs.agent([hung, good], env=fb_env(300, 1500))
@@ -157,12 +159,27 @@ def test_hung_target_is_given_up_at_the_first_byte_deadline(procs, stream):
 
 
 @pytest.mark.timeout(60)
+def test_long_non_streaming_response_is_not_cut_while_the_engine_generates(procs):
+    """A non-streaming response of unknown length outlasts the first-byte deadline many times over: it is no
+    hang while its engine generates tokens, so it is not given up."""
+    engine = procs.engine(speed="1", name="engine")
+    agent = procs.agent([engine], env=fb_env(300, 1500))
+    t0 = time.monotonic()
+    r = post_json(agent.port, "/v1/chat/completions", chat_body("a long answer", max_tokens=700), timeout=30)
+    took = time.monotonic() - t0
+    assert r.status == 200, r
+    assert took > 3, f"{took:.1f}s: too short to have outlasted the 1.5 s deadline (make the answer longer)"
+    assert failures(agent, "first_byte_deadline") == 0
+
+
+@pytest.mark.timeout(60)
 def test_only_target_hung_answers_504_in_openai_format(procs):
-    """When the last attempt ran out of time the client gets 504 (a timeout), not 502."""
+    """When the last attempt ran out of time the client gets 504 (a timeout), not 502. (A stream: nothing is
+    known of the engine, so the ceiling is its deadline.)"""
     hung = procs.engine("--hang-rate", "1", name="hung")
     agent = procs.agent([hung], env=fb_env(300, 1000))
     t0 = time.monotonic()
-    r = chat(agent.port, timeout=10)
+    r = chat(agent.port, timeout=10, stream=True)
     took = time.monotonic() - t0
     err = assert_openai_error(r, 504, code="upstream_timeout")
     assert "first-byte deadline" in err["message"], err

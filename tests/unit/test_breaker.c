@@ -97,40 +97,57 @@ static void test_deadline_from_observed_ttft(void **state) {
   add(&s, "a");
   add(&s, "b");
   struct slice m = slice_cstr("m");
+  bool op;
   /* nothing known anywhere: the ceiling */
-  assert_int_equal(deadline_first_byte_ms(&s, 0, m, true, -1, 2000, 60000), 60000);
+  assert_int_equal(deadline_first_byte_ms(&s, 0, m, true, -1, 2000, 60000, &op), 60000);
   /* a scraped TTFT p95 of 1.5 s: 4x */
   s.targets[0].load.ttft_p95 = 1.5;
-  assert_int_equal(deadline_first_byte_ms(&s, 0, m, true, -1, 2000, 60000), 6000);
+  assert_int_equal(deadline_first_byte_ms(&s, 0, m, true, -1, 2000, 60000, &op), 6000);
   /* fast targets get the floor, slow ones the ceiling */
   s.targets[0].load.ttft_p95 = 0.05;
-  assert_int_equal(deadline_first_byte_ms(&s, 0, m, true, -1, 2000, 60000), 2000);
+  assert_int_equal(deadline_first_byte_ms(&s, 0, m, true, -1, 2000, 60000, &op), 2000);
   s.targets[0].load.ttft_p95 = 100;
-  assert_int_equal(deadline_first_byte_ms(&s, 0, m, true, -1, 2000, 60000), 60000);
+  assert_int_equal(deadline_first_byte_ms(&s, 0, m, true, -1, 2000, 60000, &op), 60000);
   /* a target with no history borrows the model's slowest known one */
   s.targets[0].load.ttft_p95 = 2;
-  assert_int_equal(deadline_first_byte_ms(&s, 1, m, true, -1, 2000, 60000), 8000);
+  assert_int_equal(deadline_first_byte_ms(&s, 1, m, true, -1, 2000, 60000, &op), 8000);
   /* this router's own stream samples count when larger */
   for (int i = 0; i < DEADLINE_MIN_SAMPLES; i++)
     store_ttfb_observe(&s, 1, STORE_TTFB_STREAM, 3.0);
-  assert_int_equal(deadline_first_byte_ms(&s, 1, m, true, -1, 2000, 60000), 12000);
-  /* not streaming: the whole response; unknown without max_tokens (any length), so the ceiling */
-  assert_int_equal(deadline_first_byte_ms(&s, 0, m, false, -1, 2000, 60000), 60000);
-  /* ... or without the runtime's ITL */
-  assert_int_equal(deadline_first_byte_ms(&s, 0, m, false, 500, 2000, 60000), 60000);
-  /* TTFT + max_tokens x ITL when the runtime reports both */
+  assert_int_equal(deadline_first_byte_ms(&s, 1, m, true, -1, 2000, 60000, &op), 12000);
+  /* not streaming without max_tokens or a known ITL: any length, so the TTFT part only, on progress */
+  assert_int_equal(deadline_first_byte_ms(&s, 0, m, false, -1, 2000, 60000, &op), 8000);
+  assert_true(op);
+  assert_int_equal(deadline_first_byte_ms(&s, 0, m, false, 500, 2000, 60000, &op), 8000);
+  assert_true(op);
+  assert_int_equal(deadline_first_byte_ms(&s, 0, m, true, 500, 2000, 60000, &op), 8000);
+  assert_false(op);
+  /* the TTFT part, plus 4 x max_tokens x ITL p95, not capped by the ceiling (a long generation is no hang) */
   s.targets[0].load.itl_p95 = 0.01;
-  assert_int_equal(deadline_first_byte_ms(&s, 0, m, false, 500, 2000, 60000), 28000); /* 4 x (2 + 5) */
+  assert_int_equal(deadline_first_byte_ms(&s, 0, m, false, 500, 2000, 60000, &op), 28000); /* 4 x 2 + 4 x 5 */
+  assert_int_equal(deadline_first_byte_ms(&s, 0, m, false, 50000, 2000, 60000, &op),
+                   2008000); /* 8 s + 2000 s */
+  assert_false(op);
+  /* this router's whole-response p95 there when larger */
   for (int i = 0; i < DEADLINE_MIN_SAMPLES; i++)
     store_ttfb_observe(&s, 0, STORE_TTFB_FULL, 9.0);
-  assert_int_equal(deadline_first_byte_ms(&s, 0, m, false, 500, 2000, 60000), 36000);
+  assert_int_equal(deadline_first_byte_ms(&s, 0, m, false, 500, 2000, 60000, &op), 36000);
+  /* target b borrows a's ITL */
+  assert_int_equal(deadline_first_byte_ms(&s, 1, m, false, 100, 2000, 60000, &op), 16000); /* 4 x 3 + 4 x 1 */
   /* a queue ahead stretches it: 2 waiting behind 4 running, x1.5 */
   s.targets[0].load.waiting = 2;
   s.targets[0].load.running = 4;
-  assert_int_equal(deadline_first_byte_ms(&s, 0, m, true, -1, 2000, 60000), 12000); /* 4 x 2 x 1.5 */
+  assert_int_equal(deadline_first_byte_ms(&s, 0, m, true, -1, 2000, 60000, &op), 12000); /* 4 x 2 x 1.5 */
   s.targets[0].load.waiting = s.targets[0].load.running = 0;
   /* a floor above the ceiling reads as the ceiling */
-  assert_int_equal(deadline_first_byte_ms(&s, 0, m, true, -1, 9000, 5000), 5000);
+  assert_int_equal(deadline_first_byte_ms(&s, 0, m, true, -1, 9000, 5000, &op), 5000);
+  /* progress: a fresh report with tokens generated in its window */
+  s.targets[0].updated_ns = 1000 * MS;
+  s.targets[0].load.gen_tps = 0;
+  assert_false(deadline_progressing(&s.targets[0], 1500 * MS, 2000 * MS));
+  s.targets[0].load.gen_tps = 120;
+  assert_true(deadline_progressing(&s.targets[0], 1500 * MS, 2000 * MS));
+  assert_false(deadline_progressing(&s.targets[0], 5000 * MS, 2000 * MS)); /* stale */
   store_free(&s);
 }
 
