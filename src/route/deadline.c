@@ -19,6 +19,8 @@ static double queue_factor(const struct target *t) {
 double deadline_ttft(const struct target *t) {
   double est = ttft_p95(t), own;
   if (store_ttfb_quantile(t, STORE_TTFB_STREAM, 0.95, DEADLINE_MIN_SAMPLES, &own) && own > est) est = own;
+  /* an idle runtime's window holds no TTFT: whole responses seen here bound it from above */
+  if (est < 0 && store_ttfb_quantile(t, STORE_TTFB_FULL, 0.95, DEADLINE_MIN_SAMPLES, &own)) est = own;
   return est < 0 ? -1 : est * queue_factor(t);
 }
 
@@ -58,7 +60,6 @@ uint32_t deadline_first_byte_ms(const struct store *s, int id, struct slice mode
   return ms >= UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
 }
 
-bool deadline_progressing(const struct target *t, uint64_t now_ns, uint64_t fresh_ns) {
-  bool fresh = t->updated_ns && now_ns - t->updated_ns <= fresh_ns;
-  return fresh && t->load.gen_tps > 0;
+bool deadline_progressing(const struct target *t, uint64_t since_ns) {
+  return t->updated_ns > since_ns && t->load.gen_tps > 0;
 }

@@ -16,9 +16,10 @@
 
 /* deadline_ttft returns target t's expected time to first token (seconds) for a new request, or a negative
  * value when nothing is known of t: the larger of the runtime's TTFT p95 (scraped window rates; 2 x p50 when
- * only that is reported) and this router's own p95 of the time to the first SSE data frame there, times
- * (1 + queue ahead / running), the queue ahead being the waiting requests reported plus those this router
- * sent since that report (a queue that grew since the window was observed stretches the estimate). */
+ * only that is reported) and this router's own p95 of the time to the first SSE data frame there (when
+ * neither is known: its p95 of whole non-streaming responses there, an upper bound), times (1 + queue ahead /
+ * running), the queue ahead being the waiting requests reported plus those this router sent since that report
+ * (a queue that grew since the window was observed stretches the estimate). */
 double deadline_ttft(const struct target *t);
 
 /* deadline_first_byte_ms is how long an attempt on target id of store s may go without sending the client a
@@ -35,9 +36,9 @@ double deadline_ttft(const struct target *t);
 uint32_t deadline_first_byte_ms(const struct store *s, int id, struct slice model, bool stream,
                                 int64_t max_tokens, uint32_t floor_ms, uint32_t ceil_ms, bool *on_progress);
 
-/* deadline_progressing tells whether target t shows signs of work: a load report newer than fresh_ns (at
- * now_ns) with tokens generated in its window. A runtime that accepted requests and generates nothing is not.
- */
-bool deadline_progressing(const struct target *t, uint64_t now_ns, uint64_t fresh_ns);
+/* deadline_progressing tells whether target t shows signs of work since since_ns: a load report taken after
+ * it, with tokens generated in its window. A runtime that accepted requests and generates nothing is not, and
+ * neither is one that stopped answering its scrapes (frozen). */
+bool deadline_progressing(const struct target *t, uint64_t since_ns);
 
 #endif

@@ -565,6 +565,7 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
                                     r->opts.first_byte_timeout_ms, r->opts.first_byte_timeout_max_ms,
                                     &l->fb_on_progress);
   l->fb_deadline = l->fb_ms ? l->t_sent + (uint64_t)l->fb_ms * 1000000u : 0;
+  l->fb_checked = l->t_sent;
   l->up = hc_request(&r->pools[id], buf_slice(&l->head), p->parts, p->nparts, &up_cbs, l, r->opts.upstream_timeout_ms);
   proxy_schedule(p);
 }
@@ -810,7 +811,8 @@ void router_target_down(struct router *r, int id) {
 static void leg_deadline(struct leg *l) {
   struct router *r = l->p->r;
   uint64_t now = clock_mono_ns();
-  if (l->fb_on_progress && deadline_progressing(&r->store->targets[l->target], now, r->score.stale_ns)) {
+  if (l->fb_on_progress && deadline_progressing(&r->store->targets[l->target], l->fb_checked)) {
+    l->fb_checked = now;
     l->fb_deadline = now + (uint64_t)l->fb_ms * 1000000u;
     proxy_schedule(l->p);
     return;

@@ -43,7 +43,8 @@ struct leg {
   char retry_after[16];   /* the upstream's Retry-After header ("" when none or unusable) */
   uint64_t fb_deadline;   /* monotonic ns: nothing for the client by then is a FAIL_FIRST_BYTE; 0 = none */
   uint32_t fb_ms;         /* that deadline, relative to t_sent (for messages) */
-  bool fb_on_progress;    /* past it, give up only when the target shows no progress (deadline.h) */
+  bool fb_on_progress;    /* past it, give up only when the target shows no progress (deadline.h) ... */
+  uint64_t fb_checked;    /* ... since this time (t_sent, then the last check) */
   struct buf head; /* upstream request head */
   struct buf body; /* buffered non-streaming response (or upstream error body) */
   struct sse_parser sse;

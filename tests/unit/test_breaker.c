@@ -139,15 +139,20 @@ static void test_deadline_from_observed_ttft(void **state) {
   s.targets[0].load.running = 4;
   assert_int_equal(deadline_first_byte_ms(&s, 0, m, true, -1, 2000, 60000, &op), 12000); /* 4 x 2 x 1.5 */
   s.targets[0].load.waiting = s.targets[0].load.running = 0;
+  /* an idle runtime reports no TTFT: this router's whole-response p95 stands in (an upper bound) */
+  s.targets[0].load.ttft_p95 = -1;
+  s.targets[1].load.ttft_p95 = -1;
+  s.targets[1].ttfb_n[STORE_TTFB_STREAM] = 0;
+  assert_int_equal(deadline_first_byte_ms(&s, 0, m, true, -1, 2000, 60000, &op), 36000); /* 4 x 9 */
   /* a floor above the ceiling reads as the ceiling */
   assert_int_equal(deadline_first_byte_ms(&s, 0, m, true, -1, 9000, 5000, &op), 5000);
-  /* progress: a fresh report with tokens generated in its window */
+  /* progress: a report since the last check with tokens generated in its window */
   s.targets[0].updated_ns = 1000 * MS;
   s.targets[0].load.gen_tps = 0;
-  assert_false(deadline_progressing(&s.targets[0], 1500 * MS, 2000 * MS));
+  assert_false(deadline_progressing(&s.targets[0], 500 * MS)); /* generates nothing */
   s.targets[0].load.gen_tps = 120;
-  assert_true(deadline_progressing(&s.targets[0], 1500 * MS, 2000 * MS));
-  assert_false(deadline_progressing(&s.targets[0], 5000 * MS, 2000 * MS)); /* stale */
+  assert_true(deadline_progressing(&s.targets[0], 500 * MS));
+  assert_false(deadline_progressing(&s.targets[0], 1000 * MS)); /* no report since: frozen */
   store_free(&s);
 }
 
