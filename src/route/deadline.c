@@ -46,6 +46,7 @@ uint32_t deadline_first_byte_ms(const struct store *s, int id, struct slice mode
   double ms = ttft < 0 ? ceil_ms : DEADLINE_FACTOR * ttft * 1000.0;
   if (ms < floor_ms) ms = floor_ms;
   if (ms > ceil_ms) ms = ceil_ms;
+  if (ms < 1) ms = 1;
   if (!stream) {
     double itl = known(s, id, model, itl_p95), own;
     if (max_tokens <= 0 || itl < 0) {

@@ -23,7 +23,7 @@
 double deadline_ttft(const struct target *t);
 
 /* deadline_first_byte_ms is how long an attempt on target id of store s may go without sending the client a
- * first byte before it is given up and retried elsewhere, in ms; 0 = no such deadline.
+ * first byte before it is given up and retried elsewhere, in ms (at least 1).
  *  - stream: DEADLINE_FACTOR x deadline_ttft clamped to [floor_ms, ceil_ms];
  *  - not stream (nothing reaches the client before the whole response): that, plus DEADLINE_FACTOR x
  *    max_tokens x the runtime's inter-token p95 (not capped: a long generation is no hang), at least
