@@ -175,7 +175,10 @@ static void status(struct agent *a, struct http_req *req, uint64_t now) {
 static void targets(struct agent *a, struct http_req *req, uint64_t now) {
   struct buf b = {0};
   struct status_proc *procs = xcalloc((size_t)a->store.ntargets + 1, sizeof *procs); /* state NULL: no exec */
-  for (int i = 0; i < a->store.ntargets; i++) supervisor_proc_info(a->sup, i, now, &procs[i]);
+  for (int i = 0; i < a->store.ntargets; i++) {
+    supervisor_proc_info(a->sup, i, now, &procs[i]);
+    procs[i].breaker = breaker_state_name(a->router.breakers[i].state);
+  }
   status_targets_json(&b, &a->store, &a->router.score, now, procs);
   free(procs);
   send_json(req, 200, &b);
@@ -399,16 +402,24 @@ static void timed_out_scraper_stopped_cb(struct scraper *s) {
   supervisor_stop(a->sup, 0, timed_out_sup_stopped_cb, a);
 }
 
+/* After the drain timeout ended every request: a moment for those last bytes to reach the clients. */
+#define DRAIN_FLUSH_MS 200
+static void drain_flushed_cb(uv_timer_t *t) {
+  struct agent *a = t->data;
+  uv_stop(a->loop);
+}
+
 static void drain_timeout_cb(uv_timer_t *t) {
   struct agent *a = t->data;
   log_warn("drain timeout: exiting with requests still in flight", "in_flight=%d timeout_ms=%u", a->router.inflight,
            a->cfg->drain_timeout_ms);
   a->exit_code = 1;
   a->drain_timed_out = true;
+  router_shutdown(&a->router); /* open streams end with an error event and their chunked end, not mid-chunk */
   if (a->sup)
     scraper_stop(&a->scraper, timed_out_scraper_stopped_cb); /* then the runtimes: SIGTERM, grace, SIGKILL */
   else
-    uv_stop(a->loop);
+    uv_timer_start(&a->drain_timer, drain_flushed_cb, DRAIN_FLUSH_MS, 0);
 }
 
 static void leave_done_cb(void *arg) {
@@ -502,6 +513,11 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   router_opts_default(&ro);
   ro.max_attempts = cfg->max_attempts;
   ro.upstream_timeout_ms = cfg->upstream_timeout_ms;
+  ro.first_byte_timeout_ms = cfg->first_byte_timeout_ms;
+  ro.first_byte_timeout_max_ms = cfg->first_byte_timeout_max_ms;
+  ro.breaker.failures = cfg->breaker_failures;
+  ro.breaker.backoff_ms = cfg->breaker_backoff_ms;
+  ro.breaker.backoff_max_ms = cfg->breaker_backoff_ms * 30;
   str_copy(ro.node_name, sizeof ro.node_name, cfg->node_name);
   str_copy(ro.zone, sizeof ro.zone, cfg->cluster.zone);
   ro.adm = cfg->adm;

@@ -97,6 +97,19 @@ static const struct key keys[] = {
      F(upstream_timeout_ms), "longest silence from a runtime before the attempt fails (300000)"},
     {"max_attempts", "--max-attempts", "INFERMESH_MAX_ATTEMPTS", K_INT, F(max_attempts),
      "tries per request on distinct targets before the first byte (3)"},
+    {"first_byte_timeout_ms", "--first-byte-timeout-ms", "INFERMESH_FIRST_BYTE_TIMEOUT_MS", K_U32,
+     F(first_byte_timeout_ms),
+     "least time an attempt may go without a first byte for the client before it is retried elsewhere; the "
+     "deadline is 4x the target's observed p95 time to first token (2000)"},
+    {"first_byte_timeout_max_ms", "--first-byte-timeout-max-ms", "INFERMESH_FIRST_BYTE_TIMEOUT_MAX_MS", K_U32,
+     F(first_byte_timeout_max_ms),
+     "most time an attempt may go without a first byte (a non-streaming response counts whole), and the "
+     "deadline while nothing is known of the target (60000)"},
+    {"breaker.failures", "--breaker-failures", "INFERMESH_BREAKER_FAILURES", K_INT, F(breaker_failures),
+     "consecutive failed attempts that take a target out of routing for a backoff; 0 = no breaker (5)"},
+    {"breaker.backoff_ms", "--breaker-backoff-ms", "INFERMESH_BREAKER_BACKOFF_MS", K_U32,
+     F(breaker_backoff_ms),
+     "first breaker backoff, doubled after each failed probe up to 30x (1000)"},
     {"limits.max_body_bytes", "--max-body-bytes", "INFERMESH_MAX_BODY_BYTES", K_SIZE, F(limits.max_body),
      "largest request body (8388608)"},
     {"limits.max_header_bytes", "--max-header-bytes", "INFERMESH_MAX_HEADER_BYTES", K_SIZE,
@@ -163,6 +176,10 @@ void config_defaults(struct agent_config *c) {
   c->drain_timeout_ms = 30000;
   c->upstream_timeout_ms = 300000;
   c->max_attempts = 3;
+  c->first_byte_timeout_ms = 2000;
+  c->first_byte_timeout_max_ms = 60000;
+  c->breaker_failures = 5;
+  c->breaker_backoff_ms = 1000;
   http_limits_default(&c->limits);
   c->events_max_streams = 64;
   c->events_max_per_client = 8;

@@ -71,6 +71,9 @@ struct agent_config {
   uint32_t scrape_interval_ms;
   uint32_t drain_timeout_ms;
   uint32_t upstream_timeout_ms;
+  uint32_t first_byte_timeout_ms, first_byte_timeout_max_ms; /* route/deadline.h */
+  int breaker_failures;                                      /* route/breaker.h */
+  uint32_t breaker_backoff_ms;
   int max_attempts;
   struct http_limits limits;
   int events_max_streams;    /* open /v1/cluster/events streams in all (64) */

@@ -128,6 +128,10 @@ void status_targets_json(struct buf *out, const struct store *s, const struct sc
     buf_printf(out, ",\"gpu_degraded\":%s,\"score\":%.3f,\"last_error\":", t->gpu_degraded ? "true" : "false",
                score_target(t, p, now_ns));
     buf_json_str(out, slice_cstr(t->last_error));
+    if (procs && procs[i].breaker) {
+      buf_puts(out, ",\"breaker\":");
+      buf_json_str(out, slice_cstr(procs[i].breaker));
+    }
     buf_puts(out, ",\"process\":");
     proc_json(out, procs ? &procs[i] : NULL);
     buf_puts(out, "}");

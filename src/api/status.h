@@ -36,6 +36,9 @@ struct status_proc {
   double exit_ago_s;     /* seconds since that exit */
   double health_elapsed_s, health_timeout_s; /* while starting: waited so far and the limit; else 0 */
   double restart_in_s;   /* backoff or crash_loop: seconds until the next start; else 0 */
+  /* The router's circuit breaker for the target (a static string: "closed", "open", "half_open"; NULL: not
+   * shown), listed beside the target's state, supervised or not. */
+  const char *breaker;
 };
 
 /* status_json appends {"node","version","listen","uptime_s","inflight","requests_total","targets":{"total",

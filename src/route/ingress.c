@@ -13,6 +13,9 @@
 void router_opts_default(struct router_opts *o) {
   o->max_attempts = 3;
   o->upstream_timeout_ms = 300000;
+  o->first_byte_timeout_ms = 2000;
+  o->first_byte_timeout_max_ms = 60000;
+  breaker_opts_default(&o->breaker);
   o->max_response_bytes = 16 * 1024 * 1024;
   str_copy(o->node_name, sizeof o->node_name, "local");
   adm_opts_default(&o->adm);
@@ -24,6 +27,7 @@ void router_opts_default(struct router_opts *o) {
 }
 
 static void report_cb(void *arg, int id) { proxy_admit_dispatch(arg); }
+static void down_cb(void *arg, int id) { router_target_down(arg, id); }
 
 void router_init(struct router *r, uv_loop_t *loop, struct store *store, struct http_pool *pools,
                  const struct router_opts *opts) {
@@ -53,6 +57,8 @@ void router_init(struct router *r, uv_loop_t *loop, struct store *store, struct 
   adm_bucket_init(&r->hedge_credit, 0, 1, now);
   store->report_cb = report_cb;
   store->report_arg = r;
+  store->down_cb = down_cb;
+  store->down_arg = r;
 }
 
 void router_set_tenants(struct router *r, const struct tenant_conf *t, int n) {
@@ -81,6 +87,7 @@ void router_set_tenants(struct router *r, const struct tenant_conf *t, int n) {
 
 void router_free(struct router *r) {
   if (r->store && r->store->report_arg == r) r->store->report_cb = NULL;
+  if (r->store && r->store->down_arg == r) r->store->down_cb = NULL;
   if (r->policy) policy_free(r->policy);
   r->policy = NULL;
   for (int i = 0; i < 8; i++) {
@@ -101,6 +108,21 @@ void router_metrics(const struct router *r, struct buf *out) {
              "this cluster's key, for another purpose, outside the clock skew, or replayed.\n"
              "# TYPE infermesh_hops_refused_total counter\ninfermesh_hops_refused_total %llu\n",
              (unsigned long long)r->hops_in, (unsigned long long)r->hops_refused);
+  buf_puts(out, "# HELP infermesh_target_breaker_state Circuit breaker of a target: 0 closed, 1 open (no "
+                "requests until its backoff is over), 2 half-open (one probe request out).\n"
+                "# TYPE infermesh_target_breaker_state gauge\n");
+  for (int i = 0; i < r->store->ntargets; i++) {
+    buf_puts(out, "infermesh_target_breaker_state{target=\"");
+    buf_label_value(out, r->store->targets[i].name);
+    buf_printf(out, "\"} %d\n", (int)r->breakers[i].state);
+  }
+  buf_puts(out, "# HELP infermesh_target_breaker_opens_total Times a target's circuit breaker opened.\n"
+                "# TYPE infermesh_target_breaker_opens_total counter\n");
+  for (int i = 0; i < r->store->ntargets; i++) {
+    buf_puts(out, "infermesh_target_breaker_opens_total{target=\"");
+    buf_label_value(out, r->store->targets[i].name);
+    buf_printf(out, "\"} %llu\n", (unsigned long long)r->breakers[i].opens);
+  }
   if (!r->opts.ntenants) return;
   buf_puts(out, "# HELP infermesh_tenant_admitted_total Requests of a tenant within its limits.\n"
                 "# TYPE infermesh_tenant_admitted_total counter\n");

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <http_parser.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <stddef.h>
@@ -12,7 +13,10 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "route/deadline.h"
 #include "route/proxy_int.h"
+
+_Static_assert(FAIL_TOO_BIG + 1 == RM_FAIL_KINDS, "route_metrics counts every failure kind");
 
 #define INJECT_STREAM_OPTIONS "\"stream_options\":{\"include_usage\":true},"
 
@@ -91,6 +95,17 @@ void proxy_leg_release(struct leg *l) {
   l->kv_tokens = 0;
 }
 
+/* What the client saw, for the log line: a status alone cannot tell a stream that failed after its 200. */
+static const char *outcome(const struct proxy *p, int status) {
+  if (p->stream_error) return "stream_error";
+  if (status == 499) return "client_gone";
+  if (status < 400) return "ok";
+  if (status < 500) return status == 429 && p->attempts ? "upstream_limited" : "client_error";
+  if (p->last_fail == FAIL_FIRST_BYTE || p->last_fail == FAIL_TIMEOUT) return "timeout";
+  if (p->last_fail != FAIL_NONE) return "upstream_error";
+  return "unavailable";
+}
+
 /* Everything ends here: metrics, reservation release, log line, response end; then queued requests may go. */
 static void finish(struct proxy *p, int status) {
   struct router *r = p->r;
@@ -102,6 +117,7 @@ static void finish(struct proxy *p, int status) {
     if (p->legs[i].up) { /* only on paths that end the request with a copy still running */
       hc_cancel(p->legs[i].up);
       p->legs[i].up = NULL;
+      breaker_cancelled(&r->breakers[p->legs[i].target]);
     }
     proxy_leg_release(&p->legs[i]);
   }
@@ -118,11 +134,12 @@ static void finish(struct proxy *p, int status) {
     if (p->usage.completion_tokens > 0) r->metrics.completion_tokens += (uint64_t)p->usage.completion_tokens;
   }
   const char *tenant = proxy_admit_tenant_name(p);
-  log_info("request", "id=%s tenant=%s model=\"%s\" target=%s status=%d stream=%d attempts=%d hedged=%d ms=%.1f "
-                      "ttft_ms=%.1f prompt_tokens=%lld completion_tokens=%lld",
-           p->request_id, tenant[0] ? tenant : "-", p->model, tname[0] ? tname : "-", status, p->oai.stream,
-           p->attempts, p->hedged,
-           (double)(now - p->t0) / 1e6, p->t_first ? (double)(p->t_first - p->t0) / 1e6 : 0.0,
+  log_info("request",
+           "id=%s tenant=%s model=\"%s\" target=%s status=%d outcome=%s stream=%d attempts=%d hedged=%d ms=%.1f "
+           "ttft_ms=%.1f prompt_tokens=%lld completion_tokens=%lld",
+           p->request_id, tenant[0] ? tenant : "-", p->model, tname[0] ? tname : "-", status, outcome(p, status),
+           p->oai.stream, p->attempts, p->hedged, (double)(now - p->t0) / 1e6,
+           p->t_first ? (double)(p->t_first - p->t0) / 1e6 : 0.0,
            (long long)(p->usage.present ? p->usage.prompt_tokens : -1),
            (long long)(p->usage.present ? p->usage.completion_tokens : -1));
   p->req->abort_cb = NULL;
@@ -166,7 +183,7 @@ static void fail(struct proxy *p, int status, const char *type, const char *mess
 
 /* Start the client's response with our headers (once). */
 static void client_start(struct proxy *p, int status, int64_t len) {
-  struct http_header h[8];
+  struct http_header h[9];
   int nh = 0;
   const char *tname = p->r->store->targets[p->target].name;
   h[nh++] = (struct http_header){SLICE_LIT("Content-Type"),
@@ -181,6 +198,8 @@ static void client_start(struct proxy *p, int status, int64_t len) {
   if (p->fallback_from[0]) h[nh++] = (struct http_header){SLICE_LIT("x-infermesh-fallback-from"), slice_cstr(p->fallback_from)};
   if (p->costed && len >= 0) /* the number after ,"cost": */
     h[nh++] = (struct http_header){SLICE_LIT("x-infermesh-cost"), slice_cstr(p->cost_text + 8)};
+  if (p->winner && p->winner->retry_after[0])
+    h[nh++] = (struct http_header){SLICE_LIT("Retry-After"), slice_cstr(p->winner->retry_after)};
   http_resp_start(p->req, status, h, nh, len);
   p->client_started = true;
 }
@@ -189,7 +208,7 @@ static struct leg *other_leg(struct leg *l) { return l == &l->p->legs[0] ? &l->p
 
 /* Could another leg still answer first (a copy in flight, or one about to be sent)? */
 static bool race_open(struct proxy *p, struct leg *l) {
-  return other_leg(l)->up != NULL || (p->timer_use == PT_HEDGE && !p->hedged);
+  return other_leg(l)->up != NULL || (p->hedge_due && !p->hedged);
 }
 
 /* Leg l sent the first byte: its answer goes to the client; the other copy (if any) is cancelled. */
@@ -197,16 +216,15 @@ static void commit(struct proxy *p, struct leg *l) {
   struct router *r = p->r;
   p->winner = l;
   p->target = l->target;
-  if (p->timer_use == PT_HEDGE) {
-    uv_timer_stop(&p->timer);
-    p->timer_use = PT_NONE;
-  }
+  p->hedge_due = 0;
+  if (l->status < 500 || l->status == 501) breaker_success(&r->breakers[l->target]); /* it answers */
   if (l->status == 200)
     store_ttfb_observe(r->store, l->target, l->streaming ? STORE_TTFB_STREAM : STORE_TTFB_FULL,
                        (double)(clock_mono_ns() - l->t_sent) / 1e9);
   struct leg *o = other_leg(l);
   if (o->up) proxy_hedge_lost(p, o);
   if (l->hedge) r->metrics.hedges_won++;
+  proxy_schedule(p); /* no deadline is left to watch */
 }
 
 /* ---- upstream callbacks (arg: the leg) ---- */
@@ -218,11 +236,28 @@ static int up_head(void *arg, int status, const struct http_header *h, int n) {
   struct slice ct = http_find_header(h, n, "content-type");
   str_copy(l->content_type, sizeof l->content_type, "");
   if (ct.len && ct.len < sizeof l->content_type) memcpy(l->content_type, ct.base, ct.len), l->content_type[ct.len] = 0;
+  struct slice ra = http_find_header(h, n, "retry-after");
+  bool ra_ok = ra.len > 0 && ra.len < sizeof l->retry_after; /* seconds or an HTTP date: printable only */
+  for (size_t i = 0; ra_ok && i < ra.len; i++) ra_ok = ra.base[i] >= 0x20 && ra.base[i] < 0x7f;
+  l->retry_after[0] = '\0';
+  if (ra_ok) memcpy(l->retry_after, ra.base, ra.len), l->retry_after[ra.len] = '\0';
   l->streaming = status == 200 && p->oai.stream && slice_starts(ct, "text/event-stream");
   buf_reset(&l->body);
   /* A complete answer that is not a stream (or an error that is no failure) wins at its head. */
   if (!p->winner && !l->streaming && (status < 500 || status == 501)) commit(p, l);
   return 0;
+}
+
+/* An SSE data payload that is an error object: ours and vLLM's ({"error":{...}}) or older vLLM's
+ * ({"object":"error",...}); it is relayed as it is, and the request counts as a failed stream. */
+static bool is_error_event(struct slice data) {
+  size_t i = 1;
+  while (i < data.len &&
+         (data.base[i] == ' ' || data.base[i] == '\n' || data.base[i] == '\t' || data.base[i] == '\r'))
+    i++;
+  struct slice rest = slice_make(data.base + i, data.len - i);
+  return slice_starts(rest, "\"error\"") || slice_starts(rest, "\"object\":\"error\"") ||
+         slice_starts(rest, "\"object\": \"error\"");
 }
 
 static int relay_frame(void *arg, struct slice frame, struct slice data) {
@@ -233,7 +268,9 @@ static int relay_frame(void *arg, struct slice frame, struct slice data) {
     commit(p, l);
   }
   if (data.len && data.base[0] == '{') {
-    if (jscan_is_usage_only_chunk(data.base, data.len)) {
+    if (is_error_event(data)) {
+      p->stream_error = true;
+    } else if (jscan_is_usage_only_chunk(data.base, data.len)) {
       jscan_usage(data.base, data.len, &p->usage);
       proxy_meter_cost(p);
       if (p->strip_usage) return 0;
@@ -291,67 +328,157 @@ static void answer_buffered(struct proxy *p);
 
 static bool retryable(struct proxy *p) { return !p->client_started && p->attempts < p->r->opts.max_attempts; }
 
-static void up_done(void *arg, int err) {
-  struct leg *l = arg;
+/* The upstream's own error detail from a 5xx body: OpenAI's {"error":{"message","type"}}, vLLM's
+ * {"object":"error","message","type"}, or else the body's first line as text. */
+static void upstream_detail(struct proxy *p, const struct leg *l, const struct target *t) {
+  char msg[200] = "", type[64] = "";
+  json_error_t je;
+  json_t *root = l->body.len ? json_loadb(l->body.base, l->body.len, 0, &je) : NULL;
+  json_t *obj = root ? json_object_get(root, "error") : NULL;
+  if (!json_is_object(obj)) obj = root;
+  if (json_is_object(obj)) {
+    const char *m = json_string_value(json_object_get(obj, "message"));
+    const char *ty = json_string_value(json_object_get(obj, "type"));
+    if (m) str_copy(msg, sizeof msg, m);
+    if (ty) str_copy(type, sizeof type, ty);
+  } else if (!root && l->body.len) {
+    size_t n = 0;
+    while (n < l->body.len && n < sizeof msg - 1 && l->body.base[n] != '\n' && l->body.base[n] != '\r') n++;
+    for (size_t i = 0; i < n; i++)
+      msg[i] = l->body.base[i] >= 0x20 && l->body.base[i] < 0x7f ? l->body.base[i] : '?';
+    msg[n] = '\0';
+  }
+  if (root) json_decref(root);
+  if (msg[0])
+    snprintf(p->last_err_msg, sizeof p->last_err_msg, "target %s answered %d: %s", t->name, l->status, msg);
+  else
+    snprintf(p->last_err_msg, sizeof p->last_err_msg, "target %s answered %d", t->name, l->status);
+  str_copy(p->last_err_type, sizeof p->last_err_type, type);
+}
+
+/* No attempt is left: the last failure decides the answer (DESIGN §4.7). */
+static void give_up(struct proxy *p) {
+  switch (p->last_fail) {
+  case FAIL_FIRST_BYTE:
+  case FAIL_TIMEOUT:
+    proxy_fail(p, 504, "upstream_error", "upstream_timeout", p->last_err_msg, 0);
+    return;
+  case FAIL_UPSTREAM_5XX: {
+    int ra = 0;
+    if (p->last_retry_after[0]) {
+      char *end = NULL;
+      long v = strtol(p->last_retry_after, &end, 10);
+      ra = end && *end == '\0' && v > 0 && v < 86400 ? (int)v : 0;
+    }
+    const char *type = p->last_err_type[0] ? p->last_err_type : "upstream_error";
+    proxy_fail(p, p->last_status, type, NULL, p->last_err_msg, ra);
+    return;
+  }
+  default:
+    proxy_fail(p, 502, "upstream_error", NULL, p->last_err_msg, 1);
+    return;
+  }
+}
+
+/* The one place an attempt's failure is decided on: record why, feed the breaker, then hand over to the other
+ * copy, retry elsewhere, end a started stream in-band, or answer the client. l->up is NULL already. */
+static void leg_failed(struct leg *l, enum fail_kind kind, int err) {
   struct proxy *p = l->p;
   struct router *r = p->r;
   struct target *t = &r->store->targets[l->target];
-  l->up = NULL;
-  if (err == 0 && l->status >= 500 && l->status != 501) {
-    snprintf(p->last_err_msg, sizeof p->last_err_msg, "target %s answered %d", t->name, l->status);
-    err = -1;
-  }
-  if (l->too_big) {
+  r->metrics.upstream_errors++;
+  r->metrics.failures[kind]++;
+  p->last_fail = kind;
+  p->last_err_type[0] = p->last_retry_after[0] = '\0';
+  switch (kind) {
+  case FAIL_UPSTREAM_5XX:
+    p->last_status = l->status;
+    str_copy(p->last_retry_after, sizeof p->last_retry_after, l->retry_after);
+    upstream_detail(p, l, t);
+    break;
+  case FAIL_FIRST_BYTE:
+    snprintf(p->last_err_msg, sizeof p->last_err_msg,
+             "target %s sent nothing within its first-byte deadline (%u ms)%s", t->name, l->fb_ms,
+             l->fb_on_progress ? " and generates no tokens" : "");
+    break;
+  case FAIL_TARGET_DOWN:
+    snprintf(p->last_err_msg, sizeof p->last_err_msg, "target %s went down: %s", t->name,
+             t->last_error[0] ? t->last_error : "unhealthy");
+    break;
+  case FAIL_TOO_BIG:
     snprintf(p->last_err_msg, sizeof p->last_err_msg, "target %s sent a response larger than %zu bytes", t->name,
              r->opts.max_response_bytes);
-    fail(p, 502, "upstream_error", p->last_err_msg, 0);
+    break;
+  default:
+    snprintf(p->last_err_msg, sizeof p->last_err_msg, "target %s: %s", t->name, uv_strerror(err));
+    /* Connection-level failures mark the target down until its next good health check. */
+    if (kind == FAIL_CONNECT &&
+        (err == UV_ECONNREFUSED || err == UV_ECONNRESET || err == UV_EOF || err == UV_EPIPE)) {
+      r->self_down = true; /* one failed connection: the requests on its other connections stay */
+      store_mark_down(r->store, l->target, p->last_err_msg);
+      r->self_down = false;
+    }
+    break;
+  }
+  if (kind != FAIL_TOO_BIG) breaker_failure(&r->breakers[l->target], &r->opts.breaker, clock_mono_ns());
+  log_warn("upstream attempt failed", "id=%s target=%s attempt=%d hedge=%d err=\"%s\"", p->request_id,
+           t->name, p->attempts, l->hedge, p->last_err_msg);
+  proxy_leg_release(l);
+  if (kind == FAIL_TOO_BIG) { /* another target would send as much: no retry */
+    proxy_fail(p, 502, "upstream_error", NULL, p->last_err_msg, 0);
+    return;
+  }
+  if (other_leg(l)->up) { /* the other copy is still running: it carries the request now */
+    proxy_schedule(p);
+    return;
+  }
+  if (p->winner == l && !p->client_started) p->winner = NULL;
+  if (retryable(p)) {
+    r->metrics.retries++;
+    proxy_attempt(p);
+    return;
+  }
+  if (p->client_started) {
+    /* Mid-stream failure: tell the client in-band, then end the stream. */
+    struct buf ev = {0};
+    buf_puts(&ev, "data: ");
+    http_error_json(&ev, p->last_err_msg, "upstream_error", NULL);
+    buf_puts(&ev, "\n\n");
+    http_resp_write(p->req, ev.base, ev.len);
+    buf_free(&ev);
+    p->stream_error = true;
+    finish(p, 502);
+    return;
+  }
+  give_up(p);
+}
+
+static void up_done(void *arg, int err) {
+  struct leg *l = arg;
+  struct proxy *p = l->p;
+  l->up = NULL;
+  if (l->too_big) {
+    leg_failed(l, FAIL_TOO_BIG, 0);
+    return;
+  }
+  if (err == 0 && l->status >= 500 && l->status != 501) {
+    leg_failed(l, FAIL_UPSTREAM_5XX, 0);
     return;
   }
   if (err != 0) {
-    r->metrics.upstream_errors++;
-    if (err != -1) {
-      snprintf(p->last_err_msg, sizeof p->last_err_msg, "target %s: %s", t->name, uv_strerror(err));
-      /* Connection-level failures mark the target down until its next good health check. */
-      if (err == UV_ECONNREFUSED || err == UV_ECONNRESET || err == UV_EOF || err == UV_EPIPE)
-        store_mark_down(r->store, l->target, p->last_err_msg);
-    }
-    log_warn("upstream attempt failed", "id=%s target=%s attempt=%d hedge=%d err=\"%s\"", p->request_id, t->name,
-             p->attempts, l->hedge, p->last_err_msg);
-    proxy_leg_release(l);
-    if (other_leg(l)->up) return; /* the other copy is still running: it carries the request now */
-    if (p->winner == l && !p->client_started) p->winner = NULL;
-    if (retryable(p)) {
-      r->metrics.retries++;
-      proxy_attempt(p);
-      return;
-    }
-    if (p->client_started) {
-      /* Mid-stream failure: tell the client in-band, then end the stream. */
-      struct buf ev = {0};
-      buf_puts(&ev, "data: ");
-      http_error_json(&ev, p->last_err_msg, "upstream_error", NULL);
-      buf_puts(&ev, "\n\n");
-      http_resp_write(p->req, ev.base, ev.len);
-      buf_free(&ev);
-      finish(p, 502);
-      return;
-    }
-    if (l->status >= 500 && l->body.len) {
-      p->winner = l;
-      p->target = l->target;
-      client_start(p, l->status, (int64_t)l->body.len);
-      http_resp_write(p->req, l->body.base, l->body.len);
-      finish(p, l->status);
-      return;
-    }
-    fail(p, err == UV_ETIMEDOUT ? 504 : 502, "upstream_error", p->last_err_msg, 0);
+    leg_failed(l, err == UV_ETIMEDOUT ? FAIL_TIMEOUT : FAIL_CONNECT, err);
     return;
   }
   if (!p->winner) commit(p, l); /* a stream that ended without a data frame */
   if (l->streaming) {
     if (!p->client_started) client_start(p, 200, -1);
     if (!p->t_first) p->t_first = clock_mono_ns();
-    if (!proxy_meter_record(p, 200, end_stream)) end_stream(p);
+    if (p->stream_error) { /* an error event relayed from upstream: a failed stream */
+      if (p->done_held) http_resp_write(p->req, "data: [DONE]\n\n", 14);
+      finish(p, 502);
+    } else if (!proxy_meter_record(p, 200, end_stream)) {
+      end_stream(p);
+    }
     return;
   }
   /* Buffered response (non-streaming, or an error/JSON answer to a stream request). */
@@ -478,13 +605,27 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
   sse_parser_free(&l->sse);
   memset(&l->sse, 0, sizeof l->sse);
   l->t_sent = clock_mono_ns();
+  breaker_on_send(&r->breakers[id], l->t_sent);
+  l->fb_ms = deadline_first_byte_ms(r->store, id, p->oai.model, p->oai.stream == 1, p->oai.max_tokens,
+                                    r->opts.first_byte_timeout_ms, r->opts.first_byte_timeout_max_ms,
+                                    &l->fb_on_progress);
+  l->fb_deadline = l->fb_ms ? l->t_sent + (uint64_t)l->fb_ms * 1000000u : 0;
+  l->fb_checked = l->t_sent;
   l->up = hc_request(&r->pools[id], buf_slice(&l->head), p->parts, p->nparts, &up_cbs, l, r->opts.upstream_timeout_ms);
+  proxy_schedule(p);
 }
 
 int proxy_candidates(struct proxy *p, int *ids) {
   struct router *r = p->r;
   int n = store_candidates(r->store, p->oai.model, p->tried, ids, STORE_MAX_TARGETS);
-  return route_ctl_filter(&r->ctl, r->store, p->oai.model, ids, n);
+  n = route_ctl_filter(&r->ctl, r->store, p->oai.model, ids, n);
+  /* Open breakers: those targets get no request until their backoff is over, unless every candidate's breaker
+   * is open (then they are tried anyway: a breaker must never be what makes a model unavailable). */
+  uint64_t now = clock_mono_ns();
+  int m = 0;
+  for (int i = 0; i < n; i++)
+    if (breaker_available(&r->breakers[ids[i]], &r->opts.breaker, now)) ids[m++] = ids[i];
+  return m ? m : n;
 }
 
 void proxy_attempt(struct proxy *p) {
@@ -499,7 +640,7 @@ void proxy_attempt(struct proxy *p) {
     if (p->attempts == 0)
       fail(p, 503, "service_unavailable", "no healthy target serves this model right now; retry shortly", 1);
     else
-      fail(p, 502, "upstream_error", p->last_err_msg, 1);
+      give_up(p); /* no other target: the last attempt's failure is the answer */
     return;
   }
   n = proxy_admit_filter(p, ids, n); /* admission: a target whose KV budget cannot fit it is no candidate */
@@ -519,6 +660,7 @@ void proxy_attempt(struct proxy *p) {
   }
   proxy_leg_send(p, p->legs[0].up ? &p->legs[1] : &p->legs[0], id, false);
   proxy_hedge_arm(p); /* hedging: a latency-class request gets a copy elsewhere if this one is slow */
+  proxy_schedule(p);
 }
 
 /* Arrange the upstream body so a streaming request always reports usage (DESIGN §4.6), without copying
@@ -677,21 +819,100 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
     proxy_admit(p);
 }
 
+/* Move requests off target id: each leg in flight there (all, or only those that sent nothing to their
+ * client) fails as kind. A failure may end requests or start queued ones, so the scan starts over after
+ * each. */
+static void move_off(struct router *r, int id, bool only_unanswered, enum fail_kind kind) {
+  for (;;) {
+    struct leg *hit = NULL;
+    for (struct proxy *p = r->active; p && !hit; p = p->next)
+      for (int i = 0; i < 2 && !hit; i++) {
+        struct leg *l = &p->legs[i];
+        if (l->up && l->target == id && !(only_unanswered && p->winner == l)) hit = l;
+      }
+    if (!hit) return;
+    hc_cancel(hit->up);
+    hit->up = NULL;
+    leg_failed(hit, kind, UV_ECONNRESET); /* may free its request; the copies of one never share a target */
+  }
+}
+
 void router_target_lost(struct router *r, int id) {
   policy_forget_target(r->policy, id);
   for (int i = 0; i < 8 && r->strategies[i]; i++) policy_forget_target(r->strategies[i], id);
-  struct proxy *p = r->active;
-  while (p) {
-    struct proxy *next = p->next;
-    for (int i = 0; i < 2; i++) {
-      struct leg *l = &p->legs[i];
-      if (l->target == id && l->up) {
-        hc_cancel(l->up);
-        l->up = NULL;
-        up_done(l, UV_ECONNRESET); /* may free p; the copies of one request never share a target */
-        break;
-      }
+  r->breakers[id] = (struct breaker){0}; /* the slot may serve another target later */
+  move_off(r, id, false, FAIL_CONNECT);
+}
+
+void router_target_down(struct router *r, int id) {
+  if (r->self_down) return;
+  move_off(r, id, true, FAIL_TARGET_DOWN);
+}
+
+/* Past the first-byte deadline with nothing for the client: give the attempt up, unless the deadline holds
+ * only while the target shows no progress (a non-streaming response of unknown length) and it does. */
+static void leg_deadline(struct leg *l) {
+  struct router *r = l->p->r;
+  uint64_t now = clock_mono_ns();
+  if (l->fb_on_progress && deadline_progressing(&r->store->targets[l->target], l->fb_checked)) {
+    l->fb_checked = now;
+    l->fb_deadline = now + (uint64_t)l->fb_ms * 1000000u;
+    proxy_schedule(l->p);
+    return;
+  }
+  hc_cancel(l->up);
+  l->up = NULL;
+  leg_failed(l, FAIL_FIRST_BYTE, UV_ETIMEDOUT);
+}
+
+static void legs_timer_cb(uv_timer_t *tm) {
+  struct proxy *p = tm->data;
+  p->timer_use = PT_NONE;
+  uint64_t now = clock_mono_ns() + 1000000u; /* the loop's clock is coarser (ms): due within 1 ms is due */
+  if (p->hedge_due && p->hedge_due <= now) proxy_hedge_fire(p); /* sends, or lets the hedge go */
+  for (int i = 0; i < 2; i++) {
+    struct leg *l = &p->legs[i];
+    if (l->up && p->winner != l && l->fb_deadline && l->fb_deadline <= now) {
+      leg_deadline(l); /* may end p; any other due leg gets its turn from the rescheduled timer */
+      return;
     }
-    p = next;
+  }
+  proxy_schedule(p);
+}
+
+void proxy_schedule(struct proxy *p) {
+  if (p->timer_use == PT_QUEUE) return;
+  uint64_t due = p->hedge_due && !p->hedged ? p->hedge_due : 0;
+  for (int i = 0; i < 2; i++) {
+    const struct leg *l = &p->legs[i];
+    if (l->up && p->winner != l && l->fb_deadline && (!due || l->fb_deadline < due)) due = l->fb_deadline;
+  }
+  if (!due) {
+    if (p->timer_init && p->timer_use == PT_LEGS) uv_timer_stop(&p->timer);
+    p->timer_use = PT_NONE;
+    return;
+  }
+  uint64_t now = clock_mono_ns();
+  uint64_t ms = due > now ? (due - now + 999999u) / 1000000u : 0;
+  proxy_timer(p, PT_LEGS, ms, legs_timer_cb);
+}
+
+/* Open streams get an error event and the end of their chunked body; requests not answered yet a 503. */
+void router_shutdown(struct router *r) {
+  while (r->active) {
+    struct proxy *p = r->active; /* every branch below ends it: it leaves the list */
+    if (p->client_started) {
+      struct buf ev = {0};
+      buf_puts(&ev, "data: ");
+      http_error_json(&ev, "the serving node is shutting down (drain timeout); retry the request",
+                      "server_shutting_down", NULL);
+      buf_puts(&ev, "\n\n");
+      http_resp_write(p->req, ev.base, ev.len);
+      buf_free(&ev);
+      p->stream_error = true;
+      finish(p, 503);
+    } else {
+      fail(p, 503, "server_shutting_down", "the node is shutting down (drain timeout); retry the request", 1);
+    }
   }
 }

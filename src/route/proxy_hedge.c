@@ -24,10 +24,9 @@ static int second_best(struct proxy *p, uint64_t now) {
   return best;
 }
 
-static void hedge_timer_cb(uv_timer_t *t) {
-  struct proxy *p = t->data;
+void proxy_hedge_fire(struct proxy *p) {
   struct router *r = p->r;
-  p->timer_use = PT_NONE;
+  p->hedge_due = 0;
   if (p->winner || p->client_started || p->hedged) return;
   struct leg *primary = p->legs[0].up ? &p->legs[0] : p->legs[1].up ? &p->legs[1] : NULL;
   if (!primary) return; /* between a failure and its retry */
@@ -65,13 +64,14 @@ void proxy_hedge_arm(struct proxy *p) {
                                r->opts.hedge_min_samples, &q))
     d = q;
   uint64_t ms = (uint64_t)ceil(d * 1000.0);
-  proxy_timer(p, PT_HEDGE, ms < 1 ? 1 : ms, hedge_timer_cb);
+  p->hedge_due = l->t_sent + (ms < 1 ? 1 : ms) * 1000000u;
 }
 
 void proxy_hedge_lost(struct proxy *p, struct leg *l) {
   struct router *r = p->r;
   hc_cancel(l->up); /* closes its connection: the runtime sees the abort and frees the request */
   l->up = NULL;
+  breaker_cancelled(&r->breakers[l->target]);
   proxy_leg_release(l);
   r->metrics.hedges_cancelled++;
   /* A loser sent no data frame (else it would have won): what it cost is its prompt. */

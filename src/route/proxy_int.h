@@ -13,6 +13,18 @@
 #include "route/jscan.h"
 #include "route/router.h"
 
+/* Why an upstream attempt failed. One decision point in proxy.c (leg_failed) acts on it: retry elsewhere,
+ * hand over to the other copy, end a started stream in-band, or answer the client (give_up). */
+enum fail_kind {
+  FAIL_NONE = 0,
+  FAIL_CONNECT,     /* refused, reset, closed before the answer was complete */
+  FAIL_TIMEOUT,     /* the upstream went silent for upstream_timeout_ms */
+  FAIL_FIRST_BYTE,  /* nothing for the client within the first-byte deadline (route/deadline.h) */
+  FAIL_TARGET_DOWN, /* its target went down (scraper, runtime exit, its node) while it waited */
+  FAIL_UPSTREAM_5XX,
+  FAIL_TOO_BIG,     /* a buffered response over max_response_bytes */
+};
+
 /* One upstream exchange of a request. A request has at most two at once: the primary and, for a hedged
  * latency-class request, the copy; whichever sends its first byte first is committed (p->winner), the other
  * is cancelled. */
@@ -28,6 +40,11 @@ struct leg {
   bool too_big;   /* its buffered response exceeded max_response_bytes */
   int status;
   char content_type[96];
+  char retry_after[16];   /* the upstream's Retry-After header ("" when none or unusable) */
+  uint64_t fb_deadline;   /* monotonic ns: nothing for the client by then is a FAIL_FIRST_BYTE; 0 = none */
+  uint32_t fb_ms;         /* that deadline, relative to t_sent (for messages) */
+  bool fb_on_progress;    /* past it, give up only when the target shows no progress (deadline.h) ... */
+  uint64_t fb_checked;    /* ... since this time (t_sent, then the last check) */
   struct buf head; /* upstream request head */
   struct buf body; /* buffered non-streaming response (or upstream error body) */
   struct sse_parser sse;
@@ -37,8 +54,9 @@ struct leg {
   bool ticketed;
 };
 
-/* What the per-request timer is counting down. */
-enum { PT_NONE, PT_QUEUE, PT_HEDGE };
+/* What the per-request timer is counting down: the queue deadline, or the earliest of the hedge delay and the
+ * legs' first-byte deadlines (proxy_schedule). */
+enum { PT_NONE, PT_QUEUE, PT_LEGS };
 
 #define PROXY_MAX_BLOCKS 512 /* prompt blocks the policy sees: 512 x 16 tokens x 4 bytes = 32 KiB of prompt */
 
@@ -66,7 +84,13 @@ struct proxy {
   bool paused;
   uint64_t t0, t_first;
   struct oai_usage usage;
-  char last_err_msg[128];
+  /* the last failed attempt: what give_up answers when no attempt is left */
+  enum fail_kind last_fail;
+  int last_status;           /* its HTTP status (FAIL_UPSTREAM_5XX) */
+  char last_err_msg[256];    /* its message: the upstream's own for a 5xx that carried one */
+  char last_err_type[64];    /* the upstream's error type, "" when it gave none */
+  char last_retry_after[16]; /* the upstream's Retry-After, "" when none */
+  bool stream_error;         /* a relayed stream carried an error event (the client saw a failed stream) */
   /* admission */
   int tenant;          /* index into r->adm's tenants */
   bool admitted;       /* adm_limit passed: adm_done when it ends */
@@ -78,11 +102,12 @@ struct proxy {
   int64_t prompt_est; /* prompt tokens, estimated from the body (4 bytes a token) */
   int64_t kv_need;    /* prompt_est + max_tokens (or the default) */
   uint64_t t_enqueued, deadline_ns;
-  /* the timer: the queue deadline while queued, then the hedge delay */
+  /* the timer: the queue deadline while queued, then the hedge delay and first-byte deadlines */
   uv_timer_t timer;
   bool timer_init;
   int timer_use;
   bool hedge_armed, hedged;
+  uint64_t hedge_due; /* monotonic ns the hedge goes at; 0 = none pending */
   /* metering (proxy_meter.c) */
   bool costed;                   /* the model has a price: cost_nano and currency are what usage cost */
   bool recorded;                 /* its record went to the meter (once) */
@@ -109,8 +134,11 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge);
  */
 void proxy_fail(struct proxy *p, int status, const char *type, const char *code, const char *message,
                 int retry_after);
-/* proxy_timer makes sure p's timer is initialized and starts it for use (PT_QUEUE/PT_HEDGE). */
+/* proxy_timer makes sure p's timer is initialized and starts it for use (PT_QUEUE/PT_LEGS). */
 void proxy_timer(struct proxy *p, int use, uint64_t ms, uv_timer_cb cb);
+/* proxy_schedule (re)starts p's timer for the earliest of p->hedge_due and the first-byte deadlines of its
+ * legs in flight that are not committed; stops it when none is left. Not while p is queued. */
+void proxy_schedule(struct proxy *p);
 /* proxy_leg_release gives back l's reservations on its target. */
 void proxy_leg_release(struct leg *l);
 
@@ -163,8 +191,11 @@ void proxy_meter_detach(struct proxy *p);
 const char *proxy_admit_tenant_name(const struct proxy *p);
 
 /* proxy_hedge.c */
-/* proxy_hedge_arm starts the hedge delay for a latency-class request whose primary was just sent. */
+/* proxy_hedge_arm starts the hedge delay for a latency-class request whose primary was just sent (sets
+ * p->hedge_due; the caller runs proxy_schedule). */
 void proxy_hedge_arm(struct proxy *p);
+/* proxy_hedge_fire sends the hedged copy when the race is still open (p->hedge_due passed). */
+void proxy_hedge_fire(struct proxy *p);
 /* proxy_hedge_lost cancels leg l, which lost the race to p's winner, and meters it. */
 void proxy_hedge_lost(struct proxy *p, struct leg *l);
 

@@ -9,6 +9,8 @@
 #include "route/admission.h"
 
 #define RM_MAX_SERIES 512
+/* Failed upstream attempts by kind: the order of enum fail_kind (route/proxy_int.h), 0 unused. */
+#define RM_FAIL_KINDS 7
 
 /* One requests_total series: model/status/target label values (copied, bounded). */
 struct rm_series {
@@ -22,6 +24,7 @@ struct route_metrics {
   struct rm_series series[RM_MAX_SERIES];
   int nseries;
   uint64_t retries, upstream_errors, client_aborts, prompt_tokens, completion_tokens;
+  uint64_t failures[RM_FAIL_KINDS];
   struct hist ttft, latency;
   /* Admission: requests past the tenant limits, requests that waited in the queue, refusals by reason
    * (ADM_SHED_*), the queue's depth now and the wait of requests that left it for a target. */

@@ -11,6 +11,7 @@
 #include "net/http_server.h"
 #include "route/admission.h"
 #include "route/hop.h"
+#include "route/breaker.h"
 #include "route/hop_seen.h"
 #include "route/record.h"
 #include "route/route_ctl.h"
@@ -23,6 +24,11 @@
 struct router_opts {
   int max_attempts;             /* tries per request, first included (retries before the first byte) */
   uint32_t upstream_timeout_ms; /* longest wait for any upstream byte */
+  /* Time-to-first-byte deadline of an attempt (route/deadline.h): 4 x the target's observed p95, at least
+   * first_byte_timeout_ms, at most first_byte_timeout_max_ms (also the deadline while nothing is known). An
+   * attempt past it that has sent nothing to the client is cancelled and retried elsewhere. */
+  uint32_t first_byte_timeout_ms, first_byte_timeout_max_ms;
+  struct breaker_opts breaker; /* per-target circuit breaker (route/breaker.h) */
   size_t max_response_bytes;    /* cap on a buffered non-streaming response */
   char node_name[64];           /* x-infermesh-node for this node's own targets */
   char zone[32];                /* this node's zone, for zone pins (route_ctl.h); "" = none */
@@ -40,7 +46,8 @@ struct router_opts {
   char policy[32];
 };
 
-/* router_opts_default: 3 attempts, 300 s upstream timeout, 16 MiB responses, node name "local", admission
+/* router_opts_default: 3 attempts, 300 s upstream timeout, first-byte deadline within [2 s, 60 s], breaker
+ * after 5 failures for 1 s doubling up to 30 s, 16 MiB responses, node name "local", admission
  * defaults (adm_opts_default), no tenants, hedging after 500 ms by default, 20 samples, at most 5%. */
 void router_opts_default(struct router_opts *o);
 
@@ -69,6 +76,8 @@ struct router {
   struct policy *policy; /* owned: picks among candidates, keeps its prefix index (the default strategy) */
   struct policy *strategies[8]; /* owned: instances for strategies the control plane names per model */
   struct route_ctl ctl;  /* control-plane drains and pins (route_ctl_sync when the FSM changes) */
+  struct breaker breakers[STORE_MAX_TARGETS]; /* per target id */
+  bool self_down; /* the proxy itself is marking a target down (a failed connection): no mass move */
 };
 
 /* router_init prepares r (it sets store->report_cb: queued requests are admitted on load reports); free it with
@@ -93,6 +102,15 @@ bool router_handle(struct router *r, struct http_req *req);
 /* router_target_lost cancels every upstream exchange in flight to target id (its node died): requests that
  * have sent nothing to their client yet retry elsewhere; streams end with an in-band error. */
 void router_target_lost(struct router *r, int id);
+
+/* router_target_down moves the requests in flight to target id that have sent nothing to their client yet
+ * to other targets at once (the target went down: the scraper or its node says so); started streams go on.
+ * Called through store->down_cb (router_init sets it). */
+void router_target_down(struct router *r, int id);
+
+/* router_shutdown ends every request at once (the agent's drain timeout): a stream that started gets an SSE
+ * error event and the end of its chunked body, a request not answered yet a 503; queued ones too. */
+void router_shutdown(struct router *r);
 
 /* router_policy_for returns the policy instance that routes model: the strategy the control plane's policy
  * for model names (created on first use), else the router's default. Owned by r. */

@@ -141,8 +141,10 @@ void store_report(struct store *s, int id, const struct target_load *load, uint6
 
 void store_mark_down(struct store *s, int id, const char *reason) {
   struct target *t = &s->targets[id];
+  bool was = t->healthy;
   t->healthy = false;
   str_copy(t->last_error, sizeof t->last_error, reason);
+  if (was && s->down_cb) s->down_cb(s->down_arg, id);
 }
 
 bool store_target_serves(const struct target *t, struct slice model) {

@@ -74,6 +74,10 @@ struct store {
    * capacity frees). It must not add or remove targets. */
   void (*report_cb)(void *arg, int id);
   void *report_arg;
+  /* down_cb, when set, runs when store_mark_down takes a healthy target out of routing (the router moves the
+   * requests that target has not answered yet). It must not add or remove targets. */
+  void (*down_cb)(void *arg, int id);
+  void *down_arg;
 };
 
 /* store_init empties s. store_free releases model strings. */
@@ -99,7 +103,8 @@ void store_set_models(struct store *s, int id, const char *const *models, int n)
 /* store_report records a successful load report taken at now_ns: the target becomes healthy and its
  * router-local "routed since report" count restarts. */
 void store_report(struct store *s, int id, const struct target_load *load, uint64_t now_ns);
-/* store_mark_down records a failed health check or connection error with a reason (copied). */
+/* store_mark_down records a failed health check or connection error with a reason (copied); when the target
+ * was healthy, down_cb follows. */
 void store_mark_down(struct store *s, int id, const char *reason);
 /* store_target_serves tells whether target t lists model. */
 bool store_target_serves(const struct target *t, struct slice model);
