@@ -20,6 +20,8 @@ struct gossip_config {
   uint32_t load_min_interval_ms;    /* a changed load report goes out at most this often (100) */
   uint32_t load_max_interval_ms;    /* an unchanged one still goes out this often, as a heartbeat (1000) */
   uint32_t tcp_timeout_ms;          /* push-pull and join exchanges (5000) */
+  uint64_t boot_id;                 /* this process's life, higher than any earlier life of this node (its
+                                     * load reports carry it); 0 = the wall clock in microseconds at start */
 };
 
 /* gossip_config_default fills c: 127.0.0.1:7946, swim_config_default, load push 100/1000 ms, TCP 5 s. */
