@@ -21,6 +21,7 @@
 
 #define PUBLISH_MS 50 /* how often this node's store is checked for load or meta changes */
 #define MAX_NODES 1024
+#define JOIN_RETRY_MS 30000 /* an invite join keeps trying its seeds this long (a seed restarting, a flood) */
 
 /* What this node knows of another node beyond SWIM's facts. */
 struct node {
@@ -361,7 +362,7 @@ int mesh_start(struct mesh **out, const struct mesh_env *env, char *err, size_t 
   if (rc == 0 && m->kr.nkeys == 0) {
     /* First start with an invite: fetch the cluster key from a seed, then keep it. */
     log_info("joining with an invite: fetching the cluster key", "data_dir=%s", dir);
-    rc = gossip_fetch_keyring(token, &m->id, &m->kr, 5000, why, sizeof why);
+    rc = gossip_fetch_keyring(token, &m->id, &m->kr, 5000, JOIN_RETRY_MS, why, sizeof why);
     if (rc == 0) rc = keyring_save(&m->kr, dir, why, sizeof why);
     if (rc != 0) {
       snprintf(err, errlen, "%s", why);

@@ -70,8 +70,10 @@ int gossip_port(const struct gossip *g);
 
 /* gossip_fetch_keyring joins with an invite: it connects to the token's seeds in turn (blocking, at most
  * timeout_ms each — call it before the loop runs), proves the token, and receives the cluster keyring into
- * *kr. Returns 0, -EACCES (refused: expired or not for this cluster) or -EHOSTUNREACH with a message. */
+ * *kr. While no seed answers it tries them all again with a growing pause (250 ms up to 4 s, a log line per
+ * failed try) for up to retry_ms (0: one round). Returns 0, -EACCES at once when a seed refuses (expired or
+ * not for this cluster), or -EHOSTUNREACH with a message once retry_ms has passed. */
 int gossip_fetch_keyring(const char *token, const struct identity *id, struct keyring *kr, uint32_t timeout_ms,
-                         char *err, size_t errlen);
+                         uint32_t retry_ms, char *err, size_t errlen);
 
 #endif

@@ -100,3 +100,116 @@ def test_kill9_restarted_agent_is_back_in_every_gateways_routing(procs, tmp_path
     assert took <= RESTART_BOUND_S, f"b's engine took {took:.1f}s to come back into routing"
     for g in gateways:
         assert served_by(g, "b"), f"{g.name} never served a request on the restarted b"
+
+
+class Flood:
+    """Holds `n` idle TCP connections open on a gossip port, reopening each one the server closes."""
+
+    def __init__(self, port, n):
+        self.port, self.n = port, n
+        self.socks = []
+        self.opened = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _open(self):
+        try:
+            s = socket.create_connection((HOST, self.port), timeout=2)
+            s.setblocking(False)
+            self.socks.append(s)
+            self.opened += 1
+        except OSError:
+            pass
+
+    def _run(self):
+        import select
+        while not self.stop.is_set():
+            while len(self.socks) < self.n and not self.stop.is_set():
+                self._open()
+            r, _, _ = select.select(self.socks, [], [], 0.02) if self.socks else ([], [], [])
+            for s in r:
+                try:
+                    data = s.recv(4096)
+                except OSError:
+                    data = b""
+                if not data:
+                    self.socks.remove(s)
+                    s.close()
+
+    def __enter__(self):
+        for _ in range(self.n):
+            self._open()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(5)
+        for s in self.socks:
+            s.close()
+
+
+def make_invite(data_dir, seed):
+    r = subprocess.run([BIN, "invite", "--data-dir", str(data_dir), "--seed", seed, "--ttl", "10m"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.timeout(120)
+def test_invite_join_succeeds_while_idle_connections_flood_the_seed(procs, tmp_path):
+    """80 idle connections held open on the seed's gossip port (each reopened as soon as it is closed) do not
+    keep a joiner with a valid invite out; and the seed closes a connection that sends nothing within ~2 s."""
+    init_cluster(tmp_path / "a")
+    a = start_node(procs, tmp_path, "a", [], data_dir=tmp_path / "a")
+    gport = int(a.gossip.rsplit(":", 1)[1])
+    token = make_invite(tmp_path / "a", a.gossip)
+    with Flood(gport, 80) as flood:
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        try:
+            d = start_node(procs, tmp_path, "d", [], join=[token])
+        finally:
+            print(f"\njoiner started (or failed) after {time.monotonic() - t0:.2f}s")
+        wait_members([a, d], ["a", "d"], timeout=30)
+        took = time.monotonic() - t0
+        print(f"joined under a flood of {flood.n} idle connections ({flood.opened} opened) in {took:.2f}s")
+        assert flood.opened >= 80
+    # An idle connection is closed once the time to its first frame has passed.
+    s = socket.create_connection((HOST, gport), timeout=10)
+    t0 = time.monotonic()
+    assert s.recv(16) == b""
+    idle_closed = time.monotonic() - t0
+    s.close()
+    print(f"\nan idle gossip connection was closed after {idle_closed:.2f}s")
+    assert idle_closed <= 3.0
+
+
+@pytest.mark.timeout(90)
+def test_invite_join_retries_until_a_seed_answers(procs, tmp_path):
+    """The seed of the invite comes up 3 s after the joiner started: the joiner keeps trying (a log line per
+    try) and joins, instead of giving up at the first refused connection."""
+    init_cluster(tmp_path / "a")
+    gport = free_port()
+    token = make_invite(tmp_path / "a", f"{HOST}:{gport}")
+    dport, dgossip = free_port(), free_port()
+    d_proc = procs.infermesh("d", "agent", "--listen", f"{HOST}:{dport}", "--name", "d", "--data-dir",
+                             str(tmp_path / "d"), "--gossip", f"{HOST}:{dgossip}", "--join", token)
+    wait_for(lambda: _check_alive(d_proc) and "seed not reachable" in d_proc.stderr(), timeout=10,
+             what="d trying the seed")
+    time.sleep(3.0)
+    _check_alive(d_proc)
+    a = procs.agent([], "--name", "a", "--data-dir", str(tmp_path / "a"), "--gossip", f"{HOST}:{gport}", name="a")
+    t0 = time.monotonic()
+
+    def both_alive():
+        _check_alive(d_proc)
+        for port in (a.port, dport):
+            st = {m["name"]: m["state"] for m in http_get(port, "/v1/cluster/members").json()["members"]}
+            if st.get("a") != "alive" or st.get("d") != "alive":
+                return False
+        return True
+
+    wait_for(both_alive, timeout=30, what="d joined through the late seed")
+    print(f"\njoined {time.monotonic() - t0:.2f}s after the seed came up")
+    assert "retrying the seeds" in d_proc.stderr()
