@@ -213,3 +213,38 @@ def test_invite_join_retries_until_a_seed_answers(procs, tmp_path):
     wait_for(both_alive, timeout=30, what="d joined through the late seed")
     print(f"\njoined {time.monotonic() - t0:.2f}s after the seed came up")
     assert "retrying the seeds" in d_proc.stderr()
+
+
+@pytest.mark.timeout(90)
+def test_leave_of_one_dev_node_stops_only_that_node(procs):
+    """`infermesh leave` on node-1 of `dev --nodes 3`: node-1 (agent and engine) stops, dev keeps running, and
+    node-0 and node-2 keep serving; Ctrl-C still stops the rest with exit 0."""
+    from conftest import free_ports
+    from test_dev import descendants, live
+    port, gport = free_ports(3), free_ports(3)
+    dev = procs.infermesh("dev", "dev", "--nodes", "3", "--port", str(port), "--gossip-port", str(gport),
+                          "--speed", "0")
+    wait_for(lambda: _check_alive(dev) and "curl" in dev.stdout(), timeout=30, what="the dev banner")
+    kids = descendants(dev.pid)
+    node1 = [p for p, v in kids.items() if f"--listen {HOST}:{port + 1}" in v[2]]
+    engines = {p: v for p, v in kids.items() if "sim-engine" in v[2]}
+    assert len(node1) == 1 and len(engines) == 3, kids
+    r = subprocess.run([BIN, "leave", "--agent", f"http://{HOST}:{port + 1}"], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: not live(node1), timeout=15, what="node-1's agent to exit")
+    wait_for(lambda: len(live(list(engines))) == 2, timeout=15, what="node-1's engine to stop")
+    time.sleep(1.0)
+    assert dev.alive(), f"dev stopped with node-1:\n{dev.stderr()[-2000:]}"
+    wait_for(lambda: {m["name"]: m["state"] for m in http_get(port, "/v1/cluster/members").json()["members"]}
+             .get("node-1") == "left", timeout=10, what="node-0 sees node-1 left")
+    served = set()
+    for node_port in (port, port + 2):
+        for i in range(20):
+            r = post_json(node_port, "/v1/chat/completions", chat_body(f"after-leave {i:04d} " * 24, max_tokens=1))
+            assert r.status == 200, r
+            served.add(r.headers["x-infermesh-node"])
+    assert served == {"node-0", "node-2"}, served
+    assert len(live(list(engines))) == 2  # not restarted
+    dev.signal(signal.SIGINT)
+    assert dev.wait(timeout=20) == 0
