@@ -248,3 +248,90 @@ def test_leave_of_one_dev_node_stops_only_that_node(procs):
     assert len(live(list(engines))) == 2  # not restarted
     dev.signal(signal.SIGINT)
     assert dev.wait(timeout=20) == 0
+
+
+def _members_state(node):
+    return {m["name"]: m for m in http_get(node.port, "/v1/cluster/members").json()["members"]}
+
+
+@pytest.mark.timeout(150)
+def test_durable_drain_survives_restart_and_undrain_is_prompt(procs, tmp_path):
+    """`infermesh drain s2 --token` on 3 Raft servers with engines (and a replica gateway): s2 is killed -9 and
+    restarted with the same data dir and flags; every node, s2 included, lists it draining again, and none
+    routes to it. `infermesh undrain s2` then brings it back into every node's routing within a few seconds,
+    and the other nodes log it."""
+    from test_enforcement import EngineServer, served_by
+    from test_raft import TOKEN, Server, leader_of
+    from test_mesh import remote_healthy
+    key = init_cluster(tmp_path / "key")
+    engines = [procs.engine(name=f"engine-{n}") for n in ("s1", "s2", "s3")]
+    s1 = EngineServer(procs, tmp_path, "s1", key, engines[0])
+    s2 = EngineServer(procs, tmp_path, "s2", key, engines[1], join=[s1.gossip])
+    s3 = EngineServer(procs, tmp_path, "s3", key, engines[2], join=[s1.gossip])
+    servers = [s1, s2, s3]
+    wait_for(lambda: leader_of(servers), timeout=20, what="a Raft leader")
+    gw = Server(procs, tmp_path, "gw", key, join=[s1.gossip], server=False)
+    nodes = servers + [gw]
+    wait_for(lambda: all(remote_healthy(n, 3 if n is gw else 2) for n in nodes), timeout=20,
+             what="every node sees the 3 engines")
+
+    def cli(verb):
+        r = subprocess.run([BIN, verb, "s2", "--agent", f"http://{HOST}:{s1.port}", "--token", TOKEN],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        assert "durable" in r.stdout, r.stdout
+
+    cli("drain")
+    wait_for(lambda: all(_members_state(n)["s2"].get("draining") for n in nodes), timeout=10,
+             what="every node lists s2 draining")
+    # kill -9 and restart with the very same command line (same ports, same data dir)
+    args = s2.agent.proc.args
+    s2.agent.proc.signal(signal.SIGKILL)
+    s2.agent.proc.wait(10)
+    p = procs.start("s2-again", args)
+    s2.agent.proc = p
+    wait_for(lambda: _check_alive(p) and http_get(s2.port, "/readyz", timeout=2).status in (200, 503), timeout=20,
+             what="s2 listening again")
+    t0 = time.monotonic()
+    wait_for(lambda: all(_members_state(n).get("s2", {}).get("state") == "alive" for n in nodes), timeout=20,
+             what="s2 alive again everywhere")
+    try:
+        wait_for(lambda: all(_members_state(n)["s2"].get("draining") for n in nodes), timeout=10,
+                 what="every node lists the restarted s2 draining")
+    finally:
+        print(f"\nrestarted s2: {[(n.name, _members_state(n)['s2'].get('draining')) for n in nodes]}")
+    print(f"restarted s2 listed draining everywhere {time.monotonic() - t0:.2f}s after it came back")
+    wait_for(lambda: all(remote_healthy(n, 3 if n is gw else 2) for n in nodes), timeout=15,
+             what="every engine healthy again on every node (s2's drained, not gone)")
+    for n in nodes:
+        seen = served_by(n, 8, f"drained-{n.name}-{time.monotonic():.3f}")
+        assert "s2" not in seen, (n.name, seen)
+    # undrain: back in every node's routing promptly, and said so
+    logged = {n.name: len(n.agent.proc.stderr()) for n in (s1, s3, gw)}
+    t0 = time.monotonic()
+    cli("undrain")
+    back = {}
+
+    def routed_again():
+        for n in nodes:
+            if n.name not in back and n is not s2 and "s2" in served_by(n, 8, f"back-{n.name}-{time.monotonic():.4f}"):
+                back[n.name] = time.monotonic() - t0
+        return len(back) == len(nodes) - 1
+
+    try:
+        wait_for(routed_again, timeout=30, interval=0.1, what="s2 back in every node's routing")
+    finally:
+        print(f"after undrain, s2 served again by {{node: seconds}} = { {k: round(v, 2) for k, v in back.items()} }")
+    assert max(back.values()) <= 3.0, back
+    for n in (s1, s3, gw):
+        assert 'msg="node undrained" node=s2' in n.agent.proc.stderr()[logged[n.name]:], n.name
+    # Through the control plane alone (no membership call): the node's own flag follows the durable drain.
+    assert s3.write("PUT", "/v1/cluster/drains/s2", {"reason": "api only"}).status == 200
+    wait_for(lambda: all(_members_state(n)["s2"].get("draining") for n in nodes), timeout=5,
+             what="every node lists s2 draining after a PUT of the drain")
+    t0 = time.monotonic()
+    assert s3.write("DELETE", "/v1/cluster/drains/s2").status == 200
+    wait_for(lambda: not any(_members_state(n)["s2"].get("draining") for n in nodes), timeout=5,
+             what="every node lists s2 undrained after the DELETE")
+    print(f"DELETE of the drain: s2 listed undrained everywhere after {time.monotonic() - t0:.2f}s")
+    assert 'dropped the drain of this node' in s2.agent.proc.stderr()
