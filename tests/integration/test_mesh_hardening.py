@@ -103,10 +103,11 @@ def test_kill9_restarted_agent_is_back_in_every_gateways_routing(procs, tmp_path
 
 
 class Flood:
-    """Holds `n` idle TCP connections open on a gossip port, reopening each one the server closes."""
+    """Holds `n` idle TCP connections open on a gossip port, from the source addresses `sources` in turn,
+    reopening each one the server closes."""
 
-    def __init__(self, port, n):
-        self.port, self.n = port, n
+    def __init__(self, port, n, sources=(HOST,)):
+        self.port, self.n, self.sources = port, n, sources
         self.socks = []
         self.opened = 0
         self.stop = threading.Event()
@@ -114,7 +115,8 @@ class Flood:
 
     def _open(self):
         try:
-            s = socket.create_connection((HOST, self.port), timeout=2)
+            src = self.sources[self.opened % len(self.sources)]
+            s = socket.create_connection((HOST, self.port), timeout=2, source_address=(src, 0))
             s.setblocking(False)
             self.socks.append(s)
             self.opened += 1
@@ -158,13 +160,16 @@ def make_invite(data_dir, seed):
 
 @pytest.mark.timeout(120)
 def test_invite_join_succeeds_while_idle_connections_flood_the_seed(procs, tmp_path):
-    """80 idle connections held open on the seed's gossip port (each reopened as soon as it is closed) do not
-    keep a joiner with a valid invite out; and the seed closes a connection that sends nothing within ~2 s."""
+    """Idle connections held open on the seed's gossip port (each reopened as soon as it is closed) do not keep
+    a joiner with a valid invite out: 40 from the joiner's own address (past the per-address bound) and 80 from
+    five other loopback addresses (past the bound on all). And the seed closes a connection that sends nothing
+    within ~2 s."""
     init_cluster(tmp_path / "a")
     a = start_node(procs, tmp_path, "a", [], data_dir=tmp_path / "a")
     gport = int(a.gossip.rsplit(":", 1)[1])
     token = make_invite(tmp_path / "a", a.gossip)
-    with Flood(gport, 80) as flood:
+    others = tuple(f"127.0.0.{i}" for i in range(2, 7))
+    with Flood(gport, 40) as flood, Flood(gport, 80, others) as flood2:
         time.sleep(1.0)
         t0 = time.monotonic()
         try:
@@ -173,8 +178,10 @@ def test_invite_join_succeeds_while_idle_connections_flood_the_seed(procs, tmp_p
             print(f"\njoiner started (or failed) after {time.monotonic() - t0:.2f}s")
         wait_members([a, d], ["a", "d"], timeout=30)
         took = time.monotonic() - t0
-        print(f"joined under a flood of {flood.n} idle connections ({flood.opened} opened) in {took:.2f}s")
-        assert flood.opened >= 80
+        print(f"joined under a flood of {flood.n + flood2.n} idle connections ({flood.opened + flood2.opened} "
+              f"opened) in {took:.2f}s")
+        assert flood.opened >= 40 and flood2.opened >= 80
+    assert "too many idle connections" in a.agent.proc.stderr()
     # An idle connection is closed once the time to its first frame has passed.
     s = socket.create_connection((HOST, gport), timeout=10)
     t0 = time.monotonic()
