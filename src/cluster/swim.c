@@ -790,7 +790,7 @@ struct swim *swim_new(const struct swim_config *cfg, const uint8_t id[GOSSIP_ID_
   /* Random phases, so nodes started together do not probe and gossip in lockstep. */
   s->next_probe_at = now_ms + rng_below(&s->rng, s->cfg.probe_interval_ms);
   s->next_gossip_at = now_ms + rng_below(&s->rng, s->cfg.gossip_interval_ms);
-  s->next_reconnect_at = now_ms + s->cfg.reconnect_interval_ms; /* (no rng draw: seeded runs stay as they were) */
+  s->next_reconnect_at = now_ms + s->cfg.reconnect_interval_ms; /* no rng draw: seeded runs stay as is */
   if (s->cfg.push_pull_interval_ms)
     s->next_push_pull_at =
         now_ms + s->cfg.push_pull_interval_ms / 2 + rng_below(&s->rng, s->cfg.push_pull_interval_ms / 2 + 1);

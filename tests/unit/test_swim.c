@@ -1330,7 +1330,8 @@ static void test_cluster_partition_heals_within_5s(void **state) {
     assert_int_equal(n->false_dead, 0);
     net_free(n);
   }
-  print_message("partition 2|3 (default config): the slowest of 5 heals took %llu ms\n", (unsigned long long)worst);
+  print_message("partition 2|3 (default config): the slowest of 5 heals took %llu ms\n",
+                (unsigned long long)worst);
   assert_true(worst <= 5000);
 }
 
