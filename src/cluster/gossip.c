@@ -223,6 +223,17 @@ static void swim_event_cb(void *user, const struct swim_member *m, enum swim_eve
 
 static void swim_push_pull_cb(void *user, const char *addr) {
   struct gossip *g = user;
+  /* A push-pull to a member held dead (partition healing) may wait out the whole TCP timeout when it is
+   * really gone: those take at most half of the outgoing slots, so joins and anti-entropy keep theirs. */
+  if (gossip_tcp_outgoing(g->tcpx) >= 4) {
+    bool held_dead = false;
+    for (int i = 0; i < g->npeers; i++) {
+      if (strcmp(g->peers[i].addr, addr) != 0) continue;
+      held_dead = !g->peers[i].alive;
+      if (!held_dead) break;
+    }
+    if (held_dead) return;
+  }
   gossip_tcp_push_pull(g->tcpx, addr, swim_num_alive(g->swim) <= 1);
 }
 

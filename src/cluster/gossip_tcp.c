@@ -370,6 +370,8 @@ void gossip_tcp_push_pull(struct gossip_tcp *x, const char *addr, bool join) {
   }
 }
 
+int gossip_tcp_outgoing(const struct gossip_tcp *x) { return x->noutgoing; }
+
 void gossip_tcp_close(struct gossip_tcp *x) {
   x->closing = true;
   for (struct xconn *c = x->conns; c; c = c->next) conn_close(c);
