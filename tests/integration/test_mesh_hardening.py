@@ -53,10 +53,11 @@ def keep_busy(node, stop):
 
 
 @pytest.mark.timeout(150)
-def test_kill9_restarted_agent_is_back_in_every_gateways_routing(procs, tmp_path):
-    """A serving agent that ran for a while is killed with -9 and restarted at once with the same data dir:
-    within RESTART_BOUND_S its engine is back in the routing of every gateway (listed healthy in
-    /v1/cluster/targets, and actually served)."""
+@pytest.mark.parametrize("same_ports", [False, True], ids=["new-ports", "same-command-line"])
+def test_kill9_restarted_agent_is_back_in_every_gateways_routing(procs, tmp_path, same_ports):
+    """A serving agent that ran for a while is killed with -9 and restarted with the same data dir (at once on
+    new ports, or with its very command line once the others hold it dead): within RESTART_BOUND_S its
+    engine is back in the routing of every gateway (listed healthy in /v1/cluster/targets, and served)."""
     init_cluster(tmp_path / "a")
     for n in ("b", "c"):
         share_key(tmp_path / "a", tmp_path / n)
@@ -80,7 +81,18 @@ def test_kill9_restarted_agent_is_back_in_every_gateways_routing(procs, tmp_path
     b.agent.proc.signal(signal.SIGKILL)
     b.agent.proc.wait(10)
     t0 = time.monotonic()
-    b2 = start_node(procs, tmp_path, "b", [eb], join=[a.gossip], data_dir=b.data_dir)
+    if same_ports:
+        # declared dead first (its targets leave routing), so only fresh load reports can bring them back
+        wait_members([a, c], ["b"], state="dead", timeout=20)
+        assert not any(t["node"] == "b" for g in gateways for t in g.agent.targets())
+        t0 = time.monotonic()
+        p = procs.start("b-again", b.agent.proc.args)
+        wait_for(lambda: _check_alive(p) and http_get(b.port, "/readyz", timeout=2).status in (200, 503),
+                 timeout=20, what="b listening again")
+        b.agent.proc = p
+        b2 = b
+    else:
+        b2 = start_node(procs, tmp_path, "b", [eb], join=[a.gossip], data_dir=b.data_dir)
     started = time.monotonic() - t0
     back = {}
 
