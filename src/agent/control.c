@@ -446,6 +446,28 @@ static void enforce_tenants(struct control *c, const struct fsm *f) {
   router_set_tenants(c->env.router, t, n);
 }
 
+/* enforce_own_drain makes this node's membership drain flag follow the control plane's drain of it: a node
+ * drained durably announces itself draining again when it restarts (its flag lives in gossip meta and starts
+ * cleared), and a durable drain written or deleted through any node reaches its gossip flag at once. A flag
+ * set through membership alone (no durable drain) is left as it is. */
+static void enforce_own_drain(struct control *c, const struct fsm *f) {
+  if (!c->env.mesh) return;
+  const struct fsm_drain *d = fsm_get(f, FSM_DRAIN, mesh_node_name(c->env.mesh));
+  bool durable = d != NULL;
+  if (c->own_drain_known && durable == c->own_drain_durable) return;
+  bool first = !c->own_drain_known;
+  c->own_drain_known = true;
+  c->own_drain_durable = durable;
+  if (durable) {
+    log_info("the control plane holds a drain of this node: announcing it", "reason=\"%s\"", d->reason);
+    mesh_set_drain(c->env.mesh, true);
+  } else if (!first) {
+    log_info("the control plane dropped the drain of this node: announcing it", "node=%s",
+             mesh_node_name(c->env.mesh));
+    mesh_set_drain(c->env.mesh, false);
+  }
+}
+
 static void control_enforce(struct control *c) {
   const struct fsm *f = control_fsm(c);
   uint64_t idx = fsm_index(f);
@@ -462,6 +484,7 @@ static void control_enforce(struct control *c) {
   c->enforced_once = true;
   if (kind[FSM_TENANT]) enforce_tenants(c, f);
   if (kind[FSM_POLICY] || kind[FSM_PIN] || kind[FSM_DRAIN] || kind[FSM_PRICE]) route_ctl_sync(&c->env.router->ctl, f);
+  if (kind[FSM_DRAIN]) enforce_own_drain(c, f);
   log_info("control-plane state enforced", "index=%llu tenants=%d policies=%d drains=%d pins=%d",
            (unsigned long long)idx, fsm_count(f, FSM_TENANT), fsm_count(f, FSM_POLICY), fsm_count(f, FSM_DRAIN),
            fsm_count(f, FSM_PIN));

@@ -51,6 +51,8 @@ struct control {
   bool enforced_once;
   struct config_watch watch; /* what the configuration events were last computed against */
   bool watch_primed;         /* false until the first look (which publishes nothing: it is the baseline) */
+  bool own_drain_known;      /* enforce_own_drain has seen the FSM once */
+  bool own_drain_durable;    /* the FSM held a drain of this node when last enforced */
 };
 
 uint64_t control_index(const struct control *c);

@@ -53,6 +53,7 @@ struct dev {
   char poll_head[256];
   int poll_status;
   bool stopping, ready, members_phase;
+  bool node_left[MAX_NODES]; /* its agent left the mesh (exit 0): its engines stop, the others keep serving */
   struct buf poll_body;
   char members_head[256];
   int exit_code;
@@ -69,7 +70,8 @@ static void usage(FILE *f) {
              "  one node (default): E simulated engines (3) and an agent listening on H:P (8080);\n"
              "  --nodes N (2-%d): N agents on ports P..P+N-1 with E engines each (1), gossiping on G..G+N-1\n"
              "  (7946), sharing a fresh cluster key in a temporary data dir; every agent routes to every engine.\n"
-             "Engines that crash are restarted. Ctrl-C (or SIGTERM) drains the agents and stops everything.\n",
+             "Engines that crash are restarted. `infermesh leave` on one node stops that node (its agent and\n"
+             "engines) only. Ctrl-C (or SIGTERM) drains the agents and stops everything.\n",
           MAX_NODES);
 }
 
@@ -89,9 +91,28 @@ static void finish_if_done(struct dev *d) {
   uv_stop(d->loop);
 }
 
+/* With every node gone by `leave`, dev has nothing left to run: it stops (exit 0). */
+static void finish_if_left(struct dev *d) {
+  for (int i = 0; i < d->nnodes; i++)
+    if (!d->node_left[i]) return;
+  stop_all(d, 0);
+}
+
+/* A node's agent left the mesh and exited cleanly (`infermesh leave`): only that node stops. Its engines get
+ * SIGTERM and are not restarted; the other nodes keep serving. */
+static void node_left(struct dev *d, int node) {
+  d->node_left[node] = true;
+  log_info("node left the mesh: stopping its engines, the other nodes keep serving", "node=%d", node);
+  for (int i = node * d->nengines; i < (node + 1) * d->nengines; i++) {
+    uv_timer_stop(&d->engines[i].restart_timer);
+    if (d->engines[i].running) uv_process_kill(&d->engines[i].proc, SIGTERM);
+  }
+  finish_if_left(d);
+}
+
 static void restart_cb(uv_timer_t *t) {
   struct child *c = t->data;
-  if (!c->d->stopping) start_engine(c);
+  if (!c->d->stopping && !c->d->node_left[c->node]) start_engine(c);
 }
 
 static void exit_cb(uv_process_t *p, int64_t status, int sig) {
@@ -103,11 +124,16 @@ static void exit_cb(uv_process_t *p, int64_t status, int sig) {
     finish_if_done(d);
     return;
   }
+  if (c->is_agent && d->nnodes > 1 && status == 0 && sig == 0) {
+    node_left(d, c->node);
+    return;
+  }
   if (c->is_agent) {
     log_error("agent exited; stopping the mesh", "node=%d status=%lld signal=%d", c->node, (long long)status, sig);
     stop_all(d, 1);
     return;
   }
+  if (d->node_left[c->node]) return; /* stopped with its node */
   c->restarts++;
   log_warn("engine exited; restarting", "port=%d status=%lld signal=%d restart_in_ms=%u", c->port, (long long)status,
            sig, c->backoff_ms);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cluster/datadir.h"
 #include "cluster/gossip.h"
@@ -20,6 +21,7 @@
 
 #define PUBLISH_MS 50 /* how often this node's store is checked for load or meta changes */
 #define MAX_NODES 1024
+#define JOIN_RETRY_MS 30000 /* an invite join keeps trying its seeds this long (a seed restarting, a flood) */
 
 /* What this node knows of another node beyond SWIM's facts. */
 struct node {
@@ -294,6 +296,28 @@ static void timer_cb(uv_timer_t *h) {
 
 /* ---- start ---- */
 
+/* next_boot_id returns this process's life number: the wall clock in microseconds, but always above the one
+ * the last start recorded in the data dir (a clock stepped back must not make gateways ignore the new
+ * process's load reports as older than the previous one's). Records it; a failure to record is logged. */
+static uint64_t next_boot_id(const char *dir) {
+  char path[600], buf[32], err[256];
+  size_t len = 0;
+  uint64_t prev = 0, boot;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  boot = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+  if (datadir_path(path, sizeof path, dir, "boot.id") == 0 &&
+      datadir_read_file(path, buf, sizeof buf, &len, 0, err, sizeof err) == 0) {
+    while (len && (buf[len - 1] == '\n' || buf[len - 1] == ' ')) buf[--len] = '\0';
+    if (slice_to_u64(slice_make(buf, len), &prev) != 0) prev = 0;
+  }
+  if (boot <= prev) boot = prev + 1;
+  int n = snprintf(buf, sizeof buf, "%llu\n", (unsigned long long)boot);
+  if (datadir_write_private(dir, "boot.id", buf, (size_t)n, 1, err, sizeof err) != 0)
+    log_warn("cannot record this start's boot id", "err=\"%s\"", err);
+  return boot;
+}
+
 static bool is_token(const char *s) { return strncmp(s, "imt1.", 5) == 0; }
 
 int mesh_start(struct mesh **out, const struct mesh_env *env, char *err, size_t errlen) {
@@ -338,7 +362,7 @@ int mesh_start(struct mesh **out, const struct mesh_env *env, char *err, size_t 
   if (rc == 0 && m->kr.nkeys == 0) {
     /* First start with an invite: fetch the cluster key from a seed, then keep it. */
     log_info("joining with an invite: fetching the cluster key", "data_dir=%s", dir);
-    rc = gossip_fetch_keyring(token, &m->id, &m->kr, 5000, why, sizeof why);
+    rc = gossip_fetch_keyring(token, &m->id, &m->kr, 5000, JOIN_RETRY_MS, why, sizeof why);
     if (rc == 0) rc = keyring_save(&m->kr, dir, why, sizeof why);
     if (rc != 0) {
       snprintf(err, errlen, "%s", why);
@@ -373,6 +397,7 @@ int mesh_start(struct mesh **out, const struct mesh_env *env, char *err, size_t 
     return -EINVAL;
   }
   str_copy(gc.advertise, sizeof gc.advertise, cc->advertise);
+  gc.boot_id = next_boot_id(dir);
   if (cc->probe_interval_ms) gc.swim.probe_interval_ms = cc->probe_interval_ms;
   if (cc->probe_timeout_ms) gc.swim.probe_timeout_ms = cc->probe_timeout_ms;
   if (cc->gossip_interval_ms) gc.swim.gossip_interval_ms = cc->gossip_interval_ms;

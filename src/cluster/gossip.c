@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cluster/gossip_tcp.h"
 #include "core/alloc.h"
@@ -15,14 +16,17 @@
 
 #define MAX_PEERS 1024
 
-/* What the transport remembers about each member beyond SWIM's table: roles (from meta) and the last load
- * sequence number seen, so reordered or replayed reports are ignored. */
+/* What the transport remembers about each member beyond SWIM's table: roles (from meta) and the newest load
+ * report seen, as (boot, seq), so that reordered or replayed reports are ignored while a restarted process
+ * (a higher boot, counting seq from 1 again) is heard at once. A member SWIM forgot keeps its entry
+ * (forgotten) so that a replay of its old reports cannot roll its state back when it comes back. */
 struct peer {
   uint8_t id[GOSSIP_ID_LEN];
   char addr[GOSSIP_ADDR_MAX];
   uint32_t roles;
-  bool alive;
-  uint64_t load_seq;
+  bool alive, forgotten;
+  uint64_t load_boot, load_seq;
+  uint64_t forgotten_ms;
 };
 
 struct gossip {
@@ -49,7 +53,7 @@ struct gossip {
   /* load push */
   struct gossip_load load;
   bool have_load, load_changed;
-  uint64_t load_seq, load_sent_ms, load_signal_ms;
+  uint64_t boot_id, load_seq, load_sent_ms, load_signal_ms;
   /* scratch, so that no datagram needs a large stack frame or an allocation */
   struct gossip_packet pkt; /* outgoing: SWIM may send while it still reads `rx` */
   struct gossip_packet rx;
@@ -79,6 +83,12 @@ void gossip_config_default(struct gossip_config *c) {
 }
 
 static uint64_t now_ms(void) { return clock_mono_ns() / 1000000u; }
+
+static uint64_t wall_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
 
 /* ---- addresses ---- */
 
@@ -123,17 +133,30 @@ static void addr_string(const struct sockaddr *sa, char *out, size_t cap) {
 
 static struct peer *peer_find(struct gossip *g, const uint8_t id[GOSSIP_ID_LEN], bool create) {
   for (int i = 0; i < g->npeers; i++)
-    if (memcmp(g->peers[i].id, id, GOSSIP_ID_LEN) == 0) return &g->peers[i];
-  if (!create || g->npeers == MAX_PEERS) return NULL;
-  struct peer *p = &g->peers[g->npeers++];
+    if (memcmp(g->peers[i].id, id, GOSSIP_ID_LEN) == 0) {
+      if (create) g->peers[i].forgotten = false;
+      return &g->peers[i];
+    }
+  if (!create) return NULL;
+  struct peer *p = NULL;
+  if (g->npeers < MAX_PEERS) {
+    p = &g->peers[g->npeers++];
+  } else { /* full: reuse the entry forgotten longest ago (its replay memory is the least useful) */
+    for (int i = 0; i < g->npeers; i++)
+      if (g->peers[i].forgotten && (!p || g->peers[i].forgotten_ms < p->forgotten_ms)) p = &g->peers[i];
+    if (!p) return NULL;
+  }
   memset(p, 0, sizeof *p);
   memcpy(p->id, id, GOSSIP_ID_LEN);
   return p;
 }
 
-static void peer_drop(struct gossip *g, const uint8_t id[GOSSIP_ID_LEN]) {
+static void peer_forget(struct gossip *g, const uint8_t id[GOSSIP_ID_LEN]) {
   struct peer *p = peer_find(g, id, false);
-  if (p) *p = g->peers[--g->npeers];
+  if (!p) return;
+  p->alive = false;
+  p->forgotten = true;
+  p->forgotten_ms = now_ms();
 }
 
 /* ---- UDP ---- */
@@ -183,7 +206,7 @@ static void swim_event_cb(void *user, const struct swim_member *m, enum swim_eve
   const struct gossip_meta *mp = NULL;
   if (m->is_self) return;
   if (ev == SWIM_EV_FORGOTTEN) {
-    peer_drop(g, m->u.id);
+    peer_forget(g, m->u.id);
   } else {
     struct peer *p = peer_find(g, m->u.id, true);
     if (p) {
@@ -200,13 +223,28 @@ static void swim_event_cb(void *user, const struct swim_member *m, enum swim_eve
 
 static void swim_push_pull_cb(void *user, const char *addr) {
   struct gossip *g = user;
+  /* A push-pull to a member held dead (partition healing) may wait out the whole TCP timeout when it is
+   * really gone: those take at most half of the outgoing slots, so joins and anti-entropy keep theirs. */
+  if (gossip_tcp_outgoing(g->tcpx) >= 4) {
+    bool held_dead = false;
+    for (int i = 0; i < g->npeers; i++) {
+      if (strcmp(g->peers[i].addr, addr) != 0) continue;
+      held_dead = !g->peers[i].alive;
+      if (!held_dead) break;
+    }
+    if (held_dead) return;
+  }
   gossip_tcp_push_pull(g->tcpx, addr, swim_num_alive(g->swim) <= 1);
 }
 
 static void handle_load(struct gossip *g, const struct gossip_load *l) {
   struct peer *p = peer_find(g, l->from, false);
   if (!p || !p->alive) return; /* only members' reports count */
-  if (l->seq <= p->load_seq) return;
+  if (l->boot < p->load_boot || (l->boot == p->load_boot && l->seq <= p->load_seq)) return;
+  if (l->boot > p->load_boot && p->load_boot)
+    log_info("load reports from a new life of a member", "addr=%s boot=%llu seq=%llu", p->addr,
+             (unsigned long long)l->boot, (unsigned long long)l->seq);
+  p->load_boot = l->boot;
   p->load_seq = l->seq;
   g->counters.loads_in++;
   if (g->cb.load) g->cb.load(g->user, l);
@@ -279,6 +317,7 @@ static void load_send(struct gossip *g, uint64_t now) {
   if (!g->have_load) return;
   if (!g->load_changed && now - g->load_sent_ms < g->cfg.load_max_interval_ms) return;
   g->load.seq = ++g->load_seq;
+  g->load.boot = g->boot_id;
   g->load.age_ms = (uint32_t)(now > g->load_signal_ms ? now - g->load_signal_ms : 0);
   memcpy(g->load.from, g->id->pk, GOSSIP_ID_LEN);
   g->pkt.kind = GOSSIP_PKT_LOAD;
@@ -359,6 +398,7 @@ int gossip_start(struct gossip **out, uv_loop_t *loop, const struct gossip_confi
   g->cb = *cb;
   g->user = user;
   g->peers = xcalloc(MAX_PEERS, sizeof *g->peers);
+  g->boot_id = cfg->boot_id ? cfg->boot_id : wall_us();
   uv_udp_init(loop, &g->udp);
   uv_tcp_init(loop, &g->tcp);
   uv_timer_init(loop, &g->timer);

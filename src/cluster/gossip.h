@@ -20,6 +20,8 @@ struct gossip_config {
   uint32_t load_min_interval_ms;    /* a changed load report goes out at most this often (100) */
   uint32_t load_max_interval_ms;    /* an unchanged one still goes out this often, as a heartbeat (1000) */
   uint32_t tcp_timeout_ms;          /* push-pull and join exchanges (5000) */
+  uint64_t boot_id;                 /* this process's life, higher than any earlier life of this node (its
+                                     * load reports carry it); 0 = the wall clock in microseconds at start */
 };
 
 /* gossip_config_default fills c: 127.0.0.1:7946, swim_config_default, load push 100/1000 ms, TCP 5 s. */
@@ -68,8 +70,10 @@ int gossip_port(const struct gossip *g);
 
 /* gossip_fetch_keyring joins with an invite: it connects to the token's seeds in turn (blocking, at most
  * timeout_ms each — call it before the loop runs), proves the token, and receives the cluster keyring into
- * *kr. Returns 0, -EACCES (refused: expired or not for this cluster) or -EHOSTUNREACH with a message. */
+ * *kr. While no seed answers it tries them all again with a growing pause (250 ms up to 4 s, a log line per
+ * failed try) for up to retry_ms (0: one round). Returns 0, -EACCES at once when a seed refuses (expired or
+ * not for this cluster), or -EHOSTUNREACH with a message once retry_ms has passed. */
 int gossip_fetch_keyring(const char *token, const struct identity *id, struct keyring *kr, uint32_t timeout_ms,
-                         char *err, size_t errlen);
+                         uint32_t retry_ms, char *err, size_t errlen);
 
 #endif

@@ -5,6 +5,7 @@
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include "cluster/gossip_tcp.h"
 #include "cluster/invite.h"
 #include "core/clock.h"
+#include "core/log.h"
 
 /* Wait for fd to be ready for events until deadline (monotonic ms). 0 ready, -ETIMEDOUT. */
 static int wait_fd(int fd, short events, uint64_t deadline) {
@@ -99,27 +101,43 @@ out:
   return rc;
 }
 
-int gossip_fetch_keyring(const char *token, const struct identity *id, struct keyring *kr, uint32_t timeout_ms,
-                         char *err, size_t errlen) {
+int gossip_fetch_keyring(const char *token, const struct identity *id, struct keyring *kr,
+                         uint32_t timeout_ms, uint32_t retry_ms, char *err, size_t errlen) {
   struct invite inv;
   char why[256] = "";
   if (invite_parse(token, &inv, err, errlen) != 0) return -EINVAL;
-  int last = -EHOSTUNREACH;
-  for (int i = 0; i < inv.nseeds; i++) {
-    int rc = try_seed(inv.seeds[i], &inv, id, kr, timeout_ms, why, sizeof why);
-    if (rc == 0) {
-      invite_wipe(&inv);
-      return 0;
+  uint64_t start = clock_mono_ns() / 1000000u, give_up = start + retry_ms;
+  uint32_t backoff = 250;
+  for (int attempt = 1;; attempt++) {
+    for (int i = 0; i < inv.nseeds; i++) {
+      why[0] = '\0';
+      int rc = try_seed(inv.seeds[i], &inv, id, kr, timeout_ms, why, sizeof why);
+      if (rc == 0) {
+        if (attempt > 1 || i > 0)
+          log_info("invite join: got the cluster key", "seed=%s attempt=%d", inv.seeds[i], attempt);
+        invite_wipe(&inv);
+        return 0;
+      }
+      if (rc == -EACCES) { /* the seed answered: retrying cannot change its mind */
+        snprintf(err, errlen, "%s", why);
+        invite_wipe(&inv);
+        return rc;
+      }
+      if (!why[0]) snprintf(why, sizeof why, "%s: %s", inv.seeds[i], strerror(-rc));
+      log_warn("invite join: seed not reachable", "attempt=%d seed=%s err=\"%s\"", attempt, inv.seeds[i],
+               why);
     }
-    if (rc == -EACCES) {
-      snprintf(err, errlen, "%s", why);
-      invite_wipe(&inv);
-      return rc;
+    uint64_t now = clock_mono_ns() / 1000000u;
+    if (now + backoff > give_up) break;
+    log_info("invite join: retrying the seeds", "attempt=%d retry_in_ms=%u gives_up_in_ms=%llu", attempt + 1,
+             backoff, (unsigned long long)(give_up - now));
+    struct timespec ts = {backoff / 1000, (long)(backoff % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
-    last = rc;
-    if (!why[0]) snprintf(why, sizeof why, "%s: %s", inv.seeds[i], strerror(-rc));
+    backoff = backoff < 4000 ? backoff * 2 : 4000;
   }
-  snprintf(err, errlen, "could not reach any seed of the invite (%s); is an agent running there?", why);
+  snprintf(err, errlen, "could not reach any seed of the invite for %llu s (%s); is an agent running there?",
+           (unsigned long long)((clock_mono_ns() / 1000000u - start + 500) / 1000), why);
   invite_wipe(&inv);
-  return last == -EACCES ? last : -EHOSTUNREACH;
+  return -EHOSTUNREACH;
 }

@@ -15,7 +15,14 @@
 #include "proto/gossip_codec.h"
 
 #define MAX_OUTGOING 8
-#define MAX_INCOMING 64 /* beyond this, new connections are closed at once (nobody legitimate needs more) */
+/* Incoming connections that have not yet delivered their one frame are unauthenticated: anyone can open
+ * them. They are bounded per source address and in total, and a new one past a bound evicts the oldest
+ * such connection (of that address, else of all) instead of being refused: whoever holds idle connections
+ * open cannot lock a legitimate joiner out, since its frame follows its connect at once. */
+#define MAX_UNAUTH_PER_ADDR 16
+#define MAX_UNAUTH 64
+#define MAX_INCOMING 256     /* all incoming, answered ones included: beyond this, new ones are refused */
+#define FIRST_FRAME_MS 2000u /* an incoming connection must deliver its whole frame within this */
 
 struct xconn {
   uv_tcp_t tcp;
@@ -26,6 +33,7 @@ struct xconn {
   struct xconn *prev, *next;
   char addr[GOSSIP_ADDR_MAX];
   bool outgoing, join, closing;
+  bool framed; /* incoming: its frame arrived (it is being answered) */
   int open; /* handles not yet closed */
   uint8_t *rbuf;
   size_t rlen, rcap;
@@ -43,6 +51,7 @@ struct gossip_tcp {
   void *arg;
   struct xconn *conns;
   int noutgoing, nincoming;
+  uint64_t evicted; /* unauthenticated connections closed to make room (logged now and then) */
   bool closing;
 };
 
@@ -220,6 +229,10 @@ static void on_frame(struct xconn *c) {
   const uint8_t *payload = c->rbuf + 5;
   size_t len = c->rlen - 5;
   uv_read_stop((uv_stream_t *)&c->tcp);
+  if (!c->outgoing) {
+    c->framed = true;
+    uv_timer_start(&c->timer, timeout_cb, x->timeout_ms, 0); /* the reply gets the whole exchange time */
+  }
   if (type == FRAME_PUSHPULL) {
     int rc = merge_table(c, payload, len);
     if (c->outgoing) {
@@ -277,6 +290,31 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b) {
   on_frame(c);
 }
 
+static bool unauthenticated(const struct xconn *c) { return !c->outgoing && !c->framed && !c->closing; }
+
+/* make_room closes the oldest unauthenticated incoming connection from c's address when that address holds
+ * MAX_UNAUTH_PER_ADDR of them, else the oldest of all when there are MAX_UNAUTH (c itself excluded). The
+ * list is newest first, so the oldest is the last match. */
+static void make_room(struct gossip_tcp *x, const struct xconn *c) {
+  struct xconn *oldest_here = NULL, *oldest = NULL, *victim = NULL;
+  int here = 0, all = 0;
+  for (struct xconn *o = x->conns; o; o = o->next) {
+    if (o == c || !unauthenticated(o)) continue;
+    all++;
+    oldest = o;
+    if (strcmp(o->addr, c->addr) == 0) here++, oldest_here = o;
+  }
+  if (here >= MAX_UNAUTH_PER_ADDR)
+    victim = oldest_here;
+  else if (all >= MAX_UNAUTH)
+    victim = oldest;
+  if (!victim) return;
+  if (x->evicted++ % 1000 == 0)
+    log_warn("gossip: too many idle connections, closing the oldest", "peer=%s closed_so_far=%llu",
+             victim->addr, (unsigned long long)x->evicted);
+  conn_close(victim);
+}
+
 void gossip_tcp_accept(struct gossip_tcp *x, uv_stream_t *server) {
   struct xconn *c = conn_new(x, false);
   if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || x->nincoming > MAX_INCOMING) {
@@ -287,10 +325,14 @@ void gossip_tcp_accept(struct gossip_tcp *x, uv_stream_t *server) {
   int len = sizeof sa;
   if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&sa, &len) == 0) {
     char ip[64] = "?";
-    if (sa.ss_family == AF_INET) uv_ip4_name((struct sockaddr_in *)&sa, ip, sizeof ip);
-    else uv_ip6_name((struct sockaddr_in6 *)&sa, ip, sizeof ip);
+    if (sa.ss_family == AF_INET)
+      uv_ip4_name((struct sockaddr_in *)&sa, ip, sizeof ip);
+    else
+      uv_ip6_name((struct sockaddr_in6 *)&sa, ip, sizeof ip);
     str_copy(c->addr, sizeof c->addr, ip);
   }
+  make_room(x, c);
+  uv_timer_start(&c->timer, timeout_cb, FIRST_FRAME_MS < x->timeout_ms ? FIRST_FRAME_MS : x->timeout_ms, 0);
   uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
 }
 
@@ -327,6 +369,8 @@ void gossip_tcp_push_pull(struct gossip_tcp *x, const char *addr, bool join) {
     conn_close(c);
   }
 }
+
+int gossip_tcp_outgoing(const struct gossip_tcp *x) { return x->noutgoing; }
 
 void gossip_tcp_close(struct gossip_tcp *x) {
   x->closing = true;

@@ -31,6 +31,8 @@ void gossip_tcp_accept(struct gossip_tcp *x, uv_stream_t *server);
 /* gossip_tcp_push_pull exchanges tables with the node at addr (skipped when one is already in flight there,
  * or too many are). */
 void gossip_tcp_push_pull(struct gossip_tcp *x, const char *addr, bool join);
+/* gossip_tcp_outgoing counts the push-pulls this node has in flight. */
+int gossip_tcp_outgoing(const struct gossip_tcp *x);
 /* gossip_tcp_close closes every connection; closed_cb follows. */
 void gossip_tcp_close(struct gossip_tcp *x);
 

@@ -22,6 +22,8 @@ struct swim_config {
   int awareness_max;              /* Lifeguard local health multiplier ceiling (intervals scale by 1+score) */
   uint32_t dead_reclaim_ms;       /* a DEAD/LEFT tombstone is kept (and reported) this long, then forgotten */
   uint32_t push_pull_interval_ms; /* periodic anti-entropy with one random member; 0 = off */
+  uint32_t reconnect_interval_ms; /* push-pull with one member held dead this often (a healed partition
+                                   * is found within it, not within push_pull_interval_ms); 0 = off */
   size_t packet_budget;           /* plaintext bytes per datagram (<= GOSSIP_PACKET_MAX) */
 };
 

@@ -80,7 +80,7 @@ struct swim {
   char seeds[SWIM_MAX_SEEDS][GOSSIP_ADDR_MAX];
   int nseeds;
   uint64_t now; /* the latest time we were given */
-  uint64_t next_probe_at, next_gossip_at, next_push_pull_at;
+  uint64_t next_probe_at, next_gossip_at, next_push_pull_at, next_reconnect_at;
   uint64_t next_scan_at; /* no suspicion deadline or tombstone reclaim is due before this */
   struct swim_stats stats;
   struct gossip_msg out; /* scratch for the message being sent */

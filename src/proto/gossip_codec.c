@@ -216,6 +216,7 @@ static int target_from_pb(const Infermesh__Gossip__TargetLoad *pt, struct gossip
 static int load_from_pb(const Infermesh__Gossip__LoadReport *r, struct gossip_load *l) {
   if (!r || r->n_targets > GOSSIP_LOAD_TARGETS || get_id(&r->from, l->from)) return -EINVAL;
   l->seq = r->seq;
+  l->boot = r->boot;
   l->age_ms = r->age_ms;
   for (size_t i = 0; i < r->n_targets; i++)
     if (target_from_pb(r->targets[i], &l->targets[i])) return -EINVAL;
@@ -328,6 +329,7 @@ static int load_to_pb(const struct gossip_load *l, struct load_pb *o) {
   if (l->ntargets < 0 || l->ntargets > GOSSIP_LOAD_TARGETS) return -EINVAL;
   put_id(l->from, &o->r.from);
   o->r.seq = l->seq;
+  o->r.boot = l->boot;
   o->r.age_ms = l->age_ms;
   for (int i = 0; i < l->ntargets; i++) {
     const struct gossip_target_load *t = &l->targets[i];

@@ -111,7 +111,8 @@ struct gossip_target_load {
 
 struct gossip_load {
   uint8_t from[GOSSIP_ID_LEN];
-  uint64_t seq;    /* rises with every report from this node; older ones are ignored */
+  uint64_t boot;   /* the sender's life: rises with every restart (a new process counts seq from 1 again) */
+  uint64_t seq;    /* rises with every report within one boot; (boot, seq) at or below the last seen is ignored */
   uint32_t age_ms; /* how old the newest signal in this report already was when it was sent */
   int ntargets;
   struct gossip_target_load targets[GOSSIP_LOAD_TARGETS];

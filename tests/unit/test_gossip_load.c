@@ -1,0 +1,177 @@
+/* Load reports over real gossip on 127.0.0.1: a restarted member (a higher boot, counting seq from 1 again)
+ * is heard at once, while reordered reports and replays of an earlier life are ignored, even after the
+ * member was forgotten and came back. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <netinet/in.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cluster/gossip.h"
+#include "cluster/gossip_tcp.h"
+#include "core/clock.h"
+#include "proto/gossip_codec.h"
+
+struct side {
+  struct identity id;
+  struct gossip *g;
+  int nalive, ndead;
+  int nloads;
+  uint64_t boots[32], seqs[32];
+};
+
+static uv_loop_t loop;
+static struct keyring kr;
+
+static void member_cb(void *user, const struct swim_member *m, enum swim_event ev,
+                      const struct gossip_meta *meta) {
+  struct side *s = user;
+  if (ev == SWIM_EV_JOIN || ev == SWIM_EV_ALIVE) s->nalive++;
+  if (ev == SWIM_EV_DEAD || ev == SWIM_EV_LEFT || ev == SWIM_EV_FORGOTTEN) s->ndead++;
+}
+
+static void load_cb(void *user, const struct gossip_load *l) {
+  struct side *s = user;
+  if (s->nloads < 32) {
+    s->boots[s->nloads] = l->boot;
+    s->seqs[s->nloads] = l->seq;
+  }
+  s->nloads++;
+}
+
+static void start_side(struct side *s, const char *name, uint32_t roles, const struct identity *id) {
+  struct gossip_config cfg;
+  struct gossip_meta meta = {0};
+  struct gossip_callbacks cb = {member_cb, load_cb};
+  char err[256];
+  gossip_config_default(&cfg);
+  cfg.bind_port = 0;
+  cfg.swim.dead_reclaim_ms = 300; /* forget the dead fast: the replay memory must outlive that */
+  meta.roles = roles;
+  if (id)
+    s->id = *id;
+  else
+    crypto_sign_keypair(s->id.pk, s->id.sk);
+  assert_int_equal(gossip_start(&s->g, &loop, &cfg, &s->id, &kr, name, &meta, &cb, s, err, sizeof err), 0);
+}
+
+static void closed_cb(void *arg) { *(int *)arg = 1; }
+
+static void close_side(struct side *s) {
+  int done = 0;
+  gossip_close(s->g, closed_cb, &done);
+  while (!done)
+    uv_run(&loop, UV_RUN_ONCE);
+  s->g = NULL;
+}
+
+/* Run the loop until *flag >= want or ms pass; returns whether it got there. */
+static bool run_until(const int *flag, int want, int ms) {
+  uint64_t end = clock_mono_ns() / 1000000u + (uint64_t)ms;
+  while (*flag < want && clock_mono_ns() / 1000000u < end) {
+    uv_run(&loop, UV_RUN_NOWAIT);
+    usleep(1000);
+  }
+  return *flag >= want;
+}
+
+/* Send A a load report as if from `from`, sealed with the cluster key (what a replay of a captured packet
+ * looks like to A). */
+static void send_load(const struct side *to, const uint8_t from[GOSSIP_ID_LEN], uint64_t boot, uint64_t seq) {
+  static struct gossip_packet p;
+  uint8_t plain[GOSSIP_PACKET_MAX + 512], sealed[sizeof plain + KEYRING_OVERHEAD];
+  memset(&p, 0, sizeof p);
+  p.kind = GOSSIP_PKT_LOAD;
+  memcpy(p.u.load.from, from, GOSSIP_ID_LEN);
+  p.u.load.boot = boot;
+  p.u.load.seq = seq;
+  p.u.load.ntargets = 1;
+  snprintf(p.u.load.targets[0].name, sizeof p.u.load.targets[0].name, "t");
+  p.u.load.targets[0].healthy = true;
+  int n = gossip_encode_packet(&p, plain, sizeof plain);
+  assert_true(n > 0);
+  ssize_t m = keyring_seal(&kr, plain, (size_t)n, sealed, sizeof sealed);
+  assert_true(m > 0);
+  struct sockaddr_in sa = {0};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)gossip_port(to->g));
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  assert_true(fd >= 0);
+  assert_int_equal(sendto(fd, sealed, (size_t)m, 0, (struct sockaddr *)&sa, sizeof sa), m);
+  close(fd);
+}
+
+static void expect_loads(struct side *a, int n, const uint64_t *boots, const uint64_t *seqs) {
+  run_until(&a->nloads, n + 1, 300); /* give anything extra the chance to show up */
+  assert_int_equal(a->nloads, n);
+  for (int i = 0; i < n; i++) {
+    assert_int_equal(a->boots[i], boots[i]);
+    assert_int_equal(a->seqs[i], seqs[i]);
+  }
+}
+
+static void join(struct side *b, const struct side *a) {
+  char addr[64];
+  const char *seeds[1] = {addr};
+  snprintf(addr, sizeof addr, "127.0.0.1:%d", gossip_port(a->g));
+  gossip_join(b->g, seeds, 1);
+}
+
+static void test_new_life_is_heard_and_old_life_replays_are_not(void **state) {
+  static struct side a, b, b2;
+  memset(&a, 0, sizeof a);
+  memset(&b, 0, sizeof b);
+  memset(&b2, 0, sizeof b2);
+  start_side(&a, "a", GOSSIP_ROLE_GATEWAY, NULL);
+  start_side(&b, "b", GOSSIP_ROLE_GPU, NULL);
+  join(&b, &a);
+  assert_true(run_until(&a.nalive, 1, 5000));
+
+  /* One life: only rising seq counts. */
+  send_load(&a, b.id.pk, 1000, 50);
+  send_load(&a, b.id.pk, 1000, 50); /* replayed */
+  send_load(&a, b.id.pk, 1000, 49); /* reordered */
+  /* A restart: seq counts from 1 again, in a later boot. */
+  send_load(&a, b.id.pk, 2000, 1);
+  send_load(&a, b.id.pk, 1000, 51); /* a replay from the earlier life */
+  send_load(&a, b.id.pk, 2000, 2);
+  expect_loads(&a, 3, (uint64_t[]){1000, 2000, 2000}, (uint64_t[]){50, 1, 2});
+
+  /* b dies and is forgotten; the same node comes back: its old life still cannot be replayed. */
+  close_side(&b);
+  assert_true(run_until(&a.ndead, 2, 15000)); /* dead, then forgotten */
+  start_side(&b2, "b", GOSSIP_ROLE_GPU, &b.id);
+  join(&b2, &a);
+  assert_true(run_until(&a.nalive, 2, 5000));
+  send_load(&a, b.id.pk, 2000, 2); /* replay of the last report of the former life */
+  send_load(&a, b.id.pk, 1000, 99);
+  send_load(&a, b.id.pk, 3000, 1);
+  expect_loads(&a, 4, (uint64_t[]){1000, 2000, 2000, 3000}, (uint64_t[]){50, 1, 2, 1});
+
+  close_side(&b2);
+  close_side(&a);
+}
+
+int main(void) {
+  uint8_t key[KEYRING_KEY_LEN];
+  if (sodium_init() < 0) return 1;
+  memset(&kr, 0, sizeof kr);
+  keyring_generate(key);
+  if (keyring_install(&kr, key) != 0) return 1;
+  uv_loop_init(&loop);
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_new_life_is_heard_and_old_life_replays_are_not),
+  };
+  int rc = cmocka_run_group_tests(tests, NULL, NULL);
+  uv_loop_close(&loop);
+  return rc;
+}
