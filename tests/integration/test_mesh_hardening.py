@@ -4,6 +4,7 @@ connections on the seed's gossip port, durable drains survive restarts and undra
 Each test prints the figure it measures (run pytest with -s to see them).
 """
 
+import re
 import signal
 import socket
 import subprocess
@@ -248,7 +249,9 @@ def test_leave_of_one_dev_node_stops_only_that_node(procs):
     node1 = [p for p, v in kids.items() if f"--listen {HOST}:{port + 1}" in v[2]]
     engines = {p: v for p, v in kids.items() if "sim-engine" in v[2]}
     assert len(node1) == 1 and len(engines) == 3, kids
-    r = subprocess.run([BIN, "leave", "--agent", f"http://{HOST}:{port + 1}"], capture_output=True, text=True,
+    token = re.search(r"INFERMESH_ADMIN_TOKEN=(\S+)", dev.stdout()).group(1)  # dev made one and printed it
+    r = subprocess.run([BIN, "leave", "--token", token, "--agent", f"http://{HOST}:{port + 1}"], capture_output=True,
+                       text=True,
                        timeout=10)
     assert r.returncode == 0, r.stderr
     wait_for(lambda: not live(node1), timeout=15, what="node-1's agent to exit")
