@@ -19,6 +19,9 @@ struct config_runtime {
   char exec[1024]; /* command that starts this runtime under supervision; "" = not supervised */
   char gpus[256];  /* GPUs it runs on, as CUDA_VISIBLE_DEVICES lists them (indices or UUIDs); "" = unknown */
   char metrics_url[160]; /* http://HOST:PORT serving its /metrics when not the API's (Triton: 8002); "" = url */
+  char alias[128];  /* the name clients use for its model ("" = the name the runtime reports); the runtime
+                       still gets its own name in requests */
+  char api_key[256]; /* sent upstream (requests and scrapes) as `Authorization: Bearer KEY`; "" = none */
 };
 
 /* Supervision of runtimes that have `exec` (agent/supervisor.h). config_finish keeps crash_loop_restarts at

@@ -229,8 +229,12 @@ static int relay_frame(void *arg, struct slice frame, struct slice data) {
     if (jscan_is_usage_only_chunk(data.base, data.len)) {
       jscan_usage(data.base, data.len, &p->usage);
       if (p->strip_usage) return 0;
-    } else if (!p->t_first) {
-      p->t_first = clock_mono_ns();
+    } else {
+      if (!p->t_first) p->t_first = clock_mono_ns();
+      /* llama.cpp puts usage in its last chunk beside the choices instead of in a chunk of its own */
+      struct oai_usage u;
+      if (memmem(data.base, data.len, "\"usage\"", 7) && jscan_usage(data.base, data.len, &u) == 0 && u.present)
+        p->usage = u;
     }
   }
   buf_append_slice(&p->out, frame);
@@ -362,10 +366,12 @@ static void client_abort_cb(struct http_req *req) {
 static void build_head(struct proxy *p, struct buf *h, const struct target *t, size_t body_len) {
   struct http_pool *pool = &p->r->pools[t->id];
   struct slice tp = http_req_header(p->req, "traceparent");
-  /* A tenant's key is for this mesh, not for the runtime: it goes upstream only when there are no tenants. */
-  struct slice auth = p->r->opts.ntenants ? slice_make(NULL, 0) : http_req_header(p->req, "authorization");
+  char key[272];
+  struct slice auth = proxy_upstream_auth(p, t, key, sizeof key);
   buf_reset(h);
-  buf_puts(h, p->chat ? "POST /v1/chat/completions HTTP/1.1\r\nHost: " : "POST /v1/completions HTTP/1.1\r\nHost: ");
+  buf_puts(h, p->chat         ? "POST /v1/chat/completions HTTP/1.1\r\nHost: "
+              : p->embeddings ? "POST /v1/embeddings HTTP/1.1\r\nHost: "
+                              : "POST /v1/completions HTTP/1.1\r\nHost: ");
   buf_puts(h, pool->authority);
   buf_puts(h, "\r\nContent-Type: application/json\r\nContent-Length: ");
   buf_append_u64(h, body_len);
@@ -396,9 +402,9 @@ static void build_head(struct proxy *p, struct buf *h, const struct target *t, s
   buf_puts(h, "\r\n");
 }
 
-static size_t body_len(const struct proxy *p) {
+static size_t body_len(const struct leg *l) {
   size_t n = 0;
-  for (int i = 0; i < p->nparts; i++) n += p->parts[i].len;
+  for (int i = 0; i < l->nparts; i++) n += l->parts[i].len;
   return n;
 }
 
@@ -407,7 +413,7 @@ static size_t body_len(const struct proxy *p) {
 static struct slice up_resend(void *arg) {
   struct leg *l = arg;
   const struct target *t = &l->p->r->store->targets[l->target];
-  if (t->remote) build_head(l->p, &l->head, t, body_len(l->p));
+  if (t->remote) build_head(l->p, &l->head, t, body_len(l));
   return buf_slice(&l->head);
 }
 
@@ -433,11 +439,11 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
   l->ticketed = true;
   l->kv_tokens = p->kv_need;
   l->kv_seq = store_kv_reserve(r->store, id, l->kv_tokens);
-  build_head(p, &l->head, &r->store->targets[id], body_len(p));
+  build_head(p, &l->head, &r->store->targets[id], proxy_leg_body(p, l, &r->store->targets[id]));
   sse_parser_free(&l->sse);
   memset(&l->sse, 0, sizeof l->sse);
   l->t_sent = clock_mono_ns();
-  l->up = hc_request(&r->pools[id], buf_slice(&l->head), p->parts, p->nparts, &up_cbs, l, r->opts.upstream_timeout_ms);
+  l->up = hc_request(&r->pools[id], buf_slice(&l->head), l->parts, l->nparts, &up_cbs, l, r->opts.upstream_timeout_ms);
 }
 
 int proxy_candidates(struct proxy *p, int *ids) {
@@ -539,6 +545,7 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
   p->r = r;
   p->req = req;
   p->chat = chat;
+  p->embeddings = slice_eqz(req->path, "/v1/embeddings");
   p->target = -1;
   p->legs[0].p = p->legs[1].p = p;
   p->legs[0].target = p->legs[1].target = -1;

@@ -35,6 +35,11 @@ struct leg {
   struct policy_ticket ticket; /* the routing policy's record of this send */
   struct policy *pol;          /* the policy instance that holds the ticket */
   bool ticketed;
+  /* The body sent on this leg: the request's parts, with the model renamed to what this target's runtime
+   * calls it when the target has an alias (proxy_upstream.c); model_json holds that name, JSON-escaped. */
+  struct slice parts[7];
+  int nparts;
+  char model_json[520];
 };
 
 /* What the per-request timer is counting down. */
@@ -50,6 +55,7 @@ struct proxy {
   struct http_req *req;
   struct oai_req oai;
   bool chat;
+  bool embeddings;         /* POST /v1/embeddings (chat is false) */
   char model[256];         /* the model it is routed as (a fallback of the one asked for, after a switch) */
   char fallback_from[256]; /* the model asked for, when the policy's fallback serves it; "" otherwise */
   char request_id[48];
@@ -137,6 +143,15 @@ void proxy_fallback_body(struct proxy *p);
 void proxy_admit_revoke(struct proxy *p);
 /* proxy_model_queued counts the requests of p's model waiting in the admission queue. */
 int proxy_model_queued(const struct proxy *p);
+
+/* proxy_upstream.c */
+/* proxy_leg_body sets l's body parts for target t: p's parts, with the model replaced by t's upstream name
+ * when p asks for t's alias. Returns the body's length. */
+size_t proxy_leg_body(struct proxy *p, struct leg *l, const struct target *t);
+/* proxy_upstream_auth is the Authorization value to send to t (borrowed from t or p's request; empty: none):
+ * t's API key when it has one, else the client's own header when no tenants are configured (a tenant's key is
+ * for this mesh, not for the runtime). */
+struct slice proxy_upstream_auth(struct proxy *p, const struct target *t, char *buf, size_t cap);
 
 /* proxy_hedge.c */
 /* proxy_hedge_arm starts the hedge delay for a latency-class request whose primary was just sent. */
