@@ -408,6 +408,8 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   ro.hedge_min_samples = cfg->hedge_min_samples;
   ro.hedge_max_fraction = cfg->hedge_max_fraction;
   str_copy(ro.policy, sizeof ro.policy, cfg->routing_policy);
+  ro.aliases = cfg->aliases;
+  ro.naliases = cfg->naliases;
   /* DESIGN §10: a listener other machines can reach must authenticate its clients. */
   const char *lh = cfg->listen_host;
   bool loopback = strncmp(lh, "127.", 4) == 0 || strcmp(lh, "::1") == 0 || strcmp(lh, "localhost") == 0;

@@ -16,7 +16,7 @@
 #include "state/policy.h"
 #include "state/store.h"
 
-enum ktype { K_STR, K_U32, K_INT, K_SIZE, K_LISTEN, K_RUNTIME, K_JOIN, K_LABEL, K_DBL, K_BOOL, K_TENANT };
+enum ktype { K_STR, K_U32, K_INT, K_SIZE, K_LISTEN, K_RUNTIME, K_JOIN, K_LABEL, K_DBL, K_BOOL, K_TENANT, K_ALIAS };
 
 struct key {
   const char *path; /* YAML path, dotted */
@@ -79,6 +79,9 @@ static const struct key keys[] = {
      "sg=http://127.0.0.1:30000#kind=sglang; KIND: vllm (the default), sglang, tgi, llamacpp, triton, ollama; "
      "alias: the name clients use for its model (the runtime still gets its own); api_key: sent to it as "
      "`Authorization: Bearer KEY` (repeatable; env: comma-separated)"},
+    {"aliases", "--alias", "INFERMESH_ALIASES", K_ALIAS, 0, 0,
+     "NAME=MODEL: clients may ask for MODEL (a model a target serves, or a runtime's alias) as NAME; listed in "
+     "/v1/models (repeatable; env: comma-separated; YAML: aliases: {NAME: MODEL})"},
     {"scrape_interval_ms", "--scrape-interval-ms", "INFERMESH_SCRAPE_INTERVAL_MS", K_U32, F(scrape_interval_ms),
      "how often runtimes' /metrics are read (500)"},
     {"drain_timeout_ms", "--drain-timeout-ms", "INFERMESH_DRAIN_TIMEOUT_MS", K_U32, F(drain_timeout_ms),
@@ -168,6 +171,28 @@ static int add_join(struct agent_config *c, int source, const char *v, char *err
     return -EINVAL;
   }
   str_copy(cl->join[cl->njoin++], sizeof cl->join[0], v);
+  return 0;
+}
+
+/* NAME=MODEL from source (1 file, 2 flags, 3 environment): a later source replaces the list. */
+static int add_alias(struct agent_config *c, int source, const char *name, size_t nlen, const char *model, char *err,
+                     size_t errlen) {
+  if (c->aliases_source != source) c->naliases = 0, c->aliases_source = source;
+  bool ok = nlen > 0 && nlen < sizeof c->aliases[0].name && model[0] && strlen(model) < sizeof c->aliases[0].model;
+  for (size_t i = 0; ok && i < nlen; i++) ok = (unsigned char)name[i] > 0x20 && name[i] != '"' && name[i] != '\\';
+  for (const char *q = model; ok && *q; q++) ok = (unsigned char)*q > 0x20 && *q != '"' && *q != '\\';
+  if (!ok) {
+    snprintf(err, errlen, "alias '%.*s=%s' must be NAME=MODEL (no spaces, quotes or backslashes)", (int)nlen, name,
+             model);
+    return -EINVAL;
+  }
+  if (c->naliases >= MODEL_ALIASES_MAX) {
+    snprintf(err, errlen, "too many aliases (at most %d)", MODEL_ALIASES_MAX);
+    return -EINVAL;
+  }
+  struct model_alias *a = &c->aliases[c->naliases++];
+  snprintf(a->name, sizeof a->name, "%.*s", (int)nlen, name);
+  str_copy(a->model, sizeof a->model, model);
   return 0;
 }
 
@@ -329,6 +354,19 @@ static int set_key(struct agent_config *c, const struct key *k, const char *v, i
     }
     sodium_memzero(tmp, sizeof tmp);
     return rc;
+  }
+  case K_ALIAS: {
+    char tmp[4096];
+    str_copy(tmp, sizeof tmp, v);
+    for (char *s = tmp, *next; s && *s; s = next) {
+      next = source == 3 ? strchr(s, ',') : NULL;
+      if (next) *next++ = '\0';
+      const char *eq = strchr(s, '=');
+      int rc = eq ? add_alias(c, source, s, (size_t)(eq - s), eq + 1, err, errlen) : -EINVAL;
+      if (!eq) snprintf(err, errlen, "%s: '%s' must be NAME=MODEL", src, s);
+      if (rc) return rc;
+    }
+    return 0;
   }
   case K_LABEL: {
     char tmp[256];
@@ -537,6 +575,17 @@ static int yaml_walk(struct agent_config *c, yaml_document_t *d, yaml_node_t *n,
           }
           snprintf(c->cluster.roles + rl, sizeof c->cluster.roles - rl, "%s%s", rl ? "," : "", ev);
         }
+      }
+    } else if (strcmp(path, "aliases") == 0 && v->type == YAML_MAPPING_NODE) {
+      rc = 0;
+      for (yaml_node_pair_t *ap = v->data.mapping.pairs.start; ap < v->data.mapping.pairs.top && !rc; ap++) {
+        yaml_node_t *ak = yaml_document_get_node(d, ap->key), *av = yaml_document_get_node(d, ap->value);
+        if (ak->type != YAML_SCALAR_NODE || av->type != YAML_SCALAR_NODE) {
+          snprintf(err, errlen, "%s: aliases must map names to models", file);
+          return -EINVAL;
+        }
+        const char *an = (const char *)ak->data.scalar.value;
+        rc = add_alias(c, 1, an, strlen(an), (const char *)av->data.scalar.value, err, errlen);
       }
     } else if (strcmp(path, "node.labels") == 0 && v->type == YAML_MAPPING_NODE) {
       rc = 0;

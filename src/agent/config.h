@@ -8,6 +8,7 @@
 
 #include "net/http_server.h"
 #include "route/admission.h"
+#include "route/alias.h"
 #include "route/tenants.h"
 
 #define CONFIG_MAX_RUNTIMES 64
@@ -88,6 +89,11 @@ struct agent_config {
   struct tenant_conf tenants[TENANTS_MAX];
   int ntenants;
   int tenants_source;
+  /* Aliases: YAML `aliases: {NAME: MODEL}`, --alias NAME=MODEL (repeatable), INFERMESH_ALIASES (comma-separated);
+   * a later source replaces the list. */
+  struct model_alias aliases[MODEL_ALIASES_MAX];
+  int naliases;
+  int aliases_source;
 };
 
 /* config_defaults: listen 127.0.0.1:8080, scrape every 500 ms, drain 30 s, upstream timeout 300 s,

@@ -155,6 +155,15 @@ static void list_models(struct router *r, struct http_req *req, const struct ten
       buf_puts(&out, ",\"object\":\"model\",\"created\":0,\"owned_by\":\"infermesh\"}");
     }
   }
+  for (int i = 0; i < r->opts.naliases; i++) {
+    const struct model_alias *a = &r->opts.aliases[i];
+    if (!store_model_known(r->store, slice_cstr(a->model)) || (tenant && !tenant_model_allowed(tenant, slice_cstr(a->model))))
+      continue;
+    if (nseen++) buf_puts(&out, ",");
+    buf_puts(&out, "{\"id\":");
+    buf_json_str(&out, slice_cstr(a->name));
+    buf_puts(&out, ",\"object\":\"model\",\"created\":0,\"owned_by\":\"infermesh\"}");
+  }
   buf_puts(&out, "]}");
   http_resp_send(req, 200, "application/json", out.base, out.len, NULL, 0);
   buf_free(&out);
@@ -189,8 +198,9 @@ static void get_model(struct router *r, struct http_req *req, const struct tenan
   char id[256];
   struct slice rest = slice_make(req->path.base + 11, req->path.len - 11);
   bool ok = path_decode(rest, id, sizeof id);
-  bool known = ok && store_model_known(r->store, slice_cstr(id)) &&
-               (!tenant || tenant_model_allowed(tenant, slice_cstr(id)));
+  const char *m = ok ? model_alias_find(r->opts.aliases, r->opts.naliases, slice_cstr(id)) : NULL;
+  struct slice model = slice_cstr(m ? m : id);
+  bool known = ok && store_model_known(r->store, model) && (!tenant || tenant_model_allowed(tenant, model));
   struct buf out = {0};
   if (!known) {
     char msg[320];

@@ -596,6 +596,7 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
          chat ? "missing required parameter: 'messages'" : "missing required parameter: 'prompt'", 0);
     return;
   }
+  proxy_alias(p); /* one of this agent's aliases: routed (and allowed to tenants) as the model it names */
   if (!p->local_only && r->opts.ntenants && !tenant_model_allowed(&r->opts.tenants[p->tenant], p->oai.model)) {
     char msg[320];
     snprintf(msg, sizeof msg, "Tenant %s is not allowed to use the model '%.*s'; GET /v1/models lists yours",
@@ -629,7 +630,7 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
     finish(p, 404);
     return;
   }
-  if (!p->fallback_from[0]) {
+  if (!p->fallback_from[0] && !p->aliased) {
     size_t ml = p->oai.model.len < sizeof p->model ? p->oai.model.len : sizeof p->model - 1;
     memcpy(p->model, p->oai.model.base, ml);
     p->model[ml] = '\0';
@@ -637,7 +638,7 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
     p->oai.model = slice_make(p->model, ml);
   }
   plan_body(p);
-  if (p->fallback_from[0]) proxy_fallback_body(p);
+  if (p->fallback_from[0] || p->aliased) proxy_fallback_body(p);
   proxy_admit_estimate(p);
   if (p->local_only)
     proxy_attempt(p); /* the sending node admitted it */

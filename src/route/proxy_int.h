@@ -58,6 +58,7 @@ struct proxy {
   bool embeddings;         /* POST /v1/embeddings (chat is false) */
   char model[256];         /* the model it is routed as (a fallback of the one asked for, after a switch) */
   char fallback_from[256]; /* the model asked for, when the policy's fallback serves it; "" otherwise */
+  bool aliased;            /* it asked for an alias of this agent: model is what that alias stands for */
   char request_id[48];
   int target;   /* target named in responses: the committed leg's, else the latest tried; -1 */
   int attempts; /* sends of the primary (hedged copies not counted) */
@@ -138,6 +139,9 @@ bool proxy_fallback(struct proxy *p, bool serves_now);
 /* proxy_fallback_body replaces the model string in p's upstream body parts by p->model (a fallback name:
  * JSON-safe by fsm_key_valid), without copying the client's bytes. After plan_body. */
 void proxy_fallback_body(struct proxy *p);
+/* proxy_alias switches p to the model its model is an alias of (router opts.aliases), before plan_body:
+ * p->model becomes it and aliased is set (proxy_fallback_body then rewrites the body). True when it did. */
+bool proxy_alias(struct proxy *p);
 /* proxy_admit_revoke: p waits in the queue and its tenant (its API key) was just removed; it is answered 401
  * from its timer, never dispatched. */
 void proxy_admit_revoke(struct proxy *p);

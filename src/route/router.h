@@ -10,6 +10,7 @@
 #include "net/http_client.h"
 #include "net/http_server.h"
 #include "route/admission.h"
+#include "route/alias.h"
 #include "route/hop_seen.h"
 #include "route/route_ctl.h"
 #include "route/route_metrics.h"
@@ -36,6 +37,9 @@ struct router_opts {
   double hedge_max_fraction;
   /* Routing policy (state/policy.h, the code `infermesh simulate` measures): "ours" by default. */
   char policy[32];
+  /* Model aliases (borrowed like tenants): a request for aliases[i].name is routed as aliases[i].model. */
+  const struct model_alias *aliases;
+  int naliases;
 };
 
 /* router_opts_default: 3 attempts, 300 s upstream timeout, 16 MiB responses, node name "local", admission

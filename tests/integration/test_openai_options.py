@@ -34,6 +34,25 @@ def test_alias_routes_to_runtimes_that_know_the_model_by_other_names(procs):
 
 
 @pytest.mark.timeout(60)
+def test_agent_aliases_name_served_models(procs):
+    a = procs.engine(model="org/model-a", name="engine-a")
+    b = procs.engine(model="org/model-b", name="engine-b")
+    agent = procs.agent([f"{a.url}#alias=chat", b], "--alias", "llama=chat", "--alias", "big=org/model-b",
+                        "--alias", "ghost=not-served")
+    ids = sorted(m["id"] for m in http_get(agent.port, "/v1/models").json()["data"])
+    assert ids == ["big", "chat", "llama", "org/model-b"], ids  # an alias of a model nobody serves is not listed
+    for name, served in (("llama", "org/model-a"), ("big", "org/model-b")):
+        r = post_json(agent.port, "/v1/chat/completions", chat_body(model=name, max_tokens=2))
+        # an alias of a runtime's alias reaches that runtime under its own name
+        assert r.status == 200 and r.json()["model"] == served, (name, r)
+        assert http_get(agent.port, f"/v1/models/{name}").json()["id"] == name
+    status, _, events = read_sse(agent.port, "/v1/chat/completions",
+                                 chat_body(model="llama", max_tokens=3, stream=True))
+    assert status == 200 and json.loads(events[0][1])["model"] == "org/model-a", events
+    assert http_get(agent.port, "/v1/models/ghost").status == 404
+
+
+@pytest.mark.timeout(60)
 def test_get_one_model(procs):
     eng = procs.engine()
     agent = procs.agent([eng], "--tenant", "name=t1,key=sk-tenant-1", "--tenant", "name=t2,key=sk-tenant-2,model=other")

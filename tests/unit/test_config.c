@@ -183,6 +183,35 @@ static void test_runtime_alias_and_api_key(void **state) {
   unlink(path);
 }
 
+/* Agent-wide aliases: YAML mapping, then --alias flags replace it, then INFERMESH_ALIASES. */
+static void test_model_aliases(void **state) {
+  struct agent_config c;
+  char err[256];
+  write_yaml("aliases: {llama: tiny-llama, gpt-4o: \"meta-llama/Llama-3.1-8B-Instruct\"}\n");
+  char *a1[] = {"--config", path};
+  assert_int_equal(load(&c, a1, 2, err), 0);
+  assert_int_equal(c.naliases, 2);
+  assert_string_equal(c.aliases[1].name, "gpt-4o");
+  assert_string_equal(c.aliases[1].model, "meta-llama/Llama-3.1-8B-Instruct");
+  assert_string_equal(model_alias_find(c.aliases, c.naliases, slice_cstr("llama")), "tiny-llama");
+  assert_null(model_alias_find(c.aliases, c.naliases, slice_cstr("tiny-llama")));
+  char *a2[] = {"--config", path, "--alias", "a=b", "--alias", "c=d=e"};
+  assert_int_equal(load(&c, a2, 6, err), 0);
+  assert_int_equal(c.naliases, 2);
+  assert_string_equal(c.aliases[1].model, "d=e");
+  setenv("INFERMESH_ALIASES", "x=y,z=w", 1);
+  assert_int_equal(load(&c, a2, 6, err), 0);
+  unsetenv("INFERMESH_ALIASES");
+  assert_int_equal(c.naliases, 2);
+  assert_string_equal(c.aliases[0].name, "x");
+  char *a3[] = {"--alias", "no-equals"};
+  assert_int_equal(load(&c, a3, 2, err), -EINVAL);
+  assert_non_null(strstr(err, "NAME=MODEL"));
+  char *a4[] = {"--alias", "=m"};
+  assert_int_equal(load(&c, a4, 2, err), -EINVAL);
+  unlink(path);
+}
+
 /* Mesh settings: lists and mappings in YAML, repeatable flags, comma lists in the environment. */
 static void test_cluster_settings(void **state) {
   struct agent_config c;
@@ -225,6 +254,7 @@ int main(void) {
       cmocka_unit_test(test_env_targets_comma_separated),
       cmocka_unit_test(test_target_kind),
       cmocka_unit_test(test_runtime_alias_and_api_key),
+      cmocka_unit_test(test_model_aliases),
       cmocka_unit_test(test_cluster_settings),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
