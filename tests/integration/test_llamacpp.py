@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (BIN, HOST, READ_AUTH, _check_alive, free_port, http_get, http_request, port_accepts,
+from conftest import (BIN, HOST, READ_AUTH, SSEStream, _check_alive, free_port, http_get, http_request, port_accepts,
                       post_json, read_sse, wait_for)
 
 LLAMA = Path(__file__).resolve().parents[2].parent / "shared" / "runtimes" / "llama.cpp"
@@ -104,8 +104,18 @@ def test_supervised_llama_servers_show_real_signals(mesh):
         assert t["kv_capacity_tokens"] == 2048, t
         assert t["kv_usage"] == 0 and t["waiting"] == 0 and t["running"] == 0, t
         assert t["process"]["state"] == "running", t
-    # load shows while requests run: /slots says which slots are busy
-    chat(mesh.port, "warm up", max_tokens=2)
+    # load shows while a request runs: /slots says which slot is busy and how far it got (the tokens it holds,
+    # not the slot's whole 1024)
+    s = SSEStream(mesh.port, "/v1/completions", {"model": ALIAS, "prompt": "hello hello", "max_tokens": 1000,
+                                                  "ignore_eos": True, "stream": True})
+    try:
+        assert s.status == 200
+        next(s.events())
+        busy = wait_for(lambda: next((t for t in mesh.targets() if t["running"] == 1), None), timeout=10,
+                        what="a busy target")
+        assert 0 < busy["kv_usage"] < 0.5, busy
+    finally:
+        s.close()
     models = http_get(mesh.port, "/v1/models").json()
     assert [m["id"] for m in models["data"]] == [ALIAS]
     one = http_get(mesh.port, f"/v1/models/{ALIAS}")
