@@ -16,7 +16,9 @@
 #include "state/policy.h"
 #include "state/store.h"
 
-enum ktype { K_STR, K_U32, K_INT, K_SIZE, K_LISTEN, K_RUNTIME, K_JOIN, K_LABEL, K_DBL, K_BOOL, K_TENANT, K_ALIAS };
+enum ktype {
+  K_STR, K_U32, K_INT, K_SIZE, K_LISTEN, K_RUNTIME, K_JOIN, K_LABEL, K_DBL, K_BOOL, K_TENANT, K_ALIAS
+};
 
 struct key {
   const char *path; /* YAML path, dotted */
@@ -76,12 +78,12 @@ static const struct key keys[] = {
      "power-of-two, sglang, llm-d"},
     {"runtimes", "--target", "INFERMESH_TARGETS", K_RUNTIME, 0, 0,
      "[NAME=]URL[#kind=KIND][&alias=NAME][&api_key=KEY] of a runtime, e.g. http://127.0.0.1:8000 or "
-     "sg=http://127.0.0.1:30000#kind=sglang; KIND: vllm (the default), sglang, tgi, llamacpp, triton, ollama; "
-     "alias: the name clients use for its model (the runtime still gets its own); api_key: sent to it as "
+     "sg=http://127.0.0.1:30000#kind=sglang; KIND: vllm (the default), sglang, tgi, llamacpp, triton, "
+     "ollama; alias: the name clients use for its model (the runtime still gets its own); api_key: sent to it as "
      "`Authorization: Bearer KEY` (repeatable; env: comma-separated)"},
     {"aliases", "--alias", "INFERMESH_ALIASES", K_ALIAS, 0, 0,
-     "NAME=MODEL: clients may ask for MODEL (a model a target serves, or a runtime's alias) as NAME; listed in "
-     "/v1/models (repeatable; env: comma-separated; YAML: aliases: {NAME: MODEL})"},
+     "NAME=MODEL: clients may ask for MODEL (a model a target serves, or a runtime's alias) as NAME; listed "
+     "in /v1/models (repeatable; env: comma-separated; YAML: aliases: {NAME: MODEL})"},
     {"scrape_interval_ms", "--scrape-interval-ms", "INFERMESH_SCRAPE_INTERVAL_MS", K_U32, F(scrape_interval_ms),
      "how often runtimes' /metrics are read (500)"},
     {"drain_timeout_ms", "--drain-timeout-ms", "INFERMESH_DRAIN_TIMEOUT_MS", K_U32, F(drain_timeout_ms),
@@ -175,15 +177,18 @@ static int add_join(struct agent_config *c, int source, const char *v, char *err
 }
 
 /* NAME=MODEL from source (1 file, 2 flags, 3 environment): a later source replaces the list. */
-static int add_alias(struct agent_config *c, int source, const char *name, size_t nlen, const char *model, char *err,
-                     size_t errlen) {
+static bool name_char_ok(char ch) { return (unsigned char)ch > 0x20 && ch != 0x7f && ch != '"' && ch != '\\'; }
+
+static int add_alias(struct agent_config *c, int source, const char *name, size_t nlen, const char *model,
+                     char *err, size_t errlen) {
   if (c->aliases_source != source) c->naliases = 0, c->aliases_source = source;
-  bool ok = nlen > 0 && nlen < sizeof c->aliases[0].name && model[0] && strlen(model) < sizeof c->aliases[0].model;
-  for (size_t i = 0; ok && i < nlen; i++) ok = (unsigned char)name[i] > 0x20 && name[i] != '"' && name[i] != '\\';
-  for (const char *q = model; ok && *q; q++) ok = (unsigned char)*q > 0x20 && *q != '"' && *q != '\\';
+  bool ok = nlen > 0 && nlen < sizeof c->aliases[0].name && model[0] &&
+            strlen(model) < sizeof c->aliases[0].model;
+  for (size_t i = 0; ok && i < nlen; i++) ok = name_char_ok(name[i]);
+  for (const char *q = model; ok && *q; q++) ok = name_char_ok(*q);
   if (!ok) {
-    snprintf(err, errlen, "alias '%.*s=%s' must be NAME=MODEL (no spaces, quotes or backslashes)", (int)nlen, name,
-             model);
+    snprintf(err, errlen, "alias '%.*s=%s' must be NAME=MODEL (no spaces, quotes or backslashes)", (int)nlen,
+             name, model);
     return -EINVAL;
   }
   if (c->naliases >= MODEL_ALIASES_MAX) {
@@ -284,16 +289,18 @@ static int add_runtime(struct agent_config *c, int source, const char *kind, con
 }
 
 /* Alias and API key of the runtime added last. */
-static int runtime_extras(struct agent_config *c, const char *alias, const char *api_key, char *err, size_t errlen) {
+static int runtime_extras(struct agent_config *c, const char *alias, const char *api_key, char *err,
+                          size_t errlen) {
   struct config_runtime *r = &c->runtimes[c->nruntimes - 1];
   if (strlen(alias) >= sizeof r->alias || strlen(api_key) >= sizeof r->api_key) {
-    snprintf(err, errlen, "runtime alias or api_key too long (at most %zu and %zu characters)", sizeof r->alias - 1,
-             sizeof r->api_key - 1);
+    snprintf(err, errlen, "runtime alias or api_key too long (at most %zu and %zu characters)",
+             sizeof r->alias - 1, sizeof r->api_key - 1);
     return -EINVAL;
   }
   for (const char *q = alias; *q; q++)
-    if ((unsigned char)*q < 0x21 || *q == '"' || *q == '\\' || *q == 0x7f) {
-      snprintf(err, errlen, "runtime alias '%s': no spaces, quotes, backslashes or control characters", alias);
+    if (!name_char_ok(*q)) {
+      snprintf(err, errlen, "runtime alias '%s': no spaces, quotes, backslashes or control characters",
+               alias);
       return -EINVAL;
     }
   for (const char *q = api_key; *q; q++)

@@ -20,8 +20,8 @@ struct config_runtime {
   char exec[1024]; /* command that starts this runtime under supervision; "" = not supervised */
   char gpus[256];  /* GPUs it runs on, as CUDA_VISIBLE_DEVICES lists them (indices or UUIDs); "" = unknown */
   char metrics_url[160]; /* http://HOST:PORT serving its /metrics when not the API's (Triton: 8002); "" = url */
-  char alias[128];  /* the name clients use for its model ("" = the name the runtime reports); the runtime
-                       still gets its own name in requests */
+  char alias[128];   /* the name clients use for its model ("" = the name the runtime reports); the runtime
+                        still gets its own name in requests */
   char api_key[256]; /* sent upstream (requests and scrapes) as `Authorization: Bearer KEY`; "" = none */
 };
 
@@ -89,8 +89,8 @@ struct agent_config {
   struct tenant_conf tenants[TENANTS_MAX];
   int ntenants;
   int tenants_source;
-  /* Aliases: YAML `aliases: {NAME: MODEL}`, --alias NAME=MODEL (repeatable), INFERMESH_ALIASES (comma-separated);
-   * a later source replaces the list. */
+  /* Aliases: YAML `aliases: {NAME: MODEL}`, --alias NAME=MODEL (repeatable), INFERMESH_ALIASES
+   * (comma-separated); a later source replaces the list. */
   struct model_alias aliases[MODEL_ALIASES_MAX];
   int naliases;
   int aliases_source;

@@ -89,7 +89,8 @@ static void down(struct scrape_target *st, const char *what, bool at_once) {
 
 /* The names target t lists for what its runtime reported: the first under t's alias, when it has one. */
 static void listed_names(struct target *t, const struct runtime_state *rs, const char **names) {
-  for (int i = 0; i < rs->nmodels; i++) names[i] = rs->models[i];
+  for (int i = 0; i < rs->nmodels; i++)
+    names[i] = rs->models[i];
   if (t->alias[0] && rs->nmodels > 0) {
     str_copy(t->upstream_model, sizeof t->upstream_model, rs->models[0]);
     names[0] = t->alias;

@@ -157,7 +157,8 @@ static void list_models(struct router *r, struct http_req *req, const struct ten
   }
   for (int i = 0; i < r->opts.naliases; i++) {
     const struct model_alias *a = &r->opts.aliases[i];
-    if (!store_model_known(r->store, slice_cstr(a->model)) || (tenant && !tenant_model_allowed(tenant, slice_cstr(a->model))))
+    if (!store_model_known(r->store, slice_cstr(a->model)) ||
+        (tenant && !tenant_model_allowed(tenant, slice_cstr(a->model))))
       continue;
     if (nseen++) buf_puts(&out, ",");
     buf_puts(&out, "{\"id\":");
@@ -204,7 +205,8 @@ static void get_model(struct router *r, struct http_req *req, const struct tenan
   struct buf out = {0};
   if (!known) {
     char msg[320];
-    snprintf(msg, sizeof msg, "The model '%.200s' does not exist or no target serves it; GET /v1/models lists them",
+    snprintf(msg, sizeof msg,
+             "The model '%.200s' does not exist or no target serves it; GET /v1/models lists them",
              ok ? id : "(malformed)");
     http_error_json(&out, msg, "invalid_request_error", "model_not_found");
     http_resp_send(req, 404, "application/json", out.base, out.len, NULL, 0);

@@ -233,7 +233,8 @@ static int relay_frame(void *arg, struct slice frame, struct slice data) {
       if (!p->t_first) p->t_first = clock_mono_ns();
       /* llama.cpp puts usage in its last chunk beside the choices instead of in a chunk of its own */
       struct oai_usage u;
-      if (memmem(data.base, data.len, "\"usage\"", 7) && jscan_usage(data.base, data.len, &u) == 0 && u.present)
+      if (memmem(data.base, data.len, "\"usage\"", 7) && jscan_usage(data.base, data.len, &u) == 0 &&
+          u.present)
         p->usage = u;
     }
   }
@@ -404,7 +405,8 @@ static void build_head(struct proxy *p, struct buf *h, const struct target *t, s
 
 static size_t body_len(const struct leg *l) {
   size_t n = 0;
-  for (int i = 0; i < l->nparts; i++) n += l->parts[i].len;
+  for (int i = 0; i < l->nparts; i++)
+    n += l->parts[i].len;
   return n;
 }
 
@@ -443,7 +445,8 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
   sse_parser_free(&l->sse);
   memset(&l->sse, 0, sizeof l->sse);
   l->t_sent = clock_mono_ns();
-  l->up = hc_request(&r->pools[id], buf_slice(&l->head), l->parts, l->nparts, &up_cbs, l, r->opts.upstream_timeout_ms);
+  l->up = hc_request(&r->pools[id], buf_slice(&l->head), l->parts, l->nparts, &up_cbs, l,
+                     r->opts.upstream_timeout_ms);
 }
 
 int proxy_candidates(struct proxy *p, int *ids) {

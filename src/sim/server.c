@@ -95,7 +95,8 @@ static void send_error(struct http_req *req, int status, const char *type, const
 
 static void usage_json(struct buf *b, const struct sreq *r) {
   int out = 0;
-  for (int i = 0; i < r->gen.n; i++) out += r->choices[i].tokens;
+  for (int i = 0; i < r->gen.n; i++)
+    out += r->choices[i].tokens;
   buf_printf(b,
              "\"usage\":{\"prompt_tokens\":%d,\"total_tokens\":%d,\"completion_tokens\":%d,"
              "\"prompt_tokens_details\":{\"cached_tokens\":%d}}",
@@ -164,7 +165,8 @@ static void send_pieces(struct sreq *r, bool rest) {
 static void sreq_free(struct sreq *r) {
   if (r->lora) sim_loras_end(&r->s->loras, r->model, (double)clock_wall_s());
   buf_free(&r->prompt);
-  for (int i = 0; i < SIM_GEN_MAX_N; i++) sim_choice_free(&r->choices[i]);
+  for (int i = 0; i < SIM_GEN_MAX_N; i++)
+    sim_choice_free(&r->choices[i]);
   sim_gen_free(&r->gen);
   free(r);
 }
@@ -174,8 +176,9 @@ static void finish_stream(struct sreq *r) {
   send_pieces(r, true);
   for (int i = 0; i < r->gen.n; i++) {
     chunk_begin(&b, r);
-    buf_printf(&b, r->chat ? "{\"index\":%d,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"%s\"}]}\n\n"
-                           : "{\"index\":%d,\"text\":\"\",\"logprobs\":null,\"finish_reason\":\"%s\"}]}\n\n",
+    buf_printf(&b,
+               r->chat ? "{\"index\":%d,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"%s\"}]}\n\n"
+                       : "{\"index\":%d,\"text\":\"\",\"logprobs\":null,\"finish_reason\":\"%s\"}]}\n\n",
                i, r->choices[i].finish);
   }
   if (r->include_usage) {
@@ -205,8 +208,11 @@ static void finish_full(struct sreq *r) {
       buf_puts(&b, "\"text\":");
       buf_json_str(&b, buf_slice(&c->text));
     } else if (r->gen.tool_call) {
-      buf_printf(&b, "\"message\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_%s_%d\","
-                     "\"type\":\"function\",\"function\":{\"name\":", r->rid, i);
+      buf_printf(
+          &b,
+          "\"message\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_%s_%d\","
+          "\"type\":\"function\",\"function\":{\"name\":",
+          r->rid, i);
       buf_json_str(&b, slice_cstr(r->gen.tool_name));
       buf_puts(&b, ",\"arguments\":");
       buf_json_str(&b, buf_slice(&c->text));
@@ -430,7 +436,8 @@ static void handle_completion(struct simsrv *s, struct http_req *req, bool chat)
     send_error(req, 400, "BadRequestError", msg);
     return;
   }
-  for (int i = 0; i < r->gen.n; i++) sim_gen_choice(&r->gen, i, r->max_tokens, &r->choices[i]);
+  for (int i = 0; i < r->gen.n; i++)
+    sim_gen_choice(&r->gen, i, r->max_tokens, &r->choices[i]);
   const char *bad = build_prompt(r, root);
   json_decref(root);
   r->prompt_tokens = sim_tokens_for_bytes(r->prompt.len);

@@ -156,8 +156,8 @@ static void test_target_kind(void **state) {
 static void test_runtime_alias_and_api_key(void **state) {
   struct agent_config c;
   char err[256];
-  char *a1[] = {"--target", "ll=http://127.0.0.1:8101#kind=llamacpp&alias=llama&api_key=sk-run-1",
-                "--target", "http://127.0.0.1:8000#alias=org/m-8b"};
+  char *a1[] = {"--target", "ll=http://127.0.0.1:8101#kind=llamacpp&alias=llama&api_key=sk-run-1", "--target",
+                "http://127.0.0.1:8000#alias=org/m-8b"};
   assert_int_equal(load(&c, a1, 4, err), 0);
   assert_int_equal(c.nruntimes, 2);
   assert_string_equal(c.runtimes[0].kind, "llamacpp");
@@ -172,7 +172,8 @@ static void test_runtime_alias_and_api_key(void **state) {
   char *a3[] = {"--target", "http://127.0.0.1:1#alias=has\"quote"};
   assert_int_equal(load(&c, a3, 2, err), -EINVAL);
   assert_non_null(strstr(err, "alias"));
-  write_yaml("runtimes:\n  - {kind: llamacpp, url: \"http://127.0.0.1:8101\", alias: llama, api_key: sk-yaml}\n");
+  write_yaml(
+      "runtimes:\n  - {kind: llamacpp, url: \"http://127.0.0.1:8101\", alias: llama, api_key: sk-yaml}\n");
   char *a4[] = {"--config", path};
   assert_int_equal(load(&c, a4, 2, err), 0);
   assert_string_equal(c.runtimes[0].alias, "llama");

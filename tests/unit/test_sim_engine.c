@@ -820,7 +820,6 @@ static void test_rejects_impossible_requests(void **state) {
   assert_null(sim_engine_new(&bad_p, 1));
 }
 
-
 /* ---- OpenAI generation options (sim/oai_gen.h) ---- */
 
 static json_t *req_json(const char *text) {
@@ -845,7 +844,8 @@ static void test_gen_n_and_stop(void **state) {
   char err[256];
   assert_int_equal(gen_parse("{\"n\":3,\"stop\":[\"red\",\"zzz\"]}", true, &g, err, sizeof err), 0);
   assert_int_equal(g.n, 3);
-  for (int i = 0; i < 3; i++) sim_gen_choice(&g, i, 6, &c[i]);
+  for (int i = 0; i < 3; i++)
+    sim_gen_choice(&g, i, 6, &c[i]);
   /* choice 0 is "the big red fox ran far ": cut before "red" */
   assert_int_equal(c[0].text.len, 8);
   assert_memory_equal(c[0].text.base, "the big ", 8);
@@ -855,7 +855,8 @@ static void test_gen_n_and_stop(void **state) {
   assert_false(c[1].text.len == c[0].text.len && memcmp(c[1].text.base, c[0].text.base, c[0].text.len) == 0);
   assert_string_equal(c[1].finish, "length");
   assert_int_equal(c[1].tokens, 6);
-  for (int i = 0; i < 3; i++) sim_choice_free(&c[i]);
+  for (int i = 0; i < 3; i++)
+    sim_choice_free(&c[i]);
   sim_gen_free(&g);
   /* a single string works too; without options: one choice, no stop */
   assert_int_equal(gen_parse("{\"stop\":\"the\"}", false, &g, err, sizeof err), 0);
@@ -864,8 +865,12 @@ static void test_gen_n_and_stop(void **state) {
   assert_string_equal(c[0].finish, "stop");
   sim_choice_free(&c[0]);
   sim_gen_free(&g);
-  static const char *const bad[] = {"{\"n\":0}", "{\"n\":17}", "{\"n\":\"2\"}", "{\"stop\":5}",
-                                    "{\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", "{\"stop\":[\"\"]}"};
+  static const char *const bad[] = {"{\"n\":0}",
+                                    "{\"n\":17}",
+                                    "{\"n\":\"2\"}",
+                                    "{\"stop\":5}",
+                                    "{\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}",
+                                    "{\"stop\":[\"\"]}"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     err[0] = '\0';
     assert_int_equal(gen_parse(bad[i], true, &g, err, sizeof err), -EINVAL);
@@ -910,7 +915,8 @@ static void test_gen_logprobs(void **state) {
   buf_free(&joined);
   sim_choice_free(&c);
   sim_gen_free(&g);
-  assert_int_equal(gen_parse("{\"top_logprobs\":2}", true, &g, err, sizeof err), -EINVAL); /* needs logprobs */
+  assert_int_equal(gen_parse("{\"top_logprobs\":2}", true, &g, err, sizeof err),
+                   -EINVAL); /* needs logprobs */
   sim_gen_free(&g);
   assert_int_equal(gen_parse("{\"logprobs\":true,\"top_logprobs\":21}", true, &g, err, sizeof err), -EINVAL);
   sim_gen_free(&g);
@@ -929,7 +935,8 @@ static void test_gen_response_format_json(void **state) {
   struct sim_choice c;
   char err[256];
   json_error_t e;
-  assert_int_equal(gen_parse("{\"response_format\":{\"type\":\"json_object\"}}", true, &g, err, sizeof err), 0);
+  assert_int_equal(gen_parse("{\"response_format\":{\"type\":\"json_object\"}}", true, &g, err, sizeof err),
+                   0);
   sim_gen_choice(&g, 0, 3, &c);
   json_t *doc = json_loadb(c.text.base, c.text.len, 0, &e);
   assert_true(json_is_object(doc));
@@ -937,14 +944,15 @@ static void test_gen_response_format_json(void **state) {
   json_decref(doc);
   sim_choice_free(&c);
   sim_gen_free(&g);
-  assert_int_equal(gen_parse("{\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"p\",\"schema\":"
-                             "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},\"age\":{\"type\":"
-                             "\"integer\"},\"ok\":{\"type\":\"boolean\"},\"kind\":{\"enum\":[\"cat\",\"dog\"]},"
-                             "\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},\"home\":{\"type\":"
-                             "\"object\",\"properties\":{\"zip\":{\"type\":\"number\"}},\"required\":[\"zip\"]}},"
-                             "\"required\":[\"name\",\"age\",\"ok\",\"kind\",\"tags\",\"home\"]}}}}",
-                             true, &g, err, sizeof err),
-                   0);
+  assert_int_equal(
+      gen_parse("{\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"p\",\"schema\":"
+                "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},\"age\":{\"type\":"
+                "\"integer\"},\"ok\":{\"type\":\"boolean\"},\"kind\":{\"enum\":[\"cat\",\"dog\"]},"
+                "\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},\"home\":{\"type\":"
+                "\"object\",\"properties\":{\"zip\":{\"type\":\"number\"}},\"required\":[\"zip\"]}},"
+                "\"required\":[\"name\",\"age\",\"ok\",\"kind\",\"tags\",\"home\"]}}}}",
+                true, &g, err, sizeof err),
+      0);
   sim_gen_choice(&g, 0, 2, &c); /* whole even past max_tokens */
   doc = json_loadb(c.text.base, c.text.len, 0, &e);
   assert_non_null(doc);
@@ -958,15 +966,18 @@ static void test_gen_response_format_json(void **state) {
   json_decref(doc);
   sim_choice_free(&c);
   sim_gen_free(&g);
-  assert_int_equal(gen_parse("{\"response_format\":{\"type\":\"json_schema\"}}", true, &g, err, sizeof err), -EINVAL);
+  assert_int_equal(gen_parse("{\"response_format\":{\"type\":\"json_schema\"}}", true, &g, err, sizeof err),
+                   -EINVAL);
   sim_gen_free(&g);
-  assert_int_equal(gen_parse("{\"response_format\":{\"type\":\"yaml\"}}", true, &g, err, sizeof err), -EINVAL);
+  assert_int_equal(gen_parse("{\"response_format\":{\"type\":\"yaml\"}}", true, &g, err, sizeof err),
+                   -EINVAL);
   sim_gen_free(&g);
 }
 
-#define TOOLS                                                                                                   \
-  "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"lookup\"}},{\"type\":\"function\",\"function\":" \
-  "{\"name\":\"get_weather\",\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":"         \
+#define TOOLS                                                                                                \
+  "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"lookup\"}},{\"type\":\"function\","            \
+  "\"function\":"                                                                                            \
+  "{\"name\":\"get_weather\",\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":"        \
   "\"string\"},\"days\":{\"type\":\"integer\"},\"unit\":{\"type\":\"string\"}},\"required\":[\"city\","      \
   "\"days\"]}}}]"
 
@@ -982,7 +993,9 @@ static void test_gen_tool_calls(void **state) {
   sim_gen_free(&g);
   /* a named function is called, with its required arguments */
   assert_int_equal(gen_parse("{" TOOLS ",\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":"
-                             "\"get_weather\"}}}", true, &g, err, sizeof err), 0);
+                             "\"get_weather\"}}}",
+                             true, &g, err, sizeof err),
+                   0);
   assert_true(g.tool_call);
   assert_string_equal(g.tool_name, "get_weather");
   sim_gen_choice(&g, 0, 16, &c);
@@ -1004,8 +1017,10 @@ static void test_gen_tool_calls(void **state) {
   sim_choice_free(&c);
   sim_gen_free(&g);
   /* what cannot be honoured is a 400, not silently ignored */
-  assert_int_equal(gen_parse("{" TOOLS ",\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"nope\"}}}",
-                             true, &g, err, sizeof err), -EINVAL);
+  assert_int_equal(gen_parse("{" TOOLS
+                             ",\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"nope\"}}}",
+                             true, &g, err, sizeof err),
+                   -EINVAL);
   assert_non_null(strstr(err, "nope"));
   sim_gen_free(&g);
   assert_int_equal(gen_parse("{\"tool_choice\":\"required\"}", true, &g, err, sizeof err), -EINVAL);
