@@ -79,8 +79,8 @@ static const struct key keys[] = {
     {"runtimes", "--target", "INFERMESH_TARGETS", K_RUNTIME, 0, 0,
      "[NAME=]URL[#kind=KIND][&alias=NAME][&api_key=KEY] of a runtime, e.g. http://127.0.0.1:8000 or "
      "sg=http://127.0.0.1:30000#kind=sglang; KIND: vllm (the default), sglang, tgi, llamacpp, triton, "
-     "ollama; alias: the name clients use for its model (the runtime still gets its own); api_key: sent to it as "
-     "`Authorization: Bearer KEY` (repeatable; env: comma-separated)"},
+     "ollama; alias: the name clients use for its model (the runtime still gets its own); api_key: sent to "
+     "it as `Authorization: Bearer KEY` (repeatable; env: comma-separated)"},
     {"aliases", "--alias", "INFERMESH_ALIASES", K_ALIAS, 0, 0,
      "NAME=MODEL: clients may ask for MODEL (a model a target serves, or a runtime's alias) as NAME; listed "
      "in /v1/models (repeatable; env: comma-separated; YAML: aliases: {NAME: MODEL})"},
@@ -177,7 +177,9 @@ static int add_join(struct agent_config *c, int source, const char *v, char *err
 }
 
 /* NAME=MODEL from source (1 file, 2 flags, 3 environment): a later source replaces the list. */
-static bool name_char_ok(char ch) { return (unsigned char)ch > 0x20 && ch != 0x7f && ch != '"' && ch != '\\'; }
+static bool name_char_ok(char ch) {
+  return (unsigned char)ch > 0x20 && ch != 0x7f && ch != '"' && ch != '\\';
+}
 
 static int add_alias(struct agent_config *c, int source, const char *name, size_t nlen, const char *model,
                      char *err, size_t errlen) {
@@ -407,7 +409,8 @@ static int set_key(struct agent_config *c, const struct key *k, const char *v, i
       if (next) *next++ = '\0';
       /* [NAME=]URL[#OPT=V&OPT=V...]: NAME=URL names the target (a bare URL is named host:port); options:
        * kind=KIND says which runtime it is (vllm when absent), alias=NAME the name clients use for its model,
-       * api_key=KEY what the runtime wants in `Authorization: Bearer`. A base URL has no fragment: '#' is free. */
+       * api_key=KEY what the runtime wants in `Authorization: Bearer`. A base URL has no fragment: '#' is
+       * free. */
       const char *kind = "vllm", *name = NULL, *alias = "", *api_key = "";
       char *hash = strchr(s, '#');
       if (hash) {
@@ -424,8 +427,10 @@ static int set_key(struct agent_config *c, const struct key *k, const char *v, i
           else {
             char known[128];
             known_kinds(known, sizeof known);
-            snprintf(err, errlen, "%s: '#%s' after the URL must be #kind=KIND[&alias=NAME][&api_key=KEY], KIND one "
-                     "of: %s", src, o, known);
+            snprintf(err, errlen,
+                     "%s: '#%s' after the URL must be #kind=KIND[&alias=NAME][&api_key=KEY], KIND one "
+                     "of: %s",
+                     src, o, known);
             return -EINVAL;
           }
         }
@@ -531,9 +536,10 @@ static int yaml_runtimes(struct agent_config *c, yaml_document_t *d, yaml_node_t
           return -EINVAL;
         }
       } else {
-        snprintf(err, errlen, "%s: unknown runtime key '%s' (known: kind, url, name, exec, gpus, metrics_url, alias, "
-                 "api_key)", file,
-                 ks);
+        snprintf(err, errlen,
+                 "%s: unknown runtime key '%s' (known: kind, url, name, exec, gpus, metrics_url, alias, "
+                 "api_key)",
+                 file, ks);
         return -EINVAL;
       }
     }
