@@ -76,8 +76,9 @@ struct oai_req {
 int jscan_request(const char *body, size_t len, struct oai_req *out, char *errmsg, size_t errlen);
 
 /* Token counts from the top-level "usage" object of a response body or a stream chunk. Counts absent or null
- * in the usage object are -1; cached_tokens comes from usage.prompt_tokens_details.cached_tokens. present is
- * false (and every count -1) when usage is absent or null. */
+ * in the usage object are -1; cached_tokens comes from usage.prompt_tokens_details.cached_tokens, else
+ * (llama.cpp) from usage.prompt_tokens less the top-level timings.prompt_n (the prompt tokens it computed).
+ * present is false (and every count -1) when usage is absent or null. */
 struct oai_usage {
   int64_t prompt_tokens, completion_tokens, total_tokens, cached_tokens;
   bool present;
