@@ -793,6 +793,18 @@ int jscan_usage(const char *json, size_t len, struct oai_usage *u) {
   return 0;
 }
 
+int jscan_top_string(const char *json, size_t len, const char *key, struct slice *raw) {
+  size_t off;
+  struct slice v = {0};
+  if (len > JSCAN_MAX_LEN || validate(json, len, NULL, &off) != 0) return IM_EPARSE;
+  size_t i = skip_ws(json, len, 0);
+  if (json[i] != '{') return IM_EPARSE;
+  int found = top_value(json, len, i, key, &v);
+  if (found != 1 || v.len < 2 || v.base[0] != '"') return -ENOENT;
+  *raw = slice_make(v.base + 1, v.len - 2);
+  return 0;
+}
+
 /* True when s[0..n) holds '[' followed by optional whitespace and ']': a necessary condition for an empty
  * choices array, cheap enough to run on every stream chunk before the full scan. */
 static bool has_empty_array(const char *s, size_t n) {

@@ -91,6 +91,11 @@ struct oai_usage {
  * *u is always written: on error every count is -1 and present is false. */
 int jscan_usage(const char *json, size_t len, struct oai_usage *u);
 
+/* jscan_top_string finds the top-level key `key` of the JSON object json[0..len) (validated as jscan_usage
+ * does) whose value is a string: 0 with *raw its raw bytes between the quotes (borrowed from json), -ENOENT
+ * when the key is absent, repeated or not a string, IM_EPARSE for invalid JSON or a non-object. */
+int jscan_top_string(const char *json, size_t len, const char *key, struct slice *raw);
+
 /* jscan_is_usage_only_chunk is true for the final chunk of a stream with include_usage: a valid JSON object
  * whose top-level "choices" is an empty array and whose "usage" is an object. False for anything else,
  * including invalid JSON, "[DONE]" and repeated choices/usage keys. */

@@ -238,6 +238,14 @@ static int relay_frame(void *arg, struct slice frame, struct slice data) {
         p->usage = u;
     }
   }
+  /* The name the client asked for, back (a single-line data field: data lies inside frame). */
+  if (proxy_renames(p, l) && data.len && data.base[0] == '{' && data.base >= frame.base &&
+      data.base + data.len <= frame.base + frame.len) {
+    buf_append(&p->out, frame.base, (size_t)(data.base - frame.base));
+    proxy_client_json(p, data, &p->out);
+    buf_append(&p->out, data.base + data.len, (size_t)(frame.base + frame.len - (data.base + data.len)));
+    return 0;
+  }
   buf_append_slice(&p->out, frame);
   return 0;
 }
@@ -344,6 +352,12 @@ static void up_done(void *arg, int err) {
   /* Buffered response (non-streaming, or an error/JSON answer to a stream request). */
   if (l->status == 200) jscan_usage(l->body.base, l->body.len, &p->usage);
   p->t_first = clock_mono_ns();
+  if (l->status == 200 && proxy_renames(p, l)) { /* the name the client asked for, back */
+    buf_reset(&p->out);
+    proxy_client_json(p, buf_slice(&l->body), &p->out);
+    buf_reset(&l->body);
+    buf_append_slice(&l->body, buf_slice(&p->out));
+  }
   client_start(p, l->status, (int64_t)l->body.len);
   http_resp_write(p->req, l->body.base, l->body.len);
   finish(p, l->status);

@@ -40,6 +40,7 @@ struct leg {
   struct slice parts[7];
   int nparts;
   char model_json[520];
+  bool renamed; /* the model went upstream under another name (its target's runtime's) */
 };
 
 /* What the per-request timer is counting down. */
@@ -156,6 +157,11 @@ size_t proxy_leg_body(struct proxy *p, struct leg *l, const struct target *t);
  * t's API key when it has one, else the client's own header when no tenants are configured (a tenant's key is
  * for this mesh, not for the runtime). */
 struct slice proxy_upstream_auth(struct proxy *p, const struct target *t, char *buf, size_t cap);
+/* proxy_renames: did p's model go to l's runtime under another name than the client's (an alias)? Then
+ * proxy_client_json appends json (a response body or a stream chunk's data) to out with its top-level "model"
+ * set back to the name the client asked for; otherwise, or when json has no such string, unchanged. */
+bool proxy_renames(const struct proxy *p, const struct leg *l);
+void proxy_client_json(const struct proxy *p, struct slice json, struct buf *out);
 
 /* proxy_hedge.c */
 /* proxy_hedge_arm starts the hedge delay for a latency-class request whose primary was just sent. */

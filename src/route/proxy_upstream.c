@@ -31,6 +31,7 @@ size_t proxy_leg_body(struct proxy *p, struct leg *l, const struct target *t) {
   l->nparts = p->nparts;
   bool rename = !t->remote && t->alias[0] && t->upstream_model[0] && slice_eqz(p->oai.model, t->alias) &&
                 json_escape(t->upstream_model, l->model_json, sizeof l->model_json);
+  l->renamed = rename;
   /* The model's bytes are either the client's (oai.model_raw, inside one part) or a part of their own that
    * proxy_fallback_body put there (p->model). */
   struct slice raw = p->oai.model_raw;
@@ -51,6 +52,20 @@ size_t proxy_leg_body(struct proxy *p, struct leg *l, const struct target *t) {
   for (int i = 0; i < l->nparts; i++)
     total += l->parts[i].len;
   return total;
+}
+
+bool proxy_renames(const struct proxy *p, const struct leg *l) { return p->aliased || (l && l->renamed); }
+
+void proxy_client_json(const struct proxy *p, struct slice json, struct buf *out) {
+  struct slice m;
+  struct slice asked = p->oai.model_raw;
+  if (!asked.len || jscan_top_string(json.base, json.len, "model", &m) != 0) {
+    buf_append_slice(out, json);
+    return;
+  }
+  buf_append(out, json.base, (size_t)(m.base - json.base));
+  buf_append_slice(out, asked);
+  buf_append(out, m.base + m.len, (size_t)(json.base + json.len - (m.base + m.len)));
 }
 
 struct slice proxy_upstream_auth(struct proxy *p, const struct target *t, char *buf, size_t cap) {

@@ -110,7 +110,8 @@ static void check_usage(const char *s, size_t n, json_t *root) {
                json_integer_value(tpn) <= json_integer_value(pt))
         want = json_integer_value(pt) - json_integer_value(tpn);
       /* a repeated key (jansson keeps the last; jscan believes no repeated "timings") leaves it unchecked */
-      json_t *strict = json_is_integer(ct) ? NULL : json_loadb(s, n, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
+      json_t *strict =
+          json_is_integer(ct) ? NULL : json_loadb(s, n, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
       if (json_is_integer(ct) || strict) CHECK(u.cached_tokens == want);
       json_decref(strict);
     }

@@ -137,6 +137,7 @@ def test_chat_completions_streams_tools_embeddings_across_instances(mesh):
         body = r.json()
         assert body["usage"]["completion_tokens"] == 6 and body["choices"][0]["message"]["role"] == "assistant"
         assert "timings" in body  # llama.cpp's own fields pass through untouched
+        assert body["model"] == ALIAS  # llama-server says "gpt-3.5-turbo": the client sees what it asked for
         seen.add(r.headers["x-infermesh-target"])
     assert len(seen) >= 2, seen
     r = post_json(mesh.port, "/v1/completions", {"model": ALIAS, "prompt": "Once upon a time", "max_tokens": 5})
@@ -157,6 +158,7 @@ def test_chat_completions_streams_tools_embeddings_across_instances(mesh):
     chunks = [json.loads(d) for _, d in events[:-1]]
     assert sum(1 for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")) >= 1, chunks
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert all(c["model"] == ALIAS for c in chunks), chunks
     wait_for(lambda: prompt_tokens_metric() > before, timeout=5, what="the stream's usage metered")
     status, _, events = read_sse(mesh.port, "/v1/completions",
                                  {"model": ALIAS, "stream": True, "max_tokens": 4, "prompt": "count: 1 2 3",
