@@ -539,6 +539,17 @@ static void test_usage_response(void **state) {
   assert_int_equal(jscan_usage(both, strlen(both), &u), 0);
   assert_int_equal(u.cached_tokens, 2); /* the runtime's own count wins */
 
+  /* jscan_top_string: the raw bytes of a top-level string, for renaming a response's model */
+  struct slice m;
+  const char *chunk = "{\"id\":\"x\",\"choices\":[{\"model\":\"inner\"}],\"model\":\"a\\/b\",\"n\":1}";
+  assert_int_equal(jscan_top_string(chunk, strlen(chunk), "model", &m), 0);
+  assert_int_equal(m.len, 4);
+  assert_memory_equal(m.base, "a\\/b", 4);
+  assert_int_equal(jscan_top_string(chunk, strlen(chunk), "object", &m), -ENOENT);
+  assert_int_equal(jscan_top_string("{\"model\":1}", 11, "model", &m), -ENOENT);
+  assert_int_equal(jscan_top_string("{\"model\":\"a\",\"model\":\"b\"}", 25, "model", &m), -ENOENT);
+  assert_int_equal(jscan_top_string("{\"model\":\"a\"", 12, "model", &m), IM_EPARSE);
+
   const char *nulldetails = "{\"usage\":{\"prompt_tokens\":1,\"prompt_tokens_details\":null}}";
   assert_int_equal(jscan_usage(nulldetails, strlen(nulldetails), &u), 0);
   assert_true(u.present);
