@@ -158,3 +158,23 @@ def test_sim_engine_calls_the_tool_it_is_told_to(sim_agent):
     assert json.loads(events[-2][1])["choices"][0]["finish_reason"] == "tool_calls"
     bad = chat(sim_agent.port, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "nope"}})
     assert bad.status == 400 and "nope" in bad.json()["error"]["message"], bad
+
+
+@pytest.mark.timeout(90)
+def test_aliases_across_the_mesh(procs, tmp_path):
+    """Node a serves org/model-a under its runtime alias `chat`; gateway c (no runtime) adds `gpt` for it."""
+    from test_mesh import init_cluster, remote_healthy, share_key, start_node, wait_members
+
+    init_cluster(tmp_path / "a")
+    share_key(tmp_path / "a", tmp_path / "c")
+    ea = procs.engine(model="org/model-a", name="engine-a")
+    a = start_node(procs, tmp_path, "a", [f"{ea.url}#alias=chat"], data_dir=tmp_path / "a")
+    c = start_node(procs, tmp_path, "c", [], join=[a.gossip], extra=("--alias", "gpt=chat"))
+    wait_members([a, c], ["a", "c"])
+    wait_for(lambda: remote_healthy(c, 1), timeout=15, what="a's target healthy at c")
+    assert sorted(m["id"] for m in http_get(c.port, "/v1/models").json()["data"]) == ["chat", "gpt"]
+    for name in ("chat", "gpt"):
+        r = post_json(c.port, "/v1/chat/completions", chat_body(model=name, max_tokens=2))
+        assert r.status == 200 and r.headers["x-infermesh-node"] == "a" and r.json()["model"] == name, (name, r)
+        status, _, events = read_sse(c.port, "/v1/chat/completions", chat_body(model=name, max_tokens=2, stream=True))
+        assert status == 200 and all(json.loads(d)["model"] == name for _, d in events[:-1]), events
