@@ -231,10 +231,10 @@ static int relay_frame(void *arg, struct slice frame, struct slice data) {
       if (p->strip_usage) return 0;
     } else {
       if (!p->t_first) p->t_first = clock_mono_ns();
-      /* llama.cpp puts usage in its last chunk beside the choices instead of in a chunk of its own */
+      /* llama.cpp puts usage in its last chunk beside the choices instead of in a chunk of its own (some
+       * runtimes send "usage":null in every chunk: only an object is worth a scan) */
       struct oai_usage u;
-      if (memmem(data.base, data.len, "\"usage\"", 7) && jscan_usage(data.base, data.len, &u) == 0 &&
-          u.present)
+      if (proxy_has_usage_object(data) && jscan_usage(data.base, data.len, &u) == 0 && u.present)
         p->usage = u;
     }
   }

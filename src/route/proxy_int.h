@@ -160,6 +160,8 @@ struct slice proxy_upstream_auth(struct proxy *p, const struct target *t, char *
 /* proxy_renames: did p's model go to l's runtime under another name than the client's (an alias)? Then
  * proxy_client_json appends json (a response body or a stream chunk's data) to out with its top-level "model"
  * set back to the name the client asked for; otherwise, or when json has no such string, unchanged. */
+/* proxy_has_usage_object: does json hold the bytes "usage" then ':' and '{' (a cheap test before a scan)? */
+bool proxy_has_usage_object(struct slice json);
 bool proxy_renames(const struct proxy *p, const struct leg *l);
 void proxy_client_json(const struct proxy *p, struct slice json, struct buf *out);
 

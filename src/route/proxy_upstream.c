@@ -54,6 +54,17 @@ size_t proxy_leg_body(struct proxy *p, struct leg *l, const struct target *t) {
   return total;
 }
 
+bool proxy_has_usage_object(struct slice json) {
+  const char *p = json.base, *end = json.base + json.len;
+  while (p < end && (p = memmem(p, (size_t)(end - p), "\"usage\"", 7)) != NULL) {
+    p += 7;
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n' || *p == ':'))
+      p++;
+    if (p < end && *p == '{') return true;
+  }
+  return false;
+}
+
 bool proxy_renames(const struct proxy *p, const struct leg *l) { return p->aliased || (l && l->renamed); }
 
 void proxy_client_json(const struct proxy *p, struct slice json, struct buf *out) {
