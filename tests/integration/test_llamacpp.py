@@ -128,6 +128,28 @@ def test_supervised_llama_servers_show_real_signals(mesh):
              what="prompt tokens/s from llama.cpp's counters")
 
 
+@pytest.mark.timeout(60)
+def test_agent_waits_while_llama_server_loads(procs, tmp_path):
+    """llama-server listens at once and answers /health with 503 until its model is loaded (here ~0.1-0.3 s: a
+    128k-token context to allocate; the agent scrapes every 10 ms to see it): the target waits as loading, the
+    supervisor neither restarts nor gives up, and requests flow once it is loaded."""
+    port, aport = free_port(), free_port()
+    cfg = tmp_path / "load.yaml"
+    cfg.write_text(f"listen: {HOST}:{aport}\nscrape_interval_ms: 10\nruntimes:\n"
+                   f"  - {{kind: llamacpp, name: big, alias: {ALIAS}, url: \"http://{HOST}:{port}\", "
+                   f"exec: '{SERVER} -m {GGUF} --host {HOST} --port {port} -c 131072 -np 1 -t 1 --metrics "
+                   f"--slots'}}\n")
+    agent = procs.start("agent", [BIN, "agent", "--config", str(cfg)])
+    wait_for(lambda: _check_alive(agent) and port_accepts(aport), timeout=15, what="the agent")
+    wait_for(lambda: http_get(aport, "/v1/cluster/targets").json()["targets"][0]["healthy"], timeout=40,
+             what="the runtime loaded")
+    log = agent.stderr()
+    assert 'reason="/health answered 503 (loading the model)"' in log, log
+    assert "restarting" not in log and "crash loop" not in log, log
+    r = chat(aport, "loaded now")
+    assert r.status == 200 and r.json()["usage"]["completion_tokens"] == 4, r
+
+
 @pytest.mark.timeout(120)
 def test_chat_completions_streams_tools_embeddings_across_instances(mesh):
     seen = set()
