@@ -90,9 +90,10 @@ out:
 }
 
 /* llama-server's GET /slots: one object per slot (parallel sequence), each with its own n_ctx of KV cells.
- * Token counts per slot: older builds give n_past; newer ones n_prompt_tokens(_processed) and
- * next_token.n_decoded. When a build gives none, a busy slot counts as its whole n_ctx: without a unified
- * KV cache each slot owns n_ctx cells, so that is what it holds. */
+ * Token counts per slot: older builds give n_past; some n_prompt_tokens(_processed) and next_token.n_decoded;
+ * upstream 2025-07 (the one in ../shared) only next_token.n_decoded and the prompt's text, whose tokens are
+ * estimated at 4 bytes each. When a build gives none, a busy slot counts as its whole n_ctx: without a
+ * unified KV cache each slot owns n_ctx cells, so that is what it holds. */
 int adapter_llamacpp_slots(const char *json, size_t len, struct runtime_state *st) {
   json_t *root = load(json, len), *slot;
   size_t i;
@@ -119,6 +120,10 @@ int adapter_llamacpp_slots(const char *json, size_t len, struct runtime_state *s
     } else if (jint(slot, "n_prompt_tokens_processed", &t) || jint(slot, "n_prompt_tokens", &t)) {
       jint(json_object_get(slot, "next_token"), "n_decoded", &dec);
       double u = (double)t + (double)dec;
+      used += u < (double)n_ctx ? u : (double)n_ctx;
+    } else if (json_is_string(json_object_get(slot, "prompt")) &&
+               jint(json_object_get(slot, "next_token"), "n_decoded", &dec)) {
+      double u = (double)((json_string_length(json_object_get(slot, "prompt")) + 3) / 4) + (double)dec;
       used += u < (double)n_ctx ? u : (double)n_ctx;
     } else {
       used += (double)n_ctx;

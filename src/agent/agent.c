@@ -503,6 +503,10 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     const struct config_runtime *rt = &cfg->runtimes[i];
     int id = store_add_target(&a->store, rt->name[0] ? rt->name : NULL, rt->url, rt->kind);
     ids[i] = id;
+    if (id >= 0) {
+      str_copy(a->store.targets[id].alias, sizeof a->store.targets[id].alias, rt->alias);
+      str_copy(a->store.targets[id].api_key, sizeof a->store.targets[id].api_key, rt->api_key);
+    }
     if (id < 0 || http_pool_init(&a->pools[id], a->loop, a->store.targets[id].host, a->store.targets[id].port) != 0) {
       fprintf(stderr, "infermesh agent: bad runtime URL '%s': use http://IP:PORT or http://localhost:PORT\n", rt->url);
       abandon(a);
@@ -527,6 +531,8 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   ro.hedge_min_samples = cfg->hedge_min_samples;
   ro.hedge_max_fraction = cfg->hedge_max_fraction;
   str_copy(ro.policy, sizeof ro.policy, cfg->routing_policy);
+  ro.aliases = cfg->aliases;
+  ro.naliases = cfg->naliases;
   /* DESIGN §10: a listener other machines can reach must authenticate its clients. */
   const char *lh = cfg->listen_host;
   bool loopback = strncmp(lh, "127.", 4) == 0 || strcmp(lh, "::1") == 0 || strcmp(lh, "localhost") == 0;

@@ -17,7 +17,9 @@
 #include "state/policy.h"
 #include "state/store.h"
 
-enum ktype { K_STR, K_U32, K_INT, K_SIZE, K_LISTEN, K_RUNTIME, K_JOIN, K_LABEL, K_DBL, K_BOOL, K_TENANT, K_PRICE };
+enum ktype {
+  K_STR, K_U32, K_INT, K_SIZE, K_LISTEN, K_RUNTIME, K_JOIN, K_LABEL, K_DBL, K_BOOL, K_TENANT, K_ALIAS, K_PRICE
+};
 
 struct key {
   const char *path; /* YAML path, dotted */
@@ -86,9 +88,13 @@ static const struct key keys[] = {
      "how targets are chosen: ours (prefix- and load-aware, the default), round-robin, least-request, "
      "power-of-two, sglang, llm-d"},
     {"runtimes", "--target", "INFERMESH_TARGETS", K_RUNTIME, 0, 0,
-     "[NAME=]URL[#kind=KIND] of a runtime, e.g. http://127.0.0.1:8000 or "
-     "sg=http://127.0.0.1:30000#kind=sglang; KIND: vllm (the default), sglang, tgi, llamacpp, triton, ollama "
-     "(repeatable; env: comma-separated)"},
+     "[NAME=]URL[#kind=KIND][&alias=NAME][&api_key=KEY] of a runtime, e.g. http://127.0.0.1:8000 or "
+     "sg=http://127.0.0.1:30000#kind=sglang; KIND: vllm (the default), sglang, tgi, llamacpp, triton, "
+     "ollama; alias: the name clients use for its model (the runtime still gets its own); api_key: sent to "
+     "it as `Authorization: Bearer KEY` (repeatable; env: comma-separated)"},
+    {"aliases", "--alias", "INFERMESH_ALIASES", K_ALIAS, 0, 0,
+     "NAME=MODEL: clients may ask for MODEL (a model a target serves, or a runtime's alias) as NAME; listed "
+     "in /v1/models (repeatable; env: comma-separated; YAML: aliases: {NAME: MODEL})"},
     {"scrape_interval_ms", "--scrape-interval-ms", "INFERMESH_SCRAPE_INTERVAL_MS", K_U32, F(scrape_interval_ms),
      "how often runtimes' /metrics are read (500)"},
     {"drain_timeout_ms", "--drain-timeout-ms", "INFERMESH_DRAIN_TIMEOUT_MS", K_U32, F(drain_timeout_ms),
@@ -212,6 +218,33 @@ static int add_join(struct agent_config *c, int source, const char *v, char *err
   return 0;
 }
 
+/* NAME=MODEL from source (1 file, 2 flags, 3 environment): a later source replaces the list. */
+static bool name_char_ok(char ch) {
+  return (unsigned char)ch > 0x20 && ch != 0x7f && ch != '"' && ch != '\\';
+}
+
+static int add_alias(struct agent_config *c, int source, const char *name, size_t nlen, const char *model,
+                     char *err, size_t errlen) {
+  if (c->aliases_source != source) c->naliases = 0, c->aliases_source = source;
+  bool ok = nlen > 0 && nlen < sizeof c->aliases[0].name && model[0] &&
+            strlen(model) < sizeof c->aliases[0].model;
+  for (size_t i = 0; ok && i < nlen; i++) ok = name_char_ok(name[i]);
+  for (const char *q = model; ok && *q; q++) ok = name_char_ok(*q);
+  if (!ok) {
+    snprintf(err, errlen, "alias '%.*s=%s' must be NAME=MODEL (no spaces, quotes or backslashes)", (int)nlen,
+             name, model);
+    return -EINVAL;
+  }
+  if (c->naliases >= MODEL_ALIASES_MAX) {
+    snprintf(err, errlen, "too many aliases (at most %d)", MODEL_ALIASES_MAX);
+    return -EINVAL;
+  }
+  struct model_alias *a = &c->aliases[c->naliases++];
+  snprintf(a->name, sizeof a->name, "%.*s", (int)nlen, name);
+  str_copy(a->model, sizeof a->model, model);
+  return 0;
+}
+
 static int add_label(struct agent_config *c, const char *v, char *err, size_t errlen) {
   char *l = c->cluster.labels;
   size_t n = strlen(l);
@@ -299,6 +332,31 @@ static int add_runtime(struct agent_config *c, int source, const char *kind, con
   return 0;
 }
 
+/* Alias and API key of the runtime added last. */
+static int runtime_extras(struct agent_config *c, const char *alias, const char *api_key, char *err,
+                          size_t errlen) {
+  struct config_runtime *r = &c->runtimes[c->nruntimes - 1];
+  if (strlen(alias) >= sizeof r->alias || strlen(api_key) >= sizeof r->api_key) {
+    snprintf(err, errlen, "runtime alias or api_key too long (at most %zu and %zu characters)",
+             sizeof r->alias - 1, sizeof r->api_key - 1);
+    return -EINVAL;
+  }
+  for (const char *q = alias; *q; q++)
+    if (!name_char_ok(*q)) {
+      snprintf(err, errlen, "runtime alias '%s': no spaces, quotes, backslashes or control characters",
+               alias);
+      return -EINVAL;
+    }
+  for (const char *q = api_key; *q; q++)
+    if ((unsigned char)*q < 0x21 || *q == 0x7f) {
+      snprintf(err, errlen, "runtime api_key: no spaces or control characters");
+      return -EINVAL;
+    }
+  str_copy(r->alias, sizeof r->alias, alias);
+  str_copy(r->api_key, sizeof r->api_key, api_key);
+  return 0;
+}
+
 static int set_key(struct agent_config *c, const struct key *k, const char *v, int source, const char *src,
                    char *err, size_t errlen) {
   char *base = (char *)c + k->off;
@@ -363,6 +421,19 @@ static int set_key(struct agent_config *c, const struct key *k, const char *v, i
     }
     return rc;
   }
+  case K_ALIAS: {
+    char tmp[4096];
+    str_copy(tmp, sizeof tmp, v);
+    for (char *s = tmp, *next; s && *s; s = next) {
+      next = source == 3 ? strchr(s, ',') : NULL;
+      if (next) *next++ = '\0';
+      const char *eq = strchr(s, '=');
+      int rc = eq ? add_alias(c, source, s, (size_t)(eq - s), eq + 1, err, errlen) : -EINVAL;
+      if (!eq) snprintf(err, errlen, "%s: '%s' must be NAME=MODEL", src, s);
+      if (rc) return rc;
+    }
+    return 0;
+  }
   case K_LABEL: {
     char tmp[256];
     str_copy(tmp, sizeof tmp, v);
@@ -393,24 +464,38 @@ static int set_key(struct agent_config *c, const struct key *k, const char *v, i
     for (char *s = tmp, *next; s && *s; s = next) {
       next = strchr(s, ',');
       if (next) *next++ = '\0';
-      /* [NAME=]URL[#kind=KIND]: NAME=URL names the target (a bare URL is named host:port); #kind=KIND says
-       * which runtime it is (vllm when absent). A runtime's base URL has no fragment, so '#' is free. */
-      const char *kind = "vllm", *name = NULL;
+      /* [NAME=]URL[#OPT=V&OPT=V...]: NAME=URL names the target (a bare URL is named host:port); options:
+       * kind=KIND says which runtime it is (vllm when absent), alias=NAME the name clients use for its model,
+       * api_key=KEY what the runtime wants in `Authorization: Bearer`. A base URL has no fragment: '#' is
+       * free. */
+      const char *kind = "vllm", *name = NULL, *alias = "", *api_key = "";
       char *hash = strchr(s, '#');
       if (hash) {
         *hash = '\0';
-        if (strncmp(hash + 1, "kind=", 5) != 0 || !hash[6]) {
-          char known[128];
-          known_kinds(known, sizeof known);
-          snprintf(err, errlen, "%s: '#%s' after the URL must be #kind=KIND, KIND one of: %s", src, hash + 1,
-                   known);
-          return -EINVAL;
+        for (char *o = hash + 1, *onext; o; o = onext) {
+          onext = strchr(o, '&');
+          if (onext) *onext++ = '\0';
+          if (strncmp(o, "kind=", 5) == 0 && o[5])
+            kind = o + 5;
+          else if (strncmp(o, "alias=", 6) == 0 && o[6])
+            alias = o + 6;
+          else if (strncmp(o, "api_key=", 8) == 0 && o[8])
+            api_key = o + 8;
+          else {
+            char known[128];
+            known_kinds(known, sizeof known);
+            snprintf(err, errlen,
+                     "%s: '#%s' after the URL must be #kind=KIND[&alias=NAME][&api_key=KEY], KIND one "
+                     "of: %s",
+                     src, o, known);
+            return -EINVAL;
+          }
         }
-        kind = hash + 6;
       }
       char *eq = strchr(s, '='), *scheme = strstr(s, "://");
       if (eq && scheme && eq < scheme) *eq = '\0', name = s, s = eq + 1;
       int rc = add_runtime(c, source, kind, s, name, NULL, err, errlen);
+      if (!rc) rc = runtime_extras(c, alias, api_key, err, errlen);
       if (rc) { /* name the flag (or variable) */
         char msg[256];
         str_copy(msg, sizeof msg, err);
@@ -453,7 +538,7 @@ static int yaml_runtimes(struct agent_config *c, yaml_document_t *d, yaml_node_t
   }
   for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top; it++) {
     yaml_node_t *m = yaml_document_get_node(d, *it);
-    const char *kind = "vllm", *url = NULL, *name = NULL, *exec = NULL;
+    const char *kind = "vllm", *url = NULL, *name = NULL, *exec = NULL, *alias = "", *api_key = "";
     char gpus[256] = "", murl[160] = "";
     if (!m || m->type != YAML_MAPPING_NODE) {
       snprintf(err, errlen, "%s: each runtime must be a mapping like {kind: vllm, url: http://...}", file);
@@ -491,6 +576,10 @@ static int yaml_runtimes(struct agent_config *c, yaml_document_t *d, yaml_node_t
         name = vs;
       else if (strcmp(ks, "exec") == 0)
         exec = vs;
+      else if (strcmp(ks, "alias") == 0)
+        alias = vs;
+      else if (strcmp(ks, "api_key") == 0)
+        api_key = vs;
       else if (strcmp(ks, "metrics_url") == 0) {
         /* http://HOST:PORT, or that with the /metrics path, which is the only one read */
         char host[96];
@@ -504,8 +593,10 @@ static int yaml_runtimes(struct agent_config *c, yaml_document_t *d, yaml_node_t
           return -EINVAL;
         }
       } else {
-        snprintf(err, errlen, "%s: unknown runtime key '%s' (known: kind, url, name, exec, gpus, metrics_url)", file,
-                 ks);
+        snprintf(err, errlen,
+                 "%s: unknown runtime key '%s' (known: kind, url, name, exec, gpus, metrics_url, alias, "
+                 "api_key)",
+                 file, ks);
         return -EINVAL;
       }
     }
@@ -514,6 +605,7 @@ static int yaml_runtimes(struct agent_config *c, yaml_document_t *d, yaml_node_t
       return -EINVAL;
     }
     int rc = add_runtime(c, 1, kind, url, name, exec, err, errlen);
+    if (!rc) rc = runtime_extras(c, alias, api_key, err, errlen);
     if (rc) return rc;
     str_copy(c->runtimes[c->nruntimes - 1].gpus, sizeof c->runtimes[0].gpus, gpus);
     str_copy(c->runtimes[c->nruntimes - 1].metrics_url, sizeof c->runtimes[0].metrics_url, murl);
@@ -555,6 +647,17 @@ static int yaml_walk(struct agent_config *c, yaml_document_t *d, yaml_node_t *n,
           }
           snprintf(c->cluster.roles + rl, sizeof c->cluster.roles - rl, "%s%s", rl ? "," : "", ev);
         }
+      }
+    } else if (strcmp(path, "aliases") == 0 && v->type == YAML_MAPPING_NODE) {
+      rc = 0;
+      for (yaml_node_pair_t *ap = v->data.mapping.pairs.start; ap < v->data.mapping.pairs.top && !rc; ap++) {
+        yaml_node_t *ak = yaml_document_get_node(d, ap->key), *av = yaml_document_get_node(d, ap->value);
+        if (ak->type != YAML_SCALAR_NODE || av->type != YAML_SCALAR_NODE) {
+          snprintf(err, errlen, "%s: aliases must map names to models", file);
+          return -EINVAL;
+        }
+        const char *an = (const char *)ak->data.scalar.value;
+        rc = add_alias(c, 1, an, strlen(an), (const char *)av->data.scalar.value, err, errlen);
       }
     } else if (strcmp(path, "node.labels") == 0 && v->type == YAML_MAPPING_NODE) {
       rc = 0;

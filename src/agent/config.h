@@ -9,6 +9,7 @@
 #include "net/http_server.h"
 #include "route/admission.h"
 #include "ledger/record.h"
+#include "route/alias.h"
 #include "route/tenants.h"
 
 #define CONFIG_MAX_RUNTIMES 64
@@ -20,6 +21,9 @@ struct config_runtime {
   char exec[1024]; /* command that starts this runtime under supervision; "" = not supervised */
   char gpus[256];  /* GPUs it runs on, as CUDA_VISIBLE_DEVICES lists them (indices or UUIDs); "" = unknown */
   char metrics_url[160]; /* http://HOST:PORT serving its /metrics when not the API's (Triton: 8002); "" = url */
+  char alias[128];   /* the name clients use for its model ("" = the name the runtime reports); the runtime
+                        still gets its own name in requests */
+  char api_key[256]; /* sent upstream (requests and scrapes) as `Authorization: Bearer KEY`; "" = none */
 };
 
 /* Supervision of runtimes that have `exec` (agent/supervisor.h). config_finish keeps crash_loop_restarts at
@@ -103,6 +107,11 @@ struct agent_config {
   struct ledger_price_conf prices[CONFIG_MAX_PRICES];
   int nprices;
   int prices_source;
+  /* Aliases: YAML `aliases: {NAME: MODEL}`, --alias NAME=MODEL (repeatable), INFERMESH_ALIASES
+   * (comma-separated); a later source replaces the list. */
+  struct model_alias aliases[MODEL_ALIASES_MAX];
+  int naliases;
+  int aliases_source;
 };
 
 /* config_defaults: listen 127.0.0.1:8080, scrape every 500 ms, drain 30 s, upstream timeout 300 s,

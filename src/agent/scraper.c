@@ -87,10 +87,20 @@ static void down(struct scrape_target *st, const char *what, bool at_once) {
   st->step = -1;
 }
 
-static bool same_models(const struct target *t, const struct runtime_state *rs) {
-  if (t->nmodels != rs->nmodels) return false;
+/* The names target t lists for what its runtime reported: the first under t's alias, when it has one. */
+static void listed_names(struct target *t, const struct runtime_state *rs, const char **names) {
   for (int i = 0; i < rs->nmodels; i++)
-    if (strcmp(t->models[i], rs->models[i]) != 0) return false;
+    names[i] = rs->models[i];
+  if (t->alias[0] && rs->nmodels > 0) {
+    str_copy(t->upstream_model, sizeof t->upstream_model, rs->models[0]);
+    names[0] = t->alias;
+  }
+}
+
+static bool same_models(const struct target *t, const char *const *names, int n) {
+  if (t->nmodels != n) return false;
+  for (int i = 0; i < n; i++)
+    if (strcmp(t->models[i], names[i]) != 0) return false;
   return true;
 }
 
@@ -137,15 +147,18 @@ static void apply(struct scrape_target *st) {
                uv_strerror(st->metrics_status), hint);
     else if (st->metrics_status == 404)
       snprintf(why, sizeof why, "no queue signal: no /metrics at %s%s", at, hint);
+    else if (st->metrics_status == 401 || st->metrics_status == 403)
+      snprintf(why, sizeof why, "no queue signal: /metrics at %s answered %d: set the runtime's api_key", at,
+               st->metrics_status);
     else
       snprintf(why, sizeof why, "no queue signal (waiting/running) in /metrics: is the runtime kind right?");
     down(st, why, false);
     return;
   }
-  if ((rs->have & RS_MODELS) && rs->nmodels > 0 && !same_models(t, rs)) {
+  if ((rs->have & RS_MODELS) && rs->nmodels > 0) {
     const char *names[RS_MAX_NAMES];
-    for (int i = 0; i < rs->nmodels; i++) names[i] = rs->models[i];
-    store_set_models(s->store, st->id, names, rs->nmodels);
+    listed_names(t, rs, names);
+    if (!same_models(t, names, rs->nmodels)) store_set_models(s->store, st->id, names, rs->nmodels);
   }
   if (t->nmodels == 0) {
     down(st, "the runtime lists no model yet", false);
@@ -237,6 +250,8 @@ static void next_step(struct scrape_target *st) {
   buf_reset(&st->head);
   buf_printf(&st->head, "%s %s HTTP/1.1\r\nHost: %s\r\nAccept: */*\r\nUser-Agent: infermesh-agent\r\n", ep->method,
              ep->path, pool->authority);
+  const char *key = s->store->targets[st->id].api_key;
+  if (key[0]) buf_printf(&st->head, "Authorization: Bearer %s\r\n", key); /* checked: no CR/LF (config.c) */
   if (ep->body) buf_printf(&st->head, "Content-Type: application/json\r\nContent-Length: %zu\r\n", blen);
   buf_puts(&st->head, "\r\n");
   struct slice body = slice_make(ep->body, blen);

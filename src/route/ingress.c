@@ -177,15 +177,76 @@ static void list_models(struct router *r, struct http_req *req, const struct ten
       buf_puts(&out, ",\"object\":\"model\",\"created\":0,\"owned_by\":\"infermesh\"}");
     }
   }
+  for (int i = 0; i < r->opts.naliases; i++) {
+    const struct model_alias *a = &r->opts.aliases[i];
+    if (!store_model_known(r->store, slice_cstr(a->model)) ||
+        (tenant && !tenant_model_allowed(tenant, slice_cstr(a->model))))
+      continue;
+    if (nseen++) buf_puts(&out, ",");
+    buf_puts(&out, "{\"id\":");
+    buf_json_str(&out, slice_cstr(a->name));
+    buf_puts(&out, ",\"object\":\"model\",\"created\":0,\"owned_by\":\"infermesh\"}");
+  }
   buf_puts(&out, "]}");
   http_resp_send(req, 200, "application/json", out.base, out.len, NULL, 0);
   buf_free(&out);
 }
 
+/* Percent-decode src into out (cap bytes, NUL-terminated): false when it does not fit or is malformed. */
+static bool path_decode(struct slice src, char *out, size_t cap) {
+  size_t n = 0;
+  for (size_t i = 0; i < src.len; i++) {
+    char c = src.base[i];
+    if (c == '%') {
+      unsigned v;
+      char hex[3] = {0};
+      if (i + 2 >= src.len) return false;
+      hex[0] = src.base[i + 1], hex[1] = src.base[i + 2];
+      if (sscanf(hex, "%2x", &v) != 1 || !strchr("0123456789abcdefABCDEF", hex[0]) ||
+          !strchr("0123456789abcdefABCDEF", hex[1]) || v == 0)
+        return false;
+      c = (char)v;
+      i += 2;
+    }
+    if (n + 1 >= cap) return false;
+    out[n++] = c;
+  }
+  out[n] = '\0';
+  return n > 0;
+}
+
+/* GET /v1/models/{id}: OpenAI's model object for a model some target lists (that tenant may use), else 404 in
+ * OpenAI's error format. The id is the rest of the path, slashes included (model ids often have one). */
+static void get_model(struct router *r, struct http_req *req, const struct tenant_conf *tenant) {
+  char id[256];
+  struct slice rest = slice_make(req->path.base + 11, req->path.len - 11);
+  bool ok = path_decode(rest, id, sizeof id);
+  const char *m = ok ? model_alias_find(r->opts.aliases, r->opts.naliases, slice_cstr(id)) : NULL;
+  struct slice model = slice_cstr(m ? m : id);
+  bool known = ok && store_model_known(r->store, model) && (!tenant || tenant_model_allowed(tenant, model));
+  struct buf out = {0};
+  if (!known) {
+    char msg[320];
+    snprintf(msg, sizeof msg,
+             "The model '%.200s' does not exist or no target serves it; GET /v1/models lists them",
+             ok ? id : "(malformed)");
+    http_error_json(&out, msg, "invalid_request_error", "model_not_found");
+    http_resp_send(req, 404, "application/json", out.base, out.len, NULL, 0);
+    route_metrics_count(&r->metrics, "", 404, "");
+  } else {
+    buf_puts(&out, "{\"id\":");
+    buf_json_str(&out, slice_cstr(id));
+    buf_puts(&out, ",\"object\":\"model\",\"created\":0,\"owned_by\":\"infermesh\"}");
+    http_resp_send(req, 200, "application/json", out.base, out.len, NULL, 0);
+  }
+  buf_free(&out);
+}
+
 bool router_handle(struct router *r, struct http_req *req) {
   bool chat = slice_eqz(req->path, "/v1/chat/completions");
-  bool completions = slice_eqz(req->path, "/v1/completions");
-  if (slice_eqz(req->path, "/v1/models")) {
+  bool completions = slice_eqz(req->path, "/v1/completions") || slice_eqz(req->path, "/v1/embeddings");
+  bool one_model = slice_starts(req->path, "/v1/models/") && req->path.len > 11;
+  if (slice_eqz(req->path, "/v1/models") || one_model) {
     int tn = r->opts.ntenants ? tenants_lookup(r->opts.tenants, r->opts.ntenants, http_req_header(req, "authorization"))
                               : -1;
     if (r->opts.ntenants && tn < 0) {
@@ -199,6 +260,8 @@ bool router_handle(struct router *r, struct http_req *req) {
       route_metrics_count(&r->metrics, "", 401, "");
     } else if (req->method != HTTP_GET)
       router_error(r, req, 405, "invalid_request_error", NULL, "use GET for /v1/models", NULL, 0);
+    else if (one_model)
+      get_model(r, req, tn >= 0 ? &r->opts.tenants[tn] : NULL);
     else
       list_models(r, req, tn >= 0 ? &r->opts.tenants[tn] : NULL);
     return true;

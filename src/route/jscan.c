@@ -774,9 +774,36 @@ int jscan_usage(const char *json, size_t len, struct oai_usage *u) {
   if (rc != 0) return rc;
   rc = scan_usage(&d, u);
   doc_close(&d);
-  if (rc != 0) usage_reset(u);
-  else u->span = v;
-  return rc;
+  if (rc != 0) {
+    usage_reset(u);
+    return rc;
+  }
+  u->span = v;
+  /* llama.cpp reports no cached_tokens; its timings.prompt_n counts the prompt tokens it computed */
+  struct slice tv = {0};
+  if (u->cached_tokens < 0 && u->prompt_tokens >= 0 && top_value(json, len, i, "timings", &tv) == 1 &&
+      tv.base[0] == '{' && doc_open(&d, tv.base, tv.len, &off) == 0) {
+    static const char *const tkeys[] = {"prompt_n"};
+    int pn;
+    int64_t n;
+    if (object_keys(&d, 0, tkeys, 1, &pn) < 0 && pn >= 0 && parse_count(&d, pn, &n) == 0 &&
+        n <= u->prompt_tokens)
+      u->cached_tokens = u->prompt_tokens - n;
+    doc_close(&d);
+  }
+  return 0;
+}
+
+int jscan_top_string(const char *json, size_t len, const char *key, struct slice *raw) {
+  size_t off;
+  struct slice v = {0};
+  if (len > JSCAN_MAX_LEN || validate(json, len, NULL, &off) != 0) return IM_EPARSE;
+  size_t i = skip_ws(json, len, 0);
+  if (json[i] != '{') return IM_EPARSE;
+  int found = top_value(json, len, i, key, &v);
+  if (found != 1 || v.len < 2 || v.base[0] != '"') return -ENOENT;
+  *raw = slice_make(v.base + 1, v.len - 2);
+  return 0;
 }
 
 /* True when s[0..n) holds '[' followed by optional whitespace and ']': a necessary condition for an empty

@@ -76,8 +76,9 @@ struct oai_req {
 int jscan_request(const char *body, size_t len, struct oai_req *out, char *errmsg, size_t errlen);
 
 /* Token counts from the top-level "usage" object of a response body or a stream chunk. Counts absent or null
- * in the usage object are -1; cached_tokens comes from usage.prompt_tokens_details.cached_tokens. present is
- * false (and every count -1) when usage is absent or null. */
+ * in the usage object are -1; cached_tokens comes from usage.prompt_tokens_details.cached_tokens, else
+ * (llama.cpp) from usage.prompt_tokens less the top-level timings.prompt_n (the prompt tokens it computed).
+ * present is false (and every count -1) when usage is absent or null. */
 struct oai_usage {
   int64_t prompt_tokens, completion_tokens, total_tokens, cached_tokens;
   bool present;
@@ -90,6 +91,11 @@ struct oai_usage {
  * bill two ways), -EINVAL when usage is neither an object nor null or a count is not an integer >= 0.
  * *u is always written: on error every count is -1 and present is false. */
 int jscan_usage(const char *json, size_t len, struct oai_usage *u);
+
+/* jscan_top_string finds the top-level key `key` of the JSON object json[0..len) (validated as jscan_usage
+ * does) whose value is a string: 0 with *raw its raw bytes between the quotes (borrowed from json), -ENOENT
+ * when the key is absent, repeated or not a string, IM_EPARSE for invalid JSON or a non-object. */
+int jscan_top_string(const char *json, size_t len, const char *key, struct slice *raw);
 
 /* jscan_is_usage_only_chunk is true for the final chunk of a stream with include_usage: a valid JSON object
  * whose top-level "choices" is an empty array and whose "usage" is an object. False for anything else,

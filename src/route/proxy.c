@@ -267,6 +267,7 @@ static int relay_frame(void *arg, struct slice frame, struct slice data) {
     if (data.len == 0 && race_open(p, l)) return 0; /* no data yet: not a first byte, nothing to relay */
     commit(p, l);
   }
+  bool usage_chunk = false;
   if (data.len && data.base[0] == '{') {
     if (is_error_event(data)) {
       p->stream_error = true;
@@ -274,15 +275,40 @@ static int relay_frame(void *arg, struct slice frame, struct slice data) {
       jscan_usage(data.base, data.len, &p->usage);
       proxy_meter_cost(p);
       if (p->strip_usage) return 0;
-      struct slice parts[3];
-      int n = proxy_meter_split(p, frame, parts); /* usage.cost in the usage chunk */
-      for (int i = 0; i < n; i++) buf_append_slice(&p->out, parts[i]);
-      return 0;
-    } else if (!p->t_first) {
-      p->t_first = clock_mono_ns();
+      usage_chunk = true;
+    } else {
+      if (!p->t_first) p->t_first = clock_mono_ns();
+      /* llama.cpp puts usage in its last chunk beside the choices instead of in a chunk of its own (some
+       * runtimes send "usage":null in every chunk: only an object is worth a scan) */
+      struct oai_usage u;
+      if (proxy_has_usage_object(data) && jscan_usage(data.base, data.len, &u) == 0 && u.present) {
+        p->usage = u;
+        proxy_meter_cost(p);
+        usage_chunk = true;
+      }
     }
   } else if (slice_eqz(data, "[DONE]")) {
     p->done_held = true; /* sent once the record is durable (end_stream) */
+    return 0;
+  }
+  /* The chunk with the usage gets its cost; every chunk gets back the name the client asked for. A
+   * single-line data field: data lies inside frame. */
+  bool renames = proxy_renames(p, l);
+  bool costs = usage_chunk && p->costed;
+  if ((renames || costs) && data.len && data.base[0] == '{' && data.base >= frame.base &&
+      data.base + data.len <= frame.base + frame.len) {
+    struct slice parts[3];
+    int n = costs ? proxy_meter_split(p, data, parts) : (parts[0] = data, 1);
+    buf_append(&p->out, frame.base, (size_t)(data.base - frame.base));
+    if (renames) {
+      struct buf tmp = {0}; /* once per stream at most: the usage chunk */
+      for (int i = 0; i < n && n > 1; i++) buf_append_slice(&tmp, parts[i]);
+      proxy_client_json(p, n > 1 ? buf_slice(&tmp) : data, &p->out);
+      buf_free(&tmp);
+    } else {
+      for (int i = 0; i < n; i++) buf_append_slice(&p->out, parts[i]);
+    }
+    buf_append(&p->out, data.base + data.len, (size_t)(frame.base + frame.len - (data.base + data.len)));
     return 0;
   }
   buf_append_slice(&p->out, frame);
@@ -482,7 +508,13 @@ static void up_done(void *arg, int err) {
     return;
   }
   /* Buffered response (non-streaming, or an error/JSON answer to a stream request). */
-  if (l->status == 200) {
+  if (l->status == 200 && proxy_renames(p, l)) { /* the name the client asked for, back */
+    buf_reset(&p->out);
+    proxy_client_json(p, buf_slice(&l->body), &p->out);
+    buf_reset(&l->body);
+    buf_append_slice(&l->body, buf_slice(&p->out));
+  }
+  if (l->status == 200) { /* after the rename: the usage span points into the body sent */
     jscan_usage(l->body.base, l->body.len, &p->usage);
     proxy_meter_cost(p);
   }
@@ -526,10 +558,12 @@ static void client_abort_cb(struct http_req *req) {
 static void build_head(struct proxy *p, struct buf *h, const struct target *t, size_t body_len) {
   struct http_pool *pool = &p->r->pools[t->id];
   struct slice tp = http_req_header(p->req, "traceparent");
-  /* A tenant's key is for this mesh, not for the runtime: it goes upstream only when there are no tenants. */
-  struct slice auth = p->r->opts.ntenants ? slice_make(NULL, 0) : http_req_header(p->req, "authorization");
+  char key[272];
+  struct slice auth = proxy_upstream_auth(p, t, key, sizeof key);
   buf_reset(h);
-  buf_puts(h, p->chat ? "POST /v1/chat/completions HTTP/1.1\r\nHost: " : "POST /v1/completions HTTP/1.1\r\nHost: ");
+  buf_puts(h, p->chat         ? "POST /v1/chat/completions HTTP/1.1\r\nHost: "
+              : p->embeddings ? "POST /v1/embeddings HTTP/1.1\r\nHost: "
+                              : "POST /v1/completions HTTP/1.1\r\nHost: ");
   buf_puts(h, pool->authority);
   buf_puts(h, "\r\nContent-Type: application/json\r\nContent-Length: ");
   buf_append_u64(h, body_len);
@@ -564,9 +598,10 @@ static void build_head(struct proxy *p, struct buf *h, const struct target *t, s
   buf_puts(h, "\r\n");
 }
 
-static size_t body_len(const struct proxy *p) {
+static size_t body_len(const struct leg *l) {
   size_t n = 0;
-  for (int i = 0; i < p->nparts; i++) n += p->parts[i].len;
+  for (int i = 0; i < l->nparts; i++)
+    n += l->parts[i].len;
   return n;
 }
 
@@ -575,7 +610,7 @@ static size_t body_len(const struct proxy *p) {
 static struct slice up_resend(void *arg) {
   struct leg *l = arg;
   const struct target *t = &l->p->r->store->targets[l->target];
-  if (t->remote) build_head(l->p, &l->head, t, body_len(l->p));
+  if (t->remote) build_head(l->p, &l->head, t, body_len(l));
   return buf_slice(&l->head);
 }
 
@@ -601,7 +636,7 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
   l->ticketed = true;
   l->kv_tokens = p->kv_need;
   l->kv_seq = store_kv_reserve(r->store, id, l->kv_tokens);
-  build_head(p, &l->head, &r->store->targets[id], body_len(p));
+  build_head(p, &l->head, &r->store->targets[id], proxy_leg_body(p, l, &r->store->targets[id]));
   sse_parser_free(&l->sse);
   memset(&l->sse, 0, sizeof l->sse);
   l->t_sent = clock_mono_ns();
@@ -611,7 +646,8 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
                                     &l->fb_on_progress);
   l->fb_deadline = l->fb_ms ? l->t_sent + (uint64_t)l->fb_ms * 1000000u : 0;
   l->fb_checked = l->t_sent;
-  l->up = hc_request(&r->pools[id], buf_slice(&l->head), p->parts, p->nparts, &up_cbs, l, r->opts.upstream_timeout_ms);
+  l->up = hc_request(&r->pools[id], buf_slice(&l->head), l->parts, l->nparts, &up_cbs, l,
+                     r->opts.upstream_timeout_ms);
   proxy_schedule(p);
 }
 
@@ -722,6 +758,7 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
   p->r = r;
   p->req = req;
   p->chat = chat;
+  p->embeddings = slice_eqz(req->path, "/v1/embeddings");
   p->target = -1;
   p->legs[0].p = p->legs[1].p = p;
   p->legs[0].target = p->legs[1].target = -1;
@@ -770,6 +807,7 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
          chat ? "missing required parameter: 'messages'" : "missing required parameter: 'prompt'", 0);
     return;
   }
+  proxy_alias(p); /* one of this agent's aliases: routed (and allowed to tenants) as the model it names */
   if (!p->local_only && r->opts.ntenants && !tenant_model_allowed(&r->opts.tenants[p->tenant], p->oai.model)) {
     char msg[320];
     snprintf(msg, sizeof msg, "Tenant %s is not allowed to use the model '%.*s'; GET /v1/models lists yours",
@@ -803,7 +841,7 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
     finish(p, 404);
     return;
   }
-  if (!p->fallback_from[0]) {
+  if (!p->fallback_from[0] && !p->aliased) {
     size_t ml = p->oai.model.len < sizeof p->model ? p->oai.model.len : sizeof p->model - 1;
     memcpy(p->model, p->oai.model.base, ml);
     p->model[ml] = '\0';
@@ -811,7 +849,7 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
     p->oai.model = slice_make(p->model, ml);
   }
   plan_body(p);
-  if (p->fallback_from[0]) proxy_fallback_body(p);
+  if (p->fallback_from[0] || p->aliased) proxy_fallback_body(p);
   proxy_admit_estimate(p);
   if (p->local_only)
     proxy_attempt(p); /* the sending node admitted it */

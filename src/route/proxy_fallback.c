@@ -45,6 +45,15 @@ bool proxy_fallback(struct proxy *p, bool need_candidates) {
   return false;
 }
 
+bool proxy_alias(struct proxy *p) {
+  const char *m = model_alias_find(p->r->opts.aliases, p->r->opts.naliases, p->oai.model);
+  if (!m) return false;
+  str_copy(p->model, sizeof p->model, m);
+  p->oai.model = slice_cstr(p->model);
+  p->aliased = true;
+  return true;
+}
+
 void proxy_fallback_body(struct proxy *p) {
   struct slice raw = p->oai.model_raw;
   struct slice body = p->req->body;

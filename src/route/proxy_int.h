@@ -52,6 +52,12 @@ struct leg {
   struct policy_ticket ticket; /* the routing policy's record of this send */
   struct policy *pol;          /* the policy instance that holds the ticket */
   bool ticketed;
+  /* The body sent on this leg: the request's parts, with the model renamed to what this target's runtime
+   * calls it when the target has an alias (proxy_upstream.c); model_json holds that name, JSON-escaped. */
+  struct slice parts[7];
+  int nparts;
+  char model_json[520];
+  bool renamed; /* the model went upstream under another name (its target's runtime's) */
 };
 
 /* What the per-request timer is counting down: the queue deadline, or the earliest of the hedge delay and the
@@ -68,8 +74,10 @@ struct proxy {
   struct http_req *req;
   struct oai_req oai;
   bool chat;
+  bool embeddings;         /* POST /v1/embeddings (chat is false) */
   char model[256];         /* the model it is routed as (a fallback of the one asked for, after a switch) */
   char fallback_from[256]; /* the model asked for, when the policy's fallback serves it; "" otherwise */
+  bool aliased;            /* it asked for an alias of this agent: model is what that alias stands for */
   char request_id[48];
   int target;   /* target named in responses: the committed leg's, else the latest tried; -1 */
   int attempts; /* sends of the primary (hedged copies not counted) */
@@ -168,6 +176,9 @@ bool proxy_fallback(struct proxy *p, bool serves_now);
 /* proxy_fallback_body replaces the model string in p's upstream body parts by p->model (a fallback name:
  * JSON-safe by fsm_key_valid), without copying the client's bytes. After plan_body. */
 void proxy_fallback_body(struct proxy *p);
+/* proxy_alias switches p to the model its model is an alias of (router opts.aliases), before plan_body:
+ * p->model becomes it and aliased is set (proxy_fallback_body then rewrites the body). True when it did. */
+bool proxy_alias(struct proxy *p);
 /* proxy_admit_revoke: p waits in the queue and its tenant (its API key) was just removed; it is answered 401
  * from its timer, never dispatched. */
 void proxy_admit_revoke(struct proxy *p);
@@ -189,6 +200,21 @@ bool proxy_meter_record(struct proxy *p, int status, void (*then)(struct proxy *
 void proxy_meter_detach(struct proxy *p);
 /* proxy_admit_tenant_name is p's tenant's name, "" without tenants. */
 const char *proxy_admit_tenant_name(const struct proxy *p);
+/* proxy_upstream.c */
+/* proxy_leg_body sets l's body parts for target t: p's parts, with the model replaced by t's upstream name
+ * when p asks for t's alias. Returns the body's length. */
+size_t proxy_leg_body(struct proxy *p, struct leg *l, const struct target *t);
+/* proxy_upstream_auth is the Authorization value to send to t (borrowed from t or p's request; empty: none):
+ * t's API key when it has one, else the client's own header when no tenants are configured (a tenant's key is
+ * for this mesh, not for the runtime). */
+struct slice proxy_upstream_auth(struct proxy *p, const struct target *t, char *buf, size_t cap);
+/* proxy_renames: did p's model go to l's runtime under another name than the client's (an alias)? Then
+ * proxy_client_json appends json (a response body or a stream chunk's data) to out with its top-level "model"
+ * set back to the name the client asked for; otherwise, or when json has no such string, unchanged. */
+/* proxy_has_usage_object: does json hold the bytes "usage" then ':' and '{' (a cheap test before a scan)? */
+bool proxy_has_usage_object(struct slice json);
+bool proxy_renames(const struct proxy *p, const struct leg *l);
+void proxy_client_json(const struct proxy *p, struct slice json, struct buf *out);
 
 /* proxy_hedge.c */
 /* proxy_hedge_arm starts the hedge delay for a latency-class request whose primary was just sent (sets

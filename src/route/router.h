@@ -12,6 +12,7 @@
 #include "route/admission.h"
 #include "route/hop.h"
 #include "route/breaker.h"
+#include "route/alias.h"
 #include "route/hop_seen.h"
 #include "route/record.h"
 #include "route/route_ctl.h"
@@ -44,6 +45,9 @@ struct router_opts {
   double hedge_max_fraction;
   /* Routing policy (state/policy.h, the code `infermesh simulate` measures): "ours" by default. */
   char policy[32];
+  /* Model aliases (borrowed like tenants): a request for aliases[i].name is routed as aliases[i].model. */
+  const struct model_alias *aliases;
+  int naliases;
 };
 
 /* router_opts_default: 3 attempts, 300 s upstream timeout, first-byte deadline within [2 s, 60 s], breaker

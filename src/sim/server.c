@@ -17,6 +17,7 @@
 #include "net/http_server.h"
 #include "sim/engine.h"
 #include "sim/lora.h"
+#include "sim/oai_gen.h"
 #include "sim/sim_text.h"
 
 #define DEFAULT_PROFILE "llama-3.1-8b-h100"
@@ -65,8 +66,12 @@ struct sreq {
   char rid[40];
   int64_t created;
   struct buf prompt; /* the prompt text, kept only until submit */
-  struct buf out;    /* generated text (non-streaming) */
   uv_timer_t *delay;
+  /* What each choice says (sim/oai_gen.h), and how much of it a stream has sent */
+  struct sim_gen gen;
+  struct sim_choice choices[SIM_GEN_MAX_N];
+  size_t sent[SIM_GEN_MAX_N];
+  int tokens_sent[SIM_GEN_MAX_N];
 };
 
 static void schedule(struct simsrv *s);
@@ -89,10 +94,13 @@ static void send_error(struct http_req *req, int status, const char *type, const
 }
 
 static void usage_json(struct buf *b, const struct sreq *r) {
+  int out = 0;
+  for (int i = 0; i < r->gen.n; i++)
+    out += r->choices[i].tokens;
   buf_printf(b,
              "\"usage\":{\"prompt_tokens\":%d,\"total_tokens\":%d,\"completion_tokens\":%d,"
              "\"prompt_tokens_details\":{\"cached_tokens\":%d}}",
-             r->prompt_tokens, r->prompt_tokens + r->tokens_out, r->tokens_out, r->cached_tokens);
+             r->prompt_tokens, r->prompt_tokens + out, out, r->cached_tokens);
 }
 
 static void chunk_begin(struct buf *b, const struct sreq *r) {
@@ -102,37 +110,77 @@ static void chunk_begin(struct buf *b, const struct sreq *r) {
   buf_puts(b, ",\"choices\":[");
 }
 
-static void send_token_chunk(struct sreq *r, int index, bool first) {
-  struct buf b = {0};
-  struct slice w = sim_text_token(index);
-  chunk_begin(&b, r);
-  if (r->chat) {
-    buf_puts(&b, first ? "{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":" : "{\"index\":0,\"delta\":{\"content\":");
-    buf_json_str(&b, w);
-    buf_puts(&b, "},\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+/* One stream chunk for choice i: its next output piece (len bytes at off; role and tool call head first). */
+static void piece_chunk(struct buf *b, struct sreq *r, int i, size_t off, size_t len) {
+  const struct sim_choice *c = &r->choices[i];
+  struct slice piece = slice_make(c->text.base ? c->text.base + off : "", len);
+  bool first = off == 0;
+  chunk_begin(b, r);
+  buf_printf(b, "{\"index\":%d,", i);
+  if (!r->chat) {
+    buf_puts(b, "\"text\":");
+    buf_json_str(b, piece);
+  } else if (r->gen.tool_call) {
+    buf_puts(b, first ? "\"delta\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,"
+                      : "\"delta\":{\"tool_calls\":[{\"index\":0,");
+    if (first) {
+      buf_printf(b, "\"id\":\"call_%s_%d\",\"type\":\"function\",\"function\":{\"name\":", r->rid, i);
+      buf_json_str(b, slice_cstr(r->gen.tool_name));
+      buf_puts(b, ",\"arguments\":");
+    } else {
+      buf_puts(b, "\"function\":{\"arguments\":");
+    }
+    buf_json_str(b, piece);
+    buf_puts(b, "}}]}");
   } else {
-    buf_puts(&b, "{\"index\":0,\"text\":");
-    buf_json_str(&b, w);
-    buf_puts(&b, ",\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+    buf_puts(b, first ? "\"delta\":{\"role\":\"assistant\",\"content\":" : "\"delta\":{\"content\":");
+    buf_json_str(b, piece);
+    buf_puts(b, "}");
   }
-  http_resp_write(r->req, b.base, b.len);
+  buf_puts(b, ",\"logprobs\":");
+  if (r->chat && r->gen.logprobs && !r->gen.tool_call)
+    sim_gen_logprobs(b, piece.base, piece.len, r->tokens_sent[i], r->gen.top_logprobs);
+  else
+    buf_puts(b, "null");
+  buf_puts(b, ",\"finish_reason\":null}]}\n\n");
+}
+
+/* Send each choice's next piece; all that is left when rest (the engine is done). */
+static void send_pieces(struct sreq *r, bool rest) {
+  struct buf b = {0};
+  for (int i = 0; i < r->gen.n; i++) {
+    const struct sim_choice *c = &r->choices[i];
+    do {
+      size_t n = sim_gen_piece(c->text.base, c->text.len, r->sent[i]);
+      if (n == 0 && !(r->sent[i] == 0 && r->tokens_sent[i] == 0)) break;
+      piece_chunk(&b, r, i, r->sent[i], n); /* an empty choice still gets its role chunk */
+      r->sent[i] += n;
+      r->tokens_sent[i]++;
+    } while (rest);
+  }
+  if (b.len) http_resp_write(r->req, b.base, b.len);
   buf_free(&b);
 }
 
 static void sreq_free(struct sreq *r) {
   if (r->lora) sim_loras_end(&r->s->loras, r->model, (double)clock_wall_s());
   buf_free(&r->prompt);
-  buf_free(&r->out);
+  for (int i = 0; i < SIM_GEN_MAX_N; i++)
+    sim_choice_free(&r->choices[i]);
+  sim_gen_free(&r->gen);
   free(r);
 }
 
 static void finish_stream(struct sreq *r) {
   struct buf b = {0};
-  chunk_begin(&b, r);
-  if (r->chat)
-    buf_puts(&b, "{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"length\"}]}\n\n");
-  else
-    buf_puts(&b, "{\"index\":0,\"text\":\"\",\"logprobs\":null,\"finish_reason\":\"length\"}]}\n\n");
+  send_pieces(r, true);
+  for (int i = 0; i < r->gen.n; i++) {
+    chunk_begin(&b, r);
+    buf_printf(&b,
+               r->chat ? "{\"index\":%d,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"%s\"}]}\n\n"
+                       : "{\"index\":%d,\"text\":\"\",\"logprobs\":null,\"finish_reason\":\"%s\"}]}\n\n",
+               i, r->choices[i].finish);
+  }
   if (r->include_usage) {
     chunk_begin(&b, r);
     buf_puts(&b, "],");
@@ -149,19 +197,39 @@ static void finish_stream(struct sreq *r) {
 
 static void finish_full(struct sreq *r) {
   struct buf b = {0};
-  for (int i = 0; i < r->tokens_out; i++) buf_append_slice(&r->out, sim_text_token(i));
   buf_printf(&b, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%lld,\"model\":", r->rid,
              r->chat ? "chat.completion" : "text_completion", (long long)r->created);
   buf_json_str(&b, slice_cstr(r->model));
-  if (r->chat) {
-    buf_puts(&b, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
-    buf_json_str(&b, buf_slice(&r->out));
-    buf_puts(&b, "},\"logprobs\":null,\"finish_reason\":\"length\"}],");
-  } else {
-    buf_puts(&b, ",\"choices\":[{\"index\":0,\"text\":");
-    buf_json_str(&b, buf_slice(&r->out));
-    buf_puts(&b, ",\"logprobs\":null,\"finish_reason\":\"length\"}],");
+  buf_puts(&b, ",\"choices\":[");
+  for (int i = 0; i < r->gen.n; i++) {
+    const struct sim_choice *c = &r->choices[i];
+    buf_printf(&b, "%s{\"index\":%d,", i ? "," : "", i);
+    if (!r->chat) {
+      buf_puts(&b, "\"text\":");
+      buf_json_str(&b, buf_slice(&c->text));
+    } else if (r->gen.tool_call) {
+      buf_printf(
+          &b,
+          "\"message\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_%s_%d\","
+          "\"type\":\"function\",\"function\":{\"name\":",
+          r->rid, i);
+      buf_json_str(&b, slice_cstr(r->gen.tool_name));
+      buf_puts(&b, ",\"arguments\":");
+      buf_json_str(&b, buf_slice(&c->text));
+      buf_puts(&b, "}}]}");
+    } else {
+      buf_puts(&b, "\"message\":{\"role\":\"assistant\",\"content\":");
+      buf_json_str(&b, buf_slice(&c->text));
+      buf_puts(&b, "}");
+    }
+    buf_puts(&b, ",\"logprobs\":");
+    if (r->chat && r->gen.logprobs && !r->gen.tool_call)
+      sim_gen_logprobs(&b, c->text.base, c->text.len, 0, r->gen.top_logprobs);
+    else
+      buf_puts(&b, "null");
+    buf_printf(&b, ",\"finish_reason\":\"%s\"}", c->finish);
   }
+  buf_puts(&b, "],");
   usage_json(&b, r);
   buf_puts(&b, "}");
   r->req->abort_cb = NULL;
@@ -183,11 +251,11 @@ static void event_cb(void *arg, const struct sim_event *ev) {
       struct http_header h[2] = {{SLICE_LIT("Content-Type"), SLICE_LIT("text/event-stream")},
                                  {SLICE_LIT("Cache-Control"), SLICE_LIT("no-cache")}};
       http_resp_start(r->req, 200, h, 2, -1);
-      send_token_chunk(r, 0, true);
+      send_pieces(r, false);
     }
     break;
   case SIM_EV_TOKEN:
-    if (r->stream) send_token_chunk(r, ev->tokens_out - 1, false);
+    if (r->stream) send_pieces(r, false);
     break;
   case SIM_EV_DONE:
     if (r->stream)
@@ -362,6 +430,14 @@ static void handle_completion(struct simsrv *s, struct http_req *req, bool chat)
     }
     r->max_tokens = (int)json_integer_value(mt);
   }
+  if (sim_gen_parse(root, chat, &r->gen, msg, sizeof msg) != 0) {
+    json_decref(root);
+    sreq_free(r);
+    send_error(req, 400, "BadRequestError", msg);
+    return;
+  }
+  for (int i = 0; i < r->gen.n; i++)
+    sim_gen_choice(&r->gen, i, r->max_tokens, &r->choices[i]);
   const char *bad = build_prompt(r, root);
   json_decref(root);
   r->prompt_tokens = sim_tokens_for_bytes(r->prompt.len);

@@ -35,6 +35,12 @@ struct target {
   char host[96];
   int port;
   char kind[16]; /* runtime kind, e.g. "vllm" */
+  /* A local runtime's alias (config `alias:`): its first model is listed and routed under this name, and
+   * requests sent to it carry upstream_model, the name the runtime reported (scraper). "" = none. */
+  char alias[128];
+  char upstream_model[256];
+  /* A local runtime's API key (config `api_key:`), sent to it as `Authorization: Bearer`; never shown. */
+  char api_key[256];
   char *models[STORE_MAX_MODELS];
   int nmodels;
   bool healthy;

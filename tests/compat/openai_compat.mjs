@@ -178,6 +178,46 @@ test('malformed request -> BadRequestError', async () => {
   check(err.status === 400, 'bad request: status 400', err.status);
 });
 
+test('models.retrieve', async () => {
+  const m = await client.models.retrieve(model);
+  check(m.id === model && m.object === 'model', 'models.retrieve: the model object', m);
+  let err = null;
+  try {
+    await client.models.retrieve('no-such-model-infermesh-compat');
+  } catch (e) {
+    err = e;
+  }
+  check(err instanceof OpenAI.NotFoundError, 'models.retrieve unknown: NotFoundError', `${err && err.constructor.name}`);
+});
+
+test('chat tools: tool_choice names a function', async () => {
+  const r = await client.chat.completions.create({
+    model,
+    messages: [{ role: 'user', content: 'Weather in Paris?' }],
+    max_tokens: 32,
+    tools: [{ type: 'function', function: { name: 'get_weather', description: 'weather',
+      parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } } }],
+    tool_choice: { type: 'function', function: { name: 'get_weather' } },
+  });
+  const c = r.choices[0];
+  check(c.finish_reason === 'tool_calls', "tools: finish_reason 'tool_calls'", c);
+  const call = c.message.tool_calls && c.message.tool_calls[0];
+  check(call && call.type === 'function' && call.function.name === 'get_weather', 'tools: a get_weather call', c);
+  check(typeof JSON.parse(call.function.arguments).city === 'string', 'tools: arguments JSON with city', call);
+});
+
+test('chat response_format json_schema', async () => {
+  const r = await client.chat.completions.create({
+    model,
+    messages: [{ role: 'user', content: 'A person' }],
+    max_tokens: 32,
+    response_format: { type: 'json_schema', json_schema: { name: 'person', schema: { type: 'object',
+      properties: { name: { type: 'string' }, age: { type: 'integer' } }, required: ['name', 'age'] } } },
+  });
+  const doc = JSON.parse(r.choices[0].message.content);
+  check(typeof doc.name === 'string' && Number.isInteger(doc.age), 'json_schema: content matches the schema', doc);
+});
+
 let failed = 0;
 for (const { name, fn } of checks) {
   const t0 = Date.now();

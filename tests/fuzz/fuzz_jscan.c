@@ -101,7 +101,19 @@ static void check_usage(const char *s, size_t n, json_t *root) {
       json_t *pt = json_object_get(usage, "prompt_tokens");
       CHECK(u.prompt_tokens == (json_is_integer(pt) ? json_integer_value(pt) : -1));
       json_t *ct = json_object_get(json_object_get(usage, "prompt_tokens_details"), "cached_tokens");
-      CHECK(u.cached_tokens == (json_is_integer(ct) ? json_integer_value(ct) : -1));
+      /* else llama.cpp's: prompt_tokens - timings.prompt_n */
+      json_t *tpn = json_object_get(json_object_get(root, "timings"), "prompt_n");
+      json_int_t want = -1;
+      if (json_is_integer(ct))
+        want = json_integer_value(ct);
+      else if (json_is_integer(pt) && json_is_integer(tpn) && json_integer_value(tpn) >= 0 &&
+               json_integer_value(tpn) <= json_integer_value(pt))
+        want = json_integer_value(pt) - json_integer_value(tpn);
+      /* a repeated key (jansson keeps the last; jscan believes no repeated "timings") leaves it unchecked */
+      json_t *strict =
+          json_is_integer(ct) ? NULL : json_loadb(s, n, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
+      if (json_is_integer(ct) || strict) CHECK(u.cached_tokens == want);
+      json_decref(strict);
     }
   }
   json_t *choices = json_object_get(root, "choices");

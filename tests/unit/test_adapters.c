@@ -401,6 +401,22 @@ static void test_llamacpp_fixture(void **state) {
             &st);
   assert_dbl(st.kv_usage, (512.0 + 2048.0) / 4096.0);
 
+  /* upstream llama-server of 2025-07 (../shared/runtimes/llama.cpp), captured while busy: no token counts but
+   * next_token.n_decoded and the prompt's text (27 bytes: ~7 tokens) */
+  runtime_state_init(&st);
+  parse_str(
+      RT_KIND_LLAMACPP, RT_EP_SLOTS,
+      "[{\"id\":0,\"id_task\":-1,\"n_ctx\":1024,\"speculative\":false,\"is_processing\":false,"
+      "\"prompt\":\"\",\"next_token\":{\"has_next_token\":true,\"has_new_line\":false,\"n_remain\":-1,"
+      "\"n_decoded\":0,\"stopping_word\":\"\"}},{\"id\":1,\"id_task\":0,\"n_ctx\":1024,"
+      "\"speculative\":false,\"is_processing\":true,\"prompt\":\"<s> hello hello hello hello\","
+      "\"next_token\":{\"has_next_token\":true,\"has_new_line\":false,\"n_remain\":983,\"n_decoded\":517,"
+      "\"stopping_word\":\"\"}}]",
+      &st);
+  assert_int_equal(st.kv_capacity_tokens, 2048);
+  assert_dbl(st.kv_usage, (7.0 + 517.0) / 2048.0);
+  assert_dbl(st.running, 1);
+
   /* /health 503 while the model loads */
   assert_int_equal(runtime_parse(RT_KIND_LLAMACPP, RT_EP_HEALTH, 503, "{\"error\":{\"code\":503}}", 22, &st),
                    0);

@@ -176,6 +176,67 @@ static void test_target_kind(void **state) {
   assert_string_equal(c.runtimes[1].kind, "vllm");
 }
 
+/* A runtime's alias and API key: YAML keys, or #alias=NAME&api_key=KEY after a --target URL. */
+static void test_runtime_alias_and_api_key(void **state) {
+  struct agent_config c;
+  char err[256];
+  char *a1[] = {"--target", "ll=http://127.0.0.1:8101#kind=llamacpp&alias=llama&api_key=sk-run-1", "--target",
+                "http://127.0.0.1:8000#alias=org/m-8b"};
+  assert_int_equal(load(&c, a1, 4, err), 0);
+  assert_int_equal(c.nruntimes, 2);
+  assert_string_equal(c.runtimes[0].kind, "llamacpp");
+  assert_string_equal(c.runtimes[0].alias, "llama");
+  assert_string_equal(c.runtimes[0].api_key, "sk-run-1");
+  assert_string_equal(c.runtimes[1].kind, "vllm");
+  assert_string_equal(c.runtimes[1].alias, "org/m-8b");
+  assert_string_equal(c.runtimes[1].api_key, "");
+  char *a2[] = {"--target", "http://127.0.0.1:1#kind=vllm&colour=red"};
+  assert_int_equal(load(&c, a2, 2, err), -EINVAL);
+  assert_non_null(strstr(err, "&alias=NAME"));
+  char *a3[] = {"--target", "http://127.0.0.1:1#alias=has\"quote"};
+  assert_int_equal(load(&c, a3, 2, err), -EINVAL);
+  assert_non_null(strstr(err, "alias"));
+  write_yaml(
+      "runtimes:\n  - {kind: llamacpp, url: \"http://127.0.0.1:8101\", alias: llama, api_key: sk-yaml}\n");
+  char *a4[] = {"--config", path};
+  assert_int_equal(load(&c, a4, 2, err), 0);
+  assert_string_equal(c.runtimes[0].alias, "llama");
+  assert_string_equal(c.runtimes[0].api_key, "sk-yaml");
+  write_yaml("runtimes:\n  - {kind: llamacpp, url: \"http://127.0.0.1:8101\", api_key: \"two words\"}\n");
+  assert_int_equal(load(&c, a4, 2, err), -EINVAL);
+  assert_non_null(strstr(err, "api_key"));
+  unlink(path);
+}
+
+/* Agent-wide aliases: YAML mapping, then --alias flags replace it, then INFERMESH_ALIASES. */
+static void test_model_aliases(void **state) {
+  struct agent_config c;
+  char err[256];
+  write_yaml("aliases: {llama: tiny-llama, gpt-4o: \"meta-llama/Llama-3.1-8B-Instruct\"}\n");
+  char *a1[] = {"--config", path};
+  assert_int_equal(load(&c, a1, 2, err), 0);
+  assert_int_equal(c.naliases, 2);
+  assert_string_equal(c.aliases[1].name, "gpt-4o");
+  assert_string_equal(c.aliases[1].model, "meta-llama/Llama-3.1-8B-Instruct");
+  assert_string_equal(model_alias_find(c.aliases, c.naliases, slice_cstr("llama")), "tiny-llama");
+  assert_null(model_alias_find(c.aliases, c.naliases, slice_cstr("tiny-llama")));
+  char *a2[] = {"--config", path, "--alias", "a=b", "--alias", "c=d=e"};
+  assert_int_equal(load(&c, a2, 6, err), 0);
+  assert_int_equal(c.naliases, 2);
+  assert_string_equal(c.aliases[1].model, "d=e");
+  setenv("INFERMESH_ALIASES", "x=y,z=w", 1);
+  assert_int_equal(load(&c, a2, 6, err), 0);
+  unsetenv("INFERMESH_ALIASES");
+  assert_int_equal(c.naliases, 2);
+  assert_string_equal(c.aliases[0].name, "x");
+  char *a3[] = {"--alias", "no-equals"};
+  assert_int_equal(load(&c, a3, 2, err), -EINVAL);
+  assert_non_null(strstr(err, "NAME=MODEL"));
+  char *a4[] = {"--alias", "=m"};
+  assert_int_equal(load(&c, a4, 2, err), -EINVAL);
+  unlink(path);
+}
+
 /* Mesh settings: lists and mappings in YAML, repeatable flags, comma lists in the environment. */
 static void test_cluster_settings(void **state) {
   struct agent_config c;
@@ -258,6 +319,8 @@ int main(void) {
       cmocka_unit_test(test_errors_name_the_problem),
       cmocka_unit_test(test_env_targets_comma_separated),
       cmocka_unit_test(test_target_kind),
+      cmocka_unit_test(test_runtime_alias_and_api_key),
+      cmocka_unit_test(test_model_aliases),
       cmocka_unit_test(test_cluster_settings),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

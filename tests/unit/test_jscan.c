@@ -523,6 +523,33 @@ static void test_usage_response(void **state) {
   assert_int_equal(u.cached_tokens, -1);
   assert_false(jscan_is_usage_only_chunk(resp, strlen(resp)));
 
+  /* llama.cpp: no cached_tokens, but timings.prompt_n = the prompt tokens it computed (the rest were cached)
+   */
+  const char *llama =
+      "{\"choices\":[],\"usage\":{\"completion_tokens\":8,\"prompt_tokens\":374,\"total_tokens\":382},"
+      "\"timings\":{\"prompt_n\":16,\"prompt_ms\":2.7,\"predicted_n\":8}}";
+  assert_int_equal(jscan_usage(llama, strlen(llama), &u), 0);
+  assert_int_equal(u.prompt_tokens, 374);
+  assert_int_equal(u.cached_tokens, 358);
+  const char *llama_bad = "{\"usage\":{\"prompt_tokens\":4},\"timings\":{\"prompt_n\":9}}";
+  assert_int_equal(jscan_usage(llama_bad, strlen(llama_bad), &u), 0);
+  assert_int_equal(u.cached_tokens, -1); /* more computed than asked: not believed */
+  const char *both = "{\"usage\":{\"prompt_tokens\":10,\"prompt_tokens_details\":{\"cached_tokens\":2}},"
+                     "\"timings\":{\"prompt_n\":1}}";
+  assert_int_equal(jscan_usage(both, strlen(both), &u), 0);
+  assert_int_equal(u.cached_tokens, 2); /* the runtime's own count wins */
+
+  /* jscan_top_string: the raw bytes of a top-level string, for renaming a response's model */
+  struct slice m;
+  const char *chunk = "{\"id\":\"x\",\"choices\":[{\"model\":\"inner\"}],\"model\":\"a\\/b\",\"n\":1}";
+  assert_int_equal(jscan_top_string(chunk, strlen(chunk), "model", &m), 0);
+  assert_int_equal(m.len, 4);
+  assert_memory_equal(m.base, "a\\/b", 4);
+  assert_int_equal(jscan_top_string(chunk, strlen(chunk), "object", &m), -ENOENT);
+  assert_int_equal(jscan_top_string("{\"model\":1}", 11, "model", &m), -ENOENT);
+  assert_int_equal(jscan_top_string("{\"model\":\"a\",\"model\":\"b\"}", 25, "model", &m), -ENOENT);
+  assert_int_equal(jscan_top_string("{\"model\":\"a\"", 12, "model", &m), IM_EPARSE);
+
   const char *nulldetails = "{\"usage\":{\"prompt_tokens\":1,\"prompt_tokens_details\":null}}";
   assert_int_equal(jscan_usage(nulldetails, strlen(nulldetails), &u), 0);
   assert_true(u.present);

@@ -15,6 +15,7 @@
 #include "core/rng.h"
 #include "sim/engine.h"
 #include "sim/kvpool.h"
+#include "sim/oai_gen.h"
 #include "sim/profile.h"
 
 /* ---- helpers ---- */
@@ -819,8 +820,221 @@ static void test_rejects_impossible_requests(void **state) {
   assert_null(sim_engine_new(&bad_p, 1));
 }
 
+/* ---- OpenAI generation options (sim/oai_gen.h) ---- */
+
+static json_t *req_json(const char *text) {
+  json_error_t e;
+  json_t *j = json_loads(text, 0, &e);
+  if (!j) fail_msg("bad test JSON: %s", e.text);
+  return j;
+}
+
+/* Parse text as a chat (or completions) request: the return code, err filled. */
+static int gen_parse(const char *text, bool chat, struct sim_gen *g, char *err, size_t errlen) {
+  json_t *j = req_json(text);
+  int rc = sim_gen_parse(j, chat, g, err, errlen);
+  json_decref(j);
+  return rc;
+}
+
+static void test_gen_n_and_stop(void **state) {
+  (void)state;
+  struct sim_gen g;
+  struct sim_choice c[3];
+  char err[256];
+  assert_int_equal(gen_parse("{\"n\":3,\"stop\":[\"red\",\"zzz\"]}", true, &g, err, sizeof err), 0);
+  assert_int_equal(g.n, 3);
+  for (int i = 0; i < 3; i++)
+    sim_gen_choice(&g, i, 6, &c[i]);
+  /* choice 0 is "the big red fox ran far ": cut before "red" */
+  assert_int_equal(c[0].text.len, 8);
+  assert_memory_equal(c[0].text.base, "the big ", 8);
+  assert_string_equal(c[0].finish, "stop");
+  assert_int_equal(c[0].tokens, 2);
+  /* the choices differ; one without a stop string runs to max_tokens */
+  assert_false(c[1].text.len == c[0].text.len && memcmp(c[1].text.base, c[0].text.base, c[0].text.len) == 0);
+  assert_string_equal(c[1].finish, "length");
+  assert_int_equal(c[1].tokens, 6);
+  for (int i = 0; i < 3; i++)
+    sim_choice_free(&c[i]);
+  sim_gen_free(&g);
+  /* a single string works too; without options: one choice, no stop */
+  assert_int_equal(gen_parse("{\"stop\":\"the\"}", false, &g, err, sizeof err), 0);
+  sim_gen_choice(&g, 0, 4, &c[0]);
+  assert_int_equal(c[0].text.len, 0);
+  assert_string_equal(c[0].finish, "stop");
+  sim_choice_free(&c[0]);
+  sim_gen_free(&g);
+  static const char *const bad[] = {"{\"n\":0}",
+                                    "{\"n\":17}",
+                                    "{\"n\":\"2\"}",
+                                    "{\"stop\":5}",
+                                    "{\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}",
+                                    "{\"stop\":[\"\"]}"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    err[0] = '\0';
+    assert_int_equal(gen_parse(bad[i], true, &g, err, sizeof err), -EINVAL);
+    assert_true(err[0] != '\0');
+    sim_gen_free(&g);
+  }
+}
+
+static void test_gen_logprobs(void **state) {
+  (void)state;
+  struct sim_gen g;
+  struct sim_choice c;
+  char err[256];
+  assert_int_equal(gen_parse("{\"logprobs\":true,\"top_logprobs\":3}", true, &g, err, sizeof err), 0);
+  assert_true(g.logprobs);
+  assert_int_equal(g.top_logprobs, 3);
+  sim_gen_choice(&g, 0, 5, &c);
+  struct buf b = {0};
+  sim_gen_logprobs(&b, c.text.base, c.text.len, 0, g.top_logprobs);
+  json_error_t e;
+  json_t *lp = json_loadb(b.base, b.len, 0, &e);
+  assert_non_null(lp);
+  json_t *content = json_object_get(lp, "content");
+  assert_int_equal(json_array_size(content), 5); /* one entry per output token */
+  struct buf joined = {0};
+  size_t i;
+  json_t *t;
+  json_array_foreach(content, i, t) {
+    const char *tok = json_string_value(json_object_get(t, "token"));
+    assert_non_null(tok);
+    buf_puts(&joined, tok);
+    assert_true(json_real_value(json_object_get(t, "logprob")) < 0);
+    assert_int_equal(json_array_size(json_object_get(t, "bytes")), strlen(tok));
+    json_t *top = json_object_get(t, "top_logprobs");
+    assert_int_equal(json_array_size(top), 3);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(top, 0), "token")), tok);
+  }
+  assert_int_equal(joined.len, c.text.len); /* the tokens spell the content */
+  assert_memory_equal(joined.base, c.text.base, c.text.len);
+  json_decref(lp);
+  buf_free(&b);
+  buf_free(&joined);
+  sim_choice_free(&c);
+  sim_gen_free(&g);
+  assert_int_equal(gen_parse("{\"top_logprobs\":2}", true, &g, err, sizeof err),
+                   -EINVAL); /* needs logprobs */
+  sim_gen_free(&g);
+  assert_int_equal(gen_parse("{\"logprobs\":true,\"top_logprobs\":21}", true, &g, err, sizeof err), -EINVAL);
+  sim_gen_free(&g);
+  assert_int_equal(gen_parse("{\"logprobs\":\"yes\"}", true, &g, err, sizeof err), -EINVAL);
+  sim_gen_free(&g);
+  /* pieces never split a UTF-8 sequence */
+  const char *u = "ab\xc3\xa9\xc3\xa9x";
+  assert_int_equal(sim_gen_piece(u, strlen(u), 0), 4);
+  assert_int_equal(sim_gen_piece(u, strlen(u), 4), 3);
+  assert_int_equal(sim_gen_piece(u, strlen(u), 7), 0);
+}
+
+static void test_gen_response_format_json(void **state) {
+  (void)state;
+  struct sim_gen g;
+  struct sim_choice c;
+  char err[256];
+  json_error_t e;
+  assert_int_equal(gen_parse("{\"response_format\":{\"type\":\"json_object\"}}", true, &g, err, sizeof err),
+                   0);
+  sim_gen_choice(&g, 0, 3, &c);
+  json_t *doc = json_loadb(c.text.base, c.text.len, 0, &e);
+  assert_true(json_is_object(doc));
+  assert_string_equal(c.finish, "stop");
+  json_decref(doc);
+  sim_choice_free(&c);
+  sim_gen_free(&g);
+  assert_int_equal(
+      gen_parse("{\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"p\",\"schema\":"
+                "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},\"age\":{\"type\":"
+                "\"integer\"},\"ok\":{\"type\":\"boolean\"},\"kind\":{\"enum\":[\"cat\",\"dog\"]},"
+                "\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},\"home\":{\"type\":"
+                "\"object\",\"properties\":{\"zip\":{\"type\":\"number\"}},\"required\":[\"zip\"]}},"
+                "\"required\":[\"name\",\"age\",\"ok\",\"kind\",\"tags\",\"home\"]}}}}",
+                true, &g, err, sizeof err),
+      0);
+  sim_gen_choice(&g, 0, 2, &c); /* whole even past max_tokens */
+  doc = json_loadb(c.text.base, c.text.len, 0, &e);
+  assert_non_null(doc);
+  assert_true(json_is_string(json_object_get(doc, "name")));
+  assert_true(json_is_integer(json_object_get(doc, "age")));
+  assert_true(json_is_true(json_object_get(doc, "ok")));
+  assert_string_equal(json_string_value(json_object_get(doc, "kind")), "cat");
+  assert_true(json_is_array(json_object_get(doc, "tags")));
+  assert_true(json_is_number(json_object_get(json_object_get(doc, "home"), "zip")));
+  assert_int_equal(c.tokens, (int)((c.text.len + 3) / 4));
+  json_decref(doc);
+  sim_choice_free(&c);
+  sim_gen_free(&g);
+  assert_int_equal(gen_parse("{\"response_format\":{\"type\":\"json_schema\"}}", true, &g, err, sizeof err),
+                   -EINVAL);
+  sim_gen_free(&g);
+  assert_int_equal(gen_parse("{\"response_format\":{\"type\":\"yaml\"}}", true, &g, err, sizeof err),
+                   -EINVAL);
+  sim_gen_free(&g);
+}
+
+#define TOOLS                                                                                                \
+  "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"lookup\"}},{\"type\":\"function\","            \
+  "\"function\":"                                                                                            \
+  "{\"name\":\"get_weather\",\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":"        \
+  "\"string\"},\"days\":{\"type\":\"integer\"},\"unit\":{\"type\":\"string\"}},\"required\":[\"city\","      \
+  "\"days\"]}}}]"
+
+static void test_gen_tool_calls(void **state) {
+  (void)state;
+  struct sim_gen g;
+  struct sim_choice c;
+  char err[256];
+  json_error_t e;
+  /* auto (and none, and no tool_choice) answers in text */
+  assert_int_equal(gen_parse("{" TOOLS ",\"tool_choice\":\"auto\"}", true, &g, err, sizeof err), 0);
+  assert_false(g.tool_call);
+  sim_gen_free(&g);
+  /* a named function is called, with its required arguments */
+  assert_int_equal(gen_parse("{" TOOLS ",\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":"
+                             "\"get_weather\"}}}",
+                             true, &g, err, sizeof err),
+                   0);
+  assert_true(g.tool_call);
+  assert_string_equal(g.tool_name, "get_weather");
+  sim_gen_choice(&g, 0, 16, &c);
+  assert_string_equal(c.finish, "tool_calls");
+  json_t *args = json_loadb(c.text.base, c.text.len, 0, &e);
+  assert_non_null(args);
+  assert_true(json_is_string(json_object_get(args, "city")));
+  assert_true(json_is_integer(json_object_get(args, "days")));
+  assert_null(json_object_get(args, "unit")); /* not required */
+  json_decref(args);
+  sim_choice_free(&c);
+  sim_gen_free(&g);
+  /* required: the first function; one without parameters gets {} */
+  assert_int_equal(gen_parse("{" TOOLS ",\"tool_choice\":\"required\"}", true, &g, err, sizeof err), 0);
+  assert_string_equal(g.tool_name, "lookup");
+  sim_gen_choice(&g, 0, 16, &c);
+  assert_int_equal(c.text.len, 2);
+  assert_memory_equal(c.text.base, "{}", 2);
+  sim_choice_free(&c);
+  sim_gen_free(&g);
+  /* what cannot be honoured is a 400, not silently ignored */
+  assert_int_equal(gen_parse("{" TOOLS
+                             ",\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"nope\"}}}",
+                             true, &g, err, sizeof err),
+                   -EINVAL);
+  assert_non_null(strstr(err, "nope"));
+  sim_gen_free(&g);
+  assert_int_equal(gen_parse("{\"tool_choice\":\"required\"}", true, &g, err, sizeof err), -EINVAL);
+  sim_gen_free(&g);
+  assert_int_equal(gen_parse("{\"tools\":{}}", true, &g, err, sizeof err), -EINVAL);
+  sim_gen_free(&g);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_gen_n_and_stop),
+      cmocka_unit_test(test_gen_logprobs),
+      cmocka_unit_test(test_gen_response_format_json),
+      cmocka_unit_test(test_gen_tool_calls),
       cmocka_unit_test(test_pool_hit_miss_refcount),
       cmocka_unit_test(test_pool_lru_eviction_order),
       cmocka_unit_test(test_pool_all_or_nothing),
