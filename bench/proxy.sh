@@ -123,13 +123,13 @@ PORT_direct=$ENGINE_PORT
 PACED_direct=$PACED_ENGINE_PORT
 pick_port PORT_infermesh
 start infermesh "$BIN" agent --listen "127.0.0.1:$PORT_infermesh" --target "http://127.0.0.1:$ENGINE_PORT" \
-    --scrape-interval-ms 200 --drain-timeout-ms 1000 --log-level info
+    --scrape-interval-ms 200 --drain-timeout-ms 1000 --log-level info --data-dir "$TMP/d-infermesh"
 pick_port PORT_infermesh_warn
 start infermesh-warn "$BIN" agent --listen "127.0.0.1:$PORT_infermesh_warn" --target "http://127.0.0.1:$ENGINE_PORT" \
-    --scrape-interval-ms 200 --drain-timeout-ms 1000 --log-level warn
+    --scrape-interval-ms 200 --drain-timeout-ms 1000 --log-level warn --data-dir "$TMP/d-infermesh-warn"
 pick_port PACED_infermesh
 start infermesh-paced "$BIN" agent --listen "127.0.0.1:$PACED_infermesh" --target "http://127.0.0.1:$PACED_ENGINE_PORT" \
-    --drain-timeout-ms 1000 --log-level warn
+    --drain-timeout-ms 1000 --log-level warn --data-dir "$TMP/d-infermesh-paced"
 
 render() { # render TEMPLATE PORT PACED_PORT > file
     sed -e "s|@PREFIX@|$TMP|g" -e "s|@PORT@|$2|g" -e "s|@ENGINE_PORT@|$ENGINE_PORT|g" \

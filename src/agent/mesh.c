@@ -219,6 +219,7 @@ static void build_meta(struct mesh *m, struct gossip_meta *meta) {
   memset(meta, 0, sizeof *meta);
   meta->roles = parse_roles(cfg);
   str_copy(meta->zone, sizeof meta->zone, cfg->cluster.zone);
+  str_copy(meta->provider, sizeof meta->provider, cfg->provider);
   str_copy(meta->api_addr, sizeof meta->api_addr, m->env.api_addr);
   meta->draining = m->draining;
   str_copy(meta->raft_addr, sizeof meta->raft_addr, m->raft_addr);
@@ -466,6 +467,8 @@ static void meta_json(struct buf *b, const struct gossip_meta *meta) {
     if (meta->roles & (1u << i)) buf_printf(b, "%s\"%s\"", nr++ ? "," : "", role_names[i]);
   buf_puts(b, "],\"zone\":");
   buf_json_str(b, slice_cstr(meta->zone));
+  buf_puts(b, ",\"provider\":");
+  buf_json_str(b, slice_cstr(meta->provider));
   buf_puts(b, ",\"api\":");
   buf_json_str(b, slice_cstr(meta->api_addr));
   buf_printf(b, ",\"draining\":%s,\"gpus\":%u,\"gpus_degraded\":%u,\"labels\":{", meta->draining ? "true" : "false",
@@ -587,6 +590,15 @@ const char *mesh_find_node(const struct mesh *m, const char *name, bool *self, u
       if (id) memcpy(id, n->id, GOSSIP_ID_LEN);
       return n->meta.api_addr;
     }
+  }
+  return NULL;
+}
+
+const char *mesh_node_provider(const struct mesh *m, const char *name) {
+  if (strcmp(name, m->env.cfg->node_name) == 0) return m->env.cfg->provider[0] ? m->env.cfg->provider : NULL;
+  for (int i = 0; i < m->nnodes; i++) {
+    const struct node *n = &m->nodes[i];
+    if (n->have_meta && strcmp(n->name, name) == 0) return n->meta.provider[0] ? n->meta.provider : NULL;
   }
   return NULL;
 }

@@ -52,6 +52,11 @@ bool mesh_draining(const struct mesh *m);
  * with it), NULL if none; *self tells it is this node, and id (32 bytes; may be NULL) receives its node
  * id. */
 const char *mesh_find_node(const struct mesh *m, const char *name, bool *self, uint8_t *id);
+
+/* mesh_node_provider is the provider the member named name (this node included; alive or not, while it is
+ * known) announces, or NULL when it announces none (its name is its provider) or is unknown. Borrowed until
+ * its next meta update. */
+const char *mesh_node_provider(const struct mesh *m, const char *name);
 /* Control plane support (agent/control.h). mesh_set_raft announces this node's Raft address ("" = not a
  * server) and whether it holds Raft state. mesh_servers fills out (capacity max) with the alive members that
  * announce a Raft address, this node first when it is one; returns how many. mesh_node_id is this node's

@@ -48,7 +48,9 @@ void meter_to_ledger(const struct meter *m, const struct request_record *rec, in
   bool local = !rec->serving_node[0] || strcmp(rec->serving_node, cfg->node_name) == 0;
   str_copy(out->serving, sizeof out->serving, local ? cfg->node_name : rec->serving_node);
   str_copy(out->target, sizeof out->target, rec->target);
-  str_copy(out->provider, sizeof out->provider, local && cfg->provider[0] ? cfg->provider : out->serving);
+  const char *prov = local ? (cfg->provider[0] ? cfg->provider : NULL)
+                           : m->mesh ? mesh_node_provider(m->mesh, rec->serving_node) : NULL;
+  str_copy(out->provider, sizeof out->provider, prov ? prov : out->serving);
   out->prompt_tokens = tokens(rec->prompt_tokens);
   out->cached_tokens = tokens(rec->cached_tokens);
   out->completion_tokens = tokens(rec->completion_tokens);

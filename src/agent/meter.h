@@ -3,6 +3,7 @@
 #define IM_AGENT_METER_H
 
 #include "agent/config.h"
+#include "agent/mesh.h"
 #include "ledger/writer.h"
 #include "route/record.h"
 #include "route/router.h"
@@ -12,6 +13,7 @@ struct meter {
   const struct agent_config *cfg;
   struct router *router;
   struct ledger_writer *writer;
+  struct mesh *mesh; /* NULL alone: every target is local */
 };
 
 /* meter_bind makes m the router's meter (router->meter). m must outlive the router's use of it; set
@@ -21,9 +23,8 @@ void meter_bind(struct meter *m);
 /* meter_price finds model's price: the control plane's, else the config's (prices:). false when none. */
 bool meter_price(const struct meter *m, const char *model, struct ledger_price *out);
 
-/* meter_to_ledger fills a ledger record from rec as this node keeps it (ingress = this node; the provider of
- * a local target is this node's provider, of a remote one that node's name until providers travel in
- * membership). */
+/* meter_to_ledger fills a ledger record from rec as this node keeps it (ingress = this node; the provider is
+ * the serving node's: its --provider as membership announces it, else its name). */
 void meter_to_ledger(const struct meter *m, const struct request_record *rec, int64_t now_ms,
                      struct ledger_record *out);
 

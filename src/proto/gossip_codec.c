@@ -228,7 +228,8 @@ static int meta_from_pb(const Infermesh__Gossip__NodeMeta *pm, struct gossip_met
   if (pm->n_labels > GOSSIP_META_LABELS || pm->n_models > GOSSIP_META_MODELS ||
       get_text(&pm->zone, m->zone, sizeof m->zone) ||
       get_text(&pm->api_addr, m->api_addr, sizeof m->api_addr) ||
-      get_text(&pm->raft_addr, m->raft_addr, sizeof m->raft_addr))
+      get_text(&pm->raft_addr, m->raft_addr, sizeof m->raft_addr) ||
+      get_text(&pm->provider, m->provider, sizeof m->provider))
     return -EINVAL;
   m->raft_formed = pm->raft_formed != 0;
   m->roles = pm->roles;
@@ -423,7 +424,8 @@ int gossip_encode_meta(const struct gossip_meta *m, uint8_t *out, size_t cap) {
   if (m->nlabels < 0 || m->nlabels > GOSSIP_META_LABELS || m->nmodels < 0 ||
       m->nmodels > GOSSIP_META_MODELS || put_text(m->zone, sizeof m->zone, &pm.zone) ||
       put_text(m->api_addr, sizeof m->api_addr, &pm.api_addr) ||
-      put_text(m->raft_addr, sizeof m->raft_addr, &pm.raft_addr))
+      put_text(m->raft_addr, sizeof m->raft_addr, &pm.raft_addr) ||
+      put_text(m->provider, sizeof m->provider, &pm.provider))
     return -EINVAL;
   pm.raft_formed = m->raft_formed;
   pm.roles = m->roles;

@@ -87,6 +87,7 @@ struct gossip_meta {
   uint32_t gpus, gpus_degraded; /* GPU telemetry of the node (0 = none seen) */
   char raft_addr[GOSSIP_ADDR_MAX]; /* servers: the Raft address, host:port ("" = not a server) */
   bool raft_formed;                /* servers: this node has Raft state (a cluster was formed) */
+  char provider[64];               /* who is paid for what it serves ("" = the node's name) */
 };
 
 /* --- load push: a node's live per-target load, sent straight to every gateway (not piggybacked) --- */

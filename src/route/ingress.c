@@ -95,6 +95,7 @@ void router_free(struct router *r) {
     r->strategies[i] = NULL;
   }
   admission_free(&r->adm);
+  route_metrics_free(&r->metrics);
   route_ctl_free(&r->ctl);
   hop_seen_free(&r->hop_seen);
 }

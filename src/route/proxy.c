@@ -130,6 +130,9 @@ static void finish(struct proxy *p, int status) {
     if (p->t_first) hist_observe(&r->metrics.ttft, (double)(p->t_first - p->t0) / 1e9);
   }
   if (p->usage.present) {
+    route_metrics_usage(&r->metrics, proxy_admit_tenant_name(p), p->model, p->usage.prompt_tokens,
+                        p->usage.cached_tokens, p->usage.completion_tokens, p->costed ? p->cost_nano : 0,
+                        p->costed ? p->currency : "");
     if (p->usage.prompt_tokens > 0) r->metrics.prompt_tokens += (uint64_t)p->usage.prompt_tokens;
     if (p->usage.completion_tokens > 0) r->metrics.completion_tokens += (uint64_t)p->usage.completion_tokens;
   }

@@ -1,7 +1,11 @@
 /* Router request metrics. */
 #include "route/route_metrics.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+#include "core/alloc.h"
+#include "core/amount.h"
 
 #include "core/slice.h"
 
@@ -10,6 +14,79 @@ void route_metrics_init(struct route_metrics *m) {
   hist_init(&m->ttft, hist_latency_bounds, hist_latency_nbounds);
   hist_init(&m->latency, hist_latency_bounds, hist_latency_nbounds);
   hist_init(&m->queue_wait, hist_latency_bounds, hist_latency_nbounds);
+}
+
+void route_metrics_free(struct route_metrics *m) {
+  free(m->usage);
+  m->usage = NULL;
+  m->nusage = 0;
+}
+
+void route_metrics_usage(struct route_metrics *m, const char *tenant, const char *model, int64_t prompt,
+                         int64_t cached, int64_t completion, int64_t cost_nano, const char *currency) {
+  if (!tenant[0]) tenant = "-";
+  if (!m->usage) m->usage = xcalloc(RM_MAX_USAGE, sizeof *m->usage);
+  struct rm_usage *u = NULL;
+  for (int i = 0; i < m->nusage && !u; i++)
+    if (strcmp(m->usage[i].tenant, tenant) == 0 && strcmp(m->usage[i].model, model) == 0 &&
+        strcmp(m->usage[i].currency, currency) == 0)
+      u = &m->usage[i];
+  if (!u && m->nusage == RM_MAX_USAGE - 1) { /* the last slot takes everything past the bound */
+    tenant = model = "other";
+    u = &m->usage[m->nusage++];
+  } else if (!u && m->nusage == RM_MAX_USAGE) {
+    u = &m->usage[RM_MAX_USAGE - 1];
+  } else if (!u) {
+    u = &m->usage[m->nusage++];
+  }
+  if (!u->tenant[0]) {
+    str_copy(u->tenant, sizeof u->tenant, tenant);
+    str_copy(u->model, sizeof u->model, model);
+    str_copy(u->currency, sizeof u->currency, currency);
+  }
+  u->requests++;
+  if (prompt > 0) u->prompt_tokens += (uint64_t)prompt;
+  if (cached > 0) u->cached_tokens += (uint64_t)cached;
+  if (completion > 0) u->completion_tokens += (uint64_t)completion;
+  u->cost_nano += cost_nano;
+}
+
+static void usage_labels(struct buf *out, const struct rm_usage *u) {
+  buf_puts(out, "{tenant=\"");
+  buf_label_value(out, u->tenant);
+  buf_puts(out, "\",model=\"");
+  buf_label_value(out, u->model);
+  buf_puts(out, "\"");
+}
+
+static void render_usage(const struct route_metrics *m, struct buf *out) {
+  if (!m->nusage) return;
+  buf_puts(out, "# HELP infermesh_tenant_tokens_total Tokens runtimes processed, by tenant (\"-\" without tenants), "
+                "model and kind (prompt, of them cached, completion).\n"
+                "# TYPE infermesh_tenant_tokens_total counter\n");
+  static const char *const kinds[] = {"prompt", "cached", "completion"};
+  for (int i = 0; i < m->nusage; i++) {
+    const struct rm_usage *u = &m->usage[i];
+    const uint64_t v[3] = {u->prompt_tokens, u->cached_tokens, u->completion_tokens};
+    for (int k = 0; k < 3; k++) {
+      buf_puts(out, "infermesh_tenant_tokens_total");
+      usage_labels(out, u);
+      buf_printf(out, ",kind=\"%s\"} %llu\n", kinds[k], (unsigned long long)v[k]);
+    }
+  }
+  buf_puts(out, "# HELP infermesh_tenant_cost_total What the tenant's requests cost (models with a price), by model "
+                "and currency.\n# TYPE infermesh_tenant_cost_total counter\n");
+  for (int i = 0; i < m->nusage; i++) {
+    const struct rm_usage *u = &m->usage[i];
+    if (!u->currency[0]) continue;
+    char a[32];
+    amount_format(u->cost_nano, a, sizeof a);
+    buf_puts(out, "infermesh_tenant_cost_total");
+    usage_labels(out, u);
+    buf_puts(out, ",currency=\"");
+    buf_label_value(out, u->currency);
+    buf_printf(out, "\"} %s\n", a);
+  }
 }
 
 void route_metrics_count(struct route_metrics *m, const char *model, int status, const char *target) {
@@ -29,6 +106,7 @@ void route_metrics_count(struct route_metrics *m, const char *model, int status,
 }
 
 void route_metrics_render(const struct route_metrics *m, struct buf *out, int inflight) {
+  render_usage(m, out);
   buf_puts(out, "# HELP infermesh_requests_total Requests answered, by model, HTTP status and target.\n"
                 "# TYPE infermesh_requests_total counter\n");
   for (int i = 0; i < m->nseries; i++) {

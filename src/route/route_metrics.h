@@ -20,6 +20,15 @@ struct rm_series {
   uint64_t count;
 };
 
+/* Tokens and spend of one tenant on one model (in one currency). At most RM_MAX_USAGE of them: tenants are
+ * configured and models are ones a runtime served, and past the bound the rest add up under "other". */
+#define RM_MAX_USAGE 256
+struct rm_usage {
+  char tenant[64], model[96], currency[8];
+  uint64_t requests, prompt_tokens, cached_tokens, completion_tokens;
+  int64_t cost_nano;
+};
+
 struct route_metrics {
   struct rm_series series[RM_MAX_SERIES];
   int nseries;
@@ -34,9 +43,16 @@ struct route_metrics {
   /* Hedging: copies sent, copies that answered first, losing attempts cancelled, and the tokens the losers
    * were given for nothing (their prompt estimate). */
   uint64_t hedges_sent, hedges_won, hedges_cancelled, hedge_wasted_tokens;
+  struct rm_usage *usage; /* owned, RM_MAX_USAGE entries */
+  int nusage;
 };
 
 void route_metrics_init(struct route_metrics *m);
+void route_metrics_free(struct route_metrics *m);
+/* route_metrics_usage adds a request's usage (counts < 0 are not counted) and cost (currency "" when it had no
+ * price) to its tenant's series for model ("" tenant: "-"). Strings are copied (truncated). */
+void route_metrics_usage(struct route_metrics *m, const char *tenant, const char *model, int64_t prompt,
+                         int64_t cached, int64_t completion, int64_t cost_nano, const char *currency);
 /* route_metrics_count adds one finished request. model is "" for requests that named no known model (so
  * clients cannot grow the label set); target "" when none was chosen. */
 void route_metrics_count(struct route_metrics *m, const char *model, int status, const char *target);

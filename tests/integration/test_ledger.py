@@ -351,3 +351,28 @@ def test_postgres_outbox_exactly_once_across_an_outage(procs, tmp_path, postgres
     assert post_json(ag2.port, "/v1/chat/completions", chat_body("after"), headers={"x-request-id": "after"}).status == 200
     wait_for(lambda: postgres.count() == str(want + 1), timeout=15,
              what="the record after the restart")
+
+
+@pytest.mark.timeout(60)
+def test_record_at_the_ingress_names_the_serving_nodes_provider(procs, tmp_path):
+    """A request that a gateway forwards to another node is recorded once, at the gateway, and earns the
+    serving node's provider (announced in membership); the serving node keeps no record of it."""
+    from test_mesh import init_cluster, remote_healthy, share_key, start_node, wait_members
+    init_cluster(tmp_path / "gw")
+    share_key(tmp_path / "gw", tmp_path / "gpu")
+    e = procs.engine()
+    gw = start_node(procs, tmp_path, "gw", [], data_dir=tmp_path / "gw", extra=("--price", PRICE))
+    gpu = start_node(procs, tmp_path, "gpu", [e], join=[gw.gossip], extra=("--provider", "acme"))
+    wait_members([gw, gpu], ["gw", "gpu"])
+    wait_for(lambda: remote_healthy(gw, 1), timeout=15, what="gpu's engine on the gateway")
+    assert any(m["name"] == "gpu" and m["provider"] == "acme" for m in gw.members()["members"])
+    for i in range(4):
+        r = post_json(gw.port, "/v1/chat/completions", chat_body(f"via the gateway {i}"),
+                      headers={"x-request-id": f"gw-{i}"})
+        assert r.status == 200 and r.headers["x-infermesh-node"] == "gpu", r
+    rows = {r[0]: r for r in ledger_rows(tmp_path / "gw" / "ledger.db")}
+    assert set(rows) == {f"gw-{i}" for i in range(4)}
+    assert all(r[7] == "acme" and r[6] > 0 for r in rows.values())
+    assert ledger_rows(tmp_path / "gpu" / "ledger.db") == []
+    c = http_request(gw.port, "GET", "/v1/ledger/contributions").json()["providers"]
+    assert [p["provider"] for p in c] == ["acme"] and c[0]["records"] == 4

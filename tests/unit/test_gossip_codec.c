@@ -130,6 +130,7 @@ static void assert_meta_equal(const struct gossip_meta *a, const struct gossip_m
   assert_int_equal(a->gpus_degraded, b->gpus_degraded);
   assert_string_equal(a->raft_addr, b->raft_addr);
   assert_int_equal(a->raft_formed, b->raft_formed);
+  assert_string_equal(a->provider, b->provider);
   assert_int_equal(a->nlabels, b->nlabels);
   for (int i = 0; i < a->nlabels; i++) {
     assert_string_equal(a->label_key[i], b->label_key[i]);
@@ -267,6 +268,7 @@ static void make_meta(struct gossip_meta *m) {
   m->gpus_degraded = 3;
   str_copy(m->raft_addr, sizeof m->raft_addr, "10.1.2.3:7947");
   m->raft_formed = true;
+  str_copy(m->provider, sizeof m->provider, "acme-gpu-cloud");
   m->nlabels = GOSSIP_META_LABELS;
   for (int i = 0; i < m->nlabels; i++) {
     snprintf(m->label_key[i], sizeof m->label_key[i], "k%d", i);

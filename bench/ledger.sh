@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# bench/ledger.sh: what metering costs on the request path, how fast the ledger's writer commits, and how fast
+# the PostgreSQL outbox catches up after an outage — side by side, in one run.
+#
+#   CPU per request: two agents in front of one zero-latency sim-engine (--speed 0), one with --ledger false,
+#     one with the ledger on and a price (cost computed, usage.cost inserted, a record committed per request);
+#     wrk -t1 -c$CONNS for $WRK_SECS s on each, interleaved $REPS times; CPU = utime+stime of the agent process
+#     (all its threads: the writer's included) over the run / requests completed. Medians.
+#   writer: bench/ledger_bench.c, records/s through the writer thread (group commit), $REPS runs, median.
+#   outbox: an agent with --ledger-postgres serves $OUTBOX_N requests while PostgreSQL is stopped; then
+#     PostgreSQL starts and we time until every record is there (records/s of the catch-up).
+# Writes bench/results/ledger.md (or $BENCH_OUT). Every process it starts is stopped on exit.
+# Knobs: INFERMESH_BIN (build/infermesh), REPS (5), WRK_SECS (4), CONNS (64), OUTBOX_N (20000).
+set -euo pipefail
+export LC_ALL=C
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN=${INFERMESH_BIN:-$ROOT/build/infermesh}
+BENCH_OUT=${BENCH_OUT:-$ROOT/bench/results/ledger.md}
+REPS=${REPS:-5}
+WRK_SECS=${WRK_SECS:-4}
+CONNS=${CONNS:-64}
+OUTBOX_N=${OUTBOX_N:-20000}
+PG_BIN=/usr/lib/postgresql/15/bin
+MODEL=meta-llama/Llama-3.1-8B-Instruct
+[[ -x $BIN ]] || { echo "bench: $BIN not built (make build)" >&2; exit 1; }
+TMP=$(mktemp -d /tmp/infermesh-ledger-bench.XXXXXX)
+chmod 755 "$TMP"
+PIDS=()
+PG_UP=0
+as_pg() { if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+cleanup() {
+    local rc=$?
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    [[ $PG_UP == 1 ]] && as_pg "$PG_BIN/pg_ctl" -D "$TMP/pg/data" -m fast stop >/dev/null 2>&1 || true
+    rm -rf "$TMP"
+    exit "$rc"
+}
+trap cleanup EXIT INT TERM
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 200); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "bench: $1 not up" >&2; return 1; }
+
+"$BIN" sim-engine --port 0 --speed 0 --log-level warn >"$TMP/engine.out" 2>"$TMP/engine.err" &
+PIDS+=($!)
+for _ in $(seq 200); do grep -q '^listening' "$TMP/engine.out" 2>/dev/null && break; sleep 0.05; done
+EPORT=$(sed -n '1s|^listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$TMP/engine.out")
+
+declare -A PORT PID
+for v in off on; do
+    PORT[$v]=$(free_port)
+    flags=(--ledger false)
+    [[ $v == on ]] && flags=(--price "model=$MODEL,prompt=0.5,completion=1.5")
+    "$BIN" agent --listen "127.0.0.1:${PORT[$v]}" --target "http://127.0.0.1:$EPORT" --data-dir "$TMP/d-$v" \
+        --log-level warn --scrape-interval-ms 200 "${flags[@]}" >"$TMP/agent-$v.log" 2>&1 &
+    PID[$v]=$!
+    PIDS+=($!)
+    wait_http "http://127.0.0.1:${PORT[$v]}/readyz"
+done
+cat >"$TMP/wrk.lua" <<EOF
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"$MODEL","messages":[{"role":"user","content":"Hello, mesh!"}],"max_tokens":16}'
+EOF
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+declare -A US
+for rep in $(seq "$REPS"); do
+    for v in off on; do
+        t0=$(cpu_ticks "${PID[$v]}")
+        out=$(wrk -t1 -c"$CONNS" -d"${WRK_SECS}s" -s "$TMP/wrk.lua" "http://127.0.0.1:${PORT[$v]}/v1/chat/completions")
+        t1=$(cpu_ticks "${PID[$v]}")
+        n=$(awk '/requests in/ {print $1}' <<<"$out")
+        us=$(awk -v a="$t0" -v b="$t1" -v n="$n" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (b - a) / hz * 1e6 / n}')
+        US[$v]+="$us "
+        echo "rep $rep $v: $n requests, $us us CPU per request" >&2
+    done
+done
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+OFF=$(median <<<"${US[off]}")
+ON=$(median <<<"${US[on]}")
+RATIO=$(awk -v a="$OFF" -v b="$ON" 'BEGIN {printf "%.3f", b / a}')
+RECORDS=$(python3 -c "import sqlite3; print(sqlite3.connect('$TMP/d-on/ledger.db').execute('select count(*) from usage').fetchone()[0])")
+
+cc -O2 -std=c11 -D_GNU_SOURCE -I"$ROOT/src" -I/usr/include/postgresql -o "$TMP/ledger_bench" "$ROOT/bench/ledger_bench.c" \
+    "$ROOT"/src/ledger/*.c "$ROOT"/src/core/{alloc,buf,slice,log,clock,amount}.c -lsqlite3 -luv -lpq -lm
+W=""
+for rep in $(seq "$REPS"); do
+    r=$("$TMP/ledger_bench" "$TMP" 300000 | awk '{print $6}')
+    echo "writer rep $rep: $r records/s" >&2
+    W+="$r "
+done
+WRITER=$(median <<<"$W")
+
+OUTBOX="not measured (PostgreSQL 15 not installed)"
+if [[ -x $PG_BIN/initdb ]]; then
+    mkdir -p "$TMP/pg"
+    [[ $(id -u) == 0 ]] && chown postgres "$TMP/pg"
+    PGPORT=$(free_port)
+    as_pg "$PG_BIN/initdb" -D "$TMP/pg/data" -A trust -U infermesh --no-sync >/dev/null
+    APORT=$(free_port)
+    "$BIN" agent --listen "127.0.0.1:$APORT" --target "http://127.0.0.1:$EPORT" --data-dir "$TMP/d-pg" \
+        --log-level warn --ledger-postgres "postgresql://infermesh@127.0.0.1:$PGPORT/postgres" >"$TMP/agent-pg.log" 2>&1 &
+    PIDS+=($!)
+    wait_http "http://127.0.0.1:$APORT/readyz"
+    python3 - "$APORT" "$OUTBOX_N" "$MODEL" <<'EOF'
+import http.client, json, sys
+port, n, model = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+c = http.client.HTTPConnection("127.0.0.1", port)
+body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+for i in range(n):
+    c.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+    c.getresponse().read()
+EOF
+    as_pg "$PG_BIN/pg_ctl" -D "$TMP/pg/data" -w -l "$TMP/pg/log" \
+        -o "-p $PGPORT -k $TMP/pg -c listen_addresses=127.0.0.1" start >/dev/null
+    PG_UP=1
+    t0=$(date +%s.%N)
+    while :; do
+        c=$(psql -h 127.0.0.1 -p "$PGPORT" -U infermesh -d postgres -Atc "select count(*) from infermesh_usage" 2>/dev/null || echo 0)
+        [[ $c -ge $OUTBOX_N ]] && break
+        sleep 0.05
+    done
+    t1=$(date +%s.%N)
+    OUTBOX=$(awk -v a="$t0" -v b="$t1" -v n="$OUTBOX_N" 'BEGIN {printf "%d records in %.2f s after PostgreSQL came back: %.0f records/s (includes the outbox noticing, within its 5 s backoff)", n, b - a, n / (b - a)}')
+fi
+
+{
+    echo "# Ledger benchmark"
+    echo
+    echo "\`bench/ledger.sh\` ($(date -u +%Y-%m-%dT%H:%MZ), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'),"
+    echo "$(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); REPS=$REPS, wrk -t1 -c$CONNS -d${WRK_SECS}s)."
+    echo
+    echo "| what | result | goal |"
+    echo "|---|---|---|"
+    echo "| agent CPU per request, ledger off | $OFF µs | |"
+    echo "| agent CPU per request, ledger on (priced, committed) | $ON µs | |"
+    echo "| on / off | ${RATIO}x | ≤ 1.05x |"
+    echo "| writer, records/s (group commit, WAL, synchronous=NORMAL) | $WRITER | ≥ 50,000 |"
+    echo "| outbox catch-up into PostgreSQL | $OUTBOX | |"
+    echo
+    echo "Per-rep CPU (µs/request): off: ${US[off]}; on: ${US[on]}. Records in the ledger after the run: $RECORDS."
+    echo "Writer runs (records/s): $W"
+} >"$BENCH_OUT"
+cat "$BENCH_OUT"
