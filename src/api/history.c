@@ -91,10 +91,12 @@ static void sample_target(struct history *h, const struct target *t, uint64_t ro
     hring_init(&ht->ring, HISTORY_SECONDS, HT_NCOLS);
   }
   if (strcmp(ht->key, key) != 0) { /* a new target in this slot */
+    /* Requests finished on a target before its first sample count in it; a reused slot's predecessor's
+     * requests (counted under its name) do not. */
+    ht->routed = ht->key[0] ? routed : 0;
     str_copy(ht->key, sizeof ht->key, key);
     hring_clear(&ht->ring);
     ht->prefix_q = t->load.prefix_queries, ht->prefix_h = t->load.prefix_hits;
-    ht->routed = routed;
   }
   float row[HT_NCOLS];
   for (int c = 0; c < HT_NCOLS; c++)
@@ -150,10 +152,10 @@ void history_sample(struct history *h, const struct store *s, const struct route
   hist_init(&zero_l, m->latency.bounds, m->latency.nbounds);
   const struct hist *tt = old >= 0 ? &h->ttft[old] : &zero_t, *tl = old >= 0 ? &h->lat[old] : &zero_l;
   float row[HN_NCOLS];
-  bool first = h->samples == 0;
-  row[HN_REQS] = first ? NAN : (float)(reqs - h->reqs);
-  row[HN_ERRORS] = first ? NAN : (float)(errors - h->errors);
-  row[HN_REJECTED] = first ? NAN : (float)(rejected - h->rejected);
+  /* The totals start at zero with the agent, as h->reqs and the others do. */
+  row[HN_REQS] = (float)(reqs - h->reqs);
+  row[HN_ERRORS] = (float)(errors - h->errors);
+  row[HN_REJECTED] = (float)(rejected - h->rejected);
   row[HN_INFLIGHT] = (float)inflight;
   row[HN_TTFT_P50] = window_quantile(&m->ttft, tt, 0.50);
   row[HN_TTFT_P95] = window_quantile(&m->ttft, tt, 0.95);
