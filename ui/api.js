@@ -54,14 +54,14 @@ export async function write(method, path, body) {
 export const seg = (s) => encodeURIComponent(s);
 
 // Reads the SSE stream at path until signal aborts; onEvent(kind, data, id) per event, onState(text) on
-// (re)connection. Reconnects with a growing delay, resuming after the last id seen.
+// (re)connection. Replays what the agent keeps first; reconnects with a growing delay after the last id seen.
 export async function events(path, signal, onEvent, onState) {
   let last = '', delay = 500;
   while (!signal.aborted) {
     try {
+      // since=N replays the agent's recent events after N (0: all it keeps), then the stream goes live.
       const h = headers({ Accept: 'text/event-stream' });
-      if (last) h['Last-Event-ID'] = last;
-      const r = await fetch(path, { headers: h, signal, cache: 'no-store' });
+      const r = await fetch(`${path}?since=${last || 0}`, { headers: h, signal, cache: 'no-store' });
       if (!r.ok) throw await answer(r).catch((e) => e);
       onState('live');
       delay = 500;

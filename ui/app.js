@@ -76,7 +76,7 @@ function renderMesh() {
   if (s) document.title = `infermesh · ${s.node}`;
   const members = st.members.length ? st.members
     : s ? [{ name: s.node, self: true, state: 'alive', roles: [], zone: '', draining: false, gpus: 0 }] : [];
-  $('mesh-svg').replaceChildren(meshSvg(members, st.targets, st.raft));
+  $('mesh-svg').replaceChildren(meshSvg(members, st.targets, st.raft, $('mesh-svg').clientWidth < 600));
   if (s) {
     dl($('node-status'), [['node', s.node], ['version', s.version], ['listen', s.listen], ['uptime', ago(s.uptime_s)],
       ['in flight', s.inflight], ['requests', s.requests_total], ['targets', `${s.targets.healthy} healthy of ${s.targets.total}`],
@@ -187,10 +187,11 @@ function renderTraffic() {
   if (!st.hist) return;
   const nd = st.hist.node, last = (a) => (a && a.length ? a[a.length - 1] : null);
   const sum = (a) => (a || []).reduce((x, y) => x + (y || 0), 0);
+  const sec = (v) => (v == null ? '—' : ms(v * 1000));
   dl($('traffic-now'), [['requests/s', num(last(nd.reqs_s), 0)], ['5xx/s', num(last(nd.errors_s), 0)],
     ['4xx/s', num(last(nd.rejected_s), 0)], ['in flight', num(last(nd.inflight), 0)],
-    ['TTFT p50 / p95', `${ms(last(nd.ttft_p50) * 1000)} / ${ms(last(nd.ttft_p95) * 1000)}`],
-    ['latency p50 / p95', `${ms(last(nd.lat_p50) * 1000)} / ${ms(last(nd.lat_p95) * 1000)}`],
+    ['TTFT p50 / p95 (5 s)', `${sec(last(nd.ttft_p50))} / ${sec(last(nd.ttft_p95))}`],
+    ['latency p50 / p95 (5 s)', `${sec(last(nd.lat_p50))} / ${sec(last(nd.lat_p95))}`],
     ['requests (15 min)', sum(nd.reqs_s).toFixed(0)]].map(([k, v]) => [k, v]));
   if (!trafficCharts) {
     const g = $('traffic-charts'), s = (v) => (v < 1 ? (v * 1000).toFixed(0) + ' ms' : v.toFixed(2) + ' s');
@@ -215,6 +216,8 @@ const evRows = [];
 function restartEvents() {
   if (evAbort) evAbort.abort();
   evAbort = new AbortController();
+  evRows.length = 0;
+  renderEvents();
   api.events('/v1/cluster/events', evAbort.signal, (kind, data) => {
     let d = {};
     try { d = JSON.parse(data); } catch { d = { data }; }
@@ -229,14 +232,16 @@ function restartEvents() {
 }
 function renderEvents() {
   const t = (d) => (d.ts ? new Date(d.ts).toLocaleTimeString() : '');
-  const what = (d) => Object.entries(d).filter(([k]) => k !== 'ts').map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : v}`).join('  ');
+  const what = (d) => Object.entries(d).filter(([k, v]) => k !== 'ts' && v !== '').map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : v}`).join('  ');
   table($('events'), [['time', (e) => t(e.d)], ['kind', (e) => pill(e.kind, 'muted')], ['what', (e) => what(e.d)]],
     evRows, 'no events yet (membership, health and configuration changes appear here)');
 }
 
 // ---- models: where each is served, pins and policies ----
 async function renderModels() {
-  const [pins, pols] = await Promise.all([api.get('/v1/cluster/pins').catch((e) => e), api.get('/v1/cluster/policies').catch((e) => e)]);
+  const none = Promise.resolve(new api.ApiError(409, 'no control plane'));
+  const [pins, pols] = st.standalone ? [await none, await none]
+    : await Promise.all([api.get('/v1/cluster/pins').catch((e) => e), api.get('/v1/cluster/policies').catch((e) => e)]);
   const nocp = (x) => x instanceof api.ApiError && x.status === 409;
   for (const x of [pins, pols]) if (x instanceof api.ApiError && x.auth) throw x;
   const pinOf = (m) => (pins.items || []).find((p) => p.model === m);
@@ -298,7 +303,8 @@ $('policy-delete').addEventListener('click', () => {
 // ---- tenants and providers ----
 async function renderTenants() {
   const [tn, usage, contrib, payouts] = await Promise.all(['/v1/cluster/tenants', '/v1/ledger/usage?by=tenant',
-    '/v1/ledger/contributions', '/v1/ledger/payouts'].map((p) => api.get(p).catch((e) => e)));
+    '/v1/ledger/contributions', '/v1/ledger/payouts'].map((p) => (st.standalone && p.startsWith('/v1/cluster/')
+    ? Promise.resolve(new api.ApiError(409, 'no control plane')) : api.get(p).catch((e) => e))));
   for (const x of [tn, usage, contrib, payouts]) if (x instanceof api.ApiError && x.auth) throw x;
   const err = (x) => (x instanceof api.ApiError ? (x.status === 409 ? 'no control plane' : x.message) : null);
   table($('tenants'), [['tenant', (t) => t.name], ['state', (t) => pill(t.revoked ? 'revoked' : 'active', t.revoked ? 'bad' : 'ok')],
@@ -338,10 +344,12 @@ async function refresh(force) {
   if (busy) { refresh.again = true; return; }
   busy = true;
   try {
-    const [status, members, raft, targets] = await Promise.all([api.get('/v1/cluster/status'),
+    const [status, members, targets] = await Promise.all([api.get('/v1/cluster/status'),
       api.get('/v1/cluster/members').catch((e) => (e.auth ? Promise.reject(e) : { members: [] })),
-      api.get('/v1/cluster/raft').catch((e) => (e.auth ? Promise.reject(e) : null)),
       api.get('/v1/cluster/targets')]);
+    // A standalone agent (no cluster key) has no control plane: its endpoints would only answer 409.
+    st.standalone = !!members.standalone;
+    const raft = st.standalone ? null : await api.get('/v1/cluster/raft').catch((e) => (e.auth ? Promise.reject(e) : null));
     Object.assign(st, { status, members: members.members || [], raft, targets: targets.targets || [] });
     const now = Date.now();
     if (force || now - lastHistory > 1900) { lastHistory = now; await loadHistory(); }

@@ -2,26 +2,28 @@
 // Raft leader/voter rings, its roles, load age, GPUs, and a dot per target (green healthy, red not).
 import { s } from './dom.js';
 
-const W = 760, H = 420;
 
 function memberState(m) {
   if (m.state === 'alive' && m.draining) return 'draining';
   return m.state;
 }
 
-// members: /v1/cluster/members' list; targets: /v1/cluster/targets' list; raft: /v1/cluster/raft (or null).
-export function meshSvg(members, targets, raft) {
+// members: /v1/cluster/members' list; targets: /v1/cluster/targets' list; raft: /v1/cluster/raft (or null);
+// narrow: a phone-width box (a square picture, so that its text stays readable).
+export function meshSvg(members, targets, raft, narrow) {
+  const W = narrow ? 420 : 760, H = 420;
   const voters = new Set(), leader = raft && raft.leader ? raft.leader.id : null;
   for (const sv of (raft && raft.servers) || []) if (sv.role === 'voter') voters.add(sv.id);
   const self = members.find((m) => m.self);
   const zones = [...new Set(members.map((m) => m.zone || ''))].sort();
-  const ordered = zones.flatMap((z) => members.filter((m) => (m.zone || '') === z));
+  const byName = (a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  const ordered = zones.flatMap((z) => members.filter((m) => (m.zone || '') === z).sort(byName));
   const n = Math.max(ordered.length, 1);
   const cx = W / 2, cy = H / 2, R = n === 1 ? 0 : Math.min(W, H) / 2 - 80;
   const pos = new Map();
   ordered.forEach((m, i) => {
     const a = -Math.PI / 2 + (2 * Math.PI * i) / n;
-    pos.set(m.name, [cx + R * Math.cos(a) * (W / H > 1.4 ? 1.5 : 1), cy + R * Math.sin(a)]);
+    pos.set(m.name, [cx + R * Math.cos(a) * (narrow ? 1 : 1.5), cy + R * Math.sin(a)]);
   });
   const svg = s('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': `mesh of ${members.length} nodes` });
   if (self) {
