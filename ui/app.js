@@ -101,7 +101,7 @@ function renderMesh() {
         onclick: () => act(`${m.draining ? 'undrain' : 'drain'} ${m.name}`, 'POST',
           `/v1/cluster/nodes/${api.seg(m.name)}/${m.draining ? 'undrain' : 'drain'}`) }, m.draining ? 'undrain' : 'drain')
       : ''],
-  ], members.map((m) => m));
+  ], [...members].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)));
   for (const tr of $('members').querySelectorAll('tbody tr')) {
     const b = tr.querySelector('button');
     if (b) { tr.dataset.node = b.dataset.node; tr.dataset.draining = b.dataset.action === 'undrain'; }
@@ -134,13 +134,15 @@ function renderTargets() {
   if (!st.hist) return;
   if (!targetCharts) {
     const g = $('target-charts');
+    const count = (v) => (Number.isInteger(v) ? String(v) : v.toFixed(1));
+    const secs = (v) => (v < 1 ? (v * 1000).toFixed(0) + ' ms' : v.toFixed(2) + ' s');
     targetCharts = {
       healthy: new Chart(g, 'healthy', (v) => (v === 1 ? 'up' : v === 0 ? 'down' : ''), [0, 1.05]),
-      waiting: new Chart(g, 'waiting requests', (v) => v.toFixed(0)),
-      running: new Chart(g, 'running requests', (v) => v.toFixed(0)),
+      waiting: new Chart(g, 'waiting requests', count),
+      running: new Chart(g, 'running requests', count),
       kv: new Chart(g, 'KV-cache use', (v) => (v * 100).toFixed(0) + '%', [0, 1]),
-      ttft_p95: new Chart(g, 'TTFT p95 (runtime)', (v) => (v * 1000).toFixed(0) + ' ms'),
-      gen_tps: new Chart(g, 'generated tokens/s', (v) => v.toFixed(0)),
+      ttft_p95: new Chart(g, 'TTFT p95 (runtime)', secs),
+      gen_tps: new Chart(g, 'generated tokens/s', count),
       prefix_hit: new Chart(g, 'prefix-cache hits', (v) => (v * 100).toFixed(0) + '%', [0, 1]),
     };
   }
@@ -195,8 +197,9 @@ function renderTraffic() {
     ['requests (15 min)', sum(nd.reqs_s).toFixed(0)]].map(([k, v]) => [k, v]));
   if (!trafficCharts) {
     const g = $('traffic-charts'), s = (v) => (v < 1 ? (v * 1000).toFixed(0) + ' ms' : v.toFixed(2) + ' s');
-    trafficCharts = { reqs: new Chart(g, 'requests/s', (v) => v.toFixed(1)), ttft: new Chart(g, 'time to first token', s),
-      lat: new Chart(g, 'latency', s), routed: new Chart(g, 'requests/s by target', (v) => v.toFixed(1)) };
+    const count = (v) => (Number.isInteger(v) ? String(v) : v.toFixed(1));
+    trafficCharts = { reqs: new Chart(g, 'requests/s', count), ttft: new Chart(g, 'time to first token', s),
+      lat: new Chart(g, 'latency', s), routed: new Chart(g, 'requests/s by target', count) };
   }
   const xs = xAxis(nd.n), p = (a) => pad(a || [], xs.length);
   trafficCharts.reqs.set(['requests', '5xx', '4xx'], [xs, p(nd.reqs_s), p(nd.errors_s), p(nd.rejected_s)]);

@@ -30,8 +30,8 @@ export class Chart {
         ...this.size(),
         cursor: { drag: { x: false, y: false } },
         legend: { live: true },
-        scales: { x: { time: true }, y: this.range ? { range: () => this.range } : { range: (u, lo, hi) => [0, Math.max(hi || 0, 1) * 1.1] } },
-        axes: [{ stroke: '#889' }, { stroke: '#889', size: 56, values: (u, vals) => vals.map((v) => fmt(v)) }],
+        scales: { x: { time: true }, y: this.range ? { range: () => this.range } : { range: (u, lo, hi) => [0, hi > 0 ? hi * 1.1 : 1] } },
+        axes: [{ stroke: '#889' }, { stroke: '#889', size: 64, values: (u, vals) => vals.map((v) => fmt(v)) }],
         series: [{}, ...labels.map((l, i) => ({ label: l, stroke: COLORS[i % COLORS.length], width: 1.5,
           value: (u, v) => (v == null ? '—' : fmt(v)), spanGaps: false }))],
       }, data, this.box);

@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { devMesh, start, freePorts, waitFor, sleep, api, pidOnPort, artifactsDir, browser, recordingPage, HOST }
+import { devMesh, controlAgent, start, freePorts, waitFor, sleep, api, pidOnPort, artifactsDir, browser, recordingPage, HOST }
   from './mesh.mjs';
 
 const MODEL = 'meta-llama/Llama-3.1-8B-Instruct';
@@ -39,9 +39,9 @@ async function useToken(page, tok) {
   await page.click('#token-form button[type=submit]');
 }
 
-function assertClean(rec) {
+function assertClean(rec, port = mesh.port) {
   assert.deepEqual(rec.problems, [], 'the page logged errors or had failed requests');
-  assert.deepEqual([...rec.hosts], [`${HOST}:${mesh.port}`], 'the page asked another host');
+  assert.deepEqual([...rec.hosts], [`${HOST}:${port}`], 'the page asked another host');
 }
 
 test('the mesh page shows the 3 nodes and their targets', { timeout: 60000 }, async () => {
@@ -56,6 +56,12 @@ test('the mesh page shows the 3 nodes and their targets', { timeout: 60000 }, as
   await page.waitForFunction(() => document.querySelectorAll('#mesh-svg circle.tgt-ok').length === 3);
   await page.waitForFunction(() => document.querySelectorAll('#members tbody tr[data-node]').length === 3);
   await shot(page, 'mesh');
+  // What the first load transferred (the page, its styles and modules; gzip-encoded), API calls aside.
+  const bytes = await page.evaluate(() => [...performance.getEntriesByType('navigation'),
+    ...performance.getEntriesByType('resource')].filter((e) => new URL(e.name).pathname.startsWith('/ui/'))
+    .reduce((n, e) => n + e.transferSize, 0));
+  console.log(`# first load: ${bytes} bytes transferred`);
+  assert.ok(bytes > 10000 && bytes < 300 * 1024, `first load ${bytes} bytes`);
   await page.click('a[data-tab=targets]');
   await page.waitForFunction(() => document.querySelectorAll('#targets tr[data-health=healthy]').length === 3);
   const targets = await page.$$eval('#targets tr[data-target]', (rs) => rs.map((r) => r.dataset.target).sort());
@@ -147,7 +153,23 @@ test('a wrong token shows a clear error and changes nothing', { timeout: 60000 }
   await rec.close();
 });
 
+// n clients sending chat requests back to back (long enough to queue and run) until stop().
+function load(base, n) {
+  let on = true;
+  const loops = Array.from({ length: n }, async (_, k) => {
+    for (let i = 0; on; i++) {
+      const r = await fetch(base + '/v1/chat/completions', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ model: MODEL, max_tokens: 120, messages: [{ role: 'user', content: `load ${k} ${i} `.repeat(40) }] }) })
+        .catch(() => null);
+      await r?.arrayBuffer();
+    }
+  });
+  return async () => { on = false; await Promise.all(loops); };
+}
+
 test('every view loads without a console error or a failed request, at desktop and phone width', { timeout: 90000 }, async () => {
+  const stopLoad = load(mesh.url(0), 8); // so that the charts and tables have something to show
+  await sleep(4000);
   for (const [vp, tag] of [[{ width: 1280, height: 800 }, ''], [{ width: 390, height: 844 }, '-phone']]) {
     const rec = await recordingPage(b, vp);
     const { page } = rec;
@@ -168,6 +190,7 @@ test('every view loads without a console error or a failed request, at desktop a
     assertClean(rec);
     await rec.close();
   }
+  await stopLoad();
 });
 
 test('with tenants, the page asks for a token and shows the views with the read token', { timeout: 60000 }, async () => {
@@ -191,5 +214,54 @@ test('with tenants, the page asks for a token and shows the views with the read 
     await rec.close();
   } finally {
     await ag.stop();
+  }
+});
+
+test('with a control plane: pin, policy, tenant add (its key shown once) and revoke from the page', { timeout: 90000 }, async () => {
+  const cp = await controlAgent();
+  try {
+    const rec = await recordingPage(b);
+    const { page } = rec;
+    page.on('dialog', (d) => d.accept()); // the revoke asks for confirmation
+    await page.goto(cp.url + '/ui/');
+    await useToken(page, cp.token);
+    await page.waitForFunction(() => /leader/.test(document.querySelector('#raft-status').textContent));
+    await page.waitForSelector('#mesh-svg circle.leader');
+    await page.click('a[data-tab=models]');
+    await page.waitForFunction((m) => [...document.querySelectorAll('#pin-form select option')].some((o) => o.value === m), MODEL);
+    await page.fill('#pin-form input[name=nodes]', 's1');
+    await page.click('#pin-form button[type=submit]');
+    const pinnedTo = (want) => page.waitForFunction((w) =>
+      document.querySelector('#models tbody tr td:nth-child(4)')?.textContent === w, want);
+    await pinnedTo('s1');
+    const pins = await api(cp.url, '/v1/cluster/pins', { headers: { Authorization: `Bearer ${cp.token}` } });
+    assert.deepEqual(pins.body.items.map((p) => [p.model, p.nodes]), [[MODEL, ['s1']]]);
+    await page.selectOption('#policy-form select[name=strategy]', 'least-request');
+    await page.selectOption('#policy-form select[name=slo_class]', 'latency');
+    await page.click('#policy-form button[type=submit]');
+    await page.waitForFunction(() => document.querySelector('#models tbody').textContent.includes('strategy least-request'));
+    await shot(page, 'models-control-plane', true);
+    await page.click('#unpin');
+    await pinnedTo('anywhere');
+
+    await page.click('a[data-tab=tenants]');
+    await page.fill('#tenant-form input[name=name]', 'team-ui');
+    await page.click('#tenant-form button[type=submit]');
+    await page.waitForSelector('#tenant-key:not([hidden]) code');
+    const key = (await page.textContent('#tenant-key code')).trim();
+    assert.ok(key.length >= 20, key);
+    await page.waitForSelector('#tenants tr button[data-tenant=team-ui]');
+    await shot(page, 'tenant-added', true);
+    const chat = (tok) => fetch(cp.url + '/v1/chat/completions', { method: 'POST', headers: {
+      'Content-Type': 'application/json', Authorization: `Bearer ${tok}` },
+    body: JSON.stringify({ model: MODEL, max_tokens: 2, messages: [{ role: 'user', content: 'hi' }] }) });
+    await waitFor(async () => (await chat(key)).status === 200, 5000, "the new tenant's key to work");
+    await page.click('#tenants button[data-action=revoke][data-tenant=team-ui]');
+    await page.waitForFunction(() => document.querySelector('#tenants tbody').textContent.includes('revoked'));
+    await waitFor(async () => (await chat(key)).status === 401, 5000, 'the revoked key to stop working');
+    assertClean(rec, cp.port);
+    await rec.close();
+  } finally {
+    await cp.stop();
   }
 });

@@ -1,7 +1,7 @@
 // Helpers for the dashboard's browser tests: free ports, an `infermesh dev` mesh or a lone agent in their own
 // process group (killed whatever happens), Chromium through playwright-core, and a page that records errors.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import dgram from 'node:dgram';
 import os from 'node:os';
@@ -137,4 +137,30 @@ export async function recordingPage(b, viewport = { width: 1280, height: 800 }) 
     // Stops recording (closing the page aborts its event stream, which is no error), then closes.
     async close() { for (const [k, f] of Object.entries(on)) page.off(k, f); await ctx.close(); },
   };
+}
+
+// One agent that is also the only Raft server (a control plane of one), with one simulated engine:
+// {url, token, port, stop}. Its data dirs live in a temporary folder.
+export async function controlAgent() {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'infermesh-ui-cp-'));
+  execFileSync(BIN, ['init', '--data-dir', path.join(dir, 'key')], { stdio: 'ignore', timeout: 20000 });
+  mkdirSync(path.join(dir, 's1'), { mode: 0o700 });
+  for (const f of ['cluster.key', 'cluster.id']) {
+    copyFileSync(path.join(dir, 'key', f), path.join(dir, 's1', f));
+    chmodSync(path.join(dir, 's1', f), 0o600);
+  }
+  const [ep, port, gossip, raft] = [await freePorts(1), await freePorts(1), await freePorts(1), await freePorts(1)];
+  const engine = start(['sim-engine', '--host', HOST, '--port', String(ep), '--speed', '0']);
+  const token = 'ui-cp-admin';
+  const agent = start(['agent', '--listen', `${HOST}:${port}`, '--name', 's1', '--data-dir', path.join(dir, 's1'),
+    '--gossip', `${HOST}:${gossip}`, '--admin-token', token, '--server', '--raft', `${HOST}:${raft}`,
+    '--bootstrap-expect', '1', '--target', `http://${HOST}:${ep}`, '--scrape-interval-ms', '200']);
+  const url = `http://${HOST}:${port}`;
+  const auth = { headers: { Authorization: `Bearer ${token}` } };
+  await waitFor(async () => {
+    if (agent.exited) throw new Error('agent exited:\n' + agent.out);
+    const r = await fetch(url + '/v1/cluster/raft', auth);
+    return r.ok && (await r.json()).leader;
+  }, 30000, 'the one-server control plane to elect itself');
+  return { url, port, token, stop: async () => { await agent.stop(); await engine.stop(); rmSync(dir, { recursive: true, force: true }); } };
 }
