@@ -264,4 +264,11 @@ test('with a control plane: pin, policy, tenant add (its key shown once) and rev
   } finally {
     await cp.stop();
   }
+  assert.doesNotMatch(cp.out(), /AddressSanitizer|LeakSanitizer|runtime error:/, cp.out().slice(-3000));
+});
+
+test('the agents stop cleanly, without a sanitizer report', { timeout: 30000 }, async () => {
+  await mesh.stop(); // SIGTERM: dev drains the agents and stops the engines
+  assert.doesNotMatch(mesh.out, /AddressSanitizer|LeakSanitizer|runtime error:/, mesh.out.slice(-3000));
+  assert.equal(mesh.proc.exitCode, 0, mesh.out.slice(-2000));
 });

@@ -52,7 +52,8 @@ export async function freePorts(n) {
   throw new Error(`no ${n} consecutive free ports`);
 }
 
-// Starts a process in its own group; out collects stdout+stderr. stop() ends the group (TERM, then KILL).
+// Starts a process in its own group; out collects stdout+stderr. stop() asks it to end (SIGTERM: dev drains its
+// agents and stops its engines), then kills whatever is left of the group.
 export function start(args, env = {}) {
   const c = spawn(BIN, args, { detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   children.add(c);
@@ -61,10 +62,11 @@ export function start(args, env = {}) {
   c.stderr.on('data', (d) => { p.out += d; });
   c.on('exit', () => { p.exited = true; children.delete(c); });
   p.stop = async () => {
-    if (p.exited) return;
-    try { process.kill(-c.pid, 'SIGTERM'); } catch { return; }
-    for (let i = 0; i < 100 && !p.exited; i++) await sleep(100);
-    try { process.kill(-c.pid, 'SIGKILL'); } catch { /* gone */ }
+    if (!p.exited) {
+      try { process.kill(c.pid, 'SIGTERM'); } catch { /* gone */ }
+      for (let i = 0; i < 150 && !p.exited; i++) await sleep(100);
+    }
+    try { process.kill(-c.pid, 'SIGKILL'); } catch { /* nothing left */ }
   };
   return p;
 }
@@ -162,5 +164,6 @@ export async function controlAgent() {
     const r = await fetch(url + '/v1/cluster/raft', auth);
     return r.ok && (await r.json()).leader;
   }, 30000, 'the one-server control plane to elect itself');
-  return { url, port, token, stop: async () => { await agent.stop(); await engine.stop(); rmSync(dir, { recursive: true, force: true }); } };
+  return { url, port, token, out: () => agent.out + engine.out,
+    stop: async () => { await agent.stop(); await engine.stop(); rmSync(dir, { recursive: true, force: true }); } };
 }
