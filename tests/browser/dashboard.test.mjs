@@ -111,6 +111,8 @@ test('draining a node from the page sends requests elsewhere; undraining brings 
   await page.waitForSelector('#members tr[data-node=node-1][data-draining=true]', { timeout: 5000 });
   await page.waitForSelector('#mesh-svg g.node[data-node=node-1][data-state=draining]');
   await shot(page, 'drained');
+  await waitFor(async () => (await api(mesh.url(0), '/v1/cluster/targets')).body.targets
+    .find((t) => t.node === 'node-1').draining, 3000, "node-0's router to know node-1 drains");
   const during = [];
   for (let i = 0; i < 30; i++) during.push(await chat(mesh.url(0), i));
   assert.ok(!during.includes('node-1'), `a drained node served: ${during}`);
