@@ -82,6 +82,13 @@ function renderMesh() {
       ['in flight', s.inflight], ['requests', s.requests_total], ['targets', `${s.targets.healthy} healthy of ${s.targets.total}`],
       ['GPUs', s.gpus ? (s.gpus.available ? `${s.gpus.gpus.length}` : 'no telemetry') : '—']]);
   }
+  const g = s && s.gpus;
+  const gib = (b) => (b == null ? '—' : (b / 2 ** 30).toFixed(1));
+  table($('gpus'), [['GPU', (x) => `${x.index} ${x.name || ''}`], ['health', (x) => pill(x.health || '—',
+    x.health === 'ok' ? 'ok' : x.health ? 'bad' : 'muted')],
+  ['°C', (x) => x.temperature_c, 'num'], ['use', (x) => (x.utilization_gpu_pct == null ? '—' : x.utilization_gpu_pct + '%'), 'num'],
+  ['memory GiB', (x) => `${gib(x.memory_used_bytes)} / ${gib(x.memory_total_bytes)}`, 'num']],
+  (g && g.available && g.gpus) || [], g && !g.available ? 'no GPU telemetry' : 'none');
   const r = st.raft;
   dl($('raft-status'), !r ? [['state', 'no control plane']] : r.server
     ? [['state', r.state], ['term', r.term], ['leader', r.leader ? r.leader.address : 'none'], ['voters', r.voters],

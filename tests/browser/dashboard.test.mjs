@@ -229,6 +229,8 @@ test('with a control plane: pin, policy, tenant add (its key shown once) and rev
     await useToken(page, cp.token);
     await page.waitForFunction(() => /leader/.test(document.querySelector('#raft-status').textContent));
     await page.waitForSelector('#mesh-svg circle.leader');
+    await page.waitForFunction(() => /A100/.test(document.querySelector('#gpus tbody').textContent));
+    await shot(page, 'mesh-control-plane');
     await page.click('a[data-tab=models]');
     await page.waitForFunction((m) => [...document.querySelectorAll('#pin-form select option')].some((o) => o.value === m), MODEL);
     await page.fill('#pin-form input[name=nodes]', 's1');

@@ -141,7 +141,7 @@ export async function recordingPage(b, viewport = { width: 1280, height: 800 }) 
   };
 }
 
-// One agent that is also the only Raft server (a control plane of one), with one simulated engine:
+// One agent that is also the only Raft server (a control plane of one), with one simulated engine and fake GPUs:
 // {url, token, port, stop}. Its data dirs live in a temporary folder.
 export async function controlAgent() {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'infermesh-ui-cp-'));
@@ -156,7 +156,9 @@ export async function controlAgent() {
   const token = 'ui-cp-admin';
   const agent = start(['agent', '--listen', `${HOST}:${port}`, '--name', 's1', '--data-dir', path.join(dir, 's1'),
     '--gossip', `${HOST}:${gossip}`, '--admin-token', token, '--server', '--raft', `${HOST}:${raft}`,
-    '--bootstrap-expect', '1', '--target', `http://${HOST}:${ep}`, '--scrape-interval-ms', '200']);
+    '--bootstrap-expect', '1', '--target', `http://${HOST}:${ep}`, '--scrape-interval-ms', '200'],
+  // GPU telemetry from the unit tests' fake NVML (two A100s, one partitioned), when the build has it
+  { INFERMESH_NVML_LIB: path.join(path.dirname(BIN), 'fake_nvml', 'libnvidia-ml.so.1') });
   const url = `http://${HOST}:${port}`;
   const auth = { headers: { Authorization: `Bearer ${token}` } };
   await waitFor(async () => {
