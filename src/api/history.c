@@ -14,7 +14,7 @@ static const char *const target_cols[HT_NCOLS] = {"healthy",  "waiting",  "runni
 static const char *const node_cols[HN_NCOLS] = {"reqs_s",   "errors_s", "rejected_s", "inflight",
                                                 "ttft_p50", "ttft_p95", "lat_p50",    "lat_p95"};
 
-void hring_init(struct hring *r, uint32_t cap, int width) {
+void history_ring_init(struct history_ring *r, uint32_t cap, int width) {
   assert(cap > 0 && width > 0);
   r->width = width;
   r->cap = cap;
@@ -22,21 +22,21 @@ void hring_init(struct hring *r, uint32_t cap, int width) {
   r->v = xcalloc((size_t)cap * (size_t)width, sizeof *r->v);
 }
 
-void hring_free(struct hring *r) {
+void history_ring_free(struct history_ring *r) {
   free(r->v);
   r->v = NULL;
   r->n = r->head = 0;
 }
 
-void hring_clear(struct hring *r) { r->n = r->head = 0; }
+void history_ring_clear(struct history_ring *r) { r->n = r->head = 0; }
 
-void hring_push(struct hring *r, const float *row) {
+void history_ring_push(struct history_ring *r, const float *row) {
   memcpy(r->v + (size_t)r->head * (size_t)r->width, row, (size_t)r->width * sizeof *row);
   r->head = (r->head + 1) % r->cap;
   if (r->n < r->cap) r->n++;
 }
 
-const float *hring_row(const struct hring *r, uint32_t i) {
+const float *history_ring_row(const struct history_ring *r, uint32_t i) {
   assert(i < r->n);
   uint32_t oldest = (r->head + r->cap - r->n) % r->cap;
   return r->v + (size_t)((oldest + i) % r->cap) * (size_t)r->width;
@@ -44,7 +44,7 @@ const float *hring_row(const struct hring *r, uint32_t i) {
 
 void history_init(struct history *h) {
   memset(h, 0, sizeof *h);
-  hring_init(&h->node, HISTORY_SECONDS, HN_NCOLS);
+  history_ring_init(&h->node, HISTORY_SECONDS, HN_NCOLS);
   for (int i = 0; i <= HISTORY_WINDOW; i++) {
     hist_init(&h->ttft[i], hist_latency_bounds, hist_latency_nbounds);
     hist_init(&h->lat[i], hist_latency_bounds, hist_latency_nbounds);
@@ -52,10 +52,10 @@ void history_init(struct history *h) {
 }
 
 void history_free(struct history *h) {
-  hring_free(&h->node);
+  history_ring_free(&h->node);
   for (int i = 0; i < STORE_MAX_TARGETS; i++) {
     if (!h->targets[i]) continue;
-    hring_free(&h->targets[i]->ring);
+    history_ring_free(&h->targets[i]->ring);
     free(h->targets[i]);
     h->targets[i] = NULL;
   }
@@ -88,14 +88,14 @@ static void sample_target(struct history *h, const struct target *t, uint64_t ro
   struct history_target *ht = h->targets[t->id];
   if (!ht) {
     ht = h->targets[t->id] = xcalloc(1, sizeof *ht);
-    hring_init(&ht->ring, HISTORY_SECONDS, HT_NCOLS);
+    history_ring_init(&ht->ring, HISTORY_SECONDS, HT_NCOLS);
   }
   if (strcmp(ht->key, key) != 0) { /* a new target in this slot */
     /* Requests finished on a target before its first sample count in it; a reused slot's predecessor's
      * requests (counted under its name) do not. */
     ht->routed = ht->key[0] ? routed : 0;
     str_copy(ht->key, sizeof ht->key, key);
-    hring_clear(&ht->ring);
+    history_ring_clear(&ht->ring);
     ht->prefix_q = t->load.prefix_queries, ht->prefix_h = t->load.prefix_hits;
   }
   float row[HT_NCOLS];
@@ -118,7 +118,7 @@ static void sample_target(struct history *h, const struct target *t, uint64_t ro
     }
     ht->prefix_q = l->prefix_queries, ht->prefix_h = l->prefix_hits;
   }
-  hring_push(&ht->ring, row);
+  history_ring_push(&ht->ring, row);
 }
 
 void history_sample(struct history *h, const struct store *s, const struct route_metrics *m, int inflight,
@@ -161,14 +161,14 @@ void history_sample(struct history *h, const struct store *s, const struct route
   row[HN_TTFT_P95] = window_quantile(&m->ttft, tt, 0.95);
   row[HN_LAT_P50] = window_quantile(&m->latency, tl, 0.50);
   row[HN_LAT_P95] = window_quantile(&m->latency, tl, 0.95);
-  hring_push(&h->node, row);
+  history_ring_push(&h->node, row);
   h->reqs = reqs, h->errors = errors, h->rejected = rejected;
   h->samples++;
   h->last_ms = now_ms;
 }
 
 /* Appends "n":K then each column of r's newest K rows (those newer than since_ms). */
-static void ring_json(struct buf *out, const struct hring *r, const char *const *cols, int64_t end_ms,
+static void ring_json(struct buf *out, const struct history_ring *r, const char *const *cols, int64_t end_ms,
                       int64_t since_ms) {
   uint32_t k = r->n;
   if (since_ms > 0) {
@@ -180,7 +180,7 @@ static void ring_json(struct buf *out, const struct hring *r, const char *const 
   for (int c = 0; c < r->width; c++) {
     buf_printf(out, ",\"%s\":[", cols[c]);
     for (uint32_t i = r->n - k; i < r->n; i++) {
-      float v = hring_row(r, i)[c];
+      float v = history_ring_row(r, i)[c];
       if (i > r->n - k) buf_puts(out, ",");
       if (isnan(v) || isinf(v))
         buf_puts(out, "null");

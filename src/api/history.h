@@ -14,21 +14,21 @@
 #define HISTORY_WINDOW 5    /* seconds over which the traffic percentiles are taken */
 
 /* A ring of rows of `width` floats; the oldest row is overwritten once cap rows are held. NaN = unknown. */
-struct hring {
+struct history_ring {
   int width;
   uint32_t cap, n, head; /* head: where the next row goes */
   float *v;              /* cap * width floats, owned */
 };
 
-/* hring_init allocates room for cap rows of width floats (aborts when memory runs out); hring_free releases
- * it. hring_clear forgets every row. */
-void hring_init(struct hring *r, uint32_t cap, int width);
-void hring_free(struct hring *r);
-void hring_clear(struct hring *r);
-/* hring_push appends one row (width floats, copied). */
-void hring_push(struct hring *r, const float *row);
-/* hring_row returns row i, 0 = the oldest held, i < r->n; the pointer is valid until the next push. */
-const float *hring_row(const struct hring *r, uint32_t i);
+/* history_ring_init allocates room for cap rows of width floats (aborts when memory runs out);
+ * history_ring_free releases it. history_ring_clear forgets every row. */
+void history_ring_init(struct history_ring *r, uint32_t cap, int width);
+void history_ring_free(struct history_ring *r);
+void history_ring_clear(struct history_ring *r);
+/* history_ring_push appends one row (width floats, copied). */
+void history_ring_push(struct history_ring *r, const float *row);
+/* history_ring_row returns row i, 0 = the oldest held, i < r->n; the pointer is valid until the next push. */
+const float *history_ring_row(const struct history_ring *r, uint32_t i);
 
 /* The columns of a target's rows. */
 enum {
@@ -59,7 +59,7 @@ enum {
 
 struct history_target {
   char key[160]; /* node "/" name: a slot reused for another target starts a fresh ring */
-  struct hring ring;
+  struct history_ring ring;
   double prefix_q, prefix_h; /* the counters at the previous sample */
   uint64_t routed;           /* requests finished on it at the previous sample */
 };
@@ -67,7 +67,7 @@ struct history_target {
 struct history {
   int64_t last_ms;  /* wall-clock time of the newest sample (ms since the epoch); 0 = none yet */
   uint32_t samples; /* samples taken */
-  struct hring node;
+  struct history_ring node;
   struct history_target *targets[STORE_MAX_TARGETS]; /* by store id; allocated at its first sample */
   uint64_t reqs, errors, rejected;                   /* totals at the previous sample */
   struct hist ttft[HISTORY_WINDOW + 1], lat[HISTORY_WINDOW + 1]; /* snapshots, a ring by sample count */

@@ -18,24 +18,24 @@
 #include "api/ui.h"
 
 static void test_ring_keeps_the_newest_rows_oldest_first(void **state) {
-  struct hring r;
-  hring_init(&r, 4, 2);
+  struct history_ring r;
+  history_ring_init(&r, 4, 2);
   assert_int_equal(r.n, 0);
   for (int i = 0; i < 10; i++) {
     float row[2] = {(float)i, (float)(100 + i)};
-    hring_push(&r, row);
+    history_ring_push(&r, row);
     assert_int_equal(r.n, i < 4 ? i + 1 : 4);
   }
   for (uint32_t i = 0; i < 4; i++) { /* rows 6..9 survive, in order */
-    assert_true(hring_row(&r, i)[0] == (float)(6 + i));
-    assert_true(hring_row(&r, i)[1] == (float)(106 + i));
+    assert_true(history_ring_row(&r, i)[0] == (float)(6 + i));
+    assert_true(history_ring_row(&r, i)[1] == (float)(106 + i));
   }
-  hring_clear(&r);
+  history_ring_clear(&r);
   assert_int_equal(r.n, 0);
   float one[2] = {42, 43};
-  hring_push(&r, one);
-  assert_true(hring_row(&r, 0)[0] == 42.0f);
-  hring_free(&r);
+  history_ring_push(&r, one);
+  assert_true(history_ring_row(&r, 0)[0] == 42.0f);
+  history_ring_free(&r);
 }
 
 static json_t *history(struct history *h, struct store *s, int64_t since) {
