@@ -4,7 +4,7 @@ JOBS ?= 2
 PY ?= /usr/bin/python3
 FUZZ_SECONDS ?= 10
 
-.PHONY: all build asan fuzz-build bootstrap dev test unit fuzz integration test-netns compat bench format clean
+.PHONY: all build asan fuzz-build bootstrap dev test unit fuzz integration test-netns browser compat bench format clean
 
 all: build
 
@@ -27,8 +27,8 @@ dev: build
 	./build/infermesh dev
 
 # Everything CI checks: unit tests (cmocka, ASan+UBSan), fuzz smoke runs, integration tests (pytest, real
-# processes on 127.0.0.1) and the official openai client against the dev mesh.
-test: unit fuzz integration test-netns
+# processes on 127.0.0.1), the dashboard in Chromium, and the official openai client against the dev mesh.
+test: unit fuzz integration test-netns browser
 
 unit: asan
 	@cd build-asan && ctest --output-on-failure --timeout 120
@@ -42,6 +42,11 @@ integration: asan
 # Multi-host membership tests: agents in network namespaces on a bridge (needs root; skips otherwise).
 test-netns: asan
 	@INFERMESH_BIN=$(CURDIR)/build-asan/infermesh $(PY) -m pytest -q -s -rs -p no:cacheprovider tests/netns
+
+# The dashboard in Debian's Chromium (playwright-core) against `infermesh dev --nodes 3`; screenshots go to a
+# temporary folder the run prints (or INFERMESH_ARTIFACTS).
+browser: asan
+	@INFERMESH_BIN=$(CURDIR)/build-asan/infermesh node --test tests/browser/
 
 bench: build
 	@bench/proxy.sh

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "agent/cluster_api.h"
 #include "agent/control.h"
@@ -20,9 +21,11 @@
 #include "agent/model_api.h"
 #include "agent/scraper.h"
 #include "agent/supervisor.h"
+#include "api/history.h"
 #include "api/ledger_api.h"
 #include "api/routes.h"
 #include "api/status.h"
+#include "api/ui.h"
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -54,6 +57,8 @@ struct agent {
   struct ledger_outbox *outbox; /* forwards them to PostgreSQL (ledger.postgres); NULL when none */
   struct ledger_api lapi;
   struct meter meter; /* the router's meter: prices, and records to the ledger */
+  struct history *hist; /* the dashboard's last 15 minutes, sampled every second */
+  uv_timer_t hist_timer;
   char api_addr[96]; /* how other nodes reach this listener */
   bool leave_done, close_mesh_pending;
   uv_signal_t sigterm, sigint, sighup;
@@ -185,6 +190,30 @@ static void targets(struct agent *a, struct http_req *req, uint64_t now) {
   buf_free(&b);
 }
 
+/* GET /v1/cluster/history[?since=MS]: the samples newer than MS (all without it). */
+static void history_view(struct agent *a, struct http_req *req) {
+  struct buf b = {0};
+  uint64_t since = 0;
+  char v[32];
+  int qrc = http_query_get(req->query, "since", v, sizeof v);
+  if ((qrc != 0 && qrc != -ENOENT) || (qrc == 0 && slice_to_u64(slice_cstr(v), &since) != 0)) {
+    send_error(req, 400, "since must be a time in ms since the epoch (end_ms of a previous answer)",
+               "invalid_value", NULL, 0);
+    return;
+  }
+  history_json(a->hist, &a->store, (int64_t)since, &b);
+  send_json(req, 200, &b);
+  buf_free(&b);
+}
+
+static void hist_timer_cb(uv_timer_t *t) {
+  struct agent *a = t->data;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  history_sample(a->hist, &a->store, &a->router.metrics, a->router.inflight, now_ms);
+}
+
 /* scoped_tenant is the tenant a request of an API_SCOPED route is limited to: its key's tenant when it holds a
  * tenant's key (not the admin or read token) on a listener that requires keys; NULL = everything. */
 static const char *scoped_tenant(struct agent *a, struct http_req *req) {
@@ -256,6 +285,12 @@ static void handle(struct http_req *req, void *arg) {
     break;
   case API_OP_LEDGER:
     served = ledger_api_handle(&a->lapi, req, scoped_tenant(a, req));
+    break;
+  case API_OP_HISTORY:
+    history_view(a, req);
+    break;
+  case API_OP_UI:
+    ui_handle(req);
     break;
   }
   assert(served); /* the table and the handlers' own path checks agree */
@@ -363,6 +398,7 @@ static void gpu_stopped_cb(struct gpu_poll *g) {
   uv_close((uv_handle_t *)&a->sighup, closed_cb);
   uv_close((uv_handle_t *)&a->drain_timer, closed_cb);
   uv_close((uv_handle_t *)&a->log_flusher, closed_cb);
+  uv_close((uv_handle_t *)&a->hist_timer, closed_cb);
   events_close();
   a->meter.writer = NULL;
   if (a->ledger) ledger_writer_close(a->ledger, outbox_last_cb, a); /* commits what is queued, then ends */
@@ -462,6 +498,8 @@ static void signal_cb(uv_signal_t *s, int signum) {
 }
 
 static void agent_free(struct agent *a) {
+  history_free(a->hist);
+  free(a->hist);
   router_free(&a->router);
   store_free(&a->store);
   free(a->pools);
@@ -497,6 +535,8 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
    * the next ones from the heap, where up to twice that much stays resident after the requests end. */
   mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   store_init(&a->store);
+  a->hist = xmalloc(sizeof *a->hist);
+  history_init(a->hist);
   a->pools = xcalloc(STORE_MAX_TARGETS, sizeof *a->pools); /* remote targets get theirs as they appear */
   int ids[CONFIG_MAX_RUNTIMES];
   for (int i = 0; i < cfg->nruntimes; i++) {
@@ -612,6 +652,9 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   a->gpu.updated_arg = a;
   events_start(a->loop);
   events_limits(cfg->events_max_streams, cfg->events_max_per_client);
+  uv_timer_init(a->loop, &a->hist_timer);
+  a->hist_timer.data = a;
+  uv_timer_start(&a->hist_timer, hist_timer_cb, 1000, 1000);
   uv_signal_init(a->loop, &a->sigterm);
   uv_signal_init(a->loop, &a->sigint);
   uv_signal_init(a->loop, &a->sighup);

@@ -326,9 +326,10 @@ static void banner(struct dev *d) {
          "               -d '{\"model\":\"%s\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'\n"
          "             infermesh targets --agent http://%s:%d\n"
          "  admin      export INFERMESH_ADMIN_TOKEN=%s   (drain, leave, policies: changes need it)\n"
+         "  dashboard  http://%s:%d/ui/   (type the admin token into the page to make changes)\n"
          "  Ctrl-C stops everything.\n\n",
          d->nnodes > 1 ? "" : "\ninfermesh dev: mesh ready\n", d->host, d->port, d->nengines, model, d->host, d->port,
-         model, d->host, d->port, d->admin_token);
+         model, d->host, d->port, d->admin_token, d->host, d->port);
   fflush(stdout);
 }
 

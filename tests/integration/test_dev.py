@@ -75,6 +75,7 @@ def check_banner(out, port):
     m = re.search(r"curl .*http://127\.0\.0\.1:(\d+)/v1/chat/completions", out)
     assert m and int(m.group(1)) == port, out
     assert "Ctrl-C" in out
+    assert f"dashboard  http://{HOST}:{port}/ui/" in out, out
 
 
 def agent_targets(agent_port):
