@@ -9,7 +9,10 @@
 #include "cli/cli.h"
 #include "cli/control_cmds.h"
 #include "cli/http_get.h"
+#include "core/alloc.h"
+#include "core/amount.h"
 #include "core/buf.h"
+#include "core/slice.h"
 
 #define DEFAULT_AGENT "http://127.0.0.1:8080"
 
@@ -85,6 +88,124 @@ static void print_batch(json_t *j) {
   }
 }
 
+/* ---- usage across the mesh: every alive member's ledger, added up ---- */
+
+struct group {
+  char key[160], currency[8];
+  int64_t requests, prompt, cached, completion, cost_nano;
+};
+
+struct merged {
+  struct group *g;
+  int n, cap;
+  json_t *asked, *missing; /* node names */
+};
+
+static int64_t ival(json_t *o, const char *k) { return (int64_t)json_number_value(json_object_get(o, k)); }
+
+static void add_groups(struct merged *m, json_t *j) {
+  size_t i;
+  json_t *x;
+  json_array_foreach(json_object_get(j, "groups"), i, x) {
+    const char *key = str(x, "key"), *cur = str(x, "currency");
+    int64_t cost = 0;
+    amount_parse(str(x, "cost"), &cost);
+    struct group *g = NULL;
+    for (int k = 0; k < m->n && !g; k++)
+      if (strcmp(m->g[k].key, key) == 0 && strcmp(m->g[k].currency, cur) == 0) g = &m->g[k];
+    if (!g) {
+      if (m->n == m->cap) m->g = xrealloc(m->g, (size_t)(m->cap = m->cap ? m->cap * 2 : 16) * sizeof *m->g);
+      g = &m->g[m->n++];
+      memset(g, 0, sizeof *g);
+      str_copy(g->key, sizeof g->key, key);
+      str_copy(g->currency, sizeof g->currency, cur);
+    }
+    g->requests += ival(x, "requests");
+    g->prompt += ival(x, "prompt_tokens");
+    g->cached += ival(x, "cached_tokens");
+    g->completion += ival(x, "completion_tokens");
+    g->cost_nano += cost;
+  }
+}
+
+static int cmp_group(const void *a, const void *b) {
+  const struct group *x = a, *y = b;
+  int c = strcmp(x->key, y->key);
+  return c ? c : strcmp(x->currency, y->currency);
+}
+
+/* usage_mesh asks each alive member (members: the agent's /v1/cluster/members answer) for path and prints the
+ * sum. Returns the exit code: 0, or 1 when no member answered. */
+static int usage_mesh(json_t *members, const char *path, const char *auth, const char *by, bool as_json) {
+  struct merged m = {.asked = json_array(), .missing = json_array()};
+  size_t i;
+  json_t *mem;
+  json_array_foreach(json_object_get(members, "members"), i, mem) {
+    const char *name = str(mem, "name"), *api = json_string_value(json_object_get(mem, "api"));
+    const char *state = str(mem, "state");
+    if (strcmp(state, "alive") != 0 && strcmp(state, "suspect") != 0) { /* its records are not in the sum */
+      char what[120];
+      snprintf(what, sizeof what, "%s (%s)", name, state);
+      json_array_append_new(m.missing, json_string(what));
+      continue;
+    }
+    char base[160], err[256];
+    struct buf body = {0};
+    int status = 0;
+    snprintf(base, sizeof base, "http://%s", api ? api : "");
+    json_t *j = NULL;
+    if (api && *api &&
+        http_request_hdrs("GET", base, path, NULL, auth, 10000, &status, &body, err, sizeof err) == 0 &&
+        status == 200 && (j = json_loadb(body.base ? body.base : "", body.len, 0, NULL)) != NULL) {
+      add_groups(&m, j);
+      json_array_append_new(m.asked, json_string(name));
+    } else {
+      json_array_append_new(m.missing, json_string(name));
+    }
+    json_decref(j);
+    buf_free(&body);
+  }
+  if (m.n > 1) qsort(m.g, (size_t)m.n, sizeof *m.g, cmp_group);
+  json_t *out = json_object(), *groups = json_array();
+  json_object_set_new(out, "by", json_string(by && *by ? by : "all"));
+  for (int k = 0; k < m.n; k++) {
+    char a[32];
+    amount_format(m.g[k].cost_nano, a, sizeof a);
+    json_array_append_new(groups,
+                          json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:s}", "key", m.g[k].key, "currency",
+                                    m.g[k].currency, "requests", (json_int_t)m.g[k].requests, "prompt_tokens",
+                                    (json_int_t)m.g[k].prompt, "cached_tokens", (json_int_t)m.g[k].cached,
+                                    "completion_tokens", (json_int_t)m.g[k].completion, "cost", a));
+  }
+  json_object_set_new(out, "groups", groups);
+  json_object_set(out, "nodes", m.asked);
+  json_object_set(out, "not_answered", m.missing);
+  if (as_json) {
+    char *t = json_dumps(out, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    printf("%s\n", t);
+    free(t);
+  } else {
+    print_usage(out);
+    printf("(%zu node(s) answered", json_array_size(m.asked));
+    size_t k;
+    json_t *x;
+    if (json_array_size(m.missing)) {
+      printf("; not answered:");
+      json_array_foreach(m.missing, k, x) printf(" %s", json_string_value(x));
+    }
+    printf(")\n");
+  }
+  if (json_array_size(m.missing))
+    fprintf(stderr, "infermesh ledger usage: %zu member(s) did not answer: their usage is missing\n",
+            json_array_size(m.missing));
+  int rc = json_array_size(m.asked) ? 0 : 1;
+  json_decref(out);
+  json_decref(m.asked);
+  json_decref(m.missing);
+  free(m.g);
+  return rc;
+}
+
 /* Appends &NAME=VALUE (escaped) when value is set. */
 static void query(struct buf *path, const char *name, const char *value) {
   if (!value) return;
@@ -96,7 +217,7 @@ int ledger_cmd_main(int argc, char **argv) {
   const char *agent = getenv("INFERMESH_AGENT"), *token = cli_token_env();
   const char *verb = NULL, *batch = NULL, *fmt = NULL, *min = NULL;
   const char *f_tenant = NULL, *f_model = NULL, *f_provider = NULL, *f_since = NULL, *f_by = NULL;
-  bool as_json = false;
+  bool as_json = false, local = false;
   if (!agent || !*agent) agent = DEFAULT_AGENT;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
@@ -115,6 +236,8 @@ int ledger_cmd_main(int argc, char **argv) {
       return 0;
     } else if (strcmp(a, "--json") == 0) {
       as_json = true;
+    } else if (strcmp(a, "--local") == 0) {
+      local = true;
     } else if (slot && i + 1 < argc) {
       *slot = argv[++i];
     } else if (a[0] != '-' && !verb) {
@@ -168,6 +291,22 @@ int ledger_cmd_main(int argc, char **argv) {
   struct buf body = {0};
   int status = 0;
   cli_auth_header(token, auth, sizeof auth);
+  if (strcmp(verb, "usage") == 0 && !local) { /* in a mesh: every member's ledger */
+    json_t *members = NULL;
+    if (http_request_hdrs("GET", agent, "/v1/cluster/members", NULL, auth, 10000, &status, &body, err,
+                          sizeof err) == 0 &&
+        status == 200)
+      members = json_loadb(body.base ? body.base : "", body.len, 0, NULL);
+    buf_reset(&body);
+    if (members && json_array_size(json_object_get(members, "members")) > 0) {
+      int rc = usage_mesh(members, path.base, auth, f_by, as_json);
+      json_decref(members);
+      buf_free(&path);
+      buf_free(&body);
+      return rc;
+    }
+    json_decref(members);
+  }
   int rc = http_request_hdrs(method, agent, path.base, NULL, auth, 30000, &status, &body, err, sizeof err);
   buf_free(&path);
   if (rc != 0) {

@@ -376,3 +376,38 @@ def test_record_at_the_ingress_names_the_serving_nodes_provider(procs, tmp_path)
     assert ledger_rows(tmp_path / "gpu" / "ledger.db") == []
     c = http_request(gw.port, "GET", "/v1/ledger/contributions").json()["providers"]
     assert [p["provider"] for p in c] == ["acme"] and c[0]["records"] == 4
+
+
+@pytest.mark.timeout(60)
+def test_usage_of_the_whole_mesh(procs, tmp_path):
+    """Without PostgreSQL, `ledger usage` asks every alive member and adds their ledgers up; a member that does
+    not answer is named."""
+    from test_mesh import init_cluster, share_key, start_node, wait_members
+    init_cluster(tmp_path / "a")
+    share_key(tmp_path / "a", tmp_path / "b")
+    ea, eb = procs.engine(name="engine-a"), procs.engine(name="engine-b")
+    a = start_node(procs, tmp_path, "a", [ea], data_dir=tmp_path / "a", extra=("--price", PRICE))
+    b = start_node(procs, tmp_path, "b", [eb], join=[a.gossip], extra=("--price", PRICE))
+    wait_members([a, b], ["a", "b"])
+    for node, n in ((a, 3), (b, 4)):
+        for i in range(n):
+            assert post_json(node.port, "/v1/chat/completions", chat_body(f"{node.name} {i}")).status == 200
+    out = subprocess.run([BIN, "ledger", "usage", "--json", "--agent", a.agent.url], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0, out
+    j = json.loads(out.stdout)
+    assert sorted(j["nodes"]) == ["a", "b"] and j["not_answered"] == []
+    assert sum(g["requests"] for g in j["groups"]) == 7
+    local = subprocess.run([BIN, "ledger", "usage", "--json", "--local", "--agent", a.agent.url],
+                           capture_output=True, text=True, timeout=30)
+    assert sum(g["requests"] for g in json.loads(local.stdout)["groups"]) == 3
+    b.agent.proc.signal(signal.SIGKILL)
+    b.agent.proc.wait(10)
+    out = subprocess.run([BIN, "ledger", "usage", "--agent", a.agent.url], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and "not answered: b" in out.stdout and "did not answer" in out.stderr, out
+    out = subprocess.run([BIN, "ledger", "usage", "--json", "--agent", a.agent.url], capture_output=True,
+                         text=True, timeout=60)
+    j = json.loads(out.stdout)
+    assert j["nodes"] == ["a"] and j["not_answered"][0].startswith("b"), j
+    assert sum(g["requests"] for g in j["groups"]) == 3
