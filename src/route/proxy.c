@@ -71,8 +71,13 @@ static const struct policy_req *policy_request(struct proxy *p) {
   if (!p->hashed) {
     int n = policy_prompt_hashes(p->model, p->oai.prompt.base, p->oai.prompt.len, POLICY_BLOCK, p->hashes,
                                  PROXY_MAX_BLOCKS);
-    p->preq = (struct policy_req){p->model, (int)p->prompt_est, (int)(p->kv_need - p->prompt_est), p->hashes,
-                                  n < 0 ? 0 : n, POLICY_BLOCK, p->tenant};
+    p->preq = (struct policy_req){.model = p->model,
+                                  .prompt_tokens = (int)p->prompt_est,
+                                  .max_tokens = (int)(p->kv_need - p->prompt_est),
+                                  .block_hashes = p->hashes,
+                                  .nblocks = n < 0 ? 0 : n,
+                                  .block_size = POLICY_BLOCK,
+                                  .tenant = p->tenant};
     p->hashed = true;
   }
   return &p->preq;

@@ -1,4 +1,5 @@
-/* OpenAI ingress: validate and scan the request, answer errors in OpenAI's format, hand off to the proxy. */
+/* The router: its state (init, tenants, metrics, free), the OpenAI ingress (validate, scan, answer errors in
+ * OpenAI's format, hand off to the proxy) and routing strategies per model. */
 #include <http_parser.h>
 #include <stdio.h>
 #include <string.h>
