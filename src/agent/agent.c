@@ -347,6 +347,7 @@ static int start_ledger(struct agent *a, char *err, size_t errlen) {
   const struct agent_config *cfg = a->cfg;
   char dir[512];
   a->lapi = (struct ledger_api){.loop = a->loop, .enabled = cfg->ledger_enabled};
+  str_copy(a->lapi.pg, sizeof a->lapi.pg, cfg->ledger_postgres);
   a->meter = (struct meter){.cfg = cfg, .router = &a->router, .mesh = a->mesh};
   meter_bind(&a->meter); /* costs are reported even with metering off */
   if (!cfg->ledger_enabled) return 0;

@@ -11,13 +11,14 @@
 
 #include "core/alloc.h"
 #include "ledger/db.h"
+#include "ledger/pg.h"
 
 enum job_kind { JOB_USAGE, JOB_CONTRIBUTIONS, JOB_PAYOUTS, JOB_SETTLE };
 
 struct job {
   uv_work_t work;
   struct http_req *req; /* NULL once the client left */
-  char path[600];
+  char path[600], pg[1024];
   enum job_kind kind;
   char tenant[64], model[128], provider[64], batch[64];
   struct ledger_query q;
@@ -35,9 +36,34 @@ static void error(struct http_req *req, int status, const char *msg, const char 
   buf_free(&b);
 }
 
+/* With PostgreSQL configured, the cluster-wide ledger answers. */
+static void work_pg(struct job *j) {
+  PGconn *c;
+  j->rc = ledger_pg_connect(&c, j->pg, j->err, sizeof j->err);
+  if (j->rc != 0) {
+    if (j->rc == -ECONNREFUSED) j->rc = -EAGAIN;
+    return;
+  }
+  switch (j->kind) {
+  case JOB_USAGE: j->rc = ledger_pg_usage_json(c, &j->q, &j->out, j->err, sizeof j->err); break;
+  case JOB_CONTRIBUTIONS: j->rc = ledger_pg_contributions_json(c, &j->out, j->err, sizeof j->err); break;
+  case JOB_PAYOUTS:
+    j->rc = ledger_pg_payouts(c, j->batch[0] ? j->batch : NULL, j->csv, &j->out, j->err, sizeof j->err);
+    break;
+  case JOB_SETTLE:
+    j->rc = ledger_pg_settle(c, j->min_nano, j->now_ms, j->batch, &j->out, j->err, sizeof j->err);
+    break;
+  }
+  PQfinish(c);
+}
+
 static void work_cb(uv_work_t *w) {
   struct job *j = w->data;
   struct ledger_db *db;
+  if (j->pg[0]) {
+    work_pg(j);
+    return;
+  }
   j->rc = ledger_db_open(&db, j->path, j->err, sizeof j->err);
   if (j->rc != 0) return;
   switch (j->kind) {
@@ -58,7 +84,7 @@ static void after_cb(uv_work_t *w, int status) {
   if (j->req) {
     j->req->abort_cb = NULL;
     if (status != 0 || j->rc != 0) {
-      int code = j->rc == -ENOENT ? 404 : j->rc == -EBUSY ? 503 : 500;
+      int code = j->rc == -ENOENT ? 404 : j->rc == -EBUSY || j->rc == -EAGAIN ? 503 : 500;
       error(j->req, code, status != 0 ? "the query was cancelled" : j->err,
             code == 404   ? "not_found"
             : code == 503 ? "busy"
@@ -182,6 +208,7 @@ bool ledger_api_handle(struct ledger_api *l, struct http_req *req, const char *t
   }
   struct job *j = xcalloc(1, sizeof *j);
   str_copy(j->path, sizeof j->path, l->path);
+  str_copy(j->pg, sizeof j->pg, l->pg);
   char fmt[8];
   bool ok = true;
   if (slice_eqz(rest, "usage")) {

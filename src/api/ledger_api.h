@@ -13,7 +13,8 @@
 struct ledger_api {
   uv_loop_t *loop;
   char path[600];
-  bool enabled; /* false: every call answers 404 "metering is off on this agent" */
+  char pg[1024]; /* the cluster-wide PostgreSQL ledger (ledger.postgres): queries and settlement read it; "" none */
+  bool enabled;  /* false: every call answers 404 "metering is off on this agent" */
 };
 
 /* ledger_api_handle answers req, a route of the ledger (api/routes.c: API_OP_LEDGER_*), and returns true;

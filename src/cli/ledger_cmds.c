@@ -291,34 +291,35 @@ int ledger_cmd_main(int argc, char **argv) {
   struct buf body = {0};
   int status = 0;
   cli_auth_header(token, auth, sizeof auth);
-  if (strcmp(verb, "usage") == 0 && !local) { /* in a mesh: every member's ledger */
-    json_t *members = NULL;
-    if (http_request_hdrs("GET", agent, "/v1/cluster/members", NULL, auth, 10000, &status, &body, err,
-                          sizeof err) == 0 &&
-        status == 200)
-      members = json_loadb(body.base ? body.base : "", body.len, 0, NULL);
-    buf_reset(&body);
-    if (members && json_array_size(json_object_get(members, "members")) > 0) {
-      int rc = usage_mesh(members, path.base, auth, f_by, as_json);
-      json_decref(members);
-      buf_free(&path);
-      buf_free(&body);
-      return rc;
-    }
-    json_decref(members);
-  }
   int rc = http_request_hdrs(method, agent, path.base, NULL, auth, 30000, &status, &body, err, sizeof err);
-  buf_free(&path);
-  if (rc != 0) {
-    fprintf(stderr, "infermesh ledger: %s\n", err);
+  if (rc != 0 || status / 100 != 2) {
+    if (rc != 0)
+      fprintf(stderr, "infermesh ledger: %s\n", err);
+    else
+      rc = control_cmds_fail_status(status, &body);
+    buf_free(&path);
     buf_free(&body);
     return 1;
   }
-  if (status / 100 != 2) {
-    rc = control_cmds_fail_status(status, &body);
-    buf_free(&body);
-    return rc ? rc : 1;
+  /* A node's own ledger answered (no PostgreSQL): in a mesh, every member's ledger is asked and added up. */
+  if (strcmp(verb, "usage") == 0 && !local && strstr(body.base ? body.base : "", "\"scope\":\"node\"")) {
+    struct buf mb = {0};
+    json_t *members = NULL;
+    if (http_request_hdrs("GET", agent, "/v1/cluster/members", NULL, auth, 10000, &status, &mb, err,
+                          sizeof err) == 0 &&
+        status == 200)
+      members = json_loadb(mb.base ? mb.base : "", mb.len, 0, NULL);
+    buf_free(&mb);
+    if (members && json_array_size(json_object_get(members, "members")) > 0) {
+      int mrc = usage_mesh(members, path.base, auth, f_by, as_json);
+      json_decref(members);
+      buf_free(&path);
+      buf_free(&body);
+      return mrc;
+    }
+    json_decref(members);
   }
+  buf_free(&path);
   json_t *j = NULL;
   if (fmt && strcmp(fmt, "csv") == 0) {
     fwrite(body.base, 1, body.len, stdout);

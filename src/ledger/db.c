@@ -269,7 +269,7 @@ int ledger_db_usage_json(struct ledger_db *db, const struct ledger_query *q, str
   const char *f[3] = {q->tenant, q->model, q->provider};
   for (int i = 0; i < 3; i++)
     if (f[i] && *f[i]) sqlite3_bind_text(st, 2 + i, f[i], -1, SQLITE_STATIC);
-  buf_printf(out, "{\"by\":\"%s\",\"groups\":[", names[q->by]);
+  buf_printf(out, "{\"by\":\"%s\",\"scope\":\"node\",\"groups\":[", names[q->by]);
   int n = 0;
   while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     buf_puts(out, n++ ? ",{\"key\":" : "{\"key\":");

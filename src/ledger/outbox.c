@@ -13,6 +13,7 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "ledger/db.h"
+#include "ledger/pg.h"
 
 #define BATCH 512
 #define POLL_MS 250
@@ -29,79 +30,13 @@ struct ledger_outbox {
   struct ledger_record *batch;   /* thread only */
 };
 
-/* PostgreSQL schema steps; step i brings version i to i + 1. Append only. */
-static const char *const pg_migrations[LEDGER_PG_SCHEMA_VERSION] = {
-    "CREATE TABLE IF NOT EXISTS infermesh_usage(node TEXT NOT NULL, seq BIGINT NOT NULL, request_id TEXT NOT "
-    "NULL,"
-    " ts_ms BIGINT NOT NULL, tenant TEXT NOT NULL, model TEXT NOT NULL, ingress TEXT NOT NULL, serving TEXT "
-    "NOT NULL,"
-    " target TEXT NOT NULL, provider TEXT NOT NULL, prompt_tokens BIGINT NOT NULL, cached_tokens BIGINT NOT "
-    "NULL,"
-    " completion_tokens BIGINT NOT NULL, ttft_ms DOUBLE PRECISION, duration_ms DOUBLE PRECISION,"
-    " status INTEGER NOT NULL, retried BOOLEAN NOT NULL, hedged BOOLEAN NOT NULL, cost_nano BIGINT NOT NULL,"
-    " contribution_nano BIGINT NOT NULL, currency TEXT NOT NULL, batch_id TEXT, PRIMARY KEY(node, seq));"
-    "CREATE INDEX IF NOT EXISTS infermesh_usage_ts ON infermesh_usage(ts_ms);",
-};
-
 static void pg_close(struct ledger_outbox *o) {
   if (o->pg) PQfinish(o->pg);
   o->pg = NULL;
 }
 
-static bool ok(PGresult *r) {
-  ExecStatusType s = PQresultStatus(r);
-  bool good = s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
-  PQclear(r);
-  return good;
-}
-
-/* Brings the schema to LEDGER_PG_SCHEMA_VERSION under an advisory lock (nodes connect at once). */
-static int pg_migrate(struct ledger_outbox *o, char *err, size_t errlen) {
-  PGconn *c = o->pg;
-  if (!ok(PQexec(c, "BEGIN")) || !ok(PQexec(c, "SELECT pg_advisory_xact_lock(7465011)")) ||
-      !ok(PQexec(c, "CREATE TABLE IF NOT EXISTS infermesh_schema(version INTEGER NOT NULL)")))
-    goto fail;
-  PGresult *r = PQexec(c, "SELECT COALESCE(MAX(version), 0) FROM infermesh_schema");
-  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-    PQclear(r);
-    goto fail;
-  }
-  int v = (int)strtol(PQgetvalue(r, 0, 0), NULL, 10);
-  PQclear(r);
-  if (v > LEDGER_PG_SCHEMA_VERSION) {
-    PQexec(c, "ROLLBACK");
-    snprintf(err, errlen, "PostgreSQL ledger schema %d is newer than this agent's %d: upgrade the agent", v,
-             LEDGER_PG_SCHEMA_VERSION);
-    return -EPROTO;
-  }
-  for (; v < LEDGER_PG_SCHEMA_VERSION; v++) {
-    char sql[96];
-    snprintf(sql, sizeof sql, "DELETE FROM infermesh_schema; INSERT INTO infermesh_schema VALUES(%d)", v + 1);
-    if (!ok(PQexec(c, pg_migrations[v])) || !ok(PQexec(c, sql))) goto fail;
-  }
-  if (!ok(PQexec(c, "COMMIT"))) goto fail;
-  return 0;
-fail:
-  snprintf(err, errlen, "PostgreSQL schema: %s", PQerrorMessage(c));
-  PQclear(PQexec(c, "ROLLBACK"));
-  return -EIO;
-}
-
 static int pg_connect(struct ledger_outbox *o, char *err, size_t errlen) {
-  /* the configured string may be a URI or key=value pairs (expand_dbname); a dead host must not hang a pass
-   */
-  const char *const keys[] = {"dbname", "connect_timeout", "application_name", NULL};
-  const char *const vals[] = {o->conninfo, "3", "infermesh-ledger", NULL};
-  o->pg = PQconnectdbParams(keys, vals, 1);
-  if (PQstatus(o->pg) != CONNECTION_OK) {
-    snprintf(err, errlen, "%s", PQerrorMessage(o->pg));
-    pg_close(o);
-    return -ECONNREFUSED;
-  }
-  PQclear(PQexec(o->pg, "SET synchronous_commit = on"));
-  int rc = pg_migrate(o, err, errlen);
-  if (rc != 0) pg_close(o);
-  return rc;
+  return ledger_pg_connect(&o->pg, o->conninfo, err, errlen);
 }
 
 #define NCOLS 21

@@ -8,9 +8,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The PostgreSQL schema version this build writes (table infermesh_schema; migrated on connect). */
-#define LEDGER_PG_SCHEMA_VERSION 1
-
 struct ledger_outbox;
 
 struct ledger_outbox_stats {

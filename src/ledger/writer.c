@@ -92,9 +92,17 @@ static void thread_main(void *arg) {
         batch.v[i].cb = NULL; /* the retry is silent */
         push(&keep, &batch.v[i]);
       }
-      for (int i = 0; i < w->pending.n && keep.n < MAX_QUEUED; i++)
-        push(&keep, &w->pending.v[i]);
-      w->st.dropped += (uint64_t)(w->pending.n + batch.n - keep.n);
+      for (int i = 0; i < w->pending.n; i++) {
+        if (keep.n < MAX_QUEUED) {
+          push(&keep, &w->pending.v[i]);
+          continue;
+        }
+        w->st.dropped++; /* over the bound: dropped, and its submitter told (it must not wait forever) */
+        if (w->pending.v[i].cb) {
+          w->pending.v[i].status = -ENOBUFS;
+          push(&w->done, &w->pending.v[i]);
+        }
+      }
       free(w->pending.v);
       w->pending = keep;
       uv_async_send(&w->async);

@@ -327,7 +327,7 @@ def test_postgres_outbox_exactly_once_across_an_outage(procs, tmp_path, postgres
     send(20, "before")
     wait_for(lambda: postgres.count() == "20", timeout=15,
              what="20 records in PostgreSQL")
-    assert postgres.query("SELECT version FROM infermesh_schema") == "1"
+    assert postgres.query("SELECT version FROM infermesh_schema") == "2"
     postgres.stop()
     t0 = time.time()
     while time.time() - t0 < 10:  # 10 s of load while PostgreSQL is down: the records wait in SQLite
@@ -411,3 +411,45 @@ def test_usage_of_the_whole_mesh(procs, tmp_path):
     j = json.loads(out.stdout)
     assert j["nodes"] == ["a"] and j["not_answered"][0].startswith("b"), j
     assert sum(g["requests"] for g in j["groups"]) == 3
+
+
+@pytest.mark.timeout(90)
+def test_with_postgres_queries_and_settlement_are_cluster_wide(procs, tmp_path, postgres):
+    """Two nodes forward to one PostgreSQL: any node's usage answers for both (once, not added up twice), and
+    settles sent to both nodes at once pay each record once."""
+    from test_mesh import ADMIN as MESH_ADMIN, init_cluster, share_key, start_node, wait_members
+    init_cluster(tmp_path / "a")
+    share_key(tmp_path / "a", tmp_path / "b")
+    ea, eb = procs.engine(name="engine-a"), procs.engine(name="engine-b")
+    extra = ("--price", PRICE, "--ledger-postgres", postgres.url)
+    a = start_node(procs, tmp_path, "a", [ea], data_dir=tmp_path / "a", extra=extra + ("--provider", "pa"))
+    b = start_node(procs, tmp_path, "b", [eb], join=[a.gossip], extra=extra + ("--provider", "pb"))
+    wait_members([a, b], ["a", "b"])
+    for node, n in ((a, 5), (b, 6)):
+        for i in range(n):
+            assert post_json(node.port, "/v1/chat/completions", chat_body(f"{node.name} {i}")).status == 200
+    wait_for(lambda: postgres.count() == "11", timeout=20, what="11 records in PostgreSQL")
+    out = subprocess.run([BIN, "ledger", "usage", "--json", "--agent", b.agent.url], capture_output=True, text=True,
+                         timeout=30)
+    j = json.loads(out.stdout)
+    assert j["scope"] == "cluster" and sum(g["requests"] for g in j["groups"]) == 11, j
+    results = []
+
+    def settle(node):
+        results.append(http_request(node.port, "POST", "/v1/ledger/settle?min_amount=0",
+                                    headers=bearer(MESH_ADMIN)))
+
+    ts = [threading.Thread(target=settle, args=(n,)) for n in (a, b, a, b)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    assert sorted(r.status for r in results) == [200, 200, 200, 201], [(r.status, r.body) for r in results]
+    batch = next(r.json() for r in results if r.status == 201)
+    assert sum(p["records"] for p in batch["payouts"]) == 11
+    assert {p["provider"] for p in batch["payouts"]} == {"pa", "pb"}
+    assert postgres.query("SELECT count(*) FROM infermesh_usage WHERE batch_id IS NULL") == "0"
+    paid = int(postgres.query("SELECT sum(amount_nano) FROM infermesh_payouts"))
+    assert paid == int(postgres.query("SELECT sum(contribution_nano) FROM infermesh_usage"))
+    r = http_request(a.port, "GET", f"/v1/ledger/payouts/{batch['batch']}")
+    assert r.status == 200 and r.json() == batch
