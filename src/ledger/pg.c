@@ -105,13 +105,8 @@ static void amount_json(struct buf *out, const char *key, int64_t nano) {
 }
 
 int ledger_pg_usage_json(PGconn *c, const struct ledger_query *q, struct buf *out, char *err, size_t errlen) {
-  static const char *const keys[] = {"''",
-                                     "tenant",
-                                     "model",
-                                     "serving",
-                                     "provider",
-                                     "to_char(to_timestamp(ts_ms / 1000) AT TIME ZONE 'UTC', "
-                                     "'YYYY-MM-DD\"T\"HH24\":00:00Z\"')"};
+#define HOUR_KEY "to_char(to_timestamp(ts_ms / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24\":00:00Z\"')"
+  static const char *const keys[] = {"''", "tenant", "model", "serving", "provider", HOUR_KEY};
   static const char *const names[] = {"all", "tenant", "model", "node", "provider", "hour"};
   char sql[900], since[24];
   snprintf(
