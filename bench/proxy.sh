@@ -17,7 +17,8 @@
 # Writes bench/results/proxy.md (or $BENCH_OUT). Every process it starts is stopped on exit, even on failure.
 #
 # Knobs (environment): INFERMESH_BIN, BENCH_OUT, REPS (5), LAT_N (1500), LAT_CLOSED_N (3000), LAT_RATE (500),
-# WRK_SECS (4), WRK_THREADS (1), CONNS (64), MAX_TOKENS (16), KEEP_TMP (1 = keep the temp dir).
+# WRK_SECS (4), WRK_THREADS (1), CONNS (64), MAX_TOKENS (16), KEEP_TMP (1 = keep the temp dir),
+# AGENT_FLAGS (extra flags for the infermesh agents, e.g. "--ledger false" to leave metering out).
 set -euo pipefail
 export LC_ALL=C
 
@@ -123,13 +124,13 @@ PORT_direct=$ENGINE_PORT
 PACED_direct=$PACED_ENGINE_PORT
 pick_port PORT_infermesh
 start infermesh "$BIN" agent --listen "127.0.0.1:$PORT_infermesh" --target "http://127.0.0.1:$ENGINE_PORT" \
-    --scrape-interval-ms 200 --drain-timeout-ms 1000 --log-level info --data-dir "$TMP/d-infermesh"
+    --scrape-interval-ms 200 --drain-timeout-ms 1000 --log-level info --data-dir "$TMP/d-infermesh" ${AGENT_FLAGS:-}
 pick_port PORT_infermesh_warn
 start infermesh-warn "$BIN" agent --listen "127.0.0.1:$PORT_infermesh_warn" --target "http://127.0.0.1:$ENGINE_PORT" \
-    --scrape-interval-ms 200 --drain-timeout-ms 1000 --log-level warn --data-dir "$TMP/d-infermesh-warn"
+    --scrape-interval-ms 200 --drain-timeout-ms 1000 --log-level warn --data-dir "$TMP/d-infermesh-warn" ${AGENT_FLAGS:-}
 pick_port PACED_infermesh
 start infermesh-paced "$BIN" agent --listen "127.0.0.1:$PACED_infermesh" --target "http://127.0.0.1:$PACED_ENGINE_PORT" \
-    --drain-timeout-ms 1000 --log-level warn --data-dir "$TMP/d-infermesh-paced"
+    --drain-timeout-ms 1000 --log-level warn --data-dir "$TMP/d-infermesh-paced" ${AGENT_FLAGS:-}
 
 render() { # render TEMPLATE PORT PACED_PORT > file
     sed -e "s|@PREFIX@|$TMP|g" -e "s|@PORT@|$2|g" -e "s|@ENGINE_PORT@|$ENGINE_PORT|g" \
