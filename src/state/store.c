@@ -224,9 +224,30 @@ void store_ttfb_observe(struct store *s, int id, int kind, double seconds) {
   if (t->ttfb_n[kind] < STORE_TTFB_WINDOW) t->ttfb_n[kind]++;
 }
 
-static int cmp_float(const void *a, const void *b) {
-  float x = *(const float *)a, y = *(const float *)b;
-  return x < y ? -1 : x > y;
+/* select_kth returns the k-th smallest (0-based) of v[0..n), reordering v: Hoare's selection, O(n) on average.
+ * The router asks for a target's p95 several times per request; sorting the window each time cost more. */
+static float select_kth(float *v, int n, int k) {
+  int lo = 0, hi = n - 1;
+  while (lo < hi) {
+    float pivot = v[lo + (hi - lo) / 2];
+    int i = lo, j = hi;
+    while (i <= j) {
+      while (v[i] < pivot) i++;
+      while (v[j] > pivot) j--;
+      if (i <= j) {
+        float t = v[i];
+        v[i++] = v[j];
+        v[j--] = t;
+      }
+    }
+    if (k <= j)
+      hi = j;
+    else if (k >= i)
+      lo = i;
+    else
+      return v[k];
+  }
+  return v[k];
 }
 
 bool store_ttfb_quantile(const struct target *t, int kind, double q, int min_samples, double *out) {
@@ -235,10 +256,9 @@ bool store_ttfb_quantile(const struct target *t, int kind, double q, int min_sam
   if (n == 0 || n < min_samples) return false;
   float v[STORE_TTFB_WINDOW];
   memcpy(v, t->ttfb[kind], (size_t)n * sizeof v[0]);
-  qsort(v, (size_t)n, sizeof v[0], cmp_float);
   /* nearest rank: the smallest sample with at least q of the samples at or below it */
   int rank = (int)((double)n * (q < 0 ? 0 : q > 1 ? 1 : q) + 0.999999);
   if (rank < 1) rank = 1;
-  *out = v[rank - 1];
+  *out = select_kth(v, n, rank - 1);
   return true;
 }
