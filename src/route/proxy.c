@@ -134,7 +134,7 @@ static void finish(struct proxy *p, int status) {
     hist_observe(&r->metrics.latency, (double)(now - p->t0) / 1e9);
     if (p->t_first) hist_observe(&r->metrics.ttft, (double)(p->t_first - p->t0) / 1e9);
   }
-  if (p->usage.present) {
+  if (p->usage.present && !p->local_only) { /* a forwarded request counts at the agent that took it */
     route_metrics_usage(&r->metrics, proxy_admit_tenant_name(p), p->model, p->usage.prompt_tokens,
                         p->usage.cached_tokens, p->usage.completion_tokens, p->costed ? p->cost_nano : 0,
                         p->costed ? p->currency : "");

@@ -16,7 +16,9 @@ struct proxy_meter_wait {
 
 void proxy_meter_cost(struct proxy *p) {
   const struct router_meter *m = &p->r->meter;
-  p->costed = m->cost && p->usage.present && m->cost(m->arg, p->model, &p->usage, &p->cost_nano, p->currency);
+  /* A request forwarded by another agent is priced there, once: the answer it relays gets the cost. */
+  p->costed = !p->local_only && m->cost && p->usage.present &&
+              m->cost(m->arg, p->model, &p->usage, &p->cost_nano, p->currency);
   if (!p->costed) return;
   char a[32];
   amount_format(p->cost_nano, a, sizeof a);

@@ -362,7 +362,7 @@ def test_record_at_the_ingress_names_the_serving_nodes_provider(procs, tmp_path)
     share_key(tmp_path / "gw", tmp_path / "gpu")
     e = procs.engine()
     gw = start_node(procs, tmp_path, "gw", [], data_dir=tmp_path / "gw", extra=("--price", PRICE))
-    gpu = start_node(procs, tmp_path, "gpu", [e], join=[gw.gossip], extra=("--provider", "acme"))
+    gpu = start_node(procs, tmp_path, "gpu", [e], join=[gw.gossip], extra=("--provider", "acme", "--price", PRICE))
     wait_members([gw, gpu], ["gw", "gpu"])
     wait_for(lambda: remote_healthy(gw, 1), timeout=15, what="gpu's engine on the gateway")
     assert any(m["name"] == "gpu" and m["provider"] == "acme" for m in gw.members()["members"])
@@ -370,6 +370,9 @@ def test_record_at_the_ingress_names_the_serving_nodes_provider(procs, tmp_path)
         r = post_json(gw.port, "/v1/chat/completions", chat_body(f"via the gateway {i}"),
                       headers={"x-request-id": f"gw-{i}"})
         assert r.status == 200 and r.headers["x-infermesh-node"] == "gpu", r
+        # priced once, at the gateway: one cost in the body (the serving node adds none), equal to the header
+        assert r.body.count(b'"cost"') == 1, r.body
+        assert Decimal(str(r.json()["usage"]["cost"])) == Decimal(r.headers["x-infermesh-cost"]) > 0
     rows = {r[0]: r for r in ledger_rows(tmp_path / "gw" / "ledger.db")}
     assert set(rows) == {f"gw-{i}" for i in range(4)}
     assert all(r[7] == "acme" and r[6] > 0 for r in rows.values())
