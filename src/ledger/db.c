@@ -288,6 +288,30 @@ int ledger_db_usage_json(struct ledger_db *db, const struct ledger_query *q, str
   return rc == SQLITE_DONE ? 0 : fail(db, rc, "usage query", err, errlen);
 }
 
+int ledger_db_spend(struct ledger_db *db, int64_t day_start_s, int64_t month_start_s,
+                    void (*cb)(void *arg, const char *tenant, const struct spend_figures *f), void *arg, char *err,
+                    size_t errlen) {
+  sqlite3_stmt *st;
+  int rc = sqlite3_prepare_v2(db->h,
+                              "SELECT tenant, SUM(CASE WHEN ts_ms >= ?1 THEN cost_nano ELSE 0 END),"
+                              " SUM(CASE WHEN ts_ms >= ?2 THEN cost_nano ELSE 0 END), SUM(cost_nano)"
+                              " FROM usage WHERE tenant != '' GROUP BY tenant",
+                              -1, &st, NULL);
+  if (rc != SQLITE_OK) return fail(db, rc, "spend query", err, errlen);
+  sqlite3_bind_int64(st, 1, day_start_s * 1000);
+  sqlite3_bind_int64(st, 2, month_start_s * 1000);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    struct spend_figures f = {.day_start = day_start_s,
+                              .day_nano = sqlite3_column_int64(st, 1),
+                              .month_start = month_start_s,
+                              .month_nano = sqlite3_column_int64(st, 2),
+                              .total_nano = sqlite3_column_int64(st, 3)};
+    cb(arg, (const char *)sqlite3_column_text(st, 0), &f);
+  }
+  sqlite3_finalize(st);
+  return rc == SQLITE_DONE ? 0 : fail(db, rc, "spend query", err, errlen);
+}
+
 int ledger_db_contributions_json(struct ledger_db *db, struct buf *out, char *err, size_t errlen) {
   sqlite3_stmt *st;
   int rc = sqlite3_prepare_v2(db->h,

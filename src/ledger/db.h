@@ -10,6 +10,7 @@
 
 #include "core/buf.h"
 #include "ledger/record.h"
+#include "ledger/spend.h"
 
 #define LEDGER_DB_FILE "ledger.db"
 #define LEDGER_SCHEMA_VERSION 2
@@ -34,6 +35,13 @@ int ledger_db_pending(struct ledger_db *db, int max, struct ledger_record *out, 
 
 /* ledger_db_mark_sent records that every record up to seq reached PostgreSQL (the position only moves on). */
 int ledger_db_mark_sent(struct ledger_db *db, int64_t seq, char *err, size_t errlen);
+
+/* ledger_db_spend calls cb once per tenant of this file's records with its spend (cost) in the day that began at
+ * day_start_s, in the month that began at month_start_s (unix seconds) and in all; the figures' starts are set to
+ * those. The budget's seed at start (ledger/spend.h). 0 or a negative code with err set. */
+int ledger_db_spend(struct ledger_db *db, int64_t day_start_s, int64_t month_start_s,
+                    void (*cb)(void *arg, const char *tenant, const struct spend_figures *f), void *arg, char *err,
+                    size_t errlen);
 
 /* What a usage query selects and how it groups. Strings are borrowed; NULL or "" = any. */
 enum ledger_by {
