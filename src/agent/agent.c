@@ -397,7 +397,7 @@ static int start_ledger(struct agent *a, char *err, size_t errlen) {
     snprintf(err, errlen, "data dir path too long: %s", dir);
   if (rc == 0) rc = ledger_writer_start(&a->ledger, a->loop, a->lapi.path, err, errlen);
   if (rc == 0) rc = seed_spend(a, err, errlen);
-  a->meter.writer = a->ledger;
+  a->meter.writer = a->lapi.writer = a->ledger;
   if (rc == 0 && cfg->ledger_postgres[0]) {
     char node[96];
     if (a->mesh) /* the node's identity: stable across renames and restarts */
@@ -439,7 +439,7 @@ static void gpu_stopped_cb(struct gpu_poll *g) {
   uv_close((uv_handle_t *)&a->log_flusher, closed_cb);
   uv_close((uv_handle_t *)&a->hist_timer, closed_cb);
   events_close();
-  a->meter.writer = NULL;
+  a->meter.writer = a->lapi.writer = NULL;
   if (a->ledger) ledger_writer_close(a->ledger, outbox_last_cb, a); /* commits what is queued, then ends */
   a->ledger = NULL;
 }

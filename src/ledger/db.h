@@ -24,9 +24,13 @@ struct ledger_db;
 int ledger_db_open(struct ledger_db **out, const char *path, char *err, size_t errlen);
 void ledger_db_close(struct ledger_db *db);
 
-/* ledger_db_insert stores recs[0..n) in one transaction and sets each one's seq. 0, or a negative code with
- * err set (then none is stored). */
+/* ledger_db_insert stores recs[0..n) in one transaction. A record with seq > 0 keeps it, and one whose seq is
+ * stored already is skipped (filling from the journal twice stores it once); seq <= 0 gets the next one, set in
+ * the record. Either every record has a seq or none has. 0, or a negative code with err set (then none is stored). */
 int ledger_db_insert(struct ledger_db *db, struct ledger_record *recs, int n, char *err, size_t errlen);
+
+/* ledger_db_max_seq reads the highest seq stored (0 when none). 0 or a negative code with err set. */
+int ledger_db_max_seq(struct ledger_db *db, int64_t *seq, char *err, size_t errlen);
 
 /* ledger_db_pending reads, in seq order, up to max records not yet forwarded to PostgreSQL into out[0..*n) and
  * the outbox's position into *sent_seq. 0 or a negative code with err set. */

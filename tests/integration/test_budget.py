@@ -4,7 +4,6 @@ naming the budget and when it resets; spend survives a restart (read back from t
 is refused with a clear message. The overshoot of three ingress nodes driving one tenant at full speed is
 measured and printed (bench/results/ledger.md reports it)."""
 
-import calendar
 import datetime
 import json
 import signal
@@ -17,6 +16,7 @@ from decimal import Decimal
 import pytest
 
 from conftest import BIN, HOST, MODEL, READ_AUTH, chat_body, free_port, http_request, post_json, wait_for
+from test_ledger import ledger_sync
 
 KEY_A, KEY_B = "sk-budget-a", "sk-budget-b"
 # 100 per million tokens: a short chat (~40 tokens) costs about 0.004.
@@ -74,6 +74,7 @@ def test_budget_per_day_is_enforced_and_survives_a_restart(procs, tmp_path):
     assert next_midnight_utc() in err["message"], err
     assert 0 < int(r.headers["retry-after"]) <= 86400
     # spend reached the budget, and no request was let through after it did
+    ledger_sync(ag.port)
     spent = spent_in(data / "ledger.db", "team-a")
     assert spent >= Decimal("0.02"), spent
     last = Decimal(r.json()["error"]["message"].split(" has spent ")[1].split(" ")[0])
@@ -197,6 +198,8 @@ def test_budget_across_three_ingress_nodes(procs, tmp_path):
     for t in threads:
         t.join(30)
     assert sum(c["other"] for c in counts) == 0, counts
+    for n in nodes:
+        ledger_sync(n.port)
     total = sum(spent_in(n.data_dir / "ledger.db", "team") for n in nodes)
     overshoot = total - Decimal("0.8")
     n_records = sum(records_of(n.data_dir / "ledger.db", "team") for n in nodes)
