@@ -25,7 +25,7 @@ static void send_round(struct budget_sync *s) {
   int64_t now = clock_wall_s();
   char names[GOSSIP_SPEND_TENANTS][SPEND_NAME_MAX];
   struct spend_figures figs[GOSSIP_SPEND_TENANTS];
-  _Static_assert(sizeof names[0] == sizeof ((struct gossip_tenant_spend *)0)->tenant, "tenant name sizes");
+  _Static_assert(sizeof names[0] == sizeof((struct gossip_tenant_spend *)0)->tenant, "tenant name sizes");
   for (int from = 0;; from += GOSSIP_SPEND_TENANTS) {
     int n = spend_book_local(s->book, from, GOSSIP_SPEND_TENANTS, now, names, figs);
     if (n == 0) break;

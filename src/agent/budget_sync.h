@@ -1,13 +1,13 @@
-/* Budget spend across the mesh: this node's tenant spend (ledger/spend.h) goes to every gateway in gossip spend
- * reports, and what the others report is folded into the same book, so every ingress node enforces a tenant's
- * budget on the mesh's spend (DESIGN §8).
+/* Budget spend across the mesh: this node's tenant spend (ledger/spend.h) goes to every gateway in gossip
+ * spend reports, and what the others report is folded into the same book, so every ingress node enforces a
+ * tenant's budget on the mesh's spend (DESIGN §8).
  *
  * Pacing: a report round (every tenant this node has spend for, GOSSIP_SPEND_TENANTS per datagram, to every
- * gateway) leaves while spend changes at most every BUDGET_SYNC_MIN_MS, stretched to BUDGET_SYNC_MS_PER_MEMBER
- * per alive member (so the datagrams a node sends stay near 1000 / BUDGET_SYNC_MS_PER_MEMBER per second however
- * large the mesh), and every BUDGET_SYNC_MAX_MS regardless (so a member that joined, or lost a datagram, catches
- * up). The staleness of a remote node's spend, and so a budget's overshoot, is about one interval of that
- * node's spending. */
+ * gateway) leaves while spend changes at most every BUDGET_SYNC_MIN_MS, stretched to
+ * BUDGET_SYNC_MS_PER_MEMBER per alive member (so the datagrams a node sends stay near 1000 /
+ * BUDGET_SYNC_MS_PER_MEMBER per second however large the mesh), and every BUDGET_SYNC_MAX_MS regardless (so a
+ * member that joined, or lost a datagram, catches up). The staleness of a remote node's spend, and so a
+ * budget's overshoot, is about one interval of that node's spending. */
 #ifndef IM_AGENT_BUDGET_SYNC_H
 #define IM_AGENT_BUDGET_SYNC_H
 

@@ -1,13 +1,13 @@
-/* Budget periods in UTC (see period.h). Civil dates from days since the epoch by Howard Hinnant's algorithm, so no
- * time zone or libc state is involved. */
+/* Budget periods in UTC (see period.h). Civil dates from days since the epoch by Howard Hinnant's algorithm,
+ * so no time zone or libc state is involved. */
 #include "core/period.h"
 
 #include <errno.h>
 #include <string.h>
 #include <time.h>
 
-static const char *const names[PERIOD_COUNT] = {[PERIOD_MONTH] = "month", [PERIOD_DAY] = "day",
-                                                [PERIOD_TOTAL] = "total"};
+static const char *const names[PERIOD_COUNT] = {
+    [PERIOD_MONTH] = "month", [PERIOD_DAY] = "day", [PERIOD_TOTAL] = "total"};
 
 int period_parse(const char *s, enum period *out) {
   for (int i = 0; i < PERIOD_COUNT; i++)

@@ -12,12 +12,14 @@
 #define STRINGS 8
 
 static uint8_t *put_u32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) *p++ = (uint8_t)(v >> (8 * i));
+  for (int i = 0; i < 4; i++)
+    *p++ = (uint8_t)(v >> (8 * i));
   return p;
 }
 
 static uint8_t *put_u64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) *p++ = (uint8_t)(v >> (8 * i));
+  for (int i = 0; i < 8; i++)
+    *p++ = (uint8_t)(v >> (8 * i));
   return p;
 }
 
@@ -79,7 +81,8 @@ static uint64_t get_u64(struct rd *r) {
     return 0;
   }
   uint64_t v = 0;
-  for (int i = 0; i < 8; i++) v |= (uint64_t)r->p[i] << (8 * i);
+  for (int i = 0; i < 8; i++)
+    v |= (uint64_t)r->p[i] << (8 * i);
   r->p += 8;
   return v;
 }
@@ -90,7 +93,8 @@ static uint32_t get_u32(struct rd *r) {
     return 0;
   }
   uint32_t v = 0;
-  for (int i = 0; i < 4; i++) v |= (uint32_t)r->p[i] << (8 * i);
+  for (int i = 0; i < 4; i++)
+    v |= (uint32_t)r->p[i] << (8 * i);
   r->p += 4;
   return v;
 }

@@ -1,4 +1,5 @@
-/* The spend book (see spend.h): tenants in a sorted array, each with its local figures and one slot per sender. */
+/* The spend book (see spend.h): tenants in a sorted array, each with its local figures and one slot per
+ * sender. */
 #include "ledger/spend.h"
 
 #include <stdlib.h>
@@ -28,23 +29,29 @@ struct spend_book {
   uint64_t dropped;
 };
 
-struct spend_book *spend_book_new(void) { return xcalloc(1, sizeof(struct spend_book)); }
+struct spend_book *spend_book_new(void) {
+  return xcalloc(1, sizeof(struct spend_book));
+}
 
 void spend_book_free(struct spend_book *b) {
   if (!b) return;
-  for (int i = 0; i < b->n; i++) free(b->t[i].remotes);
+  for (int i = 0; i < b->n; i++)
+    free(b->t[i].remotes);
   free(b->t);
   free(b);
 }
 
-/* find returns tenant name's entry, creating it (in order) when create is set and there is room; NULL else. */
+/* find returns tenant name's entry, creating it (in order) when create is set and there is room; NULL else.
+ */
 static struct tenant *find(struct spend_book *b, const char *name, bool create) {
   int lo = 0, hi = b->n;
   while (lo < hi) {
     int mid = (lo + hi) / 2, c = strcmp(b->t[mid].name, name);
     if (c == 0) return &b->t[mid];
-    if (c < 0) lo = mid + 1;
-    else hi = mid;
+    if (c < 0)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   if (!create) return NULL;
   if (!name[0] || strlen(name) >= SPEND_NAME_MAX || b->n == SPEND_TENANTS) {
@@ -96,8 +103,8 @@ void spend_book_seed(struct spend_book *b, const char *tenant, const struct spen
   b->changed = true;
 }
 
-void spend_book_merge(struct spend_book *b, const uint8_t node[SPEND_NODE_ID_LEN], uint64_t boot, uint64_t seq,
-                      const char *tenant, const struct spend_figures *f) {
+void spend_book_merge(struct spend_book *b, const uint8_t node[SPEND_NODE_ID_LEN], uint64_t boot,
+                      uint64_t seq, const char *tenant, const struct spend_figures *f) {
   struct tenant *t = find(b, tenant, true);
   if (!t) return;
   struct remote *r = NULL;
@@ -134,12 +141,13 @@ int64_t spend_book_spent(const struct spend_book *b, const char *tenant, enum pe
   const struct tenant *t = cfind(b, tenant);
   if (!t) return 0;
   int64_t sum = figure(&t->local, p, now_s);
-  for (int i = 0; i < t->nremotes; i++) sum += figure(&t->remotes[i].f, p, now_s);
+  for (int i = 0; i < t->nremotes; i++)
+    sum += figure(&t->remotes[i].f, p, now_s);
   return sum;
 }
 
-int spend_book_local(const struct spend_book *b, int from, int max, int64_t now_s, char (*names)[SPEND_NAME_MAX],
-                     struct spend_figures *figs) {
+int spend_book_local(const struct spend_book *b, int from, int max, int64_t now_s,
+                     char (*names)[SPEND_NAME_MAX], struct spend_figures *figs) {
   int n = 0, seen = 0;
   for (int i = 0; i < b->n && n < max; i++) {
     const struct tenant *t = &b->t[i];

@@ -22,7 +22,7 @@
 #define FILL_MAX 8192          /* records moved into SQLite per transaction (one step) */
 #define FILL_READ (1u << 20)   /* journal bytes read per pread */
 #define IDLE_MS 20             /* the queue empty this long: fill SQLite */
-#define FILL_BOUND (64u << 20) /* journal bytes not yet in SQLite beyond which filling runs under load too */
+#define FILL_BOUND (64u << 20) /* bytes not yet in SQLite beyond which filling runs under load too */
 #define TRUNCATE_AT (4u << 20) /* a journal wholly in SQLite and this large starts again from 0 */
 
 struct item {
@@ -88,8 +88,8 @@ static int write_all(int fd, const uint8_t *buf, size_t len) {
   return 0;
 }
 
-/* append gives batch's records their seqs and writes them to the journal with one write: 0, or a negative errno
- * with err (a partial write is cut off again, so the journal ends where it did). */
+/* append gives batch's records their seqs and writes them to the journal with one write: 0, or a negative
+ * errno with err (a partial write is cut off again, so the journal ends where it did). */
 static int append(struct ledger_writer *w, struct queue *batch, char *err, size_t errlen) {
   size_t need = (size_t)batch->n * JOURNAL_ENTRY_MAX;
   if (w->jbuf_cap < need) w->jbuf = xrealloc(w->jbuf, w->jbuf_cap = need);
@@ -101,7 +101,8 @@ static int append(struct ledger_writer *w, struct queue *batch, char *err, size_
   int rc = write_all(w->jfd, w->jbuf, len);
   if (rc != 0) {
     snprintf(err, errlen, "ledger: journal write: %s", strerror(-rc));
-    if (ftruncate(w->jfd, (off_t)w->end_off) != 0) log_warn("ledger: cannot cut a partial journal write", "err=\"%s\"", strerror(errno));
+    if (ftruncate(w->jfd, (off_t)w->end_off) != 0)
+      log_warn("ledger: cannot cut a partial journal write", "err=\"%s\"", strerror(errno));
     return rc;
   }
   w->next_seq += batch->n;
@@ -145,8 +146,8 @@ static int fill_step(struct ledger_writer *w, char *err, size_t errlen) {
   return 0;
 }
 
-/* answer_syncs gives each sync request the last record it waits for, and hands those satisfied (or, when filling
- * failed, all with rc) to the loop. Under mu. */
+/* answer_syncs gives each sync request the last record it waits for, and hands those satisfied (or, when
+ * filling failed, all with rc) to the loop. Under mu. */
 static void answer_syncs(struct ledger_writer *w, int rc) {
   int keep = 0;
   for (int i = 0; i < w->syncs.n; i++) {
@@ -212,7 +213,8 @@ static int commit_batch(struct ledger_writer *w, struct queue *batch) {
   return rc;
 }
 
-/* fill_once runs one fill step and answers the sync requests it satisfied. Called and returns with mu held. */
+/* fill_once runs one fill step and answers the sync requests it satisfied. Called and returns with mu held.
+ */
 static void fill_once(struct ledger_writer *w) {
   char err[256];
   uv_mutex_unlock(&w->mu);
@@ -261,12 +263,13 @@ static void thread_main(void *arg) {
         uv_async_send(&w->async);
       continue;
     }
-    /* Stopping with nothing queued: SQLite gets the rest of the journal, so the file is whole for whoever reads
-     * it next (on failure the journal keeps it for the next start). */
+    /* Stopping with nothing queued: SQLite gets the rest of the journal, so the file is whole for whoever
+     * reads it next (on failure the journal keeps it for the next start). */
     uint64_t before = w->filled_off;
     if (w->filled_off < w->end_off) fill_once(w);
     if (w->filled_off < w->end_off && w->filled_off != before) continue;
-    if (w->filled_off == w->end_off && w->end_off > 0 && ftruncate(w->jfd, 0) == 0) w->filled_off = w->end_off = 0;
+    if (w->filled_off == w->end_off && w->end_off > 0 && ftruncate(w->jfd, 0) == 0)
+      w->filled_off = w->end_off = 0;
     break;
   }
   /* Anything still queued when stopping is answered: it was not committed. */
@@ -319,8 +322,9 @@ static void async_cb(uv_async_t *a) {
   }
 }
 
-/* recover opens the journal next to the ledger, moves every whole entry into SQLite (once: by seq), cuts off a
- * torn or damaged tail and empties it; next_seq follows the highest seq stored. 0 or a negative code with err. */
+/* recover opens the journal next to the ledger, moves every whole entry into SQLite (once: by seq), cuts off
+ * a torn or damaged tail and empties it; next_seq follows the highest seq stored. 0 or a negative code with
+ * err. */
 static int recover(struct ledger_writer *w, const char *path, char *err, size_t errlen) {
   char jpath[640];
   if (journal_path(path, jpath, sizeof jpath) != 0) {
@@ -358,7 +362,8 @@ static int recover(struct ledger_writer *w, const char *path, char *err, size_t 
   if (rc != 0) return rc;
   w->next_seq = max + 1;
   w->appended_seq = w->filled_seq = max;
-  if (recovered) log_info("ledger: journal moved into SQLite at start", "bytes=%llu", (unsigned long long)recovered);
+  if (recovered)
+    log_info("ledger: journal moved into SQLite at start", "bytes=%llu", (unsigned long long)recovered);
   return 0;
 }
 

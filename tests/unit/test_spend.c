@@ -71,8 +71,11 @@ static void test_reports_merge_once(void **state) {
   memset(n1, 1, sizeof n1);
   memset(n2, 2, sizeof n2);
   spend_book_add(b, "t", 100, DEC7);
-  struct spend_figures f = {.day_start = DEC7_MIDNIGHT, .day_nano = 1000, .month_start = DEC1_MIDNIGHT,
-                            .month_nano = 4000, .total_nano = 9000};
+  struct spend_figures f = {.day_start = DEC7_MIDNIGHT,
+                            .day_nano = 1000,
+                            .month_start = DEC1_MIDNIGHT,
+                            .month_nano = 4000,
+                            .total_nano = 9000};
   spend_book_merge(b, n1, 5, 10, "t", &f);
   spend_book_merge(b, n1, 5, 10, "t", &f); /* the same report again: absolute figures, still counted once */
   assert_int_equal(spend_book_spent(b, "t", PERIOD_DAY, DEC7), 1100);
@@ -106,8 +109,11 @@ static void test_reports_merge_once(void **state) {
 static void test_seed_and_bounds(void **state) {
   (void)state;
   struct spend_book *b = spend_book_new();
-  struct spend_figures seed = {.day_start = DEC7_MIDNIGHT, .day_nano = 7, .month_start = DEC1_MIDNIGHT,
-                               .month_nano = 70, .total_nano = 700};
+  struct spend_figures seed = {.day_start = DEC7_MIDNIGHT,
+                               .day_nano = 7,
+                               .month_start = DEC1_MIDNIGHT,
+                               .month_nano = 70,
+                               .total_nano = 700};
   spend_book_seed(b, "t", &seed, DEC7);
   spend_book_add(b, "t", 1, DEC7);
   assert_int_equal(spend_book_spent(b, "t", PERIOD_DAY, DEC7), 8);
@@ -126,7 +132,8 @@ static void test_seed_and_bounds(void **state) {
   char names[8][SPEND_NAME_MAX];
   struct spend_figures figs[8];
   int total = 0, n;
-  for (int from = 0; (n = spend_book_local(b, from, 8, DEC7, names, figs)) > 0; from += n) total += n;
+  for (int from = 0; (n = spend_book_local(b, from, 8, DEC7, names, figs)) > 0; from += n)
+    total += n;
   assert_int_equal(total, 21);
   assert_int_equal(spend_book_local(b, 0, 8, DEC7, names, figs), 8);
   assert_string_equal(names[0], "t");
