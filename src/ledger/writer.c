@@ -29,7 +29,6 @@ struct item {
   struct ledger_record rec; /* a sync request: rec.seq is the last record it waits for (0: not yet known) */
   ledger_done_cb cb;
   void *arg;
-  int status;
 };
 
 struct queue {
@@ -37,17 +36,32 @@ struct queue {
   int n, cap;
 };
 
+/* An outcome for the loop: who to tell, and what. */
+struct answer {
+  ledger_done_cb cb;
+  void *arg;
+  int status;
+};
+
+struct answers {
+  struct answer *v;
+  int n, cap;
+};
+
 struct ledger_writer {
   uv_loop_t *loop;
   uv_async_t async;
+  uv_prepare_t handoff; /* once per loop turn, before it blocks: local goes to the thread in one lock */
+  struct queue local;   /* loop thread only: submitted this turn */
   uv_thread_t thread;
   uv_mutex_t mu;
   uv_cond_t cond;
   struct ledger_db *db;
-  struct queue pending, done, syncs; /* under mu */
-  bool stopping;                     /* under mu: ledger_writer_close was called */
-  bool thread_done;                  /* under mu: the thread has left; done holds everything */
-  struct ledger_writer_stats st;     /* under mu */
+  struct queue pending, syncs;   /* under mu */
+  struct answers done;           /* under mu */
+  bool stopping;                 /* under mu: ledger_writer_close was called */
+  bool thread_done;              /* under mu: the thread has left; done holds everything */
+  struct ledger_writer_stats st; /* under mu */
   void (*close_cb)(void *);
   void *close_arg;
   /* Writer thread only (and start, before it runs). */
@@ -64,9 +78,24 @@ static void push(struct queue *q, const struct item *it) {
   q->v[q->n++] = *it;
 }
 
-/* Moves up to max items from the front of q into out (out->n = 0 first). */
+/* tell queues the outcome of it for the loop (when someone waits for it). Under mu. */
+static void tell(struct answers *a, const struct item *it, int status) {
+  if (!it->cb) return;
+  if (a->n == a->cap) a->v = xrealloc(a->v, (size_t)(a->cap = a->cap ? a->cap * 2 : 64) * sizeof *a->v);
+  a->v[a->n++] = (struct answer){it->cb, it->arg, status};
+}
+
+/* Moves up to max items from the front of q into out (out->n = 0 first); all of them by swapping the arrays.
+ */
 static void take(struct queue *q, struct queue *out, int max) {
-  int k = q->n < max ? q->n : max;
+  if (q->n <= max) {
+    struct queue t = *out;
+    *out = *q;
+    *q = t;
+    q->n = 0;
+    return;
+  }
+  int k = max;
   out->n = 0;
   for (int i = 0; i < k; i++)
     push(out, &q->v[i]);
@@ -157,8 +186,7 @@ static void answer_syncs(struct ledger_writer *w, int rc) {
       w->syncs.v[keep++] = *s;
       continue;
     }
-    s->status = rc;
-    push(&w->done, s);
+    tell(&w->done, s, rc);
   }
   w->syncs.n = keep;
 }
@@ -174,10 +202,8 @@ static int commit_batch(struct ledger_writer *w, struct queue *batch) {
   if (rc == 0) {
     w->st.committed += (uint64_t)batch->n;
     w->st.batches++;
-    for (int i = 0; i < batch->n; i++) {
-      batch->v[i].status = 0;
-      push(&w->done, &batch->v[i]);
-    }
+    for (int i = 0; i < batch->n; i++)
+      tell(&w->done, &batch->v[i], 0);
     uv_async_send(&w->async);
     return 0;
   }
@@ -186,9 +212,7 @@ static int commit_batch(struct ledger_writer *w, struct queue *batch) {
   log_warn("ledger: commit failed; records kept and retried", "records=%d err=\"%s\"", batch->n, err);
   struct queue keep = {0};
   for (int i = 0; i < batch->n; i++) {
-    struct item notify = batch->v[i];
-    notify.status = rc;
-    if (notify.cb) push(&w->done, &notify);
+    tell(&w->done, &batch->v[i], rc);
     batch->v[i].cb = NULL; /* the retry is silent */
     push(&keep, &batch->v[i]);
   }
@@ -198,10 +222,7 @@ static int commit_batch(struct ledger_writer *w, struct queue *batch) {
       continue;
     }
     w->st.dropped++; /* over the bound: dropped, and its submitter told (it must not wait forever) */
-    if (w->pending.v[i].cb) {
-      w->pending.v[i].status = -ENOBUFS;
-      push(&w->done, &w->pending.v[i]);
-    }
+    tell(&w->done, &w->pending.v[i], -ENOBUFS);
   }
   free(w->pending.v);
   w->pending = keep;
@@ -274,10 +295,7 @@ static void thread_main(void *arg) {
   }
   /* Anything still queued when stopping is answered: it was not committed. */
   for (int i = 0; i < w->pending.n; i++)
-    if (w->pending.v[i].cb) {
-      w->pending.v[i].status = -ESHUTDOWN;
-      push(&w->done, &w->pending.v[i]);
-    }
+    tell(&w->done, &w->pending.v[i], -ESHUTDOWN);
   w->pending.n = 0;
   answer_syncs(w, -ESHUTDOWN);
   w->thread_done = true;
@@ -295,6 +313,7 @@ static void closed_cb(uv_handle_t *h) {
   free(w->pending.v);
   free(w->done.v);
   free(w->syncs.v);
+  free(w->local.v);
   free(w->jbuf);
   free(w->rbuf);
   free(w->fill);
@@ -302,15 +321,20 @@ static void closed_cb(uv_handle_t *h) {
   if (cb) cb(arg);
 }
 
+static void handoff_closed_cb(uv_handle_t *h) {
+  struct ledger_writer *w = h->data;
+  uv_close((uv_handle_t *)&w->async, closed_cb);
+}
+
 static void async_cb(uv_async_t *a) {
   struct ledger_writer *w = a->data;
   uv_mutex_lock(&w->mu);
-  struct queue done = w->done;
-  w->done = (struct queue){0};
+  struct answers done = w->done;
+  w->done = (struct answers){0};
   bool finished = w->thread_done && w->stopping;
   uv_mutex_unlock(&w->mu);
   for (int i = 0; i < done.n; i++)
-    if (done.v[i].cb) done.v[i].cb(done.v[i].arg, done.v[i].status);
+    done.v[i].cb(done.v[i].arg, done.v[i].status);
   free(done.v);
   if (finished && !uv_is_closing((uv_handle_t *)&w->async)) {
     uv_thread_join(&w->thread);
@@ -388,43 +412,63 @@ int ledger_writer_start(struct ledger_writer **out, uv_loop_t *loop, const char 
   uv_cond_init(&w->cond);
   uv_async_init(loop, &w->async, async_cb);
   w->async.data = w;
+  uv_prepare_init(loop, &w->handoff);
+  w->handoff.data = w;
   if ((rc = uv_thread_create(&w->thread, thread_main, w)) != 0) {
     snprintf(err, errlen, "ledger: cannot start the writer thread: %s", uv_strerror(rc));
     ledger_db_close(w->db);
     w->db = NULL;
     close(w->jfd);
     w->jfd = -1;
-    uv_close((uv_handle_t *)&w->async, closed_cb);
+    uv_close((uv_handle_t *)&w->handoff, handoff_closed_cb); /* then the async handle, which frees w */
     return rc;
   }
   *out = w;
   return 0;
 }
 
+/* handoff_cb moves the records submitted during this loop turn to the thread: one lock and one wake-up per
+ * turn, however many requests ended in it. Over MAX_QUEUED (the disk refusing them for long) or after close
+ * began, records are answered at once instead. */
+static void handoff_cb(uv_prepare_t *h) {
+  struct ledger_writer *w = h->data;
+  uv_prepare_stop(h);
+  if (w->local.n == 0) return;
+  uv_mutex_lock(&w->mu);
+  if (w->pending.n == 0 && !w->stopping &&
+      w->local.n <= MAX_QUEUED) { /* the usual case: hand the array over */
+    take(&w->local, &w->pending, w->local.n);
+    uv_cond_signal(&w->cond);
+    uv_mutex_unlock(&w->mu);
+    return;
+  }
+  for (int i = 0; i < w->local.n; i++) {
+    struct item *it = &w->local.v[i];
+    if (w->stopping || w->pending.n >= MAX_QUEUED) {
+      w->st.dropped += !w->stopping;
+      tell(&w->done, it, w->stopping ? -ESHUTDOWN : -ENOBUFS);
+    } else {
+      push(&w->pending, it);
+    }
+  }
+  bool answered = w->stopping || w->done.n > 0;
+  w->local.n = 0;
+  uv_cond_signal(&w->cond);
+  uv_mutex_unlock(&w->mu);
+  if (answered) uv_async_send(&w->async);
+}
+
 /* answer_now hands it to the loop at once with status, and unlocks mu. */
 static void answer_now(struct ledger_writer *w, struct item *it, int status) {
-  it->status = status;
-  if (it->cb) push(&w->done, it);
+  tell(&w->done, it, status);
   uv_mutex_unlock(&w->mu);
   uv_async_send(&w->async);
 }
 
 void ledger_writer_submit(struct ledger_writer *w, const struct ledger_record *rec, ledger_done_cb cb,
                           void *arg) {
-  struct item it = {.rec = *rec, .cb = cb, .arg = arg};
-  uv_mutex_lock(&w->mu);
-  if (w->stopping) {
-    answer_now(w, &it, -ESHUTDOWN);
-    return;
-  }
-  if (w->pending.n >= MAX_QUEUED) {
-    w->st.dropped++;
-    answer_now(w, &it, -ENOBUFS);
-    return;
-  }
-  push(&w->pending, &it);
-  uv_cond_signal(&w->cond);
-  uv_mutex_unlock(&w->mu);
+  if (w->local.n == 0) uv_prepare_start(&w->handoff, handoff_cb);
+  push(&w->local, &(struct item){.rec = *rec, .cb = cb, .arg = arg});
 }
 
 void ledger_writer_sync(struct ledger_writer *w, ledger_done_cb cb, void *arg) {
@@ -447,6 +491,8 @@ void ledger_writer_stats(struct ledger_writer *w, struct ledger_writer_stats *ou
 }
 
 void ledger_writer_close(struct ledger_writer *w, void (*cb)(void *arg), void *arg) {
+  handoff_cb(&w->handoff); /* what this turn submitted is committed with the rest */
+  uv_close((uv_handle_t *)&w->handoff, NULL);
   uv_mutex_lock(&w->mu);
   w->stopping = true;
   w->close_cb = cb;
