@@ -12,16 +12,17 @@
 #include <string.h>
 #include <time.h>
 
-#include "agent/cluster_api.h"
+#include "api/cluster_api.h"
 #include "agent/control.h"
-#include "agent/events.h"
+#include "api/events.h"
 #include "agent/gpu_poll.h"
 #include "agent/mesh.h"
 #include "agent/meter.h"
-#include "agent/model_api.h"
+#include "api/model_api.h"
 #include "agent/scraper.h"
 #include "agent/supervisor.h"
 #include "api/history.h"
+#include "api/reply.h"
 #include "api/ledger_api.h"
 #include "api/routes.h"
 #include "api/status.h"
@@ -71,18 +72,6 @@ struct agent {
   int exit_code;
 };
 
-static void send_json(struct http_req *req, int status, struct buf *b) {
-  http_resp_send(req, status, "application/json", b->base, b->len, NULL, 0);
-}
-
-static void send_error(struct http_req *req, int status, const char *msg, const char *code,
-                       const struct http_header *h, int nh) {
-  struct buf b = {0};
-  http_error_json(&b, msg, "invalid_request_error", code);
-  http_resp_send(req, status, "application/json", b.base, b.len, h, nh);
-  buf_free(&b);
-}
-
 /* authorize answers req and returns false when its credentials do not reach route rt (api/routes.h). */
 static bool authorize(struct agent *a, const struct api_route *rt, struct http_req *req) {
   if (rt->need == API_OPEN || rt->need == API_TENANT) return true;
@@ -97,7 +86,7 @@ static bool authorize(struct agent *a, const struct api_route *rt, struct http_r
   const char *msg = api_verdict_message(v, rt, &code);
   static const struct http_header challenge = {SLICE_LIT("WWW-Authenticate"), SLICE_LIT("Bearer")};
   a->router.metrics.unauthorized++;
-  send_error(req, v == API_UNAUTH ? 401 : 403, msg, code, &challenge, v == API_UNAUTH);
+  api_reply_error_headers(req, v == API_UNAUTH ? 401 : 403, msg, code, &challenge, v == API_UNAUTH);
   log_info("refused an API call", "method=%s path=\"%.*s\" status=%d", http_method_str(req->method),
            (int)(req->path.len > 200 ? 200 : req->path.len), req->path.base, v == API_UNAUTH ? 401 : 403);
   return false;
@@ -173,7 +162,7 @@ static void status(struct agent *a, struct http_req *req, uint64_t now) {
                              .gpus_json = gpus.base};
   status_json(&b, &info, &a->store);
   buf_free(&gpus);
-  send_json(req, 200, &b);
+  api_reply_json(req, 200, &b);
   buf_free(&b);
 }
 
@@ -186,7 +175,7 @@ static void targets(struct agent *a, struct http_req *req, uint64_t now) {
   }
   status_targets_json(&b, &a->store, &a->router.score, now, procs);
   free(procs);
-  send_json(req, 200, &b);
+  api_reply_json(req, 200, &b);
   buf_free(&b);
 }
 
@@ -197,12 +186,12 @@ static void history_view(struct agent *a, struct http_req *req) {
   char v[32];
   int qrc = http_query_get(req->query, "since", v, sizeof v);
   if ((qrc != 0 && qrc != -ENOENT) || (qrc == 0 && slice_to_u64(slice_cstr(v), &since) != 0)) {
-    send_error(req, 400, "since must be a time in ms since the epoch (end_ms of a previous answer)",
-               "invalid_value", NULL, 0);
+    api_reply_error(req, 400, "since must be a time in ms since the epoch (end_ms of a previous answer)",
+                    "invalid_value");
     return;
   }
   history_json(a->hist, &a->store, (int64_t)since, &b);
-  send_json(req, 200, &b);
+  api_reply_json(req, 200, &b);
   buf_free(&b);
 }
 
@@ -235,10 +224,10 @@ static void handle(struct http_req *req, void *arg) {
       struct http_header h = {SLICE_LIT("Allow"), slice_cstr(allow)};
       char msg[96];
       snprintf(msg, sizeof msg, "method not allowed here: use %s", allow);
-      send_error(req, 405, msg, "method_not_allowed", &h, 1);
+      api_reply_error_headers(req, 405, msg, "method_not_allowed", &h, 1);
     } else {
-      send_error(req, 404, "unknown endpoint; see /v1/models, /v1/chat/completions, /v1/completions, /metrics",
-                 "not_found", NULL, 0);
+      api_reply_error(req, 404, "unknown endpoint; see /v1/models, /v1/chat/completions, /v1/completions, /metrics",
+                      "not_found");
     }
     return;
   }
@@ -294,7 +283,7 @@ static void handle(struct http_req *req, void *arg) {
     break;
   }
   assert(served); /* the table and the handlers' own path checks agree */
-  if (!served) send_error(req, 500, "no handler for this route", "internal_error", NULL, 0);
+  if (!served) api_reply_error(req, 500, "no handler for this route", "internal_error");
 }
 
 /* Does CUDA_VISIBLE_DEVICES-style entry e (an index, or a UUID with or without "GPU-") name GPU g? */

@@ -1,6 +1,6 @@
 /* Runtime polling: each round fetches the endpoints the target's adapter names and feeds the state store. */
 #include "agent/scraper.h"
-#include "agent/events.h"
+#include "api/events.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -595,8 +595,8 @@ static void build_head(struct proxy *p, struct buf *h, const struct target *t, s
     struct hop_bind hb = {.request_id = slice_cstr(p->request_id), .target = slice_cstr(t->remote_name),
                           .node = t->node_id};
     struct slice path = p->chat ? SLICE_LIT("/v1/chat/completions") : SLICE_LIT("/v1/completions");
-    router_hop_digest("POST", path, p->parts, p->nparts, hb.digest);
-    router_hop_sign(p->r->kr, HOP_INFER, (int64_t)time(NULL), rng_next(&p->r->rng), &hb, hop, sizeof hop);
+    hop_digest("POST", path, p->parts, p->nparts, hb.digest);
+    hop_sign(p->r->kr, HOP_INFER, (int64_t)time(NULL), rng_next(&p->r->rng), &hb, hop, sizeof hop);
     buf_puts(h, "x-infermesh-hop: ");
     buf_puts(h, hop);
     buf_puts(h, "\r\nx-infermesh-hop-target: ");
@@ -784,15 +784,15 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
     struct slice ht = http_req_header(req, "x-infermesh-hop-target");
     /* The body is complete here (http_server dispatches after the whole message): bound by the signature. */
     struct hop_bind hb = {.request_id = slice_cstr(p->request_id), .target = ht, .node = r->node_id};
-    router_hop_digest(http_method_str(req->method), req->url, &req->body, 1, hb.digest);
-    int hrc = router_hop_verify(r->kr, &r->hop_seen, HOP_INFER, (int64_t)time(NULL), hop, &hb);
+    hop_digest(http_method_str(req->method), req->url, &req->body, 1, hb.digest);
+    int hrc = hop_verify(r->kr, &r->hop_seen, HOP_INFER, (int64_t)time(NULL), hop, &hb);
     if (hrc == -EBUSY) {
       fail(p, 503, "server_overloaded", "too many forwarded requests to remember: try again shortly", 1);
       return;
     }
     if (hrc != 0) {
       r->hops_refused++;
-      fail(p, 403, "permission_denied", router_hop_refusal(hrc), 0);
+      fail(p, 403, "permission_denied", hop_refusal(hrc), 0);
       return;
     }
     r->hops_in++;
@@ -883,17 +883,9 @@ static void move_off(struct router *r, int id, bool only_unanswered, enum fail_k
   }
 }
 
-void router_target_lost(struct router *r, int id) {
-  policy_forget_target(r->policy, id);
-  for (int i = 0; i < 8 && r->strategies[i]; i++) policy_forget_target(r->strategies[i], id);
-  r->breakers[id] = (struct breaker){0}; /* the slot may serve another target later */
-  move_off(r, id, false, FAIL_CONNECT);
-}
+void proxy_target_lost(struct router *r, int id) { move_off(r, id, false, FAIL_CONNECT); }
 
-void router_target_down(struct router *r, int id) {
-  if (r->self_down) return;
-  move_off(r, id, true, FAIL_TARGET_DOWN);
-}
+void proxy_target_down(struct router *r, int id) { move_off(r, id, true, FAIL_TARGET_DOWN); }
 
 /* Past the first-byte deadline with nothing for the client: give the attempt up, unless the deadline holds
  * only while the target shows no progress (a non-streaming response of unknown length) and it does. */
@@ -944,7 +936,7 @@ void proxy_schedule(struct proxy *p) {
 }
 
 /* Open streams get an error event and the end of their chunked body; requests not answered yet a 503. */
-void router_shutdown(struct router *r) {
+void proxy_shutdown_all(struct router *r) {
   while (r->active) {
     struct proxy *p = r->active; /* every branch below ends it: it leaves the list */
     if (p->client_started) {

@@ -244,6 +244,19 @@ static void get_model(struct router *r, struct http_req *req, const struct tenan
   buf_free(&out);
 }
 
+void router_target_lost(struct router *r, int id) {
+  policy_forget_target(r->policy, id);
+  for (int i = 0; i < 8 && r->strategies[i]; i++) policy_forget_target(r->strategies[i], id);
+  r->breakers[id] = (struct breaker){0}; /* the slot may serve another target later */
+  proxy_target_lost(r, id);
+}
+
+void router_target_down(struct router *r, int id) {
+  if (!r->self_down) proxy_target_down(r, id);
+}
+
+void router_shutdown(struct router *r) { proxy_shutdown_all(r); }
+
 bool router_handle(struct router *r, struct http_req *req) {
   bool chat = slice_eqz(req->path, "/v1/chat/completions");
   bool completions = slice_eqz(req->path, "/v1/completions") || slice_eqz(req->path, "/v1/embeddings");
