@@ -6,7 +6,6 @@
 
 #include "core/alloc.h"
 #include "core/amount.h"
-#include "core/clock.h"
 #include "route/proxy_int.h"
 
 struct proxy_meter_wait {
@@ -55,7 +54,7 @@ bool proxy_meter_record(struct proxy *p, int status, void (*then)(struct proxy *
   if (p->recorded) return false;
   p->recorded = true;
   if (!r->meter.record) return false;
-  uint64_t now = clock_mono_ns();
+  uint64_t now = proxy_now(r);
   const struct target *t = p->target >= 0 ? &r->store->targets[p->target] : NULL;
   struct request_record rec = {
       .request_id = p->request_id,

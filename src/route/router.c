@@ -36,6 +36,7 @@ void router_init(struct router *r, uv_loop_t *loop, struct store *store, struct 
   r->loop = loop;
   r->store = store;
   r->pools = pools;
+  r->io = upstream_real_init(&r->io_real, loop, pools);
   if (opts)
     r->opts = *opts;
   else

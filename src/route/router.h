@@ -18,6 +18,7 @@
 #include "route/route_ctl.h"
 #include "route/route_metrics.h"
 #include "route/tenants.h"
+#include "route/upstream.h"
 #include "state/policy.h"
 #include "state/score.h"
 #include "state/store.h"
@@ -61,6 +62,10 @@ struct router {
   uv_loop_t *loop;
   struct store *store;
   struct http_pool *pools;
+  /* The proxy's I/O: upstream exchanges, clock, timers (route/upstream.h). router_init sets the real one over
+   * pools and loop (io_real); a test may replace it before the first request. */
+  struct upstream io;
+  struct upstream_real io_real;
   struct router_opts opts;
   struct score_params score;
   struct rng rng;
