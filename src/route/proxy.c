@@ -114,15 +114,40 @@ static const char *outcome(const struct proxy *p, int status) {
   return "unavailable";
 }
 
-/* Everything ends here: metrics, reservation release, log line, response end; then queued requests may go. */
+void proxy_record(const struct proxy *p, int status, struct request_record *rec) {
+  const struct target *t = p->target >= 0 ? &p->r->store->targets[p->target] : NULL;
+  *rec = (struct request_record){
+      .request_id = p->request_id,
+      .model = p->model,
+      .tenant = proxy_admit_tenant_name(p),
+      .target = t ? t->name : "",
+      .serving_node = t && t->remote ? t->node : "",
+      .status = status,
+      .outcome = outcome(p, status),
+      .stream = p->oai.stream == 1,
+      .hedged = p->hedged,
+      .reached_runtime = p->attempts > 0,
+      .forwarded = p->local_only,
+      .attempts = p->attempts,
+      .usage = p->usage.present,
+      .prompt_tokens = p->usage.present ? p->usage.prompt_tokens : -1,
+      .cached_tokens = p->usage.present ? p->usage.cached_tokens : -1,
+      .completion_tokens = p->usage.present ? p->usage.completion_tokens : -1,
+      .ttft_ms = p->t_first ? (double)(p->t_first - p->t0) / 1e6 : -1,
+      .duration_ms = (double)(proxy_now(p->r) - p->t0) / 1e6,
+      .cost_nano = p->costed ? p->cost_nano : 0,
+  };
+  if (p->costed) str_copy(rec->currency, sizeof rec->currency, p->currency);
+}
+
+/* Everything ends here: reservations released, the record to the observers (metrics, log line), the response
+ * ended; then queued requests may go. */
 static void finish(struct proxy *p, int status) {
   struct router *r = p->r;
   assert(p->state != PS_DONE);
   p->state = PS_DONE;
   proxy_meter_detach(p);
   proxy_meter_record(p, status, NULL); /* when no complete answer waited for it: errors, aborts */
-  uint64_t now = proxy_now(p->r);
-  const char *tname = p->target >= 0 ? r->store->targets[p->target].name : "";
   for (int i = 0; i < 2; i++) {
     if (p->legs[i].up) { /* only on paths that end the request with a copy still running */
       cancel(&p->legs[i]);
@@ -133,27 +158,9 @@ static void finish(struct proxy *p, int status) {
   proxy_timer_stop(p);
   proxy_admit_end(p);
   r->inflight--;
-  route_metrics_count(&r->metrics, p->model, status, tname);
-  if (status < 400) {
-    hist_observe(&r->metrics.latency, (double)(now - p->t0) / 1e9);
-    if (p->t_first) hist_observe(&r->metrics.ttft, (double)(p->t_first - p->t0) / 1e9);
-  }
-  if (p->usage.present && !p->local_only) { /* a forwarded request counts at the agent that took it */
-    route_metrics_usage(&r->metrics, proxy_admit_tenant_name(p), p->model, p->usage.prompt_tokens,
-                        p->usage.cached_tokens, p->usage.completion_tokens, p->costed ? p->cost_nano : 0,
-                        p->costed ? p->currency : "");
-    if (p->usage.prompt_tokens > 0) r->metrics.prompt_tokens += (uint64_t)p->usage.prompt_tokens;
-    if (p->usage.completion_tokens > 0) r->metrics.completion_tokens += (uint64_t)p->usage.completion_tokens;
-  }
-  const char *tenant = proxy_admit_tenant_name(p);
-  log_info("request",
-           "id=%s tenant=%s model=\"%s\" target=%s status=%d outcome=%s stream=%d attempts=%d hedged=%d ms=%.1f "
-           "ttft_ms=%.1f prompt_tokens=%lld completion_tokens=%lld",
-           p->request_id, tenant[0] ? tenant : "-", p->model, tname[0] ? tname : "-", status, outcome(p, status),
-           p->oai.stream, p->attempts, p->hedged, (double)(now - p->t0) / 1e6,
-           p->t_first ? (double)(p->t_first - p->t0) / 1e6 : 0.0,
-           (long long)(p->usage.present ? p->usage.prompt_tokens : -1),
-           (long long)(p->usage.present ? p->usage.completion_tokens : -1));
+  struct request_record rec;
+  proxy_record(p, status, &rec);
+  for (int i = 0; i < r->nobservers; i++) r->observers[i].on_record(r->observers[i].arg, &rec);
   p->req->abort_cb = NULL;
   p->req->drain_cb = NULL;
   if (p->prev) p->prev->next = p->next;

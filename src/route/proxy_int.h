@@ -193,6 +193,8 @@ void proxy_meter_cost(struct proxy *p);
  * pieces with p->cost_text inserted at the end of the usage object; returns how many (1: json unchanged,
  * when p is not costed or the span is not inside json). The pieces borrow json and p. */
 int proxy_meter_split(struct proxy *p, struct slice json, struct slice parts[3]);
+/* proxy_record fills rec with what p did, status being what the client sees (strings borrowed from p). */
+void proxy_record(const struct proxy *p, int status, struct request_record *rec);
 /* proxy_meter_record hands p's record (status: what the client sees) to the router's meter, once. With then
  * != NULL and a meter that keeps it durably, returns true: then(p) runs when it is durable (or failed), and
  * the caller must not end p before; finish() before that cancels the wait. Otherwise false. */

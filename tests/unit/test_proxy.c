@@ -295,10 +295,26 @@ static void test_retry_after_5xx(void **state) {
   world_down();
 }
 
+/* What an observer saw of the last request (router_observe). */
+static struct {
+  int n, status, attempts;
+  char outcome[32], target[16];
+} seen;
+
+static void observe(void *arg, const struct request_record *rec) {
+  seen.n++;
+  seen.status = rec->status;
+  seen.attempts = rec->attempts;
+  snprintf(seen.outcome, sizeof seen.outcome, "%s", rec->outcome);
+  snprintf(seen.target, sizeof seen.target, "%s", rec->target);
+}
+
 /* With every attempt failed, the last failure decides: a 5xx is passed on with the upstream's message and
  * Retry-After; a timeout is a 504. */
 static void test_final_status_is_the_last_failure(void **state) {
   world_up(2, NULL);
+  memset(&seen, 0, sizeof seen);
+  assert_int_equal(router_observe(&w->r, &(struct request_observer){.on_record = observe}), 0);
   int fd = request(NULL);
   fail_ex(0, FAIL_CONNECT, UV_EHOSTUNREACH);
   answer(1, 503, "{\"error\":{\"message\":\"no KV space\",\"type\":\"server_error\"}}");
@@ -310,6 +326,10 @@ static void test_final_status_is_the_last_failure(void **state) {
   assert_non_null(strstr(resp, "answered 503: no KV space"));
   assert_non_null(strstr(resp, "\"type\":\"server_error\""));
   free(resp);
+  assert_int_equal(seen.n, 1); /* the observer got the record: what the client saw, and why */
+  assert_int_equal(seen.status, 503);
+  assert_int_equal(seen.attempts, 2);
+  assert_string_equal(seen.outcome, "upstream_error");
 
   fd = request(NULL);
   assert_int_equal(fk.nsent, 3);
@@ -319,6 +339,9 @@ static void test_final_status_is_the_last_failure(void **state) {
   assert_int_equal(st, 504);
   assert_non_null(strstr(resp, "upstream_timeout"));
   free(resp);
+  assert_int_equal(seen.n, 2);
+  assert_string_equal(seen.outcome, "timeout");
+  assert_int_equal(w->r.nobservers, 3); /* after the metrics' and the log line's */
   world_down();
 }
 
