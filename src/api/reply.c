@@ -10,7 +10,8 @@ static void reply_error(struct http_req *req, int status, const char *msg, const
                         const struct http_header *h, int nh) {
   struct http_header all[8];
   int n = 0;
-  for (int i = 0; i < nh && n < 7; i++) all[n++] = h[i];
+  for (int i = 0; i < nh && n < 7; i++)
+    all[n++] = h[i];
   if (status == 503 && !http_find_header(all, n, "retry-after").len)
     all[n++] = (struct http_header){SLICE_LIT("Retry-After"), SLICE_LIT("1")};
   struct buf b = {0};
@@ -23,7 +24,8 @@ void api_reply_error(struct http_req *req, int status, const char *msg, const ch
   reply_error(req, status, msg, "invalid_request_error", code, NULL, 0);
 }
 
-void api_reply_error_type(struct http_req *req, int status, const char *msg, const char *type, const char *code) {
+void api_reply_error_type(struct http_req *req, int status, const char *msg, const char *type,
+                          const char *code) {
   reply_error(req, status, msg, type, code, NULL, 0);
 }
 

@@ -18,8 +18,10 @@ static int hc_body(void *arg, const char *data, size_t len) {
 static void hc_done(void *arg, int err) {
   struct upstream_exchange *x = arg;
   x->impl = NULL;
-  if (err == 0) x->cbs->end(x->arg);
-  else x->cbs->error(x->arg, err == UV_ETIMEDOUT ? FAIL_TIMEOUT : FAIL_CONNECT, err);
+  if (err == 0)
+    x->cbs->end(x->arg);
+  else
+    x->cbs->error(x->arg, err == UV_ETIMEDOUT ? FAIL_TIMEOUT : FAIL_CONNECT, err);
 }
 
 static struct slice hc_resend(void *arg) {
@@ -27,13 +29,13 @@ static struct slice hc_resend(void *arg) {
   return x->cbs->resend(x->arg);
 }
 
-static const struct hc_callbacks hc_cbs = {.on_head = hc_head, .on_body = hc_body, .on_done = hc_done,
-                                           .on_resend = hc_resend};
-static const struct hc_callbacks hc_cbs_same_head = {.on_head = hc_head, .on_body = hc_body,
-                                                     .on_done = hc_done};
+static const struct hc_callbacks hc_cbs = {
+    .on_head = hc_head, .on_body = hc_body, .on_done = hc_done, .on_resend = hc_resend};
+static const struct hc_callbacks hc_cbs_same_head = {
+    .on_head = hc_head, .on_body = hc_body, .on_done = hc_done};
 
-static void real_send(void *ctx, struct upstream_exchange *x, int id, struct slice head, const struct slice *body,
-                      int nbody, uint32_t timeout_ms) {
+static void real_send(void *ctx, struct upstream_exchange *x, int id, struct slice head,
+                      const struct slice *body, int nbody, uint32_t timeout_ms) {
   struct upstream_real *r = ctx;
   x->impl = hc_request(&r->pools[id], head, body, nbody, x->cbs->resend ? &hc_cbs : &hc_cbs_same_head, x,
                        timeout_ms);

@@ -1,6 +1,7 @@
-/* The proxy's I/O, as raft_io is raft's: upstream exchanges, the clock, and one timer per request. The router
+/* The proxy's I/O, as raft_io is raft's: upstream exchanges, the clock, one timer per request. The router
  * holds one (upstream_real: net/http_client's pools and the libuv loop); tests/unit/test_proxy.c installs a
- * fake that answers by hand in virtual time, so retries, hedges, deadlines and the breaker are unit-tested. */
+ * fake that answers by hand in virtual time, so retries, hedges, deadlines and the breaker are unit-tested.
+ */
 #ifndef IM_ROUTE_UPSTREAM_H
 #define IM_ROUTE_UPSTREAM_H
 
@@ -21,7 +22,7 @@ enum fail_kind {
   FAIL_FIRST_BYTE,  /* nothing for the client within the first-byte deadline (route/deadline.h) */
   FAIL_TARGET_DOWN, /* its target went down (scraper, runtime exit, its node) while it waited */
   FAIL_UPSTREAM_5XX,
-  FAIL_TOO_BIG,     /* a buffered response over max_response_bytes */
+  FAIL_TOO_BIG, /* a buffered response over max_response_bytes */
 };
 
 /* What an exchange tells its caller, on the loop thread. head and body return 0 to go on, nonzero to stop it:
@@ -48,9 +49,9 @@ struct upstream_exchange {
 struct upstream_timer {
   void (*cb)(struct upstream_timer *t);
   void *data;
-  uv_timer_t uv;      /* the real I/O's */
-  bool init;          /* the real I/O initialized uv: it must be closed (timer_close) */
-  uint64_t due_ns;    /* a virtual clock's: when it fires; 0 = not armed */
+  uv_timer_t uv;   /* the real I/O's */
+  bool init;       /* the real I/O initialized uv: it must be closed (timer_close) */
+  uint64_t due_ns; /* a virtual clock's: when it fires; 0 = not armed */
   void (*closed)(struct upstream_timer *t);
 };
 
@@ -62,11 +63,12 @@ struct upstream_ops {
                int nbody, uint32_t timeout_ms);
   void (*pause)(void *ctx, struct upstream_exchange *x);  /* stop reading the response (backpressure) */
   void (*resume)(void *ctx, struct upstream_exchange *x); /* read again */
-  void (*cancel)(void *ctx, struct upstream_exchange *x); /* abort it: the upstream sees the close; no callback */
-  uint64_t (*now)(void *ctx);                             /* monotonic ns */
+  /* cancel aborts it: the upstream sees the connection close; no callback follows */
+  void (*cancel)(void *ctx, struct upstream_exchange *x);
+  uint64_t (*now)(void *ctx);                                            /* monotonic ns */
   void (*timer_start)(void *ctx, struct upstream_timer *t, uint64_t ms); /* (re)arm: t->cb(t) in ms */
   void (*timer_stop)(void *ctx, struct upstream_timer *t);
-  /* timer_close stops t for good; closed(t) runs once its memory may be freed (at once or on a later turn). */
+  /* timer_close stops t for good; closed(t) runs once its memory may be freed (now or on a later turn) */
   void (*timer_close)(void *ctx, struct upstream_timer *t, void (*closed)(struct upstream_timer *t));
 };
 

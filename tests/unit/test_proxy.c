@@ -1,7 +1,7 @@
-/* The proxy's decisions in virtual time: a real router and HTTP server on 127.0.0.1, a real client socket, and
- * a fake upstream I/O (route/upstream.h) whose exchanges the test answers by hand and whose clock and timers
- * move only when the test advances them. Retries, final statuses, the first-byte deadline, hedging and the
- * circuit breaker, each checked through what the client receives. */
+/* The proxy's decisions in virtual time: a real router and HTTP server on 127.0.0.1, a real client socket,
+ * and a fake upstream I/O (route/upstream.h) whose exchanges the test answers by hand and whose clock and
+ * timers move only when the test advances them. Retries, final statuses, the first-byte deadline, hedging and
+ * the circuit breaker, each checked through what the client receives. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -55,8 +55,8 @@ static struct fake fk;
 
 static uint64_t fake_now(void *ctx) { return clock_mono_ns() + fk.offset; }
 
-static void fake_send(void *ctx, struct upstream_exchange *x, int id, struct slice head, const struct slice *body,
-                      int nbody, uint32_t timeout_ms) {
+static void fake_send(void *ctx, struct upstream_exchange *x, int id, struct slice head,
+                      const struct slice *body, int nbody, uint32_t timeout_ms) {
   assert_true(fk.nsent < MAX_SENT);
   assert_true(head.len > 0 && nbody >= 1);
   x->impl = &fk.sent[fk.nsent];
@@ -111,7 +111,8 @@ static void advance(uint64_t ms) {
   for (;;) {
     struct upstream_timer *next = NULL;
     for (int i = 0; i < fk.ntimers; i++)
-      if (fk.timers[i]->due_ns && fk.timers[i]->due_ns <= end && (!next || fk.timers[i]->due_ns < next->due_ns))
+      if (fk.timers[i]->due_ns && fk.timers[i]->due_ns <= end &&
+          (!next || fk.timers[i]->due_ns < next->due_ns))
         next = fk.timers[i];
     if (!next) break;
     uint64_t now = fake_now(NULL);
@@ -131,9 +132,10 @@ static struct upstream_exchange *ex(int i) {
   return fk.sent[i].x;
 }
 
-static const char OK_BODY[] = "{\"id\":\"c1\",\"object\":\"chat.completion\",\"model\":\"m\",\"choices\":[{\"index\":0,"
-                              "\"message\":{\"role\":\"assistant\",\"content\":\"hi\"},\"finish_reason\":\"stop\"}],"
-                              "\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}";
+static const char OK_BODY[] =
+    "{\"id\":\"c1\",\"object\":\"chat.completion\",\"model\":\"m\",\"choices\":[{\"index\":0,"
+    "\"message\":{\"role\":\"assistant\",\"content\":\"hi\"},\"finish_reason\":\"stop\"}],"
+    "\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}";
 
 /* answer sends exchange i a complete response: head, body, end. */
 static void answer(int i, int status, const char *body) {
@@ -187,8 +189,13 @@ static void world_up(int ntargets, void (*tune)(struct router_opts *o)) {
     int id = store_add_target(&w->store, name, url, "vllm");
     assert_int_equal(id, i);
     store_set_models(&w->store, id, models, 1);
-    struct target_load l = {.kv_usage = -1, .prompt_tps = -1, .gen_tps = -1, .ttft_p50 = -1, .ttft_p95 = -1,
-                            .itl_p50 = -1, .itl_p95 = -1};
+    struct target_load l = {.kv_usage = -1,
+                            .prompt_tps = -1,
+                            .gen_tps = -1,
+                            .ttft_p50 = -1,
+                            .ttft_p95 = -1,
+                            .itl_p50 = -1,
+                            .itl_p95 = -1};
     store_report(&w->store, id, &l, clock_mono_ns());
     assert_int_equal(http_pool_init(&w->pools[id], &w->loop, "127.0.0.1", 9 + i), 0);
   }
@@ -215,7 +222,8 @@ static void world_down(void) {
   http_server_drain(&w->srv, drained);
   uv_run(&w->loop, UV_RUN_DEFAULT);
   router_free(&w->r);
-  for (int i = 0; i < w->ntargets; i++) http_pool_close(&w->pools[i]);
+  for (int i = 0; i < w->ntargets; i++)
+    http_pool_close(&w->pools[i]);
   uv_run(&w->loop, UV_RUN_DEFAULT);
   assert_int_equal(uv_loop_close(&w->loop), 0);
   store_free(&w->store);
@@ -239,8 +247,10 @@ static int request(const char *extra) {
   assert_int_equal(write(fd, msg, (size_t)n), n);
   fcntl(fd, F_SETFL, O_NONBLOCK);
   int before = fk.nsent;
-  for (int i = 0; i < 1000 && fk.nsent == before && w->r.inflight == 0; i++) uv_run(&w->loop, UV_RUN_NOWAIT);
-  for (int i = 0; i < 1000 && fk.nsent == before && w->r.inflight > 0; i++) uv_run(&w->loop, UV_RUN_NOWAIT);
+  for (int i = 0; i < 1000 && fk.nsent == before && w->r.inflight == 0; i++)
+    uv_run(&w->loop, UV_RUN_NOWAIT);
+  for (int i = 0; i < 1000 && fk.nsent == before && w->r.inflight > 0; i++)
+    uv_run(&w->loop, UV_RUN_NOWAIT);
   return fd;
 }
 
@@ -253,8 +263,10 @@ static char *response(int fd, int *status) {
     char tmp[4096];
     ssize_t n = read(fd, tmp, sizeof tmp);
     if (n == 0) break;
-    if (n > 0) buf_append(&b, tmp, (size_t)n);
-    else assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
+    if (n > 0)
+      buf_append(&b, tmp, (size_t)n);
+    else
+      assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
   }
   close(fd);
   buf_append(&b, "", 1);
@@ -423,8 +435,8 @@ static void breaker_one(struct router_opts *o) {
   o->breaker.backoff_ms = 1000;
 }
 
-/* One failure opens a target's breaker: the next request avoids it; after the backoff it gets one probe, whose
- * success closes it. */
+/* One failure opens a target's breaker: the next request avoids it; after the backoff it gets one probe,
+ * whose success closes it. */
 static void test_breaker_opens_then_probes(void **state) {
   world_up(2, breaker_one);
   int fd = request(NULL);
