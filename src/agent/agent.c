@@ -62,6 +62,8 @@ struct agent {
   uv_timer_t hist_timer;
   char api_addr[96]; /* how other nodes reach this listener */
   bool leave_done, close_mesh_pending;
+  bool stopping;  /* agent_stop ran */
+  int stop_left;  /* the parts not closed yet (the one closing now included) */
   uv_signal_t sigterm, sigint, sighup;
   uv_timer_t drain_timer;
   uv_prepare_t log_flusher; /* writes the turn's buffered log lines before the loop blocks */
@@ -322,15 +324,6 @@ static void gpus_updated_cb(void *arg) {
   }
 }
 
-static void closed_cb(uv_handle_t *h) { (void)h; }
-
-/* After the writer's last commit: the outbox forwards what it can (PostgreSQL up) and stops. */
-static void outbox_last_cb(void *arg) {
-  struct agent *a = arg;
-  if (a->outbox) ledger_outbox_stop(a->outbox); /* blocks for at most one pass, at exit */
-  a->outbox = NULL;
-}
-
 /* start_ledger opens DATA_DIR/ledger.db and its writer when metering is on. 0 or a negative code with err. */
 static int start_ledger(struct agent *a, char *err, size_t errlen) {
   const struct agent_config *cfg = a->cfg;
@@ -364,48 +357,119 @@ static int start_ledger(struct agent *a, char *err, size_t errlen) {
 
 static void log_flush_cb(uv_prepare_t *h) { log_flush(); }
 
-static void mesh_closed_cb(void *arg) { ((struct agent *)arg)->mesh = NULL; }
+/* ---- stopping: the parts in reverse start order ---- */
 
-static void close_mesh(struct agent *a) {
-  if (a->mesh) {
-    if (a->leave_done) mesh_close(a->mesh, mesh_closed_cb, a);
-    else a->close_mesh_pending = true; /* the leave is still spreading: close when it has */
-  }
+/* The long-lived parts agent_run starts, in start order. agent_stop closes them in reverse, one at a time: each
+ * closer ends by calling stop_next (directly, or as the callback of the part's own X_close(x, cb, arg)). A new
+ * part (one that must flush, say) is one closer and one row. */
+static void stop_next(void *arg);
+
+static void close_events(struct agent *a) {
+  events_close();
+  stop_next(a);
+}
+
+static void close_gpu(struct agent *a) { gpu_poll_close(&a->gpu, stop_next, a); }
+
+/* The scraper stops before the runtimes so that it cannot mark a runtime being stopped healthy again. */
+static void close_scraper(struct agent *a) { scraper_close(&a->scraper, stop_next, a); }
+
+static void sup_closed_cb(void *arg) {
+  struct agent *a = arg;
+  a->sup = NULL;
+  stop_next(a);
+}
+
+/* Runtimes get SIGTERM once their requests are done (at most the drain timeout; none after it), then SIGKILL. */
+static void close_supervisor(struct agent *a) {
+  supervisor_stop(a->sup, a->drain_timed_out ? 0 : a->cfg->drain_timeout_ms, sup_closed_cb, a);
+}
+
+/* After the writer's last commit: the outbox forwards what it can (PostgreSQL up) and stops. */
+static void ledger_closed_cb(void *arg) {
+  struct agent *a = arg;
+  if (a->outbox) ledger_outbox_stop(a->outbox); /* blocks for at most one pass, at exit */
+  a->outbox = NULL;
+  stop_next(a);
+}
+
+static void close_ledger(struct agent *a) {
+  a->meter.writer = NULL;
+  struct ledger_writer *w = a->ledger;
+  a->ledger = NULL;
+  if (w) ledger_writer_close(w, ledger_closed_cb, a); /* commits what is queued, then ends */
+  else ledger_closed_cb(a);
 }
 
 static void ctl_closed_cb(void *arg) {
   struct agent *a = arg;
   a->ctl = NULL;
-  close_mesh(a);
+  stop_next(a);
 }
 
-static void gpu_stopped_cb(struct gpu_poll *g) {
-  struct agent *a = (struct agent *)((char *)g - offsetof(struct agent, gpu));
-  if (a->ctl) control_close(a->ctl, ctl_closed_cb, a); /* before the mesh: Raft uses its keyring */
-  else close_mesh(a);
+/* Before the mesh: Raft uses its keyring. */
+static void close_control(struct agent *a) {
+  if (a->ctl) control_close(a->ctl, ctl_closed_cb, a);
+  else stop_next(a);
+}
+
+static void mesh_closed_cb(void *arg) {
+  struct agent *a = arg;
+  a->mesh = NULL;
+  stop_next(a);
+}
+
+/* The mesh closes once the leave has spread (leave_done_cb goes on then); after a drain timeout the process
+ * exits without waiting for it. */
+static void close_mesh(struct agent *a) {
+  if (!a->mesh || (a->drain_timed_out && !a->leave_done)) stop_next(a);
+  else if (a->leave_done) mesh_close(a->mesh, mesh_closed_cb, a);
+  else a->close_mesh_pending = true;
+}
+
+static void close_pools(struct agent *a) {
+  for (int i = 0; i < a->cfg->nruntimes; i++) http_pool_close(&a->pools[i]);
+  stop_next(a);
+}
+
+static void (*const parts[])(struct agent *a) = {close_pools,      close_mesh,    close_control, close_ledger,
+                                                  close_supervisor, close_scraper, close_gpu,     close_events};
+#define NPARTS ((int)(sizeof parts / sizeof parts[0]))
+
+static void closed_cb(uv_handle_t *h) { (void)h; }
+
+/* After a drain timeout ended every request: a moment for those last bytes to reach the clients. */
+#define DRAIN_FLUSH_MS 200
+static void drain_flushed_cb(uv_timer_t *t) {
+  struct agent *a = t->data;
+  uv_stop(a->loop);
+}
+
+static void stop_next(void *arg) {
+  struct agent *a = arg;
+  assert(a->stop_left > 0);
+  if (--a->stop_left > 0) {
+    parts[a->stop_left - 1](a);
+    return;
+  }
+  if (a->drain_timed_out) { /* requests may still hold connections: the loop is stopped, not run dry */
+    uv_timer_start(&a->drain_timer, drain_flushed_cb, DRAIN_FLUSH_MS, 0);
+    return;
+  }
   uv_close((uv_handle_t *)&a->sigterm, closed_cb);
   uv_close((uv_handle_t *)&a->sigint, closed_cb);
   uv_close((uv_handle_t *)&a->sighup, closed_cb);
   uv_close((uv_handle_t *)&a->drain_timer, closed_cb);
   uv_close((uv_handle_t *)&a->log_flusher, closed_cb);
   uv_close((uv_handle_t *)&a->hist_timer, closed_cb);
-  events_close();
-  a->meter.writer = NULL;
-  if (a->ledger) ledger_writer_close(a->ledger, outbox_last_cb, a); /* commits what is queued, then ends */
-  a->ledger = NULL;
 }
 
-static void supervisor_stopped_cb(void *arg) {
-  struct agent *a = arg;
-  a->sup = NULL;
-  gpu_poll_stop(&a->gpu, gpu_stopped_cb);
-}
-
-/* The scraper stops first so that it cannot mark a runtime being stopped healthy again. */
-static void scraper_stopped_cb(struct scraper *s) {
-  struct agent *a = (struct agent *)((char *)s - offsetof(struct agent, scraper));
-  for (int i = 0; i < a->cfg->nruntimes; i++) http_pool_close(&a->pools[i]);
-  supervisor_stop(a->sup, a->cfg->drain_timeout_ms, supervisor_stopped_cb, a);
+/* agent_stop closes the parts in reverse start order (once), then the agent's own handles: the loop ends. */
+static void agent_stop(struct agent *a) {
+  if (a->stopping) return;
+  a->stopping = true;
+  a->stop_left = NPARTS + 1; /* stop_next closes parts[stop_left - 1] after each decrement: 0 = all closed */
+  stop_next(a);
 }
 
 static void drained_cb(struct http_server *srv) {
@@ -413,26 +477,7 @@ static void drained_cb(struct http_server *srv) {
   log_info("drained", "in_flight=%d", a->router.inflight);
   if (a->drain_timed_out) return; /* the stop is under way already */
   uv_timer_stop(&a->drain_timer);
-  scraper_stop(&a->scraper, scraper_stopped_cb);
-}
-
-/* After a drain timeout: the runtimes got SIGTERM, their grace and SIGKILL if they needed it; exit now. */
-static void timed_out_sup_stopped_cb(void *arg) {
-  struct agent *a = arg;
-  a->sup = NULL;
-  uv_stop(a->loop);
-}
-
-static void timed_out_scraper_stopped_cb(struct scraper *s) {
-  struct agent *a = (struct agent *)((char *)s - offsetof(struct agent, scraper));
-  supervisor_stop(a->sup, 0, timed_out_sup_stopped_cb, a);
-}
-
-/* After the drain timeout ended every request: a moment for those last bytes to reach the clients. */
-#define DRAIN_FLUSH_MS 200
-static void drain_flushed_cb(uv_timer_t *t) {
-  struct agent *a = t->data;
-  uv_stop(a->loop);
+  agent_stop(a);
 }
 
 static void drain_timeout_cb(uv_timer_t *t) {
@@ -442,10 +487,7 @@ static void drain_timeout_cb(uv_timer_t *t) {
   a->exit_code = 1;
   a->drain_timed_out = true;
   router_shutdown(&a->router); /* open streams end with an error event and their chunked end, not mid-chunk */
-  if (a->sup)
-    scraper_stop(&a->scraper, timed_out_scraper_stopped_cb); /* then the runtimes: SIGTERM, grace, SIGKILL */
-  else
-    uv_timer_start(&a->drain_timer, drain_flushed_cb, DRAIN_FLUSH_MS, 0);
+  agent_stop(a);               /* the runtimes get no grace now: SIGTERM, then SIGKILL */
 }
 
 static void leave_done_cb(void *arg) {
