@@ -234,7 +234,7 @@ static bool race_open(struct proxy *p, struct leg *l) {
 static void commit(struct proxy *p, struct leg *l) {
   struct router *r = p->r;
   assert(p->state == PS_SENT || p->state == PS_HEDGED);
-  assert(!p->winner && l->up);
+  assert(!p->winner);
   p->state = PS_COMMITTED;
   p->winner = l;
   p->target = l->target;

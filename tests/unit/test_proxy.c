@@ -230,15 +230,14 @@ static void world_down(void) {
   free(w);
 }
 
-/* request connects, sends a chat completion (extra: more header lines) and runs the loop until the router has
- * sent it upstream or answered. Returns the client's socket. */
-static int request(const char *extra) {
+/* request_body connects, sends a chat completion with body (extra: more header lines) and runs the loop until
+ * the router has sent it upstream or answered. Returns the client's socket. */
+static int request_body(const char *extra, const char *body) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   assert_true(fd >= 0);
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)w->port)};
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-  const char *body = "{\"model\":\"" MODEL "\",\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}";
   char msg[1024];
   int n = snprintf(msg, sizeof msg,
                    "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -252,6 +251,11 @@ static int request(const char *extra) {
   for (int i = 0; i < 1000 && fk.nsent == before && w->r.inflight > 0; i++)
     uv_run(&w->loop, UV_RUN_NOWAIT);
   return fd;
+}
+
+static int request(const char *extra) {
+  return request_body(extra,
+                      "{\"model\":\"" MODEL "\",\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}");
 }
 
 /* response runs the loop until the server closed fd's connection (the request asked for it) and returns what
@@ -491,6 +495,48 @@ static void test_too_big_is_not_retried(void **state) {
   world_down();
 }
 
+static const char STREAM_REQ[] =
+    "{\"model\":\"" MODEL "\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}";
+
+static void stream_head(struct upstream_exchange *x) {
+  struct http_header h = {SLICE_LIT("Content-Type"), SLICE_LIT("text/event-stream")};
+  assert_int_equal(x->cbs->head(x->arg, 200, &h, 1), 0);
+}
+
+/* A stream is relayed frame by frame; its [DONE] goes out at the end; the usage chunk the client did not ask
+ * for (the proxy asked for it) is dropped. */
+static void test_stream_relayed(void **state) {
+  world_up(2, NULL);
+  int fd = request_body(NULL, STREAM_REQ);
+  struct upstream_exchange *x = ex(0);
+  fk.sent[0].state = EX_DONE;
+  stream_head(x);
+  const char *frames = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n"
+                       "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\n"
+                       "data: [DONE]\n\n";
+  assert_int_equal(x->cbs->body(x->arg, frames, strlen(frames)), 0);
+  x->cbs->end(x->arg);
+  int st;
+  char *resp = response(fd, &st);
+  assert_int_equal(st, 200);
+  assert_non_null(strstr(resp, "Transfer-Encoding: chunked"));
+  assert_non_null(strstr(resp, "\"content\":\"hi\""));
+  assert_null(strstr(resp, "\"usage\""));
+  assert_non_null(strstr(resp, "data: [DONE]"));
+  free(resp);
+
+  /* A stream that ends before any data frame is still a (empty) 200 stream, committed at its end. */
+  fd = request_body(NULL, STREAM_REQ);
+  x = ex(1);
+  fk.sent[1].state = EX_DONE;
+  stream_head(x);
+  x->cbs->end(x->arg);
+  resp = response(fd, &st);
+  assert_int_equal(st, 200);
+  free(resp);
+  world_down();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_retry_after_5xx),
@@ -499,6 +545,7 @@ int main(void) {
       cmocka_unit_test(test_hedge_copy_wins),
       cmocka_unit_test(test_breaker_opens_then_probes),
       cmocka_unit_test(test_too_big_is_not_retried),
+      cmocka_unit_test(test_stream_relayed),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
