@@ -121,7 +121,7 @@ struct proxy {
   /* the routing policy's view of the request: prompt block hashes, computed on the first pick */
   struct policy_req preq;
   bool hashed;
-  uint64_t hashes[PROXY_MAX_BLOCKS];
+  uint64_t *hashes; /* owned: the prompt's full blocks' hashes (at most PROXY_MAX_BLOCKS); NULL when none */
 };
 
 /* proxy.c */
