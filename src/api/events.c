@@ -1,5 +1,5 @@
 /* The node's event stream: a ring of recent events and the SSE subscribers they are pushed to. */
-#include "agent/events.h"
+#include "api/events.h"
 
 #include <http_parser.h>
 #include <stdlib.h>
