@@ -118,7 +118,7 @@ static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
                             nghttp2_data_source *source, void *user) {
   struct h2_stream *st = source->ptr;
   size_t avail = stream_pending(st), n = avail < length ? avail : length;
-  memcpy(buf, st->out.base + st->out_off, n);
+  if (n) memcpy(buf, st->out.base + st->out_off, n);
   st->out_off += n;
   if (st->out_off == st->out.len) {
     buf_reset(&st->out);
