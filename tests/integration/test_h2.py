@@ -6,6 +6,7 @@ import json
 import socket
 import struct
 import subprocess
+import time
 import pytest
 
 from conftest import HOST, READ_TOKEN, chat_body, http_request, metric_value, wait_for
@@ -322,3 +323,50 @@ def test_streams_over_the_concurrency_limit_are_refused(slow):
     wait_for(lambda: running(engine) == 0, timeout=10, what="the engine to stop them")
     assert agent.proc.alive()
     assert curl(agent.port, "GET", "/healthz")[0] == 200
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS:"))
+
+
+@pytest.mark.timeout(90)
+def test_flow_control_holds_the_upstream_back_and_the_stream_completes(procs):
+    """A client that grants no HTTP/2 window: the stream's bytes stay bounded in the agent (the upstream read
+    pauses, as for a slow HTTP/1.1 reader), nothing times out, and once the client opens its window the whole
+    stream arrives."""
+    engine = procs.engine(speed="0", name="engine-instant")
+    agent = procs.agent([engine], "--upstream-timeout-ms", "1500")
+    n = 20000  # ~4 MB of SSE, generated at once
+    c = H2Raw(agent.port, timeout=30)
+    try:
+        rss0 = rss_kb(agent.proc.pid)
+        c.send(H2Raw.request(1, "POST", "/v1/chat/completions", agent.port,
+                             chat_body(max_tokens=n, stream=True, stream_options={"include_usage": True})))
+        got = bytearray()
+        # The default windows (64 KiB for the stream and the connection) fill up; no WINDOW_UPDATE is sent.
+        while len(got) < 60000:
+            ftype, flags, sid, payload = c.until(lambda f: f[0] == DATA, "the first DATA frames")
+            got += payload
+        wait_for(lambda: (engine.gauge("vllm:generation_tokens_total") or 0) >= n, timeout=20,
+                 what="the engine to have generated the whole stream")
+        time.sleep(2.0)  # longer than the upstream timeout: paused, it does not run
+        grown_mb = (rss_kb(agent.proc.pid) - rss0) / 1024
+        assert grown_mb < 4, f"the agent grew by {grown_mb:.1f} MB holding a stream the client does not read"
+        # Open the windows: the rest arrives.
+        c.send(frame(SETTINGS, 0, 0, struct.pack(">HI", 0x4, (1 << 31) - 1))
+               + frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", (1 << 31) - 1 - 65535)))
+        while True:
+            ftype, flags, sid, payload = c.until(lambda f: f[0] in (DATA, RST_STREAM, GOAWAY), "the rest")
+            assert ftype == DATA, (ftype, payload)
+            got += payload
+            if flags & END_STREAM:
+                break
+    finally:
+        c.close()
+    frames = [ln[6:] for ln in got.decode().split("\n") if ln.startswith("data: ")]
+    assert frames[-1] == "[DONE]", frames[-3:]
+    usage = json.loads(frames[-2])
+    assert "error" not in usage, usage
+    assert usage["usage"]["completion_tokens"] == n
+    assert len(frames) == n + 3
