@@ -73,6 +73,16 @@ wait_up() { # wait_up PORT PATH
     return 1
 }
 
+# busy CPU (in cores) of the whole machine over 1 s: load from anything else running here
+machine_busy() {
+    local a b
+    a=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat)
+    sleep 1
+    b=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat)
+    awk -v a="$a" -v b="$b" -v n="$(nproc)" 'BEGIN { split(a, x); split(b, y); printf "%.2f", n * (y[1]-x[1]) / (y[2]-x[2]) }'
+}
+BUSY_BEFORE=$(machine_busy)
+
 ENGINE_PORT=$(free_port)
 start engine "$BIN" sim-engine --host 127.0.0.1 --port "$ENGINE_PORT" --speed 0 --model "$MODEL"
 wait_up "$ENGINE_PORT" /health
@@ -186,7 +196,8 @@ SECTION=$TMP/section.md
     echo "## HTTP/2 (h2c, prior knowledge)"
     echo
     echo "\`bench/h2.sh\`, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'),"
-    echo "$(nproc) cores shared by load generator, proxy and engine; $(h2load --version 2>/dev/null | head -1),"
+    echo "$(nproc) cores shared by load generator, proxy and engine (other work on the machine: $BUSY_BEFORE cores"
+    echo "busy just before, $(machine_busy) just after); $(h2load --version 2>/dev/null | head -1),"
     echo "$(nginx -v 2>&1 | sed 's/^nginx version: //'); agent flags: \`--log-level warn ${AGENT_FLAGS}\`. Medians of $REPS"
     echo "interleaved repetitions. Latency: concurrency 1 (one connection, one stream at a time), $LAT_N requests;"
     echo "added = path minus direct. Throughput: $TPUT_N requests on $CONNS connections x $STREAMS concurrent"

@@ -438,7 +438,8 @@ bool control_handle(struct control *c, struct http_req *req) {
     query_u64(req->query, "after", &after);
     wait_or_answer(c, req, after + 1, (uint32_t)wait_ms, respond_state, &proto);
   } else if (slice_eqz(rest, "_propose")) {
-    if (req->method != HTTP_M_POST) error(req, 405, "POST only", "method_not_allowed");
+    if (req->method != HTTP_M_POST)
+      error(req, 405, "POST only", "method_not_allowed");
     else propose_internal(c, req);
   } else {
     proto.kind = kind;

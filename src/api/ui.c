@@ -4,7 +4,6 @@
 #include <string.h>
 #include <strings.h>
 
-
 /* Only this origin: no inline script or style, no framing, no other host. */
 #define UI_CSP                                                                                               \
   "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "      \

@@ -1,4 +1,5 @@
-/* Per-request memory pools (DESIGN §13): many small allocations released together, as h2o's h2o_mem_pool_t. */
+/* Per-request memory pools (DESIGN §13): many small allocations released together, as h2o's h2o_mem_pool_t.
+ */
 #ifndef IM_CORE_POOL_H
 #define IM_CORE_POOL_H
 
@@ -8,9 +9,10 @@
 
 struct pool_chunk;
 
-/* A pool hands out memory that lives until pool_clear or pool_free releases all of it at once. Zero-initialize
- * it; it owns every chunk it allocated. Small requests come from 4 KiB chunks (one chunk is kept by pool_clear
- * so a reused pool does not call malloc again); requests over a quarter chunk get their own allocation. */
+/* A pool hands out memory that lives until pool_clear or pool_free releases all of it at once.
+ * Zero-initialize it; it owns every chunk it allocated. Small requests come from 4 KiB chunks (one chunk is
+ * kept by pool_clear so a reused pool does not call malloc again); requests over a quarter chunk get their
+ * own allocation. */
 struct mem_pool {
   struct pool_chunk *chunks; /* newest first; the head is the one being carved */
   size_t used;               /* bytes of the head chunk handed out */

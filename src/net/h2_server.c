@@ -186,7 +186,8 @@ static void h2_start(struct http_req *req, int status, const struct http_header 
 static void h2_writev(struct http_req *req, const struct slice *parts, size_t nparts) {
   struct h2_stream *st = req->impl;
   if (!st->has_data || st->closed || st->s->detached) return;
-  for (size_t i = 0; i < nparts; i++) buf_append_slice(&st->out, parts[i]);
+  for (size_t i = 0; i < nparts; i++)
+    buf_append_slice(&st->out, parts[i]);
   if (stream_pending(st) + st->s->io->queued(st->s->arg) > HTTP_WRITE_HIGH_WATER) st->above_high = true;
   stream_resume(st);
 }
@@ -206,7 +207,8 @@ static void h2_end(struct http_req *req) {
   srv->nactive--;
   s->nactive--;
   if (!req->aborted && !st->closed && !s->detached) {
-    if (!req->resp_started) nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    if (!req->resp_started)
+      nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
     st->pinned++; /* sending the end may close the stream */
     stream_resume(st);
     st->pinned--;
@@ -256,7 +258,8 @@ static void stream_dispatch(struct h2_stream *st) {
   if (s->nactive++ == 0) s->io->activity(s->arg, 1);
   if (st->fail_status) {
     struct buf b = {0};
-    http_error_json(&b, st->fail_msg, st->fail_status >= 500 ? "server_error" : "invalid_request_error", NULL);
+    http_error_json(&b, st->fail_msg, st->fail_status >= 500 ? "server_error" : "invalid_request_error",
+                    NULL);
     http_resp_send(r, st->fail_status, "application/json", b.base, b.len, NULL, 0);
     buf_free(&b);
     return;
@@ -341,8 +344,8 @@ static void count_reset(struct h2_session *s) {
   s->srv->refused_rapid_reset++;
   char peer[64];
   s->io->peer(s->arg, peer, sizeof peer);
-  log_warn("HTTP/2 client reset too many streams: GOAWAY", "peer=%s resets=%d window_ms=%d", peer[0] ? peer : "-",
-           s->rst_count, H2_RST_WINDOW_MS);
+  log_warn("HTTP/2 client reset too many streams: GOAWAY", "peer=%s resets=%d window_ms=%d",
+           peer[0] ? peer : "-", s->rst_count, H2_RST_WINDOW_MS);
   nghttp2_session_terminate_session(s->ng, NGHTTP2_ENHANCE_YOUR_CALM);
 }
 
@@ -450,7 +453,8 @@ int h2_session_active(const struct h2_session *h) { return h->nactive; }
 void h2_session_free(struct h2_session *h) {
   assert(h->nactive == 0);
   h->detached = true;
-  while (h->streams) stream_free(h->streams);
+  while (h->streams)
+    stream_free(h->streams);
   nghttp2_session_del(h->ng);
   free(h);
 }

@@ -51,7 +51,8 @@ int h2_session_feed(struct h2_session *h, const char *data, size_t len);
 /* h2_session_written tells the session that the transport's queue shrank: it sends what flow control
  * allows and calls the drain_cb of requests whose queue fell below the low watermark. */
 void h2_session_written(struct h2_session *h);
-/* h2_session_shutdown sends GOAWAY (no new streams); the transport is asked to close once no stream is left. */
+/* h2_session_shutdown sends GOAWAY (no new streams); the transport is asked to close once no stream is left.
+ */
 void h2_session_shutdown(struct h2_session *h);
 /* h2_session_detach is for a transport that is gone: requests still open are aborted (abort_cb); of io, only
  * activity is called after this (when the last of them ends, so the transport can free the session). */

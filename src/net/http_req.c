@@ -5,8 +5,9 @@
 #include <errno.h>
 
 static const char *const method_names[] = {
-    [HTTP_M_OTHER] = "OTHER", [HTTP_M_GET] = "GET",       [HTTP_M_HEAD] = "HEAD",   [HTTP_M_POST] = "POST",
-    [HTTP_M_PUT] = "PUT",     [HTTP_M_DELETE] = "DELETE", [HTTP_M_PATCH] = "PATCH", [HTTP_M_OPTIONS] = "OPTIONS",
+    [HTTP_M_OTHER] = "OTHER", [HTTP_M_GET] = "GET",         [HTTP_M_HEAD] = "HEAD",
+    [HTTP_M_POST] = "POST",   [HTTP_M_PUT] = "PUT",         [HTTP_M_DELETE] = "DELETE",
+    [HTTP_M_PATCH] = "PATCH", [HTTP_M_OPTIONS] = "OPTIONS",
 };
 
 int http_method_parse(struct slice token) {
@@ -49,7 +50,8 @@ void http_resp_writev(struct http_req *req, const struct slice *parts, size_t np
   assert(req->resp_started && !req->resp_ended);
   if (req->aborted) return;
   size_t len = 0;
-  for (size_t i = 0; i < nparts; i++) len += parts[i].len;
+  for (size_t i = 0; i < nparts; i++)
+    len += parts[i].len;
   if (len) req->ops->writev(req, parts, nparts);
 }
 
@@ -69,7 +71,8 @@ void http_resp_send(struct http_req *req, int status, const char *content_type, 
   struct http_header h[16];
   int n = 0;
   h[n++] = (struct http_header){SLICE_LIT("Content-Type"), slice_cstr(content_type)};
-  for (int i = 0; i < nextra && n < 16; i++) h[n++] = extra[i];
+  for (int i = 0; i < nextra && n < 16; i++)
+    h[n++] = extra[i];
   http_resp_start(req, status, h, n, (int64_t)len);
   http_resp_write(req, body, len);
   http_resp_end(req);

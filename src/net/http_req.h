@@ -35,7 +35,8 @@ struct http_server;
  * keep the state checks (started, ended, aborted) in one place: an op is never called after the request was
  * aborted, except end. */
 struct http_resp_ops {
-  void (*start)(struct http_req *req, int status, const struct http_header *hdrs, int nhdrs, int64_t content_length);
+  void (*start)(struct http_req *req, int status, const struct http_header *hdrs, int nhdrs,
+                int64_t content_length);
   void (*writev)(struct http_req *req, const struct slice *parts, size_t nparts);
   void (*flush)(struct http_req *req);
   /* end finishes the response and releases req (after the last op on it); called also after an abort. */
@@ -50,7 +51,7 @@ struct http_resp_ops {
  * and stay valid until then. */
 struct http_req {
   struct http_server *server;
-  int method; /* enum http_method_id */
+  int method;  /* enum http_method_id */
   int version; /* 10, 11 (HTTP/1.x) or 20 (HTTP/2) */
   struct slice url, path, query;
   struct http_header headers[HTTP_MAX_HEADERS];
@@ -94,7 +95,8 @@ int http_req_dead_peer_timeout(struct http_req *req, unsigned ms);
  * Transfer-Encoding, Connection); the head may be held back to leave with the first body bytes. */
 void http_resp_start(struct http_req *req, int status, const struct http_header *hdrs, int nhdrs,
                      int64_t content_length);
-/* http_resp_flush sends a head that http_resp_start held back: for responses whose first bytes may take long. */
+/* http_resp_flush sends a head that http_resp_start held back: for responses whose first bytes may take long.
+ */
 void http_resp_flush(struct http_req *req);
 /* http_resp_writev queues body bytes given as nparts slices, as one piece of the body (copied once into
  * the connection's or stream's output; the caller keeps ownership of the bytes). */

@@ -265,7 +265,8 @@ static void conn_mark_dirty(struct http_conn *c) {
 /* Gather parts for this loop turn's write (copied: the caller keeps its memory). */
 static void conn_writev(struct http_conn *c, const struct slice *parts, int n) {
   if (c->closing || c->shutting) return;
-  for (int i = 0; i < n; i++) buf_append_slice(&c->out, parts[i]);
+  for (int i = 0; i < n; i++)
+    buf_append_slice(&c->out, parts[i]);
   conn_mark_dirty(c);
 }
 
@@ -329,14 +330,16 @@ static void h1_writev(struct http_req *req, const struct slice *parts, size_t np
   if (c->head.len) buf_append_slice(&c->out, buf_slice(&c->head));
   buf_reset(&c->head);
   size_t len = 0;
-  for (size_t i = 0; i < nparts; i++) len += parts[i].len;
+  for (size_t i = 0; i < nparts; i++)
+    len += parts[i].len;
   if (c->resp_chunked) {
     char hex[24];
     int n = snprintf(hex, sizeof hex, "%zx\r\n", len);
     buf_append(&c->out, hex, (size_t)n);
   }
   buf_reserve(&c->out, len + 2);
-  for (size_t i = 0; i < nparts; i++) buf_append_slice(&c->out, parts[i]);
+  for (size_t i = 0; i < nparts; i++)
+    buf_append_slice(&c->out, parts[i]);
   if (c->resp_chunked) buf_append(&c->out, "\r\n", 2);
   conn_mark_dirty(c);
 }
@@ -399,7 +402,9 @@ static int conn_dead_peer_timeout(struct http_conn *c, unsigned ms) {
   return 0;
 }
 
-static int h1_dead_peer_timeout(struct http_req *req, unsigned ms) { return conn_dead_peer_timeout(req->impl, ms); }
+static int h1_dead_peer_timeout(struct http_req *req, unsigned ms) {
+  return conn_dead_peer_timeout(req->impl, ms);
+}
 
 static void h1_peer(const struct http_req *req, char *out, size_t len) {
   const struct http_conn *c = req->impl;
@@ -551,7 +556,9 @@ static void timer_cb(uv_timer_t *t) {
 
 /* ---- HTTP/2 on this connection (net/h2_server.h) ---- */
 
-static void h2io_write(void *arg, const struct slice *parts, size_t nparts) { conn_writev(arg, parts, (int)nparts); }
+static void h2io_write(void *arg, const struct slice *parts, size_t nparts) {
+  conn_writev(arg, parts, (int)nparts);
+}
 
 static size_t h2io_queued(void *arg) {
   struct http_conn *c = arg;

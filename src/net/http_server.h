@@ -1,5 +1,5 @@
-/* HTTP server on libuv: HTTP/1.1 (keep-alive, pipelining, chunked request bodies, limits and timeouts) and, on
- * the same listener, HTTP/2 with prior knowledge (net/h2_server.h). Handlers see net/http_req.h. */
+/* HTTP server on libuv: HTTP/1.1 (keep-alive, pipelining, chunked request bodies, limits and timeouts) and,
+ * on the same listener, HTTP/2 with prior knowledge (net/h2_server.h). Handlers see net/http_req.h. */
 #ifndef IM_NET_HTTP_SERVER_H
 #define IM_NET_HTTP_SERVER_H
 
@@ -65,8 +65,8 @@ struct http_server {
   uint64_t refused_budget; /* requests answered 503 because the body budget was spent */
   uint64_t fd_limit;       /* soft RLIMIT_NOFILE when listening started */
   uint64_t fd_warned_ms;   /* loop time of the last "near the descriptor limit" log line */
-  uint64_t h2_conns;            /* HTTP/2 sessions started */
-  uint64_t h2_streams;          /* HTTP/2 requests handed to the handler */
+  uint64_t h2_conns;       /* HTTP/2 sessions started */
+  uint64_t h2_streams;     /* HTTP/2 requests handed to the handler */
   uint64_t refused_rapid_reset; /* HTTP/2 connections sent GOAWAY for resetting too many streams */
   char errmsg[160];
 };

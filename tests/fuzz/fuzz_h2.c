@@ -1,5 +1,5 @@
-/* Fuzz target: arbitrary bytes after a valid client preface into an HTTP/2 server session (nghttp2 parses; our
- * callbacks, streams and the response API must survive any sequence), over an in-memory transport. */
+/* Fuzz target: arbitrary bytes after a valid client preface into an HTTP/2 server session (nghttp2 parses;
+ * our callbacks, streams and the response API must survive any sequence), over an in-memory transport. */
 #include <stdint.h>
 #include <string.h>
 
@@ -15,12 +15,15 @@ static bool closed;
 static int active;
 
 static void io_write(void *arg, const struct slice *parts, size_t n) {
-  for (size_t i = 0; i < n; i++) written += parts[i].len, queued += parts[i].len;
+  for (size_t i = 0; i < n; i++)
+    written += parts[i].len, queued += parts[i].len;
 }
 static size_t io_queued(void *arg) { return queued; }
 static void io_close(void *arg) { closed = true; }
 static void io_activity(void *arg, int n) { active = n; }
-static void io_peer(void *arg, char *out, size_t len) { strncpy(out, "127.0.0.1", len - 1), out[len - 1] = 0; }
+static void io_peer(void *arg, char *out, size_t len) {
+  strncpy(out, "127.0.0.1", len - 1), out[len - 1] = 0;
+}
 static int io_dead_peer(void *arg, unsigned ms) { return 0; }
 static const struct h2_io io = {io_write, io_queued, io_close, io_activity, io_peer, io_dead_peer};
 
@@ -38,8 +41,10 @@ static void held_drain_cb(struct http_req *req) { http_resp_write(req, "more", 4
 
 static void handler(struct http_req *req, void *arg) {
   size_t sum = req->url.len + req->body.len + (size_t)req->method;
-  for (int i = 0; i < req->nheaders; i++) sum += req->headers[i].name.len + req->headers[i].value.len;
-  for (size_t i = 0; i < req->body.len; i++) sum += (unsigned char)req->body.base[i];
+  for (int i = 0; i < req->nheaders; i++)
+    sum += req->headers[i].name.len + req->headers[i].value.len;
+  for (size_t i = 0; i < req->body.len; i++)
+    sum += (unsigned char)req->body.base[i];
   char peer[64];
   http_req_peer(req, peer, sizeof peer);
   int slot = -1;

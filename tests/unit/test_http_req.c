@@ -26,7 +26,8 @@ static void r_start(struct http_req *req, int status, const struct http_header *
 }
 static void r_writev(struct http_req *req, const struct slice *v, size_t n) {
   R.writes++;
-  for (size_t i = 0; i < n; i++) buf_append_slice(&R.body, v[i]);
+  for (size_t i = 0; i < n; i++)
+    buf_append_slice(&R.body, v[i]);
 }
 static void r_flush(struct http_req *req) { R.flushes++; }
 static void r_end(struct http_req *req) { R.ends++; }

@@ -33,7 +33,8 @@ static void test_strdup_and_clear_keeps_a_chunk(void **state) {
   char *s = pool_strdup(&p, SLICE_LIT("content-type"));
   assert_string_equal(s, "content-type");
   assert_string_equal(pool_strdup(&p, slice_make(NULL, 0)), "");
-  for (int i = 0; i < 100; i++) pool_alloc(&p, 1000);
+  for (int i = 0; i < 100; i++)
+    pool_alloc(&p, 1000);
   pool_alloc(&p, 50000);
   pool_clear(&p);
   assert_non_null(p.chunks); /* kept for the next request */
