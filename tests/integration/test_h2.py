@@ -3,10 +3,12 @@ client for what those will not do), the same API, errors and authorization as HT
 
 import contextlib
 import json
+import signal
 import socket
 import struct
 import subprocess
 import time
+
 import pytest
 
 from conftest import HOST, READ_TOKEN, chat_body, http_request, metric_value, wait_for
@@ -370,3 +372,30 @@ def test_flow_control_holds_the_upstream_back_and_the_stream_completes(procs):
     assert "error" not in usage, usage
     assert usage["usage"]["completion_tokens"] == n
     assert len(frames) == n + 3
+
+
+@pytest.mark.timeout(40)
+def test_sigterm_sends_goaway_and_lets_open_streams_finish(procs):
+    engine = procs.engine(speed="1", name="engine-slow")
+    agent = procs.agent([engine])
+    c = H2Raw(agent.port, timeout=30)
+    try:
+        c.send(H2Raw.request(1, "POST", "/v1/chat/completions", agent.port,
+                             chat_body("drain me", max_tokens=40, stream=True)))
+        c.until(lambda f: f[0] == DATA and f[2] == 1, "the stream to start")
+        agent.proc.signal(signal.SIGTERM)
+        f = c.until(lambda f: f[0] == GOAWAY, "GOAWAY")
+        assert int.from_bytes(f[3][4:8], "big") == 0  # NO_ERROR: a graceful shutdown
+        assert int.from_bytes(f[3][:4], "big") & 0x7FFFFFFF == 1  # stream 1 was taken and will be answered
+        got = bytearray()
+        while True:
+            ftype, flags, sid, payload = c.until(lambda f: f[0] in (DATA, RST_STREAM), "the rest of stream 1")
+            assert ftype == DATA, (ftype, payload)
+            got += payload
+            if flags & END_STREAM:
+                break
+        assert c.read_frame() is None  # then the connection closes
+    finally:
+        c.close()
+    assert got.decode().rstrip().endswith("data: [DONE]")
+    assert agent.proc.wait(15) == 0
