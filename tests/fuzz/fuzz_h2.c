@@ -74,7 +74,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (!srv.handler) {
     struct http_limits lim;
     http_limits_default(&lim);
-    lim.max_body = 64 * 1024;
+    lim.max_body = 256 * 1024;
+    lim.max_buffered_bodies = 100 * 1024; /* one large body at a time: the second gets 503 */
     lim.max_header_bytes = 4096;
     http_server_init(&srv, NULL, &lim, handler, NULL);
   }
