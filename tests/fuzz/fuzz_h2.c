@@ -5,6 +5,7 @@
 
 #include "net/h2_server.h"
 #include "net/http_server.h"
+#include "fuzz_check.h"
 
 #define HELD_MAX 8
 
@@ -112,5 +113,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       http_resp_end(r);
     }
   h2_session_free(h);
+  CHECK(srv.nactive == 0 && srv.buffered_bodies == 0); /* every request ended, the body budget given back */
   return 0;
 }
