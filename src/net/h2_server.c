@@ -102,14 +102,19 @@ static void stream_maybe_free(struct h2_stream *st) {
 
 /* ---- sending ---- */
 
+/* drain_cb of the requests whose queue fell below the low watermark. A callback may write or end its request,
+ * which sends (and may close and free other streams): the stream being visited stays pinned, so its link to
+ * the next one is read only after the callback, from a list that is whole again. */
 static void check_drains(struct h2_session *s) {
-  size_t tq = s->io->queued(s->arg);
   for (struct h2_stream *st = s->streams, *next; st; st = next) {
-    next = st->next;
-    if (st->above_high && stream_pending(st) + tq < HTTP_WRITE_LOW_WATER) {
+    st->pinned++;
+    if (st->above_high && stream_pending(st) + s->io->queued(s->arg) < HTTP_WRITE_LOW_WATER) {
       st->above_high = false;
-      http__req_drained(&st->req); /* the handler may end the request: st may be gone */
+      http__req_drained(&st->req);
     }
+    next = st->next;
+    st->pinned--;
+    stream_maybe_free(st);
   }
 }
 
