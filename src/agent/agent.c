@@ -3,7 +3,6 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <http_parser.h>
 #include <malloc.h>
 #include <signal.h>
 #include <sodium.h>
@@ -94,7 +93,7 @@ static bool authorize(struct agent *a, const struct api_route *rt, struct http_r
   static const struct http_header challenge = {SLICE_LIT("WWW-Authenticate"), SLICE_LIT("Bearer")};
   a->router.metrics.unauthorized++;
   api_reply_error_headers(req, v == API_UNAUTH ? 401 : 403, msg, code, &challenge, v == API_UNAUTH);
-  log_info("refused an API call", "method=%s path=\"%.*s\" status=%d", http_method_str(req->method),
+  log_info("refused an API call", "method=%s path=\"%.*s\" status=%d", http_method_name(req->method),
            (int)(req->path.len > 200 ? 200 : req->path.len), req->path.base, v == API_UNAUTH ? 401 : 403);
   return false;
 }

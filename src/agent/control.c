@@ -3,7 +3,6 @@
 #include "api/events.h"
 
 #include <errno.h>
-#include <http_parser.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,7 +115,7 @@ int control_verify_hop(struct control *c, struct http_req *req, const char *what
   struct slice hop = http_req_header(req, "x-infermesh-hop");
   struct hop_bind hb = {.request_id = http_req_header(req, "x-request-id"), .target = ht,
                         .node = mesh_node_id(c->env.mesh)};
-  hop_digest(http_method_str(req->method), req->url, &req->body, 1, hb.digest);
+  hop_digest(http_method_name(req->method), req->url, &req->body, 1, hb.digest);
   struct router *r = c->env.router;
   int64_t now = (int64_t)time(NULL);
   const struct keyring *kr = mesh_keyring(c->env.mesh);

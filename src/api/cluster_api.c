@@ -1,7 +1,6 @@
 /* Membership endpoints of the control API: members, leave, drain/undrain (forwarded to the node meant). */
 #include "api/cluster_api.h"
 
-#include <http_parser.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,7 +122,7 @@ static void drain(struct cluster_api *c, struct http_req *req, struct slice rest
     struct slice ht = http_req_header(req, "x-infermesh-hop-target");
     struct hop_bind hb = {.request_id = http_req_header(req, "x-request-id"), .target = ht,
                           .node = mesh_node_id(c->mesh)};
-    hop_digest(http_method_str(req->method), req->url, &req->body, 1, hb.digest);
+    hop_digest(http_method_name(req->method), req->url, &req->body, 1, hb.digest);
     int64_t now = (int64_t)time(NULL);
     int rc = !self || !slice_eqz(ht, want)
                  ? -EACCES
@@ -159,8 +158,8 @@ static void drain(struct cluster_api *c, struct http_req *req, struct slice rest
 
 bool cluster_api_handle(struct cluster_api *c, struct http_req *req) {
   struct buf b = {0};
-  bool get = req->method == HTTP_GET || req->method == HTTP_HEAD;
-  bool post = req->method == HTTP_POST;
+  bool get = req->method == HTTP_M_GET || req->method == HTTP_M_HEAD;
+  bool post = req->method == HTTP_M_POST;
   if (slice_eqz(req->path, "/v1/cluster/members")) {
     if (!get) {
       api_reply_error(req, 405, "use GET for /v1/cluster/members", NULL);

@@ -2,7 +2,6 @@
 #include "agent/control_int.h"
 
 #include <errno.h>
-#include <http_parser.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -342,17 +341,17 @@ static void write_kind(struct control *c, struct http_req *req, enum fsm_kind ki
   w->kind = kind;
   str_copy(w->key, sizeof w->key, key);
   command_id(req, w->id, sizeof w->id);
-  if (req->method == HTTP_POST && kind == FSM_TENANT && !key[0]) {
+  if (req->method == HTTP_M_POST && kind == FSM_TENANT && !key[0]) {
     op = FSM_OP_CREATE;
     if (!(value = tenant_value(c, req, w, err, sizeof err))) goto bad;
-  } else if (req->method == HTTP_PUT && key[0]) {
+  } else if (req->method == HTTP_M_PUT && key[0]) {
     op = kind == FSM_TENANT ? FSM_OP_MERGE : FSM_OP_PUT; /* a tenant's key hash is never replaced by a PUT */
     if (kind == FSM_TENANT && sets_key_hash(req->body)) {
       snprintf(err, sizeof err, "a tenant's key cannot be set: revoke it and create a new tenant");
       goto bad;
     }
     value = slice_dup(req->body.len ? req->body : SLICE_LIT("{}"));
-  } else if (req->method == HTTP_DELETE && key[0]) {
+  } else if (req->method == HTTP_M_DELETE && key[0]) {
     op = FSM_OP_DELETE;
   } else {
     free(w);
@@ -400,7 +399,7 @@ bool control_handle(struct control *c, struct http_req *req) {
   const char *slash = memchr(rest.base, '/', rest.len);
   struct slice first = slice_make(rest.base, slash ? (size_t)(slash - rest.base) : rest.len);
   enum fsm_kind kind;
-  bool get = req->method == HTTP_GET || req->method == HTTP_HEAD;
+  bool get = req->method == HTTP_M_GET || req->method == HTTP_M_HEAD;
   bool is_kind = fsm_kind_parse(first.base, first.len, &kind) == 0 && first.len > strlen(fsm_kind_name(kind));
   if (!is_kind && !slice_eqz(rest, "raft") && !slice_eqz(rest, "state") && !slice_eqz(rest, "_propose")) return false;
   if (!c || !c->env.mesh) {
@@ -424,7 +423,7 @@ bool control_handle(struct control *c, struct http_req *req) {
     query_u64(req->query, "after", &after);
     wait_or_answer(c, req, after + 1, (uint32_t)wait_ms, respond_state, &proto);
   } else if (slice_eqz(rest, "_propose")) {
-    if (req->method != HTTP_POST) api_reply_error(req, 405, "POST only", "method_not_allowed");
+    if (req->method != HTTP_M_POST) api_reply_error(req, 405, "POST only", "method_not_allowed");
     else propose_internal(c, req);
   } else {
     proto.kind = kind;

@@ -2,7 +2,6 @@
 #include "api/ledger_api.h"
 
 #include <errno.h>
-#include <http_parser.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>

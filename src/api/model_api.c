@@ -2,7 +2,6 @@
 #include "api/model_api.h"
 
 #include <errno.h>
-#include <http_parser.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -303,7 +302,7 @@ bool model_api_handle(struct model_api *m, struct http_req *req) {
   bool unload;
   int rc = model_req_parse_path(req->path, target, sizeof target, &unload);
   if (rc == -ENOENT) return false;
-  if (req->method != HTTP_POST) {
+  if (req->method != HTTP_M_POST) {
     api_reply_error_type(req, 405, "use POST /v1/cluster/targets/TARGET/load or /unload", "invalid_request_error",
           "method_not_allowed");
     return true;

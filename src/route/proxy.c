@@ -3,7 +3,6 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <http_parser.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -285,6 +284,28 @@ static bool is_error_event(struct slice data) {
          slice_starts(rest, "\"object\": \"error\"");
 }
 
+/* Send the gathered slices of this read to the client (starting the response first). */
+static void relay_flush(struct proxy *p) {
+  if (!p->niov) return;
+  if (!p->client_started) client_start(p, 200, -1);
+  http_resp_writev(p->req, p->iov, (size_t)p->niov);
+  p->niov = 0;
+}
+
+/* Relay a frame unchanged: by reference when it lies in the upstream read (a frame that follows the last one
+ * extends its slice), else (the rest of a frame split over reads, held by the SSE parser) at once. */
+static void relay_ref(struct proxy *p, struct slice frame) {
+  bool in_feed = frame.base >= p->feed.base && frame.base + frame.len <= p->feed.base + p->feed.len;
+  struct slice *last = p->niov ? &p->iov[p->niov - 1] : NULL;
+  if (in_feed && last && last->base + last->len == frame.base) {
+    last->len += frame.len;
+    return;
+  }
+  if (!in_feed || p->niov == PROXY_RELAY_IOV) relay_flush(p);
+  p->iov[p->niov++] = frame;
+  if (!in_feed) relay_flush(p);
+}
+
 static int relay_frame(void *arg, struct slice frame, struct slice data) {
   struct leg *l = arg;
   struct proxy *p = l->p;
@@ -324,6 +345,8 @@ static int relay_frame(void *arg, struct slice frame, struct slice data) {
       data.base + data.len <= frame.base + frame.len) {
     struct slice parts[3];
     int n = costs ? proxy_meter_split(p, data, parts) : (parts[0] = data, 1);
+    relay_flush(p);
+    buf_reset(&p->out);
     buf_append(&p->out, frame.base, (size_t)(data.base - frame.base));
     if (renames) {
       struct buf tmp = {0}; /* once per stream at most: the usage chunk */
@@ -334,9 +357,11 @@ static int relay_frame(void *arg, struct slice frame, struct slice data) {
       for (int i = 0; i < n; i++) buf_append_slice(&p->out, parts[i]);
     }
     buf_append(&p->out, data.base + data.len, (size_t)(frame.base + frame.len - (data.base + data.len)));
+    p->iov[p->niov++] = buf_slice(&p->out);
+    relay_flush(p);
     return 0;
   }
-  buf_append_slice(&p->out, frame);
+  relay_ref(p, frame);
   return 0;
 }
 
@@ -360,12 +385,10 @@ static int up_body(void *arg, const char *data, size_t len) {
     return 0;
   }
   /* Every frame that arrived in this read goes out in one write: none waits for a later byte. */
-  buf_reset(&p->out);
+  p->feed = slice_make(data, len);
   int rc = sse_feed(&l->sse, data, len, relay_frame, l);
-  if (p->out.len) {
-    if (!p->client_started) client_start(p, 200, -1);
-    http_resp_write(p->req, p->out.base, p->out.len);
-  }
+  relay_flush(p);
+  p->feed = slice_make(NULL, 0);
   if (rc != 0) return rc;
   if (!p->paused && p->winner == l && http_resp_queued(p->req) > HTTP_WRITE_HIGH_WATER) {
     p->paused = true;
@@ -811,7 +834,7 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
     struct slice ht = http_req_header(req, "x-infermesh-hop-target");
     /* The body is complete here (http_server dispatches after the whole message): bound by the signature. */
     struct hop_bind hb = {.request_id = slice_cstr(p->request_id), .target = ht, .node = r->node_id};
-    hop_digest(http_method_str(req->method), req->url, &req->body, 1, hb.digest);
+    hop_digest(http_method_name(req->method), req->url, &req->body, 1, hb.digest);
     int hrc = hop_verify(r->kr, &r->hop_seen, HOP_INFER, (int64_t)time(NULL), hop, &hb);
     if (hrc == -EBUSY) {
       fail(p, 503, "server_overloaded", "too many forwarded requests to remember: try again shortly", 1);

@@ -60,6 +60,9 @@ enum { PT_NONE, PT_QUEUE, PT_LEGS };
 
 #define PROXY_MAX_BLOCKS 512 /* prompt blocks the policy sees: 512 x 16 tokens x 4 bytes = 32 KiB of prompt */
 
+/* Slices of one upstream read gathered for one vectored write (contiguous frames make one). */
+#define PROXY_RELAY_IOV 16
+
 struct proxy {
   struct router *r;
   enum proxy_state state;
@@ -82,7 +85,10 @@ struct proxy {
   struct slice parts[5]; /* upstream body: the client's bytes by reference, plus what we insert or replace */
   int nparts;
   bool strip_usage;    /* we asked for usage the client did not: drop the usage-only chunk */
-  struct buf out;      /* frames of one upstream read, sent to the client in one write */
+  struct buf out;      /* a rewritten frame (model name, cost), or a renamed buffered body */
+  struct slice feed;   /* the upstream read being relayed */
+  struct slice iov[PROXY_RELAY_IOV]; /* its frames, by reference, sent to the client in one write */
+  int niov;
   bool client_started; /* bytes went to the client: no more retries or hedges */
   bool paused;
   uint64_t t0, t_first;

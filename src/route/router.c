@@ -1,7 +1,6 @@
 /* The router: its state (init, tenants, metrics, free), the OpenAI ingress (validate, scan, answer errors in
  * OpenAI's format, hand off to the proxy) and routing strategies per model. */
 #include <errno.h>
-#include <http_parser.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -292,7 +291,7 @@ bool router_handle(struct router *r, struct http_req *req) {
       http_resp_send(req, 401, "application/json", body.base, body.len, &h, 1);
       buf_free(&body);
       route_metrics_count(&r->metrics, "", 401, "");
-    } else if (req->method != HTTP_GET)
+    } else if (req->method != HTTP_M_GET)
       router_error(r, req, 405, "invalid_request_error", NULL, "use GET for /v1/models", NULL, 0);
     else if (one_model)
       get_model(r, req, tn >= 0 ? &r->opts.tenants[tn] : NULL);
@@ -301,7 +300,7 @@ bool router_handle(struct router *r, struct http_req *req) {
     return true;
   }
   if (!chat && !completions) return false;
-  if (req->method != HTTP_POST) {
+  if (req->method != HTTP_M_POST) {
     router_error(r, req, 405, "invalid_request_error", NULL, "use POST for this endpoint", NULL, 0);
     return true;
   }
