@@ -35,6 +35,7 @@ void http_limits_default(struct http_limits *l);
 
 struct http_conn;
 struct http_server;
+struct tls_ctx;
 
 /* One request. Owned by the server: valid from the handler call until the handler calls http_resp_end,
  * which it must do exactly once, also after abort_cb. Slices (url, headers, body) point into server memory
@@ -91,6 +92,15 @@ struct http_server {
   uint64_t refused_budget; /* requests answered 503 because the body budget was spent */
   uint64_t fd_limit;       /* soft RLIMIT_NOFILE when listening started */
   uint64_t fd_warned_ms;   /* loop time of the last "near the descriptor limit" log line */
+  /* TLS (net/http_tls.c): the context new connections use (NULL: plaintext, and the TLS code costs nothing), and
+   * the buffer every TLS connection reads its ciphertext into before it is decrypted into the connection's. */
+  struct tls_ctx *tls;
+  char *tls_rbuf;
+  /* Set by the HTTP/2 server to take connections (NULL: none): when set, ALPN offers "h2" besides "http/1.1",
+   * and a TLS connection that chose h2 is handed to it when its handshake ends instead of being parsed as
+   * HTTP/1.1 (plaintext that arrived with the handshake is in c->in). */
+  void (*h2_take)(struct http_server *s, struct http_conn *c);
+  uint64_t tls_refused; /* handshakes that failed (bad certificates, old protocols, plaintext) */
   char errmsg[160];
 };
 
@@ -100,6 +110,11 @@ void http_server_init(struct http_server *s, uv_loop_t *loop, const struct http_
 /* http_server_listen binds and listens on host:port (port 0: any). Returns 0 or a negative UV error with
  * a message in s->errmsg naming the problem and the fix. */
 int http_server_listen(struct http_server *s, const char *host, int port);
+/* http_server_set_tls makes connections accepted from now on speak TLS with ctx, which s owns from then on.
+ * The context it replaces is freed; connections using it keep it until they close, so a certificate reload drops
+ * nothing. NULL ends TLS and frees what it holds: only once no TLS connection is open (the drain does it; an
+ * owner that gives up before serving does it too). */
+void http_server_set_tls(struct http_server *s, struct tls_ctx *ctx);
 /* http_server_port returns the bound port (useful after port 0), or -1. */
 int http_server_port(struct http_server *s);
 /* http_server_drain stops accepting, closes idle connections, lets active requests finish (their
@@ -123,6 +138,10 @@ int http_req_dead_peer_timeout(struct http_req *req, unsigned ms);
 
 /* http_req_peer writes the client's IP address (no port) into out (NUL-terminated); "" when unknown. */
 void http_req_peer(const struct http_req *req, char *out, size_t len);
+
+/* http_req_client_cn is the subject CN of the client certificate req's TLS connection presented and that
+ * verified against the listener's client CA; NULL when there is none (or no TLS). Valid until http_resp_end. */
+const char *http_req_client_cn(const struct http_req *req);
 
 /* http_req_header finds a request header by name (case-insensitive); empty slice with base NULL if absent. */
 struct slice http_req_header(const struct http_req *req, const char *name);

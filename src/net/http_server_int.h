@@ -53,6 +53,7 @@ struct http_conn {
   struct http_conn *dirty_next, *dirty_prev;
   size_t write_queued; /* bytes handed to uv_write and not yet written */
   bool above_high;
+  struct tls_conn *tls; /* NULL on a plaintext listener */
 };
 
 /* The parser callbacks (http_parse.c): they fill c's message offsets, enforce the limits, the global body
@@ -64,6 +65,16 @@ void http__conn_arm_timer(struct http_conn *c, uint32_t ms);
 /* http__conn_write gathers up to three parts (copied) for this loop turn's write. */
 void http__conn_write(struct http_conn *c, const void *a, size_t alen, const void *b, size_t blen,
                       const void *d, size_t dlen);
+/* Bytes of ciphertext read from a TLS connection at once (the size of srv->tls_rbuf). */
+#define HTTP_TLS_READ (64 * 1024)
+/* What http__tls_input returns besides tls_conn_input's results: the HTTP/2 server took the connection. */
+#define HTTP_TLS_TAKEN 2
+/* http__tls_input decrypts n bytes of ciphertext from c's socket into plain (c->in or c->pending); when the
+ * handshake ends it arms the idle timeout and hands an h2 connection to srv->h2_take; a failure is counted and
+ * logged, and answered (an alert, or a 400 in plaintext to a plaintext request). Returns tls_conn_input's result
+ * or HTTP_TLS_TAKEN. The caller sends what waits in tls_conn_output (net/http_tls.c). */
+int http__tls_input(struct http_conn *c, const char *data, size_t n, struct buf *plain);
+
 /* http__budget_release gives back what c's body holds of the server's body budget. */
 void http__budget_release(struct http_conn *c);
 
