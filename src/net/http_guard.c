@@ -59,4 +59,10 @@ void http_server_metrics(struct http_server *s, struct buf *out) {
       "infermesh_http_refused_total{reason=\"body_budget\"} %llu\n",
       s->nconns, s->limits.fd_reserve, s->buffered_bodies, s->limits.max_buffered_bodies,
       (unsigned long long)s->refused_fds, (unsigned long long)s->refused_budget);
+  if (s->tls)
+    buf_printf(out,
+               "# HELP infermesh_tls_handshake_failures_total TLS handshakes the listener refused or that failed "
+               "(old protocols, plaintext, client certificates that did not verify).\n"
+               "# TYPE infermesh_tls_handshake_failures_total counter\ninfermesh_tls_handshake_failures_total %llu\n",
+               (unsigned long long)s->tls_refused);
 }

@@ -123,8 +123,9 @@ int http_server_port(struct http_server *s);
 void http_server_drain(struct http_server *s, void (*cb)(struct http_server *s));
 
 /* http_server_metrics appends Prometheus text about the server's global bounds: open descriptors and the
- * limit (process_open_fds, process_max_fds), connections, buffered body bytes and the budget, and the counter
- * of refusals (infermesh_http_refused_total{reason="descriptors"|"body_budget"}). */
+ * limit (process_open_fds, process_max_fds), connections, buffered body bytes and the budget, the counter
+ * of refusals (infermesh_http_refused_total{reason="descriptors"|"body_budget"}), and with TLS on the failed
+ * handshakes (infermesh_tls_handshake_failures_total). */
 void http_server_metrics(struct http_server *s, struct buf *out);
 
 /* http_raise_nofile raises the soft RLIMIT_NOFILE of the process to its hard limit (capped at 1<<20) and

@@ -161,11 +161,12 @@ int tls_ctx_load(const struct tls_files *f, struct tls_ctx **out, char *err, siz
     snprintf(err, errlen, "tls.cert %s is not a PEM certificate: %s", f->cert, ssl_reason());
     goto fail;
   }
-  if (SSL_CTX_use_PrivateKey_file(ctx, f->key, SSL_FILETYPE_PEM) != 1) {
-    snprintf(err, errlen, "tls.key %s is not a PEM private key: %s", f->key, ssl_reason());
-    goto fail;
-  }
-  if (SSL_CTX_check_private_key(ctx) != 1) {
+  if (SSL_CTX_use_PrivateKey_file(ctx, f->key, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+    unsigned long e = ERR_peek_error();
+    if (ERR_GET_LIB(e) != ERR_LIB_X509 || ERR_GET_REASON(e) != X509_R_KEY_VALUES_MISMATCH) {
+      snprintf(err, errlen, "tls.key %s is not a PEM private key: %s", f->key, ssl_reason());
+      goto fail;
+    }
     snprintf(err, errlen, "tls.key %s does not belong to the certificate in %s", f->key, f->cert);
     goto fail;
   }

@@ -184,8 +184,10 @@ def test_old_tls_and_plaintext_are_refused(procs, pki):
     assert "https://" in r.json()["error"]["message"]
     wait_for(lambda: "refused plaintext HTTP on the TLS listener" in ag.proc.stderr(), timeout=5,
              what="the plaintext refusal in the log")
-    # and HTTPS still works
+    # and HTTPS still works; both refusals are counted
     assert https(ag.port, client_ctx(pki.ca), "GET", "/healthz").status == 200
+    r = https(ag.port, client_ctx(pki.ca), "GET", "/metrics", headers=bearer(READ_TOKEN))
+    assert "infermesh_tls_handshake_failures_total 2\n" in r.body.decode(), r
 
 
 @pytest.mark.timeout(120)
