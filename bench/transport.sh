@@ -207,8 +207,8 @@ done
 T_END=$(date +%s)
 BUSY_AFTER=$(machine_busy)
 for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null || { echo "bench: process $p died during the run" >&2; exit 1; }; done
-TLS_VERSION=$(echo | openssl s_client -connect "127.0.0.1:$PORT_infermesh_https" -alpn http/1.1 2>/dev/null |
-    awk -F': *' '/^ *Protocol *:/ { p = $2 } /^ *Cipher *:/ { c = $2 } END { print p ", " c }')
+TLS_VERSION=$(echo | openssl s_client -brief -connect "127.0.0.1:$PORT_infermesh_https" -alpn http/1.1 2>&1 |
+    awk -F': *' '/^Protocol version/ { p = $2 } /^Ciphersuite/ { c = $2 } END { print p ", " c }')
 
 # ---------------------------------------------------------------- report
 med() {

@@ -154,6 +154,7 @@ int tls_ctx_load(const struct tls_files *f, struct tls_ctx **out, char *err, siz
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION);
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS); /* idle keep-alive connections hold no record buffers */
+  SSL_CTX_set_read_ahead(ctx, 1); /* take all the input in one BIO read, not a header and then a body */
   SSL_CTX_set_cipher_list(ctx, "ECDHE+AESGCM:ECDHE+CHACHA20"); /* TLS 1.2: forward secrecy, AEAD only */
   SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"infermesh", 9);
   SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, NULL);
@@ -264,6 +265,7 @@ int tls_conn_input(struct tls_conn *t, const char *data, size_t n, struct buf *p
     int r = SSL_read(t->ssl, plain->base + plain->len, READ_CHUNK);
     if (r > 0) {
       plain->len += (size_t)r;
+      if (t->in_len == 0 && !SSL_has_pending(t->ssl)) break; /* another SSL_read would only say WANT_READ */
       continue;
     }
     int e = SSL_get_error(t->ssl, r);
