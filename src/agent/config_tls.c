@@ -5,13 +5,15 @@
 #include <stdio.h>
 #include <string.h>
 
-static int add(struct agent_config *c, int source, const char *cn, size_t cnlen, const char *role, const char *src,
-               char *err, size_t errlen) {
+static int add(struct agent_config *c, int source, const char *cn, size_t cnlen, const char *role,
+               const char *src, char *err, size_t errlen) {
   struct config_tls *t = &c->tls;
   if (source > t->map_source) t->nmap = 0, t->map_source = source;
   if (cnlen == 0 || cnlen >= sizeof t->map[0].cn || !role[0] || strlen(role) >= sizeof t->map[0].role) {
-    snprintf(err, errlen, "%s: '%.*s=%s' must be CN=ROLE, ROLE admin or a tenant's name (CN < %zu, ROLE < %zu "
-                          "characters)", src, (int)cnlen, cn, role, sizeof t->map[0].cn, sizeof t->map[0].role);
+    snprintf(err, errlen,
+             "%s: '%.*s=%s' must be CN=ROLE, ROLE admin or a tenant's name (CN < %zu, ROLE < %zu "
+             "characters)",
+             src, (int)cnlen, cn, role, sizeof t->map[0].cn, sizeof t->map[0].role);
     return -EINVAL;
   }
   for (int i = 0; i < t->nmap; i++)
@@ -40,11 +42,13 @@ int config_tls_map_add(struct agent_config *c, int source, const char *spec, con
   return add(c, source, spec, (size_t)(eq - spec), eq + 1, src, err, errlen);
 }
 
-int config_tls_map_yaml(struct agent_config *c, yaml_document_t *d, yaml_node_t *map, const char *file, char *err,
-                        size_t errlen) {
+int config_tls_map_yaml(struct agent_config *c, yaml_document_t *d, yaml_node_t *map, const char *file,
+                        char *err, size_t errlen) {
   if (map->type != YAML_MAPPING_NODE) {
-    snprintf(err, errlen, "%s: tls.client_map must map certificate CNs to roles, like {ops-laptop: admin, "
-                          "billing-svc: team-a}", file);
+    snprintf(err, errlen,
+             "%s: tls.client_map must map certificate CNs to roles, like {ops-laptop: admin, "
+             "billing-svc: team-a}",
+             file);
     return -EINVAL;
   }
   char src[160];
@@ -65,8 +69,9 @@ int config_tls_map_yaml(struct agent_config *c, yaml_document_t *d, yaml_node_t 
 int config_tls_check(const struct agent_config *c, char *err, size_t errlen) {
   const struct config_tls *t = &c->tls;
   if (!t->cert[0] != !t->key[0]) {
-    snprintf(err, errlen, "TLS needs both a certificate and its key: set tls.cert and tls.key (--tls-cert, "
-                          "--tls-key)");
+    snprintf(err, errlen,
+             "TLS needs both a certificate and its key: set tls.cert and tls.key (--tls-cert, "
+             "--tls-key)");
     return -EINVAL;
   }
   if (t->client_ca[0] && !t->cert[0]) {
@@ -74,14 +79,17 @@ int config_tls_check(const struct agent_config *c, char *err, size_t errlen) {
     return -EINVAL;
   }
   if (t->nmap && !t->client_ca[0]) {
-    snprintf(err, errlen, "tls.client_map (--tls-client-map) needs tls.client_ca: only certificates it verifies "
-                          "are mapped");
+    snprintf(err, errlen,
+             "tls.client_map (--tls-client-map) needs tls.client_ca: only certificates it verifies "
+             "are mapped");
     return -EINVAL;
   }
   for (int i = 0; i < t->nmap; i++)
     if (strcmp(t->map[i].role, "admin") == 0 && !c->cluster.admin_token[0]) {
-      snprintf(err, errlen, "tls.client_map maps '%s' to admin, which stands for the admin token: set "
-                            "--admin-token (or INFERMESH_ADMIN_TOKEN) too", t->map[i].cn);
+      snprintf(err, errlen,
+               "tls.client_map maps '%s' to admin, which stands for the admin token: set "
+               "--admin-token (or INFERMESH_ADMIN_TOKEN) too",
+               t->map[i].cn);
       return -EINVAL;
     }
   return 0;

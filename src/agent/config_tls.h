@@ -13,8 +13,8 @@
 int config_tls_map_add(struct agent_config *c, int source, const char *spec, const char *src, char *err,
                        size_t errlen);
 /* config_tls_map_yaml reads `tls.client_map` (a YAML mapping {CN: ROLE}) of document d. 0 or -EINVAL. */
-int config_tls_map_yaml(struct agent_config *c, yaml_document_t *d, yaml_node_t *map, const char *file, char *err,
-                        size_t errlen);
+int config_tls_map_yaml(struct agent_config *c, yaml_document_t *d, yaml_node_t *map, const char *file,
+                        char *err, size_t errlen);
 /* config_tls_check checks the TLS settings together once every source is read: cert and key go together,
  * client_ca needs them, client_map needs client_ca, and a CN mapped to admin needs an admin token. 0 or
  * -EINVAL. */

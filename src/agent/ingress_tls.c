@@ -1,4 +1,5 @@
-/* TLS at the agent's listener: certificate load and SIGHUP reload, client certificates mapped to credentials. */
+/* TLS at the agent's listener: certificate load and SIGHUP reload, client certificates mapped to credentials.
+ */
 #include "agent/ingress_tls.h"
 
 #include <errno.h>
@@ -14,8 +15,8 @@ static int load(const struct config_tls *c, struct tls_ctx **out, char *err, siz
   return tls_ctx_load(&f, out, err, errlen);
 }
 
-int ingress_tls_start(struct ingress_tls *t, uv_loop_t *loop, const struct agent_config *cfg, struct http_server *srv,
-                      char *err, size_t errlen) {
+int ingress_tls_start(struct ingress_tls *t, uv_loop_t *loop, const struct agent_config *cfg,
+                      struct http_server *srv, char *err, size_t errlen) {
   memset(t, 0, sizeof *t);
   t->loop = loop;
   t->cfg = &cfg->tls;
@@ -29,8 +30,8 @@ int ingress_tls_start(struct ingress_tls *t, uv_loop_t *loop, const struct agent
   char desc[320];
   tls_ctx_describe(x, desc, sizeof desc);
   http_server_set_tls(srv, x);
-  log_info("TLS certificate loaded", "%s client_ca=%s client_map=%d", desc, t->cfg->client_ca[0] ? "yes" : "no",
-           t->cfg->nmap);
+  log_info("TLS certificate loaded", "%s client_ca=%s client_map=%d", desc,
+           t->cfg->client_ca[0] ? "yes" : "no", t->cfg->nmap);
   for (int i = 0; i < t->cfg->nmap; i++) {
     const struct config_tls_map *m = &t->cfg->map[i];
     if (strcmp(m->role, "admin") == 0)
@@ -78,7 +79,8 @@ void ingress_tls_reload(struct ingress_tls *t) {
 
 void ingress_tls_stop(struct ingress_tls *t) { t->stopped = true; }
 
-void ingress_tls_credential(struct ingress_tls *t, const struct api_route *rt, struct http_req *req, int ntenants) {
+void ingress_tls_credential(struct ingress_tls *t, const struct api_route *rt, struct http_req *req,
+                            int ntenants) {
   const char *cn = t->cfg && t->cfg->nmap ? http_req_client_cn(req) : NULL;
   if (!cn || http_req_header(req, "authorization").base || req->nheaders >= HTTP_MAX_HEADERS) return;
   for (int i = 0; i < t->cfg->nmap; i++) {

@@ -55,8 +55,8 @@ static const char *first_reason(void) {
   return r ? r : "the connection was closed";
 }
 
-int tls_client_open(struct tls_client **out, int fd, const char *host, const char *url, uint64_t deadline, char *err,
-                    size_t errlen) {
+int tls_client_open(struct tls_client **out, int fd, const char *host, const char *url, uint64_t deadline,
+                    char *err, size_t errlen) {
   *out = NULL;
   const char *ca = ca_file ? ca_file : getenv("INFERMESH_CA");
   if (ca && !*ca) ca = NULL;
@@ -69,7 +69,8 @@ int tls_client_open(struct tls_client **out, int fd, const char *host, const cha
   }
   SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
   SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, NULL);
-  if (ca ? SSL_CTX_load_verify_locations(t->ctx, ca, NULL) != 1 : SSL_CTX_set_default_verify_paths(t->ctx) != 1) {
+  if (ca ? SSL_CTX_load_verify_locations(t->ctx, ca, NULL) != 1
+         : SSL_CTX_set_default_verify_paths(t->ctx) != 1) {
     snprintf(err, errlen, "cannot read the CA file %s: %s (--ca FILE or INFERMESH_CA: PEM CA certificates)",
              ca ? ca : "(system)", first_reason());
     tls_client_close(t);
@@ -97,10 +98,13 @@ int tls_client_open(struct tls_client **out, int fd, const char *host, const cha
     if (w == -ETIMEDOUT)
       snprintf(err, errlen, "TLS handshake with %s timed out", url);
     else if (v != X509_V_OK)
-      snprintf(err, errlen, "the certificate of %s did not verify: %s (pass --ca FILE or set INFERMESH_CA to the CA "
-                            "that signed it)", url, X509_verify_cert_error_string(v));
+      snprintf(err, errlen,
+               "the certificate of %s did not verify: %s (pass --ca FILE or set INFERMESH_CA to the CA "
+               "that signed it)",
+               url, X509_verify_cert_error_string(v));
     else
-      snprintf(err, errlen, "TLS handshake with %s failed: %s (is it an https:// listener?)", url, first_reason());
+      snprintf(err, errlen, "TLS handshake with %s failed: %s (is it an https:// listener?)", url,
+               first_reason());
     tls_client_close(t);
     return w == -ETIMEDOUT ? -ETIMEDOUT : -EPROTO;
   }

@@ -17,12 +17,13 @@ void tls_client_set_ca(const char *file);
  * sees it), passes FILE to tls_client_set_ca, and returns the new argc; -1 when --ca has no value. */
 int cli_take_ca(int argc, char **argv);
 
-/* tls_client_open runs the handshake on fd (connected, non-blocking) before deadline (clock_mono_ns), checking
- * the server's certificate against the CAs and against host (a name or an IP address) and offering ALPN
- * http/1.1. url names the server in messages. Returns 0 and *out (tls_client_close frees it; fd stays the
- * caller's), or a negative errno with a message in err that says what did not verify and how to fix it. */
-int tls_client_open(struct tls_client **out, int fd, const char *host, const char *url, uint64_t deadline, char *err,
-                    size_t errlen);
+/* tls_client_open runs the handshake on fd (connected, non-blocking) before deadline (clock_mono_ns),
+ * checking the server's certificate against the CAs and against host (a name or an IP address) and offering
+ * ALPN http/1.1. url names the server in messages. Returns 0 and *out (tls_client_close frees it; fd stays
+ * the caller's), or a negative errno with a message in err that says what did not verify and how to fix it.
+ */
+int tls_client_open(struct tls_client **out, int fd, const char *host, const char *url, uint64_t deadline,
+                    char *err, size_t errlen);
 /* tls_client_send writes all n bytes before deadline: n, -ETIMEDOUT or -EIO. */
 ssize_t tls_client_send(struct tls_client *t, const void *data, size_t n, uint64_t deadline);
 /* tls_client_recv reads up to n bytes, waiting until deadline (UINT64_MAX: no deadline): the count, 0 at the

@@ -34,23 +34,27 @@ static void conn_peer(struct http_conn *c, char *out, size_t len) {
     uv_ip4_name((struct sockaddr_in *)&ss, out, len);
 }
 
-/* Log the failure (the reason may hold a certificate subject: no double quotes in a logfmt value) and answer a
- * plaintext request in plaintext, the way the client will read it. */
+/* Log the failure (the reason may hold a certificate subject: no double quotes in a logfmt value) and answer
+ * a plaintext request in plaintext, the way the client will read it. */
 static void refused(struct http_conn *c) {
   struct http_server *s = c->srv;
   char peer[64], why[320];
   s->tls_refused++;
   conn_peer(c, peer, sizeof peer);
   str_copy(why, sizeof why, tls_conn_error(c->tls));
-  for (char *q = why; (q = strchr(q, '"'));) *q = '\'';
+  for (char *q = why; (q = strchr(q, '"'));)
+    *q = '\'';
   if (tls_conn_cert_refused(c->tls)) {
     log_warn("refused a TLS client certificate", "peer=%s reason=\"%s\"", peer, why);
   } else if (tls_conn_plain_http(c->tls)) {
     log_info("refused plaintext HTTP on the TLS listener", "peer=%s", peer);
     struct buf body = {0}, *out = tls_conn_output(c->tls);
-    http_error_json(&body, "this port speaks HTTPS: use https:// URLs", "invalid_request_error", "https_required");
-    buf_printf(out, "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                    "Connection: close\r\n\r\n", body.len);
+    http_error_json(&body, "this port speaks HTTPS: use https:// URLs", "invalid_request_error",
+                    "https_required");
+    buf_printf(out,
+               "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+               "Connection: close\r\n\r\n",
+               body.len);
     buf_append(out, body.base, body.len);
     buf_free(&body);
   } else {

@@ -1,4 +1,5 @@
-/* TLS for the HTTP server: OpenSSL contexts, and sessions that read from and write to memory (custom BIOs). */
+/* TLS for the HTTP server: OpenSSL contexts, and sessions that read from and write to memory (custom BIOs).
+ */
 #include "net/tls.h"
 
 #include <errno.h>
@@ -75,8 +76,9 @@ static pthread_once_t bio_once = PTHREAD_ONCE_INIT;
 
 static void bio_method_make(void) {
   bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "infermesh memory");
-  if (!bio_method || !BIO_meth_set_write(bio_method, bio_write_cb) || !BIO_meth_set_read(bio_method, bio_read_cb) ||
-      !BIO_meth_set_ctrl(bio_method, bio_ctrl_cb) || !BIO_meth_set_create(bio_method, bio_create_cb))
+  if (!bio_method || !BIO_meth_set_write(bio_method, bio_write_cb) ||
+      !BIO_meth_set_read(bio_method, bio_read_cb) || !BIO_meth_set_ctrl(bio_method, bio_ctrl_cb) ||
+      !BIO_meth_set_create(bio_method, bio_create_cb))
     oom();
 }
 
@@ -136,7 +138,8 @@ static void describe(struct tls_ctx *x) {
   if (bn) hex = BN_bn2hex(bn);
   X509_NAME_get_text_by_NID(X509_get_subject_name(crt), NID_commonName, cn, sizeof cn);
   struct tm tm;
-  if (ASN1_TIME_to_tm(X509_get0_notAfter(crt), &tm) == 1) strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(crt), &tm) == 1)
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
   snprintf(x->desc, sizeof x->desc, "serial=%s subject=\"%s\" not_after=%s", hex ? hex : "?", cn, when);
   OPENSSL_free(hex);
   BN_free(bn);
@@ -162,7 +165,8 @@ int tls_ctx_load(const struct tls_files *f, struct tls_ctx **out, char *err, siz
     snprintf(err, errlen, "tls.cert %s is not a PEM certificate: %s", f->cert, ssl_reason());
     goto fail;
   }
-  if (SSL_CTX_use_PrivateKey_file(ctx, f->key, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+  if (SSL_CTX_use_PrivateKey_file(ctx, f->key, SSL_FILETYPE_PEM) != 1 ||
+      SSL_CTX_check_private_key(ctx) != 1) {
     unsigned long e = ERR_peek_error();
     if (ERR_GET_LIB(e) != ERR_LIB_X509 || ERR_GET_REASON(e) != X509_R_KEY_VALUES_MISMATCH) {
       snprintf(err, errlen, "tls.key %s is not a PEM private key: %s", f->key, ssl_reason());
@@ -229,7 +233,8 @@ static void fail(struct tls_conn *t) {
   t->failed = true;
   unsigned long e = ERR_peek_error();
   int reason = ERR_GET_REASON(e);
-  t->plain_http = ERR_GET_LIB(e) == ERR_LIB_SSL && (reason == SSL_R_HTTP_REQUEST || reason == SSL_R_HTTPS_PROXY_REQUEST);
+  t->plain_http =
+      ERR_GET_LIB(e) == ERR_LIB_SSL && (reason == SSL_R_HTTP_REQUEST || reason == SSL_R_HTTPS_PROXY_REQUEST);
   if (!t->cert_refused) {
     const char *r = e ? ERR_reason_error_string(e) : NULL;
     snprintf(t->err, sizeof t->err, "%s", r ? r : "the peer broke the TLS protocol");
@@ -309,7 +314,9 @@ int tls_conn_seal(struct tls_conn *t, struct buf *plain) {
   return 0;
 }
 
-struct buf *tls_conn_output(struct tls_conn *t) { return &t->out; }
+struct buf *tls_conn_output(struct tls_conn *t) {
+  return &t->out;
+}
 
 bool tls_conn_close_notify(struct tls_conn *t) {
   if (!t->ready || t->failed || t->closed) return false;

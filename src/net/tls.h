@@ -1,6 +1,6 @@
-/* TLS for the HTTP server (OpenSSL 3): a server certificate context, and a per-connection layer that turns the
- * socket's ciphertext into plaintext for the HTTP parser and the server's plaintext back into ciphertext. The
- * layer does no socket I/O: it works on memory (custom in-memory BIOs), the server moves the bytes. */
+/* TLS for the HTTP server (OpenSSL 3): a server certificate context, and a per-connection layer that turns
+ * the socket's ciphertext into plaintext for the HTTP parser and the server's plaintext back into ciphertext.
+ * The layer does no socket I/O: it works on memory (custom in-memory BIOs), the server moves the bytes. */
 #ifndef IM_NET_TLS_H
 #define IM_NET_TLS_H
 
@@ -18,7 +18,8 @@ struct tls_files {
 
 /* A server context: TLS 1.2 and 1.3 (1.3 preferred), ALPN http/1.1 (and h2 where the connection offers it),
  * client certificates verified against client_ca when set. Connections made from it hold their own reference
- * (OpenSSL counts them), so freeing a context that connections still use is safe: it goes with the last one. */
+ * (OpenSSL counts them), so freeing a context that connections still use is safe: it goes with the last one.
+ */
 struct tls_ctx;
 
 /* tls_ctx_load reads f's files into a new context (*out, owned by the caller: tls_ctx_free). Safe to call off
@@ -34,21 +35,21 @@ void tls_ctx_describe(const struct tls_ctx *x, char *out, size_t cap);
 /* One connection's TLS state, owned by the connection (tls_conn_free). */
 struct tls_conn;
 
-/* tls_conn_new starts a server-side session on x (which it references; x may be freed afterwards). offer_h2: ALPN
- * may choose "h2" (only once an HTTP/2 server takes such connections), else only "http/1.1". */
+/* tls_conn_new starts a server-side session on x (which it references; x may be freed afterwards). offer_h2:
+ * ALPN may choose "h2" (only once an HTTP/2 server takes such connections), else only "http/1.1". */
 struct tls_conn *tls_conn_new(struct tls_ctx *x, bool offer_h2);
 void tls_conn_free(struct tls_conn *t);
 
 /* Results of tls_conn_input besides 0 (all input consumed). */
 enum { TLS_PEER_CLOSED = 1, TLS_FAILED = -1 };
 
-/* tls_conn_input takes ciphertext data[0..n) from the socket, runs the handshake, and appends the plaintext it
- * decrypts to plain (kept NUL-terminated). Returns 0, TLS_PEER_CLOSED when the peer sent close_notify, or
- * TLS_FAILED (the handshake or a record failed: tls_conn_error says why; an alert may wait in the output). Bytes
- * to send (handshake, alerts, tickets) accumulate in tls_conn_output. */
+/* tls_conn_input takes ciphertext data[0..n) from the socket, runs the handshake, and appends the plaintext
+ * it decrypts to plain (kept NUL-terminated). Returns 0, TLS_PEER_CLOSED when the peer sent close_notify, or
+ * TLS_FAILED (the handshake or a record failed: tls_conn_error says why; an alert may wait in the output).
+ * Bytes to send (handshake, alerts, tickets) accumulate in tls_conn_output. */
 int tls_conn_input(struct tls_conn *t, const char *data, size_t n, struct buf *plain);
-/* tls_conn_seal encrypts plain into the output and empties it; before the handshake has finished it leaves plain
- * as is (call again later). Returns 0 or TLS_FAILED. */
+/* tls_conn_seal encrypts plain into the output and empties it; before the handshake has finished it leaves
+ * plain as is (call again later). Returns 0 or TLS_FAILED. */
 int tls_conn_seal(struct tls_conn *t, struct buf *plain);
 /* tls_conn_output is the ciphertext waiting for the socket (borrowed; the caller writes it and resets it). */
 struct buf *tls_conn_output(struct tls_conn *t);

@@ -26,8 +26,8 @@ static struct tls_ctx *make_ctx(void) {
   X509_gmtime_adj(X509_getm_notBefore(crt), 0);
   X509_gmtime_adj(X509_getm_notAfter(crt), 86400);
   X509_set_pubkey(crt, pkey);
-  X509_NAME_add_entry_by_txt(X509_get_subject_name(crt), "CN", MBSTRING_ASC, (const unsigned char *)"fuzz", -1,
-                             -1, 0);
+  X509_NAME_add_entry_by_txt(X509_get_subject_name(crt), "CN", MBSTRING_ASC, (const unsigned char *)"fuzz",
+                             -1, -1, 0);
   X509_set_issuer_name(crt, X509_get_subject_name(crt));
   CHECK(X509_sign(crt, pkey, EVP_sha256()) > 0);
   char cert[64], key[64];

@@ -25,7 +25,8 @@ static EVP_PKEY *ca_key;
 static X509 *ca_cert;
 static char dir[64];
 
-/* A certificate for cn signed by the CA (or self-signed when signer is NULL), written to dir/name.{pem,key}. */
+/* A certificate for cn signed by the CA (or self-signed when signer is NULL), written to dir/name.{pem,key}.
+ */
 static X509 *issue(const char *cn, const char *name, EVP_PKEY *signer_key, X509 *signer, EVP_PKEY **key_out) {
   EVP_PKEY *key = EVP_EC_gen("P-256");
   X509 *crt = X509_new();
@@ -34,7 +35,8 @@ static X509 *issue(const char *cn, const char *name, EVP_PKEY *signer_key, X509 
   X509_gmtime_adj(X509_getm_notBefore(crt), -60);
   X509_gmtime_adj(X509_getm_notAfter(crt), 3600);
   X509_set_pubkey(crt, key);
-  X509_NAME_add_entry_by_txt(X509_get_subject_name(crt), "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+  X509_NAME_add_entry_by_txt(X509_get_subject_name(crt), "CN", MBSTRING_ASC, (const unsigned char *)cn, -1,
+                             -1, 0);
   X509_set_issuer_name(crt, signer ? X509_get_subject_name(signer) : X509_get_subject_name(crt));
   assert_true(X509_sign(crt, signer_key ? signer_key : key, EVP_sha256()) > 0);
   char path[128];
