@@ -15,6 +15,7 @@
 #include "agent/control.h"
 #include "api/events.h"
 #include "agent/gpu_poll.h"
+#include "agent/ingress_tls.h"
 #include "agent/mesh.h"
 #include "agent/budget_sync.h"
 #include "agent/meter.h"
@@ -51,6 +52,7 @@ struct agent {
   char exe[1024];
   struct router router;
   struct http_server server;
+  struct ingress_tls tls; /* the listener's certificate, its reloads, client certificates */
   struct mesh *mesh; /* NULL when the agent runs alone (no cluster key) */
   struct cluster_api capi;
   struct model_api mapi; /* load/unload of models and LoRA adapters */
@@ -237,6 +239,7 @@ static void handle(struct http_req *req, void *arg) {
     }
     return;
   }
+  ingress_tls_credential(&a->tls, rt, req, a->router.opts.ntenants);
   if (!authorize(a, rt, req)) return;
   uint64_t now = clock_mono_ns();
   bool served = true;
@@ -541,6 +544,7 @@ static void begin_exit(struct agent *a, const char *why) {
   if (a->mesh) mesh_leave(a->mesh, leave_done_cb, a);
   uv_timer_start(&a->drain_timer, drain_timeout_cb, a->cfg->drain_timeout_ms, 0);
   events_stop(); /* event streams never end by themselves: the drain must not wait on them */
+  ingress_tls_stop(&a->tls);
   http_server_drain(&a->server, drained_cb);
 }
 
@@ -552,6 +556,7 @@ static void leave_request_cb(void *arg) {
 static void sighup_cb(uv_signal_t *s, int signum) {
   struct agent *a = s->data;
   if (a->mesh) mesh_reload_keyring(a->mesh);
+  ingress_tls_reload(&a->tls);
 }
 
 static void signal_cb(uv_signal_t *s, int signum) {
@@ -583,6 +588,7 @@ static void close_all_cb(uv_handle_t *h, void *arg) {
 }
 
 static void abandon(struct agent *a) {
+  http_server_set_tls(&a->server, NULL);
   uv_walk(a->loop, close_all_cb, NULL);
   uv_run(a->loop, UV_RUN_DEFAULT);
   uv_loop_close(a->loop);
@@ -656,6 +662,13 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     log_warn("listening beyond loopback without API keys (--insecure-no-auth)", "listen=%s", lh);
   router_init(&a->router, a->loop, &a->store, a->pools, &ro);
   http_server_init(&a->server, a->loop, &cfg->limits, handle, a);
+  char err[512];
+  if ((rc = ingress_tls_start(&a->tls, a->loop, cfg, &a->server, err, sizeof err)) != 0) {
+    log_error("cannot start TLS", "err=\"%s\"", err);
+    fprintf(stderr, "infermesh agent: %s\n", err);
+    abandon(a);
+    return 2;
+  }
   if ((rc = http_server_listen(&a->server, cfg->listen_host, cfg->listen_port)) != 0) {
     log_error("cannot start the listener", "err=\"%s\"", a->server.errmsg);
     fprintf(stderr, "infermesh agent: %s\n", a->server.errmsg);
@@ -674,7 +687,6 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   } else {
     str_copy(a->api_addr, sizeof a->api_addr, a->listen);
   }
-  char err[512];
   struct mesh_env menv = {.loop = a->loop,
                           .cfg = cfg,
                           .store = &a->store,
@@ -737,9 +749,10 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   uv_prepare_init(a->loop, &a->log_flusher);
   uv_prepare_start(&a->log_flusher, log_flush_cb);
   log_buffer_lines(true);
-  log_info("agent listening", "node=%s listen=%s targets=%d tenants=%d max_fds=%llu version=%s",
-           cfg->node_name, a->listen, a->store.ntargets, cfg->ntenants, (unsigned long long)nofile,
-           INFERMESH_VERSION);
+  log_info("agent listening", "node=%s listen=%s tls=%s targets=%d tenants=%d max_fds=%llu version=%s",
+           cfg->node_name, a->listen,
+           cfg->tls.cert[0] ? "on" : loopback ? "off" : "off warning=\"plaintext beyond loopback: set tls.cert and tls.key\"",
+           a->store.ntargets, cfg->ntenants, (unsigned long long)nofile, INFERMESH_VERSION);
   if (ready_cb) ready_cb(arg, http_server_port(&a->server));
   uv_run(a->loop, UV_RUN_DEFAULT);
   log_buffer_lines(false); /* flushes */

@@ -260,6 +260,11 @@ static int h2_dead_peer_timeout(struct http_req *req, unsigned ms) {
   return st->s->detached ? -EBADF : st->s->io->dead_peer_timeout(st->s->arg, ms);
 }
 
+static const char *h2_client_cn(const struct http_req *req) {
+  struct h2_stream *st = req->impl;
+  return st->s->detached ? NULL : st->s->io->client_cn(st->s->arg);
+}
+
 static const struct http_resp_ops h2_ops = {
     .start = h2_start,
     .writev = h2_writev,
@@ -268,6 +273,7 @@ static const struct http_resp_ops h2_ops = {
     .queued = h2_queued,
     .peer = h2_peer,
     .dead_peer_timeout = h2_dead_peer_timeout,
+    .client_cn = h2_client_cn,
 };
 
 /* ---- receiving ---- */

@@ -30,6 +30,8 @@ void http_req_peer(const struct http_req *req, char *out, size_t len) {
   if (len) req->ops->peer(req, out, len);
 }
 
+const char *http_req_client_cn(const struct http_req *req) { return req->ops->client_cn(req); }
+
 int http_req_dead_peer_timeout(struct http_req *req, unsigned ms) {
   if (req->aborted) return -EBADF;
   return req->ops->dead_peer_timeout(req, ms);

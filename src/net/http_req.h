@@ -44,6 +44,7 @@ struct http_resp_ops {
   size_t (*queued)(const struct http_req *req);
   void (*peer)(const struct http_req *req, char *out, size_t len);
   int (*dead_peer_timeout)(struct http_req *req, unsigned ms);
+  const char *(*client_cn)(const struct http_req *req);
 };
 
 /* One request. Owned by the server: valid from the handler call until the handler calls http_resp_end,
@@ -85,6 +86,9 @@ struct http_req {
 struct slice http_req_header(const struct http_req *req, const char *name);
 /* http_req_peer writes the client's IP address (no port) into out (NUL-terminated); "" when unknown. */
 void http_req_peer(const struct http_req *req, char *out, size_t len);
+/* http_req_client_cn is the subject CN of the client certificate req's TLS connection presented and that
+ * verified against the listener's client CA; NULL when there is none (or no TLS). Valid until http_resp_end. */
+const char *http_req_client_cn(const struct http_req *req);
 /* http_req_dead_peer_timeout makes the kernel fail req's connection (which aborts req) when what was sent
  * stays unacknowledged for ms, or the idle peer stops answering TCP keepalive probes: for long-lived
  * responses to a client that may vanish without a FIN or a reset. Returns 0 or a negative errno. */

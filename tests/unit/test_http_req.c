@@ -34,7 +34,8 @@ static void r_end(struct http_req *req) { R.ends++; }
 static size_t r_queued(const struct http_req *req) { return 1234; }
 static void r_peer(const struct http_req *req, char *out, size_t len) { strncpy(out, "10.0.0.1", len - 1); }
 static int r_dead(struct http_req *req, unsigned ms) { return 0; }
-static const struct http_resp_ops ops = {r_start, r_writev, r_flush, r_end, r_queued, r_peer, r_dead};
+static const char *r_client_cn(const struct http_req *req) { return NULL; }
+static const struct http_resp_ops ops = {r_start, r_writev, r_flush, r_end, r_queued, r_peer, r_dead, r_client_cn};
 
 static void abort_cb(struct http_req *req) { R.aborts++; }
 static void drain_cb(struct http_req *req) { R.drains++; }
