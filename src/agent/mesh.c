@@ -1,6 +1,7 @@
 /* The agent's side of the mesh: membership → remote targets, local load and meta → gossip. */
 #include "agent/mesh.h"
 #include "agent/events.h"
+#include "agent/kv_state.h"
 
 #include <errno.h>
 #include <sodium.h>
@@ -52,6 +53,7 @@ struct mesh {
   void (*closed_cb)(void *);
   void *closed_arg;
   int closing_parts;
+  struct kv_state *kv; /* borrowed; NULL = none */
 };
 
 static struct node *node_find(struct mesh *m, const uint8_t id[GOSSIP_ID_LEN], bool create) {
@@ -293,7 +295,15 @@ static void timer_cb(uv_timer_t *h) {
   }
   build_load(m, &load, now);
   gossip_publish_load(m->gossip, &load);
+  if (m->kv) kv_state_flush(m->kv, m->gossip, m->id.pk, now);
 }
+
+static void cache_cb(void *user, const struct gossip_cache *c) {
+  struct mesh *m = user;
+  if (m->kv) kv_state_report(m->kv, c, m->id.pk);
+}
+
+void mesh_set_kv(struct mesh *m, struct kv_state *kv) { m->kv = kv; }
 
 /* ---- start ---- */
 
@@ -406,7 +416,7 @@ int mesh_start(struct mesh **out, const struct mesh_env *env, char *err, size_t 
   if (cc->indirect_checks) gc.swim.indirect_checks = cc->indirect_checks;
   if (cc->gossip_nodes) gc.swim.gossip_nodes = cc->gossip_nodes;
   build_meta(m, &m->meta);
-  struct gossip_callbacks cb = {member_cb, load_cb};
+  struct gossip_callbacks cb = {member_cb, load_cb, cache_cb};
   rc = gossip_start(&m->gossip, env->loop, &gc, &m->id, &m->kr, env->cfg->node_name, &m->meta, &cb, m, err, errlen);
   if (rc != 0) {
     free(m->nodes);
@@ -556,6 +566,9 @@ void mesh_metrics(struct mesh *m, struct buf *b) {
                 "infermesh_gossip_pushpull_total{dir=\"out\"} %llu\ninfermesh_gossip_pushpull_total{dir=\"failed\"} %llu\n",
              (unsigned long long)gc->pushpull_in, (unsigned long long)gc->pushpull_out,
              (unsigned long long)gc->pushpull_failed);
+  buf_printf(b, "# TYPE infermesh_gossip_cache_reports_total counter\n"
+                "infermesh_gossip_cache_reports_total{dir=\"in\"} %llu\ninfermesh_gossip_cache_reports_total{dir=\"out\"} %llu\n",
+             (unsigned long long)gc->caches_in, (unsigned long long)gc->caches_out);
 }
 
 struct keyring *mesh_keyring(struct mesh *m) { return &m->kr; }

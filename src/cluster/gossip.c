@@ -26,6 +26,7 @@ struct peer {
   uint32_t roles;
   bool alive, forgotten;
   uint64_t load_boot, load_seq;
+  uint64_t cache_boot, cache_seq; /* the newest cache report seen, the same way */
   uint64_t forgotten_ms;
 };
 
@@ -54,6 +55,7 @@ struct gossip {
   struct gossip_load load;
   bool have_load, load_changed;
   uint64_t boot_id, load_seq, load_sent_ms, load_signal_ms;
+  uint64_t cache_seq;
   /* scratch, so that no datagram needs a large stack frame or an allocation */
   struct gossip_packet pkt; /* outgoing: SWIM may send while it still reads `rx` */
   struct gossip_packet rx;
@@ -250,6 +252,16 @@ static void handle_load(struct gossip *g, const struct gossip_load *l) {
   if (g->cb.load) g->cb.load(g->user, l);
 }
 
+static void handle_cache(struct gossip *g, const struct gossip_cache *c) {
+  struct peer *p = peer_find(g, c->from, false);
+  if (!p || !p->alive) return;
+  if (c->boot < p->cache_boot || (c->boot == p->cache_boot && c->seq <= p->cache_seq)) return;
+  p->cache_boot = c->boot;
+  p->cache_seq = c->seq;
+  g->counters.caches_in++;
+  if (g->cb.cache) g->cb.cache(g->user, c);
+}
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   struct gossip *g = h->data;
   if (g->rx_busy) {
@@ -288,6 +300,8 @@ static void recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struc
     arm(g);
   } else if (g->rx.kind == GOSSIP_PKT_LOAD) {
     handle_load(g, &g->rx.u.load);
+  } else if (g->rx.kind == GOSSIP_PKT_CACHE) {
+    handle_cache(g, &g->rx.u.cache);
   }
 }
 
@@ -330,6 +344,22 @@ static void load_send(struct gossip *g, uint64_t now) {
   }
   g->load_changed = false;
   g->load_sent_ms = now;
+}
+
+uint64_t gossip_send_cache(struct gossip *g, const struct gossip_cache *c) {
+  uint64_t before = g->counters.bytes_out;
+  g->pkt.kind = GOSSIP_PKT_CACHE;
+  g->pkt.u.cache = *c;
+  g->pkt.u.cache.seq = ++g->cache_seq;
+  g->pkt.u.cache.boot = g->boot_id;
+  memcpy(g->pkt.u.cache.from, g->id->pk, GOSSIP_ID_LEN);
+  for (int i = 0; i < g->npeers; i++) {
+    const struct peer *p = &g->peers[i];
+    if (!p->alive || !(p->roles & GOSSIP_ROLE_GATEWAY)) continue;
+    send_pkt(g, p->addr);
+    g->counters.caches_out++;
+  }
+  return g->counters.bytes_out - before;
 }
 
 /* Two reports differ when any signal a router uses changed (sequence and age aside). */

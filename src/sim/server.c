@@ -14,6 +14,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/rng.h"
+#include "kv/kv_pub.h"
 #include "net/http_server.h"
 #include "sim/engine.h"
 #include "sim/lora.h"
@@ -37,6 +38,7 @@ struct sim_opts {
   int max_loras;    /* LoRA adapters loadable at once; 0 = no runtime LoRA API */
   uint64_t seed;
   char log_level[8];
+  char kv_events[256]; /* ZMQ endpoint of the KV-cache event publisher; "" = none */
 };
 
 struct simsrv {
@@ -53,6 +55,7 @@ struct simsrv {
   struct rng rng;
   long requests;       /* completion requests received */
   uint64_t errors_injected, hangs_injected, next_id;
+  struct kv_pub *kvpub; /* --kv-events: what the KV pool stores and evicts, as vLLM publishes it */
 };
 
 struct sreq {
@@ -266,9 +269,16 @@ static void event_cb(void *arg, const struct sim_event *ev) {
   }
 }
 
+/* advance runs the engine to NOW_NS and publishes the KV-cache events of the steps it completed, one batch
+ * per call (vLLM publishes one per scheduler step). */
+static void advance(struct simsrv *s, uint64_t now_ns) {
+  sim_engine_advance(s->eng, now_ns, event_cb, s);
+  if (s->kvpub) kv_pub_flush(s->kvpub);
+}
+
 static void step_cb(uv_timer_t *t) {
   struct simsrv *s = t->data;
-  sim_engine_advance(s->eng, virt_now(s), event_cb, s);
+  advance(s, virt_now(s));
   schedule(s);
 }
 
@@ -279,7 +289,7 @@ static void schedule(struct simsrv *s) {
   if (s->o.speed <= 0) {
     while (next != UINT64_MAX) {
       if (next > s->virt_ns) s->virt_ns = next;
-      sim_engine_advance(s->eng, s->virt_ns, event_cb, s);
+      advance(s, s->virt_ns);
       next = sim_engine_next_event(s->eng);
     }
     return;
@@ -573,6 +583,8 @@ static void usage(FILE *f) {
           "  --max-loras N          LoRA adapters loadable at once through vLLM's runtime API\n"
           "                         (POST /v1/load_lora_adapter, /v1/unload_lora_adapter); 0 = no such API (8)\n"
           "  --seed N               fault-injection seed\n"
+          "  --kv-events ENDPOINT   publish KV-cache events as vLLM's --kv-events-config does (ZMQ PUB,\n"
+          "                         msgpack KVEventBatch), e.g. tcp://*:5557 (bound; a host without '*' connects)\n"
           "faults:\n"
           "  --error-rate F         answer this fraction of requests with 500\n"
           "  --added-latency-ms N   hold every request N ms before it enters the queue\n"
@@ -601,6 +613,7 @@ static int parse_args(struct sim_opts *o, int argc, char **argv) {
     else if (strcmp(a, "--profiles-dir") == 0) str_copy(o->profiles_dir, sizeof o->profiles_dir, v);
     else if (strcmp(a, "--model") == 0) str_copy(o->model, sizeof o->model, v);
     else if (strcmp(a, "--log-level") == 0) str_copy(o->log_level, sizeof o->log_level, v);
+    else if (strcmp(a, "--kv-events") == 0) str_copy(o->kv_events, sizeof o->kv_events, v);
     else if (!num) {
       fprintf(stderr, "infermesh sim-engine: %s '%s': %s\n", a, v,
               strncmp(a, "--", 2) == 0 ? "expected a number (or an unknown option: see --help)" : "unknown argument");
@@ -623,6 +636,16 @@ static int parse_args(struct sim_opts *o, int argc, char **argv) {
 
 static void find_profiles_dir(struct sim_opts *o) {
   if (!o->profiles_dir[0]) sim_profiles_dir(o->profiles_dir, sizeof o->profiles_dir);
+}
+
+static void kv_stored_cb(void *arg, uint64_t hash, bool has_parent, uint64_t parent) {
+  struct simsrv *s = arg;
+  kv_pub_stored(s->kvpub, hash, has_parent, parent, s->prof.block_size);
+}
+
+static void kv_removed_cb(void *arg, uint64_t hash) {
+  struct simsrv *s = arg;
+  kv_pub_removed(s->kvpub, hash);
 }
 
 static void signal_cb(uv_signal_t *sig, int signum) {
@@ -679,6 +702,14 @@ int sim_server_main(int argc, char **argv) {
     fprintf(stderr, "infermesh sim-engine: %s\n", s->http.errmsg);
     return 1;
   }
+  if (o->kv_events[0]) {
+    if (kv_pub_open(&s->kvpub, o->kv_events, err, sizeof err) != 0) {
+      fprintf(stderr, "infermesh sim-engine: %s\n", err);
+      return 1;
+    }
+    struct sim_cache_cb cc = {.stored = kv_stored_cb, .removed = kv_removed_cb, .arg = s};
+    sim_engine_set_cache_cb(s->eng, &cc);
+  }
   uv_timer_init(s->loop, &s->step_timer);
   s->step_timer.data = s;
   uv_signal_init(s->loop, &s->sigterm);
@@ -694,5 +725,6 @@ int sim_server_main(int argc, char **argv) {
   uv_run(s->loop, UV_RUN_DEFAULT);
   sim_engine_free(s->eng);
   sim_loras_free(&s->loras);
+  kv_pub_close(s->kvpub);
   return 0;
 }
