@@ -43,12 +43,9 @@ int kv_pub_open(struct kv_pub **out, const char *endpoint, char *err, size_t err
   int linger = 0, hwm = 100000;
   zmq_setsockopt(p->sock, ZMQ_LINGER, &linger, sizeof linger);
   zmq_setsockopt(p->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
-  bool bind = strchr(endpoint, '*') || strstr(endpoint, "::") || strncmp(endpoint, "ipc://", 6) == 0 ||
-              strncmp(endpoint, "inproc://", 9) == 0;
-  if ((bind ? zmq_bind(p->sock, endpoint) : zmq_connect(p->sock, endpoint)) != 0) {
+  if (zmq_bind(p->sock, endpoint) != 0) {
     int e = zmq_errno();
-    snprintf(err, errlen, "cannot %s KV events endpoint %s: %s", bind ? "bind" : "connect to", endpoint,
-             zmq_strerror(e));
+    snprintf(err, errlen, "cannot bind KV events endpoint %s: %s", endpoint, zmq_strerror(e));
     kv_pub_close(p);
     return e == EADDRINUSE ? -EADDRINUSE : -EINVAL;
   }

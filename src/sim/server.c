@@ -15,6 +15,7 @@
 #include "core/log.h"
 #include "core/rng.h"
 #include "kv/kv_pub.h"
+#include "route/jscan.h"
 #include "net/http_server.h"
 #include "sim/engine.h"
 #include "sim/lora.h"
@@ -69,6 +70,10 @@ struct sreq {
   char rid[40];
   int64_t created;
   struct buf prompt; /* the prompt text, kept only until submit */
+  /* What its KV blocks are named by (hashed), kept until submit: the raw JSON span of "messages" or "prompt",
+   * as routers hash it (policy_prompt_hashes over route/jscan's span), so that a router predicts this
+   * engine's prefix cache block for block and its KV-cache events name blocks in the routers' hashing. */
+  struct buf blocks_src;
   uv_timer_t *delay;
   /* What each choice says (sim/oai_gen.h), and how much of it a stream has sent */
   struct sim_gen gen;
@@ -168,6 +173,7 @@ static void send_pieces(struct sreq *r, bool rest) {
 static void sreq_free(struct sreq *r) {
   if (r->lora) sim_loras_end(&r->s->loras, r->model, (double)clock_wall_s());
   buf_free(&r->prompt);
+  buf_free(&r->blocks_src);
   for (int i = 0; i < SIM_GEN_MAX_N; i++)
     sim_choice_free(&r->choices[i]);
   sim_gen_free(&r->gen);
@@ -330,12 +336,14 @@ static void sreq_abort_cb(struct http_req *req) {
 
 static void submit(struct sreq *r) {
   struct simsrv *s = r->s;
-  int max = r->prompt.len / ((size_t)s->prof.block_size * 4) + 1;
+  const struct buf *src = r->blocks_src.len ? &r->blocks_src : &r->prompt;
+  int max = src->len / ((size_t)s->prof.block_size * 4) + 1;
   uint64_t *hashes = xmalloc((size_t)max * sizeof *hashes);
-  int nb = sim_block_hashes(&s->prof, r->prompt.base, r->prompt.len, hashes, max);
+  int nb = sim_block_hashes(&s->prof, src->base, src->len, hashes, max);
   r->id = sim_engine_submit(s->eng, virt_now(s), hashes, nb, r->prompt_tokens, r->max_tokens, r);
   free(hashes);
   buf_free(&r->prompt);
+  buf_free(&r->blocks_src);
   schedule(s);
 }
 
@@ -450,6 +458,9 @@ static void handle_completion(struct simsrv *s, struct http_req *req, bool chat)
     sim_gen_choice(&r->gen, i, r->max_tokens, &r->choices[i]);
   const char *bad = build_prompt(r, root);
   json_decref(root);
+  struct oai_req oai;
+  if (!bad && jscan_request(req->body.base, req->body.len, &oai, NULL, 0) == 0 && oai.prompt.len)
+    buf_append(&r->blocks_src, oai.prompt.base, oai.prompt.len);
   r->prompt_tokens = sim_tokens_for_bytes(r->prompt.len);
   if (!bad && sim_engine_check(s->eng, r->prompt_tokens, r->max_tokens, msg, sizeof msg) != 0) bad = msg;
   if (bad) {
@@ -463,6 +474,7 @@ static void handle_completion(struct simsrv *s, struct http_req *req, bool chat)
     s->hangs_injected++;
     r->hung = true; /* never answered; only the client going away ends it */
     buf_free(&r->prompt);
+    buf_free(&r->blocks_src);
     return;
   }
   if (s->o.added_latency_ms) {
@@ -726,5 +738,6 @@ int sim_server_main(int argc, char **argv) {
   sim_engine_free(s->eng);
   sim_loras_free(&s->loras);
   kv_pub_close(s->kvpub);
+  jscan_thread_free();
   return 0;
 }
