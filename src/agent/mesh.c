@@ -566,6 +566,11 @@ void mesh_metrics(struct mesh *m, struct buf *b) {
                 "infermesh_gossip_pushpull_total{dir=\"out\"} %llu\ninfermesh_gossip_pushpull_total{dir=\"failed\"} %llu\n",
              (unsigned long long)gc->pushpull_in, (unsigned long long)gc->pushpull_out,
              (unsigned long long)gc->pushpull_failed);
+  buf_printf(b, "# HELP infermesh_gossip_kind_bytes_out_total Bytes sent, by what they carried (the rest of "
+                "infermesh_gossip_bytes_total{dir=\"out\"} is SWIM).\n# TYPE infermesh_gossip_kind_bytes_out_total counter\n"
+                "infermesh_gossip_kind_bytes_out_total{kind=\"load\"} %llu\n"
+                "infermesh_gossip_kind_bytes_out_total{kind=\"cache\"} %llu\n",
+             (unsigned long long)gc->load_bytes_out, (unsigned long long)gc->cache_bytes_out);
   buf_printf(b, "# TYPE infermesh_gossip_cache_reports_total counter\n"
                 "infermesh_gossip_cache_reports_total{dir=\"in\"} %llu\ninfermesh_gossip_cache_reports_total{dir=\"out\"} %llu\n",
              (unsigned long long)gc->caches_in, (unsigned long long)gc->caches_out);

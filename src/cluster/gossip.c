@@ -336,12 +336,14 @@ static void load_send(struct gossip *g, uint64_t now) {
   memcpy(g->load.from, g->id->pk, GOSSIP_ID_LEN);
   g->pkt.kind = GOSSIP_PKT_LOAD;
   g->pkt.u.load = g->load;
+  uint64_t before = g->counters.bytes_out;
   for (int i = 0; i < g->npeers; i++) {
     const struct peer *p = &g->peers[i];
     if (!p->alive || !(p->roles & GOSSIP_ROLE_GATEWAY)) continue;
     send_pkt(g, p->addr);
     g->counters.loads_out++;
   }
+  g->counters.load_bytes_out += g->counters.bytes_out - before;
   g->load_changed = false;
   g->load_sent_ms = now;
 }
@@ -359,6 +361,7 @@ uint64_t gossip_send_cache(struct gossip *g, const struct gossip_cache *c) {
     send_pkt(g, p->addr);
     g->counters.caches_out++;
   }
+  g->counters.cache_bytes_out += g->counters.bytes_out - before;
   return g->counters.bytes_out - before;
 }
 

@@ -31,6 +31,7 @@ struct gossip_counters {
   uint64_t udp_in, udp_out, bytes_in, bytes_out, dropped_auth, dropped_malformed, dropped_send;
   uint64_t pushpull_in, pushpull_out, pushpull_failed, loads_in, loads_out, joins_served, joins_refused;
   uint64_t caches_in, caches_out;
+  uint64_t load_bytes_out, cache_bytes_out; /* of bytes_out: load and cache reports (the rest is SWIM) */
 };
 
 /* Callbacks into the agent; pointers are valid only during the call.

@@ -5,10 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "core/alloc.h"
 #include "core/log.h"
+#include "core/slice.h"
 #include "kv/kv_events.h"
 
 struct run {
@@ -20,6 +22,7 @@ struct run {
 
 struct kv_pub {
   void *ctx, *sock;
+  char ipc_path[256]; /* an ipc:// endpoint's socket file, removed on close ("" otherwise) */
   uint64_t seq, batches;
   bool cleared;
   uint64_t *stored;
@@ -49,6 +52,7 @@ int kv_pub_open(struct kv_pub **out, const char *endpoint, char *err, size_t err
     kv_pub_close(p);
     return e == EADDRINUSE ? -EADDRINUSE : -EINVAL;
   }
+  if (strncmp(endpoint, "ipc://", 6) == 0) str_copy(p->ipc_path, sizeof p->ipc_path, endpoint + 6);
   *out = p;
   return 0;
 }
@@ -129,6 +133,7 @@ void kv_pub_close(struct kv_pub *p) {
   if (!p) return;
   if (p->sock) zmq_close(p->sock);
   if (p->ctx) zmq_ctx_term(p->ctx);
+  if (p->ipc_path[0]) unlink(p->ipc_path);
   free(p->stored);
   free(p->runs);
   free(p->removed);

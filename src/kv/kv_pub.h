@@ -26,7 +26,8 @@ void kv_pub_cleared(struct kv_pub *p);
  * Never blocks: a PUB socket drops what its subscribers cannot take (vLLM behaves the same). */
 void kv_pub_flush(struct kv_pub *p);
 
-/* kv_pub_batches counts the batches sent. kv_pub_close flushes nothing, closes the socket and frees p. */
+/* kv_pub_batches counts the batches sent. kv_pub_close flushes nothing, closes the socket (removing an ipc://
+ * endpoint's socket file) and frees p. */
 uint64_t kv_pub_batches(const struct kv_pub *p);
 void kv_pub_close(struct kv_pub *p);
 
