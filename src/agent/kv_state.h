@@ -25,7 +25,7 @@
 #include "state/store.h"
 
 #define KV_STATE_PENDING 8192
-#define KV_STATE_BYTES_PER_S (32 * 1024)
+#define KV_STATE_BYTES_PER_S (16 * 1024)
 #define KV_STATE_ROUTE_BLOCKS 64 /* a shared routing decision names at most the prompt's first 64 blocks */
 
 struct kv_state;

@@ -55,6 +55,7 @@ struct gossip {
   struct gossip_load load;
   bool have_load, load_changed;
   uint64_t boot_id, load_seq, load_sent_ms, load_signal_ms;
+  uint64_t load_fanout_bytes; /* what the last report cost, every gateway's copy counted */
   uint64_t cache_seq;
   /* scratch, so that no datagram needs a large stack frame or an allocation */
   struct gossip_packet pkt; /* outgoing: SWIM may send while it still reads `rx` */
@@ -81,6 +82,7 @@ void gossip_config_default(struct gossip_config *c) {
   swim_config_default(&c->swim);
   c->load_min_interval_ms = 100;
   c->load_max_interval_ms = 1000;
+  c->load_budget_bytes_s = 24 * 1024;
   c->tcp_timeout_ms = 5000;
 }
 
@@ -327,9 +329,22 @@ static void load_send(struct gossip *g, uint64_t now);
 
 static void load_timer_cb(uv_timer_t *t) { load_send(t->data, now_ms()); }
 
+/* load_gap_ms is the least time between two reports: load_min_interval_ms, or longer where sending one to every
+ * gateway costs more than the byte budget allows (the fan-out grows with the mesh: N gateways, N copies). */
+static uint64_t load_gap_ms(const struct gossip *g) {
+  uint64_t gap = g->cfg.load_min_interval_ms;
+  if (g->cfg.load_budget_bytes_s) {
+    uint64_t paced = g->load_fanout_bytes * 1000u / g->cfg.load_budget_bytes_s;
+    if (paced > gap) gap = paced;
+  }
+  return gap;
+}
+
 static void load_send(struct gossip *g, uint64_t now) {
   if (!g->have_load) return;
-  if (!g->load_changed && now - g->load_sent_ms < g->cfg.load_max_interval_ms) return;
+  uint64_t gap = load_gap_ms(g), since = now - g->load_sent_ms;
+  if (since < gap) return;
+  if (!g->load_changed && since < (gap > g->cfg.load_max_interval_ms ? gap : g->cfg.load_max_interval_ms)) return;
   g->load.seq = ++g->load_seq;
   g->load.boot = g->boot_id;
   g->load.age_ms = (uint32_t)(now > g->load_signal_ms ? now - g->load_signal_ms : 0);
@@ -343,7 +358,8 @@ static void load_send(struct gossip *g, uint64_t now) {
     send_pkt(g, p->addr);
     g->counters.loads_out++;
   }
-  g->counters.load_bytes_out += g->counters.bytes_out - before;
+  g->load_fanout_bytes = g->counters.bytes_out - before;
+  g->counters.load_bytes_out += g->load_fanout_bytes;
   g->load_changed = false;
   g->load_sent_ms = now;
 }
@@ -378,7 +394,7 @@ void gossip_publish_load(struct gossip *g, const struct gossip_load *l) {
   g->have_load = true;
   /* A change goes out now unless one went out less than load_min_interval_ms ago (the timer sends it then). */
   uint64_t now = now_ms();
-  if (g->load_changed && now - g->load_sent_ms >= g->cfg.load_min_interval_ms) load_send(g, now);
+  if (g->load_changed && now - g->load_sent_ms >= load_gap_ms(g)) load_send(g, now);
 }
 
 /* ---- lifecycle ---- */

@@ -19,12 +19,15 @@ struct gossip_config {
   struct swim_config swim;
   uint32_t load_min_interval_ms;    /* a changed load report goes out at most this often (100) */
   uint32_t load_max_interval_ms;    /* an unchanged one still goes out this often, as a heartbeat (1000) */
+  uint32_t load_budget_bytes_s;     /* reports to all gateways together stay within this (24 KiB/s): in a big
+                                     * mesh reports go out less often than load_min_interval_ms; 0 = no bound */
   uint32_t tcp_timeout_ms;          /* push-pull and join exchanges (5000) */
   uint64_t boot_id;                 /* this process's life, higher than any earlier life of this node (its
                                      * load reports carry it); 0 = the wall clock in microseconds at start */
 };
 
-/* gossip_config_default fills c: 127.0.0.1:7946, swim_config_default, load push 100/1000 ms, TCP 5 s. */
+/* gossip_config_default fills c: 127.0.0.1:7946, swim_config_default, load push 100/1000 ms within 24 KiB/s,
+ * TCP 5 s. */
 void gossip_config_default(struct gossip_config *c);
 
 struct gossip_counters {
@@ -58,7 +61,8 @@ void gossip_join(struct gossip *g, const char *const *addrs, int n);
 /* gossip_set_meta re-announces this node's meta (raises its incarnation). */
 void gossip_set_meta(struct gossip *g, const struct gossip_meta *meta);
 /* gossip_publish_load hands over this node's current load (copied); it goes to every alive gateway at most
- * every load_min_interval_ms when it changed, and every load_max_interval_ms anyway. */
+ * every load_min_interval_ms when it changed (less often where the fan-out would exceed load_budget_bytes_s),
+ * and every load_max_interval_ms anyway. */
 void gossip_publish_load(struct gossip *g, const struct gossip_load *l);
 /* gossip_send_cache sends c (borrowed; from, boot and seq are stamped here) to every alive gateway now and
  * returns the bytes that went out (UDP payloads). Pacing and budgets are the caller's (agent/kv_mesh.c). */
