@@ -33,10 +33,27 @@ HOST = "127.0.0.1"
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 
 
+_NEXT = [random.randint(12000, 20000)]
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A port below the kernel's ephemeral range (so no outgoing connection takes it before the agent binds it),
+    free now for TCP and UDP, never handed out before in this run."""
+    lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    while True:
+        port = _NEXT[0]
+        _NEXT[0] += 1
+        if port >= lo:
+            raise SystemExit("no free port below the ephemeral range")
+        ok = True
+        for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+            with socket.socket(socket.AF_INET, kind) as s:
+                try:
+                    s.bind((HOST, port))
+                except OSError:
+                    ok = False
+        if ok:
+            return port
 
 
 def get(port, path, timeout=5):
@@ -122,15 +139,24 @@ def main():
                     f"{HOST}:{g}", "--log-level", "warn", "--ledger", "false",
                     "--target", f"e{i}=http://{HOST}:{eport}#kv_events=tcp://{HOST}:{zport}"]
             if i:
-                args += ["--join", f"{HOST}:{gports[random.randrange(i)]}"]
+                args += ["--join", f"{HOST}:{gports[0]}"]
             start(args, f"n{i}")
         def formed():
+            seen = []
             for p in random.sample(ports, min(8, len(ports))):
                 ts = json.loads(get(p, "/v1/cluster/targets"))["targets"]
-                if sum(1 for t in ts if t["healthy"]) < a.nodes:
-                    return False
-            return True
-        wait(formed, 60 + a.nodes, "every sampled node to see every node's runtime healthy")
+                seen.append(sum(1 for t in ts if t["healthy"]))
+            formed.last = seen
+            return min(seen) >= a.nodes
+        try:
+            wait(formed, 60 + 2 * a.nodes, "every sampled node to see every node's runtime healthy")
+        except SystemExit:
+            print(f"healthy targets seen by 8 sampled nodes: {getattr(formed, 'last', None)}", file=sys.stderr)
+            for i, p in enumerate(ports):
+                ts = [t for t in json.loads(get(p, "/v1/cluster/targets"))["targets"] if not t["remote"]]
+                if ts and not ts[0]["healthy"]:
+                    print(f"n{i}: its own runtime is down: {ts[0]['last_error']}", file=sys.stderr)
+            raise
         formed_s = time.monotonic() - t_start
         print(f"mesh of {a.nodes} formed in {formed_s:.0f} s", file=sys.stderr)
         stop = threading.Event()
