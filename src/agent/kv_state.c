@@ -15,10 +15,18 @@ struct hq {
   int n;
 };
 
+#define RECENT 64 /* first-block hashes of the last prompts routed to a local target */
+
 struct local {
   struct kv_state *k;
   int id; /* store target */
   struct kv_sub *sub;
+  /* Its events name blocks in the routers' hashing: one of its stored blocks was the first block of a prompt
+   * routed there (recent). Until then its events stay on this node: they fill the target's view here, but
+   * hint no policy and go to no gateway (vLLM's sha256 of token ids would only crowd the prefix indexes). */
+  bool compatible;
+  uint64_t recent[RECENT]; /* a ring: nrecent entries, the next written at recent_pos */
+  int nrecent, recent_pos;
   bool cleared;
   struct hq stored, removed;
 };
@@ -69,6 +77,20 @@ static int hq_take(struct hq *q, uint64_t *out, int max) {
 
 /* ---- this node's runtimes ---- */
 
+/* check_compatible marks l compatible when a block of EV is the first block of a prompt recently routed
+ * there. */
+static void check_compatible(struct local *l, const struct kv_event *ev) {
+  for (int i = 0; i < ev->nhashes && !l->compatible; i++)
+    for (int j = 0; j < l->nrecent; j++)
+      if (ev->hashes[i] == l->recent[j]) {
+        l->compatible = true;
+        l->k->env.store->targets[l->id].kv_events = true; /* routers stop sharing decisions about it */
+        log_info("KV-cache events name blocks as routers hash prompts: sharing them with the mesh",
+                 "target=%s", l->k->env.store->targets[l->id].name);
+        break;
+      }
+}
+
 static void event_cb(void *arg, const struct kv_event *ev) {
   struct local *l = arg;
   struct kv_state *k = l->k;
@@ -76,17 +98,19 @@ static void event_cb(void *arg, const struct kv_event *ev) {
   switch (ev->kind) {
   case KV_EV_STORED:
     store_kv_stored(k->env.store, l->id, ev->hashes, ev->nhashes, now);
+    if (!l->compatible) check_compatible(l, ev);
+    if (!l->compatible) break;
     router_cache_hint(k->env.router, l->id, ev->hashes, ev->nhashes);
     hq_push(k, &l->stored, ev->hashes, ev->nhashes);
     break;
   case KV_EV_REMOVED:
     store_kv_removed(k->env.store, l->id, ev->hashes, ev->nhashes, now);
-    hq_push(k, &l->removed, ev->hashes, ev->nhashes);
+    if (l->compatible) hq_push(k, &l->removed, ev->hashes, ev->nhashes);
     break;
   case KV_EV_CLEARED:
     store_kv_cleared(k->env.store, l->id, now);
     l->stored.n = l->removed.n = 0;
-    l->cleared = true;
+    l->cleared = l->compatible;
     break;
   }
 }
@@ -99,10 +123,19 @@ static void gap_cb(void *arg) {
 
 /* ---- routing decisions ---- */
 
-static void routed_cb(void *arg, int id, const uint64_t *hashes, int n) {
+static void routed_cb(void *arg, int id, const uint64_t *hashes, int n, bool forwarded) {
   struct kv_state *k = arg;
   const struct target *t = &k->env.store->targets[id];
-  if (t->kv_events || n <= 0) return; /* its engine's own events say more */
+  if (n <= 0) return;
+  for (int i = 0; i < k->nlocals; i++) {
+    struct local *l = &k->locals[i];
+    if (l->id != id || l->compatible) continue;
+    l->recent[l->recent_pos] = hashes[0];
+    l->recent_pos = (l->recent_pos + 1) % RECENT;
+    if (l->nrecent < RECENT) l->nrecent++;
+  }
+  if (forwarded || t->kv_events)
+    return; /* its router shared it already; or its engine's own events say more */
   struct route_rec *r = &k->routes[(k->rhead + k->rn) % ROUTE_QUEUE];
   if (k->rn == ROUTE_QUEUE) {
     k->rhead = (k->rhead + 1) % ROUTE_QUEUE; /* the oldest decision goes unshared */
@@ -118,7 +151,8 @@ static void routed_cb(void *arg, int id, const uint64_t *hashes, int n) {
 /* ---- the mesh channel ---- */
 
 /* name_target fills the target reference of a report about store target id. */
-static void name_target(struct kv_state *k, int id, const uint8_t self[GOSSIP_ID_LEN], struct gossip_cache *c) {
+static void name_target(struct kv_state *k, int id, const uint8_t self[GOSSIP_ID_LEN],
+                        struct gossip_cache *c) {
   const struct target *t = &k->env.store->targets[id];
   if (t->remote) {
     memcpy(c->target_node, t->node_id, GOSSIP_ID_LEN);
@@ -161,7 +195,8 @@ static bool next_report(struct kv_state *k, const uint8_t self[GOSSIP_ID_LEN], s
   return false;
 }
 
-void kv_state_flush(struct kv_state *k, struct gossip *g, const uint8_t self[GOSSIP_ID_LEN], uint64_t now_ns) {
+void kv_state_flush(struct kv_state *k, struct gossip *g, const uint8_t self[GOSSIP_ID_LEN],
+                    uint64_t now_ns) {
   if (k->last_ns) k->tokens += (double)(now_ns - k->last_ns) / 1e9 * KV_STATE_BYTES_PER_S;
   k->last_ns = now_ns;
   if (k->tokens > KV_STATE_BYTES_PER_S) k->tokens = KV_STATE_BYTES_PER_S; /* at most a second's burst */
@@ -174,7 +209,8 @@ void kv_state_flush(struct kv_state *k, struct gossip *g, const uint8_t self[GOS
   }
 }
 
-static int find_target(const struct kv_state *k, const struct gossip_cache *c, const uint8_t self[GOSSIP_ID_LEN]) {
+static int find_target(const struct kv_state *k, const struct gossip_cache *c,
+                       const uint8_t self[GOSSIP_ID_LEN]) {
   const struct store *s = k->env.store;
   if (memcmp(c->target_node, self, GOSSIP_ID_LEN) == 0) {
     for (int i = 0; i < k->env.nlocal; i++)
@@ -229,9 +265,9 @@ int kv_state_start(struct kv_state **out, const struct kv_state_env *env, char *
       kv_state_close(k);
       return rc;
     }
-    env->store->targets[i].kv_events = true;
     k->nlocals++;
-    log_info("subscribed to KV-cache events", "target=%s endpoint=%s", env->store->targets[i].name, rt->kv_events);
+    log_info("subscribed to KV-cache events", "target=%s endpoint=%s", env->store->targets[i].name,
+             rt->kv_events);
   }
   env->router->routed_cb = routed_cb;
   env->router->routed_arg = k;
@@ -240,8 +276,9 @@ int kv_state_start(struct kv_state **out, const struct kv_state_env *env, char *
 }
 
 void kv_state_metrics(const struct kv_state *k, struct buf *b) {
-  buf_printf(b, "# HELP infermesh_kv_events_total KV-cache events read from this node's runtimes, by outcome.\n"
-                "# TYPE infermesh_kv_events_total counter\n");
+  buf_printf(b,
+             "# HELP infermesh_kv_events_total KV-cache events read from this node's runtimes, by outcome.\n"
+             "# TYPE infermesh_kv_events_total counter\n");
   for (int i = 0; i < k->nlocals; i++) {
     const struct kv_sub_stats *st = kv_sub_stats_of(k->locals[i].sub);
     const char *name = k->env.store->targets[k->locals[i].id].name;
@@ -253,15 +290,16 @@ void kv_state_metrics(const struct kv_state *k, struct buf *b) {
                name, (unsigned long long)st->events, name, (unsigned long long)st->skipped, name,
                (unsigned long long)st->malformed, name, (unsigned long long)st->gaps);
   }
-  buf_printf(b,
-             "# HELP infermesh_kv_mesh_bytes_total Cache-report bytes this node sent to the mesh's gateways.\n"
-             "# TYPE infermesh_kv_mesh_bytes_total counter\ninfermesh_kv_mesh_bytes_total %llu\n"
-             "# TYPE infermesh_kv_mesh_reports_total counter\n"
-             "infermesh_kv_mesh_reports_total{dir=\"out\"} %llu\ninfermesh_kv_mesh_reports_total{dir=\"in\"} %llu\n"
-             "# HELP infermesh_kv_mesh_hashes_dropped_total Block hashes never sent: over the pending bound.\n"
-             "# TYPE infermesh_kv_mesh_hashes_dropped_total counter\ninfermesh_kv_mesh_hashes_dropped_total %llu\n",
-             (unsigned long long)k->sent_bytes, (unsigned long long)k->sent_reports,
-             (unsigned long long)k->reports_in, (unsigned long long)k->dropped_hashes);
+  buf_printf(
+      b,
+      "# HELP infermesh_kv_mesh_bytes_total Cache-report bytes this node sent to the mesh's gateways.\n"
+      "# TYPE infermesh_kv_mesh_bytes_total counter\ninfermesh_kv_mesh_bytes_total %llu\n"
+      "# TYPE infermesh_kv_mesh_reports_total counter\n"
+      "infermesh_kv_mesh_reports_total{dir=\"out\"} %llu\ninfermesh_kv_mesh_reports_total{dir=\"in\"} %llu\n"
+      "# HELP infermesh_kv_mesh_hashes_dropped_total Block hashes never sent: over the pending bound.\n"
+      "# TYPE infermesh_kv_mesh_hashes_dropped_total counter\ninfermesh_kv_mesh_hashes_dropped_total %llu\n",
+      (unsigned long long)k->sent_bytes, (unsigned long long)k->sent_reports,
+      (unsigned long long)k->reports_in, (unsigned long long)k->dropped_hashes);
 }
 
 void kv_state_close(struct kv_state *k) {
@@ -270,7 +308,7 @@ void kv_state_close(struct kv_state *k) {
     k->env.router->routed_cb = NULL;
     k->env.router->routed_arg = NULL;
   }
-  for (int i = 0; i < k->nlocals + 1 && i <= k->env.nlocal; i++) {
+  for (int i = 0; i < k->nlocals; i++) {
     struct local *l = &k->locals[i];
     kv_sub_close(l->sub);
     free(l->stored.h);

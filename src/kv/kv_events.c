@@ -1,4 +1,5 @@
-/* vLLM / SGLang KV-cache event batches: msgpack (msgpack-c) to struct kv_event, and back for the simulator. */
+/* vLLM / SGLang KV-cache event batches: msgpack (msgpack-c) to struct kv_event, and back for the simulator.
+ */
 #include "kv/kv_events.h"
 
 #include <errno.h>
@@ -15,7 +16,8 @@ int kv_events_seq(const void *frame, size_t len, uint64_t *seq) {
   if (len != 8) return -EINVAL;
   const uint8_t *b = frame;
   uint64_t v = 0;
-  for (int i = 0; i < 8; i++) v = v << 8 | b[i];
+  for (int i = 0; i < 8; i++)
+    v = v << 8 | b[i];
   *seq = v;
   return 0;
 }
@@ -24,10 +26,12 @@ int kv_events_seq(const void *frame, size_t len, uint64_t *seq) {
  * msgpack-c allocates a container's element array from its declared count before reading the elements, so a
  * 5-byte array32 header could ask for 100 GB. Every element takes at least one byte, so a well-formed input
  * never has more elements pending than bytes left: check that in one pass over the headers before unpacking,
- * which bounds msgpack-c's allocation to O(len). Returns 0 when the input is one object covering len bytes. */
+ * which bounds msgpack-c's allocation to O(len). Returns 0 when the input is one object covering len bytes.
+ */
 static int be(const uint8_t *p, int n, uint64_t *v) {
   *v = 0;
-  for (int i = 0; i < n; i++) *v = *v << 8 | p[i];
+  for (int i = 0; i < n; i++)
+    *v = *v << 8 | p[i];
   return n;
 }
 
@@ -49,20 +53,25 @@ static int precheck(const uint8_t *p, size_t len) {
     } else if (c >= 0xa0 && c <= 0xbf) {
       skip = c & 0x1f;
     } else {
-      static const uint8_t fixed[] = {[0xca - 0xc4] = 4, [0xcb - 0xc4] = 8, [0xcc - 0xc4] = 1, [0xcd - 0xc4] = 2,
-                                      [0xce - 0xc4] = 4, [0xcf - 0xc4] = 8, [0xd0 - 0xc4] = 1, [0xd1 - 0xc4] = 2,
-                                      [0xd2 - 0xc4] = 4, [0xd3 - 0xc4] = 8, [0xd4 - 0xc4] = 2, [0xd5 - 0xc4] = 3,
-                                      [0xd6 - 0xc4] = 5, [0xd7 - 0xc4] = 9, [0xd8 - 0xc4] = 17};
+      static const uint8_t fixed[] = {
+          [0xca - 0xc4] = 4, [0xcb - 0xc4] = 8, [0xcc - 0xc4] = 1, [0xcd - 0xc4] = 2, [0xce - 0xc4] = 4,
+          [0xcf - 0xc4] = 8, [0xd0 - 0xc4] = 1, [0xd1 - 0xc4] = 2, [0xd2 - 0xc4] = 4, [0xd3 - 0xc4] = 8,
+          [0xd4 - 0xc4] = 2, [0xd5 - 0xc4] = 3, [0xd6 - 0xc4] = 5, [0xd7 - 0xc4] = 9, [0xd8 - 0xc4] = 17};
       int w = 0; /* width of a length field */
       switch (c) {
-      case 0xc4: case 0xd9: w = 1; break; /* bin8, str8 */
-      case 0xc5: case 0xda: w = 2; break;
-      case 0xc6: case 0xdb: w = 4; break;
+      case 0xc4:
+      case 0xd9: w = 1; break; /* bin8, str8 */
+      case 0xc5:
+      case 0xda: w = 2; break;
+      case 0xc6:
+      case 0xdb: w = 4; break;
       case 0xc7: w = 1; break; /* ext8/16/32: length, then a type byte */
       case 0xc8: w = 2; break;
       case 0xc9: w = 4; break;
-      case 0xdc: case 0xde: w = 2; break; /* array16, map16 */
-      case 0xdd: case 0xdf: w = 4; break;
+      case 0xdc:
+      case 0xde: w = 2; break; /* array16, map16 */
+      case 0xdd:
+      case 0xdf: w = 4; break;
       default:
         if (c < 0xc4 || c > 0xd8) return -EINVAL; /* 0xc1: never used */
         skip = fixed[c - 0xc4];
@@ -71,9 +80,12 @@ static int precheck(const uint8_t *p, size_t len) {
         if (left < (size_t)w) return -EINVAL;
         off += (size_t)be(p + off, w, &n);
         left = len - off;
-        if (c == 0xdc || c == 0xdd) add = n;
-        else if (c == 0xde || c == 0xdf) add = 2 * n;
-        else skip = n + (c >= 0xc7 && c <= 0xc9 ? 1 : 0);
+        if (c == 0xdc || c == 0xdd)
+          add = n;
+        else if (c == 0xde || c == 0xdf)
+          add = 2 * n;
+        else
+          skip = n + (c >= 0xc7 && c <= 0xc9 ? 1 : 0);
       }
     }
     if (skip > left) return -EINVAL;
@@ -164,7 +176,8 @@ static int parse_event(struct dec *d, const msgpack_object *o, struct kv_event *
   /* Gather fields by position (array form) or by name (map form); REMOVED's medium is its 2nd field. */
   const msgpack_object *got[NF] = {0};
   if (o->type == MSGPACK_OBJECT_ARRAY) {
-    for (int k = 0; k < nkeys && (uint32_t)k + 1 < o->via.array.size; k++) got[k] = &o->via.array.ptr[k + 1];
+    for (int k = 0; k < nkeys && (uint32_t)k + 1 < o->via.array.size; k++)
+      got[k] = &o->via.array.ptr[k + 1];
   } else {
     for (uint32_t i = 0; i < o->via.map.size; i++)
       for (int k = 0; k < nkeys; k++)
@@ -172,7 +185,8 @@ static int parse_event(struct dec *d, const msgpack_object *o, struct kv_event *
   }
   f[F_HASHES] = got[0];
   if (ev->kind == KV_EV_STORED) {
-    for (int k = 1; k < NF; k++) f[k] = got[k];
+    for (int k = 1; k < NF; k++)
+      f[k] = got[k];
   } else {
     f[F_MEDIUM] = got[1];
   }
@@ -236,18 +250,24 @@ int kv_events_decode(const void *payload, size_t len, struct kv_batch *out, kv_e
   } else if (o->type == MSGPACK_OBJECT_MAP) {
     for (uint32_t i = 0; i < o->via.map.size; i++) {
       const msgpack_object *k = &o->via.map.ptr[i].key, *v = &o->via.map.ptr[i].val;
-      if (is_str(k, "ts")) ts = v;
-      else if (is_str(k, "events")) events = v;
-      else if (is_str(k, "data_parallel_rank")) rank = v;
+      if (is_str(k, "ts"))
+        ts = v;
+      else if (is_str(k, "events"))
+        events = v;
+      else if (is_str(k, "data_parallel_rank"))
+        rank = v;
     }
     if (!ts || !events) goto out;
   } else {
     goto out;
   }
   int64_t iv;
-  if (ts->type == MSGPACK_OBJECT_FLOAT32 || ts->type == MSGPACK_OBJECT_FLOAT64) out->ts = ts->via.f64;
-  else if (get_int(ts, &iv)) out->ts = (double)iv;
-  else goto out;
+  if (ts->type == MSGPACK_OBJECT_FLOAT32 || ts->type == MSGPACK_OBJECT_FLOAT64)
+    out->ts = ts->via.f64;
+  else if (get_int(ts, &iv))
+    out->ts = (double)iv;
+  else
+    goto out;
   if (events->type != MSGPACK_OBJECT_ARRAY) goto out;
   if (rank && !is_nil(rank)) {
     if (!get_int(rank, &iv) || iv < 0 || iv > 65535) goto out;
@@ -291,7 +311,8 @@ void kv_events_encode(double ts, bool cleared, const uint64_t *removed, int nrem
     msgpack_pack_array(&pk, 3);
     pack_str(&pk, "BlockRemoved");
     msgpack_pack_array(&pk, (size_t)nremoved);
-    for (int j = 0; j < nremoved; j++) msgpack_pack_uint64(&pk, removed[j]);
+    for (int j = 0; j < nremoved; j++)
+      msgpack_pack_uint64(&pk, removed[j]);
     pack_str(&pk, "GPU");
   }
   for (int i = 0; i < nstored; i++) {
@@ -299,9 +320,12 @@ void kv_events_encode(double ts, bool cleared, const uint64_t *removed, int nrem
     msgpack_pack_array(&pk, 7);
     pack_str(&pk, "BlockStored");
     msgpack_pack_array(&pk, (size_t)r->nhashes);
-    for (int j = 0; j < r->nhashes; j++) msgpack_pack_uint64(&pk, r->hashes[j]);
-    if (r->has_parent) msgpack_pack_uint64(&pk, r->parent);
-    else msgpack_pack_nil(&pk);
+    for (int j = 0; j < r->nhashes; j++)
+      msgpack_pack_uint64(&pk, r->hashes[j]);
+    if (r->has_parent)
+      msgpack_pack_uint64(&pk, r->parent);
+    else
+      msgpack_pack_nil(&pk);
     msgpack_pack_array(&pk, 0); /* token_ids: the simulated engine hashes text, it has no token ids */
     msgpack_pack_int(&pk, r->block_size);
     msgpack_pack_nil(&pk); /* lora_id */

@@ -32,24 +32,24 @@ struct kv_event {
   enum kv_event_kind kind;
   const uint64_t *hashes; /* STORED: the new blocks, parent first; REMOVED: the evicted blocks */
   int nhashes;
-  bool has_parent;        /* STORED: parent_block_hash was not nil */
+  bool has_parent; /* STORED: parent_block_hash was not nil */
   uint64_t parent;
-  int block_size;         /* STORED: tokens per block (0 when absent) */
-  int ntokens;            /* STORED: length of token_ids */
+  int block_size; /* STORED: tokens per block (0 when absent) */
+  int ntokens;    /* STORED: length of token_ids */
 };
 
 /* What kv_events_decode learned about the batch as a whole. */
 struct kv_batch {
-  double ts;              /* the publisher's wall clock, seconds */
-  int dp_rank;            /* data_parallel_rank, -1 when absent or nil */
-  int nevents;            /* events delivered to the callback */
-  int nskipped;           /* events of an unknown kind or of another medium */
+  double ts;    /* the publisher's wall clock, seconds */
+  int dp_rank;  /* data_parallel_rank, -1 when absent or nil */
+  int nevents;  /* events delivered to the callback */
+  int nskipped; /* events of an unknown kind or of another medium */
 };
 
 typedef void (*kv_event_cb)(void *arg, const struct kv_event *ev);
 
-/* kv_events_decode parses payload[0..len) (borrowed) and calls cb(arg, ev) for each event in order. Returns 0,
- * or -EINVAL when the payload is not a well-formed KVEventBatch (malformed msgpack, wrong types, more than
+/* kv_events_decode parses payload[0..len) (borrowed) and calls cb(arg, ev) for each event in order. Returns
+ * 0, or -EINVAL when the payload is not a well-formed KVEventBatch (malformed msgpack, wrong types, more than
  * KV_EVENT_MAX_HASHES hashes in an event, len > KV_EVENTS_PAYLOAD_MAX): the whole batch is then rejected
  * before any callback runs. Allocates at most O(len) transiently; nothing survives the call. */
 int kv_events_decode(const void *payload, size_t len, struct kv_batch *out, kv_event_cb cb, void *arg);

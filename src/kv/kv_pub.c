@@ -59,8 +59,8 @@ int kv_pub_open(struct kv_pub **out, const char *endpoint, char *err, size_t err
 
 void kv_pub_stored(struct kv_pub *p, uint64_t hash, bool has_parent, uint64_t parent, int block_size) {
   struct run *last = p->nruns ? &p->runs[p->nruns - 1] : NULL;
-  bool extends = last && has_parent && last->block_size == block_size && last->start + last->n == p->nstored &&
-                 p->stored[p->nstored - 1] == parent;
+  bool extends = last && has_parent && last->block_size == block_size &&
+                 last->start + last->n == p->nstored && p->stored[p->nstored - 1] == parent;
   if (p->nstored == p->capstored) {
     p->capstored = p->capstored ? 2 * p->capstored : 64;
     p->stored = xrealloc(p->stored, (size_t)p->capstored * sizeof *p->stored);
@@ -74,8 +74,8 @@ void kv_pub_stored(struct kv_pub *p, uint64_t hash, bool has_parent, uint64_t pa
     p->capruns = p->capruns ? 2 * p->capruns : 16;
     p->runs = xrealloc(p->runs, (size_t)p->capruns * sizeof *p->runs);
   }
-  p->runs[p->nruns++] =
-      (struct run){.start = p->nstored - 1, .n = 1, .has_parent = has_parent, .parent = parent, .block_size = block_size};
+  p->runs[p->nruns++] = (struct run){
+      .start = p->nstored - 1, .n = 1, .has_parent = has_parent, .parent = parent, .block_size = block_size};
 }
 
 void kv_pub_removed(struct kv_pub *p, uint64_t hash) {
@@ -111,10 +111,12 @@ void kv_pub_flush(struct kv_pub *p) {
   size_t len;
   struct timespec now;
   clock_gettime(CLOCK_REALTIME, &now);
-  kv_events_encode((double)now.tv_sec + now.tv_nsec / 1e9, p->cleared, p->removed, p->nremoved, runs, p->nruns, &payload, &len);
+  kv_events_encode((double)now.tv_sec + now.tv_nsec / 1e9, p->cleared, p->removed, p->nremoved, runs,
+                   p->nruns, &payload, &len);
   free(runs);
   uint8_t seq[8];
-  for (int i = 0; i < 8; i++) seq[i] = (uint8_t)(p->seq >> (56 - 8 * i));
+  for (int i = 0; i < 8; i++)
+    seq[i] = (uint8_t)(p->seq >> (56 - 8 * i));
   p->seq++;
   if (zmq_send(p->sock, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
       zmq_send(p->sock, seq, 8, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||

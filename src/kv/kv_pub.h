@@ -12,8 +12,8 @@ struct kv_pub;
 
 /* kv_pub_open binds a PUB socket to ENDPOINT (a ZMQ address, e.g. tcp://127.0.0.1:5557, ipc://PATH; host *
  * for every interface); subscribers (the agent) connect to it, as they do to vLLM's publisher bound on
- * tcp://HOST:5557 (vLLM binds for a wildcard or ipc address and connects otherwise; a server binds here). Returns 0 and
- * *out (free with kv_pub_close), or a negative code with a message in err. */
+ * tcp://HOST:5557 (vLLM binds for a wildcard or ipc address and connects otherwise; a server binds here).
+ * Returns 0 and *out (free with kv_pub_close), or a negative code with a message in err. */
 int kv_pub_open(struct kv_pub **out, const char *endpoint, char *err, size_t errlen);
 
 /* kv_pub_stored / kv_pub_removed / kv_pub_cleared queue one event for the next batch. Consecutive stored

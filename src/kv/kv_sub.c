@@ -1,4 +1,5 @@
-/* ZMQ SUB for KV-cache events, driven by the libuv loop through ZMQ_FD (edge-triggered: drain until EAGAIN). */
+/* ZMQ SUB for KV-cache events, driven by the libuv loop through ZMQ_FD (edge-triggered: drain until EAGAIN).
+ */
 #include "kv/kv_sub.h"
 
 #include <errno.h>
@@ -43,7 +44,8 @@ static void handle(struct kv_sub *s, zmq_msg_t *f, int nframes, bool truncated) 
   /* Decode once to validate (no callback), then deliver: a malformed batch changes nothing. */
   if (kv_events_decode(zmq_msg_data(&f[2]), zmq_msg_size(&f[2]), &b, NULL, NULL) != 0) {
     s->st.malformed++;
-    log_debug("malformed KV event batch dropped", "endpoint=%s seq=%llu", s->endpoint, (unsigned long long)seq);
+    log_debug("malformed KV event batch dropped", "endpoint=%s seq=%llu", s->endpoint,
+              (unsigned long long)seq);
     return;
   }
   if (s->have_seq && seq != s->seq + 1) {
@@ -88,12 +90,13 @@ static void poll_cb(uv_poll_t *h, int status, int events) {
       }
     }
     handle(s, f, n, truncated);
-    for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
+    for (int i = 0; i < n; i++)
+      zmq_msg_close(&f[i]);
   }
 }
 
-int kv_sub_start(struct kv_sub **out, uv_loop_t *loop, const char *endpoint, const struct kv_sub_cb *cb, char *err,
-                 size_t errlen) {
+int kv_sub_start(struct kv_sub **out, uv_loop_t *loop, const char *endpoint, const struct kv_sub_cb *cb,
+                 char *err, size_t errlen) {
   *out = NULL;
   struct kv_sub *s = xcalloc(1, sizeof *s);
   s->cb = *cb;
@@ -102,7 +105,8 @@ int kv_sub_start(struct kv_sub **out, uv_loop_t *loop, const char *endpoint, con
   s->sock = s->ctx ? zmq_socket(s->ctx, ZMQ_SUB) : NULL;
   int linger = 0, fd = -1;
   size_t fl = sizeof fd;
-  int64_t maxmsg = (int64_t)KV_EVENTS_PAYLOAD_MAX; /* a larger frame would be rejected anyway: ZMQ drops the peer */
+  int64_t maxmsg =
+      (int64_t)KV_EVENTS_PAYLOAD_MAX; /* a larger frame would be rejected anyway: ZMQ drops the peer */
   if (!s->sock || zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
       zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) != 0 ||
       zmq_setsockopt(s->sock, ZMQ_SUBSCRIBE, "", 0) != 0 || zmq_connect(s->sock, endpoint) != 0 ||

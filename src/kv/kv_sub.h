@@ -1,7 +1,8 @@
 /* A KV-cache event subscriber on the agent's loop: a ZMQ SUB socket connected to one runtime's publisher
  * (vLLM/SGLang --kv-events-config, or `infermesh sim-engine --kv-events`), polled through ZMQ_FD with a
  * uv_poll handle, so reading never blocks the loop. Each message [topic, seq, payload] is decoded with
- * kv_events_decode and its events handed to the callback; malformed messages and sequence gaps are counted. */
+ * kv_events_decode and its events handed to the callback; malformed messages and sequence gaps are counted.
+ */
 #ifndef IM_KV_KV_SUB_H
 #define IM_KV_KV_SUB_H
 
@@ -32,8 +33,8 @@ struct kv_sub;
 /* kv_sub_start connects to ENDPOINT (tcp://HOST:PORT or ipc://PATH; ZMQ reconnects on its own while the
  * publisher is away) and starts reading on LOOP. Returns 0 and *out, or a negative code with a message in
  * err. cb is copied. Stop with kv_sub_close. */
-int kv_sub_start(struct kv_sub **out, uv_loop_t *loop, const char *endpoint, const struct kv_sub_cb *cb, char *err,
-                 size_t errlen);
+int kv_sub_start(struct kv_sub **out, uv_loop_t *loop, const char *endpoint, const struct kv_sub_cb *cb,
+                 char *err, size_t errlen);
 
 /* kv_sub_stats_of reads the counters (owned by s). */
 const struct kv_sub_stats *kv_sub_stats_of(const struct kv_sub *s);

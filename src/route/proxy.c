@@ -642,7 +642,7 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
   l->pol = router_policy_for(r, p->oai.model);
   policy_on_route(l->pol, policy_request(p), &pt, now, &l->ticket);
   l->ticketed = true;
-  if (r->routed_cb && !p->local_only) r->routed_cb(r->routed_arg, id, p->preq.block_hashes, p->preq.nblocks);
+  if (r->routed_cb) r->routed_cb(r->routed_arg, id, p->preq.block_hashes, p->preq.nblocks, p->local_only);
   l->kv_tokens = p->kv_need;
   l->kv_seq = store_kv_reserve(r->store, id, l->kv_tokens);
   build_head(p, &l->head, &r->store->targets[id], proxy_leg_body(p, l, &r->store->targets[id]));

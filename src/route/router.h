@@ -85,10 +85,11 @@ struct router {
   struct route_ctl ctl;  /* control-plane drains and pins (route_ctl_sync when the FSM changes) */
   struct breaker breakers[STORE_MAX_TARGETS]; /* per target id */
   bool self_down; /* the proxy itself is marking a target down (a failed connection): no mass move */
-  /* routed_cb, when set, is told each routing decision this router makes for a client (not for a request
-   * another node's router already routed here): target id and the prompt's block hashes (borrowed for the
-   * call). The agent shares them over the mesh (agent/kv_state.h). */
-  void (*routed_cb)(void *arg, int id, const uint64_t *hashes, int n);
+  /* routed_cb, when set, is told each request sent to a target: its id, the prompt's block hashes (borrowed
+   * for the call) and whether another node's router chose this node (forwarded). The agent shares this
+   * router's own decisions over the mesh and checks its runtimes' KV-cache events against them
+   * (agent/kv_state.h). */
+  void (*routed_cb)(void *arg, int id, const uint64_t *hashes, int n, bool forwarded);
   void *routed_arg;
 };
 

@@ -23,7 +23,8 @@ static void tally_cb(void *arg, const struct kv_event *ev) {
   CHECK(ev->nhashes == 0 || ev->hashes);
   CHECK(ev->block_size >= 0 && ev->ntokens >= 0);
   uint64_t d = t->digest * 31 + (uint64_t)ev->kind;
-  for (int i = 0; i < ev->nhashes; i++) d = d * 1099511628211ull ^ ev->hashes[i];
+  for (int i = 0; i < ev->nhashes; i++)
+    d = d * 1099511628211ull ^ ev->hashes[i];
   d = d * 31 + (ev->has_parent ? ev->parent : 7) + (uint64_t)ev->block_size;
   t->digest = d;
   t->n++;

@@ -63,6 +63,16 @@ def test_gateway_learns_engine_cache_and_routes_to_it(kv_mesh):
     for e in engines:
         assert not cached_blocks(a, e.port)
     expected = {e.port: 0 for e in engines}
+    # Node a routes a few prompts itself: its agent sees the engines' events name the blocks of prompts it
+    # routed (the routers' hashing), and from then on passes them to the mesh.
+    hit, j = set(), 0
+    while hit != {e.port for e in engines} and j < 32:
+        q = prompt(500 + j)
+        port = int(complete(a.port, q).headers["x-infermesh-target"].rsplit(":", 1)[1])
+        hit.add(port)
+        expected[port] += blocks_of(q)
+        j += 1
+    assert hit == {e.port for e in engines}
     prompts = [prompt(i) for i in range(8)]
     # Warm each prompt on a chosen engine directly, behind every router's back.
     for i, p in enumerate(prompts):

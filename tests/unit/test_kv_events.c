@@ -33,7 +33,8 @@ static void collect_cb(void *arg, const struct kv_event *ev) {
   struct got *g = arg;
   if (g->n >= MAXEV) return;
   g->ev[g->n] = *ev;
-  for (int i = 0; i < ev->nhashes && i < 8; i++) g->hashes[g->n][i] = ev->hashes[i];
+  for (int i = 0; i < ev->nhashes && i < 8; i++)
+    g->hashes[g->n][i] = ev->hashes[i];
   g->ev[g->n].hashes = g->hashes[g->n];
   g->n++;
 }
@@ -64,7 +65,8 @@ static void test_array_form_int_hashes(void **state) {
   msgpack_pack_int64(&pk, -5); /* Python's hash() is signed */
   msgpack_pack_nil(&pk);
   msgpack_pack_array(&pk, 32);
-  for (int i = 0; i < 32; i++) msgpack_pack_int(&pk, 1000 + i);
+  for (int i = 0; i < 32; i++)
+    msgpack_pack_int(&pk, 1000 + i);
   msgpack_pack_int(&pk, 16);
   msgpack_pack_nil(&pk);
   msgpack_pack_array(&pk, 2);
@@ -230,13 +232,20 @@ static void test_encoder_round_trip(void **state) {
   assert_true(g.ev[3].has_parent && g.ev[3].parent == 3 && g.ev[3].hashes[0] == 9);
 }
 
-/* A real PUB -> SUB exchange on the loop: stored runs arrive as published, in order, and a stored-then-evicted
- * block within one batch ends up removed (the publisher flushes before the removal). */
+/* A real PUB -> SUB exchange on the loop: stored runs arrive as published, in order, and a
+ * stored-then-evicted block within one batch ends up removed (the publisher flushes before the removal). */
 struct subgot {
   struct got g;
-  int gaps;
+  int gaps, warm;
 };
-static void sub_event_cb(void *arg, const struct kv_event *ev) { collect_cb(&((struct subgot *)arg)->g, ev); }
+/* Warm-up batches (block 100) only say the subscription is through; the rest is collected. */
+static void sub_event_cb(void *arg, const struct kv_event *ev) {
+  struct subgot *sg = arg;
+  if (ev->kind == KV_EV_STORED && ev->nhashes == 1 && ev->hashes[0] == 100)
+    sg->warm++;
+  else
+    collect_cb(&sg->g, ev);
+}
 static void sub_gap_cb(void *arg) { ((struct subgot *)arg)->gaps++; }
 
 static void test_pub_sub_over_zmq(void **state) {
@@ -252,14 +261,15 @@ static void test_pub_sub_over_zmq(void **state) {
   assert_int_equal(kv_sub_start(&sub, &loop, ep, &cb, err, sizeof err), 0);
   /* PUB drops until the subscription reached it: publish until something arrives */
   uint64_t end = clock_mono_ns() + 5000000000ull;
-  while (sg.g.n == 0 && clock_mono_ns() < end) {
+  while (sg.warm == 0 && clock_mono_ns() < end) {
     kv_pub_stored(pub, 100, false, 0, 16);
     kv_pub_flush(pub);
     uv_run(&loop, UV_RUN_NOWAIT);
     usleep(10000);
   }
-  assert_true(sg.g.n > 0);
+  assert_true(sg.warm > 0);
   int before = sg.g.n;
+  assert_int_equal(before, 0);
   kv_pub_stored(pub, 1, false, 0, 16);
   kv_pub_stored(pub, 2, true, 1, 16);
   kv_pub_removed(pub, 2); /* flushes the stores first */
@@ -304,9 +314,9 @@ static void test_prefix_index_remove(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_array_form_int_hashes),   cmocka_unit_test(test_map_form_bytes_hashes_medium),
+      cmocka_unit_test(test_array_form_int_hashes),    cmocka_unit_test(test_map_form_bytes_hashes_medium),
       cmocka_unit_test(test_malformed_rejected_whole), cmocka_unit_test(test_encoder_round_trip),
-      cmocka_unit_test(test_pub_sub_over_zmq),        cmocka_unit_test(test_prefix_index_remove),
+      cmocka_unit_test(test_pub_sub_over_zmq),         cmocka_unit_test(test_prefix_index_remove),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
