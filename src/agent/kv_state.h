@@ -5,9 +5,10 @@
  *
  * Hashes: a report names blocks by the routers' chained prompt-block hashes (policy_prompt_hashes). The
  * simulated engine hashes prompt blocks exactly so, so its events match what routers compute. vLLM and
- * SGLang hash token ids (sha256 / their own): their events keep the engine's hashes per target, counted in
- * the target's view, but a router cannot compute them from prompt text without the model's tokenizer, so for
- * those runtimes prefix matching still comes from routing decisions (shared the same way).
+ * SGLang hash token ids (sha256 / their own), which a router cannot compute from prompt text without the
+ * model's tokenizer. So a runtime's events reach policies and the mesh only once one of its stored blocks is
+ * seen to be the first block of a prompt routed to it; until then they fill only the target's view on this
+ * node, and prefix matching for it comes from routing decisions (shared the same way).
  *
  * Bounds: per local target at most KV_STATE_PENDING hashes wait to be sent (the oldest dropped beyond); all
  * cache reports of one node together stay within KV_STATE_BYTES_PER_S of UDP payload (every gateway's copy
