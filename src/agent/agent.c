@@ -16,6 +16,7 @@
 #include "api/events.h"
 #include "agent/gpu_poll.h"
 #include "agent/ingress_tls.h"
+#include "agent/kv_state.h"
 #include "agent/mesh.h"
 #include "agent/budget_sync.h"
 #include "agent/meter.h"
@@ -54,6 +55,7 @@ struct agent {
   struct http_server server;
   struct ingress_tls tls; /* the listener's certificate, its reloads, client certificates */
   struct mesh *mesh; /* NULL when the agent runs alone (no cluster key) */
+  struct kv_state *kv; /* KV-cache events and shared cache state; NULL once closed */
   struct cluster_api capi;
   struct model_api mapi; /* load/unload of models and LoRA adapters */
   struct control *ctl; /* the control plane (Raft server or read replica); NULL when closed */
@@ -112,6 +114,7 @@ static void metrics(struct agent *a, struct http_req *req, uint64_t now) {
   events_metrics(&b);
   status_targets_metrics(&b, &a->store, &a->router.score, now);
   if (a->mesh) mesh_metrics(a->mesh, &b);
+  if (a->kv) kv_state_metrics(a->kv, &b);
   if (a->ledger) {
     struct ledger_writer_stats ls;
     ledger_writer_stats(a->ledger, &ls);
@@ -541,6 +544,9 @@ static void leave_done_cb(void *arg) {
 static void begin_exit(struct agent *a, const char *why) {
   a->draining = true;
   log_info("draining", "reason=%s in_flight=%d", why, a->router.inflight);
+  if (a->mesh) mesh_set_kv(a->mesh, NULL); /* routing keeps the cache view it has */
+  kv_state_close(a->kv);
+  a->kv = NULL;
   if (a->mesh) mesh_leave(a->mesh, leave_done_cb, a);
   uv_timer_start(&a->drain_timer, drain_timeout_cb, a->cfg->drain_timeout_ms, 0);
   events_stop(); /* event streams never end by themselves: the drain must not wait on them */
@@ -589,6 +595,9 @@ static void close_all_cb(uv_handle_t *h, void *arg) {
 
 static void abandon(struct agent *a) {
   http_server_set_tls(&a->server, NULL);
+  if (a->mesh) mesh_set_kv(a->mesh, NULL);
+  kv_state_close(a->kv);
+  a->kv = NULL;
   uv_walk(a->loop, close_all_cb, NULL);
   uv_run(a->loop, UV_RUN_DEFAULT);
   uv_loop_close(a->loop);
@@ -701,6 +710,14 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     abandon(a);
     return rc == -EINVAL || rc == -ENOENT ? 2 : 1;
   }
+  struct kv_state_env kenv = {.loop = a->loop, .cfg = cfg, .store = &a->store, .router = &a->router,
+                               .nlocal = cfg->nruntimes};
+  if ((rc = kv_state_start(&a->kv, &kenv, err, sizeof err)) != 0) {
+    fprintf(stderr, "infermesh agent: %s\n", err);
+    abandon(a);
+    return 2;
+  }
+  if (a->mesh) mesh_set_kv(a->mesh, a->kv);
   if (a->mesh) {
     a->router.kr = mesh_keyring(a->mesh);
     a->router.node_id = mesh_node_id(a->mesh); /* hops are signed for the node that receives them */

@@ -24,6 +24,8 @@ struct config_runtime {
   char alias[128];   /* the name clients use for its model ("" = the name the runtime reports); the runtime
                         still gets its own name in requests */
   char api_key[256]; /* sent upstream (requests and scrapes) as `Authorization: Bearer KEY`; "" = none */
+  char kv_events[160]; /* ZMQ endpoint of its KV-cache event publisher (vLLM/SGLang --kv-events-config),
+                          tcp://HOST:PORT or ipc://PATH, which the agent connects to; "" = none */
 };
 
 /* Supervision of runtimes that have `exec` (agent/supervisor.h). config_finish keeps crash_loop_restarts at

@@ -49,7 +49,7 @@ static void cancel(struct leg *l) {
   l->up = NULL;
 }
 
-#define POLICY_BLOCK 16 /* tokens per hashed prompt block: vLLM's default KV block */
+#define POLICY_BLOCK ROUTER_BLOCK_TOKENS
 
 /* The routing policy's view of target t (state/policy.h). */
 static void policy_target_of(const struct target *t, uint64_t now, struct policy_target *pt) {
@@ -687,6 +687,7 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
   l->pol = router_policy_for(r, p->oai.model);
   policy_on_route(l->pol, policy_request(p), &pt, now, &l->ticket);
   l->ticketed = true;
+  if (r->routed_cb) r->routed_cb(r->routed_arg, id, p->preq.block_hashes, p->preq.nblocks, p->local_only);
   l->kv_tokens = p->kv_need;
   l->kv_seq = store_kv_reserve(r->store, id, l->kv_tokens);
   build_head(p, &l->head, &r->store->targets[id], proxy_leg_body(p, l, &r->store->targets[id]));
