@@ -66,6 +66,14 @@ void http_resp_end(struct http_req *req) {
   req->ops->end(req);
 }
 
+void http_resp_end_trailers(struct http_req *req, const struct http_header *hdrs, int n) {
+  assert(req->resp_started && !req->resp_ended);
+  if (!req->aborted && req->ops->trailers && n > 0) req->ops->trailers(req, hdrs, n);
+  http_resp_end(req);
+}
+
+bool http_req_has_trailers(const struct http_req *req) { return req->ops->trailers != NULL; }
+
 void http_resp_send(struct http_req *req, int status, const char *content_type, const void *body, size_t len,
                     const struct http_header *extra, int nextra) {
   struct http_header h[16];
