@@ -26,6 +26,7 @@
 #include "api/status.h"
 #include "api/ui.h"
 #include "core/alloc.h"
+#include "grpc/grpc_server.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "cluster/datadir.h"
@@ -48,6 +49,7 @@ struct agent {
   char exe[1024];
   struct router router;
   struct http_server server;
+  struct grpc_server grpc; /* gRPC calls on the same listener (grpc/grpc_server.h) */
   struct mesh *mesh; /* NULL when the agent runs alone (no cluster key) */
   struct cluster_api capi;
   struct model_api mapi; /* load/unload of models and LoRA adapters */
@@ -82,15 +84,21 @@ static void send_error(struct http_req *req, int status, const char *msg, const 
   buf_free(&b);
 }
 
-/* authorize answers req and returns false when its credentials do not reach route rt (api/routes.h). */
-static bool authorize(struct agent *a, const struct api_route *rt, struct http_req *req) {
-  if (rt->need == API_OPEN || rt->need == API_TENANT) return true;
+/* verdict decides whether req's credentials reach route rt (api/routes.h); for HTTP requests and gRPC calls. */
+static enum api_verdict verdict(void *arg, const struct api_route *rt, struct http_req *req) {
+  struct agent *a = arg;
+  if (rt->need == API_OPEN || rt->need == API_TENANT) return API_ALLOW;
   struct slice auth = http_req_header(req, "authorization");
   struct api_creds c = {.admin_token = a->cfg->cluster.admin_token,
                         .read_token = a->cfg->cluster.read_token,
                         .keys_required = a->router.opts.ntenants > 0};
   if (auth.len && c.keys_required) c.tenant_key = tenants_lookup(a->router.opts.tenants, a->router.opts.ntenants, auth) >= 0;
-  enum api_verdict v = api_authorize(rt, &c, auth, http_req_header(req, "x-infermesh-hop").len > 0);
+  return api_authorize(rt, &c, auth, http_req_header(req, "x-infermesh-hop").len > 0);
+}
+
+/* authorize answers req and returns false when its credentials do not reach route rt (api/routes.h). */
+static bool authorize(struct agent *a, const struct api_route *rt, struct http_req *req) {
+  enum api_verdict v = verdict(a, rt, req);
   if (v == API_ALLOW) return true;
   const char *code;
   const char *msg = api_verdict_message(v, rt, &code);
@@ -225,6 +233,10 @@ static const char *scoped_tenant(struct agent *a, struct http_req *req) {
 /* handle dispatches req through the route table (api/routes.c): credentials first, then the route's handler. */
 static void handle(struct http_req *req, void *arg) {
   struct agent *a = arg;
+  if (grpc_is_call(req)) {
+    grpc_handle(&a->grpc, req);
+    return;
+  }
   bool known;
   const struct api_route *rt = api_route_find(req->method, req->path, &known);
   if (!rt) {
@@ -290,6 +302,10 @@ static void handle(struct http_req *req, void *arg) {
     break;
   case API_OP_UI:
     ui_handle(req);
+    break;
+  case API_OP_GRPC:
+    send_error(req, 415, "a gRPC method: call it with content-type application/grpc over HTTP/2", "unsupported_media_type",
+               NULL, 0);
     break;
   }
   assert(served); /* the table and the handlers' own path checks agree */
@@ -586,6 +602,16 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     log_warn("listening beyond loopback without API keys (--insecure-no-auth)", "listen=%s", lh);
   router_init(&a->router, a->loop, &a->store, a->pools, &ro);
   http_server_init(&a->server, a->loop, &cfg->limits, handle, a);
+  a->grpc.env = (struct grpc_env){.loop = a->loop,
+                                  .router = &a->router,
+                                  .store = &a->store,
+                                  .ctl = &a->ctl,
+                                  .mesh = &a->mesh,
+                                  .draining = &a->draining,
+                                  .node_name = cfg->node_name,
+                                  .verdict = verdict,
+                                  .http_handle = handle,
+                                  .arg = a};
   if ((rc = http_server_listen(&a->server, cfg->listen_host, cfg->listen_port)) != 0) {
     log_error("cannot start the listener", "err=\"%s\"", a->server.errmsg);
     fprintf(stderr, "infermesh agent: %s\n", a->server.errmsg);
