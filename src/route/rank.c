@@ -46,6 +46,17 @@ static const char *reason_of(const struct router *r, const struct target *t, int
   return "lower score";
 }
 
+/* ranked_fill fills the output fields of one candidate whose score is set. */
+static void ranked_fill(const struct router *r, const struct target *t, int64_t need, uint64_t now, bool chosen,
+                        struct router_ranked *x) {
+  double ttft = -1;
+  if (!store_ttfb_quantile(t, STORE_TTFB_STREAM, 0.5, 1, &ttft) && t->load.ttft_p50 >= 0) ttft = t->load.ttft_p50;
+  x->id = t->id;
+  x->chosen = chosen;
+  x->est_ttft_s = ttft >= 0 ? ttft * (1 + x->score) : -1;
+  x->reason = chosen ? "policy choice" : reason_of(r, t, need, now);
+}
+
 int router_rank(struct router *r, struct slice model, const struct policy_req *preq, uint64_t now,
                 struct router_ranked *out, int max, const char **policy) {
   int ids[STORE_MAX_TARGETS];
@@ -56,22 +67,33 @@ int router_rank(struct router *r, struct slice model, const struct policy_req *p
   struct policy_target c[STORE_MAX_TARGETS];
   for (int i = 0; i < n; i++) router_policy_target(&r->store->targets[ids[i]], now, &c[i]);
   int pick = policy_pick(pol, preq, c, n, now);
-  struct router_ranked all[STORE_MAX_TARGETS];
   int64_t need = (int64_t)preq->prompt_tokens + preq->max_tokens;
-  for (int i = 0; i < n; i++) {
-    const struct target *t = &r->store->targets[ids[i]];
-    double ttft = -1;
-    if (!store_ttfb_quantile(t, STORE_TTFB_STREAM, 0.5, 1, &ttft) && t->load.ttft_p50 >= 0) ttft = t->load.ttft_p50;
-    all[i] = (struct router_ranked){.id = ids[i], .score = score_target(t, &r->score, now), .chosen = i == pick};
-    all[i].est_ttft_s = ttft >= 0 ? ttft * (1 + all[i].score) : -1;
-    all[i].reason = i == pick ? "policy choice" : reason_of(r, t, need, now);
-  }
-  struct router_ranked chosen = all[pick];
-  all[pick] = all[n - 1];
-  qsort(all, (size_t)(n - 1), sizeof all[0], by_score);
-  out[0] = chosen;
+  const struct target *chosen = &r->store->targets[ids[pick]];
+  out[0].score = score_target(chosen, &r->score, now);
+  ranked_fill(r, chosen, need, now, true, &out[0]);
   int m = n < max ? n : max;
-  for (int i = 1; i < m; i++) out[i] = all[i - 1];
+  if (m == 1) return 1; /* the policy's choice is all that was asked for: the others need no score */
+  /* The others by increasing score: all of them sorted, or the few asked for selected. */
+  struct router_ranked rest[STORE_MAX_TARGETS];
+  int k = 0;
+  for (int i = 0; i < n; i++)
+    if (i != pick) rest[k++] = (struct router_ranked){.id = ids[i], .score = score_target(&r->store->targets[ids[i]], &r->score, now)};
+  if (m - 1 <= 8 && m - 1 < k) {
+    for (int i = 0; i < m - 1; i++) { /* selection of the few lowest scores, in order */
+      int best = i;
+      for (int j = i + 1; j < k; j++)
+        if (rest[j].score < rest[best].score) best = j;
+      struct router_ranked tmp = rest[i];
+      rest[i] = rest[best];
+      rest[best] = tmp;
+    }
+  } else {
+    qsort(rest, (size_t)k, sizeof rest[0], by_score);
+  }
+  for (int i = 1; i < m; i++) {
+    out[i].score = rest[i - 1].score;
+    ranked_fill(r, &r->store->targets[rest[i - 1].id], need, now, false, &out[i]);
+  }
   return m;
 }
 

@@ -61,7 +61,13 @@ static void test_rank_puts_the_policy_choice_first_then_by_score(void **state) {
     if (i > 1) assert_true(out[i - 1].score <= out[i].score);
   }
   assert_true(out[0].est_ttft_s < 0); /* no TTFT observed yet */
-  assert_int_equal(router_rank(&r, slice_cstr(M), &pr, clock_mono_ns(), out, 2, &policy), 2);
+  double second = out[1].score;
+  int chosen = out[0].id;
+  assert_int_equal(router_rank(&r, slice_cstr(M), &pr, clock_mono_ns(), out, 2, &policy), 2); /* selected */
+  assert_true(out[0].chosen && out[0].id == chosen); /* the same prompt: the same choice */
+  assert_true(out[1].score == second && !out[1].chosen);
+  assert_int_equal(router_rank(&r, slice_cstr(M), &pr, clock_mono_ns(), out, 1, &policy), 1);
+  assert_true(out[0].chosen && out[0].id == chosen && out[0].score >= 0);
   assert_int_equal(router_rank(&r, slice_cstr("other"), &pr, clock_mono_ns(), out, 4, &policy), 0);
 }
 
