@@ -13,7 +13,8 @@ healthy before measuring. Then, per method:
 decision CPU = ScoreTargets CPU per call - Health/Check CPU per call: what ranking N targets adds (request
 decoding, candidates, the policy's pick, scores, the response's encoding) to a gRPC call.
 Writes bench/results/grpc.md (or BENCH_OUT). Knobs (environment): INFERMESH_BIN, TARGETS ("16 64 256"), SIM (4),
-LAT_N (3000), TPUT_N (20000), WINDOW (32), PROMPT_BYTES (2048).
+LAT_N (3000), TPUT_N (20000), WINDOW (32), PROMPT_BYTES (2048), REPS (3: interleaved repetitions, medians
+reported, each column on its own).
 """
 
 import json
@@ -39,6 +40,7 @@ SIM = int(os.environ.get("SIM", "4"))
 LAT_N = int(os.environ.get("LAT_N", "3000"))
 TPUT_N = int(os.environ.get("TPUT_N", "20000"))
 WINDOW = int(os.environ.get("WINDOW", "32"))
+REPS = int(os.environ.get("REPS", "3"))
 PROMPT = ("The quick brown fox jumps over the lazy dog. " * 100)[: int(os.environ.get("PROMPT_BYTES", "2048"))]
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 LOCAL_MAX = 64  # runtimes one agent may have (config.c)
@@ -119,6 +121,9 @@ def throughput(call, req, pid):
     return TPUT_N / wall, cpu / TPUT_N
 
 
+LOAD0 = os.getloadavg()[0]
+
+
 def main():
     tmp = Path(tempfile.mkdtemp(prefix="infermesh-grpcbench."))
     s_pb, s_grpc, h_pb, h_grpc = stubs(tmp)
@@ -178,12 +183,14 @@ def main():
             r = score(sreq, timeout=10)
             assert len(r.targets) == n and r.targets[0].chosen, r
             hreq = h_pb.HealthCheckRequest()
-            res = {}
-            for name, call, req in (("Health/Check", check, hreq), ("ScoreTargets, best only", score, top1),
-                                    ("ScoreTargets, all ranked", score, sreq)):
-                lat = measure(call, req)
-                rps, cpu = throughput(call, req, agent.pid)
-                res[name] = (pct(lat, 0.5), pct(lat, 0.99), rps, cpu)
+            runs = {}
+            for _ in range(REPS):  # interleaved: each repetition measures every method once
+                for name, call, req in (("Health/Check", check, hreq), ("ScoreTargets, best only", score, top1),
+                                        ("ScoreTargets, all ranked", score, sreq)):
+                    lat = measure(call, req)
+                    rps, cpu = throughput(call, req, agent.pid)
+                    runs.setdefault(name, []).append((pct(lat, 0.5), pct(lat, 0.99), rps, cpu))
+            res = {name: tuple(sorted(r[i] for r in rs)[len(rs) // 2] for i in range(4)) for name, rs in runs.items()}
             ch.close()
             for a in agents:
                 a.terminate()
@@ -205,14 +212,16 @@ def main():
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     load = os.getloadavg()[0]
+    load0 = LOAD0
     us = lambda s: f"{s * 1e6:.0f} µs"  # noqa: E731
     lines = [
         "# gRPC ScoreTargets: decisions per second and latency, by number of targets",
         "",
         f"`bench/grpc_bench.py`, {time.strftime('%Y-%m-%dT%H:%MZ', time.gmtime())}, commit {commit}, "
         f"{os.cpu_count()} cores shared by the client, the agents and {SIM} sim-engines (load average "
-        f"{load:.1f} at the end), {platform.machine()}; release build (RelWithDebInfo), agent `--log-level warn`.",
+        f"{load0:.1f} at the start, {load:.1f} at the end: other work shared them), {platform.machine()}; release build (RelWithDebInfo), agent `--log-level warn`.",
         "",
+        f"Medians of {REPS} interleaved repetitions (each column separately). "
         f"Client: Python grpcio {grpc.__version__} (Debian), one HTTP/2 connection. Latency: {LAT_N} calls one at a "
         "time, as the client sees them (the Python client's own cost included). Throughput: "
         f"{TPUT_N} calls with {WINDOW} in flight; the Python client is the bottleneck (one core, GIL), so "
