@@ -24,7 +24,8 @@ struct h2_stream {
   struct http_req req;
   size_t header_bytes;
   struct buf body;
-  struct buf out; /* response bytes not yet framed (held by flow control or the transport's queue) */
+  size_t reserved; /* bytes of body counted against the server's budget for large bodies */
+  struct buf out;  /* response bytes not yet framed (held by flow control or the transport's queue) */
   size_t out_off;
   int fail_status; /* answer this instead of dispatching (a limit) */
   const char *fail_msg;
@@ -60,6 +61,26 @@ int h2_preface_check(const char *data, size_t len) {
 
 static size_t stream_pending(const struct h2_stream *st) { return st->out.len - st->out_off; }
 
+/* Large request bodies count against the server-wide budget (http_limits.max_buffered_bodies), as on
+ * HTTP/1.1: false when this one no longer fits. */
+static bool budget_take(struct h2_stream *st, size_t total) {
+  struct http_server *srv = st->s->srv;
+  if (total <= HTTP_SMALL_BODY || total <= st->reserved) return true;
+  size_t more = total - st->reserved;
+  if (srv->limits.max_buffered_bodies && srv->buffered_bodies + more > srv->limits.max_buffered_bodies) {
+    srv->refused_budget++;
+    return false;
+  }
+  srv->buffered_bodies += more;
+  st->reserved = total;
+  return true;
+}
+
+static void budget_release(struct h2_stream *st) {
+  st->s->srv->buffered_bodies -= st->reserved;
+  st->reserved = 0;
+}
+
 static void stream_free(struct h2_stream *st) {
   struct h2_session *s = st->s;
   if (st->prev)
@@ -68,6 +89,7 @@ static void stream_free(struct h2_stream *st) {
     s->streams = st->next;
   if (st->next) st->next->prev = st->prev;
   if (!s->detached && !st->closed) nghttp2_session_set_stream_user_data(s->ng, st->id, NULL);
+  budget_release(st);
   buf_free(&st->body);
   buf_free(&st->out);
   pool_free(&st->req.pool);
@@ -82,14 +104,19 @@ static void stream_maybe_free(struct h2_stream *st) {
 
 /* ---- sending ---- */
 
+/* drain_cb of the requests whose queue fell below the low watermark. A callback may write or end its request,
+ * which sends (and may close and free other streams): the stream being visited stays pinned, so its link to
+ * the next one is read only after the callback, from a list that is whole again. */
 static void check_drains(struct h2_session *s) {
-  size_t tq = s->io->queued(s->arg);
   for (struct h2_stream *st = s->streams, *next; st; st = next) {
-    next = st->next;
-    if (st->above_high && stream_pending(st) + tq < HTTP_WRITE_LOW_WATER) {
+    st->pinned++;
+    if (st->above_high && stream_pending(st) + s->io->queued(s->arg) < HTTP_WRITE_LOW_WATER) {
       st->above_high = false;
-      http__req_drained(&st->req); /* the handler may end the request: st may be gone */
+      http__req_drained(&st->req);
     }
+    next = st->next;
+    st->pinned--;
+    stream_maybe_free(st);
   }
 }
 
@@ -211,6 +238,7 @@ static void h2_end(struct http_req *req) {
   struct http_server *srv = s->srv;
   srv->nactive--;
   s->nactive--;
+  budget_release(st);
   if (!req->aborted && !st->closed && !s->detached) {
     if (!req->resp_started)
       nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
@@ -282,7 +310,8 @@ static void stream_dispatch(struct h2_stream *st) {
     struct buf b = {0};
     http_error_json(&b, st->fail_msg, st->fail_status >= 500 ? "server_error" : "invalid_request_error",
                     NULL);
-    http_resp_send(r, st->fail_status, "application/json", b.base, b.len, NULL, 0);
+    struct http_header ra = {SLICE_LIT("Retry-After"), SLICE_LIT("1")};
+    http_resp_send(r, st->fail_status, "application/json", b.base, b.len, &ra, st->fail_status == 503);
     buf_free(&b);
     return;
   }
@@ -351,7 +380,12 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
   if (!st || st->fail_status || st->dispatched) return 0;
   if (st->body.len + len > s->srv->limits.max_body) {
     stream_fail(st, 413, "request body is too large");
+  } else if (!budget_take(st, st->body.len + len)) {
+    stream_fail(st, 503, "the server is receiving too many large request bodies at once; retry shortly");
+  }
+  if (st->fail_status) {
     buf_free(&st->body);
+    budget_release(st);
     return 0;
   }
   buf_append(&st->body, data, len);
@@ -427,6 +461,7 @@ struct h2_session *h2_session_new(struct http_server *srv, const struct h2_io *i
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, H2_STREAM_WINDOW},
   };
   nghttp2_submit_settings(s->ng, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
+  nghttp2_session_set_local_window_size(s->ng, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW);
   srv->h2_conns++;
   session_send(s);
   return s;

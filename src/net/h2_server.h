@@ -14,11 +14,13 @@ struct h2_session;
 
 /* The connection's 24-byte client preface ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"). */
 #define H2_PREFACE_LEN 24
-/* Limits beyond http_limits (which also apply: header bytes and count as 431, body size as 413). */
+/* Limits beyond http_limits (which also apply: header bytes and count as 431, body size as 413, the global
+ * budget for large bodies as 503). */
 #define H2_MAX_STREAMS 100         /* SETTINGS_MAX_CONCURRENT_STREAMS; more get RST_STREAM */
 #define H2_RST_MAX 200             /* RST_STREAM frames from a client per window before GOAWAY ... */
 #define H2_RST_WINDOW_MS 10000     /* ... (CVE-2023-44487, rapid reset) */
 #define H2_STREAM_WINDOW (1 << 20) /* initial receive window per stream (request bodies) */
+#define H2_CONN_WINDOW (4 << 20)   /* receive window of the connection */
 
 /* h2_preface_check compares the first bytes of a connection with the client preface: 1 when all of it is
  * there, 0 when what arrived is a prefix of it (wait for more), -1 when it is not HTTP/2. */

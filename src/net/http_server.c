@@ -574,8 +574,7 @@ static void h2io_activity(void *arg, int nactive) {
   } else if (nactive) {
     http__conn_arm_timer(c, 0);
   } else if (c->srv->draining) {
-    h2_session_shutdown(c->h2);
-    conn_close_after_writes(c);
+    h2_session_shutdown(c->h2); /* it closes once its streams are done (maybe from inside its own input) */
   } else {
     http__conn_arm_timer(c, c->srv->limits.idle_timeout_ms);
   }

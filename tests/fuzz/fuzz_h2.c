@@ -5,6 +5,7 @@
 
 #include "net/h2_server.h"
 #include "net/http_server.h"
+#include "fuzz_check.h"
 
 #define HELD_MAX 8
 
@@ -74,7 +75,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (!srv.handler) {
     struct http_limits lim;
     http_limits_default(&lim);
-    lim.max_body = 64 * 1024;
+    lim.max_body = 256 * 1024;
+    lim.max_buffered_bodies = 100 * 1024; /* one large body at a time: the second gets 503 */
     lim.max_header_bytes = 4096;
     http_server_init(&srv, NULL, &lim, handler, NULL);
   }
@@ -111,5 +113,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       http_resp_end(r);
     }
   h2_session_free(h);
+  CHECK(srv.nactive == 0 && srv.buffered_bodies == 0); /* every request ended, the body budget given back */
   return 0;
 }

@@ -3,10 +3,12 @@ client for what those will not do), the same API, errors and authorization as HT
 
 import contextlib
 import json
+import signal
 import socket
 import struct
 import subprocess
 import time
+
 import pytest
 
 from conftest import HOST, READ_TOKEN, chat_body, http_request, metric_value, wait_for
@@ -370,3 +372,77 @@ def test_flow_control_holds_the_upstream_back_and_the_stream_completes(procs):
     assert "error" not in usage, usage
     assert usage["usage"]["completion_tokens"] == n
     assert len(frames) == n + 3
+
+
+@pytest.mark.timeout(40)
+def test_sigterm_sends_goaway_and_lets_open_streams_finish(procs):
+    engine = procs.engine(speed="1", name="engine-slow")
+    agent = procs.agent([engine])
+    c = H2Raw(agent.port, timeout=30)
+    try:
+        c.send(H2Raw.request(1, "POST", "/v1/chat/completions", agent.port,
+                             chat_body("drain me", max_tokens=40, stream=True)))
+        c.until(lambda f: f[0] == DATA and f[2] == 1, "the stream to start")
+        agent.proc.signal(signal.SIGTERM)
+        f = c.until(lambda f: f[0] == GOAWAY, "GOAWAY")
+        assert int.from_bytes(f[3][4:8], "big") == 0  # NO_ERROR: a graceful shutdown
+        assert int.from_bytes(f[3][:4], "big") & 0x7FFFFFFF == 1  # stream 1 was taken and will be answered
+        got = bytearray()
+        while True:
+            ftype, flags, sid, payload = c.until(lambda f: f[0] in (DATA, RST_STREAM), "the rest of stream 1")
+            assert ftype == DATA, (ftype, payload)
+            got += payload
+            if flags & END_STREAM:
+                break
+        assert c.read_frame() is None  # then the connection closes
+    finally:
+        c.close()
+    assert got.decode().rstrip().endswith("data: [DONE]")
+    assert agent.proc.wait(15) == 0
+
+
+def data_frames(sid, data, end_stream):
+    chunks = [data[i:i + 16384] for i in range(0, len(data), 16384)] or [b""]
+    return b"".join(frame(DATA, END_STREAM if end_stream and i == len(chunks) - 1 else 0, sid, c)
+                    for i, c in enumerate(chunks))
+
+
+@pytest.mark.timeout(40)
+def test_large_bodies_count_against_the_global_budget(procs):
+    """The server-wide budget for large request bodies holds for HTTP/2 streams as for HTTP/1.1: a body that
+    does not fit while others are being received gets 503 with Retry-After, in the API's format."""
+    engine = procs.engine()
+    agent = procs.agent([engine], "--max-buffered-body-bytes", "200000")
+    refused0 = agent.counter("infermesh_http_refused_total", reason="body_budget")
+    big = json.dumps(chat_body(content="x" * 150000, max_tokens=2)).encode()
+    head = [("content-type", "application/json")]
+    c = H2Raw(agent.port)
+    try:
+        hs = [(":method", "POST"), (":path", "/v1/chat/completions"), (":scheme", "http"),
+              (":authority", f"{HOST}:{agent.port}"), *head]
+        # Stream 1 sends its 150 KB body but not its end: the agent holds it, counted against the budget.
+        c.send(frame(HEADERS, END_HEADERS, 1, hpack(hs)) + data_frames(1, big, False))
+        # Stream 3's whole 150 KB does not fit next to it.
+        c.send(frame(HEADERS, END_HEADERS, 3, hpack(hs)) + data_frames(3, big, True))
+        body3 = bytearray()
+        while True:
+            _, flags, _, payload = c.until(lambda f: f[0] == DATA and f[2] == 3, "the answer on stream 3")
+            body3 += payload
+            if flags & END_STREAM:
+                break
+        err = json.loads(body3)["error"]
+        assert "too many large request bodies" in err["message"] and err["type"] == "server_error"
+        # Stream 1 ends and is served.
+        c.send(frame(DATA, END_STREAM, 1))
+        body1 = bytearray()
+        while True:
+            _, flags, _, payload = c.until(lambda f: f[0] == DATA and f[2] == 1, "the answer on stream 1")
+            body1 += payload
+            if flags & END_STREAM:
+                break
+        assert json.loads(body1)["object"] == "chat.completion"
+    finally:
+        c.close()
+    assert agent.counter("infermesh_http_refused_total", reason="body_budget") == refused0 + 1
+    wait_for(lambda: metric_value(agent.metrics(), "infermesh_http_buffered_body_bytes") == 0, timeout=5,
+             what="the budget to be given back")
