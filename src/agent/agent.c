@@ -84,7 +84,7 @@ static void send_error(struct http_req *req, int status, const char *msg, const 
   buf_free(&b);
 }
 
-/* verdict decides whether req's credentials reach route rt (api/routes.h); for HTTP requests and gRPC calls. */
+/* verdict decides whether req's credentials reach route rt (api/routes.h): HTTP requests and gRPC calls. */
 static enum api_verdict verdict(void *arg, const struct api_route *rt, struct http_req *req) {
   struct agent *a = arg;
   if (rt->need == API_OPEN || rt->need == API_TENANT) return API_ALLOW;
@@ -304,8 +304,8 @@ static void handle(struct http_req *req, void *arg) {
     ui_handle(req);
     break;
   case API_OP_GRPC:
-    send_error(req, 415, "a gRPC method: call it with content-type application/grpc over HTTP/2", "unsupported_media_type",
-               NULL, 0);
+    send_error(req, 415, "a gRPC method: call it with content-type application/grpc over HTTP/2",
+               "unsupported_media_type", NULL, 0);
     break;
   }
   assert(served); /* the table and the handlers' own path checks agree */

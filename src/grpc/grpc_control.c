@@ -1,6 +1,7 @@
-/* infermesh.v1.Control: reads from the agent's store, membership and control-plane state; writes and the event
- * stream as subrequests through the agent's HTTP handler (net/http_subreq.h), so that they take the HTTP API's
- * exact path: route table, authorization, Raft proposal or forwarding, drains forwarded to their node. */
+/* infermesh.v1.Control: reads from the agent's store, membership and control-plane state; writes and the
+ * event stream as subrequests through the agent's HTTP handler (net/http_subreq.h), so that they take the
+ * HTTP API's exact path: route table, authorization, Raft proposal or forwarding, drains forwarded to their
+ * node. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,7 +97,8 @@ void grpc_list_models(struct grpc_call *call, const ProtobufCMessage *in) {
   const struct store *s = grpc_call_env(call)->store;
   /* Each (model, target) pair once; models in the order first seen. */
   int cap = s->ntargets * STORE_MAX_MODELS + 1, nm = 0;
-  Infermesh__V1__Model *models = xcalloc((size_t)cap, sizeof *models), **mp = xcalloc((size_t)cap, sizeof *mp);
+  Infermesh__V1__Model *models = xcalloc((size_t)cap, sizeof *models),
+                       **mp = xcalloc((size_t)cap, sizeof *mp);
   char **names = xcalloc((size_t)cap * (size_t)(s->ntargets + 1), sizeof *names);
   for (int i = 0; i < s->ntargets; i++) {
     const struct target *t = &s->targets[i];
@@ -130,7 +132,8 @@ void grpc_list_targets(struct grpc_call *call, const ProtobufCMessage *in) {
   const struct grpc_env *env = grpc_call_env(call);
   const struct store *s = env->store;
   uint64_t now = clock_mono_ns();
-  Infermesh__V1__Target *ts = xcalloc((size_t)s->ntargets + 1, sizeof *ts), **tp = xcalloc((size_t)s->ntargets + 1, sizeof *tp);
+  Infermesh__V1__Target *ts = xcalloc((size_t)s->ntargets + 1, sizeof *ts),
+                        **tp = xcalloc((size_t)s->ntargets + 1, sizeof *tp);
   size_t n = 0;
   for (int i = 0; i < s->ntargets; i++) {
     const struct target *t = &s->targets[i];
@@ -164,7 +167,8 @@ void grpc_list_targets(struct grpc_call *call, const ProtobufCMessage *in) {
 static const struct fsm *fsm_of(struct grpc_call *call) {
   const struct grpc_env *env = grpc_call_env(call);
   if (!*env->mesh || !*env->ctl) {
-    grpc_finish(call, GRPC_FAILED_PRECONDITION, "this agent is not in a mesh (no cluster key): it has no control plane");
+    grpc_finish(call, GRPC_FAILED_PRECONDITION,
+                "this agent is not in a mesh (no cluster key): it has no control plane");
     return NULL;
   }
   return control_fsm(*env->ctl);
@@ -179,7 +183,8 @@ static void policy_msg(const struct fsm_policy *p, Infermesh__V1__Policy *x, cha
   x->hedge = p->hedge == 0 ? "" : p->hedge > 0 ? "on" : "off";
   x->hedge_delay_ms = p->hedge_delay_ms;
   x->hedge_max_pct = p->hedge_max_pct;
-  for (int i = 0; i < p->nfallbacks; i++) fb[i] = (char *)p->fallbacks[i];
+  for (int i = 0; i < p->nfallbacks; i++)
+    fb[i] = (char *)p->fallbacks[i];
   x->fallbacks = fb;
   x->n_fallbacks = (size_t)p->nfallbacks;
 }
@@ -270,8 +275,8 @@ static void write_done_cb(void *arg, int status, struct slice body) {
 
 static const struct http_subreq_cbs write_cbs = {.done = write_done_cb};
 
-/* write_via_http sends METHOD PREFIX/KEY (KEY percent-encoded as one segment, then suffix) with body through the
- * agent's HTTP handler and answers the call from its response. */
+/* write_via_http sends METHOD PREFIX/KEY (KEY percent-encoded as one segment, then suffix) with body through
+ * the agent's HTTP handler and answers the call from its response. */
 static void write_via_http(struct grpc_call *call, int method, const char *prefix, const char *key,
                            const char *suffix, const char *body, bool drain) {
   struct buf path = {0};
@@ -284,7 +289,8 @@ static void write_via_http(struct grpc_call *call, int method, const char *prefi
   w->drain = drain;
   grpc_call_hold(call);
   grpc_call_on_cancel(call, write_cancel_cb, w);
-  w->sub = http_subreq_new(grpc_call_req(call), method, path.base, slice_cstr(body ? body : ""), &write_cbs, w);
+  w->sub =
+      http_subreq_new(grpc_call_req(call), method, path.base, slice_cstr(body ? body : ""), &write_cbs, w);
   buf_free(&path);
   const struct grpc_env *env = grpc_call_env(call);
   env->http_handle(w->sub, env->arg);
@@ -306,16 +312,19 @@ void grpc_set_policy(struct grpc_call *call, const ProtobufCMessage *in) {
     return;
   }
   if (!need_name(call, p->model, "policy.model")) return;
-  json_t *hedge = !p->hedge[0] ? json_null() : strcmp(p->hedge, "on") == 0 ? json_true()
-                                             : strcmp(p->hedge, "off") == 0 ? json_false() : NULL;
+  json_t *hedge = !p->hedge[0]                   ? json_null()
+                  : strcmp(p->hedge, "on") == 0  ? json_true()
+                  : strcmp(p->hedge, "off") == 0 ? json_false()
+                                                 : NULL;
   if (!hedge) {
     grpc_finish(call, GRPC_INVALID_ARGUMENT, "hedge must be \"\", \"on\" or \"off\"");
     return;
   }
   json_t *fb = json_array();
-  for (size_t i = 0; i < p->n_fallbacks; i++) json_array_append_new(fb, json_string(p->fallbacks[i]));
-  json_t *v = json_pack("{s:s, s:s, s:i, s:o, s:I, s:f, s:o}", "strategy", p->strategy, "slo_class", p->slo_class,
-                        "max_queue", (int)p->max_queue, "hedge", hedge, "hedge_delay_ms",
+  for (size_t i = 0; i < p->n_fallbacks; i++)
+    json_array_append_new(fb, json_string(p->fallbacks[i]));
+  json_t *v = json_pack("{s:s, s:s, s:i, s:o, s:I, s:f, s:o}", "strategy", p->strategy, "slo_class",
+                        p->slo_class, "max_queue", (int)p->max_queue, "hedge", hedge, "hedge_delay_ms",
                         (json_int_t)p->hedge_delay_ms, "hedge_max_pct", p->hedge_max_pct, "fallbacks", fb);
   char *body = v ? json_dumps(v, JSON_COMPACT) : NULL;
   json_decref(v);
@@ -337,8 +346,10 @@ void grpc_pin_model(struct grpc_call *call, const ProtobufCMessage *in) {
   const Infermesh__V1__PinModelRequest *q = (const void *)in;
   if (!need_name(call, q->model, "model")) return;
   json_t *nodes = json_array(), *zones = json_array();
-  for (size_t i = 0; i < q->n_nodes; i++) json_array_append_new(nodes, json_string(q->nodes[i]));
-  for (size_t i = 0; i < q->n_zones; i++) json_array_append_new(zones, json_string(q->zones[i]));
+  for (size_t i = 0; i < q->n_nodes; i++)
+    json_array_append_new(nodes, json_string(q->nodes[i]));
+  for (size_t i = 0; i < q->n_zones; i++)
+    json_array_append_new(zones, json_string(q->zones[i]));
   json_t *v = json_pack("{s:o, s:o}", "nodes", nodes, "zones", zones);
   char *body = json_dumps(v, JSON_COMPACT);
   json_decref(v);
@@ -435,7 +446,8 @@ static const struct http_subreq_cbs events_cbs = {.data = events_data_cb, .done 
 void grpc_subscribe_events(struct grpc_call *call, const ProtobufCMessage *in) {
   const Infermesh__V1__SubscribeEventsRequest *q = (const void *)in;
   char path[64];
-  snprintf(path, sizeof path, "/v1/cluster/events%s%llu", q->since ? "?since=" : "", (unsigned long long)q->since);
+  snprintf(path, sizeof path, "/v1/cluster/events%s%llu", q->since ? "?since=" : "",
+           (unsigned long long)q->since);
   if (!q->since) path[sizeof "/v1/cluster/events" - 1] = '\0';
   struct evsub *e = xcalloc(1, sizeof *e);
   e->call = call;

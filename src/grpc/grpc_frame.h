@@ -1,5 +1,5 @@
 /* gRPC over HTTP/2, the wire details (https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md): status
- * codes, the 5-byte length-prefixed message framing, grpc-timeout and grpc-message's percent-encoding. Pure. */
+ * codes, the 5-byte length-prefixed message framing, grpc-timeout, grpc-message's percent-encoding. Pure. */
 #ifndef IM_GRPC_GRPC_FRAME_H
 #define IM_GRPC_GRPC_FRAME_H
 
@@ -51,8 +51,7 @@ int grpc_timeout_parse(struct slice v, uint64_t *ns);
 size_t grpc_percent_encode(const char *msg, char *out, size_t cap);
 
 /* grpc_code_of_http maps an HTTP status of the agent's API to the gRPC code a client should see (as gRPC's
- * HTTP-to-gRPC mapping, refined for the API's own answers: 400 INVALID_ARGUMENT, 409 FAILED_PRECONDITION).
- */
+ * HTTP-to-gRPC mapping, refined for the API's answers: 400 INVALID_ARGUMENT, 409 FAILED_PRECONDITION). */
 int grpc_code_of_http(int status);
 
 #endif

@@ -6,7 +6,8 @@
 
 void grpc_health_check(struct grpc_call *call, const ProtobufCMessage *in) {
   const Grpc__Health__V1__HealthCheckRequest *q = (const void *)in;
-  static const char *const services[] = {"", "infermesh.v1.Scoring", "infermesh.v1.Control", "grpc.health.v1.Health"};
+  static const char *const services[] = {"", "infermesh.v1.Scoring", "infermesh.v1.Control",
+                                         "grpc.health.v1.Health"};
   bool known = false;
   for (size_t i = 0; i < sizeof services / sizeof services[0]; i++)
     known |= strcmp(q->service, services[i]) == 0;
@@ -15,7 +16,8 @@ void grpc_health_check(struct grpc_call *call, const ProtobufCMessage *in) {
     return;
   }
   Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-  resp.status = *grpc_call_env(call)->draining ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
-                                               : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+  resp.status = *grpc_call_env(call)->draining
+                    ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+                    : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
   grpc_reply(call, &resp.base);
 }

@@ -1,4 +1,4 @@
-/* infermesh.v1.Scoring: the router's ranking, admission and outcome bookkeeping for a gateway (route/rank.h). */
+/* infermesh.v1.Scoring: the router's ranking, admission and outcome bookkeeping for gateways (route/rank.h) */
 #include <stdio.h>
 #include <string.h>
 
@@ -13,8 +13,8 @@
 
 /* The policy's view of a request from its prompt text or block hashes; hashes must have MAX_BLOCKS room. */
 static const char *policy_req_of(struct policy_req *pr, const char *model, const char *prompt,
-                                 const uint64_t *given, size_t ngiven, uint32_t block_size, uint32_t prompt_tokens,
-                                 uint32_t max_tokens, uint64_t *hashes) {
+                                 const uint64_t *given, size_t ngiven, uint32_t block_size,
+                                 uint32_t prompt_tokens, uint32_t max_tokens, uint64_t *hashes) {
   if (prompt[0] && ngiven) return "give the prompt or its block_hashes, not both";
   if (ngiven > MAX_BLOCKS) return "at most 512 block_hashes";
   size_t plen = strlen(prompt);
@@ -29,14 +29,14 @@ static const char *policy_req_of(struct policy_req *pr, const char *model, const
   }
   if (block_size > 1u << 20) return "block_size is too large";
   if (!prompt_tokens) prompt_tokens = prompt[0] ? (uint32_t)(plen / 4 + 1) : (uint32_t)n * block_size;
-  *pr = (struct policy_req){.model = model,
-                            .prompt_tokens = (int)(prompt_tokens > 1u << 30 ? 1u << 30 : prompt_tokens),
-                            .max_tokens = (int)(max_tokens ? (max_tokens > 1u << 30 ? 1u << 30 : max_tokens)
-                                                           : DEFAULT_MAX_TOKENS),
-                            .block_hashes = hashes,
-                            .nblocks = n < 0 ? 0 : n,
-                            .block_size = (int)block_size,
-                            .tenant = -1};
+  *pr = (struct policy_req){
+      .model = model,
+      .prompt_tokens = (int)(prompt_tokens > 1u << 30 ? 1u << 30 : prompt_tokens),
+      .max_tokens = (int)(max_tokens ? (max_tokens > 1u << 30 ? 1u << 30 : max_tokens) : DEFAULT_MAX_TOKENS),
+      .block_hashes = hashes,
+      .nblocks = n < 0 ? 0 : n,
+      .block_size = (int)block_size,
+      .tenant = -1};
   return NULL;
 }
 
@@ -89,7 +89,7 @@ void grpc_score_targets(struct grpc_call *call, const ProtobufCMessage *in) {
   grpc_reply(call, &resp.base);
 }
 
-/* The tenant's index in the router's admission: by name; "" is the default tenant when none are configured. */
+/* The tenant's index in the router's admission, by name; "" is the default tenant when none is configured. */
 static int tenant_index(const struct router *r, const char *name) {
   if (r->opts.ntenants == 0) return name[0] ? -1 : 0;
   for (int i = 0; i < r->opts.ntenants; i++)
@@ -106,13 +106,14 @@ void grpc_admit(struct grpc_call *call, const ProtobufCMessage *in) {
   }
   int tenant = tenant_index(r, q->tenant);
   if (tenant < 0) {
-    grpc_finish(call, GRPC_NOT_FOUND, r->opts.ntenants ? "no such tenant" : "this agent has no tenants: leave tenant empty");
+    grpc_finish(call, GRPC_NOT_FOUND,
+                r->opts.ntenants ? "no such tenant" : "this agent has no tenants: leave tenant empty");
     return;
   }
   const char *reason;
   uint64_t retry_ns;
-  enum router_admit v = router_admit(r, tenant, slice_cstr(q->model), q->token_estimate, clock_mono_ns(), &reason,
-                                     &retry_ns);
+  enum router_admit v =
+      router_admit(r, tenant, slice_cstr(q->model), q->token_estimate, clock_mono_ns(), &reason, &retry_ns);
   Infermesh__V1__AdmitResponse resp = INFERMESH__V1__ADMIT_RESPONSE__INIT;
   resp.decision = v == ROUTER_ADMIT   ? INFERMESH__V1__ADMIT_DECISION__ADMIT_DECISION_ADMIT
                   : v == ROUTER_QUEUE ? INFERMESH__V1__ADMIT_DECISION__ADMIT_DECISION_QUEUE
@@ -148,11 +149,10 @@ void grpc_report_outcome(struct grpc_call *call, const ProtobufCMessage *in) {
     grpc_finish(call, GRPC_INVALID_ARGUMENT, err);
     return;
   }
-  enum router_outcome_status st = q->status == INFERMESH__V1__OUTCOME_STATUS__OUTCOME_STATUS_ERROR
-                                      ? ROUTER_OUTCOME_ERROR
-                                  : q->status == INFERMESH__V1__OUTCOME_STATUS__OUTCOME_STATUS_CANCELLED
-                                      ? ROUTER_OUTCOME_CANCELLED
-                                      : ROUTER_OUTCOME_OK;
+  enum router_outcome_status st =
+      q->status == INFERMESH__V1__OUTCOME_STATUS__OUTCOME_STATUS_ERROR       ? ROUTER_OUTCOME_ERROR
+      : q->status == INFERMESH__V1__OUTCOME_STATUS__OUTCOME_STATUS_CANCELLED ? ROUTER_OUTCOME_CANCELLED
+                                                                             : ROUTER_OUTCOME_OK;
   router_outcome(r, id, &pr, q->ttft_s, (int)(q->output_tokens > 1u << 30 ? 1u << 30 : q->output_tokens), st,
                  q->streamed, clock_mono_ns());
   Infermesh__V1__ReportOutcomeResponse resp = INFERMESH__V1__REPORT_OUTCOME_RESPONSE__INIT;

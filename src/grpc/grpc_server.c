@@ -66,7 +66,9 @@ bool grpc_is_call(const struct http_req *req) {
 }
 
 const struct grpc_env *grpc_call_env(const struct grpc_call *call) { return &call->g->env; }
-struct http_req *grpc_call_req(struct grpc_call *call) { return call->req; }
+struct http_req *grpc_call_req(struct grpc_call *call) {
+  return call->req;
+}
 bool grpc_call_over(const struct grpc_call *call) { return call->finished; }
 
 static const struct http_header resp_headers[] = {{{"content-type", 12}, {"application/grpc", 16}}};
@@ -192,8 +194,10 @@ static void refuse(struct grpc_server *g, struct http_req *req, int code, const 
 void grpc_handle(struct grpc_server *g, struct http_req *req) {
   if (req->version != 20 || !http_req_has_trailers(req)) {
     struct buf b = {0};
-    http_error_json(&b, "gRPC needs HTTP/2 (prior knowledge h2c, or ALPN h2 over TLS): its status travels in "
-                        "trailers", "invalid_request_error", "http_version_not_supported");
+    http_error_json(&b,
+                    "gRPC needs HTTP/2 (prior knowledge h2c, or ALPN h2 over TLS): its status travels in "
+                    "trailers",
+                    "invalid_request_error", "http_version_not_supported");
     http_resp_send(req, 505, "application/json", b.base, b.len, NULL, 0);
     buf_free(&b);
     return;

@@ -1,9 +1,9 @@
 /* gRPC on the agent's HTTP/2 listener: requests with content-type application/grpc are calls, dispatched by
  * their path (/package.Service/Method) through one table (grpc_server.c) that names each method's request
- * message, handler and credential. Credentials are those of the HTTP API's route table (api/routes.h), checked
- * by the agent's own authorization on the `authorization` metadata: a refusal is UNAUTHENTICATED or
- * PERMISSION_DENIED. grpc-timeout sets a deadline (DEADLINE_EXCEEDED), a client's RST_STREAM cancels the call,
- * and server-streaming methods send messages until they finish. Compressed messages get UNIMPLEMENTED.
+ * message, handler and credential. Credentials are those of the HTTP API's route table (api/routes.h),
+ * checked by the agent's own authorization on the `authorization` metadata: a refusal is UNAUTHENTICATED or
+ * PERMISSION_DENIED. grpc-timeout sets a deadline (DEADLINE_EXCEEDED), a client's RST_STREAM cancels the
+ * call, and server-streaming methods send messages until they finish. Compressed messages get UNIMPLEMENTED.
  * Everything runs on the agent's loop. */
 #ifndef IM_GRPC_GRPC_SERVER_H
 #define IM_GRPC_GRPC_SERVER_H

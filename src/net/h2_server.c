@@ -156,8 +156,7 @@ static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
   }
   if (stream_pending(st) == 0 && (st->req.resp_ended || st->req.aborted)) {
     *flags |= NGHTTP2_DATA_FLAG_EOF;
-    if (st->ntrailers && !st->req.aborted &&
-        nghttp2_submit_trailer(ng, id, st->trailers, st->ntrailers) == 0)
+    if (st->ntrailers && !st->req.aborted && nghttp2_submit_trailer(ng, id, st->trailers, st->ntrailers) == 0)
       *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM; /* the trailers' HEADERS frame ends the stream */
     return (ssize_t)n;
   }
@@ -277,7 +276,8 @@ static void h2_trailers(struct http_req *req, const struct http_header *hdrs, in
     char *lower = pool_strdup(&req->pool, hdrs[i].name), *value = pool_strdup(&req->pool, hdrs[i].value);
     for (char *p = lower; *p; p++)
       if (*p >= 'A' && *p <= 'Z') *p = (char)(*p - 'A' + 'a');
-    st->trailers[st->ntrailers++] = make_nv(slice_make(lower, hdrs[i].name.len), slice_make(value, hdrs[i].value.len));
+    st->trailers[st->ntrailers++] =
+        make_nv(slice_make(lower, hdrs[i].name.len), slice_make(value, hdrs[i].value.len));
   }
 }
 

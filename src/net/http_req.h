@@ -110,8 +110,8 @@ void http_resp_write(struct http_req *req, const void *data, size_t len);
 void http_resp_end(struct http_req *req);
 /* http_resp_end_trailers is http_resp_end that sends trailer fields hdrs[0..n) (copied) after the body:
  * HTTP/2 as a closing HEADERS frame (gRPC's grpc-status). The response must have been started with an
- * unknown length (content_length < 0). A protocol without trailers (HTTP/1.1) drops them: answer requests that
- * need them (content-type application/grpc) over HTTP/2 only. */
+ * unknown length (content_length < 0). A protocol without trailers (HTTP/1.1) drops them: answer requests
+ * that need them (content-type application/grpc) over HTTP/2 only. */
 void http_resp_end_trailers(struct http_req *req, const struct http_header *hdrs, int n);
 /* http_req_has_trailers tells whether req's protocol can send trailers (HTTP/2). */
 bool http_req_has_trailers(const struct http_req *req);

@@ -17,7 +17,8 @@ struct subreq {
   struct buf body;
 };
 
-static void s_start(struct http_req *req, int status, const struct http_header *hdrs, int nhdrs, int64_t len) {
+static void s_start(struct http_req *req, int status, const struct http_header *hdrs, int nhdrs,
+                    int64_t len) {
   ((struct subreq *)req)->status = status;
 }
 

@@ -1,6 +1,6 @@
 /* Internal subrequests: a request made inside the agent to one of its own HTTP handlers, answered into
  * callbacks instead of a connection (as h2o's and nginx's subrequests). The gRPC control service uses them so
- * that a gRPC write takes exactly the HTTP API's path: route table, authorization, Raft proposal, forwarding. */
+ * that a gRPC write takes exactly the HTTP API's path: route table, authorization, Raft proposal, forwarding */
 #ifndef IM_NET_HTTP_SUBREQ_H
 #define IM_NET_HTTP_SUBREQ_H
 
@@ -17,9 +17,9 @@ struct http_subreq_cbs {
 };
 
 /* http_subreq_new makes a request METHOD PATH (a path with an optional ?query; copied) with BODY (copied),
- * carrying parent's Authorization header, for the caller to hand to a handler. Its peer, queued bytes and dead
- * peer timeout are the parent's while http_subreq_detach was not called. Owned by the subrequest machinery:
- * valid until cbs->done returns. */
+ * carrying parent's Authorization header, for the caller to hand to a handler. Its peer, queued bytes and
+ * dead peer timeout are the parent's while http_subreq_detach was not called. Owned by the subrequest
+ * machinery: valid until cbs->done returns. */
 struct http_req *http_subreq_new(struct http_req *parent, int method, const char *path, struct slice body,
                                  const struct http_subreq_cbs *cbs, void *arg);
 

@@ -697,7 +697,8 @@ void proxy_attempt(struct proxy *p) {
     if (strcmp(r->store->targets[ids[i]].name, p->hop_target) == 0) id = ids[i];
   if (id < 0) {
     struct policy_target c[STORE_MAX_TARGETS];
-    for (int i = 0; i < n; i++) router_policy_target(&r->store->targets[ids[i]], now, &c[i]);
+    for (int i = 0; i < n; i++)
+      router_policy_target(&r->store->targets[ids[i]], now, &c[i]);
     id = ids[policy_pick(router_policy_for(r, p->oai.model), policy_request(p), c, n, now)];
   }
   proxy_leg_send(p, p->legs[0].up ? &p->legs[1] : &p->legs[0], id, false);

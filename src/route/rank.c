@@ -47,10 +47,11 @@ static const char *reason_of(const struct router *r, const struct target *t, int
 }
 
 /* ranked_fill fills the output fields of one candidate whose score is set. */
-static void ranked_fill(const struct router *r, const struct target *t, int64_t need, uint64_t now, bool chosen,
-                        struct router_ranked *x) {
+static void ranked_fill(const struct router *r, const struct target *t, int64_t need, uint64_t now,
+                        bool chosen, struct router_ranked *x) {
   double ttft = -1;
-  if (!store_ttfb_quantile(t, STORE_TTFB_STREAM, 0.5, 1, &ttft) && t->load.ttft_p50 >= 0) ttft = t->load.ttft_p50;
+  if (!store_ttfb_quantile(t, STORE_TTFB_STREAM, 0.5, 1, &ttft) && t->load.ttft_p50 >= 0)
+    ttft = t->load.ttft_p50;
   x->id = t->id;
   x->chosen = chosen;
   x->est_ttft_s = ttft >= 0 ? ttft * (1 + x->score) : -1;
@@ -65,7 +66,8 @@ int router_rank(struct router *r, struct slice model, const struct policy_req *p
   *policy = policy_name(pol);
   if (n == 0 || max <= 0) return 0;
   struct policy_target c[STORE_MAX_TARGETS];
-  for (int i = 0; i < n; i++) router_policy_target(&r->store->targets[ids[i]], now, &c[i]);
+  for (int i = 0; i < n; i++)
+    router_policy_target(&r->store->targets[ids[i]], now, &c[i]);
   int pick = policy_pick(pol, preq, c, n, now);
   int64_t need = (int64_t)preq->prompt_tokens + preq->max_tokens;
   const struct target *chosen = &r->store->targets[ids[pick]];
@@ -77,7 +79,9 @@ int router_rank(struct router *r, struct slice model, const struct policy_req *p
   struct router_ranked rest[STORE_MAX_TARGETS];
   int k = 0;
   for (int i = 0; i < n; i++)
-    if (i != pick) rest[k++] = (struct router_ranked){.id = ids[i], .score = score_target(&r->store->targets[ids[i]], &r->score, now)};
+    if (i != pick)
+      rest[k++] = (struct router_ranked){.id = ids[i],
+                                         .score = score_target(&r->store->targets[ids[i]], &r->score, now)};
   if (m - 1 <= 8 && m - 1 < k) {
     for (int i = 0; i < m - 1; i++) { /* selection of the few lowest scores, in order */
       int best = i;

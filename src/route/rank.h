@@ -37,19 +37,19 @@ int router_rank(struct router *r, struct slice model, const struct policy_req *p
 enum router_admit { ROUTER_ADMIT, ROUTER_QUEUE, ROUTER_REJECT };
 
 /* router_admit runs admission for a request of tenant (an index into r->opts.tenants, 0 when none are
- * configured) for model costing tokens: no target -> REJECT "no_target"; over a tenant limit -> REJECT with the
- * shed reason and *retry_after_ns (UINT64_MAX: never); every candidate saturated -> QUEUE "saturated". An
+ * configured) for model costing tokens: no target -> REJECT "no_target"; over a tenant limit -> REJECT with
+ * the shed reason and *retry_after_ns (UINT64_MAX: never); every candidate saturated -> QUEUE "saturated". An
  * admitted request's tokens are taken from the tenant's buckets; no concurrency slot is held (the caller does
  * not report when it ends). *reason is "" or a static string. */
-enum router_admit router_admit(struct router *r, int tenant, struct slice model, double tokens, uint64_t now_ns,
-                               const char **reason, uint64_t *retry_after_ns);
+enum router_admit router_admit(struct router *r, int tenant, struct slice model, double tokens,
+                               uint64_t now_ns, const char **reason, uint64_t *retry_after_ns);
 
 /* How a reported request ended. */
 enum router_outcome_status { ROUTER_OUTCOME_OK, ROUTER_OUTCOME_ERROR, ROUTER_OUTCOME_CANCELLED };
 
 /* router_outcome records a request another gateway sent to target id for preq (model preq->model) that ended
- * at now_ns: the routing policy records the route, first token (ttft_s > 0) and end with out_tokens as for the
- * router's own requests; OK closes the target's breaker and adds ttft_s to its observed TTFT (streamed or
+ * at now_ns: the routing policy records the route, first token (ttft_s > 0) and end with out_tokens as for
+ * the router's own requests; OK closes the target's breaker and adds ttft_s to its observed TTFT (streamed or
  * whole-response window), ERROR counts a failure on its breaker. */
 void router_outcome(struct router *r, int id, const struct policy_req *preq, double ttft_s, int out_tokens,
                     enum router_outcome_status status, bool streamed, uint64_t now_ns);

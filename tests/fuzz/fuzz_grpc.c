@@ -1,8 +1,8 @@
 /* libFuzzer target for the gRPC request path before a handler (grpc/grpc_frame.c and protobuf-c's decoders of
- * every request message the agent accepts): the first byte picks the message type, the rest is a request body.
- * A body the framing accepts names a message inside it; a message protobuf-c decodes packs again to the same
- * length or less (unknown fields aside, nothing grows). The body is also read as a grpc-timeout value and
- * percent-encoded as a grpc-message: the encoding is printable ASCII and never overflows. */
+ * every request message the agent accepts): the first byte picks the message type, the rest is a request
+ * body. A body the framing accepts names a message inside it; a message protobuf-c decodes packs again to the
+ * same length or less (unknown fields aside, nothing grows). The body is also read as a grpc-timeout value
+ * and percent-encoded as a grpc-message: the encoding is printable ASCII and never overflows. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,11 +17,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static const ProtobufCMessageDescriptor *const types[] = {
-      &infermesh__v1__score_targets_request__descriptor,   &infermesh__v1__admit_request__descriptor,
-      &infermesh__v1__report_outcome_request__descriptor,  &infermesh__v1__list_nodes_request__descriptor,
-      &infermesh__v1__get_policy_request__descriptor,      &infermesh__v1__set_policy_request__descriptor,
-      &infermesh__v1__pin_model_request__descriptor,       &infermesh__v1__drain_node_request__descriptor,
-      &infermesh__v1__subscribe_events_request__descriptor, &grpc__health__v1__health_check_request__descriptor,
+      &infermesh__v1__score_targets_request__descriptor,
+      &infermesh__v1__admit_request__descriptor,
+      &infermesh__v1__report_outcome_request__descriptor,
+      &infermesh__v1__list_nodes_request__descriptor,
+      &infermesh__v1__get_policy_request__descriptor,
+      &infermesh__v1__set_policy_request__descriptor,
+      &infermesh__v1__pin_model_request__descriptor,
+      &infermesh__v1__drain_node_request__descriptor,
+      &infermesh__v1__subscribe_events_request__descriptor,
+      &grpc__health__v1__health_check_request__descriptor,
   };
   if (size < 1) return 0;
   const ProtobufCMessageDescriptor *d = types[data[0] % (sizeof types / sizeof types[0])];
@@ -52,7 +57,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   text[n] = '\0';
   size_t el = grpc_percent_encode(text, enc, sizeof enc);
   CHECK(el < sizeof enc && enc[el] == '\0' && strlen(enc) == el);
-  for (size_t i = 0; i < el; i++) CHECK(enc[i] >= 0x20 && enc[i] <= 0x7e);
+  for (size_t i = 0; i < el; i++)
+    CHECK(enc[i] >= 0x20 && enc[i] <= 0x7e);
   free(text);
   free(body);
   return 0;

@@ -1,4 +1,5 @@
-/* Unit tests for grpc/grpc_frame.c: message framing, grpc-timeout, grpc-message encoding, HTTP status mapping. */
+/* Unit tests for grpc/grpc_frame.c: message framing, grpc-timeout, grpc-message encoding, HTTP status
+ * mapping. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,7 +24,8 @@ static void test_one_message_is_framed_exactly(void **state) {
   assert_int_equal(msg.len, 0);
   assert_int_equal(grpc_frame_one(slice_make(ok, 7), &msg, &err), GRPC_INVALID_ARGUMENT); /* truncated */
   assert_non_null(strstr(err, "truncated"));
-  assert_int_equal(grpc_frame_one(slice_make(ok, 3), &msg, &err), GRPC_INVALID_ARGUMENT); /* a partial prefix */
+  assert_int_equal(grpc_frame_one(slice_make(ok, 3), &msg, &err),
+                   GRPC_INVALID_ARGUMENT); /* a partial prefix */
   assert_int_equal(grpc_frame_one(slice_make(NULL, 0), &msg, &err), GRPC_INVALID_ARGUMENT);
   assert_non_null(strstr(err, "no message"));
   static const char two[] = "\0\0\0\0\1a\0\0\0\0\1b";

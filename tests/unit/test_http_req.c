@@ -38,8 +38,10 @@ static void r_trailers(struct http_req *req, const struct http_header *h, int n)
   R.trailers += n;
   assert_int_equal(R.ends, 0); /* before the end that sends them */
 }
-static const struct http_resp_ops ops = {r_start, r_writev, r_flush, r_end, r_queued, r_peer, r_dead, r_trailers};
-static const struct http_resp_ops ops_no_trailers = {r_start, r_writev, r_flush, r_end, r_queued, r_peer, r_dead, NULL};
+static const struct http_resp_ops ops = {r_start,  r_writev, r_flush, r_end,
+                                         r_queued, r_peer,   r_dead,  r_trailers};
+static const struct http_resp_ops ops_no_trailers = {r_start,  r_writev, r_flush, r_end,
+                                                     r_queued, r_peer,   r_dead,  NULL};
 
 static void abort_cb(struct http_req *req) { R.aborts++; }
 static void drain_cb(struct http_req *req) { R.drains++; }
@@ -70,7 +72,8 @@ static void test_send_is_start_write_end(void **state) {
 static void test_trailers_go_before_the_end_and_not_after_an_abort(void **state) {
   struct http_req req;
   setup(&req);
-  struct http_header tr[2] = {{SLICE_LIT("grpc-status"), SLICE_LIT("0")}, {SLICE_LIT("grpc-message"), SLICE_LIT("ok")}};
+  struct http_header tr[2] = {{SLICE_LIT("grpc-status"), SLICE_LIT("0")},
+                              {SLICE_LIT("grpc-message"), SLICE_LIT("ok")}};
   assert_true(http_req_has_trailers(&req));
   http_resp_start(&req, 200, NULL, 0, -1);
   http_resp_end_trailers(&req, tr, 2);

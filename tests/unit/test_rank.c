@@ -19,8 +19,12 @@ static struct store st;
 static struct router r;
 
 static void report(int id, double waiting, double kv_usage, uint64_t now) {
-  struct target_load l = {.waiting = waiting, .kv_usage = kv_usage, .block_size = 16, .num_gpu_blocks = 100,
-                          .ttft_p50 = -1, .ttft_p95 = -1};
+  struct target_load l = {.waiting = waiting,
+                          .kv_usage = kv_usage,
+                          .block_size = 16,
+                          .num_gpu_blocks = 100,
+                          .ttft_p50 = -1,
+                          .ttft_p95 = -1};
   store_report(&st, id, &l, now);
 }
 
@@ -35,7 +39,8 @@ static int setup(void **state) {
   }
   router_init(&r, NULL, &st, NULL, NULL);
   uint64_t now = clock_mono_ns();
-  for (int i = 0; i < 4; i++) report(i, i * 2.0, 0.1, now); /* target i has 2i waiting requests */
+  for (int i = 0; i < 4; i++)
+    report(i, i * 2.0, 0.1, now); /* target i has 2i waiting requests */
   return 0;
 }
 
@@ -47,8 +52,13 @@ static int teardown(void **state) {
 
 static void test_rank_puts_the_policy_choice_first_then_by_score(void **state) {
   uint64_t hashes[4] = {1, 2, 3, 4};
-  struct policy_req pr = {.model = M, .prompt_tokens = 64, .max_tokens = 16, .block_hashes = hashes, .nblocks = 4,
-                          .block_size = 16, .tenant = -1};
+  struct policy_req pr = {.model = M,
+                          .prompt_tokens = 64,
+                          .max_tokens = 16,
+                          .block_hashes = hashes,
+                          .nblocks = 4,
+                          .block_size = 16,
+                          .tenant = -1};
   struct router_ranked out[STORE_MAX_TARGETS];
   const char *policy;
   int n = router_rank(&r, slice_cstr(M), &pr, clock_mono_ns(), out, STORE_MAX_TARGETS, &policy);
@@ -74,11 +84,13 @@ static void test_rank_puts_the_policy_choice_first_then_by_score(void **state) {
 static void test_outcomes_reach_breakers_and_ttft(void **state) {
   struct policy_req pr = {.model = M, .prompt_tokens = 10, .max_tokens = 10, .tenant = -1};
   uint64_t now = clock_mono_ns();
-  for (int i = 0; i < 5; i++) router_outcome(&r, 1, &pr, 0, 0, ROUTER_OUTCOME_ERROR, false, now);
+  for (int i = 0; i < 5; i++)
+    router_outcome(&r, 1, &pr, 0, 0, ROUTER_OUTCOME_ERROR, false, now);
   int ids[STORE_MAX_TARGETS];
   int n = router_candidates(&r, slice_cstr(M), NULL, ids);
   assert_int_equal(n, 3); /* target 1's breaker is open: no candidate */
-  for (int i = 0; i < n; i++) assert_int_not_equal(ids[i], 1);
+  for (int i = 0; i < n; i++)
+    assert_int_not_equal(ids[i], 1);
   router_outcome(&r, 1, &pr, 0.2, 8, ROUTER_OUTCOME_OK, true, now);
   assert_int_equal(router_candidates(&r, slice_cstr(M), NULL, ids), 4);
   double p50;
@@ -99,7 +111,8 @@ static void test_admission_verdicts(void **state) {
   assert_int_equal(router_admit(&r, 0, slice_cstr("other"), 100, now, &reason, &retry), ROUTER_REJECT);
   assert_string_equal(reason, "no_target");
   assert_true(retry > 0);
-  for (int i = 0; i < 4; i++) report(i, 0, 0.999, now); /* every KV pool full */
+  for (int i = 0; i < 4; i++)
+    report(i, 0, 0.999, now); /* every KV pool full */
   assert_int_equal(router_admit(&r, 0, slice_cstr(M), 1000, now, &reason, &retry), ROUTER_QUEUE);
   assert_string_equal(reason, "saturated");
 }
