@@ -5,6 +5,7 @@ that is its own one-server control plane, with three engines, shared by the modu
 import http.client
 import importlib
 import shutil
+import subprocess
 import sys
 import threading
 
@@ -275,3 +276,22 @@ def test_malformed_compressed_and_http1_calls(mesh):
     r = http_request(mesh.port, "POST", "/infermesh.v1.Scoring/ScoreTargets", body=b"{}",
                      headers={"Authorization": f"Bearer {READ_TOKEN}", "Content-Type": "application/json"})
     assert r.status == 415
+
+
+@pytest.mark.timeout(60)
+def test_the_agent_enforces_grpc_timeout_itself(mesh, tmp_path):
+    """A client that does not enforce its own deadline (nghttp sends grpc-timeout and waits): the agent ends the
+    stream with DEADLINE_EXCEEDED in the trailers, after the response headers."""
+    nghttp = shutil.which("nghttp")
+    if not nghttp:
+        pytest.skip("nghttp (nghttp2-client) is not installed: run scripts/bootstrap")
+    body = tmp_path / "req.bin"
+    body.write_bytes(b"\0\0\0\0\0")  # an empty SubscribeEventsRequest
+    out = subprocess.run([nghttp, "-v", "-H", "content-type: application/grpc", "-H", "te: trailers", "-H",
+                          "grpc-timeout: 300m", "-H", f"authorization: Bearer {READ_TOKEN}", "-d", str(body),
+                          f"http://{HOST}:{mesh.port}/infermesh.v1.Control/SubscribeEvents"],
+                         capture_output=True, text=True, timeout=20).stdout
+    assert ":status: 200" in out, out
+    trailers = out[out.index(":status: 200"):]
+    assert "grpc-status: 4" in trailers and "deadline" in trailers, out
+    wait_for(lambda: open_streams(mesh) == 0, timeout=5, what="the expired subscription to go")
