@@ -119,6 +119,7 @@ static void metrics(struct agent *a, struct http_req *req, uint64_t now) {
              "# TYPE infermesh_http_active_requests gauge\ninfermesh_http_active_requests %d\n",
              a->server.nactive);
   http_server_metrics(&a->server, &b);
+  grpc_metrics(&a->grpc, &b);
   events_metrics(&b);
   status_targets_metrics(&b, &a->store, &a->router.score, now);
   if (a->mesh) mesh_metrics(a->mesh, &b);

@@ -93,37 +93,47 @@ void grpc_list_nodes(struct grpc_call *call, const ProtobufCMessage *in) {
 
 static bool routable(const struct target *t) { return t->healthy && !t->gone && !t->draining; }
 
+/* The name clients use for target t's k-th model (a local runtime's alias stands for its first). */
+static const char *model_name(const struct target *t, int k) {
+  return k == 0 && t->alias[0] ? t->alias : t->models[k];
+}
+
 void grpc_list_models(struct grpc_call *call, const ProtobufCMessage *in) {
   const struct store *s = grpc_call_env(call)->store;
-  /* Each (model, target) pair once; models in the order first seen. */
-  int cap = s->ntargets * STORE_MAX_MODELS + 1, nm = 0;
-  Infermesh__V1__Model *models = xcalloc((size_t)cap, sizeof *models),
-                       **mp = xcalloc((size_t)cap, sizeof *mp);
-  char **names = xcalloc((size_t)cap * (size_t)(s->ntargets + 1), sizeof *names);
+  /* The distinct models, in the order first seen; then each model's targets. */
+  size_t cap = (size_t)s->ntargets * STORE_MAX_MODELS + 1, nm = 0;
+  Infermesh__V1__Model *models = xcalloc(cap, sizeof *models), **mp = xcalloc(cap, sizeof *mp);
   for (int i = 0; i < s->ntargets; i++) {
     const struct target *t = &s->targets[i];
-    if (t->gone) continue;
-    for (int k = 0; k < t->nmodels; k++) {
-      const char *name = k == 0 && t->alias[0] ? t->alias : t->models[k];
-      int j = 0;
-      while (j < nm && strcmp(models[j].name, name) != 0)
+    for (int k = 0; k < t->nmodels && !t->gone; k++) {
+      size_t j = 0;
+      while (j < nm && strcmp(models[j].name, model_name(t, k)) != 0)
         j++;
-      if (j == nm) {
-        infermesh__v1__model__init(&models[nm]);
-        models[nm].name = (char *)name;
-        models[nm].targets = &names[(size_t)nm * (size_t)(s->ntargets + 1)];
-        mp[nm] = &models[nm];
-        nm++;
-      }
+      if (j < nm) continue;
+      infermesh__v1__model__init(&models[nm]);
+      models[nm].name = (char *)model_name(t, k);
+      models[nm].targets = xcalloc((size_t)s->ntargets, sizeof(char *));
+      mp[nm] = &models[nm];
+      nm++;
+    }
+  }
+  for (size_t j = 0; j < nm; j++) {
+    for (int i = 0; i < s->ntargets; i++) {
+      const struct target *t = &s->targets[i];
+      bool serves = false;
+      for (int k = 0; k < t->nmodels && !t->gone && !serves; k++)
+        serves = strcmp(model_name(t, k), models[j].name) == 0;
+      if (!serves) continue;
       models[j].targets[models[j].n_targets++] = (char *)t->name;
       models[j].healthy_targets += routable(t);
     }
   }
   Infermesh__V1__ListModelsResponse resp = INFERMESH__V1__LIST_MODELS_RESPONSE__INIT;
-  resp.n_models = (size_t)nm;
+  resp.n_models = nm;
   resp.models = mp;
   grpc_reply(call, &resp.base);
-  free(names);
+  for (size_t j = 0; j < nm; j++)
+    free(models[j].targets);
   free(mp);
   free(models);
 }

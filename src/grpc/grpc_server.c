@@ -65,6 +65,17 @@ bool grpc_is_call(const struct http_req *req) {
          (ct.len == 16 || ct.base[16] == '+' || ct.base[16] == ';');
 }
 
+void grpc_metrics(const struct grpc_server *g, struct buf *out) {
+  buf_printf(
+      out,
+      "# HELP infermesh_grpc_calls_total gRPC calls dispatched to a method's handler.\n"
+      "# TYPE infermesh_grpc_calls_total counter\ninfermesh_grpc_calls_total %llu\n"
+      "# HELP infermesh_grpc_refused_total gRPC calls answered with an error before any handler (unknown "
+      "method, credentials, malformed or compressed message, deadline already passed).\n"
+      "# TYPE infermesh_grpc_refused_total counter\ninfermesh_grpc_refused_total %llu\n",
+      (unsigned long long)g->calls, (unsigned long long)g->refused);
+}
+
 const struct grpc_env *grpc_call_env(const struct grpc_call *call) { return &call->g->env; }
 struct http_req *grpc_call_req(struct grpc_call *call) {
   return call->req;

@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "api/routes.h"
+#include "core/buf.h"
 #include "grpc/grpc_frame.h"
 #include "net/http_req.h"
 
@@ -41,7 +42,7 @@ struct grpc_env {
 
 struct grpc_server {
   struct grpc_env env;
-  uint64_t calls, refused; /* calls dispatched, calls refused before their handler (status != OK) */
+  uint64_t calls, refused; /* calls dispatched to a handler; calls answered with an error before one */
 };
 
 struct grpc_call;
@@ -52,6 +53,9 @@ bool grpc_is_call(const struct http_req *req);
 /* grpc_handle answers req, a gRPC call: over HTTP/1.x with 505 (gRPC needs HTTP/2 and its trailers), else
  * through the method table. */
 void grpc_handle(struct grpc_server *g, struct http_req *req);
+
+/* grpc_metrics appends the Prometheus families of g's counters to out. */
+void grpc_metrics(const struct grpc_server *g, struct buf *out);
 
 /* ---- for the services (grpc_scoring.c, grpc_control.c, grpc_health.c) ---- */
 

@@ -259,12 +259,14 @@ def test_cancel_and_deadline_end_the_stream_on_the_agent(mesh):
 
 @pytest.mark.timeout(60)
 def test_malformed_compressed_and_http1_calls(mesh):
+    refused = mesh.agent.counter("infermesh_grpc_refused_total")
     raw = mesh.channel.unary_unary("/infermesh.v1.Scoring/ScoreTargets")
     code, details = code_of(raw, b"\xff\xff\xff", metadata=READ, timeout=10)
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "ScoreTargetsRequest" in details
     req = mesh.s.ScoreTargetsRequest(model=MODEL).SerializeToString()
     assert code_of(raw, req, metadata=READ, timeout=10, compression=grpc.Compression.Gzip)[0] == \
         grpc.StatusCode.UNIMPLEMENTED
+    assert mesh.agent.counter("infermesh_grpc_refused_total") == refused + 2
     # gRPC needs HTTP/2: over HTTP/1.1 a clear 505.
     conn = http.client.HTTPConnection(HOST, mesh.port, timeout=10)
     conn.request("POST", "/infermesh.v1.Scoring/ScoreTargets", body=b"\0\0\0\0\0",
