@@ -14,7 +14,7 @@ import pytest
 grpc = pytest.importorskip("grpc")
 protoc = pytest.importorskip("grpc_tools.protoc")
 
-from conftest import HOST, MODEL, READ_TOKEN, free_port, http_get, http_request, wait_for  # noqa: E402
+from conftest import BIN, HOST, MODEL, READ_TOKEN, free_port, http_get, http_request, wait_for  # noqa: E402
 from test_mesh import init_cluster, share_key  # noqa: E402
 from test_raft import TOKEN  # noqa: E402
 
@@ -297,3 +297,32 @@ def test_the_agent_enforces_grpc_timeout_itself(mesh, tmp_path):
     trailers = out[out.index(":status: 200"):]
     assert "grpc-status: 4" in trailers and "deadline" in trailers, out
     wait_for(lambda: open_streams(mesh) == 0, timeout=5, what="the expired subscription to go")
+
+
+@pytest.mark.timeout(60)
+def test_admit_applies_the_tenants_limits(mesh):
+    """Runs last: the tenant it adds makes the agent require keys (the tests' read and admin tokens still work)."""
+    s = mesh.s
+    r = subprocess.run([BIN, "tenant", "add", "team-grpc", "--tokens-per-min", "100", "--agent",
+                        f"http://{HOST}:{mesh.port}", "--token", TOKEN], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+
+    def known():
+        try:
+            return mesh.scoring.Admit(s.AdmitRequest(tenant="team-grpc", model=MODEL, token_estimate=500),
+                                      metadata=READ, timeout=10)
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.NOT_FOUND
+            return None
+    r = wait_for(known, timeout=5, what="the router to know the new tenant")
+    assert r.decision == s.ADMIT_DECISION_REJECT and r.reason == "too_large" and r.retry_after_s == 0
+    r = mesh.scoring.Admit(s.AdmitRequest(tenant="team-grpc", model=MODEL, token_estimate=60), metadata=READ,
+                           timeout=10)
+    assert r.decision == s.ADMIT_DECISION_ADMIT, r
+    r = mesh.scoring.Admit(s.AdmitRequest(tenant="team-grpc", model=MODEL, token_estimate=60), metadata=READ,
+                           timeout=10)
+    assert r.decision == s.ADMIT_DECISION_REJECT and r.reason == "tokens" and r.retry_after_s > 0, r
+    # The tenant's admission state is the router's: its counters show the gateway's requests.
+    assert mesh.agent.counter("infermesh_tenant_shed_total", tenant="team-grpc", reason="tokens") == 1
+    assert mesh.agent.counter("infermesh_tenant_shed_total", tenant="team-grpc", reason="too_large") >= 1
+    assert mesh.agent.counter("infermesh_tenant_admitted_total", tenant="team-grpc") == 1
