@@ -465,5 +465,8 @@ void grpc_subscribe_events(struct grpc_call *call, const ProtobufCMessage *in) {
   grpc_call_on_cancel(call, events_cancel_cb, e);
   e->sub = http_subreq_new(grpc_call_req(call), HTTP_M_GET, path, slice_make(NULL, 0), &events_cbs, e);
   const struct grpc_env *env = grpc_call_env(call);
+  grpc_call_hold(call); /* the subrequest may end the call at once (a refusal) */
   env->http_handle(e->sub, env->arg);
+  grpc_send_headers(call); /* subscribed: the client sees the stream open before the first event */
+  grpc_call_release(call);
 }

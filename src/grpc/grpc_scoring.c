@@ -1,4 +1,5 @@
-/* infermesh.v1.Scoring: the router's ranking, admission and outcome bookkeeping for gateways (route/rank.h) */
+/* infermesh.v1.Scoring: the router's ranking, admission and outcome bookkeeping for gateways (route/rank.h)
+ */
 #include <stdio.h>
 #include <string.h>
 

@@ -158,6 +158,12 @@ bool grpc_send(struct grpc_call *call, const ProtobufCMessage *msg) {
   return true;
 }
 
+void grpc_send_headers(struct grpc_call *call) {
+  if (call->finished || call->req->resp_started) return;
+  start_response(call->req);
+  http_resp_flush(call->req);
+}
+
 void grpc_reply(struct grpc_call *call, const ProtobufCMessage *msg) {
   if (grpc_send(call, msg)) grpc_finish(call, GRPC_OK, NULL);
 }

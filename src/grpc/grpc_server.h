@@ -70,6 +70,9 @@ struct http_req *grpc_call_req(struct grpc_call *call);
 /* grpc_send sends one response message (server streaming; the first sends the response headers). False when
  * the call is over (finished, cancelled or past its deadline): stop producing. */
 bool grpc_send(struct grpc_call *call, const ProtobufCMessage *msg);
+/* grpc_send_headers sends the response headers now (a stream whose first message may take long), unless the
+ * call is over or they were sent. */
+void grpc_send_headers(struct grpc_call *call);
 /* grpc_reply is grpc_send of msg then grpc_finish OK (a unary answer). */
 void grpc_reply(struct grpc_call *call, const ProtobufCMessage *msg);
 /* grpc_finish ends the call with status code and message (may be NULL; percent-encoded into grpc-message)
