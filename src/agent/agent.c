@@ -20,6 +20,7 @@
 #include "agent/model_api.h"
 #include "agent/scraper.h"
 #include "agent/supervisor.h"
+#include "api/grpc_services.h"
 #include "api/history.h"
 #include "api/ledger_api.h"
 #include "api/routes.h"
@@ -603,7 +604,9 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     log_warn("listening beyond loopback without API keys (--insecure-no-auth)", "listen=%s", lh);
   router_init(&a->router, a->loop, &a->store, a->pools, &ro);
   http_server_init(&a->server, a->loop, &cfg->limits, handle, a);
-  a->grpc.env = (struct grpc_env){.loop = a->loop,
+  a->grpc.env = (struct grpc_env){.methods = grpc_services,
+                                  .nmethods = grpc_nservices,
+                                  .loop = a->loop,
                                   .router = &a->router,
                                   .store = &a->store,
                                   .ctl = &a->ctl,

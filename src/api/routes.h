@@ -42,7 +42,7 @@ enum api_op {
   API_OP_LEDGER,
   API_OP_HISTORY,
   API_OP_UI,
-  API_OP_GRPC, /* a gRPC method (grpc/grpc_server.c): served to content-type application/grpc over HTTP/2 */
+  API_OP_GRPC, /* a gRPC method (api/grpc_services.c): served to content-type application/grpc over HTTP/2 */
 };
 
 /* Method bits of a route. API_GET also admits HEAD. */

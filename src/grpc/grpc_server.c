@@ -1,5 +1,5 @@
-/* gRPC calls on HTTP/2 streams: the method table, authorization, deadlines, cancellation and the response
- * (headers, length-prefixed messages, grpc-status trailers). */
+/* gRPC calls on HTTP/2 streams: dispatch through the method table, authorization, deadlines, cancellation and
+ * the response (headers, length-prefixed messages, grpc-status trailers). */
 #include "grpc/grpc_server.h"
 
 #include <stdio.h>
@@ -10,40 +10,6 @@
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/log.h"
-#include "grpc/health/v1/health.pb-c.h"
-#include "grpc/grpc_services.h"
-#include "infermesh/v1/control.pb-c.h"
-#include "infermesh/v1/scoring.pb-c.h"
-
-/* One method: its path, request type and handler. Its credential is the route table's row for POST path
- * (api/routes.c), so the README's matrix lists it with the HTTP API. */
-struct grpc_method {
-  const char *path;
-  const ProtobufCMessageDescriptor *in;
-  grpc_handler_fn fn;
-};
-
-#define SCORING "/infermesh.v1.Scoring/"
-#define CONTROL "/infermesh.v1.Control/"
-static const struct grpc_method methods[] = {
-    {SCORING "ScoreTargets", &infermesh__v1__score_targets_request__descriptor, grpc_score_targets},
-    {SCORING "Admit", &infermesh__v1__admit_request__descriptor, grpc_admit},
-    {SCORING "ReportOutcome", &infermesh__v1__report_outcome_request__descriptor, grpc_report_outcome},
-    {CONTROL "ListNodes", &infermesh__v1__list_nodes_request__descriptor, grpc_list_nodes},
-    {CONTROL "ListModels", &infermesh__v1__list_models_request__descriptor, grpc_list_models},
-    {CONTROL "ListTargets", &infermesh__v1__list_targets_request__descriptor, grpc_list_targets},
-    {CONTROL "GetPolicy", &infermesh__v1__get_policy_request__descriptor, grpc_get_policy},
-    {CONTROL "SetPolicy", &infermesh__v1__set_policy_request__descriptor, grpc_set_policy},
-    {CONTROL "ListPolicies", &infermesh__v1__list_policies_request__descriptor, grpc_list_policies},
-    {CONTROL "DeletePolicy", &infermesh__v1__delete_policy_request__descriptor, grpc_delete_policy},
-    {CONTROL "PinModel", &infermesh__v1__pin_model_request__descriptor, grpc_pin_model},
-    {CONTROL "UnpinModel", &infermesh__v1__unpin_model_request__descriptor, grpc_unpin_model},
-    {CONTROL "DrainNode", &infermesh__v1__drain_node_request__descriptor, grpc_drain_node},
-    {CONTROL "UndrainNode", &infermesh__v1__drain_node_request__descriptor, grpc_undrain_node},
-    {CONTROL "SubscribeEvents", &infermesh__v1__subscribe_events_request__descriptor, grpc_subscribe_events},
-    {"/grpc.health.v1.Health/Check", &grpc__health__v1__health_check_request__descriptor, grpc_health_check},
-};
-#define NMETHODS (sizeof methods / sizeof methods[0])
 
 struct grpc_call {
   struct grpc_server *g;
@@ -194,9 +160,9 @@ static void deadline_cb(uv_timer_t *t) {
   grpc_finish(t->data, GRPC_DEADLINE_EXCEEDED, "the call's deadline (grpc-timeout) passed");
 }
 
-static const struct grpc_method *method_find(struct slice path) {
-  for (size_t i = 0; i < NMETHODS; i++)
-    if (slice_eqz(path, methods[i].path)) return &methods[i];
+static const struct grpc_method *method_find(const struct grpc_env *env, struct slice path) {
+  for (size_t i = 0; i < env->nmethods; i++)
+    if (slice_eqz(path, env->methods[i].path)) return &env->methods[i];
   return NULL;
 }
 
@@ -219,7 +185,7 @@ void grpc_handle(struct grpc_server *g, struct http_req *req) {
     buf_free(&b);
     return;
   }
-  const struct grpc_method *m = method_find(req->path);
+  const struct grpc_method *m = method_find(&g->env, req->path);
   const struct api_route *rt = m ? api_route_find(HTTP_M_POST, req->path, NULL) : NULL;
   if (!m || !rt || req->method != HTTP_M_POST) {
     char msg[200];

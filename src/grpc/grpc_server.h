@@ -18,13 +18,28 @@
 #include "net/http_req.h"
 
 struct control;
+struct grpc_call;
 struct mesh;
 struct router;
 struct store;
 
+/* A method's handler gets the decoded request (owned by the call, freed with it) and must end the call with
+ * grpc_reply or grpc_finish, now or later (then it sets grpc_call_on_cancel if it holds anything). */
+typedef void (*grpc_handler_fn)(struct grpc_call *call, const ProtobufCMessage *in);
+
+/* One method: its path, request type and handler. Its credential is the route table's row for POST path
+ * (api/routes.c): a method without one answers UNIMPLEMENTED. */
+struct grpc_method {
+  const char *path; /* "/package.Service/Method" */
+  const ProtobufCMessageDescriptor *in;
+  grpc_handler_fn fn;
+};
+
 /* What the services use of the agent (borrowed; the agent outlives every call). ctl and mesh point at the
  * agent's fields, which become NULL when those close. */
 struct grpc_env {
+  const struct grpc_method *methods; /* the method table (static) */
+  size_t nmethods;
   uv_loop_t *loop;
   struct router *router;
   struct store *store;
@@ -45,8 +60,6 @@ struct grpc_server {
   uint64_t calls, refused; /* calls dispatched to a handler; calls answered with an error before one */
 };
 
-struct grpc_call;
-
 /* grpc_is_call tells whether req is a gRPC call (content-type application/grpc or application/grpc+proto). */
 bool grpc_is_call(const struct http_req *req);
 
@@ -57,11 +70,7 @@ void grpc_handle(struct grpc_server *g, struct http_req *req);
 /* grpc_metrics appends the Prometheus families of g's counters to out. */
 void grpc_metrics(const struct grpc_server *g, struct buf *out);
 
-/* ---- for the services (grpc_scoring.c, grpc_control.c, grpc_health.c) ---- */
-
-/* A method's handler gets the decoded request (owned by the call, freed with it) and must end the call with
- * grpc_reply or grpc_finish, now or later (then it sets grpc_call_on_cancel if it holds anything). */
-typedef void (*grpc_handler_fn)(struct grpc_call *call, const ProtobufCMessage *in);
+/* ---- for the services (api/grpc_scoring.c, api/grpc_control.c, api/grpc_health.c) ---- */
 
 /* grpc_call_env is the server's environment; grpc_call_req the HTTP/2 request (its headers, its pool). */
 const struct grpc_env *grpc_call_env(const struct grpc_call *call);

@@ -12,7 +12,7 @@
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/clock.h"
-#include "grpc/grpc_services.h"
+#include "api/grpc_services.h"
 #include "infermesh/v1/control.pb-c.h"
 #include "net/http_subreq.h"
 #include "route/router.h"

@@ -1,7 +1,7 @@
 /* grpc.health.v1.Health/Check: SERVING unless the agent drains. */
 #include <string.h>
 
-#include "grpc/grpc_services.h"
+#include "api/grpc_services.h"
 #include "grpc/health/v1/health.pb-c.h"
 
 void grpc_health_check(struct grpc_call *call, const ProtobufCMessage *in) {

@@ -1,10 +1,14 @@
-/* The gRPC services' handlers (grpc_scoring.c, grpc_control.c, grpc_health.c), as the method table in
- * grpc_server.c names them. Each follows grpc_handler_fn's contract: in is the decoded request message of the
- * method's type, and the handler ends the call. */
-#ifndef IM_GRPC_GRPC_SERVICES_H
-#define IM_GRPC_GRPC_SERVICES_H
+/* The agent's gRPC services: infermesh.v1.Scoring (grpc_scoring.c), infermesh.v1.Control (grpc_control.c) and
+ * grpc.health.v1.Health (grpc_health.c), and their method table for grpc/grpc_server. Each handler follows
+ * grpc_handler_fn's contract: in is the decoded request message of the method's type; it ends the call. */
+#ifndef IM_API_GRPC_SERVICES_H
+#define IM_API_GRPC_SERVICES_H
 
 #include "grpc/grpc_server.h"
+
+/* grpc_services is the method table (grpc_nservices entries; static). */
+extern const struct grpc_method grpc_services[];
+extern const size_t grpc_nservices;
 
 /* infermesh.v1.Scoring (proto/infermesh/v1/scoring.proto) */
 void grpc_score_targets(struct grpc_call *call, const ProtobufCMessage *in);

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "core/clock.h"
-#include "grpc/grpc_services.h"
+#include "api/grpc_services.h"
 #include "infermesh/v1/scoring.pb-c.h"
 #include "route/rank.h"
 
