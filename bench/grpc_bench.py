@@ -122,6 +122,8 @@ def throughput(call, req, pid):
 
 
 LOAD0 = os.getloadavg()[0]
+NOISE = ("A difference of a few µs between two rows is within the run-to-run spread of a gRPC call's CPU on these "
+         "shared cores (a negative decision CPU is that spread).")
 
 
 def main():
@@ -250,7 +252,7 @@ def main():
         "1,000 targets cannot be measured: an agent's store holds at most 256 targets (`STORE_MAX_TARGETS`, "
         "state/store.h; so does the policy interface, `POLICY_MAX_TARGETS`), so 256 is the largest ranking a "
         "ScoreTargets call can do today. DESIGN §12's goal is a decision in 5 µs of CPU; compare the decision "
-        "CPU column.",
+        "CPU column. " + NOISE,
         "",
     ]
     OUT.write_text("\n".join(lines))
