@@ -24,6 +24,7 @@
 #include "agent/scraper.h"
 #include "agent/supervisor.h"
 #include "api/budgets.h"
+#include "api/grpc_services.h"
 #include "api/history.h"
 #include "api/reply.h"
 #include "api/ledger_api.h"
@@ -31,6 +32,7 @@
 #include "api/status.h"
 #include "api/ui.h"
 #include "core/alloc.h"
+#include "grpc/grpc_server.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "cluster/datadir.h"
@@ -54,6 +56,7 @@ struct agent {
   struct router router;
   struct http_server server;
   struct ingress_tls tls; /* the listener's certificate, its reloads, client certificates */
+  struct grpc_server grpc; /* gRPC calls on the same listener (grpc/grpc_server.h) */
   struct mesh *mesh; /* NULL when the agent runs alone (no cluster key) */
   struct kv_state *kv; /* KV-cache events and shared cache state; NULL once closed */
   struct cluster_api capi;
@@ -82,15 +85,23 @@ struct agent {
   int exit_code;
 };
 
-/* authorize answers req and returns false when its credentials do not reach route rt (api/routes.h). */
-static bool authorize(struct agent *a, const struct api_route *rt, struct http_req *req) {
-  if (rt->need == API_OPEN || rt->need == API_TENANT) return true;
+/* verdict decides whether req's credentials reach route rt (api/routes.h): HTTP requests and gRPC calls. A
+ * mapped client certificate stands for its tenant's or the admin's credential first (agent/ingress_tls.h). */
+static enum api_verdict verdict(void *arg, const struct api_route *rt, struct http_req *req) {
+  struct agent *a = arg;
+  ingress_tls_credential(&a->tls, rt, req, a->router.opts.ntenants);
+  if (rt->need == API_OPEN || rt->need == API_TENANT) return API_ALLOW;
   struct slice auth = http_req_header(req, "authorization");
   struct api_creds c = {.admin_token = a->cfg->cluster.admin_token,
                         .read_token = a->cfg->cluster.read_token,
                         .keys_required = a->router.opts.ntenants > 0};
   if (auth.len && c.keys_required) c.tenant_key = tenants_lookup(a->router.opts.tenants, a->router.opts.ntenants, auth) >= 0;
-  enum api_verdict v = api_authorize(rt, &c, auth, http_req_header(req, "x-infermesh-hop").len > 0);
+  return api_authorize(rt, &c, auth, http_req_header(req, "x-infermesh-hop").len > 0);
+}
+
+/* authorize answers req and returns false when its credentials do not reach route rt (api/routes.h). */
+static bool authorize(struct agent *a, const struct api_route *rt, struct http_req *req) {
+  enum api_verdict v = verdict(a, rt, req);
   if (v == API_ALLOW) return true;
   const char *code;
   const char *msg = api_verdict_message(v, rt, &code);
@@ -111,6 +122,7 @@ static void metrics(struct agent *a, struct http_req *req, uint64_t now) {
              "# TYPE infermesh_http_active_requests gauge\ninfermesh_http_active_requests %d\n",
              a->server.nactive);
   http_server_metrics(&a->server, &b);
+  grpc_metrics(&a->grpc, &b);
   events_metrics(&b);
   status_targets_metrics(&b, &a->store, &a->router.score, now);
   if (a->mesh) mesh_metrics(a->mesh, &b);
@@ -226,6 +238,10 @@ static const char *scoped_tenant(struct agent *a, struct http_req *req) {
 /* handle dispatches req through the route table (api/routes.c): credentials first, then the route's handler. */
 static void handle(struct http_req *req, void *arg) {
   struct agent *a = arg;
+  if (grpc_is_call(req)) {
+    grpc_handle(&a->grpc, req);
+    return;
+  }
   bool known;
   const struct api_route *rt = api_route_find(req->method, req->path, &known);
   if (!rt) {
@@ -242,7 +258,6 @@ static void handle(struct http_req *req, void *arg) {
     }
     return;
   }
-  ingress_tls_credential(&a->tls, rt, req, a->router.opts.ntenants);
   if (!authorize(a, rt, req)) return;
   uint64_t now = clock_mono_ns();
   bool served = true;
@@ -300,6 +315,10 @@ static void handle(struct http_req *req, void *arg) {
     break;
   case API_OP_UI:
     ui_handle(req);
+    break;
+  case API_OP_GRPC:
+    api_reply_error(req, 415, "a gRPC method: call it with content-type application/grpc over HTTP/2",
+                    "unsupported_media_type");
     break;
   }
   assert(served); /* the table and the handlers' own path checks agree */
@@ -678,6 +697,18 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     abandon(a);
     return 2;
   }
+  a->grpc.env = (struct grpc_env){.methods = grpc_services,
+                                  .nmethods = grpc_nservices,
+                                  .loop = a->loop,
+                                  .router = &a->router,
+                                  .store = &a->store,
+                                  .ctl = &a->ctl,
+                                  .mesh = &a->mesh,
+                                  .draining = &a->draining,
+                                  .node_name = cfg->node_name,
+                                  .verdict = verdict,
+                                  .http_handle = handle,
+                                  .arg = a};
   if ((rc = http_server_listen(&a->server, cfg->listen_host, cfg->listen_port)) != 0) {
     log_error("cannot start the listener", "err=\"%s\"", a->server.errmsg);
     fprintf(stderr, "infermesh agent: %s\n", a->server.errmsg);
