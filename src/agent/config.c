@@ -82,6 +82,9 @@ static const struct key keys[] = {
     {"cluster.read_token", "--read-token", "INFERMESH_READ_TOKEN", K_STR, F(cluster.read_token),
      "with tenants configured, reads the cluster views and /metrics (`Authorization: Bearer TOKEN`) and changes "
      "nothing: for Prometheus and dashboards"},
+    {"cluster.insecure_hops", "--insecure-hops", "INFERMESH_INSECURE_HOPS", K_BOOL, F(cluster.insecure_hops),
+     "send requests and control calls to other agents as plaintext HTTP instead of through the encrypted tunnel "
+     "(benchmarks, or a mesh with agents older than the tunnel); never across an untrusted network"},
     {"insecure_no_auth", "--insecure-no-auth", "INFERMESH_INSECURE_NO_AUTH", K_BOOL, F(insecure_no_auth),
      "serve a listener beyond loopback without API keys (tenants); never in production"},
     {"routing.policy", "--routing-policy", "INFERMESH_ROUTING_POLICY", K_STR, F(routing_policy),

@@ -60,6 +60,7 @@ struct config_cluster {
   char raft[96];           /* HOST:PORT for Raft ("" = the gossip host, gossip port + 1) */
   char admin_token[128];   /* changes to the mesh need `Authorization: Bearer TOKEN` ("" = refused) */
   char read_token[128];    /* with tenants: reads the cluster views ("" = only the admin token does) */
+  bool insecure_hops;      /* agent-to-agent HTTP in plaintext TCP instead of the tunnel (tunnel/tunnel.h) */
 };
 
 #define CONFIG_MAX_PRICES 64

@@ -2,6 +2,7 @@
 #include "cluster/gossip_tcp.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sodium.h>
@@ -53,6 +54,8 @@ struct gossip_tcp {
   int noutgoing, nincoming;
   uint64_t evicted; /* unauthenticated connections closed to make room (logged now and then) */
   bool closing;
+  gossip_stream_cb stream_cb; /* another protocol on this port (gossip_tcp_set_stream_handler) */
+  void *stream_arg;
 };
 
 struct gossip_tcp *gossip_tcp_new(uv_loop_t *loop, struct swim *swim, struct keyring *kr,
@@ -267,6 +270,21 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
   b->len = c->rcap - c->rlen;
 }
 
+/* hand_over gives an incoming connection of another protocol to the stream handler: a duplicate of its socket
+ * and what was read; this side closes its own. */
+static void hand_over(struct xconn *c) {
+  uv_os_fd_t fd;
+  int dup_fd = -1;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (dup_fd >= 0) c->x->stream_cb(c->x->stream_arg, dup_fd, c->rbuf, c->rlen);
+  conn_close(c);
+}
+
+void gossip_tcp_set_stream_handler(struct gossip_tcp *x, gossip_stream_cb cb, void *arg) {
+  x->stream_cb = cb;
+  x->stream_arg = arg;
+}
+
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b) {
   struct xconn *c = s->data;
   if (nread < 0) {
@@ -275,6 +293,10 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b) {
     return;
   }
   c->rlen += (size_t)nread;
+  if (!c->outgoing && c->rbuf[0] != 0 && c->x->stream_cb) {
+    hand_over(c);
+    return;
+  }
   if (c->rlen < 5) return;
   uint32_t n = (uint32_t)c->rbuf[0] << 24 | (uint32_t)c->rbuf[1] << 16 | (uint32_t)c->rbuf[2] << 8 | c->rbuf[3];
   if (n == 0 || n > GOSSIP_FRAME_MAX) {
