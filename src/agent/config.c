@@ -85,6 +85,12 @@ static const struct key keys[] = {
     {"cluster.insecure_hops", "--insecure-hops", "INFERMESH_INSECURE_HOPS", K_BOOL, F(cluster.insecure_hops),
      "send requests and control calls to other agents as plaintext HTTP instead of through the encrypted tunnel "
      "(benchmarks, or a mesh with agents older than the tunnel); never across an untrusted network"},
+    {"cluster.tunnel_allow", "--tunnel-allow", "INFERMESH_TUNNEL_ALLOW", K_STR, F(cluster.tunnel_allow),
+     "loopback ports of this node other members may reach through the tunnel besides its API (e.g. an "
+     "rpc-server's: 50052,50053)"},
+    {"cluster.tunnel_forward", "--tunnel-forward", "INFERMESH_TUNNEL_FORWARD", K_STR, F(cluster.tunnel_forward),
+     "local forwarders through the tunnel: [HOST:]PORT=NODE:PORT,... (connections to 127.0.0.1:PORT reach "
+     "port PORT on member NODE's loopback, which that node must allow)"},
     {"insecure_no_auth", "--insecure-no-auth", "INFERMESH_INSECURE_NO_AUTH", K_BOOL, F(insecure_no_auth),
      "serve a listener beyond loopback without API keys (tenants); never in production"},
     {"routing.policy", "--routing-policy", "INFERMESH_ROUTING_POLICY", K_STR, F(routing_policy),

@@ -61,6 +61,8 @@ struct config_cluster {
   char admin_token[128];   /* changes to the mesh need `Authorization: Bearer TOKEN` ("" = refused) */
   char read_token[128];    /* with tenants: reads the cluster views ("" = only the admin token does) */
   bool insecure_hops;      /* agent-to-agent HTTP in plaintext TCP instead of the tunnel (tunnel/tunnel.h) */
+  char tunnel_allow[256];  /* more loopback ports members may open tunnel streams to: "PORT,PORT" */
+  char tunnel_forward[512]; /* forwarders: "[HOST:]PORT=NODE:PORT,..." (agent/mesh_tunnel.h) */
 };
 
 #define CONFIG_MAX_PRICES 64

@@ -18,6 +18,7 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "proto/gossip_codec.h"
+#include "agent/mesh_tunnel.h"
 #include "tunnel/tunnel.h"
 
 #define PUBLISH_MS 50 /* how often this node's store is checked for load or meta changes */
@@ -50,8 +51,9 @@ struct mesh {
   char raft_addr[GOSSIP_ADDR_MAX]; /* announced when this node is a Raft server */
   bool raft_formed;
   bool pool_ready[STORE_MAX_TARGETS];
-  struct tunnel *tunnel;     /* agent-to-agent traffic; NULL with --insecure-hops */
+  struct tunnel *tunnel;     /* agent-to-agent streams (served on the gossip port) */
   struct http_dialer dialer; /* pools to other agents open their connections through the tunnel */
+  bool plain_hops;           /* --insecure-hops: they connect in plaintext TCP instead */
   void (*closed_cb)(void *);
   void *closed_arg;
   int closing_parts;
@@ -118,7 +120,7 @@ static void load_cb(void *user, const struct gossip_load *l) {
     if (changed) {
       if (m->pool_ready[id]) http_pool_close(&m->env.pools[id]);
       m->pool_ready[id] = http_pool_init(&m->env.pools[id], m->env.loop, t->host, t->port) == 0;
-      if (m->pool_ready[id] && m->tunnel) http_pool_set_dialer(&m->env.pools[id], &m->dialer, n->id);
+      if (m->pool_ready[id] && !m->plain_hops) http_pool_set_dialer(&m->env.pools[id], &m->dialer, n->id);
       log_info("remote target joined routing", "target=%s via=%s", t->name, n->meta.api_addr);
     }
     if (!models_equal(t, tl)) {
@@ -338,6 +340,12 @@ static int tunnel_resolve(void *arg, const uint8_t pk[IDENTITY_PK_LEN], char *ad
   return 0;
 }
 
+static int tunnel_lookup(void *arg, const char *node, uint8_t pk[IDENTITY_PK_LEN]) {
+  bool self;
+  if (!mesh_find_node(arg, node, &self, pk) || self) return -ENOENT;
+  return 0;
+}
+
 static void *tunnel_dial_fn(void *arg, const uint8_t *node, int port, http_dial_cb cb, void *cbarg) {
   return tunnel_dial(arg, node, port, cb, cbarg);
 }
@@ -353,13 +361,17 @@ static void tunnel_stream_cb(void *arg, uv_os_sock_t fd, const uint8_t *pre, siz
 static int tunnel_start(struct mesh *m, char *err, size_t errlen) {
   const struct agent_config *cfg = m->env.cfg;
   const char *colon = strrchr(m->env.api_addr, ':');
-  struct tunnel_config tc = {.id = &m->id, .kr = &m->kr, .resolve = tunnel_resolve, .arg = m};
+  struct tunnel_config tc = {
+      .id = &m->id, .kr = &m->kr, .resolve = tunnel_resolve, .lookup = tunnel_lookup, .arg = m};
   int rc = tunnel_new(&m->tunnel, m->env.loop, &tc);
   if (rc == 0) rc = tunnel_allow(m->tunnel, cfg->listen_host, colon ? (int)strtol(colon + 1, NULL, 10) : 0);
   if (rc != 0) {
     snprintf(err, errlen, "cannot start the agent-to-agent tunnel for listener %s (err %d)", m->env.api_addr, rc);
     return rc;
   }
+  if ((rc = mesh_tunnel_configure(m->tunnel, cfg->cluster.tunnel_allow, cfg->cluster.tunnel_forward, err,
+                                  errlen)) != 0)
+    return rc;
   m->dialer = (struct http_dialer){.dial = tunnel_dial_fn, .cancel = tunnel_cancel_fn, .arg = m->tunnel};
   gossip_set_stream_handler(m->gossip, tunnel_stream_cb, m->tunnel);
   return 0;
@@ -457,7 +469,8 @@ int mesh_start(struct mesh **out, const struct mesh_env *env, char *err, size_t 
     free(m);
     return rc;
   }
-  if (!cc->insecure_hops && (rc = tunnel_start(m, err, errlen)) != 0) {
+  m->plain_hops = cc->insecure_hops;
+  if ((rc = tunnel_start(m, err, errlen)) != 0) {
     gossip_close(m->gossip, NULL, NULL);
     if (m->tunnel) tunnel_close(m->tunnel, NULL, NULL);
     free(m->nodes);
@@ -488,7 +501,7 @@ int mesh_start(struct mesh **out, const struct mesh_env *env, char *err, size_t 
   m->timer.data = m;
   uv_timer_start(&m->timer, timer_cb, PUBLISH_MS, PUBLISH_MS);
   log_info("mesh on", "node=%s id=%s gossip=%s seeds=%d data_dir=%s hops=%s", env->cfg->node_name, m->id_short,
-           gossip_advertise(m->gossip), nseeds, dir, m->tunnel ? "tunnel" : "plaintext");
+           gossip_advertise(m->gossip), nseeds, dir, m->plain_hops ? "plaintext" : "tunnel");
   *out = m;
   return 0;
 }
@@ -585,7 +598,7 @@ void mesh_members_json(struct mesh *m, struct buf *out) {
 
 void mesh_metrics(struct mesh *m, struct buf *b) {
   const struct gossip_counters *gc = gossip_counters(m->gossip);
-  if (m->tunnel) tunnel_metrics(m->tunnel, b);
+  tunnel_metrics(m->tunnel, b);
   const struct swim_stats *st = swim_stats(gossip_swim(m->gossip));
   buf_printf(b, "# HELP infermesh_gossip_members Members by state as this node sees them.\n"
                 "# TYPE infermesh_gossip_members gauge\ninfermesh_gossip_members{state=\"alive\"} %d\n",
@@ -689,12 +702,12 @@ static void tunnel_closed_cb(void *arg) { part_closed(arg); }
 void mesh_close(struct mesh *m, void (*closed_cb)(void *arg), void *arg) {
   m->closed_cb = closed_cb;
   m->closed_arg = arg;
-  m->closing_parts = m->tunnel ? 3 : 2;
+  m->closing_parts = 3;
   for (int i = m->env.nlocal; i < m->env.store->ntargets; i++)
     if (m->pool_ready[i]) http_pool_close(&m->env.pools[i]);
   uv_close((uv_handle_t *)&m->timer, timer_closed_cb);
   gossip_close(m->gossip, gossip_closed_cb, m);
-  if (m->tunnel) tunnel_close(m->tunnel, tunnel_closed_cb, m);
+  tunnel_close(m->tunnel, tunnel_closed_cb, m);
 }
 
 void mesh_set_raft(struct mesh *m, const char *raft_addr, bool formed) {
@@ -706,7 +719,7 @@ void mesh_set_raft(struct mesh *m, const char *raft_addr, bool formed) {
 
 const uint8_t *mesh_node_id(const struct mesh *m) { return m->id.pk; }
 
-const struct http_dialer *mesh_hop_dialer(const struct mesh *m) { return m->tunnel ? &m->dialer : NULL; }
+const struct http_dialer *mesh_hop_dialer(const struct mesh *m) { return m->plain_hops ? NULL : &m->dialer; }
 
 struct tunnel *mesh_tunnel(struct mesh *m) { return m->tunnel; }
 

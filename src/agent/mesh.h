@@ -72,8 +72,8 @@ void mesh_set_raft(struct mesh *m, const char *raft_addr, bool formed);
 int mesh_servers(const struct mesh *m, struct mesh_server *out, int max);
 const uint8_t *mesh_node_id(const struct mesh *m);
 /* mesh_hop_dialer opens connections to other agents through the tunnel (http_pool_set_dialer; owned by m), or
- * is NULL with --insecure-hops (plaintext TCP). mesh_tunnel is the tunnel itself (NULL likewise), for
- * subsystems that register ports or open forwarders (tunnel/tunnel.h). */
+ * is NULL with --insecure-hops (plaintext TCP). mesh_tunnel is the tunnel itself (owned by m; it runs with
+ * --insecure-hops too), for subsystems that register ports or open forwarders (tunnel/tunnel.h). */
 const struct http_dialer *mesh_hop_dialer(const struct mesh *m);
 struct tunnel *mesh_tunnel(struct mesh *m);
 /* mesh_data_dir is the data dir in use (owned by m). */

@@ -86,10 +86,10 @@ static void handle_closed_cb(uv_handle_t *h) {
 static void conn_close(struct tconn *c, int err) {
   if (c->st == ST_CLOSING) return;
   c->st = ST_CLOSING;
+  if (c->outbound && !c->relayed && err) c->t->n.dial_failed++;
   if (c->cb) {
     tunnel_dial_cb cb = c->cb;
     c->cb = NULL;
-    c->t->n.dial_failed++;
     cb(c->cb_arg, err ? err : -ECONNABORTED, -1);
   }
   uv_close((uv_handle_t *)&c->net, handle_closed_cb);
@@ -261,6 +261,7 @@ static bool relay_in(struct tconn *c) {
 static void go_relay(struct tconn *c) {
   uv_timer_stop(&c->timer);
   c->st = ST_RELAY;
+  c->relayed = true;
   uv_read_start(local(c), alloc_cb, local_read_cb);
   if (c->in.len && !relay_in(c)) conn_close(c, 0);
 }
@@ -532,7 +533,7 @@ void tunnel_accept_fd(struct tunnel *t, uv_os_sock_t fd, const uint8_t *pre, siz
 /* ---- the tunnel ---- */
 
 int tunnel_new(struct tunnel **out, uv_loop_t *loop, const struct tunnel_config *cfg) {
-  if (!cfg->id || !cfg->kr || !cfg->resolve) return -EINVAL;
+  if (!cfg->id || !cfg->kr || !cfg->resolve || !cfg->lookup) return -EINVAL;
   if (sodium_init() < 0) abort();
   struct tunnel *t = xcalloc(1, sizeof *t);
   t->loop = loop;

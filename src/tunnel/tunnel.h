@@ -43,6 +43,9 @@ struct tunnel_config {
    * (capacity cap): 0, or -ENOENT when pk is no member this node knows alive. Servers ask it about a
    * client's identity too: only members may open streams. */
   int (*resolve)(void *arg, const uint8_t pk[IDENTITY_PK_LEN], char *addr, size_t cap);
+  /* lookup writes the identity of the alive member named node (its name, or a prefix of its id in hex of 6
+   * characters or more) to pk: 0, or -ENOENT. Forwarders name their member this way. */
+  int (*lookup)(void *arg, const char *node, uint8_t pk[IDENTITY_PK_LEN]);
   void *arg;
   int max_streams_per_peer;      /* streams one member may hold open to this node (0: 256) */
   int max_streams;               /* streams in all, both directions (0: 4096) */
@@ -63,8 +66,8 @@ struct tunnel_counters {
 
 struct tunnel;
 
-/* tunnel_new makes a tunnel on loop with cfg (copied). 0 and *out, or -EINVAL (no identity, keyring or
- * resolve). */
+/* tunnel_new makes a tunnel on loop with cfg (copied). 0 and *out, or -EINVAL (no identity, keyring,
+ * resolve or lookup). */
 int tunnel_new(struct tunnel **out, uv_loop_t *loop, const struct tunnel_config *cfg);
 
 /* tunnel_allow puts port on the allow-list: a stream asking for it is relayed to host:port (host: where that
@@ -91,11 +94,14 @@ struct tunnel_dial *tunnel_dial(struct tunnel *t, const uint8_t pk[IDENTITY_PK_L
 void tunnel_dial_cancel(struct tunnel_dial *d);
 
 /* A local forwarder: listens on host:port (port 0: any free port, see tunnel_forward_port) and turns every
- * accepted connection into a stream to member pk, port rport (e.g. llama-server --rpc 127.0.0.1:L reaching
- * an rpc-server on another node). A connection whose stream cannot open is closed. */
+ * accepted connection into a stream to the member named node (cfg.lookup, asked at each connection, so the
+ * member may join later or restart), port rport: e.g. llama-server --rpc 127.0.0.1:L reaching an rpc-server
+ * on another node. A connection whose stream cannot open is closed. 0 and *out (owned by t until
+ * tunnel_forward_close), or a negative code with a message in err. */
+#define TUNNEL_NODE_MAX 64
 struct tunnel_forward;
-int tunnel_forward_start(struct tunnel_forward **out, struct tunnel *t, const char *host, int port,
-                         const uint8_t pk[IDENTITY_PK_LEN], int rport, char *err, size_t errlen);
+int tunnel_forward_start(struct tunnel_forward **out, struct tunnel *t, const char *host, int port, const char *node,
+                         int rport, char *err, size_t errlen);
 int tunnel_forward_port(const struct tunnel_forward *f);
 /* tunnel_forward_close stops listening and frees f (streams it opened stay until they end). */
 void tunnel_forward_close(struct tunnel_forward *f);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/slice.h"
 #include "tunnel/tunnel_int.h"
 
 static void accept_cb(uv_stream_t *server, int status) {
@@ -16,23 +17,29 @@ static void accept_cb(uv_stream_t *server, int status) {
   c->local.tcp.data = c;
   c->local_init = true;
   c->handles++;
-  memcpy(c->peer_pk, f->pk, IDENTITY_PK_LEN);
   c->port = (uint16_t)f->rport;
   if (uv_accept(server, (uv_stream_t *)&c->local.tcp) != 0) {
     tun_fail_later(c, -ECONNABORTED);
+    return;
+  }
+  if (t->cfg.lookup(t->cfg.arg, f->node, c->peer_pk) != 0) {
+    log_warn("tunnel forwarder: no such member alive", "node=%s", f->node);
+    t->n.dials++;
+    tun_fail_later(c, -ENOENT);
     return;
   }
   uv_tcp_nodelay(&c->local.tcp, 1);
   tun_dial_start(c); /* the local connection is read once the stream is open */
 }
 
-int tunnel_forward_start(struct tunnel_forward **out, struct tunnel *t, const char *host, int port,
-                         const uint8_t pk[IDENTITY_PK_LEN], int rport, char *err, size_t errlen) {
+int tunnel_forward_start(struct tunnel_forward **out, struct tunnel *t, const char *host, int port, const char *node,
+                         int rport, char *err, size_t errlen) {
   char addr[96];
   struct sockaddr_storage sa;
   snprintf(addr, sizeof addr, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port == 0 ? 1 : port);
-  if (rport <= 0 || rport > 65535 || port < 0 || port > 65535 || tun_parse_addr(addr, &sa) != 0) {
-    snprintf(err, errlen, "tunnel forwarder: bad address %s:%d or port %d", host, port, rport);
+  if (rport <= 0 || rport > 65535 || port < 0 || port > 65535 || tun_parse_addr(addr, &sa) != 0 || !node[0] ||
+      strlen(node) >= TUNNEL_NODE_MAX) {
+    snprintf(err, errlen, "tunnel forwarder: bad address %s:%d, node \"%s\" or port %d", host, port, node, rport);
     return -EINVAL;
   }
   if (sa.ss_family == AF_INET) ((struct sockaddr_in *)&sa)->sin_port = htons((uint16_t)port);
@@ -40,7 +47,7 @@ int tunnel_forward_start(struct tunnel_forward **out, struct tunnel *t, const ch
   struct tunnel_forward *f = calloc(1, sizeof *f);
   if (!f) abort();
   f->t = t;
-  memcpy(f->pk, pk, IDENTITY_PK_LEN);
+  str_copy(f->node, sizeof f->node, node);
   f->rport = rport;
   uv_tcp_init(t->loop, &f->listener);
   f->listener.data = f;

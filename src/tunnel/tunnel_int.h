@@ -46,6 +46,7 @@ struct tconn {
   uint8_t peer_pk[IDENTITY_PK_LEN];
   uint16_t port;
   bool counted; /* server: counts toward its peer's streams */
+  bool relayed; /* the handshake completed */
   bool local_paused, net_paused, local_eof, net_eof;
   int ended; /* directions whose half-close completed */
   tunnel_dial_cb cb; /* a dial's callback until it ran */
@@ -56,7 +57,7 @@ struct tunnel_forward {
   struct tunnel *t;
   struct tunnel_forward *next;
   uv_tcp_t listener;
-  uint8_t pk[IDENTITY_PK_LEN];
+  char node[TUNNEL_NODE_MAX];
   int rport, port;
 };
 
