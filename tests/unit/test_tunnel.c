@@ -175,11 +175,21 @@ static struct loopt L;
 
 static void free_handle(uv_handle_t *h) { free(h); }
 
+static const uint8_t IMPOSTER[32] = {7, 7, 7}; /* a member whose address the server (b) answers */
+
 static int resolve(void *arg, const uint8_t pk[32], char *addr, size_t cap) {
   (void)arg;
-  if (memcmp(pk, L.b.pk, 32) == 0) return snprintf(addr, cap, "127.0.0.1:%d", L.gossip_port), 0;
+  if (memcmp(pk, L.b.pk, 32) == 0 || memcmp(pk, IMPOSTER, 32) == 0)
+    return snprintf(addr, cap, "127.0.0.1:%d", L.gossip_port), 0;
   if (memcmp(pk, L.a.pk, 32) == 0 && L.a_member) return snprintf(addr, cap, "127.0.0.1:1"), 0;
   return -ENOENT;
+}
+
+static int lookup(void *arg, const char *node, uint8_t pk[32]) {
+  (void)arg;
+  if (strcmp(node, "b") != 0) return -ENOENT;
+  memcpy(pk, L.b.pk, 32);
+  return 0;
 }
 
 static void gossip_accept_cb(uv_stream_t *s, int status) {
@@ -257,6 +267,30 @@ static void dial_cb(void *arg, int status, uv_os_sock_t fd) {
   uv_read_start((uv_stream_t *)&L.pipe, alloc, pipe_read);
 }
 
+static void tcp_connect_cb(uv_connect_t *r, int status) {
+  assert_int_equal(status, 0);
+  static uv_write_t w;
+  uv_buf_t b = uv_buf_init("hello", 5);
+  uv_write(&w, r->handle, &b, 1, NULL);
+  uv_read_start(r->handle, alloc, pipe_read);
+}
+
+static void run_until_done(void);
+
+/* fwd_roundtrip connects to 127.0.0.1:port, sends "hello" and returns how many bytes came back before 5 or
+ * the end. */
+static int fwd_roundtrip(int port) {
+  static uv_tcp_t tcp;
+  static uv_connect_t cr;
+  struct sockaddr_in sa;
+  uv_ip4_addr("127.0.0.1", port, &sa);
+  L.done = false, L.ngot = 0;
+  uv_tcp_init(&L.loop, &tcp);
+  uv_tcp_connect(&cr, &tcp, (const struct sockaddr *)&sa, tcp_connect_cb);
+  run_until_done();
+  return (int)L.ngot;
+}
+
 static void run_until_done(void) {
   for (int i = 0; i < 2000 && !L.done; i++) uv_run(&L.loop, UV_RUN_ONCE);
   assert_true(L.done);
@@ -278,7 +312,7 @@ static void test_streams_over_a_loop(void **state) {
   L.a = ident(1), L.b = ident(2), L.kr = ring(0x42);
   L.gossip_port = listen_any(&L.gossip, gossip_accept_cb);
   L.echo_port = listen_any(&L.echo, echo_accept_cb);
-  struct tunnel_config sc = {.id = &L.b, .kr = &L.kr, .resolve = resolve}, cc = sc;
+  struct tunnel_config sc = {.id = &L.b, .kr = &L.kr, .resolve = resolve, .lookup = lookup}, cc = sc;
   cc.id = &L.a;
   assert_int_equal(tunnel_new(&L.srv, &L.loop, &sc), 0);
   assert_int_equal(tunnel_new(&L.cli, &L.loop, &cc), 0);
@@ -301,6 +335,25 @@ static void test_streams_over_a_loop(void **state) {
   tunnel_dial(L.cli, nobody, L.echo_port, dial_cb, NULL);
   run_until_done();
   assert_int_equal(L.status, -ENOENT);
+
+  /* the address of a member answered by another node (b): the client refuses it */
+  L.done = false;
+  tunnel_dial(L.cli, IMPOSTER, L.echo_port, dial_cb, NULL);
+  run_until_done();
+  assert_int_equal(L.status, -EPERM);
+  assert_int_equal(tunnel_counters(L.cli)->refused_identity, 1);
+
+  /* a forwarder: a plain TCP client on its port reaches the echo server through the tunnel */
+  struct tunnel_forward *fw;
+  char err[256];
+  assert_int_equal(tunnel_forward_start(&fw, L.cli, "127.0.0.1", 0, "b", L.echo_port, err, sizeof err), 0);
+  assert_int_equal(fwd_roundtrip(tunnel_forward_port(fw)), 5);
+  assert_memory_equal(L.got, "hello", 5);
+  struct tunnel_forward *fw_bad;
+  assert_int_equal(tunnel_forward_start(&fw_bad, L.cli, "127.0.0.1", 0, "b", L.gossip_port, err, sizeof err), 0);
+  assert_int_equal(fwd_roundtrip(tunnel_forward_port(fw_bad)), 0); /* closed: a port b does not allow */
+  assert_int_equal(tunnel_counters(L.srv)->refused_port, 2);
+  tunnel_forward_close(fw_bad);
 
   /* the server does not know the client as a member */
   L.a_member = false;
