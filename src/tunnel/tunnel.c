@@ -245,8 +245,8 @@ static bool relay_in(struct tconn *c) {
     }
     off += 4 + clen;
     c->t->n.bytes_in += plen;
-    if (plen && !write_req(c, local(c), r, plen)) ok = false;
-    if (!plen) free(r);
+    if (!plen) free(r); /* a final frame carries nothing */
+    else if (!write_req(c, local(c), r, plen)) ok = false;
     if (ok && final) {
       c->net_eof = true;
       c->sh_local.data = c;
