@@ -79,6 +79,23 @@ def test_forwarded_chat_completions_go_through_the_tunnel(pair):
 
 
 @pytest.mark.timeout(60)
+def test_a_burst_of_new_streams_is_served(pair):
+    """Many requests at once make the gateway open many streams to a at once, all on a's gossip port: none
+    may be taken for an idle gossip connection and closed to make room."""
+    g = pair["g"]
+    results = []
+
+    def one(i):
+        results.append(post_json(g.port, "/v1/chat/completions", chat_body(f"burst {i}")).status)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(48)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == [200] * 48
+
+
+@pytest.mark.timeout(60)
 def test_drain_is_forwarded_through_the_tunnel(pair):
     a, g = pair["a"], pair["g"]
     before = tunnel(a, "infermesh_tunnel_accepted_total")
