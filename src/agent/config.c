@@ -91,6 +91,11 @@ static const struct key keys[] = {
     {"cluster.tunnel_forward", "--tunnel-forward", "INFERMESH_TUNNEL_FORWARD", K_STR, F(cluster.tunnel_forward),
      "local forwarders through the tunnel: [HOST:]PORT=NODE:PORT,... (connections to 127.0.0.1:PORT reach "
      "port PORT on member NODE's loopback, which that node must allow)"},
+    {"cluster.rpc_server", "--rpc-server", "INFERMESH_RPC_SERVER", K_STR, F(cluster.rpc_server),
+     "offer this node's memory for split models: run this llama.cpp rpc-server binary on 127.0.0.1 under "
+     "supervision, reachable by other members through the tunnel only, announced as the label rpc=PORT"},
+    {"cluster.rpc_port", "--rpc-port", "INFERMESH_RPC_PORT", K_INT, F(cluster.rpc_port),
+     "the rpc-server's loopback port (50052)"},
     {"insecure_no_auth", "--insecure-no-auth", "INFERMESH_INSECURE_NO_AUTH", K_BOOL, F(insecure_no_auth),
      "serve a listener beyond loopback without API keys (tenants); never in production"},
     {"routing.policy", "--routing-policy", "INFERMESH_ROUTING_POLICY", K_STR, F(routing_policy),

@@ -63,6 +63,8 @@ struct config_cluster {
   bool insecure_hops;      /* agent-to-agent HTTP in plaintext TCP instead of the tunnel (tunnel/tunnel.h) */
   char tunnel_allow[256];  /* more loopback ports members may open tunnel streams to: "PORT,PORT" */
   char tunnel_forward[512]; /* forwarders: "[HOST:]PORT=NODE:PORT,..." (agent/mesh_tunnel.h) */
+  char rpc_server[512];    /* an llama.cpp rpc-server binary this node runs and offers (agent/rpc_worker.h) */
+  int rpc_port;            /* its loopback port (0 = 50052) */
 };
 
 #define CONFIG_MAX_PRICES 64

@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "proto/gossip_codec.h"
 #include "agent/mesh_tunnel.h"
+#include "agent/rpc_worker.h"
 #include "tunnel/tunnel.h"
 
 #define PUBLISH_MS 50 /* how often this node's store is checked for load or meta changes */
@@ -54,6 +55,7 @@ struct mesh {
   struct tunnel *tunnel;     /* agent-to-agent streams (served on the gossip port) */
   struct http_dialer dialer; /* pools to other agents open their connections through the tunnel */
   bool plain_hops;           /* --insecure-hops: they connect in plaintext TCP instead */
+  struct rpc_worker *rpc;    /* the rpc-server this node offers (--rpc-server), or NULL */
   void (*closed_cb)(void *);
   void *closed_arg;
   int closing_parts;
@@ -246,6 +248,13 @@ static void build_meta(struct mesh *m, struct gossip_meta *meta) {
     str_copy(meta->label_value[meta->nlabels], sizeof meta->label_value[0], eq + 1);
     meta->nlabels++;
   }
+  uint64_t mem_mb;
+  if (m->rpc && rpc_worker_up(m->rpc, &mem_mb) && meta->nlabels + 2 <= GOSSIP_META_LABELS) {
+    str_copy(meta->label_key[meta->nlabels], sizeof meta->label_key[0], "rpc");
+    snprintf(meta->label_value[meta->nlabels++], sizeof meta->label_value[0], "%d", rpc_worker_port(m->rpc));
+    str_copy(meta->label_key[meta->nlabels], sizeof meta->label_key[0], "rpc_mem_mb");
+    snprintf(meta->label_value[meta->nlabels++], sizeof meta->label_value[0], "%llu", (unsigned long long)mem_mb);
+  }
   for (int i = 0; i < m->env.nlocal; i++) {
     const struct target *t = &s->targets[i];
     for (int j = 0; j < t->nmodels && meta->nmodels < GOSSIP_META_MODELS; j++) {
@@ -372,6 +381,14 @@ static int tunnel_start(struct mesh *m, char *err, size_t errlen) {
   if ((rc = mesh_tunnel_configure(m->tunnel, cfg->cluster.tunnel_allow, cfg->cluster.tunnel_forward, err,
                                   errlen)) != 0)
     return rc;
+  if (cfg->cluster.rpc_server[0]) {
+    int port = cfg->cluster.rpc_port ? cfg->cluster.rpc_port : 50052;
+    if ((rc = tunnel_allow(m->tunnel, "127.0.0.1", port)) != 0 && rc != -EEXIST) {
+      snprintf(err, errlen, "cannot offer rpc-server port %d through the tunnel (err %d)", port, rc);
+      return rc;
+    }
+    if ((rc = rpc_worker_start(&m->rpc, m->env.loop, cfg->cluster.rpc_server, port, err, errlen)) != 0) return rc;
+  }
   m->dialer = (struct http_dialer){.dial = tunnel_dial_fn, .cancel = tunnel_cancel_fn, .arg = m->tunnel};
   gossip_set_stream_handler(m->gossip, tunnel_stream_cb, m->tunnel);
   return 0;
@@ -698,11 +715,13 @@ static void part_closed(struct mesh *m) {
 static void timer_closed_cb(uv_handle_t *h) { part_closed(h->data); }
 static void gossip_closed_cb(void *arg) { part_closed(arg); }
 static void tunnel_closed_cb(void *arg) { part_closed(arg); }
+static void rpc_closed_cb(void *arg) { part_closed(arg); }
 
 void mesh_close(struct mesh *m, void (*closed_cb)(void *arg), void *arg) {
   m->closed_cb = closed_cb;
   m->closed_arg = arg;
-  m->closing_parts = 3;
+  m->closing_parts = m->rpc ? 4 : 3;
+  if (m->rpc) rpc_worker_stop(m->rpc, rpc_closed_cb, m);
   for (int i = m->env.nlocal; i < m->env.store->ntargets; i++)
     if (m->pool_ready[i]) http_pool_close(&m->env.pools[i]);
   uv_close((uv_handle_t *)&m->timer, timer_closed_cb);

@@ -1,17 +1,18 @@
 """llama.cpp's RPC split carried by the agent-to-agent tunnel (../shared/runtimes/llama.cpp; skipped when it
-is absent): a worker node's rpc-server listens on its loopback only and its agent allows that port; the host
-node's agent forwards a local port to it (--tunnel-forward) and supervises llama-server --rpc on that port.
-The model's layers then live in the worker's rpc-server, and every RPC byte crosses between the agents
-encrypted."""
+is absent): a worker node's agent runs an rpc-server on its loopback only (--rpc-server), offers it through
+the tunnel and announces it in membership; the host node's agent forwards a local port to it
+(--tunnel-forward) and supervises llama-server --rpc on that port. The model's layers then live in the
+worker's rpc-server, and every RPC byte crosses between the agents encrypted."""
 
-import json
+import os
+import signal
 
 import pytest
 
 from conftest import BIN, HOST, free_port, http_get, metric_value, parse_prometheus, port_accepts, post_json
 from conftest import wait_for, _check_alive
 from test_llamacpp import GGUF, LLAMA, SERVER
-from test_mesh import init_cluster, share_key, start_node, wait_members
+from test_mesh import init_cluster, share_key, start_node
 
 RPC = LLAMA / "bin" / "rpc-server"
 pytestmark = pytest.mark.skipif(not RPC.exists(), reason=f"no llama.cpp rpc-server at {RPC} (the shared folder is absent)")
@@ -26,10 +27,9 @@ def test_split_model_answers_through_the_tunnel(procs, tmp_path):
     init_cluster(tmp_path / "worker")
     share_key(tmp_path / "worker", tmp_path / "host")
     rpc_port, fwd_port, llama_port, api_port = free_port(), free_port(), free_port(), free_port()
-    procs.start("rpc-server", [str(RPC), "-H", "127.0.0.1", "-p", str(rpc_port)])
-    wait_for(lambda: port_accepts(rpc_port), timeout=15, what="rpc-server")
     worker = start_node(procs, tmp_path, "worker", [], data_dir=tmp_path / "worker",
-                        extra=("--tunnel-allow", str(rpc_port)))
+                        extra=("--rpc-server", str(RPC), "--rpc-port", str(rpc_port)))
+    wait_for(lambda: port_accepts(rpc_port), timeout=15, what="the worker's rpc-server")
     cfg = tmp_path / "host.yaml"
     cmd = (f"{SERVER} -m {GGUF} --host {HOST} --port {llama_port} -c 1024 -np 1 -t 1 --metrics "
            f"--rpc 127.0.0.1:{fwd_port} -ngl 99")
@@ -52,3 +52,39 @@ def test_split_model_answers_through_the_tunnel(procs, tmp_path):
     assert metric(worker.port, "infermesh_tunnel_accepted_total") >= 1
     assert metric(worker.port, "infermesh_tunnel_bytes_total", dir="in") > 1_000_000
     assert metric(api_port, "infermesh_tunnel_bytes_total", dir="out") > 1_000_000
+    # The host sees what the worker offers in membership.
+    ms = {m["name"]: m for m in http_get(api_port, "/v1/cluster/members").json()["members"]}
+    assert ms["worker"]["labels"].get("rpc") == str(rpc_port) and int(ms["worker"]["labels"]["rpc_mem_mb"]) > 0
+
+
+def rpc_pids(port):
+    """pids of rpc-server processes listening on port (from /proc)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                cmd = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if cmd and cmd[0].endswith(b"rpc-server") and str(port).encode() in cmd:
+                out.append(int(d))
+    return out
+
+
+@pytest.mark.timeout(60)
+def test_rpc_server_is_supervised_and_dies_with_its_agent(procs, tmp_path):
+    init_cluster(tmp_path / "worker")
+    rpc_port = free_port()
+    worker = start_node(procs, tmp_path, "worker", [], data_dir=tmp_path / "worker",
+                        extra=("--rpc-server", str(RPC), "--rpc-port", str(rpc_port)))
+    first = wait_for(lambda: rpc_pids(rpc_port), timeout=15, what="the rpc-server")
+    wait_for(lambda: port_accepts(rpc_port), timeout=15, what="the rpc-server to listen")
+    os.kill(first[0], signal.SIGKILL)
+    again = wait_for(lambda: [p for p in rpc_pids(rpc_port) if p not in first], timeout=15,
+                     what="the rpc-server restarted")
+    wait_for(lambda: port_accepts(rpc_port), timeout=15, what="the restarted rpc-server to listen")
+    assert "rpc-server exited; restarting" in worker.agent.proc.stderr()
+    worker.agent.proc.signal(signal.SIGKILL)
+    worker.agent.proc.wait(10)
+    wait_for(lambda: not rpc_pids(rpc_port), timeout=10, what="the rpc-server to die with its agent")
+    assert again
