@@ -1,13 +1,10 @@
 /* An llama.cpp rpc-server this node offers to the mesh (one model split across nodes: the layers of a host's
- * llama-server live in rpc-servers on other nodes).
+ * llama-server live in rpc-servers on other nodes; agent/split.h is the host's side).
  *
- * The agent starts `BIN -H 127.0.0.1 -p PORT` under the _exec-child helper (agent/supervisor.h: its own
- * process group, SIGKILLed when the agent dies), bound to loopback only: llama.cpp's RPC protocol has no
- * authentication, so other nodes reach it only through the tunnel (mesh.c allows PORT there). An exit
- * restarts it after 500 ms doubling to 30 s (reset after a minute up). While it runs, the node announces it in
- * membership: the labels rpc=PORT and rpc_mem_mb=MB (the machine's available memory when it started), which
- * a host uses to pick workers and forward to them (--tunnel-forward PORT=NODE:RPCPORT). Its output goes to
- * the agent's stderr. Everything runs on the loop. */
+ * The agent runs `BIN -H 127.0.0.1 -p PORT` as a supervised helper process (agent/child_proc.h), bound to
+ * loopback only: llama.cpp's RPC protocol has no authentication, so other nodes reach it only through the
+ * tunnel (mesh.c allows PORT there). While it runs the node announces it in membership: the labels rpc=PORT
+ * and rpc_mem_mb=MB (the machine's available memory when it started), which hosts use to pick workers. */
 #ifndef IM_AGENT_RPC_WORKER_H
 #define IM_AGENT_RPC_WORKER_H
 
@@ -18,14 +15,14 @@
 
 struct rpc_worker;
 
-/* rpc_worker_start starts bin on 127.0.0.1:port (bin and the numbers are copied). 0 and *out (owned by the
- * caller: rpc_worker_stop frees it), or -EINVAL with a message in err. */
+/* rpc_worker_start starts bin on 127.0.0.1:port (copied). 0 and *out (owned by the caller: rpc_worker_stop
+ * frees it), or -EINVAL with a message in err. */
 int rpc_worker_start(struct rpc_worker **out, uv_loop_t *loop, const char *bin, int port, char *err, size_t errlen);
 /* rpc_worker_up: the rpc-server is running now; *mem_mb is what it announces. */
 bool rpc_worker_up(const struct rpc_worker *w, uint64_t *mem_mb);
 int rpc_worker_port(const struct rpc_worker *w);
-/* rpc_worker_stop SIGTERMs the rpc-server's group (SIGKILL after 2 s), stops restarting it, and calls
- * closed_cb(arg) once nothing of w is left on the loop; w is freed then. */
+/* rpc_worker_stop stops the rpc-server (child_proc_stop) and calls closed_cb(arg) once nothing of w is left
+ * on the loop; w is freed then. */
 void rpc_worker_stop(struct rpc_worker *w, void (*closed_cb)(void *arg), void *arg);
 
 #endif

@@ -83,7 +83,7 @@ def test_rpc_server_is_supervised_and_dies_with_its_agent(procs, tmp_path):
     again = wait_for(lambda: [p for p in rpc_pids(rpc_port) if p not in first], timeout=15,
                      what="the rpc-server restarted")
     wait_for(lambda: port_accepts(rpc_port), timeout=15, what="the restarted rpc-server to listen")
-    assert "rpc-server exited; restarting" in worker.agent.proc.stderr()
+    assert "helper process exited; restarting" in worker.agent.proc.stderr()
     worker.agent.proc.signal(signal.SIGKILL)
     worker.agent.proc.wait(10)
     wait_for(lambda: not rpc_pids(rpc_port), timeout=10, what="the rpc-server to die with its agent")
