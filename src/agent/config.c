@@ -96,6 +96,14 @@ static const struct key keys[] = {
      "supervision, reachable by other members through the tunnel only, announced as the label rpc=PORT"},
     {"cluster.rpc_port", "--rpc-port", "INFERMESH_RPC_PORT", K_INT, F(cluster.rpc_port),
      "the rpc-server's loopback port (50052)"},
+    {"cluster.split_target", "--split-target", "INFERMESH_SPLIT_TARGET", K_STR, F(cluster.split_target),
+     "a split model: the runtime (--target NAME=URL) whose llama-server this agent starts with --split-exec over "
+     "other members' rpc-servers"},
+    {"cluster.split_workers", "--split-workers", "INFERMESH_SPLIT_WORKERS", K_INT, F(cluster.split_workers),
+     "a split model: how many rpc workers (members started with --rpc-server) to use (1)"},
+    {"cluster.split_exec", "--split-exec", "INFERMESH_SPLIT_EXEC", K_STR, F(cluster.split_exec),
+     "a split model: the llama-server command; {rpc} becomes the workers' forwarded addresses, e.g. "
+     "'llama-server -m M.gguf --port 8102 -ngl 99 --rpc {rpc}'"},
     {"insecure_no_auth", "--insecure-no-auth", "INFERMESH_INSECURE_NO_AUTH", K_BOOL, F(insecure_no_auth),
      "serve a listener beyond loopback without API keys (tenants); never in production"},
     {"routing.policy", "--routing-policy", "INFERMESH_ROUTING_POLICY", K_STR, F(routing_policy),

@@ -65,6 +65,11 @@ struct config_cluster {
   char tunnel_forward[512]; /* forwarders: "[HOST:]PORT=NODE:PORT,..." (agent/mesh_tunnel.h) */
   char rpc_server[512];    /* an llama.cpp rpc-server binary this node runs and offers (agent/rpc_worker.h) */
   int rpc_port;            /* its loopback port (0 = 50052) */
+  /* A split model (agent/split.h): the local runtime named split_target is a llama-server this agent starts
+   * with split_exec, "{rpc}" replaced by forwarders to up to split_workers members that offer rpc-servers. */
+  char split_target[64];
+  int split_workers;
+  char split_exec[1024];
 };
 
 #define CONFIG_MAX_PRICES 64

@@ -20,6 +20,7 @@
 #include "proto/gossip_codec.h"
 #include "agent/mesh_tunnel.h"
 #include "agent/rpc_worker.h"
+#include "agent/split.h"
 #include "tunnel/tunnel.h"
 
 #define PUBLISH_MS 50 /* how often this node's store is checked for load or meta changes */
@@ -56,6 +57,7 @@ struct mesh {
   struct http_dialer dialer; /* pools to other agents open their connections through the tunnel */
   bool plain_hops;           /* --insecure-hops: they connect in plaintext TCP instead */
   struct rpc_worker *rpc;    /* the rpc-server this node offers (--rpc-server), or NULL */
+  struct split *split;       /* the split model this node hosts (--split-target), or NULL */
   void (*closed_cb)(void *);
   void *closed_arg;
   int closing_parts;
@@ -389,6 +391,9 @@ static int tunnel_start(struct mesh *m, char *err, size_t errlen) {
     }
     if ((rc = rpc_worker_start(&m->rpc, m->env.loop, cfg->cluster.rpc_server, port, err, errlen)) != 0) return rc;
   }
+  if (cfg->cluster.split_target[0] &&
+      (rc = split_start(&m->split, m->env.loop, m, m->env.store, m->env.nlocal, &cfg->cluster, err, errlen)) != 0)
+    return rc;
   m->dialer = (struct http_dialer){.dial = tunnel_dial_fn, .cancel = tunnel_cancel_fn, .arg = m->tunnel};
   gossip_set_stream_handler(m->gossip, tunnel_stream_cb, m->tunnel);
   return 0;
@@ -716,12 +721,14 @@ static void timer_closed_cb(uv_handle_t *h) { part_closed(h->data); }
 static void gossip_closed_cb(void *arg) { part_closed(arg); }
 static void tunnel_closed_cb(void *arg) { part_closed(arg); }
 static void rpc_closed_cb(void *arg) { part_closed(arg); }
+static void split_closed_cb(void *arg) { part_closed(arg); }
 
 void mesh_close(struct mesh *m, void (*closed_cb)(void *arg), void *arg) {
   m->closed_cb = closed_cb;
   m->closed_arg = arg;
-  m->closing_parts = m->rpc ? 4 : 3;
+  m->closing_parts = 3 + (m->rpc != NULL) + (m->split != NULL);
   if (m->rpc) rpc_worker_stop(m->rpc, rpc_closed_cb, m);
+  if (m->split) split_stop(m->split, split_closed_cb, m);
   for (int i = m->env.nlocal; i < m->env.store->ntargets; i++)
     if (m->pool_ready[i]) http_pool_close(&m->env.pools[i]);
   uv_close((uv_handle_t *)&m->timer, timer_closed_cb);
@@ -737,6 +744,27 @@ void mesh_set_raft(struct mesh *m, const char *raft_addr, bool formed) {
 }
 
 const uint8_t *mesh_node_id(const struct mesh *m) { return m->id.pk; }
+
+int mesh_rpc_workers(const struct mesh *m, struct mesh_rpc_worker *out, int max) {
+  int n = 0;
+  for (int i = 0; i < m->nnodes && n < max; i++) {
+    const struct node *nd = &m->nodes[i];
+    if (!nd->alive || !nd->have_meta) continue;
+    struct mesh_rpc_worker w = {.port = 0};
+    for (int k = 0; k < nd->meta.nlabels; k++) {
+      uint64_t v;
+      if (slice_to_u64(slice_cstr(nd->meta.label_value[k]), &v) != 0) continue;
+      if (strcmp(nd->meta.label_key[k], "rpc") == 0 && v > 0 && v <= 65535) w.port = (int)v;
+      if (strcmp(nd->meta.label_key[k], "rpc_mem_mb") == 0) w.mem_mb = v;
+    }
+    if (!w.port) continue;
+    str_copy(w.name, sizeof w.name, nd->name);
+    int j = n++;
+    for (; j > 0 && out[j - 1].mem_mb < w.mem_mb; j--) out[j] = out[j - 1];
+    out[j] = w;
+  }
+  return n;
+}
 
 const struct http_dialer *mesh_hop_dialer(const struct mesh *m) { return m->plain_hops ? NULL : &m->dialer; }
 

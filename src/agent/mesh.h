@@ -76,6 +76,14 @@ const uint8_t *mesh_node_id(const struct mesh *m);
  * --insecure-hops too), for subsystems that register ports or open forwarders (tunnel/tunnel.h). */
 const struct http_dialer *mesh_hop_dialer(const struct mesh *m);
 struct tunnel *mesh_tunnel(struct mesh *m);
+/* mesh_rpc_workers fills out (capacity max) with the alive members other than this node that offer an
+ * rpc-server (membership label rpc=PORT; agent/rpc_worker.h), most available memory first; returns how many. */
+struct mesh_rpc_worker {
+  char name[64];
+  int port;
+  uint64_t mem_mb;
+};
+int mesh_rpc_workers(const struct mesh *m, struct mesh_rpc_worker *out, int max);
 /* mesh_data_dir is the data dir in use (owned by m). */
 const char *mesh_data_dir(const struct mesh *m);
 

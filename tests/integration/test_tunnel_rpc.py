@@ -6,6 +6,7 @@ worker's rpc-server, and every RPC byte crosses between the agents encrypted."""
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -88,3 +89,39 @@ def test_rpc_server_is_supervised_and_dies_with_its_agent(procs, tmp_path):
     worker.agent.proc.wait(10)
     wait_for(lambda: not rpc_pids(rpc_port), timeout=10, what="the rpc-server to die with its agent")
     assert again
+
+
+@pytest.mark.timeout(120)
+def test_split_host_picks_workers_and_survives_losing_one(procs, tmp_path):
+    """The host's agent picks the members that offer rpc-servers, runs llama-server over them through the
+    tunnel, and when a worker dies serves again over the one left, without an operator."""
+    init_cluster(tmp_path / "w1")
+    for n in ("w2", "host"):
+        share_key(tmp_path / "w1", tmp_path / n)
+    fast = ("--probe-interval-ms", "200", "--suspicion-mult", "2")
+    w1 = start_node(procs, tmp_path, "w1", [], data_dir=tmp_path / "w1",
+                    extra=("--rpc-server", str(RPC), "--rpc-port", str(free_port()), *fast))
+    w2 = start_node(procs, tmp_path, "w2", [], join=[w1.gossip],
+                    extra=("--rpc-server", str(RPC), "--rpc-port", str(free_port()), *fast))
+    llama_port = free_port()
+    cmd = f"{SERVER} -m {GGUF} --host {HOST} --port {llama_port} -c 1024 -np 1 -t 1 --metrics -ngl 99 --rpc {{rpc}}"
+    host = start_node(procs, tmp_path, "host", [f"split=http://{HOST}:{llama_port}#kind=llamacpp&alias=split"], join=[w1.gossip],
+                      extra=("--split-target", "split", "--split-workers", "2", "--split-exec", cmd, *fast))
+    body = {"model": "split", "max_tokens": 8, "messages": [{"role": "user", "content": "hello"}]}
+
+    def answers():
+        if not any(t["healthy"] for t in host.agent.targets() if not t["remote"]):
+            return False
+        return post_json(host.port, "/v1/chat/completions", body).status == 200
+    wait_for(answers, timeout=60, what="the split model to answer")
+    log = host.agent.proc.stderr()
+    assert "workers=w1,w2" in log or "workers=w2,w1" in log, log[-3000:]
+    for w in (w1, w2):  # each holds a share of the layers (the model is 9 MB)
+        assert metric(w.port, "infermesh_tunnel_bytes_total", dir="in") > 500_000
+
+    t0 = time.monotonic()
+    w2.agent.proc.signal(signal.SIGKILL)
+    wait_for(lambda: "a worker is gone" in host.agent.proc.stderr(), timeout=30, what="the host to notice")
+    wait_for(answers, timeout=60, what="the split model to answer again over w1")
+    print(f"\n[split] back in service {time.monotonic() - t0:.2f} s after a worker was killed")
+    assert "workers=w1 " in host.agent.proc.stderr()
