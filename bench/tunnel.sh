@@ -9,7 +9,7 @@
 # streaming (SSE) chat completions: latency at concurrency 1, closed loop (bench/latency.c, one keep-alive
 # connection); and requests/s at CONNS connections (wrk) with the CPU both agents used per request.
 # Repetitions are interleaved (rep -> test -> path, order rotated); the report shows medians. The crypto alone
-# (handshake, seal + open per frame) is bench/tunnel_bench.c.
+# (handshake, seal + open per frame) is bench/tunnel_bench.c, run at the end.
 # Writes its section of bench/results/transport.md (between the tunnel markers; other sections are kept), or
 # $BENCH_OUT. Every process it starts is stopped on exit.
 #
@@ -59,6 +59,9 @@ log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 calc() { awk "BEGIN { printf \"%.${2:-1}f\", $1 }"; }
 
 cc -O2 -Wall -Wextra -o "$TMP/latency" "$ROOT/bench/latency.c"
+cc -O2 -std=c11 -D_GNU_SOURCE -I"$ROOT/src" -o "$TMP/tunnel_bench" "$ROOT/bench/tunnel_bench.c" \
+    "$ROOT/src/tunnel/tunnel_wire.c" "$ROOT/src/cluster/keyring.c" "$ROOT/src/cluster/datadir.c" \
+    "$ROOT/src/core/slice.c" "$ROOT/src/core/alloc.c" "$ROOT/src/core/log.c" -lsodium
 LAT=$TMP/latency
 TAKEN=" "
 pick_port() {
@@ -205,6 +208,12 @@ SECTION=$TMP/section.md
         o=$(med "tput_$kind" one-agent cpu_us_per_req); p=$(med "tput_$kind" plain cpu_us_per_req); t=$(med "tput_$kind" tunnel cpu_us_per_req)
         echo "| $label CPU per request (all agents on the path) | $(calc "$o") µs | $(calc "$p") µs | $(calc "$t") µs | $(calc "$t - $p") µs | $(ratio "$t" "$p") |"
     done
+    echo
+    echo "The crypto alone (\`bench/tunnel_bench.c\`, one thread, no I/O; run right after the above):"
+    echo
+    echo "| | |"
+    echo "|---|---:|"
+    "$TMP/tunnel_bench"
     echo
     echo "Commands:"
     echo '```'
