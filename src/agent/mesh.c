@@ -252,6 +252,7 @@ static void build_meta(struct mesh *m, struct gossip_meta *meta) {
   }
   uint64_t mem_mb;
   if (m->rpc && rpc_worker_up(m->rpc, &mem_mb) && meta->nlabels + 2 <= GOSSIP_META_LABELS) {
+    meta->roles |= GOSSIP_ROLE_RPC;
     str_copy(meta->label_key[meta->nlabels], sizeof meta->label_key[0], "rpc");
     snprintf(meta->label_value[meta->nlabels++], sizeof meta->label_value[0], "%d", rpc_worker_port(m->rpc));
     str_copy(meta->label_key[meta->nlabels], sizeof meta->label_key[0], "rpc_mem_mb");
@@ -548,10 +549,10 @@ struct json_ctx {
 };
 
 static void meta_json(struct buf *b, const struct gossip_meta *meta) {
-  static const char *const role_names[] = {"gpu", "gateway", "server"};
+  static const char *const role_names[] = {"gpu", "gateway", "server", "rpc"};
   buf_puts(b, ",\"roles\":[");
   int nr = 0;
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < 4; i++)
     if (meta->roles & (1u << i)) buf_printf(b, "%s\"%s\"", nr++ ? "," : "", role_names[i]);
   buf_puts(b, "],\"zone\":");
   buf_json_str(b, slice_cstr(meta->zone));
@@ -749,7 +750,7 @@ int mesh_rpc_workers(const struct mesh *m, struct mesh_rpc_worker *out, int max)
   int n = 0;
   for (int i = 0; i < m->nnodes && n < max; i++) {
     const struct node *nd = &m->nodes[i];
-    if (!nd->alive || !nd->have_meta) continue;
+    if (!nd->alive || !nd->have_meta || !(nd->meta.roles & GOSSIP_ROLE_RPC)) continue;
     struct mesh_rpc_worker w = {.port = 0};
     for (int k = 0; k < nd->meta.nlabels; k++) {
       uint64_t v;

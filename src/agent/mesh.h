@@ -77,7 +77,7 @@ const uint8_t *mesh_node_id(const struct mesh *m);
 const struct http_dialer *mesh_hop_dialer(const struct mesh *m);
 struct tunnel *mesh_tunnel(struct mesh *m);
 /* mesh_rpc_workers fills out (capacity max) with the alive members other than this node that offer an
- * rpc-server (membership label rpc=PORT; agent/rpc_worker.h), most available memory first; returns how many. */
+ * rpc-server (role rpc, label rpc=PORT; agent/rpc_worker.h), most available memory first; returns how many. */
 struct mesh_rpc_worker {
   char name[64];
   int port;

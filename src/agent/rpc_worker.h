@@ -3,8 +3,9 @@
  *
  * The agent runs `BIN -H 127.0.0.1 -p PORT` as a supervised helper process (agent/child_proc.h), bound to
  * loopback only: llama.cpp's RPC protocol has no authentication, so other nodes reach it only through the
- * tunnel (mesh.c allows PORT there). While it runs the node announces it in membership: the labels rpc=PORT
- * and rpc_mem_mb=MB (the machine's available memory when it started), which hosts use to pick workers. */
+ * tunnel (mesh.c allows PORT there). While it runs the node announces it in membership: the role rpc and the
+ * labels rpc=PORT and rpc_mem_mb=MB (the machine's available memory when the agent started), which hosts use
+ * to pick workers. */
 #ifndef IM_AGENT_RPC_WORKER_H
 #define IM_AGENT_RPC_WORKER_H
 

@@ -56,6 +56,7 @@ def test_split_model_answers_through_the_tunnel(procs, tmp_path):
     # The host sees what the worker offers in membership.
     ms = {m["name"]: m for m in http_get(api_port, "/v1/cluster/members").json()["members"]}
     assert ms["worker"]["labels"].get("rpc") == str(rpc_port) and int(ms["worker"]["labels"]["rpc_mem_mb"]) > 0
+    assert "rpc" in ms["worker"]["roles"] and "rpc" not in ms["host"]["roles"]
 
 
 def rpc_pids(port):
