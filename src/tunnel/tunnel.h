@@ -93,7 +93,8 @@ struct tunnel_dial *tunnel_dial(struct tunnel *t, const uint8_t pk[IDENTITY_PK_L
 /* tunnel_dial_cancel abandons a dial whose callback has not run: it never runs. */
 void tunnel_dial_cancel(struct tunnel_dial *d);
 
-/* A local forwarder: listens on host:port (port 0: any free port, see tunnel_forward_port) and turns every
+/* A local forwarder: listens on host:port (a loopback address: anyone reaching it would use this node's
+ * identity; port 0: any free port, see tunnel_forward_port) and turns every
  * accepted connection into a stream to the member named node (cfg.lookup, asked at each connection, so the
  * member may join later or restart), port rport: e.g. llama-server --rpc 127.0.0.1:L reaching an rpc-server
  * on another node. A connection whose stream cannot open is closed. 0 and *out (owned by t until

@@ -1,5 +1,7 @@
 /* Local forwarders: a loopback listener whose every connection becomes a tunnel stream (see tunnel.h). */
 #include <errno.h>
+#include <netinet/in.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +42,12 @@ int tunnel_forward_start(struct tunnel_forward **out, struct tunnel *t, const ch
   if (rport <= 0 || rport > 65535 || port < 0 || port > 65535 || tun_parse_addr(addr, &sa) != 0 || !node[0] ||
       strlen(node) >= TUNNEL_NODE_MAX) {
     snprintf(err, errlen, "tunnel forwarder: bad address %s:%d, node \"%s\" or port %d", host, port, node, rport);
+    return -EINVAL;
+  }
+  bool loopback = sa.ss_family == AF_INET ? (ntohl(((struct sockaddr_in *)&sa)->sin_addr.s_addr) >> 24) == 127
+                                          : IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&sa)->sin6_addr);
+  if (!loopback) { /* whoever reached it would reach the member's port with this node's identity */
+    snprintf(err, errlen, "tunnel forwarder: %s is not a loopback address (127.0.0.0/8 or ::1)", host);
     return -EINVAL;
   }
   if (sa.ss_family == AF_INET) ((struct sockaddr_in *)&sa)->sin_port = htons((uint16_t)port);

@@ -348,6 +348,9 @@ static void test_streams_over_a_loop(void **state) {
   char err[256];
   assert_int_equal(tunnel_forward_start(&fw, L.cli, "127.0.0.1", 0, "b", L.echo_port, err, sizeof err), 0);
   assert_int_equal(fwd_roundtrip(tunnel_forward_port(fw)), 5);
+  struct tunnel_forward *fw_open;
+  assert_int_equal(tunnel_forward_start(&fw_open, L.cli, "0.0.0.0", 0, "b", L.echo_port, err, sizeof err), -EINVAL);
+  assert_non_null(strstr(err, "not a loopback address"));
   assert_memory_equal(L.got, "hello", 5);
   struct tunnel_forward *fw_bad;
   assert_int_equal(tunnel_forward_start(&fw_bad, L.cli, "127.0.0.1", 0, "b", L.gossip_port, err, sizeof err), 0);
