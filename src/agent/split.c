@@ -28,11 +28,13 @@ struct split {
   struct child_proc *proc; /* the llama-server, while running */
   bool restarting;         /* proc is being stopped: pick again once it is gone */
   bool waiting_logged;
-  struct {
+  struct chosen {
+    struct split *s;
     char name[64];
     struct tunnel_forward *fw;
   } chosen[SPLIT_MAX];
   int nchosen;
+  char shunned[64]; /* a worker whose stream failed: left out of the next pick when another one is there */
   void (*closed_cb)(void *);
   void *closed_arg;
   bool stopping;
@@ -69,6 +71,8 @@ static int build_argv(const char *exec, const char *rpc, char *line, size_t cap,
   return argc > 0 ? 0 : -EINVAL;
 }
 
+static void lost_cb(void *arg, int err);
+
 static void start_server(struct split *s, const struct mesh_rpc_worker *w, int nw) {
   char rpc[SPLIT_MAX * 24] = "", line[2048], err[256], *argv[CHILD_PROC_ARGS + 1];
   size_t off = 0;
@@ -78,8 +82,11 @@ static void start_server(struct split *s, const struct mesh_rpc_worker *w, int n
       log_warn("split: cannot forward to a worker", "worker=%s err=\"%s\"", w[i].name, err);
       continue;
     }
-    str_copy(s->chosen[s->nchosen].name, sizeof s->chosen[0].name, w[i].name);
-    s->chosen[s->nchosen++].fw = fw;
+    struct chosen *ch = &s->chosen[s->nchosen++];
+    ch->s = s;
+    str_copy(ch->name, sizeof ch->name, w[i].name);
+    ch->fw = fw;
+    tunnel_forward_on_lost(fw, lost_cb, ch);
     off += (size_t)snprintf(rpc + off, sizeof rpc - off, "%s127.0.0.1:%d", off ? "," : "", tunnel_forward_port(fw));
   }
   if (!s->nchosen) return;
@@ -97,6 +104,28 @@ static void start_server(struct split *s, const struct mesh_rpc_worker *w, int n
   s->waiting_logged = false;
 }
 
+/* restart takes the target down and stops the llama-server; the next tick picks workers again. */
+static void restart(struct split *s, const char *worker, const char *why) {
+  char reason[160];
+  snprintf(reason, sizeof reason, "rpc worker %s %s", worker, why);
+  log_warn("split: a worker is gone: restarting without it", "target=%s worker=%s why=\"%s\"",
+           s->store->targets[s->tid].name, worker, why);
+  store_mark_down(s->store, s->tid, reason);
+  s->restarting = true;
+  close_forwards(s);
+  child_proc_stop(s->proc, proc_stopped_cb, s);
+}
+
+/* A stream to a chosen worker failed: its rpc-server or its node went away (membership may take seconds to
+ * agree): the target is down now, and the next pick leaves that worker out if it can. */
+static void lost_cb(void *arg, int err) {
+  struct chosen *ch = arg;
+  struct split *s = ch->s;
+  if (!s->proc || s->restarting || s->stopping) return;
+  str_copy(s->shunned, sizeof s->shunned, ch->name);
+  restart(s, ch->name, err ? "refused the stream" : "cut the stream");
+}
+
 static void tick_cb(uv_timer_t *t) {
   struct split *s = t->data;
   struct mesh_rpc_worker w[SPLIT_MAX];
@@ -107,18 +136,18 @@ static void tick_cb(uv_timer_t *t) {
       bool there = false;
       for (int k = 0; k < nw && !there; k++) there = strcmp(w[k].name, s->chosen[i].name) == 0;
       if (there) continue;
-      char why[128];
-      snprintf(why, sizeof why, "rpc worker %s left the mesh", s->chosen[i].name);
-      log_warn("split: a worker is gone: restarting without it", "target=%s worker=%s",
-               s->store->targets[s->tid].name, s->chosen[i].name);
-      store_mark_down(s->store, s->tid, why);
-      s->restarting = true;
-      close_forwards(s);
-      child_proc_stop(s->proc, proc_stopped_cb, s);
+      restart(s, s->chosen[i].name, "left the mesh");
       return;
     }
     return;
   }
+  if (s->shunned[0] && nw > 1) { /* leave the shunned worker out while another one is there */
+    int k = 0;
+    for (int i = 0; i < nw; i++)
+      if (strcmp(w[i].name, s->shunned) != 0) w[k++] = w[i];
+    nw = k;
+  }
+  s->shunned[0] = '\0';
   if (nw == 0) {
     if (!s->waiting_logged) log_info("split: waiting for rpc workers (members started with --rpc-server)",
                                      "target=%s", s->store->targets[s->tid].name);

@@ -5,9 +5,11 @@
  * (tunnel/tunnel.h: the RPC bytes cross the network encrypted, and the rpc-servers stay on their loopback),
  * and runs cluster.split_exec with "{rpc}" replaced by the forwarders' addresses (127.0.0.1:L1,127.0.0.1:L2)
  * as a supervised helper process (agent/child_proc.h). The local runtime named cluster.split_target (its URL
- * is the llama-server's) is routed like any other; it is marked down at once when a chosen worker leaves
- * membership (dead or left): the llama-server is stopped and started again with the workers still there,
- * or as soon as one is. With none it waits (logged). A worker that joins later is used at the next restart,
+ * is the llama-server's) is routed like any other. It is marked down at once when a stream to a chosen worker
+ * fails (the worker's side was cut or refused: tunnel_forward_on_lost) or the worker leaves membership: the
+ * llama-server is stopped and started again over the workers still there (the failed one left out when
+ * another is there), or as soon as one is. With none it waits (logged). A worker that joins later is used
+ * at the next restart,
  * not by stopping a running server. The command is split on blanks (no quoting). Everything runs on the
  * loop. */
 #ifndef IM_AGENT_SPLIT_H

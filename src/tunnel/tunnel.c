@@ -87,6 +87,7 @@ static void conn_close(struct tconn *c, int err) {
   if (c->st == ST_CLOSING) return;
   c->st = ST_CLOSING;
   if (c->outbound && !c->relayed && err) c->t->n.dial_failed++;
+  if (c->fw && !c->t->closing && (c->lost || (!c->relayed && err))) tun_forward_lost(c->fw, err);
   if (c->cb) {
     tunnel_dial_cb cb = c->cb;
     c->cb = NULL;
@@ -230,7 +231,7 @@ static bool relay_in(struct tconn *c) {
     int fr = tunx_frame_next(p, c->in.len - off, &clen);
     if (fr == 0) break;
     if (fr < 0 || c->net_eof) { /* nothing may follow a final frame */
-      c->t->n.truncated++;
+      c->t->n.truncated++, c->lost = true;
       ok = false;
       break;
     }
@@ -239,7 +240,7 @@ static bool relay_in(struct tconn *c) {
     int final;
     if (tunx_open(&c->s, p + 4, clen, r->data, &plen, &final) != 0) {
       free(r);
-      c->t->n.truncated++;
+      c->t->n.truncated++, c->lost = true;
       ok = false;
       break;
     }
@@ -503,7 +504,7 @@ static void net_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
       uv_read_stop(s);
       return;
     }
-    if (c->st == ST_RELAY) c->t->n.truncated++;
+    if (c->st == ST_RELAY) c->t->n.truncated++, c->lost = true;
     conn_close(c, c->outbound && c->st != ST_RELAY ? -ECONNRESET : 0);
     return;
   }

@@ -104,6 +104,11 @@ struct tunnel_forward;
 int tunnel_forward_start(struct tunnel_forward **out, struct tunnel *t, const char *host, int port, const char *node,
                          int rport, char *err, size_t errlen);
 int tunnel_forward_port(const struct tunnel_forward *f);
+/* tunnel_forward_on_lost: cb(arg, err) runs whenever one of f's streams fails (it could not open: err, e.g.
+ * -ENOENT or -ECONNREFUSED; or the member's side was cut without a clean end: err 0), until f is closed: the
+ * sign that the member (or its service) went away, before membership says so. */
+typedef void (*tunnel_forward_lost_cb)(void *arg, int err);
+void tunnel_forward_on_lost(struct tunnel_forward *f, tunnel_forward_lost_cb cb, void *arg);
 /* tunnel_forward_close stops listening and frees f (streams it opened stay until they end). */
 void tunnel_forward_close(struct tunnel_forward *f);
 

@@ -20,6 +20,7 @@ static void accept_cb(uv_stream_t *server, int status) {
   c->local_init = true;
   c->handles++;
   c->port = (uint16_t)f->rport;
+  c->fw = f;
   if (uv_accept(server, (uv_stream_t *)&c->local.tcp) != 0) {
     tun_fail_later(c, -ECONNABORTED);
     return;
@@ -92,7 +93,19 @@ static void listener_closed_cb(uv_handle_t *h) {
 }
 
 void tunnel_forward_close(struct tunnel_forward *f) {
+  for (struct tconn *c = f->t->conns; c; c = c->next)
+    if (c->fw == f) c->fw = NULL; /* its streams go on; their failures no longer concern f's owner */
+  f->lost_cb = NULL;
   if (!uv_is_closing((uv_handle_t *)&f->listener)) uv_close((uv_handle_t *)&f->listener, listener_closed_cb);
+}
+
+void tunnel_forward_on_lost(struct tunnel_forward *f, tunnel_forward_lost_cb cb, void *arg) {
+  f->lost_cb = cb;
+  f->lost_arg = arg;
+}
+
+void tun_forward_lost(struct tunnel_forward *f, int err) {
+  if (f->lost_cb) f->lost_cb(f->lost_arg, err);
 }
 
 void tun_forwards_close(struct tunnel *t) {

@@ -47,6 +47,8 @@ struct tconn {
   uint16_t port;
   bool counted; /* server: counts toward its peer's streams */
   bool relayed; /* the handshake completed */
+  bool lost;    /* the peer's side ended without its final frame, or a frame failed to open */
+  struct tunnel_forward *fw; /* the forwarder that made it, while that forwarder is open */
   bool local_paused, net_paused, local_eof, net_eof;
   int ended; /* directions whose half-close completed */
   tunnel_dial_cb cb; /* a dial's callback until it ran */
@@ -59,6 +61,8 @@ struct tunnel_forward {
   uv_tcp_t listener;
   char node[TUNNEL_NODE_MAX];
   int rport, port;
+  tunnel_forward_lost_cb lost_cb;
+  void *lost_arg;
 };
 
 struct tunnel {
@@ -88,6 +92,8 @@ int tun_parse_addr(const char *s, struct sockaddr_storage *sa);
 /* tun_forwards_close closes every forwarder (tunnel_close); tun_maybe_closed frees a closing t once nothing is
  * left. */
 void tun_forwards_close(struct tunnel *t);
+/* tun_forward_lost tells f's owner that one of its streams failed (err, or 0 when the peer's side was cut). */
+void tun_forward_lost(struct tunnel_forward *f, int err);
 void tun_maybe_closed(struct tunnel *t);
 
 #endif
