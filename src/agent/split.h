@@ -9,9 +9,8 @@
  * fails (the worker's side was cut or refused: tunnel_forward_on_lost) or the worker leaves membership: the
  * llama-server is stopped and started again over the workers still there (the failed one left out when
  * another is there), or as soon as one is. With none it waits (logged). A worker that joins later is used
- * at the next restart,
- * not by stopping a running server. The command is split on blanks (no quoting). Everything runs on the
- * loop. */
+ * at the next restart, not by stopping a running server. The command is split on blanks (no quoting).
+ * Everything runs on the loop. */
 #ifndef IM_AGENT_SPLIT_H
 #define IM_AGENT_SPLIT_H
 
