@@ -3,7 +3,8 @@
  *
  * Build and run (from the repository root; -O2, no sanitizers):
  *   cc -O2 -std=c11 -D_GNU_SOURCE -Isrc -o /tmp/tunnel_bench bench/tunnel_bench.c src/tunnel/tunnel_wire.c \
- *      src/cluster/keyring.c src/cluster/datadir.c src/core/slice.c src/core/alloc.c src/core/log.c -lsodium \
+ *      src/cluster/keyring.c src/cluster/datadir.c src/core/slice.c src/core/alloc.c src/core/log.c -lsodium
+ * \
  *      && /tmp/tunnel_bench
  * Prints markdown rows: the whole handshake (both sides: hello, reply, check, finish, check) and, per frame
  * size, seal + open of one frame (what the two ends of a stream do per relayed read). */

@@ -40,7 +40,8 @@ static void handle_closed_cb(uv_handle_t *h) {
   if (--p->handles > 0) return;
   void (*cb)(void *) = p->closed_cb;
   void *arg = p->closed_arg;
-  for (int i = 0; p->argv[i]; i++) free(p->argv[i]);
+  for (int i = 0; p->argv[i]; i++)
+    free(p->argv[i]);
   free(p);
   if (cb) cb(arg);
 }
@@ -79,12 +80,18 @@ static void spawn(struct child_proc *p) {
   char ppid[32];
   snprintf(ppid, sizeof ppid, "%d", (int)uv_os_getpid());
   char *args[CHILD_PROC_ARGS + 5] = {p->exe, "_exec-child", ppid, "--"};
-  for (int i = 0; p->argv[i]; i++) args[4 + i] = p->argv[i];
+  for (int i = 0; p->argv[i]; i++)
+    args[4 + i] = p->argv[i];
   char **env = child_env(0);
-  uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE}, {.flags = UV_INHERIT_FD, .data.fd = 2},
-                                   {.flags = UV_INHERIT_FD, .data.fd = 2}};
-  uv_process_options_t po = {.file = p->exe, .args = args, .env = env, .stdio = stdio, .stdio_count = 3,
-                             .exit_cb = exit_cb, .flags = UV_PROCESS_DETACHED};
+  uv_stdio_container_t stdio[3] = {
+      {.flags = UV_IGNORE}, {.flags = UV_INHERIT_FD, .data.fd = 2}, {.flags = UV_INHERIT_FD, .data.fd = 2}};
+  uv_process_options_t po = {.file = p->exe,
+                             .args = args,
+                             .env = env,
+                             .stdio = stdio,
+                             .stdio_count = 3,
+                             .exit_cb = exit_cb,
+                             .flags = UV_PROCESS_DETACHED};
   p->proc.data = p;
   p->started_ns = clock_mono_ns();
   int rc = uv_spawn(p->loop, &p->proc, &po);
@@ -92,7 +99,8 @@ static void spawn(struct child_proc *p) {
   p->proc_open = true;
   p->handles++;
   if (rc != 0) {
-    log_error("cannot start helper process", "name=%s exe=%s err=\"%s\"", p->name, p->argv[0], uv_strerror(rc));
+    log_error("cannot start helper process", "name=%s exe=%s err=\"%s\"", p->name, p->argv[0],
+              uv_strerror(rc));
     uv_close((uv_handle_t *)&p->proc, handle_closed_cb);
     uv_timer_start(&p->timer, timer_cb, BACKOFF_MAX_MS, 0);
     return;

@@ -43,8 +43,8 @@ static int start_forward(struct tunnel *t, struct slice e, char *err, size_t err
     *lc = '\0';
     if (str_copy(host, sizeof host, entry) >= sizeof host) goto bad;
   }
-  if (parse_port(slice_cstr(lc ? lc + 1 : entry), &lport) != 0 || parse_port(slice_cstr(rc + 1), &rport) != 0 ||
-      !eq[1])
+  if (parse_port(slice_cstr(lc ? lc + 1 : entry), &lport) != 0 ||
+      parse_port(slice_cstr(rc + 1), &rport) != 0 || !eq[1])
     goto bad;
   struct tunnel_forward *f;
   int r = tunnel_forward_start(&f, t, host, lport, eq + 1, rport, err, errlen);
@@ -55,7 +55,8 @@ bad:
   return -EINVAL;
 }
 
-int mesh_tunnel_configure(struct tunnel *t, const char *allow, const char *forward, char *err, size_t errlen) {
+int mesh_tunnel_configure(struct tunnel *t, const char *allow, const char *forward, char *err,
+                          size_t errlen) {
   struct slice rest = slice_cstr(allow), item;
   while (next_item(&rest, &item)) {
     int port, rc;

@@ -28,9 +28,11 @@ static uint64_t mem_available_mb(void) {
   return kb / 1024;
 }
 
-int rpc_worker_start(struct rpc_worker **out, uv_loop_t *loop, const char *bin, int port, char *err, size_t errlen) {
+int rpc_worker_start(struct rpc_worker **out, uv_loop_t *loop, const char *bin, int port, char *err,
+                     size_t errlen) {
   if (!bin[0] || access(bin, X_OK) != 0 || port <= 0 || port > 65535) {
-    snprintf(err, errlen, "rpc worker: '%s' is not an executable rpc-server, or port %d is not 1-65535", bin, port);
+    snprintf(err, errlen, "rpc worker: '%s' is not an executable rpc-server, or port %d is not 1-65535", bin,
+             port);
     return -EINVAL;
   }
   struct rpc_worker *w = xcalloc(1, sizeof *w);

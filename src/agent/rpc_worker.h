@@ -18,7 +18,8 @@ struct rpc_worker;
 
 /* rpc_worker_start starts bin on 127.0.0.1:port (copied). 0 and *out (owned by the caller: rpc_worker_stop
  * frees it), or -EINVAL with a message in err. */
-int rpc_worker_start(struct rpc_worker **out, uv_loop_t *loop, const char *bin, int port, char *err, size_t errlen);
+int rpc_worker_start(struct rpc_worker **out, uv_loop_t *loop, const char *bin, int port, char *err,
+                     size_t errlen);
 /* rpc_worker_up: the rpc-server is running now; *mem_mb is what it announces. */
 bool rpc_worker_up(const struct rpc_worker *w, uint64_t *mem_mb);
 int rpc_worker_port(const struct rpc_worker *w);

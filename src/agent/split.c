@@ -42,7 +42,8 @@ struct split {
 };
 
 static void close_forwards(struct split *s) {
-  for (int i = 0; i < s->nchosen; i++) tunnel_forward_close(s->chosen[i].fw);
+  for (int i = 0; i < s->nchosen; i++)
+    tunnel_forward_close(s->chosen[i].fw);
   s->nchosen = 0;
 }
 
@@ -56,16 +57,19 @@ static void proc_stopped_cb(void *arg) {
 }
 
 /* build_argv writes exec with {rpc} replaced by rpc into line and splits it on blanks into argv. */
-static int build_argv(const char *exec, const char *rpc, char *line, size_t cap, char *argv[CHILD_PROC_ARGS + 1]) {
+static int build_argv(const char *exec, const char *rpc, char *line, size_t cap,
+                      char *argv[CHILD_PROC_ARGS + 1]) {
   const char *at = strstr(exec, "{rpc}");
   int n = snprintf(line, cap, "%.*s%s%s", (int)(at - exec), exec, rpc, at + 5);
   if (n < 0 || (size_t)n >= cap) return -EINVAL;
   int argc = 0;
   for (char *p = line; *p && argc < CHILD_PROC_ARGS;) {
-    while (*p == ' ' || *p == '\t' || *p == '\n') *p++ = '\0';
+    while (*p == ' ' || *p == '\t' || *p == '\n')
+      *p++ = '\0';
     if (!*p) break;
     argv[argc++] = p;
-    while (*p && *p != ' ' && *p != '\t' && *p != '\n') p++;
+    while (*p && *p != ' ' && *p != '\t' && *p != '\n')
+      p++;
   }
   argv[argc] = NULL;
   return argc > 0 ? 0 : -EINVAL;
@@ -78,7 +82,8 @@ static void start_server(struct split *s, const struct mesh_rpc_worker *w, int n
   size_t off = 0;
   for (int i = 0; i < nw && s->nchosen < s->want; i++) {
     struct tunnel_forward *fw;
-    if (tunnel_forward_start(&fw, mesh_tunnel(s->mesh), "127.0.0.1", 0, w[i].name, w[i].port, err, sizeof err) != 0) {
+    if (tunnel_forward_start(&fw, mesh_tunnel(s->mesh), "127.0.0.1", 0, w[i].name, w[i].port, err,
+                             sizeof err) != 0) {
       log_warn("split: cannot forward to a worker", "worker=%s err=\"%s\"", w[i].name, err);
       continue;
     }
@@ -87,7 +92,8 @@ static void start_server(struct split *s, const struct mesh_rpc_worker *w, int n
     str_copy(ch->name, sizeof ch->name, w[i].name);
     ch->fw = fw;
     tunnel_forward_on_lost(fw, lost_cb, ch);
-    off += (size_t)snprintf(rpc + off, sizeof rpc - off, "%s127.0.0.1:%d", off ? "," : "", tunnel_forward_port(fw));
+    off += (size_t)snprintf(rpc + off, sizeof rpc - off, "%s127.0.0.1:%d", off ? "," : "",
+                            tunnel_forward_port(fw));
   }
   if (!s->nchosen) return;
   if (build_argv(s->exec, rpc, line, sizeof line, argv) != 0) {
@@ -98,8 +104,8 @@ static void start_server(struct split *s, const struct mesh_rpc_worker *w, int n
   char names[SPLIT_MAX * 66] = "";
   for (int i = 0, o = 0; i < s->nchosen; i++)
     o += snprintf(names + o, sizeof names - (size_t)o, "%s%s", i ? "," : "", s->chosen[i].name);
-  log_info("split: starting llama-server over rpc workers", "target=%s workers=%s rpc=%s", s->store->targets[s->tid].name,
-           names, rpc);
+  log_info("split: starting llama-server over rpc workers", "target=%s workers=%s rpc=%s",
+           s->store->targets[s->tid].name, names, rpc);
   s->proc = child_proc_start(s->loop, "llama-server (split)", argv);
   s->waiting_logged = false;
 }
@@ -134,7 +140,8 @@ static void tick_cb(uv_timer_t *t) {
   if (s->proc) {
     for (int i = 0; i < s->nchosen; i++) {
       bool there = false;
-      for (int k = 0; k < nw && !there; k++) there = strcmp(w[k].name, s->chosen[i].name) == 0;
+      for (int k = 0; k < nw && !there; k++)
+        there = strcmp(w[k].name, s->chosen[i].name) == 0;
       if (there) continue;
       restart(s, s->chosen[i].name, "left the mesh");
       return;
@@ -149,8 +156,9 @@ static void tick_cb(uv_timer_t *t) {
   }
   s->shunned[0] = '\0';
   if (nw == 0) {
-    if (!s->waiting_logged) log_info("split: waiting for rpc workers (members started with --rpc-server)",
-                                     "target=%s", s->store->targets[s->tid].name);
+    if (!s->waiting_logged)
+      log_info("split: waiting for rpc workers (members started with --rpc-server)", "target=%s",
+               s->store->targets[s->tid].name);
     s->waiting_logged = true;
     return;
   }
@@ -163,8 +171,10 @@ int split_start(struct split **out, uv_loop_t *loop, struct mesh *mesh, struct s
   for (int i = 0; i < nlocal && tid < 0; i++)
     if (strcmp(store->targets[i].name, cc->split_target) == 0) tid = i;
   if (tid < 0 || !strstr(cc->split_exec, "{rpc}") || cc->split_workers < 0 || cc->split_workers > SPLIT_MAX) {
-    snprintf(err, errlen, "split model: needs --target %s=URL (a runtime of this node), --split-exec with {rpc} "
-                          "where the workers' addresses go, and --split-workers 1-%d", cc->split_target, SPLIT_MAX);
+    snprintf(err, errlen,
+             "split model: needs --target %s=URL (a runtime of this node), --split-exec with {rpc} "
+             "where the workers' addresses go, and --split-workers 1-%d",
+             cc->split_target, SPLIT_MAX);
     return -EINVAL;
   }
   struct split *s = xcalloc(1, sizeof *s);

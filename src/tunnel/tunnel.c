@@ -72,8 +72,10 @@ static void handle_closed_cb(uv_handle_t *h) {
   struct tconn *c = h->data;
   if (--c->handles > 0) return;
   struct tunnel *t = c->t;
-  if (c->prev) c->prev->next = c->next;
-  else t->conns = c->next;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    t->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   t->n.open--;
   buf_free(&c->in);
@@ -246,8 +248,10 @@ static bool relay_in(struct tconn *c) {
     }
     off += 4 + clen;
     c->t->n.bytes_in += plen;
-    if (!plen) free(r); /* a final frame carries nothing */
-    else if (!write_req(c, local(c), r, plen)) ok = false;
+    if (!plen)
+      free(r); /* a final frame carries nothing */
+    else if (!write_req(c, local(c), r, plen))
+      ok = false;
     if (ok && final) {
       c->net_eof = true;
       c->sh_local.data = c;
@@ -317,14 +321,16 @@ static int client_status(struct tconn *c) {
 static int client_reply(struct tconn *c) {
   struct tunnel *t = c->t;
   uint8_t fin[TUNX_FINISH_LEN];
-  int rc = tunx_client_check_reply(&c->s, t->cfg.kr, t->cfg.id, c->peer_pk, c->port, (const uint8_t *)c->in.base,
-                                   c->in.len, fin);
+  int rc = tunx_client_check_reply(&c->s, t->cfg.kr, t->cfg.id, c->peer_pk, c->port,
+                                   (const uint8_t *)c->in.base, c->in.len, fin);
   if (rc == -EAGAIN) return 0;
   if (rc != 0) {
     char id[13];
     identity_short(c->peer_pk, id);
-    if (rc == -EACCES) t->n.refused_key++;
-    else if (rc == -EPERM) t->n.refused_identity++;
+    if (rc == -EACCES)
+      t->n.refused_key++;
+    else if (rc == -EPERM)
+      t->n.refused_identity++;
     log_warn(rc == -EACCES ? "tunnel: the peer does not hold our cluster key"
                            : "tunnel: the peer is not the member it should be",
              "peer=%s err=%d", id, rc);
@@ -338,8 +344,10 @@ static int client_reply(struct tconn *c) {
 static void client_read(struct tconn *c) {
   int rc = 0;
   if (c->st == ST_REPLY && c->in.len >= TUNX_REPLY_LEN) rc = client_reply(c);
-  if (rc == 0 && c->st == ST_STATUS) rc = client_status(c);
-  else if (rc == 0 && c->st == ST_RELAY && !relay_in(c)) rc = -EPROTO;
+  if (rc == 0 && c->st == ST_STATUS)
+    rc = client_status(c);
+  else if (rc == 0 && c->st == ST_RELAY && !relay_in(c))
+    rc = -EPROTO;
   if (rc < 0) conn_close(c, rc);
 }
 
@@ -379,8 +387,8 @@ void tun_fail_later(struct tconn *c, int err) {
   uv_timer_start(&c->timer, timer_cb, 0, 0);
 }
 
-struct tunnel_dial *tunnel_dial(struct tunnel *t, const uint8_t pk[IDENTITY_PK_LEN], int port, tunnel_dial_cb cb,
-                                void *arg) {
+struct tunnel_dial *tunnel_dial(struct tunnel *t, const uint8_t pk[IDENTITY_PK_LEN], int port,
+                                tunnel_dial_cb cb, void *arg) {
   struct tconn *c = tun_conn_new(t, true);
   memcpy(c->peer_pk, pk, IDENTITY_PK_LEN);
   c->port = (uint16_t)port;
@@ -405,7 +413,8 @@ void tunnel_dial_cancel(struct tunnel_dial *d) {
 static int peer_streams(const struct tunnel *t, const uint8_t pk[IDENTITY_PK_LEN]) {
   int n = 0;
   for (const struct tconn *o = t->conns; o; o = o->next)
-    if (!o->outbound && o->counted && o->st != ST_CLOSING && memcmp(o->peer_pk, pk, IDENTITY_PK_LEN) == 0) n++;
+    if (!o->outbound && o->counted && o->st != ST_CLOSING && memcmp(o->peer_pk, pk, IDENTITY_PK_LEN) == 0)
+      n++;
   return n;
 }
 
@@ -419,7 +428,8 @@ static void local_connect_cb(uv_connect_t *r, int status) {
   struct tconn *c = r->data;
   if (c->st == ST_CLOSING) return;
   if (status != 0) {
-    log_info("tunnel: nothing listens on the allowed port", "port=%u err=\"%s\"", c->port, uv_strerror(status));
+    log_info("tunnel: nothing listens on the allowed port", "port=%u err=\"%s\"", c->port,
+             uv_strerror(status));
     refuse(c, TUNX_CONNECT_FAILED);
     return;
   }
@@ -439,8 +449,10 @@ static bool server_finish(struct tconn *c) {
   int rc = tunx_server_check_finish(&c->s, t->cfg.kr, (const uint8_t *)c->in.base, c->in.len);
   if (rc == -EAGAIN) return true;
   if (rc != 0) {
-    if (rc == -EACCES) t->n.refused_key++;
-    else t->n.refused_identity++;
+    if (rc == -EACCES)
+      t->n.refused_key++;
+    else
+      t->n.refused_identity++;
     log_warn("tunnel: a peer failed the handshake", "reason=%s",
              rc == -EACCES ? "not our cluster key" : "bad identity signature");
     return false;
@@ -491,8 +503,10 @@ static void server_read(struct tconn *c) {
       ok = send_raw(c, reply, sizeof reply);
     }
   }
-  if (ok && c->st == ST_FINISH && c->in.len >= TUNX_FINISH_LEN) ok = server_finish(c);
-  else if (ok && c->st == ST_RELAY) ok = relay_in(c);
+  if (ok && c->st == ST_FINISH && c->in.len >= TUNX_FINISH_LEN)
+    ok = server_finish(c);
+  else if (ok && c->st == ST_RELAY)
+    ok = relay_in(c);
   if (!ok) conn_close(c, 0);
 }
 
@@ -513,8 +527,10 @@ static void net_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     return;
   }
   buf_append(&c->in, b->base, (size_t)n);
-  if (c->outbound) client_read(c);
-  else server_read(c);
+  if (c->outbound)
+    client_read(c);
+  else
+    server_read(c);
 }
 
 void tunnel_accept_fd(struct tunnel *t, uv_os_sock_t fd, const uint8_t *pre, size_t len) {
@@ -561,7 +577,8 @@ int tunnel_allow(struct tunnel *t, const char *host, int port) {
   if (!h[0] || strcmp(h, "0.0.0.0") == 0 || strcmp(h, "localhost") == 0) h = "127.0.0.1";
   if (strcmp(h, "::") == 0 || strcmp(h, "[::]") == 0) h = "::1";
   memset(&a->sa, 0, sizeof a->sa);
-  if (uv_ip4_addr(h, port, (struct sockaddr_in *)&a->sa) != 0 && uv_ip6_addr(h, port, (struct sockaddr_in6 *)&a->sa) != 0)
+  if (uv_ip4_addr(h, port, (struct sockaddr_in *)&a->sa) != 0 &&
+      uv_ip6_addr(h, port, (struct sockaddr_in6 *)&a->sa) != 0)
     return -EINVAL;
   a->port = port;
   t->nallow++;
@@ -580,39 +597,41 @@ const struct tunnel_counters *tunnel_counters(const struct tunnel *t) { return &
 
 void tunnel_metrics(const struct tunnel *t, struct buf *out) {
   const struct tunnel_counters *n = &t->n;
-  buf_printf(out,
-             "# HELP infermesh_tunnel_streams Agent-to-agent tunnel streams open (handshaking or relaying).\n"
-             "# TYPE infermesh_tunnel_streams gauge\ninfermesh_tunnel_streams %d\n"
-             "# HELP infermesh_tunnel_dials_total Streams this node opened to others, and how many failed.\n"
-             "# TYPE infermesh_tunnel_dials_total counter\ninfermesh_tunnel_dials_total{result=\"all\"} %llu\n"
-             "infermesh_tunnel_dials_total{result=\"failed\"} %llu\n"
-             "# HELP infermesh_tunnel_accepted_total Streams other nodes opened to this one.\n"
-             "# TYPE infermesh_tunnel_accepted_total counter\ninfermesh_tunnel_accepted_total %llu\n"
-             "# HELP infermesh_tunnel_refused_total Streams refused, by reason.\n"
-             "# TYPE infermesh_tunnel_refused_total counter\n"
-             "infermesh_tunnel_refused_total{reason=\"cluster_key\"} %llu\n"
-             "infermesh_tunnel_refused_total{reason=\"identity\"} %llu\n"
-             "infermesh_tunnel_refused_total{reason=\"port\"} %llu\n"
-             "infermesh_tunnel_refused_total{reason=\"busy\"} %llu\n"
-             "# HELP infermesh_tunnel_truncated_total Streams cut short or carrying a frame that failed to open.\n"
-             "# TYPE infermesh_tunnel_truncated_total counter\ninfermesh_tunnel_truncated_total %llu\n"
-             "# HELP infermesh_tunnel_bytes_total Plaintext bytes relayed, by direction.\n"
-             "# TYPE infermesh_tunnel_bytes_total counter\ninfermesh_tunnel_bytes_total{dir=\"in\"} %llu\n"
-             "infermesh_tunnel_bytes_total{dir=\"out\"} %llu\n"
-             "# HELP infermesh_tunnel_pauses_total Times a relay direction paused for backpressure.\n"
-             "# TYPE infermesh_tunnel_pauses_total counter\ninfermesh_tunnel_pauses_total %llu\n",
-             n->open, (unsigned long long)n->dials, (unsigned long long)n->dial_failed,
-             (unsigned long long)n->accepted, (unsigned long long)n->refused_key,
-             (unsigned long long)n->refused_identity, (unsigned long long)n->refused_port,
-             (unsigned long long)n->refused_busy, (unsigned long long)n->truncated,
-             (unsigned long long)n->bytes_in, (unsigned long long)n->bytes_out, (unsigned long long)n->pauses);
+  buf_printf(
+      out,
+      "# HELP infermesh_tunnel_streams Agent-to-agent tunnel streams open (handshaking or relaying).\n"
+      "# TYPE infermesh_tunnel_streams gauge\ninfermesh_tunnel_streams %d\n"
+      "# HELP infermesh_tunnel_dials_total Streams this node opened to others, and how many failed.\n"
+      "# TYPE infermesh_tunnel_dials_total counter\ninfermesh_tunnel_dials_total{result=\"all\"} %llu\n"
+      "infermesh_tunnel_dials_total{result=\"failed\"} %llu\n"
+      "# HELP infermesh_tunnel_accepted_total Streams other nodes opened to this one.\n"
+      "# TYPE infermesh_tunnel_accepted_total counter\ninfermesh_tunnel_accepted_total %llu\n"
+      "# HELP infermesh_tunnel_refused_total Streams refused, by reason.\n"
+      "# TYPE infermesh_tunnel_refused_total counter\n"
+      "infermesh_tunnel_refused_total{reason=\"cluster_key\"} %llu\n"
+      "infermesh_tunnel_refused_total{reason=\"identity\"} %llu\n"
+      "infermesh_tunnel_refused_total{reason=\"port\"} %llu\n"
+      "infermesh_tunnel_refused_total{reason=\"busy\"} %llu\n"
+      "# HELP infermesh_tunnel_truncated_total Streams cut short or carrying a frame that failed to open.\n"
+      "# TYPE infermesh_tunnel_truncated_total counter\ninfermesh_tunnel_truncated_total %llu\n"
+      "# HELP infermesh_tunnel_bytes_total Plaintext bytes relayed, by direction.\n"
+      "# TYPE infermesh_tunnel_bytes_total counter\ninfermesh_tunnel_bytes_total{dir=\"in\"} %llu\n"
+      "infermesh_tunnel_bytes_total{dir=\"out\"} %llu\n"
+      "# HELP infermesh_tunnel_pauses_total Times a relay direction paused for backpressure.\n"
+      "# TYPE infermesh_tunnel_pauses_total counter\ninfermesh_tunnel_pauses_total %llu\n",
+      n->open, (unsigned long long)n->dials, (unsigned long long)n->dial_failed,
+      (unsigned long long)n->accepted, (unsigned long long)n->refused_key,
+      (unsigned long long)n->refused_identity, (unsigned long long)n->refused_port,
+      (unsigned long long)n->refused_busy, (unsigned long long)n->truncated, (unsigned long long)n->bytes_in,
+      (unsigned long long)n->bytes_out, (unsigned long long)n->pauses);
 }
 
 void tunnel_close(struct tunnel *t, void (*closed_cb)(void *arg), void *arg) {
   t->closing = true;
   t->closed_cb = closed_cb;
   t->closed_arg = arg;
-  for (struct tconn *c = t->conns; c; c = c->next) conn_close(c, -ECANCELED);
+  for (struct tconn *c = t->conns; c; c = c->next)
+    conn_close(c, -ECANCELED);
   tun_forwards_close(t);
   tun_maybe_closed(t);
 }

@@ -12,9 +12,9 @@
  * arbitrary one.
  *
  * Relay: reads are at most TUNX_FRAME_MAX bytes; when a write leaves a side's write queue above
- * TUNNEL_QUEUE_HIGH the other side stops being read until it drained to TUNNEL_QUEUE_LOW (so each stream holds
- * a bounded amount of memory and a slow reader slows the writer, both ways). An end of one direction is sent
- * as a sealed final frame and becomes a half-close on the other side; a stream whose TCP connection ends
+ * TUNNEL_QUEUE_HIGH the other side stops being read until it drained to TUNNEL_QUEUE_LOW (so each stream
+ * holds a bounded amount of memory and a slow reader slows the writer, both ways). An end of one direction is
+ * sent as a sealed final frame and becomes a half-close on the other side; a stream whose TCP connection ends
  * without one was cut and is closed at once. The handshake (one X25519, one signature and one verification
  * per side, ~0.2 ms) runs on the loop; callers keep streams open (HTTP keep-alive pools) so it is paid per
  * connection, not per request.
@@ -60,8 +60,8 @@ struct tunnel_counters {
   uint64_t refused_busy;     /* over max_streams_per_peer or max_streams */
   uint64_t truncated;        /* streams cut without their final frame, or with a frame that failed to open */
   uint64_t bytes_in, bytes_out; /* plaintext bytes relayed from and to peers */
-  uint64_t pauses;           /* times a relay direction was paused for backpressure */
-  int open;                  /* streams open now (handshaking or relaying) */
+  uint64_t pauses;              /* times a relay direction was paused for backpressure */
+  int open;                     /* streams open now (handshaking or relaying) */
 };
 
 struct tunnel;
@@ -88,8 +88,8 @@ void tunnel_accept_fd(struct tunnel *t, uv_os_sock_t fd, const uint8_t *pre, siz
  * Returns a handle for tunnel_dial_cancel, valid until cb runs. */
 struct tunnel_dial;
 typedef void (*tunnel_dial_cb)(void *arg, int status, uv_os_sock_t fd);
-struct tunnel_dial *tunnel_dial(struct tunnel *t, const uint8_t pk[IDENTITY_PK_LEN], int port, tunnel_dial_cb cb,
-                                void *arg);
+struct tunnel_dial *tunnel_dial(struct tunnel *t, const uint8_t pk[IDENTITY_PK_LEN], int port,
+                                tunnel_dial_cb cb, void *arg);
 /* tunnel_dial_cancel abandons a dial whose callback has not run: it never runs. */
 void tunnel_dial_cancel(struct tunnel_dial *d);
 
@@ -101,8 +101,8 @@ void tunnel_dial_cancel(struct tunnel_dial *d);
  * tunnel_forward_close), or a negative code with a message in err. */
 #define TUNNEL_NODE_MAX 64
 struct tunnel_forward;
-int tunnel_forward_start(struct tunnel_forward **out, struct tunnel *t, const char *host, int port, const char *node,
-                         int rport, char *err, size_t errlen);
+int tunnel_forward_start(struct tunnel_forward **out, struct tunnel *t, const char *host, int port,
+                         const char *node, int rport, char *err, size_t errlen);
 int tunnel_forward_port(const struct tunnel_forward *f);
 /* tunnel_forward_on_lost: cb(arg, err) runs whenever one of f's streams fails (it could not open: err, e.g.
  * -ENOENT or -ECONNREFUSED; or the member's side was cut without a clean end: err 0), until f is closed: the
@@ -116,8 +116,8 @@ const struct tunnel_counters *tunnel_counters(const struct tunnel *t);
 /* tunnel_metrics appends the counters in Prometheus text (infermesh_tunnel_*). */
 void tunnel_metrics(const struct tunnel *t, struct buf *out);
 
-/* tunnel_close ends every stream and forwarder; closed_cb(arg) runs once nothing of t is left on the loop, and
- * t is freed after it. */
+/* tunnel_close ends every stream and forwarder; closed_cb(arg) runs once nothing of t is left on the loop,
+ * and t is freed after it. */
 void tunnel_close(struct tunnel *t, void (*closed_cb)(void *arg), void *arg);
 
 #endif

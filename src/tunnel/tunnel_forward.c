@@ -35,14 +35,15 @@ static void accept_cb(uv_stream_t *server, int status) {
   tun_dial_start(c); /* the local connection is read once the stream is open */
 }
 
-int tunnel_forward_start(struct tunnel_forward **out, struct tunnel *t, const char *host, int port, const char *node,
-                         int rport, char *err, size_t errlen) {
+int tunnel_forward_start(struct tunnel_forward **out, struct tunnel *t, const char *host, int port,
+                         const char *node, int rport, char *err, size_t errlen) {
   char addr[96];
   struct sockaddr_storage sa;
   snprintf(addr, sizeof addr, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port == 0 ? 1 : port);
   if (rport <= 0 || rport > 65535 || port < 0 || port > 65535 || tun_parse_addr(addr, &sa) != 0 || !node[0] ||
       strlen(node) >= TUNNEL_NODE_MAX) {
-    snprintf(err, errlen, "tunnel forwarder: bad address %s:%d, node \"%s\" or port %d", host, port, node, rport);
+    snprintf(err, errlen, "tunnel forwarder: bad address %s:%d, node \"%s\" or port %d", host, port, node,
+             rport);
     return -EINVAL;
   }
   bool loopback = sa.ss_family == AF_INET ? (ntohl(((struct sockaddr_in *)&sa)->sin_addr.s_addr) >> 24) == 127
@@ -51,8 +52,10 @@ int tunnel_forward_start(struct tunnel_forward **out, struct tunnel *t, const ch
     snprintf(err, errlen, "tunnel forwarder: %s is not a loopback address (127.0.0.0/8 or ::1)", host);
     return -EINVAL;
   }
-  if (sa.ss_family == AF_INET) ((struct sockaddr_in *)&sa)->sin_port = htons((uint16_t)port);
-  else ((struct sockaddr_in6 *)&sa)->sin6_port = htons((uint16_t)port);
+  if (sa.ss_family == AF_INET)
+    ((struct sockaddr_in *)&sa)->sin_port = htons((uint16_t)port);
+  else
+    ((struct sockaddr_in6 *)&sa)->sin6_port = htons((uint16_t)port);
   struct tunnel_forward *f = calloc(1, sizeof *f);
   if (!f) abort();
   f->t = t;
@@ -73,7 +76,7 @@ int tunnel_forward_start(struct tunnel_forward **out, struct tunnel *t, const ch
   int blen = sizeof bound;
   uv_tcp_getsockname(&f->listener, (struct sockaddr *)&bound, &blen);
   f->port = ntohs(bound.ss_family == AF_INET ? ((struct sockaddr_in *)&bound)->sin_port
-                                              : ((struct sockaddr_in6 *)&bound)->sin6_port);
+                                             : ((struct sockaddr_in6 *)&bound)->sin6_port);
   *out = f;
   return 0;
 }
@@ -109,5 +112,6 @@ void tun_forward_lost(struct tunnel_forward *f, int err) {
 }
 
 void tun_forwards_close(struct tunnel *t) {
-  for (struct tunnel_forward *f = t->forwards; f; f = f->next) tunnel_forward_close(f);
+  for (struct tunnel_forward *f = t->forwards; f; f = f->next)
+    tunnel_forward_close(f);
 }

@@ -1,4 +1,5 @@
-/* Internals shared by the tunnel's files (tunnel.c: streams and relay; tunnel_forward.c: local forwarders). */
+/* Internals shared by the tunnel's files (tunnel.c: streams and relay; tunnel_forward.c: local forwarders).
+ */
 #ifndef IM_TUNNEL_TUNNEL_INT_H
 #define IM_TUNNEL_TUNNEL_INT_H
 
@@ -23,8 +24,8 @@ struct tun_allow {
 };
 
 /* One stream: the encrypted TCP connection (net) and the plaintext side (local: the allowed service's
- * connection on a server; a socketpair end for a dial; the accepted connection of a forwarder). Freed when its
- * last handle closed. */
+ * connection on a server; a socketpair end for a dial; the accepted connection of a forwarder). Freed when
+ * its last handle closed. */
 struct tconn {
   struct tunnel *t;
   struct tconn *prev, *next;
@@ -40,17 +41,17 @@ struct tconn {
   int handles;
   uv_connect_t creq, lreq;
   uv_shutdown_t sh_net, sh_local;
-  int err;  /* a dial error waiting for the timer to report it */
+  int err; /* a dial error waiting for the timer to report it */
   struct buf in;
   struct tunx_session s;
   uint8_t peer_pk[IDENTITY_PK_LEN];
   uint16_t port;
-  bool counted; /* server: counts toward its peer's streams */
-  bool relayed; /* the handshake completed */
-  bool lost;    /* the peer's side ended without its final frame, or a frame failed to open */
+  bool counted;              /* server: counts toward its peer's streams */
+  bool relayed;              /* the handshake completed */
+  bool lost;                 /* the peer's side ended without its final frame, or a frame failed to open */
   struct tunnel_forward *fw; /* the forwarder that made it, while that forwarder is open */
   bool local_paused, net_paused, local_eof, net_eof;
-  int ended; /* directions whose half-close completed */
+  int ended;         /* directions whose half-close completed */
   tunnel_dial_cb cb; /* a dial's callback until it ran */
   void *cb_arg;
 };
@@ -89,10 +90,11 @@ void tun_fail_later(struct tconn *c, int err);
 const struct tun_allow *tun_allowed(const struct tunnel *t, int port);
 /* tun_parse_addr parses "IPv4:PORT", "localhost:PORT" or "[IPv6]:PORT": 0 or -EINVAL. */
 int tun_parse_addr(const char *s, struct sockaddr_storage *sa);
-/* tun_forwards_close closes every forwarder (tunnel_close); tun_maybe_closed frees a closing t once nothing is
- * left. */
+/* tun_forwards_close closes every forwarder (tunnel_close); tun_maybe_closed frees a closing t once nothing
+ * is left. */
 void tun_forwards_close(struct tunnel *t);
-/* tun_forward_lost tells f's owner that one of its streams failed (err, or 0 when the peer's side was cut). */
+/* tun_forward_lost tells f's owner that one of its streams failed (err, or 0 when the peer's side was cut).
+ */
 void tun_forward_lost(struct tunnel_forward *f, int err);
 void tun_maybe_closed(struct tunnel *t);
 

@@ -25,7 +25,8 @@ static void mac(const uint8_t ka[32], char role, const uint8_t t[32], uint8_t ou
 }
 
 /* th = BLAKE2b-256(magic eC eS pkS) */
-static void transcript(const uint8_t ec[32], const uint8_t es[32], const uint8_t pks[PK_LEN], uint8_t th[32]) {
+static void transcript(const uint8_t ec[32], const uint8_t es[32], const uint8_t pks[PK_LEN],
+                       uint8_t th[32]) {
   crypto_generichash_state h;
   crypto_generichash_init(&h, NULL, 0, 32);
   crypto_generichash_update(&h, (const uint8_t *)TUNX_MAGIC, 8);
@@ -36,7 +37,8 @@ static void transcript(const uint8_t ec[32], const uint8_t es[32], const uint8_t
 }
 
 /* tc = BLAKE2b-256(th pkC port) */
-static void transcript_c(const uint8_t th[32], const uint8_t pkc[PK_LEN], const uint8_t port[2], uint8_t tc[32]) {
+static void transcript_c(const uint8_t th[32], const uint8_t pkc[PK_LEN], const uint8_t port[2],
+                         uint8_t tc[32]) {
   crypto_generichash_state h;
   crypto_generichash_init(&h, NULL, 0, 32);
   crypto_generichash_update(&h, th, 32);
@@ -98,8 +100,8 @@ int tunx_server_reply(struct tunx_session *s, const struct keyring *kr, const st
 }
 
 int tunx_client_check_reply(struct tunx_session *s, const struct keyring *kr, const struct identity *id,
-                            const uint8_t expect_pk[IDENTITY_PK_LEN], uint16_t port, const uint8_t *in, size_t len,
-                            uint8_t out[TUNX_FINISH_LEN]) {
+                            const uint8_t expect_pk[IDENTITY_PK_LEN], uint16_t port, const uint8_t *in,
+                            size_t len, uint8_t out[TUNX_FINISH_LEN]) {
   if (len < TUNX_REPLY_LEN) return -EAGAIN;
   const uint8_t *es = in, *pks = in + 32, *sig = pks + PK_LEN, *tag = sig + SIG_LEN, *hdr = tag + MAC_LEN;
   uint8_t th[32], ka[32], ke[32], k[32], dh[32], want[MAC_LEN], m[40];
@@ -114,7 +116,8 @@ int tunx_client_check_reply(struct tunx_session *s, const struct keyring *kr, co
   s->key = rc;
   rc = -EPERM;
   sign_msg("im-tun-S", th, m);
-  if (sodium_memcmp(pks, expect_pk, PK_LEN) != 0 || crypto_sign_verify_detached(sig, m, sizeof m, pks) != 0) goto out;
+  if (sodium_memcmp(pks, expect_pk, PK_LEN) != 0 || crypto_sign_verify_detached(sig, m, sizeof m, pks) != 0)
+    goto out;
   rc = -EBADMSG;
   if (crypto_scalarmult(dh, s->esk, es) != 0) goto out;
   memcpy(s->peer_epk, es, 32);
@@ -139,7 +142,8 @@ out:
   return rc;
 }
 
-int tunx_server_check_finish(struct tunx_session *s, const struct keyring *kr, const uint8_t *in, size_t len) {
+int tunx_server_check_finish(struct tunx_session *s, const struct keyring *kr, const uint8_t *in,
+                             size_t len) {
   if (len < TUNX_FINISH_LEN) return -EAGAIN;
   const uint8_t *pkc = in, *p = in + PK_LEN, *sig = p + 2, *tag = sig + SIG_LEN, *hdr = tag + MAC_LEN;
   uint8_t ka[32], ke[32], tc[32], want[MAC_LEN], m[40];
@@ -172,7 +176,8 @@ int tunx_frame_next(const uint8_t *in, size_t len, uint32_t *clen) {
 
 size_t tunx_seal(struct tunx_session *s, const uint8_t *pt, size_t n, uint8_t tag, uint8_t *out) {
   uint32_t clen = (uint32_t)(n + TUNX_ABYTES);
-  out[0] = (uint8_t)(clen >> 24), out[1] = (uint8_t)(clen >> 16), out[2] = (uint8_t)(clen >> 8), out[3] = (uint8_t)clen;
+  out[0] = (uint8_t)(clen >> 24), out[1] = (uint8_t)(clen >> 16), out[2] = (uint8_t)(clen >> 8),
+  out[3] = (uint8_t)clen;
   crypto_secretstream_xchacha20poly1305_push(&s->tx, out + 4, NULL, pt, n, NULL, 0, tag);
   return 4 + clen;
 }

@@ -44,21 +44,21 @@
 /* The status byte that opens the server's direction. */
 enum tunx_status {
   TUNX_OK = 0,
-  TUNX_PORT_REFUSED = 1, /* the port is not on the server's allow-list */
+  TUNX_PORT_REFUSED = 1,   /* the port is not on the server's allow-list */
   TUNX_CONNECT_FAILED = 2, /* nothing answers on that loopback port */
-  TUNX_BUSY = 3,         /* the client holds the most streams the server allows one peer */
-  TUNX_NOT_MEMBER = 4,   /* the server does not know the client's identity as a mesh member */
+  TUNX_BUSY = 3,           /* the client holds the most streams the server allows one peer */
+  TUNX_NOT_MEMBER = 4,     /* the server does not know the client's identity as a mesh member */
 };
 
 /* One side's handshake and session state: plain data, owned by the caller; wipe with tunx_wipe. */
 struct tunx_session {
-  uint8_t esk[32], epk[32];        /* this side's ephemeral X25519 key pair */
+  uint8_t esk[32], epk[32]; /* this side's ephemeral X25519 key pair */
   uint8_t peer_epk[32];
-  uint8_t th[32];                  /* transcript hash, see above */
-  uint8_t krx[32];                 /* server: k_c2s until the finish arrives */
-  int key;                         /* index of the keyring key both hold */
+  uint8_t th[32];                   /* transcript hash, see above */
+  uint8_t krx[32];                  /* server: k_c2s until the finish arrives */
+  int key;                          /* index of the keyring key both hold */
   uint8_t peer_pk[IDENTITY_PK_LEN]; /* the peer's identity, once proven */
-  uint16_t port;                   /* the port asked for */
+  uint16_t port;                    /* the port asked for */
   crypto_secretstream_xchacha20poly1305_state tx, rx;
 };
 
@@ -81,8 +81,8 @@ int tunx_server_reply(struct tunx_session *s, const struct keyring *kr, const st
  * 0; -EAGAIN (len < TUNX_REPLY_LEN); -EACCES (no key of kr made the MAC: another cluster); -EPERM (another
  * identity than expect_pk, or its signature fails); -EBADMSG (degenerate key or bad stream header). */
 int tunx_client_check_reply(struct tunx_session *s, const struct keyring *kr, const struct identity *id,
-                            const uint8_t expect_pk[IDENTITY_PK_LEN], uint16_t port, const uint8_t *in, size_t len,
-                            uint8_t out[TUNX_FINISH_LEN]);
+                            const uint8_t expect_pk[IDENTITY_PK_LEN], uint16_t port, const uint8_t *in,
+                            size_t len, uint8_t out[TUNX_FINISH_LEN]);
 
 /* tunx_server_check_finish (server, after tunx_server_reply) checks the client's finish in[0, len): its MAC
  * under the key the reply used and the signature of the identity it names; sets s->peer_pk and s->port and

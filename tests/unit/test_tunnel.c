@@ -38,8 +38,8 @@ struct hs {
   uint8_t hello[TUNX_HELLO_LEN], reply[TUNX_REPLY_LEN], finish[TUNX_FINISH_LEN];
 };
 
-static int reply_step(struct hs *h, const struct keyring *ckr, const struct identity *cid, const uint8_t *expect,
-                      const struct keyring *skr, const struct identity *sid) {
+static int reply_step(struct hs *h, const struct keyring *ckr, const struct identity *cid,
+                      const uint8_t *expect, const struct keyring *skr, const struct identity *sid) {
   memset(h, 0, sizeof *h);
   tunx_client_hello(&h->c, h->hello);
   assert_int_equal(tunx_parse_hello(&h->s, h->hello, sizeof h->hello), 0);
@@ -102,7 +102,8 @@ static void test_wrong_identity_refused(void **state) {
   struct identity fake = mallory;
   memcpy(fake.pk, b.pk, 32);
   assert_int_equal(tunx_server_reply(&h.s, &kr, &fake, h.reply), 0);
-  assert_int_equal(tunx_client_check_reply(&h.c, &kr, &a, b.pk, 8080, h.reply, sizeof h.reply, h.finish), -EPERM);
+  assert_int_equal(tunx_client_check_reply(&h.c, &kr, &a, b.pk, 8080, h.reply, sizeof h.reply, h.finish),
+                   -EPERM);
   /* a client claiming a's key without a's secret: the server refuses its finish */
   struct identity fake_a = mallory;
   memcpy(fake_a.pk, a.pk, 32);
@@ -123,7 +124,8 @@ static void test_replay_and_tamper_detected(void **state) {
   struct hs h3;
   memset(&h3, 0, sizeof h3);
   tunx_client_hello(&h3.c, h3.hello);
-  assert_int_equal(tunx_client_check_reply(&h3.c, &kr, &a, b.pk, 8080, h1.reply, sizeof h1.reply, h3.finish), -EACCES);
+  assert_int_equal(tunx_client_check_reply(&h3.c, &kr, &a, b.pk, 8080, h1.reply, sizeof h1.reply, h3.finish),
+                   -EACCES);
   /* the port changed in flight: refused (a server session is good for one try) */
   assert_int_equal(reply_step(&h2, &kr, &a, b.pk, &kr, &b), 0);
   struct tunx_session once = h2.s;
@@ -133,7 +135,8 @@ static void test_replay_and_tamper_detected(void **state) {
   assert_int_equal(tunx_server_check_finish(&h2.s, &kr, h2.finish, sizeof h2.finish), 0);
   /* frames: a flipped bit, a replayed frame and a dropped frame all fail to open */
   uint8_t f1[64], f2[64], pt[64];
-  size_t n1 = tunx_seal(&h2.c, (const uint8_t *)"one", 3, 0, f1), n2 = tunx_seal(&h2.c, (const uint8_t *)"two", 3, 0, f2);
+  size_t n1 = tunx_seal(&h2.c, (const uint8_t *)"one", 3, 0, f1),
+         n2 = tunx_seal(&h2.c, (const uint8_t *)"two", 3, 0, f2);
   size_t pn;
   int final;
   struct tunx_session rx = h2.s;
@@ -149,7 +152,9 @@ static void test_replay_and_tamper_detected(void **state) {
   struct tunx_session s;
   memset(&s, 0, sizeof s);
   assert_int_equal(tunx_parse_hello(&s, h1.hello, 10), -EAGAIN);
-  assert_int_equal(tunx_parse_hello(&s, (const uint8_t *)"\0\0\0\x10xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", 40), -EPROTO);
+  assert_int_equal(
+      tunx_parse_hello(&s, (const uint8_t *)"\0\0\0\x10xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", 40),
+      -EPROTO);
   uint32_t clen;
   assert_int_equal(tunx_frame_next((const uint8_t *)"\x00\x00\x00\x05", 4, &clen), -EPROTO);
   assert_int_equal(tunx_frame_next((const uint8_t *)"\x00\x01\x00\x11", 4, &clen), 0);
@@ -245,7 +250,8 @@ static int listen_any(uv_tcp_t *t, uv_connection_cb cb) {
 }
 
 static void pipe_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
-  if (n > 0 && L.ngot + (size_t)n < sizeof L.got) memcpy(L.got + L.ngot, b->base, (size_t)n), L.ngot += (size_t)n;
+  if (n > 0 && L.ngot + (size_t)n < sizeof L.got)
+    memcpy(L.got + L.ngot, b->base, (size_t)n), L.ngot += (size_t)n;
   if (L.ngot >= 5 || n < 0) {
     L.done = true;
     uv_close((uv_handle_t *)s, NULL);
@@ -292,7 +298,8 @@ static int fwd_roundtrip(int port) {
 }
 
 static void run_until_done(void) {
-  for (int i = 0; i < 2000 && !L.done; i++) uv_run(&L.loop, UV_RUN_ONCE);
+  for (int i = 0; i < 2000 && !L.done; i++)
+    uv_run(&L.loop, UV_RUN_ONCE);
   assert_true(L.done);
 }
 
@@ -349,11 +356,13 @@ static void test_streams_over_a_loop(void **state) {
   assert_int_equal(tunnel_forward_start(&fw, L.cli, "127.0.0.1", 0, "b", L.echo_port, err, sizeof err), 0);
   assert_int_equal(fwd_roundtrip(tunnel_forward_port(fw)), 5);
   struct tunnel_forward *fw_open;
-  assert_int_equal(tunnel_forward_start(&fw_open, L.cli, "0.0.0.0", 0, "b", L.echo_port, err, sizeof err), -EINVAL);
+  assert_int_equal(tunnel_forward_start(&fw_open, L.cli, "0.0.0.0", 0, "b", L.echo_port, err, sizeof err),
+                   -EINVAL);
   assert_non_null(strstr(err, "not a loopback address"));
   assert_memory_equal(L.got, "hello", 5);
   struct tunnel_forward *fw_bad;
-  assert_int_equal(tunnel_forward_start(&fw_bad, L.cli, "127.0.0.1", 0, "b", L.gossip_port, err, sizeof err), 0);
+  assert_int_equal(tunnel_forward_start(&fw_bad, L.cli, "127.0.0.1", 0, "b", L.gossip_port, err, sizeof err),
+                   0);
   assert_int_equal(fwd_roundtrip(tunnel_forward_port(fw_bad)), 0); /* closed: a port b does not allow */
   assert_int_equal(tunnel_counters(L.srv)->refused_port, 2);
   tunnel_forward_close(fw_bad);
@@ -389,10 +398,8 @@ static void test_streams_over_a_loop(void **state) {
 int main(void) {
   if (sodium_init() < 0) return 1;
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_handshake_and_frames),
-      cmocka_unit_test(test_wrong_cluster_key_refused),
-      cmocka_unit_test(test_wrong_identity_refused),
-      cmocka_unit_test(test_replay_and_tamper_detected),
+      cmocka_unit_test(test_handshake_and_frames),   cmocka_unit_test(test_wrong_cluster_key_refused),
+      cmocka_unit_test(test_wrong_identity_refused), cmocka_unit_test(test_replay_and_tamper_detected),
       cmocka_unit_test(test_streams_over_a_loop),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
