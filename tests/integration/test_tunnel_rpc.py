@@ -59,8 +59,8 @@ def test_split_model_answers_through_the_tunnel(procs, tmp_path):
     assert "rpc" in ms["worker"]["roles"] and "rpc" not in ms["host"]["roles"]
 
 
-def rpc_pids(port):
-    """pids of rpc-server processes listening on port (from /proc)."""
+def rpc_pids(port, exe=b"rpc-server"):
+    """pids of the processes of exe (rpc-server, llama-server) given port on their command line (from /proc)."""
     out = []
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -68,7 +68,7 @@ def rpc_pids(port):
                 cmd = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
             except OSError:
                 continue
-            if cmd and cmd[0].endswith(b"rpc-server") and str(port).encode() in cmd:
+            if cmd and cmd[0].endswith(exe) and str(port).encode() in cmd:
                 out.append(int(d))
     return out
 
@@ -126,3 +126,8 @@ def test_split_host_picks_workers_and_survives_losing_one(procs, tmp_path):
     wait_for(answers, timeout=60, what="the split model to answer again over w1")
     print(f"\n[split] back in service {time.monotonic() - t0:.2f} s after a worker was killed")
     assert "workers=w1 " in host.agent.proc.stderr()
+    # Nothing outlives its agent: the host's llama-server goes with the host, w1's rpc-server with w1.
+    assert rpc_pids(llama_port, b"llama-server")
+    host.agent.proc.signal(signal.SIGKILL)
+    w1.agent.proc.signal(signal.SIGKILL)
+    wait_for(lambda: not rpc_pids(llama_port, b"llama-server"), timeout=10, what="llama-server gone with its agent")
