@@ -171,7 +171,7 @@ struct loopt {
   int gossip_port, echo_port;
   bool a_member; /* does the server know the client */
   int status;
-  uv_pipe_t pipe;
+  uv_pipe_t pipe, held;
   char got[64];
   size_t ngot;
   bool done;
@@ -283,6 +283,17 @@ static void tcp_connect_cb(uv_connect_t *r, int status) {
 
 static void run_until_done(void);
 
+/* hold_cb keeps a dialed stream open (L.held) and stops the loop run. */
+static void hold_cb(void *arg, int status, uv_os_sock_t fd) {
+  (void)arg;
+  L.status = status;
+  L.done = true;
+  if (status == 0) {
+    uv_pipe_init(&L.loop, &L.held, 0);
+    assert_int_equal(uv_pipe_open(&L.held, fd), 0);
+  }
+}
+
 /* fwd_roundtrip connects to 127.0.0.1:port, sends "hello" and returns how many bytes came back before 5 or
  * the end. */
 static int fwd_roundtrip(int port) {
@@ -372,6 +383,24 @@ static void test_streams_over_a_loop(void **state) {
   assert_int_equal(dial_once(L.echo_port), -EPERM);
   assert_int_equal(tunnel_counters(L.srv)->refused_identity, 1);
 
+  /* one stream per peer at most: a second one while the first is open is refused as busy */
+  L.a_member = true;
+  struct tunnel *srv1;
+  struct tunnel_config one = sc;
+  one.max_streams_per_peer = 1;
+  assert_int_equal(tunnel_new(&srv1, &L.loop, &one), 0);
+  assert_int_equal(tunnel_allow(srv1, "127.0.0.1", L.echo_port), 0);
+  struct tunnel *srv_main = L.srv;
+  L.srv = srv1; /* the gossip stand-in hands connections to srv1 now */
+  L.done = false, L.ngot = 0, L.status = 1;
+  tunnel_dial(L.cli, L.b.pk, L.echo_port, hold_cb, NULL);
+  run_until_done();
+  assert_int_equal(L.status, 0);
+  assert_int_equal(dial_once(L.echo_port), -EBUSY);
+  assert_int_equal(tunnel_counters(srv1)->refused_busy, 1);
+  uv_close((uv_handle_t *)&L.held, NULL);
+  L.srv = srv_main;
+
   /* another cluster's server */
   L.a_member = true;
   struct keyring other = ring(0x77);
@@ -388,10 +417,11 @@ static void test_streams_over_a_loop(void **state) {
   tunnel_close(L.srv, closed, &nclosed);
   tunnel_close(L.cli, closed, &nclosed);
   tunnel_close(cli2, closed, &nclosed);
+  tunnel_close(srv1, closed, &nclosed);
   uv_close((uv_handle_t *)&L.gossip, NULL);
   uv_close((uv_handle_t *)&L.echo, NULL);
   uv_run(&L.loop, UV_RUN_DEFAULT);
-  assert_int_equal(nclosed, 3);
+  assert_int_equal(nclosed, 4);
   assert_int_equal(uv_loop_close(&L.loop), 0);
 }
 
