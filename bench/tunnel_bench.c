@@ -38,8 +38,8 @@ int main(void) {
   double t0 = now_s();
   for (int i = 0; i < iters; i++) {
     memset(&c, 0, sizeof c), memset(&s, 0, sizeof s);
-    tunx_client_hello(&c, hello);
-    if (tunx_parse_hello(&s, hello, sizeof hello) || tunx_server_reply(&s, &kr, &b, reply) ||
+    if (tunx_client_hello(&c, &kr, hello) || tunx_parse_hello(&s, &kr, hello, sizeof hello) ||
+        tunx_server_reply(&s, &kr, &b, reply) ||
         tunx_client_check_reply(&c, &kr, &a, b.pk, 8080, reply, sizeof reply, fin) ||
         tunx_server_check_finish(&s, &kr, fin, sizeof fin))
       return 2;

@@ -360,9 +360,8 @@ static void connect_cb(uv_connect_t *r, int status) {
   }
   uv_tcp_nodelay(&c->net, 1);
   uint8_t hello[TUNX_HELLO_LEN];
-  tunx_client_hello(&c->s, hello);
   c->st = ST_REPLY;
-  if (!send_raw(c, hello, sizeof hello)) {
+  if (tunx_client_hello(&c->s, c->t->cfg.kr, hello) != 0 || !send_raw(c, hello, sizeof hello)) {
     conn_close(c, -EIO);
     return;
   }
@@ -495,8 +494,12 @@ static void server_read(struct tconn *c) {
   bool ok = true;
   if (c->st == ST_HELLO && c->in.len >= TUNX_HELLO_LEN) {
     uint8_t reply[TUNX_REPLY_LEN];
-    ok = tunx_parse_hello(&c->s, (const uint8_t *)c->in.base, c->in.len) == 0 &&
-         tunx_server_reply(&c->s, c->t->cfg.kr, c->t->cfg.id, reply) == 0;
+    int rc = tunx_parse_hello(&c->s, c->t->cfg.kr, (const uint8_t *)c->in.base, c->in.len);
+    if (rc == -EACCES) {
+      c->t->n.refused_key++;
+      log_warn("tunnel: a peer failed the handshake", "reason=%s", "not our cluster key");
+    }
+    ok = rc == 0 && tunx_server_reply(&c->s, c->t->cfg.kr, c->t->cfg.id, reply) == 0;
     if (ok) {
       buf_consume(&c->in, TUNX_HELLO_LEN);
       c->st = ST_FINISH;

@@ -5,19 +5,19 @@
  * that listener: a gossip frame's first byte is always 0, a tunnel hello starts with "IMTUN001", so gossip
  * hands such connections over, cluster/gossip.h gossip_set_stream_handler; no new port to configure or open,
  * and the address is the one membership already authenticates). A handshake (tunnel_wire.h) proves both ends
- * hold the cluster key, binds each end's ed25519 node identity to fresh X25519 keys, pins the server to the
- * member id the client asked for and checks the client is a member the server knows; then each direction is
- * a crypto_secretstream. The server relays the stream to one port on its own loopback, and only to a port on
- * its allow-list (tunnel_allow: the agent's HTTP port, and ports other subsystems register), never to an
- * arbitrary one.
+ * hold the cluster key (a hello without it is dropped after one HMAC), binds each end's ed25519 node identity
+ * to fresh X25519 keys, pins the server to the member id the client asked for and checks the client is a
+ * member the server knows; then each direction is a crypto_secretstream. The server relays the stream to one
+ * port on its own loopback, and only to a port on its allow-list (tunnel_allow: the agent's HTTP port, and
+ * ports other subsystems register), never to an arbitrary one.
  *
  * Relay: reads are at most TUNX_FRAME_MAX bytes; when a write leaves a side's write queue above
  * TUNNEL_QUEUE_HIGH the other side stops being read until it drained to TUNNEL_QUEUE_LOW (so each stream
  * holds a bounded amount of memory and a slow reader slows the writer, both ways). An end of one direction is
  * sent as a sealed final frame and becomes a half-close on the other side; a stream whose TCP connection ends
  * without one was cut and is closed at once. The handshake (one X25519, one signature and one verification
- * per side, ~0.2 ms) runs on the loop; callers keep streams open (HTTP keep-alive pools) so it is paid per
- * connection, not per request.
+ * per side: about 0.5 ms for both, bench/results/transport.md) runs on the loop; callers keep streams open
+ * (HTTP keep-alive pools) so it is paid per connection, not per request.
  *
  * Ownership: struct tunnel is made by tunnel_new and freed by tunnel_close's callback; the identity and
  * keyring are borrowed and must outlive it. Everything runs on the loop thread. */
@@ -83,8 +83,10 @@ void tunnel_accept_fd(struct tunnel *t, uv_os_sock_t fd, const uint8_t *pre, siz
 /* tunnel_dial opens a stream to port on the member pk. cb runs once on the loop, never inside tunnel_dial:
  * status 0 and fd, one end of a socketpair (owned by the callee: wrap it with uv_pipe_open) carrying the
  * stream's plaintext; or a negative errno and fd -1: -ENOENT (no such member alive), -ECONNREFUSED (the
- * server refused the port or nothing listens there), -EACCES (another cluster), -EPERM (the peer is not who
- * membership says, or does not know us), -EBUSY (too many streams), -ETIMEDOUT, or a connect error.
+ * server refused the port or nothing listens there), -EACCES (the server answered under another cluster's
+ * key), -ECONNRESET (it closed without answering: it does not hold our key, or is not a tunnel), -EPERM (the
+ * peer is not who membership says, or does not know us), -EBUSY (too many streams), -ETIMEDOUT, or a
+ * connect error.
  * Returns a handle for tunnel_dial_cancel, valid until cb runs. */
 struct tunnel_dial;
 typedef void (*tunnel_dial_cb)(void *arg, int status, uv_os_sock_t fd);

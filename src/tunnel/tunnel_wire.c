@@ -62,29 +62,50 @@ static void sign_msg(const char ctx[8], const uint8_t t[32], uint8_t m[40]) {
   memcpy(m + 8, t, 32);
 }
 
-void tunx_client_hello(struct tunx_session *s, uint8_t out[TUNX_HELLO_LEN]) {
+static void hello_mac(const struct keyring *kr, int key, const uint8_t epk[32], uint8_t out[MAC_LEN]) {
+  uint8_t ka[32], ke[32];
+  crypto_auth_hmacsha512256_state h;
+  subkeys(kr, key, ka, ke);
+  crypto_auth_hmacsha512256_init(&h, ka, 32);
+  crypto_auth_hmacsha512256_update(&h, (const uint8_t *)"H" TUNX_MAGIC, 9);
+  crypto_auth_hmacsha512256_update(&h, epk, 32);
+  crypto_auth_hmacsha512256_final(&h, out);
+  sodium_memzero(ka, 32), sodium_memzero(ke, 32);
+}
+
+int tunx_client_hello(struct tunx_session *s, const struct keyring *kr, uint8_t out[TUNX_HELLO_LEN]) {
+  if (kr->nkeys < 1) return -EINVAL;
   randombytes_buf(s->esk, 32);
   crypto_scalarmult_base(s->epk, s->esk);
   memcpy(out, TUNX_MAGIC, 8);
   memcpy(out + 8, s->epk, 32);
+  hello_mac(kr, 0, s->epk, out + 40);
+  return 0;
 }
 
-int tunx_parse_hello(struct tunx_session *s, const uint8_t *in, size_t len) {
+int tunx_parse_hello(struct tunx_session *s, const struct keyring *kr, const uint8_t *in, size_t len) {
   if (len < TUNX_HELLO_LEN) return -EAGAIN;
   if (memcmp(in, TUNX_MAGIC, 8) != 0) return -EPROTO;
-  memcpy(s->peer_epk, in + 8, 32);
-  return 0;
+  uint8_t want[MAC_LEN];
+  for (int i = 0; i < kr->nkeys; i++) {
+    hello_mac(kr, i, in + 8, want);
+    if (sodium_memcmp(want, in + 40, MAC_LEN) == 0) {
+      memcpy(s->peer_epk, in + 8, 32);
+      s->key = i;
+      return 0;
+    }
+  }
+  return -EACCES;
 }
 
 int tunx_server_reply(struct tunx_session *s, const struct keyring *kr, const struct identity *id,
                       uint8_t out[TUNX_REPLY_LEN]) {
-  if (kr->nkeys < 1) return -EINVAL;
+  if (s->key < 0 || s->key >= kr->nkeys) return -EINVAL;
   uint8_t dh[32], ka[32], ke[32], k[32], m[40];
   randombytes_buf(s->esk, 32);
   crypto_scalarmult_base(s->epk, s->esk);
   if (crypto_scalarmult(dh, s->esk, s->peer_epk) != 0) return -EBADMSG;
-  s->key = 0;
-  subkeys(kr, 0, ka, ke);
+  subkeys(kr, s->key, ka, ke);
   transcript(s->peer_epk, s->epk, id->pk, s->th);
   uint8_t *q = out;
   memcpy(q, s->epk, 32), q += 32;

@@ -3,19 +3,22 @@
  * Handshake, client C dialing server S for loopback port P (K_i: a key of the cluster keyring both hold;
  * Ka = crypto_kdf(K_i, 5, "im-tun-a"), Ke = crypto_kdf(K_i, 6, "im-tun-e"); eC/eS: fresh X25519 key pairs;
  * pkC/pkS, skC/skS: the nodes' ed25519 identities, cluster/identity.h):
- *   C -> S  HELLO  "IMTUN001" | eC[32]                                                       (40 bytes)
+ *   C -> S  HELLO  "IMTUN001" | eC[32] | macH[32]                                            (72 bytes)
  *   S -> C  REPLY  eS[32] | pkS[32] | sigS[64] | macS[32] | hdr_s2c[24]                      (184 bytes)
  *   C -> S  FINISH pkC[32] | P (u16 BE) | sigC[64] | macC[32] | hdr_c2s[24]                  (154 bytes)
  *   S -> C  first frame: one status byte (TUNX_OK, or why the stream is refused), then the relay.
- * with th = BLAKE2b-256("IMTUN001" eC eS pkS), tc = BLAKE2b-256(th pkC P),
+ * with macH = HMAC-SHA512-256(Ka, "H" "IMTUN001" eC) under the client's primary key (the server answers with
+ * the key it matches, so a node whose primary was rotated still reaches one that installed the new key),
+ *   th = BLAKE2b-256("IMTUN001" eC eS pkS), tc = BLAKE2b-256(th pkC P),
  *   sigS = Ed25519(skS, "im-tun-S" th)    macS = HMAC-SHA512-256(Ka, "S" th)
  *   sigC = Ed25519(skC, "im-tun-C" tc)    macC = HMAC-SHA512-256(Ka, "C" tc)
  *   k_s2c = BLAKE2b-256(key Ke, "s2c" X25519(e, e') th), k_c2s likewise with "c2s".
- * So: the MACs prove both ends hold the cluster key (only mesh members connect; the server uses its primary
- * key, the client finds which one); each signature binds a node identity to this exchange's fresh ephemeral
- * keys, and the client pins pkS to the member it meant to reach, the server checks pkC is a member it knows;
- * the session keys are forward secret (ephemeral X25519) and also depend on the cluster key. A replayed or
- * altered message fails a signature or a MAC, since the other side's ephemeral key is new every time.
+ * So: the MACs prove both ends hold the cluster key (only mesh members connect; a hello without it costs the
+ * server one HMAC per key, not an X25519 and a signature); each signature binds a node identity to this
+ * exchange's fresh ephemeral keys, and the client pins pkS to the member it meant to reach, the server checks
+ * pkC is a member it knows; the session keys are forward secret (ephemeral X25519) and also depend on the
+ * cluster key. A replayed or altered reply or finish fails a signature or a MAC, since the other side's
+ * ephemeral key is new every time (a replayed hello gets a reply, and leads nowhere).
  *
  * Frames after the handshake, each direction its own crypto_secretstream (XChaCha20-Poly1305):
  *   [u32 BE length][ciphertext of at most TUNX_FRAME_MAX plaintext bytes]
@@ -36,7 +39,7 @@
 #define TUNX_EPK_LEN 32
 #define TUNX_HDR_LEN crypto_secretstream_xchacha20poly1305_HEADERBYTES
 #define TUNX_ABYTES crypto_secretstream_xchacha20poly1305_ABYTES
-#define TUNX_HELLO_LEN (8 + TUNX_EPK_LEN)
+#define TUNX_HELLO_LEN (8 + TUNX_EPK_LEN + crypto_auth_BYTES)
 #define TUNX_REPLY_LEN (TUNX_EPK_LEN + IDENTITY_PK_LEN + crypto_sign_BYTES + crypto_auth_BYTES + TUNX_HDR_LEN)
 #define TUNX_FINISH_LEN (IDENTITY_PK_LEN + 2 + crypto_sign_BYTES + crypto_auth_BYTES + TUNX_HDR_LEN)
 #define TUNX_FRAME_MAX 65536
@@ -62,16 +65,19 @@ struct tunx_session {
   crypto_secretstream_xchacha20poly1305_state tx, rx;
 };
 
-/* tunx_client_hello (client) makes a fresh ephemeral key pair in s and writes the hello to out. */
-void tunx_client_hello(struct tunx_session *s, uint8_t out[TUNX_HELLO_LEN]);
+/* tunx_client_hello (client) makes a fresh ephemeral key pair in s and writes the hello, MACed under kr's
+ * primary key, to out. 0, or -EINVAL when kr holds no key. */
+int tunx_client_hello(struct tunx_session *s, const struct keyring *kr, uint8_t out[TUNX_HELLO_LEN]);
 
-/* tunx_parse_hello (server): 0 and the client's ephemeral key in s->peer_epk when in starts with a hello;
- * -EAGAIN when len is too short to tell; -EPROTO for a wrong magic. */
-int tunx_parse_hello(struct tunx_session *s, const uint8_t *in, size_t len);
+/* tunx_parse_hello (server): 0, the client's ephemeral key in s->peer_epk and the index of the key of kr
+ * that made its MAC in s->key, when in starts with a hello; -EAGAIN when len is too short to tell; -EPROTO
+ * for a wrong magic; -EACCES when no key of kr made the MAC (another cluster). */
+int tunx_parse_hello(struct tunx_session *s, const struct keyring *kr, const uint8_t *in, size_t len);
 
 /* tunx_server_reply (server, after tunx_parse_hello) makes the ephemeral key pair, derives the keys under
- * kr's primary key, starts s->tx and writes the reply, signed with identity id, to out. 0, or -EBADMSG when
- * the client's ephemeral key is degenerate (X25519 gives zero), -EINVAL when kr holds no key. */
+ * the key the hello used (s->key), starts s->tx and writes the reply, signed with identity id, to out. 0, or
+ * -EBADMSG when the client's ephemeral key is degenerate (X25519 gives zero), -EINVAL when s->key is not a
+ * key of kr. */
 int tunx_server_reply(struct tunx_session *s, const struct keyring *kr, const struct identity *id,
                       uint8_t out[TUNX_REPLY_LEN]);
 

@@ -1,7 +1,7 @@
 /* libFuzzer target for the agent-to-agent tunnel's handshake and framing parsers (tunnel/tunnel_wire.h, as
  * tunnel.c's read callbacks use them). Every input is read, from an exact-size copy (ASan reports overreads),
  * as
- *   - a client hello, by a server (tunx_parse_hello, then tunx_server_reply when it parsed);
+ *   - a client hello, by a server (tunx_parse_hello, then tunx_server_reply when its MAC checked);
  *   - a server reply followed by sealed frames, by a client with a fixed ephemeral key expecting the fixed
  *     server identity (tunx_client_check_reply, then tunx_frame_next and tunx_open as relay_in does);
  *   - a client finish followed by frames, by a server that answered a fixed hello (tunx_server_check_finish);
@@ -57,13 +57,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   /* A hello, by a server. */
   struct tunx_session s;
   memset(&s, 0, sizeof s);
-  int rc = tunx_parse_hello(&s, b, size);
+  int rc = tunx_parse_hello(&s, &kr, b, size);
   if (size < TUNX_HELLO_LEN) {
     CHECK(rc == -EAGAIN);
   } else {
-    CHECK(rc == 0 || rc == -EPROTO);
-    CHECK((rc == 0) == (memcmp(b, TUNX_MAGIC, 8) == 0));
+    CHECK(rc == 0 || rc == -EPROTO || rc == -EACCES);
+    CHECK((rc != -EPROTO) == (memcmp(b, TUNX_MAGIC, 8) == 0));
     if (rc == 0) {
+      CHECK(s.key >= 0 && s.key < kr.nkeys);
       uint8_t reply[TUNX_REPLY_LEN];
       rc = tunx_server_reply(&s, &kr, &sid, reply);
       CHECK(rc == 0 || rc == -EBADMSG);
@@ -89,8 +90,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   struct tunx_session cc, ss;
   memset(&cc, 0, sizeof cc);
   memset(&ss, 0, sizeof ss);
-  tunx_client_hello(&cc, hello);
-  CHECK(tunx_parse_hello(&ss, hello, sizeof hello) == 0);
+  CHECK(tunx_client_hello(&cc, &kr, hello) == 0);
+  CHECK(tunx_parse_hello(&ss, &kr, hello, sizeof hello) == 0);
   CHECK(tunx_server_reply(&ss, &kr, &sid, reply) == 0);
   rc = tunx_server_check_finish(&ss, &kr, b, size);
   if (size < TUNX_FINISH_LEN) {

@@ -41,8 +41,8 @@ struct hs {
 static int reply_step(struct hs *h, const struct keyring *ckr, const struct identity *cid,
                       const uint8_t *expect, const struct keyring *skr, const struct identity *sid) {
   memset(h, 0, sizeof *h);
-  tunx_client_hello(&h->c, h->hello);
-  assert_int_equal(tunx_parse_hello(&h->s, h->hello, sizeof h->hello), 0);
+  assert_int_equal(tunx_client_hello(&h->c, ckr, h->hello), 0);
+  assert_int_equal(tunx_parse_hello(&h->s, skr, h->hello, sizeof h->hello), 0);
   assert_int_equal(tunx_server_reply(&h->s, skr, sid, h->reply), 0);
   return tunx_client_check_reply(&h->c, ckr, cid, expect, 8080, h->reply, sizeof h->reply, h->finish);
 }
@@ -75,17 +75,31 @@ static void test_wrong_cluster_key_refused(void **state) {
   struct keyring k1 = ring(0x42), k2 = ring(0x43);
   struct identity a = ident(1), b = ident(2);
   struct hs h;
-  /* the client does not hold the server's key */
-  assert_int_equal(reply_step(&h, &k2, &a, b.pk, &k1, &b), -EACCES);
-  /* the server does not hold the client's: the finish's MAC was made under k2 */
-  struct keyring both = k2;
-  memcpy(both.keys[1], k1.keys[0], KEYRING_KEY_LEN);
-  both.nkeys = 2;
-  assert_int_equal(reply_step(&h, &both, &a, b.pk, &k1, &b), 0); /* the client finds the server's key... */
-  struct tunx_session s = h.s;
-  assert_int_equal(tunx_server_check_finish(&s, &k1, h.finish, sizeof h.finish), 0); /* ...and uses it */
-  /* a rotated server (primary k2, k1 still installed) and a client holding only k1: the client refuses */
-  assert_int_equal(reply_step(&h, &k1, &a, b.pk, &k2, &b), -EACCES);
+  /* a client of another cluster: the server refuses its hello (one HMAC; no X25519, no signature) */
+  memset(&h, 0, sizeof h);
+  assert_int_equal(tunx_client_hello(&h.c, &k2, h.hello), 0);
+  assert_int_equal(tunx_parse_hello(&h.s, &k1, h.hello, sizeof h.hello), -EACCES);
+  /* a server of another cluster answering our client (with a hello it could not check): the client refuses */
+  memset(&h, 0, sizeof h);
+  assert_int_equal(tunx_client_hello(&h.c, &k1, h.hello), 0);
+  memcpy(h.s.peer_epk, h.hello + 8, 32);
+  h.s.key = 0;
+  assert_int_equal(tunx_server_reply(&h.s, &k2, &b, h.reply), 0);
+  assert_int_equal(tunx_client_check_reply(&h.c, &k1, &a, b.pk, 8080, h.reply, sizeof h.reply, h.finish),
+                   -EACCES);
+  /* rotation: a server whose primary is k2, k1 still installed, answers a client holding only k1 under k1 */
+  struct keyring k2k1 = k2;
+  memcpy(k2k1.keys[1], k1.keys[0], KEYRING_KEY_LEN);
+  k2k1.nkeys = 2;
+  assert_int_equal(reply_step(&h, &k1, &a, b.pk, &k2k1, &b), 0);
+  assert_int_equal(h.s.key, 1);
+  assert_int_equal(tunx_server_check_finish(&h.s, &k2k1, h.finish, sizeof h.finish), 0);
+  /* and a client whose primary is k2 already reaches a server holding k2 as a secondary */
+  struct keyring k1k2 = k1;
+  memcpy(k1k2.keys[1], k2.keys[0], KEYRING_KEY_LEN);
+  k1k2.nkeys = 2;
+  assert_int_equal(reply_step(&h, &k2k1, &a, b.pk, &k1k2, &b), 0);
+  assert_int_equal(tunx_server_check_finish(&h.s, &k1k2, h.finish, sizeof h.finish), 0);
 }
 
 static void test_wrong_identity_refused(void **state) {
@@ -97,8 +111,8 @@ static void test_wrong_identity_refused(void **state) {
   assert_int_equal(reply_step(&h, &kr, &a, b.pk, &kr, &mallory), -EPERM);
   /* mallory answers claiming b's public key: it cannot sign as b */
   memset(&h, 0, sizeof h);
-  tunx_client_hello(&h.c, h.hello);
-  assert_int_equal(tunx_parse_hello(&h.s, h.hello, sizeof h.hello), 0);
+  assert_int_equal(tunx_client_hello(&h.c, &kr, h.hello), 0);
+  assert_int_equal(tunx_parse_hello(&h.s, &kr, h.hello, sizeof h.hello), 0);
   struct identity fake = mallory;
   memcpy(fake.pk, b.pk, 32);
   assert_int_equal(tunx_server_reply(&h.s, &kr, &fake, h.reply), 0);
@@ -123,7 +137,7 @@ static void test_replay_and_tamper_detected(void **state) {
   /* a reply captured from one session replayed to another client hello: refused */
   struct hs h3;
   memset(&h3, 0, sizeof h3);
-  tunx_client_hello(&h3.c, h3.hello);
+  assert_int_equal(tunx_client_hello(&h3.c, &kr, h3.hello), 0);
   assert_int_equal(tunx_client_check_reply(&h3.c, &kr, &a, b.pk, 8080, h1.reply, sizeof h1.reply, h3.finish),
                    -EACCES);
   /* the port changed in flight: refused (a server session is good for one try) */
@@ -148,13 +162,17 @@ static void test_replay_and_tamper_detected(void **state) {
   rx = h2.s;
   assert_int_equal(tunx_open(&rx, f1 + 4, n1 - 4, pt, &pn, &final), 0);
   assert_int_equal(tunx_open(&rx, f1 + 4, n1 - 4, pt, &pn, &final), -EBADMSG); /* replayed */
-  /* short input asks for more; a foreign protocol is refused */
+  /* short input asks for more; a foreign protocol is refused; an altered hello fails its MAC */
   struct tunx_session s;
   memset(&s, 0, sizeof s);
-  assert_int_equal(tunx_parse_hello(&s, h1.hello, 10), -EAGAIN);
-  assert_int_equal(
-      tunx_parse_hello(&s, (const uint8_t *)"\0\0\0\x10xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", 40),
-      -EPROTO);
+  assert_int_equal(tunx_parse_hello(&s, &kr, h1.hello, 10), -EAGAIN);
+  uint8_t other[TUNX_HELLO_LEN];
+  memset(other, 'x', sizeof other);
+  memcpy(other, "\0\0\0\x10", 4);
+  assert_int_equal(tunx_parse_hello(&s, &kr, other, sizeof other), -EPROTO);
+  memcpy(other, h1.hello, sizeof other);
+  other[9] ^= 1;
+  assert_int_equal(tunx_parse_hello(&s, &kr, other, sizeof other), -EACCES);
   uint32_t clen;
   assert_int_equal(tunx_frame_next((const uint8_t *)"\x00\x00\x00\x05", 4, &clen), -EPROTO);
   assert_int_equal(tunx_frame_next((const uint8_t *)"\x00\x01\x00\x11", 4, &clen), 0);
@@ -401,7 +419,7 @@ static void test_streams_over_a_loop(void **state) {
   uv_close((uv_handle_t *)&L.held, NULL);
   L.srv = srv_main;
 
-  /* another cluster's server */
+  /* a client of another cluster: the server drops its hello unanswered (it cannot prove anything to it) */
   L.a_member = true;
   struct keyring other = ring(0x77);
   struct tunnel_config oc = sc;
@@ -411,7 +429,8 @@ static void test_streams_over_a_loop(void **state) {
   L.done = false;
   tunnel_dial(cli2, L.b.pk, L.echo_port, dial_cb, NULL);
   run_until_done();
-  assert_int_equal(L.status, -EACCES);
+  assert_int_equal(L.status, -ECONNRESET);
+  assert_int_equal(tunnel_counters(L.srv)->refused_key, 1);
 
   int nclosed = 0;
   tunnel_close(L.srv, closed, &nclosed);
