@@ -20,7 +20,6 @@
 #include "proto/gossip_codec.h"
 #include "agent/mesh_tunnel.h"
 #include "agent/rpc_worker.h"
-#include "agent/split.h"
 #include "tunnel/tunnel.h"
 
 #define PUBLISH_MS 50 /* how often this node's store is checked for load or meta changes */
@@ -53,11 +52,8 @@ struct mesh {
   char raft_addr[GOSSIP_ADDR_MAX]; /* announced when this node is a Raft server */
   bool raft_formed;
   bool pool_ready[STORE_MAX_TARGETS];
-  struct tunnel *tunnel;     /* agent-to-agent streams (served on the gossip port) */
-  struct http_dialer dialer; /* pools to other agents open their connections through the tunnel */
-  bool plain_hops;           /* --insecure-hops: they connect in plaintext TCP instead */
-  struct rpc_worker *rpc;    /* the rpc-server this node offers (--rpc-server), or NULL */
-  struct split *split;       /* the split model this node hosts (--split-target), or NULL */
+  struct mesh_tunnel tun; /* agent-to-agent streams, the rpc-server offered, the split model hosted */
+  bool plain_hops;        /* --insecure-hops: pools to other agents connect in plaintext TCP */
   void (*closed_cb)(void *);
   void *closed_arg;
   int closing_parts;
@@ -124,7 +120,7 @@ static void load_cb(void *user, const struct gossip_load *l) {
     if (changed) {
       if (m->pool_ready[id]) http_pool_close(&m->env.pools[id]);
       m->pool_ready[id] = http_pool_init(&m->env.pools[id], m->env.loop, t->host, t->port) == 0;
-      if (m->pool_ready[id] && !m->plain_hops) http_pool_set_dialer(&m->env.pools[id], &m->dialer, n->id);
+      if (m->pool_ready[id] && !m->plain_hops) http_pool_set_dialer(&m->env.pools[id], &m->tun.dialer, n->id);
       log_info("remote target joined routing", "target=%s via=%s", t->name, n->meta.api_addr);
     }
     if (!models_equal(t, tl)) {
@@ -251,10 +247,10 @@ static void build_meta(struct mesh *m, struct gossip_meta *meta) {
     meta->nlabels++;
   }
   uint64_t mem_mb;
-  if (m->rpc && rpc_worker_up(m->rpc, &mem_mb) && meta->nlabels + 2 <= GOSSIP_META_LABELS) {
+  if (m->tun.rpc && rpc_worker_up(m->tun.rpc, &mem_mb) && meta->nlabels + 2 <= GOSSIP_META_LABELS) {
     meta->roles |= GOSSIP_ROLE_RPC;
     str_copy(meta->label_key[meta->nlabels], sizeof meta->label_key[0], "rpc");
-    snprintf(meta->label_value[meta->nlabels++], sizeof meta->label_value[0], "%d", rpc_worker_port(m->rpc));
+    snprintf(meta->label_value[meta->nlabels++], sizeof meta->label_value[0], "%d", rpc_worker_port(m->tun.rpc));
     str_copy(meta->label_key[meta->nlabels], sizeof meta->label_key[0], "rpc_mem_mb");
     snprintf(meta->label_value[meta->nlabels++], sizeof meta->label_value[0], "%llu", (unsigned long long)mem_mb);
   }
@@ -338,67 +334,6 @@ static uint64_t next_boot_id(const char *dir) {
 }
 
 static bool is_token(const char *s) { return strncmp(s, "imt1.", 5) == 0; }
-
-/* ---- the tunnel (agent-to-agent traffic) ---- */
-
-/* A member's tunnel address is its gossip address (the tunnel shares the gossip port); only alive or suspect
- * members have one. */
-static int tunnel_resolve(void *arg, const uint8_t pk[IDENTITY_PK_LEN], char *addr, size_t cap) {
-  struct mesh *m = arg;
-  const struct swim_member *sm = swim_find(gossip_swim(m->gossip), pk);
-  if (!sm || (sm->u.state != GOSSIP_ALIVE && sm->u.state != GOSSIP_SUSPECT) || memcmp(pk, m->id.pk, 32) == 0)
-    return -ENOENT;
-  str_copy(addr, cap, sm->u.addr);
-  return 0;
-}
-
-static int tunnel_lookup(void *arg, const char *node, uint8_t pk[IDENTITY_PK_LEN]) {
-  bool self;
-  if (!mesh_find_node(arg, node, &self, pk) || self) return -ENOENT;
-  return 0;
-}
-
-static void *tunnel_dial_fn(void *arg, const uint8_t *node, int port, http_dial_cb cb, void *cbarg) {
-  return tunnel_dial(arg, node, port, cb, cbarg);
-}
-
-static void tunnel_cancel_fn(void *handle) { tunnel_dial_cancel(handle); }
-
-static void tunnel_stream_cb(void *arg, uv_os_sock_t fd, const uint8_t *pre, size_t len) {
-  tunnel_accept_fd(arg, fd, pre, len);
-}
-
-/* tunnel_start serves streams on the gossip port, relaying them to this agent's HTTP listener (the one port
- * allowed at first). */
-static int tunnel_start(struct mesh *m, char *err, size_t errlen) {
-  const struct agent_config *cfg = m->env.cfg;
-  const char *colon = strrchr(m->env.api_addr, ':');
-  struct tunnel_config tc = {
-      .id = &m->id, .kr = &m->kr, .resolve = tunnel_resolve, .lookup = tunnel_lookup, .arg = m};
-  int rc = tunnel_new(&m->tunnel, m->env.loop, &tc);
-  if (rc == 0) rc = tunnel_allow(m->tunnel, cfg->listen_host, colon ? (int)strtol(colon + 1, NULL, 10) : 0);
-  if (rc != 0) {
-    snprintf(err, errlen, "cannot start the agent-to-agent tunnel for listener %s (err %d)", m->env.api_addr, rc);
-    return rc;
-  }
-  if ((rc = mesh_tunnel_configure(m->tunnel, cfg->cluster.tunnel_allow, cfg->cluster.tunnel_forward, err,
-                                  errlen)) != 0)
-    return rc;
-  if (cfg->cluster.rpc_server[0]) {
-    int port = cfg->cluster.rpc_port ? cfg->cluster.rpc_port : 50052;
-    if ((rc = tunnel_allow(m->tunnel, "127.0.0.1", port)) != 0 && rc != -EEXIST) {
-      snprintf(err, errlen, "cannot offer rpc-server port %d through the tunnel (err %d)", port, rc);
-      return rc;
-    }
-    if ((rc = rpc_worker_start(&m->rpc, m->env.loop, cfg->cluster.rpc_server, port, err, errlen)) != 0) return rc;
-  }
-  if (cfg->cluster.split_target[0] &&
-      (rc = split_start(&m->split, m->env.loop, m, m->env.store, m->env.nlocal, &cfg->cluster, err, errlen)) != 0)
-    return rc;
-  m->dialer = (struct http_dialer){.dial = tunnel_dial_fn, .cancel = tunnel_cancel_fn, .arg = m->tunnel};
-  gossip_set_stream_handler(m->gossip, tunnel_stream_cb, m->tunnel);
-  return 0;
-}
 
 int mesh_start(struct mesh **out, const struct mesh_env *env, char *err, size_t errlen) {
   const struct config_cluster *cc = &env->cfg->cluster;
@@ -493,9 +428,11 @@ int mesh_start(struct mesh **out, const struct mesh_env *env, char *err, size_t 
     return rc;
   }
   m->plain_hops = cc->insecure_hops;
-  if ((rc = tunnel_start(m, err, errlen)) != 0) {
+  struct mesh_tunnel_env te = {.loop = env->loop, .mesh = m, .gossip = m->gossip, .id = &m->id, .kr = &m->kr,
+                               .cfg = env->cfg, .api_addr = env->api_addr, .store = env->store, .nlocal = env->nlocal};
+  if ((rc = mesh_tunnel_start(&m->tun, &te, err, errlen)) != 0) {
     gossip_close(m->gossip, NULL, NULL);
-    if (m->tunnel) tunnel_close(m->tunnel, NULL, NULL);
+    mesh_tunnel_close(&m->tun, NULL, NULL);
     free(m->nodes);
     free(m);
     return rc;
@@ -621,7 +558,7 @@ void mesh_members_json(struct mesh *m, struct buf *out) {
 
 void mesh_metrics(struct mesh *m, struct buf *b) {
   const struct gossip_counters *gc = gossip_counters(m->gossip);
-  tunnel_metrics(m->tunnel, b);
+  tunnel_metrics(m->tun.tunnel, b);
   const struct swim_stats *st = swim_stats(gossip_swim(m->gossip));
   buf_printf(b, "# HELP infermesh_gossip_members Members by state as this node sees them.\n"
                 "# TYPE infermesh_gossip_members gauge\ninfermesh_gossip_members{state=\"alive\"} %d\n",
@@ -720,21 +657,17 @@ static void part_closed(struct mesh *m) {
 
 static void timer_closed_cb(uv_handle_t *h) { part_closed(h->data); }
 static void gossip_closed_cb(void *arg) { part_closed(arg); }
-static void tunnel_closed_cb(void *arg) { part_closed(arg); }
-static void rpc_closed_cb(void *arg) { part_closed(arg); }
-static void split_closed_cb(void *arg) { part_closed(arg); }
+static void tunnel_part_closed_cb(void *arg) { part_closed(arg); }
 
 void mesh_close(struct mesh *m, void (*closed_cb)(void *arg), void *arg) {
   m->closed_cb = closed_cb;
   m->closed_arg = arg;
-  m->closing_parts = 3 + (m->rpc != NULL) + (m->split != NULL);
-  if (m->rpc) rpc_worker_stop(m->rpc, rpc_closed_cb, m);
-  if (m->split) split_stop(m->split, split_closed_cb, m);
+  m->closing_parts = 2 + mesh_tunnel_parts(&m->tun);
   for (int i = m->env.nlocal; i < m->env.store->ntargets; i++)
     if (m->pool_ready[i]) http_pool_close(&m->env.pools[i]);
   uv_close((uv_handle_t *)&m->timer, timer_closed_cb);
   gossip_close(m->gossip, gossip_closed_cb, m);
-  tunnel_close(m->tunnel, tunnel_closed_cb, m);
+  mesh_tunnel_close(&m->tun, tunnel_part_closed_cb, m);
 }
 
 void mesh_set_raft(struct mesh *m, const char *raft_addr, bool formed) {
@@ -767,9 +700,9 @@ int mesh_rpc_workers(const struct mesh *m, struct mesh_rpc_worker *out, int max)
   return n;
 }
 
-const struct http_dialer *mesh_hop_dialer(const struct mesh *m) { return m->plain_hops ? NULL : &m->dialer; }
+const struct http_dialer *mesh_hop_dialer(const struct mesh *m) { return m->plain_hops ? NULL : &m->tun.dialer; }
 
-struct tunnel *mesh_tunnel(struct mesh *m) { return m->tunnel; }
+struct tunnel *mesh_tunnel(struct mesh *m) { return m->tun.tunnel; }
 
 int mesh_servers(const struct mesh *m, struct mesh_server *out, int max) {
   int n = 0;
