@@ -3,7 +3,6 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <http_parser.h>
 #include <malloc.h>
 #include <signal.h>
 #include <sodium.h>
@@ -12,16 +11,20 @@
 #include <string.h>
 #include <time.h>
 
-#include "agent/cluster_api.h"
+#include "api/cluster_api.h"
 #include "agent/control.h"
-#include "agent/events.h"
+#include "api/events.h"
 #include "agent/gpu_poll.h"
+#include "agent/ingress_tls.h"
 #include "agent/mesh.h"
+#include "agent/budget_sync.h"
 #include "agent/meter.h"
-#include "agent/model_api.h"
+#include "api/model_api.h"
 #include "agent/scraper.h"
 #include "agent/supervisor.h"
+#include "api/budgets.h"
 #include "api/history.h"
+#include "api/reply.h"
 #include "api/ledger_api.h"
 #include "api/routes.h"
 #include "api/status.h"
@@ -49,6 +52,7 @@ struct agent {
   char exe[1024];
   struct router router;
   struct http_server server;
+  struct ingress_tls tls; /* the listener's certificate, its reloads, client certificates */
   struct mesh *mesh; /* NULL when the agent runs alone (no cluster key) */
   struct cluster_api capi;
   struct model_api mapi; /* load/unload of models and LoRA adapters */
@@ -57,10 +61,15 @@ struct agent {
   struct ledger_outbox *outbox; /* forwards them to PostgreSQL (ledger.postgres); NULL when none */
   struct ledger_api lapi;
   struct meter meter; /* the router's meter: prices, and records to the ledger */
+  struct spend_book *spend;  /* tenants' spend, here and as the mesh reports it (budgets) */
+  struct budget_sync bsync;  /* spreads it over the mesh (when there is one) */
+  bool bsync_on;
   struct history *hist; /* the dashboard's last 15 minutes, sampled every second */
   uv_timer_t hist_timer;
   char api_addr[96]; /* how other nodes reach this listener */
   bool leave_done, close_mesh_pending;
+  bool stopping;  /* agent_stop ran */
+  int stop_left;  /* the parts not closed yet (the one closing now included) */
   uv_signal_t sigterm, sigint, sighup;
   uv_timer_t drain_timer;
   uv_prepare_t log_flusher; /* writes the turn's buffered log lines before the loop blocks */
@@ -70,18 +79,6 @@ struct agent {
   bool drain_timed_out; /* the drain timer fired: runtimes are being stopped, then the loop */
   int exit_code;
 };
-
-static void send_json(struct http_req *req, int status, struct buf *b) {
-  http_resp_send(req, status, "application/json", b->base, b->len, NULL, 0);
-}
-
-static void send_error(struct http_req *req, int status, const char *msg, const char *code,
-                       const struct http_header *h, int nh) {
-  struct buf b = {0};
-  http_error_json(&b, msg, "invalid_request_error", code);
-  http_resp_send(req, status, "application/json", b.base, b.len, h, nh);
-  buf_free(&b);
-}
 
 /* authorize answers req and returns false when its credentials do not reach route rt (api/routes.h). */
 static bool authorize(struct agent *a, const struct api_route *rt, struct http_req *req) {
@@ -97,8 +94,8 @@ static bool authorize(struct agent *a, const struct api_route *rt, struct http_r
   const char *msg = api_verdict_message(v, rt, &code);
   static const struct http_header challenge = {SLICE_LIT("WWW-Authenticate"), SLICE_LIT("Bearer")};
   a->router.metrics.unauthorized++;
-  send_error(req, v == API_UNAUTH ? 401 : 403, msg, code, &challenge, v == API_UNAUTH);
-  log_info("refused an API call", "method=%s path=\"%.*s\" status=%d", http_method_str(req->method),
+  api_reply_error_headers(req, v == API_UNAUTH ? 401 : 403, msg, code, &challenge, v == API_UNAUTH);
+  log_info("refused an API call", "method=%s path=\"%.*s\" status=%d", http_method_name(req->method),
            (int)(req->path.len > 200 ? 200 : req->path.len), req->path.base, v == API_UNAUTH ? 401 : 403);
   return false;
 }
@@ -173,7 +170,7 @@ static void status(struct agent *a, struct http_req *req, uint64_t now) {
                              .gpus_json = gpus.base};
   status_json(&b, &info, &a->store);
   buf_free(&gpus);
-  send_json(req, 200, &b);
+  api_reply_json(req, 200, &b);
   buf_free(&b);
 }
 
@@ -186,7 +183,7 @@ static void targets(struct agent *a, struct http_req *req, uint64_t now) {
   }
   status_targets_json(&b, &a->store, &a->router.score, now, procs);
   free(procs);
-  send_json(req, 200, &b);
+  api_reply_json(req, 200, &b);
   buf_free(&b);
 }
 
@@ -197,12 +194,12 @@ static void history_view(struct agent *a, struct http_req *req) {
   char v[32];
   int qrc = http_query_get(req->query, "since", v, sizeof v);
   if ((qrc != 0 && qrc != -ENOENT) || (qrc == 0 && slice_to_u64(slice_cstr(v), &since) != 0)) {
-    send_error(req, 400, "since must be a time in ms since the epoch (end_ms of a previous answer)",
-               "invalid_value", NULL, 0);
+    api_reply_error(req, 400, "since must be a time in ms since the epoch (end_ms of a previous answer)",
+                    "invalid_value");
     return;
   }
   history_json(a->hist, &a->store, (int64_t)since, &b);
-  send_json(req, 200, &b);
+  api_reply_json(req, 200, &b);
   buf_free(&b);
 }
 
@@ -235,13 +232,14 @@ static void handle(struct http_req *req, void *arg) {
       struct http_header h = {SLICE_LIT("Allow"), slice_cstr(allow)};
       char msg[96];
       snprintf(msg, sizeof msg, "method not allowed here: use %s", allow);
-      send_error(req, 405, msg, "method_not_allowed", &h, 1);
+      api_reply_error_headers(req, 405, msg, "method_not_allowed", &h, 1);
     } else {
-      send_error(req, 404, "unknown endpoint; see /v1/models, /v1/chat/completions, /v1/completions, /metrics",
-                 "not_found", NULL, 0);
+      api_reply_error(req, 404, "unknown endpoint; see /v1/models, /v1/chat/completions, /v1/completions, /metrics",
+                      "not_found");
     }
     return;
   }
+  ingress_tls_credential(&a->tls, rt, req, a->router.opts.ntenants);
   if (!authorize(a, rt, req)) return;
   uint64_t now = clock_mono_ns();
   bool served = true;
@@ -286,6 +284,14 @@ static void handle(struct http_req *req, void *arg) {
   case API_OP_LEDGER:
     served = ledger_api_handle(&a->lapi, req, scoped_tenant(a, req));
     break;
+  case API_OP_BUDGETS: {
+    struct buf b = {0};
+    budgets_json(a->router.opts.tenants, a->router.opts.ntenants, scoped_tenant(a, req), a->spend, clock_wall_s(),
+                 &b);
+    api_reply_json(req, 200, &b);
+    buf_free(&b);
+    break;
+  }
   case API_OP_HISTORY:
     history_view(a, req);
     break;
@@ -294,7 +300,7 @@ static void handle(struct http_req *req, void *arg) {
     break;
   }
   assert(served); /* the table and the handlers' own path checks agree */
-  if (!served) send_error(req, 500, "no handler for this route", "internal_error", NULL, 0);
+  if (!served) api_reply_error(req, 500, "no handler for this route", "internal_error");
 }
 
 /* Does CUDA_VISIBLE_DEVICES-style entry e (an index, or a UUID with or without "GPU-") name GPU g? */
@@ -333,13 +339,21 @@ static void gpus_updated_cb(void *arg) {
   }
 }
 
-static void closed_cb(uv_handle_t *h) { (void)h; }
+static void seed_one(void *arg, const char *tenant, const struct spend_figures *f) {
+  spend_book_seed(arg, tenant, f, clock_wall_s());
+}
 
-/* After the writer's last commit: the outbox forwards what it can (PostgreSQL up) and stops. */
-static void outbox_last_cb(void *arg) {
-  struct agent *a = arg;
-  if (a->outbox) ledger_outbox_stop(a->outbox); /* blocks for at most one pass, at exit */
-  a->outbox = NULL;
+/* seed_spend reads back this node's spend of the current day and month and of all time from its ledger, so a
+ * restart forgets none of it (once, at start: the loop serves nothing yet). */
+static int seed_spend(struct agent *a, char *err, size_t errlen) {
+  struct ledger_db *db;
+  int64_t now = clock_wall_s();
+  int rc = ledger_db_open(&db, a->lapi.path, err, errlen);
+  if (rc != 0) return rc;
+  rc = ledger_db_spend(db, period_start(PERIOD_DAY, now), period_start(PERIOD_MONTH, now), seed_one, a->spend, err,
+                       errlen);
+  ledger_db_close(db);
+  return rc;
 }
 
 /* start_ledger opens DATA_DIR/ledger.db and its writer when metering is on. 0 or a negative code with err. */
@@ -348,8 +362,13 @@ static int start_ledger(struct agent *a, char *err, size_t errlen) {
   char dir[512];
   a->lapi = (struct ledger_api){.loop = a->loop, .enabled = cfg->ledger_enabled};
   str_copy(a->lapi.pg, sizeof a->lapi.pg, cfg->ledger_postgres);
-  a->meter = (struct meter){.cfg = cfg, .router = &a->router, .mesh = a->mesh};
+  a->spend = spend_book_new();
+  a->meter = (struct meter){.cfg = cfg, .router = &a->router, .mesh = a->mesh, .spend = a->spend};
   meter_bind(&a->meter); /* costs are reported even with metering off */
+  if (a->mesh) {
+    budget_sync_start(&a->bsync, a->loop, a->spend, a->mesh);
+    a->bsync_on = true;
+  }
   if (!cfg->ledger_enabled) return 0;
   if (cfg->cluster.data_dir[0])
     str_copy(dir, sizeof dir, cfg->cluster.data_dir);
@@ -361,7 +380,8 @@ static int start_ledger(struct agent *a, char *err, size_t errlen) {
   if (rc == 0 && (rc = datadir_path(a->lapi.path, sizeof a->lapi.path, dir, LEDGER_DB_FILE)) != 0)
     snprintf(err, errlen, "data dir path too long: %s", dir);
   if (rc == 0) rc = ledger_writer_start(&a->ledger, a->loop, a->lapi.path, err, errlen);
-  a->meter.writer = a->ledger;
+  if (rc == 0) rc = seed_spend(a, err, errlen);
+  a->meter.writer = a->lapi.writer = a->ledger;
   if (rc == 0 && cfg->ledger_postgres[0]) {
     char node[96];
     if (a->mesh) /* the node's identity: stable across renames and restarts */
@@ -375,48 +395,121 @@ static int start_ledger(struct agent *a, char *err, size_t errlen) {
 
 static void log_flush_cb(uv_prepare_t *h) { log_flush(); }
 
-static void mesh_closed_cb(void *arg) { ((struct agent *)arg)->mesh = NULL; }
+/* ---- stopping: the parts in reverse start order ---- */
 
-static void close_mesh(struct agent *a) {
-  if (a->mesh) {
-    if (a->leave_done) mesh_close(a->mesh, mesh_closed_cb, a);
-    else a->close_mesh_pending = true; /* the leave is still spreading: close when it has */
-  }
+/* The long-lived parts agent_run starts, in start order. agent_stop closes them in reverse, one at a time: each
+ * closer ends by calling stop_next (directly, or as the callback of the part's own X_close(x, cb, arg)). A new
+ * part (one that must flush, say) is one closer and one row. */
+static void stop_next(void *arg);
+
+static void close_events(struct agent *a) {
+  events_close();
+  stop_next(a);
+}
+
+static void close_gpu(struct agent *a) { gpu_poll_close(&a->gpu, stop_next, a); }
+
+/* The scraper stops before the runtimes so that it cannot mark a runtime being stopped healthy again. */
+static void close_scraper(struct agent *a) { scraper_close(&a->scraper, stop_next, a); }
+
+static void sup_closed_cb(void *arg) {
+  struct agent *a = arg;
+  a->sup = NULL;
+  stop_next(a);
+}
+
+/* Runtimes get SIGTERM once their requests are done (at most the drain timeout; none after it), then SIGKILL. */
+static void close_supervisor(struct agent *a) {
+  supervisor_stop(a->sup, a->drain_timed_out ? 0 : a->cfg->drain_timeout_ms, sup_closed_cb, a);
+}
+
+/* After the writer's last commit: the outbox forwards what it can (PostgreSQL up) and stops. */
+static void ledger_closed_cb(void *arg) {
+  struct agent *a = arg;
+  if (a->outbox) ledger_outbox_stop(a->outbox); /* blocks for at most one pass, at exit */
+  a->outbox = NULL;
+  stop_next(a);
+}
+
+static void close_ledger(struct agent *a) {
+  if (a->bsync_on) budget_sync_close(&a->bsync, NULL, NULL); /* before the mesh it reports through */
+  a->bsync_on = false;
+  a->meter.writer = a->lapi.writer = NULL;
+  struct ledger_writer *w = a->ledger;
+  a->ledger = NULL;
+  if (w) ledger_writer_close(w, ledger_closed_cb, a); /* commits what is queued, then ends */
+  else ledger_closed_cb(a);
 }
 
 static void ctl_closed_cb(void *arg) {
   struct agent *a = arg;
   a->ctl = NULL;
-  close_mesh(a);
+  stop_next(a);
 }
 
-static void gpu_stopped_cb(struct gpu_poll *g) {
-  struct agent *a = (struct agent *)((char *)g - offsetof(struct agent, gpu));
-  if (a->ctl) control_close(a->ctl, ctl_closed_cb, a); /* before the mesh: Raft uses its keyring */
-  else close_mesh(a);
+/* Before the mesh: Raft uses its keyring. */
+static void close_control(struct agent *a) {
+  if (a->ctl) control_close(a->ctl, ctl_closed_cb, a);
+  else stop_next(a);
+}
+
+static void mesh_closed_cb(void *arg) {
+  struct agent *a = arg;
+  a->mesh = NULL;
+  stop_next(a);
+}
+
+/* The mesh closes once the leave has spread (leave_done_cb goes on then); after a drain timeout the process
+ * exits without waiting for it. */
+static void close_mesh(struct agent *a) {
+  if (!a->mesh || (a->drain_timed_out && !a->leave_done)) stop_next(a);
+  else if (a->leave_done) mesh_close(a->mesh, mesh_closed_cb, a);
+  else a->close_mesh_pending = true;
+}
+
+static void close_pools(struct agent *a) {
+  for (int i = 0; i < a->cfg->nruntimes; i++) http_pool_close(&a->pools[i]);
+  stop_next(a);
+}
+
+static void (*const parts[])(struct agent *a) = {close_pools,      close_mesh,    close_control, close_ledger,
+                                                  close_supervisor, close_scraper, close_gpu,     close_events};
+#define NPARTS ((int)(sizeof parts / sizeof parts[0]))
+
+static void closed_cb(uv_handle_t *h) { (void)h; }
+
+/* After a drain timeout ended every request: a moment for those last bytes to reach the clients. */
+#define DRAIN_FLUSH_MS 200
+static void drain_flushed_cb(uv_timer_t *t) {
+  struct agent *a = t->data;
+  uv_stop(a->loop);
+}
+
+static void stop_next(void *arg) {
+  struct agent *a = arg;
+  assert(a->stop_left > 0);
+  if (--a->stop_left > 0) {
+    parts[a->stop_left - 1](a);
+    return;
+  }
+  if (a->drain_timed_out) { /* requests may still hold connections: the loop is stopped, not run dry */
+    uv_timer_start(&a->drain_timer, drain_flushed_cb, DRAIN_FLUSH_MS, 0);
+    return;
+  }
   uv_close((uv_handle_t *)&a->sigterm, closed_cb);
   uv_close((uv_handle_t *)&a->sigint, closed_cb);
   uv_close((uv_handle_t *)&a->sighup, closed_cb);
   uv_close((uv_handle_t *)&a->drain_timer, closed_cb);
   uv_close((uv_handle_t *)&a->log_flusher, closed_cb);
   uv_close((uv_handle_t *)&a->hist_timer, closed_cb);
-  events_close();
-  a->meter.writer = NULL;
-  if (a->ledger) ledger_writer_close(a->ledger, outbox_last_cb, a); /* commits what is queued, then ends */
-  a->ledger = NULL;
 }
 
-static void supervisor_stopped_cb(void *arg) {
-  struct agent *a = arg;
-  a->sup = NULL;
-  gpu_poll_stop(&a->gpu, gpu_stopped_cb);
-}
-
-/* The scraper stops first so that it cannot mark a runtime being stopped healthy again. */
-static void scraper_stopped_cb(struct scraper *s) {
-  struct agent *a = (struct agent *)((char *)s - offsetof(struct agent, scraper));
-  for (int i = 0; i < a->cfg->nruntimes; i++) http_pool_close(&a->pools[i]);
-  supervisor_stop(a->sup, a->cfg->drain_timeout_ms, supervisor_stopped_cb, a);
+/* agent_stop closes the parts in reverse start order (once), then the agent's own handles: the loop ends. */
+static void agent_stop(struct agent *a) {
+  if (a->stopping) return;
+  a->stopping = true;
+  a->stop_left = NPARTS + 1; /* stop_next closes parts[stop_left - 1] after each decrement: 0 = all closed */
+  stop_next(a);
 }
 
 static void drained_cb(struct http_server *srv) {
@@ -424,26 +517,7 @@ static void drained_cb(struct http_server *srv) {
   log_info("drained", "in_flight=%d", a->router.inflight);
   if (a->drain_timed_out) return; /* the stop is under way already */
   uv_timer_stop(&a->drain_timer);
-  scraper_stop(&a->scraper, scraper_stopped_cb);
-}
-
-/* After a drain timeout: the runtimes got SIGTERM, their grace and SIGKILL if they needed it; exit now. */
-static void timed_out_sup_stopped_cb(void *arg) {
-  struct agent *a = arg;
-  a->sup = NULL;
-  uv_stop(a->loop);
-}
-
-static void timed_out_scraper_stopped_cb(struct scraper *s) {
-  struct agent *a = (struct agent *)((char *)s - offsetof(struct agent, scraper));
-  supervisor_stop(a->sup, 0, timed_out_sup_stopped_cb, a);
-}
-
-/* After the drain timeout ended every request: a moment for those last bytes to reach the clients. */
-#define DRAIN_FLUSH_MS 200
-static void drain_flushed_cb(uv_timer_t *t) {
-  struct agent *a = t->data;
-  uv_stop(a->loop);
+  agent_stop(a);
 }
 
 static void drain_timeout_cb(uv_timer_t *t) {
@@ -453,10 +527,7 @@ static void drain_timeout_cb(uv_timer_t *t) {
   a->exit_code = 1;
   a->drain_timed_out = true;
   router_shutdown(&a->router); /* open streams end with an error event and their chunked end, not mid-chunk */
-  if (a->sup)
-    scraper_stop(&a->scraper, timed_out_scraper_stopped_cb); /* then the runtimes: SIGTERM, grace, SIGKILL */
-  else
-    uv_timer_start(&a->drain_timer, drain_flushed_cb, DRAIN_FLUSH_MS, 0);
+  agent_stop(a);               /* the runtimes get no grace now: SIGTERM, then SIGKILL */
 }
 
 static void leave_done_cb(void *arg) {
@@ -473,6 +544,7 @@ static void begin_exit(struct agent *a, const char *why) {
   if (a->mesh) mesh_leave(a->mesh, leave_done_cb, a);
   uv_timer_start(&a->drain_timer, drain_timeout_cb, a->cfg->drain_timeout_ms, 0);
   events_stop(); /* event streams never end by themselves: the drain must not wait on them */
+  ingress_tls_stop(&a->tls);
   http_server_drain(&a->server, drained_cb);
 }
 
@@ -484,6 +556,7 @@ static void leave_request_cb(void *arg) {
 static void sighup_cb(uv_signal_t *s, int signum) {
   struct agent *a = s->data;
   if (a->mesh) mesh_reload_keyring(a->mesh);
+  ingress_tls_reload(&a->tls);
 }
 
 static void signal_cb(uv_signal_t *s, int signum) {
@@ -499,6 +572,7 @@ static void signal_cb(uv_signal_t *s, int signum) {
 }
 
 static void agent_free(struct agent *a) {
+  spend_book_free(a->spend);
   history_free(a->hist);
   free(a->hist);
   router_free(&a->router);
@@ -514,6 +588,7 @@ static void close_all_cb(uv_handle_t *h, void *arg) {
 }
 
 static void abandon(struct agent *a) {
+  http_server_set_tls(&a->server, NULL);
   uv_walk(a->loop, close_all_cb, NULL);
   uv_run(a->loop, UV_RUN_DEFAULT);
   uv_loop_close(a->loop);
@@ -587,6 +662,13 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     log_warn("listening beyond loopback without API keys (--insecure-no-auth)", "listen=%s", lh);
   router_init(&a->router, a->loop, &a->store, a->pools, &ro);
   http_server_init(&a->server, a->loop, &cfg->limits, handle, a);
+  char err[512];
+  if ((rc = ingress_tls_start(&a->tls, a->loop, cfg, &a->server, err, sizeof err)) != 0) {
+    log_error("cannot start TLS", "err=\"%s\"", err);
+    fprintf(stderr, "infermesh agent: %s\n", err);
+    abandon(a);
+    return 2;
+  }
   if ((rc = http_server_listen(&a->server, cfg->listen_host, cfg->listen_port)) != 0) {
     log_error("cannot start the listener", "err=\"%s\"", a->server.errmsg);
     fprintf(stderr, "infermesh agent: %s\n", a->server.errmsg);
@@ -605,7 +687,6 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   } else {
     str_copy(a->api_addr, sizeof a->api_addr, a->listen);
   }
-  char err[512];
   struct mesh_env menv = {.loop = a->loop,
                           .cfg = cfg,
                           .store = &a->store,
@@ -669,9 +750,10 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   uv_prepare_init(a->loop, &a->log_flusher);
   uv_prepare_start(&a->log_flusher, log_flush_cb);
   log_buffer_lines(true);
-  log_info("agent listening", "node=%s listen=%s targets=%d tenants=%d max_fds=%llu version=%s",
-           cfg->node_name, a->listen, a->store.ntargets, cfg->ntenants, (unsigned long long)nofile,
-           INFERMESH_VERSION);
+  log_info("agent listening", "node=%s listen=%s tls=%s targets=%d tenants=%d max_fds=%llu version=%s",
+           cfg->node_name, a->listen,
+           cfg->tls.cert[0] ? "on" : loopback ? "off" : "off warning=\"plaintext beyond loopback: set tls.cert and tls.key\"",
+           a->store.ntargets, cfg->ntenants, (unsigned long long)nofile, INFERMESH_VERSION);
   if (ready_cb) ready_cb(arg, http_server_port(&a->server));
   uv_run(a->loop, UV_RUN_DEFAULT);
   log_buffer_lines(false); /* flushes */

@@ -12,13 +12,15 @@
 #include "adapter/adapter.h"
 #include "agent/config_prices.h"
 #include "agent/config_tenants.h"
+#include "agent/config_tls.h"
 #include "core/log.h"
 #include "core/slice.h"
 #include "state/policy.h"
 #include "state/store.h"
 
 enum ktype {
-  K_STR, K_U32, K_INT, K_SIZE, K_LISTEN, K_RUNTIME, K_JOIN, K_LABEL, K_DBL, K_BOOL, K_TENANT, K_ALIAS, K_PRICE
+  K_STR, K_U32, K_INT, K_SIZE, K_LISTEN, K_RUNTIME, K_JOIN, K_LABEL, K_DBL, K_BOOL, K_TENANT, K_ALIAS, K_PRICE,
+  K_TLSMAP
 };
 
 struct key {
@@ -106,6 +108,15 @@ static const struct key keys[] = {
      "'llama-server -m M.gguf --port 8102 -ngl 99 --rpc {rpc}'"},
     {"insecure_no_auth", "--insecure-no-auth", "INFERMESH_INSECURE_NO_AUTH", K_BOOL, F(insecure_no_auth),
      "serve a listener beyond loopback without API keys (tenants); never in production"},
+    {"tls.cert", "--tls-cert", "INFERMESH_TLS_CERT", K_STR, F(tls.cert),
+     "PEM certificate (then its chain) of the HTTPS listener; with tls.key the listener speaks only TLS 1.2+, "
+     "reloaded on SIGHUP"},
+    {"tls.key", "--tls-key", "INFERMESH_TLS_KEY", K_STR, F(tls.key), "PEM private key of tls.cert"},
+    {"tls.client_ca", "--tls-client-ca", "INFERMESH_TLS_CLIENT_CA", K_STR, F(tls.client_ca),
+     "PEM CA certificates: clients may present a certificate they signed (one that does not verify is refused)"},
+    {"tls.client_map", "--tls-client-map", "INFERMESH_TLS_CLIENT_MAP", K_TLSMAP, 0, 0,
+     "CN=ROLE: a verified client certificate with this subject CN acts as ROLE's credential, admin (the admin "
+     "token) or a tenant's name (its key) (repeatable; env: comma-separated; YAML: client_map: {CN: ROLE})"},
     {"routing.policy", "--routing-policy", "INFERMESH_ROUTING_POLICY", K_STR, F(routing_policy),
      "how targets are chosen: ours (prefix- and load-aware, the default), round-robin, least-request, "
      "power-of-two, sglang, llm-d"},
@@ -456,6 +467,17 @@ static int set_key(struct agent_config *c, const struct key *k, const char *v, i
     }
     return 0;
   }
+  case K_TLSMAP: {
+    char tmp[4096];
+    str_copy(tmp, sizeof tmp, v);
+    for (char *s = tmp, *next; s && *s; s = next) {
+      next = source == 3 ? strchr(s, ',') : NULL;
+      if (next) *next++ = '\0';
+      int rc = config_tls_map_add(c, source, s, src, err, errlen);
+      if (rc) return rc;
+    }
+    return 0;
+  }
   case K_LABEL: {
     char tmp[256];
     str_copy(tmp, sizeof tmp, v);
@@ -647,6 +669,8 @@ static int yaml_walk(struct agent_config *c, yaml_document_t *d, yaml_node_t *n,
       rc = yaml_runtimes(c, d, v, file, err, errlen);
     } else if (strcmp(path, "tenants") == 0) {
       rc = config_tenants_yaml(c, d, v, file, err, errlen);
+    } else if (strcmp(path, "tls.client_map") == 0) {
+      rc = config_tls_map_yaml(c, d, v, file, err, errlen);
     } else if (strcmp(path, "prices") == 0) {
       rc = config_prices_yaml(c, d, v, file, err, errlen);
     } else if ((strcmp(path, "cluster.join") == 0 || strcmp(path, "node.roles") == 0) &&
@@ -802,6 +826,7 @@ int config_load_args(struct agent_config *c, int argc, char **argv, char *err, s
       return -EINVAL;
     }
   }
+  if ((rc = config_tls_check(c, err, errlen))) return rc;
   if (log_level_parse(c->log_level) < 0) {
     snprintf(err, errlen, "log level '%s' is not one of debug, info, warn, error", c->log_level);
     return -EINVAL;

@@ -1,9 +1,8 @@
 /* The agent's control plane: Raft server lifecycle (bootstrap, membership), read replica, proposals. */
 #include "agent/control_int.h"
-#include "agent/events.h"
+#include "api/events.h"
 
 #include <errno.h>
-#include <http_parser.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,10 +95,10 @@ static int fwd_send(struct control *c, const char *api, const uint8_t *node_id, 
   snprintf(rid, sizeof rid, "ctl-%016llx", (unsigned long long)rng_next(&c->env.router->rng));
   struct hop_bind hb = {.request_id = slice_cstr(rid), .target = slice_cstr(target), .node = node_id};
   struct slice b = buf_slice(&f->body);
-  router_hop_digest(method, slice_cstr(path), &b, 1, hb.digest);
+  hop_digest(method, slice_cstr(path), &b, 1, hb.digest);
   int64_t now = (int64_t)time(NULL);
   uint64_t nonce = rng_next(&c->env.router->rng);
-  router_hop_sign(mesh_keyring(c->env.mesh), HOP_CTL, now, nonce, &hb, hop, sizeof hop);
+  hop_sign(mesh_keyring(c->env.mesh), HOP_CTL, now, nonce, &hb, hop, sizeof hop);
   buf_printf(&f->head, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
                        "x-request-id: %s\r\nx-infermesh-hop: %s\r\nx-infermesh-hop-target: %s\r\n"
                        "x-infermesh-hops: %d\r\n\r\n",
@@ -117,11 +116,11 @@ int control_verify_hop(struct control *c, struct http_req *req, const char *what
   struct slice hop = http_req_header(req, "x-infermesh-hop");
   struct hop_bind hb = {.request_id = http_req_header(req, "x-request-id"), .target = ht,
                         .node = mesh_node_id(c->env.mesh)};
-  router_hop_digest(http_method_str(req->method), req->url, &req->body, 1, hb.digest);
+  hop_digest(http_method_name(req->method), req->url, &req->body, 1, hb.digest);
   struct router *r = c->env.router;
   int64_t now = (int64_t)time(NULL);
   const struct keyring *kr = mesh_keyring(c->env.mesh);
-  int rc = slice_eqz(ht, want) ? router_hop_verify(kr, &r->hop_seen, HOP_CTL, now, hop, &hb) : -EACCES;
+  int rc = slice_eqz(ht, want) ? hop_verify(kr, &r->hop_seen, HOP_CTL, now, hop, &hb) : -EACCES;
   if (rc == 0 || rc == -EBUSY) return rc;
   r->hops_refused++;
   return rc == -EPROTO ? -EPROTO : -EACCES;
@@ -437,6 +436,8 @@ static void enforce_tenants(struct control *c, const struct fsm *f) {
     for (int m = 0; m < ft->nmodels && m < TENANT_MODELS; m++)
       str_copy(x->models[m], sizeof x->models[m], ft->models[m]);
     x->nmodels = ft->nmodels < TENANT_MODELS ? ft->nmodels : TENANT_MODELS;
+    x->budget_nano = ft->budget_nano;
+    x->period = (unsigned)ft->period < PERIOD_COUNT ? (enum period)ft->period : PERIOD_MONTH;
   }
   if (n == 0 && nf > 0) { /* every control-plane tenant is revoked: keys stay required, none matches */
     tenant_conf_default(&t[0]);
@@ -484,7 +485,8 @@ static void control_enforce(struct control *c) {
   }
   c->enforced_once = true;
   if (kind[FSM_TENANT]) enforce_tenants(c, f);
-  if (kind[FSM_POLICY] || kind[FSM_PIN] || kind[FSM_DRAIN] || kind[FSM_PRICE]) route_ctl_sync(&c->env.router->ctl, f);
+  if (kind[FSM_POLICY] || kind[FSM_PIN] || kind[FSM_DRAIN] || kind[FSM_PRICE] || kind[FSM_PROVIDER])
+    route_ctl_sync(&c->env.router->ctl, f);
   if (kind[FSM_DRAIN]) enforce_own_drain(c, f);
   log_info("control-plane state enforced", "index=%llu tenants=%d policies=%d drains=%d pins=%d",
            (unsigned long long)idx, fsm_count(f, FSM_TENANT), fsm_count(f, FSM_POLICY), fsm_count(f, FSM_DRAIN),

@@ -1,12 +1,12 @@
 /* The agent's route table: endpoint, methods, credential, handler; and the authorization decision. */
 #include "api/routes.h"
 
-#include <http_parser.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cluster/fsm.h"
+#include "net/http_req.h"
 
 static const struct api_route routes[] = {
     {API_GET, "/healthz", API_OPEN, false, API_OP_HEALTHZ, "liveness"},
@@ -31,9 +31,9 @@ static const struct api_route routes[] = {
     {API_GET, "/v1/cluster/history", API_VIEW, false, API_OP_HISTORY,
      "the last 15 minutes, per second: targets and traffic (?since=MS)"},
     {API_GET, "/v1/cluster/{kind}/**", API_VIEW, false, API_OP_CTL_READ,
-     "policies, pins, drains, tenants, prices"},
+     "policies, pins, drains, tenants, prices, providers"},
     {API_PUT | API_POST | API_DELETE, "/v1/cluster/{kind}/**", API_ADMIN, false, API_OP_CTL_WRITE,
-     "change policies, pins, drains, tenants, prices"},
+     "change policies, pins, drains, tenants, prices, providers"},
     {API_POST, "/v1/cluster/leave", API_ADMIN, false, API_OP_LEAVE, "this agent leaves the mesh and exits"},
     {API_POST, "/v1/cluster/nodes/*/drain", API_ADMIN, true, API_OP_DRAIN, "drain a node (forwarded to it)"},
     {API_POST, "/v1/cluster/nodes/*/undrain", API_ADMIN, true, API_OP_DRAIN,
@@ -43,6 +43,8 @@ static const struct api_route routes[] = {
     {API_POST, "/v1/cluster/targets/*/unload", API_ADMIN, true, API_OP_MODEL_CTL,
      "unload a model or adapter"},
     {API_GET, "/v1/ledger/usage", API_SCOPED, false, API_OP_LEDGER, "usage and cost (a tenant: its own)"},
+    {API_GET, "/v1/ledger/budgets", API_SCOPED, false, API_OP_BUDGETS,
+     "budgets, mesh-wide spend and reset times (a tenant: its own)"},
     {API_GET, "/v1/ledger/contributions", API_VIEW, false, API_OP_LEDGER, "what each provider earned and was paid"},
     {API_GET, "/v1/ledger/payouts/**", API_VIEW, false, API_OP_LEDGER, "payout batches (?format=csv)"},
     {API_POST, "/v1/ledger/settle", API_ADMIN, false, API_OP_LEDGER, "pay unpaid contributions (?min_amount=X)"},
@@ -53,11 +55,11 @@ static const struct api_route routes[] = {
 
 static unsigned method_bit(int method) {
   switch (method) {
-  case HTTP_GET:
-  case HTTP_HEAD: return API_GET;
-  case HTTP_POST: return API_POST;
-  case HTTP_PUT: return API_PUT;
-  case HTTP_DELETE: return API_DELETE;
+  case HTTP_M_GET:
+  case HTTP_M_HEAD: return API_GET;
+  case HTTP_M_POST: return API_POST;
+  case HTTP_M_PUT: return API_PUT;
+  case HTTP_M_DELETE: return API_DELETE;
   default: return 0;
   }
 }

@@ -1,4 +1,4 @@
-/* infermesh ledger usage|contributions|settle|payouts: clients of /v1/ledger/... on an agent. */
+/* infermesh ledger usage|budgets|contributions|settle|payouts: clients of /v1/ledger/... on an agent. */
 #include "cli/ledger_cmds.h"
 
 #include <jansson.h>
@@ -22,6 +22,8 @@ static void usage(FILE *f) {
       "usage:\n"
       "  infermesh ledger usage [--tenant T] [--model M] [--provider P] [--since 1h|ISO-8601]\n"
       "                         [--by tenant|model|node|provider|hour] [--json]\n"
+      "  infermesh ledger budgets [--json]             each tenant's budget, spend (mesh-wide), what is "
+      "left\n"
       "  infermesh ledger contributions [--json]       what each provider earned, was paid, is owed\n"
       "  infermesh ledger settle --min-amount X [--json]   pay each provider's unpaid contributions that "
       "add\n"
@@ -62,6 +64,17 @@ static void print_contributions(json_t *j) {
     printf("%-24s %-4s %9.0f %14s %14s %14s\n", str(p, "provider"), str(p, "currency"), num(p, "records"),
            str(p, "earned"), str(p, "paid"), str(p, "unpaid"));
   }
+}
+
+static void print_budgets(json_t *j) {
+  printf("%-24s %-6s %14s %14s %14s  %s\n", "TENANT", "PERIOD", "BUDGET", "SPENT", "REMAINING", "RESETS");
+  size_t i;
+  json_t *b;
+  json_array_foreach(json_object_get(j, "budgets"), i, b) {
+    printf("%-24s %-6s %14s %14s %14s  %s\n", str(b, "tenant"), str(b, "period"), str(b, "budget"),
+           str(b, "spent"), str(b, "remaining"), str(b, "resets_at"));
+  }
+  if (json_array_size(json_object_get(j, "budgets")) == 0) printf("(no tenants)\n");
 }
 
 static void print_batch(json_t *j) {
@@ -135,8 +148,11 @@ static int cmp_group(const void *a, const void *b) {
 }
 
 /* usage_mesh asks each alive member (members: the agent's /v1/cluster/members answer) for path and prints the
- * sum. Returns the exit code: 0, or 1 when no member answered. */
-static int usage_mesh(json_t *members, const char *path, const char *auth, const char *by, bool as_json) {
+ * sum; members are reached the way the agent was (https:// when its URL is: one mesh, one listener setup).
+ * Returns the exit code: 0, or 1 when no member answered. */
+static int usage_mesh(json_t *members, const char *agent, const char *path, const char *auth, const char *by,
+                      bool as_json) {
+  const char *scheme = strncmp(agent, "https://", 8) == 0 ? "https" : "http";
   struct merged m = {.asked = json_array(), .missing = json_array()};
   size_t i;
   json_t *mem;
@@ -152,7 +168,7 @@ static int usage_mesh(json_t *members, const char *path, const char *auth, const
     char base[160], err[256];
     struct buf body = {0};
     int status = 0;
-    snprintf(base, sizeof base, "http://%s", api ? api : "");
+    snprintf(base, sizeof base, "%s://%s", scheme, api ? api : "");
     json_t *j = NULL;
     if (api && *api &&
         http_request_hdrs("GET", base, path, NULL, auth, 10000, &status, &body, err, sizeof err) == 0 &&
@@ -261,6 +277,8 @@ int ledger_cmd_main(int argc, char **argv) {
     query(&path, "by", f_by);
   } else if (verb && strcmp(verb, "contributions") == 0) {
     buf_puts(&path, "/v1/ledger/contributions");
+  } else if (verb && strcmp(verb, "budgets") == 0) {
+    buf_puts(&path, "/v1/ledger/budgets");
   } else if (verb && strcmp(verb, "settle") == 0) {
     if (!min) {
       fprintf(stderr,
@@ -311,7 +329,7 @@ int ledger_cmd_main(int argc, char **argv) {
       members = json_loadb(mb.base ? mb.base : "", mb.len, 0, NULL);
     buf_free(&mb);
     if (members && json_array_size(json_object_get(members, "members")) > 0) {
-      int mrc = usage_mesh(members, path.base, auth, f_by, as_json);
+      int mrc = usage_mesh(members, agent, path.base, auth, f_by, as_json);
       json_decref(members);
       buf_free(&path);
       buf_free(&body);
@@ -330,6 +348,8 @@ int ledger_cmd_main(int argc, char **argv) {
     print_usage(j);
   } else if (strcmp(verb, "contributions") == 0) {
     print_contributions(j);
+  } else if (strcmp(verb, "budgets") == 0) {
+    print_budgets(j);
   } else {
     print_batch(j);
   }

@@ -1,10 +1,12 @@
 /* The router's side of admission (DESIGN §4.2, §4.4): tenant from the API key, per-tenant limits, the KV
  * budget as a candidate filter, and the queue while every target is saturated. The mechanism itself is
  * admission.c (pure); this file wires it to requests, timers and answers. */
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "core/amount.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "route/proxy_int.h"
@@ -109,7 +111,42 @@ static void shed(struct proxy *p, int reason, uint64_t wait_ns) {
   proxy_fail(p, 429, type, "rate_limit_exceeded", msg, ra);
 }
 
-static void queue_timer_cb(uv_timer_t *t);
+static void queue_timer_cb(struct upstream_timer *t);
+
+/* over_budget answers 429 insufficient_quota (OpenAI's code for a spent quota) when p's tenant has a budget and
+ * spent it in the current period, as far as this node knows the mesh's spend (DESIGN §8). */
+static bool over_budget(struct proxy *p) {
+  struct router *r = p->r;
+  if (!r->opts.ntenants || !r->meter.spent || p->tenant < 0 || p->tenant >= r->opts.ntenants) return false;
+  const struct tenant_conf *t = &r->opts.tenants[p->tenant];
+  if (t->budget_nano <= 0) return false;
+  int64_t now = clock_wall_s();
+  int64_t spent = r->meter.spent(r->meter.arg, t->name, t->period, now);
+  if (spent < t->budget_nano) return false;
+  char budget[32], used[32], msg[400];
+  amount_format(t->budget_nano, budget, sizeof budget);
+  amount_format(spent, used, sizeof used);
+  int ra = 0;
+  if (t->period == PERIOD_TOTAL) {
+    snprintf(msg, sizeof msg,
+             "Tenant %s has spent %s of its total budget of %s; it does not reset. An admin can raise it "
+             "(infermesh tenant limits %s --budget AMOUNT).",
+             t->name, used, budget, t->name);
+  } else {
+    int64_t end = period_end(t->period, now);
+    char when[32];
+    period_format_utc(end, when, sizeof when);
+    int64_t wait = end - now;
+    ra = wait > 86400 * 31 ? 86400 * 31 : (int)wait;
+    snprintf(msg, sizeof msg,
+             "Tenant %s has spent %s of its budget of %s per %s; the budget resets at %s.", t->name, used, budget,
+             period_name(t->period), when);
+  }
+  r->metrics.shed[ADM_SHED_BUDGET]++;
+  adm_count_shed(&r->adm, p->tenant, ADM_SHED_BUDGET);
+  proxy_fail(p, 429, "insufficient_quota", "insufficient_quota", msg, ra);
+  return true;
+}
 
 void proxy_admit_estimate(struct proxy *p) {
   int64_t out = p->oai.max_tokens >= 0 ? p->oai.max_tokens : p->r->adm.o.default_max_tokens;
@@ -119,8 +156,9 @@ void proxy_admit_estimate(struct proxy *p) {
 
 void proxy_admit(struct proxy *p) {
   struct router *r = p->r;
-  uint64_t now = clock_mono_ns();
+  uint64_t now = proxy_now(r);
   uint64_t wait = 0;
+  if (over_budget(p)) return;
   int reason = adm_limit(&r->adm, p->tenant, (double)p->kv_need, now, &wait);
   if (reason != ADM_OK) {
     shed(p, reason, wait);
@@ -153,6 +191,8 @@ void proxy_admit(struct proxy *p) {
     shed(p, ADM_SHED_QUEUE_FULL, 0);
     return;
   }
+  assert(p->state == PS_NEW);
+  p->state = PS_QUEUED;
   p->queued = true;
   p->t_enqueued = now;
   p->deadline_ns = now + (uint64_t)r->adm.o.queue_timeout_ms * 1000000ull;
@@ -212,7 +252,7 @@ static void expired_cb(void *arg, void *udata) {
   proxy_fail(p, 503, "service_unavailable", "queue_timeout", msg, 1);
 }
 
-static void queue_timer_cb(uv_timer_t *t) {
+static void queue_timer_cb(struct upstream_timer *t) {
   struct proxy *p = t->data;
   struct router *r = p->r;
   p->timer_use = PT_NONE;
@@ -235,7 +275,7 @@ static void queue_timer_cb(uv_timer_t *t) {
     return;
   }
   /* The loop's timer clock is coarser than ours: expire at least up to this request's own deadline. */
-  uint64_t now = clock_mono_ns();
+  uint64_t now = proxy_now(r);
   adm_expire(&r->adm, now > p->deadline_ns ? now : p->deadline_ns, expired_cb, r);
 }
 
@@ -266,7 +306,7 @@ static int try_cb(void *arg, void *udata, uint64_t waited_ns) {
     return 0;
   }
   p->queued = false;
-  uv_timer_stop(&p->timer);
+  proxy_timer_stop(p);
   p->timer_use = PT_NONE;
   hist_observe(&r->metrics.queue_wait, (double)waited_ns / 1e9);
   proxy_attempt(p); /* there are candidates: it cannot end p synchronously */
@@ -276,6 +316,6 @@ static int try_cb(void *arg, void *udata, uint64_t waited_ns) {
 void proxy_admit_dispatch(struct router *r) {
   if (adm_queue_len(&r->adm) == 0) return;
   struct pass ps = {.r = r};
-  adm_dispatch(&r->adm, clock_mono_ns(), try_cb, &ps);
+  adm_dispatch(&r->adm, proxy_now(r), try_cb, &ps);
   r->metrics.queue_depth = adm_queue_len(&r->adm);
 }
