@@ -752,6 +752,7 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   if (a->mesh) {
     a->router.kr = mesh_keyring(a->mesh);
     a->router.node_id = mesh_node_id(a->mesh); /* hops are signed for the node that receives them */
+    a->router.dialer = mesh_hop_dialer(a->mesh); /* and travel through the tunnel */
   }
   a->capi = (struct cluster_api){
       .loop = a->loop, .mesh = a->mesh, .router = &a->router, .leave_cb = leave_request_cb, .arg = a};

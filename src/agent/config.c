@@ -84,6 +84,28 @@ static const struct key keys[] = {
     {"cluster.read_token", "--read-token", "INFERMESH_READ_TOKEN", K_STR, F(cluster.read_token),
      "with tenants configured, reads the cluster views and /metrics (`Authorization: Bearer TOKEN`) and changes "
      "nothing: for Prometheus and dashboards"},
+    {"cluster.insecure_hops", "--insecure-hops", "INFERMESH_INSECURE_HOPS", K_BOOL, F(cluster.insecure_hops),
+     "send requests and control calls to other agents as plaintext HTTP instead of through the encrypted tunnel "
+     "(benchmarks, or a mesh with agents older than the tunnel); never across an untrusted network"},
+    {"cluster.tunnel_allow", "--tunnel-allow", "INFERMESH_TUNNEL_ALLOW", K_STR, F(cluster.tunnel_allow),
+     "loopback ports of this node other members may reach through the tunnel besides its API (e.g. an "
+     "rpc-server's: 50052,50053)"},
+    {"cluster.tunnel_forward", "--tunnel-forward", "INFERMESH_TUNNEL_FORWARD", K_STR, F(cluster.tunnel_forward),
+     "local forwarders through the tunnel: [HOST:]PORT=NODE:PORT,... (connections to 127.0.0.1:PORT reach "
+     "port PORT on member NODE's loopback, which that node must allow)"},
+    {"cluster.rpc_server", "--rpc-server", "INFERMESH_RPC_SERVER", K_STR, F(cluster.rpc_server),
+     "offer this node's memory for split models: run this llama.cpp rpc-server binary on 127.0.0.1 under "
+     "supervision, reachable by other members through the tunnel only, announced as the label rpc=PORT"},
+    {"cluster.rpc_port", "--rpc-port", "INFERMESH_RPC_PORT", K_INT, F(cluster.rpc_port),
+     "the rpc-server's loopback port (50052)"},
+    {"cluster.split_target", "--split-target", "INFERMESH_SPLIT_TARGET", K_STR, F(cluster.split_target),
+     "a split model: the runtime (--target NAME=URL) whose llama-server this agent starts with --split-exec over "
+     "other members' rpc-servers"},
+    {"cluster.split_workers", "--split-workers", "INFERMESH_SPLIT_WORKERS", K_INT, F(cluster.split_workers),
+     "a split model: how many rpc workers (members started with --rpc-server) to use (1)"},
+    {"cluster.split_exec", "--split-exec", "INFERMESH_SPLIT_EXEC", K_STR, F(cluster.split_exec),
+     "a split model: the llama-server command; {rpc} becomes the workers' forwarded addresses, e.g. "
+     "'llama-server -m M.gguf --port 8102 -ngl 99 --rpc {rpc}'"},
     {"insecure_no_auth", "--insecure-no-auth", "INFERMESH_INSECURE_NO_AUTH", K_BOOL, F(insecure_no_auth),
      "serve a listener beyond loopback without API keys (tenants); never in production"},
     {"tls.cert", "--tls-cert", "INFERMESH_TLS_CERT", K_STR, F(tls.cert),

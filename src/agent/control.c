@@ -86,6 +86,7 @@ static int fwd_send(struct control *c, const char *api, const uint8_t *node_id, 
     free(f);
     return -EINVAL;
   }
+  if (c->env.router->dialer) http_pool_set_dialer(&f->pool, c->env.router->dialer, node_id);
   f->c = c;
   f->done = done;
   f->arg = arg;

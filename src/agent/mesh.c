@@ -19,6 +19,9 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "proto/gossip_codec.h"
+#include "agent/mesh_tunnel.h"
+#include "agent/rpc_worker.h"
+#include "tunnel/tunnel.h"
 
 #define PUBLISH_MS 50 /* how often this node's store is checked for load or meta changes */
 #define MAX_NODES 1024
@@ -50,6 +53,8 @@ struct mesh {
   char raft_addr[GOSSIP_ADDR_MAX]; /* announced when this node is a Raft server */
   bool raft_formed;
   bool pool_ready[STORE_MAX_TARGETS];
+  struct mesh_tunnel tun; /* agent-to-agent streams, the rpc-server offered, the split model hosted */
+  bool plain_hops;        /* --insecure-hops: pools to other agents connect in plaintext TCP */
   void (*closed_cb)(void *);
   void *closed_arg;
   int closing_parts;
@@ -133,6 +138,7 @@ static void load_cb(void *user, const struct gossip_load *l) {
     if (changed) {
       if (m->pool_ready[id]) http_pool_close(&m->env.pools[id]);
       m->pool_ready[id] = http_pool_init(&m->env.pools[id], m->env.loop, t->host, t->port) == 0;
+      if (m->pool_ready[id] && !m->plain_hops) http_pool_set_dialer(&m->env.pools[id], &m->tun.dialer, n->id);
       log_info("remote target joined routing", "target=%s via=%s", t->name, n->meta.api_addr);
     }
     if (!models_equal(t, tl)) {
@@ -257,6 +263,14 @@ static void build_meta(struct mesh *m, struct gossip_meta *meta) {
     str_copy(meta->label_key[meta->nlabels], sizeof meta->label_key[0], p);
     str_copy(meta->label_value[meta->nlabels], sizeof meta->label_value[0], eq + 1);
     meta->nlabels++;
+  }
+  uint64_t mem_mb;
+  if (m->tun.rpc && rpc_worker_up(m->tun.rpc, &mem_mb) && meta->nlabels + 2 <= GOSSIP_META_LABELS) {
+    meta->roles |= GOSSIP_ROLE_RPC;
+    str_copy(meta->label_key[meta->nlabels], sizeof meta->label_key[0], "rpc");
+    snprintf(meta->label_value[meta->nlabels++], sizeof meta->label_value[0], "%d", rpc_worker_port(m->tun.rpc));
+    str_copy(meta->label_key[meta->nlabels], sizeof meta->label_key[0], "rpc_mem_mb");
+    snprintf(meta->label_value[meta->nlabels++], sizeof meta->label_value[0], "%llu", (unsigned long long)mem_mb);
   }
   for (int i = 0; i < m->env.nlocal; i++) {
     const struct target *t = &s->targets[i];
@@ -439,6 +453,18 @@ int mesh_start(struct mesh **out, const struct mesh_env *env, char *err, size_t 
     free(m);
     return rc;
   }
+  m->plain_hops = cc->insecure_hops;
+  struct mesh_tunnel_env te = {.loop = env->loop, .mesh = m, .gossip = m->gossip, .id = &m->id, .kr = &m->kr,
+                               .cfg = env->cfg, .api_addr = env->api_addr, .store = env->store, .nlocal = env->nlocal};
+  if ((rc = mesh_tunnel_start(&m->tun, &te, err, errlen)) != 0) {
+    gossip_close(m->gossip, NULL, NULL);
+    mesh_tunnel_close(&m->tun, NULL, NULL);
+    free(m->nodes);
+    free(m);
+    return rc;
+  }
+  if (cc->insecure_hops) log_warn("agent-to-agent requests travel in plaintext (--insecure-hops)", "node=%s",
+                                  env->cfg->node_name);
   /* Seeds: addresses given with --join, and those of any invite token. */
   const char *seeds[CONFIG_MAX_JOIN * 8];
   int nseeds = 0;
@@ -460,8 +486,8 @@ int mesh_start(struct mesh **out, const struct mesh_env *env, char *err, size_t 
   uv_timer_init(env->loop, &m->timer);
   m->timer.data = m;
   uv_timer_start(&m->timer, timer_cb, PUBLISH_MS, PUBLISH_MS);
-  log_info("mesh on", "node=%s id=%s gossip=%s seeds=%d data_dir=%s", env->cfg->node_name, m->id_short,
-           gossip_advertise(m->gossip), nseeds, dir);
+  log_info("mesh on", "node=%s id=%s gossip=%s seeds=%d data_dir=%s hops=%s", env->cfg->node_name, m->id_short,
+           gossip_advertise(m->gossip), nseeds, dir, m->plain_hops ? "plaintext" : "tunnel");
   *out = m;
   return 0;
 }
@@ -486,10 +512,10 @@ struct json_ctx {
 };
 
 static void meta_json(struct buf *b, const struct gossip_meta *meta) {
-  static const char *const role_names[] = {"gpu", "gateway", "server"};
+  static const char *const role_names[] = {"gpu", "gateway", "server", "rpc"};
   buf_puts(b, ",\"roles\":[");
   int nr = 0;
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < 4; i++)
     if (meta->roles & (1u << i)) buf_printf(b, "%s\"%s\"", nr++ ? "," : "", role_names[i]);
   buf_puts(b, "],\"zone\":");
   buf_json_str(b, slice_cstr(meta->zone));
@@ -558,6 +584,7 @@ void mesh_members_json(struct mesh *m, struct buf *out) {
 
 void mesh_metrics(struct mesh *m, struct buf *b) {
   const struct gossip_counters *gc = gossip_counters(m->gossip);
+  tunnel_metrics(m->tun.tunnel, b);
   const struct swim_stats *st = swim_stats(gossip_swim(m->gossip));
   buf_printf(b, "# HELP infermesh_gossip_members Members by state as this node sees them.\n"
                 "# TYPE infermesh_gossip_members gauge\ninfermesh_gossip_members{state=\"alive\"} %d\n",
@@ -669,15 +696,17 @@ static void part_closed(struct mesh *m) {
 
 static void timer_closed_cb(uv_handle_t *h) { part_closed(h->data); }
 static void gossip_closed_cb(void *arg) { part_closed(arg); }
+static void tunnel_part_closed_cb(void *arg) { part_closed(arg); }
 
 void mesh_close(struct mesh *m, void (*closed_cb)(void *arg), void *arg) {
   m->closed_cb = closed_cb;
   m->closed_arg = arg;
-  m->closing_parts = 2;
+  m->closing_parts = 2 + mesh_tunnel_parts(&m->tun);
   for (int i = m->env.nlocal; i < m->env.store->ntargets; i++)
     if (m->pool_ready[i]) http_pool_close(&m->env.pools[i]);
   uv_close((uv_handle_t *)&m->timer, timer_closed_cb);
   gossip_close(m->gossip, gossip_closed_cb, m);
+  mesh_tunnel_close(&m->tun, tunnel_part_closed_cb, m);
 }
 
 void mesh_set_raft(struct mesh *m, const char *raft_addr, bool formed) {
@@ -688,6 +717,31 @@ void mesh_set_raft(struct mesh *m, const char *raft_addr, bool formed) {
 }
 
 const uint8_t *mesh_node_id(const struct mesh *m) { return m->id.pk; }
+
+int mesh_rpc_workers(const struct mesh *m, struct mesh_rpc_worker *out, int max) {
+  int n = 0;
+  for (int i = 0; i < m->nnodes && n < max; i++) {
+    const struct node *nd = &m->nodes[i];
+    if (!nd->alive || !nd->have_meta || !(nd->meta.roles & GOSSIP_ROLE_RPC)) continue;
+    struct mesh_rpc_worker w = {.port = 0};
+    for (int k = 0; k < nd->meta.nlabels; k++) {
+      uint64_t v;
+      if (slice_to_u64(slice_cstr(nd->meta.label_value[k]), &v) != 0) continue;
+      if (strcmp(nd->meta.label_key[k], "rpc") == 0 && v > 0 && v <= 65535) w.port = (int)v;
+      if (strcmp(nd->meta.label_key[k], "rpc_mem_mb") == 0) w.mem_mb = v;
+    }
+    if (!w.port) continue;
+    str_copy(w.name, sizeof w.name, nd->name);
+    int j = n++;
+    for (; j > 0 && out[j - 1].mem_mb < w.mem_mb; j--) out[j] = out[j - 1];
+    out[j] = w;
+  }
+  return n;
+}
+
+const struct http_dialer *mesh_hop_dialer(const struct mesh *m) { return m->plain_hops ? NULL : &m->tun.dialer; }
+
+struct tunnel *mesh_tunnel(struct mesh *m) { return m->tun.tunnel; }
 
 int mesh_servers(const struct mesh *m, struct mesh_server *out, int max) {
   int n = 0;

@@ -77,6 +77,19 @@ struct mesh_server {
 void mesh_set_raft(struct mesh *m, const char *raft_addr, bool formed);
 int mesh_servers(const struct mesh *m, struct mesh_server *out, int max);
 const uint8_t *mesh_node_id(const struct mesh *m);
+/* mesh_hop_dialer opens connections to other agents through the tunnel (http_pool_set_dialer; owned by m), or
+ * is NULL with --insecure-hops (plaintext TCP). mesh_tunnel is the tunnel itself (owned by m; it runs with
+ * --insecure-hops too), for subsystems that register ports or open forwarders (tunnel/tunnel.h). */
+const struct http_dialer *mesh_hop_dialer(const struct mesh *m);
+struct tunnel *mesh_tunnel(struct mesh *m);
+/* mesh_rpc_workers fills out (capacity max) with the alive members other than this node that offer an
+ * rpc-server (role rpc, label rpc=PORT; agent/rpc_worker.h), most available memory first; returns how many. */
+struct mesh_rpc_worker {
+  char name[64];
+  int port;
+  uint64_t mem_mb;
+};
+int mesh_rpc_workers(const struct mesh *m, struct mesh_rpc_worker *out, int max);
 /* mesh_data_dir is the data dir in use (owned by m). */
 const char *mesh_data_dir(const struct mesh *m);
 

@@ -74,6 +74,7 @@ static void forward(struct cluster_api *c, struct http_req *req, const char *api
     api_reply_error(req, 502, "the node announced a bad API address", "node_unreachable");
     return;
   }
+  if (c->router->dialer) http_pool_set_dialer(&f->pool, c->router->dialer, node_id);
   f->req = req;
   req->data = f;
   req->abort_cb = fwd_abort_cb;

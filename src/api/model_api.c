@@ -216,6 +216,7 @@ static void forward(struct model_api *m, struct http_req *req, int tid, const ch
     return;
   }
   o->remote = true;
+  if (m->router->dialer) http_pool_set_dialer(&o->pool, m->router->dialer, t->node_id);
   buf_append(&o->body, req->body.base, req->body.len);
   hop_what(what, sizeof what, unload, t->remote_name);
   control_hop_target(what, o->body.base, o->body.len, hop_target, sizeof hop_target);

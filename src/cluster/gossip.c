@@ -439,6 +439,10 @@ static void handle_closed_cb(uv_handle_t *h) { part_closed(h->data); }
 static void tcp_closed_cb(void *arg) { part_closed(arg); }
 static void tcp_changed_cb(void *arg) { arm(arg); }
 
+void gossip_set_stream_handler(struct gossip *g, gossip_stream_cb cb, void *arg) {
+  gossip_tcp_set_stream_handler(g->tcpx, cb, arg);
+}
+
 static void accept_cb(uv_stream_t *server, int status) {
   struct gossip *g = server->data;
   if (status == 0 && !g->closing) gossip_tcp_accept(g->tcpx, server);

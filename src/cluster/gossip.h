@@ -59,6 +59,12 @@ struct gossip;
 int gossip_start(struct gossip **out, uv_loop_t *loop, const struct gossip_config *cfg, const struct identity *id,
                  struct keyring *kr, const char *name, const struct gossip_meta *meta,
                  const struct gossip_callbacks *cb, void *user, char *err, size_t errlen);
+/* gossip_set_stream_handler shares the gossip TCP port with another protocol (the agent-to-agent tunnel):
+ * an incoming connection whose first byte is not 0 (a gossip frame's always is) is handed to cb(arg, fd, pre,
+ * len): fd is the connected socket, now owned by cb; pre[0, len) the bytes already read (borrowed for the
+ * call). Counted as malformed and closed while no handler is set. */
+typedef void (*gossip_stream_cb)(void *arg, uv_os_sock_t fd, const uint8_t *pre, size_t len);
+void gossip_set_stream_handler(struct gossip *g, gossip_stream_cb cb, void *arg);
 /* gossip_join starts joining through seed gossip addresses (host:port, numeric); push-pulls with each. */
 void gossip_join(struct gossip *g, const char *const *addrs, int n);
 /* gossip_set_meta re-announces this node's meta (raises its incarnation). */

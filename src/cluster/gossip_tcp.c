@@ -2,6 +2,8 @@
 #include "cluster/gossip_tcp.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sodium.h>
@@ -20,6 +22,8 @@
  * such connection (of that address, else of all) instead of being refused: whoever holds idle connections
  * open cannot lock a legitimate joiner out, since its frame follows its connect at once. */
 #define MAX_UNAUTH_PER_ADDR 16
+#define SETTLE_MS 250 /* a connection younger than this is never evicted: a burst of streams (the tunnel shares
+                       * this port) delivers its first bytes within it */
 #define MAX_UNAUTH 64
 #define MAX_INCOMING 256     /* all incoming, answered ones included: beyond this, new ones are refused */
 #define FIRST_FRAME_MS 2000u /* an incoming connection must deliver its whole frame within this */
@@ -34,6 +38,7 @@ struct xconn {
   char addr[GOSSIP_ADDR_MAX];
   bool outgoing, join, closing;
   bool framed; /* incoming: its frame arrived (it is being answered) */
+  uint64_t born_ms; /* loop time it was accepted */
   int open; /* handles not yet closed */
   uint8_t *rbuf;
   size_t rlen, rcap;
@@ -53,6 +58,8 @@ struct gossip_tcp {
   int noutgoing, nincoming;
   uint64_t evicted; /* unauthenticated connections closed to make room (logged now and then) */
   bool closing;
+  gossip_stream_cb stream_cb; /* another protocol on this port (gossip_tcp_set_stream_handler) */
+  void *stream_arg;
 };
 
 struct gossip_tcp *gossip_tcp_new(uv_loop_t *loop, struct swim *swim, struct keyring *kr,
@@ -267,6 +274,21 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
   b->len = c->rcap - c->rlen;
 }
 
+/* hand_over gives an incoming connection of another protocol to the stream handler: a duplicate of its socket
+ * and what was read; this side closes its own. */
+static void hand_over(struct xconn *c) {
+  uv_os_fd_t fd;
+  int dup_fd = -1;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0) dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (dup_fd >= 0) c->x->stream_cb(c->x->stream_arg, dup_fd, c->rbuf, c->rlen);
+  conn_close(c);
+}
+
+void gossip_tcp_set_stream_handler(struct gossip_tcp *x, gossip_stream_cb cb, void *arg) {
+  x->stream_cb = cb;
+  x->stream_arg = arg;
+}
+
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b) {
   struct xconn *c = s->data;
   if (nread < 0) {
@@ -275,6 +297,10 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b) {
     return;
   }
   c->rlen += (size_t)nread;
+  if (!c->outgoing && c->rbuf[0] != 0 && c->x->stream_cb) {
+    hand_over(c);
+    return;
+  }
   if (c->rlen < 5) return;
   uint32_t n = (uint32_t)c->rbuf[0] << 24 | (uint32_t)c->rbuf[1] << 16 | (uint32_t)c->rbuf[2] << 8 | c->rbuf[3];
   if (n == 0 || n > GOSSIP_FRAME_MAX) {
@@ -293,13 +319,14 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b) {
 static bool unauthenticated(const struct xconn *c) { return !c->outgoing && !c->framed && !c->closing; }
 
 /* make_room closes the oldest unauthenticated incoming connection from c's address when that address holds
- * MAX_UNAUTH_PER_ADDR of them, else the oldest of all when there are MAX_UNAUTH (c itself excluded). The
+ * MAX_UNAUTH_PER_ADDR of them, else the oldest of all when there are MAX_UNAUTH (c itself, and connections
+ * younger than SETTLE_MS, excluded: MAX_INCOMING still bounds them). The
  * list is newest first, so the oldest is the last match. */
 static void make_room(struct gossip_tcp *x, const struct xconn *c) {
   struct xconn *oldest_here = NULL, *oldest = NULL, *victim = NULL;
   int here = 0, all = 0;
   for (struct xconn *o = x->conns; o; o = o->next) {
-    if (o == c || !unauthenticated(o)) continue;
+    if (o == c || !unauthenticated(o) || uv_now(x->loop) - o->born_ms < SETTLE_MS) continue;
     all++;
     oldest = o;
     if (strcmp(o->addr, c->addr) == 0) here++, oldest_here = o;
@@ -317,6 +344,7 @@ static void make_room(struct gossip_tcp *x, const struct xconn *c) {
 
 void gossip_tcp_accept(struct gossip_tcp *x, uv_stream_t *server) {
   struct xconn *c = conn_new(x, false);
+  c->born_ms = uv_now(x->loop);
   if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0 || x->nincoming > MAX_INCOMING) {
     conn_close(c);
     return;
@@ -330,6 +358,16 @@ void gossip_tcp_accept(struct gossip_tcp *x, uv_stream_t *server) {
     else
       uv_ip6_name((struct sockaddr_in6 *)&sa, ip, sizeof ip);
     str_copy(c->addr, sizeof c->addr, ip);
+  }
+  /* Another protocol's connection whose first bytes are already here goes over at once: it never counts
+   * among the unauthenticated gossip connections (a peer opening many tunnel streams at once must not
+   * evict its own). */
+  uint8_t first;
+  uv_os_fd_t fd;
+  if (x->stream_cb && uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 &&
+      recv(fd, &first, 1, MSG_PEEK | MSG_DONTWAIT) == 1 && first != 0) {
+    hand_over(c);
+    return;
   }
   make_room(x, c);
   uv_timer_start(&c->timer, timeout_cb, FIRST_FRAME_MS < x->timeout_ms ? FIRST_FRAME_MS : x->timeout_ms, 0);

@@ -26,6 +26,11 @@ struct gossip_tcp;
 struct gossip_tcp *gossip_tcp_new(uv_loop_t *loop, struct swim *swim, struct keyring *kr,
                                   struct gossip_counters *counters, uint32_t timeout_ms, void (*changed_cb)(void *),
                                   void (*closed_cb)(void *), void *arg);
+/* gossip_tcp_set_stream_handler: an incoming connection whose first byte cannot start a frame (every frame
+ * starts with 0: its length is at most GOSSIP_FRAME_MAX) goes to cb, which takes over fd (a duplicate; the
+ * gossip side closes its own) and the bytes already read, pre[0, len) (borrowed for the call). NULL: such
+ * connections are closed as malformed. */
+void gossip_tcp_set_stream_handler(struct gossip_tcp *x, gossip_stream_cb cb, void *arg);
 /* gossip_tcp_accept takes one pending connection from server. */
 void gossip_tcp_accept(struct gossip_tcp *x, uv_stream_t *server);
 /* gossip_tcp_push_pull exchanges tables with the node at addr (skipped when one is already in flight there,

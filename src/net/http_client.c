@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/buf.h"
@@ -17,7 +18,11 @@ struct hoff {
 };
 
 struct hc_conn {
-  uv_tcp_t tcp;
+  union {
+    uv_tcp_t tcp;
+    uv_pipe_t pipe; /* a dialer's connection */
+  } io;
+  void *dialing; /* the dialer's handle until its callback ran */
   uv_timer_t timer;
   uint64_t deadline; /* loop time (ms) the request's read timeout expires at; 0 = none set by arm_timer */
   uv_connect_t connect;
@@ -54,6 +59,8 @@ static _Thread_local char read_buf[64 * 1024];
 static const http_parser_settings settings;
 static void conn_start_request(struct hc_conn *c);
 
+static uv_stream_t *stream(struct hc_conn *c) { return (uv_stream_t *)&c->io; }
+
 int http_pool_init(struct http_pool *p, uv_loop_t *loop, const char *host, int port) {
   memset(p, 0, sizeof *p);
   p->loop = loop;
@@ -67,7 +74,13 @@ int http_pool_init(struct http_pool *p, uv_loop_t *loop, const char *host, int p
     r = uv_ip4_addr(h, port, (struct sockaddr_in *)&p->addr);
   if (r != 0 || port <= 0 || port > 65535) return -EINVAL;
   snprintf(p->authority, sizeof p->authority, strchr(h, ':') ? "[%s]:%d" : "%s:%d", h, port);
+  p->port = port;
   return 0;
+}
+
+void http_pool_set_dialer(struct http_pool *p, const struct http_dialer *d, const uint8_t node[HTTP_DIALER_NODE_LEN]) {
+  p->dialer = d;
+  memcpy(p->node, node, HTTP_DIALER_NODE_LEN);
 }
 
 /* ---- connection lifecycle ---- */
@@ -97,9 +110,13 @@ static void conn_close(struct hc_conn *c) {
   if (c->closing) return;
   c->closing = true;
   if (c->idle) idle_remove(c);
+  if (c->dialing) {
+    c->pool->dialer->cancel(c->dialing);
+    c->dialing = NULL;
+  }
   uv_timer_stop(&c->timer);
   uv_close((uv_handle_t *)&c->timer, conn_closed_cb);
-  uv_close((uv_handle_t *)&c->tcp, conn_closed_cb);
+  uv_close((uv_handle_t *)stream(c), conn_closed_cb);
 }
 
 static void timer_cb(uv_timer_t *t);
@@ -249,7 +266,7 @@ static void conn_start_request(struct hc_conn *c) {
   c->write.data = c;
   arm_timer(c, r->timeout_ms);
   /* Most requests fit the socket buffer: write directly and queue a write request only for the rest. */
-  int done = uv_try_write((uv_stream_t *)&c->tcp, bufs, (unsigned)n);
+  int done = uv_try_write(stream(c), bufs, (unsigned)n);
   if (done < 0 && done != UV_EAGAIN) {
     conn_fail(c, done);
     return;
@@ -262,14 +279,14 @@ static void conn_start_request(struct hc_conn *c) {
     for (int i = 0; i < first; i++) skip -= bufs[i].len;
     bufs[first].base += skip;
     bufs[first].len -= skip;
-    int rc = uv_write(&c->write, (uv_stream_t *)&c->tcp, bufs + first, (unsigned)(n - first), write_cb);
+    int rc = uv_write(&c->write, stream(c), bufs + first, (unsigned)(n - first), write_cb);
     if (rc != 0) {
       conn_fail(c, rc);
       return;
     }
   }
   if (!c->reading && !r->paused) {
-    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+    uv_read_start(stream(c), alloc_cb, read_cb);
     c->reading = true;
   }
 }
@@ -283,23 +300,39 @@ static void connect_cb(uv_connect_t *cr, int status) {
     return;
   }
   c->connected = true;
-  uv_tcp_nodelay(&c->tcp, 1);
+  if (!c->pool->dialer) uv_tcp_nodelay(&c->io.tcp, 1);
   if (c->req)
     conn_start_request(c);
   else
     conn_close(c);
 }
 
+/* dial_cb: the dialer's connection is ready (fd), or failed. */
+static void dial_cb(void *arg, int status, uv_os_sock_t fd) {
+  struct hc_conn *c = arg;
+  c->dialing = NULL;
+  if (status == 0 && uv_pipe_open(&c->io.pipe, fd) != 0) {
+    close(fd);
+    status = UV_EIO;
+  }
+  connect_cb(&c->connect, status);
+}
+
 static struct hc_conn *conn_new(struct http_pool *p) {
   struct hc_conn *c = xcalloc(1, sizeof *c);
   c->pool = p;
-  uv_tcp_init(p->loop, &c->tcp);
+  if (p->dialer) uv_pipe_init(p->loop, &c->io.pipe, 0);
+  else uv_tcp_init(p->loop, &c->io.tcp);
   uv_timer_init(p->loop, &c->timer);
-  c->tcp.data = c->timer.data = c->connect.data = c;
+  stream(c)->data = c->timer.data = c->connect.data = c;
   c->handles_open = 2;
   p->connects++;
   uv_timer_start(&c->timer, timer_cb, p->connect_timeout_ms, 0);
-  int rc = uv_tcp_connect(&c->connect, &c->tcp, (struct sockaddr *)&p->addr, connect_cb);
+  if (p->dialer) {
+    c->dialing = p->dialer->dial(p->dialer->arg, p->node, p->port, dial_cb, c);
+    return c;
+  }
+  int rc = uv_tcp_connect(&c->connect, &c->io.tcp, (struct sockaddr *)&p->addr, connect_cb);
   if (rc != 0) {
     /* Report asynchronously through the timer path so callers never see a callback inside hc_request. */
     uv_timer_start(&c->timer, timer_cb, 0, 0);
@@ -347,7 +380,7 @@ void hc_cancel(struct hc_req *r) {
 void hc_pause(struct hc_req *r) {
   r->paused = true;
   if (r->conn && r->conn->reading) {
-    uv_read_stop((uv_stream_t *)&r->conn->tcp);
+    uv_read_stop(stream(r->conn));
     r->conn->reading = false;
     r->conn->deadline = 0;
     uv_timer_stop(&r->conn->timer);
@@ -358,7 +391,7 @@ void hc_resume(struct hc_req *r) {
   r->paused = false;
   struct hc_conn *c = r->conn;
   if (c && c->connected && !c->reading && !c->closing) {
-    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+    uv_read_start(stream(c), alloc_cb, read_cb);
     c->reading = true;
     arm_timer(c, r->timeout_ms);
   }

@@ -9,6 +9,18 @@
 #include "core/slice.h"
 #include "net/http_common.h"
 
+/* A way to open a pool's connections other than TCP connect (the agent-to-agent tunnel, tunnel/tunnel.h).
+ * dial starts a connection to port of node (HTTP_DIALER_NODE_LEN bytes, borrowed for the call) and returns a
+ * handle for cancel; unless cancelled it calls cb(cbarg, status, fd) once, never inside dial: status 0 and a
+ * connected stream socket fd (ownership passes), or a negative errno (a UV error code). */
+#define HTTP_DIALER_NODE_LEN 32
+typedef void (*http_dial_cb)(void *cbarg, int status, uv_os_sock_t fd);
+struct http_dialer {
+  void *(*dial)(void *arg, const uint8_t *node, int port, http_dial_cb cb, void *cbarg);
+  void (*cancel)(void *handle);
+  void *arg;
+};
+
 /* One upstream address (host:port) and its idle keep-alive connections. The caller owns the struct;
  * call http_pool_close before freeing it. */
 struct http_pool {
@@ -20,10 +32,16 @@ struct http_pool {
   int nbusy;
   uint32_t connect_timeout_ms;
   uint64_t connects, reuses; /* counters, for metrics and tests */
+  const struct http_dialer *dialer; /* NULL: TCP connect to addr */
+  uint8_t node[HTTP_DIALER_NODE_LEN]; /* what the dialer connects to */
+  int port;
 };
 
 /* http_pool_init resolves a numeric host (IPv4/IPv6 literal or "localhost") and port. 0 or -EINVAL. */
 int http_pool_init(struct http_pool *p, uv_loop_t *loop, const char *host, int port);
+/* http_pool_set_dialer makes p open its new connections with d (borrowed; it must outlive p) to node (copied)
+ * at p's port, instead of connecting to its address. Set it before the first request. */
+void http_pool_set_dialer(struct http_pool *p, const struct http_dialer *d, const uint8_t node[HTTP_DIALER_NODE_LEN]);
 /* http_pool_close closes idle connections. Requests in flight must have ended or been cancelled. */
 void http_pool_close(struct http_pool *p);
 

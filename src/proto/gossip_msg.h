@@ -65,6 +65,7 @@ static inline size_t gossip_update_size_bound(const struct gossip_update *u) {
 #define GOSSIP_ROLE_GPU 1u
 #define GOSSIP_ROLE_GATEWAY 2u
 #define GOSSIP_ROLE_SERVER 4u
+#define GOSSIP_ROLE_RPC 8u /* runs an rpc-server for split models (agent/rpc_worker.h); labels rpc, rpc_mem_mb */
 #define GOSSIP_META_MODELS 12
 #define GOSSIP_META_LABELS 6
 

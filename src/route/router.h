@@ -80,6 +80,7 @@ struct router {
    * agent and verifies those forwarded to this one (x-infermesh-hop). */
   struct keyring *kr;
   const uint8_t *node_id; /* this node's id (HOP_NODE_LEN bytes; borrowed like kr): what hops to it are for */
+  const struct http_dialer *dialer; /* connections to other agents (the tunnel; borrowed); NULL: plain TCP */
   struct proxy *active; /* requests in flight, for router_target_lost */
   uint64_t hops_in, hops_refused;
   struct hop_seen hop_seen; /* hop signatures accepted by this agent (inference and control), for replays */
