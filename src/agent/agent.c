@@ -55,6 +55,8 @@ struct agent {
   char exe[1024];
   struct router router;
   struct http_server server;
+  struct http_server hops; /* with TLS on server: plaintext on loopback, for tunnel hops only; else unused */
+  bool hops_on;
   struct ingress_tls tls; /* the listener's certificate, its reloads, client certificates */
   struct grpc_server grpc; /* gRPC calls on the same listener (grpc/grpc_server.h) */
   struct mesh *mesh; /* NULL when the agent runs alone (no cluster key) */
@@ -570,6 +572,7 @@ static void begin_exit(struct agent *a, const char *why) {
   uv_timer_start(&a->drain_timer, drain_timeout_cb, a->cfg->drain_timeout_ms, 0);
   events_stop(); /* event streams never end by themselves: the drain must not wait on them */
   ingress_tls_stop(&a->tls);
+  if (a->hops_on) http_server_drain(&a->hops, NULL);
   http_server_drain(&a->server, drained_cb);
 }
 
@@ -716,6 +719,18 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     return 1;
   }
   snprintf(a->listen, sizeof a->listen, "%s:%d", cfg->listen_host, http_server_port(&a->server));
+  /* A TLS listener refuses the plaintext HTTP the tunnel relays: tunnel hops get a loopback listener of their
+   * own (the tunnel already encrypted and authenticated them; its hop signatures still bind each call). */
+  if (cfg->tls.cert[0]) {
+    http_server_init(&a->hops, a->loop, &cfg->limits, handle, a);
+    if ((rc = http_server_listen(&a->hops, "127.0.0.1", 0)) != 0) {
+      log_error("cannot start the tunnel hops' listener", "err=\"%s\"", a->hops.errmsg);
+      fprintf(stderr, "infermesh agent: %s\n", a->hops.errmsg);
+      abandon(a);
+      return 1;
+    }
+    a->hops_on = true;
+  }
   /* Other nodes dial the listener at its address, or at the gossip advertise host when it listens on all. */
   bool wildcard = strcmp(cfg->listen_host, "0.0.0.0") == 0 || strcmp(cfg->listen_host, "::") == 0;
   if (wildcard && cfg->cluster.advertise[0]) {
@@ -734,6 +749,7 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
                           .pools = a->pools,
                           .nlocal = cfg->nruntimes,
                           .api_addr = a->api_addr,
+                          .hop_port = a->hops_on ? http_server_port(&a->hops) : 0,
                           .gpu = &a->gpu};
   if ((rc = mesh_start(&a->mesh, &menv, err, sizeof err)) != 0) {
     log_error("cannot join the mesh", "err=\"%s\"", err);

@@ -455,7 +455,8 @@ int mesh_start(struct mesh **out, const struct mesh_env *env, char *err, size_t 
   }
   m->plain_hops = cc->insecure_hops;
   struct mesh_tunnel_env te = {.loop = env->loop, .mesh = m, .gossip = m->gossip, .id = &m->id, .kr = &m->kr,
-                               .cfg = env->cfg, .api_addr = env->api_addr, .store = env->store, .nlocal = env->nlocal};
+                               .cfg = env->cfg, .api_addr = env->api_addr, .hop_port = env->hop_port, .store = env->store,
+                               .nlocal = env->nlocal};
   if ((rc = mesh_tunnel_start(&m->tun, &te, err, errlen)) != 0) {
     gossip_close(m->gossip, NULL, NULL);
     mesh_tunnel_close(&m->tun, NULL, NULL);

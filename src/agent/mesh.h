@@ -26,6 +26,7 @@ struct mesh_env {
   struct http_pool *pools;
   int nlocal;           /* store targets [0, nlocal) are this node's own runtimes */
   const char *api_addr; /* host:port of this agent's HTTP listener, as other nodes should dial it */
+  int hop_port;         /* > 0: tunnel hops to api_addr's port go to this plaintext loopback listener (TLS on) */
   const struct gpu_poll *gpu; /* this node's GPU telemetry (its health travels in the meta) */
 };
 

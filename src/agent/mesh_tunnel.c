@@ -122,7 +122,10 @@ int mesh_tunnel_start(struct mesh_tunnel *mt, const struct mesh_tunnel_env *e, c
   struct tunnel_config tc = {
       .id = e->id, .kr = e->kr, .resolve = tunnel_resolve, .lookup = tunnel_lookup, .arg = mt};
   int rc = tunnel_new(&mt->tunnel, e->loop, &tc);
-  if (rc == 0) rc = tunnel_allow(mt->tunnel, cfg->listen_host, colon ? (int)strtol(colon + 1, NULL, 10) : 0);
+  int api_port = colon ? (int)strtol(colon + 1, NULL, 10) : 0;
+  if (rc == 0)
+    rc = e->hop_port > 0 ? tunnel_allow_to(mt->tunnel, api_port, "127.0.0.1", e->hop_port)
+                         : tunnel_allow(mt->tunnel, cfg->listen_host, api_port);
   if (rc != 0) {
     snprintf(err, errlen, "cannot start the agent-to-agent tunnel for listener %s (err %d)", e->api_addr, rc);
     return rc;

@@ -40,6 +40,7 @@ struct mesh_tunnel_env {
   struct keyring *kr;
   const struct agent_config *cfg;
   const char *api_addr; /* this agent's API address: its port is allowed, relayed to cfg->listen_host */
+  int hop_port;         /* > 0: relay it to 127.0.0.1:hop_port instead (the listener has TLS on) */
   struct store *store;
   int nlocal;
 };

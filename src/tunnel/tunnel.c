@@ -572,7 +572,11 @@ const struct tun_allow *tun_allowed(const struct tunnel *t, int port) {
 }
 
 int tunnel_allow(struct tunnel *t, const char *host, int port) {
-  if (port <= 0 || port > 65535) return -EINVAL;
+  return tunnel_allow_to(t, port, host, port);
+}
+
+int tunnel_allow_to(struct tunnel *t, int port, const char *host, int to_port) {
+  if (port <= 0 || port > 65535 || to_port <= 0 || to_port > 65535) return -EINVAL;
   if (tun_allowed(t, port)) return -EEXIST;
   if (t->nallow == TUNNEL_ALLOW_MAX) return -ENOSPC;
   struct tun_allow *a = &t->allow[t->nallow];
@@ -580,8 +584,8 @@ int tunnel_allow(struct tunnel *t, const char *host, int port) {
   if (!h[0] || strcmp(h, "0.0.0.0") == 0 || strcmp(h, "localhost") == 0) h = "127.0.0.1";
   if (strcmp(h, "::") == 0 || strcmp(h, "[::]") == 0) h = "::1";
   memset(&a->sa, 0, sizeof a->sa);
-  if (uv_ip4_addr(h, port, (struct sockaddr_in *)&a->sa) != 0 &&
-      uv_ip6_addr(h, port, (struct sockaddr_in6 *)&a->sa) != 0)
+  if (uv_ip4_addr(h, to_port, (struct sockaddr_in *)&a->sa) != 0 &&
+      uv_ip6_addr(h, to_port, (struct sockaddr_in6 *)&a->sa) != 0)
     return -EINVAL;
   a->port = port;
   t->nallow++;

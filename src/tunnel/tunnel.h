@@ -74,6 +74,9 @@ int tunnel_new(struct tunnel **out, uv_loop_t *loop, const struct tunnel_config 
  * service listens on this node; "0.0.0.0" / "::" become loopback). 0, -EEXIST (already allowed), -ENOSPC
  * (TUNNEL_ALLOW_MAX entries), -EINVAL. tunnel_disallow removes it (streams already open stay). */
 int tunnel_allow(struct tunnel *t, const char *host, int port);
+/* tunnel_allow_to is tunnel_allow relaying streams that ask for port to host:to_port instead (an agent with
+ * TLS on its listener serves tunnel hops from a plaintext listener of its own on loopback). */
+int tunnel_allow_to(struct tunnel *t, int port, const char *host, int to_port);
 void tunnel_disallow(struct tunnel *t, int port);
 
 /* tunnel_accept_fd takes over a connected TCP socket fd (ownership passes, it is closed on any error) whose

@@ -157,3 +157,26 @@ def test_a_node_answering_with_another_identity_is_refused(procs, tmp_path):
     assert tunnel(b, "infermesh_tunnel_refused_total", reason="identity") >= 1
     me = [x for x in http_get(m.port, "/v1/cluster/members").json()["members"] if x["self"]]
     assert me and not me[0]["draining"]
+
+
+@pytest.mark.timeout(90)
+def test_forwarding_to_a_node_with_tls_on_its_listener(procs, tmp_path):
+    """A node whose listener speaks only HTTPS still serves forwarded requests: the tunnel relays them to a
+    plaintext listener of its own on loopback (the tunnel already encrypted them)."""
+    from test_tls import Pki
+    pki = Pki(tmp_path / "pki")
+    cert, key = pki.issue("localhost", 0x2001)
+    init_cluster(tmp_path / "a")
+    share_key(tmp_path / "a", tmp_path / "g")
+    ea = procs.engine(name="engine-a")
+    gossip_a = f"{HOST}:{free_port()}"
+    procs.agent([ea], "--name", "a", "--data-dir", str(tmp_path / "a"), "--gossip", gossip_a, "--admin-token", ADMIN,
+                "--tls-cert", str(cert), "--tls-key", str(key), name="a", wait_healthy=False)
+    g = start_node(procs, tmp_path, "g", [], join=[gossip_a])
+    wait_for(lambda: remote_healthy(g, 1), timeout=20, what="a's target healthy on g")
+    r = post_json(g.port, "/v1/chat/completions", chat_body("to a node with TLS on"))
+    assert r.status == 200, r.text()
+    assert r.headers["x-infermesh-node"] == "a"
+    status, headers, events = read_sse(g.port, "/v1/chat/completions", chat_body("streamed to TLS", stream=True))
+    assert status == 200 and headers["x-infermesh-node"] == "a"
+    assert [d for _, d in events][-1] == "[DONE]"
