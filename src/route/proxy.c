@@ -58,6 +58,8 @@ static void policy_target_of(const struct target *t, uint64_t now, struct policy
   pt->num_gpu_blocks = t->load.num_gpu_blocks;
   pt->block_size = (int)t->load.block_size;
   pt->prefix_hit_rate = t->load.prefix_queries > 0 ? t->load.prefix_hits / t->load.prefix_queries : 0;
+  pt->prefill_tps = t->prompt_tps_peak;  /* demonstrated; the policy floors it with its default */
+  pt->itl_s = t->load.itl_p50;           /* the adapters' windowed median; negative unknown */
   pt->signal_age_ns = !t->updated_ns ? UINT64_MAX : now > t->updated_ns ? now - t->updated_ns : 0;
   pt->inflight = t->inflight;
   pt->routed_since_report = t->routed_since_report;

@@ -130,6 +130,7 @@ void store_set_models(struct store *s, int id, const char *const *models, int n)
 void store_report(struct store *s, int id, const struct target_load *load, uint64_t now_ns) {
   struct target *t = &s->targets[id];
   t->load = *load;
+  if (load->prompt_tps > t->prompt_tps_peak) t->prompt_tps_peak = load->prompt_tps;
   t->updated_ns = now_ns;
   t->healthy = true;
   t->last_error[0] = '\0';

@@ -66,6 +66,9 @@ struct target {
    * kv_usage already saw the request, subtracts nothing. */
   int64_t kv_reserved;
   uint32_t report_seq;
+  /* The highest window prompt rate (load.prompt_tps) any report showed: the prefill rate this target has
+   * demonstrated, tokens/s (0 none yet). The routing policy's prefill-rate signal. */
+  double prompt_tps_peak;
   /* Hedging: this router's observed time to first byte here, in seconds: [STORE_TTFB_STREAM] up to the first
    * SSE data frame, [STORE_TTFB_FULL] up to a non-streaming response's head. Ring buffers. */
   float ttfb[2][STORE_TTFB_WINDOW];
