@@ -508,8 +508,8 @@ int simulate_main(int argc, char **argv) {
   int exit_code = 0;
   if (o.capacity) {
     if (!o.json) {
-      printf("largest load with p90 TTFT <= %.0f ms", o.dc.slo_ttft_ns / 1e6);
-      if (o.dc.slo_tpot_ns) printf(" and p90 TPOT <= %.0f ms", o.dc.slo_tpot_ns / 1e6);
+      printf("largest load with p90 TTFT <= %g ms", o.dc.slo_ttft_ns / 1e6);
+      if (o.dc.slo_tpot_ns) printf(" and p90 TPOT <= %g ms", o.dc.slo_tpot_ns / 1e6);
       printf("; latencies in seconds at that load\n%-14s %10s %10s %8s %8s %8s %8s %8s %8s %6s\n", "policy",
              "rate_scale", "rps", "ttft50", "ttft90", "tpot50", "tpot90", "e2e50", "e2e90", "hit%");
     }
