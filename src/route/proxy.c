@@ -29,6 +29,7 @@ static void proxy_free(struct proxy *p) {
     sse_parser_free(&p->legs[i].sse);
   }
   buf_free(&p->out);
+  free(p->tried);
   if (p->timer_init) {
     uv_close((uv_handle_t *)&p->timer, timer_closed_cb); /* frees p */
     return;
@@ -663,7 +664,7 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
 
 int proxy_candidates(struct proxy *p, int *ids) {
   struct router *r = p->r;
-  int n = store_candidates(r->store, p->oai.model, p->tried, ids, STORE_MAX_TARGETS);
+  int n = store_candidates(r->store, p->oai.model, p->tried, ids, r->store->cap);
   n = route_ctl_filter(&r->ctl, r->store, p->oai.model, ids, n);
   /* Open breakers: those targets get no request until their backoff is over, unless every candidate's breaker
    * is open (then they are tried anyway: a breaker must never be what makes a model unavailable). */
@@ -676,13 +677,14 @@ int proxy_candidates(struct proxy *p, int *ids) {
 
 void proxy_attempt(struct proxy *p) {
   struct router *r = p->r;
-  int ids[STORE_MAX_TARGETS];
+  int *ids = xmalloc((size_t)r->store->cap * sizeof *ids);
   int n = proxy_candidates(p, ids);
   if (n == 0 && p->attempts == 0 && proxy_fallback(p, true)) { /* the policy names a model that has targets */
     proxy_fallback_body(p);
     n = proxy_candidates(p, ids);
   }
   if (n == 0) {
+    free(ids);
     if (p->attempts == 0)
       fail(p, 503, "service_unavailable", "no healthy target serves this model right now; retry shortly", 1);
     else
@@ -700,10 +702,12 @@ void proxy_attempt(struct proxy *p) {
   for (int i = 0; i < n && p->hop_target[0]; i++)
     if (strcmp(r->store->targets[ids[i]].name, p->hop_target) == 0) id = ids[i];
   if (id < 0) {
-    struct policy_target c[STORE_MAX_TARGETS];
+    struct policy_target *c = xmalloc((size_t)n * sizeof *c);
     for (int i = 0; i < n; i++) policy_target_of(&r->store->targets[ids[i]], now, &c[i]);
     id = ids[policy_pick(router_policy_for(r, p->oai.model), policy_request(p), c, n, now)];
+    free(c);
   }
+  free(ids);
   proxy_leg_send(p, p->legs[0].up ? &p->legs[1] : &p->legs[0], id, false);
   proxy_hedge_arm(p); /* hedging: a latency-class request gets a copy elsewhere if this one is slow */
   proxy_schedule(p);
@@ -766,6 +770,7 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
   memset(p, 0, offsetof(struct proxy, hashes));
   char err[256];
   p->r = r;
+  p->tried = xcalloc((size_t)store_bitmap_words(r->store), sizeof *p->tried);
   p->req = req;
   p->chat = chat;
   p->embeddings = slice_eqz(req->path, "/v1/embeddings");

@@ -3,7 +3,9 @@
  * cancelled at once (its connection closes, so the runtime aborts it). Hedges are capped at a share of all
  * requests. */
 #include <math.h>
+#include <stdlib.h>
 
+#include "core/alloc.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "route/proxy_int.h"
@@ -11,7 +13,7 @@
 /* The second-best target: the best-scored candidate not tried yet that has room for the request. */
 static int second_best(struct proxy *p, uint64_t now) {
   struct router *r = p->r;
-  int ids[STORE_MAX_TARGETS];
+  int *ids = xmalloc((size_t)r->store->cap * sizeof *ids);
   int n = proxy_candidates(p, ids);
   int best = -1;
   double best_score = 0;
@@ -21,6 +23,7 @@ static int second_best(struct proxy *p, uint64_t now) {
     double s = score_target(t, &r->score, now);
     if (best < 0 || s < best_score) best = ids[i], best_score = s;
   }
+  free(ids);
   return best;
 }
 
