@@ -100,6 +100,21 @@ static void test_store_sized_at_run_time(void **state) {
   store_free(&s);
 }
 
+/* The prefill rate the router hands its policy is the highest window prompt rate a target has shown: a quiet
+ * window (or an unknown rate) does not lower it. */
+static void test_prompt_rate_peak(void **state) {
+  struct target_load l = {.prompt_tps = 5000};
+  store_report(&st, 0, &l, NOW);
+  l.prompt_tps = 12000;
+  store_report(&st, 0, &l, NOW + 1);
+  l.prompt_tps = 300;
+  store_report(&st, 0, &l, NOW + 2);
+  l.prompt_tps = -1;
+  store_report(&st, 0, &l, NOW + 3);
+  assert_true(st.targets[0].prompt_tps_peak == 12000);
+  assert_true(st.targets[1].prompt_tps_peak == 0);
+}
+
 static void test_score_counts_waiting_running_and_reservations(void **state) {
   struct target_load l = {.waiting = 2, .running = 4};
   store_report(&st, 0, &l, NOW);
@@ -217,6 +232,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bad_urls_rejected),
       cmocka_unit_test(test_store_sized_at_run_time),
+      cmocka_unit_test_setup_teardown(test_prompt_rate_peak, setup, teardown),
       cmocka_unit_test_setup_teardown(test_candidates_by_model_and_health, setup, teardown),
       cmocka_unit_test_setup_teardown(test_score_counts_waiting_running_and_reservations, setup, teardown),
       cmocka_unit_test_setup_teardown(test_inflight_floor, setup, teardown),
