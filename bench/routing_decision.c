@@ -1,6 +1,6 @@
 /* CPU cost of one routing decision (policy_pick) with N candidate targets, for every policy.
  *
- * usage: routing_decision N [PICKS]
+ * usage: routing_decision N [PICKS [POLICY]]   (POLICY: only that one; all by default)
  * Builds N targets with varied load signals; a warm-up routes PICKS requests (each commits like the router:
  * on_route, then first token and done, so reservations and prefix indexes hold realistic state): prompts of
  * 64 shared-prefix families of 4096 tokens plus a unique 256-token question, 16-token blocks (272 block
@@ -34,7 +34,7 @@ static void prompt(uint64_t fam, uint64_t uniq, uint64_t *h) {
 int main(int argc, char **argv) {
   int n = argc > 1 ? atoi(argv[1]) : 1000, picks = argc > 2 ? atoi(argv[2]) : 20000;
   if (n < 2 || picks < 1) {
-    fprintf(stderr, "usage: routing_decision N [PICKS]\n");
+    fprintf(stderr, "usage: routing_decision N [PICKS [POLICY]]\n");
     return 2;
   }
   struct policy_target *c = calloc((size_t)n, sizeof *c);
@@ -42,6 +42,7 @@ int main(int argc, char **argv) {
   const char *names[16];
   int np = policy_names(names, 16);
   for (int k = 0; k < np; k++) {
+    if (argc > 3 && strcmp(argv[3], names[k]) != 0) continue;
     for (int i = 0; i < n; i++)
       c[i] = (struct policy_target){.id = i, .waiting = i % 7, .running = 10 + i % 50, .kv_usage = (i % 10) / 10.0,
                                     .num_gpu_blocks = 27500, .block_size = BS, .prefix_hit_rate = 0.5,
