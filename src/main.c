@@ -51,6 +51,7 @@ static void usage(FILE *f) {
              "  pin | unpin   allow a model only on some nodes or zones\n"
              "  tenant        add|list|limits|revoke tenants and their API keys\n"
              "  price         set|get|list|delete a model's price per million tokens (prompt, cached, completion)\n"
+             "  provider      set|get|list|delete a provider's share of what its nodes serve (0..1, default 1)\n"
              "  model         load|unload a model or LoRA adapter on a target (runtimes that allow it)\n"
              "metering:\n"
              "  ledger        usage|contributions|settle|payouts: who used what, who served it, payout batches\n"
@@ -93,7 +94,8 @@ int main(int argc, char **argv) {
   if (strcmp(cmd, "probe") == 0) return probe_main(argc - 2, argv + 2);
   if (strcmp(cmd, "bench") == 0) return bench_main(argc - 2, argv + 2);
   if (strcmp(cmd, "raft") == 0 || strcmp(cmd, "policy") == 0 || strcmp(cmd, "pin") == 0 ||
-      strcmp(cmd, "unpin") == 0 || strcmp(cmd, "tenant") == 0 || strcmp(cmd, "price") == 0)
+      strcmp(cmd, "unpin") == 0 || strcmp(cmd, "tenant") == 0 || strcmp(cmd, "price") == 0 ||
+      strcmp(cmd, "provider") == 0)
     return control_cmd_main(cmd, argc - 2, argv + 2);
   if (strcmp(cmd, "model") == 0) return model_cmd_main(argc - 2, argv + 2);
   if (strcmp(cmd, "ledger") == 0) return ledger_cmd_main(argc - 2, argv + 2);

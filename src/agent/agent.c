@@ -17,10 +17,12 @@
 #include "agent/events.h"
 #include "agent/gpu_poll.h"
 #include "agent/mesh.h"
+#include "agent/budget_sync.h"
 #include "agent/meter.h"
 #include "agent/model_api.h"
 #include "agent/scraper.h"
 #include "agent/supervisor.h"
+#include "api/budgets.h"
 #include "api/history.h"
 #include "api/ledger_api.h"
 #include "api/routes.h"
@@ -57,6 +59,9 @@ struct agent {
   struct ledger_outbox *outbox; /* forwards them to PostgreSQL (ledger.postgres); NULL when none */
   struct ledger_api lapi;
   struct meter meter; /* the router's meter: prices, and records to the ledger */
+  struct spend_book *spend;  /* tenants' spend, here and as the mesh reports it (budgets) */
+  struct budget_sync bsync;  /* spreads it over the mesh (when there is one) */
+  bool bsync_on;
   struct history *hist; /* the dashboard's last 15 minutes, sampled every second */
   uv_timer_t hist_timer;
   char api_addr[96]; /* how other nodes reach this listener */
@@ -286,6 +291,14 @@ static void handle(struct http_req *req, void *arg) {
   case API_OP_LEDGER:
     served = ledger_api_handle(&a->lapi, req, scoped_tenant(a, req));
     break;
+  case API_OP_BUDGETS: {
+    struct buf b = {0};
+    budgets_json(a->router.opts.tenants, a->router.opts.ntenants, scoped_tenant(a, req), a->spend, clock_wall_s(),
+                 &b);
+    send_json(req, 200, &b);
+    buf_free(&b);
+    break;
+  }
   case API_OP_HISTORY:
     history_view(a, req);
     break;
@@ -342,14 +355,36 @@ static void outbox_last_cb(void *arg) {
   a->outbox = NULL;
 }
 
+static void seed_one(void *arg, const char *tenant, const struct spend_figures *f) {
+  spend_book_seed(arg, tenant, f, clock_wall_s());
+}
+
+/* seed_spend reads back this node's spend of the current day and month and of all time from its ledger, so a
+ * restart forgets none of it (once, at start: the loop serves nothing yet). */
+static int seed_spend(struct agent *a, char *err, size_t errlen) {
+  struct ledger_db *db;
+  int64_t now = clock_wall_s();
+  int rc = ledger_db_open(&db, a->lapi.path, err, errlen);
+  if (rc != 0) return rc;
+  rc = ledger_db_spend(db, period_start(PERIOD_DAY, now), period_start(PERIOD_MONTH, now), seed_one, a->spend, err,
+                       errlen);
+  ledger_db_close(db);
+  return rc;
+}
+
 /* start_ledger opens DATA_DIR/ledger.db and its writer when metering is on. 0 or a negative code with err. */
 static int start_ledger(struct agent *a, char *err, size_t errlen) {
   const struct agent_config *cfg = a->cfg;
   char dir[512];
   a->lapi = (struct ledger_api){.loop = a->loop, .enabled = cfg->ledger_enabled};
   str_copy(a->lapi.pg, sizeof a->lapi.pg, cfg->ledger_postgres);
-  a->meter = (struct meter){.cfg = cfg, .router = &a->router, .mesh = a->mesh};
+  a->spend = spend_book_new();
+  a->meter = (struct meter){.cfg = cfg, .router = &a->router, .mesh = a->mesh, .spend = a->spend};
   meter_bind(&a->meter); /* costs are reported even with metering off */
+  if (a->mesh) {
+    budget_sync_start(&a->bsync, a->loop, a->spend, a->mesh);
+    a->bsync_on = true;
+  }
   if (!cfg->ledger_enabled) return 0;
   if (cfg->cluster.data_dir[0])
     str_copy(dir, sizeof dir, cfg->cluster.data_dir);
@@ -361,7 +396,8 @@ static int start_ledger(struct agent *a, char *err, size_t errlen) {
   if (rc == 0 && (rc = datadir_path(a->lapi.path, sizeof a->lapi.path, dir, LEDGER_DB_FILE)) != 0)
     snprintf(err, errlen, "data dir path too long: %s", dir);
   if (rc == 0) rc = ledger_writer_start(&a->ledger, a->loop, a->lapi.path, err, errlen);
-  a->meter.writer = a->ledger;
+  if (rc == 0) rc = seed_spend(a, err, errlen);
+  a->meter.writer = a->lapi.writer = a->ledger;
   if (rc == 0 && cfg->ledger_postgres[0]) {
     char node[96];
     if (a->mesh) /* the node's identity: stable across renames and restarts */
@@ -392,6 +428,8 @@ static void ctl_closed_cb(void *arg) {
 
 static void gpu_stopped_cb(struct gpu_poll *g) {
   struct agent *a = (struct agent *)((char *)g - offsetof(struct agent, gpu));
+  if (a->bsync_on) budget_sync_close(&a->bsync, NULL, NULL); /* before the mesh it reports through */
+  a->bsync_on = false;
   if (a->ctl) control_close(a->ctl, ctl_closed_cb, a); /* before the mesh: Raft uses its keyring */
   else close_mesh(a);
   uv_close((uv_handle_t *)&a->sigterm, closed_cb);
@@ -401,7 +439,7 @@ static void gpu_stopped_cb(struct gpu_poll *g) {
   uv_close((uv_handle_t *)&a->log_flusher, closed_cb);
   uv_close((uv_handle_t *)&a->hist_timer, closed_cb);
   events_close();
-  a->meter.writer = NULL;
+  a->meter.writer = a->lapi.writer = NULL;
   if (a->ledger) ledger_writer_close(a->ledger, outbox_last_cb, a); /* commits what is queued, then ends */
   a->ledger = NULL;
 }
@@ -499,6 +537,7 @@ static void signal_cb(uv_signal_t *s, int signum) {
 }
 
 static void agent_free(struct agent *a) {
+  spend_book_free(a->spend);
   history_free(a->hist);
   free(a->hist);
   router_free(&a->router);

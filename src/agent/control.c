@@ -436,6 +436,8 @@ static void enforce_tenants(struct control *c, const struct fsm *f) {
     for (int m = 0; m < ft->nmodels && m < TENANT_MODELS; m++)
       str_copy(x->models[m], sizeof x->models[m], ft->models[m]);
     x->nmodels = ft->nmodels < TENANT_MODELS ? ft->nmodels : TENANT_MODELS;
+    x->budget_nano = ft->budget_nano;
+    x->period = (unsigned)ft->period < PERIOD_COUNT ? (enum period)ft->period : PERIOD_MONTH;
   }
   if (n == 0 && nf > 0) { /* every control-plane tenant is revoked: keys stay required, none matches */
     tenant_conf_default(&t[0]);
@@ -483,7 +485,8 @@ static void control_enforce(struct control *c) {
   }
   c->enforced_once = true;
   if (kind[FSM_TENANT]) enforce_tenants(c, f);
-  if (kind[FSM_POLICY] || kind[FSM_PIN] || kind[FSM_DRAIN] || kind[FSM_PRICE]) route_ctl_sync(&c->env.router->ctl, f);
+  if (kind[FSM_POLICY] || kind[FSM_PIN] || kind[FSM_DRAIN] || kind[FSM_PRICE] || kind[FSM_PROVIDER])
+    route_ctl_sync(&c->env.router->ctl, f);
   if (kind[FSM_DRAIN]) enforce_own_drain(c, f);
   log_info("control-plane state enforced", "index=%llu tenants=%d policies=%d drains=%d pins=%d",
            (unsigned long long)idx, fsm_count(f, FSM_TENANT), fsm_count(f, FSM_POLICY), fsm_count(f, FSM_DRAIN),

@@ -52,6 +52,8 @@ struct mesh {
   void (*closed_cb)(void *);
   void *closed_arg;
   int closing_parts;
+  void (*spend_fn)(void *arg, const struct gossip_spend *s); /* mesh_on_spend */
+  void *spend_arg;
 };
 
 static bool pool_ready(const struct mesh *m, int id) { return m->pool_ready && m->pool_ready[id]; }
@@ -94,6 +96,20 @@ static bool models_equal(const struct target *t, const struct gossip_target_load
     if (strcmp(t->models[i], l->models[i]) != 0) return false;
   return true;
 }
+
+static void spend_cb(void *user, const struct gossip_spend *sp) {
+  struct mesh *m = user;
+  if (m->spend_fn) m->spend_fn(m->spend_arg, sp);
+}
+
+void mesh_on_spend(struct mesh *m, void (*fn)(void *arg, const struct gossip_spend *s), void *arg) {
+  m->spend_fn = fn;
+  m->spend_arg = arg;
+}
+
+void mesh_send_spend(struct mesh *m, struct gossip_spend *s) { gossip_send_spend(m->gossip, s); }
+
+int mesh_num_alive(const struct mesh *m) { return swim_num_alive(gossip_swim(m->gossip)); }
 
 static void load_cb(void *user, const struct gossip_load *l) {
   struct mesh *m = user;
@@ -410,7 +426,7 @@ int mesh_start(struct mesh **out, const struct mesh_env *env, char *err, size_t 
   if (cc->indirect_checks) gc.swim.indirect_checks = cc->indirect_checks;
   if (cc->gossip_nodes) gc.swim.gossip_nodes = cc->gossip_nodes;
   build_meta(m, &m->meta);
-  struct gossip_callbacks cb = {member_cb, load_cb};
+  struct gossip_callbacks cb = {.member = member_cb, .load = load_cb, .spend = spend_cb};
   rc = gossip_start(&m->gossip, env->loop, &gc, &m->id, &m->kr, env->cfg->node_name, &m->meta, &cb, m, err, errlen);
   if (rc != 0) {
     free(m->nodes);
@@ -560,6 +576,11 @@ void mesh_metrics(struct mesh *m, struct buf *b) {
                 "infermesh_gossip_pushpull_total{dir=\"out\"} %llu\ninfermesh_gossip_pushpull_total{dir=\"failed\"} %llu\n",
              (unsigned long long)gc->pushpull_in, (unsigned long long)gc->pushpull_out,
              (unsigned long long)gc->pushpull_failed);
+  buf_printf(b, "# HELP infermesh_gossip_spend_reports_total Tenant spend reports (budgets) sent and received.\n"
+                "# TYPE infermesh_gossip_spend_reports_total counter\n"
+                "infermesh_gossip_spend_reports_total{dir=\"in\"} %llu\n"
+                "infermesh_gossip_spend_reports_total{dir=\"out\"} %llu\n",
+             (unsigned long long)gc->spends_in, (unsigned long long)gc->spends_out);
 }
 
 struct keyring *mesh_keyring(struct mesh *m) { return &m->kr; }

@@ -10,6 +10,7 @@
 #include "agent/gpu_poll.h"
 #include "core/buf.h"
 #include "net/http_client.h"
+#include "proto/gossip_msg.h"
 #include "route/router.h"
 #include "state/store.h"
 
@@ -76,6 +77,14 @@ const char *mesh_data_dir(const struct mesh *m);
 
 /* mesh_reload_keyring rereads the keyring from the data dir (SIGHUP). */
 void mesh_reload_keyring(struct mesh *m);
+
+/* Tenant spend for budgets (agent/budget_sync.h): mesh_on_spend sets the function called with each spend report
+ * an alive member sends (one at a time; s valid during the call); mesh_send_spend sends s to every alive
+ * gateway. */
+void mesh_on_spend(struct mesh *m, void (*fn)(void *arg, const struct gossip_spend *s), void *arg);
+void mesh_send_spend(struct mesh *m, struct gossip_spend *s);
+/* mesh_num_alive is how many members (this node included) are alive as this node sees them. */
+int mesh_num_alive(const struct mesh *m);
 
 /* mesh_leave announces a graceful leave; done_cb runs once it has spread (or after 2 s). */
 void mesh_leave(struct mesh *m, void (*done_cb)(void *arg), void *arg);

@@ -1,6 +1,7 @@
 /* The agent's meter: what a request costs, and its usage record handed to the ledger's writer. */
 #include "agent/meter.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -36,6 +37,13 @@ static bool cost_cb(void *arg, const char *model, const struct oai_usage *u, int
 
 static int64_t tokens(int64_t n) { return n > 0 ? n : 0; }
 
+/* share_of is nano x share in [0, 1], rounded to the nearest nano-unit (exact for 0 and 1). */
+static int64_t share_of(int64_t nano, double share) {
+  if (share >= 1) return nano;
+  if (share <= 0) return 0;
+  return (int64_t)llround((double)nano * share);
+}
+
 void meter_to_ledger(const struct meter *m, const struct request_record *rec, int64_t now_ms,
                      struct ledger_record *out) {
   const struct agent_config *cfg = m->cfg;
@@ -60,22 +68,29 @@ void meter_to_ledger(const struct meter *m, const struct request_record *rec, in
   out->retried = rec->attempts > 1;
   out->hedged = rec->hedged;
   out->cost_nano = rec->cost_nano;
-  out->contribution_nano = rec->cost_nano; /* the provider's share is 1.0 until the control plane sets one */
+  out->contribution_nano = share_of(rec->cost_nano, route_ctl_provider_share(&m->router->ctl, out->provider));
   str_copy(out->currency, sizeof out->currency, rec->currency[0] ? rec->currency : "USD");
 }
 
 static bool record_cb(void *arg, const struct request_record *rec, void (*done)(void *, int),
                       void *done_arg) {
   struct meter *m = arg;
-  if (!m->writer || rec->forwarded || !rec->reached_runtime) return false;
+  if (rec->forwarded || !rec->reached_runtime) return false;
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
+  if (m->spend && rec->tenant[0] && rec->cost_nano > 0) spend_book_add(m->spend, rec->tenant, rec->cost_nano, ts.tv_sec);
+  if (!m->writer) return false;
   struct ledger_record lr;
   meter_to_ledger(m, rec, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, &lr);
   ledger_writer_submit(m->writer, &lr, done, done_arg);
   return done != NULL;
 }
 
+static int64_t spent_cb(void *arg, const char *tenant, enum period p, int64_t now_s) {
+  const struct meter *m = arg;
+  return m->spend ? spend_book_spent(m->spend, tenant, p, now_s) : 0;
+}
+
 void meter_bind(struct meter *m) {
-  m->router->meter = (struct router_meter){.cost = cost_cb, .record = record_cb, .arg = m};
+  m->router->meter = (struct router_meter){.cost = cost_cb, .record = record_cb, .spent = spent_cb, .arg = m};
 }

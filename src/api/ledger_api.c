@@ -12,11 +12,13 @@
 #include "core/alloc.h"
 #include "ledger/db.h"
 #include "ledger/pg.h"
+#include "ledger/writer.h"
 
 enum job_kind { JOB_USAGE, JOB_CONTRIBUTIONS, JOB_PAYOUTS, JOB_SETTLE };
 
 struct job {
   uv_work_t work;
+  uv_loop_t *loop;
   struct http_req *req; /* NULL once the client left */
   char path[600], pg[1024];
   enum job_kind kind;
@@ -94,6 +96,22 @@ static void after_cb(uv_work_t *w, int status) {
                      j->kind == JOB_SETTLE && strstr(j->out.base, "\"batch\":null") == NULL ? 201 : 200,
                      j->csv ? "text/csv" : "application/json", j->out.base, j->out.len, NULL, 0);
     }
+  }
+  buf_free(&j->out);
+  free(j);
+}
+
+/* synced_cb runs the query once the journal is in SQLite; a failed fill is answered 503 (the records are safe in
+ * the journal, the query would miss some). */
+static void synced_cb(void *arg, int status) {
+  struct job *j = arg;
+  if (status == 0) {
+    uv_queue_work(j->loop, &j->work, work_cb, after_cb);
+    return;
+  }
+  if (j->req) {
+    j->req->abort_cb = NULL;
+    error(j->req, 503, "the ledger could not bring its SQLite file up to date; retry shortly", "busy");
   }
   buf_free(&j->out);
   free(j);
@@ -247,6 +265,10 @@ bool ledger_api_handle(struct ledger_api *l, struct http_req *req, const char *t
   req->data = j;
   req->abort_cb = abort_cb;
   j->work.data = j;
-  uv_queue_work(l->loop, &j->work, work_cb, after_cb);
+  j->loop = l->loop;
+  if (l->writer && !j->pg[0]) /* this node's SQLite: every record acknowledged so far in it first */
+    ledger_writer_sync(l->writer, synced_cb, j);
+  else
+    uv_queue_work(l->loop, &j->work, work_cb, after_cb);
   return true;
 }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "ledger/writer.h"
 #include "net/http_server.h"
 
 /* Owned by the agent; path is the ledger file. */
@@ -15,6 +16,7 @@ struct ledger_api {
   char path[600];
   char pg[1024]; /* the cluster-wide PostgreSQL ledger (ledger.postgres): queries and settlement read it; "" none */
   bool enabled;  /* false: every call answers 404 "metering is off on this agent" */
+  struct ledger_writer *writer; /* borrowed; asked to bring SQLite up to date before each query; NULL: none */
 };
 
 /* ledger_api_handle answers req, a route of the ledger (api/routes.c: API_OP_LEDGER_*), and returns true;

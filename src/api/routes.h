@@ -40,6 +40,7 @@ enum api_op {
   API_OP_CTL_STATE,
   API_OP_PROPOSE,
   API_OP_LEDGER,
+  API_OP_BUDGETS,
   API_OP_HISTORY,
   API_OP_UI,
 };

@@ -1,4 +1,4 @@
-/* Control-plane CLI: raft status, policy, pin/unpin, tenant — clients of /v1/cluster/... on an agent. */
+/* Control-plane CLI: raft status, policy, pin/unpin, tenant, price, provider — clients of /v1/cluster/... on an agent. */
 #include "cli/control_cmds.h"
 
 #include <errno.h>
@@ -36,10 +36,13 @@ static void usage(FILE *f) {
              "  infermesh pin MODEL [--node NODE]... [--zone ZONE]...   |   infermesh unpin MODEL\n"
              "  infermesh tenant add NAME [--rps R] [--tokens-per-min T] [--max-concurrent C] [--weight W] [--priority P]\n"
              "                             [--model MODEL]...   (only these models; others answer 403)\n"
+             "                             [--budget AMOUNT --period day|month|total]   (spend limit; 0: none)\n"
              "  infermesh tenant list | tenant limits NAME [limit flags] | tenant revoke NAME\n"
              "  infermesh price set MODEL --prompt X --completion Y [--cached-prompt Z] [--currency USD]\n"
              "                             (per million tokens; cached prompt tokens cost the prompt price unless set)\n"
              "  infermesh price get MODEL | price list | price delete MODEL\n"
+             "  infermesh provider set NAME --share S   (the part of served cost NAME earns, 0..1; default 1)\n"
+             "  infermesh provider get NAME | provider list | provider delete NAME\n"
              "common: --agent URL (INFERMESH_AGENT, else " DEFAULT_AGENT "), --token ADMIN_TOKEN\n"
              "        (INFERMESH_ADMIN_TOKEN; writes need it, and reads when the agent has tenants, where\n"
              "        INFERMESH_READ_TOKEN also reads), --json\n");
@@ -58,7 +61,8 @@ static const struct {
     {"--max-concurrent", "max_concurrent", 'i'}, {"--weight", "weight", 'f'}, {"--priority", "priority", 'i'},
     {"--reason", "reason", 's'},       {"--model", "models", 'a'},             {"--prompt", "prompt_per_mtok", 'f'},
     {"--completion", "completion_per_mtok", 'f'}, {"--cached-prompt", "cached_prompt_per_mtok", 'f'},
-    {"--currency", "currency", 's'},
+    {"--currency", "currency", 's'},   {"--budget", "budget", 's'},           {"--period", "period", 's'},
+    {"--share", "share", 'f'},
 };
 
 static int parse(struct opts *o, int argc, char **argv) {
@@ -269,6 +273,19 @@ int control_cmd_main(const char *cmd, int argc, char **argv) {
         return 2;
       }
       return kind_cmd(&o, "prices", "set", name);
+    }
+  }
+  if (strcmp(cmd, "provider") == 0) {
+    if (strcmp(verb, "list") == 0) return kind_cmd(&o, "providers", "list", NULL);
+    if (name && strcmp(verb, "get") == 0) return kind_cmd(&o, "providers", "get", name);
+    if (name && strcmp(verb, "delete") == 0) return kind_cmd(&o, "providers", "delete", name);
+    if (name && strcmp(verb, "set") == 0) {
+      if (!json_object_get(o.value, "share")) {
+        fprintf(stderr, "infermesh provider set: --share is needed (the part of served cost it earns, 0..1)\n");
+        json_decref(o.value);
+        return 2;
+      }
+      return kind_cmd(&o, "providers", "set", name);
     }
   }
   usage(stderr);

@@ -1,4 +1,4 @@
-/* infermesh ledger usage|contributions|settle|payouts: clients of /v1/ledger/... on an agent. */
+/* infermesh ledger usage|budgets|contributions|settle|payouts: clients of /v1/ledger/... on an agent. */
 #include "cli/ledger_cmds.h"
 
 #include <jansson.h>
@@ -22,6 +22,7 @@ static void usage(FILE *f) {
       "usage:\n"
       "  infermesh ledger usage [--tenant T] [--model M] [--provider P] [--since 1h|ISO-8601]\n"
       "                         [--by tenant|model|node|provider|hour] [--json]\n"
+      "  infermesh ledger budgets [--json]             each tenant's budget, spend (mesh-wide), what is left\n"
       "  infermesh ledger contributions [--json]       what each provider earned, was paid, is owed\n"
       "  infermesh ledger settle --min-amount X [--json]   pay each provider's unpaid contributions that "
       "add\n"
@@ -62,6 +63,17 @@ static void print_contributions(json_t *j) {
     printf("%-24s %-4s %9.0f %14s %14s %14s\n", str(p, "provider"), str(p, "currency"), num(p, "records"),
            str(p, "earned"), str(p, "paid"), str(p, "unpaid"));
   }
+}
+
+static void print_budgets(json_t *j) {
+  printf("%-24s %-6s %14s %14s %14s  %s\n", "TENANT", "PERIOD", "BUDGET", "SPENT", "REMAINING", "RESETS");
+  size_t i;
+  json_t *b;
+  json_array_foreach(json_object_get(j, "budgets"), i, b) {
+    printf("%-24s %-6s %14s %14s %14s  %s\n", str(b, "tenant"), str(b, "period"), str(b, "budget"), str(b, "spent"),
+           str(b, "remaining"), str(b, "resets_at"));
+  }
+  if (json_array_size(json_object_get(j, "budgets")) == 0) printf("(no tenants)\n");
 }
 
 static void print_batch(json_t *j) {
@@ -261,6 +273,8 @@ int ledger_cmd_main(int argc, char **argv) {
     query(&path, "by", f_by);
   } else if (verb && strcmp(verb, "contributions") == 0) {
     buf_puts(&path, "/v1/ledger/contributions");
+  } else if (verb && strcmp(verb, "budgets") == 0) {
+    buf_puts(&path, "/v1/ledger/budgets");
   } else if (verb && strcmp(verb, "settle") == 0) {
     if (!min) {
       fprintf(stderr,
@@ -330,6 +344,8 @@ int ledger_cmd_main(int argc, char **argv) {
     print_usage(j);
   } else if (strcmp(verb, "contributions") == 0) {
     print_contributions(j);
+  } else if (strcmp(verb, "budgets") == 0) {
+    print_budgets(j);
   } else {
     print_batch(j);
   }

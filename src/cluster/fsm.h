@@ -1,11 +1,12 @@
-/* The control plane's replicated state machine: routing policies, model pins, node drains, tenants and prices.
+/* The control plane's replicated state machine: routing policies, model pins, node drains, tenants, prices and
+ * providers.
  *
  * Pure: no I/O and no consensus types. The Raft wrapper (cluster/raft.h) feeds it committed commands in log
  * order; read replicas restore it from a snapshot fetched from a server. Everything is in memory and rebuilt
  * from snapshot + log on start (DESIGN §9).
  *
  * A command is a small JSON object (fsm_cmd_encode builds one):
- *   {"id": ID, "op": "put"|"create"|"merge"|"delete", "kind": "policy"|"pin"|"drain"|"tenant"|"price",
+ *   {"id": ID, "op": "put"|"create"|"merge"|"delete", "kind": "policy"|"pin"|"drain"|"tenant"|"price"|"provider",
  *    "key": NAME, "value": {...}, "ts": UNIX_SECONDS}
  * put replaces (or creates) the item; create fails with -EEXIST when it exists; merge overlays the given fields
  * on an existing item (-ENOENT otherwise); delete removes it (-ENOENT when absent). ids make commands
@@ -34,7 +35,7 @@
 #define FSM_HASH_LEN 32 /* tenant API key hash: BLAKE2b-256 (crypto_generichash) */
 #define FSM_MSG_MAX 160
 
-enum fsm_kind { FSM_POLICY, FSM_PIN, FSM_DRAIN, FSM_TENANT, FSM_PRICE, FSM_NKINDS };
+enum fsm_kind { FSM_POLICY, FSM_PIN, FSM_DRAIN, FSM_TENANT, FSM_PRICE, FSM_PROVIDER, FSM_NKINDS };
 enum fsm_op { FSM_OP_PUT, FSM_OP_CREATE, FSM_OP_MERGE, FSM_OP_DELETE };
 
 /* Items. The key is always the first member. */
@@ -76,6 +77,14 @@ struct fsm_tenant {
   int64_t created; /* unix seconds */
   int nmodels;     /* 0: every model; else only these (403 for others) */
   char models[FSM_TENANT_MODELS][FSM_NAME_MAX];
+  int64_t budget_nano; /* spend allowed per period, in nano-units of the prices' currency; 0 = no budget */
+  int32_t period;      /* enum period (core/period.h): what the budget counts */
+};
+
+/* A provider: who is paid for what its nodes serve (a node names its provider with --provider). */
+struct fsm_provider {
+  char name[FSM_NAME_MAX];
+  double share; /* the part of a served request's cost it earns, in [0, 1] (1 when it has no entry) */
 };
 
 struct fsm_price {
@@ -127,6 +136,9 @@ static inline bool fsm_drained(const struct fsm *f, const char *node) { return f
 static inline const struct fsm_price *fsm_price(const struct fsm *f, const char *model) {
   return (const struct fsm_price *)fsm_get(f, FSM_PRICE, model);
 }
+static inline const struct fsm_provider *fsm_provider(const struct fsm *f, const char *name) {
+  return (const struct fsm_provider *)fsm_get(f, FSM_PROVIDER, name);
+}
 /* fsm_tenant_by_key finds the tenant whose key hash matches api_key (revoked ones included: check ->revoked);
  * NULL if none. */
 const struct fsm_tenant *fsm_tenant_by_key(const struct fsm *f, const char *api_key);
@@ -155,7 +167,7 @@ int fsm_cmd_encode(struct buf *out, const char *id, enum fsm_op op, enum fsm_kin
                    const char *value_json, int64_t ts, char *err, size_t errlen);
 
 /* Names: fsm_kind_name(FSM_POLICY) = "policy"; fsm_kind_parse accepts the singular or the plural
- * ("policies", "pins", "drains", "tenants", "prices"): 0 or -EINVAL. */
+ * ("policies", "pins", "drains", "tenants", "prices", "providers"): 0 or -EINVAL. */
 const char *fsm_kind_name(enum fsm_kind k);
 int fsm_kind_parse(const char *s, size_t len, enum fsm_kind *out);
 

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/amount.h"
+#include "core/period.h"
 #include "core/slice.h"
 
 static int copy_str(const char *field, const char *s, char *out, size_t cap, char *err, size_t errlen) {
@@ -158,16 +160,42 @@ static json_t *drain_json(const void *item, bool full) {
   return json_pack("{s:s, s:s, s:I}", "node", d->node, "reason", d->reason, "since", (json_int_t)d->since);
 }
 
+/* budget_parse reads a budget given as a JSON number or a decimal string ("25.00"; null or 0: none). */
+static int budget_parse(json_t *b, int64_t *nano, char *err, size_t errlen) {
+  if (!b) return 0;
+  if (json_is_null(b)) {
+    *nano = 0;
+    return 0;
+  }
+  char text[48];
+  if (json_is_string(b) && json_string_length(b) < sizeof text) {
+    str_copy(text, sizeof text, json_string_value(b));
+  } else if (json_is_number(b) && isfinite(json_number_value(b))) {
+    snprintf(text, sizeof text, "%.9f", json_number_value(b));
+  } else {
+    text[0] = '-';
+    text[1] = '\0';
+  }
+  if (amount_parse(text, nano) != 0) {
+    snprintf(err, errlen, "budget: an amount >= 0 with at most 9 decimals, e.g. 25.00 (0 or null: no budget)");
+    return -EINVAL;
+  }
+  return 0;
+}
+
 static int tenant_parse(json_t *v, const char *key, void *item, int64_t ts, char *err, size_t errlen) {
   struct fsm_tenant *t = item;
   const char *name = NULL, *hash = NULL;
   double rps = t->rps, weight = t->created ? t->weight : 1;
   json_int_t tpm = t->tokens_per_min, created = t->created ? t->created : ts;
   int mc = t->max_concurrent, prio = t->priority, revoked = t->revoked;
-  json_t *models = NULL;
-  if (unpack(v, err, errlen, "{s?s, s?s, s?F, s?I, s?i, s?F, s?i, s?b, s?I, s?o !}", "name", &name, "key_hash",
-             &hash, "rps", &rps, "tokens_per_min", &tpm, "max_concurrent", &mc, "weight", &weight, "priority", &prio,
-             "revoked", &revoked, "created", &created, "models", &models) ||
+  json_t *models = NULL, *budget = NULL;
+  const char *period = NULL;
+  if (unpack(v, err, errlen, "{s?s, s?s, s?F, s?I, s?i, s?F, s?i, s?b, s?I, s?o, s?o, s?s !}", "name", &name,
+             "key_hash", &hash, "rps", &rps, "tokens_per_min", &tpm, "max_concurrent", &mc, "weight", &weight,
+             "priority", &prio, "revoked", &revoked, "created", &created, "models", &models, "budget", &budget,
+             "period", &period) ||
+      budget_parse(budget, &t->budget_nano, err, errlen) ||
       check_key("name", name, key, err, errlen) ||
       str_array("models", models, &t->models[0][0], sizeof t->models[0], FSM_TENANT_MODELS, &t->nmodels, err,
                 errlen))
@@ -185,6 +213,12 @@ static int tenant_parse(json_t *v, const char *key, void *item, int64_t ts, char
     snprintf(err, errlen, "rps, tokens_per_min and max_concurrent >= 0 (0 = unlimited); weight in (0, 1e6]");
     return -EINVAL;
   }
+  enum period pe = (enum period)t->period;
+  if (period && period_parse(period, &pe) != 0) {
+    snprintf(err, errlen, "period: day, month or total");
+    return -EINVAL;
+  }
+  t->period = (int32_t)pe;
   t->rps = rps;
   t->tokens_per_min = tpm;
   t->max_concurrent = mc;
@@ -202,10 +236,44 @@ static json_t *tenant_json(const void *item, bool full) {
   if (!full) hex[8] = '\0'; /* a fingerprint is enough to tell keys apart */
   json_t *models = json_array();
   for (int i = 0; i < t->nmodels; i++) json_array_append_new(models, json_string(t->models[i]));
-  return json_pack("{s:s, s:s, s:f, s:I, s:i, s:f, s:i, s:b, s:I, s:o}", full ? "key_hash" : "key_hash_prefix", hex,
-                   "name", t->name, "rps", t->rps, "tokens_per_min", (json_int_t)t->tokens_per_min, "max_concurrent",
-                   (int)t->max_concurrent, "weight", t->weight, "priority", (int)t->priority, "revoked",
-                   (int)t->revoked, "created", (json_int_t)t->created, "models", models);
+  json_t *j = json_pack("{s:s, s:s, s:f, s:I, s:i, s:f, s:i, s:b, s:I, s:o}", full ? "key_hash" : "key_hash_prefix",
+                        hex, "name", t->name, "rps", t->rps, "tokens_per_min", (json_int_t)t->tokens_per_min,
+                        "max_concurrent", (int)t->max_concurrent, "weight", t->weight, "priority", (int)t->priority,
+                        "revoked", (int)t->revoked, "created", (json_int_t)t->created, "models", models);
+  if (t->budget_nano > 0) {
+    char amount[32];
+    amount_format(t->budget_nano, amount, sizeof amount);
+    json_object_set_new(j, "budget", json_string(amount));
+    json_object_set_new(j, "period", json_string(period_name((enum period)t->period)));
+  }
+  return j;
+}
+
+static int provider_parse(json_t *v, const char *key, void *item, int64_t ts, char *err, size_t errlen) {
+  (void)ts;
+  struct fsm_provider *p = item;
+  const char *name = NULL;
+  double share = 1; /* the only field: absent means the default */
+  json_t *sj = json_object_get(v, "share");
+  if (sj && !json_is_number(sj)) {
+    snprintf(err, errlen, "share must be a number in [0, 1]");
+    return -EINVAL;
+  }
+  if (unpack(v, err, errlen, "{s?s, s?F !}", "name", &name, "share", &share) ||
+      check_key("name", name, key, err, errlen))
+    return -EINVAL;
+  if (!(isfinite(share) && share >= 0 && share <= 1)) {
+    snprintf(err, errlen, "share: the part of the cost a provider earns, in [0, 1]");
+    return -EINVAL;
+  }
+  p->share = share;
+  return 0;
+}
+
+static json_t *provider_json(const void *item, bool full) {
+  (void)full;
+  const struct fsm_provider *p = item;
+  return json_pack("{s:s, s:f}", "name", p->name, "share", p->share);
 }
 
 static bool currency_valid(const char *c) {
@@ -261,6 +329,7 @@ const struct fsm_kind_ops fsm_kinds[FSM_NKINDS] = {
     [FSM_DRAIN] = {"drain", "drains", "node", sizeof(struct fsm_drain), drain_parse, drain_json},
     [FSM_TENANT] = {"tenant", "tenants", "name", sizeof(struct fsm_tenant), tenant_parse, tenant_json},
     [FSM_PRICE] = {"price", "prices", "model", sizeof(struct fsm_price), price_parse, price_json},
+    [FSM_PROVIDER] = {"provider", "providers", "name", sizeof(struct fsm_provider), provider_parse, provider_json},
 };
 
 const char *fsm_kind_name(enum fsm_kind k) { return k < FSM_NKINDS ? fsm_kinds[k].name : "?"; }

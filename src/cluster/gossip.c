@@ -54,6 +54,7 @@ struct gossip {
   struct gossip_load load;
   bool have_load, load_changed;
   uint64_t boot_id, load_seq, load_sent_ms, load_signal_ms;
+  uint64_t spend_seq;
   /* scratch, so that no datagram needs a large stack frame or an allocation */
   struct gossip_packet pkt; /* outgoing: SWIM may send while it still reads `rx` */
   struct gossip_packet rx;
@@ -250,6 +251,13 @@ static void handle_load(struct gossip *g, const struct gossip_load *l) {
   if (g->cb.load) g->cb.load(g->user, l);
 }
 
+static void handle_spend(struct gossip *g, const struct gossip_spend *sp) {
+  struct peer *p = peer_find(g, sp->from, false);
+  if (!p || !p->alive) return; /* only members' reports count */
+  g->counters.spends_in++;
+  if (g->cb.spend) g->cb.spend(g->user, sp);
+}
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   struct gossip *g = h->data;
   if (g->rx_busy) {
@@ -288,6 +296,8 @@ static void recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struc
     arm(g);
   } else if (g->rx.kind == GOSSIP_PKT_LOAD) {
     handle_load(g, &g->rx.u.load);
+  } else if (g->rx.kind == GOSSIP_PKT_SPEND) {
+    handle_spend(g, &g->rx.u.spend);
   }
 }
 
@@ -330,6 +340,21 @@ static void load_send(struct gossip *g, uint64_t now) {
   }
   g->load_changed = false;
   g->load_sent_ms = now;
+}
+
+void gossip_send_spend(struct gossip *g, struct gossip_spend *s) {
+  if (g->closing) return;
+  memcpy(s->from, g->id->pk, GOSSIP_ID_LEN);
+  s->boot = g->boot_id;
+  s->seq = ++g->spend_seq;
+  g->pkt.kind = GOSSIP_PKT_SPEND;
+  g->pkt.u.spend = *s;
+  for (int i = 0; i < g->npeers; i++) {
+    const struct peer *p = &g->peers[i];
+    if (!p->alive || !(p->roles & GOSSIP_ROLE_GATEWAY)) continue;
+    send_pkt(g, p->addr);
+    g->counters.spends_out++;
+  }
 }
 
 /* Two reports differ when any signal a router uses changed (sequence and age aside). */

@@ -30,14 +30,17 @@ void gossip_config_default(struct gossip_config *c);
 struct gossip_counters {
   uint64_t udp_in, udp_out, bytes_in, bytes_out, dropped_auth, dropped_malformed, dropped_send;
   uint64_t pushpull_in, pushpull_out, pushpull_failed, loads_in, loads_out, joins_served, joins_refused;
+  uint64_t spends_in, spends_out;
 };
 
 /* Callbacks into the agent; pointers are valid only during the call.
  * member: a member changed (swim event); meta is the decoded meta of an ALIVE member, else NULL.
- * load:   a load report from member `from`, received now; its signals were age_ms old when sent. */
+ * load:   a load report from member `from`, received now; its signals were age_ms old when sent.
+ * spend:  a spend report from alive member `from` (not deduplicated: figures are absolute, see gossip.proto). */
 struct gossip_callbacks {
   void (*member)(void *user, const struct swim_member *m, enum swim_event ev, const struct gossip_meta *meta);
   void (*load)(void *user, const struct gossip_load *l);
+  void (*spend)(void *user, const struct gossip_spend *s);
 };
 
 struct gossip;
@@ -56,6 +59,9 @@ void gossip_set_meta(struct gossip *g, const struct gossip_meta *meta);
 /* gossip_publish_load hands over this node's current load (copied); it goes to every alive gateway at most
  * every load_min_interval_ms when it changed, and every load_max_interval_ms anyway. */
 void gossip_publish_load(struct gossip *g, const struct gossip_load *l);
+/* gossip_send_spend sends s (its from, boot and seq are filled here) to every alive gateway now. The caller
+ * paces it (a report of absolute figures: losing one costs only freshness). */
+void gossip_send_spend(struct gossip *g, struct gossip_spend *s);
 /* gossip_leave announces a graceful leave; done_cb runs once it has been disseminated (or after 2 s). */
 void gossip_leave(struct gossip *g, void (*done_cb)(void *arg), void *arg);
 /* gossip_close stops everything; closed_cb (may be NULL) runs when no handle of g is left on the loop, and g

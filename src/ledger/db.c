@@ -98,10 +98,10 @@ int ledger_db_open(struct ledger_db **out, const char *path, char *err, size_t e
   }
   rc = sqlite3_prepare_v2(
       db->h,
-      "INSERT INTO usage(request_id, ts_ms, tenant, model, ingress, serving, target, provider,"
+      "INSERT OR IGNORE INTO usage(seq, request_id, ts_ms, tenant, model, ingress, serving, target, provider,"
       " prompt_tokens, cached_tokens, completion_tokens, ttft_ms, duration_ms, status, retried,"
       " hedged, cost_nano, contribution_nano, currency)"
-      " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+      " VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
       -1, &db->ins, NULL);
   if (rc != SQLITE_OK) {
     rc = fail(db, rc, "prepare insert", err, errlen);
@@ -123,6 +123,10 @@ static int insert_one(struct ledger_db *db, struct ledger_record *r) {
   sqlite3_stmt *s = db->ins;
   int i = 1;
   sqlite3_reset(s);
+  if (r->seq > 0)
+    sqlite3_bind_int64(s, i++, r->seq);
+  else
+    sqlite3_bind_null(s, i++);
   sqlite3_bind_text(s, i++, r->request_id, -1, SQLITE_STATIC);
   sqlite3_bind_int64(s, i++, r->ts_ms);
   sqlite3_bind_text(s, i++, r->tenant, -1, SQLITE_STATIC);
@@ -148,8 +152,18 @@ static int insert_one(struct ledger_db *db, struct ledger_record *r) {
   int rc = sqlite3_step(s);
   sqlite3_reset(s);
   if (rc != SQLITE_DONE) return rc;
-  r->seq = sqlite3_last_insert_rowid(db->h);
+  if (r->seq <= 0) r->seq = sqlite3_last_insert_rowid(db->h);
   return SQLITE_OK;
+}
+
+int ledger_db_max_seq(struct ledger_db *db, int64_t *seq, char *err, size_t errlen) {
+  sqlite3_stmt *st;
+  int rc = sqlite3_prepare_v2(db->h, "SELECT COALESCE(MAX(seq), 0) FROM usage", -1, &st, NULL);
+  if (rc != SQLITE_OK) return fail(db, rc, "last seq", err, errlen);
+  rc = sqlite3_step(st);
+  *seq = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+  sqlite3_finalize(st);
+  return rc == SQLITE_ROW ? 0 : fail(db, rc, "last seq", err, errlen);
 }
 
 int ledger_db_pending(struct ledger_db *db, int max, struct ledger_record *out, int *n, int64_t *sent_seq, char *err,
@@ -213,20 +227,21 @@ int ledger_db_mark_sent(struct ledger_db *db, int64_t seq, char *err, size_t err
 }
 
 int ledger_db_insert(struct ledger_db *db, struct ledger_record *recs, int n, char *err, size_t errlen) {
+  bool given = n > 0 && recs[0].seq > 0; /* the journal's records carry theirs; the seqs set here are undone */
   int rc = exec(db, "BEGIN IMMEDIATE", "begin", err, errlen);
   if (rc != 0) return rc;
   for (int i = 0; i < n; i++) {
     if ((rc = insert_one(db, &recs[i])) != SQLITE_OK) {
       rc = fail(db, rc, "insert a usage record", err, errlen);
       sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
-      for (int j = 0; j < i; j++)
+      for (int j = 0; j < i && !given; j++)
         recs[j].seq = 0;
       return rc;
     }
   }
   if ((rc = exec(db, "COMMIT", "commit", err, errlen)) != 0) {
     sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
-    for (int j = 0; j < n; j++)
+    for (int j = 0; j < n && !given; j++)
       recs[j].seq = 0;
   }
   return rc;
@@ -286,6 +301,30 @@ int ledger_db_usage_json(struct ledger_db *db, const struct ledger_query *q, str
   sqlite3_finalize(st);
   buf_puts(out, "]}");
   return rc == SQLITE_DONE ? 0 : fail(db, rc, "usage query", err, errlen);
+}
+
+int ledger_db_spend(struct ledger_db *db, int64_t day_start_s, int64_t month_start_s,
+                    void (*cb)(void *arg, const char *tenant, const struct spend_figures *f), void *arg, char *err,
+                    size_t errlen) {
+  sqlite3_stmt *st;
+  int rc = sqlite3_prepare_v2(db->h,
+                              "SELECT tenant, SUM(CASE WHEN ts_ms >= ?1 THEN cost_nano ELSE 0 END),"
+                              " SUM(CASE WHEN ts_ms >= ?2 THEN cost_nano ELSE 0 END), SUM(cost_nano)"
+                              " FROM usage WHERE tenant != '' GROUP BY tenant",
+                              -1, &st, NULL);
+  if (rc != SQLITE_OK) return fail(db, rc, "spend query", err, errlen);
+  sqlite3_bind_int64(st, 1, day_start_s * 1000);
+  sqlite3_bind_int64(st, 2, month_start_s * 1000);
+  while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    struct spend_figures f = {.day_start = day_start_s,
+                              .day_nano = sqlite3_column_int64(st, 1),
+                              .month_start = month_start_s,
+                              .month_nano = sqlite3_column_int64(st, 2),
+                              .total_nano = sqlite3_column_int64(st, 3)};
+    cb(arg, (const char *)sqlite3_column_text(st, 0), &f);
+  }
+  sqlite3_finalize(st);
+  return rc == SQLITE_DONE ? 0 : fail(db, rc, "spend query", err, errlen);
 }
 
 int ledger_db_contributions_json(struct ledger_db *db, struct buf *out, char *err, size_t errlen) {

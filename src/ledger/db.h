@@ -10,6 +10,7 @@
 
 #include "core/buf.h"
 #include "ledger/record.h"
+#include "ledger/spend.h"
 
 #define LEDGER_DB_FILE "ledger.db"
 #define LEDGER_SCHEMA_VERSION 2
@@ -23,9 +24,13 @@ struct ledger_db;
 int ledger_db_open(struct ledger_db **out, const char *path, char *err, size_t errlen);
 void ledger_db_close(struct ledger_db *db);
 
-/* ledger_db_insert stores recs[0..n) in one transaction and sets each one's seq. 0, or a negative code with
- * err set (then none is stored). */
+/* ledger_db_insert stores recs[0..n) in one transaction. A record with seq > 0 keeps it, and one whose seq is
+ * stored already is skipped (filling from the journal twice stores it once); seq <= 0 gets the next one, set in
+ * the record. Either every record has a seq or none has. 0, or a negative code with err set (then none is stored). */
 int ledger_db_insert(struct ledger_db *db, struct ledger_record *recs, int n, char *err, size_t errlen);
+
+/* ledger_db_max_seq reads the highest seq stored (0 when none). 0 or a negative code with err set. */
+int ledger_db_max_seq(struct ledger_db *db, int64_t *seq, char *err, size_t errlen);
 
 /* ledger_db_pending reads, in seq order, up to max records not yet forwarded to PostgreSQL into out[0..*n) and
  * the outbox's position into *sent_seq. 0 or a negative code with err set. */
@@ -34,6 +39,13 @@ int ledger_db_pending(struct ledger_db *db, int max, struct ledger_record *out, 
 
 /* ledger_db_mark_sent records that every record up to seq reached PostgreSQL (the position only moves on). */
 int ledger_db_mark_sent(struct ledger_db *db, int64_t seq, char *err, size_t errlen);
+
+/* ledger_db_spend calls cb once per tenant of this file's records with its spend (cost) in the day that began at
+ * day_start_s, in the month that began at month_start_s (unix seconds) and in all; the figures' starts are set to
+ * those. The budget's seed at start (ledger/spend.h). 0 or a negative code with err set. */
+int ledger_db_spend(struct ledger_db *db, int64_t day_start_s, int64_t month_start_s,
+                    void (*cb)(void *arg, const char *tenant, const struct spend_figures *f), void *arg, char *err,
+                    size_t errlen);
 
 /* What a usage query selects and how it groups. Strings are borrowed; NULL or "" = any. */
 enum ledger_by {

@@ -132,15 +132,18 @@ static int count_field(const uint8_t *in, size_t len, uint32_t want, size_t *n) 
  * allocates for them. It counts across every occurrence of a body field (a conforming sender writes one; of
  * several, protobuf-c keeps the last), so its count is never below what the unpacked message holds. */
 static int prescan_packet(const uint8_t *in, size_t len) {
-  size_t pos = 0, sublen, nupdates = 0, ntargets = 0;
+  size_t pos = 0, sublen, nupdates = 0, ntargets = 0, ntenants = 0;
   uint32_t num;
   const uint8_t *sub;
   while (pos < len) {
     if (next_field(in, len, &pos, &num, &sub, &sublen)) return -EINVAL;
     if (num == 2 && sub && count_field(sub, sublen, 7, &nupdates)) return -EINVAL;
     if (num == 3 && sub && count_field(sub, sublen, 4, &ntargets)) return -EINVAL;
+    if (num == 4 && sub && count_field(sub, sublen, 4, &ntenants)) return -EINVAL;
   }
-  return nupdates > GOSSIP_MAX_UPDATES || ntargets > GOSSIP_LOAD_TARGETS ? -EINVAL : 0;
+  return nupdates > GOSSIP_MAX_UPDATES || ntargets > GOSSIP_LOAD_TARGETS || ntenants > GOSSIP_SPEND_TENANTS
+             ? -EINVAL
+             : 0;
 }
 
 /* --- field checks, decode side --- */
@@ -221,6 +224,26 @@ static int load_from_pb(const Infermesh__Gossip__LoadReport *r, struct gossip_lo
   for (size_t i = 0; i < r->n_targets; i++)
     if (target_from_pb(r->targets[i], &l->targets[i])) return -EINVAL;
   l->ntargets = (int)r->n_targets;
+  return 0;
+}
+
+static int spend_from_pb(const Infermesh__Gossip__SpendReport *r, struct gossip_spend *sp) {
+  if (!r || r->n_tenants > GOSSIP_SPEND_TENANTS || get_id(&r->from, sp->from)) return -EINVAL;
+  sp->boot = r->boot;
+  sp->seq = r->seq;
+  for (size_t i = 0; i < r->n_tenants; i++) {
+    const Infermesh__Gossip__TenantSpend *pt = r->tenants[i];
+    struct gossip_tenant_spend *t = &sp->tenants[i];
+    if (!pt || get_text(&pt->tenant, t->tenant, sizeof t->tenant) || pt->day_nano < 0 || pt->month_nano < 0 ||
+        pt->total_nano < 0)
+      return -EINVAL;
+    t->day_start = pt->day_start;
+    t->day_nano = pt->day_nano;
+    t->month_start = pt->month_start;
+    t->month_nano = pt->month_nano;
+    t->total_nano = pt->total_nano;
+  }
+  sp->ntenants = (int)r->n_tenants;
   return 0;
 }
 
@@ -361,6 +384,37 @@ static int load_to_pb(const struct gossip_load *l, struct load_pb *o) {
   return 0;
 }
 
+struct spend_pb {
+  Infermesh__Gossip__SpendReport r;
+  Infermesh__Gossip__TenantSpend t[GOSSIP_SPEND_TENANTS];
+  Infermesh__Gossip__TenantSpend *ptrs[GOSSIP_SPEND_TENANTS];
+};
+
+static int spend_to_pb(const struct gossip_spend *sp, struct spend_pb *o) {
+  infermesh__gossip__spend_report__init(&o->r);
+  if (sp->ntenants < 0 || sp->ntenants > GOSSIP_SPEND_TENANTS) return -EINVAL;
+  put_id(sp->from, &o->r.from);
+  o->r.boot = sp->boot;
+  o->r.seq = sp->seq;
+  for (int i = 0; i < sp->ntenants; i++) {
+    const struct gossip_tenant_spend *t = &sp->tenants[i];
+    Infermesh__Gossip__TenantSpend *pt = &o->t[i];
+    infermesh__gossip__tenant_spend__init(pt);
+    if (put_text(t->tenant, sizeof t->tenant, &pt->tenant) || t->day_nano < 0 || t->month_nano < 0 ||
+        t->total_nano < 0)
+      return -EINVAL;
+    pt->day_start = t->day_start;
+    pt->day_nano = t->day_nano;
+    pt->month_start = t->month_start;
+    pt->month_nano = t->month_nano;
+    pt->total_nano = t->total_nano;
+    o->ptrs[i] = pt;
+  }
+  o->r.n_tenants = (size_t)sp->ntenants;
+  o->r.tenants = o->ptrs;
+  return 0;
+}
+
 /* pack_into packs msg into out when it fits cap. */
 static int pack_into(const ProtobufCMessage *msg, uint8_t *out, size_t cap) {
   size_t need = protobuf_c_message_get_packed_size(msg);
@@ -388,6 +442,13 @@ int gossip_encode_packet(const struct gossip_packet *p, uint8_t *out, size_t cap
     pk.load = &o.r;
     return pack_into(&pk.base, out, cap);
   }
+  if (p->kind == GOSSIP_PKT_SPEND) {
+    struct spend_pb o;
+    if (spend_to_pb(&p->u.spend, &o)) return -EINVAL;
+    pk.body_case = INFERMESH__GOSSIP__PACKET__BODY_SPEND;
+    pk.spend = &o.r;
+    return pack_into(&pk.base, out, cap);
+  }
   return -EINVAL;
 }
 
@@ -407,6 +468,9 @@ int gossip_decode_packet(const uint8_t *in, size_t len, struct gossip_packet *p)
     } else if (pk->body_case == INFERMESH__GOSSIP__PACKET__BODY_LOAD) {
       p->kind = GOSSIP_PKT_LOAD;
       rc = load_from_pb(pk->load, &p->u.load);
+    } else if (pk->body_case == INFERMESH__GOSSIP__PACKET__BODY_SPEND) {
+      p->kind = GOSSIP_PKT_SPEND;
+      rc = spend_from_pb(pk->spend, &p->u.spend);
     }
   }
   infermesh__gossip__packet__free_unpacked(pk, &al);

@@ -119,14 +119,32 @@ struct gossip_load {
   struct gossip_target_load targets[GOSSIP_LOAD_TARGETS];
 };
 
-/* --- a decoded datagram: one SWIM message or one load report --- */
-enum gossip_packet_kind { GOSSIP_PKT_SWIM = 1, GOSSIP_PKT_LOAD = 2 };
+/* --- spend report: a node's ingress spend per tenant, sent straight to every gateway (budgets) --- */
+#define GOSSIP_SPEND_TENANTS 8
+
+struct gossip_tenant_spend {
+  char tenant[64];
+  int64_t day_start, day_nano;     /* unix seconds of 00:00 UTC that day; nano-units spent since */
+  int64_t month_start, month_nano; /* the same for the calendar month */
+  int64_t total_nano;
+};
+
+struct gossip_spend {
+  uint8_t from[GOSSIP_ID_LEN];
+  uint64_t boot, seq; /* as in gossip_load */
+  int ntenants;
+  struct gossip_tenant_spend tenants[GOSSIP_SPEND_TENANTS];
+};
+
+/* --- a decoded datagram: one SWIM message, one load report or one spend report --- */
+enum gossip_packet_kind { GOSSIP_PKT_SWIM = 1, GOSSIP_PKT_LOAD = 2, GOSSIP_PKT_SPEND = 3 };
 
 struct gossip_packet {
   enum gossip_packet_kind kind;
   union {
     struct gossip_msg swim;
     struct gossip_load load;
+    struct gossip_spend spend;
   } u;
 };
 

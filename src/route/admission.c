@@ -22,7 +22,7 @@ const char *adm_priority_name(int prio) { return prio >= 0 && prio < ADM_NPRIO ?
 
 const char *adm_shed_name(int reason) {
   static const char *const names[ADM_NSHED] = {"ok",          "requests",   "tokens",       "too_large",
-                                               "concurrency", "queue_full", "queue_timeout"};
+                                               "concurrency", "queue_full", "queue_timeout", "budget"};
   return reason >= 0 && reason < ADM_NSHED ? names[reason] : "?";
 }
 

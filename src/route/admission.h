@@ -30,6 +30,7 @@ enum adm_shed {
   ADM_SHED_CONCURRENCY,   /* the tenant has max_concurrent requests in the router already */
   ADM_SHED_QUEUE_FULL,    /* every target saturated and the queue full */
   ADM_SHED_QUEUE_TIMEOUT, /* waited in the queue until its deadline */
+  ADM_SHED_BUDGET,        /* the tenant spent its budget for the period (429 insufficient_quota) */
   ADM_NSHED
 };
 const char *adm_shed_name(int reason);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/amount.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "route/proxy_int.h"
@@ -113,6 +114,41 @@ static void shed(struct proxy *p, int reason, uint64_t wait_ns) {
 
 static void queue_timer_cb(uv_timer_t *t);
 
+/* over_budget answers 429 insufficient_quota (OpenAI's code for a spent quota) when p's tenant has a budget and
+ * spent it in the current period, as far as this node knows the mesh's spend (DESIGN §8). */
+static bool over_budget(struct proxy *p) {
+  struct router *r = p->r;
+  if (!r->opts.ntenants || !r->meter.spent || p->tenant < 0 || p->tenant >= r->opts.ntenants) return false;
+  const struct tenant_conf *t = &r->opts.tenants[p->tenant];
+  if (t->budget_nano <= 0) return false;
+  int64_t now = clock_wall_s();
+  int64_t spent = r->meter.spent(r->meter.arg, t->name, t->period, now);
+  if (spent < t->budget_nano) return false;
+  char budget[32], used[32], msg[400];
+  amount_format(t->budget_nano, budget, sizeof budget);
+  amount_format(spent, used, sizeof used);
+  int ra = 0;
+  if (t->period == PERIOD_TOTAL) {
+    snprintf(msg, sizeof msg,
+             "Tenant %s has spent %s of its total budget of %s; it does not reset. An admin can raise it "
+             "(infermesh tenant limits %s --budget AMOUNT).",
+             t->name, used, budget, t->name);
+  } else {
+    int64_t end = period_end(t->period, now);
+    char when[32];
+    period_format_utc(end, when, sizeof when);
+    int64_t wait = end - now;
+    ra = wait > 86400 * 31 ? 86400 * 31 : (int)wait;
+    snprintf(msg, sizeof msg,
+             "Tenant %s has spent %s of its budget of %s per %s; the budget resets at %s.", t->name, used, budget,
+             period_name(t->period), when);
+  }
+  r->metrics.shed[ADM_SHED_BUDGET]++;
+  adm_count_shed(&r->adm, p->tenant, ADM_SHED_BUDGET);
+  proxy_fail(p, 429, "insufficient_quota", "insufficient_quota", msg, ra);
+  return true;
+}
+
 void proxy_admit_estimate(struct proxy *p) {
   int64_t out = p->oai.max_tokens >= 0 ? p->oai.max_tokens : p->r->adm.o.default_max_tokens;
   p->prompt_est = (int64_t)((p->oai.prompt_text_bytes + 3) / 4 + p->oai.prompt_token_ids);
@@ -123,6 +159,7 @@ void proxy_admit(struct proxy *p) {
   struct router *r = p->r;
   uint64_t now = clock_mono_ns();
   uint64_t wait = 0;
+  if (over_budget(p)) return;
   int reason = adm_limit(&r->adm, p->tenant, (double)p->kv_need, now, &wait);
   if (reason != ADM_OK) {
     shed(p, reason, wait);

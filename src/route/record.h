@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/period.h"
 #include "route/jscan.h"
 
 /* Strings are borrowed for the duration of the call they are passed to; "" when there is none. */
@@ -36,6 +37,9 @@ struct router_meter {
    * to wait for (done is never called). */
   bool (*record)(void *arg, const struct request_record *rec, void (*done)(void *done_arg, int status),
                  void *done_arg);
+  /* spent is what tenant spent in the period p holding now_s, mesh-wide as this node knows it (nano-units):
+   * the input of a tenant's budget. */
+  int64_t (*spent)(void *arg, const char *tenant, enum period p, int64_t now_s);
   void *arg;
 };
 

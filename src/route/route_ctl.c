@@ -23,6 +23,9 @@ void route_ctl_free(struct route_ctl *c) {
   free(c->pins);
   free(c->policies);
   free(c->prices);
+  free(c->providers);
+  c->providers = NULL;
+  c->nproviders = 0;
   c->drains = NULL;
   c->pins = NULL;
   c->policies = NULL;
@@ -73,7 +76,24 @@ void route_ctl_sync(struct route_ctl *c, const struct fsm *f) {
   if (nprice > 0) c->prices = xcalloc((size_t)nprice, sizeof *c->prices);
   for (int i = 0; i < nprice; i++) c->prices[i] = *(const struct fsm_price *)fsm_at(f, FSM_PRICE, i);
   c->nprices = nprice;
+  int nprov = fsm_count(f, FSM_PROVIDER);
+  if (nprov > 0) c->providers = xcalloc((size_t)nprov, sizeof *c->providers);
+  for (int i = 0; i < nprov; i++) c->providers[i] = *(const struct fsm_provider *)fsm_at(f, FSM_PROVIDER, i);
+  c->nproviders = nprov;
   c->stale = true;
+}
+
+double route_ctl_provider_share(const struct route_ctl *c, const char *provider) {
+  int lo = 0, hi = c->nproviders - 1;
+  while (lo <= hi) { /* sorted by name, as the FSM keeps them */
+    int mid = (lo + hi) / 2, cmp = strcmp(c->providers[mid].name, provider);
+    if (cmp == 0) return c->providers[mid].share;
+    if (cmp < 0)
+      lo = mid + 1;
+    else
+      hi = mid - 1;
+  }
+  return 1;
 }
 
 const struct fsm_price *route_ctl_price(const struct route_ctl *c, const char *model) {

@@ -40,8 +40,9 @@ struct route_ctl_policy {
 
 struct route_ctl {
   char self_node[64], self_zone[32]; /* this node's name and zone (for its own targets, node "") */
-  int ndrains, npins, npolicies, nprices;
+  int ndrains, npins, npolicies, nprices, nproviders;
   struct fsm_price *prices;          /* owned: copies, in the FSM's key (model) order */
+  struct fsm_provider *providers;    /* owned: copies, in the FSM's key (name) order */
   struct route_ctl_policy *policies; /* owned */
   char (*drains)[FSM_NAME_MAX];   /* owned: drained node names */
   struct route_ctl_pin *pins;     /* owned */
@@ -55,7 +56,8 @@ struct route_ctl {
 void route_ctl_init(struct route_ctl *c, const char *self_node, const char *self_zone);
 void route_ctl_free(struct route_ctl *c);
 
-/* route_ctl_sync replaces the constraints by f's drains, pins, policies and prices (f borrowed, only during the call).
+/* route_ctl_sync replaces the constraints by f's drains, pins, policies, prices and providers (f borrowed, only
+ * during the call).
  * A policy whose hedging settings did not change keeps its hedge credit. */
 void route_ctl_sync(struct route_ctl *c, const struct fsm *f);
 
@@ -65,6 +67,10 @@ struct route_ctl_policy *route_ctl_policy(const struct route_ctl *c, struct slic
 
 /* route_ctl_price returns model's price from the control plane, or NULL. Valid until the next sync. */
 const struct fsm_price *route_ctl_price(const struct route_ctl *c, const char *model);
+
+/* route_ctl_provider_share is the part of a served request's cost provider earns: its control-plane share, 1
+ * when it has none. */
+double route_ctl_provider_share(const struct route_ctl *c, const char *provider);
 
 /* route_ctl_filter removes from ids[0..n) the targets of s the constraints rule out for model (a drained
  * node's targets; with a pin for model, targets whose node is not among its nodes nor its zones — this node's

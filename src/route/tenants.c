@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/amount.h"
+
 void tenant_conf_default(struct tenant_conf *t) {
   memset(t, 0, sizeof *t);
   adm_limits_default(&t->lim);
@@ -91,6 +93,17 @@ int tenant_conf_set(struct tenant_conf *t, const char *key, const char *val, cha
     str_copy(t->models[t->nmodels++], TENANT_MODEL_MAX, val);
     return 0;
   }
+  if (strcmp(key, "budget") == 0) {
+    if (amount_parse(val, &t->budget_nano) == 0) return 0;
+    snprintf(err, errlen, "tenant %s: budget '%s' is not an amount >= 0 with at most 9 decimals (e.g. 25.00)",
+             t->name[0] ? t->name : "?", val);
+    return -EINVAL;
+  }
+  if (strcmp(key, "period") == 0) {
+    if (period_parse(val, &t->period) == 0) return 0;
+    snprintf(err, errlen, "tenant %s: period '%s' is not day, month or total", t->name[0] ? t->name : "?", val);
+    return -EINVAL;
+  }
   if (strcmp(key, "weight") == 0) {
     if (parse_num(val, 0, &d) == 0 && d > 0 && d <= 1e6) {
       t->lim.weight = d;
@@ -115,7 +128,7 @@ int tenant_conf_set(struct tenant_conf *t, const char *key, const char *val, cha
     snprintf(
         err, errlen,
         "unknown tenant setting '%s' (known: name, key, weight, priority, requests_per_s, tokens_per_min, "
-        "max_concurrent, slo, model)",
+        "max_concurrent, slo, model, budget, period)",
         key);
     return -EINVAL;
   }
@@ -183,3 +196,4 @@ int tenants_lookup(const struct tenant_conf *t, int n, struct slice auth) {
   sodium_memzero(h, sizeof h);
   return found;
 }
+

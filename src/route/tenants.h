@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/period.h"
 #include "core/slice.h"
 #include "route/admission.h"
 
@@ -27,6 +28,8 @@ struct tenant_conf {
   bool slo_latency; /* its requests are latency-class (hedged) unless they say otherwise */
   int nmodels;      /* 0: every model; else only models[0..nmodels) (others answer 403) */
   char models[TENANT_MODELS][TENANT_MODEL_MAX];
+  int64_t budget_nano; /* spend allowed per period (nano-units of the prices' currency); 0 = no budget */
+  enum period period; /* what the budget counts (core/period.h) */
 };
 
 /* tenant_conf_default: no name, no key, default limits, throughput class. */
@@ -38,7 +41,8 @@ void tenants_hash_key(const char *key, size_t len, uint8_t out[TENANT_KEY_HASH_B
 /* tenant_conf_set sets one field from text: name, key (hashed at once; the caller should wipe its copy),
  * weight (> 0), priority (high|normal|low), requests_per_s, tokens_per_min (>= 0, 0 = unlimited),
  * max_concurrent (integer >= 0), slo (latency|throughput), model (appends one to the models the tenant is
- * limited to; repeat it for more). 0, or -EINVAL with a message in err. */
+ * limited to; repeat it for more), budget (an amount >= 0 with at most 9 decimals; 0 = none), period
+ * (month|day|total). 0, or -EINVAL with a message in err. */
 int tenant_conf_set(struct tenant_conf *t, const char *key, const char *val, char *err, size_t errlen);
 
 /* tenant_conf_parse parses the flag/environment form "name=team-a,key=sk-...,weight=2,priority=high,..."

@@ -65,6 +65,19 @@ static void check_load(const struct gossip_load *a, const struct gossip_load *b)
   }
 }
 
+static void check_spend(const struct gossip_spend *a, const struct gossip_spend *b) {
+  CHECK(memcmp(a->from, b->from, GOSSIP_ID_LEN) == 0);
+  CHECK(a->boot == b->boot && a->seq == b->seq);
+  CHECK(a->ntenants == b->ntenants && a->ntenants >= 0 && a->ntenants <= GOSSIP_SPEND_TENANTS);
+  for (int i = 0; i < a->ntenants; i++) {
+    const struct gossip_tenant_spend *x = &a->tenants[i], *y = &b->tenants[i];
+    CHECK(SAME_STR(x->tenant, y->tenant));
+    CHECK(x->day_start == y->day_start && x->day_nano == y->day_nano && x->day_nano >= 0);
+    CHECK(x->month_start == y->month_start && x->month_nano == y->month_nano && x->month_nano >= 0);
+    CHECK(x->total_nano == y->total_nano && x->total_nano >= 0);
+  }
+}
+
 static void check_meta(const struct gossip_meta *a, const struct gossip_meta *b) {
   CHECK(a->roles == b->roles && a->draining == b->draining);
   CHECK(SAME_STR(a->zone, b->zone) && SAME_STR(a->api_addr, b->api_addr));
@@ -94,6 +107,8 @@ static void fuzz_packet(const uint8_t *data, size_t size) {
   CHECK(p1.kind == p2.kind);
   if (p1.kind == GOSSIP_PKT_SWIM)
     check_msg(&p1.u.swim, &p2.u.swim);
+  else if (p1.kind == GOSSIP_PKT_SPEND)
+    check_spend(&p1.u.spend, &p2.u.spend);
   else
     check_load(&p1.u.load, &p2.u.load);
   int n2 = gossip_encode_packet(&p2, enc2, sizeof enc2);

@@ -31,6 +31,12 @@ def bearer(tok):
     return {"Authorization": f"Bearer {tok}"}
 
 
+def ledger_sync(port):
+    """Ask the agent for its usage: it first moves its journal into SQLite, which the tests then read directly."""
+    r = http_request(port, "GET", "/v1/ledger/usage", headers=bearer(READ_TOKEN))
+    assert r.status == 200, r
+
+
 def ledger_rows(db):
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
@@ -91,6 +97,7 @@ def test_costs_in_responses_and_records(procs, tmp_path):
     status, frames, done = stream(ag.port, chat_body("stream quietly", stream=True),
                                   {**bearer(KEY), "x-request-id": "st-2"})
     assert status == 200 and done and not any(f.get("usage") for f in frames)
+    ledger_sync(ag.port)
     rows = {r[0]: r for r in ledger_rows(tmp_path / "d" / "ledger.db")}
     assert set(rows) >= {"ns-0", "ns-1", "ns-2", "st-1", "st-2"}
     assert rows["st-2"][5] > 0 and rows["st-2"][6] > 0  # completion tokens and cost of the quiet stream
@@ -373,6 +380,7 @@ def test_record_at_the_ingress_names_the_serving_nodes_provider(procs, tmp_path)
         # priced once, at the gateway: one cost in the body (the serving node adds none), equal to the header
         assert r.body.count(b'"cost"') == 1, r.body
         assert Decimal(str(r.json()["usage"]["cost"])) == Decimal(r.headers["x-infermesh-cost"]) > 0
+    ledger_sync(gw.port)
     rows = {r[0]: r for r in ledger_rows(tmp_path / "gw" / "ledger.db")}
     assert set(rows) == {f"gw-{i}" for i in range(4)}
     assert all(r[7] == "acme" and r[6] > 0 for r in rows.values())

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cluster/fsm.h"
+#include "core/period.h"
 
 /* cmd encodes a command (asserting it encodes) and applies it at index idx. */
 static struct fsm_result cmd(struct fsm *f, uint64_t idx, const char *id, enum fsm_op op, enum fsm_kind k,
@@ -138,6 +139,57 @@ static void test_tenant_key_hash_and_revoke(void **state) {
   assert_null(strstr(b.base, hex));
   assert_non_null(strstr(b.base, "key_hash_prefix"));
   buf_free(&b);
+  fsm_free(f);
+}
+
+/* refused: the command is refused before it is proposed, with a message naming the field. */
+static bool refused(enum fsm_op op, enum fsm_kind k, const char *key, const char *value, const char *field) {
+  char err[200] = "";
+  struct buf b = {0};
+  int rc = fsm_cmd_encode(&b, "r", op, k, key, value, 0, err, sizeof err);
+  buf_free(&b);
+  return rc == -EINVAL && strstr(err, field) != NULL;
+}
+
+static void test_tenant_budget_and_provider_share(void **state) {
+  struct fsm *f = fsm_new();
+  assert_int_equal(cmd(f, 1, "b1", FSM_OP_PUT, FSM_TENANT, "acme", "{\"budget\":\"25.00\",\"period\":\"day\"}").status, 0);
+  const struct fsm_tenant *t = fsm_get(f, FSM_TENANT, "acme");
+  assert_int_equal(t->budget_nano, 25000000000LL);
+  assert_int_equal(t->period, PERIOD_DAY);
+  /* a number works too; a merge without period keeps it; 0 removes the budget */
+  assert_int_equal(cmd(f, 2, "b2", FSM_OP_MERGE, FSM_TENANT, "acme", "{\"budget\":0.5}").status, 0);
+  t = fsm_get(f, FSM_TENANT, "acme");
+  assert_int_equal(t->budget_nano, 500000000LL);
+  assert_int_equal(t->period, PERIOD_DAY);
+  struct buf b = {0};
+  fsm_item_json(FSM_TENANT, t, &b);
+  assert_non_null(strstr(b.base, "\"budget\":\"0.5\""));
+  assert_non_null(strstr(b.base, "\"period\":\"day\""));
+  buf_free(&b);
+  assert_int_equal(cmd(f, 3, "b3", FSM_OP_MERGE, FSM_TENANT, "acme", "{\"budget\":null}").status, 0);
+  assert_int_equal(((const struct fsm_tenant *)fsm_get(f, FSM_TENANT, "acme"))->budget_nano, 0);
+  /* malformed budgets and periods: a put is refused before it is proposed, a merge when applied; both with a
+   * reason naming the field, and nothing changes */
+  assert_true(refused(FSM_OP_PUT, FSM_TENANT, "acme", "{\"budget\":\"-3\"}", "budget"));
+  assert_true(refused(FSM_OP_PUT, FSM_TENANT, "acme", "{\"budget\":\"1.0000000001\"}", "budget"));
+  assert_true(refused(FSM_OP_PUT, FSM_TENANT, "acme", "{\"budget\":true}", "budget"));
+  assert_true(refused(FSM_OP_PUT, FSM_TENANT, "acme", "{\"period\":\"week\"}", "period"));
+  struct fsm_result r = cmd(f, 4, "b4", FSM_OP_MERGE, FSM_TENANT, "acme", "{\"budget\":\"2\",\"period\":\"year\"}");
+  assert_int_equal(r.status, -EINVAL);
+  assert_non_null(strstr(r.msg, "period"));
+  assert_int_equal(((const struct fsm_tenant *)fsm_get(f, FSM_TENANT, "acme"))->budget_nano, 0);
+  /* providers: a share in [0, 1], 1 by default */
+  assert_int_equal(cmd(f, 8, "p1", FSM_OP_PUT, FSM_PROVIDER, "acme-gpus", "{\"share\":0.8}").status, 0);
+  assert_true(fsm_provider(f, "acme-gpus")->share == 0.8);
+  assert_int_equal(cmd(f, 9, "p2", FSM_OP_PUT, FSM_PROVIDER, "other", "{}").status, 0);
+  assert_true(fsm_provider(f, "other")->share == 1.0);
+  assert_true(refused(FSM_OP_PUT, FSM_PROVIDER, "x", "{\"share\":1.5}", "share"));
+  assert_true(refused(FSM_OP_PUT, FSM_PROVIDER, "x", "{\"share\":\"half\"}", "share"));
+  assert_null(fsm_provider(f, "x"));
+  enum fsm_kind k;
+  assert_int_equal(fsm_kind_parse("providers", 9, &k), 0);
+  assert_int_equal(k, FSM_PROVIDER);
   fsm_free(f);
 }
 
@@ -292,7 +344,7 @@ static void test_snapshot_restore(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_policy_put_get_delete),  cmocka_unit_test(test_items_sorted_and_kinds),
-      cmocka_unit_test(test_tenant_key_hash_and_revoke), cmocka_unit_test(test_invalid_commands_change_nothing),
+      cmocka_unit_test(test_tenant_key_hash_and_revoke), cmocka_unit_test(test_tenant_budget_and_provider_share), cmocka_unit_test(test_invalid_commands_change_nothing),
       cmocka_unit_test(test_cut_message_is_valid_utf8),
       cmocka_unit_test(test_idempotent_by_id),       cmocka_unit_test(test_snapshot_restore),
   };

@@ -1,6 +1,6 @@
 /* Load reports over real gossip on 127.0.0.1: a restarted member (a higher boot, counting seq from 1 again)
  * is heard at once, while reordered reports and replays of an earlier life are ignored, even after the
- * member was forgotten and came back. */
+ * member was forgotten and came back. Spend reports (budgets) reach gateways from members only. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -26,6 +26,8 @@ struct side {
   int nalive, ndead;
   int nloads;
   uint64_t boots[32], seqs[32];
+  int nspends;
+  struct gossip_spend last_spend;
 };
 
 static uv_loop_t loop;
@@ -47,10 +49,16 @@ static void load_cb(void *user, const struct gossip_load *l) {
   s->nloads++;
 }
 
+static void spend_cb(void *user, const struct gossip_spend *sp) {
+  struct side *s = user;
+  s->nspends++;
+  s->last_spend = *sp;
+}
+
 static void start_side(struct side *s, const char *name, uint32_t roles, const struct identity *id) {
   struct gossip_config cfg;
   struct gossip_meta meta = {0};
-  struct gossip_callbacks cb = {member_cb, load_cb};
+  struct gossip_callbacks cb = {.member = member_cb, .load = load_cb, .spend = spend_cb};
   char err[256];
   gossip_config_default(&cfg);
   cfg.bind_port = 0;
@@ -161,6 +169,67 @@ static void test_new_life_is_heard_and_old_life_replays_are_not(void **state) {
   close_side(&a);
 }
 
+static void test_spend_reports_reach_gateways_from_members_only(void **state) {
+  static struct side a, b, c;
+  memset(&a, 0, sizeof a);
+  memset(&b, 0, sizeof b);
+  memset(&c, 0, sizeof c);
+  start_side(&a, "a", GOSSIP_ROLE_GATEWAY, NULL);
+  start_side(&b, "b", GOSSIP_ROLE_GATEWAY, NULL);
+  join(&b, &a);
+  assert_true(run_until(&a.nalive, 1, 5000));
+  assert_true(run_until(&b.nalive, 1, 5000));
+
+  struct gossip_spend sp = {.ntenants = 2};
+  snprintf(sp.tenants[0].tenant, sizeof sp.tenants[0].tenant, "team-a");
+  sp.tenants[0].day_start = 1765065600;
+  sp.tenants[0].day_nano = 1500000000;
+  sp.tenants[0].month_nano = sp.tenants[0].total_nano = 2500000000;
+  snprintf(sp.tenants[1].tenant, sizeof sp.tenants[1].tenant, "team-b");
+  sp.tenants[1].total_nano = 7;
+  gossip_send_spend(b.g, &sp);
+  assert_true(run_until(&a.nspends, 1, 3000));
+  assert_memory_equal(a.last_spend.from, b.id.pk, GOSSIP_ID_LEN);
+  assert_int_equal(a.last_spend.ntenants, 2);
+  assert_string_equal(a.last_spend.tenants[0].tenant, "team-a");
+  assert_int_equal(a.last_spend.tenants[0].day_nano, 1500000000);
+  assert_int_equal(a.last_spend.tenants[0].day_start, 1765065600);
+  assert_int_equal(a.last_spend.tenants[1].total_nano, 7);
+  uint64_t seq1 = a.last_spend.seq;
+  gossip_send_spend(b.g, &sp);
+  assert_true(run_until(&a.nspends, 2, 3000));
+  assert_true(a.last_spend.seq > seq1);
+
+  /* c holds the cluster key but never joined: not a member, so its report is not heard. */
+  start_side(&c, "c", GOSSIP_ROLE_GATEWAY, NULL);
+  c.nspends = 0;
+  int before = a.nspends;
+  struct gossip_spend forged = sp;
+  static struct gossip_packet p;
+  uint8_t plain[GOSSIP_PACKET_MAX + 512], sealed[sizeof plain + KEYRING_OVERHEAD];
+  memset(&p, 0, sizeof p);
+  p.kind = GOSSIP_PKT_SPEND;
+  memcpy(forged.from, c.id.pk, GOSSIP_ID_LEN);
+  forged.seq = 1;
+  p.u.spend = forged;
+  int n = gossip_encode_packet(&p, plain, sizeof plain);
+  assert_true(n > 0);
+  ssize_t m = keyring_seal(&kr, plain, (size_t)n, sealed, sizeof sealed);
+  struct sockaddr_in sa = {0};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((uint16_t)gossip_port(a.g));
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  int fd = socket(AF_INET, SOCK_DGRAM, 0);
+  assert_int_equal(sendto(fd, sealed, (size_t)m, 0, (struct sockaddr *)&sa, sizeof sa), m);
+  close(fd);
+  run_until(&a.nspends, before + 1, 300);
+  assert_int_equal(a.nspends, before);
+
+  close_side(&c);
+  close_side(&b);
+  close_side(&a);
+}
+
 int main(void) {
   uint8_t key[KEYRING_KEY_LEN];
   if (sodium_init() < 0) return 1;
@@ -170,6 +239,7 @@ int main(void) {
   uv_loop_init(&loop);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_new_life_is_heard_and_old_life_replays_are_not),
+      cmocka_unit_test(test_spend_reports_reach_gateways_from_members_only),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   uv_loop_close(&loop);

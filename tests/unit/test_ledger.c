@@ -13,11 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "ledger/db.h"
+#include "ledger/journal.h"
 #include "ledger/writer.h"
 
 static char dir[256];
@@ -252,6 +254,39 @@ static void test_concurrent_settles_pay_once(void **state) {
       0);
 }
 
+/* ---- the journal ---- */
+
+static void test_journal_codec(void **state) {
+  (void)state;
+  struct ledger_record r = rec(7, "team-a", "acme", 123456789), back;
+  r.seq = 42;
+  r.retried = true;
+  r.ttft_ms = -1;
+  snprintf(r.currency, sizeof r.currency, "EUR");
+  uint8_t buf[JOURNAL_ENTRY_MAX];
+  size_t n = journal_encode(&r, buf, sizeof buf), used = 0;
+  assert_true(n > 0 && n <= sizeof buf);
+  assert_int_equal(journal_decode(buf, n, &back, &used), 0);
+  assert_int_equal(used, n);
+  assert_int_equal(back.seq, 42);
+  assert_string_equal(back.request_id, "req-7");
+  assert_string_equal(back.tenant, "team-a");
+  assert_string_equal(back.currency, "EUR");
+  assert_true(back.retried && !back.hedged && back.ttft_ms == -1 && back.cost_nano == 123456789);
+  for (size_t cut = 0; cut < n; cut++) /* a torn entry is incomplete, never something else */
+    assert_int_equal(journal_decode(buf, cut, &back, &used), -EAGAIN);
+  buf[n - 3] ^= 0x40; /* damage: the checksum catches it */
+  assert_int_equal(journal_decode(buf, n, &back, &used), -EINVAL);
+  /* the longest record fits */
+  struct ledger_record big = r;
+  memset(big.target, 'x', sizeof big.target - 1);
+  memset(big.model, 'm', sizeof big.model - 1);
+  memset(big.request_id, 'r', sizeof big.request_id - 1);
+  n = journal_encode(&big, buf, sizeof buf);
+  assert_int_equal(journal_decode(buf, n, &back, &used), 0);
+  assert_string_equal(back.target, big.target);
+}
+
 /* ---- the writer ---- */
 
 struct acks {
@@ -288,12 +323,65 @@ static void test_writer_group_commit(void **state) {
   ledger_writer_stats(w, &st);
   assert_int_equal(st.committed, 20000);
   assert_true(st.batches < 20000); /* grouped */
+  /* a reader's sync: every acknowledged record is in SQLite when it is answered */
+  struct acks synced = {0};
+  ledger_writer_sync(w, ack_cb, &synced);
+  while (synced.ok + synced.failed < 1)
+    uv_run(&loop, UV_RUN_ONCE);
+  assert_int_equal(synced.ok, 1);
+  assert_int_equal(scalar(path, "SELECT COUNT(*) FROM usage"), 20000);
+  for (int i = 0; i < 100; i++) {
+    struct ledger_record r = rec(20000 + i, "t", "p", 5);
+    ledger_writer_submit(w, &r, ack_cb, &a);
+  }
+  while (a.ok + a.failed < 20100)
+    uv_run(&loop, UV_RUN_ONCE);
   int done = 0;
   ledger_writer_close(w, closed, &done);
   uv_run(&loop, UV_RUN_DEFAULT);
   assert_int_equal(done, 1);
   assert_int_equal(uv_loop_close(&loop), 0);
-  assert_int_equal(scalar(path, "SELECT COUNT(*) FROM usage"), 20000);
+  assert_int_equal(scalar(path, "SELECT COUNT(*) FROM usage"), 20100); /* closing filled SQLite */
+}
+
+/* A journal left by a crash, its last entry torn: the next start moves the whole entries into SQLite, once, and
+ * goes on numbering after them. */
+static void test_journal_recovery(void **state) {
+  (void)state;
+  char path[300], jpath[300], err[256];
+  path_of(path, sizeof path, "j.db");
+  assert_int_equal(journal_path(path, jpath, sizeof jpath), 0);
+  FILE *f = fopen(jpath, "wb");
+  assert_non_null(f);
+  uint8_t buf[JOURNAL_ENTRY_MAX];
+  size_t n = 0;
+  for (int i = 1; i <= 3; i++) {
+    struct ledger_record r = rec(i, "t", "p", 5);
+    r.seq = i;
+    n = journal_encode(&r, buf, sizeof buf);
+    assert_int_equal(fwrite(buf, 1, n, f), n);
+    if (i == 2) assert_int_equal(fwrite(buf, 1, n, f), n); /* a second copy: stored once */
+  }
+  assert_int_equal(fwrite(buf, 1, n / 2, f), n / 2); /* torn */
+  fclose(f);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct ledger_writer *w;
+  assert_int_equal(ledger_writer_start(&w, &loop, path, err, sizeof err), 0);
+  assert_int_equal(scalar(path, "SELECT COUNT(*) FROM usage"), 3);
+  struct acks a = {0};
+  struct ledger_record r = rec(9, "t", "p", 5);
+  ledger_writer_submit(w, &r, ack_cb, &a);
+  while (a.ok + a.failed < 1)
+    uv_run(&loop, UV_RUN_ONCE);
+  int done = 0;
+  ledger_writer_close(w, closed, &done);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
+  assert_int_equal(scalar(path, "SELECT MAX(seq) FROM usage"), 4);
+  struct stat st;
+  assert_int_equal(stat(jpath, &st), 0);
+  assert_int_equal(st.st_size, 0); /* all in SQLite */
 }
 
 /* A child commits records and writes each acknowledged request number to a pipe; the parent kills it with
@@ -345,6 +433,16 @@ static void test_writer_survives_sigkill(void **state) {
   close(p[0]);
   assert_true(WIFSIGNALED(status));
   assert_true(acked >= 20000);
+  /* The acknowledged records are in the journal; the next start moves them into SQLite. */
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  struct ledger_writer *w;
+  char err[256];
+  assert_int_equal(ledger_writer_start(&w, &loop, path, err, sizeof err), 0);
+  int done = 0;
+  ledger_writer_close(w, closed, &done);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  assert_int_equal(uv_loop_close(&loop), 0);
   char sql[160];
   snprintf(sql, sizeof sql, "SELECT COUNT(DISTINCT request_id) FROM usage WHERE seq <= %d", acked);
   assert_int_equal(scalar(path, sql), acked);
@@ -370,6 +468,8 @@ int main(void) {
       cmocka_unit_test(test_queries_and_settlement),
       cmocka_unit_test(test_concurrent_settles_pay_once),
       cmocka_unit_test(test_migration_and_outbox_position),
+      cmocka_unit_test(test_journal_codec),
+      cmocka_unit_test(test_journal_recovery),
       cmocka_unit_test(test_writer_group_commit),
       cmocka_unit_test(test_writer_survives_sigkill),
   };
