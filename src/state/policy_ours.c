@@ -18,8 +18,8 @@
  *                 stale_ns: a target we cannot see counts as saturated] [+ degraded_penalty for a degraded GPU],
  * where rate(t) is t's prefill throughput (prefill_tps, floored by default_tps: a live target's is the highest
  * rate it has shown, the simulator's its profile's) and step(t) the time between its output tokens (the
- * adapters' windowed ITL when reported, else what we observed on t: each new request waits for steps shared
- * with everything running there). running(t) is the batch decoding there: a miss's chunked prefill shares
+ * adapters' windowed ITL, a target that reports none counting as the candidates' mean; what we observed on
+ * t when no candidate reports one: each new request waits for steps shared with everything running there). running(t) is the batch decoding there: a miss's chunked prefill shares
  * their steps and delays each one's next token, a cost on their time per output token (w_decode).
  * The (1 + w_miss * behind) factor is the cost a cache miss imposes beyond this request: its prefill delays
  * every request queued behind it (the externality of service time in a queue). Without it, greedy TTFT
@@ -60,6 +60,7 @@ struct ours {
   uint64_t nrouted;
   uint64_t last_route;  /* when we last routed anything */
   double mean_gap_s;    /* running average time between our routings */
+  double itl_mean;      /* scratch: the mean reported ITL over this pick's candidates (0: none reports one) */
   double *est; /* scratch, per candidate index */
   int nest;
 };
@@ -137,8 +138,11 @@ static double estimate(const struct policy *p, const struct ours *s, const struc
   /* Decode: the running batch there. Ours routed since the report that have a first token are running too. */
   double started = t->routed_since_report - g->pend_n;
   double running = t->running + (started > 0 ? started : 0);
-  /* The time between its steps: the target's windowed ITL as reported, else what we observed there. */
-  double step = t->itl_s > 0 ? t->itl_s : g->step_s;
+  /* The time between its steps, from one source for every candidate: the reported windowed ITL when any
+   * candidate reports one (a target that does not, idle lately or a remote one whose node does not send it,
+   * counts as their mean), else what we observed on our own requests there (a non-streamed response's tokens
+   * all arrive at once, so ours cannot be mixed with reported ones). */
+  double step = s->itl_mean > 0 ? (t->itl_s > 0 ? t->itl_s : s->itl_mean) : g->step_s;
   double est = queue / tps +
                (1 + p->cfg.ours_w_miss * queued + p->cfg.ours_w_decode * running) * uncached / tps +
                p->cfg.ours_w_step * step;
@@ -154,6 +158,11 @@ static int ours_pick(struct policy *p, const struct policy_req *r, const struct 
   if (n == 1) return 0;
   tgt_of(s, policy_max_id(c, n));
   s->est = policy_grow(s->est, &s->nest, n, sizeof *s->est);
+  double itls = 0;
+  int nitl = 0;
+  for (int i = 0; i < n; i++)
+    if (c[i].itl_s > 0) itls += c[i].itl_s, nitl++;
+  s->itl_mean = nitl ? itls / nitl : 0;
   double best = INFINITY;
   int known = 0; /* does any candidate hold part of this prompt, as far as this router knows? */
   for (int i = 0; i < n; i++) {
