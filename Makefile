@@ -4,7 +4,7 @@ JOBS ?= 2
 PY ?= /usr/bin/python3
 FUZZ_SECONDS ?= 10
 
-.PHONY: all build asan fuzz-build bootstrap dev test unit fuzz integration test-netns browser compat bench format clean
+.PHONY: all build asan fuzz-build bootstrap dev test format-check unit fuzz integration test-netns browser compat bench format clean
 
 all: build
 
@@ -26,9 +26,13 @@ fuzz-build: bootstrap
 dev: build
 	./build/infermesh dev
 
-# Everything CI checks: unit tests (cmocka, ASan+UBSan), fuzz smoke runs, integration tests (pytest, real
-# processes on 127.0.0.1), the dashboard in Chromium, and the official openai client against the dev mesh.
-test: unit fuzz integration test-netns browser
+# Everything CI checks: formatting of the files in .clang-format-checked, unit tests (cmocka, ASan+UBSan), fuzz
+# smoke runs, integration tests (pytest, real processes on 127.0.0.1), the dashboard in Chromium, and the
+# official openai client against the dev mesh.
+test: format-check unit fuzz integration test-netns browser
+
+format-check:
+	@scripts/check-format
 
 unit: asan
 	@cd build-asan && ctest --output-on-failure --timeout 120
@@ -51,8 +55,9 @@ browser: asan
 bench: build
 	@bench/proxy.sh
 
+# Formats the files listed in .clang-format-checked (the whole tree is not formatted: see that file).
 format:
-	@clang-format -i $$(git ls-files 'src/*.c' 'src/*.h' 'tests/*.c')
+	@clang-format -i $$(grep -v '^\(#\|$$\)' .clang-format-checked)
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -4,9 +4,9 @@
  *   cc -O2 -std=c11 -D_GNU_SOURCE -Isrc -o /tmp/hop_bench bench/hop_bench.c src/route/hop.c \
  *      src/route/hop_seen.c src/cluster/keyring.c src/cluster/datadir.c src/core/slice.c src/core/alloc.c \
  *      src/core/log.c -lsodium && /tmp/hop_bench
- * Columns (microseconds per request): digest = router_hop_digest of "POST /v1/chat/completions\n" + body (the
- * part that is new in v3); sign = digest + router_hop_sign, what the sending agent does per attempt; verify =
- * digest + router_hop_verify (tag check, replay memory), what the receiving agent does once. */
+ * Columns (microseconds per request): digest = hop_digest of "POST /v1/chat/completions\n" + body (the
+ * part that is new in v3); sign = digest + hop_sign, what the sending agent does per attempt; verify =
+ * digest + hop_verify (tag check, replay memory), what the receiving agent does once. */
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,12 +44,12 @@ int main(void) {
     char(*hops)[HOP_HEADER_MAX] = malloc((size_t)iters * HOP_HEADER_MAX);
     double t0 = now_s();
     for (int i = 0; i < iters; i++)
-      router_hop_digest("POST", path, &b, 1, hb.digest);
+      hop_digest("POST", path, &b, 1, hb.digest);
     double td = (now_s() - t0) / iters;
     t0 = now_s();
     for (int i = 0; i < iters; i++) {
-      router_hop_digest("POST", path, &b, 1, hb.digest);
-      router_hop_sign(&kr, HOP_INFER, 1700000000, (uint64_t)i, &hb, hops[i], HOP_HEADER_MAX);
+      hop_digest("POST", path, &b, 1, hb.digest);
+      hop_sign(&kr, HOP_INFER, 1700000000, (uint64_t)i, &hb, hops[i], HOP_HEADER_MAX);
     }
     double ts = (now_s() - t0) / iters;
     struct hop_seen seen = {0};
@@ -57,8 +57,8 @@ int main(void) {
     t0 = now_s();
     for (int i = 0; i < iters; i++) {
       struct hop_bind v = hb;
-      router_hop_digest("POST", path, &b, 1, v.digest);
-      bad += router_hop_verify(&kr, &seen, HOP_INFER, 1700000001, slice_cstr(hops[i]), &v) != 0;
+      hop_digest("POST", path, &b, 1, v.digest);
+      bad += hop_verify(&kr, &seen, HOP_INFER, 1700000001, slice_cstr(hops[i]), &v) != 0;
     }
     double tv = (now_s() - t0) / iters;
     printf("| %zu B | %.2f µs | %.2f µs | %.2f µs | %.2f GB/s |%s\n", n, td * 1e6, ts * 1e6, tv * 1e6,

@@ -44,17 +44,28 @@ int main(int argc, char **argv) {
   for (int k = 0; k < np; k++) {
     if (argc > 3 && strcmp(argv[3], names[k]) != 0) continue;
     for (int i = 0; i < n; i++)
-      c[i] = (struct policy_target){.id = i, .waiting = i % 7, .running = 10 + i % 50, .kv_usage = (i % 10) / 10.0,
-                                    .num_gpu_blocks = 27500, .block_size = BS, .prefix_hit_rate = 0.5,
-                                    .prefill_tps = 22000, .itl_s = 0.01 + (i % 5) * 0.002,
+      c[i] = (struct policy_target){.id = i,
+                                    .waiting = i % 7,
+                                    .running = 10 + i % 50,
+                                    .kv_usage = (i % 10) / 10.0,
+                                    .num_gpu_blocks = 27500,
+                                    .block_size = BS,
+                                    .prefix_hit_rate = 0.5,
+                                    .prefill_tps = 22000,
+                                    .itl_s = 0.01 + (i % 5) * 0.002,
                                     .signal_age_ns = 100000000};
     struct policy *p = policy_new(names[k], NULL, 7);
     uint64_t t = 1000000000ull, seq = 0;
     struct policy_ticket tk;
     for (int i = 0; i < picks; i++, seq++) {
       prompt(seq % 64, seq, h);
-      struct policy_req r = {.model = "m", .prompt_tokens = NB * BS + 1, .max_tokens = 256, .block_hashes = h,
-                             .nblocks = NB, .block_size = BS, .tenant = -1};
+      struct policy_req r = {.model = "m",
+                             .prompt_tokens = NB * BS + 1,
+                             .max_tokens = 256,
+                             .block_hashes = h,
+                             .nblocks = NB,
+                             .block_size = BS,
+                             .tenant = -1};
       int j = policy_pick(p, &r, c, n, t);
       policy_on_route(p, &r, &c[j], t, &tk);
       policy_on_first_token(p, &tk, t + 1000000);
@@ -66,8 +77,13 @@ int main(int argc, char **argv) {
       uint64_t spent = 0;
       for (int i = 0; i < picks; i++, seq++) {
         prompt(seq % 64, seq, h);
-        struct policy_req r = {.model = "m", .prompt_tokens = NB * BS + 1, .max_tokens = 256, .block_hashes = h,
-                               .nblocks = NB, .block_size = BS, .tenant = -1};
+        struct policy_req r = {.model = "m",
+                               .prompt_tokens = NB * BS + 1,
+                               .max_tokens = 256,
+                               .block_hashes = h,
+                               .nblocks = NB,
+                               .block_size = BS,
+                               .tenant = -1};
         uint64_t t0 = now_ns();
         int j = policy_pick(p, &r, c, n, t);
         spent += now_ns() - t0;

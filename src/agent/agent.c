@@ -3,7 +3,6 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <http_parser.h>
 #include <malloc.h>
 #include <signal.h>
 #include <sodium.h>
@@ -12,18 +11,19 @@
 #include <string.h>
 #include <time.h>
 
-#include "agent/cluster_api.h"
+#include "api/cluster_api.h"
 #include "agent/control.h"
-#include "agent/events.h"
+#include "api/events.h"
 #include "agent/gpu_poll.h"
 #include "agent/mesh.h"
 #include "agent/budget_sync.h"
 #include "agent/meter.h"
-#include "agent/model_api.h"
+#include "api/model_api.h"
 #include "agent/scraper.h"
 #include "agent/supervisor.h"
 #include "api/budgets.h"
 #include "api/history.h"
+#include "api/reply.h"
 #include "api/ledger_api.h"
 #include "api/routes.h"
 #include "api/status.h"
@@ -66,6 +66,8 @@ struct agent {
   uv_timer_t hist_timer;
   char api_addr[96]; /* how other nodes reach this listener */
   bool leave_done, close_mesh_pending;
+  bool stopping;  /* agent_stop ran */
+  int stop_left;  /* the parts not closed yet (the one closing now included) */
   uv_signal_t sigterm, sigint, sighup;
   uv_timer_t drain_timer;
   uv_prepare_t log_flusher; /* writes the turn's buffered log lines before the loop blocks */
@@ -75,18 +77,6 @@ struct agent {
   bool drain_timed_out; /* the drain timer fired: runtimes are being stopped, then the loop */
   int exit_code;
 };
-
-static void send_json(struct http_req *req, int status, struct buf *b) {
-  http_resp_send(req, status, "application/json", b->base, b->len, NULL, 0);
-}
-
-static void send_error(struct http_req *req, int status, const char *msg, const char *code,
-                       const struct http_header *h, int nh) {
-  struct buf b = {0};
-  http_error_json(&b, msg, "invalid_request_error", code);
-  http_resp_send(req, status, "application/json", b.base, b.len, h, nh);
-  buf_free(&b);
-}
 
 /* authorize answers req and returns false when its credentials do not reach route rt (api/routes.h). */
 static bool authorize(struct agent *a, const struct api_route *rt, struct http_req *req) {
@@ -102,8 +92,8 @@ static bool authorize(struct agent *a, const struct api_route *rt, struct http_r
   const char *msg = api_verdict_message(v, rt, &code);
   static const struct http_header challenge = {SLICE_LIT("WWW-Authenticate"), SLICE_LIT("Bearer")};
   a->router.metrics.unauthorized++;
-  send_error(req, v == API_UNAUTH ? 401 : 403, msg, code, &challenge, v == API_UNAUTH);
-  log_info("refused an API call", "method=%s path=\"%.*s\" status=%d", http_method_str(req->method),
+  api_reply_error_headers(req, v == API_UNAUTH ? 401 : 403, msg, code, &challenge, v == API_UNAUTH);
+  log_info("refused an API call", "method=%s path=\"%.*s\" status=%d", http_method_name(req->method),
            (int)(req->path.len > 200 ? 200 : req->path.len), req->path.base, v == API_UNAUTH ? 401 : 403);
   return false;
 }
@@ -178,7 +168,7 @@ static void status(struct agent *a, struct http_req *req, uint64_t now) {
                              .gpus_json = gpus.base};
   status_json(&b, &info, &a->store);
   buf_free(&gpus);
-  send_json(req, 200, &b);
+  api_reply_json(req, 200, &b);
   buf_free(&b);
 }
 
@@ -191,7 +181,7 @@ static void targets(struct agent *a, struct http_req *req, uint64_t now) {
   }
   status_targets_json(&b, &a->store, &a->router.score, now, procs);
   free(procs);
-  send_json(req, 200, &b);
+  api_reply_json(req, 200, &b);
   buf_free(&b);
 }
 
@@ -202,12 +192,12 @@ static void history_view(struct agent *a, struct http_req *req) {
   char v[32];
   int qrc = http_query_get(req->query, "since", v, sizeof v);
   if ((qrc != 0 && qrc != -ENOENT) || (qrc == 0 && slice_to_u64(slice_cstr(v), &since) != 0)) {
-    send_error(req, 400, "since must be a time in ms since the epoch (end_ms of a previous answer)",
-               "invalid_value", NULL, 0);
+    api_reply_error(req, 400, "since must be a time in ms since the epoch (end_ms of a previous answer)",
+                    "invalid_value");
     return;
   }
   history_json(a->hist, &a->store, (int64_t)since, &b);
-  send_json(req, 200, &b);
+  api_reply_json(req, 200, &b);
   buf_free(&b);
 }
 
@@ -240,10 +230,10 @@ static void handle(struct http_req *req, void *arg) {
       struct http_header h = {SLICE_LIT("Allow"), slice_cstr(allow)};
       char msg[96];
       snprintf(msg, sizeof msg, "method not allowed here: use %s", allow);
-      send_error(req, 405, msg, "method_not_allowed", &h, 1);
+      api_reply_error_headers(req, 405, msg, "method_not_allowed", &h, 1);
     } else {
-      send_error(req, 404, "unknown endpoint; see /v1/models, /v1/chat/completions, /v1/completions, /metrics",
-                 "not_found", NULL, 0);
+      api_reply_error(req, 404, "unknown endpoint; see /v1/models, /v1/chat/completions, /v1/completions, /metrics",
+                      "not_found");
     }
     return;
   }
@@ -295,7 +285,7 @@ static void handle(struct http_req *req, void *arg) {
     struct buf b = {0};
     budgets_json(a->router.opts.tenants, a->router.opts.ntenants, scoped_tenant(a, req), a->spend, clock_wall_s(),
                  &b);
-    send_json(req, 200, &b);
+    api_reply_json(req, 200, &b);
     buf_free(&b);
     break;
   }
@@ -307,7 +297,7 @@ static void handle(struct http_req *req, void *arg) {
     break;
   }
   assert(served); /* the table and the handlers' own path checks agree */
-  if (!served) send_error(req, 500, "no handler for this route", "internal_error", NULL, 0);
+  if (!served) api_reply_error(req, 500, "no handler for this route", "internal_error");
 }
 
 /* Does CUDA_VISIBLE_DEVICES-style entry e (an index, or a UUID with or without "GPU-") name GPU g? */
@@ -344,15 +334,6 @@ static void gpus_updated_cb(void *arg) {
                t->name, spec[0] ? spec : "the node's only GPU");
     t->gpu_degraded = degraded;
   }
-}
-
-static void closed_cb(uv_handle_t *h) { (void)h; }
-
-/* After the writer's last commit: the outbox forwards what it can (PostgreSQL up) and stops. */
-static void outbox_last_cb(void *arg) {
-  struct agent *a = arg;
-  if (a->outbox) ledger_outbox_stop(a->outbox); /* blocks for at most one pass, at exit */
-  a->outbox = NULL;
 }
 
 static void seed_one(void *arg, const char *tenant, const struct spend_figures *f) {
@@ -411,50 +392,121 @@ static int start_ledger(struct agent *a, char *err, size_t errlen) {
 
 static void log_flush_cb(uv_prepare_t *h) { log_flush(); }
 
-static void mesh_closed_cb(void *arg) { ((struct agent *)arg)->mesh = NULL; }
+/* ---- stopping: the parts in reverse start order ---- */
 
-static void close_mesh(struct agent *a) {
-  if (a->mesh) {
-    if (a->leave_done) mesh_close(a->mesh, mesh_closed_cb, a);
-    else a->close_mesh_pending = true; /* the leave is still spreading: close when it has */
-  }
+/* The long-lived parts agent_run starts, in start order. agent_stop closes them in reverse, one at a time: each
+ * closer ends by calling stop_next (directly, or as the callback of the part's own X_close(x, cb, arg)). A new
+ * part (one that must flush, say) is one closer and one row. */
+static void stop_next(void *arg);
+
+static void close_events(struct agent *a) {
+  events_close();
+  stop_next(a);
+}
+
+static void close_gpu(struct agent *a) { gpu_poll_close(&a->gpu, stop_next, a); }
+
+/* The scraper stops before the runtimes so that it cannot mark a runtime being stopped healthy again. */
+static void close_scraper(struct agent *a) { scraper_close(&a->scraper, stop_next, a); }
+
+static void sup_closed_cb(void *arg) {
+  struct agent *a = arg;
+  a->sup = NULL;
+  stop_next(a);
+}
+
+/* Runtimes get SIGTERM once their requests are done (at most the drain timeout; none after it), then SIGKILL. */
+static void close_supervisor(struct agent *a) {
+  supervisor_stop(a->sup, a->drain_timed_out ? 0 : a->cfg->drain_timeout_ms, sup_closed_cb, a);
+}
+
+/* After the writer's last commit: the outbox forwards what it can (PostgreSQL up) and stops. */
+static void ledger_closed_cb(void *arg) {
+  struct agent *a = arg;
+  if (a->outbox) ledger_outbox_stop(a->outbox); /* blocks for at most one pass, at exit */
+  a->outbox = NULL;
+  stop_next(a);
+}
+
+static void close_ledger(struct agent *a) {
+  if (a->bsync_on) budget_sync_close(&a->bsync, NULL, NULL); /* before the mesh it reports through */
+  a->bsync_on = false;
+  a->meter.writer = a->lapi.writer = NULL;
+  struct ledger_writer *w = a->ledger;
+  a->ledger = NULL;
+  if (w) ledger_writer_close(w, ledger_closed_cb, a); /* commits what is queued, then ends */
+  else ledger_closed_cb(a);
 }
 
 static void ctl_closed_cb(void *arg) {
   struct agent *a = arg;
   a->ctl = NULL;
-  close_mesh(a);
+  stop_next(a);
 }
 
-static void gpu_stopped_cb(struct gpu_poll *g) {
-  struct agent *a = (struct agent *)((char *)g - offsetof(struct agent, gpu));
-  if (a->bsync_on) budget_sync_close(&a->bsync, NULL, NULL); /* before the mesh it reports through */
-  a->bsync_on = false;
-  if (a->ctl) control_close(a->ctl, ctl_closed_cb, a); /* before the mesh: Raft uses its keyring */
-  else close_mesh(a);
+/* Before the mesh: Raft uses its keyring. */
+static void close_control(struct agent *a) {
+  if (a->ctl) control_close(a->ctl, ctl_closed_cb, a);
+  else stop_next(a);
+}
+
+static void mesh_closed_cb(void *arg) {
+  struct agent *a = arg;
+  a->mesh = NULL;
+  stop_next(a);
+}
+
+/* The mesh closes once the leave has spread (leave_done_cb goes on then); after a drain timeout the process
+ * exits without waiting for it. */
+static void close_mesh(struct agent *a) {
+  if (!a->mesh || (a->drain_timed_out && !a->leave_done)) stop_next(a);
+  else if (a->leave_done) mesh_close(a->mesh, mesh_closed_cb, a);
+  else a->close_mesh_pending = true;
+}
+
+static void close_pools(struct agent *a) {
+  for (int i = 0; i < a->cfg->nruntimes; i++) http_pool_close(&a->pools[i]);
+  stop_next(a);
+}
+
+static void (*const parts[])(struct agent *a) = {close_pools,      close_mesh,    close_control, close_ledger,
+                                                  close_supervisor, close_scraper, close_gpu,     close_events};
+#define NPARTS ((int)(sizeof parts / sizeof parts[0]))
+
+static void closed_cb(uv_handle_t *h) { (void)h; }
+
+/* After a drain timeout ended every request: a moment for those last bytes to reach the clients. */
+#define DRAIN_FLUSH_MS 200
+static void drain_flushed_cb(uv_timer_t *t) {
+  struct agent *a = t->data;
+  uv_stop(a->loop);
+}
+
+static void stop_next(void *arg) {
+  struct agent *a = arg;
+  assert(a->stop_left > 0);
+  if (--a->stop_left > 0) {
+    parts[a->stop_left - 1](a);
+    return;
+  }
+  if (a->drain_timed_out) { /* requests may still hold connections: the loop is stopped, not run dry */
+    uv_timer_start(&a->drain_timer, drain_flushed_cb, DRAIN_FLUSH_MS, 0);
+    return;
+  }
   uv_close((uv_handle_t *)&a->sigterm, closed_cb);
   uv_close((uv_handle_t *)&a->sigint, closed_cb);
   uv_close((uv_handle_t *)&a->sighup, closed_cb);
   uv_close((uv_handle_t *)&a->drain_timer, closed_cb);
   uv_close((uv_handle_t *)&a->log_flusher, closed_cb);
   uv_close((uv_handle_t *)&a->hist_timer, closed_cb);
-  events_close();
-  a->meter.writer = a->lapi.writer = NULL;
-  if (a->ledger) ledger_writer_close(a->ledger, outbox_last_cb, a); /* commits what is queued, then ends */
-  a->ledger = NULL;
 }
 
-static void supervisor_stopped_cb(void *arg) {
-  struct agent *a = arg;
-  a->sup = NULL;
-  gpu_poll_stop(&a->gpu, gpu_stopped_cb);
-}
-
-/* The scraper stops first so that it cannot mark a runtime being stopped healthy again. */
-static void scraper_stopped_cb(struct scraper *s) {
-  struct agent *a = (struct agent *)((char *)s - offsetof(struct agent, scraper));
-  for (int i = 0; i < a->cfg->nruntimes; i++) http_pool_close(&a->pools[i]);
-  supervisor_stop(a->sup, a->cfg->drain_timeout_ms, supervisor_stopped_cb, a);
+/* agent_stop closes the parts in reverse start order (once), then the agent's own handles: the loop ends. */
+static void agent_stop(struct agent *a) {
+  if (a->stopping) return;
+  a->stopping = true;
+  a->stop_left = NPARTS + 1; /* stop_next closes parts[stop_left - 1] after each decrement: 0 = all closed */
+  stop_next(a);
 }
 
 static void drained_cb(struct http_server *srv) {
@@ -462,26 +514,7 @@ static void drained_cb(struct http_server *srv) {
   log_info("drained", "in_flight=%d", a->router.inflight);
   if (a->drain_timed_out) return; /* the stop is under way already */
   uv_timer_stop(&a->drain_timer);
-  scraper_stop(&a->scraper, scraper_stopped_cb);
-}
-
-/* After a drain timeout: the runtimes got SIGTERM, their grace and SIGKILL if they needed it; exit now. */
-static void timed_out_sup_stopped_cb(void *arg) {
-  struct agent *a = arg;
-  a->sup = NULL;
-  uv_stop(a->loop);
-}
-
-static void timed_out_scraper_stopped_cb(struct scraper *s) {
-  struct agent *a = (struct agent *)((char *)s - offsetof(struct agent, scraper));
-  supervisor_stop(a->sup, 0, timed_out_sup_stopped_cb, a);
-}
-
-/* After the drain timeout ended every request: a moment for those last bytes to reach the clients. */
-#define DRAIN_FLUSH_MS 200
-static void drain_flushed_cb(uv_timer_t *t) {
-  struct agent *a = t->data;
-  uv_stop(a->loop);
+  agent_stop(a);
 }
 
 static void drain_timeout_cb(uv_timer_t *t) {
@@ -491,10 +524,7 @@ static void drain_timeout_cb(uv_timer_t *t) {
   a->exit_code = 1;
   a->drain_timed_out = true;
   router_shutdown(&a->router); /* open streams end with an error event and their chunked end, not mid-chunk */
-  if (a->sup)
-    scraper_stop(&a->scraper, timed_out_scraper_stopped_cb); /* then the runtimes: SIGTERM, grace, SIGKILL */
-  else
-    uv_timer_start(&a->drain_timer, drain_flushed_cb, DRAIN_FLUSH_MS, 0);
+  agent_stop(a);               /* the runtimes get no grace now: SIGTERM, then SIGKILL */
 }
 
 static void leave_done_cb(void *arg) {

@@ -1,9 +1,8 @@
 /* The agent's control plane: Raft server lifecycle (bootstrap, membership), read replica, proposals. */
 #include "agent/control_int.h"
-#include "agent/events.h"
+#include "api/events.h"
 
 #include <errno.h>
-#include <http_parser.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,10 +94,10 @@ static int fwd_send(struct control *c, const char *api, const uint8_t *node_id, 
   snprintf(rid, sizeof rid, "ctl-%016llx", (unsigned long long)rng_next(&c->env.router->rng));
   struct hop_bind hb = {.request_id = slice_cstr(rid), .target = slice_cstr(target), .node = node_id};
   struct slice b = buf_slice(&f->body);
-  router_hop_digest(method, slice_cstr(path), &b, 1, hb.digest);
+  hop_digest(method, slice_cstr(path), &b, 1, hb.digest);
   int64_t now = (int64_t)time(NULL);
   uint64_t nonce = rng_next(&c->env.router->rng);
-  router_hop_sign(mesh_keyring(c->env.mesh), HOP_CTL, now, nonce, &hb, hop, sizeof hop);
+  hop_sign(mesh_keyring(c->env.mesh), HOP_CTL, now, nonce, &hb, hop, sizeof hop);
   buf_printf(&f->head, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
                        "x-request-id: %s\r\nx-infermesh-hop: %s\r\nx-infermesh-hop-target: %s\r\n"
                        "x-infermesh-hops: %d\r\n\r\n",
@@ -116,11 +115,11 @@ int control_verify_hop(struct control *c, struct http_req *req, const char *what
   struct slice hop = http_req_header(req, "x-infermesh-hop");
   struct hop_bind hb = {.request_id = http_req_header(req, "x-request-id"), .target = ht,
                         .node = mesh_node_id(c->env.mesh)};
-  router_hop_digest(http_method_str(req->method), req->url, &req->body, 1, hb.digest);
+  hop_digest(http_method_name(req->method), req->url, &req->body, 1, hb.digest);
   struct router *r = c->env.router;
   int64_t now = (int64_t)time(NULL);
   const struct keyring *kr = mesh_keyring(c->env.mesh);
-  int rc = slice_eqz(ht, want) ? router_hop_verify(kr, &r->hop_seen, HOP_CTL, now, hop, &hb) : -EACCES;
+  int rc = slice_eqz(ht, want) ? hop_verify(kr, &r->hop_seen, HOP_CTL, now, hop, &hb) : -EACCES;
   if (rc == 0 || rc == -EBUSY) return rc;
   r->hops_refused++;
   return rc == -EPROTO ? -EPROTO : -EACCES;

@@ -26,7 +26,7 @@ static void timer_closed_cb(uv_handle_t *h) {
   struct gpu_poll *g = h->data;
   free(g->visible);
   g->visible = NULL;
-  if (g->stopped_cb) g->stopped_cb(g);
+  if (g->closed_cb) g->closed_cb(g->closed_arg);
 }
 
 static void after_work(uv_work_t *w, int status) {
@@ -50,7 +50,7 @@ static void after_work(uv_work_t *w, int status) {
   }
   g->polled = true;
   if (g->updated_cb && !g->stopping) g->updated_cb(g->updated_arg);
-  if (g->stopping) gpu_poll_stop(g, g->stopped_cb);
+  if (g->stopping) gpu_poll_close(g, g->closed_cb, g->closed_arg);
 }
 
 static void tick_cb(uv_timer_t *t) {
@@ -71,9 +71,10 @@ void gpu_poll_start(struct gpu_poll *g, uv_loop_t *loop, uint32_t interval_ms, c
   uv_timer_start(&g->timer, tick_cb, 0, interval_ms);
 }
 
-void gpu_poll_stop(struct gpu_poll *g, void (*cb)(struct gpu_poll *g)) {
+void gpu_poll_close(struct gpu_poll *g, void (*cb)(void *arg), void *arg) {
   g->stopping = true;
-  g->stopped_cb = cb;
+  g->closed_cb = cb;
+  g->closed_arg = arg;
   uv_timer_stop(&g->timer);
   if (g->busy || g->closing_nvml) return; /* after_work continues the stop */
   g->closing_nvml = true;

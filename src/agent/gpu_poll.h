@@ -27,7 +27,8 @@ struct gpu_poll {
   int ngpus;
   bool available, polled;
   char reason[160], driver[64];
-  void (*stopped_cb)(struct gpu_poll *g);
+  void (*closed_cb)(void *arg);
+  void *closed_arg;
   /* Called on the loop thread after each new snapshot; set after gpu_poll_start. */
   void (*updated_cb)(void *arg);
   void *updated_arg;
@@ -35,8 +36,8 @@ struct gpu_poll {
 
 /* gpu_poll_start reads NVML now and every interval_ms. lib and visible may be NULL (default library; all GPUs). */
 void gpu_poll_start(struct gpu_poll *g, uv_loop_t *loop, uint32_t interval_ms, const char *lib, const char *visible);
-/* gpu_poll_stop stops polling, closes NVML on a worker thread, then calls cb (g may be freed after it). */
-void gpu_poll_stop(struct gpu_poll *g, void (*cb)(struct gpu_poll *g));
+/* gpu_poll_close stops polling, closes NVML on a worker thread, then calls cb(arg) (g may be freed then). */
+void gpu_poll_close(struct gpu_poll *g, void (*cb)(void *arg), void *arg);
 /* gpu_poll_json appends the snapshot in `infermesh gpus --json` form (source "nvml"). */
 void gpu_poll_json(const struct gpu_poll *g, struct buf *out);
 

@@ -1,6 +1,6 @@
 /* The agent's side of the mesh: membership → remote targets, local load and meta → gossip. */
 #include "agent/mesh.h"
-#include "agent/events.h"
+#include "api/events.h"
 
 #include <errno.h>
 #include <sodium.h>

@@ -1,6 +1,6 @@
 /* Runtime polling: each round fetches the endpoints the target's adapter names and feeds the state store. */
 #include "agent/scraper.h"
-#include "agent/events.h"
+#include "api/events.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -199,7 +199,7 @@ static void on_done(void *arg, int err) {
   s->busy--;
   if (s->stopping) {
     st->step = -1;
-    if (s->busy == 0) scraper_stop(s, s->stopped_cb);
+    if (s->busy == 0) scraper_close(s, s->closed_cb, s->closed_arg);
     return;
   }
   int rc = err ? err : runtime_parse(st->kind, ep->id, st->status, st->body.base, st->body.len, &st->st);
@@ -308,13 +308,14 @@ static void timer_closed_cb(uv_handle_t *h) {
   }
   free(s->targets);
   s->targets = NULL;
-  if (s->stopped_cb) s->stopped_cb(s);
+  if (s->closed_cb) s->closed_cb(s->closed_arg);
 }
 
-void scraper_stop(struct scraper *s, void (*cb)(struct scraper *s)) {
+void scraper_close(struct scraper *s, void (*cb)(void *arg), void *arg) {
   if (!s->stopping) {
     s->stopping = true;
-    s->stopped_cb = cb;
+    s->closed_cb = cb;
+    s->closed_arg = arg;
     for (int i = 0; i < s->ntargets; i++) {
       if (s->targets[i].req) {
         hc_cancel(s->targets[i].req);

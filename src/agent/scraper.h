@@ -21,7 +21,8 @@ struct scraper {
   uv_timer_t timer;
   bool stopping;
   int busy; /* exchanges in flight */
-  void (*stopped_cb)(struct scraper *s);
+  void (*closed_cb)(void *arg);
+  void *closed_arg;
 };
 
 /* scraper_start begins polling every interval_ms (the first poll is immediate). metrics_urls (may be NULL;
@@ -30,7 +31,8 @@ struct scraper {
  * for /metrics is read on port 8002, Triton's default metrics port). */
 void scraper_start(struct scraper *s, uv_loop_t *loop, struct store *store, struct http_pool *pools,
                    uint32_t interval_ms, const char *const *metrics_urls);
-/* scraper_stop cancels exchanges in flight and calls cb once nothing of the scraper is left on the loop. */
-void scraper_stop(struct scraper *s, void (*cb)(struct scraper *s));
+/* scraper_close cancels exchanges in flight and calls cb(arg) once nothing of the scraper is left on the loop
+ * (s may be freed then). */
+void scraper_close(struct scraper *s, void (*cb)(void *arg), void *arg);
 
 #endif

@@ -70,7 +70,7 @@ struct history {
   struct history_ring node;
   struct history_target **targets; /* owned: ntargets slots by store id; each allocated at its first sample */
   int ntargets;
-  uint64_t reqs, errors, rejected;                   /* totals at the previous sample */
+  uint64_t reqs, errors, rejected;                               /* totals at the previous sample */
   struct hist ttft[HISTORY_WINDOW + 1], lat[HISTORY_WINDOW + 1]; /* snapshots, a ring by sample count */
 };
 

@@ -2,13 +2,13 @@
 #include "api/ledger_api.h"
 
 #include <errno.h>
-#include <http_parser.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "api/reply.h"
 #include "core/alloc.h"
 #include "ledger/db.h"
 #include "ledger/pg.h"
@@ -30,13 +30,6 @@ struct job {
   char err[256];
   struct buf out;
 };
-
-static void error(struct http_req *req, int status, const char *msg, const char *code) {
-  struct buf b = {0};
-  http_error_json(&b, msg, "invalid_request_error", code);
-  http_resp_send(req, status, "application/json", b.base, b.len, NULL, 0);
-  buf_free(&b);
-}
 
 /* With PostgreSQL configured, the cluster-wide ledger answers. */
 static void work_pg(struct job *j) {
@@ -87,7 +80,7 @@ static void after_cb(uv_work_t *w, int status) {
     j->req->abort_cb = NULL;
     if (status != 0 || j->rc != 0) {
       int code = j->rc == -ENOENT ? 404 : j->rc == -EBUSY || j->rc == -EAGAIN ? 503 : 500;
-      error(j->req, code, status != 0 ? "the query was cancelled" : j->err,
+      api_reply_error(j->req, code, status != 0 ? "the query was cancelled" : j->err,
             code == 404   ? "not_found"
             : code == 503 ? "busy"
                           : "ledger_error");
@@ -111,7 +104,7 @@ static void synced_cb(void *arg, int status) {
   }
   if (j->req) {
     j->req->abort_cb = NULL;
-    error(j->req, 503, "the ledger could not bring its SQLite file up to date; retry shortly", "busy");
+    api_reply_error(j->req, 503, "the ledger could not bring its SQLite file up to date; retry shortly", "busy");
   }
   buf_free(&j->out);
   free(j);
@@ -130,7 +123,7 @@ static bool param(struct http_req *req, const char *name, char *out, size_t cap)
   if (rc == -EINVAL) {
     char msg[96];
     snprintf(msg, sizeof msg, "query parameter '%s' is malformed or too long", name);
-    error(req, 400, msg, "invalid_value");
+    api_reply_error(req, 400, msg, "invalid_value");
     return false;
   }
   return true;
@@ -174,17 +167,17 @@ static bool usage_params(struct http_req *req, struct job *j, const char *tenant
       !param(req, "since", since, sizeof since))
     return false;
   if (ledger_by_parse(by, &j->q.by) != 0) {
-    error(req, 400, "by: one of tenant, model, node, provider, hour", "invalid_value");
+    api_reply_error(req, 400, "by: one of tenant, model, node, provider, hour", "invalid_value");
     return false;
   }
   if (since[0] && ledger_parse_since(since, now_ms(), &j->q.since_ms) != 0) {
-    error(req, 400, "since: a duration (30m, 1h, 7d), an ISO-8601 UTC time (2026-12-07T10:00:00Z) or unix ms",
+    api_reply_error(req, 400, "since: a duration (30m, 1h, 7d), an ISO-8601 UTC time (2026-12-07T10:00:00Z) or unix ms",
           "invalid_value");
     return false;
   }
   if (tenant) { /* a tenant's key reads its own usage only */
     if (j->tenant[0] && strcmp(j->tenant, tenant) != 0) {
-      error(req, 403, "a tenant's key reads its own tenant's usage only", "permission_denied");
+      api_reply_error(req, 403, "a tenant's key reads its own tenant's usage only", "permission_denied");
       return false;
     }
     str_copy(j->tenant, sizeof j->tenant, tenant);
@@ -200,7 +193,7 @@ static bool settle_params(struct http_req *req, struct job *j) {
   if (!param(req, "min_amount", min, sizeof min)) return false;
   if (!min[0]) str_copy(min, sizeof min, "0");
   if (amount_parse(min, &j->min_nano) != 0) {
-    error(req, 400, "min_amount: a decimal amount >= 0 with at most 9 decimals, e.g. 25.00", "invalid_value");
+    api_reply_error(req, 400, "min_amount: a decimal amount >= 0 with at most 9 decimals, e.g. 25.00", "invalid_value");
     return false;
   }
   uint8_t r[4];
@@ -221,7 +214,7 @@ bool ledger_api_handle(struct ledger_api *l, struct http_req *req, const char *t
   if (!slice_starts(req->path, "/v1/ledger/")) return false;
   struct slice rest = slice_make(req->path.base + 11, req->path.len - 11);
   if (!l->enabled) {
-    error(req, 404, "metering is off on this agent (ledger.enabled: false)", "ledger_disabled");
+    api_reply_error(req, 404, "metering is off on this agent (ledger.enabled: false)", "ledger_disabled");
     return true;
   }
   struct job *j = xcalloc(1, sizeof *j);
@@ -240,7 +233,7 @@ bool ledger_api_handle(struct ledger_api *l, struct http_req *req, const char *t
   } else if (slice_eqz(rest, "payouts") || slice_starts(rest, "payouts/")) {
     j->kind = JOB_PAYOUTS;
     if (rest.len > 8 && (rest.len - 8 >= sizeof j->batch || memchr(rest.base + 8, '/', rest.len - 8))) {
-      error(req, 404, "no such payout batch", "not_found");
+      api_reply_error(req, 404, "no such payout batch", "not_found");
       ok = false;
     } else if (rest.len > 8) {
       memcpy(j->batch, rest.base + 8, rest.len - 8);
@@ -249,7 +242,7 @@ bool ledger_api_handle(struct ledger_api *l, struct http_req *req, const char *t
     if (ok && (ok = param(req, "format", fmt, sizeof fmt))) {
       j->csv = strcmp(fmt, "csv") == 0;
       if (fmt[0] && !j->csv && strcmp(fmt, "json") != 0) {
-        error(req, 400, "format: csv or json", "invalid_value");
+        api_reply_error(req, 400, "format: csv or json", "invalid_value");
         ok = false;
       }
     }

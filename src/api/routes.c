@@ -1,12 +1,12 @@
 /* The agent's route table: endpoint, methods, credential, handler; and the authorization decision. */
 #include "api/routes.h"
 
-#include <http_parser.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cluster/fsm.h"
+#include "net/http_req.h"
 
 static const struct api_route routes[] = {
     {API_GET, "/healthz", API_OPEN, false, API_OP_HEALTHZ, "liveness"},
@@ -55,11 +55,11 @@ static const struct api_route routes[] = {
 
 static unsigned method_bit(int method) {
   switch (method) {
-  case HTTP_GET:
-  case HTTP_HEAD: return API_GET;
-  case HTTP_POST: return API_POST;
-  case HTTP_PUT: return API_PUT;
-  case HTTP_DELETE: return API_DELETE;
+  case HTTP_M_GET:
+  case HTTP_M_HEAD: return API_GET;
+  case HTTP_M_POST: return API_POST;
+  case HTTP_M_PUT: return API_PUT;
+  case HTTP_M_DELETE: return API_DELETE;
   default: return 0;
   }
 }

@@ -62,8 +62,8 @@ struct api_route {
 };
 
 /* api_route_find returns the route of (method, path), or NULL. *path_known (may be NULL) tells whether some
- * route has this path under another method (the caller answers 405 rather than 404). method is http_parser's
- * enum. The table is static: the pointer stays valid. */
+ * route has this path under another method (the caller answers 405 rather than 404). method is an
+ * enum http_method_id (net/http_req.h). The table is static: the pointer stays valid. */
 const struct api_route *api_route_find(int method, struct slice path, bool *path_known);
 
 /* api_route_allowed writes the methods of the routes matching path, as an Allow header value ("GET, HEAD").

@@ -4,8 +4,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <http_parser.h>
-
 /* Only this origin: no inline script or style, no framing, no other host. */
 #define UI_CSP                                                                                               \
   "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "      \
@@ -70,7 +68,7 @@ static void send_plain(struct http_req *req, int status, const char *msg, const 
 void ui_handle(struct http_req *req) {
   static const struct http_header csp = {SLICE_LIT("Content-Security-Policy"), SLICE_LIT(UI_CSP)};
   struct slice p = req->path;
-  bool head = req->method == HTTP_HEAD;
+  bool head = req->method == HTTP_M_HEAD;
   if (slice_eqz(p, "/") || slice_eqz(p, "/ui") || slice_eqz(p, "/dashboard")) {
     struct http_header h[2] = {{SLICE_LIT("Location"), SLICE_LIT("/ui/")}, csp};
     send_plain(req, 302, "the dashboard is at /ui/\n", h, 2);

@@ -22,7 +22,8 @@ static void usage(FILE *f) {
       "usage:\n"
       "  infermesh ledger usage [--tenant T] [--model M] [--provider P] [--since 1h|ISO-8601]\n"
       "                         [--by tenant|model|node|provider|hour] [--json]\n"
-      "  infermesh ledger budgets [--json]             each tenant's budget, spend (mesh-wide), what is left\n"
+      "  infermesh ledger budgets [--json]             each tenant's budget, spend (mesh-wide), what is "
+      "left\n"
       "  infermesh ledger contributions [--json]       what each provider earned, was paid, is owed\n"
       "  infermesh ledger settle --min-amount X [--json]   pay each provider's unpaid contributions that "
       "add\n"
@@ -70,8 +71,8 @@ static void print_budgets(json_t *j) {
   size_t i;
   json_t *b;
   json_array_foreach(json_object_get(j, "budgets"), i, b) {
-    printf("%-24s %-6s %14s %14s %14s  %s\n", str(b, "tenant"), str(b, "period"), str(b, "budget"), str(b, "spent"),
-           str(b, "remaining"), str(b, "resets_at"));
+    printf("%-24s %-6s %14s %14s %14s  %s\n", str(b, "tenant"), str(b, "period"), str(b, "budget"),
+           str(b, "spent"), str(b, "remaining"), str(b, "resets_at"));
   }
   if (json_array_size(json_object_get(j, "budgets")) == 0) printf("(no tenants)\n");
 }

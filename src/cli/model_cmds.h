@@ -1,4 +1,4 @@
-/* `infermesh model load|unload`: a client of the agent's model control API (agent/model_api.h). */
+/* `infermesh model load|unload`: a client of the agent's model control API (api/model_api.h). */
 #ifndef IM_CLI_MODEL_CMDS_H
 #define IM_CLI_MODEL_CMDS_H
 

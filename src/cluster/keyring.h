@@ -10,7 +10,7 @@
  *   request auth     HMAC-SHA512-256 under crypto_kdf(key, id 1, "im-auth1") (keyring_auth_tag)
  *   invite secrets   crypto_kdf(key, id 2, "im-invit") (cluster/invite.h)
  *   tenant API keys  BLAKE2b under crypto_kdf(key, id 3, "im-tenky") of the creating command id and the name
- *                    (agent/control_api.c: a retried create shows the key that was stored)
+ *                    (api/control_api.c: a retried create shows the key that was stored)
  *
  * A struct keyring is plain data: copy it freely, wipe it with keyring_wipe when done. Functions are not
  * thread-safe on the same keyring (keyring_open counts into kr->dropped). Every function that uses libsodium

@@ -23,6 +23,7 @@
 #define FILL_READ (1u << 20)   /* journal bytes read per pread */
 #define IDLE_MS 20             /* the queue empty this long: fill SQLite */
 #define FILL_BOUND (64u << 20) /* bytes not yet in SQLite beyond which filling runs under load too */
+#define FILL_LAG_MS 1000       /* ... or once the oldest of them waited this long (queries, the outbox) */
 #define TRUNCATE_AT (4u << 20) /* a journal wholly in SQLite and this large starts again from 0 */
 
 struct item {
@@ -67,6 +68,7 @@ struct ledger_writer {
   /* Writer thread only (and start, before it runs). */
   int jfd;
   uint64_t end_off, filled_off; /* journal bytes written; of those, in SQLite */
+  uint64_t unfilled_since_ms;   /* when the oldest record not yet in SQLite was written (uv_hrtime) */
   int64_t next_seq, appended_seq, filled_seq;
   uint8_t *jbuf, *rbuf;
   size_t jbuf_cap;
@@ -136,6 +138,7 @@ static int append(struct ledger_writer *w, struct queue *batch, char *err, size_
   }
   w->next_seq += batch->n;
   w->appended_seq = w->next_seq - 1;
+  if (w->end_off == w->filled_off) w->unfilled_since_ms = uv_hrtime() / 1000000u;
   w->end_off += len;
   return 0;
 }
@@ -273,7 +276,10 @@ static void thread_main(void *arg) {
     }
     if (w->pending.n > 0) {
       if (commit_batch(w, &batch) != 0 && w->stopping) break;
-      if (w->end_off - w->filled_off > FILL_BOUND) fill_once(w); /* saturated for long: fill under load too */
+      /* Under load, fill anyway once too much or too old waits: queries and the outbox lag at most ~1 s. */
+      if (w->end_off - w->filled_off > FILL_BOUND ||
+          (w->end_off > w->filled_off && uv_hrtime() / 1000000u - w->unfilled_since_ms >= FILL_LAG_MS))
+        fill_once(w);
       continue;
     }
     if (w->syncs.n > 0 && !w->stopping) { /* a reader waits: fill until it is answered */

@@ -1,9 +1,10 @@
 /* The ledger's writer: records handed over on the event loop are appended to the journal (ledger/journal.h) by a
  * thread of its own, many per write (group commit); each submitter hears back on the loop once its record is
  * durable. The same thread moves the journal into SQLite when it is idle (IDLE_MS without a record), when a
- * reader asks (ledger_writer_sync) or when the journal holds more than FILL_BOUND bytes not yet in SQLite; at
- * start it moves whatever the last run left there. So the request path pays for a journal append, not for a
- * SQLite insert and its index updates. */
+ * reader asks (ledger_writer_sync), and under load once the oldest record not in SQLite waited FILL_LAG_MS (1 s)
+ * or FILL_BOUND bytes wait, in transactions of up to 8,192 records; at start it moves whatever the last run left
+ * there. So a request pays for a journal append; the SQLite inserts are batched, and deferred to idle time
+ * while bursts last under a second. */
 #ifndef IM_LEDGER_WRITER_H
 #define IM_LEDGER_WRITER_H
 

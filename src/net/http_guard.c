@@ -52,11 +52,19 @@ void http_server_metrics(struct http_server *s, struct buf *out) {
       "# HELP infermesh_http_buffered_body_limit_bytes The global budget for large request bodies (0: "
       "none).\n"
       "# TYPE infermesh_http_buffered_body_limit_bytes gauge\ninfermesh_http_buffered_body_limit_bytes %zu\n"
-      "# HELP infermesh_http_refused_total Connections or requests answered 503 by the HTTP server for want "
-      "of "
-      "descriptors or of body budget.\n# TYPE infermesh_http_refused_total counter\n"
+      "# HELP infermesh_http_refused_total Connections or requests the HTTP server refused: 503 for want of "
+      "descriptors or of body budget, GOAWAY to an HTTP/2 client that reset too many streams.\n# TYPE "
+      "infermesh_http_refused_total counter\n"
       "infermesh_http_refused_total{reason=\"descriptors\"} %llu\n"
-      "infermesh_http_refused_total{reason=\"body_budget\"} %llu\n",
+      "infermesh_http_refused_total{reason=\"body_budget\"} %llu\n"
+      "infermesh_http_refused_total{reason=\"rapid_reset\"} %llu\n"
+      "# HELP infermesh_http2_connections_total HTTP/2 connections (h2c with prior knowledge, or h2 over "
+      "TLS).\n"
+      "# TYPE infermesh_http2_connections_total counter\ninfermesh_http2_connections_total %llu\n"
+      "# HELP infermesh_http2_streams_total HTTP/2 requests handled.\n"
+      "# TYPE infermesh_http2_streams_total counter\ninfermesh_http2_streams_total %llu\n",
       s->nconns, s->limits.fd_reserve, s->buffered_bodies, s->limits.max_buffered_bodies,
-      (unsigned long long)s->refused_fds, (unsigned long long)s->refused_budget);
+      (unsigned long long)s->refused_fds, (unsigned long long)s->refused_budget,
+      (unsigned long long)s->refused_rapid_reset, (unsigned long long)s->h2_conns,
+      (unsigned long long)s->h2_streams);
 }

@@ -12,6 +12,19 @@ void http__budget_release(struct http_conn *c) {
   c->reserved = 0;
 }
 
+int http__method_id(int parser_method) {
+  switch (parser_method) {
+  case HTTP_GET: return HTTP_M_GET;
+  case HTTP_HEAD: return HTTP_M_HEAD;
+  case HTTP_POST: return HTTP_M_POST;
+  case HTTP_PUT: return HTTP_M_PUT;
+  case HTTP_DELETE: return HTTP_M_DELETE;
+  case HTTP_PATCH: return HTTP_M_PATCH;
+  case HTTP_OPTIONS: return HTTP_M_OPTIONS;
+  default: return HTTP_M_OTHER;
+  }
+}
+
 static void msg_reset(struct http_conn *c) {
   c->url_off = c->url_len = 0;
   c->nhdr = 0;

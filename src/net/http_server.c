@@ -1,9 +1,9 @@
-/* HTTP/1.1 server connections: read, parse (http_parser), dispatch one request at a time, write. */
+/* HTTP/1.1 server connections: read, parse (http_parser), dispatch one request at a time, write; a connection
+ * that opens with the HTTP/2 preface is handed to net/h2_server.c. */
 #include "net/http_server.h"
 
 #include <assert.h>
 #include <errno.h>
-#include <http_parser.h>
 #include <stdio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -15,6 +15,7 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/log.h"
+#include "net/h2_server.h"
 #include "net/http_server_int.h"
 
 #define READ_CHUNK (16 * 1024)
@@ -102,7 +103,7 @@ static void server_finish(struct http_server *s) {
 }
 
 static void conn_free_if_done(struct http_conn *c) {
-  if (!c->closed || c->req_active) return;
+  if (!c->closed || c->req_active || (c->h2 && h2_session_active(c->h2))) return;
   struct http_server *s = c->srv;
   http__budget_release(c);
   if (c->prev)
@@ -117,6 +118,8 @@ static void conn_free_if_done(struct http_conn *c) {
   buf_free(&c->pending);
   buf_free(&c->body);
   buf_free(&c->head);
+  pool_free(&c->req.pool);
+  if (c->h2) h2_session_free(c->h2);
   free(c);
   if (s->draining && s->nconns == 0 && !s->listening) server_finish(s);
 }
@@ -132,10 +135,8 @@ static void handle_closed_cb(uv_handle_t *h) {
 static void conn_close(struct http_conn *c) {
   if (c->closing) return;
   c->closing = true;
-  if (c->req_active && !c->req.resp_ended && !c->req.aborted) {
-    c->req.aborted = true;
-    if (c->req.abort_cb) c->req.abort_cb(&c->req);
-  }
+  if (c->req_active) http__req_abort(&c->req);
+  if (c->h2) h2_session_detach(c->h2);
   uv_timer_stop(&c->timer);
   uv_close((uv_handle_t *)&c->timer, handle_closed_cb);
   uv_close((uv_handle_t *)&c->tcp, handle_closed_cb);
@@ -191,9 +192,10 @@ static void write_cb(uv_write_t *w, int status) {
     conn_close(c);
     return;
   }
+  if (c->h2 && !c->closing && !c->shutting) h2_session_written(c->h2);
   if (c->above_high && c->write_queued < HTTP_WRITE_LOW_WATER) {
     c->above_high = false;
-    if (c->req_active && !c->req.resp_ended && c->req.drain_cb) c->req.drain_cb(&c->req);
+    if (c->req_active) http__req_drained(&c->req);
   }
 }
 
@@ -234,9 +236,10 @@ static void conn_flush(struct http_conn *c) {
   }
   if (c->out.cap > 64 * 1024) buf_free(&c->out); /* do not keep a large buffer on an idle connection */
   buf_reset(&c->out);
+  if (c->h2) h2_session_written(c->h2); /* room again: what flow control allows goes out */
   if (c->above_high && c->write_queued < HTTP_WRITE_LOW_WATER) {
     c->above_high = false;
-    if (c->req_active && !c->req.resp_ended && c->req.drain_cb) c->req.drain_cb(&c->req);
+    if (c->req_active) http__req_drained(&c->req);
   }
 }
 
@@ -247,10 +250,8 @@ static void flush_all(struct http_server *s) {
 static void prepare_cb(uv_prepare_t *h) { flush_all(h->data); }
 static void check_cb(uv_check_t *h) { flush_all(h->data); }
 
-/* Gather up to 5 parts for this loop turn's write (copied: the caller keeps its memory). */
-static void conn_writev(struct http_conn *c, const struct slice *parts, int n) {
-  if (c->closing || c->shutting) return;
-  for (int i = 0; i < n; i++) buf_append_slice(&c->out, parts[i]);
+/* Put c on the list flushed at the end of this loop turn once it has output. */
+static void conn_mark_dirty(struct http_conn *c) {
   if (!c->dirty && c->out.len) {
     c->dirty = true;
     c->dirty_prev = NULL;
@@ -259,6 +260,14 @@ static void conn_writev(struct http_conn *c, const struct slice *parts, int n) {
     c->srv->dirty = c;
   }
   if (c->write_queued + c->out.len > HTTP_WRITE_HIGH_WATER) c->above_high = true;
+}
+
+/* Gather parts for this loop turn's write (copied: the caller keeps its memory). */
+static void conn_writev(struct http_conn *c, const struct slice *parts, int n) {
+  if (c->closing || c->shutting) return;
+  for (int i = 0; i < n; i++)
+    buf_append_slice(&c->out, parts[i]);
+  conn_mark_dirty(c);
 }
 
 void http__conn_write(struct http_conn *c, const void *a, size_t alen, const void *b, size_t blen,
@@ -281,16 +290,11 @@ static void conn_fail(struct http_conn *c, int status, const char *msg) {
   conn_close_after_writes(c);
 }
 
-struct slice http_req_header(const struct http_req *req, const char *name) {
-  return http_find_header(req->headers, req->nheaders, name);
-}
+/* ---- the response API for HTTP/1.1 (net/http_req.h) ---- */
 
-void http_resp_start(struct http_req *req, int status, const struct http_header *hdrs, int nhdrs,
+static void h1_start(struct http_req *req, int status, const struct http_header *hdrs, int nhdrs,
                      int64_t content_length) {
-  struct http_conn *c = req->conn;
-  assert(!req->resp_started);
-  req->resp_started = true;
-  if (req->aborted) return;
+  struct http_conn *c = req->impl;
   struct buf *h = &c->head;
   buf_reset(h);
   buf_puts(h, "HTTP/1.1 ");
@@ -309,55 +313,56 @@ void http_resp_start(struct http_req *req, int status, const struct http_header 
     buf_puts(h, "Content-Length: ");
     buf_append_u64(h, (uint64_t)content_length);
     buf_append(h, "\r\n", 2);
-  } else if (c->parser.http_major == 1 && c->parser.http_minor == 0) {
+  } else if (req->version == 10) {
     req->keep_alive = false; /* HTTP/1.0 has no chunked encoding: the body ends at close */
   } else {
-    req->resp_chunked = true;
+    c->resp_chunked = true;
     buf_puts(h, "Transfer-Encoding: chunked\r\n");
   }
   if (!req->keep_alive) buf_puts(h, "Connection: close\r\n");
   buf_append(h, "\r\n", 2);
 }
 
-void http_resp_write(struct http_req *req, const void *data, size_t len) {
-  assert(req->resp_started && !req->resp_ended);
-  if (req->aborted || len == 0) return;
-  struct http_conn *c = req->conn;
-  char hex[24];
-  int n = 0;
-  struct slice parts[4];
-  int np = 0;
-  if (c->head.len) parts[np++] = buf_slice(&c->head);
-  if (req->resp_chunked) {
-    n = snprintf(hex, sizeof hex, "%zx\r\n", len);
-    parts[np++] = slice_make(hex, (size_t)n);
-  }
-  parts[np++] = slice_make(data, len);
-  if (req->resp_chunked) parts[np++] = SLICE_LIT("\r\n");
-  conn_writev(c, parts, np);
+/* The held head, then the parts as one chunk when chunked. */
+static void h1_writev(struct http_req *req, const struct slice *parts, size_t nparts) {
+  struct http_conn *c = req->impl;
+  if (c->closing || c->shutting) return;
+  if (c->head.len) buf_append_slice(&c->out, buf_slice(&c->head));
   buf_reset(&c->head);
+  size_t len = 0;
+  for (size_t i = 0; i < nparts; i++)
+    len += parts[i].len;
+  if (c->resp_chunked) {
+    char hex[24];
+    int n = snprintf(hex, sizeof hex, "%zx\r\n", len);
+    buf_append(&c->out, hex, (size_t)n);
+  }
+  buf_reserve(&c->out, len + 2);
+  for (size_t i = 0; i < nparts; i++)
+    buf_append_slice(&c->out, parts[i]);
+  if (c->resp_chunked) buf_append(&c->out, "\r\n", 2);
+  conn_mark_dirty(c);
 }
 
-void http_resp_flush(struct http_req *req) {
-  struct http_conn *c = req->conn;
-  if (req->aborted || !c->head.len) return;
+static void h1_flush(struct http_req *req) {
+  struct http_conn *c = req->impl;
+  if (!c->head.len) return;
   struct slice part = buf_slice(&c->head);
   conn_writev(c, &part, 1);
   buf_reset(&c->head);
 }
 
-size_t http_resp_queued(const struct http_req *req) {
-  return req->aborted ? 0 : req->conn->write_queued + req->conn->out.len;
+static size_t h1_queued(const struct http_req *req) {
+  const struct http_conn *c = req->impl;
+  return c->write_queued + c->out.len;
 }
 
-void http_resp_end(struct http_req *req) {
-  struct http_conn *c = req->conn;
+static void h1_end(struct http_req *req) {
+  struct http_conn *c = req->impl;
   struct http_server *s = req->server;
-  assert(!req->resp_ended);
-  req->resp_ended = true;
   if (!req->aborted) {
     struct slice parts[2] = {buf_slice(&c->head), SLICE_LIT("0\r\n\r\n")};
-    conn_writev(c, parts, req->resp_chunked ? 2 : 1);
+    conn_writev(c, parts, c->resp_chunked ? 2 : 1);
     buf_reset(&c->head);
   }
   c->req_active = false;
@@ -387,26 +392,50 @@ void http_resp_end(struct http_req *req) {
   if (!c->in_dispatch) conn_process(c);
 }
 
-void http_resp_send(struct http_req *req, int status, const char *content_type, const void *body, size_t len,
-                    const struct http_header *extra, int nextra) {
-  struct http_header h[16];
-  int n = 0;
-  h[n++] = (struct http_header){SLICE_LIT("Content-Type"), slice_cstr(content_type)};
-  for (int i = 0; i < nextra && n < 16; i++) h[n++] = extra[i];
-  http_resp_start(req, status, h, n, (int64_t)len);
-  http_resp_write(req, body, len);
-  http_resp_end(req);
+static int conn_dead_peer_timeout(struct http_conn *c, unsigned ms) {
+  uv_os_fd_t fd;
+  if (c->closing || uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) return UV_EBADF;
+  int r = uv_tcp_keepalive(&c->tcp, 1, ms >= 3000 ? ms / 3000 : 1);
+  if (r != 0) return r;
+  unsigned int to = ms;
+  if (setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &to, sizeof to) != 0) return -errno;
+  return 0;
 }
+
+static int h1_dead_peer_timeout(struct http_req *req, unsigned ms) {
+  return conn_dead_peer_timeout(req->impl, ms);
+}
+
+static void h1_peer(const struct http_req *req, char *out, size_t len) {
+  const struct http_conn *c = req->impl;
+  http__conn_peer(c, out, len);
+}
+
+static const struct http_resp_ops h1_ops = {
+    .start = h1_start,
+    .writev = h1_writev,
+    .flush = h1_flush,
+    .end = h1_end,
+    .queued = h1_queued,
+    .peer = h1_peer,
+    .dead_peer_timeout = h1_dead_peer_timeout,
+};
 
 /* ---- dispatch ---- */
 
 static void dispatch(struct http_conn *c) {
   struct http_server *s = c->srv;
   struct http_req *r = &c->req;
+  struct mem_pool pool = r->pool;
   memset(r, 0, sizeof *r);
+  r->pool = pool;
+  pool_clear(&r->pool); /* the previous request's */
   r->server = s;
-  r->conn = c;
-  r->method = c->parser.method;
+  r->ops = &h1_ops;
+  r->impl = c;
+  c->resp_chunked = false;
+  r->method = http__method_id(c->parser.method);
+  r->version = c->parser.http_minor == 0 ? 10 : 11;
   r->url = slice_make(c->in.base + c->url_off, c->url_len);
   const char *q = memchr(r->url.base, '?', r->url.len);
   r->path = q ? slice_make(r->url.base, (size_t)(q - r->url.base)) : r->url;
@@ -507,6 +536,13 @@ static void timer_cb(uv_timer_t *t) {
     return;
   }
   c->deadline = 0;
+  if (c->h2) { /* idle: no request open for the idle timeout */
+    if (!h2_session_active(c->h2)) {
+      h2_session_shutdown(c->h2);
+      conn_close_after_writes(c);
+    }
+    return;
+  }
   if (c->req_active) {
     if (c->peer_eof) eof_probe(c);
     return;
@@ -518,6 +554,63 @@ static void timer_cb(uv_timer_t *t) {
   }
 }
 
+/* ---- HTTP/2 on this connection (net/h2_server.h) ---- */
+
+static void h2io_write(void *arg, const struct slice *parts, size_t nparts) {
+  conn_writev(arg, parts, (int)nparts);
+}
+
+static size_t h2io_queued(void *arg) {
+  struct http_conn *c = arg;
+  return c->write_queued + c->out.len;
+}
+
+static void h2io_close(void *arg) { conn_close_after_writes(arg); }
+
+static void h2io_activity(void *arg, int nactive) {
+  struct http_conn *c = arg;
+  if (c->closing) {
+    conn_free_if_done(c);
+  } else if (nactive) {
+    http__conn_arm_timer(c, 0);
+  } else if (c->srv->draining) {
+    h2_session_shutdown(c->h2); /* it closes once its streams are done (maybe from inside its own input) */
+  } else {
+    http__conn_arm_timer(c, c->srv->limits.idle_timeout_ms);
+  }
+}
+
+static void h2io_peer(void *arg, char *out, size_t len) { http__conn_peer(arg, out, len); }
+
+static int h2io_dead_peer_timeout(void *arg, unsigned ms) { return conn_dead_peer_timeout(arg, ms); }
+
+static const struct h2_io conn_h2_io = {
+    .write = h2io_write,
+    .queued = h2io_queued,
+    .close = h2io_close,
+    .activity = h2io_activity,
+    .peer = h2io_peer,
+    .dead_peer_timeout = h2io_dead_peer_timeout,
+};
+
+/* The first bytes of a connection choose its protocol: the HTTP/2 client preface (h2c with prior knowledge),
+ * or HTTP/1.x. Returns true when HTTP/2 took the bytes in c->in (or they may still become its preface). */
+static bool conn_sniff(struct http_conn *c) {
+  if (!c->h2) {
+    int pc = h2_preface_check(c->in.base, c->in.len);
+    if (pc < 0) {
+      c->h1 = true;
+      return false;
+    }
+    if (pc == 0) return true;
+    c->h2 = h2_session_new(c->srv, &conn_h2_io, c);
+  }
+  h2_session_feed(c->h2, c->in.base, c->in.len); /* on an error it has asked to close */
+  buf_reset(&c->in);
+  buf_shrink(&c->in, KEEP_IDLE);
+  return true;
+}
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
   struct http_conn *c = h->data;
   struct buf *b = c->req_active ? &c->pending : &c->in;
@@ -527,6 +620,10 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
 
 static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *ub) {
   struct http_conn *c = st->data;
+  if (nread == UV_EOF && c->h2) { /* HTTP/2 clients do not half-close: the connection is over */
+    conn_close(c);
+    return;
+  }
   if (nread == UV_EOF) {
     /* A half-close ends what the client sends, not what it reads: answer the requests it completed. */
     c->peer_eof = true;
@@ -553,6 +650,7 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *ub) {
     if (c->pending.len > PIPELINE_MAX) uv_read_stop(st), c->reading = false;
     return;
   }
+  if (!c->h1 && conn_sniff(c)) return;
   size_t cap = c->srv->limits.max_header_bytes + c->srv->limits.max_body + READ_CHUNK * 2;
   if (c->in.len > cap) {
     conn_fail(c, 413, "request is too large");
@@ -617,22 +715,11 @@ static void accept_cb(uv_stream_t *ls, int status) {
   conn_read_start(c);
 }
 
-int http_req_dead_peer_timeout(struct http_req *req, unsigned ms) {
-  struct http_conn *c = req->conn;
-  uv_os_fd_t fd;
-  if (req->aborted || c->closing || uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) return UV_EBADF;
-  int r = uv_tcp_keepalive(&c->tcp, 1, ms >= 3000 ? ms / 3000 : 1);
-  if (r != 0) return r;
-  unsigned int to = ms;
-  if (setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &to, sizeof to) != 0) return -errno;
-  return 0;
-}
-
-void http_req_peer(const struct http_req *req, char *out, size_t len) {
+void http__conn_peer(const struct http_conn *c, char *out, size_t len) {
   struct sockaddr_storage ss;
   int sl = sizeof ss;
   if (len) out[0] = '\0';
-  if (!len || uv_tcp_getpeername(&req->conn->tcp, (struct sockaddr *)&ss, &sl) != 0) return;
+  if (!len || uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) != 0) return;
   if (ss.ss_family == AF_INET6)
     uv_ip6_name((struct sockaddr_in6 *)&ss, out, len);
   else
@@ -696,7 +783,12 @@ void http_server_drain(struct http_server *s, void (*cb)(struct http_server *s))
   s->drained_cb = cb;
   for (struct http_conn *c = s->conns, *next; c; c = next) {
     next = c->next;
-    if (!c->req_active) conn_close_after_writes(c); /* an answer just sent (a 202 to leave) still goes out */
+    if (c->h2) {
+      h2_session_shutdown(c->h2); /* GOAWAY: open streams finish, then the connection closes */
+      if (!h2_session_active(c->h2)) conn_close_after_writes(c);
+    } else if (!c->req_active) {
+      conn_close_after_writes(c); /* an answer just sent (a 202 to leave) still goes out */
+    }
   }
   if (s->listening)
     uv_close((uv_handle_t *)&s->tcp, listener_closed_cb);

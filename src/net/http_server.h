@@ -1,4 +1,5 @@
-/* HTTP/1.1 server on libuv: keep-alive, pipelining, chunked request bodies, limits and timeouts. */
+/* HTTP server on libuv: HTTP/1.1 (keep-alive, pipelining, chunked request bodies, limits and timeouts) and,
+ * on the same listener, HTTP/2 with prior knowledge (net/h2_server.h). Handlers see net/http_req.h. */
 #ifndef IM_NET_HTTP_SERVER_H
 #define IM_NET_HTTP_SERVER_H
 
@@ -9,6 +10,7 @@
 #include "core/buf.h"
 #include "core/slice.h"
 #include "net/http_common.h"
+#include "net/http_req.h"
 
 struct http_limits {
   size_t max_header_bytes;    /* request line + headers; beyond: 431 */
@@ -35,34 +37,6 @@ void http_limits_default(struct http_limits *l);
 
 struct http_conn;
 struct http_server;
-
-/* One request. Owned by the server: valid from the handler call until the handler calls http_resp_end,
- * which it must do exactly once, also after abort_cb. Slices (url, headers, body) point into server memory
- * and stay valid until then. */
-struct http_req {
-  struct http_server *server;
-  int method; /* enum http_method of http_parser */
-  struct slice url, path, query;
-  struct http_header headers[HTTP_MAX_HEADERS];
-  int nheaders;
-  struct slice body;
-  bool keep_alive;
-  uint64_t start_ns; /* monotonic time the request's headers were complete */
-  /* For the handler. abort_cb, if set, is called once when the client goes away before http_resp_end;
-   * afterwards every http_resp_* call is a no-op except http_resp_end, which still must be called. */
-  void *data;
-  void (*abort_cb)(struct http_req *req);
-  /* drain_cb, if set, is called when bytes queued for the client fall below the low watermark after
-   * having been above the high one (see http_resp_queued): resume producing. */
-  void (*drain_cb)(struct http_req *req);
-  /* The client's EOF (half-close) normally leaves the request to be answered; a handler whose response never
-   * ends by itself (an event stream) sets eof_aborts so that the EOF aborts it at once instead of at the
-   * next write. */
-  bool eof_aborts;
-  /* private */
-  struct http_conn *conn;
-  bool resp_started, resp_chunked, resp_ended, aborted;
-};
 
 /* Called once per request on the loop thread. */
 typedef void (*http_handler_cb)(struct http_req *req, void *arg);
@@ -91,6 +65,9 @@ struct http_server {
   uint64_t refused_budget; /* requests answered 503 because the body budget was spent */
   uint64_t fd_limit;       /* soft RLIMIT_NOFILE when listening started */
   uint64_t fd_warned_ms;   /* loop time of the last "near the descriptor limit" log line */
+  uint64_t h2_conns;       /* HTTP/2 sessions started */
+  uint64_t h2_streams;     /* HTTP/2 requests handed to the handler */
+  uint64_t refused_rapid_reset; /* HTTP/2 connections sent GOAWAY for resetting too many streams */
   char errmsg[160];
 };
 
@@ -109,43 +86,12 @@ void http_server_drain(struct http_server *s, void (*cb)(struct http_server *s))
 
 /* http_server_metrics appends Prometheus text about the server's global bounds: open descriptors and the
  * limit (process_open_fds, process_max_fds), connections, buffered body bytes and the budget, and the counter
- * of refusals (infermesh_http_refused_total{reason="descriptors"|"body_budget"}). */
+ * of refusals (infermesh_http_refused_total{reason="descriptors"|"body_budget"|"rapid_reset"}), and the
+ * HTTP/2 counters (infermesh_http2_connections_total, infermesh_http2_streams_total). */
 void http_server_metrics(struct http_server *s, struct buf *out);
 
 /* http_raise_nofile raises the soft RLIMIT_NOFILE of the process to its hard limit (capped at 1<<20) and
  * returns the soft limit now in force (0 if it cannot be read). Call once at start, before listening. */
 uint64_t http_raise_nofile(void);
-
-/* http_req_dead_peer_timeout makes the kernel fail req's connection (which aborts req) when what was sent
- * stays unacknowledged for ms, or the idle peer stops answering TCP keepalive probes: for long-lived
- * responses to a client that may vanish without a FIN or a reset. Returns 0 or a negative errno. */
-int http_req_dead_peer_timeout(struct http_req *req, unsigned ms);
-
-/* http_req_peer writes the client's IP address (no port) into out (NUL-terminated); "" when unknown. */
-void http_req_peer(const struct http_req *req, char *out, size_t len);
-
-/* http_req_header finds a request header by name (case-insensitive); empty slice with base NULL if absent. */
-struct slice http_req_header(const struct http_req *req, const char *name);
-
-/* http_resp_start sends the status line and headers. content_length < 0 means the length is unknown:
- * the body is sent chunked. The server adds Content-Length/Transfer-Encoding and Connection itself. */
-void http_resp_start(struct http_req *req, int status, const struct http_header *hdrs, int nhdrs,
-                     int64_t content_length);
-/* http_resp_flush sends a head that http_resp_start held back (it normally leaves with the first body
- * bytes, in one segment): for responses whose first body bytes may take long. */
-void http_resp_flush(struct http_req *req);
-/* http_resp_write queues body bytes (copied; the caller keeps ownership of data). */
-void http_resp_write(struct http_req *req, const void *data, size_t len);
-/* http_resp_end finishes the response (the last chunk when chunked) and releases req. */
-void http_resp_end(struct http_req *req);
-/* http_resp_send is start + write + end for a complete body with a Content-Type. */
-void http_resp_send(struct http_req *req, int status, const char *content_type, const void *body, size_t len,
-                    const struct http_header *extra, int nextra);
-/* http_resp_queued returns bytes accepted but not yet written to the client's socket. */
-size_t http_resp_queued(const struct http_req *req);
-
-/* Backpressure watermarks for http_resp_queued/drain_cb. */
-#define HTTP_WRITE_HIGH_WATER (256 * 1024)
-#define HTTP_WRITE_LOW_WATER (64 * 1024)
 
 #endif

@@ -53,6 +53,9 @@ struct http_conn {
   struct http_conn *dirty_next, *dirty_prev;
   size_t write_queued; /* bytes handed to uv_write and not yet written */
   bool above_high;
+  bool resp_chunked;
+  bool h1;               /* the first bytes were not the HTTP/2 preface */
+  struct h2_session *h2; /* set once the HTTP/2 preface arrived: every later byte goes to it */
 };
 
 /* The parser callbacks (http_parse.c): they fill c's message offsets, enforce the limits, the global body
@@ -64,6 +67,10 @@ void http__conn_arm_timer(struct http_conn *c, uint32_t ms);
 /* http__conn_write gathers up to three parts (copied) for this loop turn's write. */
 void http__conn_write(struct http_conn *c, const void *a, size_t alen, const void *b, size_t blen,
                       const void *d, size_t dlen);
+/* http__method_id maps http_parser's method to enum http_method_id. */
+int http__method_id(int parser_method);
+/* http__conn_peer writes c's peer address as http_req_peer does. */
+void http__conn_peer(const struct http_conn *c, char *out, size_t len);
 /* http__budget_release gives back what c's body holds of the server's body budget. */
 void http__budget_release(struct http_conn *c);
 

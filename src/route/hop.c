@@ -25,7 +25,7 @@ static size_t hop_text(char *out, size_t cap, const char *purpose, int64_t ts, s
   return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
 }
 
-void router_hop_digest(const char *method, struct slice request_target, const struct slice *body, int nbody,
+void hop_digest(const char *method, struct slice request_target, const struct slice *body, int nbody,
                        uint8_t out[HOP_DIGEST_LEN]) {
   crypto_generichash_state st;
   crypto_generichash_init(&st, NULL, 0, HOP_DIGEST_LEN);
@@ -38,7 +38,7 @@ void router_hop_digest(const char *method, struct slice request_target, const st
   crypto_generichash_final(&st, out, HOP_DIGEST_LEN);
 }
 
-void router_hop_sign(const struct keyring *kr, const char *purpose, int64_t now_s, uint64_t nonce,
+void hop_sign(const struct keyring *kr, const char *purpose, int64_t now_s, uint64_t nonce,
                      const struct hop_bind *b, char *out, size_t cap) {
   char text[HOP_TEXT_MAX], nhex[17];
   uint8_t tag[32];
@@ -62,7 +62,7 @@ static int hexval(char c) {
   return -1;
 }
 
-int router_hop_verify(const struct keyring *kr, struct hop_seen *seen, const char *purpose, int64_t now_s,
+int hop_verify(const struct keyring *kr, struct hop_seen *seen, const char *purpose, int64_t now_s,
                       struct slice hop, const struct hop_bind *b) {
   if (hop.len >= 3 && (memcmp(hop.base, "v1.", 3) == 0 || memcmp(hop.base, "v2.", 3) == 0)) return -EPROTO;
   if (!kr || !b->node || hop.len < 4 || memcmp(hop.base, "v3.", 3) != 0) return -EACCES;
@@ -94,7 +94,7 @@ int router_hop_verify(const struct keyring *kr, struct hop_seen *seen, const cha
   return rc == 0 ? 0 : rc == -EALREADY ? -EALREADY : -EBUSY;
 }
 
-const char *router_hop_refusal(int rc) {
+const char *hop_refusal(int rc) {
   switch (rc) {
   case -ETIMEDOUT: return "forwarded request outside the allowed clock skew: check the nodes' clocks";
   case -EALREADY: return "forwarded request already accepted once (a replayed signature)";

@@ -13,7 +13,7 @@
  * the tag a keyring MAC (keyring_auth_tag) over
  *   "v3.<purpose>.<ts>.<nonce>.<length of request id>:<request id>.<receiver>.<digest>.<target>"
  * where nonce is 16 hex digits (every signature distinct), receiver the 64 hex digits of the receiving node's
- * id (its public key, as membership knows it), digest the 64 hex digits of router_hop_digest of the request
+ * id (its public key, as membership knows it), digest the 64 hex digits of hop_digest of the request
  * as sent (method, request target, body), and target is x-infermesh-hop-target (the target's name on that
  * node, or what a control request is about). purpose says what the signature is for (HOP_INFER: an inference
  * request; HOP_CTL: an agent-to-agent control call), so a signature made for one cannot be presented as the
@@ -33,30 +33,30 @@ struct hop_bind {
   struct slice request_id;        /* x-request-id */
   struct slice target;            /* x-infermesh-hop-target */
   const uint8_t *node;            /* HOP_NODE_LEN bytes: the receiving node's id; NULL: nothing verifies */
-  uint8_t digest[HOP_DIGEST_LEN]; /* router_hop_digest of the request */
+  uint8_t digest[HOP_DIGEST_LEN]; /* hop_digest of the request */
 };
 
-/* router_hop_digest writes the BLAKE2b-256 of "<method> <request target>\n" followed by the body (the nbody
+/* hop_digest writes the BLAKE2b-256 of "<method> <request target>\n" followed by the body (the nbody
  * parts of body, in order; body may be NULL when nbody is 0) into out: the request as it goes on the wire
  * (request target = path and query exactly as in the request line), and as the receiver parsed it. */
-void router_hop_digest(const char *method, struct slice request_target, const struct slice *body, int nbody,
+void hop_digest(const char *method, struct slice request_target, const struct slice *body, int nbody,
                        uint8_t out[HOP_DIGEST_LEN]);
 
-/* router_hop_sign writes the header value for purpose and b into out (>= HOP_HEADER_MAX bytes); nonce must
+/* hop_sign writes the header value for purpose and b into out (>= HOP_HEADER_MAX bytes); nonce must
  * differ between the signatures one agent makes within 2 * HOP_MAX_SKEW_S (rng_next). A request id and
  * target too long to sign together (over ~580 bytes; callers stay far below), no b->node or a smaller out
  * give an empty value: callers send nothing then (an empty header would read as "not forwarded"). */
-void router_hop_sign(const struct keyring *kr, const char *purpose, int64_t now_s, uint64_t nonce,
+void hop_sign(const struct keyring *kr, const char *purpose, int64_t now_s, uint64_t nonce,
                      const struct hop_bind *b, char *out, size_t cap);
 
-/* router_hop_verify checks a header value made for purpose and b (b->node: this node's id; b->digest: of the
+/* hop_verify checks a header value made for purpose and b (b->node: this node's id; b->digest: of the
  * request as received) and remembers it in seen: 0, or -EACCES (bad tag: another key, purpose, request,
  * receiver or body; no keyring or node), -EPROTO (an older header version), -ETIMEDOUT (clock skew),
  * -EALREADY (accepted before: a replay), -EBUSY (seen is full: answer 503). */
-int router_hop_verify(const struct keyring *kr, struct hop_seen *seen, const char *purpose, int64_t now_s,
+int hop_verify(const struct keyring *kr, struct hop_seen *seen, const char *purpose, int64_t now_s,
                       struct slice hop, const struct hop_bind *b);
 
-/* router_hop_refusal is the message for a 403 answering a refusal rc of router_hop_verify (static). */
-const char *router_hop_refusal(int rc);
+/* hop_refusal is the message for a 403 answering a refusal rc of hop_verify (static). */
+const char *hop_refusal(int rc);
 
 #endif

@@ -1,5 +1,5 @@
 /* The hop signatures an agent has accepted within the clock-skew window, so that a captured x-infermesh-hop
- * header cannot be presented a second time (router_hop_verify). */
+ * header cannot be presented a second time (hop_verify). */
 #ifndef IM_ROUTE_HOP_SEEN_H
 #define IM_ROUTE_HOP_SEEN_H
 

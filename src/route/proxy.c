@@ -1,8 +1,8 @@
 /* The proxy state machine of one request: admit → pick → send → (retry, hedge) → relay → record. */
 #include "route/proxy.h"
 
+#include <assert.h>
 #include <errno.h>
-#include <http_parser.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +11,6 @@
 #include <time.h>
 
 #include "core/alloc.h"
-#include "core/clock.h"
 #include "core/log.h"
 #include "route/deadline.h"
 #include "route/proxy_int.h"
@@ -20,7 +19,7 @@ _Static_assert(FAIL_TOO_BIG + 1 == RM_FAIL_KINDS, "route_metrics counts every fa
 
 #define INJECT_STREAM_OPTIONS "\"stream_options\":{\"include_usage\":true},"
 
-static void timer_closed_cb(uv_handle_t *h) { free(h->data); }
+static void timer_closed_cb(struct upstream_timer *t) { free(t->data); }
 
 static void proxy_free(struct proxy *p) {
   for (int i = 0; i < 2; i++) {
@@ -29,22 +28,26 @@ static void proxy_free(struct proxy *p) {
     sse_parser_free(&p->legs[i].sse);
   }
   buf_free(&p->out);
+  free(p->hashes);
   free(p->tried);
-  if (p->timer_init) {
-    uv_close((uv_handle_t *)&p->timer, timer_closed_cb); /* frees p */
-    return;
-  }
-  free(p);
+  p->r->io.ops->timer_close(p->r->io.ctx, &p->timer, timer_closed_cb); /* frees p */
 }
 
-void proxy_timer(struct proxy *p, int use, uint64_t ms, uv_timer_cb cb) {
-  if (!p->timer_init) {
-    uv_timer_init(p->r->loop, &p->timer);
-    p->timer.data = p;
-    p->timer_init = true;
-  }
+uint64_t proxy_now(const struct router *r) { return r->io.ops->now(r->io.ctx); }
+
+void proxy_timer(struct proxy *p, int use, uint64_t ms, void (*cb)(struct upstream_timer *t)) {
+  p->timer.cb = cb;
   p->timer_use = use;
-  uv_timer_start(&p->timer, cb, ms, 0);
+  p->r->io.ops->timer_start(p->r->io.ctx, &p->timer, ms);
+}
+
+void proxy_timer_stop(struct proxy *p) { p->r->io.ops->timer_stop(p->r->io.ctx, &p->timer); }
+
+/* cancel stops l's exchange in flight (its connection closes: the runtime sees the abort). */
+static void cancel(struct leg *l) {
+  struct upstream *io = &l->p->r->io;
+  io->ops->cancel(io->ctx, l->up);
+  l->up = NULL;
 }
 
 #define POLICY_BLOCK 16 /* tokens per hashed prompt block: vLLM's default KV block */
@@ -72,8 +75,10 @@ static void policy_target_of(const struct target *t, uint64_t now, struct policy
  * give equal hashes, which is all the router's own prefix index needs), once per request. */
 static const struct policy_req *policy_request(struct proxy *p) {
   if (!p->hashed) {
-    int n = policy_prompt_hashes(p->model, p->oai.prompt.base, p->oai.prompt.len, POLICY_BLOCK, p->hashes,
-                                 PROXY_MAX_BLOCKS);
+    size_t full = p->oai.prompt.len / (POLICY_BLOCK * 4); /* full blocks, as policy_prompt_hashes counts */
+    int max = full < PROXY_MAX_BLOCKS ? (int)full : PROXY_MAX_BLOCKS;
+    p->hashes = max ? xmalloc((size_t)max * sizeof *p->hashes) : NULL;
+    int n = policy_prompt_hashes(p->model, p->oai.prompt.base, p->oai.prompt.len, POLICY_BLOCK, p->hashes, max);
     p->preq = (struct policy_req){.model = p->model,
                                   .prompt_tokens = (int)p->prompt_est,
                                   .max_tokens = (int)(p->kv_need - p->prompt_est),
@@ -90,7 +95,7 @@ void proxy_leg_release(struct leg *l) {
   struct router *r = l->p->r;
   if (l->ticketed) {
     struct proxy *p = l->p;
-    uint64_t now = clock_mono_ns();
+    uint64_t now = proxy_now(p->r);
     if (p->t_first && p->winner == l) policy_on_first_token(l->pol, &l->ticket, p->t_first);
     int out = p->winner == l && p->usage.present ? (int)p->usage.completion_tokens : 0;
     policy_on_done(l->pol, &l->ticket, now, out);
@@ -114,45 +119,53 @@ static const char *outcome(const struct proxy *p, int status) {
   return "unavailable";
 }
 
-/* Everything ends here: metrics, reservation release, log line, response end; then queued requests may go. */
+void proxy_record(const struct proxy *p, int status, struct request_record *rec) {
+  const struct target *t = p->target >= 0 ? &p->r->store->targets[p->target] : NULL;
+  *rec = (struct request_record){
+      .request_id = p->request_id,
+      .model = p->model,
+      .tenant = proxy_admit_tenant_name(p),
+      .target = t ? t->name : "",
+      .serving_node = t && t->remote ? t->node : "",
+      .status = status,
+      .outcome = outcome(p, status),
+      .stream = p->oai.stream == 1,
+      .hedged = p->hedged,
+      .reached_runtime = p->attempts > 0,
+      .forwarded = p->local_only,
+      .attempts = p->attempts,
+      .usage = p->usage.present,
+      .prompt_tokens = p->usage.present ? p->usage.prompt_tokens : -1,
+      .cached_tokens = p->usage.present ? p->usage.cached_tokens : -1,
+      .completion_tokens = p->usage.present ? p->usage.completion_tokens : -1,
+      .ttft_ms = p->t_first ? (double)(p->t_first - p->t0) / 1e6 : -1,
+      .duration_ms = (double)(proxy_now(p->r) - p->t0) / 1e6,
+      .cost_nano = p->costed ? p->cost_nano : 0,
+  };
+  if (p->costed) str_copy(rec->currency, sizeof rec->currency, p->currency);
+}
+
+/* Everything ends here: reservations released, the record to the observers (metrics, log line), the response
+ * ended; then queued requests may go. */
 static void finish(struct proxy *p, int status) {
   struct router *r = p->r;
+  assert(p->state != PS_DONE);
+  p->state = PS_DONE;
   proxy_meter_detach(p);
   proxy_meter_record(p, status, NULL); /* when no complete answer waited for it: errors, aborts */
-  uint64_t now = clock_mono_ns();
-  const char *tname = p->target >= 0 ? r->store->targets[p->target].name : "";
   for (int i = 0; i < 2; i++) {
     if (p->legs[i].up) { /* only on paths that end the request with a copy still running */
-      hc_cancel(p->legs[i].up);
-      p->legs[i].up = NULL;
+      cancel(&p->legs[i]);
       breaker_cancelled(&r->breakers[p->legs[i].target]);
     }
     proxy_leg_release(&p->legs[i]);
   }
-  if (p->timer_init) uv_timer_stop(&p->timer);
+  proxy_timer_stop(p);
   proxy_admit_end(p);
   r->inflight--;
-  route_metrics_count(&r->metrics, p->model, status, tname);
-  if (status < 400) {
-    hist_observe(&r->metrics.latency, (double)(now - p->t0) / 1e9);
-    if (p->t_first) hist_observe(&r->metrics.ttft, (double)(p->t_first - p->t0) / 1e9);
-  }
-  if (p->usage.present && !p->local_only) { /* a forwarded request counts at the agent that took it */
-    route_metrics_usage(&r->metrics, proxy_admit_tenant_name(p), p->model, p->usage.prompt_tokens,
-                        p->usage.cached_tokens, p->usage.completion_tokens, p->costed ? p->cost_nano : 0,
-                        p->costed ? p->currency : "");
-    if (p->usage.prompt_tokens > 0) r->metrics.prompt_tokens += (uint64_t)p->usage.prompt_tokens;
-    if (p->usage.completion_tokens > 0) r->metrics.completion_tokens += (uint64_t)p->usage.completion_tokens;
-  }
-  const char *tenant = proxy_admit_tenant_name(p);
-  log_info("request",
-           "id=%s tenant=%s model=\"%s\" target=%s status=%d outcome=%s stream=%d attempts=%d hedged=%d ms=%.1f "
-           "ttft_ms=%.1f prompt_tokens=%lld completion_tokens=%lld",
-           p->request_id, tenant[0] ? tenant : "-", p->model, tname[0] ? tname : "-", status, outcome(p, status),
-           p->oai.stream, p->attempts, p->hedged, (double)(now - p->t0) / 1e6,
-           p->t_first ? (double)(p->t_first - p->t0) / 1e6 : 0.0,
-           (long long)(p->usage.present ? p->usage.prompt_tokens : -1),
-           (long long)(p->usage.present ? p->usage.completion_tokens : -1));
+  struct request_record rec;
+  proxy_record(p, status, &rec);
+  for (int i = 0; i < r->nobservers; i++) r->observers[i].on_record(r->observers[i].arg, &rec);
   p->req->abort_cb = NULL;
   p->req->drain_cb = NULL;
   if (p->prev) p->prev->next = p->next;
@@ -225,13 +238,16 @@ static bool race_open(struct proxy *p, struct leg *l) {
 /* Leg l sent the first byte: its answer goes to the client; the other copy (if any) is cancelled. */
 static void commit(struct proxy *p, struct leg *l) {
   struct router *r = p->r;
+  assert(p->state == PS_SENT || p->state == PS_HEDGED);
+  assert(!p->winner);
+  p->state = PS_COMMITTED;
   p->winner = l;
   p->target = l->target;
   p->hedge_due = 0;
   if (l->status < 500 || l->status == 501) breaker_success(&r->breakers[l->target]); /* it answers */
   if (l->status == 200)
     store_ttfb_observe(r->store, l->target, l->streaming ? STORE_TTFB_STREAM : STORE_TTFB_FULL,
-                       (double)(clock_mono_ns() - l->t_sent) / 1e9);
+                       (double)(proxy_now(p->r) - l->t_sent) / 1e9);
   struct leg *o = other_leg(l);
   if (o->up) proxy_hedge_lost(p, o);
   if (l->hedge) r->metrics.hedges_won++;
@@ -271,6 +287,28 @@ static bool is_error_event(struct slice data) {
          slice_starts(rest, "\"object\": \"error\"");
 }
 
+/* Send the gathered slices of this read to the client (starting the response first). */
+static void relay_flush(struct proxy *p) {
+  if (!p->niov) return;
+  if (!p->client_started) client_start(p, 200, -1);
+  http_resp_writev(p->req, p->iov, (size_t)p->niov);
+  p->niov = 0;
+}
+
+/* Relay a frame unchanged: by reference when it lies in the upstream read (a frame that follows the last one
+ * extends its slice), else (the rest of a frame split over reads, held by the SSE parser) at once. */
+static void relay_ref(struct proxy *p, struct slice frame) {
+  bool in_feed = frame.base >= p->feed.base && frame.base + frame.len <= p->feed.base + p->feed.len;
+  struct slice *last = p->niov ? &p->iov[p->niov - 1] : NULL;
+  if (in_feed && last && last->base + last->len == frame.base) {
+    last->len += frame.len;
+    return;
+  }
+  if (!in_feed || p->niov == PROXY_RELAY_IOV) relay_flush(p);
+  p->iov[p->niov++] = frame;
+  if (!in_feed) relay_flush(p);
+}
+
 static int relay_frame(void *arg, struct slice frame, struct slice data) {
   struct leg *l = arg;
   struct proxy *p = l->p;
@@ -288,7 +326,7 @@ static int relay_frame(void *arg, struct slice frame, struct slice data) {
       if (p->strip_usage) return 0;
       usage_chunk = true;
     } else {
-      if (!p->t_first) p->t_first = clock_mono_ns();
+      if (!p->t_first) p->t_first = proxy_now(p->r);
       /* llama.cpp puts usage in its last chunk beside the choices instead of in a chunk of its own (some
        * runtimes send "usage":null in every chunk: only an object is worth a scan) */
       struct oai_usage u;
@@ -310,6 +348,8 @@ static int relay_frame(void *arg, struct slice frame, struct slice data) {
       data.base + data.len <= frame.base + frame.len) {
     struct slice parts[3];
     int n = costs ? proxy_meter_split(p, data, parts) : (parts[0] = data, 1);
+    relay_flush(p);
+    buf_reset(&p->out);
     buf_append(&p->out, frame.base, (size_t)(data.base - frame.base));
     if (renames) {
       struct buf tmp = {0}; /* once per stream at most: the usage chunk */
@@ -320,9 +360,11 @@ static int relay_frame(void *arg, struct slice frame, struct slice data) {
       for (int i = 0; i < n; i++) buf_append_slice(&p->out, parts[i]);
     }
     buf_append(&p->out, data.base + data.len, (size_t)(frame.base + frame.len - (data.base + data.len)));
+    p->iov[p->niov++] = buf_slice(&p->out);
+    relay_flush(p);
     return 0;
   }
-  buf_append_slice(&p->out, frame);
+  relay_ref(p, frame);
   return 0;
 }
 
@@ -330,7 +372,7 @@ static void drain_cb(struct http_req *req) {
   struct proxy *p = req->data;
   if (p->paused && p->winner && p->winner->up) {
     p->paused = false;
-    hc_resume(p->winner->up);
+    p->r->io.ops->resume(p->r->io.ctx, p->winner->up);
   }
 }
 
@@ -340,22 +382,20 @@ static int up_body(void *arg, const char *data, size_t len) {
   if (!l->streaming) {
     if (l->body.len + len > p->r->opts.max_response_bytes) {
       l->too_big = true;
-      return 1; /* up_done follows with UV_ECANCELED */
+      return 1; /* up_error follows */
     }
     buf_append(&l->body, data, len);
     return 0;
   }
   /* Every frame that arrived in this read goes out in one write: none waits for a later byte. */
-  buf_reset(&p->out);
+  p->feed = slice_make(data, len);
   int rc = sse_feed(&l->sse, data, len, relay_frame, l);
-  if (p->out.len) {
-    if (!p->client_started) client_start(p, 200, -1);
-    http_resp_write(p->req, p->out.base, p->out.len);
-  }
+  relay_flush(p);
+  p->feed = slice_make(NULL, 0);
   if (rc != 0) return rc;
   if (!p->paused && p->winner == l && http_resp_queued(p->req) > HTTP_WRITE_HIGH_WATER) {
     p->paused = true;
-    hc_pause(l->up);
+    p->r->io.ops->pause(p->r->io.ctx, l->up);
   }
   return 0;
 }
@@ -457,7 +497,7 @@ static void leg_failed(struct leg *l, enum fail_kind kind, int err) {
     }
     break;
   }
-  if (kind != FAIL_TOO_BIG) breaker_failure(&r->breakers[l->target], &r->opts.breaker, clock_mono_ns());
+  if (kind != FAIL_TOO_BIG) breaker_failure(&r->breakers[l->target], &r->opts.breaker, proxy_now(p->r));
   log_warn("upstream attempt failed", "id=%s target=%s attempt=%d hedge=%d err=\"%s\"", p->request_id,
            t->name, p->attempts, l->hedge, p->last_err_msg);
   proxy_leg_release(l);
@@ -469,7 +509,10 @@ static void leg_failed(struct leg *l, enum fail_kind kind, int err) {
     proxy_schedule(p);
     return;
   }
-  if (p->winner == l && !p->client_started) p->winner = NULL;
+  if (p->winner == l && !p->client_started) { /* committed at its head, failed before a byte went out */
+    p->winner = NULL;
+    p->state = p->hedged ? PS_HEDGED : PS_SENT;
+  }
   if (retryable(p)) {
     r->metrics.retries++;
     proxy_attempt(p);
@@ -490,26 +533,24 @@ static void leg_failed(struct leg *l, enum fail_kind kind, int err) {
   give_up(p);
 }
 
-static void up_done(void *arg, int err) {
+static void up_error(void *arg, enum fail_kind kind, int err) {
+  struct leg *l = arg;
+  l->up = NULL;
+  leg_failed(l, l->too_big ? FAIL_TOO_BIG : kind, err);
+}
+
+static void up_end(void *arg) {
   struct leg *l = arg;
   struct proxy *p = l->p;
   l->up = NULL;
-  if (l->too_big) {
-    leg_failed(l, FAIL_TOO_BIG, 0);
-    return;
-  }
-  if (err == 0 && l->status >= 500 && l->status != 501) {
+  if (l->status >= 500 && l->status != 501) {
     leg_failed(l, FAIL_UPSTREAM_5XX, 0);
-    return;
-  }
-  if (err != 0) {
-    leg_failed(l, err == UV_ETIMEDOUT ? FAIL_TIMEOUT : FAIL_CONNECT, err);
     return;
   }
   if (!p->winner) commit(p, l); /* a stream that ended without a data frame */
   if (l->streaming) {
     if (!p->client_started) client_start(p, 200, -1);
-    if (!p->t_first) p->t_first = clock_mono_ns();
+    if (!p->t_first) p->t_first = proxy_now(p->r);
     if (p->stream_error) { /* an error event relayed from upstream: a failed stream */
       if (p->done_held) http_resp_write(p->req, "data: [DONE]\n\n", 14);
       finish(p, 502);
@@ -529,7 +570,7 @@ static void up_done(void *arg, int err) {
     jscan_usage(l->body.base, l->body.len, &p->usage);
     proxy_meter_cost(p);
   }
-  p->t_first = clock_mono_ns();
+  p->t_first = proxy_now(p->r);
   if (!proxy_meter_record(p, l->status, answer_buffered)) answer_buffered(p);
 }
 
@@ -552,11 +593,12 @@ static void answer_buffered(struct proxy *p) {
 }
 
 static struct slice up_resend(void *arg);
-static const struct hc_callbacks up_cbs = {
-    .on_head = up_head,
-    .on_body = up_body,
-    .on_done = up_done,
-    .on_resend = up_resend,
+static const struct upstream_cbs up_cbs = {
+    .head = up_head,
+    .body = up_body,
+    .end = up_end,
+    .error = up_error,
+    .resend = up_resend,
 };
 
 static void client_abort_cb(struct http_req *req) {
@@ -598,8 +640,8 @@ static void build_head(struct proxy *p, struct buf *h, const struct target *t, s
     struct hop_bind hb = {.request_id = slice_cstr(p->request_id), .target = slice_cstr(t->remote_name),
                           .node = t->node_id};
     struct slice path = p->chat ? SLICE_LIT("/v1/chat/completions") : SLICE_LIT("/v1/completions");
-    router_hop_digest("POST", path, p->parts, p->nparts, hb.digest);
-    router_hop_sign(p->r->kr, HOP_INFER, (int64_t)time(NULL), rng_next(&p->r->rng), &hb, hop, sizeof hop);
+    hop_digest("POST", path, p->parts, p->nparts, hb.digest);
+    hop_sign(p->r->kr, HOP_INFER, (int64_t)time(NULL), rng_next(&p->r->rng), &hb, hop, sizeof hop);
     buf_puts(h, "x-infermesh-hop: ");
     buf_puts(h, hop);
     buf_puts(h, "\r\nx-infermesh-hop-target: ");
@@ -627,6 +669,9 @@ static struct slice up_resend(void *arg) {
 
 void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
   struct router *r = p->r;
+  assert(!l->up && !p->winner && !p->client_started);
+  assert(hedge ? p->state == PS_SENT : p->state <= PS_HEDGED);
+  if (hedge || p->state != PS_HEDGED) p->state = hedge ? PS_HEDGED : PS_SENT;
   l->p = p;
   l->target = id;
   l->hedge = hedge;
@@ -640,7 +685,7 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
   store_reserve(r->store, id);
   l->reserved = true;
   struct policy_target pt;
-  uint64_t now = clock_mono_ns();
+  uint64_t now = proxy_now(p->r);
   policy_target_of(&r->store->targets[id], now, &pt);
   l->pol = router_policy_for(r, p->oai.model);
   policy_on_route(l->pol, policy_request(p), &pt, now, &l->ticket);
@@ -650,15 +695,16 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
   build_head(p, &l->head, &r->store->targets[id], proxy_leg_body(p, l, &r->store->targets[id]));
   sse_parser_free(&l->sse);
   memset(&l->sse, 0, sizeof l->sse);
-  l->t_sent = clock_mono_ns();
+  l->t_sent = proxy_now(p->r);
   breaker_on_send(&r->breakers[id], l->t_sent);
   l->fb_ms = deadline_first_byte_ms(r->store, id, p->oai.model, p->oai.stream == 1, p->oai.max_tokens,
                                     r->opts.first_byte_timeout_ms, r->opts.first_byte_timeout_max_ms,
                                     &l->fb_on_progress);
   l->fb_deadline = l->fb_ms ? l->t_sent + (uint64_t)l->fb_ms * 1000000u : 0;
   l->fb_checked = l->t_sent;
-  l->up = hc_request(&r->pools[id], buf_slice(&l->head), l->parts, l->nparts, &up_cbs, l,
-                     r->opts.upstream_timeout_ms);
+  l->x = (struct upstream_exchange){.cbs = &up_cbs, .arg = l};
+  l->up = &l->x;
+  r->io.ops->send(r->io.ctx, l->up, id, buf_slice(&l->head), l->parts, l->nparts, r->opts.upstream_timeout_ms);
   proxy_schedule(p);
 }
 
@@ -668,11 +714,21 @@ int proxy_candidates(struct proxy *p, int *ids) {
   n = route_ctl_filter(&r->ctl, r->store, p->oai.model, ids, n);
   /* Open breakers: those targets get no request until their backoff is over, unless every candidate's breaker
    * is open (then they are tried anyway: a breaker must never be what makes a model unavailable). */
-  uint64_t now = clock_mono_ns();
+  uint64_t now = proxy_now(p->r);
   int m = 0;
   for (int i = 0; i < n; i++)
     if (breaker_available(&r->breakers[ids[i]], &r->opts.breaker, now)) ids[m++] = ids[i];
   return m ? m : n;
+}
+
+int proxy_pick(struct proxy *p, const int *ids, int n, uint64_t now) {
+  struct router *r = p->r;
+  assert(n >= 1);
+  struct policy_target *c = xmalloc((size_t)n * sizeof *c);
+  for (int i = 0; i < n; i++) policy_target_of(&r->store->targets[ids[i]], now, &c[i]);
+  int id = ids[policy_pick(router_policy_for(r, p->oai.model), policy_request(p), c, n, now)];
+  free(c);
+  return id;
 }
 
 void proxy_attempt(struct proxy *p) {
@@ -697,16 +753,11 @@ void proxy_attempt(struct proxy *p) {
     const struct route_ctl_policy *cp = route_ctl_policy(&r->ctl, p->oai.model);
     if (cp && cp->slo[0]) p->slo_latency = cp->slo[0] == 'l';
   }
-  uint64_t now = clock_mono_ns();
+  uint64_t now = proxy_now(p->r);
   int id = -1;
   for (int i = 0; i < n && p->hop_target[0]; i++)
     if (strcmp(r->store->targets[ids[i]].name, p->hop_target) == 0) id = ids[i];
-  if (id < 0) {
-    struct policy_target *c = xmalloc((size_t)n * sizeof *c);
-    for (int i = 0; i < n; i++) policy_target_of(&r->store->targets[ids[i]], now, &c[i]);
-    id = ids[policy_pick(router_policy_for(r, p->oai.model), policy_request(p), c, n, now)];
-    free(c);
-  }
+  if (id < 0) id = proxy_pick(p, ids, n, now);
   free(ids);
   proxy_leg_send(p, p->legs[0].up ? &p->legs[1] : &p->legs[0], id, false);
   proxy_hedge_arm(p); /* hedging: a latency-class request gets a copy elsewhere if this one is slow */
@@ -765,11 +816,11 @@ static void make_request_id(struct proxy *p) {
 }
 
 void proxy_start(struct router *r, struct http_req *req, bool chat) {
-  /* Zeroed up to the prompt-hash scratch (4 KiB, written before it is read): a memset less per request. */
-  struct proxy *p = xmalloc(sizeof *p);
-  memset(p, 0, offsetof(struct proxy, hashes));
+  struct proxy *p = xmalloc(sizeof *p); /* whole; calloc here cost 4k instructions a request more (callgrind) */
+  memset(p, 0, sizeof *p);
   char err[256];
   p->r = r;
+  p->timer.data = p;
   p->tried = xcalloc((size_t)store_bitmap_words(r->store), sizeof *p->tried);
   p->req = req;
   p->chat = chat;
@@ -791,15 +842,15 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
     struct slice ht = http_req_header(req, "x-infermesh-hop-target");
     /* The body is complete here (http_server dispatches after the whole message): bound by the signature. */
     struct hop_bind hb = {.request_id = slice_cstr(p->request_id), .target = ht, .node = r->node_id};
-    router_hop_digest(http_method_str(req->method), req->url, &req->body, 1, hb.digest);
-    int hrc = router_hop_verify(r->kr, &r->hop_seen, HOP_INFER, (int64_t)time(NULL), hop, &hb);
+    hop_digest(http_method_name(req->method), req->url, &req->body, 1, hb.digest);
+    int hrc = hop_verify(r->kr, &r->hop_seen, HOP_INFER, (int64_t)time(NULL), hop, &hb);
     if (hrc == -EBUSY) {
       fail(p, 503, "server_overloaded", "too many forwarded requests to remember: try again shortly", 1);
       return;
     }
     if (hrc != 0) {
       r->hops_refused++;
-      fail(p, 403, "permission_denied", router_hop_refusal(hrc), 0);
+      fail(p, 403, "permission_denied", hop_refusal(hrc), 0);
       return;
     }
     r->hops_in++;
@@ -884,44 +935,34 @@ static void move_off(struct router *r, int id, bool only_unanswered, enum fail_k
         if (l->up && l->target == id && !(only_unanswered && p->winner == l)) hit = l;
       }
     if (!hit) return;
-    hc_cancel(hit->up);
-    hit->up = NULL;
+    cancel(hit);
     leg_failed(hit, kind, UV_ECONNRESET); /* may free its request; the copies of one never share a target */
   }
 }
 
-void router_target_lost(struct router *r, int id) {
-  policy_forget_target(r->policy, id);
-  for (int i = 0; i < 8 && r->strategies[i]; i++) policy_forget_target(r->strategies[i], id);
-  r->breakers[id] = (struct breaker){0}; /* the slot may serve another target later */
-  move_off(r, id, false, FAIL_CONNECT);
-}
+void proxy_target_lost(struct router *r, int id) { move_off(r, id, false, FAIL_CONNECT); }
 
-void router_target_down(struct router *r, int id) {
-  if (r->self_down) return;
-  move_off(r, id, true, FAIL_TARGET_DOWN);
-}
+void proxy_target_down(struct router *r, int id) { move_off(r, id, true, FAIL_TARGET_DOWN); }
 
 /* Past the first-byte deadline with nothing for the client: give the attempt up, unless the deadline holds
  * only while the target shows no progress (a non-streaming response of unknown length) and it does. */
 static void leg_deadline(struct leg *l) {
   struct router *r = l->p->r;
-  uint64_t now = clock_mono_ns();
+  uint64_t now = proxy_now(r);
   if (l->fb_on_progress && deadline_progressing(&r->store->targets[l->target], l->fb_checked)) {
     l->fb_checked = now;
     l->fb_deadline = now + (uint64_t)l->fb_ms * 1000000u;
     proxy_schedule(l->p);
     return;
   }
-  hc_cancel(l->up);
-  l->up = NULL;
+  cancel(l);
   leg_failed(l, FAIL_FIRST_BYTE, UV_ETIMEDOUT);
 }
 
-static void legs_timer_cb(uv_timer_t *tm) {
+static void legs_timer_cb(struct upstream_timer *tm) {
   struct proxy *p = tm->data;
   p->timer_use = PT_NONE;
-  uint64_t now = clock_mono_ns() + 1000000u; /* the loop's clock is coarser (ms): due within 1 ms is due */
+  uint64_t now = proxy_now(p->r) + 1000000u; /* the loop's clock is coarser (ms): due within 1 ms is due */
   if (p->hedge_due && p->hedge_due <= now) proxy_hedge_fire(p); /* sends, or lets the hedge go */
   for (int i = 0; i < 2; i++) {
     struct leg *l = &p->legs[i];
@@ -941,17 +982,17 @@ void proxy_schedule(struct proxy *p) {
     if (l->up && p->winner != l && l->fb_deadline && (!due || l->fb_deadline < due)) due = l->fb_deadline;
   }
   if (!due) {
-    if (p->timer_init && p->timer_use == PT_LEGS) uv_timer_stop(&p->timer);
+    if (p->timer_use == PT_LEGS) proxy_timer_stop(p);
     p->timer_use = PT_NONE;
     return;
   }
-  uint64_t now = clock_mono_ns();
+  uint64_t now = proxy_now(p->r);
   uint64_t ms = due > now ? (due - now + 999999u) / 1000000u : 0;
   proxy_timer(p, PT_LEGS, ms, legs_timer_cb);
 }
 
 /* Open streams get an error event and the end of their chunked body; requests not answered yet a 503. */
-void router_shutdown(struct router *r) {
+void proxy_shutdown_all(struct router *r) {
   while (r->active) {
     struct proxy *p = r->active; /* every branch below ends it: it leaves the list */
     if (p->client_started) {

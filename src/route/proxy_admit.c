@@ -1,6 +1,7 @@
 /* The router's side of admission (DESIGN §4.2, §4.4): tenant from the API key, per-tenant limits, the KV
  * budget as a candidate filter, and the queue while every target is saturated. The mechanism itself is
  * admission.c (pure); this file wires it to requests, timers and answers. */
+#include <assert.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,7 +113,7 @@ static void shed(struct proxy *p, int reason, uint64_t wait_ns) {
   proxy_fail(p, 429, type, "rate_limit_exceeded", msg, ra);
 }
 
-static void queue_timer_cb(uv_timer_t *t);
+static void queue_timer_cb(struct upstream_timer *t);
 
 /* over_budget answers 429 insufficient_quota (OpenAI's code for a spent quota) when p's tenant has a budget and
  * spent it in the current period, as far as this node knows the mesh's spend (DESIGN §8). */
@@ -157,7 +158,7 @@ void proxy_admit_estimate(struct proxy *p) {
 
 void proxy_admit(struct proxy *p) {
   struct router *r = p->r;
-  uint64_t now = clock_mono_ns();
+  uint64_t now = proxy_now(r);
   uint64_t wait = 0;
   if (over_budget(p)) return;
   int reason = adm_limit(&r->adm, p->tenant, (double)p->kv_need, now, &wait);
@@ -193,6 +194,8 @@ void proxy_admit(struct proxy *p) {
     shed(p, ADM_SHED_QUEUE_FULL, 0);
     return;
   }
+  assert(p->state == PS_NEW);
+  p->state = PS_QUEUED;
   p->queued = true;
   p->t_enqueued = now;
   p->deadline_ns = now + (uint64_t)r->adm.o.queue_timeout_ms * 1000000ull;
@@ -252,7 +255,7 @@ static void expired_cb(void *arg, void *udata) {
   proxy_fail(p, 503, "service_unavailable", "queue_timeout", msg, 1);
 }
 
-static void queue_timer_cb(uv_timer_t *t) {
+static void queue_timer_cb(struct upstream_timer *t) {
   struct proxy *p = t->data;
   struct router *r = p->r;
   p->timer_use = PT_NONE;
@@ -275,7 +278,7 @@ static void queue_timer_cb(uv_timer_t *t) {
     return;
   }
   /* The loop's timer clock is coarser than ours: expire at least up to this request's own deadline. */
-  uint64_t now = clock_mono_ns();
+  uint64_t now = proxy_now(r);
   adm_expire(&r->adm, now > p->deadline_ns ? now : p->deadline_ns, expired_cb, r);
 }
 
@@ -308,7 +311,7 @@ static int try_cb(void *arg, void *udata, uint64_t waited_ns) {
     return 0;
   }
   p->queued = false;
-  uv_timer_stop(&p->timer);
+  proxy_timer_stop(p);
   p->timer_use = PT_NONE;
   hist_observe(&r->metrics.queue_wait, (double)waited_ns / 1e9);
   proxy_attempt(p); /* there are candidates: it cannot end p synchronously */
@@ -318,6 +321,6 @@ static int try_cb(void *arg, void *udata, uint64_t waited_ns) {
 void proxy_admit_dispatch(struct router *r) {
   if (adm_queue_len(&r->adm) == 0) return;
   struct pass ps = {.r = r};
-  adm_dispatch(&r->adm, clock_mono_ns(), try_cb, &ps);
+  adm_dispatch(&r->adm, proxy_now(r), try_cb, &ps);
   r->metrics.queue_depth = adm_queue_len(&r->adm);
 }

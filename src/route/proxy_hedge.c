@@ -6,25 +6,21 @@
 #include <stdlib.h>
 
 #include "core/alloc.h"
-#include "core/clock.h"
 #include "core/log.h"
 #include "route/proxy_int.h"
 
-/* The second-best target: the best-scored candidate not tried yet that has room for the request. */
+/* The second-best target: among the candidates not tried yet that have room for the request, the one the
+ * routing policy picks (the same ranking as the first send's, which excluded it as tried). -1 when none. */
 static int second_best(struct proxy *p, uint64_t now) {
   struct router *r = p->r;
   int *ids = xmalloc((size_t)r->store->cap * sizeof *ids);
   int n = proxy_candidates(p, ids);
-  int best = -1;
-  double best_score = 0;
-  for (int i = 0; i < n; i++) {
-    const struct target *t = &r->store->targets[ids[i]];
-    if (adm_target_saturated(&r->adm.o, t, p->kv_need)) continue;
-    double s = score_target(t, &r->score, now);
-    if (best < 0 || s < best_score) best = ids[i], best_score = s;
-  }
+  int m = 0;
+  for (int i = 0; i < n; i++)
+    if (!adm_target_saturated(&r->adm.o, &r->store->targets[ids[i]], p->kv_need)) ids[m++] = ids[i];
+  int id = m ? proxy_pick(p, ids, m, now) : -1;
   free(ids);
-  return best;
+  return id;
 }
 
 void proxy_hedge_fire(struct proxy *p) {
@@ -34,7 +30,7 @@ void proxy_hedge_fire(struct proxy *p) {
   struct leg *primary = p->legs[0].up ? &p->legs[0] : p->legs[1].up ? &p->legs[1] : NULL;
   if (!primary) return; /* between a failure and its retry */
   struct leg *spare = primary == &p->legs[0] ? &p->legs[1] : &p->legs[0];
-  uint64_t now = clock_mono_ns();
+  uint64_t now = proxy_now(r);
   int id = second_best(p, now);
   if (id < 0) return;
   struct route_ctl_policy *cp = route_ctl_policy(&r->ctl, p->oai.model);
@@ -72,7 +68,7 @@ void proxy_hedge_arm(struct proxy *p) {
 
 void proxy_hedge_lost(struct proxy *p, struct leg *l) {
   struct router *r = p->r;
-  hc_cancel(l->up); /* closes its connection: the runtime sees the abort and frees the request */
+  r->io.ops->cancel(r->io.ctx, l->up); /* closes its connection: the runtime sees the abort and frees it */
   l->up = NULL;
   breaker_cancelled(&r->breakers[l->target]);
   proxy_leg_release(l);

@@ -8,29 +8,23 @@
 #include <uv.h>
 
 #include "core/buf.h"
-#include "net/http_client.h"
 #include "net/sse.h"
 #include "route/jscan.h"
 #include "route/router.h"
+#include "route/upstream.h"
 
-/* Why an upstream attempt failed. One decision point in proxy.c (leg_failed) acts on it: retry elsewhere,
- * hand over to the other copy, end a started stream in-band, or answer the client (give_up). */
-enum fail_kind {
-  FAIL_NONE = 0,
-  FAIL_CONNECT,     /* refused, reset, closed before the answer was complete */
-  FAIL_TIMEOUT,     /* the upstream went silent for upstream_timeout_ms */
-  FAIL_FIRST_BYTE,  /* nothing for the client within the first-byte deadline (route/deadline.h) */
-  FAIL_TARGET_DOWN, /* its target went down (scraper, runtime exit, its node) while it waited */
-  FAIL_UPSTREAM_5XX,
-  FAIL_TOO_BIG,     /* a buffered response over max_response_bytes */
-};
+/* Where a request stands. Transitions (asserted): NEW -> QUEUED (admission waits) -> SENT (an attempt is out;
+ * a retry stays SENT) -> HEDGED (a copy is out too) -> COMMITTED (a leg's first byte goes to the client) -> DONE
+ * (finish ran: the record went to the observers). NEW, QUEUED, SENT and HEDGED may go straight to DONE. */
+enum proxy_state { PS_NEW, PS_QUEUED, PS_SENT, PS_HEDGED, PS_COMMITTED, PS_DONE };
 
 /* One upstream exchange of a request. A request has at most two at once: the primary and, for a hedged
  * latency-class request, the copy; whichever sends its first byte first is committed (p->winner), the other
  * is cancelled. */
 struct leg {
   struct proxy *p;
-  struct hc_req *up; /* in flight when not NULL */
+  struct upstream_exchange *up; /* &x while in flight, else NULL */
+  struct upstream_exchange x;
   int target;        /* -1 before the first send */
   bool reserved;     /* store_reserve (and kv_tokens of store_kv_reserve) held on target */
   int64_t kv_tokens;
@@ -66,8 +60,12 @@ enum { PT_NONE, PT_QUEUE, PT_LEGS };
 
 #define PROXY_MAX_BLOCKS 512 /* prompt blocks the policy sees: 512 x 16 tokens x 4 bytes = 32 KiB of prompt */
 
+/* Slices of one upstream read gathered for one vectored write (contiguous frames make one). */
+#define PROXY_RELAY_IOV 16
+
 struct proxy {
   struct router *r;
+  enum proxy_state state;
   struct proxy *prev, *next; /* r->active */
   bool local_only;           /* forwarded by another node's agent: only this node's own targets */
   char hop_target[64];       /* the target it asked for (a hint) */
@@ -87,7 +85,10 @@ struct proxy {
   struct slice parts[5]; /* upstream body: the client's bytes by reference, plus what we insert or replace */
   int nparts;
   bool strip_usage;    /* we asked for usage the client did not: drop the usage-only chunk */
-  struct buf out;      /* frames of one upstream read, sent to the client in one write */
+  struct buf out;      /* a rewritten frame (model name, cost), or a renamed buffered body */
+  struct slice feed;   /* the upstream read being relayed */
+  struct slice iov[PROXY_RELAY_IOV]; /* its frames, by reference, sent to the client in one write */
+  int niov;
   bool client_started; /* bytes went to the client: no more retries or hedges */
   bool paused;
   uint64_t t0, t_first;
@@ -111,8 +112,7 @@ struct proxy {
   int64_t kv_need;    /* prompt_est + max_tokens (or the default) */
   uint64_t t_enqueued, deadline_ns;
   /* the timer: the queue deadline while queued, then the hedge delay and first-byte deadlines */
-  uv_timer_t timer;
-  bool timer_init;
+  struct upstream_timer timer; /* through r->io */
   int timer_use;
   bool hedge_armed, hedged;
   uint64_t hedge_due; /* monotonic ns the hedge goes at; 0 = none pending */
@@ -127,7 +127,7 @@ struct proxy {
   /* the routing policy's view of the request: prompt block hashes, computed on the first pick */
   struct policy_req preq;
   bool hashed;
-  uint64_t hashes[PROXY_MAX_BLOCKS]; /* last: proxy_start zeroes the struct only up to here */
+  uint64_t *hashes; /* owned: the prompt's full blocks' hashes (at most PROXY_MAX_BLOCKS); NULL when none */
 };
 
 /* proxy.c */
@@ -142,8 +142,15 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge);
  */
 void proxy_fail(struct proxy *p, int status, const char *type, const char *code, const char *message,
                 int retry_after);
-/* proxy_timer makes sure p's timer is initialized and starts it for use (PT_QUEUE/PT_LEGS). */
-void proxy_timer(struct proxy *p, int use, uint64_t ms, uv_timer_cb cb);
+/* proxy_timer (re)starts p's timer for use (PT_QUEUE/PT_LEGS): cb(&p->timer) in ms, through r->io. */
+void proxy_timer(struct proxy *p, int use, uint64_t ms, void (*cb)(struct upstream_timer *t));
+/* proxy_timer_stop stops p's timer (it may be started again). */
+void proxy_timer_stop(struct proxy *p);
+/* proxy_now is the router's clock (r->io: monotonic ns, virtual in tests). */
+uint64_t proxy_now(const struct router *r);
+/* proxy_pick ranks candidates ids[0..n) (n >= 1) with the routing policy of p's model and returns the chosen
+ * id: the one ranking path of first sends, retries and hedges. */
+int proxy_pick(struct proxy *p, const int *ids, int n, uint64_t now);
 /* proxy_schedule (re)starts p's timer for the earliest of p->hedge_due and the first-byte deadlines of its
  * legs in flight that are not committed; stops it when none is left. Not while p is queued. */
 void proxy_schedule(struct proxy *p);
@@ -192,6 +199,8 @@ void proxy_meter_cost(struct proxy *p);
  * pieces with p->cost_text inserted at the end of the usage object; returns how many (1: json unchanged,
  * when p is not costed or the span is not inside json). The pieces borrow json and p. */
 int proxy_meter_split(struct proxy *p, struct slice json, struct slice parts[3]);
+/* proxy_record fills rec with what p did, status being what the client sees (strings borrowed from p). */
+void proxy_record(const struct proxy *p, int status, struct request_record *rec);
 /* proxy_meter_record hands p's record (status: what the client sees) to the router's meter, once. With then
  * != NULL and a meter that keeps it durably, returns true: then(p) runs when it is durable (or failed), and
  * the caller must not end p before; finish() before that cancels the wait. Otherwise false. */

@@ -6,7 +6,6 @@
 
 #include "core/alloc.h"
 #include "core/amount.h"
-#include "core/clock.h"
 #include "route/proxy_int.h"
 
 struct proxy_meter_wait {
@@ -55,28 +54,8 @@ bool proxy_meter_record(struct proxy *p, int status, void (*then)(struct proxy *
   if (p->recorded) return false;
   p->recorded = true;
   if (!r->meter.record) return false;
-  uint64_t now = clock_mono_ns();
-  const struct target *t = p->target >= 0 ? &r->store->targets[p->target] : NULL;
-  struct request_record rec = {
-      .request_id = p->request_id,
-      .model = p->model,
-      .tenant = proxy_admit_tenant_name(p),
-      .target = t ? t->name : "",
-      .serving_node = t && t->remote ? t->node : "",
-      .status = status,
-      .stream = p->oai.stream,
-      .hedged = p->hedged,
-      .reached_runtime = p->attempts > 0,
-      .forwarded = p->local_only,
-      .attempts = p->attempts,
-      .prompt_tokens = p->usage.present ? p->usage.prompt_tokens : -1,
-      .cached_tokens = p->usage.present ? p->usage.cached_tokens : -1,
-      .completion_tokens = p->usage.present ? p->usage.completion_tokens : -1,
-      .ttft_ms = p->t_first ? (double)(p->t_first - p->t0) / 1e6 : -1,
-      .duration_ms = (double)(now - p->t0) / 1e6,
-      .cost_nano = p->costed ? p->cost_nano : 0,
-  };
-  if (p->costed) str_copy(rec.currency, sizeof rec.currency, p->currency);
+  struct request_record rec;
+  proxy_record(p, status, &rec);
   struct proxy_meter_wait *w = then ? xcalloc(1, sizeof *w) : NULL;
   if (w) *w = (struct proxy_meter_wait){.p = p, .then = then};
   if (!r->meter.record(r->meter.arg, &rec, w ? record_done_cb : NULL, w)) {

@@ -1,5 +1,7 @@
-/* The request record: what one request did, filled once when it ends, and the meter the router hands it to
- * (the agent's ledger; next, traces). The router knows nothing of prices or storage: the meter does. */
+/* The request record: what one request did, filled once when it ends (proxy_record), and who gets it: the
+ * observers (metrics, the log line; next, traces), called in order when the request ends, and the meter (the
+ * agent's ledger), which may hold a complete answer until the record is durable. The router knows nothing of
+ * prices or storage: the meter does. */
 #ifndef IM_ROUTE_RECORD_H
 #define IM_ROUTE_RECORD_H
 
@@ -15,15 +17,25 @@ struct request_record {
   const char *target;       /* the target that answered (or last tried) */
   const char *serving_node; /* the node of that target ("" = this one) */
   int status;               /* what the client saw (499: it left) */
+  const char *outcome;      /* for the log: ok, client_gone, client_error, upstream_limited, timeout,
+                             * upstream_error, stream_error (a 200 whose stream failed), unavailable */
   bool stream, hedged;
   bool reached_runtime; /* an attempt was sent to a runtime: what it consumed is owed */
   bool forwarded;       /* another agent sent it here (signed hop): that agent keeps the record */
   int attempts;
+  bool usage;                                              /* the runtime reported usage */
   int64_t prompt_tokens, cached_tokens, completion_tokens; /* -1 unknown */
   double ttft_ms;                                          /* < 0: no first token */
   double duration_ms;
   int64_t cost_nano; /* as reported to the client (router_meter.cost); 0 without a price */
   char currency[8];  /* "" without a price */
+};
+
+/* An observer of finished requests: on_record(arg, rec) once per request when it ends, on the loop thread.
+ * rec and its strings are borrowed for the call. */
+struct request_observer {
+  void (*on_record)(void *arg, const struct request_record *rec);
+  void *arg;
 };
 
 /* The meter: all optional (NULL functions are skipped). Called on the loop thread. */

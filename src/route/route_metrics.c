@@ -8,6 +8,7 @@
 #include "core/amount.h"
 
 #include "core/slice.h"
+#include "route/record.h"
 
 void route_metrics_init(struct route_metrics *m) {
   memset(m, 0, sizeof *m);
@@ -181,4 +182,18 @@ void route_metrics_render(const struct route_metrics *m, struct buf *out, int in
              "# TYPE infermesh_hedge_wasted_tokens_total counter\ninfermesh_hedge_wasted_tokens_total %llu\n",
              (unsigned long long)m->hedges_sent, (unsigned long long)m->hedges_won,
              (unsigned long long)m->hedges_cancelled, (unsigned long long)m->hedge_wasted_tokens);
+}
+
+void route_metrics_on_record(void *arg, const struct request_record *rec) {
+  struct route_metrics *m = arg;
+  route_metrics_count(m, rec->model, rec->status, rec->target);
+  if (rec->status < 400) {
+    hist_observe(&m->latency, rec->duration_ms / 1e3);
+    if (rec->ttft_ms >= 0) hist_observe(&m->ttft, rec->ttft_ms / 1e3);
+  }
+  if (!rec->usage || rec->forwarded) return; /* a forwarded request counts at the agent that took it */
+  route_metrics_usage(m, rec->tenant, rec->model, rec->prompt_tokens, rec->cached_tokens, rec->completion_tokens,
+                      rec->cost_nano, rec->currency);
+  if (rec->prompt_tokens > 0) m->prompt_tokens += (uint64_t)rec->prompt_tokens;
+  if (rec->completion_tokens > 0) m->completion_tokens += (uint64_t)rec->completion_tokens;
 }

@@ -8,6 +8,8 @@
 #include "core/hist.h"
 #include "route/admission.h"
 
+struct request_record;
+
 #define RM_MAX_SERIES 512
 /* Failed upstream attempts by kind: the order of enum fail_kind (route/proxy_int.h), 0 unused. */
 #define RM_FAIL_KINDS 7
@@ -56,6 +58,10 @@ void route_metrics_usage(struct route_metrics *m, const char *tenant, const char
 /* route_metrics_count adds one finished request. model is "" for requests that named no known model (so
  * clients cannot grow the label set); target "" when none was chosen. */
 void route_metrics_count(struct route_metrics *m, const char *model, int status, const char *target);
+/* route_metrics_on_record is the observer (route/record.h) that counts a finished request in the route_metrics
+ * arg: its status per model and target, latency and time to first token of the successful ones, and its usage
+ * and cost per tenant unless another agent forwarded it (that agent counts it). */
+void route_metrics_on_record(void *arg, const struct request_record *rec);
 /* route_metrics_render appends the infermesh_* families (HELP, TYPE, samples); inflight is a gauge value. */
 void route_metrics_render(const struct route_metrics *m, struct buf *out, int inflight);
 

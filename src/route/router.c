@@ -1,6 +1,6 @@
 /* The router: its state (init, tenants, metrics, free), the OpenAI ingress (validate, scan, answer errors in
  * OpenAI's format, hand off to the proxy) and routing strategies per model. */
-#include <http_parser.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +38,9 @@ void router_init(struct router *r, uv_loop_t *loop, struct store *store, struct 
   r->store = store;
   r->pools = pools;
   r->breakers = xcalloc((size_t)store->cap, sizeof *r->breakers);
+  r->io = upstream_real_init(&r->io_real, loop, pools);
+  router_observe(r, &(struct request_observer){.on_record = route_metrics_on_record, .arg = &r->metrics});
+  router_observe(r, &(struct request_observer){.on_record = router_log_record});
   if (opts)
     r->opts = *opts;
   else
@@ -62,6 +65,21 @@ void router_init(struct router *r, uv_loop_t *loop, struct store *store, struct 
   store->report_arg = r;
   store->down_cb = down_cb;
   store->down_arg = r;
+}
+
+int router_observe(struct router *r, const struct request_observer *o) {
+  if (r->nobservers >= ROUTER_MAX_OBSERVERS) return -ENOSPC;
+  r->observers[r->nobservers++] = *o;
+  return 0;
+}
+
+void router_log_record(void *arg, const struct request_record *rec) {
+  log_info("request",
+           "id=%s tenant=%s model=\"%s\" target=%s status=%d outcome=%s stream=%d attempts=%d hedged=%d ms=%.1f "
+           "ttft_ms=%.1f prompt_tokens=%lld completion_tokens=%lld",
+           rec->request_id, rec->tenant[0] ? rec->tenant : "-", rec->model, rec->target[0] ? rec->target : "-",
+           rec->status, rec->outcome, rec->stream, rec->attempts, rec->hedged, rec->duration_ms,
+           rec->ttft_ms >= 0 ? rec->ttft_ms : 0.0, (long long)rec->prompt_tokens, (long long)rec->completion_tokens);
 }
 
 void router_set_tenants(struct router *r, const struct tenant_conf *t, int n) {
@@ -249,6 +267,19 @@ static void get_model(struct router *r, struct http_req *req, const struct tenan
   buf_free(&out);
 }
 
+void router_target_lost(struct router *r, int id) {
+  policy_forget_target(r->policy, id);
+  for (int i = 0; i < 8 && r->strategies[i]; i++) policy_forget_target(r->strategies[i], id);
+  r->breakers[id] = (struct breaker){0}; /* the slot may serve another target later */
+  proxy_target_lost(r, id);
+}
+
+void router_target_down(struct router *r, int id) {
+  if (!r->self_down) proxy_target_down(r, id);
+}
+
+void router_shutdown(struct router *r) { proxy_shutdown_all(r); }
+
 bool router_handle(struct router *r, struct http_req *req) {
   bool chat = slice_eqz(req->path, "/v1/chat/completions");
   bool completions = slice_eqz(req->path, "/v1/completions") || slice_eqz(req->path, "/v1/embeddings");
@@ -265,7 +296,7 @@ bool router_handle(struct router *r, struct http_req *req) {
       http_resp_send(req, 401, "application/json", body.base, body.len, &h, 1);
       buf_free(&body);
       route_metrics_count(&r->metrics, "", 401, "");
-    } else if (req->method != HTTP_GET)
+    } else if (req->method != HTTP_M_GET)
       router_error(r, req, 405, "invalid_request_error", NULL, "use GET for /v1/models", NULL, 0);
     else if (one_model)
       get_model(r, req, tn >= 0 ? &r->opts.tenants[tn] : NULL);
@@ -274,7 +305,7 @@ bool router_handle(struct router *r, struct http_req *req) {
     return true;
   }
   if (!chat && !completions) return false;
-  if (req->method != HTTP_POST) {
+  if (req->method != HTTP_M_POST) {
     router_error(r, req, 405, "invalid_request_error", NULL, "use POST for this endpoint", NULL, 0);
     return true;
   }

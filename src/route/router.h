@@ -18,9 +18,12 @@
 #include "route/route_ctl.h"
 #include "route/route_metrics.h"
 #include "route/tenants.h"
+#include "route/upstream.h"
 #include "state/policy.h"
 #include "state/score.h"
 #include "state/store.h"
+
+#define ROUTER_MAX_OBSERVERS 8
 
 struct router_opts {
   int max_attempts;             /* tries per request, first included (retries before the first byte) */
@@ -61,6 +64,10 @@ struct router {
   uv_loop_t *loop;
   struct store *store;
   struct http_pool *pools;
+  /* The proxy's I/O: upstream exchanges, clock, timers (route/upstream.h). router_init sets the real one over
+   * pools and loop (io_real); a test may replace it before the first request. */
+  struct upstream io;
+  struct upstream_real io_real;
   struct router_opts opts;
   struct score_params score;
   struct rng rng;
@@ -74,6 +81,8 @@ struct router {
   uint64_t hops_in, hops_refused;
   struct hop_seen hop_seen; /* hop signatures accepted by this agent (inference and control), for replays */
   struct router_meter meter; /* what a request costs, and where its record goes (route/record.h); zeroed: none */
+  struct request_observer observers[ROUTER_MAX_OBSERVERS]; /* called in order as each request ends */
+  int nobservers;
   /* Admission: tenant 0 is the default tenant when none is configured. */
   struct admission adm;
   struct adm_bucket hedge_credit; /* + hedge_max_fraction per request, - 1 per hedge */
@@ -89,6 +98,14 @@ struct router {
 void router_init(struct router *r, uv_loop_t *loop, struct store *store, struct http_pool *pools,
                  const struct router_opts *opts);
 void router_free(struct router *r);
+
+/* router_observe adds an observer of finished requests (route/record.h) after those already there; router_init
+ * adds the metrics' (route_metrics_on_record) and the log line's (router_log_record). o->arg is borrowed and
+ * must outlive the router. Returns 0, or -ENOSPC when ROUTER_MAX_OBSERVERS are there. */
+int router_observe(struct router *r, const struct request_observer *o);
+
+/* router_log_record is the observer that writes the request's log line at info level (arg unused). */
+void router_log_record(void *arg, const struct request_record *rec);
 
 /* router_set_tenants replaces the tenant table (t[0..n) borrowed like opts.tenants; n == 0: no tenants, no keys
  * needed), e.g. when the control plane's tenants change. Tenants are matched by name: a kept one keeps its buckets,

@@ -1,7 +1,6 @@
 /* The simulated engine's HTTP face: OpenAI endpoints, SSE paced by the model, vLLM metrics, faults. */
 #include "sim/server.h"
 
-#include <http_parser.h>
 #include <jansson.h>
 #include <limits.h>
 #include <signal.h>
@@ -526,7 +525,7 @@ static void handle_lora(struct simsrv *s, struct http_req *req, bool load) {
 
 static void handle(struct http_req *req, void *arg) {
   struct simsrv *s = arg;
-  bool post = req->method == HTTP_POST, get = req->method == HTTP_GET;
+  bool post = req->method == HTTP_M_POST, get = req->method == HTTP_M_GET;
   if (post && slice_eqz(req->path, "/v1/chat/completions")) return handle_completion(s, req, true);
   if (post && slice_eqz(req->path, "/v1/completions")) return handle_completion(s, req, false);
   bool lora = post && s->loras.max; /* vLLM's runtime LoRA API, unless --max-loras 0 */

@@ -1,5 +1,5 @@
 /* libFuzzer target for route/hop.c: the input, split at its first three NUL bytes into the x-infermesh-hop
- * value, the request id, the target and the body, goes to router_hop_verify with a fixed keyring and node id.
+ * value, the request id, the target and the body, goes to hop_verify with a fixed keyring and node id.
  * Forged input must never be accepted (the tag is a MAC); and a header signed for the same request id,
  * target, node and body must verify exactly once, and never on another node or with another body. Inputs are
  * copied to exact-size allocations so a read past them is caught. */
@@ -30,8 +30,8 @@ static struct slice part(const uint8_t **p, const uint8_t *end, char **copy) {
 static int verify(const struct keyring *kr, struct hop_seen *seen, int64_t now, struct slice hop,
                   struct slice rid, struct slice target, const uint8_t *node, struct slice body) {
   struct hop_bind b = {.request_id = rid, .target = target, .node = node};
-  router_hop_digest("POST", SLICE_LIT(PATH), &body, 1, b.digest);
-  return router_hop_verify(kr, seen, HOP_INFER, now, hop, &b);
+  hop_digest("POST", SLICE_LIT(PATH), &body, 1, b.digest);
+  return hop_verify(kr, seen, HOP_INFER, now, hop, &b);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -61,8 +61,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memcpy(ts, target.base, tl);
   ts[tl] = '\0';
   struct hop_bind b = {.request_id = slice_cstr(rs), .target = slice_cstr(ts), .node = self};
-  router_hop_digest("POST", SLICE_LIT(PATH), &body, 1, b.digest);
-  router_hop_sign(&kr, HOP_INFER, NOW, size, &b, sig, sizeof sig);
+  hop_digest("POST", SLICE_LIT(PATH), &body, 1, b.digest);
+  hop_sign(&kr, HOP_INFER, NOW, size, &b, sig, sizeof sig);
   struct slice s = slice_cstr(sig), r2 = slice_cstr(rs), t2 = slice_cstr(ts);
   CHECK(verify(&kr, &seen_other, NOW + 1, s, r2, t2, other, body) == -EACCES);
   if (body.len)

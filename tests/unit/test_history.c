@@ -7,7 +7,6 @@
 
 #include <cmocka.h>
 
-#include <http_parser.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
@@ -15,6 +14,7 @@
 
 #include "api/history.h"
 #include "api/routes.h"
+#include "net/http_req.h"
 #include "api/ui.h"
 
 static void test_ring_keeps_the_newest_rows_oldest_first(void **state) {
@@ -168,11 +168,11 @@ static void test_dashboard_assets_are_embedded(void **state) {
   assert_null(ui_asset_find("/ui/../README.md", 16));
   /* The page is open; its data is a view. */
   bool known;
-  assert_int_equal(api_route_find(HTTP_GET, slice_cstr("/ui/app.js"), &known)->need, API_OPEN);
-  assert_int_equal(api_route_find(HTTP_GET, slice_cstr("/ui/"), &known)->op, API_OP_UI);
-  assert_int_equal(api_route_find(HTTP_GET, slice_cstr("/"), &known)->op, API_OP_UI);
-  assert_int_equal(api_route_find(HTTP_GET, slice_cstr("/v1/cluster/history"), &known)->need, API_VIEW);
-  assert_null(api_route_find(HTTP_POST, slice_cstr("/ui/app.js"), &known));
+  assert_int_equal(api_route_find(HTTP_M_GET, slice_cstr("/ui/app.js"), &known)->need, API_OPEN);
+  assert_int_equal(api_route_find(HTTP_M_GET, slice_cstr("/ui/"), &known)->op, API_OP_UI);
+  assert_int_equal(api_route_find(HTTP_M_GET, slice_cstr("/"), &known)->op, API_OP_UI);
+  assert_int_equal(api_route_find(HTTP_M_GET, slice_cstr("/v1/cluster/history"), &known)->need, API_VIEW);
+  assert_null(api_route_find(HTTP_M_POST, slice_cstr("/ui/app.js"), &known));
   assert_true(known);
 }
 

@@ -30,27 +30,27 @@ static struct hop_bind bind(const char *rid, const char *target, const uint8_t *
                             const char *body) {
   struct hop_bind b = {.request_id = slice_cstr(rid), .target = slice_cstr(target), .node = node};
   struct slice s = slice_cstr(body);
-  router_hop_digest("POST", slice_cstr(path), &s, 1, b.digest);
+  hop_digest("POST", slice_cstr(path), &s, 1, b.digest);
   return b;
 }
 
 static void sign(const struct keyring *kr, const char *purpose, int64_t now, uint64_t nonce, const char *rid,
                  const char *target, char *hop, size_t cap) {
   struct hop_bind b = bind(rid, target, NODE_A, CHAT, BODY);
-  router_hop_sign(kr, purpose, now, nonce, &b, hop, cap);
+  hop_sign(kr, purpose, now, nonce, &b, hop, cap);
 }
 
 /* verify as node A receiving POST /v1/chat/completions with BODY */
 static int verify(const struct keyring *kr, struct hop_seen *seen, const char *purpose, int64_t now,
                   const char *hop, const char *rid, const char *target) {
   struct hop_bind b = bind(rid, target, NODE_A, CHAT, BODY);
-  return router_hop_verify(kr, seen, purpose, now, slice_cstr(hop), &b);
+  return hop_verify(kr, seen, purpose, now, slice_cstr(hop), &b);
 }
 
 static int verify_as(const struct keyring *kr, struct hop_seen *seen, const char *hop, const uint8_t *node,
                      const char *path, const char *body) {
   struct hop_bind b = bind("req-1", "engine-a", node, path, body);
-  return router_hop_verify(kr, seen, HOP_INFER, 1700000001, slice_cstr(hop), &b);
+  return hop_verify(kr, seen, HOP_INFER, 1700000001, slice_cstr(hop), &b);
 }
 
 static void test_sign_verify_once(void **state) {
@@ -80,22 +80,22 @@ static void test_digest(void **state) {
   uint8_t d[HOP_DIGEST_LEN], e[HOP_DIGEST_LEN];
   char hex[2 * HOP_DIGEST_LEN + 1];
   struct slice whole = SLICE_LIT(BODY);
-  router_hop_digest("POST", SLICE_LIT(CHAT), &whole, 1, d);
+  hop_digest("POST", SLICE_LIT(CHAT), &whole, 1, d);
   sodium_bin2hex(hex, sizeof hex, d, sizeof d); /* BLAKE2b-256("POST /v1/chat/completions\n" BODY) */
   assert_string_equal(hex, "10fc0d1b514c1b9e3944362e9642976ce189b2b3391a4e833106c058e2236094");
   /* the sender hashes the parts it sends (the proxy splices stream_options in), the receiver what arrived */
   struct slice parts[3] = {SLICE_LIT("{\"model\":"), SLICE_LIT(""), SLICE_LIT("\"m\",\"messages\":[]}")};
-  router_hop_digest("POST", SLICE_LIT(CHAT), parts, 3, e);
+  hop_digest("POST", SLICE_LIT(CHAT), parts, 3, e);
   assert_memory_equal(d, e, sizeof d);
   /* no body and one empty part are the same request */
   struct slice empty = SLICE_LIT("");
-  router_hop_digest("GET", SLICE_LIT("/v1/cluster/state?after=3"), NULL, 0, d);
-  router_hop_digest("GET", SLICE_LIT("/v1/cluster/state?after=3"), &empty, 1, e);
+  hop_digest("GET", SLICE_LIT("/v1/cluster/state?after=3"), NULL, 0, d);
+  hop_digest("GET", SLICE_LIT("/v1/cluster/state?after=3"), &empty, 1, e);
   assert_memory_equal(d, e, sizeof d);
   /* the split between request target and body is fixed by the newline (which no request target holds) */
   struct slice b1 = SLICE_LIT("x");
-  router_hop_digest("GET", SLICE_LIT("/a"), &b1, 1, d);
-  router_hop_digest("GET", SLICE_LIT("/ax"), NULL, 0, e);
+  hop_digest("GET", SLICE_LIT("/a"), &b1, 1, d);
+  hop_digest("GET", SLICE_LIT("/ax"), NULL, 0, e);
   assert_memory_not_equal(d, e, sizeof d);
 }
 
@@ -105,7 +105,7 @@ static void test_receiver_mismatch(void **state) {
   struct hop_seen seen_a = {0}, seen_b = {0}; /* each node remembers only what it accepted itself */
   char hop[HOP_HEADER_MAX];
   struct hop_bind b = bind("req-1", "engine-a", NODE_A, CHAT, BODY);
-  router_hop_sign(&kr, HOP_INFER, 1700000000, 1, &b, hop, sizeof hop);
+  hop_sign(&kr, HOP_INFER, 1700000000, 1, &b, hop, sizeof hop);
   /* captured on the way to A and presented to B (same target name, same body): refused by its tag */
   assert_int_equal(verify_as(&kr, &seen_b, hop, NODE_B, CHAT, BODY), -EACCES);
   assert_int_equal(seen_b.n, 0);
@@ -114,7 +114,7 @@ static void test_receiver_mismatch(void **state) {
   /* a receiver that does not know who it is accepts nothing; a sender that does not know signs nothing */
   assert_int_equal(verify_as(&kr, &seen_b, hop, NULL, CHAT, BODY), -EACCES);
   b.node = NULL;
-  router_hop_sign(&kr, HOP_INFER, 1700000000, 2, &b, hop, sizeof hop);
+  hop_sign(&kr, HOP_INFER, 1700000000, 2, &b, hop, sizeof hop);
   assert_string_equal(hop, "");
   hop_seen_free(&seen_a);
   hop_seen_free(&seen_b);
@@ -126,7 +126,7 @@ static void test_body_mismatch(void **state) {
   struct hop_seen seen = {0};
   char hop[HOP_HEADER_MAX];
   struct hop_bind b = bind("req-1", "engine-a", NODE_A, CHAT, BODY);
-  router_hop_sign(&kr, HOP_INFER, 1700000000, 1, &b, hop, sizeof hop);
+  hop_sign(&kr, HOP_INFER, 1700000000, 1, &b, hop, sizeof hop);
   /* another prompt, one byte more, none at all, another endpoint: refused, and the real one not used up */
   assert_int_equal(verify_as(&kr, &seen, hop, NODE_A, CHAT, "{\"model\":\"m\",\"messages\":[1]}"), -EACCES);
   assert_int_equal(verify_as(&kr, &seen, hop, NODE_A, CHAT, BODY " "), -EACCES);
@@ -135,8 +135,8 @@ static void test_body_mismatch(void **state) {
   assert_int_equal(verify_as(&kr, &seen, hop, NODE_A, CHAT "?x=1", BODY), -EACCES);
   struct hop_bind g = b;
   struct slice body = SLICE_LIT(BODY);
-  router_hop_digest("PUT", SLICE_LIT(CHAT), &body, 1, g.digest); /* another method */
-  assert_int_equal(router_hop_verify(&kr, &seen, HOP_INFER, 1700000001, slice_cstr(hop), &g), -EACCES);
+  hop_digest("PUT", SLICE_LIT(CHAT), &body, 1, g.digest); /* another method */
+  assert_int_equal(hop_verify(&kr, &seen, HOP_INFER, 1700000001, slice_cstr(hop), &g), -EACCES);
   assert_int_equal(seen.n, 0);
   assert_int_equal(verify_as(&kr, &seen, hop, NODE_A, CHAT, BODY), 0);
   hop_seen_free(&seen);
@@ -191,10 +191,10 @@ static void test_older_versions_refused(void **state) {
       "v1.1000.0000000000000000000000000000000000000000000000000000000000000000", "v2.", "v1."};
   for (size_t i = 0; i < sizeof old / sizeof old[0]; i++)
     assert_int_equal(verify(&kr, &seen, HOP_CTL, 1000, old[i], "r", "drain:a"), -EPROTO);
-  assert_non_null(strstr(router_hop_refusal(-EPROTO), "v3"));
-  assert_non_null(strstr(router_hop_refusal(-EALREADY), "replayed"));
-  assert_non_null(strstr(router_hop_refusal(-ETIMEDOUT), "clock skew"));
-  assert_non_null(strstr(router_hop_refusal(-EACCES), "this node"));
+  assert_non_null(strstr(hop_refusal(-EPROTO), "v3"));
+  assert_non_null(strstr(hop_refusal(-EALREADY), "replayed"));
+  assert_non_null(strstr(hop_refusal(-ETIMEDOUT), "clock skew"));
+  assert_non_null(strstr(hop_refusal(-EACCES), "this node"));
   assert_int_equal(seen.n, 0);
 }
 

@@ -1,4 +1,4 @@
-/* Tests for model control: the agent's request parsing (agent/model_req.h) and the simulated engine's LoRA
+/* Tests for model control: the agent's request parsing (api/model_req.h) and the simulated engine's LoRA
  * table (sim/lora.h), whose answers must be vLLM's; and that the vLLM adapter then serves the adapter. */
 #include <errno.h>
 #include <setjmp.h>
@@ -11,7 +11,7 @@
 #include <cmocka.h>
 
 #include "adapter/adapter.h"
-#include "agent/model_req.h"
+#include "api/model_req.h"
 #include "core/buf.h"
 #include "sim/lora.h"
 

@@ -1,8 +1,7 @@
 /* Model control API: load/unload a model or LoRA adapter on a target, here or on the node that runs it. */
-#include "agent/model_api.h"
+#include "api/model_api.h"
 
 #include <errno.h>
-#include <http_parser.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +10,8 @@
 #include <time.h>
 
 #include "agent/control_int.h" /* control_hop_target: the signature of agent-to-agent control requests */
-#include "agent/model_req.h"
+#include "api/model_req.h"
+#include "api/reply.h"
 #include "core/alloc.h"
 #include "core/log.h"
 
@@ -32,13 +32,6 @@ struct op {
   struct model_req mr;
   enum runtime_kind kind;
 };
-
-static void error(struct http_req *req, int status, const char *msg, const char *type, const char *code) {
-  struct buf b = {0};
-  http_error_json(&b, msg, type, code);
-  http_resp_send(req, status, "application/json", b.base, b.len, NULL, 0);
-  buf_free(&b);
-}
 
 static void op_free(struct op *o) {
   http_pool_close(&o->pool);
@@ -107,7 +100,7 @@ static void local_done_cb(void *arg, int err) {
              err == UV_ETIMEDOUT ? "timed out (raise \"timeout_s\")" : uv_strerror(err));
     log_warn("model control failed", "target=%s op=%s model=\"%s\" err=\"%s\"", t->name, op_name(o),
              o->mr.model, uv_strerror(err));
-    error(req, 502, msg, "runtime_error", err == UV_ETIMEDOUT ? "runtime_timeout" : "runtime_unreachable");
+    api_reply_error_type(req, 502, msg, "runtime_error", err == UV_ETIMEDOUT ? "runtime_timeout" : "runtime_unreachable");
   } else if (o->status < 200 || o->status > 299) {
     model_req_runtime_error(o->status, o->resp.base, o->resp.len, text, sizeof text);
     /* a 404 "Not Found" is the route missing: the runtime runs without its control API */
@@ -121,7 +114,7 @@ static void local_done_cb(void *arg, int err) {
             : "");
     log_warn("model control refused by the runtime", "target=%s op=%s model=\"%s\" status=%d msg=\"%s\"",
              t->name, op_name(o), o->mr.model, o->status, text);
-    error(req, 502, msg, "runtime_error", "runtime_refused");
+    api_reply_error_type(req, 502, msg, "runtime_error", "runtime_refused");
   } else {
     struct buf b = {0};
     size_t tl = o->resp.len < 400 ? o->resp.len : 400;
@@ -161,7 +154,7 @@ static void remote_done_cb(void *arg, int err) {
     char msg[400];
     snprintf(msg, sizeof msg, "the agent of node %s (%s:%d), which runs target %s, did not answer: %s",
              t->node, t->host, t->port, o->target, uv_strerror(err));
-    error(req, 502, msg, "runtime_error", "node_unreachable");
+    api_reply_error_type(req, 502, msg, "runtime_error", "node_unreachable");
   } else {
     json_error_t je;
     json_t *j = o->status == 200 ? json_loadb(o->resp.base ? o->resp.base : "", o->resp.len, 0, &je) : NULL;
@@ -219,7 +212,7 @@ static void forward(struct model_api *m, struct http_req *req, int tid, const ch
   char what[MODEL_REQ_TARGET_MAX + 16], hop_target[MODEL_REQ_TARGET_MAX + 64], hop[HOP_HEADER_MAX], rid[40];
   struct op *o = op_new(m, req, tid, target, unload, mr);
   if (!o) {
-    error(req, 502, "the node announced a bad API address", "runtime_error", "node_unreachable");
+    api_reply_error_type(req, 502, "the node announced a bad API address", "runtime_error", "node_unreachable");
     return;
   }
   o->remote = true;
@@ -234,8 +227,8 @@ static void forward(struct model_api *m, struct http_req *req, int tid, const ch
   buf_printf(&path, "/%s", op_name(o));
   struct hop_bind hb = {.request_id = slice_cstr(rid), .target = slice_cstr(hop_target), .node = t->node_id};
   struct slice body = buf_slice(&o->body);
-  router_hop_digest("POST", buf_slice(&path), &body, 1, hb.digest);
-  router_hop_sign(mesh_keyring(m->mesh), HOP_CTL, (int64_t)time(NULL), rng_next(&m->router->rng), &hb, hop,
+  hop_digest("POST", buf_slice(&path), &body, 1, hb.digest);
+  hop_sign(mesh_keyring(m->mesh), HOP_CTL, (int64_t)time(NULL), rng_next(&m->router->rng), &hb, hop,
                   sizeof hop);
   buf_puts(&o->head, "POST ");
   buf_append_slice(&o->head, buf_slice(&path));
@@ -259,7 +252,7 @@ static void local(struct model_api *m, struct http_req *req, int tid, const char
   if (runtime_kind_parse(t->kind, &k) != 0) {
     snprintf(msg, sizeof msg, "target %s has runtime kind '%s', which infermesh cannot control", t->name,
              t->kind);
-    error(req, 501, msg, "invalid_request_error", "not_supported");
+    api_reply_error_type(req, 501, msg, "invalid_request_error", "not_supported");
     return;
   }
   enum rt_control_op op = model_req_op(k, mr, unload);
@@ -271,18 +264,18 @@ static void local(struct model_api *m, struct http_req *req, int tid, const char
              k == RT_KIND_TGI                  ? ": restart it with the model instead"
              : mr->type == MODEL_REQ_TYPE_LORA ? " (try \"type\": \"model\")"
                                                : " (try \"type\": \"lora\")");
-    error(req, 501, msg, "invalid_request_error", "not_supported");
+    api_reply_error_type(req, 501, msg, "invalid_request_error", "not_supported");
   } else if (rc != 0) {
     snprintf(msg, sizeof msg, "%s",
              op == RT_CTL_LOAD_LORA && !mr->lora_path[0]
                  ? "\"lora_path\" is needed to load a LoRA adapter (where its weights are)"
                  : "this model name cannot be sent to the runtime (too long, or characters "
                    "its API does not take)");
-    error(req, 400, msg, "invalid_request_error", "invalid_value");
+    api_reply_error_type(req, 400, msg, "invalid_request_error", "invalid_value");
   } else {
     struct op *o = op_new(m, req, tid, target, unload, mr);
     if (!o) {
-      error(req, 502, "the target's address cannot be dialed", "runtime_error", "runtime_unreachable");
+      api_reply_error_type(req, 502, "the target's address cannot be dialed", "runtime_error", "runtime_unreachable");
     } else {
       o->kind = k;
       buf_append(&o->body, body.base, body.len);
@@ -309,13 +302,13 @@ bool model_api_handle(struct model_api *m, struct http_req *req) {
   bool unload;
   int rc = model_req_parse_path(req->path, target, sizeof target, &unload);
   if (rc == -ENOENT) return false;
-  if (req->method != HTTP_POST) {
-    error(req, 405, "use POST /v1/cluster/targets/TARGET/load or /unload", "invalid_request_error",
+  if (req->method != HTTP_M_POST) {
+    api_reply_error_type(req, 405, "use POST /v1/cluster/targets/TARGET/load or /unload", "invalid_request_error",
           "method_not_allowed");
     return true;
   }
   if (rc != 0) {
-    error(req, 400, "malformed target name in the path", "invalid_request_error", "invalid_value");
+    api_reply_error_type(req, 400, "malformed target name in the path", "invalid_request_error", "invalid_value");
     return true;
   }
   hop_what(what, sizeof what, unload, target);
@@ -323,18 +316,18 @@ bool model_api_handle(struct model_api *m, struct http_req *req) {
   bool forwarded = http_req_header(req, "x-infermesh-hop").len > 0;
   struct model_req mr;
   if (model_req_parse_body(req->body.base, req->body.len, &mr, err, sizeof err) != 0) {
-    error(req, 400, err, "invalid_request_error", "invalid_value");
+    api_reply_error_type(req, 400, err, "invalid_request_error", "invalid_value");
     return true;
   }
   int tid = find_target(m->store, target);
   if (tid < 0) {
     snprintf(err, sizeof err, "no target named '%.128s' (GET /v1/cluster/targets lists them)", target);
-    error(req, 404, err, "invalid_request_error", "target_not_found");
+    api_reply_error_type(req, 404, err, "invalid_request_error", "target_not_found");
   } else if (m->store->targets[tid].remote && forwarded) {
-    error(req, 421, "a forwarded load/unload must name a target of the node it was sent to",
+    api_reply_error_type(req, 421, "a forwarded load/unload must name a target of the node it was sent to",
           "invalid_request_error", "misdirected");
   } else if (m->store->targets[tid].remote && !m->mesh) {
-    error(req, 409, "this agent is not in a mesh: it cannot reach the target's node", "invalid_request_error",
+    api_reply_error_type(req, 409, "this agent is not in a mesh: it cannot reach the target's node", "invalid_request_error",
           "standalone");
   } else if (m->store->targets[tid].remote) {
     forward(m, req, tid, target, unload, &mr);

@@ -1,5 +1,5 @@
 /* Load/unload requests of the model control API: path and body parsing, the runtime's error text. */
-#include "agent/model_req.h"
+#include "api/model_req.h"
 
 #include <errno.h>
 #include <jansson.h>

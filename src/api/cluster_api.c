@@ -1,26 +1,15 @@
 /* Membership endpoints of the control API: members, leave, drain/undrain (forwarded to the node meant). */
-#include "agent/cluster_api.h"
+#include "api/cluster_api.h"
 
-#include <http_parser.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "api/reply.h"
 #include "core/alloc.h"
 #include "core/log.h"
 #include "route/router.h"
-
-static void send_json(struct http_req *req, int status, struct buf *b) {
-  http_resp_send(req, status, "application/json", b->base, b->len, NULL, 0);
-}
-
-static void error(struct http_req *req, int status, const char *msg, const char *code) {
-  struct buf b = {0};
-  http_error_json(&b, msg, "invalid_request_error", code);
-  send_json(req, status, &b);
-  buf_free(&b);
-}
 
 /* ---- drain forwarded to another node's agent ---- */
 
@@ -58,7 +47,7 @@ static void fwd_done(void *arg, int err) {
     } else {
       char msg[160];
       snprintf(msg, sizeof msg, "the node's agent did not answer: %s", uv_strerror(err));
-      error(f->req, 502, msg, "node_unreachable");
+      api_reply_error(f->req, 502, msg, "node_unreachable");
     }
   }
   http_pool_close(&f->pool);
@@ -74,7 +63,7 @@ static void forward(struct cluster_api *c, struct http_req *req, const char *api
   char host[96], target[160], hop[HOP_HEADER_MAX], rid[40], path[160];
   const char *colon = strrchr(api, ':');
   if (!colon || (size_t)(colon - api) >= sizeof host) {
-    error(req, 502, "the node announced a bad API address", "node_unreachable");
+    api_reply_error(req, 502, "the node announced a bad API address", "node_unreachable");
     return;
   }
   memcpy(host, api, (size_t)(colon - api));
@@ -82,7 +71,7 @@ static void forward(struct cluster_api *c, struct http_req *req, const char *api
   struct fwd *f = xcalloc(1, sizeof *f);
   if (http_pool_init(&f->pool, c->loop, host, (int)strtol(colon + 1, NULL, 10)) != 0) {
     free(f);
-    error(req, 502, "the node announced a bad API address", "node_unreachable");
+    api_reply_error(req, 502, "the node announced a bad API address", "node_unreachable");
     return;
   }
   f->req = req;
@@ -92,9 +81,9 @@ static void forward(struct cluster_api *c, struct http_req *req, const char *api
   snprintf(rid, sizeof rid, "ctl-%016llx", (unsigned long long)rng_next(&c->router->rng));
   snprintf(path, sizeof path, "/v1/cluster/nodes/%s/%s", node, verb);
   struct hop_bind hb = {.request_id = slice_cstr(rid), .target = slice_cstr(target), .node = node_id};
-  router_hop_digest("POST", slice_cstr(path), NULL, 0, hb.digest);
+  hop_digest("POST", slice_cstr(path), NULL, 0, hb.digest);
   int64_t now = (int64_t)time(NULL);
-  router_hop_sign(c->router->kr, HOP_CTL, now, rng_next(&c->router->rng), &hb, hop, sizeof hop);
+  hop_sign(c->router->kr, HOP_CTL, now, rng_next(&c->router->rng), &hb, hop, sizeof hop);
   buf_printf(&f->head, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: 0\r\nx-request-id: %s\r\n"
                        "x-infermesh-hop: %s\r\nx-infermesh-hop-target: %s\r\n\r\n",
              path, api, rid, hop, target);
@@ -105,7 +94,7 @@ static void drain(struct cluster_api *c, struct http_req *req, struct slice rest
   char node[96], verb[16];
   const char *slash = memchr(rest.base, '/', rest.len);
   if (!slash || (size_t)(slash - rest.base) >= sizeof node || rest.len - (size_t)(slash - rest.base) - 1 >= sizeof verb) {
-    error(req, 404, "use POST /v1/cluster/nodes/NODE/drain or /undrain", "not_found");
+    api_reply_error(req, 404, "use POST /v1/cluster/nodes/NODE/drain or /undrain", "not_found");
     return;
   }
   memcpy(node, rest.base, (size_t)(slash - rest.base));
@@ -115,11 +104,11 @@ static void drain(struct cluster_api *c, struct http_req *req, struct slice rest
   verb[vl] = '\0';
   bool on = strcmp(verb, "drain") == 0;
   if (!on && strcmp(verb, "undrain") != 0) {
-    error(req, 404, "use POST /v1/cluster/nodes/NODE/drain or /undrain", "not_found");
+    api_reply_error(req, 404, "use POST /v1/cluster/nodes/NODE/drain or /undrain", "not_found");
     return;
   }
   if (!c->mesh) {
-    error(req, 409, "this agent is not in a mesh (no cluster key): there is no node to drain", "standalone");
+    api_reply_error(req, 409, "this agent is not in a mesh (no cluster key): there is no node to drain", "standalone");
     return;
   }
   bool self;
@@ -133,25 +122,25 @@ static void drain(struct cluster_api *c, struct http_req *req, struct slice rest
     struct slice ht = http_req_header(req, "x-infermesh-hop-target");
     struct hop_bind hb = {.request_id = http_req_header(req, "x-request-id"), .target = ht,
                           .node = mesh_node_id(c->mesh)};
-    router_hop_digest(http_method_str(req->method), req->url, &req->body, 1, hb.digest);
+    hop_digest(http_method_name(req->method), req->url, &req->body, 1, hb.digest);
     int64_t now = (int64_t)time(NULL);
     int rc = !self || !slice_eqz(ht, want)
                  ? -EACCES
-                 : router_hop_verify(c->router->kr, &c->router->hop_seen, HOP_CTL, now, hop, &hb);
+                 : hop_verify(c->router->kr, &c->router->hop_seen, HOP_CTL, now, hop, &hb);
     if (rc == -EBUSY) {
-      error(req, 503, "too many forwarded requests to remember: try again shortly", "server_overloaded");
+      api_reply_error(req, 503, "too many forwarded requests to remember: try again shortly", "server_overloaded");
       return;
     }
     if (rc != 0) {
       c->router->hops_refused++;
-      error(req, 403, router_hop_refusal(rc), "permission_denied");
+      api_reply_error(req, 403, hop_refusal(rc), "permission_denied");
       return;
     }
   }
   if (!api) {
     char msg[200];
     snprintf(msg, sizeof msg, "no alive member is named '%s' (infermesh members lists them)", node);
-    error(req, 404, msg, "node_not_found");
+    api_reply_error(req, 404, msg, "node_not_found");
     return;
   }
   if (!self) {
@@ -163,36 +152,36 @@ static void drain(struct cluster_api *c, struct http_req *req, struct slice rest
   buf_puts(&b, "{\"node\":");
   buf_json_str(&b, slice_cstr(mesh_node_name(c->mesh)));
   buf_printf(&b, ",\"draining\":%s,\"in_flight\":%d}", on ? "true" : "false", c->router->inflight);
-  send_json(req, 200, &b);
+  api_reply_json(req, 200, &b);
   buf_free(&b);
 }
 
 bool cluster_api_handle(struct cluster_api *c, struct http_req *req) {
   struct buf b = {0};
-  bool get = req->method == HTTP_GET || req->method == HTTP_HEAD;
-  bool post = req->method == HTTP_POST;
+  bool get = req->method == HTTP_M_GET || req->method == HTTP_M_HEAD;
+  bool post = req->method == HTTP_M_POST;
   if (slice_eqz(req->path, "/v1/cluster/members")) {
     if (!get) {
-      error(req, 405, "use GET for /v1/cluster/members", NULL);
+      api_reply_error(req, 405, "use GET for /v1/cluster/members", NULL);
     } else if (c->mesh) {
       mesh_members_json(c->mesh, &b);
-      send_json(req, 200, &b);
+      api_reply_json(req, 200, &b);
     } else {
       buf_puts(&b, "{\"self\":null,\"standalone\":true,\"members\":[]}");
-      send_json(req, 200, &b);
+      api_reply_json(req, 200, &b);
     }
   } else if (slice_eqz(req->path, "/v1/cluster/leave")) {
     if (!post) {
-      error(req, 405, "use POST for /v1/cluster/leave", NULL);
+      api_reply_error(req, 405, "use POST for /v1/cluster/leave", NULL);
     } else {
       buf_printf(&b, "{\"leaving\":true,\"mesh\":%s,\"in_flight\":%d}", c->mesh ? "true" : "false",
                  c->router->inflight);
-      send_json(req, 202, &b);
+      api_reply_json(req, 202, &b);
       c->leave_cb(c->arg);
     }
   } else if (slice_starts(req->path, "/v1/cluster/nodes/")) {
     if (!post)
-      error(req, 405, "use POST for /v1/cluster/nodes/NODE/drain|undrain", NULL);
+      api_reply_error(req, 405, "use POST for /v1/cluster/nodes/NODE/drain|undrain", NULL);
     else
       drain(c, req, slice_make(req->path.base + 18, req->path.len - 18));
   } else {

@@ -1,7 +1,7 @@
 /* The node's event stream: membership, drain, target health and configuration changes, kept in a ring of
  * recent events and pushed to subscribers of GET /v1/cluster/events as Server-Sent Events. */
-#ifndef IM_AGENT_EVENTS_H
-#define IM_AGENT_EVENTS_H
+#ifndef IM_API_EVENTS_H
+#define IM_API_EVENTS_H
 
 #include <stdbool.h>
 #include <stdint.h>

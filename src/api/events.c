@@ -1,7 +1,6 @@
 /* The node's event stream: a ring of recent events and the SSE subscribers they are pushed to. */
-#include "agent/events.h"
+#include "api/events.h"
 
-#include <http_parser.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -237,7 +236,7 @@ static bool refuse_over_cap(struct http_req *req, const char *peer) {
 
 bool events_handle(struct http_req *req) {
   if (!slice_eqz(req->path, "/v1/cluster/events")) return false;
-  if (req->method != HTTP_GET) {
+  if (req->method != HTTP_M_GET) {
     static const char msg[] = "{\"error\":{\"message\":\"use GET for /v1/cluster/events\"}}";
     http_resp_send(req, 405, "application/json", msg, sizeof msg - 1, NULL, 0);
     return true;

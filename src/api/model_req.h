@@ -1,7 +1,7 @@
-/* Load/unload requests of the agent's model control API (agent/model_api.h): parsing and the runtime's
+/* Load/unload requests of the agent's model control API (api/model_api.h): parsing and the runtime's
  * error text. Pure: no I/O, nothing kept. */
-#ifndef IM_AGENT_MODEL_REQ_H
-#define IM_AGENT_MODEL_REQ_H
+#ifndef IM_API_MODEL_REQ_H
+#define IM_API_MODEL_REQ_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -2,34 +2,18 @@
 #include "agent/control_int.h"
 
 #include <errno.h>
-#include <http_parser.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "api/reply.h"
 #include "core/alloc.h"
 #include "core/log.h"
 
 #define READ_WAIT_MS 5000
 #define MAX_WAIT_MS 30000
-
-static void send_json(struct http_req *req, int status, struct buf *b) {
-  http_resp_send(req, status, "application/json", b->base, b->len, NULL, 0);
-}
-
-static void error(struct http_req *req, int status, const char *msg, const char *code) {
-  struct buf b = {0};
-  http_error_json(&b, msg, "invalid_request_error", code);
-  if (status == 503) {
-    struct http_header h = {SLICE_LIT("Retry-After"), SLICE_LIT("1")};
-    http_resp_send(req, status, "application/json", b.base, b.len, &h, 1);
-  } else {
-    send_json(req, status, &b);
-  }
-  buf_free(&b);
-}
 
 /* query_u64 reads NAME=DIGITS from a query string; false when absent or malformed. */
 static bool query_u64(struct slice q, const char *name, uint64_t *out) {
@@ -76,7 +60,7 @@ static void respond_read(struct control *c, struct http_req *req, struct waiter 
   const struct fsm *f = control_fsm(c);
   struct buf b = {0};
   if (timed_out && fsm_index(f) < w->min_index) {
-    error(req, 504, "the control plane did not reach that index in time on this node; retry", "index_timeout");
+    api_reply_error(req, 504, "the control plane did not reach that index in time on this node; retry", "index_timeout");
     return;
   }
   buf_printf(&b, "{\"index\":%llu,", (unsigned long long)fsm_index(f));
@@ -86,7 +70,7 @@ static void respond_read(struct control *c, struct http_req *req, struct waiter 
       char msg[200];
       snprintf(msg, sizeof msg, "no %s named '%s'", fsm_kind_name(w->kind), w->key);
       buf_free(&b);
-      error(req, 404, msg, "not_found");
+      api_reply_error(req, 404, msg, "not_found");
       return;
     }
     buf_puts(&b, "\"item\":");
@@ -96,7 +80,7 @@ static void respond_read(struct control *c, struct http_req *req, struct waiter 
     fsm_kind_json(f, w->kind, &b);
   }
   buf_puts(&b, "}");
-  send_json(req, 200, &b);
+  api_reply_json(req, 200, &b);
   buf_free(&b);
 }
 
@@ -107,7 +91,7 @@ static void respond_state(struct control *c, struct http_req *req, struct waiter
   }
   struct buf b = {0};
   fsm_snapshot(control_fsm(c), &b);
-  send_json(req, 200, &b);
+  api_reply_json(req, 200, &b);
   buf_free(&b);
 }
 
@@ -132,7 +116,7 @@ static void raft_status(struct control *c, struct http_req *req) {
     buf_json_str(&b, slice_cstr(c->env.cfg->node_name));
     buf_printf(&b, ",\"server\":false,\"state\":\"replica\",\"fsm_index\":%llu,\"enforced_index\":%llu}",
                (unsigned long long)control_index(c), (unsigned long long)c->enforced_index);
-    send_json(req, 200, &b);
+    api_reply_json(req, 200, &b);
     buf_free(&b);
     return;
   }
@@ -164,7 +148,7 @@ static void raft_status(struct control *c, struct http_req *req) {
   }
   buf_printf(&b, "],\"voters\":%d,\"transport_refused\":%llu,\"enforced_index\":%llu}", voters,
              (unsigned long long)st.transport_refused, (unsigned long long)c->enforced_index);
-  send_json(req, 200, &b);
+  api_reply_json(req, 200, &b);
   buf_free(&b);
 }
 
@@ -197,26 +181,26 @@ static void write_done_cb(void *arg, int status, const struct fsm_result *res) {
                  res->duplicate ? "true" : "false", (unsigned long long)res->index);
       buf_json_str(&b, slice_cstr(res->msg));
       buf_puts(&b, "}");
-      send_json(req, 200, &b);
+      api_reply_json(req, 200, &b);
     } else {
-      error(req, 503, status == CRAFT_EUNKNOWN ? "outcome_unknown" : "not_leader", "no_leader");
+      api_reply_error(req, 503, status == CRAFT_EUNKNOWN ? "outcome_unknown" : "not_leader", "no_leader");
     }
     buf_free(&b);
     goto out;
   }
   if (status == CRAFT_ENOTLEADER) {
-    error(req, 503, "the control plane has no leader right now (election in progress or no quorum); retry",
+    api_reply_error(req, 503, "the control plane has no leader right now (election in progress or no quorum); retry",
           "no_leader");
   } else if (status == CRAFT_EUNKNOWN) {
     char msg[200];
     snprintf(msg, sizeof msg, "leadership changed while writing: outcome unknown; retry with header "
                               "x-infermesh-command-id: %s (safe: commands are idempotent)", w->id);
-    error(req, 503, msg, "outcome_unknown");
+    api_reply_error(req, 503, msg, "outcome_unknown");
   } else if (status != 0) {
-    error(req, 500, "the control plane failed to write (see the agent's log)", "raft_error");
+    api_reply_error(req, 500, "the control plane failed to write (see the agent's log)", "raft_error");
   } else if (res->status != 0) {
     int code = res->status == -ENOENT ? 404 : res->status == -EEXIST ? 409 : res->status == -ENOSPC ? 507 : 400;
-    error(req, code, res->msg, code == 404 ? "not_found" : code == 409 ? "exists" : "invalid_value");
+    api_reply_error(req, code, res->msg, code == 404 ? "not_found" : code == 409 ? "exists" : "invalid_value");
   } else {
     buf_printf(&b, "{\"index\":%llu,\"command_id\":\"%s\",\"duplicate\":%s,\"kind\":\"%s\",\"key\":",
                (unsigned long long)res->index, w->id, res->duplicate ? "true" : "false", fsm_kind_name(w->kind));
@@ -226,7 +210,7 @@ static void write_done_cb(void *arg, int status, const struct fsm_result *res) {
       buf_json_str(&b, slice_cstr(w->api_key));
     }
     buf_puts(&b, "}");
-    send_json(req, w->api_key[0] ? 201 : 200, &b);
+    api_reply_json(req, w->api_key[0] ? 201 : 200, &b);
     buf_free(&b);
   }
 out:
@@ -237,14 +221,14 @@ out:
 static bool authorized(struct control *c, struct http_req *req) {
   const char *tok = c->env.cfg->cluster.admin_token;
   if (!tok[0]) {
-    error(req, 403, "control-plane writes are disabled on this agent: start it with --admin-token "
+    api_reply_error(req, 403, "control-plane writes are disabled on this agent: start it with --admin-token "
                     "(or INFERMESH_ADMIN_TOKEN)", "permission_denied");
     return false;
   }
   struct slice h = http_req_header(req, "authorization");
   size_t tl = strlen(tok);
   if (h.len != 7 + tl || !slice_starts(h, "Bearer ") || sodium_memcmp(h.base + 7, tok, tl) != 0) {
-    error(req, 401, "control-plane writes need `Authorization: Bearer ADMIN_TOKEN` (infermesh --admin-token)",
+    api_reply_error(req, 401, "control-plane writes need `Authorization: Bearer ADMIN_TOKEN` (infermesh --admin-token)",
           "unauthorized");
     return false;
   }
@@ -254,9 +238,9 @@ static bool authorized(struct control *c, struct http_req *req) {
 /* refuse_hop answers a forwarded request that control_verify_hop did not accept (rc). */
 static void refuse_hop(struct http_req *req, int rc, const char *msg) {
   if (rc == -EBUSY)
-    error(req, 503, "too many forwarded requests to remember: try again shortly", "server_overloaded");
+    api_reply_error(req, 503, "too many forwarded requests to remember: try again shortly", "server_overloaded");
   else
-    error(req, 403, rc == -EPROTO ? router_hop_refusal(rc) : msg, "permission_denied");
+    api_reply_error(req, 403, rc == -EPROTO ? hop_refusal(rc) : msg, "permission_denied");
 }
 
 bool control_authorize_admin(struct control *c, struct http_req *req, const char *hop_what) {
@@ -267,7 +251,7 @@ bool control_authorize_admin(struct control *c, struct http_req *req, const char
     return false;
   }
   if (!c) {
-    error(req, 503, "the agent is shutting down", "unavailable");
+    api_reply_error(req, 503, "the agent is shutting down", "unavailable");
     return false;
   }
   return authorized(c, req);
@@ -357,21 +341,21 @@ static void write_kind(struct control *c, struct http_req *req, enum fsm_kind ki
   w->kind = kind;
   str_copy(w->key, sizeof w->key, key);
   command_id(req, w->id, sizeof w->id);
-  if (req->method == HTTP_POST && kind == FSM_TENANT && !key[0]) {
+  if (req->method == HTTP_M_POST && kind == FSM_TENANT && !key[0]) {
     op = FSM_OP_CREATE;
     if (!(value = tenant_value(c, req, w, err, sizeof err))) goto bad;
-  } else if (req->method == HTTP_PUT && key[0]) {
+  } else if (req->method == HTTP_M_PUT && key[0]) {
     op = kind == FSM_TENANT ? FSM_OP_MERGE : FSM_OP_PUT; /* a tenant's key hash is never replaced by a PUT */
     if (kind == FSM_TENANT && sets_key_hash(req->body)) {
       snprintf(err, sizeof err, "a tenant's key cannot be set: revoke it and create a new tenant");
       goto bad;
     }
     value = slice_dup(req->body.len ? req->body : SLICE_LIT("{}"));
-  } else if (req->method == HTTP_DELETE && key[0]) {
+  } else if (req->method == HTTP_M_DELETE && key[0]) {
     op = FSM_OP_DELETE;
   } else {
     free(w);
-    error(req, 405, kind == FSM_TENANT ? "use POST /v1/cluster/tenants, PUT|DELETE /v1/cluster/tenants/NAME"
+    api_reply_error(req, 405, kind == FSM_TENANT ? "use POST /v1/cluster/tenants, PUT|DELETE /v1/cluster/tenants/NAME"
                                        : "use PUT|DELETE /v1/cluster/KIND/NAME", "method_not_allowed");
     return;
   }
@@ -387,7 +371,7 @@ bad:
   free(value);
   sodium_memzero(w->api_key, sizeof w->api_key);
   free(w);
-  error(req, 400, err, "invalid_value");
+  api_reply_error(req, 400, err, "invalid_value");
 }
 
 static void propose_internal(struct control *c, struct http_req *req) {
@@ -415,11 +399,11 @@ bool control_handle(struct control *c, struct http_req *req) {
   const char *slash = memchr(rest.base, '/', rest.len);
   struct slice first = slice_make(rest.base, slash ? (size_t)(slash - rest.base) : rest.len);
   enum fsm_kind kind;
-  bool get = req->method == HTTP_GET || req->method == HTTP_HEAD;
+  bool get = req->method == HTTP_M_GET || req->method == HTTP_M_HEAD;
   bool is_kind = fsm_kind_parse(first.base, first.len, &kind) == 0 && first.len > strlen(fsm_kind_name(kind));
   if (!is_kind && !slice_eqz(rest, "raft") && !slice_eqz(rest, "state") && !slice_eqz(rest, "_propose")) return false;
   if (!c || !c->env.mesh) {
-    error(req, 409, "this agent is not in a mesh (no cluster key): there is no control plane", "standalone");
+    api_reply_error(req, 409, "this agent is not in a mesh (no cluster key): there is no control plane", "standalone");
     return true;
   }
   uint64_t index = 0, wait_ms = READ_WAIT_MS;
@@ -428,7 +412,7 @@ bool control_handle(struct control *c, struct http_req *req) {
   struct waiter proto = {0};
   if (slice_eqz(rest, "raft")) {
     if (get) raft_status(c, req);
-    else error(req, 405, "use GET /v1/cluster/raft", "method_not_allowed");
+    else api_reply_error(req, 405, "use GET /v1/cluster/raft", "method_not_allowed");
   } else if (slice_eqz(rest, "state")) {
     uint64_t after = 0;
     int rc = get ? control_verify_hop(c, req, "ctl-state") : -EACCES;
@@ -439,16 +423,16 @@ bool control_handle(struct control *c, struct http_req *req) {
     query_u64(req->query, "after", &after);
     wait_or_answer(c, req, after + 1, (uint32_t)wait_ms, respond_state, &proto);
   } else if (slice_eqz(rest, "_propose")) {
-    if (req->method != HTTP_POST) error(req, 405, "POST only", "method_not_allowed");
+    if (req->method != HTTP_M_POST) api_reply_error(req, 405, "POST only", "method_not_allowed");
     else propose_internal(c, req);
   } else {
     proto.kind = kind;
     if (slash && url_decode(slice_make(slash + 1, rest.len - first.len - 1), proto.key, sizeof proto.key) != 0) {
-      error(req, 400, "malformed name in the path", "invalid_value");
+      api_reply_error(req, 400, "malformed name in the path", "invalid_value");
       return true;
     }
     if (slash && !proto.key[0]) {
-      error(req, 404, "empty name in the path", "not_found");
+      api_reply_error(req, 404, "empty name in the path", "not_found");
       return true;
     }
     if (get) {

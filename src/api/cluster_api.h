@@ -1,6 +1,6 @@
 /* Membership endpoints of the control API (/v1/cluster/members, /leave, /nodes/NODE/drain|undrain). */
-#ifndef IM_AGENT_CLUSTER_API_H
-#define IM_AGENT_CLUSTER_API_H
+#ifndef IM_API_CLUSTER_API_H
+#define IM_API_CLUSTER_API_H
 
 #include <stdbool.h>
 #include <uv.h>

@@ -9,8 +9,8 @@
  * 409 another node's target on an agent without a mesh; 501 the runtime kind has no such control (TGI);
  * 502 the runtime refused (its error text) or could not be reached. On success the target's model list
  * in the store is updated at once; the next scrape confirms it. */
-#ifndef IM_AGENT_MODEL_API_H
-#define IM_AGENT_MODEL_API_H
+#ifndef IM_API_MODEL_API_H
+#define IM_API_MODEL_API_H
 
 #include <stdbool.h>
 #include <uv.h>
