@@ -181,8 +181,9 @@ for wl in ("shared-prefix", "multi-turn", "trace", "trace-3s", "trace-3s-spread"
         w(f"| ours ≥ {need:g}x best baseline | {wl} | {r} | {o:.1f} vs {bp} {b:.1f} req/s = "
           f"{o / b if b else float('inf'):.2f}x | {'yes' if ok else '**no**'} |")
         if not ok:
+            tie = " (a tie at the search's ~3% resolution)" if b and need == 1.0 and o / b >= 0.97 else ""
             short.append(f"{wl}, {r} router(s): ours {o:.1f} req/s, {o / b if b else 0:.2f}x the best baseline "
-                         f"({bp}, {b:.1f}); the target is {need:g}x.")
+                         f"({bp}, {b:.1f}); the target is {need:g}x{tie}.")
     if wl == "shared-prefix":
         for r in ROUTERS:
             o, rr = rps(cap(wl, r, "ours")), rps(cap(wl, r, "round-robin"))
@@ -242,6 +243,39 @@ if o1000 > 5000:
     short.append(f"ours' decision costs {o1000 / 1000:.1f} µs at 1,000 candidates, over DESIGN §12's 5 µs: every "
                  "candidate's prefix index is probed (one hash lookup each) and scored; an inverted index (block "
                  "hash → targets) would make the probe one lookup per block.")
+def hitp(wl, r, p="ours", cond="upstream"):
+    c = cap(wl, r, p, cond)
+    return 100 * c["at_capacity"]["prefix_hit_rate"] if c["met"] else float("nan")
+
+
+w("## What the numbers say")
+w("")
+w(f"- **Decode-aware scoring.** ours charges a miss's prefill to every request decoding on the target (its chunks "
+  f"share their steps: `ours_w_decode` 0.25 per running request) and waits 1.5 steps at the target's reported "
+  f"windowed ITL. Under the joint SLO the binding limit is TPOT on every workload here: at capacity, p90 TPOT sits "
+  f"near its 100 ms bound while p90 TTFT has room, and TPOT rises with the prefill that misses add, so capacity "
+  f"follows the hit rate (see the latencies table).")
+o1 = {wl[0]: rps(cap(wl[0], 1, "ours")) / max(best_base(wl[0], 1)[0], 1e-9) for wl in WORKLOADS}
+w("- **One router.** ours / best baseline: " + ", ".join(f"{k} {v:.2f}x" for k, v in o1.items())
+  + f". On the trace SGLang keeps sessions stickier (hit {hitp('trace', 1, 'sglang'):.0f}% vs ours "
+  f"{hitp('trace', 1):.0f}% at capacity), which is what TPOT rewards there; ratios within 0.97-1.03 are ties at "
+  "the search's resolution.")
+w(f"- **Many routers without shared state.** A router knows only where it sent prompts. With 16 routers ours' hit "
+  f"rate at capacity falls to {hitp('trace', 16):.0f}% on the trace ({hitp('trace', 1):.0f}% with one) and "
+  f"{hitp('multi-turn', 16):.0f}% on multi-turn ({hitp('multi-turn', 1):.0f}%): a session's next turn lands on a "
+  f"router that does not know where its history is. New prefixes go to a rendezvous-hashed home, so routers agree "
+  f"on those without talking, but a prefix moved by load is known only to the router that moved it. Tried and "
+  f"dropped (no gain under the joint SLO): widening the home's slack (hit rate back, but hot homes then miss the "
+  f"TPOT bound) and inferring the number of routers from reported load to scale one's own reservations.")
+w("- **Shared routes** (`--share-routes 100`: every decision reaches the other routers 100 ms later, what the "
+  "`kvevents` branch carries live) restore most of it (the shared-routes column). What remains at 16 routers on "
+  "shared prefixes is load herding on hot prefixes: a peer's decision carries prefix knowledge but no reservation, "
+  "so between two 500 ms reports each router counts only its own sixteenth of the load it sends to a hot target.")
+w("- **SGLang with several routers** sends every request without a prefix match to the first least-loaded worker "
+  "by its own count (Rust's `min_by_key`): idle routers all pick worker 0, so a burst of new sessions lands on one "
+  "engine; with 3 s timestamp buckets (ten requests at once) it never meets the SLO. That is the published "
+  "algorithm run by independent routers, not a simulator artefact.")
+w("")
 w("## What falls short")
 w("")
 for s in short or ["nothing: every target above is met."]:
