@@ -250,11 +250,21 @@ def hitp(wl, r, p="ours", cond="upstream"):
 
 w("## What the numbers say")
 w("")
-w(f"- **Decode-aware scoring.** ours charges a miss's prefill to every request decoding on the target (its chunks "
-  f"share their steps: `ours_w_decode` 0.25 per running request) and waits 1.5 steps at the target's reported "
-  f"windowed ITL. Under the joint SLO the binding limit is TPOT on every workload here: at capacity, p90 TPOT sits "
-  f"near its 100 ms bound while p90 TTFT has room, and TPOT rises with the prefill that misses add, so capacity "
-  f"follows the hit rate (see the latencies table).")
+def binding(wl):
+    c, w_ = cap(wl[0], 1, "ours"), wl
+    if not c["met"]:
+        return "?"
+    a = c["at_capacity"]
+    t, d = a["ttft_s"]["p90"] / (w_[2] / 1000), a["tpot_s"]["p90"] / (w_[3] / 1000)
+    return f"{wl[0]}: TTFT {100 * t:.0f}% / TPOT {100 * d:.0f}% of its bound"
+
+
+w("- **Decode-aware scoring.** ours charges a miss's prefill to every request decoding on the target (its chunks "
+  "share their steps: `ours_w_decode` 0.25 per running request) and waits 1.5 steps at the target's reported "
+  "windowed ITL. Which objective binds at ours' 1-router capacity (p90 against its SLO): "
+  + "; ".join(binding(wl) for wl in WORKLOADS) + ". On the trace TPOT binds: a 15k-token miss prefills in "
+  "8192-token chunks of ~0.35 s each, and every request decoding on that engine waits for them, so there capacity "
+  "follows the hit rate; TPOT p90 of the cache-blind baselines is close to the bound everywhere.")
 o1 = {wl[0]: rps(cap(wl[0], 1, "ours")) / max(best_base(wl[0], 1)[0], 1e-9) for wl in WORKLOADS}
 w("- **One router.** ours / best baseline: " + ", ".join(f"{k} {v:.2f}x" for k, v in o1.items())
   + f". On the trace SGLang keeps sessions stickier (hit {hitp('trace', 1, 'sglang'):.0f}% vs ours "
