@@ -19,6 +19,7 @@
 #include "cli/members.h"
 #include "cli/model_cmds.h"
 #include "cli/simulate.h"
+#include "cli/tls_client.h"
 #include "sim/server.h"
 
 static void usage(FILE *f) {
@@ -35,7 +36,8 @@ static void usage(FILE *f) {
              "  init          create a new cluster: cluster key and id, node identity, in the data dir\n"
              "  invite        print an invite token that lets a new node join (--seed, --ttl)\n"
              "  keyring       list, install, use, remove or generate cluster keys (rotation)\n"
-             "client (--agent URL, --json, --token TOKEN: the admin or read token when the agent has tenants):\n"
+             "client (--agent URL, --json, --token TOKEN: the admin or read token when the agent has tenants;\n"
+             "        --ca FILE or INFERMESH_CA: the CA of an https:// agent's certificate):\n"
              "  status        what the node looks like now\n"
              "  models        models served and how many healthy targets serve each\n"
              "  targets       per-target state, load and routing score\n"
@@ -77,6 +79,15 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *cmd = argv[1];
+  /* Client commands reach the agent over HTTPS with --ca FILE (or INFERMESH_CA): taken here for all of them. */
+  static const char *const clients[] = {"status", "models", "targets", "members", "leave", "drain", "undrain",
+                                        "events", "raft", "policy", "pin", "unpin", "tenant", "price", "model",
+                                        "ledger"};
+  for (size_t i = 0; i < sizeof clients / sizeof clients[0]; i++)
+    if (strcmp(cmd, clients[i]) == 0 && (argc = 2 + cli_take_ca(argc - 2, argv + 2)) < 2) {
+      fprintf(stderr, "infermesh %s: --ca needs a file (PEM CA certificates)\n", cmd);
+      return 2;
+    }
   if (strcmp(cmd, "agent") == 0) return agent_main(argc - 2, argv + 2);
   if (strcmp(cmd, "sim-engine") == 0) return sim_server_main(argc - 2, argv + 2);
   if (strcmp(cmd, "simulate") == 0) return simulate_main(argc - 2, argv + 2);

@@ -15,6 +15,8 @@
 #include "agent/control.h"
 #include "api/events.h"
 #include "agent/gpu_poll.h"
+#include "agent/ingress_tls.h"
+#include "agent/kv_state.h"
 #include "agent/mesh.h"
 #include "agent/budget_sync.h"
 #include "agent/meter.h"
@@ -22,6 +24,7 @@
 #include "agent/scraper.h"
 #include "agent/supervisor.h"
 #include "api/budgets.h"
+#include "api/grpc_services.h"
 #include "api/history.h"
 #include "api/reply.h"
 #include "api/ledger_api.h"
@@ -29,6 +32,7 @@
 #include "api/status.h"
 #include "api/ui.h"
 #include "core/alloc.h"
+#include "grpc/grpc_server.h"
 #include "core/clock.h"
 #include "core/log.h"
 #include "cluster/datadir.h"
@@ -51,7 +55,10 @@ struct agent {
   char exe[1024];
   struct router router;
   struct http_server server;
+  struct ingress_tls tls; /* the listener's certificate, its reloads, client certificates */
+  struct grpc_server grpc; /* gRPC calls on the same listener (grpc/grpc_server.h) */
   struct mesh *mesh; /* NULL when the agent runs alone (no cluster key) */
+  struct kv_state *kv; /* KV-cache events and shared cache state; NULL once closed */
   struct cluster_api capi;
   struct model_api mapi; /* load/unload of models and LoRA adapters */
   struct control *ctl; /* the control plane (Raft server or read replica); NULL when closed */
@@ -78,15 +85,23 @@ struct agent {
   int exit_code;
 };
 
-/* authorize answers req and returns false when its credentials do not reach route rt (api/routes.h). */
-static bool authorize(struct agent *a, const struct api_route *rt, struct http_req *req) {
-  if (rt->need == API_OPEN || rt->need == API_TENANT) return true;
+/* verdict decides whether req's credentials reach route rt (api/routes.h): HTTP requests and gRPC calls. A
+ * mapped client certificate stands for its tenant's or the admin's credential first (agent/ingress_tls.h). */
+static enum api_verdict verdict(void *arg, const struct api_route *rt, struct http_req *req) {
+  struct agent *a = arg;
+  ingress_tls_credential(&a->tls, rt, req, a->router.opts.ntenants);
+  if (rt->need == API_OPEN || rt->need == API_TENANT) return API_ALLOW;
   struct slice auth = http_req_header(req, "authorization");
   struct api_creds c = {.admin_token = a->cfg->cluster.admin_token,
                         .read_token = a->cfg->cluster.read_token,
                         .keys_required = a->router.opts.ntenants > 0};
   if (auth.len && c.keys_required) c.tenant_key = tenants_lookup(a->router.opts.tenants, a->router.opts.ntenants, auth) >= 0;
-  enum api_verdict v = api_authorize(rt, &c, auth, http_req_header(req, "x-infermesh-hop").len > 0);
+  return api_authorize(rt, &c, auth, http_req_header(req, "x-infermesh-hop").len > 0);
+}
+
+/* authorize answers req and returns false when its credentials do not reach route rt (api/routes.h). */
+static bool authorize(struct agent *a, const struct api_route *rt, struct http_req *req) {
+  enum api_verdict v = verdict(a, rt, req);
   if (v == API_ALLOW) return true;
   const char *code;
   const char *msg = api_verdict_message(v, rt, &code);
@@ -107,9 +122,11 @@ static void metrics(struct agent *a, struct http_req *req, uint64_t now) {
              "# TYPE infermesh_http_active_requests gauge\ninfermesh_http_active_requests %d\n",
              a->server.nactive);
   http_server_metrics(&a->server, &b);
+  grpc_metrics(&a->grpc, &b);
   events_metrics(&b);
   status_targets_metrics(&b, &a->store, &a->router.score, now);
   if (a->mesh) mesh_metrics(a->mesh, &b);
+  if (a->kv) kv_state_metrics(a->kv, &b);
   if (a->ledger) {
     struct ledger_writer_stats ls;
     ledger_writer_stats(a->ledger, &ls);
@@ -221,6 +238,10 @@ static const char *scoped_tenant(struct agent *a, struct http_req *req) {
 /* handle dispatches req through the route table (api/routes.c): credentials first, then the route's handler. */
 static void handle(struct http_req *req, void *arg) {
   struct agent *a = arg;
+  if (grpc_is_call(req)) {
+    grpc_handle(&a->grpc, req);
+    return;
+  }
   bool known;
   const struct api_route *rt = api_route_find(req->method, req->path, &known);
   if (!rt) {
@@ -294,6 +315,10 @@ static void handle(struct http_req *req, void *arg) {
     break;
   case API_OP_UI:
     ui_handle(req);
+    break;
+  case API_OP_GRPC:
+    api_reply_error(req, 415, "a gRPC method: call it with content-type application/grpc over HTTP/2",
+                    "unsupported_media_type");
     break;
   }
   assert(served); /* the table and the handlers' own path checks agree */
@@ -538,9 +563,13 @@ static void leave_done_cb(void *arg) {
 static void begin_exit(struct agent *a, const char *why) {
   a->draining = true;
   log_info("draining", "reason=%s in_flight=%d", why, a->router.inflight);
+  if (a->mesh) mesh_set_kv(a->mesh, NULL); /* routing keeps the cache view it has */
+  kv_state_close(a->kv);
+  a->kv = NULL;
   if (a->mesh) mesh_leave(a->mesh, leave_done_cb, a);
   uv_timer_start(&a->drain_timer, drain_timeout_cb, a->cfg->drain_timeout_ms, 0);
   events_stop(); /* event streams never end by themselves: the drain must not wait on them */
+  ingress_tls_stop(&a->tls);
   http_server_drain(&a->server, drained_cb);
 }
 
@@ -552,6 +581,7 @@ static void leave_request_cb(void *arg) {
 static void sighup_cb(uv_signal_t *s, int signum) {
   struct agent *a = s->data;
   if (a->mesh) mesh_reload_keyring(a->mesh);
+  ingress_tls_reload(&a->tls);
 }
 
 static void signal_cb(uv_signal_t *s, int signum) {
@@ -583,6 +613,10 @@ static void close_all_cb(uv_handle_t *h, void *arg) {
 }
 
 static void abandon(struct agent *a) {
+  http_server_set_tls(&a->server, NULL);
+  if (a->mesh) mesh_set_kv(a->mesh, NULL);
+  kv_state_close(a->kv);
+  a->kv = NULL;
   uv_walk(a->loop, close_all_cb, NULL);
   uv_run(a->loop, UV_RUN_DEFAULT);
   uv_loop_close(a->loop);
@@ -656,6 +690,25 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     log_warn("listening beyond loopback without API keys (--insecure-no-auth)", "listen=%s", lh);
   router_init(&a->router, a->loop, &a->store, a->pools, &ro);
   http_server_init(&a->server, a->loop, &cfg->limits, handle, a);
+  char err[512];
+  if ((rc = ingress_tls_start(&a->tls, a->loop, cfg, &a->server, err, sizeof err)) != 0) {
+    log_error("cannot start TLS", "err=\"%s\"", err);
+    fprintf(stderr, "infermesh agent: %s\n", err);
+    abandon(a);
+    return 2;
+  }
+  a->grpc.env = (struct grpc_env){.methods = grpc_services,
+                                  .nmethods = grpc_nservices,
+                                  .loop = a->loop,
+                                  .router = &a->router,
+                                  .store = &a->store,
+                                  .ctl = &a->ctl,
+                                  .mesh = &a->mesh,
+                                  .draining = &a->draining,
+                                  .node_name = cfg->node_name,
+                                  .verdict = verdict,
+                                  .http_handle = handle,
+                                  .arg = a};
   if ((rc = http_server_listen(&a->server, cfg->listen_host, cfg->listen_port)) != 0) {
     log_error("cannot start the listener", "err=\"%s\"", a->server.errmsg);
     fprintf(stderr, "infermesh agent: %s\n", a->server.errmsg);
@@ -674,7 +727,6 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   } else {
     str_copy(a->api_addr, sizeof a->api_addr, a->listen);
   }
-  char err[512];
   struct mesh_env menv = {.loop = a->loop,
                           .cfg = cfg,
                           .store = &a->store,
@@ -689,6 +741,14 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     abandon(a);
     return rc == -EINVAL || rc == -ENOENT ? 2 : 1;
   }
+  struct kv_state_env kenv = {.loop = a->loop, .cfg = cfg, .store = &a->store, .router = &a->router,
+                               .nlocal = cfg->nruntimes};
+  if ((rc = kv_state_start(&a->kv, &kenv, err, sizeof err)) != 0) {
+    fprintf(stderr, "infermesh agent: %s\n", err);
+    abandon(a);
+    return 2;
+  }
+  if (a->mesh) mesh_set_kv(a->mesh, a->kv);
   if (a->mesh) {
     a->router.kr = mesh_keyring(a->mesh);
     a->router.node_id = mesh_node_id(a->mesh); /* hops are signed for the node that receives them */
@@ -738,9 +798,10 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   uv_prepare_init(a->loop, &a->log_flusher);
   uv_prepare_start(&a->log_flusher, log_flush_cb);
   log_buffer_lines(true);
-  log_info("agent listening", "node=%s listen=%s targets=%d tenants=%d max_fds=%llu version=%s",
-           cfg->node_name, a->listen, a->store.ntargets, cfg->ntenants, (unsigned long long)nofile,
-           INFERMESH_VERSION);
+  log_info("agent listening", "node=%s listen=%s tls=%s targets=%d tenants=%d max_fds=%llu version=%s",
+           cfg->node_name, a->listen,
+           cfg->tls.cert[0] ? "on" : loopback ? "off" : "off warning=\"plaintext beyond loopback: set tls.cert and tls.key\"",
+           a->store.ntargets, cfg->ntenants, (unsigned long long)nofile, INFERMESH_VERSION);
   if (ready_cb) ready_cb(arg, http_server_port(&a->server));
   uv_run(a->loop, UV_RUN_DEFAULT);
   log_buffer_lines(false); /* flushes */

@@ -12,13 +12,15 @@
 #include "adapter/adapter.h"
 #include "agent/config_prices.h"
 #include "agent/config_tenants.h"
+#include "agent/config_tls.h"
 #include "core/log.h"
 #include "core/slice.h"
 #include "state/policy.h"
 #include "state/store.h"
 
 enum ktype {
-  K_STR, K_U32, K_INT, K_SIZE, K_LISTEN, K_RUNTIME, K_JOIN, K_LABEL, K_DBL, K_BOOL, K_TENANT, K_ALIAS, K_PRICE
+  K_STR, K_U32, K_INT, K_SIZE, K_LISTEN, K_RUNTIME, K_JOIN, K_LABEL, K_DBL, K_BOOL, K_TENANT, K_ALIAS, K_PRICE,
+  K_TLSMAP
 };
 
 struct key {
@@ -84,14 +86,24 @@ static const struct key keys[] = {
      "nothing: for Prometheus and dashboards"},
     {"insecure_no_auth", "--insecure-no-auth", "INFERMESH_INSECURE_NO_AUTH", K_BOOL, F(insecure_no_auth),
      "serve a listener beyond loopback without API keys (tenants); never in production"},
+    {"tls.cert", "--tls-cert", "INFERMESH_TLS_CERT", K_STR, F(tls.cert),
+     "PEM certificate (then its chain) of the HTTPS listener; with tls.key the listener speaks only TLS 1.2+, "
+     "reloaded on SIGHUP"},
+    {"tls.key", "--tls-key", "INFERMESH_TLS_KEY", K_STR, F(tls.key), "PEM private key of tls.cert"},
+    {"tls.client_ca", "--tls-client-ca", "INFERMESH_TLS_CLIENT_CA", K_STR, F(tls.client_ca),
+     "PEM CA certificates: clients may present a certificate they signed (one that does not verify is refused)"},
+    {"tls.client_map", "--tls-client-map", "INFERMESH_TLS_CLIENT_MAP", K_TLSMAP, 0, 0,
+     "CN=ROLE: a verified client certificate with this subject CN acts as ROLE's credential, admin (the admin "
+     "token) or a tenant's name (its key) (repeatable; env: comma-separated; YAML: client_map: {CN: ROLE})"},
     {"routing.policy", "--routing-policy", "INFERMESH_ROUTING_POLICY", K_STR, F(routing_policy),
      "how targets are chosen: ours (prefix- and load-aware, the default), round-robin, least-request, "
      "power-of-two, sglang, llm-d"},
     {"runtimes", "--target", "INFERMESH_TARGETS", K_RUNTIME, 0, 0,
-     "[NAME=]URL[#kind=KIND][&alias=NAME][&api_key=KEY] of a runtime, e.g. http://127.0.0.1:8000 or "
+     "[NAME=]URL[#kind=KIND][&alias=NAME][&api_key=KEY][&kv_events=EP] of a runtime, e.g. http://127.0.0.1:8000 or "
      "sg=http://127.0.0.1:30000#kind=sglang; KIND: vllm (the default), sglang, tgi, llamacpp, triton, "
      "ollama; alias: the name clients use for its model (the runtime still gets its own); api_key: sent to "
-     "it as `Authorization: Bearer KEY` (repeatable; env: comma-separated)"},
+     "it as `Authorization: Bearer KEY`; kv_events: its KV-cache event publisher, tcp://HOST:PORT "
+     "(repeatable; env: comma-separated)"},
     {"aliases", "--alias", "INFERMESH_ALIASES", K_ALIAS, 0, 0,
      "NAME=MODEL: clients may ask for MODEL (a model a target serves, or a runtime's alias) as NAME; listed "
      "in /v1/models (repeatable; env: comma-separated; YAML: aliases: {NAME: MODEL})"},
@@ -360,6 +372,22 @@ static int runtime_extras(struct agent_config *c, const char *alias, const char 
   return 0;
 }
 
+/* KV-cache event endpoint of the runtime added last: the agent connects, so no wildcard. */
+static int runtime_kv_events(struct agent_config *c, const char *v, char *err, size_t errlen) {
+  struct config_runtime *r = &c->runtimes[c->nruntimes - 1];
+  bool ok = (strncmp(v, "tcp://", 6) == 0 && strchr(v + 6, ':') && !strchr(v, '*')) ||
+            (strncmp(v, "ipc://", 6) == 0 && v[6]);
+  if (!ok || strlen(v) >= sizeof r->kv_events) {
+    snprintf(err, errlen,
+             "runtime kv_events '%s' must be tcp://HOST:PORT or ipc://PATH (the runtime's --kv-events-config "
+             "endpoint, as this agent dials it)",
+             v);
+    return -EINVAL;
+  }
+  str_copy(r->kv_events, sizeof r->kv_events, v);
+  return 0;
+}
+
 static int set_key(struct agent_config *c, const struct key *k, const char *v, int source, const char *src,
                    char *err, size_t errlen) {
   char *base = (char *)c + k->off;
@@ -437,6 +465,17 @@ static int set_key(struct agent_config *c, const struct key *k, const char *v, i
     }
     return 0;
   }
+  case K_TLSMAP: {
+    char tmp[4096];
+    str_copy(tmp, sizeof tmp, v);
+    for (char *s = tmp, *next; s && *s; s = next) {
+      next = source == 3 ? strchr(s, ',') : NULL;
+      if (next) *next++ = '\0';
+      int rc = config_tls_map_add(c, source, s, src, err, errlen);
+      if (rc) return rc;
+    }
+    return 0;
+  }
   case K_LABEL: {
     char tmp[256];
     str_copy(tmp, sizeof tmp, v);
@@ -471,7 +510,7 @@ static int set_key(struct agent_config *c, const struct key *k, const char *v, i
        * kind=KIND says which runtime it is (vllm when absent), alias=NAME the name clients use for its model,
        * api_key=KEY what the runtime wants in `Authorization: Bearer`. A base URL has no fragment: '#' is
        * free. */
-      const char *kind = "vllm", *name = NULL, *alias = "", *api_key = "";
+      const char *kind = "vllm", *name = NULL, *alias = "", *api_key = "", *kv = "";
       char *hash = strchr(s, '#');
       if (hash) {
         *hash = '\0';
@@ -484,11 +523,13 @@ static int set_key(struct agent_config *c, const struct key *k, const char *v, i
             alias = o + 6;
           else if (strncmp(o, "api_key=", 8) == 0 && o[8])
             api_key = o + 8;
+          else if (strncmp(o, "kv_events=", 10) == 0 && o[10])
+            kv = o + 10;
           else {
             char known[128];
             known_kinds(known, sizeof known);
             snprintf(err, errlen,
-                     "%s: '#%s' after the URL must be #kind=KIND[&alias=NAME][&api_key=KEY], KIND one "
+                     "%s: '#%s' after the URL must be #kind=KIND[&alias=NAME][&api_key=KEY][&kv_events=EP], KIND one "
                      "of: %s",
                      src, o, known);
             return -EINVAL;
@@ -499,6 +540,7 @@ static int set_key(struct agent_config *c, const struct key *k, const char *v, i
       if (eq && scheme && eq < scheme) *eq = '\0', name = s, s = eq + 1;
       int rc = add_runtime(c, source, kind, s, name, NULL, err, errlen);
       if (!rc) rc = runtime_extras(c, alias, api_key, err, errlen);
+      if (!rc && kv[0]) rc = runtime_kv_events(c, kv, err, errlen);
       if (rc) { /* name the flag (or variable) */
         char msg[256];
         str_copy(msg, sizeof msg, err);
@@ -541,7 +583,7 @@ static int yaml_runtimes(struct agent_config *c, yaml_document_t *d, yaml_node_t
   }
   for (yaml_node_item_t *it = seq->data.sequence.items.start; it < seq->data.sequence.items.top; it++) {
     yaml_node_t *m = yaml_document_get_node(d, *it);
-    const char *kind = "vllm", *url = NULL, *name = NULL, *exec = NULL, *alias = "", *api_key = "";
+    const char *kind = "vllm", *url = NULL, *name = NULL, *exec = NULL, *alias = "", *api_key = "", *kv = "";
     char gpus[256] = "", murl[160] = "";
     if (!m || m->type != YAML_MAPPING_NODE) {
       snprintf(err, errlen, "%s: each runtime must be a mapping like {kind: vllm, url: http://...}", file);
@@ -583,6 +625,8 @@ static int yaml_runtimes(struct agent_config *c, yaml_document_t *d, yaml_node_t
         alias = vs;
       else if (strcmp(ks, "api_key") == 0)
         api_key = vs;
+      else if (strcmp(ks, "kv_events") == 0)
+        kv = vs;
       else if (strcmp(ks, "metrics_url") == 0) {
         /* http://HOST:PORT, or that with the /metrics path, which is the only one read */
         char host[96];
@@ -598,7 +642,7 @@ static int yaml_runtimes(struct agent_config *c, yaml_document_t *d, yaml_node_t
       } else {
         snprintf(err, errlen,
                  "%s: unknown runtime key '%s' (known: kind, url, name, exec, gpus, metrics_url, alias, "
-                 "api_key)",
+                 "api_key, kv_events)",
                  file, ks);
         return -EINVAL;
       }
@@ -609,6 +653,7 @@ static int yaml_runtimes(struct agent_config *c, yaml_document_t *d, yaml_node_t
     }
     int rc = add_runtime(c, 1, kind, url, name, exec, err, errlen);
     if (!rc) rc = runtime_extras(c, alias, api_key, err, errlen);
+    if (!rc && kv[0]) rc = runtime_kv_events(c, kv, err, errlen);
     if (rc) return rc;
     str_copy(c->runtimes[c->nruntimes - 1].gpus, sizeof c->runtimes[0].gpus, gpus);
     str_copy(c->runtimes[c->nruntimes - 1].metrics_url, sizeof c->runtimes[0].metrics_url, murl);
@@ -628,6 +673,8 @@ static int yaml_walk(struct agent_config *c, yaml_document_t *d, yaml_node_t *n,
       rc = yaml_runtimes(c, d, v, file, err, errlen);
     } else if (strcmp(path, "tenants") == 0) {
       rc = config_tenants_yaml(c, d, v, file, err, errlen);
+    } else if (strcmp(path, "tls.client_map") == 0) {
+      rc = config_tls_map_yaml(c, d, v, file, err, errlen);
     } else if (strcmp(path, "prices") == 0) {
       rc = config_prices_yaml(c, d, v, file, err, errlen);
     } else if ((strcmp(path, "cluster.join") == 0 || strcmp(path, "node.roles") == 0) &&
@@ -783,6 +830,7 @@ int config_load_args(struct agent_config *c, int argc, char **argv, char *err, s
       return -EINVAL;
     }
   }
+  if ((rc = config_tls_check(c, err, errlen))) return rc;
   if (log_level_parse(c->log_level) < 0) {
     snprintf(err, errlen, "log level '%s' is not one of debug, info, warn, error", c->log_level);
     return -EINVAL;

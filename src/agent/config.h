@@ -24,6 +24,8 @@ struct config_runtime {
   char alias[128];   /* the name clients use for its model ("" = the name the runtime reports); the runtime
                         still gets its own name in requests */
   char api_key[256]; /* sent upstream (requests and scrapes) as `Authorization: Bearer KEY`; "" = none */
+  char kv_events[160]; /* ZMQ endpoint of its KV-cache event publisher (vLLM/SGLang --kv-events-config),
+                          tcp://HOST:PORT or ipc://PATH, which the agent connects to; "" = none */
 };
 
 /* Supervision of runtimes that have `exec` (agent/supervisor.h). config_finish keeps crash_loop_restarts at
@@ -63,6 +65,22 @@ struct config_cluster {
 };
 
 #define CONFIG_MAX_PRICES 64
+
+/* TLS on the HTTP listener (net/tls.h, agent/ingress_tls.h): YAML `tls: {cert, key, client_ca, client_map:
+ * {CN: ROLE}}`, flags --tls-cert, --tls-key, --tls-client-ca, --tls-client-map CN=ROLE (repeatable; the
+ * environment's INFERMESH_TLS_CLIENT_MAP is comma-separated). A verified client certificate whose subject CN is
+ * mapped acts as the credential of its ROLE: admin (the admin token) or a tenant's name (that tenant's key). */
+#define CONFIG_TLS_MAP_MAX 64
+struct config_tls_map {
+  char cn[128];
+  char role[64];
+};
+struct config_tls {
+  char cert[512], key[512], client_ca[512]; /* PEM files; "" = TLS off / no client certificates */
+  struct config_tls_map map[CONFIG_TLS_MAP_MAX];
+  int nmap;
+  int map_source;
+};
 
 struct agent_config {
   char node_name[64];
@@ -113,6 +131,7 @@ struct agent_config {
   struct model_alias aliases[MODEL_ALIASES_MAX];
   int naliases;
   int aliases_source;
+  struct config_tls tls;
 };
 
 /* config_defaults: listen 127.0.0.1:8080, scrape every 500 ms, drain 30 s, upstream timeout 300 s,

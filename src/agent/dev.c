@@ -225,19 +225,26 @@ static int spawn(struct dev *d, struct child *c, char **args) {
   return 0;
 }
 
+/* kv_endpoint is where engine i publishes its KV-cache events (a local socket: nothing to pick or collide). */
+static void kv_endpoint(char *out, size_t cap, int i) {
+  snprintf(out, cap, "ipc:///tmp/infermesh-dev-%d-engine-%d.kv", (int)uv_os_getpid(), i);
+}
+
 static void start_engine(struct child *c) {
   struct dev *d = c->d;
-  char port[16];
+  char port[16], kv[128];
   snprintf(port, sizeof port, "%d", c->port); /* 0 first; the same port on restarts */
-  char *args[16] = {(char *)d->exe, "sim-engine", "--host", d->host, "--port", port, "--speed", d->speed};
-  int n = 8;
+  kv_endpoint(kv, sizeof kv, (int)(c - d->engines));
+  char *args[16] = {(char *)d->exe, "sim-engine", "--host", d->host, "--port", port, "--speed", d->speed,
+                    "--kv-events", kv};
+  int n = 10;
   if (d->profile[0]) args[n++] = "--profile", args[n++] = d->profile;
   args[n] = NULL;
   if (spawn(d, c, args) != 0) stop_all(d, 1);
 }
 
 static void start_agent(struct dev *d, int node) {
-  static char urls[MAX_ENGINES][96], listen[MAX_NODES][96], name[MAX_NODES][32], dir[MAX_NODES][300],
+  static char urls[MAX_ENGINES][256], listen[MAX_NODES][96], name[MAX_NODES][32], dir[MAX_NODES][300],
       gossip[MAX_NODES][96], seed[96];
   char *args[20 + 2 * MAX_ENGINES] = {(char *)d->exe, "agent", "--listen", listen[node], "--name", name[node],
                                       "--scrape-interval-ms", "200"};
@@ -245,7 +252,9 @@ static void start_agent(struct dev *d, int node) {
   snprintf(listen[node], sizeof listen[0], "%s:%d", d->host, d->port + node);
   snprintf(name[node], sizeof name[0], d->nnodes > 1 ? "node-%d" : "dev", node);
   for (int i = node * d->nengines; i < (node + 1) * d->nengines; i++) {
-    snprintf(urls[i], sizeof urls[i], "engine-%d=http://%s:%d", i, d->host, d->engines[i].port);
+    char kv[128];
+    kv_endpoint(kv, sizeof kv, i);
+    snprintf(urls[i], sizeof urls[i], "engine-%d=http://%s:%d#kv_events=%s", i, d->host, d->engines[i].port, kv);
     args[n++] = "--target";
     args[n++] = urls[i];
   }

@@ -1,5 +1,6 @@
 /* The agent's side of the mesh: membership → remote targets, local load and meta → gossip. */
 #include "agent/mesh.h"
+#include "agent/kv_state.h"
 #include "api/events.h"
 
 #include <errno.h>
@@ -54,6 +55,7 @@ struct mesh {
   int closing_parts;
   void (*spend_fn)(void *arg, const struct gossip_spend *s); /* mesh_on_spend */
   void *spend_arg;
+  struct kv_state *kv; /* borrowed; NULL = none */
 };
 
 static bool pool_ready(const struct mesh *m, int id) { return m->pool_ready && m->pool_ready[id]; }
@@ -313,7 +315,15 @@ static void timer_cb(uv_timer_t *h) {
   }
   build_load(m, &load, now);
   gossip_publish_load(m->gossip, &load);
+  if (m->kv) kv_state_flush(m->kv, m->gossip, m->id.pk, now);
 }
+
+static void cache_cb(void *user, const struct gossip_cache *c) {
+  struct mesh *m = user;
+  if (m->kv) kv_state_report(m->kv, c, m->id.pk);
+}
+
+void mesh_set_kv(struct mesh *m, struct kv_state *kv) { m->kv = kv; }
 
 /* ---- start ---- */
 
@@ -426,7 +436,7 @@ int mesh_start(struct mesh **out, const struct mesh_env *env, char *err, size_t 
   if (cc->indirect_checks) gc.swim.indirect_checks = cc->indirect_checks;
   if (cc->gossip_nodes) gc.swim.gossip_nodes = cc->gossip_nodes;
   build_meta(m, &m->meta);
-  struct gossip_callbacks cb = {.member = member_cb, .load = load_cb, .spend = spend_cb};
+  struct gossip_callbacks cb = {.member = member_cb, .load = load_cb, .cache = cache_cb, .spend = spend_cb};
   rc = gossip_start(&m->gossip, env->loop, &gc, &m->id, &m->kr, env->cfg->node_name, &m->meta, &cb, m, err, errlen);
   if (rc != 0) {
     free(m->nodes);
@@ -581,6 +591,14 @@ void mesh_metrics(struct mesh *m, struct buf *b) {
                 "infermesh_gossip_spend_reports_total{dir=\"in\"} %llu\n"
                 "infermesh_gossip_spend_reports_total{dir=\"out\"} %llu\n",
              (unsigned long long)gc->spends_in, (unsigned long long)gc->spends_out);
+  buf_printf(b, "# HELP infermesh_gossip_kind_bytes_out_total Bytes sent, by what they carried (the rest of "
+                "infermesh_gossip_bytes_total{dir=\"out\"} is SWIM).\n# TYPE infermesh_gossip_kind_bytes_out_total counter\n"
+                "infermesh_gossip_kind_bytes_out_total{kind=\"load\"} %llu\n"
+                "infermesh_gossip_kind_bytes_out_total{kind=\"cache\"} %llu\n",
+             (unsigned long long)gc->load_bytes_out, (unsigned long long)gc->cache_bytes_out);
+  buf_printf(b, "# TYPE infermesh_gossip_cache_reports_total counter\n"
+                "infermesh_gossip_cache_reports_total{dir=\"in\"} %llu\ninfermesh_gossip_cache_reports_total{dir=\"out\"} %llu\n",
+             (unsigned long long)gc->caches_in, (unsigned long long)gc->caches_out);
 }
 
 struct keyring *mesh_keyring(struct mesh *m) { return &m->kr; }

@@ -34,6 +34,11 @@ struct mesh_env {
  * agent runs alone: returns 0 with *out = NULL. Errors: negative, with a message for the user in err. */
 int mesh_start(struct mesh **out, const struct mesh_env *env, char *err, size_t errlen);
 
+/* mesh_set_kv hands the mesh the agent's shared cache state (agent/kv_state.h; borrowed, NULL = none): its
+ * reports go out on the mesh's publish timer and other nodes' reports come to it. */
+struct kv_state;
+void mesh_set_kv(struct mesh *m, struct kv_state *kv);
+
 /* mesh_members_json writes {"self": ID, "members": [...]} (every member, tombstones included). */
 void mesh_members_json(struct mesh *m, struct buf *out);
 /* mesh_metrics appends the gossip counters in Prometheus text. */

@@ -50,6 +50,28 @@ static const struct api_route routes[] = {
     {API_POST, "/v1/ledger/settle", API_ADMIN, false, API_OP_LEDGER, "pay unpaid contributions (?min_amount=X)"},
     {API_GET, "/v1/cluster/state", API_AGENT, false, API_OP_CTL_STATE, "control-plane state for a replica"},
     {API_POST, "/v1/cluster/_propose", API_AGENT, false, API_OP_PROPOSE, "a write forwarded to the leader"},
+    /* gRPC (HTTP/2, content-type application/grpc; proto/): each method's credential, as its HTTP
+       counterpart's */
+    {API_POST, "/grpc.health.v1.Health/Check", API_OPEN, false, API_OP_GRPC, "gRPC health check"},
+    {API_POST, "/infermesh.v1.Scoring/ScoreTargets", API_VIEW, false, API_OP_GRPC, "gRPC: rank targets"},
+    {API_POST, "/infermesh.v1.Scoring/Admit", API_VIEW, false, API_OP_GRPC, "gRPC: admission for a tenant"},
+    {API_POST, "/infermesh.v1.Scoring/ReportOutcome", API_ADMIN, false, API_OP_GRPC,
+     "gRPC: a gateway's request outcome, fed to routing"},
+    {API_POST, "/infermesh.v1.Control/ListNodes", API_VIEW, false, API_OP_GRPC, "gRPC: membership"},
+    {API_POST, "/infermesh.v1.Control/ListModels", API_VIEW, false, API_OP_GRPC,
+     "gRPC: models and their targets"},
+    {API_POST, "/infermesh.v1.Control/ListTargets", API_VIEW, false, API_OP_GRPC,
+     "gRPC: targets and signals"},
+    {API_POST, "/infermesh.v1.Control/GetPolicy", API_VIEW, false, API_OP_GRPC, "gRPC: one policy"},
+    {API_POST, "/infermesh.v1.Control/ListPolicies", API_VIEW, false, API_OP_GRPC, "gRPC: policies"},
+    {API_POST, "/infermesh.v1.Control/SetPolicy", API_ADMIN, false, API_OP_GRPC, "gRPC: change a policy"},
+    {API_POST, "/infermesh.v1.Control/DeletePolicy", API_ADMIN, false, API_OP_GRPC, "gRPC: remove a policy"},
+    {API_POST, "/infermesh.v1.Control/PinModel", API_ADMIN, false, API_OP_GRPC, "gRPC: pin a model"},
+    {API_POST, "/infermesh.v1.Control/UnpinModel", API_ADMIN, false, API_OP_GRPC, "gRPC: unpin a model"},
+    {API_POST, "/infermesh.v1.Control/DrainNode", API_ADMIN, false, API_OP_GRPC, "gRPC: drain a node"},
+    {API_POST, "/infermesh.v1.Control/UndrainNode", API_ADMIN, false, API_OP_GRPC, "gRPC: undrain a node"},
+    {API_POST, "/infermesh.v1.Control/SubscribeEvents", API_VIEW, false, API_OP_GRPC,
+     "gRPC: live event stream"},
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 

@@ -125,6 +125,13 @@ void status_targets_json(struct buf *out, const struct store *s, const struct sc
       buf_printf(out, "%.0f", (double)(now_ns - t->updated_ns) / 1e6);
     else
       buf_puts(out, "null");
+    /* What the runtime itself reports holding (KV-cache events, directly or through the mesh): null when
+     * nothing was ever reported. */
+    if (t->kv_ns)
+      buf_printf(out, ",\"kv_cached_blocks\":%d,\"kv_report_age_ms\":%.0f", store_kv_blocks(t),
+                 (double)(now_ns - t->kv_ns) / 1e6);
+    else
+      buf_puts(out, ",\"kv_cached_blocks\":null,\"kv_report_age_ms\":null");
     buf_printf(out, ",\"gpu_degraded\":%s,\"score\":%.3f,\"last_error\":", t->gpu_degraded ? "true" : "false",
                score_target(t, p, now_ns));
     buf_json_str(out, slice_cstr(t->last_error));

@@ -12,8 +12,10 @@
 #define DEFAULT_AGENT "http://127.0.0.1:8080"
 
 static void usage(const char *cmd, FILE *f) {
-  fprintf(f, "usage: infermesh %s [--agent URL] [--json] [--token TOKEN]\n\n"
-             "  --agent URL   the agent to ask (INFERMESH_AGENT, else " DEFAULT_AGENT ")\n"
+  fprintf(f, "usage: infermesh %s [--agent URL] [--ca FILE] [--json] [--token TOKEN]\n\n"
+             "  --agent URL   the agent to ask (INFERMESH_AGENT, else " DEFAULT_AGENT "); https://HOST:PORT for TLS\n"
+             "  --ca FILE     PEM CA certificates an https:// agent's certificate must chain to (INFERMESH_CA, else\n"
+             "                the system's CAs); its host name or IP address must match too\n"
              "  --json        print the agent's JSON instead of a table\n"
              "  --token TOKEN the agent's admin or read token; needed when it has tenants (INFERMESH_ADMIN_TOKEN,\n"
              "                else INFERMESH_READ_TOKEN)\n",

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "cli/tls_client.h"
 #include "core/clock.h"
 
 struct resp {
@@ -47,19 +48,55 @@ static int wait_fd(int fd, short ev, uint64_t deadline) {
   return rc > 0 ? 0 : rc == 0 ? -ETIMEDOUT : -errno;
 }
 
+/* The connection: a socket, with TLS on it for https:// URLs. */
+struct conn {
+  int fd;
+  struct tls_client *tls;
+};
+
+static ssize_t conn_send(struct conn *c, const char *data, size_t n, uint64_t deadline) {
+  if (c->tls) return tls_client_send(c->tls, data, n, deadline);
+  for (size_t off = 0; off < n;) {
+    ssize_t w = send(c->fd, data + off, n - off, MSG_NOSIGNAL);
+    if (w < 0 && errno == EAGAIN && wait_fd(c->fd, POLLOUT, deadline) == 0) continue;
+    if (w <= 0) return -EIO;
+    off += (size_t)w;
+  }
+  return (ssize_t)n;
+}
+
+/* Bytes received (0 at the end), -ETIMEDOUT past the deadline, or another negative errno. */
+static ssize_t conn_recv(struct conn *c, char *data, size_t n, uint64_t deadline) {
+  if (c->tls) return tls_client_recv(c->tls, data, n, deadline);
+  for (;;) {
+    ssize_t got = recv(c->fd, data, n, 0);
+    if (got >= 0) return got;
+    if (errno != EAGAIN) return -EIO;
+    int rc = wait_fd(c->fd, POLLIN, deadline);
+    if (rc) return rc;
+  }
+}
+
+static void conn_close(struct conn *c) {
+  tls_client_close(c->tls);
+  close(c->fd);
+}
+
 /* request does the work of http_get and http_request; agent picks the wording of connection errors. */
 static int request(const char *method, const char *base_url, const char *path, const char *req_body,
                    const char *extra, int timeout_ms, int *status, struct buf *body, char *err, size_t errlen,
                    bool agent, http_stream_cb cb, void *cb_arg) {
-  char host[64];
+  char host[64], name[64];
   struct sockaddr_in sa = {.sin_family = AF_INET};
   const char *p = base_url;
-  if (strncmp(p, "http://", 7) != 0) goto bad_url;
-  p += 7;
+  bool https = strncmp(p, "https://", 8) == 0;
+  if (!https && strncmp(p, "http://", 7) != 0) goto bad_url;
+  p += https ? 8 : 7;
   const char *colon = strchr(p, ':');
   if (!colon || (size_t)(colon - p) >= sizeof host) goto bad_url;
   memcpy(host, p, (size_t)(colon - p));
   host[colon - p] = '\0';
+  str_copy(name, sizeof name, host); /* what the server's certificate must name */
   if (strcmp(host, "localhost") == 0) str_copy(host, sizeof host, "127.0.0.1");
   char *end;
   long port = strtol(colon + 1, &end, 10);
@@ -88,6 +125,11 @@ static int request(const char *method, const char *base_url, const char *path, c
     close(fd);
     return rc;
   }
+  struct conn cn = {fd, NULL};
+  if (https && (rc = tls_client_open(&cn.tls, fd, name, base_url, deadline, err, errlen)) != 0) {
+    close(fd);
+    return rc;
+  }
   struct buf req = {0};
   size_t blen = req_body ? strlen(req_body) : 0;
   buf_printf(&req, "%s %s HTTP/1.1\r\nHost: %s:%ld\r\nConnection: close\r\nAccept: application/json\r\n", method,
@@ -96,17 +138,11 @@ static int request(const char *method, const char *base_url, const char *path, c
   if (extra) buf_puts(&req, extra);
   buf_puts(&req, "\r\n");
   if (req_body) buf_append(&req, req_body, blen);
-  size_t n = req.len;
-  for (size_t off = 0; off < n;) {
-    ssize_t w = send(fd, req.base + off, n - off, MSG_NOSIGNAL);
-    if (w < 0 && errno == EAGAIN && wait_fd(fd, POLLOUT, deadline) == 0) continue;
-    if (w <= 0) {
-      snprintf(err, errlen, "sending to %s failed: %s", base_url, strerror(errno));
-      close(fd);
-      buf_free(&req);
-      return -EIO;
-    }
-    off += (size_t)w;
+  if (conn_send(&cn, req.base, req.len, deadline) < 0) {
+    snprintf(err, errlen, "sending to %s failed: %s", base_url, strerror(errno));
+    conn_close(&cn);
+    buf_free(&req);
+    return -EIO;
   }
   buf_free(&req);
   http_parser parser;
@@ -117,26 +153,23 @@ static int request(const char *method, const char *base_url, const char *path, c
   parser.data = &r;
   char buf[16384];
   while (!r.done) {
-    ssize_t got = recv(fd, buf, sizeof buf, 0);
     if (r.cb && r.headers_done && parser.status_code / 100 == 2) deadline = UINT64_MAX; /* a stream: no end */
-    if (got < 0 && errno == EAGAIN) {
-      if ((rc = wait_fd(fd, POLLIN, deadline)) != 0) {
-        snprintf(err, errlen, "no answer from %s within %d ms", base_url, timeout_ms);
-        close(fd);
-        return rc;
-      }
-      continue;
+    ssize_t got = conn_recv(&cn, buf, sizeof buf, deadline);
+    if (got == -ETIMEDOUT) {
+      snprintf(err, errlen, "no answer from %s within %d ms", base_url, timeout_ms);
+      conn_close(&cn);
+      return -ETIMEDOUT;
     }
     if (got < 0) {
       snprintf(err, errlen, "reading from %s failed: %s", base_url, strerror(errno));
-      close(fd);
+      conn_close(&cn);
       return -EIO;
     }
     size_t parsed = http_parser_execute(&parser, &settings, buf, (size_t)got);
     if (got == 0) break;
     if (HTTP_PARSER_ERRNO(&parser) != HPE_OK || parsed != (size_t)got) break;
   }
-  close(fd);
+  conn_close(&cn);
   if (r.cb && r.headers_done) { /* a stream that ended (or that the callback stopped) is a success */
     *status = parser.status_code;
     return 0;
@@ -148,7 +181,8 @@ static int request(const char *method, const char *base_url, const char *path, c
   *status = parser.status_code;
   return 0;
 bad_url:
-  snprintf(err, errlen, "%s URL '%s' must look like http://127.0.0.1:8080", agent ? "agent" : "the", base_url);
+  snprintf(err, errlen, "%s URL '%s' must look like http://127.0.0.1:8080 or https://HOST:PORT", agent ? "agent" : "the",
+           base_url);
   return -EINVAL;
 }
 

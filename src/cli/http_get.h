@@ -1,11 +1,12 @@
-/* A small blocking HTTP/1.1 GET for the CLI (never used on an event loop). */
+/* A small blocking HTTP/1.1 (and HTTPS) client for the CLI (never used on an event loop). */
 #ifndef IM_CLI_HTTP_GET_H
 #define IM_CLI_HTTP_GET_H
 
 #include "core/buf.h"
 
 /* http_get fetches http://HOST:PORT/PATH from base_url (e.g. "http://127.0.0.1:8080") + path with a
- * timeout, sending "Connection: close" and reading to EOF. Fills *status and body (caller frees).
+ * timeout, sending "Connection: close" and reading to EOF. An https:// base_url speaks TLS, the server's
+ * certificate verified against --ca / INFERMESH_CA (cli/tls_client.h) and the URL's host. Fills *status and body (caller frees).
  * Returns 0, or a negative errno with a human-readable reason in err. */
 int http_get(const char *base_url, const char *path, int timeout_ms, int *status, struct buf *body, char *err,
              size_t errlen);

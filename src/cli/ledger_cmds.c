@@ -148,8 +148,11 @@ static int cmp_group(const void *a, const void *b) {
 }
 
 /* usage_mesh asks each alive member (members: the agent's /v1/cluster/members answer) for path and prints the
- * sum. Returns the exit code: 0, or 1 when no member answered. */
-static int usage_mesh(json_t *members, const char *path, const char *auth, const char *by, bool as_json) {
+ * sum; members are reached the way the agent was (https:// when its URL is: one mesh, one listener setup).
+ * Returns the exit code: 0, or 1 when no member answered. */
+static int usage_mesh(json_t *members, const char *agent, const char *path, const char *auth, const char *by,
+                      bool as_json) {
+  const char *scheme = strncmp(agent, "https://", 8) == 0 ? "https" : "http";
   struct merged m = {.asked = json_array(), .missing = json_array()};
   size_t i;
   json_t *mem;
@@ -165,7 +168,7 @@ static int usage_mesh(json_t *members, const char *path, const char *auth, const
     char base[160], err[256];
     struct buf body = {0};
     int status = 0;
-    snprintf(base, sizeof base, "http://%s", api ? api : "");
+    snprintf(base, sizeof base, "%s://%s", scheme, api ? api : "");
     json_t *j = NULL;
     if (api && *api &&
         http_request_hdrs("GET", base, path, NULL, auth, 10000, &status, &body, err, sizeof err) == 0 &&
@@ -326,7 +329,7 @@ int ledger_cmd_main(int argc, char **argv) {
       members = json_loadb(mb.base ? mb.base : "", mb.len, 0, NULL);
     buf_free(&mb);
     if (members && json_array_size(json_object_get(members, "members")) > 0) {
-      int mrc = usage_mesh(members, path.base, auth, f_by, as_json);
+      int mrc = usage_mesh(members, agent, path.base, auth, f_by, as_json);
       json_decref(members);
       buf_free(&path);
       buf_free(&body);

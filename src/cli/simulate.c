@@ -81,6 +81,8 @@ static void usage(FILE *f) {
           "  --signal-delay MS      a scrape becomes visible to the router this much later (50)\n"
           "  --share-routes MS      routers learn each other's routing decisions MS later (gossip; policies\n"
           "                         that keep prefix knowledge use them); off by default\n"
+          "  --kv-events MS         engines publish KV-cache events that reach every router MS later (the\n"
+          "                         agents' mesh cache reports); off by default\n"
           "routing:\n"
           "  --policy P[,Q..]|all   round-robin, least-request, power-of-two, sglang, llm-d, ours (all)\n"
           "  --slo-ttft-ms MS       p90 TTFT objective for goodput and capacity (2000)\n"
@@ -250,6 +252,9 @@ static int parse_args(struct opts *o, int argc, char **argv) {
     else if (strcmp(a, "--share-routes") == 0 && parse_num(v, &d) && d >= 0 && d <= 3.6e6) {
       o->dc.share_routes = 1;
       o->dc.share_delay_ns = (uint64_t)llround(d * 1e6);
+    } else if (strcmp(a, "--kv-events") == 0 && parse_num(v, &d) && d >= 0 && d <= 3.6e6) {
+      o->dc.kv_events = 1;
+      o->dc.kv_events_delay_ns = (uint64_t)llround(d * 1e6);
     } else if (strcmp(a, "--slo-ttft-ms") == 0 && parse_num(v, &d) && d > 0 && d <= 3.6e9)
       o->dc.slo_ttft_ns = (uint64_t)llround(d * 1e6);
     else if (strcmp(a, "--slo-tpot-ms") == 0 && parse_num(v, &d) && d > 0 && d <= 3.6e6)
@@ -258,7 +263,7 @@ static int parse_args(struct opts *o, int argc, char **argv) {
       static const char *const known[] = {"--limit", "--requests", "--tenants", "--groups", "--system-tokens",
                                           "--engines", "--routers", "--seed", "--rate", "--zipf", "--think-s",
                                           "--time-scale", "--capacity-max", "--report-interval",
-                                          "--signal-delay", "--slo-ttft-ms", "--share-routes",
+                                          "--signal-delay", "--slo-ttft-ms", "--share-routes", "--kv-events",
                                           "--slo-tpot-ms"};
       for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
         if (strcmp(a, known[k]) == 0) return bad(a, v, "value out of range or not a number");
@@ -497,14 +502,16 @@ int simulate_main(int argc, char **argv) {
   json_t *root = json_object(), *runs = json_array(), *caps = json_array();
   json_object_set_new(root, "workload", workload_json(&o, &w));
   json_object_set_new(root, "config",
-                      json_pack("{s:s,s:i,s:i,s:f,s:b,s:f,s:f,s:o,s:I,s:o}", "profile", o.dc.prof.name, "engines",
+                      json_pack("{s:s,s:i,s:i,s:f,s:b,s:f,s:f,s:o,s:I,s:o,s:o}", "profile", o.dc.prof.name, "engines",
                                 o.dc.nengines, "routers", o.dc.nrouters, "report_interval_ms",
                                 o.dc.report_interval_ns / 1e6, "upstream_refresh", o.dc.upstream_refresh,
                                 "signal_delay_ms", o.dc.signal_delay_ns / 1e6, "slo_ttft_ms", o.dc.slo_ttft_ns / 1e6,
                                 "slo_tpot_ms", o.dc.slo_tpot_ns ? json_real(o.dc.slo_tpot_ns / 1e6) : json_null(),
                                 "seed", (json_int_t)o.dc.seed,
                                 "share_routes_ms",
-                                o.dc.share_routes ? json_real(o.dc.share_delay_ns / 1e6) : json_null()));
+                                o.dc.share_routes ? json_real(o.dc.share_delay_ns / 1e6) : json_null(),
+                                "kv_events_ms",
+                                o.dc.kv_events ? json_real(o.dc.kv_events_delay_ns / 1e6) : json_null()));
   int exit_code = 0;
   if (o.capacity) {
     if (!o.json) {

@@ -26,6 +26,7 @@ struct peer {
   uint32_t roles;
   bool alive, forgotten;
   uint64_t load_boot, load_seq;
+  uint64_t cache_boot, cache_seq; /* the newest cache report seen, the same way */
   uint64_t forgotten_ms;
 };
 
@@ -54,6 +55,8 @@ struct gossip {
   struct gossip_load load;
   bool have_load, load_changed;
   uint64_t boot_id, load_seq, load_sent_ms, load_signal_ms;
+  uint64_t load_fanout_bytes; /* what the last report cost, every gateway's copy counted */
+  uint64_t cache_seq;
   uint64_t spend_seq;
   /* scratch, so that no datagram needs a large stack frame or an allocation */
   struct gossip_packet pkt; /* outgoing: SWIM may send while it still reads `rx` */
@@ -80,6 +83,7 @@ void gossip_config_default(struct gossip_config *c) {
   swim_config_default(&c->swim);
   c->load_min_interval_ms = 100;
   c->load_max_interval_ms = 1000;
+  c->load_budget_bytes_s = 24 * 1024;
   c->tcp_timeout_ms = 5000;
 }
 
@@ -251,6 +255,16 @@ static void handle_load(struct gossip *g, const struct gossip_load *l) {
   if (g->cb.load) g->cb.load(g->user, l);
 }
 
+static void handle_cache(struct gossip *g, const struct gossip_cache *c) {
+  struct peer *p = peer_find(g, c->from, false);
+  if (!p || !p->alive) return;
+  if (c->boot < p->cache_boot || (c->boot == p->cache_boot && c->seq <= p->cache_seq)) return;
+  p->cache_boot = c->boot;
+  p->cache_seq = c->seq;
+  g->counters.caches_in++;
+  if (g->cb.cache) g->cb.cache(g->user, c);
+}
+
 static void handle_spend(struct gossip *g, const struct gossip_spend *sp) {
   struct peer *p = peer_find(g, sp->from, false);
   if (!p || !p->alive) return; /* only members' reports count */
@@ -296,6 +310,8 @@ static void recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struc
     arm(g);
   } else if (g->rx.kind == GOSSIP_PKT_LOAD) {
     handle_load(g, &g->rx.u.load);
+  } else if (g->rx.kind == GOSSIP_PKT_CACHE) {
+    handle_cache(g, &g->rx.u.cache);
   } else if (g->rx.kind == GOSSIP_PKT_SPEND) {
     handle_spend(g, &g->rx.u.spend);
   }
@@ -323,23 +339,56 @@ static void load_send(struct gossip *g, uint64_t now);
 
 static void load_timer_cb(uv_timer_t *t) { load_send(t->data, now_ms()); }
 
+/* load_gap_ms is the least time between two reports: load_min_interval_ms, or longer where sending one to every
+ * gateway costs more than the byte budget allows (the fan-out grows with the mesh: N gateways, N copies). */
+static uint64_t load_gap_ms(const struct gossip *g) {
+  uint64_t gap = g->cfg.load_min_interval_ms;
+  if (g->cfg.load_budget_bytes_s) {
+    uint64_t paced = g->load_fanout_bytes * 1000u / g->cfg.load_budget_bytes_s;
+    if (paced > gap) gap = paced;
+  }
+  return gap;
+}
+
 static void load_send(struct gossip *g, uint64_t now) {
   if (!g->have_load) return;
-  if (!g->load_changed && now - g->load_sent_ms < g->cfg.load_max_interval_ms) return;
+  uint64_t gap = load_gap_ms(g), since = now - g->load_sent_ms;
+  if (since < gap) return;
+  if (!g->load_changed && since < (gap > g->cfg.load_max_interval_ms ? gap : g->cfg.load_max_interval_ms)) return;
   g->load.seq = ++g->load_seq;
   g->load.boot = g->boot_id;
   g->load.age_ms = (uint32_t)(now > g->load_signal_ms ? now - g->load_signal_ms : 0);
   memcpy(g->load.from, g->id->pk, GOSSIP_ID_LEN);
   g->pkt.kind = GOSSIP_PKT_LOAD;
   g->pkt.u.load = g->load;
+  uint64_t before = g->counters.bytes_out;
   for (int i = 0; i < g->npeers; i++) {
     const struct peer *p = &g->peers[i];
     if (!p->alive || !(p->roles & GOSSIP_ROLE_GATEWAY)) continue;
     send_pkt(g, p->addr);
     g->counters.loads_out++;
   }
+  g->load_fanout_bytes = g->counters.bytes_out - before;
+  g->counters.load_bytes_out += g->load_fanout_bytes;
   g->load_changed = false;
   g->load_sent_ms = now;
+}
+
+uint64_t gossip_send_cache(struct gossip *g, const struct gossip_cache *c) {
+  uint64_t before = g->counters.bytes_out;
+  g->pkt.kind = GOSSIP_PKT_CACHE;
+  g->pkt.u.cache = *c;
+  g->pkt.u.cache.seq = ++g->cache_seq;
+  g->pkt.u.cache.boot = g->boot_id;
+  memcpy(g->pkt.u.cache.from, g->id->pk, GOSSIP_ID_LEN);
+  for (int i = 0; i < g->npeers; i++) {
+    const struct peer *p = &g->peers[i];
+    if (!p->alive || !(p->roles & GOSSIP_ROLE_GATEWAY)) continue;
+    send_pkt(g, p->addr);
+    g->counters.caches_out++;
+  }
+  g->counters.cache_bytes_out += g->counters.bytes_out - before;
+  return g->counters.bytes_out - before;
 }
 
 void gossip_send_spend(struct gossip *g, struct gossip_spend *s) {
@@ -370,7 +419,7 @@ void gossip_publish_load(struct gossip *g, const struct gossip_load *l) {
   g->have_load = true;
   /* A change goes out now unless one went out less than load_min_interval_ms ago (the timer sends it then). */
   uint64_t now = now_ms();
-  if (g->load_changed && now - g->load_sent_ms >= g->cfg.load_min_interval_ms) load_send(g, now);
+  if (g->load_changed && now - g->load_sent_ms >= load_gap_ms(g)) load_send(g, now);
 }
 
 /* ---- lifecycle ---- */

@@ -19,27 +19,34 @@ struct gossip_config {
   struct swim_config swim;
   uint32_t load_min_interval_ms;    /* a changed load report goes out at most this often (100) */
   uint32_t load_max_interval_ms;    /* an unchanged one still goes out this often, as a heartbeat (1000) */
+  uint32_t load_budget_bytes_s;     /* reports to all gateways together stay within this (24 KiB/s): in a big
+                                     * mesh reports go out less often than load_min_interval_ms; 0 = no bound */
   uint32_t tcp_timeout_ms;          /* push-pull and join exchanges (5000) */
   uint64_t boot_id;                 /* this process's life, higher than any earlier life of this node (its
                                      * load reports carry it); 0 = the wall clock in microseconds at start */
 };
 
-/* gossip_config_default fills c: 127.0.0.1:7946, swim_config_default, load push 100/1000 ms, TCP 5 s. */
+/* gossip_config_default fills c: 127.0.0.1:7946, swim_config_default, load push 100/1000 ms within 24 KiB/s,
+ * TCP 5 s. */
 void gossip_config_default(struct gossip_config *c);
 
 struct gossip_counters {
   uint64_t udp_in, udp_out, bytes_in, bytes_out, dropped_auth, dropped_malformed, dropped_send;
   uint64_t pushpull_in, pushpull_out, pushpull_failed, loads_in, loads_out, joins_served, joins_refused;
+  uint64_t caches_in, caches_out;
+  uint64_t load_bytes_out, cache_bytes_out; /* of bytes_out: load and cache reports (the rest is SWIM) */
   uint64_t spends_in, spends_out;
 };
 
 /* Callbacks into the agent; pointers are valid only during the call.
  * member: a member changed (swim event); meta is the decoded meta of an ALIVE member, else NULL.
  * load:   a load report from member `from`, received now; its signals were age_ms old when sent.
+ * cache:  a cache report from member `from` (reordered or replayed ones are dropped before).
  * spend:  a spend report from alive member `from` (not deduplicated: figures are absolute, see gossip.proto). */
 struct gossip_callbacks {
   void (*member)(void *user, const struct swim_member *m, enum swim_event ev, const struct gossip_meta *meta);
   void (*load)(void *user, const struct gossip_load *l);
+  void (*cache)(void *user, const struct gossip_cache *c);
   void (*spend)(void *user, const struct gossip_spend *s);
 };
 
@@ -57,8 +64,12 @@ void gossip_join(struct gossip *g, const char *const *addrs, int n);
 /* gossip_set_meta re-announces this node's meta (raises its incarnation). */
 void gossip_set_meta(struct gossip *g, const struct gossip_meta *meta);
 /* gossip_publish_load hands over this node's current load (copied); it goes to every alive gateway at most
- * every load_min_interval_ms when it changed, and every load_max_interval_ms anyway. */
+ * every load_min_interval_ms when it changed (less often where the fan-out would exceed load_budget_bytes_s),
+ * and every load_max_interval_ms anyway. */
 void gossip_publish_load(struct gossip *g, const struct gossip_load *l);
+/* gossip_send_cache sends c (borrowed; from, boot and seq are stamped here) to every alive gateway now and
+ * returns the bytes that went out (UDP payloads). Pacing and budgets are the caller's (agent/kv_mesh.c). */
+uint64_t gossip_send_cache(struct gossip *g, const struct gossip_cache *c);
 /* gossip_send_spend sends s (its from, boot and seq are filled here) to every alive gateway now. The caller
  * paces it (a report of absolute figures: losing one costs only freshness). */
 void gossip_send_spend(struct gossip *g, struct gossip_spend *s);

@@ -35,6 +35,8 @@ struct h2_stream {
   bool closed;     /* nghttp2 closed the stream */
   int pinned;      /* a caller up the stack still uses it (on_stream_close, h2_end): not freed now */
   bool above_high;
+  nghttp2_nv *trailers; /* sent after the body (h2_trailers); in req.pool */
+  size_t ntrailers;
 };
 
 struct h2_session {
@@ -154,6 +156,8 @@ static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
   }
   if (stream_pending(st) == 0 && (st->req.resp_ended || st->req.aborted)) {
     *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (st->ntrailers && !st->req.aborted && nghttp2_submit_trailer(ng, id, st->trailers, st->ntrailers) == 0)
+      *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM; /* the trailers' HEADERS frame ends the stream */
     return (ssize_t)n;
   }
   if (n == 0) {
@@ -260,7 +264,30 @@ static int h2_dead_peer_timeout(struct http_req *req, unsigned ms) {
   return st->s->detached ? -EBADF : st->s->io->dead_peer_timeout(st->s->arg, ms);
 }
 
+static const char *h2_client_cn(const struct http_req *req) {
+  struct h2_stream *st = req->impl;
+  return st->s->detached ? NULL : st->s->io->client_cn(st->s->arg);
+}
+
+/* Trailers go as a HEADERS frame after the body (data_read_cb submits them at EOF): lowercase names, copied
+ * into the request's pool, which lives until the stream is freed. */
+static void h2_trailers(struct http_req *req, const struct http_header *hdrs, int n) {
+  struct h2_stream *st = req->impl;
+  if (!st->has_data || st->closed || st->s->detached) return;
+  st->trailers = pool_alloc(&req->pool, (size_t)n * sizeof *st->trailers);
+  st->ntrailers = 0;
+  for (int i = 0; i < n; i++) {
+    if (connection_header(hdrs[i].name)) continue;
+    char *lower = pool_strdup(&req->pool, hdrs[i].name), *value = pool_strdup(&req->pool, hdrs[i].value);
+    for (char *p = lower; *p; p++)
+      if (*p >= 'A' && *p <= 'Z') *p = (char)(*p - 'A' + 'a');
+    st->trailers[st->ntrailers++] =
+        make_nv(slice_make(lower, hdrs[i].name.len), slice_make(value, hdrs[i].value.len));
+  }
+}
+
 static const struct http_resp_ops h2_ops = {
+    .trailers = h2_trailers,
     .start = h2_start,
     .writev = h2_writev,
     .flush = h2_flush,
@@ -268,6 +295,7 @@ static const struct http_resp_ops h2_ops = {
     .queued = h2_queued,
     .peer = h2_peer,
     .dead_peer_timeout = h2_dead_peer_timeout,
+    .client_cn = h2_client_cn,
 };
 
 /* ---- receiving ---- */

@@ -40,6 +40,8 @@ struct h2_io {
   /* peer and dead_peer_timeout as http_req_peer and http_req_dead_peer_timeout, for the connection. */
   void (*peer)(void *arg, char *out, size_t len);
   int (*dead_peer_timeout)(void *arg, unsigned ms);
+  /* client_cn as http_req_client_cn, for the connection. */
+  const char *(*client_cn)(void *arg);
 };
 
 /* h2_session_new starts an HTTP/2 server session for srv (its handler, limits and counters) on a transport:

@@ -67,4 +67,10 @@ void http_server_metrics(struct http_server *s, struct buf *out) {
       (unsigned long long)s->refused_fds, (unsigned long long)s->refused_budget,
       (unsigned long long)s->refused_rapid_reset, (unsigned long long)s->h2_conns,
       (unsigned long long)s->h2_streams);
+  if (s->tls)
+    buf_printf(out,
+               "# HELP infermesh_tls_handshake_failures_total TLS handshakes the listener refused or that failed "
+               "(old protocols, plaintext, client certificates that did not verify).\n"
+               "# TYPE infermesh_tls_handshake_failures_total counter\ninfermesh_tls_handshake_failures_total %llu\n",
+               (unsigned long long)s->tls_refused);
 }

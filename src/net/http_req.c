@@ -30,6 +30,10 @@ void http_req_peer(const struct http_req *req, char *out, size_t len) {
   if (len) req->ops->peer(req, out, len);
 }
 
+const char *http_req_client_cn(const struct http_req *req) {
+  return req->ops->client_cn ? req->ops->client_cn(req) : NULL;
+}
+
 int http_req_dead_peer_timeout(struct http_req *req, unsigned ms) {
   if (req->aborted) return -EBADF;
   return req->ops->dead_peer_timeout(req, ms);
@@ -65,6 +69,14 @@ void http_resp_end(struct http_req *req) {
   req->resp_ended = true;
   req->ops->end(req);
 }
+
+void http_resp_end_trailers(struct http_req *req, const struct http_header *hdrs, int n) {
+  assert(req->resp_started && !req->resp_ended);
+  if (!req->aborted && req->ops->trailers && n > 0) req->ops->trailers(req, hdrs, n);
+  http_resp_end(req);
+}
+
+bool http_req_has_trailers(const struct http_req *req) { return req->ops->trailers != NULL; }
 
 void http_resp_send(struct http_req *req, int status, const char *content_type, const void *body, size_t len,
                     const struct http_header *extra, int nextra) {

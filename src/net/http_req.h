@@ -44,6 +44,10 @@ struct http_resp_ops {
   size_t (*queued)(const struct http_req *req);
   void (*peer)(const struct http_req *req, char *out, size_t len);
   int (*dead_peer_timeout)(struct http_req *req, unsigned ms);
+  const char *(*client_cn)(const struct http_req *req);
+  /* trailers, if the protocol has them (HTTP/2), stores hdrs[0..n) (copied) to be sent after the body by the
+   * end that follows at once; NULL: trailers are not sent (HTTP/1.1). */
+  void (*trailers)(struct http_req *req, const struct http_header *hdrs, int n);
 };
 
 /* One request. Owned by the server: valid from the handler call until the handler calls http_resp_end,
@@ -85,6 +89,9 @@ struct http_req {
 struct slice http_req_header(const struct http_req *req, const char *name);
 /* http_req_peer writes the client's IP address (no port) into out (NUL-terminated); "" when unknown. */
 void http_req_peer(const struct http_req *req, char *out, size_t len);
+/* http_req_client_cn is the subject CN of the client certificate req's TLS connection presented and that
+ * verified against the listener's client CA; NULL when there is none (or no TLS). Valid until http_resp_end. */
+const char *http_req_client_cn(const struct http_req *req);
 /* http_req_dead_peer_timeout makes the kernel fail req's connection (which aborts req) when what was sent
  * stays unacknowledged for ms, or the idle peer stops answering TCP keepalive probes: for long-lived
  * responses to a client that may vanish without a FIN or a reset. Returns 0 or a negative errno. */
@@ -105,6 +112,13 @@ void http_resp_writev(struct http_req *req, const struct slice *parts, size_t np
 void http_resp_write(struct http_req *req, const void *data, size_t len);
 /* http_resp_end finishes the response and releases req (its pool with it, once the server reuses it). */
 void http_resp_end(struct http_req *req);
+/* http_resp_end_trailers is http_resp_end that sends trailer fields hdrs[0..n) (copied) after the body:
+ * HTTP/2 as a closing HEADERS frame (gRPC's grpc-status). The response must have been started with an
+ * unknown length (content_length < 0). A protocol without trailers (HTTP/1.1) drops them: answer requests
+ * that need them (content-type application/grpc) over HTTP/2 only. */
+void http_resp_end_trailers(struct http_req *req, const struct http_header *hdrs, int n);
+/* http_req_has_trailers tells whether req's protocol can send trailers (HTTP/2). */
+bool http_req_has_trailers(const struct http_req *req);
 /* http_resp_send is start + write + end for a complete body with a Content-Type. */
 void http_resp_send(struct http_req *req, int status, const char *content_type, const void *body, size_t len,
                     const struct http_header *extra, int nextra);

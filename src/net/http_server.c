@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "net/h2_server.h"
 #include "net/http_server_int.h"
+#include "net/tls.h"
 
 #define READ_CHUNK (16 * 1024)
 /* Bytes a client may pipeline while a request is being handled before we stop reading. */
@@ -93,6 +94,7 @@ static void flushers_closed_cb(uv_handle_t *h) { drained(h->data); }
 static void server_finish(struct http_server *s) {
   if (s->finished) return;
   s->finished = true;
+  http_server_set_tls(s, NULL);
   if (s->flushers_started) {
     s->flushers_started = false;
     uv_close((uv_handle_t *)&s->prepare, NULL);
@@ -120,6 +122,7 @@ static void conn_free_if_done(struct http_conn *c) {
   buf_free(&c->head);
   pool_free(&c->req.pool);
   if (c->h2) h2_session_free(c->h2);
+  tls_conn_free(c->tls);
   free(c);
   if (s->draining && s->nconns == 0 && !s->listening) server_finish(s);
 }
@@ -152,6 +155,7 @@ static void shutdown_cb(uv_shutdown_t *req, int status) {
 static void conn_close_after_writes(struct http_conn *c) {
   if (c->closing || c->shutting) return;
   conn_flush(c);
+  if (c->tls && tls_conn_close_notify(c->tls)) conn_flush(c);
   if (c->closing || c->shutting) return;
   uv_shutdown_t *sr = xmalloc(sizeof *sr);
   sr->data = c;
@@ -209,22 +213,31 @@ static void conn_write_failed(struct http_conn *c) {
 }
 
 /* Write what was gathered: try a direct write(2) first (no write request, no epoll change when the socket
- * takes it all), and queue only the rest. */
+ * takes it all), and queue only the rest. On TLS, what goes out is the gathered bytes sealed into records. */
 static void conn_flush(struct http_conn *c) {
   dirty_unlink(c);
-  if (c->closing || c->shutting || c->out.len == 0) return;
-  uv_buf_t ub = uv_buf_init(c->out.base, (unsigned)c->out.len);
+  if (c->closing || c->shutting) return;
+  struct buf *o = &c->out;
+  if (c->tls) {
+    if (c->out.len && tls_conn_seal(c->tls, &c->out) != 0) {
+      conn_write_failed(c);
+      return;
+    }
+    o = tls_conn_output(c->tls);
+  }
+  if (o->len == 0) return;
+  uv_buf_t ub = uv_buf_init(o->base, (unsigned)o->len);
   int n = uv_try_write((uv_stream_t *)&c->tcp, &ub, 1);
   if (n < 0 && n != UV_EAGAIN) {
     conn_write_failed(c);
     return;
   }
-  size_t done = n > 0 ? (size_t)n : 0, rest = c->out.len - done;
+  size_t done = n > 0 ? (size_t)n : 0, rest = o->len - done;
   if (rest) {
     struct write_req *wr = xmalloc(sizeof *wr + rest);
     wr->conn = c;
     wr->len = rest;
-    memcpy(wr->data, c->out.base + done, rest);
+    memcpy(wr->data, o->base + done, rest);
     ub = uv_buf_init(wr->data, (unsigned)rest);
     c->write_queued += rest;
     if (uv_write(&wr->w, (uv_stream_t *)&c->tcp, &ub, 1, write_cb) != 0) {
@@ -234,8 +247,8 @@ static void conn_flush(struct http_conn *c) {
       return;
     }
   }
-  if (c->out.cap > 64 * 1024) buf_free(&c->out); /* do not keep a large buffer on an idle connection */
-  buf_reset(&c->out);
+  if (o->cap > 64 * 1024) buf_free(o); /* do not keep a large buffer on an idle connection */
+  buf_reset(o);
   if (c->h2) h2_session_written(c->h2); /* room again: what flow control allows goes out */
   if (c->above_high && c->write_queued < HTTP_WRITE_LOW_WATER) {
     c->above_high = false;
@@ -411,6 +424,8 @@ static void h1_peer(const struct http_req *req, char *out, size_t len) {
   http__conn_peer(c, out, len);
 }
 
+static const char *h1_client_cn(const struct http_req *req) { return http__conn_client_cn(req->impl); }
+
 static const struct http_resp_ops h1_ops = {
     .start = h1_start,
     .writev = h1_writev,
@@ -419,6 +434,7 @@ static const struct http_resp_ops h1_ops = {
     .queued = h1_queued,
     .peer = h1_peer,
     .dead_peer_timeout = h1_dead_peer_timeout,
+    .client_cn = h1_client_cn,
 };
 
 /* ---- dispatch ---- */
@@ -584,6 +600,8 @@ static void h2io_peer(void *arg, char *out, size_t len) { http__conn_peer(arg, o
 
 static int h2io_dead_peer_timeout(void *arg, unsigned ms) { return conn_dead_peer_timeout(arg, ms); }
 
+static const char *h2io_client_cn(void *arg) { return http__conn_client_cn(arg); }
+
 static const struct h2_io conn_h2_io = {
     .write = h2io_write,
     .queued = h2io_queued,
@@ -591,6 +609,7 @@ static const struct h2_io conn_h2_io = {
     .activity = h2io_activity,
     .peer = h2io_peer,
     .dead_peer_timeout = h2io_dead_peer_timeout,
+    .client_cn = h2io_client_cn,
 };
 
 /* The first bytes of a connection choose its protocol: the HTTP/2 client preface (h2c with prior knowledge),
@@ -613,28 +632,37 @@ static bool conn_sniff(struct http_conn *c) {
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *out) {
   struct http_conn *c = h->data;
+  if (c->tls) {
+    *out = uv_buf_init(c->srv->tls_rbuf, HTTP_TLS_READ); /* ciphertext: decrypted in read_cb */
+    return;
+  }
   struct buf *b = c->req_active ? &c->pending : &c->in;
   buf_reserve(b, READ_CHUNK);
   *out = uv_buf_init(b->base + b->len, READ_CHUNK);
 }
 
-static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *ub) {
-  struct http_conn *c = st->data;
-  if (nread == UV_EOF && c->h2) { /* HTTP/2 clients do not half-close: the connection is over */
+/* A half-close ends what the client sends, not what it reads: answer the requests it completed. HTTP/2 clients
+ * do not half-close: the connection is over. */
+static void conn_eof(struct http_conn *c) {
+  if (c->h2) {
     conn_close(c);
     return;
   }
+  c->peer_eof = true;
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = false;
+  if (c->req_active && c->req.eof_aborts)
+    conn_close(c);
+  else if (c->req_active)
+    eof_probe(c);
+  else
+    conn_process(c);
+}
+
+static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *ub) {
+  struct http_conn *c = st->data;
   if (nread == UV_EOF) {
-    /* A half-close ends what the client sends, not what it reads: answer the requests it completed. */
-    c->peer_eof = true;
-    uv_read_stop(st);
-    c->reading = false;
-    if (c->req_active && c->req.eof_aborts)
-      conn_close(c);
-    else if (c->req_active)
-      eof_probe(c);
-    else
-      conn_process(c);
+    conn_eof(c);
     return;
   }
   if (nread < 0) {
@@ -644,8 +672,16 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *ub) {
   }
   if (nread == 0) return;
   struct buf *b = c->req_active ? &c->pending : &c->in;
-  b->len += (size_t)nread;
-  b->base[b->len] = '\0';
+  if (c->tls) {
+    int r = http__tls_input(c, ub->base, (size_t)nread, b);
+    if (tls_conn_output(c->tls)->len) conn_flush(c); /* handshake, tickets, alerts, a refusal */
+    if (r == TLS_FAILED) conn_close_after_writes(c);
+    if (r == TLS_PEER_CLOSED) conn_eof(c);
+    if (r != 0) return;
+  } else {
+    b->len += (size_t)nread;
+    b->base[b->len] = '\0';
+  }
   if (c->req_active) {
     if (c->pending.len > PIPELINE_MAX) uv_read_stop(st), c->reading = false;
     return;
@@ -681,6 +717,10 @@ static bool near_fd_limit(struct http_conn *c) {
              "fd=%d limit=%llu reserve=%llu conns=%d refused=%llu", (int)fd, (unsigned long long)s->fd_limit,
              (unsigned long long)reserve, s->nconns, (unsigned long long)s->refused_fds);
   }
+  if (s->tls) { /* no answer before a handshake: close */
+    conn_close(c);
+    return true;
+  }
   http_parser_init(&c->parser, HTTP_REQUEST);
   c->parser.data = c;
   conn_fail(c, 503, "the server has too many open connections; retry shortly");
@@ -711,7 +751,8 @@ static void accept_cb(uv_stream_t *ls, int status) {
   if (near_fd_limit(c)) return;
   http_parser_init(&c->parser, HTTP_REQUEST);
   c->parser.data = c;
-  http__conn_arm_timer(c, s->limits.idle_timeout_ms);
+  if (s->tls) c->tls = tls_conn_new(s->tls, true); /* the handshake gets the head's time */
+  http__conn_arm_timer(c, c->tls ? s->limits.header_timeout_ms : s->limits.idle_timeout_ms);
   conn_read_start(c);
 }
 

@@ -37,6 +37,7 @@ void http_limits_default(struct http_limits *l);
 
 struct http_conn;
 struct http_server;
+struct tls_ctx;
 
 /* Called once per request on the loop thread. */
 typedef void (*http_handler_cb)(struct http_req *req, void *arg);
@@ -68,6 +69,11 @@ struct http_server {
   uint64_t h2_conns;       /* HTTP/2 sessions started */
   uint64_t h2_streams;     /* HTTP/2 requests handed to the handler */
   uint64_t refused_rapid_reset; /* HTTP/2 connections sent GOAWAY for resetting too many streams */
+  /* TLS (net/http_tls.c): the context new connections use (NULL: plaintext, and the TLS code costs nothing), and
+   * the buffer every TLS connection reads its ciphertext into before it is decrypted into the connection's. */
+  struct tls_ctx *tls;
+  char *tls_rbuf;
+  uint64_t tls_refused; /* handshakes that failed (bad certificates, old protocols, plaintext) */
   char errmsg[160];
 };
 
@@ -77,6 +83,11 @@ void http_server_init(struct http_server *s, uv_loop_t *loop, const struct http_
 /* http_server_listen binds and listens on host:port (port 0: any). Returns 0 or a negative UV error with
  * a message in s->errmsg naming the problem and the fix. */
 int http_server_listen(struct http_server *s, const char *host, int port);
+/* http_server_set_tls makes connections accepted from now on speak TLS with ctx, which s owns from then on.
+ * The context it replaces is freed; connections using it keep it until they close, so a certificate reload drops
+ * nothing. NULL ends TLS and frees what it holds: only once no TLS connection is open (the drain does it; an
+ * owner that gives up before serving does it too). */
+void http_server_set_tls(struct http_server *s, struct tls_ctx *ctx);
 /* http_server_port returns the bound port (useful after port 0), or -1. */
 int http_server_port(struct http_server *s);
 /* http_server_drain stops accepting, closes idle connections, lets active requests finish (their
@@ -87,7 +98,8 @@ void http_server_drain(struct http_server *s, void (*cb)(struct http_server *s))
 /* http_server_metrics appends Prometheus text about the server's global bounds: open descriptors and the
  * limit (process_open_fds, process_max_fds), connections, buffered body bytes and the budget, and the counter
  * of refusals (infermesh_http_refused_total{reason="descriptors"|"body_budget"|"rapid_reset"}), and the
- * HTTP/2 counters (infermesh_http2_connections_total, infermesh_http2_streams_total). */
+ * HTTP/2 counters (infermesh_http2_connections_total, infermesh_http2_streams_total), and with TLS on the
+ * failed handshakes (infermesh_tls_handshake_failures_total). */
 void http_server_metrics(struct http_server *s, struct buf *out);
 
 /* http_raise_nofile raises the soft RLIMIT_NOFILE of the process to its hard limit (capped at 1<<20) and

@@ -56,6 +56,7 @@ struct http_conn {
   bool resp_chunked;
   bool h1;               /* the first bytes were not the HTTP/2 preface */
   struct h2_session *h2; /* set once the HTTP/2 preface arrived: every later byte goes to it */
+  struct tls_conn *tls; /* NULL on a plaintext listener */
 };
 
 /* The parser callbacks (http_parse.c): they fill c's message offsets, enforce the limits, the global body
@@ -71,6 +72,16 @@ void http__conn_write(struct http_conn *c, const void *a, size_t alen, const voi
 int http__method_id(int parser_method);
 /* http__conn_peer writes c's peer address as http_req_peer does. */
 void http__conn_peer(const struct http_conn *c, char *out, size_t len);
+/* Bytes of ciphertext read from a TLS connection at once (the size of srv->tls_rbuf). */
+#define HTTP_TLS_READ (64 * 1024)
+/* http__tls_input decrypts n bytes of ciphertext from c's socket into plain (c->in or c->pending), where the
+ * HTTP/2 preface check and the HTTP/1.1 parser find them as they find plaintext; when the handshake ends it arms
+ * the idle timeout; a failure is counted and logged, and answered (an alert, or a 400 in plaintext to a plaintext
+ * request). Returns tls_conn_input's result. The caller sends what waits in tls_conn_output (net/http_tls.c). */
+int http__tls_input(struct http_conn *c, const char *data, size_t n, struct buf *plain);
+/* http__conn_client_cn is http_req_client_cn for the requests of c (net/http_tls.c). */
+const char *http__conn_client_cn(const struct http_conn *c);
+
 /* http__budget_release gives back what c's body holds of the server's body budget. */
 void http__budget_release(struct http_conn *c);
 

@@ -139,7 +139,7 @@ static int prescan_packet(const uint8_t *in, size_t len) {
     if (next_field(in, len, &pos, &num, &sub, &sublen)) return -EINVAL;
     if (num == 2 && sub && count_field(sub, sublen, 7, &nupdates)) return -EINVAL;
     if (num == 3 && sub && count_field(sub, sublen, 4, &ntargets)) return -EINVAL;
-    if (num == 4 && sub && count_field(sub, sublen, 4, &ntenants)) return -EINVAL;
+    if (num == 5 && sub && count_field(sub, sublen, 4, &ntenants)) return -EINVAL;
   }
   return nupdates > GOSSIP_MAX_UPDATES || ntargets > GOSSIP_LOAD_TARGETS || ntenants > GOSSIP_SPEND_TENANTS
              ? -EINVAL
@@ -384,6 +384,42 @@ static int load_to_pb(const struct gossip_load *l, struct load_pb *o) {
   return 0;
 }
 
+static int cache_from_pb(const Infermesh__Gossip__CacheReport *r, struct gossip_cache *c) {
+  if (!r || get_id(&r->from, c->from) || get_id(&r->target_node, c->target_node) ||
+      get_text(&r->target, c->target, sizeof c->target) ||
+      (r->source != GOSSIP_CACHE_ENGINE && r->source != GOSSIP_CACHE_ROUTE) ||
+      r->n_stored > GOSSIP_CACHE_HASHES || r->n_removed > GOSSIP_CACHE_HASHES - r->n_stored)
+    return -EINVAL;
+  c->boot = r->boot;
+  c->seq = r->seq;
+  c->source = (enum gossip_cache_source)r->source;
+  c->cleared = r->cleared != 0;
+  c->nstored = (int)r->n_stored;
+  c->nremoved = (int)r->n_removed;
+  if (r->n_stored) memcpy(c->stored, r->stored, r->n_stored * sizeof *c->stored);
+  if (r->n_removed) memcpy(c->removed, r->removed, r->n_removed * sizeof *c->removed);
+  return 0;
+}
+
+static int cache_to_pb(struct gossip_cache *c, Infermesh__Gossip__CacheReport *r) {
+  infermesh__gossip__cache_report__init(r);
+  if (c->nstored < 0 || c->nremoved < 0 || c->nstored + c->nremoved > GOSSIP_CACHE_HASHES ||
+      (c->source != GOSSIP_CACHE_ENGINE && c->source != GOSSIP_CACHE_ROUTE) ||
+      put_text(c->target, sizeof c->target, &r->target))
+    return -EINVAL;
+  put_id(c->from, &r->from);
+  put_id(c->target_node, &r->target_node);
+  r->boot = c->boot;
+  r->seq = c->seq;
+  r->source = (uint32_t)c->source;
+  r->cleared = c->cleared;
+  r->n_stored = (size_t)c->nstored;
+  r->stored = c->stored;
+  r->n_removed = (size_t)c->nremoved;
+  r->removed = c->removed;
+  return 0;
+}
+
 struct spend_pb {
   Infermesh__Gossip__SpendReport r;
   Infermesh__Gossip__TenantSpend t[GOSSIP_SPEND_TENANTS];
@@ -442,6 +478,14 @@ int gossip_encode_packet(const struct gossip_packet *p, uint8_t *out, size_t cap
     pk.load = &o.r;
     return pack_into(&pk.base, out, cap);
   }
+  if (p->kind == GOSSIP_PKT_CACHE) {
+    Infermesh__Gossip__CacheReport r;
+    /* protobuf-c's message structs take non-const arrays; packing only reads them */
+    if (cache_to_pb((struct gossip_cache *)&p->u.cache, &r)) return -EINVAL;
+    pk.body_case = INFERMESH__GOSSIP__PACKET__BODY_CACHE;
+    pk.cache = &r;
+    return pack_into(&pk.base, out, cap);
+  }
   if (p->kind == GOSSIP_PKT_SPEND) {
     struct spend_pb o;
     if (spend_to_pb(&p->u.spend, &o)) return -EINVAL;
@@ -468,6 +512,9 @@ int gossip_decode_packet(const uint8_t *in, size_t len, struct gossip_packet *p)
     } else if (pk->body_case == INFERMESH__GOSSIP__PACKET__BODY_LOAD) {
       p->kind = GOSSIP_PKT_LOAD;
       rc = load_from_pb(pk->load, &p->u.load);
+    } else if (pk->body_case == INFERMESH__GOSSIP__PACKET__BODY_CACHE) {
+      p->kind = GOSSIP_PKT_CACHE;
+      rc = cache_from_pb(pk->cache, &p->u.cache);
     } else if (pk->body_case == INFERMESH__GOSSIP__PACKET__BODY_SPEND) {
       p->kind = GOSSIP_PKT_SPEND;
       rc = spend_from_pb(pk->spend, &p->u.spend);

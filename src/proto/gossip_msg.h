@@ -119,6 +119,22 @@ struct gossip_load {
   struct gossip_target_load targets[GOSSIP_LOAD_TARGETS];
 };
 
+/* --- cache report: deltas of one target's cached prompt blocks, sent straight to every gateway --- */
+#define GOSSIP_CACHE_HASHES 144 /* stored + removed: 144 * 8 bytes + ~170 bytes of header fit a datagram */
+enum gossip_cache_source { GOSSIP_CACHE_ENGINE = 1, GOSSIP_CACHE_ROUTE = 2 };
+
+struct gossip_cache {
+  uint8_t from[GOSSIP_ID_LEN];
+  uint64_t boot, seq;          /* as in struct gossip_load (stamped by the transport) */
+  uint8_t target_node[GOSSIP_ID_LEN];
+  char target[64];             /* the target's name on target_node */
+  enum gossip_cache_source source;
+  bool cleared;
+  int nstored, nremoved;       /* nstored + nremoved <= GOSSIP_CACHE_HASHES */
+  uint64_t stored[GOSSIP_CACHE_HASHES];
+  uint64_t removed[GOSSIP_CACHE_HASHES];
+};
+
 /* --- spend report: a node's ingress spend per tenant, sent straight to every gateway (budgets) --- */
 #define GOSSIP_SPEND_TENANTS 8
 
@@ -136,14 +152,15 @@ struct gossip_spend {
   struct gossip_tenant_spend tenants[GOSSIP_SPEND_TENANTS];
 };
 
-/* --- a decoded datagram: one SWIM message, one load report or one spend report --- */
-enum gossip_packet_kind { GOSSIP_PKT_SWIM = 1, GOSSIP_PKT_LOAD = 2, GOSSIP_PKT_SPEND = 3 };
+/* --- a decoded datagram: one SWIM message, one load, cache or spend report --- */
+enum gossip_packet_kind { GOSSIP_PKT_SWIM = 1, GOSSIP_PKT_LOAD = 2, GOSSIP_PKT_CACHE = 3, GOSSIP_PKT_SPEND = 4 };
 
 struct gossip_packet {
   enum gossip_packet_kind kind;
   union {
     struct gossip_msg swim;
     struct gossip_load load;
+    struct gossip_cache cache;
     struct gossip_spend spend;
   } u;
 };

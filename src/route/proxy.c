@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "route/deadline.h"
 #include "route/proxy_int.h"
+#include "route/rank.h"
 
 _Static_assert(FAIL_TOO_BIG + 1 == RM_FAIL_KINDS, "route_metrics counts every failure kind");
 
@@ -50,26 +51,7 @@ static void cancel(struct leg *l) {
   l->up = NULL;
 }
 
-#define POLICY_BLOCK 16 /* tokens per hashed prompt block: vLLM's default KV block */
-
-/* The routing policy's view of target t (state/policy.h). */
-static void policy_target_of(const struct target *t, uint64_t now, struct policy_target *pt) {
-  memset(pt, 0, sizeof *pt);
-  pt->id = t->id;
-  pt->waiting = t->load.waiting;
-  pt->running = t->load.running;
-  pt->kv_usage = t->load.kv_usage;
-  pt->num_gpu_blocks = t->load.num_gpu_blocks;
-  pt->block_size = (int)t->load.block_size;
-  pt->prefix_hit_rate = t->load.prefix_queries > 0 ? t->load.prefix_hits / t->load.prefix_queries : 0;
-  pt->prefill_tps = t->prompt_tps_peak;  /* demonstrated; the policy floors it with its default */
-  pt->itl_s = t->load.itl_p50;           /* the adapters' windowed median; negative unknown */
-  pt->signal_age_ns = !t->updated_ns ? UINT64_MAX : now > t->updated_ns ? now - t->updated_ns : 0;
-  pt->inflight = t->inflight;
-  pt->routed_since_report = t->routed_since_report;
-  pt->network_s = t->remote ? 0.001 : 0; /* one more hop, through the other node's agent */
-  pt->degraded = t->gpu_degraded;
-}
+#define POLICY_BLOCK ROUTER_BLOCK_TOKENS
 
 /* The request as the policy sees it: prompt blocks hashed from the raw messages/prompt bytes (equal prefixes
  * give equal hashes, which is all the router's own prefix index needs), once per request. */
@@ -686,10 +668,11 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
   l->reserved = true;
   struct policy_target pt;
   uint64_t now = proxy_now(p->r);
-  policy_target_of(&r->store->targets[id], now, &pt);
+  router_policy_target(&r->store->targets[id], now, &pt);
   l->pol = router_policy_for(r, p->oai.model);
   policy_on_route(l->pol, policy_request(p), &pt, now, &l->ticket);
   l->ticketed = true;
+  if (r->routed_cb) r->routed_cb(r->routed_arg, id, p->preq.block_hashes, p->preq.nblocks, p->local_only);
   l->kv_tokens = p->kv_need;
   l->kv_seq = store_kv_reserve(r->store, id, l->kv_tokens);
   build_head(p, &l->head, &r->store->targets[id], proxy_leg_body(p, l, &r->store->targets[id]));
@@ -709,23 +692,14 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
 }
 
 int proxy_candidates(struct proxy *p, int *ids) {
-  struct router *r = p->r;
-  int n = store_candidates(r->store, p->oai.model, p->tried, ids, r->store->cap);
-  n = route_ctl_filter(&r->ctl, r->store, p->oai.model, ids, n);
-  /* Open breakers: those targets get no request until their backoff is over, unless every candidate's breaker
-   * is open (then they are tried anyway: a breaker must never be what makes a model unavailable). */
-  uint64_t now = proxy_now(p->r);
-  int m = 0;
-  for (int i = 0; i < n; i++)
-    if (breaker_available(&r->breakers[ids[i]], &r->opts.breaker, now)) ids[m++] = ids[i];
-  return m ? m : n;
+  return router_candidates(p->r, p->oai.model, p->tried, ids, proxy_now(p->r));
 }
 
 int proxy_pick(struct proxy *p, const int *ids, int n, uint64_t now) {
   struct router *r = p->r;
   assert(n >= 1);
   struct policy_target *c = xmalloc((size_t)n * sizeof *c);
-  for (int i = 0; i < n; i++) policy_target_of(&r->store->targets[ids[i]], now, &c[i]);
+  for (int i = 0; i < n; i++) router_policy_target(&r->store->targets[ids[i]], now, &c[i]);
   int id = ids[policy_pick(router_policy_for(r, p->oai.model), policy_request(p), c, n, now)];
   free(c);
   return id;

@@ -328,3 +328,18 @@ struct policy *router_policy_for(struct router *r, struct slice model) {
   }
   return r->policy;
 }
+
+void router_cache_hint(struct router *r, int id, const uint64_t *hashes, int n) {
+  const struct target *t = &r->store->targets[id];
+  if (n <= 0) return;
+  struct policy_target pt = {.id = id, .num_gpu_blocks = t->load.num_gpu_blocks, .block_size = (int)t->load.block_size};
+  struct policy_req req = {.model = t->nmodels ? t->models[0] : NULL,
+                           .prompt_tokens = n * ROUTER_BLOCK_TOKENS,
+                           .block_hashes = hashes,
+                           .nblocks = n,
+                           .block_size = ROUTER_BLOCK_TOKENS,
+                           .tenant = -1};
+  uint64_t now = clock_mono_ns();
+  policy_on_peer_route(r->policy, &req, &pt, now);
+  for (int i = 0; i < 8 && r->strategies[i]; i++) policy_on_peer_route(r->strategies[i], &req, &pt, now);
+}

@@ -25,6 +25,9 @@
 
 #define ROUTER_MAX_OBSERVERS 8
 
+/* Tokens per hashed prompt block, as routers hash prompts (policy_prompt_hashes): vLLM's default KV block. */
+#define ROUTER_BLOCK_TOKENS 16
+
 struct router_opts {
   int max_attempts;             /* tries per request, first included (retries before the first byte) */
   uint32_t upstream_timeout_ms; /* longest wait for any upstream byte */
@@ -91,6 +94,12 @@ struct router {
   struct route_ctl ctl;  /* control-plane drains and pins (route_ctl_sync when the FSM changes) */
   struct breaker *breakers; /* owned: per target id, store->cap of them */
   bool self_down; /* the proxy itself is marking a target down (a failed connection): no mass move */
+  /* routed_cb, when set, is told each request sent to a target: its id, the prompt's block hashes (borrowed
+   * for the call) and whether another node's router chose this node (forwarded). The agent shares this
+   * router's own decisions over the mesh and checks its runtimes' KV-cache events against them
+   * (agent/kv_state.h). */
+  void (*routed_cb)(void *arg, int id, const uint64_t *hashes, int n, bool forwarded);
+  void *routed_arg;
 };
 
 /* router_init prepares r (it sets store->report_cb: queued requests are admitted on load reports); free it with
@@ -132,6 +141,11 @@ void router_target_down(struct router *r, int id);
 /* router_shutdown ends every request at once (the agent's drain timeout): a stream that started gets an SSE
  * error event and the end of its chunked body, a request not answered yet a 503; queued ones too. */
 void router_shutdown(struct router *r);
+
+/* router_cache_hint tells every policy instance of r that target id holds the prompt blocks HASHES[0..n)
+ * (consecutive chained hashes, parent first: policy_prompt_hashes of a prompt there), as its runtime's
+ * KV-cache events or another router's routing decision say (policy_on_peer_route). No reservation. */
+void router_cache_hint(struct router *r, int id, const uint64_t *hashes, int n);
 
 /* router_policy_for returns the policy instance that routes model: the strategy the control plane's policy
  * for model names (created on first use), else the router's default. Owned by r. */

@@ -181,11 +181,47 @@ bool tenant_model_allowed(const struct tenant_conf *t, struct slice model) {
   return false;
 }
 
+/* The key of this process's peer credentials (tenants_peer_credential); never leaves the process. */
+static uint8_t peer_key[crypto_auth_KEYBYTES];
+static bool peer_key_made;
+#define PEER_PREFIX "im-peer."
+#define PEER_MAC_HEX (2 * crypto_auth_BYTES)
+
+int tenants_peer_credential(const char *name, char *out, size_t cap) {
+  if (!peer_key_made) {
+    crypto_auth_keygen(peer_key);
+    peer_key_made = true;
+  }
+  uint8_t mac[crypto_auth_BYTES];
+  char hex[PEER_MAC_HEX + 1];
+  crypto_auth(mac, (const uint8_t *)name, strlen(name), peer_key);
+  sodium_bin2hex(hex, sizeof hex, mac, sizeof mac);
+  int w = snprintf(out, cap, "Bearer " PEER_PREFIX "%s.%s", hex, name);
+  return w < 0 || (size_t)w >= cap ? -ENOSPC : 0;
+}
+
+/* key is PEER_PREFIX MAC "." NAME: the tenant named NAME when the MAC is ours. */
+static int peer_lookup(const struct tenant_conf *t, int n, struct slice key) {
+  size_t pl = sizeof PEER_PREFIX - 1;
+  if (!peer_key_made || key.len <= pl + PEER_MAC_HEX + 1 || key.base[pl + PEER_MAC_HEX] != '.')
+    return TENANT_BAD_KEY;
+  uint8_t mac[crypto_auth_BYTES];
+  size_t got = 0;
+  if (sodium_hex2bin(mac, sizeof mac, key.base + pl, PEER_MAC_HEX, NULL, &got, NULL) != 0 || got != sizeof mac)
+    return TENANT_BAD_KEY;
+  struct slice name = slice_make(key.base + pl + PEER_MAC_HEX + 1, key.len - pl - PEER_MAC_HEX - 1);
+  if (crypto_auth_verify(mac, (const uint8_t *)name.base, name.len, peer_key) != 0) return TENANT_BAD_KEY;
+  for (int i = 0; i < n; i++)
+    if (slice_eqz(name, t[i].name)) return i;
+  return TENANT_BAD_KEY;
+}
+
 int tenants_lookup(const struct tenant_conf *t, int n, struct slice auth) {
   auth = slice_trim(auth);
   if (auth.len < 8 || !slice_eq_nocase(slice_make(auth.base, 7), "bearer ")) return TENANT_MISSING;
   struct slice key = slice_trim(slice_make(auth.base + 7, auth.len - 7));
   if (key.len == 0) return TENANT_MISSING;
+  if (slice_starts(key, PEER_PREFIX)) return peer_lookup(t, n, key);
   uint8_t h[TENANT_KEY_HASH_BYTES];
   tenants_hash_key(key.base, key.len, h);
   int found = TENANT_BAD_KEY;

@@ -63,7 +63,15 @@ enum { TENANT_MISSING = -1, TENANT_BAD_KEY = -2 };
 
 /* tenants_lookup finds the tenant of an Authorization header value ("Bearer KEY", scheme case-insensitive)
  * among t[0..n): its index, TENANT_MISSING (no header, or not a Bearer credential) or TENANT_BAD_KEY (no
- * tenant has this key). Every tenant's hash is compared (constant time per comparison, no early exit). */
+ * tenant has this key). Every tenant's hash is compared (constant time per comparison, no early exit). A
+ * credential made by tenants_peer_credential finds the tenant of that name. */
 int tenants_lookup(const struct tenant_conf *t, int n, struct slice authorization);
+
+/* tenants_peer_credential writes to out an Authorization value ("Bearer im-peer.MAC.NAME") that tenants_lookup
+ * maps to the tenant named name, for a client the transport authenticated (a verified TLS client certificate):
+ * the MAC is under a random key of this process, so nobody outside it can make one, and it stays valid when the
+ * tenant table changes. The first call makes the key: call it on the loop thread before serving. 0, or -ENOSPC
+ * when out is too small. */
+int tenants_peer_credential(const char *name, char *out, size_t cap);
 
 #endif

@@ -14,7 +14,7 @@
 #include "core/rng.h"
 #include "sim/engine.h"
 
-enum { EV_ARRIVAL, EV_ENGINE, EV_SCRAPE, EV_DELIVER, EV_PEER };
+enum { EV_ARRIVAL, EV_ENGINE, EV_SCRAPE, EV_DELIVER, EV_PEER, EV_KV };
 
 struct snap {
   uint64_t t;
@@ -51,6 +51,12 @@ struct view {
   struct hist last_itl;     /* and its inter-token-latency histogram */
 };
 
+/* A run of consecutive blocks one engine stored (kv_events): queued until delivered, then freed. */
+struct kvrun {
+  int e, n, cap;
+  uint64_t *h;
+};
+
 struct sim {
   const struct des_config *c;
   const struct workload *w;
@@ -71,6 +77,10 @@ struct sim {
   uint64_t *eng_requests;
   uint64_t report_ns;    /* scrape interval of this run's policy */
   int max_tokens;        /* the max_tokens budget policies see */
+  struct kvrun *kv;     /* kv_events: runs stored, by index (EV_KV's a) */
+  int nkv, capkv;
+  int kv_open;          /* the run still growing in the engine advance under way, -1 none */
+  int kv_engine;        /* the engine being advanced (its cache callbacks say nothing of which) */
 };
 
 /* ---- heap ---- */
@@ -156,9 +166,50 @@ static void engine_cb(void *arg, const struct sim_event *ev) {
   policy_on_done(s->pol[q->router], &q->tk, ev->t_ns, ev->tokens_out);
 }
 
+/* kv_stored_cb collects what engine s->kv_engine stores into runs (a block extending the open run joins it). */
+static void kv_stored_cb(void *arg, uint64_t hash, bool has_parent, uint64_t parent) {
+  struct sim *s = arg;
+  int e = s->kv_engine, o = s->kv_open;
+  struct kvrun *r = o >= 0 ? &s->kv[o] : NULL;
+  if (!r || !has_parent || r->h[r->n - 1] != parent) {
+    if (s->nkv == s->capkv) {
+      s->capkv = s->capkv ? 2 * s->capkv : 256;
+      s->kv = xrealloc(s->kv, (size_t)s->capkv * sizeof *s->kv);
+    }
+    s->kv_open = o = s->nkv++;
+    r = &s->kv[o];
+    *r = (struct kvrun){.e = e};
+  }
+  if (r->n == r->cap) {
+    r->cap = r->cap ? 2 * r->cap : 16;
+    r->h = xrealloc(r->h, (size_t)r->cap * sizeof *r->h);
+  }
+  r->h[r->n++] = hash;
+}
+
 static void advance(struct sim *s, int e, uint64_t t) {
+  int first = s->nkv;
+  s->kv_engine = e;
+  s->kv_open = -1;
   sim_engine_advance(s->eng[e], t, engine_cb, s);
+  /* What this advance stored goes out as one batch, kv_events_delay_ns later. */
+  for (int i = first; i < s->nkv; i++)
+    heap_push(s, (struct ev){.t = t + s->c->kv_events_delay_ns, .type = EV_KV, .a = i});
   reschedule(s, e);
+}
+
+/* kv_deliver tells every router's policy that run I's engine holds its blocks, and frees the run. */
+static void kv_deliver(struct sim *s, int i, uint64_t t) {
+  struct kvrun *k = &s->kv[i];
+  struct policy_req pr = {.model = s->c->prof.model,
+                          .prompt_tokens = k->n * s->c->prof.block_size,
+                          .block_hashes = k->h,
+                          .nblocks = k->n,
+                          .block_size = s->c->prof.block_size,
+                          .tenant = -1};
+  for (int r = 0; r < s->c->nrouters; r++) policy_on_peer_route(s->pol[r], &pr, &view_of(s, r, k->e)->t, t);
+  free(k->h);
+  k->h = NULL;
 }
 
 /* ---- routers ---- */
@@ -401,6 +452,8 @@ static void sim_free(struct sim *s) {
   free(s->hashes);
   free(s->cand);
   free(s->eng_requests);
+  for (int i = 0; i < s->nkv; i++) free(s->kv[i].h);
+  free(s->kv);
 }
 
 int des_run(const struct des_config *c, const struct workload *w, struct des_result *out, char *err,
@@ -431,6 +484,10 @@ int des_run(const struct des_config *c, const struct workload *w, struct des_res
   for (int e = 0; e < n; e++) {
     s.eng[e] = sim_engine_new(&c->prof, c->seed + (uint64_t)e);
     s.eng_at[e] = UINT64_MAX;
+    if (c->kv_events) {
+      struct sim_cache_cb cc = {.stored = kv_stored_cb, .arg = &s};
+      sim_engine_set_cache_cb(s.eng[e], &cc);
+    }
   }
   s.maxh = c->prof.max_model_len / c->prof.block_size + 1;
   s.hashes = xmalloc((size_t)s.maxh * sizeof *s.hashes);
@@ -483,6 +540,9 @@ int des_run(const struct des_config *c, const struct workload *w, struct des_res
       break;
     case EV_PEER:
       peer_route(&s, e.a, e.t);
+      break;
+    case EV_KV:
+      kv_deliver(&s, e.a, e.t);
       break;
     }
   }

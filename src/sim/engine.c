@@ -84,6 +84,7 @@ struct sim_engine {
   bool delivering, in_advance;
   struct sim_stats stats;
   uint64_t busy_ns; /* sum of the durations of the steps started (sim_engine_busy_ns) */
+  struct sim_cache_cb cache_cb;
 };
 
 /* ---- tokenization and hashing ---- */
@@ -463,7 +464,8 @@ static void commit_hashes(struct sim_engine *e, struct req *r) {
   if (full > r->nhashes) full = r->nhashes;
   if (full > r->nblocks) full = r->nblocks;
   for (int i = r->nhashed; i < full; i++)
-    kvpool_commit_hash(&e->pool, r->blocks[i], r->hashes[i]);
+    if (kvpool_commit_hash(&e->pool, r->blocks[i], r->hashes[i]) && e->cache_cb.stored)
+      e->cache_cb.stored(e->cache_cb.arg, r->hashes[i], i > 0, i > 0 ? r->hashes[i - 1] : 0);
   if (full > r->nhashed) r->nhashed = full;
 }
 
@@ -548,3 +550,14 @@ const struct sim_stats *sim_engine_stats(const struct sim_engine *e) { return &e
 const struct sim_profile *sim_engine_profile(const struct sim_engine *e) { return &e->prof; }
 const struct kvpool *sim_engine_pool(const struct sim_engine *e) { return &e->pool; }
 uint64_t sim_engine_busy_ns(const struct sim_engine *e) { return e->busy_ns; }
+
+static void evicted_cb(void *arg, uint64_t hash) {
+  struct sim_engine *e = arg;
+  if (e->cache_cb.removed) e->cache_cb.removed(e->cache_cb.arg, hash);
+}
+
+void sim_engine_set_cache_cb(struct sim_engine *e, const struct sim_cache_cb *cb) {
+  e->cache_cb = cb ? *cb : (struct sim_cache_cb){0};
+  e->pool.evict_cb = cb ? evicted_cb : NULL;
+  e->pool.evict_arg = e;
+}

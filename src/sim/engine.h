@@ -106,6 +106,17 @@ const struct sim_stats *sim_engine_stats(const struct sim_engine *e);
 const struct sim_profile *sim_engine_profile(const struct sim_engine *e);
 const struct kvpool *sim_engine_pool(const struct sim_engine *e);
 
+/* Cache observer: what a KV-cache event publisher reports (vLLM's BlockStored / BlockRemoved). stored: block
+ * HASH became findable, extending the cached prefix whose last block is PARENT (has_parent false for a
+ * prompt's first block); removed: HASH was evicted. Called from inside engine calls; the callback must not
+ * call back into the engine. sim_engine_set_cache_cb sets (or, with NULL, clears) it. */
+struct sim_cache_cb {
+  void (*stored)(void *arg, uint64_t hash, bool has_parent, uint64_t parent);
+  void (*removed)(void *arg, uint64_t hash);
+  void *arg;
+};
+void sim_engine_set_cache_cb(struct sim_engine *e, const struct sim_cache_cb *cb);
+
 /* sim_engine_busy_ns is the virtual time the engine has spent in steps: the sum of the durations of every
  * step started so far (the one in progress counted whole). Utilization = busy / elapsed. */
 uint64_t sim_engine_busy_ns(const struct sim_engine *e);

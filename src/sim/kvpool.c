@@ -122,6 +122,7 @@ static int take_fresh(struct kvpool *p) {
     p->blk[id].hashed = false;
     p->ncached--;
     p->evictions++;
+    if (p->evict_cb) p->evict_cb(p->evict_arg, p->blk[id].hash);
   }
   struct kvpool_block *b = &p->blk[id];
   b->ref = 1;

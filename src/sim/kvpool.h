@@ -30,6 +30,9 @@ struct kvpool {
   int nused;          /* blocks with ref > 0 */
   int ncached;        /* blocks holding a hash (in use or on the LRU list) */
   uint64_t evictions; /* hashes dropped to reuse a block */
+  /* evict_cb, when set, is told each hash the pool forgets (a KV-cache event publisher's BlockRemoved). */
+  void (*evict_cb)(void *arg, uint64_t hash);
+  void *evict_arg;
 };
 
 #define KVPOOL_MAX_BLOCKS (1 << 24)

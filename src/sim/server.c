@@ -13,6 +13,8 @@
 #include "core/clock.h"
 #include "core/log.h"
 #include "core/rng.h"
+#include "kv/kv_pub.h"
+#include "route/jscan.h"
 #include "net/http_server.h"
 #include "sim/engine.h"
 #include "sim/lora.h"
@@ -36,6 +38,7 @@ struct sim_opts {
   int max_loras;    /* LoRA adapters loadable at once; 0 = no runtime LoRA API */
   uint64_t seed;
   char log_level[8];
+  char kv_events[256]; /* ZMQ endpoint of the KV-cache event publisher; "" = none */
 };
 
 struct simsrv {
@@ -52,6 +55,7 @@ struct simsrv {
   struct rng rng;
   long requests;       /* completion requests received */
   uint64_t errors_injected, hangs_injected, next_id;
+  struct kv_pub *kvpub; /* --kv-events: what the KV pool stores and evicts, as vLLM publishes it */
 };
 
 struct sreq {
@@ -65,6 +69,10 @@ struct sreq {
   char rid[40];
   int64_t created;
   struct buf prompt; /* the prompt text, kept only until submit */
+  /* What its KV blocks are named by (hashed), kept until submit: the raw JSON span of "messages" or "prompt",
+   * as routers hash it (policy_prompt_hashes over route/jscan's span), so that a router predicts this
+   * engine's prefix cache block for block and its KV-cache events name blocks in the routers' hashing. */
+  struct buf blocks_src;
   uv_timer_t *delay;
   /* What each choice says (sim/oai_gen.h), and how much of it a stream has sent */
   struct sim_gen gen;
@@ -164,6 +172,7 @@ static void send_pieces(struct sreq *r, bool rest) {
 static void sreq_free(struct sreq *r) {
   if (r->lora) sim_loras_end(&r->s->loras, r->model, (double)clock_wall_s());
   buf_free(&r->prompt);
+  buf_free(&r->blocks_src);
   for (int i = 0; i < SIM_GEN_MAX_N; i++)
     sim_choice_free(&r->choices[i]);
   sim_gen_free(&r->gen);
@@ -265,9 +274,16 @@ static void event_cb(void *arg, const struct sim_event *ev) {
   }
 }
 
+/* advance runs the engine to NOW_NS and publishes the KV-cache events of the steps it completed, one batch
+ * per call (vLLM publishes one per scheduler step). */
+static void advance(struct simsrv *s, uint64_t now_ns) {
+  sim_engine_advance(s->eng, now_ns, event_cb, s);
+  if (s->kvpub) kv_pub_flush(s->kvpub);
+}
+
 static void step_cb(uv_timer_t *t) {
   struct simsrv *s = t->data;
-  sim_engine_advance(s->eng, virt_now(s), event_cb, s);
+  advance(s, virt_now(s));
   schedule(s);
 }
 
@@ -278,7 +294,7 @@ static void schedule(struct simsrv *s) {
   if (s->o.speed <= 0) {
     while (next != UINT64_MAX) {
       if (next > s->virt_ns) s->virt_ns = next;
-      sim_engine_advance(s->eng, s->virt_ns, event_cb, s);
+      advance(s, s->virt_ns);
       next = sim_engine_next_event(s->eng);
     }
     return;
@@ -319,12 +335,14 @@ static void sreq_abort_cb(struct http_req *req) {
 
 static void submit(struct sreq *r) {
   struct simsrv *s = r->s;
-  int max = r->prompt.len / ((size_t)s->prof.block_size * 4) + 1;
+  const struct buf *src = r->blocks_src.len ? &r->blocks_src : &r->prompt;
+  int max = src->len / ((size_t)s->prof.block_size * 4) + 1;
   uint64_t *hashes = xmalloc((size_t)max * sizeof *hashes);
-  int nb = sim_block_hashes(&s->prof, r->prompt.base, r->prompt.len, hashes, max);
+  int nb = sim_block_hashes(&s->prof, src->base, src->len, hashes, max);
   r->id = sim_engine_submit(s->eng, virt_now(s), hashes, nb, r->prompt_tokens, r->max_tokens, r);
   free(hashes);
   buf_free(&r->prompt);
+  buf_free(&r->blocks_src);
   schedule(s);
 }
 
@@ -439,6 +457,9 @@ static void handle_completion(struct simsrv *s, struct http_req *req, bool chat)
     sim_gen_choice(&r->gen, i, r->max_tokens, &r->choices[i]);
   const char *bad = build_prompt(r, root);
   json_decref(root);
+  struct oai_req oai;
+  if (!bad && jscan_request(req->body.base, req->body.len, &oai, NULL, 0) == 0 && oai.prompt.len)
+    buf_append(&r->blocks_src, oai.prompt.base, oai.prompt.len);
   r->prompt_tokens = sim_tokens_for_bytes(r->prompt.len);
   if (!bad && sim_engine_check(s->eng, r->prompt_tokens, r->max_tokens, msg, sizeof msg) != 0) bad = msg;
   if (bad) {
@@ -452,6 +473,7 @@ static void handle_completion(struct simsrv *s, struct http_req *req, bool chat)
     s->hangs_injected++;
     r->hung = true; /* never answered; only the client going away ends it */
     buf_free(&r->prompt);
+    buf_free(&r->blocks_src);
     return;
   }
   if (s->o.added_latency_ms) {
@@ -572,6 +594,8 @@ static void usage(FILE *f) {
           "  --max-loras N          LoRA adapters loadable at once through vLLM's runtime API\n"
           "                         (POST /v1/load_lora_adapter, /v1/unload_lora_adapter); 0 = no such API (8)\n"
           "  --seed N               fault-injection seed\n"
+          "  --kv-events ENDPOINT   publish KV-cache events as vLLM's --kv-events-config does (ZMQ PUB,\n"
+          "                         msgpack KVEventBatch), e.g. tcp://*:5557 (bound; a host without '*' connects)\n"
           "faults:\n"
           "  --error-rate F         answer this fraction of requests with 500\n"
           "  --added-latency-ms N   hold every request N ms before it enters the queue\n"
@@ -600,6 +624,7 @@ static int parse_args(struct sim_opts *o, int argc, char **argv) {
     else if (strcmp(a, "--profiles-dir") == 0) str_copy(o->profiles_dir, sizeof o->profiles_dir, v);
     else if (strcmp(a, "--model") == 0) str_copy(o->model, sizeof o->model, v);
     else if (strcmp(a, "--log-level") == 0) str_copy(o->log_level, sizeof o->log_level, v);
+    else if (strcmp(a, "--kv-events") == 0) str_copy(o->kv_events, sizeof o->kv_events, v);
     else if (!num) {
       fprintf(stderr, "infermesh sim-engine: %s '%s': %s\n", a, v,
               strncmp(a, "--", 2) == 0 ? "expected a number (or an unknown option: see --help)" : "unknown argument");
@@ -622,6 +647,16 @@ static int parse_args(struct sim_opts *o, int argc, char **argv) {
 
 static void find_profiles_dir(struct sim_opts *o) {
   if (!o->profiles_dir[0]) sim_profiles_dir(o->profiles_dir, sizeof o->profiles_dir);
+}
+
+static void kv_stored_cb(void *arg, uint64_t hash, bool has_parent, uint64_t parent) {
+  struct simsrv *s = arg;
+  kv_pub_stored(s->kvpub, hash, has_parent, parent, s->prof.block_size);
+}
+
+static void kv_removed_cb(void *arg, uint64_t hash) {
+  struct simsrv *s = arg;
+  kv_pub_removed(s->kvpub, hash);
 }
 
 static void signal_cb(uv_signal_t *sig, int signum) {
@@ -678,6 +713,14 @@ int sim_server_main(int argc, char **argv) {
     fprintf(stderr, "infermesh sim-engine: %s\n", s->http.errmsg);
     return 1;
   }
+  if (o->kv_events[0]) {
+    if (kv_pub_open(&s->kvpub, o->kv_events, err, sizeof err) != 0) {
+      fprintf(stderr, "infermesh sim-engine: %s\n", err);
+      return 1;
+    }
+    struct sim_cache_cb cc = {.stored = kv_stored_cb, .removed = kv_removed_cb, .arg = s};
+    sim_engine_set_cache_cb(s->eng, &cc);
+  }
   uv_timer_init(s->loop, &s->step_timer);
   s->step_timer.data = s;
   uv_signal_init(s->loop, &s->sigterm);
@@ -693,5 +736,7 @@ int sim_server_main(int argc, char **argv) {
   uv_run(s->loop, UV_RUN_DEFAULT);
   sim_engine_free(s->eng);
   sim_loras_free(&s->loras);
+  kv_pub_close(s->kvpub);
+  jscan_thread_free();
   return 0;
 }

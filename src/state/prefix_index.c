@@ -175,3 +175,32 @@ int prefix_index_match(const struct prefix_index *ix, const uint64_t *hashes, in
   }
   return lo;
 }
+
+bool prefix_index_remove(struct prefix_index *ix, uint64_t hash) {
+  int32_t e = find(ix, hash);
+  if (e == NIL) return false;
+  unlink_e(ix, e);
+  tab_del(ix, hash);
+  ix->next[e] = ix->free_head;
+  ix->free_head = e;
+  ix->n--;
+  return true;
+}
+
+void prefix_index_clear(struct prefix_index *ix) {
+  while (ix->n > 0) {
+    int32_t e = ix->tail;
+    unlink_e(ix, e);
+    tab_del(ix, ix->keys[e]);
+    ix->next[e] = ix->free_head;
+    ix->free_head = e;
+    ix->n--;
+  }
+}
+
+int prefix_index_match_linear(const struct prefix_index *ix, const uint64_t *hashes, int n) {
+  int k = 0;
+  while (k < n && find(ix, hashes[k]) != NIL)
+    k++;
+  return k;
+}

@@ -55,6 +55,14 @@ int prefix_index_match(const struct prefix_index *ix, const uint64_t *hashes, in
 /* prefix_index_contains says whether HASH is present. Read-only. */
 bool prefix_index_contains(const struct prefix_index *ix, uint64_t hash);
 
+/* Fed by what the runtime reports (KV-cache events, kv/kv_view.h) rather than by routing: a block the engine
+ * evicted leaves at once (prefix_index_remove: whether it was there), a cleared cache empties the index
+ * (prefix_index_clear; the capacity stays). Such a set need not be prefix-closed, so it is matched with
+ * prefix_index_match_linear: the largest k with HASHES[0..k) all present, one lookup per block. */
+bool prefix_index_remove(struct prefix_index *ix, uint64_t hash);
+void prefix_index_clear(struct prefix_index *ix);
+int prefix_index_match_linear(const struct prefix_index *ix, const uint64_t *hashes, int n);
+
 /* prefix_index_size: hashes held now. */
 static inline int prefix_index_size(const struct prefix_index *ix) { return ix->n; }
 

@@ -19,8 +19,19 @@ static void free_models(struct target *t) {
   t->nmodels = 0;
 }
 
+static void free_kv(struct target *t) {
+  if (!t->kv_blocks) return;
+  prefix_index_free(t->kv_blocks);
+  free(t->kv_blocks);
+  t->kv_blocks = NULL;
+  t->kv_ns = 0;
+}
+
 void store_free(struct store *s) {
-  for (int i = 0; i < s->ntargets; i++) free_models(&s->targets[i]);
+  for (int i = 0; i < s->ntargets; i++) {
+    free_models(&s->targets[i]);
+    free_kv(&s->targets[i]);
+  }
   s->ntargets = 0;
   free(s->targets);
   s->targets = NULL;
@@ -125,6 +136,8 @@ void store_mark_gone(struct store *s, int id) {
   t->healthy = false;
   t->draining = false;
   free_models(t);
+  free_kv(t);
+  t->kv_events = false;
   str_copy(t->last_error, sizeof t->last_error, "its node left the mesh");
 }
 
@@ -270,3 +283,43 @@ bool store_ttfb_quantile(const struct target *t, int kind, double q, int min_sam
   *out = select_kth(v, n, rank - 1);
   return true;
 }
+
+/* kv_set returns t's reported-block set, made on first use and sized to its KV pool (when known). */
+static struct prefix_index *kv_set(struct target *t) {
+  /* Router blocks are 16 tokens (route/proxy.c); a remote target reports its pool in tokens (block_size 1). */
+  int64_t cap = t->load.num_gpu_blocks > 0 && t->load.block_size > 0 ? t->load.num_gpu_blocks * t->load.block_size / 16
+                                                                      : STORE_KV_BLOCKS_MAX;
+  if (cap < 1) cap = 1;
+  if (cap > STORE_KV_BLOCKS_MAX) cap = STORE_KV_BLOCKS_MAX;
+  if (!t->kv_blocks) {
+    t->kv_blocks = xcalloc(1, sizeof *t->kv_blocks);
+    prefix_index_init(t->kv_blocks, (int)cap);
+  } else if (t->kv_blocks->capacity != cap) {
+    prefix_index_set_capacity(t->kv_blocks, (int)cap);
+  }
+  return t->kv_blocks;
+}
+
+void store_kv_stored(struct store *s, int id, const uint64_t *hashes, int n, uint64_t now_ns) {
+  struct target *t = &s->targets[id];
+  if (n > 0) prefix_index_add_in_order(kv_set(t), hashes, n);
+  t->kv_ns = now_ns;
+}
+
+void store_kv_removed(struct store *s, int id, const uint64_t *hashes, int n, uint64_t now_ns) {
+  struct target *t = &s->targets[id];
+  for (int i = 0; t->kv_blocks && i < n; i++) prefix_index_remove(t->kv_blocks, hashes[i]);
+  t->kv_ns = now_ns;
+}
+
+void store_kv_cleared(struct store *s, int id, uint64_t now_ns) {
+  struct target *t = &s->targets[id];
+  if (t->kv_blocks) prefix_index_clear(t->kv_blocks);
+  t->kv_ns = now_ns;
+}
+
+int store_kv_match(const struct target *t, const uint64_t *hashes, int n) {
+  return t->kv_blocks ? prefix_index_match_linear(t->kv_blocks, hashes, n) : 0;
+}
+
+int store_kv_blocks(const struct target *t) { return t->kv_blocks ? prefix_index_size(t->kv_blocks) : 0; }

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "core/slice.h"
+#include "state/prefix_index.h"
 
 /* How many targets a store holds is fixed when it is made (config `max_targets`; this by default). */
 #define STORE_DEFAULT_MAX_TARGETS 1024
@@ -74,6 +75,14 @@ struct target {
    * SSE data frame, [STORE_TTFB_FULL] up to a non-streaming response's head. Ring buffers. */
   float ttfb[2][STORE_TTFB_WINDOW];
   uint16_t ttfb_n[2], ttfb_pos[2];
+  /* Cache state as the runtime itself reports it (DESIGN §6 "many gateways"): the block hashes it holds, from
+   * its KV-cache events (this node's runtimes, kv/kv_sub.h) or from its node's cache summaries (a remote
+   * target, agent/kv_mesh.c). NULL until the first report; owned by the store. kv_ns: monotonic time of the
+   * last report (0 = never); kv_events: its node said it publishes events (then routers do not share their
+   * routing decisions about it: the engine's word is better). */
+  struct prefix_index *kv_blocks;
+  uint64_t kv_ns;
+  bool kv_events;
 };
 
 struct store {
@@ -143,6 +152,19 @@ int64_t store_kv_free(const struct target *t);
  * store_kv_release, which subtracts them again unless a load report came in between. */
 uint32_t store_kv_reserve(struct store *s, int id, int64_t tokens);
 void store_kv_release(struct store *s, int id, int64_t tokens, uint32_t seq);
+
+/* Cache state reported by the runtime (see struct target). Blocks are chained hashes in the router's own hashing
+ * (policy_prompt_hashes), at most STORE_KV_BLOCKS_MAX per target (least recently stored dropped first; memory
+ * grows with use, ~40 bytes a block). store_kv_stored adds HASHES[0..n) (a prompt's consecutive blocks, parent
+ * first), store_kv_removed drops them, store_kv_cleared empties the set; each stamps kv_ns = now_ns.
+ * store_kv_match is how many leading HASHES[0..n) target t holds (0 without reports). */
+#define STORE_KV_BLOCKS_MAX (1 << 20)
+void store_kv_stored(struct store *s, int id, const uint64_t *hashes, int n, uint64_t now_ns);
+void store_kv_removed(struct store *s, int id, const uint64_t *hashes, int n, uint64_t now_ns);
+void store_kv_cleared(struct store *s, int id, uint64_t now_ns);
+int store_kv_match(const struct target *t, const uint64_t *hashes, int n);
+/* store_kv_blocks is how many blocks t is known to hold (0 without reports). */
+int store_kv_blocks(const struct target *t);
 
 /* store_ttfb_observe records one time-to-first-byte sample (seconds) of kind STORE_TTFB_* for target id. */
 void store_ttfb_observe(struct store *s, int id, int kind, double seconds);

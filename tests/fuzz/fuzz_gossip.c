@@ -1,4 +1,5 @@
-/* libFuzzer target for proto/gossip_codec: arbitrary bytes as a packet, a node meta and a push-pull table.
+/* libFuzzer target for proto/gossip_codec: arbitrary bytes as a packet (SWIM, load or cache report), a node meta
+ * and a push-pull table.
  * Whatever decodes must re-encode (a SWIM message within its size bound), decode again to an equal struct,
  * and re-encode to the same bytes; whatever is rejected must leave the output zeroed. */
 #include <errno.h>
@@ -65,6 +66,17 @@ static void check_load(const struct gossip_load *a, const struct gossip_load *b)
   }
 }
 
+static void check_cache(const struct gossip_cache *a, const struct gossip_cache *b) {
+  CHECK(memcmp(a->from, b->from, GOSSIP_ID_LEN) == 0 && memcmp(a->target_node, b->target_node, GOSSIP_ID_LEN) == 0);
+  CHECK(a->boot == b->boot && a->seq == b->seq && SAME_STR(a->target, b->target));
+  CHECK(a->source == b->source && (a->source == GOSSIP_CACHE_ENGINE || a->source == GOSSIP_CACHE_ROUTE));
+  CHECK(a->cleared == b->cleared);
+  CHECK(a->nstored == b->nstored && a->nremoved == b->nremoved && a->nstored >= 0 && a->nremoved >= 0 &&
+        a->nstored + a->nremoved <= GOSSIP_CACHE_HASHES);
+  CHECK(memcmp(a->stored, b->stored, sizeof a->stored[0] * (size_t)a->nstored) == 0);
+  CHECK(memcmp(a->removed, b->removed, sizeof a->removed[0] * (size_t)a->nremoved) == 0);
+}
+
 static void check_spend(const struct gossip_spend *a, const struct gossip_spend *b) {
   CHECK(memcmp(a->from, b->from, GOSSIP_ID_LEN) == 0);
   CHECK(a->boot == b->boot && a->seq == b->seq);
@@ -109,8 +121,10 @@ static void fuzz_packet(const uint8_t *data, size_t size) {
     check_msg(&p1.u.swim, &p2.u.swim);
   else if (p1.kind == GOSSIP_PKT_SPEND)
     check_spend(&p1.u.spend, &p2.u.spend);
-  else
+  else if (p1.kind == GOSSIP_PKT_LOAD)
     check_load(&p1.u.load, &p2.u.load);
+  else
+    check_cache(&p1.u.cache, &p2.u.cache);
   int n2 = gossip_encode_packet(&p2, enc2, sizeof enc2);
   CHECK(n2 == n1 && memcmp(enc1, enc2, (size_t)n1) == 0);
   CHECK(gossip_encode_packet(&p2, enc2, (size_t)n1 - 1) == -ENOSPC);

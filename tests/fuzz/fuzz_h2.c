@@ -26,7 +26,8 @@ static void io_peer(void *arg, char *out, size_t len) {
   strncpy(out, "127.0.0.1", len - 1), out[len - 1] = 0;
 }
 static int io_dead_peer(void *arg, unsigned ms) { return 0; }
-static const struct h2_io io = {io_write, io_queued, io_close, io_activity, io_peer, io_dead_peer};
+static const char *io_client_cn(void *arg) { return NULL; }
+static const struct h2_io io = {io_write, io_queued, io_close, io_activity, io_peer, io_dead_peer, io_client_cn};
 
 static void held_drop(struct http_req *req) {
   for (int i = 0; i < HELD_MAX; i++)

@@ -320,9 +320,12 @@ class Procs:
             break
         agent = Agent(p, port)
         if wait_healthy and urls:
-            wait_for(lambda: _check_alive(p) and all(t["healthy"] for t in agent.targets())
-                     and len(agent.targets()) == len(urls),
-                     timeout=15, what=f"{p.name}: all {len(urls)} targets healthy")
+            def own_healthy():  # this agent's own runtimes (in a mesh, other nodes' targets appear beside them)
+                own = [t for t in agent.targets() if not t.get("remote")]
+                return len(own) == len(urls) and all(t["healthy"] for t in own)
+
+            wait_for(lambda: _check_alive(p) and own_healthy(), timeout=15,
+                     what=f"{p.name}: all {len(urls)} targets healthy")
         return agent
 
     def log_sections(self):

@@ -418,6 +418,17 @@ static void test_tenant_specs_and_lookup(void **state) {
   assert_int_equal(tenants_lookup(t, 2, slice_cstr("Bearer sk-aaaaaaaa")), TENANT_BAD_KEY);
   assert_int_equal(tenants_lookup(t, 2, slice_cstr("Basic dXNlcjpwYXNz")), TENANT_MISSING);
   assert_int_equal(tenants_lookup(t, 2, slice_make(NULL, 0)), TENANT_MISSING);
+  /* a transport-authenticated client's credential names its tenant; a forged or altered one names none */
+  char cred[320], forged[320];
+  assert_int_equal(tenants_peer_credential("team-b", cred, sizeof cred), 0);
+  assert_int_equal(tenants_lookup(t, 2, slice_cstr(cred)), 1);
+  str_copy(forged, sizeof forged, cred);
+  memcpy(forged + strlen(forged) - 6, "team-a", 6);
+  assert_int_equal(tenants_lookup(t, 2, slice_cstr(forged)), TENANT_BAD_KEY);
+  assert_int_equal(tenants_peer_credential("team-z", cred, sizeof cred), 0);
+  assert_int_equal(tenants_lookup(t, 2, slice_cstr(cred)), TENANT_BAD_KEY); /* no such tenant */
+  assert_int_equal(tenants_lookup(t, 2, slice_cstr("Bearer im-peer.00.team-a")), TENANT_BAD_KEY);
+  assert_int_equal(tenants_peer_credential("team-b", cred, 20), -ENOSPC);
   char bad1[] = "name=x,key=short";
   assert_int_equal(tenant_conf_parse(&t[1], bad1, err, sizeof err), -EINVAL);
   char bad2[] = "name=x,key=sk-cccccccc3,weight=0";

@@ -324,8 +324,65 @@ static void test_prices_and_provider(void **state) {
   unlink(path);
 }
 
+/* tls: cert and key, client CA and the CN map from YAML; flags and environment; the checks across them. */
+static void test_tls_settings(void **state) {
+  struct agent_config c;
+  char err[256];
+  write_yaml("tls:\n  cert: /etc/im/cert.pem\n  key: /etc/im/key.pem\n  client_ca: /etc/im/ca.pem\n"
+             "  client_map: {ops-laptop: admin, billing svc: team-a}\n"
+             "cluster: {admin_token: tok}\n");
+  char *a1[] = {"--config", path};
+  assert_int_equal(load(&c, a1, 2, err), 0);
+  assert_string_equal(c.tls.cert, "/etc/im/cert.pem");
+  assert_string_equal(c.tls.key, "/etc/im/key.pem");
+  assert_string_equal(c.tls.client_ca, "/etc/im/ca.pem");
+  assert_int_equal(c.tls.nmap, 2);
+  assert_string_equal(c.tls.map[0].cn, "ops-laptop");
+  assert_string_equal(c.tls.map[0].role, "admin");
+  assert_string_equal(c.tls.map[1].cn, "billing svc");
+  assert_string_equal(c.tls.map[1].role, "team-a");
+  /* flags replace the file's map; the environment's comma-separated list replaces the flags' */
+  char *a2[] = {"--config", path, "--tls-client-map", "a=team-b", "--tls-client-map=b=admin"};
+  assert_int_equal(load(&c, a2, 5, err), 0);
+  assert_int_equal(c.tls.nmap, 2);
+  assert_string_equal(c.tls.map[0].cn, "a");
+  assert_string_equal(c.tls.map[1].role, "admin");
+  setenv("INFERMESH_TLS_CLIENT_MAP", "x=team-x,y=team-y,z=team-z", 1);
+  assert_int_equal(load(&c, a2, 5, err), 0);
+  unsetenv("INFERMESH_TLS_CLIENT_MAP");
+  assert_int_equal(c.tls.nmap, 3);
+  assert_string_equal(c.tls.map[2].cn, "z");
+  assert_string_equal(c.tls.map[2].role, "team-z");
+  unlink(path);
+  /* settings that cannot work together are refused, naming what to set */
+  char *bad[][8] = {
+      {"--tls-cert", "c.pem"},
+      {"--tls-client-ca", "ca.pem"},
+      {"--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-client-map", "x=team"},
+      {"--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-client-ca", "ca.pem", "--tls-client-map", "ops=admin"},
+      {"--tls-client-map", "no-role"},
+      {"--tls-client-map", "=team"},
+  };
+  int nbad[] = {2, 2, 6, 8, 2, 2};
+  const char *why[] = {"both a certificate and its key", "needs TLS on", "needs tls.client_ca",
+                       "--admin-token" /* admin stands for the admin token: there must be one */, "must be CN=ROLE",
+                       "must be CN=ROLE"};
+  for (int i = 0; i < 6; i++) {
+    assert_int_equal(load(&c, bad[i], nbad[i], err), -EINVAL);
+    assert_non_null(strstr(err, why[i]));
+  }
+  write_yaml("tls: {cert: c.pem, key: k.pem, client_ca: ca.pem, client_map: {a: team, a: other}}\n");
+  assert_int_equal(load(&c, a1, 2, err), -EINVAL);
+  assert_non_null(strstr(err, "mapped twice"));
+  write_yaml("tls: {cert: c.pem, key: k.pem, client_ca: ca.pem, client_map: [a, b]}\n");
+  assert_int_equal(load(&c, a1, 2, err), -EINVAL);
+  assert_non_null(strstr(err, "must map certificate CNs to roles"));
+  unlink(path);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_tls_settings),
       cmocka_unit_test(test_prices_and_provider),
       cmocka_unit_test(test_defaults),
       cmocka_unit_test(test_max_targets),

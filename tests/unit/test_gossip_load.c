@@ -1,6 +1,6 @@
 /* Load reports over real gossip on 127.0.0.1: a restarted member (a higher boot, counting seq from 1 again)
  * is heard at once, while reordered reports and replays of an earlier life are ignored, even after the
- * member was forgotten and came back. Spend reports (budgets) reach gateways from members only. */
+ * member was forgotten and came back. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -26,6 +26,8 @@ struct side {
   int nalive, ndead;
   int nloads;
   uint64_t boots[32], seqs[32];
+  int ncaches;
+  struct gossip_cache cache; /* the last cache report */
   int nspends;
   struct gossip_spend last_spend;
 };
@@ -49,6 +51,12 @@ static void load_cb(void *user, const struct gossip_load *l) {
   s->nloads++;
 }
 
+static void cache_cb(void *user, const struct gossip_cache *c) {
+  struct side *s = user;
+  s->ncaches++;
+  s->cache = *c;
+}
+
 static void spend_cb(void *user, const struct gossip_spend *sp) {
   struct side *s = user;
   s->nspends++;
@@ -58,7 +66,7 @@ static void spend_cb(void *user, const struct gossip_spend *sp) {
 static void start_side(struct side *s, const char *name, uint32_t roles, const struct identity *id) {
   struct gossip_config cfg;
   struct gossip_meta meta = {0};
-  struct gossip_callbacks cb = {.member = member_cb, .load = load_cb, .spend = spend_cb};
+  struct gossip_callbacks cb = {.member = member_cb, .load = load_cb, .cache = cache_cb, .spend = spend_cb};
   char err[256];
   gossip_config_default(&cfg);
   cfg.bind_port = 0;
@@ -169,6 +177,43 @@ static void test_new_life_is_heard_and_old_life_replays_are_not(void **state) {
   close_side(&a);
 }
 
+/* A cache report reaches every gateway, not other members, stamped with its sender; a GPU-only node gets none. */
+static void test_cache_reports_reach_gateways(void **state) {
+  static struct side a, b, c;
+  memset(&a, 0, sizeof a);
+  memset(&b, 0, sizeof b);
+  memset(&c, 0, sizeof c);
+  start_side(&a, "a", GOSSIP_ROLE_GATEWAY, NULL);
+  start_side(&b, "b", GOSSIP_ROLE_GPU, NULL);
+  start_side(&c, "c", GOSSIP_ROLE_GPU, NULL);
+  join(&b, &a);
+  join(&c, &a);
+  assert_true(run_until(&a.nalive, 2, 5000));
+  assert_true(run_until(&b.nalive, 2, 5000));
+  static struct gossip_cache rep;
+  memset(&rep, 0, sizeof rep);
+  memcpy(rep.target_node, b.id.pk, GOSSIP_ID_LEN);
+  snprintf(rep.target, sizeof rep.target, "engine-0");
+  rep.source = GOSSIP_CACHE_ENGINE;
+  rep.nstored = GOSSIP_CACHE_HASHES - 1; /* a full datagram */
+  for (int i = 0; i < rep.nstored; i++) rep.stored[i] = 0x9E3779B97F4A7C15ull * (uint64_t)(i + 1);
+  rep.nremoved = 1;
+  rep.removed[0] = 42;
+  assert_true(gossip_send_cache(b.g, &rep) > 0);
+  assert_true(run_until(&a.ncaches, 1, 3000));
+  assert_memory_equal(a.cache.from, b.id.pk, GOSSIP_ID_LEN);
+  assert_string_equal(a.cache.target, "engine-0");
+  assert_int_equal(a.cache.nstored, GOSSIP_CACHE_HASHES - 1);
+  assert_memory_equal(a.cache.stored, rep.stored, sizeof rep.stored[0] * (size_t)rep.nstored);
+  assert_int_equal(a.cache.nremoved, 1);
+  assert_true(a.cache.removed[0] == 42);
+  run_until(&c.ncaches, 1, 300);
+  assert_int_equal(c.ncaches, 0);
+  close_side(&c);
+  close_side(&b);
+  close_side(&a);
+}
+
 static void test_spend_reports_reach_gateways_from_members_only(void **state) {
   static struct side a, b, c;
   memset(&a, 0, sizeof a);
@@ -239,6 +284,7 @@ int main(void) {
   uv_loop_init(&loop);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_new_life_is_heard_and_old_life_replays_are_not),
+      cmocka_unit_test(test_cache_reports_reach_gateways),
       cmocka_unit_test(test_spend_reports_reach_gateways_from_members_only),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);

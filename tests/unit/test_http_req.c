@@ -12,7 +12,7 @@
 #include "net/http_req.h"
 
 struct rec {
-  int starts, flushes, ends, aborts, drains;
+  int starts, flushes, ends, aborts, drains, trailers;
   int status;
   int64_t length;
   struct buf body;
@@ -34,7 +34,28 @@ static void r_end(struct http_req *req) { R.ends++; }
 static size_t r_queued(const struct http_req *req) { return 1234; }
 static void r_peer(const struct http_req *req, char *out, size_t len) { strncpy(out, "10.0.0.1", len - 1); }
 static int r_dead(struct http_req *req, unsigned ms) { return 0; }
-static const struct http_resp_ops ops = {r_start, r_writev, r_flush, r_end, r_queued, r_peer, r_dead};
+static const char *r_client_cn(const struct http_req *req) { return NULL; }
+static void r_trailers(struct http_req *req, const struct http_header *h, int n) {
+  R.trailers += n;
+  assert_int_equal(R.ends, 0); /* before the end that sends them */
+}
+static const struct http_resp_ops ops = {.start = r_start,
+                                         .writev = r_writev,
+                                         .flush = r_flush,
+                                         .end = r_end,
+                                         .queued = r_queued,
+                                         .peer = r_peer,
+                                         .dead_peer_timeout = r_dead,
+                                         .client_cn = r_client_cn,
+                                         .trailers = r_trailers};
+static const struct http_resp_ops ops_no_trailers = {.start = r_start,
+                                                     .writev = r_writev,
+                                                     .flush = r_flush,
+                                                     .end = r_end,
+                                                     .queued = r_queued,
+                                                     .peer = r_peer,
+                                                     .dead_peer_timeout = r_dead,
+                                                     .client_cn = r_client_cn};
 
 static void abort_cb(struct http_req *req) { R.aborts++; }
 static void drain_cb(struct http_req *req) { R.drains++; }
@@ -60,6 +81,30 @@ static void test_send_is_start_write_end(void **state) {
   assert_string_equal(R.body.base, "{}");
   assert_true(req.resp_started && req.resp_ended);
   buf_free(&R.body);
+}
+
+static void test_trailers_go_before_the_end_and_not_after_an_abort(void **state) {
+  struct http_req req;
+  setup(&req);
+  struct http_header tr[2] = {{SLICE_LIT("grpc-status"), SLICE_LIT("0")},
+                              {SLICE_LIT("grpc-message"), SLICE_LIT("ok")}};
+  assert_true(http_req_has_trailers(&req));
+  http_resp_start(&req, 200, NULL, 0, -1);
+  http_resp_end_trailers(&req, tr, 2);
+  assert_int_equal(R.trailers, 2);
+  assert_int_equal(R.ends, 1);
+  setup(&req);
+  http_resp_start(&req, 200, NULL, 0, -1);
+  http__req_abort(&req);
+  http_resp_end_trailers(&req, tr, 2);
+  assert_int_equal(R.trailers, 0);
+  assert_int_equal(R.ends, 1);
+  setup(&req);
+  req.ops = &ops_no_trailers; /* HTTP/1.1: dropped, the response still ends */
+  assert_false(http_req_has_trailers(&req));
+  http_resp_start(&req, 200, NULL, 0, -1);
+  http_resp_end_trailers(&req, tr, 2);
+  assert_int_equal(R.ends, 1);
 }
 
 static void test_writev_is_one_piece_and_empty_writes_vanish(void **state) {
@@ -131,6 +176,7 @@ static void test_methods_are_neutral(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_send_is_start_write_end),
+      cmocka_unit_test(test_trailers_go_before_the_end_and_not_after_an_abort),
       cmocka_unit_test(test_writev_is_one_piece_and_empty_writes_vanish),
       cmocka_unit_test(test_after_an_abort_only_end_reaches_the_protocol),
       cmocka_unit_test(test_no_abort_or_drain_after_the_end),
