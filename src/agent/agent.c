@@ -641,10 +641,10 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
    * the kernel on free. glibc would otherwise raise its mmap threshold after the first such free and serve
    * the next ones from the heap, where up to twice that much stays resident after the requests end. */
   mallopt(M_MMAP_THRESHOLD, 256 * 1024);
-  store_init(&a->store);
+  store_init(&a->store, cfg->max_targets);
   a->hist = xmalloc(sizeof *a->hist);
-  history_init(a->hist);
-  a->pools = xcalloc(STORE_MAX_TARGETS, sizeof *a->pools); /* remote targets get theirs as they appear */
+  history_init(a->hist, a->store.cap);
+  a->pools = xcalloc((size_t)a->store.cap, sizeof *a->pools); /* remote targets get theirs as they appear */
   int ids[CONFIG_MAX_RUNTIMES];
   for (int i = 0; i < cfg->nruntimes; i++) {
     const struct config_runtime *rt = &cfg->runtimes[i];
@@ -789,10 +789,11 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   size_t exelen = sizeof a->exe;
   if (uv_exepath(a->exe, &exelen) != 0) str_copy(a->exe, sizeof a->exe, "/proc/self/exe");
   a->sup = supervisor_start(a->loop, &a->store, cfg, ids, a->exe); /* before scraping: it waits on health */
-  const char *murls[STORE_MAX_TARGETS] = {0};
+  const char **murls = xcalloc((size_t)a->store.cap, sizeof *murls);
   for (int i = 0; i < cfg->nruntimes; i++)
-    if (ids[i] >= 0 && ids[i] < STORE_MAX_TARGETS) murls[ids[i]] = cfg->runtimes[i].metrics_url;
+    if (ids[i] >= 0) murls[ids[i]] = cfg->runtimes[i].metrics_url;
   scraper_start(&a->scraper, a->loop, &a->store, a->pools, cfg->scrape_interval_ms, murls);
+  free(murls);
   /* The agent is the one layer that reads the environment: it hands NVML's settings down. */
   gpu_poll_start(&a->gpu, a->loop, GPU_POLL_MS, getenv("INFERMESH_NVML_LIB"), getenv("CUDA_VISIBLE_DEVICES"));
   a->gpu.updated_cb = gpus_updated_cb;

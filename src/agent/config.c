@@ -137,6 +137,8 @@ static const struct key keys[] = {
      F(upstream_timeout_ms), "longest silence from a runtime before the attempt fails (300000)"},
     {"max_attempts", "--max-attempts", "INFERMESH_MAX_ATTEMPTS", K_INT, F(max_attempts),
      "tries per request on distinct targets before the first byte (3)"},
+    {"max_targets", "--max-targets", "INFERMESH_MAX_TARGETS", K_INT, F(max_targets),
+     "routing targets (runtimes of this node and of the mesh's other nodes) this node can route to (1024)"},
     {"first_byte_timeout_ms", "--first-byte-timeout-ms", "INFERMESH_FIRST_BYTE_TIMEOUT_MS", K_U32,
      F(first_byte_timeout_ms),
      "least time an attempt may go without a first byte for the client before it is retried elsewhere; the "
@@ -216,6 +218,7 @@ void config_defaults(struct agent_config *c) {
   c->drain_timeout_ms = 30000;
   c->upstream_timeout_ms = 300000;
   c->max_attempts = 3;
+  c->max_targets = STORE_DEFAULT_MAX_TARGETS;
   c->first_byte_timeout_ms = 2000;
   c->first_byte_timeout_max_ms = 60000;
   c->breaker_failures = 5;
@@ -855,6 +858,12 @@ int config_load_args(struct agent_config *c, int argc, char **argv, char *err, s
     return -EINVAL;
   }
   if (c->max_attempts < 1) c->max_attempts = 1;
+  if (c->max_targets < c->nruntimes || c->max_targets > 1000000) {
+    snprintf(err, errlen, "max_targets %d must be at least the %d runtimes and at most 1000000", c->max_targets,
+             c->nruntimes);
+    return -EINVAL;
+  }
+  if (c->max_targets < 1) c->max_targets = 1;
   if (c->scrape_interval_ms < 10) c->scrape_interval_ms = 10;
   if (c->sup.health_timeout_ms == 0) {
     snprintf(err, errlen, "runtime health timeout 0: a runtime would be stopped before it could answer (the "

@@ -52,7 +52,7 @@ struct mesh {
   bool draining;
   char raft_addr[GOSSIP_ADDR_MAX]; /* announced when this node is a Raft server */
   bool raft_formed;
-  bool pool_ready[STORE_MAX_TARGETS];
+  bool *pool_ready; /* by target id (store->cap), made at the first load report: its pool is initialized */
   struct mesh_tunnel tun; /* agent-to-agent streams, the rpc-server offered, the split model hosted */
   bool plain_hops;        /* --insecure-hops: pools to other agents connect in plaintext TCP */
   void (*closed_cb)(void *);
@@ -62,6 +62,8 @@ struct mesh {
   void *spend_arg;
   struct kv_state *kv; /* borrowed; NULL = none */
 };
+
+static bool pool_ready(const struct mesh *m, int id) { return m->pool_ready && m->pool_ready[id]; }
 
 static struct node *node_find(struct mesh *m, const uint8_t id[GOSSIP_ID_LEN], bool create) {
   for (int i = 0; i < m->nnodes; i++)
@@ -83,7 +85,7 @@ static void node_gone(struct mesh *m, const uint8_t id[GOSSIP_ID_LEN], const cha
     if (!t->remote || t->gone || memcmp(t->node_id, id, GOSSIP_ID_LEN) != 0) continue;
     store_mark_gone(s, i);
     router_target_lost(m->env.router, i);
-    if (m->pool_ready[i]) http_pool_close(&m->env.pools[i]);
+    if (pool_ready(m, i)) http_pool_close(&m->env.pools[i]);
     log_info("remote target out of routing", "target=%s reason=%s", t->name, why);
   }
 }
@@ -124,7 +126,8 @@ static void load_cb(void *user, const struct gossip_load *l) {
   if (!n || !n->have_meta || !n->alive || !n->meta.api_addr[0]) return;
   n->load_rx_ns = now;
   n->load_age_ms = l->age_ms;
-  bool seen[STORE_MAX_TARGETS] = {0};
+  if (!m->pool_ready) m->pool_ready = xcalloc((size_t)s->cap, sizeof *m->pool_ready);
+  bool *seen = xcalloc((size_t)s->cap, sizeof *seen);
   for (int k = 0; k < l->ntargets; k++) {
     const struct gossip_target_load *tl = &l->targets[k];
     bool changed;
@@ -178,6 +181,7 @@ static void load_cb(void *user, const struct gossip_load *l) {
       router_target_lost(m->env.router, i);
     }
   }
+  free(seen);
 }
 
 static void member_cb(void *user, const struct swim_member *sm, enum swim_event ev, const struct gossip_meta *meta) {
@@ -691,6 +695,7 @@ static void part_closed(struct mesh *m) {
   keyring_wipe(&m->kr);
   identity_wipe(&m->id);
   free(m->nodes);
+  free(m->pool_ready);
   free(m);
   if (cb) cb(arg);
 }
@@ -704,7 +709,7 @@ void mesh_close(struct mesh *m, void (*closed_cb)(void *arg), void *arg) {
   m->closed_arg = arg;
   m->closing_parts = 2 + mesh_tunnel_parts(&m->tun);
   for (int i = m->env.nlocal; i < m->env.store->ntargets; i++)
-    if (m->pool_ready[i]) http_pool_close(&m->env.pools[i]);
+    if (pool_ready(m, i)) http_pool_close(&m->env.pools[i]);
   uv_close((uv_handle_t *)&m->timer, timer_closed_cb);
   gossip_close(m->gossip, gossip_closed_cb, m);
   mesh_tunnel_close(&m->tun, tunnel_part_closed_cb, m);

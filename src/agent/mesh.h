@@ -16,7 +16,7 @@
 
 struct mesh;
 
-/* What the mesh borrows from the agent (all outlive it). pools has STORE_MAX_TARGETS entries: the mesh
+/* What the mesh borrows from the agent (all outlive it). pools has store->cap entries: the mesh
  * initializes and closes those of the remote targets it adds. */
 struct mesh_env {
   uv_loop_t *loop;

@@ -1,8 +1,10 @@
 /* infermesh.v1.Scoring: the router's ranking, admission and outcome bookkeeping for gateways (route/rank.h)
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/clock.h"
 #include "api/grpc_services.h"
 #include "infermesh/v1/scoring.pb-c.h"
@@ -57,11 +59,13 @@ void grpc_score_targets(struct grpc_call *call, const ProtobufCMessage *in) {
     grpc_finish(call, GRPC_INVALID_ARGUMENT, err);
     return;
   }
-  struct router_ranked ranked[STORE_MAX_TARGETS];
+  int cap = r->store->cap;
+  struct router_ranked *ranked = xmalloc((size_t)cap * sizeof *ranked);
   const char *policy;
-  int max = q->max_results && q->max_results < STORE_MAX_TARGETS ? (int)q->max_results : STORE_MAX_TARGETS;
+  int max = q->max_results && q->max_results < (uint32_t)cap ? (int)q->max_results : cap;
   int n = router_rank(r, slice_cstr(q->model), &pr, clock_mono_ns(), ranked, max, &policy);
-  Infermesh__V1__ScoredTarget st[STORE_MAX_TARGETS], *stp[STORE_MAX_TARGETS];
+  Infermesh__V1__ScoredTarget *st = xmalloc((size_t)cap * sizeof *st);
+  Infermesh__V1__ScoredTarget **stp = xmalloc((size_t)cap * sizeof *stp);
   for (int i = 0; i < n; i++) {
     const struct target *t = &r->store->targets[ranked[i].id];
     infermesh__v1__scored_target__init(&st[i]);
@@ -83,11 +87,13 @@ void grpc_score_targets(struct grpc_call *call, const ProtobufCMessage *in) {
     resp.slo_class = cp && cp->slo[0] == 'l' ? INFERMESH__V1__SLO_CLASS__SLO_CLASS_LATENCY
                                              : INFERMESH__V1__SLO_CLASS__SLO_CLASS_THROUGHPUT;
   }
-  if (n == 0 && !store_model_known(r->store, slice_cstr(q->model)) && store_all_reported(r->store)) {
+  if (n == 0 && !store_model_known(r->store, slice_cstr(q->model)) && store_all_reported(r->store))
     grpc_finish(call, GRPC_NOT_FOUND, "no target serves this model");
-    return;
-  }
-  grpc_reply(call, &resp.base);
+  else
+    grpc_reply(call, &resp.base); /* packs the message before it returns */
+  free(stp);
+  free(st);
+  free(ranked);
 }
 
 /* The tenant's index in the router's admission, by name; "" is the default tenant when none is configured. */

@@ -42,8 +42,10 @@ const float *history_ring_row(const struct history_ring *r, uint32_t i) {
   return r->v + (size_t)((oldest + i) % r->cap) * (size_t)r->width;
 }
 
-void history_init(struct history *h) {
+void history_init(struct history *h, int max_targets) {
   memset(h, 0, sizeof *h);
+  h->ntargets = max_targets > 0 ? max_targets : 0;
+  h->targets = xcalloc((size_t)(h->ntargets ? h->ntargets : 1), sizeof *h->targets);
   history_ring_init(&h->node, HISTORY_SECONDS, HN_NCOLS);
   for (int i = 0; i <= HISTORY_WINDOW; i++) {
     hist_init(&h->ttft[i], hist_latency_bounds, hist_latency_nbounds);
@@ -53,17 +55,20 @@ void history_init(struct history *h) {
 
 void history_free(struct history *h) {
   history_ring_free(&h->node);
-  for (int i = 0; i < STORE_MAX_TARGETS; i++) {
+  for (int i = 0; i < h->ntargets; i++) {
     if (!h->targets[i]) continue;
     history_ring_free(&h->targets[i]->ring);
     free(h->targets[i]);
     h->targets[i] = NULL;
   }
+  free(h->targets);
+  h->targets = NULL;
+  h->ntargets = 0;
 }
 
 size_t history_bytes(const struct history *h) {
   size_t n = sizeof *h + (size_t)h->node.cap * (size_t)h->node.width * sizeof(float);
-  for (int i = 0; i < STORE_MAX_TARGETS; i++)
+  for (int i = 0; i < h->ntargets; i++)
     if (h->targets[i])
       n += sizeof *h->targets[i] +
            (size_t)h->targets[i]->ring.cap * (size_t)h->targets[i]->ring.width * sizeof(float);
@@ -124,7 +129,7 @@ static void sample_target(struct history *h, const struct target *t, uint64_t ro
 void history_sample(struct history *h, const struct store *s, const struct route_metrics *m, int inflight,
                     int64_t now_ms) {
   uint64_t reqs = 0, errors = 0, rejected = 0;
-  uint64_t routed[STORE_MAX_TARGETS] = {0};
+  uint64_t *routed = xcalloc((size_t)(s->ntargets ? s->ntargets : 1), sizeof *routed);
   for (int i = 0; i < m->nseries; i++) {
     const struct rm_series *se = &m->series[i];
     reqs += se->count;
@@ -139,8 +144,9 @@ void history_sample(struct history *h, const struct store *s, const struct route
         break;
       }
   }
-  for (int j = 0; j < s->ntargets && j < STORE_MAX_TARGETS; j++)
+  for (int j = 0; j < s->ntargets && j < h->ntargets; j++)
     sample_target(h, &s->targets[j], routed[j]);
+  free(routed);
 
   /* Percentiles over the last HISTORY_WINDOW seconds: the histograms now less a snapshot that old. */
   int cur = (int)(h->samples % (HISTORY_WINDOW + 1));
@@ -196,7 +202,7 @@ void history_json(const struct history *h, const struct store *s, int64_t since_
   ring_json(out, &h->node, node_cols, h->last_ms, since_ms);
   buf_puts(out, "},\"targets\":[");
   bool first = true;
-  for (int j = 0; j < s->ntargets && j < STORE_MAX_TARGETS; j++) {
+  for (int j = 0; j < s->ntargets && j < h->ntargets; j++) {
     const struct history_target *ht = h->targets[j];
     if (!ht) continue;
     const struct target *t = &s->targets[j];

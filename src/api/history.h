@@ -68,14 +68,15 @@ struct history {
   int64_t last_ms;  /* wall-clock time of the newest sample (ms since the epoch); 0 = none yet */
   uint32_t samples; /* samples taken */
   struct history_ring node;
-  struct history_target *targets[STORE_MAX_TARGETS]; /* by store id; allocated at its first sample */
-  uint64_t reqs, errors, rejected;                   /* totals at the previous sample */
+  struct history_target **targets; /* owned: ntargets slots by store id; each allocated at its first sample */
+  int ntargets;
+  uint64_t reqs, errors, rejected;                               /* totals at the previous sample */
   struct hist ttft[HISTORY_WINDOW + 1], lat[HISTORY_WINDOW + 1]; /* snapshots, a ring by sample count */
 };
 
-/* history_init prepares h (empty); history_free releases every ring. Neither touches a loop: the agent drives
- * sampling from its own timer. */
-void history_init(struct history *h);
+/* history_init prepares h (empty) for the targets of a store of MAX_TARGETS (its cap); history_free releases
+ * every ring. Neither touches a loop: the agent drives sampling from its own timer. */
+void history_init(struct history *h, int max_targets);
 void history_free(struct history *h);
 
 /* history_sample appends one row per target of s (gone targets get unknown rows) and one for the node, from

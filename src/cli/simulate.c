@@ -32,7 +32,8 @@ struct opts {
   char policy_arg[512];
   struct des_config dc;
   char profile[256], profiles_dir[1024];
-  bool json, capacity;
+  bool json, capacity, spread_bursts;
+  size_t spread; /* requests moved by --spread-bursts */
   double capacity_max;
 };
 
@@ -41,13 +42,16 @@ static void usage(FILE *f) {
           "usage: infermesh simulate [options]\n\n"
           "Discrete-event simulation of routing policies over simulated vLLM-like engines in virtual time:\n"
           "N engines, R routers (each with its own delayed view of the engines), a trace or generated workload.\n"
-          "Prints TTFT and end-to-end percentiles, throughput, goodput under a TTFT SLO, prefix-cache hit rate\n"
-          "and load imbalance for every policy at every load.\n\n"
+          "Prints TTFT, time-per-output-token (TPOT) and end-to-end percentiles, throughput, goodput under a\n"
+          "joint TTFT + TPOT SLO, prefix-cache hit rate and load imbalance for every policy at every load.\n\n"
           "workload (a trace, or a generator):\n"
           "  --trace FILE           Mooncake-format trace (JSON lines: timestamp ms, input_length,\n"
           "                         output_length, hash_ids of 512-token blocks)\n"
           "  --limit N              only the first N requests of the trace (all)\n"
           "  --time-scale X         multiply trace timestamps by X (1; 0.5 = twice as fast)\n"
+          "  --spread-bursts        spread requests that share a timestamp evenly over their time bucket (the\n"
+          "                         median gap between distinct timestamps): Mooncake's released traces round\n"
+          "                         arrivals into ~3 s buckets, ~10 requests each\n"
           "  --workload KIND        no-reuse | shared-prefix | multi-turn (shared-prefix without --trace)\n"
           "  --requests N           generated requests (2000)\n"
           "  --rate R               generated mean arrivals per second (10)\n"
@@ -63,7 +67,8 @@ static void usage(FILE *f) {
           "  --think-s T            multi-turn mean gap between turns, seconds (20)\n"
           "load:\n"
           "  --rate-scale X[,Y..]   arrival-rate multipliers, one run per value per policy (1)\n"
-          "  --capacity             instead, find per policy the largest rate scale whose p90 TTFT meets the SLO\n"
+          "  --capacity             instead, find per policy the largest rate scale whose p90 TTFT (and p90 TPOT,\n"
+          "                         with --slo-tpot-ms) meet the SLO, and print the latencies at that rate\n"
           "  --capacity-max X       upper bound of that search (256)\n"
           "cluster:\n"
           "  --engines N            simulated engines (16)\n"
@@ -71,6 +76,8 @@ static void usage(FILE *f) {
           "  --profile NAME|FILE    engine profile (llama-3.1-8b-h100, built in)\n"
           "  --profiles-dir DIR     where profile names are looked up (INFERMESH_PROFILES_DIR, ../profiles)\n"
           "  --report-interval MS   each router scrapes each engine this often (500)\n"
+          "  --upstream-refresh     a policy whose upstream router scrapes metrics itself scrapes at its\n"
+          "                         upstream default instead (llm-d: 50 ms)\n"
           "  --signal-delay MS      a scrape becomes visible to the router this much later (50)\n"
           "  --share-routes MS      routers learn each other's routing decisions MS later (gossip; policies\n"
           "                         that keep prefix knowledge use them); off by default\n"
@@ -78,7 +85,8 @@ static void usage(FILE *f) {
           "                         agents' mesh cache reports); off by default\n"
           "routing:\n"
           "  --policy P[,Q..]|all   round-robin, least-request, power-of-two, sglang, llm-d, ours (all)\n"
-          "  --slo-ttft-ms MS       TTFT objective for goodput (2000)\n"
+          "  --slo-ttft-ms MS       p90 TTFT objective for goodput and capacity (2000)\n"
+          "  --slo-tpot-ms MS       p90 time-per-output-token objective, joint with the TTFT one (none)\n"
           "  --seed N               workload, routing and scrape-phase seed (1)\n"
           "  --set KEY=VALUE        override a policy parameter (a field of struct policy_config in\n"
           "                         src/state/policy.h, e.g. sgl_balance_abs=32)\n"
@@ -187,6 +195,14 @@ static int parse_args(struct opts *o, int argc, char **argv) {
       o->capacity = true;
       continue;
     }
+    if (strcmp(a, "--spread-bursts") == 0) {
+      o->spread_bursts = true;
+      continue;
+    }
+    if (strcmp(a, "--upstream-refresh") == 0) {
+      o->dc.upstream_refresh = 1;
+      continue;
+    }
     if (strncmp(a, "--", 2) != 0) return bad("argument", a, "unexpected (options start with --)");
     if (i + 1 >= argc) {
       fprintf(stderr, NAME ": %s needs a value (see --help)\n", a);
@@ -221,7 +237,7 @@ static int parse_args(struct opts *o, int argc, char **argv) {
     else if (strcmp(a, "--tenants") == 0 && parse_int(v, 1, 1000000, &n)) tenants = n;
     else if (strcmp(a, "--groups") == 0 && parse_int(v, 1, 100000000, &n)) groups = n;
     else if (strcmp(a, "--system-tokens") == 0 && parse_int(v, 1, 1 << 24, &n)) systok = n;
-    else if (strcmp(a, "--engines") == 0 && parse_int(v, 1, POLICY_MAX_TARGETS, &n)) o->dc.nengines = (int)n;
+    else if (strcmp(a, "--engines") == 0 && parse_int(v, 1, DES_MAX_ENGINES, &n)) o->dc.nengines = (int)n;
     else if (strcmp(a, "--routers") == 0 && parse_int(v, 1, DES_MAX_ROUTERS, &n)) o->dc.nrouters = (int)n;
     else if (strcmp(a, "--seed") == 0 && parse_int(v, 0, 1ll << 53, &n)) o->dc.seed = (uint64_t)n;
     else if (strcmp(a, "--rate") == 0 && parse_num(v, &d) && d > 0) rate = d;
@@ -241,11 +257,14 @@ static int parse_args(struct opts *o, int argc, char **argv) {
       o->dc.kv_events_delay_ns = (uint64_t)llround(d * 1e6);
     } else if (strcmp(a, "--slo-ttft-ms") == 0 && parse_num(v, &d) && d > 0 && d <= 3.6e9)
       o->dc.slo_ttft_ns = (uint64_t)llround(d * 1e6);
+    else if (strcmp(a, "--slo-tpot-ms") == 0 && parse_num(v, &d) && d > 0 && d <= 3.6e6)
+      o->dc.slo_tpot_ns = (uint64_t)llround(d * 1e6);
     else {
       static const char *const known[] = {"--limit", "--requests", "--tenants", "--groups", "--system-tokens",
                                           "--engines", "--routers", "--seed", "--rate", "--zipf", "--think-s",
                                           "--time-scale", "--capacity-max", "--report-interval",
-                                          "--signal-delay", "--slo-ttft-ms", "--share-routes", "--kv-events"};
+                                          "--signal-delay", "--slo-ttft-ms", "--share-routes", "--kv-events",
+                                          "--slo-tpot-ms"};
       for (size_t k = 0; k < sizeof known / sizeof known[0]; k++)
         if (strcmp(a, known[k]) == 0) return bad(a, v, "value out of range or not a number");
       fprintf(stderr, NAME ": unknown option %s (see --help)\n", a);
@@ -296,12 +315,14 @@ static json_t *run_json(const char *policy, double scale, const struct des_resul
                                                  ? (double)r->engines[e].cached_tokens / r->engines[e].prompt_tokens
                                                  : 0.0));
   return json_pack(
-      "{s:s,s:f,s:I,s:I,s:f,s:f,s:{s:f,s:f,s:f,s:f},s:{s:f,s:f,s:f,s:f},s:f,s:f,s:f,s:f,s:f,s:{s:f,s:f},s:I,"
-      "s:f,s:I,s:o}",
+      "{s:s,s:f,s:I,s:I,s:f,s:f,s:{s:f,s:f,s:f,s:f},s:{s:f,s:f,s:f,s:f},s:{s:f,s:f,s:f,s:f},s:f,s:i,s:f,s:f,"
+      "s:f,s:f,s:f,s:{s:f,s:f},s:I,s:f,s:I,s:o}",
       "policy", policy, "rate_scale", scale, "requests", (json_int_t)r->requests, "completed",
       (json_int_t)r->completed, "offered_rps", r->offered_rps, "duration_s", r->duration_s, "ttft_s", "mean",
-      r->ttft_mean, "p50", r->ttft_p50, "p90", r->ttft_p90, "p99", r->ttft_p99, "e2e_s", "mean", r->e2e_mean,
-      "p50", r->e2e_p50, "p90", r->e2e_p90, "p99", r->e2e_p99, "throughput_rps", r->throughput_rps,
+      r->ttft_mean, "p50", r->ttft_p50, "p90", r->ttft_p90, "p99", r->ttft_p99, "tpot_s", "mean", r->tpot_mean,
+      "p50", r->tpot_p50, "p90", r->tpot_p90, "p99", r->tpot_p99, "e2e_s", "mean", r->e2e_mean,
+      "p50", r->e2e_p50, "p90", r->e2e_p90, "p99", r->e2e_p99, "report_interval_ms", r->report_interval_ns / 1e6,
+      "max_tokens", r->max_tokens, "throughput_rps", r->throughput_rps,
       "output_tokens_per_s", r->output_tps, "goodput_rps", r->goodput_rps, "slo_attainment", r->slo_attainment,
       "prefix_hit_rate", r->prefix_hit_rate, "imbalance", "requests", r->imbalance_requests, "busy",
       r->imbalance_busy, "preemptions", (json_int_t)r->preemptions, "wall_s", r->wall_s, "events",
@@ -309,13 +330,15 @@ static json_t *run_json(const char *policy, double scale, const struct des_resul
 }
 
 static void table_head(void) {
-  printf("%-14s %6s %8s %8s %8s %8s %8s %8s %8s %7s %6s %6s %6s %6s\n", "policy", "load", "offer/s", "ttft50",
-         "ttft90", "ttft99", "e2e50", "e2e90", "good/s", "slo%", "hit%", "imbR", "imbB", "wall");
+  printf("%-14s %6s %8s %8s %8s %8s %8s %8s %8s %8s %8s %7s %6s %6s %6s %6s\n", "policy", "load", "offer/s",
+         "ttft50", "ttft90", "ttft99", "tpot50", "tpot90", "e2e50", "e2e90", "good/s", "slo%", "hit%", "imbR", "imbB",
+         "wall");
 }
 
 static void table_row(const char *policy, double scale, const struct des_result *r) {
-  printf("%-14s %6.3g %8.2f %8.3f %8.3f %8.3f %8.3f %8.3f %8.2f %7.1f %6.1f %6.2f %6.2f %6.2f\n", policy, scale,
-         r->offered_rps, r->ttft_p50, r->ttft_p90, r->ttft_p99, r->e2e_p50, r->e2e_p90, r->goodput_rps,
+  printf("%-14s %6.3g %8.2f %8.3f %8.3f %8.3f %8.4f %8.4f %8.3f %8.3f %8.2f %7.1f %6.1f %6.2f %6.2f %6.2f\n", policy,
+         scale, r->offered_rps, r->ttft_p50, r->ttft_p90, r->ttft_p99, r->tpot_p50, r->tpot_p90, r->e2e_p50,
+         r->e2e_p90, r->goodput_rps,
          100 * r->slo_attainment, 100 * r->prefix_hit_rate, r->imbalance_requests, r->imbalance_busy, r->wall_s);
 }
 
@@ -337,40 +360,82 @@ static int run_one(const struct opts *o, const struct workload *w, const char *p
   return rc;
 }
 
-/* capacity: the largest rate scale (relative precision ~3%) at which p90 TTFT <= SLO. */
-static int find_capacity(const struct opts *o, const struct workload *w, const char *policy, double *scale_out,
-                         double *rps_out) {
-  double slo = (double)o->dc.slo_ttft_ns / 1e9, lo = 0, hi = 0, lo_rps = 0;
+/* A capacity search's answer. */
+struct capacity {
+  bool met;             /* some rate met the SLO */
+  double scale, rps;    /* the largest rate scale that did, and its offered rate */
+  double low_scale, low_rps; /* the lowest rate tried (when none met: "never met at any rate >= low_rps") */
+  struct des_result at; /* the run at capacity (engines freed) */
+};
+
+static bool slo_met(const struct opts *o, const struct des_result *r) {
+  if (r->ttft_p90 > (double)o->dc.slo_ttft_ns / 1e9) return false;
+  return !o->dc.slo_tpot_ns || r->tpot_p90 <= (double)o->dc.slo_tpot_ns / 1e9;
+}
+
+/* probe runs one load of the search and records it in C; *ok tells whether it met the SLO. */
+static int probe(const struct opts *o, const struct workload *w, const char *policy, double s, struct capacity *c,
+                 bool *ok) {
   struct des_result r;
+  if (run_one(o, w, policy, s, &r)) return 1;
+  des_result_free(&r);
+  *ok = slo_met(o, &r);
+  if (c->low_scale == 0 || s < c->low_scale) c->low_scale = s, c->low_rps = r.offered_rps;
+  if (*ok && (!c->met || s > c->scale)) {
+    c->met = true;
+    c->scale = s;
+    c->rps = r.offered_rps;
+    c->at = r;
+  }
+  return 0;
+}
+
+/* find_capacity: the largest rate scale (relative precision ~3%) at which p90 TTFT <= its SLO and, when set,
+ * p90 TPOT <= its SLO. Below 0.125x it halves down to ~0.01x before it calls the SLO never met. */
+static int find_capacity(const struct opts *o, const struct workload *w, const char *policy, struct capacity *c) {
+  *c = (struct capacity){0};
+  double lo = 0, hi = 0;
+  bool ok;
   for (double s = 0.125; s <= o->capacity_max; s *= 2) {
-    if (run_one(o, w, policy, s, &r)) return 1;
-    bool ok = r.ttft_p90 <= slo;
-    double rps = r.offered_rps;
-    des_result_free(&r);
+    if (probe(o, w, policy, s, c, &ok)) return 1;
     if (!ok) {
       hi = s;
       break;
     }
     lo = s;
-    lo_rps = rps;
   }
   if (hi == 0) hi = lo; /* never missed the SLO up to capacity_max */
   while (lo > 0 ? hi / lo > 1.03 : hi > 0.01) {
     double mid = lo > 0 ? sqrt(lo * hi) : hi / 2;
-    if (run_one(o, w, policy, mid, &r)) return 1;
-    bool ok = r.ttft_p90 <= slo;
-    double rps = r.offered_rps;
-    des_result_free(&r);
-    if (ok) {
+    if (probe(o, w, policy, mid, c, &ok)) return 1;
+    if (ok)
       lo = mid;
-      lo_rps = rps;
-    } else {
+    else
       hi = mid;
-    }
   }
-  *scale_out = lo;
-  *rps_out = lo_rps;
   return 0;
+}
+
+static json_t *capacity_json(const char *policy, const struct capacity *c) {
+  json_t *j = json_pack("{s:s,s:b,s:f,s:f,s:f}", "policy", policy, "met", c->met, "rate_scale", c->scale, "rps",
+                        c->rps, "lowest_rps_tried", c->low_rps);
+  if (c->met)
+    json_object_set_new(j, "at_capacity",
+                        json_pack("{s:{s:f,s:f,s:f},s:{s:f,s:f,s:f},s:{s:f,s:f,s:f},s:f,s:f}", "ttft_s", "p50",
+                                  c->at.ttft_p50, "p90", c->at.ttft_p90, "p99", c->at.ttft_p99, "tpot_s", "p50",
+                                  c->at.tpot_p50, "p90", c->at.tpot_p90, "p99", c->at.tpot_p99, "e2e_s", "p50",
+                                  c->at.e2e_p50, "p90", c->at.e2e_p90, "p99", c->at.e2e_p99, "prefix_hit_rate",
+                                  c->at.prefix_hit_rate, "goodput_rps", c->at.goodput_rps));
+  return j;
+}
+
+static void capacity_row(const char *policy, const struct capacity *c) {
+  if (!c->met) {
+    printf("%-14s never met at any rate >= %.3g req/s (%.3gx)\n", policy, c->low_rps, c->low_scale);
+    return;
+  }
+  printf("%-14s %10.4g %10.3f %8.3f %8.3f %8.4f %8.4f %8.3f %8.3f %6.1f\n", policy, c->scale, c->rps, c->at.ttft_p50,
+         c->at.ttft_p90, c->at.tpot_p50, c->at.tpot_p90, c->at.e2e_p50, c->at.e2e_p90, 100 * c->at.prefix_hit_rate);
 }
 
 static json_t *workload_json(const struct opts *o, const struct workload *w) {
@@ -395,6 +460,8 @@ static json_t *workload_json(const struct opts *o, const struct workload *w) {
   }
   json_object_set_new(j, "loaded_requests", json_integer((json_int_t)w->n));
   json_object_set_new(j, "truncated_prompts", json_integer((json_int_t)w->truncated));
+  json_object_set_new(j, "spread_bursts", json_boolean(o->spread_bursts));
+  json_object_set_new(j, "spread_requests", json_integer((json_int_t)o->spread));
   return j;
 }
 
@@ -429,32 +496,38 @@ int simulate_main(int argc, char **argv) {
     return 1;
   }
   if (!o.generated && o.time_scale != 1) workload_scale_time(&w, o.time_scale);
+  if (o.spread_bursts) o.spread = workload_spread_bursts(&w);
   workload_clip(&w, o.dc.prof.max_model_len);
 
   json_t *root = json_object(), *runs = json_array(), *caps = json_array();
   json_object_set_new(root, "workload", workload_json(&o, &w));
   json_object_set_new(root, "config",
-                      json_pack("{s:s,s:i,s:i,s:f,s:f,s:f,s:I,s:o,s:o}", "profile", o.dc.prof.name, "engines",
+                      json_pack("{s:s,s:i,s:i,s:f,s:b,s:f,s:f,s:o,s:I,s:o,s:o}", "profile", o.dc.prof.name, "engines",
                                 o.dc.nengines, "routers", o.dc.nrouters, "report_interval_ms",
-                                o.dc.report_interval_ns / 1e6, "signal_delay_ms", o.dc.signal_delay_ns / 1e6,
-                                "slo_ttft_ms", o.dc.slo_ttft_ns / 1e6, "seed", (json_int_t)o.dc.seed,
+                                o.dc.report_interval_ns / 1e6, "upstream_refresh", o.dc.upstream_refresh,
+                                "signal_delay_ms", o.dc.signal_delay_ns / 1e6, "slo_ttft_ms", o.dc.slo_ttft_ns / 1e6,
+                                "slo_tpot_ms", o.dc.slo_tpot_ns ? json_real(o.dc.slo_tpot_ns / 1e6) : json_null(),
+                                "seed", (json_int_t)o.dc.seed,
                                 "share_routes_ms",
                                 o.dc.share_routes ? json_real(o.dc.share_delay_ns / 1e6) : json_null(),
                                 "kv_events_ms",
                                 o.dc.kv_events ? json_real(o.dc.kv_events_delay_ns / 1e6) : json_null()));
   int exit_code = 0;
   if (o.capacity) {
-    if (!o.json)
-      printf("%-14s %10s %10s   (largest load with p90 TTFT <= %.0f ms)\n", "policy", "rate_scale", "rps",
-             o.dc.slo_ttft_ns / 1e6);
+    if (!o.json) {
+      printf("largest load with p90 TTFT <= %g ms", o.dc.slo_ttft_ns / 1e6);
+      if (o.dc.slo_tpot_ns) printf(" and p90 TPOT <= %g ms", o.dc.slo_tpot_ns / 1e6);
+      printf("; latencies in seconds at that load\n%-14s %10s %10s %8s %8s %8s %8s %8s %8s %6s\n", "policy",
+             "rate_scale", "rps", "ttft50", "ttft90", "tpot50", "tpot90", "e2e50", "e2e90", "hit%");
+    }
     for (int p = 0; p < o.npolicies && !exit_code; p++) {
-      double s = 0, rps = 0;
-      if (find_capacity(&o, &w, o.policies[p], &s, &rps)) {
+      struct capacity c;
+      if (find_capacity(&o, &w, o.policies[p], &c)) {
         exit_code = 1;
         break;
       }
-      json_array_append_new(caps, json_pack("{s:s,s:f,s:f}", "policy", o.policies[p], "rate_scale", s, "rps", rps));
-      if (!o.json) printf("%-14s %10.4g %10.3f\n", o.policies[p], s, rps);
+      json_array_append_new(caps, capacity_json(o.policies[p], &c));
+      if (!o.json) capacity_row(o.policies[p], &c);
       fflush(stdout);
     }
     json_object_set_new(root, "capacity", caps);

@@ -30,6 +30,7 @@ static void proxy_free(struct proxy *p) {
   }
   buf_free(&p->out);
   free(p->hashes);
+  free(p->tried);
   p->r->io.ops->timer_close(p->r->io.ctx, &p->timer, timer_closed_cb); /* frees p */
 }
 
@@ -696,21 +697,24 @@ int proxy_candidates(struct proxy *p, int *ids) {
 
 int proxy_pick(struct proxy *p, const int *ids, int n, uint64_t now) {
   struct router *r = p->r;
-  struct policy_target c[STORE_MAX_TARGETS];
   assert(n >= 1);
+  struct policy_target *c = xmalloc((size_t)n * sizeof *c);
   for (int i = 0; i < n; i++) router_policy_target(&r->store->targets[ids[i]], now, &c[i]);
-  return ids[policy_pick(router_policy_for(r, p->oai.model), policy_request(p), c, n, now)];
+  int id = ids[policy_pick(router_policy_for(r, p->oai.model), policy_request(p), c, n, now)];
+  free(c);
+  return id;
 }
 
 void proxy_attempt(struct proxy *p) {
   struct router *r = p->r;
-  int ids[STORE_MAX_TARGETS];
+  int *ids = xmalloc((size_t)r->store->cap * sizeof *ids);
   int n = proxy_candidates(p, ids);
   if (n == 0 && p->attempts == 0 && proxy_fallback(p, true)) { /* the policy names a model that has targets */
     proxy_fallback_body(p);
     n = proxy_candidates(p, ids);
   }
   if (n == 0) {
+    free(ids);
     if (p->attempts == 0)
       fail(p, 503, "service_unavailable", "no healthy target serves this model right now; retry shortly", 1);
     else
@@ -728,6 +732,7 @@ void proxy_attempt(struct proxy *p) {
   for (int i = 0; i < n && p->hop_target[0]; i++)
     if (strcmp(r->store->targets[ids[i]].name, p->hop_target) == 0) id = ids[i];
   if (id < 0) id = proxy_pick(p, ids, n, now);
+  free(ids);
   proxy_leg_send(p, p->legs[0].up ? &p->legs[1] : &p->legs[0], id, false);
   proxy_hedge_arm(p); /* hedging: a latency-class request gets a copy elsewhere if this one is slow */
   proxy_schedule(p);
@@ -790,6 +795,7 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
   char err[256];
   p->r = r;
   p->timer.data = p;
+  p->tried = xcalloc((size_t)store_bitmap_words(r->store), sizeof *p->tried);
   p->req = req;
   p->chat = chat;
   p->embeddings = slice_eqz(req->path, "/v1/embeddings");

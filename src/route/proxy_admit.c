@@ -4,8 +4,10 @@
 #include <assert.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/amount.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -169,10 +171,11 @@ void proxy_admit(struct proxy *p) {
   adm_bucket_add(&r->hedge_credit, r->opts.hedge_max_fraction); /* hedges are a share of all traffic */
   struct route_ctl_policy *cp = route_ctl_policy(&r->ctl, p->oai.model);
   if (cp && cp->hedge_max_frac > 0) adm_bucket_add(&cp->credit, cp->hedge_max_frac); /* ... or of the model's */
-  int ids[STORE_MAX_TARGETS];
+  int *ids = xmalloc((size_t)r->store->cap * sizeof *ids);
   int n = proxy_candidates(p, ids);
-  if (n == 0 ||
-      (adm_queue_len(&r->adm) == 0 && !adm_all_saturated(&r->adm.o, r->store, ids, n, p->kv_need))) {
+  bool room = n == 0 || (adm_queue_len(&r->adm) == 0 && !adm_all_saturated(&r->adm.o, r->store, ids, n, p->kv_need));
+  free(ids);
+  if (room) {
     proxy_attempt(p); /* room somewhere (or no target at all: 503) */
     return;
   }
@@ -295,9 +298,11 @@ static int try_cb(void *arg, void *udata, uint64_t waited_ns) {
   if (p->revoked) return 0; /* answered from its timer */
   for (int i = 0; i < ps->nblocked; i++)
     if (slice_eq(ps->blocked[i], p->oai.model)) return 0;
-  int ids[STORE_MAX_TARGETS];
+  int *ids = xmalloc((size_t)r->store->cap * sizeof *ids);
   int n = proxy_candidates(p, ids);
-  if (n == 0 || adm_all_saturated(&r->adm.o, r->store, ids, n, p->kv_need)) {
+  bool full = n > 0 && adm_all_saturated(&r->adm.o, r->store, ids, n, p->kv_need);
+  free(ids);
+  if (n == 0 || full) {
     if (n == 0 && !p->shed_no_target) {
       p->shed_no_target = true; /* answered from its timer: a pass never ends requests itself */
       proxy_timer(p, PT_QUEUE, 0, queue_timer_cb);

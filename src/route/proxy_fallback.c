@@ -1,13 +1,17 @@
 /* A model's policy at request time (DESIGN §6, §9): fallback models when the model asked for has no target,
  * and the policy's bound on the model's queued requests. */
+#include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/log.h"
 #include "route/proxy_int.h"
 
 static bool serves_now(struct proxy *p) {
-  int ids[STORE_MAX_TARGETS];
-  return proxy_candidates(p, ids) > 0;
+  int *ids = xmalloc((size_t)p->r->store->cap * sizeof *ids);
+  bool any = proxy_candidates(p, ids) > 0;
+  free(ids);
+  return any;
 }
 
 bool proxy_fallback(struct proxy *p, bool need_candidates) {

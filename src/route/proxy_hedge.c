@@ -3,7 +3,9 @@
  * cancelled at once (its connection closes, so the runtime aborts it). Hedges are capped at a share of all
  * requests. */
 #include <math.h>
+#include <stdlib.h>
 
+#include "core/alloc.h"
 #include "core/log.h"
 #include "route/proxy_int.h"
 
@@ -11,12 +13,14 @@
  * routing policy picks (the same ranking as the first send's, which excluded it as tried). -1 when none. */
 static int second_best(struct proxy *p, uint64_t now) {
   struct router *r = p->r;
-  int ids[STORE_MAX_TARGETS];
+  int *ids = xmalloc((size_t)r->store->cap * sizeof *ids);
   int n = proxy_candidates(p, ids);
   int m = 0;
   for (int i = 0; i < n; i++)
     if (!adm_target_saturated(&r->adm.o, &r->store->targets[ids[i]], p->kv_need)) ids[m++] = ids[i];
-  return m ? proxy_pick(p, ids, m, now) : -1;
+  int id = m ? proxy_pick(p, ids, m, now) : -1;
+  free(ids);
+  return id;
 }
 
 void proxy_hedge_fire(struct proxy *p) {

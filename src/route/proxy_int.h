@@ -79,7 +79,7 @@ struct proxy {
   char request_id[48];
   int target;   /* target named in responses: the committed leg's, else the latest tried; -1 */
   int attempts; /* sends of the primary (hedged copies not counted) */
-  uint64_t tried[STORE_MAX_TARGETS / 64];
+  uint64_t *tried; /* owned: a bitmap of store_bitmap_words words */
   struct leg legs[2];
   struct leg *winner;    /* the leg whose bytes go to the client, NULL before its first byte */
   struct slice parts[5]; /* upstream body: the client's bytes by reference, plus what we insert or replace */
@@ -131,7 +131,7 @@ struct proxy {
 };
 
 /* proxy.c */
-/* proxy_candidates writes into ids (STORE_MAX_TARGETS room) the untried healthy targets serving p's model that
+/* proxy_candidates writes into ids (store->cap room) the untried healthy targets serving p's model that
  * the control plane's drains and pins allow (store_candidates + route_ctl_filter); returns their count. */
 int proxy_candidates(struct proxy *p, int *ids);
 /* attempt sends the primary to the best untried candidate (or answers 503/502 when none is left). */

@@ -4,10 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/clock.h"
 
 int router_candidates(struct router *r, struct slice model, const uint64_t *exclude, int *ids, uint64_t now) {
-  int n = store_candidates(r->store, model, exclude, ids, STORE_MAX_TARGETS);
+  int n = store_candidates(r->store, model, exclude, ids, r->store->cap);
   n = route_ctl_filter(&r->ctl, r->store, model, ids, n);
   /* Open breakers: those targets get no request until their backoff is over, unless every candidate's breaker
    * is open (then they are tried anyway: a breaker must never be what makes a model unavailable). */
@@ -26,6 +27,8 @@ void router_policy_target(const struct target *t, uint64_t now, struct policy_ta
   pt->num_gpu_blocks = t->load.num_gpu_blocks;
   pt->block_size = (int)t->load.block_size;
   pt->prefix_hit_rate = t->load.prefix_queries > 0 ? t->load.prefix_hits / t->load.prefix_queries : 0;
+  pt->prefill_tps = t->prompt_tps_peak; /* demonstrated; the policy floors it with its default */
+  pt->itl_s = t->load.itl_p50;          /* the adapters' windowed median; negative unknown */
   pt->signal_age_ns = !t->updated_ns ? UINT64_MAX : now > t->updated_ns ? now - t->updated_ns : 0;
   pt->inflight = t->inflight;
   pt->routed_since_report = t->routed_since_report;
@@ -59,23 +62,30 @@ static void ranked_fill(const struct router *r, const struct target *t, int64_t 
 
 int router_rank(struct router *r, struct slice model, const struct policy_req *preq, uint64_t now,
                 struct router_ranked *out, int max, const char **policy) {
-  int ids[STORE_MAX_TARGETS];
+  int *ids = xmalloc((size_t)r->store->cap * sizeof *ids);
   int n = router_candidates(r, model, NULL, ids, now);
   struct policy *pol = router_policy_for(r, model);
   *policy = policy_name(pol);
-  if (n == 0 || max <= 0) return 0;
-  struct policy_target c[STORE_MAX_TARGETS];
+  if (n == 0 || max <= 0) {
+    free(ids);
+    return 0;
+  }
+  struct policy_target *c = xmalloc((size_t)n * sizeof *c);
   for (int i = 0; i < n; i++)
     router_policy_target(&r->store->targets[ids[i]], now, &c[i]);
   int pick = policy_pick(pol, preq, c, n, now);
+  free(c);
   int64_t need = (int64_t)preq->prompt_tokens + preq->max_tokens;
   const struct target *chosen = &r->store->targets[ids[pick]];
   out[0].score = score_target(chosen, &r->score, now);
   ranked_fill(r, chosen, need, now, true, &out[0]);
   int m = n < max ? n : max;
-  if (m == 1) return 1; /* the policy's choice is all that was asked for: the others need no score */
+  if (m == 1) { /* the policy's choice is all that was asked for: the others need no score */
+    free(ids);
+    return 1;
+  }
   /* The others by increasing score: all of them sorted, or the few asked for selected. */
-  struct router_ranked rest[STORE_MAX_TARGETS];
+  struct router_ranked *rest = xmalloc((size_t)n * sizeof *rest);
   int k = 0;
   for (int i = 0; i < n; i++)
     if (i != pick)
@@ -97,26 +107,32 @@ int router_rank(struct router *r, struct slice model, const struct policy_req *p
     out[i].score = rest[i - 1].score;
     ranked_fill(r, &r->store->targets[rest[i - 1].id], need, now, false, &out[i]);
   }
+  free(rest);
+  free(ids);
   return m;
 }
 
 enum router_admit router_admit(struct router *r, int tenant, struct slice model, double tokens, uint64_t now,
                                const char **reason, uint64_t *retry_after_ns) {
-  int ids[STORE_MAX_TARGETS];
+  int *ids = xmalloc((size_t)r->store->cap * sizeof *ids);
   int n = router_candidates(r, model, NULL, ids, now);
   *retry_after_ns = 0;
   if (n == 0) {
+    free(ids);
     *reason = "no_target";
     *retry_after_ns = 1000000000ull;
     return ROUTER_REJECT;
   }
   int shed = adm_limit(&r->adm, tenant, tokens, now, retry_after_ns);
   if (shed != ADM_OK) {
+    free(ids);
     *reason = adm_shed_name(shed);
     return ROUTER_REJECT;
   }
   adm_done(&r->adm, tenant); /* nothing tells when the gateway's request ends: hold no slot */
-  if (adm_all_saturated(&r->opts.adm, r->store, ids, n, (int64_t)tokens)) {
+  bool full = adm_all_saturated(&r->opts.adm, r->store, ids, n, (int64_t)tokens);
+  free(ids);
+  if (full) {
     *reason = "saturated";
     *retry_after_ns = 1000000000ull;
     return ROUTER_QUEUE;

@@ -18,7 +18,7 @@ struct router_ranked {
   bool chosen;        /* the routing policy's pick (out[0]) */
 };
 
-/* router_candidates writes into ids (STORE_MAX_TARGETS room) the healthy targets serving model that are not
+/* router_candidates writes into ids (store->cap room) the healthy targets serving model that are not
  * set in exclude (a bitmap, may be NULL), that the control plane's drains and pins allow, and whose circuit
  * breaker is closed at now_ns (unless every breaker is open: then all of them). Returns their count. */
 int router_candidates(struct router *r, struct slice model, const uint64_t *exclude, int *ids, uint64_t now_ns);

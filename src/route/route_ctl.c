@@ -14,6 +14,11 @@ void route_ctl_init(struct route_ctl *c, const char *self_node, const char *self
 }
 
 void route_ctl_free(struct route_ctl *c) {
+  for (int j = 0; j < c->npins; j++)
+    free(c->pins[j].allow);
+  free(c->deny);
+  c->deny = NULL;
+  c->words = 0;
   free(c->drains);
   free(c->pins);
   free(c->policies);
@@ -139,9 +144,19 @@ static bool pin_allows(const struct route_ctl *c, const struct fsm_pin *p, const
 }
 
 static void recompute(struct route_ctl *c, const struct store *s) {
-  memset(c->deny, 0, sizeof c->deny);
+  int words = (s->ntargets + 63) / 64 + 1;
+  if (words != c->words) {
+    free(c->deny);
+    c->deny = xcalloc((size_t)words, sizeof *c->deny);
+    for (int j = 0; j < c->npins; j++) {
+      free(c->pins[j].allow);
+      c->pins[j].allow = xcalloc((size_t)words, sizeof *c->pins[j].allow);
+    }
+    c->words = words;
+  }
+  memset(c->deny, 0, (size_t)words * sizeof *c->deny);
   for (int j = 0; j < c->npins; j++)
-    memset(c->pins[j].allow, 0, sizeof c->pins[j].allow);
+    memset(c->pins[j].allow, 0, (size_t)words * sizeof *c->pins[j].allow);
   for (int i = 0; i < s->ntargets; i++) {
     const struct target *t = &s->targets[i];
     const char *node = target_node(c, t);

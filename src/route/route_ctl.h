@@ -15,13 +15,12 @@
 #include "core/slice.h"
 #include "state/store.h"
 
-#define ROUTE_CTL_WORDS ((STORE_MAX_TARGETS + 63) / 64)
 /* The hedged share of a model whose policy turns hedging on without a cap (the router's default cap, 5%). */
 #define ROUTE_CTL_HEDGE_FRAC 0.05
 
 struct route_ctl_pin {
   struct fsm_pin pin;              /* copy */
-  uint64_t allow[ROUTE_CTL_WORDS]; /* targets on an allowed node / in an allowed zone */
+  uint64_t *allow;                 /* owned: targets on an allowed node / in an allowed zone (words bits) */
 };
 
 /* A model's routing policy from the FSM, as the router uses it. */
@@ -47,7 +46,8 @@ struct route_ctl {
   struct route_ctl_policy *policies; /* owned */
   char (*drains)[FSM_NAME_MAX];   /* owned: drained node names */
   struct route_ctl_pin *pins;     /* owned */
-  uint64_t deny[ROUTE_CTL_WORDS]; /* targets of drained nodes */
+  uint64_t *deny;                 /* owned: targets of drained nodes, a bitmap of words words ... */
+  int words;                      /* ... sized for the store's targets at the last recompute */
   uint64_t seen_gen;              /* store->placement_gen the bitmaps were computed for */
   bool stale;                     /* the constraints changed since: recompute */
 };

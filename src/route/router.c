@@ -2,6 +2,7 @@
  * OpenAI's format, hand off to the proxy) and routing strategies per model. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -36,6 +37,7 @@ void router_init(struct router *r, uv_loop_t *loop, struct store *store, struct 
   r->loop = loop;
   r->store = store;
   r->pools = pools;
+  r->breakers = xcalloc((size_t)store->cap, sizeof *r->breakers);
   r->io = upstream_real_init(&r->io_real, loop, pools);
   router_observe(r, &(struct request_observer){.on_record = route_metrics_on_record, .arg = &r->metrics});
   router_observe(r, &(struct request_observer){.on_record = router_log_record});
@@ -116,6 +118,8 @@ void router_free(struct router *r) {
   admission_free(&r->adm);
   route_metrics_free(&r->metrics);
   route_ctl_free(&r->ctl);
+  free(r->breakers);
+  r->breakers = NULL;
   hop_seen_free(&r->hop_seen);
 }
 
@@ -181,7 +185,7 @@ void router_error(struct router *r, struct http_req *req, int status, const char
  * all down still exists, requests for it get 503 rather than 404), less those tenant (may be NULL) may not use. */
 static void list_models(struct router *r, struct http_req *req, const struct tenant_conf *tenant) {
   struct buf out = {0};
-  const char *seen[STORE_MAX_TARGETS * STORE_MAX_MODELS];
+  const char **seen = xmalloc((size_t)(r->store->ntargets + 1) * STORE_MAX_MODELS * sizeof *seen);
   int nseen = 0;
   buf_puts(&out, "{\"object\":\"list\",\"data\":[");
   for (int i = 0; i < r->store->ntargets; i++) {
@@ -210,6 +214,7 @@ static void list_models(struct router *r, struct http_req *req, const struct ten
   buf_puts(&out, "]}");
   http_resp_send(req, 200, "application/json", out.base, out.len, NULL, 0);
   buf_free(&out);
+  free(seen);
 }
 
 /* Percent-decode src into out (cap bytes, NUL-terminated): false when it does not fit or is malformed. */

@@ -93,7 +93,7 @@ struct router {
   struct policy *policy; /* owned: picks among candidates, keeps its prefix index (the default strategy) */
   struct policy *strategies[8]; /* owned: instances for strategies the control plane names per model */
   struct route_ctl ctl;  /* control-plane drains and pins (route_ctl_sync when the FSM changes) */
-  struct breaker breakers[STORE_MAX_TARGETS]; /* per target id */
+  struct breaker *breakers; /* owned: per target id, store->cap of them */
   bool self_down; /* the proxy itself is marking a target down (a failed connection): no mass move */
   /* routed_cb, when set, is told each request sent to a target: its id, the prompt's block hashes (borrowed
    * for the call) and whether another node's router chose this node (forwarded). The agent shares this

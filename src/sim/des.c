@@ -3,12 +3,14 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/alloc.h"
 #include "core/clock.h"
+#include "core/hist.h"
 #include "core/rng.h"
 #include "sim/engine.h"
 
@@ -17,7 +19,7 @@ enum { EV_ARRIVAL, EV_ENGINE, EV_SCRAPE, EV_DELIVER, EV_PEER, EV_KV };
 struct snap {
   uint64_t t;
   int waiting, running;
-  double kv_usage, hit_rate;
+  double kv_usage, hit_rate, itl_s;
 };
 
 struct ev {
@@ -46,6 +48,7 @@ struct view {
   uint64_t report_t;
   int head, tail;
   uint64_t last_q, last_h; /* the engine's prefix-cache counters at this router's previous scrape */
+  struct hist last_itl;     /* and its inter-token-latency histogram */
 };
 
 /* A run of consecutive blocks one engine stored (kv_events): queued until delivered, then freed. */
@@ -72,6 +75,8 @@ struct sim {
   uint64_t model_seed;
   struct policy_target *cand;
   uint64_t *eng_requests;
+  uint64_t report_ns;    /* scrape interval of this run's policy */
+  int max_tokens;        /* the max_tokens budget policies see */
   struct kvrun *kv;     /* kv_events: runs stored, by index (EV_KV's a) */
   int nkv, capkv;
   int kv_open;          /* the run still growing in the engine advance under way, -1 none */
@@ -215,6 +220,7 @@ static void apply_snap(struct sim *s, int r, int e, const struct snap *sn) {
   v->t.running = sn->running;
   v->t.kv_usage = sn->kv_usage;
   if (sn->hit_rate >= 0) v->t.prefix_hit_rate = sn->hit_rate; /* keep the last known rate otherwise */
+  v->t.itl_s = sn->itl_s;
   v->report_t = sn->t;
   /* Our requests routed after the scrape are not in it. */
   int n = 0;
@@ -234,12 +240,21 @@ static void scrape(struct sim *s, int r, int e, uint64_t t) {
   sn.hit_rate = dq ? (double)dh / (double)dq : -1;
   v->last_q = st->prefix_queries_tokens;
   v->last_h = st->prefix_hits_tokens;
+  /* Median inter-token latency over the same window, from histogram deltas (as the agent's adapter computes
+   * it from a runtime's vllm:inter_token_latency_seconds); unknown when no token came in between. */
+  struct hist d = st->itl;
+  for (int b = 0; b <= d.nbounds; b++)
+    d.counts[b] -= v->last_itl.counts[b];
+  d.count -= v->last_itl.count;
+  d.sum -= v->last_itl.sum;
+  sn.itl_s = d.count ? hist_quantile(&d, 0.5) : -1;
+  v->last_itl = st->itl;
   if (s->c->signal_delay_ns == 0)
     apply_snap(s, r, e, &sn);
   else
     heap_push(s, (struct ev){.t = t + s->c->signal_delay_ns, .type = EV_DELIVER, .a = r, .b = e, .s = sn});
   if (s->completed < s->w->n)
-    heap_push(s, (struct ev){.t = t + s->c->report_interval_ns, .type = EV_SCRAPE, .a = r, .b = e});
+    heap_push(s, (struct ev){.t = t + s->report_ns, .type = EV_SCRAPE, .a = r, .b = e});
 }
 
 /* request_of fills the policy's view of request I (hashes into s->hashes). */
@@ -249,7 +264,7 @@ static struct policy_req request_of(struct sim *s, int i) {
   int nh = workload_block_hashes(s->w, wr, s->model_seed, bs, s->hashes, s->maxh);
   return (struct policy_req){.model = s->c->prof.model,
                              .prompt_tokens = wr->prompt_tokens,
-                             .max_tokens = wr->output_tokens,
+                             .max_tokens = s->max_tokens,
                              .block_hashes = s->hashes,
                              .nblocks = nh,
                              .block_size = bs,
@@ -330,8 +345,9 @@ static void summarize(struct sim *s, struct des_result *o) {
   const struct workload *w = s->w;
   size_t n = w->n;
   double *ttft = xmalloc((n ? n : 1) * sizeof *ttft), *e2e = xmalloc((n ? n : 1) * sizeof *e2e);
-  size_t m = 0, good = 0;
-  double tsum = 0, esum = 0, out_tokens = 0, prompt = 0, cached = 0;
+  double *tpot = xmalloc((n ? n : 1) * sizeof *tpot);
+  size_t m = 0, mt = 0, good = 0;
+  double tsum = 0, esum = 0, psum = 0, out_tokens = 0, prompt = 0, cached = 0;
   uint64_t last = 0;
   for (size_t i = 0; i < n; i++) {
     const struct rq *q = &s->rq[i];
@@ -341,7 +357,14 @@ static void summarize(struct sim *s, struct des_result *o) {
     e2e[m] = (double)(q->t_done - t0) / 1e9;
     tsum += ttft[m];
     esum += e2e[m];
-    if (q->t_first - t0 <= s->c->slo_ttft_ns) good++;
+    bool ok = q->t_first - t0 <= s->c->slo_ttft_ns;
+    if (w->reqs[i].output_tokens >= 2) {
+      tpot[mt] = (double)(q->t_done - q->t_first) / 1e9 / (w->reqs[i].output_tokens - 1);
+      psum += tpot[mt];
+      if (s->c->slo_tpot_ns && tpot[mt] > (double)s->c->slo_tpot_ns / 1e9) ok = false;
+      mt++;
+    }
+    if (ok) good++;
     if (q->t_done > last) last = q->t_done;
     out_tokens += w->reqs[i].output_tokens;
     prompt += w->reqs[i].prompt_tokens;
@@ -353,6 +376,7 @@ static void summarize(struct sim *s, struct des_result *o) {
   }
   qsort(ttft, m, sizeof *ttft, cmp_double);
   qsort(e2e, m, sizeof *e2e, cmp_double);
+  qsort(tpot, mt, sizeof *tpot, cmp_double);
   o->requests = n;
   o->completed = m;
   uint64_t first = n ? w->reqs[0].t_ns : 0;
@@ -367,6 +391,10 @@ static void summarize(struct sim *s, struct des_result *o) {
   o->e2e_p50 = quantile(e2e, m, 0.50);
   o->e2e_p90 = quantile(e2e, m, 0.90);
   o->e2e_p99 = quantile(e2e, m, 0.99);
+  o->tpot_mean = mt ? psum / (double)mt : 0;
+  o->tpot_p50 = quantile(tpot, mt, 0.50);
+  o->tpot_p90 = quantile(tpot, mt, 0.90);
+  o->tpot_p99 = quantile(tpot, mt, 0.99);
   double d = o->duration_s > 0 ? o->duration_s : 1;
   o->throughput_rps = (double)m / d;
   o->output_tps = out_tokens / d;
@@ -389,6 +417,7 @@ static void summarize(struct sim *s, struct des_result *o) {
   o->imbalance_busy = bsum > 0 ? bmax / (bsum / ne) : 0;
   free(ttft);
   free(e2e);
+  free(tpot);
 }
 
 void des_config_default(struct des_config *c) {
@@ -430,7 +459,7 @@ static void sim_free(struct sim *s) {
 int des_run(const struct des_config *c, const struct workload *w, struct des_result *out, char *err,
             size_t errlen) {
   *out = (struct des_result){0};
-  if (c->nengines < 1 || c->nengines > POLICY_MAX_TARGETS) return fail(err, errlen, "engines must be 1..256");
+  if (c->nengines < 1 || c->nengines > DES_MAX_ENGINES) return fail(err, errlen, "engines must be 1..100000");
   if (c->nrouters < 1 || c->nrouters > DES_MAX_ROUTERS) return fail(err, errlen, "routers must be 1..64");
   if (c->report_interval_ns == 0) return fail(err, errlen, "report interval must be > 0");
   char why[256];
@@ -465,6 +494,11 @@ int des_run(const struct des_config *c, const struct workload *w, struct des_res
   s.model_seed = workload_model_seed(c->prof.model);
   s.rq = xcalloc(w->n ? w->n : 1, sizeof *s.rq);
   s.views = xcalloc((size_t)c->nrouters * (size_t)n, sizeof *s.views);
+  s.report_ns = c->report_interval_ns;
+  uint64_t up = c->upstream_refresh ? policy_upstream_refresh_ns(c->policy) : 0;
+  if (up) s.report_ns = up;
+  for (size_t i = 0; i < w->n; i++)
+    if (w->reqs[i].output_tokens > s.max_tokens) s.max_tokens = w->reqs[i].output_tokens;
   /* Sustained prefill rate of a full step budget from an empty cache: the capability signal. */
   int chunk = c->prof.max_num_batched_tokens;
   double tps = chunk / sim_profile_step_s(&c->prof, chunk, sim_profile_attn_s(&c->prof, 0, chunk));
@@ -477,10 +511,11 @@ int des_run(const struct des_config *c, const struct workload *w, struct des_res
                                     .num_gpu_blocks = c->prof.num_gpu_blocks,
                                     .block_size = c->prof.block_size,
                                     .prefix_hit_rate = -1,
+                                    .itl_s = -1,
                                     .prefill_tps = tps};
       v->report_t = first; /* an idle report at the start */
       v->head = v->tail = -1;
-      uint64_t phase = (uint64_t)(rng_unit(&s.rng) * (double)c->report_interval_ns);
+      uint64_t phase = (uint64_t)(rng_unit(&s.rng) * (double)s.report_ns);
       heap_push(&s, (struct ev){.t = first + phase, .type = EV_SCRAPE, .a = r, .b = e});
     }
   if (w->n) heap_push(&s, (struct ev){.t = first, .type = EV_ARRIVAL, .a = 0});
@@ -515,6 +550,8 @@ int des_run(const struct des_config *c, const struct workload *w, struct des_res
   out->engines = xcalloc((size_t)n, sizeof *out->engines);
   summarize(&s, out);
   out->events = s.events;
+  out->report_interval_ns = s.report_ns;
+  out->max_tokens = s.max_tokens;
   sim_free(&s);
   out->wall_s = (double)(clock_mono_ns() - wall0) / 1e9;
   return 0;

@@ -65,6 +65,38 @@ void workload_scale_time(struct workload *w, double factor) {
     w->reqs[i].t_ns = (uint64_t)((double)w->reqs[i].t_ns * factor + 0.5);
 }
 
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+size_t workload_spread_bursts(struct workload *w) {
+  if (w->n < 2) return 0;
+  uint64_t *gaps = xmalloc(w->n * sizeof *gaps);
+  size_t ng = 0;
+  for (size_t i = 1; i < w->n; i++)
+    if (w->reqs[i].t_ns != w->reqs[i - 1].t_ns) gaps[ng++] = w->reqs[i].t_ns - w->reqs[i - 1].t_ns;
+  uint64_t bucket = 0;
+  if (ng) {
+    qsort(gaps, ng, sizeof *gaps, cmp_u64);
+    bucket = gaps[ng / 2];
+  }
+  free(gaps);
+  size_t moved = 0;
+  for (size_t i = 0; i < w->n;) {
+    size_t j = i + 1;
+    while (j < w->n && w->reqs[j].t_ns == w->reqs[i].t_ns)
+      j++;
+    uint64_t t = w->reqs[i].t_ns, width = bucket;
+    if (j < w->n && w->reqs[j].t_ns - t < width) width = w->reqs[j].t_ns - t;
+    size_t m = j - i;
+    for (size_t k = 1; k < m && width > 0; k++, moved++)
+      w->reqs[i + k].t_ns = t + (uint64_t)((double)width * (double)k / (double)m);
+    i = j;
+  }
+  return moved;
+}
+
 void workload_clip(struct workload *w, int max_model_len) {
   for (size_t i = 0; i < w->n; i++) {
     struct wl_req *r = &w->reqs[i];

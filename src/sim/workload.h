@@ -64,6 +64,13 @@ void workload_sort(struct workload *w);
 /* workload_scale_time multiplies every arrival time by FACTOR (> 0): 0.5 = the same requests twice as fast. */
 void workload_scale_time(struct workload *w, double factor);
 
+/* workload_spread_bursts spreads requests that share an arrival time evenly over their time bucket: W sorted,
+ * the bucket is the median gap between consecutive distinct arrival times (Mooncake's released traces
+ * round timestamps into buckets of about 3 s, ~10 requests per bucket), cut short by the next distinct arrival
+ * time; the k-th of m requests at time t moves to t + k * bucket / m. Order is kept. Returns how many requests
+ * moved. */
+size_t workload_spread_bursts(struct workload *w);
+
 /* workload_clip cuts prompts so that prompt + output <= MAX_MODEL_LEN (output first cut to max_model_len/2 if
  * alone it leaves too little room); counts cut prompts in w->truncated. */
 void workload_clip(struct workload *w, int max_model_len);

@@ -9,10 +9,6 @@
 #include <xxhash.h>
 
 #include "core/alloc.h"
-#include "state/store.h"
-
-/* The router hands policies store target indexes as ids. */
-_Static_assert(POLICY_MAX_TARGETS == STORE_MAX_TARGETS, "policy ids are store target indexes");
 
 static const struct policy_ops *const all_ops[] = {
     &policy_round_robin_ops, &policy_least_request_ops, &policy_power_of_two_ops,
@@ -40,6 +36,7 @@ void policy_config_default(struct policy_config *c) {
   c->ours_w_miss = 1;
   c->ours_w_arrivals = 0.5;
   c->ours_w_step = 1.5;
+  c->ours_w_decode = 0.25;
   c->ours_affinity_blocks = 32;
   c->ours_new_prefix_home = 1;
 }
@@ -57,7 +54,7 @@ static const struct {
     FIELD(llmd_lru_capacity, F_INT), FIELD(ours_default_tps, F_DBL),    FIELD(ours_slack_rel, F_DBL),
     FIELD(ours_slack_abs_s, F_DBL),  FIELD(ours_stale_penalty_s, F_DBL), FIELD(ours_w_miss, F_DBL),
     FIELD(ours_w_step, F_DBL),       FIELD(ours_affinity_blocks, F_INT), FIELD(ours_degraded_penalty_s, F_DBL),
-    FIELD(ours_new_prefix_home, F_INT),  FIELD(ours_w_arrivals, F_DBL),
+    FIELD(ours_new_prefix_home, F_INT),  FIELD(ours_w_arrivals, F_DBL),   FIELD(ours_w_decode, F_DBL),
 };
 
 int policy_config_set(struct policy_config *c, const char *key, const char *val) {
@@ -107,6 +104,12 @@ void policy_free(struct policy *p) {
 
 const char *policy_name(const struct policy *p) { return p->ops->name; }
 
+uint64_t policy_upstream_refresh_ns(const char *name) {
+  for (int i = 0; name && i < NOPS; i++)
+    if (strcmp(name, all_ops[i]->name) == 0) return all_ops[i]->upstream_refresh_ns;
+  return 0;
+}
+
 int policy_names(const char **out, int max) {
   for (int i = 0; i < NOPS && i < max; i++)
     out[i] = all_ops[i]->name;
@@ -123,7 +126,7 @@ int policy_pick(struct policy *p, const struct policy_req *r, const struct polic
 
 void policy_on_route(struct policy *p, const struct policy_req *r, const struct policy_target *t, uint64_t now_ns,
                      struct policy_ticket *tk) {
-  if (t->id < 0 || t->id >= POLICY_MAX_TARGETS) { /* policies index per-target state by id: never past it */
+  if (t->id < 0) { /* policies index per-target state by id */
     *tk = (struct policy_ticket){.target = -1, .t_route = now_ns};
     return;
   }
@@ -147,13 +150,31 @@ void policy_on_done(struct policy *p, struct policy_ticket *tk, uint64_t now_ns,
 
 void policy_on_peer_route(struct policy *p, const struct policy_req *r, const struct policy_target *t,
                           uint64_t now_ns) {
-  if (t->id < 0 || t->id >= POLICY_MAX_TARGETS) return;
+  if (t->id < 0) return;
   if (p->ops->on_peer_route) p->ops->on_peer_route(p, r, t, now_ns);
 }
 
 void policy_forget_target(struct policy *p, int id) {
-  if (id < 0 || id >= POLICY_MAX_TARGETS) return;
+  if (id < 0) return;
   if (p->ops->forget) p->ops->forget(p, id);
+}
+
+void *policy_grow(void *arr, int *cap, int need, size_t size) {
+  if (need <= *cap) return arr;
+  int n = *cap ? *cap : 16;
+  while (n < need)
+    n = n > (1 << 29) ? need : 2 * n;
+  arr = xrealloc(arr, (size_t)n * size);
+  memset((char *)arr + (size_t)*cap * size, 0, (size_t)(n - *cap) * size);
+  *cap = n;
+  return arr;
+}
+
+int policy_max_id(const struct policy_target *c, int n) {
+  int m = -1;
+  for (int i = 0; i < n; i++)
+    if (c[i].id > m) m = c[i].id;
+  return m;
 }
 
 int policy_prefix_blocks(const struct policy_req *r) {

@@ -24,9 +24,6 @@
 
 #include "core/rng.h"
 
-/* Target ids a policy may see: 0 .. POLICY_MAX_TARGETS-1 (the store's STORE_MAX_TARGETS). */
-#define POLICY_MAX_TARGETS 256
-
 /* A request as the policy sees it. Everything is borrowed for the duration of the call. */
 struct policy_req {
   const char *model;           /* requested model id (may be NULL) */
@@ -41,7 +38,7 @@ struct policy_req {
 /* One candidate target with the signals the router holds about it. Signals are as of the target's last load
  * report (signal_age_ns old); the router-local counts are exact for this router. */
 struct policy_target {
-  int id;                      /* the caller's stable id, 0 .. POLICY_MAX_TARGETS-1 */
+  int id;                      /* the caller's stable id, >= 0; per-target state is sized by the largest */
   double waiting, running;     /* requests, as reported */
   double kv_usage;             /* 0..1 of the KV pool held by requests; < 0 unknown */
   int64_t num_gpu_blocks;      /* KV capacity in blocks (0 unknown) */
@@ -49,6 +46,8 @@ struct policy_target {
   double prefix_hit_rate;      /* 0..1 of prompt tokens found in the prefix cache, recently (e.g. between
                                 * the last two scrapes of its counters); < 0 unknown */
   double prefill_tps;          /* prompt tokens per second the target prefills at full batch (0 unknown) */
+  double itl_s;                /* median time between output tokens there over a recent window, seconds
+                                * (the adapters' windowed ITL); < 0 unknown */
   uint64_t signal_age_ns;      /* now - time of the report; UINT64_MAX = never reported */
   int inflight;                /* router-local: routed here and not done */
   int routed_since_report;     /* router-local: routed here after the report was taken, not done */
@@ -79,7 +78,8 @@ struct policy_config {
   int llmd_max_prefix_blocks;   /* 256 blocks matched at most */
   int llmd_lru_capacity;        /* 31250 entries per server unless the target reports num_gpu_blocks */
   /* ours (DESIGN §6; see policy_ours.c) */
-  double ours_default_tps;      /* prefill tokens/s assumed when a target reports none (20000) */
+  double ours_default_tps;      /* prefill tokens/s assumed when a target reports less or none (20000): a live
+                                 * target reports the highest rate it has shown, which light load keeps low */
   double ours_slack_rel;        /* the best few: est <= best * (1 + slack_rel) + slack_abs_s (1.0, 0.01 s) */
   double ours_slack_abs_s;
   double ours_stale_penalty_s;  /* added to the estimate of a stale target (60 s) */
@@ -87,6 +87,8 @@ struct policy_config {
   double ours_w_miss;           /* a miss's prefill also delays each request queued behind it (1) */
   double ours_w_arrivals;       /* ... and, at this weight, those expected to arrive while it prefills (0.5) */
   double ours_w_step;           /* engine steps a new request waits, times the observed step time (1.5) */
+  double ours_w_decode;         /* a miss's prefill stalls each running request's next token, at this weight
+                                 * (0.25): decode-aware, a cost on their time per output token */
   int ours_affinity_blocks;     /* the two choices are hashed from the prompt's first this-many blocks (32) */
   int ours_new_prefix_home;     /* a prefix new to the router goes to its rendezvous choice (1) */
 };
@@ -107,10 +109,15 @@ void policy_free(struct policy *p);
 /* policy_name returns the canonical name (static storage). */
 const char *policy_name(const struct policy *p);
 
+/* policy_upstream_refresh_ns is how often the upstream router policy NAME follows refreshes the engine
+ * metrics it scores on, when it scrapes them itself at a fixed default interval (llm-d's EPP: 50 ms); 0 for
+ * policies that read no scraped metrics or take the agent's (an unknown name too). */
+uint64_t policy_upstream_refresh_ns(const char *name);
+
 /* policy_names writes up to MAX canonical policy names (static strings) to OUT and returns how many exist. */
 int policy_names(const char **out, int max);
 
-/* policy_pick chooses among C[0..n) (n >= 1, ids distinct and < POLICY_MAX_TARGETS) for request R at NOW_NS
+/* policy_pick chooses among C[0..n) (n >= 1, ids distinct and >= 0) for request R at NOW_NS
  * and returns the index into C of the choice. It changes only the policy's transient state (its PRNG, a
  * round-robin cursor); what it routed is recorded by policy_on_route. */
 int policy_pick(struct policy *p, const struct policy_req *r, const struct policy_target *c, int n, uint64_t now_ns);
@@ -157,6 +164,7 @@ static inline uint64_t policy_mix64(uint64_t x) {
 
 struct policy_ops {
   const char *name;
+  uint64_t upstream_refresh_ns; /* see policy_upstream_refresh_ns */
   void *(*create)(const struct policy_config *cfg);
   void (*destroy)(void *impl);
   int (*pick)(struct policy *p, const struct policy_req *r, const struct policy_target *c, int n, uint64_t now);
@@ -177,6 +185,15 @@ struct policy {
 
 extern const struct policy_ops policy_round_robin_ops, policy_least_request_ops, policy_power_of_two_ops,
     policy_sglang_ops, policy_llmd_ops, policy_ours_ops;
+
+/* policy_grow returns ARR (an array of *CAP elements of SIZE bytes, or NULL with *cap 0) grown, when NEED > *cap,
+ * to at least NEED elements with the new ones zeroed (it may move: the caller replaces its pointer), and
+ * updates *cap. Policies keep per-target state in arrays indexed by target id, grown to the largest id they
+ * see: a router's target count is known only at run time. */
+void *policy_grow(void *arr, int *cap, int need, size_t size);
+
+/* policy_max_id is the largest id among C[0..n) (-1 when n is 0). */
+int policy_max_id(const struct policy_target *c, int n);
 
 /* policy_prefix_blocks is how many of R's hashed blocks a cache keyed by R->block_size can use: full blocks
  * strictly before the last prompt token (the runtime must compute at least one token). */

@@ -16,7 +16,8 @@
  * Sources: pkg/epp/scheduling/framework/plugins/{queuescorer/queue.go, kvcacheutilizationscorer/
  * kvcache_utilization.go, prefixcachescorer/plugin.go, prefixcachescorer/indexer.go, picker/
  * max_score_picker.go}; weights from llm-d's default-plugins.yaml. No router-local reservations: the queue and
- * KV scorers see only the scraped metrics. */
+ * KV scorers see only the scraped metrics, which the EPP refreshes every 50 ms by default (its
+ * --refresh-metrics-interval): upstream_refresh_ns. */
 #include <stdlib.h>
 
 #include "core/alloc.h"
@@ -24,8 +25,10 @@
 #include "state/prefix_index.h"
 
 struct llmd {
-  struct prefix_index *lru[POLICY_MAX_TARGETS];
-  int credit[POLICY_MAX_TARGETS]; /* scratch: credited blocks per candidate index */
+  struct prefix_index **lru; /* by target id, lazily made */
+  int cap;
+  int *credit; /* scratch: credited blocks per candidate index */
+  int ncredit;
 };
 
 static void *llmd_create(const struct policy_config *cfg) {
@@ -35,7 +38,7 @@ static void *llmd_create(const struct policy_config *cfg) {
 
 static void llmd_forget(struct policy *p, int id) {
   struct llmd *s = p->impl;
-  if (!s->lru[id]) return;
+  if (id >= s->cap || !s->lru[id]) return;
   prefix_index_free(s->lru[id]);
   free(s->lru[id]);
   s->lru[id] = NULL;
@@ -43,11 +46,13 @@ static void llmd_forget(struct policy *p, int id) {
 
 static void llmd_destroy(void *impl) {
   struct llmd *s = impl;
-  for (int i = 0; i < POLICY_MAX_TARGETS; i++) {
+  for (int i = 0; i < s->cap; i++) {
     if (!s->lru[i]) continue;
     prefix_index_free(s->lru[i]);
     free(s->lru[i]);
   }
+  free(s->lru);
+  free(s->credit);
   free(s);
 }
 
@@ -66,12 +71,13 @@ static int llmd_pick(struct policy *p, const struct policy_req *r, const struct 
     if (c[i].waiting > qmax) qmax = c[i].waiting;
   }
   int total = nhash(p, r);
+  s->credit = policy_grow(s->credit, &s->ncredit, n, sizeof *s->credit);
   for (int i = 0; i < n; i++)
     s->credit[i] = 0;
   for (int b = 0; b < total; b++) {
     int any = 0;
     for (int i = 0; i < n; i++) {
-      const struct prefix_index *ix = s->lru[c[i].id];
+      const struct prefix_index *ix = c[i].id < s->cap ? s->lru[c[i].id] : NULL;
       if (ix && prefix_index_contains(ix, r->block_hashes[b])) {
         s->credit[i]++;
         any = 1;
@@ -104,6 +110,7 @@ static void llmd_on_route(struct policy *p, const struct policy_req *r, const st
   struct llmd *s = p->impl;
   int total = nhash(p, r);
   if (total <= 0) return;
+  s->lru = policy_grow(s->lru, &s->cap, t->id + 1, sizeof *s->lru);
   if (!s->lru[t->id]) {
     s->lru[t->id] = xcalloc(1, sizeof(struct prefix_index));
     int64_t cap = t->num_gpu_blocks > 0 ? t->num_gpu_blocks : p->cfg.llmd_lru_capacity;
@@ -113,6 +120,7 @@ static void llmd_on_route(struct policy *p, const struct policy_req *r, const st
 }
 
 const struct policy_ops policy_llmd_ops = {.name = "llm-d",
+                                           .upstream_refresh_ns = 50ull * 1000000ull,
                                            .create = llmd_create,
                                            .destroy = llmd_destroy,
                                            .pick = llmd_pick,

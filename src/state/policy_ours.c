@@ -12,11 +12,15 @@
  *   waiting(t)  = requests queued at t (the report's, plus ours routed since that have not started),
  *   behind(t)   = waiting(t) + w_arrivals * the requests expected to reach t while this one prefills
  *                 (our routing rate / candidates * uncached(t) / rate(t)),
- *   est(t)      = queue(t) / rate(t) + (1 + w_miss * behind(t)) * uncached(t) / rate(t) + w_step * step(t)
+ *   est(t)      = queue(t) / rate(t) + (1 + w_miss * behind(t) + w_decode * running(t)) * uncached(t) / rate(t)
+ *                 + w_step * step(t)
  *                 + network_s (the hop to a remote node) [+ stale_penalty when t's report is older than
  *                 stale_ns: a target we cannot see counts as saturated] [+ degraded_penalty for a degraded GPU],
- * where rate(t) is t's prefill throughput (prefill_tps) and step(t) the time between output tokens we
- * observed on t (each new request waits for steps shared with everything running there).
+ * where rate(t) is t's prefill throughput (prefill_tps, floored by default_tps: a live target's is the highest
+ * rate it has shown, the simulator's its profile's) and step(t) the time between its output tokens (the
+ * adapters' windowed ITL, a target that reports none counting as the candidates' mean; what we observed on
+ * t when no candidate reports one: each new request waits for steps shared with everything running there). running(t) is the batch decoding there: a miss's chunked prefill shares
+ * their steps and delays each one's next token, a cost on their time per output token (w_decode).
  * The (1 + w_miss * behind) factor is the cost a cache miss imposes beyond this request: its prefill delays
  * every request queued behind it (the externality of service time in a queue). Without it, greedy TTFT
  * routing spreads a prefix to idle-looking targets under load, the extra prefill makes queues, and hit rate
@@ -40,17 +44,25 @@
 #define DEFAULT_INDEX_BLOCKS 31250 /* ~500k tokens of 16-token blocks, when a target reports no capacity */
 #define EWMA 0.05
 
+/* What this router holds about one target. */
+struct tgt {
+  struct prefix_index *ix; /* lazily made */
+  double pend_tokens;      /* our requests routed there without a first token: tokens ... */
+  int pend_n;              /* ... and count */
+  double step_s;           /* average time between output tokens of our requests there */
+};
+
 struct ours {
-  struct prefix_index *ix[POLICY_MAX_TARGETS];
-  double pend_tokens[POLICY_MAX_TARGETS]; /* our requests routed there without a first token: tokens ... */
-  int pend_n[POLICY_MAX_TARGETS];         /* ... and count */
-  double step_s[POLICY_MAX_TARGETS];      /* average time between output tokens of our requests there */
+  struct tgt *tg; /* by target id */
+  int cap;
   double avg_tokens;                      /* running average of the uncached tokens of routed requests */
   double avg_prompt;                      /* and of their prompt tokens */
   uint64_t nrouted;
   uint64_t last_route;  /* when we last routed anything */
   double mean_gap_s;    /* running average time between our routings */
-  double est[POLICY_MAX_TARGETS]; /* scratch, per candidate index */
+  double itl_mean;      /* scratch: the mean reported ITL over this pick's candidates (0: none reports one) */
+  double *est; /* scratch, per candidate index */
+  int nest;
 };
 
 static void *ours_create(const struct policy_config *cfg) {
@@ -58,26 +70,32 @@ static void *ours_create(const struct policy_config *cfg) {
   return xcalloc(1, sizeof(struct ours));
 }
 
+static void drop(struct tgt *g) {
+  if (g->ix) {
+    prefix_index_free(g->ix);
+    free(g->ix);
+  }
+  *g = (struct tgt){0};
+}
+
 static void ours_forget(struct policy *p, int id) {
   struct ours *s = p->impl;
-  if (s->ix[id]) {
-    prefix_index_free(s->ix[id]);
-    free(s->ix[id]);
-    s->ix[id] = NULL;
-  }
-  s->pend_tokens[id] = 0;
-  s->pend_n[id] = 0;
-  s->step_s[id] = 0;
+  if (id < s->cap) drop(&s->tg[id]);
 }
 
 static void ours_destroy(void *impl) {
   struct ours *s = impl;
-  for (int i = 0; i < POLICY_MAX_TARGETS; i++) {
-    if (!s->ix[i]) continue;
-    prefix_index_free(s->ix[i]);
-    free(s->ix[i]);
-  }
+  for (int i = 0; i < s->cap; i++)
+    drop(&s->tg[i]);
+  free(s->tg);
+  free(s->est);
   free(s);
+}
+
+/* tgt_of returns the state of target ID, growing the table to hold it. */
+static struct tgt *tgt_of(struct ours *s, int id) {
+  s->tg = policy_grow(s->tg, &s->cap, id + 1, sizeof *s->tg);
+  return &s->tg[id];
 }
 
 /* index_blocks: the prefix index of T holds as many blocks as T's KV pool, in the request's block size. */
@@ -90,7 +108,7 @@ static int index_blocks(const struct policy_target *t, const struct policy_req *
 }
 
 static int cached_tokens(const struct ours *s, const struct policy_req *r, int id) {
-  const struct prefix_index *ix = s->ix[id];
+  const struct prefix_index *ix = s->tg[id].ix;
   if (!ix || r->block_size <= 0) return 0;
   return prefix_index_match(ix, r->block_hashes, policy_prefix_blocks(r)) * r->block_size;
 }
@@ -99,23 +117,35 @@ static int cached_tokens(const struct ours *s, const struct policy_req *r, int i
 static double estimate(const struct policy *p, const struct ours *s, const struct policy_req *r,
                        const struct policy_target *t, int ncand, int *known) {
   int id = t->id;
+  const struct tgt *g = &s->tg[id];
   int cached = cached_tokens(s, r, id);
   if (cached > 0) *known = 1;
   double uncached = r->prompt_tokens - cached;
   /* Ours routed since the report that have no first token yet are waiting there too (ours routed since
    * that already started are running). */
-  double since = t->routed_since_report < s->pend_n[id] ? t->routed_since_report : s->pend_n[id];
+  double since = t->routed_since_report < g->pend_n ? t->routed_since_report : g->pend_n;
   double waiting = t->waiting + since;
-  double others = waiting - s->pend_n[id];
+  double others = waiting - g->pend_n;
   if (others < 0) others = 0;
   /* Other routers' waiting requests: an average prompt, less what the target's recent hit rate saves. */
   double per_req = t->prefix_hit_rate >= 0 ? s->avg_prompt * (1 - t->prefix_hit_rate) : s->avg_tokens;
-  double queue = s->pend_tokens[id] + others * per_req;
-  double queued = waiting > s->pend_n[id] ? waiting : s->pend_n[id];
-  double tps = t->prefill_tps > 0 ? t->prefill_tps : p->cfg.ours_default_tps;
+  double queue = g->pend_tokens + others * per_req;
+  double queued = waiting > g->pend_n ? waiting : g->pend_n;
+  /* A rate below the default is one not yet demonstrated at full batch (a live target's peak window rate). */
+  double tps = t->prefill_tps > p->cfg.ours_default_tps ? t->prefill_tps : p->cfg.ours_default_tps;
   /* ... and those that arrive there while it prefills (our routing rate, spread over the candidates). */
   if (s->mean_gap_s > 0 && ncand > 0) queued += p->cfg.ours_w_arrivals * (uncached / tps) / s->mean_gap_s / ncand;
-  double est = queue / tps + (1 + p->cfg.ours_w_miss * queued) * uncached / tps + p->cfg.ours_w_step * s->step_s[id];
+  /* Decode: the running batch there. Ours routed since the report that have a first token are running too. */
+  double started = t->routed_since_report - g->pend_n;
+  double running = t->running + (started > 0 ? started : 0);
+  /* The time between its steps, from one source for every candidate: the reported windowed ITL when any
+   * candidate reports one (a target that does not, idle lately or a remote one whose node does not send it,
+   * counts as their mean), else what we observed on our own requests there (a non-streamed response's tokens
+   * all arrive at once, so ours cannot be mixed with reported ones). */
+  double step = s->itl_mean > 0 ? (t->itl_s > 0 ? t->itl_s : s->itl_mean) : g->step_s;
+  double est = queue / tps +
+               (1 + p->cfg.ours_w_miss * queued + p->cfg.ours_w_decode * running) * uncached / tps +
+               p->cfg.ours_w_step * step;
   if (t->signal_age_ns == UINT64_MAX || t->signal_age_ns > p->cfg.stale_ns) est += p->cfg.ours_stale_penalty_s;
   if (t->degraded) est += p->cfg.ours_degraded_penalty_s;
   return est + (t->network_s > 0 ? t->network_s : 0);
@@ -126,6 +156,13 @@ static int ours_pick(struct policy *p, const struct policy_req *r, const struct 
   (void)now;
   struct ours *s = p->impl;
   if (n == 1) return 0;
+  tgt_of(s, policy_max_id(c, n));
+  s->est = policy_grow(s->est, &s->nest, n, sizeof *s->est);
+  double itls = 0;
+  int nitl = 0;
+  for (int i = 0; i < n; i++)
+    if (c[i].itl_s > 0) itls += c[i].itl_s, nitl++;
+  s->itl_mean = nitl ? itls / nitl : 0;
   double best = INFINITY;
   int known = 0; /* does any candidate hold part of this prompt, as far as this router knows? */
   for (int i = 0; i < n; i++) {
@@ -157,14 +194,15 @@ static int ours_pick(struct policy *p, const struct policy_req *r, const struct 
 
 /* index_of returns T's prefix index, made or resized to T's capacity. */
 static struct prefix_index *index_of(struct ours *s, const struct policy_target *t, const struct policy_req *r) {
-  int id = t->id, cap = index_blocks(t, r);
-  if (!s->ix[id]) {
-    s->ix[id] = xcalloc(1, sizeof(struct prefix_index));
-    prefix_index_init(s->ix[id], cap);
-  } else if (s->ix[id]->capacity != cap) {
-    prefix_index_set_capacity(s->ix[id], cap);
+  struct tgt *g = tgt_of(s, t->id);
+  int cap = index_blocks(t, r);
+  if (!g->ix) {
+    g->ix = xcalloc(1, sizeof(struct prefix_index));
+    prefix_index_init(g->ix, cap);
+  } else if (g->ix->capacity != cap) {
+    prefix_index_set_capacity(g->ix, cap);
   }
-  return s->ix[id];
+  return g->ix;
 }
 
 static void ours_on_peer_route(struct policy *p, const struct policy_req *r, const struct policy_target *t,
@@ -179,12 +217,13 @@ static void ours_on_route(struct policy *p, const struct policy_req *r, const st
   struct ours *s = p->impl;
   int id = t->id;
   struct prefix_index *ix = index_of(s, t, r);
+  struct tgt *g = &s->tg[id];
   int est = r->prompt_tokens - cached_tokens(s, r, id);
   if (est < 1) est = 1;
   tk->est_tokens = est;
   if (r->nblocks > 0 && r->block_size > 0) prefix_index_insert_path(ix, r->block_hashes, r->nblocks);
-  s->pend_tokens[id] += est;
-  s->pend_n[id]++;
+  g->pend_tokens += est;
+  g->pend_n++;
   s->nrouted++;
   double alpha = s->nrouted < 20 ? 1.0 / (double)s->nrouted : EWMA;
   s->avg_tokens += alpha * (est - s->avg_tokens);
@@ -198,13 +237,13 @@ static void ours_on_route(struct policy *p, const struct policy_req *r, const st
 
 /* settle takes a request out of the target's pending prefill work. */
 static void settle(struct ours *s, const struct policy_ticket *tk) {
-  int id = tk->target;
-  s->pend_tokens[id] -= tk->est_tokens;
-  if (--s->pend_n[id] <= 0) {
-    s->pend_tokens[id] = 0;
-    s->pend_n[id] = 0;
-  } else if (s->pend_tokens[id] < 0) {
-    s->pend_tokens[id] = 0;
+  struct tgt *g = tgt_of(s, tk->target);
+  g->pend_tokens -= tk->est_tokens;
+  if (--g->pend_n <= 0) {
+    g->pend_tokens = 0;
+    g->pend_n = 0;
+  } else if (g->pend_tokens < 0) {
+    g->pend_tokens = 0;
   }
 }
 
@@ -220,7 +259,7 @@ static void ours_on_done(struct policy *p, struct policy_ticket *tk, uint64_t no
     return;
   }
   if (tk->out_tokens > 1 && now > tk->t_first) {
-    double step = (double)(now - tk->t_first) / 1e9 / (tk->out_tokens - 1), *avg = &s->step_s[tk->target];
+    double step = (double)(now - tk->t_first) / 1e9 / (tk->out_tokens - 1), *avg = &tgt_of(s, tk->target)->step_s;
     *avg = *avg > 0 ? *avg + EWMA * (step - *avg) : step;
   }
 }

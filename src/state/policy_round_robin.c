@@ -26,7 +26,7 @@ static int rr_pick(struct policy *p, const struct policy_req *r, const struct po
   (void)now;
   struct rr *s = p->impl;
   if (!s->started) {
-    s->cursor = rng_next(&p->rng) % POLICY_MAX_TARGETS;
+    s->cursor = rng_next(&p->rng) >> 1; /* a random start; the cursor is taken modulo n */
     s->started = 1;
   }
   return (int)(s->cursor++ % (uint64_t)n);

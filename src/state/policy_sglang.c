@@ -28,8 +28,11 @@
 #include "state/prefix_index.h"
 
 struct sgl {
-  struct prefix_index *tree[POLICY_MAX_TARGETS]; /* lazily made */
+  struct prefix_index **tree; /* by target id, lazily made */
+  int cap;
 };
+
+static const struct prefix_index *tree_of(const struct sgl *s, int id) { return id < s->cap ? s->tree[id] : NULL; }
 
 static void *sgl_create(const struct policy_config *cfg) {
   (void)cfg;
@@ -38,7 +41,7 @@ static void *sgl_create(const struct policy_config *cfg) {
 
 static void sgl_forget(struct policy *p, int id) {
   struct sgl *s = p->impl;
-  if (!s->tree[id]) return;
+  if (id >= s->cap || !s->tree[id]) return;
   prefix_index_free(s->tree[id]);
   free(s->tree[id]);
   s->tree[id] = NULL;
@@ -46,11 +49,12 @@ static void sgl_forget(struct policy *p, int id) {
 
 static void sgl_destroy(void *impl) {
   struct sgl *s = impl;
-  for (int i = 0; i < POLICY_MAX_TARGETS; i++) {
+  for (int i = 0; i < s->cap; i++) {
     if (!s->tree[i]) continue;
     prefix_index_free(s->tree[i]);
     free(s->tree[i]);
   }
+  free(s->tree);
   free(s);
 }
 
@@ -76,7 +80,7 @@ static int sgl_pick(struct policy *p, const struct policy_req *r, const struct p
   int best = -1, depth = 0;
   uint64_t best_key = 0;
   for (int i = 0; i < n; i++) {
-    const struct prefix_index *t = s->tree[c[i].id];
+    const struct prefix_index *t = tree_of(s, c[i].id);
     if (!t) continue;
     int k = prefix_index_match(t, r->block_hashes, r->nblocks);
     if (k == 0 || k < depth) continue;
@@ -98,6 +102,7 @@ static void sgl_on_route(struct policy *p, const struct policy_req *r, const str
   (void)now;
   struct sgl *s = p->impl;
   if (r->nblocks <= 0 || r->block_size <= 0) return;
+  s->tree = policy_grow(s->tree, &s->cap, t->id + 1, sizeof *s->tree);
   if (!s->tree[t->id]) {
     s->tree[t->id] = xcalloc(1, sizeof(struct prefix_index));
     int64_t cap = p->cfg.sgl_max_tree_chars / (4 * (int64_t)r->block_size);

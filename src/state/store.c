@@ -8,7 +8,11 @@
 
 #include "core/alloc.h"
 
-void store_init(struct store *s) { memset(s, 0, sizeof *s); }
+void store_init(struct store *s, int max_targets) {
+  memset(s, 0, sizeof *s);
+  s->cap = max_targets > 0 ? max_targets : 1;
+  s->targets = xcalloc((size_t)s->cap, sizeof *s->targets);
+}
 
 static void free_models(struct target *t) {
   for (int i = 0; i < t->nmodels; i++) free(t->models[i]);
@@ -29,6 +33,9 @@ void store_free(struct store *s) {
     free_kv(&s->targets[i]);
   }
   s->ntargets = 0;
+  free(s->targets);
+  s->targets = NULL;
+  s->cap = 0;
 }
 
 /* Parse http://host:port[/] (numeric host, or localhost). */
@@ -58,7 +65,7 @@ int store_parse_url(const char *url, char *host, size_t hostcap, int *port) {
 }
 
 int store_add_target(struct store *s, const char *name, const char *url, const char *kind) {
-  if (s->ntargets >= STORE_MAX_TARGETS) return -ENOSPC;
+  if (s->ntargets >= s->cap) return -ENOSPC;
   struct target *t = &s->targets[s->ntargets];
   memset(t, 0, sizeof *t);
   if (strlen(url) >= sizeof t->url || store_parse_url(url, t->host, sizeof t->host, &t->port) != 0) return -EINVAL;
@@ -143,6 +150,7 @@ void store_set_models(struct store *s, int id, const char *const *models, int n)
 void store_report(struct store *s, int id, const struct target_load *load, uint64_t now_ns) {
   struct target *t = &s->targets[id];
   t->load = *load;
+  if (load->prompt_tps > t->prompt_tps_peak) t->prompt_tps_peak = load->prompt_tps;
   t->updated_ns = now_ns;
   t->healthy = true;
   t->last_error[0] = '\0';

@@ -8,7 +8,8 @@
 #include "core/slice.h"
 #include "state/prefix_index.h"
 
-#define STORE_MAX_TARGETS 256
+/* How many targets a store holds is fixed when it is made (config `max_targets`; this by default). */
+#define STORE_DEFAULT_MAX_TARGETS 1024
 #define STORE_MAX_MODELS 16
 /* Observed time-to-first-byte samples kept per target and kind (a sliding window, newest replaces oldest). */
 #define STORE_TTFB_WINDOW 64
@@ -67,6 +68,9 @@ struct target {
    * kv_usage already saw the request, subtracts nothing. */
   int64_t kv_reserved;
   uint32_t report_seq;
+  /* The highest window prompt rate (load.prompt_tps) any report showed: the prefill rate this target has
+   * demonstrated, tokens/s (0 none yet). The routing policy's prefill-rate signal. */
+  double prompt_tps_peak;
   /* Hedging: this router's observed time to first byte here, in seconds: [STORE_TTFB_STREAM] up to the first
    * SSE data frame, [STORE_TTFB_FULL] up to a non-streaming response's head. Ring buffers. */
   float ttfb[2][STORE_TTFB_WINDOW];
@@ -82,8 +86,8 @@ struct target {
 };
 
 struct store {
-  struct target targets[STORE_MAX_TARGETS];
-  int ntargets;
+  struct target *targets; /* owned: cap entries, the first ntargets in use; ids index it */
+  int ntargets, cap;
   uint64_t placement_gen; /* bumped when a target is added or its node or zone changes (route_ctl recomputes) */
   /* report_cb, when set, runs at the end of every store_report (the router admits queued requests when
    * capacity frees). It must not add or remove targets. */
@@ -95,8 +99,9 @@ struct store {
   void *down_arg;
 };
 
-/* store_init empties s. store_free releases model strings. */
-void store_init(struct store *s);
+/* store_init makes s an empty store of room for MAX_TARGETS (>= 1) targets; arrays that other layers index by
+ * target id are sized by s->cap (store_bitmap_words for bitmaps). store_free releases everything. */
+void store_init(struct store *s, int max_targets);
 void store_free(struct store *s);
 /* store_parse_url splits "http://HOST:PORT" (a trailing "/" allowed; HOST may be [IPv6]) into host and port:
  * 0 or -EINVAL. */
@@ -128,8 +133,10 @@ bool store_model_known(const struct store *s, struct slice model);
 /* store_all_reported tells whether every target has listed its models at least once (and there is at
  * least one target): only then can a model no target lists be called unknown. */
 bool store_all_reported(const struct store *s);
+/* store_bitmap_words is the length in 64-bit words of a bitmap with one bit per target id of s. */
+static inline int store_bitmap_words(const struct store *s) { return (s->cap + 63) / 64; }
 /* store_candidates writes the ids of healthy, not gone, not draining targets serving model (excluding those whose bit is set in
- * `exclude`, a bitmap of STORE_MAX_TARGETS bits, may be NULL) into out; returns their count. */
+ * `exclude`, a bitmap of store_bitmap_words words, may be NULL) into out (at most max); returns their count. */
 int store_candidates(const struct store *s, struct slice model, const uint64_t *exclude, int *out, int max);
 /* store_reserve / store_release account one routed request on target id (release exactly once per reserve);
  * a release also takes the request out of routed_since_report: finished work is no load. */

@@ -102,3 +102,47 @@ def test_trace_slice():
     assert 2.5 < runs[2]["offered_rps"] / runs[0]["offered_rps"] < 3.5
     assert runs[1]["prefix_hit_rate"] > runs[0]["prefix_hit_rate"]
     assert runs[1]["prefix_hit_rate"] > 0.02
+
+
+@pytest.mark.timeout(120)
+def test_joint_slo_spread_bursts_and_upstream_refresh(tmp_path):
+    # A trace bucketed like Mooncake's releases: 10 requests share each 3 s timestamp.
+    t = tmp_path / "bucketed.jsonl"
+    t.write_text("".join(json.dumps({"timestamp": 3000 * (i // 10), "input_length": 700, "output_length": 20,
+                                     "hash_ids": [i % 7, 100 + i]}) + "\n" for i in range(40)))
+    base = ["--trace", str(t), "--engines", "4", "--policy", "ours,llm-d", "--json", "--upstream-refresh"]
+    p = sim(*base, "--spread-bursts")
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["workload"]["spread_bursts"] is True and out["workload"]["spread_requests"] == 36
+    assert out["config"]["upstream_refresh"] is True
+    runs = {r["policy"]: r for r in out["runs"]}
+    assert runs["llm-d"]["report_interval_ms"] == 50 and runs["ours"]["report_interval_ms"] == 500
+    for r in runs.values():
+        check_run(r, 40, 4)
+        assert 0 < r["tpot_s"]["p50"] <= r["tpot_s"]["p90"] <= r["tpot_s"]["p99"]
+        assert r["max_tokens"] == 20
+    # Spread over their buckets, the same requests arrive over 9 s more (the last bucket too), not in 4 bursts.
+    p = sim(*base)
+    unspread = json.loads(p.stdout)
+    assert unspread["workload"]["spread_requests"] == 0
+    assert {r["policy"]: r for r in unspread["runs"]}["ours"]["ttft_s"]["p90"] >= runs["ours"]["ttft_s"]["p90"]
+
+    # Joint-SLO capacity: a TPOT objective no engine step can meet is reported as never met, with the lowest rate
+    # tried, in the table and in JSON; a loose one gives a capacity whose p90 TPOT meets it.
+    cap = SMALL + ["--policy", "ours", "--capacity", "--slo-ttft-ms", "1000"]
+    p = sim(*cap, "--slo-tpot-ms", "0.5", timeout=100)
+    assert p.returncode == 0, p.stderr
+    assert "p90 TTFT <= 1000 ms and p90 TPOT <= 0.5 ms" in p.stdout
+    row = [x for x in p.stdout.splitlines() if x.startswith("ours")]
+    assert len(row) == 1 and row[0].split()[1:6] == ["never", "met", "at", "any", "rate"], row
+    p = sim(*cap, "--slo-tpot-ms", "0.5", "--json", timeout=100)
+    c = json.loads(p.stdout)["capacity"][0]
+    assert c["met"] is False and c["lowest_rps_tried"] > 0 and "at_capacity" not in c
+    p = sim(*cap, "--slo-tpot-ms", "200", "--json", timeout=100)
+    c = json.loads(p.stdout)["capacity"][0]
+    assert c["met"] is True and c["rps"] > 0
+    assert c["at_capacity"]["tpot_s"]["p90"] <= 0.2 and c["at_capacity"]["ttft_s"]["p90"] <= 1.0
+    for bad in (["--slo-tpot-ms", "0"], ["--slo-tpot-ms", "fast"]):
+        p = sim(*SMALL, *bad)
+        assert p.returncode == 2 and "--slo-tpot-ms" in p.stderr

@@ -153,7 +153,7 @@ static void test_tenants_replaced_at_runtime(void **state) {
 
 static void setup_target(struct store *s, double kv_usage, double waiting) {
   const char *models[] = {"m"};
-  store_init(s);
+  store_init(s, 64);
   assert_int_equal(store_add_target(s, "a", "http://127.0.0.1:8001", "vllm"), 0);
   store_set_models(s, 0, models, 1);
   struct target_load l = {.waiting = waiting, .kv_usage = kv_usage, .block_size = 16, .num_gpu_blocks = 64};

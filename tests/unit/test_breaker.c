@@ -93,7 +93,7 @@ static void add(struct store *s, const char *name) {
 static void test_deadline_from_observed_ttft(void **state) {
   (void)state;
   static struct store s;
-  store_init(&s);
+  store_init(&s, 64);
   add(&s, "a");
   add(&s, "b");
   struct slice m = slice_cstr("m");

@@ -36,6 +36,20 @@ static void test_defaults(void **state) {
   assert_int_equal(c.listen_port, 8080);
   assert_int_equal(c.nruntimes, 0);
   assert_int_equal(c.max_attempts, 3);
+  assert_int_equal(c.max_targets, 1024);
+}
+
+/* The target cap is set at start: more than the old fixed 256 is fine, fewer than the node's own runtimes is
+ * not (they could not all be routed to). */
+static void test_max_targets(void **state) {
+  struct agent_config c;
+  char err[256];
+  char *a1[] = {"--max-targets", "20000"};
+  assert_int_equal(load(&c, a1, 2, err), 0);
+  assert_int_equal(c.max_targets, 20000);
+  char *a2[] = {"--target", "http://127.0.0.1:8000", "--target", "http://127.0.0.1:8001", "--max-targets", "1"};
+  assert_int_equal(load(&c, a2, 6, err), -EINVAL);
+  assert_non_null(strstr(err, "max_targets 1 must be at least the 2 runtimes"));
 }
 
 static void test_yaml_then_flags_then_env(void **state) {
@@ -371,6 +385,7 @@ int main(void) {
       cmocka_unit_test(test_tls_settings),
       cmocka_unit_test(test_prices_and_provider),
       cmocka_unit_test(test_defaults),
+      cmocka_unit_test(test_max_targets),
       cmocka_unit_test(test_global_limits),
       cmocka_unit_test(test_yaml_then_flags_then_env),
       cmocka_unit_test(test_errors_name_the_problem),

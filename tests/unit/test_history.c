@@ -57,14 +57,14 @@ static json_t *col(json_t *obj, const char *name) {
 
 static void test_samples_record_targets_and_traffic(void **state) {
   struct store s;
-  store_init(&s);
+  store_init(&s, 64);
   int id = store_add_target(&s, "e0", "http://127.0.0.1:9000", "vllm");
   assert_int_equal(id, 0);
   struct target *t = &s.targets[0];
   struct route_metrics *m = calloc(1, sizeof *m);
   route_metrics_init(m);
   struct history *h = malloc(sizeof *h);
-  history_init(h);
+  history_init(h, s.cap);
 
   /* Second 0: never scraped (values unknown). Second 1: healthy, loaded; 10 requests, 2 of them 5xx, 1 429.
    */

@@ -127,13 +127,10 @@ static void test_registry_and_config(void **state) {
     struct policy *p = policy_new(names[i], NULL, 1);
     assert_non_null(p);
     assert_string_equal(policy_name(p), names[i]);
-    /* an id past the policies' per-target state is refused (the ticket names no target), not indexed */
+    /* a negative id is refused (the ticket names no target), not indexed */
     struct policy_req r = {.model = "m", .prompt_tokens = 8, .max_tokens = 8, .tenant = -1};
-    struct policy_target t = {.id = POLICY_MAX_TARGETS};
+    struct policy_target t = {.id = -1};
     struct policy_ticket tk;
-    policy_on_route(p, &r, &t, 0, &tk);
-    assert_int_equal(tk.target, -1);
-    t.id = -1;
     policy_on_route(p, &r, &t, 0, &tk);
     assert_int_equal(tk.target, -1);
     policy_on_done(p, &tk, 1, 1);
@@ -381,6 +378,71 @@ static void test_ours_miss_cost_grows_with_queue(void **state) {
   policy_free(p);
 }
 
+/* Per-target state is sized at run time: ids far past the old 256-target cap work in every policy, and a
+ * cache-aware policy still finds where a prefix went among 3000 candidates. */
+static void test_policies_take_any_number_of_targets(void **state) {
+  (void)state;
+  enum { N = 3000 };
+  struct policy_target *c = calloc(N, sizeof *c);
+  assert_non_null(c);
+  const char *names[16];
+  int np = policy_names(names, 16);
+  struct prompt a, b;
+  make_prompt(&a, 90, 64, 91, 4);
+  make_prompt(&b, 90, 64, 92, 4);
+  for (int k = 0; k < np; k++) {
+    targets(c, N);
+    for (int i = 0; i < N; i++)
+      c[i].id = 100000 + 7 * i; /* sparse, large ids */
+    struct policy *p = policy_new(names[k], NULL, 5);
+    struct policy_ticket tk;
+    struct policy_req r = req_of(&a);
+    int t = route(p, &r, c, N, &tk);
+    assert_true(t >= 100000);
+    policy_on_first_token(p, &tk, 2000);
+    policy_on_done(p, &tk, 3000, 64);
+    for (int i = 0; i < N; i++)
+      if (c[i].id == t) c[i].inflight--;
+    if (strcmp(names[k], "ours") == 0 || strcmp(names[k], "sglang") == 0) {
+      r = req_of(&b);
+      assert_int_equal(c[policy_pick(p, &r, c, N, 4000)].id, t);
+    }
+    policy_forget_target(p, t);
+    policy_forget_target(p, 1 << 30); /* never seen: nothing to drop */
+    policy_free(p);
+  }
+  free(c);
+}
+
+/* Decode-aware: an uncached prompt's prefill shares steps with the batch decoding there and stalls each running
+ * request's next token, and a target whose windowed inter-token latency is long makes every step of the new
+ * request wait. */
+static void test_ours_decode_aware(void **state) {
+  (void)state;
+  struct policy *p = policy_new("ours", NULL, 23);
+  struct policy_target c[2];
+  struct prompt a;
+  for (uint64_t u = 0; u < 20; u++) {
+    targets(c, 2);
+    /* 0: nothing queued but 200 requests decoding; 1: two queued (their prefill delays ours), none decoding.
+     * A TTFT-only estimate takes 0 (one 8k prefill against three); the stalls of 200 running requests cost
+     * more. */
+    c[0].running = 200;
+    c[1].waiting = 2;
+    make_prompt(&a, 300 + u, 0, 300 + u, 512);
+    struct policy_req r = req_of(&a);
+    assert_int_equal(policy_pick(p, &r, c, 2, 0), 1);
+    /* Alike but for the reported ITL: 0.5 s steps on 0 against 10 ms on 1. */
+    targets(c, 2);
+    c[0].itl_s = 0.5;
+    c[1].itl_s = 0.01;
+    make_prompt(&a, 400 + u, 0, 400 + u, 64);
+    r = req_of(&a);
+    assert_int_equal(policy_pick(p, &r, c, 2, 0), 1);
+  }
+  policy_free(p);
+}
+
 static void test_ours_routers_agree_on_new_prefixes(void **state) {
   (void)state;
   /* Two routers with the same view of 8 targets, no shared state: the same new prefix lands on the same
@@ -444,6 +506,8 @@ int main(void) {
       cmocka_unit_test(test_ours_stale_counts_as_saturated),
       cmocka_unit_test(test_ours_miss_cost_grows_with_queue),
       cmocka_unit_test(test_ours_routers_agree_on_new_prefixes),
+      cmocka_unit_test(test_policies_take_any_number_of_targets),
+      cmocka_unit_test(test_ours_decode_aware),
       cmocka_unit_test(test_ours_learns_peer_routes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -159,10 +159,12 @@ static void fail_ex(int i, enum fail_kind kind, int err) {
 
 /* ---- the router, its server and a client ---- */
 
+#define WORLD_TARGETS 64 /* the store's capacity: pools are indexed by target id */
+
 struct world {
   uv_loop_t loop;
   struct store store;
-  struct http_pool pools[STORE_MAX_TARGETS];
+  struct http_pool pools[WORLD_TARGETS];
   struct router r;
   struct http_server srv;
   int port;
@@ -180,7 +182,7 @@ static void world_up(int ntargets, void (*tune)(struct router_opts *o)) {
   memset(&fk, 0, sizeof fk);
   w = calloc(1, sizeof *w);
   uv_loop_init(&w->loop);
-  store_init(&w->store);
+  store_init(&w->store, WORLD_TARGETS);
   const char *models[] = {MODEL};
   for (int i = 0; i < ntargets; i++) {
     char name[16], url[64];

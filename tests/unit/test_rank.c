@@ -28,9 +28,11 @@ static void report(int id, double waiting, double kv_usage, uint64_t now) {
   store_report(&st, id, &l, now);
 }
 
+#define RANK_TARGETS 64 /* the store's capacity */
+
 static int setup(void **state) {
   const char *models[] = {M};
-  store_init(&st);
+  store_init(&st, RANK_TARGETS);
   for (int i = 0; i < 4; i++) {
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%d", 8001 + i);
@@ -59,9 +61,9 @@ static void test_rank_puts_the_policy_choice_first_then_by_score(void **state) {
                           .nblocks = 4,
                           .block_size = 16,
                           .tenant = -1};
-  struct router_ranked out[STORE_MAX_TARGETS];
+  struct router_ranked out[RANK_TARGETS];
   const char *policy;
-  int n = router_rank(&r, slice_cstr(M), &pr, clock_mono_ns(), out, STORE_MAX_TARGETS, &policy);
+  int n = router_rank(&r, slice_cstr(M), &pr, clock_mono_ns(), out, RANK_TARGETS, &policy);
   assert_int_equal(n, 4);
   assert_string_equal(policy, "ours");
   assert_true(out[0].chosen);
@@ -86,7 +88,7 @@ static void test_outcomes_reach_breakers_and_ttft(void **state) {
   uint64_t now = clock_mono_ns();
   for (int i = 0; i < 5; i++)
     router_outcome(&r, 1, &pr, 0, 0, ROUTER_OUTCOME_ERROR, false, now);
-  int ids[STORE_MAX_TARGETS];
+  int ids[RANK_TARGETS];
   int n = router_candidates(&r, slice_cstr(M), NULL, ids, clock_mono_ns());
   assert_int_equal(n, 3); /* target 1's breaker is open: no candidate */
   for (int i = 0; i < n; i++)

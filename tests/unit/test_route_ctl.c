@@ -29,7 +29,7 @@ static void put(struct fsm *f, uint64_t idx, enum fsm_op op, enum fsm_kind k, co
 
 /* Targets: 0 local (node "self"), 1 on node a, 2 on node b. All serve "m". */
 static void setup_store(struct store *s) {
-  store_init(s);
+  store_init(s, 64);
   static const uint8_t ida[32] = {1}, idb[32] = {2};
   bool changed;
   const char *models[] = {"m"};

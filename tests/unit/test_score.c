@@ -1,8 +1,11 @@
 /* Scoring and state-store tests: candidates, reservations, staleness, power of two choices. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include <cmocka.h>
 
@@ -18,7 +21,7 @@ static struct score_params sp;
 static int setup(void **state) {
   const char *models[] = {M};
   const char *other[] = {"mistral"};
-  store_init(&st);
+  store_init(&st, 64);
   score_params_default(&sp);
   assert_int_equal(store_add_target(&st, "a", "http://127.0.0.1:8001", "vllm"), 0);
   assert_int_equal(store_add_target(&st, "b", "http://127.0.0.1:8002/", "vllm"), 1);
@@ -38,7 +41,7 @@ static int teardown(void **state) {
 
 static void test_bad_urls_rejected(void **state) {
   struct store s;
-  store_init(&s);
+  store_init(&s, 64);
   assert_true(store_add_target(&s, NULL, "127.0.0.1:80", NULL) < 0);
   assert_true(store_add_target(&s, NULL, "http://127.0.0.1", NULL) < 0);
   assert_true(store_add_target(&s, NULL, "http://127.0.0.1:0", NULL) < 0);
@@ -62,9 +65,54 @@ static void test_candidates_by_model_and_health(void **state) {
   assert_int_equal(store_candidates(&st, slice_cstr(M), NULL, ids, 8), 2);
   assert_true(store_model_known(&st, slice_cstr(M)));
   assert_string_equal(st.targets[1].last_error, "connection refused");
-  uint64_t exclude[STORE_MAX_TARGETS / 64] = {1ull << 0};
+  uint64_t exclude[1] = {1ull << 0}; /* store_bitmap_words of a 64-target store */
   assert_int_equal(store_candidates(&st, slice_cstr(M), exclude, ids, 8), 1);
   assert_int_equal(ids[0], 2);
+}
+
+/* The store holds as many targets as it was made for: thousands (past the old fixed 256), or two. */
+static void test_store_sized_at_run_time(void **state) {
+  enum { N = 3000 };
+  struct store s;
+  store_init(&s, N);
+  const char *models[] = {M};
+  struct target_load idle = {0};
+  char url[64];
+  for (int i = 0; i < N; i++) {
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", 10000 + i);
+    assert_int_equal(store_add_target(&s, NULL, url, "vllm"), i);
+    store_set_models(&s, i, models, 1);
+    store_report(&s, i, &idle, NOW);
+  }
+  assert_int_equal(store_add_target(&s, NULL, "http://127.0.0.1:9999", "vllm"), -ENOSPC);
+  int *ids = malloc(N * sizeof *ids);
+  uint64_t *exclude = calloc((size_t)store_bitmap_words(&s), sizeof *exclude);
+  exclude[(N - 1) / 64] |= 1ull << ((N - 1) % 64);
+  assert_int_equal(store_candidates(&s, slice_cstr(M), exclude, ids, N), N - 1);
+  assert_int_equal(ids[N - 2], N - 2);
+  free(ids);
+  free(exclude);
+  store_free(&s);
+  store_init(&s, 2);
+  assert_int_equal(store_add_target(&s, NULL, "http://127.0.0.1:81", NULL), 0);
+  assert_int_equal(store_add_target(&s, NULL, "http://127.0.0.1:82", NULL), 1);
+  assert_int_equal(store_add_target(&s, NULL, "http://127.0.0.1:83", NULL), -ENOSPC);
+  store_free(&s);
+}
+
+/* The prefill rate the router hands its policy is the highest window prompt rate a target has shown: a quiet
+ * window (or an unknown rate) does not lower it. */
+static void test_prompt_rate_peak(void **state) {
+  struct target_load l = {.prompt_tps = 5000};
+  store_report(&st, 0, &l, NOW);
+  l.prompt_tps = 12000;
+  store_report(&st, 0, &l, NOW + 1);
+  l.prompt_tps = 300;
+  store_report(&st, 0, &l, NOW + 2);
+  l.prompt_tps = -1;
+  store_report(&st, 0, &l, NOW + 3);
+  assert_true(st.targets[0].prompt_tps_peak == 12000);
+  assert_true(st.targets[1].prompt_tps_peak == 0);
 }
 
 static void test_score_counts_waiting_running_and_reservations(void **state) {
@@ -183,6 +231,8 @@ static void test_remote_targets(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_bad_urls_rejected),
+      cmocka_unit_test(test_store_sized_at_run_time),
+      cmocka_unit_test_setup_teardown(test_prompt_rate_peak, setup, teardown),
       cmocka_unit_test_setup_teardown(test_candidates_by_model_and_health, setup, teardown),
       cmocka_unit_test_setup_teardown(test_score_counts_waiting_running_and_reservations, setup, teardown),
       cmocka_unit_test_setup_teardown(test_inflight_floor, setup, teardown),

@@ -309,6 +309,66 @@ static void test_des_deterministic(void **state) {
   workload_free(&w);
 }
 
+/* Mooncake-style bucketed timestamps: requests sharing one are spread evenly over the bucket (the median gap
+ * between distinct timestamps), never past the next distinct timestamp; lone requests do not move. */
+static void test_spread_bursts(void **state) {
+  (void)state;
+  struct workload w;
+  workload_init(&w);
+  struct wl_span sp = {.id = WL_ID_TRACE | 1, .tokens = 512};
+  const uint64_t ms = 1000000ull;
+  const uint64_t at[] = {0, 0, 0, 3000, 3000, 3000, 6000, 12000, 12000};
+  for (size_t i = 0; i < sizeof at / sizeof at[0]; i++)
+    workload_add(&w, at[i] * ms, 512, 8, 0, &sp, 1);
+  workload_sort(&w);
+  assert_int_equal(workload_spread_bursts(&w), 5);
+  const uint64_t want[] = {0, 1000, 2000, 3000, 4000, 5000, 6000, 12000, 13500};
+  for (size_t i = 0; i < w.n; i++)
+    assert_int_equal(w.reqs[i].t_ns, want[i] * ms);
+  assert_int_equal(workload_spread_bursts(&w), 0); /* nothing shares a timestamp any more */
+  workload_free(&w);
+}
+
+/* Time per output token, goodput under a joint TTFT + TPOT SLO, the max_tokens budget policies see and the
+ * per-policy metrics refresh. */
+static void test_des_tpot_joint_slo_and_refresh(void **state) {
+  (void)state;
+  struct des_config c;
+  small_cluster(&c);
+  c.slo_ttft_ns = 10ull * 1000000000ull;
+  struct workload w;
+  shared_prefix(&w, 400, 30, 1);
+  struct des_result a, b, d;
+  run(&c, &w, &a);
+  assert_true(a.tpot_p50 > 0.005 && a.tpot_p50 <= a.tpot_p90 && a.tpot_p90 <= a.tpot_p99);
+  assert_true(a.tpot_mean > 0 && a.tpot_p99 < a.e2e_p99);
+  assert_true(a.goodput_rps > 0);
+  assert_int_equal(a.max_tokens, 64); /* the workload's largest output, for every request */
+  assert_int_equal(a.report_interval_ns, c.report_interval_ns);
+  c.slo_tpot_ns = 1000000000ull; /* a loose TPOT objective changes nothing */
+  run(&c, &w, &b);
+  assert_true(b.goodput_rps == a.goodput_rps);
+  c.slo_tpot_ns = 1000000ull; /* 1 ms per token: no engine step is that short */
+  run(&c, &w, &d);
+  assert_true(d.goodput_rps == 0 && d.slo_attainment == 0);
+  assert_true(d.ttft_p90 == a.ttft_p90); /* same run, judged differently */
+  des_result_free(&a);
+  des_result_free(&b);
+  des_result_free(&d);
+  /* llm-d refreshes its metrics at its EPP default with upstream_refresh; ours keeps the agent's scrape. */
+  c.slo_tpot_ns = 0;
+  c.upstream_refresh = 1;
+  c.policy = "llm-d";
+  run(&c, &w, &a);
+  assert_int_equal(a.report_interval_ns, 50ull * 1000000ull);
+  c.policy = "ours";
+  run(&c, &w, &b);
+  assert_int_equal(b.report_interval_ns, c.report_interval_ns);
+  des_result_free(&a);
+  des_result_free(&b);
+  workload_free(&w);
+}
+
 static void test_cache_aware_beats_round_robin_near_saturation(void **state) {
   (void)state;
   struct des_config c;
@@ -353,6 +413,8 @@ int main(void) {
       cmocka_unit_test(test_generators),
       cmocka_unit_test(test_des_deterministic),
       cmocka_unit_test(test_cache_aware_beats_round_robin_near_saturation),
+      cmocka_unit_test(test_spread_bursts),
+      cmocka_unit_test(test_des_tpot_joint_slo_and_refresh),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

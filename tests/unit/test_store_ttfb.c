@@ -19,7 +19,7 @@ static int cmp(const void *a, const void *b) {
 static void test_quantiles_match_a_sort(void **state) {
   (void)state;
   static struct store s;
-  store_init(&s);
+  store_init(&s, 64);
   int id = store_add_target(&s, "t", "http://127.0.0.1:9", "vllm");
   assert_true(id >= 0);
   srand(7);
