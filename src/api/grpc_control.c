@@ -397,7 +397,8 @@ struct evsub {
 static void send_frame(struct evsub *e, char *frame) {
   Infermesh__V1__Event ev = INFERMESH__V1__EVENT__INIT;
   bool any = false;
-  for (char *line = strtok(frame, "\n"); line; line = strtok(NULL, "\n")) {
+  char *save = NULL;
+  for (char *line = strtok_r(frame, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
     if (strncmp(line, "id: ", 4) == 0)
       ev.seq = strtoull(line + 4, NULL, 10), any = true;
     else if (strncmp(line, "event: ", 7) == 0)
