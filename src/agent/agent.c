@@ -133,9 +133,9 @@ static void metrics(struct agent *a, struct http_req *req, uint64_t now) {
     struct ledger_writer_stats ls;
     ledger_writer_stats(a->ledger, &ls);
     buf_printf(&b,
-               "# HELP infermesh_ledger_records_total Usage records committed to the ledger.\n"
+               "# HELP infermesh_ledger_records_total Usage records committed to the ledger's journal.\n"
                "# TYPE infermesh_ledger_records_total counter\ninfermesh_ledger_records_total %llu\n"
-               "# HELP infermesh_ledger_commits_total Ledger transactions (each commits a group of records).\n"
+               "# HELP infermesh_ledger_commits_total Journal writes (each appends a group of records).\n"
                "# TYPE infermesh_ledger_commits_total counter\ninfermesh_ledger_commits_total %llu\n"
                "# HELP infermesh_ledger_commit_failures_total Ledger commits that failed (records kept, retried).\n"
                "# TYPE infermesh_ledger_commit_failures_total counter\ninfermesh_ledger_commit_failures_total %llu\n"

@@ -111,13 +111,18 @@ static void push_front(struct prefix_index *ix, int32_t e) {
   ix->head = e;
 }
 
-static void evict_tail(struct prefix_index *ix) {
+/* drop_tail removes the least recently used entry (there is one) and frees its slot. */
+static void drop_tail(struct prefix_index *ix) {
   int32_t e = ix->tail;
   unlink_e(ix, e);
   tab_del(ix, ix->keys[e]);
   ix->next[e] = ix->free_head;
   ix->free_head = e;
   ix->n--;
+}
+
+static void evict_tail(struct prefix_index *ix) {
+  drop_tail(ix);
   ix->evictions++;
 }
 
@@ -188,14 +193,8 @@ bool prefix_index_remove(struct prefix_index *ix, uint64_t hash) {
 }
 
 void prefix_index_clear(struct prefix_index *ix) {
-  while (ix->n > 0) {
-    int32_t e = ix->tail;
-    unlink_e(ix, e);
-    tab_del(ix, ix->keys[e]);
-    ix->next[e] = ix->free_head;
-    ix->free_head = e;
-    ix->n--;
-  }
+  while (ix->n > 0)
+    drop_tail(ix);
 }
 
 int prefix_index_match_linear(const struct prefix_index *ix, const uint64_t *hashes, int n) {
