@@ -121,6 +121,7 @@ void router_free(struct router *r) {
   free(r->breakers);
   r->breakers = NULL;
   hop_seen_free(&r->hop_seen);
+  buf_free(&r->head_scratch);
 }
 
 void router_metrics(const struct router *r, struct buf *out) {

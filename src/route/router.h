@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include "cluster/keyring.h"
+#include "core/buf.h"
 #include "core/rng.h"
 #include "net/http_client.h"
 #include "net/http_server.h"
@@ -82,6 +83,7 @@ struct router {
   const uint8_t *node_id; /* this node's id (HOP_NODE_LEN bytes; borrowed like kr): what hops to it are for */
   const struct http_dialer *dialer; /* connections to other agents (the tunnel; borrowed); NULL: plain TCP */
   struct proxy *active; /* requests in flight, for router_target_lost */
+  struct buf head_scratch; /* where the proxy builds an upstream head before copying it into the request's pool */
   uint64_t hops_in, hops_refused;
   struct hop_seen hop_seen; /* hop signatures accepted by this agent (inference and control), for replays */
   struct router_meter meter; /* what a request costs, and where its record goes (route/record.h); zeroed: none */
