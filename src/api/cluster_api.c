@@ -13,9 +13,12 @@
 
 /* ---- drain forwarded to another node's agent ---- */
 
+/* A forwarded call's state, in its request's pool: the request is ended only when the call is done, also when
+ * the client went away meanwhile (gone), so the pool outlives every use of it. */
 struct fwd {
   struct http_pool pool;
   struct http_req *req;
+  bool gone;
   struct buf head, body;
   int status;
 };
@@ -32,28 +35,26 @@ static int fwd_body(void *arg, const char *data, size_t len) {
   return 0;
 }
 
-/* The client went away: its request ends now; the forwarded call finishes and fwd_done frees f. */
-static void fwd_abort_cb(struct http_req *req) {
-  ((struct fwd *)req->data)->req = NULL;
-  http_resp_end(req);
-}
+/* The client went away: the forwarded call finishes; fwd_done ends the request. */
+static void fwd_abort_cb(struct http_req *req) { ((struct fwd *)req->data)->gone = true; }
 
 static void fwd_done(void *arg, int err) {
   struct fwd *f = arg;
-  if (f->req) {
-    f->req->abort_cb = NULL;
-    if (err == 0) {
-      http_resp_send(f->req, f->status, "application/json", f->body.base, f->body.len, NULL, 0);
-    } else {
-      char msg[160];
-      snprintf(msg, sizeof msg, "the node's agent did not answer: %s", uv_strerror(err));
-      api_reply_error(f->req, 502, msg, "node_unreachable");
-    }
-  }
+  struct http_req *req = f->req;
+  struct buf body = f->body; /* f goes with req's pool as the reply ends req */
   http_pool_close(&f->pool);
   buf_free(&f->head);
-  buf_free(&f->body);
-  free(f);
+  req->abort_cb = NULL;
+  if (f->gone) {
+    http_resp_end(req);
+  } else if (err == 0) {
+    http_resp_send(req, f->status, "application/json", body.base, body.len, NULL, 0);
+  } else {
+    char msg[160];
+    snprintf(msg, sizeof msg, "the node's agent did not answer: %s", uv_strerror(err));
+    api_reply_error(req, 502, msg, "node_unreachable");
+  }
+  buf_free(&body);
 }
 
 static const struct hc_callbacks fwd_cbs = {.on_head = fwd_head, .on_body = fwd_body, .on_done = fwd_done};
@@ -68,9 +69,9 @@ static void forward(struct cluster_api *c, struct http_req *req, const char *api
   }
   memcpy(host, api, (size_t)(colon - api));
   host[colon - api] = '\0';
-  struct fwd *f = xcalloc(1, sizeof *f);
+  struct fwd *f = pool_alloc(&req->pool, sizeof *f);
+  memset(f, 0, sizeof *f);
   if (http_pool_init(&f->pool, c->loop, host, (int)strtol(colon + 1, NULL, 10)) != 0) {
-    free(f);
     api_reply_error(req, 502, "the node announced a bad API address", "node_unreachable");
     return;
   }

@@ -154,8 +154,11 @@ static void raft_status(struct control *c, struct http_req *req) {
 
 /* ---- writes ---- */
 
+/* A write's state, in its request's pool: the request is ended only when the write's callback ran, also when
+ * the client went away meanwhile (gone), so the pool outlives every use of it. */
 struct wctx {
-  struct http_req *req; /* NULL once the client went away */
+  struct http_req *req;
+  bool gone; /* the client went away: the write goes on, its outcome is not sent */
   enum fsm_kind kind;
   char key[FSM_NAME_MAX];
   char id[FSM_ID_MAX];
@@ -163,17 +166,20 @@ struct wctx {
   bool internal;    /* a forwarded proposal: answer in the internal form */
 };
 
-/* The client went away: its request ends now; the write goes on and write_done_cb frees w. */
-static void wctx_abort_cb(struct http_req *req) {
-  ((struct wctx *)req->data)->req = NULL;
-  http_resp_end(req);
-}
+/* The client went away: the write goes on; write_done_cb ends the request. */
+static void wctx_abort_cb(struct http_req *req) { ((struct wctx *)req->data)->gone = true; }
 
 static void write_done_cb(void *arg, int status, const struct fsm_result *res) {
   struct wctx *w = arg;
   struct http_req *req = w->req;
-  if (!req) goto out;
+  char api_key[sizeof w->api_key]; /* w goes with req's pool as the reply ends req */
+  memcpy(api_key, w->api_key, sizeof api_key);
+  sodium_memzero(w->api_key, sizeof w->api_key);
   req->abort_cb = NULL;
+  if (w->gone) {
+    http_resp_end(req);
+    goto out;
+  }
   struct buf b = {0};
   if (w->internal) {
     if (status == 0) {
@@ -205,17 +211,17 @@ static void write_done_cb(void *arg, int status, const struct fsm_result *res) {
     buf_printf(&b, "{\"index\":%llu,\"command_id\":\"%s\",\"duplicate\":%s,\"kind\":\"%s\",\"key\":",
                (unsigned long long)res->index, w->id, res->duplicate ? "true" : "false", fsm_kind_name(w->kind));
     buf_json_str(&b, slice_cstr(w->key));
-    if (w->api_key[0]) {
+    if (api_key[0]) {
       buf_puts(&b, ",\"api_key\":");
-      buf_json_str(&b, slice_cstr(w->api_key));
+      buf_json_str(&b, slice_cstr(api_key));
     }
     buf_puts(&b, "}");
-    api_reply_json(req, w->api_key[0] ? 201 : 200, &b);
+    api_reply_json(req, api_key[0] ? 201 : 200, &b);
+    sodium_memzero(b.base, b.len);
     buf_free(&b);
   }
 out:
-  sodium_memzero(w->api_key, sizeof w->api_key);
-  free(w);
+  sodium_memzero(api_key, sizeof api_key);
 }
 
 static bool authorized(struct control *c, struct http_req *req) {
@@ -333,7 +339,8 @@ static bool sets_key_hash(struct slice body) {
 
 static void write_kind(struct control *c, struct http_req *req, enum fsm_kind kind, const char *key) {
   if (!authorized(c, req)) return;
-  struct wctx *w = xcalloc(1, sizeof *w);
+  struct wctx *w = pool_alloc(&req->pool, sizeof *w);
+  memset(w, 0, sizeof *w);
   char err[256];
   struct buf cmd = {0};
   enum fsm_op op;
@@ -354,7 +361,6 @@ static void write_kind(struct control *c, struct http_req *req, enum fsm_kind ki
   } else if (req->method == HTTP_M_DELETE && key[0]) {
     op = FSM_OP_DELETE;
   } else {
-    free(w);
     api_reply_error(req, 405, kind == FSM_TENANT ? "use POST /v1/cluster/tenants, PUT|DELETE /v1/cluster/tenants/NAME"
                                        : "use PUT|DELETE /v1/cluster/KIND/NAME", "method_not_allowed");
     return;
@@ -370,7 +376,6 @@ static void write_kind(struct control *c, struct http_req *req, enum fsm_kind ki
 bad:
   free(value);
   sodium_memzero(w->api_key, sizeof w->api_key);
-  free(w);
   api_reply_error(req, 400, err, "invalid_value");
 }
 
@@ -383,7 +388,8 @@ static void propose_internal(struct control *c, struct http_req *req) {
   uint64_t hops = 0;
   slice_to_u64(http_req_header(req, "x-infermesh-hops"), &hops);
   if (hops > 8) hops = 8; /* signed, so from an agent; bounded anyway before it becomes an int */
-  struct wctx *w = xcalloc(1, sizeof *w);
+  struct wctx *w = pool_alloc(&req->pool, sizeof *w);
+  memset(w, 0, sizeof *w);
   w->internal = true;
   w->req = req;
   req->data = w;
