@@ -77,14 +77,33 @@ static const struct policy_req *policy_request(struct proxy *p) {
   return &p->preq;
 }
 
+/* attempt_ended hands the attempt record of leg l to the router's observers (the policy's feedback first). */
+static void attempt_ended(struct proxy *p, struct leg *l) {
+  struct router *r = p->r;
+  bool won = p->winner == l;
+  struct attempt_record a = {
+      .request_id = p->request_id,
+      .model = p->model,
+      .target_id = l->target,
+      .target = r->store->targets[l->target].name,
+      .hedge = l->hedge,
+      .winner = won,
+      .status = l->status,
+      .t_sent_ns = l->t_sent,
+      .t_first_ns = won ? p->t_first : 0,
+      .t_end_ns = proxy_now(r),
+      .completion_tokens = won && p->usage.present ? (int)p->usage.completion_tokens : 0,
+      .policy = l->pol,
+      .ticket = &l->ticket,
+  };
+  for (int i = 0; i < r->nobservers; i++)
+    if (r->observers[i].on_attempt) r->observers[i].on_attempt(r->observers[i].arg, &a);
+}
+
 void proxy_leg_release(struct leg *l) {
   struct router *r = l->p->r;
   if (l->ticketed) {
-    struct proxy *p = l->p;
-    uint64_t now = proxy_now(p->r);
-    if (p->t_first && p->winner == l) policy_on_first_token(l->pol, &l->ticket, p->t_first);
-    int out = p->winner == l && p->usage.present ? (int)p->usage.completion_tokens : 0;
-    policy_on_done(l->pol, &l->ticket, now, out);
+    attempt_ended(l->p, l);
     l->ticketed = false;
   }
   if (!l->reserved) return;
@@ -131,14 +150,14 @@ void proxy_record(const struct proxy *p, int status, struct request_record *rec)
   if (p->costed) str_copy(rec->currency, sizeof rec->currency, p->currency);
 }
 
-/* Everything ends here: reservations released, the record to the observers (metrics, log line), p released
+/* Everything ends here: reservations released (the attempts' records to the observers), the request's record to
+ * them unless a complete answer gave it already (proxy_conclude), p released
  * (the response ends when its timer is closed); then queued requests may go. */
 static void finish(struct proxy *p, int status) {
   struct router *r = p->r;
   assert(p->state != PS_DONE);
   p->state = PS_DONE;
   proxy_meter_detach(p);
-  proxy_meter_record(p, status, NULL); /* when no complete answer waited for it: errors, aborts */
   for (int i = 0; i < 2; i++) {
     if (p->legs[i].up) { /* only on paths that end the request with a copy still running */
       cancel(&p->legs[i]);
@@ -149,9 +168,7 @@ static void finish(struct proxy *p, int status) {
   proxy_timer_stop(p);
   proxy_admit_end(p);
   r->inflight--;
-  struct request_record rec;
-  proxy_record(p, status, &rec);
-  for (int i = 0; i < r->nobservers; i++) r->observers[i].on_record(r->observers[i].arg, &rec);
+  proxy_conclude(p, status, NULL); /* when no complete answer waited for it: errors, aborts */
   p->req->abort_cb = NULL;
   p->req->drain_cb = NULL;
   if (p->prev) p->prev->next = p->next;
@@ -539,7 +556,7 @@ static void up_end(void *arg) {
     if (p->stream_error) { /* an error event relayed from upstream: a failed stream */
       if (p->done_held) http_resp_write(p->req, "data: [DONE]\n\n", 14);
       finish(p, 502);
-    } else if (!proxy_meter_record(p, 200, end_stream)) {
+    } else if (!proxy_conclude(p, 200, end_stream)) {
       end_stream(p);
     }
     return;
@@ -556,7 +573,7 @@ static void up_end(void *arg) {
     proxy_meter_cost(p);
   }
   p->t_first = proxy_now(p->r);
-  if (!proxy_meter_record(p, l->status, answer_buffered)) answer_buffered(p);
+  if (!proxy_conclude(p, l->status, answer_buffered)) answer_buffered(p);
 }
 
 /* The end of a complete stream, once its record is durable: the held [DONE], then the chunked end. */

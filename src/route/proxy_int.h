@@ -121,12 +121,12 @@ struct proxy {
   uint64_t hedge_due; /* monotonic ns the hedge goes at; 0 = none pending */
   /* metering (proxy_meter.c) */
   bool costed;                   /* the model has a price: cost_nano and currency are what usage cost */
-  bool recorded;                 /* its record went to the meter (once) */
+  bool recorded;                 /* its record went to the observers (once) */
   bool done_held;                /* a stream's "data: [DONE]" frame, held until the record is durable */
   int64_t cost_nano;
   char currency[8];
   char cost_text[48];            /* ,"cost":X as inserted into the usage object */
-  struct proxy_meter_wait *wait; /* the meter keeps the record; its commit ends p */
+  struct proxy_meter_wait *wait; /* observers keep the record; their commit ends p */
   /* the routing policy's view of the request: prompt block hashes, computed on the first pick */
   struct policy_req preq;
   bool hashed;
@@ -204,10 +204,11 @@ void proxy_meter_cost(struct proxy *p);
 int proxy_meter_split(struct proxy *p, struct slice json, struct slice parts[3]);
 /* proxy_record fills rec with what p did, status being what the client sees (strings borrowed from p). */
 void proxy_record(const struct proxy *p, int status, struct request_record *rec);
-/* proxy_meter_record hands p's record (status: what the client sees) to the router's meter, once. With then
- * != NULL and a meter that keeps it durably, returns true: then(p) runs when it is durable (or failed), and
- * the caller must not end p before; finish() before that cancels the wait. Otherwise false. */
-bool proxy_meter_record(struct proxy *p, int status, void (*then)(struct proxy *p));
+/* proxy_conclude hands p's record (status: what the client sees) to the router's observers, once (later calls
+ * return false). With then != NULL and an observer that keeps it durably, returns true: then(p) runs when
+ * every such observer is done (or failed), and the caller must not end p before; finish() before that cancels
+ * the wait. Otherwise false. */
+bool proxy_conclude(struct proxy *p, int status, void (*then)(struct proxy *p));
 /* proxy_meter_detach forgets a pending wait (p ends first: the commit's callback will find nothing). */
 void proxy_meter_detach(struct proxy *p);
 /* proxy_admit_tenant_name is p's tenant's name, "" without tenants. */

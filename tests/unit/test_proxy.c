@@ -359,7 +359,59 @@ static void test_final_status_is_the_last_failure(void **state) {
   free(resp);
   assert_int_equal(seen.n, 2);
   assert_string_equal(seen.outcome, "timeout");
-  assert_int_equal(w->r.nobservers, 3); /* after the metrics' and the log line's */
+  assert_int_equal(w->r.nobservers, 4); /* after the policy's, the metrics' and the log line's */
+  world_down();
+}
+
+/* What an observer that keeps records (a ledger) and watches attempts saw. */
+static struct {
+  int nattempts, winners, tokens, nkept;
+  void (*done)(void *, int);
+  void *done_arg;
+} kept;
+
+static bool keep(void *arg, const struct request_record *rec, void (*done)(void *, int), void *done_arg) {
+  kept.nkept++;
+  kept.done = done;
+  kept.done_arg = done_arg;
+  return done != NULL;
+}
+
+static void attempt(void *arg, const struct attempt_record *a) {
+  kept.nattempts++;
+  kept.winners += a->winner;
+  kept.tokens += a->completion_tokens;
+}
+
+/* One registration gets every attempt (the failed one and the winner, with its tokens) and the request's record,
+ * and a keeper holds the complete answer until it says the record is durable. */
+static void test_observer_sees_attempts_and_holds_the_answer(void **state) {
+  world_up(2, NULL);
+  memset(&seen, 0, sizeof seen);
+  memset(&kept, 0, sizeof kept);
+  assert_int_equal(router_observe(&w->r, &(struct request_observer){.on_record = observe, .keep = keep,
+                                                                    .on_attempt = attempt}), 0);
+  int fd = request(NULL);
+  fail_ex(0, FAIL_CONNECT, UV_EHOSTUNREACH);
+  answer(1, 200, OK_BODY);
+  assert_int_equal(kept.nattempts, 1); /* the failed one; the winner's ends with the request */
+  assert_int_equal(seen.n, 1);         /* the record, before the answer's end */
+  assert_int_equal(seen.status, 200);
+  assert_int_equal(kept.nkept, 1);
+  assert_non_null(kept.done);
+  char tmp[256];
+  for (int i = 0; i < 100; i++) uv_run(&w->loop, UV_RUN_NOWAIT);
+  assert_int_equal(read(fd, tmp, sizeof tmp), -1); /* held: nothing went to the client */
+  kept.done(kept.done_arg, 0);
+  int st;
+  char *resp = response(fd, &st);
+  assert_int_equal(st, 200);
+  assert_non_null(strstr(resp, "\"completion_tokens\":1"));
+  free(resp);
+  assert_int_equal(kept.nattempts, 2);
+  assert_int_equal(kept.winners, 1);
+  assert_int_equal(kept.tokens, 1);
+  assert_int_equal(seen.n, 1); /* once */
   world_down();
 }
 
@@ -543,6 +595,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_retry_after_5xx),
       cmocka_unit_test(test_final_status_is_the_last_failure),
+      cmocka_unit_test(test_observer_sees_attempts_and_holds_the_answer),
       cmocka_unit_test(test_first_byte_deadline_moves_the_request),
       cmocka_unit_test(test_hedge_copy_wins),
       cmocka_unit_test(test_breaker_opens_then_probes),
