@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "agent/api_ports.h"
 #include "api/cluster_api.h"
 #include "agent/control.h"
 #include "api/events.h"
@@ -771,7 +772,7 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     a->router.dialer = mesh_hop_dialer(a->mesh); /* and travel through the tunnel */
   }
   a->capi = (struct cluster_api){
-      .loop = a->loop, .mesh = a->mesh, .router = &a->router, .leave_cb = leave_request_cb, .arg = a};
+      .loop = a->loop, .mesh = api_mesh_of(a->mesh), .router = &a->router, .leave_cb = leave_request_cb, .arg = a};
   struct control_env cenv = {.loop = a->loop, .cfg = cfg, .mesh = a->mesh, .router = &a->router};
   if ((rc = control_start(&a->ctl, &cenv, err, sizeof err)) != 0) {
     log_error("cannot start the control plane", "err=\"%s\"", err);

@@ -109,13 +109,13 @@ static void drain(struct cluster_api *c, struct http_req *req, struct slice rest
     api_reply_error(req, 404, "use POST /v1/cluster/nodes/NODE/drain or /undrain", "not_found");
     return;
   }
-  if (!c->mesh) {
+  if (!c->mesh.ctx) {
     api_reply_error(req, 409, "this agent is not in a mesh (no cluster key): there is no node to drain", "standalone");
     return;
   }
   bool self;
   uint8_t node_id[32];
-  const char *api = mesh_find_node(c->mesh, node, &self, node_id);
+  const char *api = c->mesh.find_node(c->mesh.ctx, node, &self, node_id);
   struct slice hop = http_req_header(req, "x-infermesh-hop");
   if (hop.len) {
     /* Forwarded by another agent: it must be signed for exactly this node and verb. */
@@ -123,7 +123,7 @@ static void drain(struct cluster_api *c, struct http_req *req, struct slice rest
     snprintf(want, sizeof want, "%s:%s", verb, node);
     struct slice ht = http_req_header(req, "x-infermesh-hop-target");
     struct hop_bind hb = {.request_id = http_req_header(req, "x-request-id"), .target = ht,
-                          .node = mesh_node_id(c->mesh)};
+                          .node = c->mesh.node_id(c->mesh.ctx)};
     hop_digest(http_method_name(req->method), req->url, &req->body, 1, hb.digest);
     int64_t now = (int64_t)time(NULL);
     int rc = !self || !slice_eqz(ht, want)
@@ -149,10 +149,10 @@ static void drain(struct cluster_api *c, struct http_req *req, struct slice rest
     forward(c, req, api, node_id, node, verb);
     return;
   }
-  mesh_set_drain(c->mesh, on);
+  c->mesh.set_drain(c->mesh.ctx, on);
   struct buf b = {0};
   buf_puts(&b, "{\"node\":");
-  buf_json_str(&b, slice_cstr(mesh_node_name(c->mesh)));
+  buf_json_str(&b, slice_cstr(c->mesh.node_name(c->mesh.ctx)));
   buf_printf(&b, ",\"draining\":%s,\"in_flight\":%d}", on ? "true" : "false", c->router->inflight);
   api_reply_json(req, 200, &b);
   buf_free(&b);
@@ -165,8 +165,8 @@ bool cluster_api_handle(struct cluster_api *c, struct http_req *req) {
   if (slice_eqz(req->path, "/v1/cluster/members")) {
     if (!get) {
       api_reply_error(req, 405, "use GET for /v1/cluster/members", NULL);
-    } else if (c->mesh) {
-      mesh_members_json(c->mesh, &b);
+    } else if (c->mesh.ctx) {
+      c->mesh.members_json(c->mesh.ctx, &b);
       api_reply_json(req, 200, &b);
     } else {
       buf_puts(&b, "{\"self\":null,\"standalone\":true,\"members\":[]}");
@@ -176,7 +176,7 @@ bool cluster_api_handle(struct cluster_api *c, struct http_req *req) {
     if (!post) {
       api_reply_error(req, 405, "use POST for /v1/cluster/leave", NULL);
     } else {
-      buf_printf(&b, "{\"leaving\":true,\"mesh\":%s,\"in_flight\":%d}", c->mesh ? "true" : "false",
+      buf_printf(&b, "{\"leaving\":true,\"mesh\":%s,\"in_flight\":%d}", c->mesh.ctx ? "true" : "false",
                  c->router->inflight);
       api_reply_json(req, 202, &b);
       c->leave_cb(c->arg);

@@ -383,14 +383,16 @@ static void attempt(void *arg, const struct attempt_record *a) {
   kept.tokens += a->completion_tokens;
 }
 
-/* One registration gets every attempt (the failed one and the winner, with its tokens) and the request's record,
- * and a keeper holds the complete answer until it says the record is durable. */
+/* One registration gets every attempt (the failed one and the winner, with its tokens) and the request's
+ * record, and a keeper holds the complete answer until it says the record is durable. */
 static void test_observer_sees_attempts_and_holds_the_answer(void **state) {
   world_up(2, NULL);
   memset(&seen, 0, sizeof seen);
   memset(&kept, 0, sizeof kept);
-  assert_int_equal(router_observe(&w->r, &(struct request_observer){.on_record = observe, .keep = keep,
-                                                                    .on_attempt = attempt}), 0);
+  assert_int_equal(
+      router_observe(&w->r,
+                     &(struct request_observer){.on_record = observe, .keep = keep, .on_attempt = attempt}),
+      0);
   int fd = request(NULL);
   fail_ex(0, FAIL_CONNECT, UV_EHOSTUNREACH);
   answer(1, 200, OK_BODY);
@@ -400,7 +402,8 @@ static void test_observer_sees_attempts_and_holds_the_answer(void **state) {
   assert_int_equal(kept.nkept, 1);
   assert_non_null(kept.done);
   char tmp[256];
-  for (int i = 0; i < 100; i++) uv_run(&w->loop, UV_RUN_NOWAIT);
+  for (int i = 0; i < 100; i++)
+    uv_run(&w->loop, UV_RUN_NOWAIT);
   assert_int_equal(read(fd, tmp, sizeof tmp), -1); /* held: nothing went to the client */
   kept.done(kept.done_arg, 0);
   int st;
