@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cluster/keyring.h"
 #include "core/buf.h"
 
 /* ctx is the mesh (borrowed, outlives the handlers); ctx NULL: the agent runs alone (the functions are not
@@ -23,6 +24,8 @@ struct api_mesh {
   const char *(*find_node)(const void *ctx, const char *name, bool *self, uint8_t *id);
   /* set_drain sets this node's drain flag (its targets take no new requests; it travels in gossip). */
   void (*set_drain)(void *ctx, bool draining);
+  /* keyring is the cluster keyring (owned by the mesh). */
+  struct keyring *(*keyring)(void *ctx);
 };
 
 #endif
