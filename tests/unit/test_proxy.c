@@ -49,6 +49,10 @@ struct fake {
   int nsent;
   struct upstream_timer *timers[MAX_TIMERS];
   int ntimers;
+  /* defer_close: timer_close keeps its callback for the test to run (as libuv runs it on a later turn) */
+  bool defer_close;
+  struct upstream_timer *closing;
+  void (*closed)(struct upstream_timer *t);
 };
 
 static struct fake fk;
@@ -91,6 +95,12 @@ static void fake_timer_stop(void *ctx, struct upstream_timer *t) { t->due_ns = 0
 static void fake_timer_close(void *ctx, struct upstream_timer *t, void (*closed)(struct upstream_timer *t)) {
   for (int i = 0; i < fk.ntimers; i++)
     if (fk.timers[i] == t) fk.timers[i] = fk.timers[--fk.ntimers];
+  if (fk.defer_close) {
+    assert_null(fk.closing);
+    fk.closing = t;
+    fk.closed = closed;
+    return;
+  }
   closed(t);
 }
 
@@ -491,6 +501,34 @@ static void test_hedge_copy_wins(void **state) {
   world_down();
 }
 
+/* The client of a hedged request resets its connection while both copies are out: both are cancelled at once,
+ * and the request (whose pool holds the proxy's state) is released only when its timer has closed, as the
+ * real I/O closes it on a later loop turn: nothing of it is used after its memory goes (ASan). */
+static void test_client_leaves_hedged_request(void **state) {
+  world_up(2, hedging);
+  fk.defer_close = true;
+  int fd = request("x-infermesh-slo: latency\r\n");
+  advance(101);
+  assert_int_equal(fk.nsent, 2);
+  struct linger lg = {.l_onoff = 1, .l_linger = 0};
+  assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+  close(fd); /* a reset */
+  for (int i = 0; i < 100000 && w->r.inflight > 0; i++)
+    uv_run(&w->loop, UV_RUN_NOWAIT);
+  assert_int_equal(w->r.inflight, 0);
+  assert_int_equal(fk.sent[0].state, EX_CANCELLED);
+  assert_int_equal(fk.sent[1].state, EX_CANCELLED);
+  assert_int_equal(w->r.metrics.client_aborts, 1);
+  assert_int_equal(w->srv.nactive, 1); /* not released: its timer is still closing */
+  assert_non_null(fk.closing);
+  fk.defer_close = false;
+  struct upstream_timer *t = fk.closing;
+  fk.closing = NULL;
+  fk.closed(t);
+  assert_int_equal(w->srv.nactive, 0);
+  world_down();
+}
+
 static void breaker_one(struct router_opts *o) {
   o->breaker.failures = 1;
   o->breaker.backoff_ms = 1000;
@@ -601,6 +639,7 @@ int main(void) {
       cmocka_unit_test(test_observer_sees_attempts_and_holds_the_answer),
       cmocka_unit_test(test_first_byte_deadline_moves_the_request),
       cmocka_unit_test(test_hedge_copy_wins),
+      cmocka_unit_test(test_client_leaves_hedged_request),
       cmocka_unit_test(test_breaker_opens_then_probes),
       cmocka_unit_test(test_too_big_is_not_retried),
       cmocka_unit_test(test_stream_relayed),
