@@ -11,7 +11,7 @@ static const char *find_node(const void *ctx, const char *name, bool *self, uint
   return mesh_find_node(ctx, name, self, id);
 }
 static void set_drain(void *ctx, bool draining) { mesh_set_drain(ctx, draining); }
-static struct keyring *keyring(void *ctx) { return mesh_keyring(ctx); }
+static struct keyring *cluster_keyring(void *ctx) { return mesh_keyring(ctx); }
 
 struct api_mesh api_mesh_of(struct mesh *m) {
   return (struct api_mesh){.ctx = m,
@@ -20,7 +20,7 @@ struct api_mesh api_mesh_of(struct mesh *m) {
                            .node_id = node_id,
                            .find_node = find_node,
                            .set_drain = set_drain,
-                           .keyring = keyring};
+                           .keyring = cluster_keyring};
 }
 
 static const struct fsm *fsm(const void *ctx) { return control_fsm(ctx); }
@@ -33,7 +33,7 @@ static void propose(void *ctx, const void *cmd, size_t len, int hops, craft_appl
 static int verify_hop(void *ctx, struct http_req *req, const char *what) {
   return control_verify_hop(ctx, req, what);
 }
-static void wait(void *ctx, const struct api_control *ctl, struct http_req *req, uint32_t timeout_ms,
+static void park(void *ctx, const struct api_control *ctl, struct http_req *req, uint32_t timeout_ms,
                  const struct api_wait *w) {
   control_wait(ctx, ctl, req, timeout_ms, w);
 }
@@ -51,5 +51,5 @@ struct api_control api_control_of(struct control *c, struct mesh *m, const struc
                               .raft_address = raft_address,
                               .propose = propose,
                               .verify_hop = verify_hop,
-                              .wait = wait};
+                              .wait = park};
 }

@@ -86,7 +86,7 @@ struct router {
   struct buf head_scratch; /* where the proxy builds an upstream head before copying it into the request's pool */
   uint64_t hops_in, hops_refused;
   struct hop_seen hop_seen; /* hop signatures accepted by this agent (inference and control), for replays */
-  struct router_meter meter; /* what a request costs, and where its record goes (route/record.h); zeroed: none */
+  struct router_meter meter; /* what a request costs and what a tenant spent (route/record.h); zeroed: none */
   struct request_observer observers[ROUTER_MAX_OBSERVERS]; /* called in order (router_observe) */
   int nobservers;
   /* Admission: tenant 0 is the default tenant when none is configured. */
