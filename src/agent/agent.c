@@ -11,7 +11,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "agent/api_ports.h"
 #include "api/cluster_api.h"
+#include "api/control_api.h"
 #include "agent/control.h"
 #include "api/events.h"
 #include "agent/gpu_poll.h"
@@ -64,6 +66,9 @@ struct agent {
   struct cluster_api capi;
   struct model_api mapi; /* load/unload of models and LoRA adapters */
   struct control *ctl; /* the control plane (Raft server or read replica); NULL when closed */
+  /* api/'s interfaces over mesh and ctl (agent/api_ports.c); their ctx is NULL when those are closed */
+  struct api_mesh mesh_port;
+  struct api_control ctl_port;
   struct ledger_writer *ledger; /* usage records; NULL when metering is off or once closed */
   struct ledger_outbox *outbox; /* forwards them to PostgreSQL (ledger.postgres); NULL when none */
   struct ledger_api lapi;
@@ -294,7 +299,7 @@ static void handle(struct http_req *req, void *arg) {
   case API_OP_CTL_WRITE:
   case API_OP_CTL_STATE:
   case API_OP_PROPOSE:
-    served = control_handle(a->ctl, req); /* answers 409 when the agent has no control plane */
+    served = api_control_handle(&a->ctl_port, req); /* answers 409 when the agent has no control plane */
     break;
   case API_OP_MEMBERS:
   case API_OP_LEAVE:
@@ -468,6 +473,7 @@ static void close_ledger(struct agent *a) {
 static void ctl_closed_cb(void *arg) {
   struct agent *a = arg;
   a->ctl = NULL;
+  a->ctl_port.ctx = NULL;
   stop_next(a);
 }
 
@@ -480,6 +486,7 @@ static void close_control(struct agent *a) {
 static void mesh_closed_cb(void *arg) {
   struct agent *a = arg;
   a->mesh = NULL;
+  a->mesh_port.ctx = NULL;
   stop_next(a);
 }
 
@@ -705,8 +712,8 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
                                   .loop = a->loop,
                                   .router = &a->router,
                                   .store = &a->store,
-                                  .ctl = &a->ctl,
-                                  .mesh = &a->mesh,
+                                  .ctl = &a->ctl_port,
+                                  .mesh = &a->mesh_port,
                                   .draining = &a->draining,
                                   .node_name = cfg->node_name,
                                   .verdict = verdict,
@@ -770,8 +777,9 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     a->router.node_id = mesh_node_id(a->mesh); /* hops are signed for the node that receives them */
     a->router.dialer = mesh_hop_dialer(a->mesh); /* and travel through the tunnel */
   }
+  a->mesh_port = api_mesh_of(a->mesh);
   a->capi = (struct cluster_api){
-      .loop = a->loop, .mesh = a->mesh, .router = &a->router, .leave_cb = leave_request_cb, .arg = a};
+      .loop = a->loop, .mesh = a->mesh_port, .router = &a->router, .leave_cb = leave_request_cb, .arg = a};
   struct control_env cenv = {.loop = a->loop, .cfg = cfg, .mesh = a->mesh, .router = &a->router};
   if ((rc = control_start(&a->ctl, &cenv, err, sizeof err)) != 0) {
     log_error("cannot start the control plane", "err=\"%s\"", err);
@@ -779,13 +787,14 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     abandon(a);
     return 2;
   }
+  a->ctl_port = api_control_of(a->ctl, a->mesh, cfg);
   if ((rc = start_ledger(a, err, sizeof err)) != 0) {
     log_error("cannot open the ledger", "err=\"%s\"", err);
     fprintf(stderr, "infermesh agent: %s (pass --ledger false to run without metering)\n", err);
     abandon(a);
     return 1;
   }
-  a->mapi = (struct model_api){a->loop, &a->store, &a->router, a->mesh, a->ctl, cfg->node_name};
+  a->mapi = (struct model_api){a->loop, &a->store, &a->router, &a->mesh_port, &a->ctl_port, cfg->node_name};
   size_t exelen = sizeof a->exe;
   if (uv_exepath(a->exe, &exelen) != 0) str_copy(a->exe, sizeof a->exe, "/proc/self/exe");
   a->sup = supervisor_start(a->loop, &a->store, cfg, ids, a->exe); /* before scraping: it waits on health */
