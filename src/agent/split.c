@@ -168,7 +168,7 @@ static void restart(struct split *s, const char *worker, const char *why) {
   store_mark_down(s->store, s->tid, reason);
   s->restarting = true;
   close_forwards(s);
-  child_proc_stop(s->proc, proc_stopped_cb, s);
+  child_proc_stop_within(s->proc, 0, proc_stopped_cb, s); /* its layers are gone: it cannot serve */
 }
 
 /* A stream to a chosen worker failed: its rpc-server or its node went away (membership may take seconds to
