@@ -49,11 +49,11 @@ def labels(node, name):
     return ms[name]["labels"] if name in ms else {}
 
 
-def split_host(procs, tmp_path, name, join, workers=1):
-    llama_port = free_port()
+def split_host(procs, tmp_path, name, join, workers=1, gport=None, llama_port=None):
+    llama_port = llama_port or free_port()
     cmd = (f"{SERVER} -m {GGUF} --host {HOST} --port {llama_port} -c 1024 -np 1 -t 1 --metrics -ngl 99 "
            f"--rpc {{rpc}}")
-    gport = free_port()
+    gport = gport or free_port()
     args = ["--name", name, "--data-dir", str(tmp_path / name), "--gossip", f"{HOST}:{gport}", "--admin-token", ADMIN,
             *(a for j in join for a in ("--join", j)), "--split-target", "split", "--split-workers", str(workers),
             "--split-exec", cmd, *FAST]
@@ -122,6 +122,30 @@ def test_host_starts_the_rpc_server_through_the_workers_agent(procs, tmp_path):
     h2.agent.proc.wait(10)
     wait_for(lambda: not rpc_pids(rpc_port), timeout=30, what="the rpc-server to stop after its host died")
     wait_for(lambda: "rpc_host" not in labels(worker.agent, "worker"), timeout=10, what="the worker free again")
+
+
+@pytest.mark.timeout(90)
+def test_a_restarted_host_gets_its_worker_back(procs, tmp_path):
+    """A host that restarts before the worker calls it dead asks again and is answered as the holder (not
+    409 busy): the worker's slow failure detection keeps the lease across the restart."""
+    init_cluster(tmp_path / "worker")
+    share_key(tmp_path / "worker", tmp_path / "h1")
+    rpc_port = free_port()
+    worker = start_node(procs, tmp_path, "worker", [], data_dir=tmp_path / "worker",
+                        extra=("--rpc-server", str(RPC), "--rpc-port", str(rpc_port), "--probe-interval-ms", "2000",
+                               "--suspicion-mult", "10"))
+    h1, llama_port = split_host(procs, tmp_path, "h1", [worker.gossip])
+    wait_for(lambda: answers(h1), timeout=60, what="the split model to answer on h1")
+    [pid] = rpc_pids(rpc_port)
+    gport = h1.gossip.rsplit(":", 1)[1]
+    h1.agent.proc.signal(signal.SIGKILL)
+    h1.agent.proc.wait(10)
+    wait_for(lambda: not rpc_pids(llama_port, b"llama-server"), timeout=10, what="h1's llama-server gone with it")
+    h1, _ = split_host(procs, tmp_path, "h1", [worker.gossip], gport=int(gport), llama_port=llama_port)
+    wait_for(lambda: answers(h1), timeout=60, what="the restarted h1 to answer over the same worker")
+    log = worker.agent.proc.stderr()
+    assert "rpc worker: released" not in log and log.count("rpc worker: leased") == 1, log[-2000:]
+    assert rpc_pids(rpc_port) == [pid]  # the same rpc-server all along
 
 
 @pytest.mark.timeout(30)
