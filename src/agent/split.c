@@ -198,7 +198,7 @@ static void release_unused(struct split *s, const struct mesh_rpc_worker *w, int
       s->release[r].s = s;
       s->release[r].call =
           rpc_lease_send(s->loop, s->mesh, s->lease[i].name, "release", release_cb, &s->release[r]);
-      log_info("split: releasing a worker", "worker=%s", s->lease[i].name);
+      if (s->release[r].call) log_info("split: releasing a worker", "worker=%s", s->lease[i].name);
       break;
     }
   }
