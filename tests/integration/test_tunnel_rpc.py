@@ -146,6 +146,11 @@ def test_a_restarted_host_gets_its_worker_back(procs, tmp_path):
     log = worker.agent.proc.stderr()
     assert "rpc worker: released" not in log and log.count("rpc worker: leased") == 1, log[-2000:]
     assert rpc_pids(rpc_port) == [pid]  # the same rpc-server all along
+    # The worker's agent stops: its rpc-server stops with it.
+    worker.agent.proc.signal(signal.SIGTERM)
+    worker.agent.proc.wait(30)
+    wait_for(lambda: not rpc_pids(rpc_port), timeout=5, what="the rpc-server to stop with its agent")
+    assert 'why="the agent stops"' in worker.agent.proc.stderr()
 
 
 @pytest.mark.timeout(30)
