@@ -131,6 +131,11 @@ def test_split_model_over_two_workers_in_other_namespaces(make_net, tmp_path):
         assert name not in raw, f"tensor name {name!r} crossed the bridge in plaintext ({pcap})"
     for text in (secret, "9d2e71") + ((completion,) if len(completion) >= 8 else ()):
         assert text.encode() not in raw, f"{text!r} crossed the bridge in plaintext ({pcap})"
+    # The RPC commands' payloads: the layers' weights (random bytes: no chance match) travel in set_tensor
+    # commands; none of these samples of the file's second half (the layers, past the embeddings) is in clear.
+    weights = gguf.read_bytes()
+    samples = [weights[o:o + 32] for o in range(len(weights) // 2, len(weights) - 64, len(weights) // 40)]
+    assert not [x for x in samples if x in raw], f"model weights crossed the bridge in plaintext ({pcap})"
     assert pids_of(b"rpc-server", 50052) and pids_of(b"rpc-server", 50053)
 
     # A worker's agent is killed: its rpc-server goes with it, and the host serves again over the other one.
@@ -160,5 +165,7 @@ def test_split_model_over_two_workers_in_other_namespaces(make_net, tmp_path):
                    what="the direct llama-server to load")
     netns.wait_for(lambda: b"attn_" in ctl_pcap.read_bytes(), timeout=10,
                    what="plaintext tensor names in the direct RPC capture (the grep works)")
+    netns.wait_for(lambda: [x for x in samples if x in ctl_pcap.read_bytes()], timeout=10,
+                   what="plaintext weights in the direct RPC capture (the grep works)")
     net.stop_capture(ctl)
     assert direct.alive()
