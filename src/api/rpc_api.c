@@ -64,10 +64,6 @@ static void release(struct mesh *mesh, struct rpc_worker *w, struct http_req *re
 bool rpc_api_handle(struct control *ctl, struct mesh *mesh, struct http_req *req) {
   bool is_lease = slice_eqz(req->path, "/v1/cluster/rpc/lease");
   if (!is_lease && !slice_eqz(req->path, "/v1/cluster/rpc/release")) return false;
-  if (req->method != HTTP_M_POST) {
-    api_reply_error(req, 405, "use POST for /v1/cluster/rpc/lease and /release", "method_not_allowed");
-    return true;
-  }
   if (!mesh) {
     api_reply_error(req, 409, "this agent is not in a mesh (no cluster key): it lends no rpc-server",
                     "standalone");

@@ -19,8 +19,8 @@
 #include "net/http_server.h"
 
 /* rpc_api_handle answers req when its path is one of these endpoints and returns true; otherwise returns
- * false without touching req. ctl checks the signature (NULL while closing: 503); mesh is NULL when the agent
- * runs alone. Both borrowed for the call. */
+ * false without touching req (the route table admits POST only). ctl checks the signature (NULL while
+ * closing: 503); mesh is NULL when the agent runs alone. Both borrowed for the call. */
 bool rpc_api_handle(struct control *ctl, struct mesh *mesh, struct http_req *req);
 
 #endif
