@@ -153,6 +153,37 @@ def test_a_restarted_host_gets_its_worker_back(procs, tmp_path):
     assert 'why="the agent stops"' in worker.agent.proc.stderr()
 
 
+@pytest.mark.timeout(120)
+def test_host_releases_a_worker_it_moves_away_from(procs, tmp_path):
+    """A host using one of two workers whose rpc-server keeps failing (killed until its restart backoff is
+    seconds long: streams to it are refused) moves to the other worker and releases the first, which stops its
+    rpc-server and is free for other hosts."""
+    init_cluster(tmp_path / "wa")
+    for n in ("wb", "h1"):
+        share_key(tmp_path / "wa", tmp_path / n)
+    ports = {"wa": free_port(), "wb": free_port()}
+    wa = start_node(procs, tmp_path, "wa", [], data_dir=tmp_path / "wa",
+                    extra=("--rpc-server", str(RPC), "--rpc-port", str(ports["wa"]), *FAST))
+    wb = start_node(procs, tmp_path, "wb", [], join=[wa.gossip],
+                    extra=("--rpc-server", str(RPC), "--rpc-port", str(ports["wb"]), *FAST))
+    wait_for(lambda: all("rpc" in labels(wa.agent, n) for n in ("wa", "wb")), timeout=15, what="both offers")
+    h1, _ = split_host(procs, tmp_path, "h1", [wa.gossip], workers=1)
+    wait_for(lambda: answers(h1), timeout=60, what="the split model to answer on h1")
+    first = "wa" if rpc_pids(ports["wa"]) else "wb"
+    other, nodes = {"wa": "wb", "wb": "wa"}[first], {"wa": wa, "wb": wb}
+    assert not rpc_pids(ports[other])
+    for _ in range(5):  # restarts after 0.5, 1, 2, 4 s: the fifth death leaves it down for 8 s
+        [pid] = wait_for(lambda: rpc_pids(ports[first]), timeout=15, what=f"{first}'s rpc-server (re)started")
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: pid not in rpc_pids(ports[first]), timeout=5, what="the rpc-server killed")
+    wait_for(lambda: answers(h1), timeout=60, what=f"h1 to answer again, over {other}")
+    assert rpc_pids(ports[other]) and labels(h1.agent, other).get("rpc_host") == "h1"
+    wait_for(lambda: 'why="the host released it"' in nodes[first].agent.proc.stderr(), timeout=10,
+             what=f"h1 to release {first}")
+    wait_for(lambda: "rpc_host" not in labels(h1.agent, first), timeout=10, what=f"{first} free again")
+    wait_for(lambda: not rpc_pids(ports[first]), timeout=15, what=f"{first}'s rpc-server stopped for good")
+
+
 @pytest.mark.timeout(30)
 def test_free_memory_is_re_announced(procs, tmp_path):
     """The worker re-reads its free memory every 2 s and announces a material change (>= 5% or 64 MiB)."""
