@@ -27,40 +27,10 @@ MAX_TOKENS=${MAX_TOKENS:-32}
 SERVER=$LLAMA_DIR/bin/llama-server RPC=$LLAMA_DIR/bin/rpc-server GGUF=$LLAMA_DIR/models/tiny-llama.gguf
 for f in "$SERVER" "$RPC" "$GGUF" "$BIN"; do [[ -e $f ]] || { echo "bench: $f missing" >&2; exit 1; }; done
 
-TMP=$(mktemp -d /tmp/infermesh-split-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    local rc=$? pid
-    trap - EXIT INT TERM
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    ((rc != 0)) && for f in "$TMP"/*.err; do [[ -f $f ]] && { echo "== $f" >&2; tail -n 5 "$f" >&2; }; done
-    if [[ ${KEEP_TMP:-0} == 1 || $rc != 0 ]]; then echo "bench: temp dir kept: $TMP" >&2; else rm -rf "$TMP"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-calc() { awk "BEGIN { printf \"%.${2:-1}f\", $1 }"; }
-COMMANDS=()
-start() {
-    local name=$1; shift
-    "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-    PIDS+=($!)
-    local c; c=$(printf '%q ' "$@"); COMMANDS+=("${c% }")
-}
-wait_for() {
-    local what=$1; shift
-    for _ in $(seq 600); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-    echo "bench: $what did not come up" >&2; return 1
-}
-cc -O2 -Wall -Wextra -o "$TMP/latency" "$ROOT/bench/latency.c"
-LAT=$TMP/latency
+source "$ROOT/bench/lib.sh"
+bench_setup split-bench
+WAIT_FOR_SECS=60
+bench_build_latency
 port() { "$LAT" --free-port; }
 LLAMA=(-m "$GGUF" --host 127.0.0.1 -c 1024 -np 1 -t 1)
 
