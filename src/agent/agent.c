@@ -27,6 +27,7 @@
 #include "agent/supervisor.h"
 #include "api/budgets.h"
 #include "api/grpc_services.h"
+#include "api/rpc_api.h"
 #include "api/history.h"
 #include "api/reply.h"
 #include "api/ledger_api.h"
@@ -305,6 +306,9 @@ static void handle(struct http_req *req, void *arg) {
   case API_OP_LEAVE:
   case API_OP_DRAIN:
     served = cluster_api_handle(&a->capi, req);
+    break;
+  case API_OP_RPC:
+    served = rpc_api_handle(a->ctl, a->mesh, req);
     break;
   case API_OP_LEDGER:
     served = ledger_api_handle(&a->lapi, req, scoped_tenant(a, req));
