@@ -308,7 +308,7 @@ static void handle(struct http_req *req, void *arg) {
     served = cluster_api_handle(&a->capi, req);
     break;
   case API_OP_RPC:
-    served = rpc_api_handle(a->ctl, a->mesh, req);
+    served = rpc_api_handle(&a->ctl_port, &a->mesh_port, req);
     break;
   case API_OP_LEDGER:
     served = ledger_api_handle(&a->lapi, req, scoped_tenant(a, req));

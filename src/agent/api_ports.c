@@ -3,6 +3,7 @@
 #include "agent/api_ports.h"
 
 #include "agent/control_int.h"
+#include "agent/rpc_worker.h"
 
 static void members_json(void *ctx, struct buf *out) { mesh_members_json(ctx, out); }
 static const char *node_name(const void *ctx) { return mesh_node_name(ctx); }
@@ -13,6 +14,16 @@ static const char *find_node(const void *ctx, const char *name, bool *self, uint
 static void set_drain(void *ctx, bool draining) { mesh_set_drain(ctx, draining); }
 static struct keyring *cluster_keyring(void *ctx) { return mesh_keyring(ctx); }
 
+static bool rpc_offered(void *ctx) { return mesh_rpc_offer(ctx) != NULL; }
+static int rpc_lease(void *ctx, const char *host, char *holder, size_t cap) {
+  return rpc_worker_lease(mesh_rpc_offer(ctx), host, holder, cap);
+}
+static int rpc_release(void *ctx, const char *host, const char *why) {
+  return rpc_worker_release(mesh_rpc_offer(ctx), host, why);
+}
+static int rpc_port(void *ctx) { return rpc_worker_port(mesh_rpc_offer(ctx)); }
+static uint64_t rpc_mem_mb(void *ctx) { return rpc_worker_mem_mb(mesh_rpc_offer(ctx)); }
+
 struct api_mesh api_mesh_of(struct mesh *m) {
   return (struct api_mesh){.ctx = m,
                            .members_json = members_json,
@@ -20,7 +31,12 @@ struct api_mesh api_mesh_of(struct mesh *m) {
                            .node_id = node_id,
                            .find_node = find_node,
                            .set_drain = set_drain,
-                           .keyring = cluster_keyring};
+                           .keyring = cluster_keyring,
+                           .rpc_offered = rpc_offered,
+                           .rpc_lease = rpc_lease,
+                           .rpc_release = rpc_release,
+                           .rpc_port = rpc_port,
+                           .rpc_mem_mb = rpc_mem_mb};
 }
 
 static const struct fsm *fsm(const void *ctx) { return control_fsm(ctx); }

@@ -26,6 +26,16 @@ struct api_mesh {
   void (*set_drain)(void *ctx, bool draining);
   /* keyring is the cluster keyring (owned by the mesh). */
   struct keyring *(*keyring)(void *ctx);
+  /* This node's rpc-server offer to split hosts (agent/rpc_worker.h). rpc_offered: the node was started with
+   * --rpc-server (otherwise the other rpc_ functions are not called). rpc_lease: start the rpc-server for the
+   * member host: 0 (also when host holds it already), or -EBUSY with the holder's name in holder.
+   * rpc_release: host gives it back (why is logged): 0, or -ENOENT when host did not hold it. rpc_port and
+   * rpc_mem_mb: its loopback port and the free memory announced. */
+  bool (*rpc_offered)(void *ctx);
+  int (*rpc_lease)(void *ctx, const char *host, char *holder, size_t cap);
+  int (*rpc_release)(void *ctx, const char *host, const char *why);
+  int (*rpc_port)(void *ctx);
+  uint64_t (*rpc_mem_mb)(void *ctx);
 };
 
 #endif

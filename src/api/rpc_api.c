@@ -6,8 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "agent/control_int.h" /* control_verify_hop */
-#include "agent/rpc_worker.h"
 #include "api/reply.h"
 #include "core/buf.h"
 #include "route/hop.h"
@@ -26,9 +24,9 @@ static int host_of(struct http_req *req, char *host, size_t cap) {
   return rc;
 }
 
-static void lease(struct mesh *mesh, struct rpc_worker *w, struct http_req *req, const char *host) {
+static void lease(const struct api_mesh *mesh, struct http_req *req, const char *host) {
   char holder[64];
-  if (rpc_worker_lease(w, host, holder, sizeof holder) == -EBUSY) {
+  if (mesh->rpc_lease(mesh->ctx, host, holder, sizeof holder) == -EBUSY) {
     char msg[200];
     snprintf(
         msg, sizeof msg,
@@ -40,20 +38,20 @@ static void lease(struct mesh *mesh, struct rpc_worker *w, struct http_req *req,
   }
   struct buf b = {0};
   buf_puts(&b, "{\"node\":");
-  buf_json_str(&b, slice_cstr(mesh_node_name(mesh)));
+  buf_json_str(&b, slice_cstr(mesh->node_name(mesh->ctx)));
   buf_puts(&b, ",\"host\":");
   buf_json_str(&b, slice_cstr(host));
-  buf_printf(&b, ",\"port\":%d,\"mem_mb\":%llu}", rpc_worker_port(w),
-             (unsigned long long)rpc_worker_mem_mb(w));
+  buf_printf(&b, ",\"port\":%d,\"mem_mb\":%llu}", mesh->rpc_port(mesh->ctx),
+             (unsigned long long)mesh->rpc_mem_mb(mesh->ctx));
   api_reply_json(req, 200, &b);
   buf_free(&b);
 }
 
-static void release(struct mesh *mesh, struct rpc_worker *w, struct http_req *req, const char *host) {
-  bool released = rpc_worker_release(w, host, "the host released it") == 0;
+static void release(const struct api_mesh *mesh, struct http_req *req, const char *host) {
+  bool released = mesh->rpc_release(mesh->ctx, host, "the host released it") == 0;
   struct buf b = {0};
   buf_puts(&b, "{\"node\":");
-  buf_json_str(&b, slice_cstr(mesh_node_name(mesh)));
+  buf_json_str(&b, slice_cstr(mesh->node_name(mesh->ctx)));
   buf_puts(&b, ",\"host\":");
   buf_json_str(&b, slice_cstr(host));
   buf_printf(&b, ",\"released\":%s}", released ? "true" : "false");
@@ -61,19 +59,19 @@ static void release(struct mesh *mesh, struct rpc_worker *w, struct http_req *re
   buf_free(&b);
 }
 
-bool rpc_api_handle(struct control *ctl, struct mesh *mesh, struct http_req *req) {
+bool rpc_api_handle(const struct api_control *ctl, const struct api_mesh *mesh, struct http_req *req) {
   bool is_lease = slice_eqz(req->path, "/v1/cluster/rpc/lease");
   if (!is_lease && !slice_eqz(req->path, "/v1/cluster/rpc/release")) return false;
-  if (!mesh) {
+  if (!mesh->ctx) {
     api_reply_error(req, 409, "this agent is not in a mesh (no cluster key): it lends no rpc-server",
                     "standalone");
     return true;
   }
-  if (!ctl) {
+  if (!ctl->ctx) {
     api_reply_error(req, 503, "the agent is shutting down", "unavailable");
     return true;
   }
-  int rc = control_verify_hop(ctl, req, is_lease ? "rpc-lease" : "rpc-release");
+  int rc = ctl->verify_hop(ctl->ctx, req, is_lease ? "rpc-lease" : "rpc-release");
   if (rc == -EBUSY) {
     api_reply_error(req, 503, "too many forwarded requests to remember: try again shortly",
                     "server_overloaded");
@@ -85,20 +83,19 @@ bool rpc_api_handle(struct control *ctl, struct mesh *mesh, struct http_req *req
                     "permission_denied");
     return true;
   }
-  struct rpc_worker *w = mesh_rpc_offer(mesh);
   char host[64];
   bool self;
-  if (!w) {
+  if (!mesh->rpc_offered(mesh->ctx)) {
     api_reply_error(req, 404, "this node offers no rpc-server (start its agent with --rpc-server)",
                     "rpc_not_offered");
   } else if (host_of(req, host, sizeof host) != 0) {
     return true;
-  } else if (is_lease && (!mesh_find_node(mesh, host, &self, NULL) || self)) {
+  } else if (is_lease && (!mesh->find_node(mesh->ctx, host, &self, NULL) || self)) {
     api_reply_error(req, 503, "the host is not an alive member of this mesh (yet): try again", "unavailable");
   } else if (is_lease) {
-    lease(mesh, w, req, host);
+    lease(mesh, req, host);
   } else {
-    release(mesh, w, req, host);
+    release(mesh, req, host);
   }
   return true;
 }

@@ -14,13 +14,13 @@
 
 #include <stdbool.h>
 
-#include "agent/control.h"
-#include "agent/mesh.h"
+#include "api/control_port.h"
+#include "api/mesh_port.h"
 #include "net/http_server.h"
 
 /* rpc_api_handle answers req when its path is one of these endpoints and returns true; otherwise returns
- * false without touching req (the route table admits POST only). ctl checks the signature (NULL while
- * closing: 503); mesh is NULL when the agent runs alone. Both borrowed for the call. */
-bool rpc_api_handle(struct control *ctl, struct mesh *mesh, struct http_req *req);
+ * false without touching req (the route table admits POST only). ctl checks the signature (ctl->ctx NULL
+ * while closing: 503); mesh->ctx is NULL when the agent runs alone. Both borrowed for the call. */
+bool rpc_api_handle(const struct api_control *ctl, const struct api_mesh *mesh, struct http_req *req);
 
 #endif
