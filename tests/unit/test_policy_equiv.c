@@ -1,4 +1,5 @@
-/* ours' fast decision (inverted prefix index, one division per rate change) against the scoring it replaced.
+/* ours' and llm-d's fast decisions (inverted prefix index; for ours one division per rate change) against the
+ * scoring they replaced.
  *
  * The oracle below is ours' previous pick, kept verbatim in its arithmetic: every candidate's own prefix
  * index probed by binary search, three divisions per estimate. Both are driven through the same random states
@@ -320,9 +321,108 @@ static void test_ours_picks_equal_old_scoring(void **state) {
   assert_true(ties * 1000 <= picks); /* ties are rare: a real difference would show everywhere */
 }
 
+/* llm-d as it was: every block of the prompt probed in every candidate's LRU. Same arithmetic and the same
+ * random tie-breaks, so the picks must be identical. */
+static int o_llmd_pick(const struct policy_config *cfg, struct prefix_index **lru, struct rng *rng,
+                       const struct policy_req *r, const struct policy_target *c, int n) {
+  double qmin = c[0].waiting, qmax = c[0].waiting;
+  for (int i = 1; i < n; i++) {
+    if (c[i].waiting < qmin) qmin = c[i].waiting;
+    if (c[i].waiting > qmax) qmax = c[i].waiting;
+  }
+  int total = r->nblocks > cfg->llmd_max_prefix_blocks ? cfg->llmd_max_prefix_blocks : r->nblocks,
+      credit[NT] = {0};
+  for (int b = 0; b < total; b++) {
+    int any = 0;
+    for (int i = 0; i < n; i++)
+      if (lru[c[i].id] && prefix_index_contains(lru[c[i].id], r->block_hashes[b])) credit[i]++, any = 1;
+    if (!any) break;
+  }
+  int best = 0, ties = 0;
+  double best_score = -1;
+  for (int i = 0; i < n; i++) {
+    double q = qmax == qmin ? 1.0 : (qmax - c[i].waiting) / (qmax - qmin);
+    double kv = c[i].kv_usage < 0 ? 1.0 : 1.0 - c[i].kv_usage;
+    double pre = total ? (double)credit[i] / total : 0.0;
+    double sc = cfg->llmd_w_queue * q + cfg->llmd_w_kv * kv + cfg->llmd_w_prefix * pre;
+    if (sc > best_score) {
+      best_score = sc, best = i, ties = 1;
+    } else if (sc == best_score && rng_below(rng, (uint32_t)++ties) == 0) {
+      best = i;
+    }
+  }
+  return best;
+}
+
+static void test_llmd_picks_equal_old_scoring(void **state) {
+  (void)state;
+  struct policy_config cfg;
+  policy_config_default(&cfg);
+  cfg.llmd_max_prefix_blocks = 64;
+  struct policy *p = policy_new("llm-d", &cfg, 9);
+  struct rng orng, r;
+  rng_seed(&orng, 9);
+  rng_seed(&r, 77);
+  struct prefix_index *lru[NT] = {0};
+  struct policy_target c[NT];
+  uint64_t h[MAXB];
+  int credited = 0;
+  for (int step = 0; step < 4000; step++) {
+    int n = 1 + (int)rng_below(&r, NT), perm[NT];
+    for (int i = 0; i < NT; i++)
+      perm[i] = i;
+    for (int i = 0; i < n; i++) {
+      int j = i + (int)rng_below(&r, (uint32_t)(NT - i)), t = perm[i];
+      perm[i] = perm[j];
+      perm[j] = t;
+      random_target(&r, &c[i], perm[i]);
+      c[i].waiting =
+          (double)rng_below(&r, 3); /* equal queues and KV: ties the random draw must break alike */
+      c[i].kv_usage = rng_below(&r, 2) ? 0.5 : -1;
+      c[i].num_gpu_blocks = 60 + (int)rng_below(&r, 200); /* small LRUs: evictions */
+    }
+    int nb, tokens;
+    make_prompt(&r, h, &nb, &tokens);
+    struct policy_req req = {.model = "m",
+                             .prompt_tokens = tokens,
+                             .max_tokens = 128,
+                             .block_hashes = h,
+                             .nblocks = nb,
+                             .block_size = BS,
+                             .tenant = -1};
+    int want = o_llmd_pick(&cfg, lru, &orng, &req, c, n), got = policy_pick(p, &req, c, n, 0);
+    assert_int_equal(got, want);
+    struct policy_ticket tk;
+    policy_on_route(p, &req, &c[want], 0, &tk);
+    int total = nb > cfg.llmd_max_prefix_blocks ? cfg.llmd_max_prefix_blocks : nb, id = c[want].id;
+    if (total > 0) {
+      if (!lru[id]) {
+        lru[id] = calloc(1, sizeof *lru[id]);
+        prefix_index_init(lru[id], (int)c[want].num_gpu_blocks);
+      }
+      credited += prefix_index_contains(lru[id], h[0]);
+      prefix_index_add_in_order(lru[id], h, total);
+    }
+    if (rng_below(&r, 50) == 0) { /* a target leaves */
+      int gone = c[rng_below(&r, (uint32_t)n)].id;
+      policy_forget_target(p, gone);
+      if (lru[gone]) prefix_index_free(lru[gone]);
+      free(lru[gone]);
+      lru[gone] = NULL;
+    }
+  }
+  assert_true(credited > 500); /* prefixes were found, not only misses */
+  for (int i = 0; i < NT; i++) {
+    if (lru[i]) prefix_index_free(lru[i]);
+    free(lru[i]);
+  }
+  policy_free(p);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_ours_picks_equal_old_scoring),
+      cmocka_unit_test(test_llmd_picks_equal_old_scoring),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
