@@ -71,6 +71,7 @@ struct ours {
   struct prefix_holders holders; /* block hash -> targets whose index holds it (every tgt.ix is attached) */
   uint64_t pick_no;               /* picks so far: stamps tgt.match_pick */
   double *est; /* scratch, per candidate index */
+  int *in;     /* scratch: candidate indexes that may be in the best few */
   int nest;
 };
 
@@ -102,6 +103,7 @@ static void ours_destroy(void *impl) {
   }
   free(s->tg);
   free(s->est);
+  free(s->in);
   prefix_holders_free(&s->holders);
   free(s);
 }
@@ -189,7 +191,13 @@ static int ours_pick(struct policy *p, const struct policy_req *r, const struct 
   (void)now;
   struct ours *s = p->impl;
   if (n == 1) return 0;
-  s->est = policy_grow(s->est, &s->nest, n, sizeof *s->est);
+  if (n > s->nest) {
+    int cap = s->nest;
+    s->est = policy_grow(s->est, &cap, n, sizeof *s->est);
+    cap = s->nest;
+    s->in = policy_grow(s->in, &cap, n, sizeof *s->in);
+    s->nest = cap;
+  }
   double itls = 0;
   int nitl = 0, maxid = -1;
   for (int i = 0; i < n; i++) {
@@ -215,22 +223,25 @@ static int ours_pick(struct policy *p, const struct policy_req *r, const struct 
                          .stale_penalty = cf->ours_stale_penalty_s,
                          .degraded_penalty = cf->ours_degraded_penalty_s,
                          .stale_ns = cf->stale_ns};
-  double best = INFINITY;
+  double best = INFINITY, rel = 1 + cf->ours_slack_rel, bound = INFINITY;
   int bi = 0, known = 0; /* known: does any candidate hold part of this prompt, as far as this router knows? */
+  int nin = 0;           /* s->in[0..nin): candidates within the bound of the best so far, in index order */
   for (int i = 0; i < n; i++) {
     double e = estimate(s, &k, &c[i], &known);
     s->est[i] = e;
-    if (e < best) best = e, bi = i;
+    if (e < best) best = e, bi = i, bound = best * rel + cf->ours_slack_abs_s;
+    s->in[nin] = i;
+    nin += e <= bound; /* the best only falls, so one outside this bound is outside the final one */
   }
-  double bound = best * (1 + cf->ours_slack_rel) + cf->ours_slack_abs_s;
   int kb = cf->ours_affinity_blocks < r->nblocks ? cf->ours_affinity_blocks : r->nblocks;
   /* Rank the best few by a per-request key: the prefix's rendezvous hash, or a random draw. */
   uint64_t key = kb > 0 ? r->block_hashes[kb - 1] : rng_next(&p->rng);
   int ia = -1, ib = -1;
   uint64_t ha = 0, hb = 0;
-  for (int i = 0; i < n; i++) {
-    /* Branch-free filter (half the candidates may be in): one outside the bound ranks 0 and is never taken.
-     * One inside whose hash is 0 is not taken either (a 2^-64 chance per candidate). */
+  for (int j = 0; j < nin; j++) {
+    /* Branch-free filter: one outside the final bound ranks 0 and is never taken. One inside whose hash is 0
+     * is not taken either (a 2^-64 chance per candidate). */
+    int i = s->in[j];
     uint64_t h = policy_mix64(key ^ ((uint64_t)c[i].id + 1) * 0x9E3779B97F4A7C15ull);
     h &= -(uint64_t)(s->est[i] <= bound);
     if (h > ha) {
