@@ -36,9 +36,12 @@
  * reports). Scores are never cached.
  *
  * Cost: the prefix probe reads an inverted index (block hash -> targets whose index holds it, prefix_holders)
- * kept in step with the per-target indexes, a few lookups per request instead of one per candidate; each
- * estimate multiplies by the target's cached 1 / rate; nothing is allocated once the scratch arrays have grown.
- * test_policy_equiv holds these picks to the previous arithmetic (three divisions, a probe per candidate). */
+ * kept in step with the per-target indexes, a few lookups per request instead of one per candidate. The holders
+ * are scored first; every other candidate is first checked against a lower bound of its estimate (its own
+ * prefill, two fields of its record) and scored only when that could be within the slack bound; only those
+ * within the bound are hashed for the draw. Each estimate multiplies by the target's cached 1 / rate; nothing
+ * is allocated once the scratch arrays have grown. test_policy_equiv holds these picks to the previous
+ * arithmetic (every candidate probed and scored, three divisions each). */
 #include <math.h>
 #include <stdlib.h>
 
@@ -48,6 +51,13 @@
 
 #define DEFAULT_INDEX_BLOCKS 31250 /* ~500k tokens of 16-token blocks, when a target reports no capacity */
 #define EWMA 0.05
+
+/* Per target id, for the current pick only (kept apart from struct tgt so that a scan over the candidates
+ * touches 16 bytes per target, not tgt's cache line). */
+struct slot {
+  uint64_t cand_pick, held_pick; /* equal to ours.pick_no: a candidate (at index pos); a prefix holder */
+  int pos;
+};
 
 /* What this router holds about one target. */
 struct tgt {
@@ -69,7 +79,11 @@ struct ours {
   uint64_t last_route;  /* when we last routed anything */
   double mean_gap_s;    /* running average time between our routings */
   struct prefix_holders holders; /* block hash -> targets whose index holds it (every tgt.ix is attached) */
-  uint64_t pick_no;               /* picks so far: stamps tgt.match_pick */
+  uint64_t pick_no;               /* picks so far: stamps tgt.match_pick and slot */
+  struct slot *slot;              /* by target id, compact: this pick's candidates and prefix holders */
+  int nslot;
+  int32_t *held;                  /* scratch: ids of this pick's prefix holders */
+  int nheld, capheld;
   double *est; /* scratch, per candidate index */
   int *in;     /* scratch: candidate indexes that may be in the best few */
   int nest;
@@ -104,6 +118,8 @@ static void ours_destroy(void *impl) {
   free(s->tg);
   free(s->est);
   free(s->in);
+  free(s->slot);
+  free(s->held);
   prefix_holders_free(&s->holders);
   free(s);
 }
@@ -132,9 +148,13 @@ static int cached_tokens(const struct ours *s, const struct policy_req *r, int i
 /* mark_cached (prefix_holders_match's callback) records that target ID holds K blocks of this pick's prompt. */
 static void mark_cached(void *ud, int32_t id, int k) {
   struct ours *s = ud;
-  if (id >= s->cap) return;
+  if (id >= s->cap || id >= s->nslot) return;
   s->tg[id].match_blocks = k;
   s->tg[id].match_pick = s->pick_no;
+  if (s->slot[id].held_pick == s->pick_no) return;
+  s->slot[id].held_pick = s->pick_no;
+  s->held = policy_grow(s->held, &s->capheld, s->nheld + 1, sizeof *s->held);
+  s->held[s->nheld++] = id;
 }
 
 /* The per-pick terms of the estimate that do not depend on the candidate. */
@@ -186,6 +206,16 @@ static inline double estimate(struct ours *s, const struct pick_terms *k, const 
   return est + (t->network_s > 0 ? t->network_s : 0);
 }
 
+/* consider folds candidate I's estimate E into the pick's best (*BEST at *BI, *BOUND the slack bound around it)
+ * and, when E is within the bound so far, into the list of those that may be in the best few. */
+static inline void consider(struct ours *s, const struct policy_config *cf, int i, double e, double *best, int *bi,
+                            double *bound, int *nin) {
+  s->est[i] = e;
+  if (e < *best) *best = e, *bi = i, *bound = e * (1 + cf->ours_slack_rel) + cf->ours_slack_abs_s;
+  s->in[*nin] = i;
+  *nin += e <= *bound; /* the best only falls, so one outside this bound is outside the final one */
+}
+
 static int ours_pick(struct policy *p, const struct policy_req *r, const struct policy_target *c, int n,
                      uint64_t now) {
   (void)now;
@@ -198,16 +228,22 @@ static int ours_pick(struct policy *p, const struct policy_req *r, const struct 
     s->in = policy_grow(s->in, &cap, n, sizeof *s->in);
     s->nest = cap;
   }
-  double itls = 0;
-  int nitl = 0, maxid = -1;
-  for (int i = 0; i < n; i++) {
-    if (c[i].itl_s > 0) itls += c[i].itl_s, nitl++;
-    if (c[i].id > maxid) maxid = c[i].id;
-  }
-  tgt_of(s, maxid);
-  /* Which candidates hold a prefix of the prompt, and how much: one probe per run of the prompt's blocks in
-   * the inverted index, not one per candidate. */
   s->pick_no++;
+  double itls = 0;
+  int nitl = 0;
+  for (int i = 0; i < n; i++) {
+    int id = c[i].id;
+    if (id >= s->nslot || id >= s->cap) {
+      tgt_of(s, id);
+      s->slot = policy_grow(s->slot, &s->nslot, id + 1, sizeof *s->slot);
+    }
+    s->slot[id].cand_pick = s->pick_no;
+    s->slot[id].pos = i;
+    if (c[i].itl_s > 0) itls += c[i].itl_s, nitl++;
+  }
+  /* Which targets hold a prefix of the prompt, and how much: one probe per run of the prompt's blocks in the
+   * inverted index, not one per candidate. */
+  s->nheld = 0;
   if (r->block_size > 0) prefix_holders_match(&s->holders, r->block_hashes, policy_prefix_blocks(r), mark_cached, s);
   const struct policy_config *cf = &p->cfg;
   struct pick_terms k = {.prompt = r->prompt_tokens,
@@ -223,15 +259,26 @@ static int ours_pick(struct policy *p, const struct policy_req *r, const struct 
                          .stale_penalty = cf->ours_stale_penalty_s,
                          .degraded_penalty = cf->ours_degraded_penalty_s,
                          .stale_ns = cf->stale_ns};
-  double best = INFINITY, rel = 1 + cf->ours_slack_rel, bound = INFINITY;
+  double best = INFINITY, bound = INFINITY;
   int bi = 0, known = 0; /* known: does any candidate hold part of this prompt, as far as this router knows? */
-  int nin = 0;           /* s->in[0..nin): candidates within the bound of the best so far, in index order */
+  int nin = 0;           /* s->in[0..nin): candidates within the bound of the best so far */
+  /* The candidates holding part of the prompt first: they usually set a low best, which prunes the rest. */
+  for (int j = 0; j < s->nheld; j++) {
+    const struct slot *sl = &s->slot[s->held[j]];
+    if (sl->cand_pick == s->pick_no)
+      consider(s, cf, sl->pos, estimate(s, &k, &c[sl->pos], &known), &best, &bi, &bound, &nin);
+  }
+  /* Then the others, which have nothing cached: every term of the estimate is >= 0 but the prefill itself,
+   * (1 + w_decode * running) * prompt / rate, so a candidate whose prefill alone is past the bound (with a
+   * 1e-9 margin over rounding) can be neither the best nor among the best few and is not scored. */
   for (int i = 0; i < n; i++) {
-    double e = estimate(s, &k, &c[i], &known);
-    s->est[i] = e;
-    if (e < best) best = e, bi = i, bound = best * rel + cf->ours_slack_abs_s;
-    s->in[nin] = i;
-    nin += e <= bound; /* the best only falls, so one outside this bound is outside the final one */
+    if (s->slot[c[i].id].held_pick == s->pick_no) continue;
+    double tps = c[i].prefill_tps > k.default_tps ? c[i].prefill_tps : k.default_tps;
+    if ((1 + k.w_decode * c[i].running) * k.prompt > bound * tps * (1 + 1e-9)) {
+      s->est[i] = INFINITY;
+      continue;
+    }
+    consider(s, cf, i, estimate(s, &k, &c[i], &known), &best, &bi, &bound, &nin);
   }
   int kb = cf->ours_affinity_blocks < r->nblocks ? cf->ours_affinity_blocks : r->nblocks;
   /* Rank the best few by a per-request key: the prefix's rendezvous hash, or a random draw. */
