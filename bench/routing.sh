@@ -104,6 +104,14 @@ else:
                 p, _, ns, med = line.split()
                 dec[f"{p}|{n}"] = float(ns)
                 dec[f"{p}|{n}|median"] = float(med)
+    for n in (1000,):  # prompts sharing nothing: no candidate holds a prefix, nothing to prune on
+        out = subprocess.run([DEC, str(n), str(2000000 // n), "all", "0"], capture_output=True, text=True,
+                             check=True).stdout
+        for line in out.split("\n"):
+            if line.strip():
+                p, _, ns, med = line.split()
+                dec[f"{p}|{n}|unique"] = float(ns)
+                dec[f"{p}|{n}|unique|median"] = float(med)
     raw = {"caps": raw, "decision": dec, "commands": commands, "wall_s": time.time() - t0,
            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     json.dump(raw, open(RAW, "w"))
@@ -236,11 +244,13 @@ w("CPU time of one `policy_pick` (every candidate scored; `bench/routing_decisio
   "pick (a preempted pick on a shared machine inflates the mean by milliseconds; the median is the decision's own "
   "cost). DESIGN §12 asks ≤ 5 µs at 1,000 candidates.")
 w("")
-w("| policy | 100 targets | 1,000 | 10,000 |")
-w("|---|---|---|---|")
+w("| policy | 100 targets | 1,000 | 10,000 | 1,000, prompts sharing nothing |")
+w("|---|---|---|---|---|")
 for p in POLICIES:
     w(f"| {p} | " + " | ".join(f"{dec[f'{p}|{n}'] / 1000:.2f} / {dec.get(f'{p}|{n}|median', float('nan')) / 1000:.2f} µs"
-                               for n in (100, 1000, 10000)) + " |")
+                               for n in (100, 1000, 10000)) +
+      f" | {dec.get(f'{p}|1000|unique', float('nan')) / 1000:.2f} / "
+      f"{dec.get(f'{p}|1000|unique|median', float('nan')) / 1000:.2f} µs |")
 w("")
 o1000 = dec.get("ours|1000|median", dec["ours|1000"])
 if o1000 > 5000:
@@ -318,6 +328,7 @@ for c in raw["commands"]:
         seen.add(c)
         w(c)
 w(f"{DEC} N $((2000000 / N))   # N = 100, 1000, 10000")
+w(f"{DEC} 1000 2000 all 0     # prompts sharing nothing")
 w("```")
 open(OUT, "w").write("\n".join(L) + "\n")
 print(f"wrote {OUT}", file=sys.stderr)
