@@ -492,7 +492,8 @@ static void close_mesh(struct agent *a) {
 }
 
 static void close_pools(struct agent *a) {
-  for (int i = 0; i < a->cfg->nruntimes; i++) http_pool_close(&a->pools[i]);
+  /* The local targets: the runtimes, then their bench copies (add_bench_targets), ids 0.. in that order. */
+  for (int i = 0; i < a->cfg->nruntimes + a->cfg->bench_targets; i++) http_pool_close(&a->pools[i]);
   stop_next(a);
 }
 

@@ -1,5 +1,7 @@
 """--bench-targets (benchmarks only): one agent ranks many real targets served by a few engines."""
 
+import signal
+
 import pytest
 
 from conftest import chat_body, post_json, wait_for
@@ -25,6 +27,8 @@ def test_bench_targets_copy_the_runtimes_and_serve(procs):
         assert r.status == 200, r
         served.add(r.headers["x-infermesh-target"])
     assert any("~b" in name for name in served), served  # the copies are routed to like any target
+    agent.proc.signal(signal.SIGTERM)  # their connection pools close with the runtimes': the agent exits
+    wait_for(lambda: not agent.proc.alive(), timeout=20, what="the agent to exit on SIGTERM")
 
 
 @pytest.mark.timeout(30)
