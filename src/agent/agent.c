@@ -503,7 +503,8 @@ static void close_mesh(struct agent *a) {
 }
 
 static void close_pools(struct agent *a) {
-  for (int i = 0; i < a->cfg->nruntimes; i++) http_pool_close(&a->pools[i]);
+  /* The local targets: the runtimes, then their bench copies (add_bench_targets), ids 0.. in that order. */
+  for (int i = 0; i < a->cfg->nruntimes + a->cfg->bench_targets; i++) http_pool_close(&a->pools[i]);
   stop_next(a);
 }
 
@@ -637,6 +638,23 @@ static void abandon(struct agent *a) {
   agent_free(a);
 }
 
+/* add_bench_targets registers cfg->bench_targets more local targets (benchmarks only, --bench-targets), the
+ * k-th a copy of runtime k mod nruntimes under the name NAME~bK: one agent then ranks many real targets served
+ * by a few engines. 0, or -1 when the store is full or a pool cannot start (said on stderr). */
+static int add_bench_targets(struct agent *a, const struct agent_config *cfg) {
+  for (int k = 0; k < cfg->bench_targets; k++) {
+    const struct config_runtime *rt = &cfg->runtimes[k % cfg->nruntimes];
+    char name[96];
+    snprintf(name, sizeof name, "%s~b%d", rt->name[0] ? rt->name : "rt", k);
+    int id = store_add_target(&a->store, name, rt->url, rt->kind);
+    if (id < 0 || http_pool_init(&a->pools[id], a->loop, a->store.targets[id].host, a->store.targets[id].port) != 0) {
+      fprintf(stderr, "infermesh agent: cannot add bench target %s\n", name);
+      return -1;
+    }
+  }
+  return 0;
+}
+
 int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int port), void *arg) {
   struct agent *a = xcalloc(1, sizeof *a);
   int rc;
@@ -670,6 +688,10 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
       abandon(a);
       return 2;
     }
+  }
+  if (add_bench_targets(a, cfg) != 0) {
+    abandon(a);
+    return 2;
   }
   struct router_opts ro;
   router_opts_default(&ro);

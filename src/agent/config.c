@@ -140,6 +140,9 @@ static const struct key keys[] = {
      "tries per request on distinct targets before the first byte (3)"},
     {"max_targets", "--max-targets", "INFERMESH_MAX_TARGETS", K_INT, F(max_targets),
      "routing targets (runtimes of this node and of the mesh's other nodes) this node can route to (1024)"},
+    {"bench_targets", "--bench-targets", "INFERMESH_BENCH_TARGETS", K_INT, F(bench_targets),
+     "BENCHMARKS ONLY: N more local targets, each a copy of a configured runtime (round robin, named "
+     "NAME~bN), so that one agent ranks many real targets served by few engines (0)"},
     {"first_byte_timeout_ms", "--first-byte-timeout-ms", "INFERMESH_FIRST_BYTE_TIMEOUT_MS", K_U32,
      F(first_byte_timeout_ms),
      "least time an attempt may go without a first byte for the client before it is retried elsewhere; the "
@@ -862,6 +865,12 @@ int config_load_args(struct agent_config *c, int argc, char **argv, char *err, s
   if (c->max_targets < c->nruntimes || c->max_targets > 1000000) {
     snprintf(err, errlen, "max_targets %d must be at least the %d runtimes and at most 1000000", c->max_targets,
              c->nruntimes);
+    return -EINVAL;
+  }
+  if (c->bench_targets < 0 || (c->bench_targets > 0 && c->nruntimes == 0) ||
+      c->bench_targets > c->max_targets - c->nruntimes) {
+    snprintf(err, errlen, "bench_targets %d needs a runtime to copy and room in max_targets %d beside the %d runtimes",
+             c->bench_targets, c->max_targets, c->nruntimes);
     return -EINVAL;
   }
   if (c->max_targets < 1) c->max_targets = 1;

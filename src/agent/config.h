@@ -108,6 +108,7 @@ struct agent_config {
   uint32_t breaker_backoff_ms;
   int max_attempts;
   int max_targets; /* routing targets this node can hold, its own and other nodes' (state/store.h) */
+  int bench_targets; /* benchmarks only: extra local targets copying the runtimes (agent.c add_bench_targets) */
   struct http_limits limits;
   int events_max_streams;    /* open /v1/cluster/events streams in all (64) */
   int events_max_per_client; /* ... per client IP address (8) */
