@@ -368,7 +368,7 @@ static void gpus_updated_cb(void *arg) {
     if (degraded != t->gpu_degraded)
       log_warn(degraded ? "target GPU degraded: ranking it lower" : "target GPU healthy again", "target=%s gpus=\"%s\"",
                t->name, spec[0] ? spec : "the node's only GPU");
-    t->gpu_degraded = degraded;
+    store_set_degraded(&a->store, i, degraded);
   }
 }
 

@@ -94,7 +94,7 @@ static void node_set_draining(struct mesh *m, const uint8_t id[GOSSIP_ID_LEN], b
   struct store *s = m->env.store;
   for (int i = m->env.nlocal; i < s->ntargets; i++)
     if (s->targets[i].remote && memcmp(s->targets[i].node_id, id, GOSSIP_ID_LEN) == 0)
-      s->targets[i].draining = draining;
+      store_set_draining(s, i, draining);
 }
 
 static bool models_equal(const struct target *t, const struct gossip_target_load *l) {
@@ -150,8 +150,8 @@ static void load_cb(void *user, const struct gossip_load *l) {
       store_set_models(s, id, names, tl->nmodels);
     }
     store_set_zone(s, id, n->meta.zone);
-    t->draining = n->meta.draining;
-    t->gpu_degraded = tl->gpu_degraded;
+    store_set_draining(s, id, n->meta.draining);
+    store_set_degraded(s, id, tl->gpu_degraded);
     if (!m->pool_ready[id] || !tl->healthy) {
       const char *why = m->pool_ready[id] ? "unhealthy on its node" : "bad API address";
       if (t->healthy) events_target(t->name, n->name, false, why);
@@ -653,7 +653,7 @@ void mesh_set_drain(struct mesh *m, bool draining) {
   if (m->draining == draining) return;
   m->draining = draining;
   events_drain(mesh_node_name(m), draining);
-  for (int i = 0; i < m->env.nlocal; i++) m->env.store->targets[i].draining = draining;
+  for (int i = 0; i < m->env.nlocal; i++) store_set_draining(m->env.store, i, draining);
   log_info(draining ? "this node is draining: no new requests to its runtimes" : "this node is undrained",
            "in_flight=%d", m->env.router->inflight);
   timer_cb(&m->timer); /* announce now */

@@ -12,6 +12,24 @@ void store_init(struct store *s, int max_targets) {
   memset(s, 0, sizeof *s);
   s->cap = max_targets > 0 ? max_targets : 1;
   s->targets = xcalloc((size_t)s->cap, sizeof *s->targets);
+  s->change_log = xcalloc(STORE_CHANGE_LOG, sizeof *s->change_log);
+}
+
+void store_changed(struct store *s, int id) {
+  s->change_seq++;
+  s->change_log[s->change_seq % STORE_CHANGE_LOG] = id;
+}
+
+void store_set_draining(struct store *s, int id, bool draining) {
+  if (s->targets[id].draining == draining) return;
+  s->targets[id].draining = draining;
+  store_changed(s, id);
+}
+
+void store_set_degraded(struct store *s, int id, bool degraded) {
+  if (s->targets[id].gpu_degraded == degraded) return;
+  s->targets[id].gpu_degraded = degraded;
+  store_changed(s, id);
 }
 
 static void free_models(struct target *t) {
@@ -35,6 +53,8 @@ void store_free(struct store *s) {
   s->ntargets = 0;
   free(s->targets);
   s->targets = NULL;
+  free(s->change_log);
+  s->change_log = NULL;
   s->cap = 0;
 }
 
@@ -84,6 +104,7 @@ int store_add_target(struct store *s, const char *name, const char *url, const c
   t->load.kv_usage = -1;
   s->placement_gen++;
   snprintf(t->last_error, sizeof t->last_error, "not checked yet");
+  store_changed(s, t->id);
   return s->ntargets++;
 }
 
@@ -110,6 +131,7 @@ int store_add_remote(struct store *s, const char *node, const uint8_t node_id[32
     if (strcmp(t->node, node) != 0) s->placement_gen++;
     str_copy(t->node, sizeof t->node, node);
     t->gone = false;
+    store_changed(s, i);
     return i;
   }
   int id = store_add_target(s, name, url, kind);
@@ -119,6 +141,7 @@ int store_add_remote(struct store *s, const char *node, const uint8_t node_id[32
   str_copy(t->node, sizeof t->node, node);
   str_copy(t->remote_name, sizeof t->remote_name, remote_name);
   memcpy(t->node_id, node_id, 32);
+  store_changed(s, id);
   *addr_changed = true;
   return id;
 }
@@ -139,12 +162,14 @@ void store_mark_gone(struct store *s, int id) {
   free_kv(t);
   t->kv_events = false;
   str_copy(t->last_error, sizeof t->last_error, "its node left the mesh");
+  store_changed(s, id);
 }
 
 void store_set_models(struct store *s, int id, const char *const *models, int n) {
   struct target *t = &s->targets[id];
   free_models(t);
   for (int i = 0; i < n && i < STORE_MAX_MODELS; i++) t->models[t->nmodels++] = xstrdup(models[i]);
+  store_changed(s, id);
 }
 
 void store_report(struct store *s, int id, const struct target_load *load, uint64_t now_ns) {
@@ -157,6 +182,7 @@ void store_report(struct store *s, int id, const struct target_load *load, uint6
   t->routed_since_report = 0;
   t->kv_reserved = 0;
   t->report_seq++;
+  store_changed(s, id);
   if (s->report_cb) s->report_cb(s->report_arg, id);
 }
 
@@ -165,6 +191,7 @@ void store_mark_down(struct store *s, int id, const char *reason) {
   bool was = t->healthy;
   t->healthy = false;
   str_copy(t->last_error, sizeof t->last_error, reason);
+  store_changed(s, id);
   if (was && s->down_cb) s->down_cb(s->down_arg, id);
 }
 
@@ -204,6 +231,7 @@ int store_candidates(const struct store *s, struct slice model, const uint64_t *
 void store_reserve(struct store *s, int id) {
   s->targets[id].inflight++;
   s->targets[id].routed_since_report++;
+  store_changed(s, id);
 }
 
 void store_release(struct store *s, int id) {
@@ -211,6 +239,7 @@ void store_release(struct store *s, int id) {
   if (t->inflight > 0) t->inflight--;
   /* A request that finished before the next report adds no load any more. */
   if (t->routed_since_report > 0) t->routed_since_report--;
+  store_changed(s, id);
 }
 
 int64_t store_kv_capacity(const struct target *t) {

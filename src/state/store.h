@@ -8,6 +8,8 @@
 #include "core/slice.h"
 #include "state/prefix_index.h"
 
+/* Entries of the store's change log (struct store). */
+#define STORE_CHANGE_LOG 4096
 /* How many targets a store holds is fixed when it is made (config `max_targets`; this by default). */
 #define STORE_DEFAULT_MAX_TARGETS 1024
 #define STORE_MAX_MODELS 16
@@ -89,6 +91,12 @@ struct store {
   struct target *targets; /* owned: cap entries, the first ntargets in use; ids index it */
   int ntargets, cap;
   uint64_t placement_gen; /* bumped when a target is added or its node or zone changes (route_ctl recomputes) */
+  /* The change log: every change to what routing reads of a target (health, gone, draining, models, load
+   * report, degraded GPU, router-local counts) appends its id, change_log[seq % STORE_CHANGE_LOG] being the
+   * target of change seq (1-based; change_seq changes so far). A reader that kept up with it refreshes only
+   * what changed (route/cand_set.h); one that fell more than STORE_CHANGE_LOG behind rebuilds. */
+  uint64_t change_seq;
+  int32_t *change_log; /* owned, STORE_CHANGE_LOG entries */
   /* report_cb, when set, runs at the end of every store_report (the router admits queued requests when
    * capacity frees). It must not add or remove targets. */
   void (*report_cb)(void *arg, int id);
@@ -116,6 +124,12 @@ void store_set_zone(struct store *s, int id, const char *zone);
  * -EINVAL (bad address) or -ENOSPC. *addr_changed tells the caller to reconnect its pool. */
 int store_add_remote(struct store *s, const char *node, const uint8_t node_id[32], const char *remote_name,
                      const char *api_addr, const char *kind, bool *addr_changed);
+/* store_changed appends target id to the change log (see struct store). The store's own setters call it; a
+ * caller that writes a target field routing reads must use a setter instead. */
+void store_changed(struct store *s, int id);
+/* store_set_draining / store_set_degraded set target id's draining flag (no new requests) / degraded GPU flag. */
+void store_set_draining(struct store *s, int id, bool draining);
+void store_set_degraded(struct store *s, int id, bool degraded);
 /* store_mark_gone takes target id out of routing for good (its node died or left): unhealthy, no models. */
 void store_mark_gone(struct store *s, int id);
 /* store_set_models replaces the model list of target id (strings are copied). */
