@@ -693,7 +693,7 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
   l->reserved = true;
   struct policy_target pt;
   uint64_t now = proxy_now(p->r);
-  router_policy_target(&r->store->targets[id], now, &pt);
+  cand_record(&r->store->targets[id], now, &pt);
   l->pol = router_policy_for(r, p->oai.model);
   policy_on_route(l->pol, policy_request(p), &pt, now, &l->ticket);
   l->ticketed = true;
@@ -716,37 +716,32 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
   proxy_schedule(p);
 }
 
-int proxy_candidates(struct proxy *p, int *ids) {
-  return router_candidates(p->r, p->oai.model, p->tried, ids, proxy_now(p->r));
+int proxy_candidates(struct proxy *p, struct router_cands *c) {
+  return router_candidates(p->r, p->oai.model, p->tried, proxy_now(p->r), c);
 }
 
-int proxy_pick(struct proxy *p, const int *ids, int n, uint64_t now) {
+int proxy_pick(struct proxy *p, const struct router_cands *c, uint64_t now) {
   struct router *r = p->r;
-  assert(n >= 1);
-  struct policy_target *c = xmalloc((size_t)n * sizeof *c);
-  for (int i = 0; i < n; i++) router_policy_target(&r->store->targets[ids[i]], now, &c[i]);
-  int id = ids[policy_pick(router_policy_for(r, p->oai.model), policy_request(p), c, n, now)];
-  free(c);
-  return id;
+  assert(c->n >= 1);
+  return c->ids[policy_pick(router_policy_for(r, p->oai.model), policy_request(p), c->pt, c->n, now)];
 }
 
 void proxy_attempt(struct proxy *p) {
   struct router *r = p->r;
-  int *ids = xmalloc((size_t)r->store->cap * sizeof *ids);
-  int n = proxy_candidates(p, ids);
+  struct router_cands c;
+  int n = proxy_candidates(p, &c);
   if (n == 0 && p->attempts == 0 && proxy_fallback(p, true)) { /* the policy names a model that has targets */
     proxy_fallback_body(p);
-    n = proxy_candidates(p, ids);
+    n = proxy_candidates(p, &c);
   }
   if (n == 0) {
-    free(ids);
     if (p->attempts == 0)
       fail(p, 503, "service_unavailable", "no healthy target serves this model right now; retry shortly", 1);
     else
       give_up(p); /* no other target: the last attempt's failure is the answer */
     return;
   }
-  n = proxy_admit_filter(p, ids, n); /* admission: a target whose KV budget cannot fit it is no candidate */
+  n = proxy_admit_filter(p, &c); /* admission: a target whose KV budget cannot fit it is no candidate */
   if (p->attempts == 0 && !http_req_header(p->req, "x-infermesh-slo").len) {
     /* The control plane's policy for the model sets the class of requests that do not name one. */
     const struct route_ctl_policy *cp = route_ctl_policy(&r->ctl, p->oai.model);
@@ -755,9 +750,8 @@ void proxy_attempt(struct proxy *p) {
   uint64_t now = proxy_now(p->r);
   int id = -1;
   for (int i = 0; i < n && p->hop_target[0]; i++)
-    if (strcmp(r->store->targets[ids[i]].name, p->hop_target) == 0) id = ids[i];
-  if (id < 0) id = proxy_pick(p, ids, n, now);
-  free(ids);
+    if (strcmp(r->store->targets[c.ids[i]].name, p->hop_target) == 0) id = c.ids[i];
+  if (id < 0) id = proxy_pick(p, &c, now);
   proxy_leg_send(p, p->legs[0].up ? &p->legs[1] : &p->legs[0], id, false);
   proxy_hedge_arm(p); /* hedging: a latency-class request gets a copy elsewhere if this one is slow */
   proxy_schedule(p);

@@ -171,10 +171,9 @@ void proxy_admit(struct proxy *p) {
   adm_bucket_add(&r->hedge_credit, r->opts.hedge_max_fraction); /* hedges are a share of all traffic */
   struct route_ctl_policy *cp = route_ctl_policy(&r->ctl, p->oai.model);
   if (cp && cp->hedge_max_frac > 0) adm_bucket_add(&cp->credit, cp->hedge_max_frac); /* ... or of the model's */
-  int *ids = xmalloc((size_t)r->store->cap * sizeof *ids);
-  int n = proxy_candidates(p, ids);
-  bool room = n == 0 || (adm_queue_len(&r->adm) == 0 && !adm_all_saturated(&r->adm.o, r->store, ids, n, p->kv_need));
-  free(ids);
+  struct router_cands c;
+  int n = proxy_candidates(p, &c);
+  bool room = n == 0 || (adm_queue_len(&r->adm) == 0 && !adm_all_saturated(&r->adm.o, r->store, c.ids, n, p->kv_need));
   if (room) {
     proxy_attempt(p); /* room somewhere (or no target at all: 503) */
     return;
@@ -207,15 +206,17 @@ void proxy_admit(struct proxy *p) {
   proxy_admit_dispatch(r); /* others may be waiting only for another model's targets */
 }
 
-int proxy_admit_filter(struct proxy *p, int *ids, int n) {
+static bool kv_fits(const void *arg, const struct target *t) {
+  const struct proxy *p = arg;
+  return adm_kv_fits(&p->r->adm.o, t, p->kv_need);
+}
+
+int proxy_admit_filter(struct proxy *p, struct router_cands *c) {
   struct router *r = p->r;
-  if (!r->adm.o.kv_budget || p->kv_need <= 0) return n;
-  int k = 0;
-  for (int i = 0; i < n; i++)
-    if (adm_kv_fits(&r->adm.o, &r->store->targets[ids[i]], p->kv_need)) ids[k++] = ids[i];
-  if (k > 0) return k;
-  /* None fits (a retry after the roomy ones failed, or a forwarded request): let the runtime queue it. */
-  return n;
+  if (!r->adm.o.kv_budget || p->kv_need <= 0) return c->n;
+  /* None fits (a retry after the roomy ones failed, or a forwarded request): c stays, the runtime queues it. */
+  router_cands_keep(r, c, kv_fits, p);
+  return c->n;
 }
 
 void proxy_admit_end(struct proxy *p) {
@@ -298,10 +299,9 @@ static int try_cb(void *arg, void *udata, uint64_t waited_ns) {
   if (p->revoked) return 0; /* answered from its timer */
   for (int i = 0; i < ps->nblocked; i++)
     if (slice_eq(ps->blocked[i], p->oai.model)) return 0;
-  int *ids = xmalloc((size_t)r->store->cap * sizeof *ids);
-  int n = proxy_candidates(p, ids);
-  bool full = n > 0 && adm_all_saturated(&r->adm.o, r->store, ids, n, p->kv_need);
-  free(ids);
+  struct router_cands c;
+  int n = proxy_candidates(p, &c);
+  bool full = n > 0 && adm_all_saturated(&r->adm.o, r->store, c.ids, n, p->kv_need);
   if (n == 0 || full) {
     if (n == 0 && !p->shed_no_target) {
       p->shed_no_target = true; /* answered from its timer: a pass never ends requests itself */

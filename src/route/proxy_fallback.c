@@ -8,10 +8,8 @@
 #include "route/proxy_int.h"
 
 static bool serves_now(struct proxy *p) {
-  int *ids = xmalloc((size_t)p->r->store->cap * sizeof *ids);
-  bool any = proxy_candidates(p, ids) > 0;
-  free(ids);
-  return any;
+  struct router_cands c;
+  return proxy_candidates(p, &c) > 0;
 }
 
 bool proxy_fallback(struct proxy *p, bool need_candidates) {

@@ -11,16 +11,15 @@
 
 /* The second-best target: among the candidates not tried yet that have room for the request, the one the
  * routing policy picks (the same ranking as the first send's, which excluded it as tried). -1 when none. */
+static bool has_room(const void *arg, const struct target *t) {
+  const struct proxy *p = arg;
+  return !adm_target_saturated(&p->r->adm.o, t, p->kv_need);
+}
+
 static int second_best(struct proxy *p, uint64_t now) {
-  struct router *r = p->r;
-  int *ids = xmalloc((size_t)r->store->cap * sizeof *ids);
-  int n = proxy_candidates(p, ids);
-  int m = 0;
-  for (int i = 0; i < n; i++)
-    if (!adm_target_saturated(&r->adm.o, &r->store->targets[ids[i]], p->kv_need)) ids[m++] = ids[i];
-  int id = m ? proxy_pick(p, ids, m, now) : -1;
-  free(ids);
-  return id;
+  struct router_cands c;
+  if (proxy_candidates(p, &c) == 0 || router_cands_keep(p->r, &c, has_room, p) == 0) return -1;
+  return proxy_pick(p, &c, now);
 }
 
 void proxy_hedge_fire(struct proxy *p) {

@@ -10,6 +10,7 @@
 #include "core/buf.h"
 #include "net/sse.h"
 #include "route/jscan.h"
+#include "route/rank.h"
 #include "route/router.h"
 #include "route/upstream.h"
 
@@ -134,9 +135,10 @@ struct proxy {
 };
 
 /* proxy.c */
-/* proxy_candidates writes into ids (store->cap room) the untried healthy targets serving p's model that
- * the control plane's drains and pins allow (store_candidates + route_ctl_filter); returns their count. */
-int proxy_candidates(struct proxy *p, int *ids);
+/* proxy_candidates sets *c to the untried healthy targets serving p's model that the control plane's drains
+ * and pins allow, with the routing policy's records (router_candidates: borrowed from the router until its next
+ * call); returns c->n. */
+int proxy_candidates(struct proxy *p, struct router_cands *c);
 /* attempt sends the primary to the best untried candidate (or answers 503/502 when none is left). */
 void proxy_attempt(struct proxy *p);
 /* proxy_leg_send sends p's request to target id on leg l (reserving there). */
@@ -151,9 +153,9 @@ void proxy_timer(struct proxy *p, int use, uint64_t ms, void (*cb)(struct upstre
 void proxy_timer_stop(struct proxy *p);
 /* proxy_now is the router's clock (r->io: monotonic ns, virtual in tests). */
 uint64_t proxy_now(const struct router *r);
-/* proxy_pick ranks candidates ids[0..n) (n >= 1) with the routing policy of p's model and returns the chosen
- * id: the one ranking path of first sends, retries and hedges. */
-int proxy_pick(struct proxy *p, const int *ids, int n, uint64_t now);
+/* proxy_pick ranks candidates c (c->n >= 1) with the routing policy of p's model and returns the chosen id: the
+ * one ranking path of first sends, retries and hedges. */
+int proxy_pick(struct proxy *p, const struct router_cands *c, uint64_t now);
 /* proxy_schedule (re)starts p's timer for the earliest of p->hedge_due and the first-byte deadlines of its
  * legs in flight that are not committed; stops it when none is left. Not while p is queued. */
 void proxy_schedule(struct proxy *p);
@@ -170,9 +172,9 @@ void proxy_admit_estimate(struct proxy *p);
 /* proxy_admit (after proxy_admit_estimate) applies the tenant's limits (429), then sends p, or queues it
  * while every candidate is saturated (429 when the queue is full; 503 at its deadline). */
 void proxy_admit(struct proxy *p);
-/* proxy_admit_filter drops from ids[0..n) the targets whose KV budget cannot fit p (they are no candidates);
- * when that leaves none (a retry after the others failed) the list is kept. Returns the new count. */
-int proxy_admit_filter(struct proxy *p, int *ids, int n);
+/* proxy_admit_filter drops from c the targets whose KV budget cannot fit p (they are no candidates); when that
+ * leaves none (a retry after the others failed) c is kept. Returns the new c->n. */
+int proxy_admit_filter(struct proxy *p, struct router_cands *c);
 /* proxy_admit_end releases p's admission state (queue entry, tenant slot); called once by finish. */
 void proxy_admit_end(struct proxy *p);
 /* proxy_admit_dispatch offers queued requests to targets that have room (after a completion or a report). */

@@ -7,33 +7,66 @@
 #include "core/alloc.h"
 #include "core/clock.h"
 
-int router_candidates(struct router *r, struct slice model, const uint64_t *exclude, int *ids, uint64_t now) {
-  int n = store_candidates(r->store, model, exclude, ids, r->store->cap);
-  n = route_ctl_filter(&r->ctl, r->store, model, ids, n);
-  /* Open breakers: those targets get no request until their backoff is over, unless every candidate's breaker
-   * is open (then they are tried anyway: a breaker must never be what makes a model unavailable). */
-  int m = 0;
-  for (int i = 0; i < n; i++)
-    if (breaker_available(&r->breakers[ids[i]], &r->opts.breaker, now)) ids[m++] = ids[i];
-  return m ? m : n;
+static bool any_bit(const uint64_t *b, int words) {
+  uint64_t any = 0;
+  for (int i = 0; i < words; i++) any |= b[i];
+  return any != 0;
 }
 
-void router_policy_target(const struct target *t, uint64_t now, struct policy_target *pt) {
-  memset(pt, 0, sizeof *pt);
-  pt->id = t->id;
-  pt->waiting = t->load.waiting;
-  pt->running = t->load.running;
-  pt->kv_usage = t->load.kv_usage;
-  pt->num_gpu_blocks = t->load.num_gpu_blocks;
-  pt->block_size = (int)t->load.block_size;
-  pt->prefix_hit_rate = t->load.prefix_queries > 0 ? t->load.prefix_hits / t->load.prefix_queries : 0;
-  pt->prefill_tps = t->prompt_tps_peak; /* demonstrated; the policy floors it with its default */
-  pt->itl_s = t->load.itl_p50;          /* the adapters' windowed median; negative unknown */
-  pt->signal_age_ns = !t->updated_ns ? UINT64_MAX : now > t->updated_ns ? now - t->updated_ns : 0;
-  pt->inflight = t->inflight;
-  pt->routed_since_report = t->routed_since_report;
-  pt->network_s = t->remote ? 0.001 : 0; /* one more hop, through the other node's agent */
-  pt->degraded = t->gpu_degraded;
+int router_candidates(struct router *r, struct slice model, const uint64_t *exclude, uint64_t now,
+                      struct router_cands *out) {
+  struct cand_set *c = cand_sets_get(&r->cands, r->store, model, now);
+  const int *ids = c->ids;
+  int n = c->n;
+  if (r->ctl.ndrains || r->ctl.npins || (exclude && any_bit(exclude, store_bitmap_words(r->store)))) {
+    int m = 0;
+    for (int i = 0; i < n; i++)
+      if (!exclude || !(exclude[ids[i] / 64] >> (ids[i] % 64) & 1)) r->cand_ids[m++] = ids[i];
+    n = route_ctl_filter(&r->ctl, r->store, model, r->cand_ids, m);
+    ids = r->cand_ids;
+  }
+  /* Open breakers: those targets get no request until their backoff is over, unless every candidate's breaker
+   * is open (then they are tried anyway: a breaker must never be what makes a model unavailable). */
+  int open = 0;
+  for (int i = 0; i < n; i++) open += !breaker_available(&r->breakers[ids[i]], &r->opts.breaker, now);
+  if (open > 0 && open < n) {
+    int m = 0;
+    for (int i = 0; i < n; i++)
+      if (breaker_available(&r->breakers[ids[i]], &r->opts.breaker, now)) r->cand_ids[m++] = ids[i];
+    ids = r->cand_ids;
+    n = m;
+  }
+  out->n = n;
+  out->ids = ids;
+  out->pt = c->pt;
+  if (ids != c->ids) {
+    for (int i = 0; i < n; i++) r->cand_pt[i] = c->pt[c->pos[ids[i]]];
+    out->pt = r->cand_pt;
+  }
+  return n;
+}
+
+int router_cands_keep(struct router *r, struct router_cands *c, bool (*keep)(const void *arg, const struct target *t),
+                      const void *arg) {
+  int k = 0, first_out = -1;
+  for (int i = 0; i < c->n; i++) {
+    if (keep(arg, &r->store->targets[c->ids[i]]))
+      k++;
+    else if (first_out < 0)
+      first_out = i;
+  }
+  if (k == 0 || k == c->n) return k;
+  /* Compacted into the scratch; when c is already there, in place (the write index never passes the read). */
+  int m = 0;
+  for (int i = 0; i < c->n; i++) {
+    if (i >= first_out && !keep(arg, &r->store->targets[c->ids[i]])) continue;
+    r->cand_ids[m] = c->ids[i];
+    r->cand_pt[m++] = c->pt[i];
+  }
+  c->ids = r->cand_ids;
+  c->pt = r->cand_pt;
+  c->n = m;
+  return k;
 }
 
 static int by_score(const void *a, const void *b) {
@@ -62,28 +95,19 @@ static void ranked_fill(const struct router *r, const struct target *t, int64_t 
 
 int router_rank(struct router *r, struct slice model, const struct policy_req *preq, uint64_t now,
                 struct router_ranked *out, int max, const char **policy) {
-  int *ids = xmalloc((size_t)r->store->cap * sizeof *ids);
-  int n = router_candidates(r, model, NULL, ids, now);
+  struct router_cands cs;
+  int n = router_candidates(r, model, NULL, now, &cs);
+  const int *ids = cs.ids;
   struct policy *pol = router_policy_for(r, model);
   *policy = policy_name(pol);
-  if (n == 0 || max <= 0) {
-    free(ids);
-    return 0;
-  }
-  struct policy_target *c = xmalloc((size_t)n * sizeof *c);
-  for (int i = 0; i < n; i++)
-    router_policy_target(&r->store->targets[ids[i]], now, &c[i]);
-  int pick = policy_pick(pol, preq, c, n, now);
-  free(c);
+  if (n == 0 || max <= 0) return 0;
+  int pick = policy_pick(pol, preq, cs.pt, n, now);
   int64_t need = (int64_t)preq->prompt_tokens + preq->max_tokens;
   const struct target *chosen = &r->store->targets[ids[pick]];
   out[0].score = score_target(chosen, &r->score, now);
   ranked_fill(r, chosen, need, now, true, &out[0]);
   int m = n < max ? n : max;
-  if (m == 1) { /* the policy's choice is all that was asked for: the others need no score */
-    free(ids);
-    return 1;
-  }
+  if (m == 1) return 1; /* the policy's choice is all that was asked for: the others need no score */
   /* The others by increasing score: all of them sorted, or the few asked for selected. */
   struct router_ranked *rest = xmalloc((size_t)n * sizeof *rest);
   int k = 0;
@@ -108,30 +132,26 @@ int router_rank(struct router *r, struct slice model, const struct policy_req *p
     ranked_fill(r, &r->store->targets[rest[i - 1].id], need, now, false, &out[i]);
   }
   free(rest);
-  free(ids);
   return m;
 }
 
 enum router_admit router_admit(struct router *r, int tenant, struct slice model, double tokens, uint64_t now,
                                const char **reason, uint64_t *retry_after_ns) {
-  int *ids = xmalloc((size_t)r->store->cap * sizeof *ids);
-  int n = router_candidates(r, model, NULL, ids, now);
+  struct router_cands cs;
+  int n = router_candidates(r, model, NULL, now, &cs);
   *retry_after_ns = 0;
   if (n == 0) {
-    free(ids);
     *reason = "no_target";
     *retry_after_ns = 1000000000ull;
     return ROUTER_REJECT;
   }
   int shed = adm_limit(&r->adm, tenant, tokens, now, retry_after_ns);
   if (shed != ADM_OK) {
-    free(ids);
     *reason = adm_shed_name(shed);
     return ROUTER_REJECT;
   }
   adm_done(&r->adm, tenant); /* nothing tells when the gateway's request ends: hold no slot */
-  bool full = adm_all_saturated(&r->opts.adm, r->store, ids, n, (int64_t)tokens);
-  free(ids);
+  bool full = adm_all_saturated(&r->opts.adm, r->store, cs.ids, n, (int64_t)tokens);
   if (full) {
     *reason = "saturated";
     *retry_after_ns = 1000000000ull;
@@ -148,7 +168,7 @@ void router_outcome(struct router *r, int id, const struct policy_req *preq, dou
   struct policy_target pt;
   uint64_t ttft_ns = ttft_s > 0 ? (uint64_t)(ttft_s * 1e9) : 0;
   uint64_t sent = now > ttft_ns ? now - ttft_ns : 0;
-  router_policy_target(t, sent, &pt);
+  cand_record(t, sent, &pt);
   struct policy_ticket tk = {.target = -1};
   policy_on_route(pol, preq, &pt, sent, &tk);
   if (ttft_ns) policy_on_first_token(pol, &tk, now);

@@ -18,13 +18,26 @@ struct router_ranked {
   bool chosen;        /* the routing policy's pick (out[0]) */
 };
 
-/* router_candidates writes into ids (store->cap room) the healthy targets serving model that are not
- * set in exclude (a bitmap, may be NULL), that the control plane's drains and pins allow, and whose circuit
- * breaker is closed at now_ns (unless every breaker is open: then all of them). Returns their count. */
-int router_candidates(struct router *r, struct slice model, const uint64_t *exclude, int *ids, uint64_t now_ns);
+/* The candidates of one decision: ids[i] is a store target id, pt[i] the routing policy's record of it. Borrowed
+ * from the router (its candidate sets or scratch), valid until the router's next router_candidates; the caller
+ * may change the records, never the ids. */
+struct router_cands {
+  int n;
+  const int *ids;
+  struct policy_target *pt;
+};
 
-/* router_policy_target fills pt, the routing policy's view of target t at now_ns (state/policy.h). */
-void router_policy_target(const struct target *t, uint64_t now_ns, struct policy_target *pt);
+/* router_candidates sets *out to the healthy targets serving model that are not set in exclude (a bitmap, may
+ * be NULL), that the control plane's drains and pins allow, and whose circuit breaker is closed at now_ns
+ * (unless every breaker is open: then all of them), ascending ids, with their records as of now_ns. Returns
+ * out->n. Allocates nothing once model has a candidate set (route/cand_set.h). */
+int router_candidates(struct router *r, struct slice model, const uint64_t *exclude, uint64_t now_ns,
+                      struct router_cands *out);
+
+/* router_cands_keep narrows c to the candidates whose target KEEP(ARG, target) accepts, when it accepts at
+ * least one (order kept; the router's scratch holds them). Returns how many it accepted: 0 leaves c as it was. */
+int router_cands_keep(struct router *r, struct router_cands *c, bool (*keep)(const void *arg, const struct target *t),
+                      const void *arg);
 
 /* router_rank ranks model's candidates for request preq (its model must be model) at now_ns into out[0..max):
  * the policy's pick first (chosen), then the others by increasing score. Returns how many (0: no target). The

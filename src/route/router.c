@@ -45,6 +45,9 @@ void router_init(struct router *r, uv_loop_t *loop, struct store *store, struct 
   r->store = store;
   r->pools = pools;
   r->breakers = xcalloc((size_t)store->cap, sizeof *r->breakers);
+  cand_sets_init(&r->cands, store->cap);
+  r->cand_ids = xmalloc((size_t)store->cap * sizeof *r->cand_ids);
+  r->cand_pt = xmalloc((size_t)store->cap * sizeof *r->cand_pt);
   r->io = upstream_real_init(&r->io_real, loop, pools);
   router_observe(r, &(struct request_observer){.on_attempt = policy_attempt_ended});
   router_observe(r, &(struct request_observer){.on_record = route_metrics_on_record, .arg = &r->metrics});
@@ -128,6 +131,11 @@ void router_free(struct router *r) {
   route_ctl_free(&r->ctl);
   free(r->breakers);
   r->breakers = NULL;
+  cand_sets_free(&r->cands);
+  free(r->cand_ids);
+  free(r->cand_pt);
+  r->cand_ids = NULL;
+  r->cand_pt = NULL;
   hop_seen_free(&r->hop_seen);
   buf_free(&r->head_scratch);
 }

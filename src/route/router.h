@@ -13,6 +13,7 @@
 #include "route/admission.h"
 #include "route/hop.h"
 #include "route/breaker.h"
+#include "route/cand_set.h"
 #include "route/alias.h"
 #include "route/hop_seen.h"
 #include "route/record.h"
@@ -96,6 +97,11 @@ struct router {
   struct policy *strategies[8]; /* owned: instances for strategies the control plane names per model */
   struct route_ctl ctl;  /* control-plane drains and pins (route_ctl_sync when the FSM changes) */
   struct breaker *breakers; /* owned: per target id, store->cap of them */
+  /* The candidates of each model with the policy's records, kept in step with the store (route/cand_set.h), and
+   * the scratch a decision narrows them into (store->cap entries each): a decision allocates nothing. */
+  struct cand_sets cands;
+  int *cand_ids;
+  struct policy_target *cand_pt;
   bool self_down; /* the proxy itself is marking a target down (a failed connection): no mass move */
   /* routed_cb, when set, is told each request sent to a target: its id, the prompt's block hashes (borrowed
    * for the call) and whether another node's router chose this node (forwarded). The agent shares this

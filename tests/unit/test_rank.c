@@ -88,13 +88,13 @@ static void test_outcomes_reach_breakers_and_ttft(void **state) {
   uint64_t now = clock_mono_ns();
   for (int i = 0; i < 5; i++)
     router_outcome(&r, 1, &pr, 0, 0, ROUTER_OUTCOME_ERROR, false, now);
-  int ids[RANK_TARGETS];
-  int n = router_candidates(&r, slice_cstr(M), NULL, ids, clock_mono_ns());
+  struct router_cands c;
+  int n = router_candidates(&r, slice_cstr(M), NULL, clock_mono_ns(), &c);
   assert_int_equal(n, 3); /* target 1's breaker is open: no candidate */
   for (int i = 0; i < n; i++)
-    assert_int_not_equal(ids[i], 1);
+    assert_int_not_equal(c.ids[i], 1);
   router_outcome(&r, 1, &pr, 0.2, 8, ROUTER_OUTCOME_OK, true, now);
-  assert_int_equal(router_candidates(&r, slice_cstr(M), NULL, ids, clock_mono_ns()), 4);
+  assert_int_equal(router_candidates(&r, slice_cstr(M), NULL, clock_mono_ns(), &c), 4);
   double p50;
   assert_true(store_ttfb_quantile(&st.targets[1], STORE_TTFB_STREAM, 0.5, 1, &p50));
   assert_true(p50 > 0.19 && p50 < 0.21);
