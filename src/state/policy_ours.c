@@ -216,6 +216,30 @@ static inline void consider(struct ours *s, const struct policy_config *cf, int 
   *nin += e <= *bound; /* the best only falls, so one outside this bound is outside the final one */
 }
 
+/* mark_candidates stamps C[0..n) as this pick's candidates in the slot table (growing it and the target table to
+ * the largest id) and returns the mean of the ITLs they report (0: none does). A function of its own so that its
+ * running sums stay in registers (inside ours_pick they were spilled: a store-to-load chain per candidate). */
+static __attribute__((noinline)) double mark_candidates(struct ours *s, const struct policy_target *c, int n) {
+  struct slot *slot = s->slot;
+  int lim = s->nslot < s->cap ? s->nslot : s->cap;
+  uint64_t pick = s->pick_no;
+  double itls = 0;
+  int nitl = 0;
+  for (int i = 0; i < n; i++) {
+    int id = c[i].id;
+    if (id >= lim) {
+      tgt_of(s, id);
+      s->slot = slot = policy_grow(s->slot, &s->nslot, id + 1, sizeof *s->slot);
+      lim = s->nslot < s->cap ? s->nslot : s->cap;
+    }
+    slot[id].cand_pick = pick;
+    slot[id].pos = i;
+    double itl = c[i].itl_s;
+    if (itl > 0) itls += itl, nitl++;
+  }
+  return nitl ? itls / nitl : 0;
+}
+
 static int ours_pick(struct policy *p, const struct policy_req *r, const struct policy_target *c, int n,
                      uint64_t now) {
   (void)now;
@@ -229,18 +253,7 @@ static int ours_pick(struct policy *p, const struct policy_req *r, const struct 
     s->nest = cap;
   }
   s->pick_no++;
-  double itls = 0;
-  int nitl = 0;
-  for (int i = 0; i < n; i++) {
-    int id = c[i].id;
-    if (id >= s->nslot || id >= s->cap) {
-      tgt_of(s, id);
-      s->slot = policy_grow(s->slot, &s->nslot, id + 1, sizeof *s->slot);
-    }
-    s->slot[id].cand_pick = s->pick_no;
-    s->slot[id].pos = i;
-    if (c[i].itl_s > 0) itls += c[i].itl_s, nitl++;
-  }
+  double itl_mean = mark_candidates(s, c, n);
   /* Which targets hold a prefix of the prompt, and how much: one probe per run of the prompt's blocks in the
    * inverted index, not one per candidate. */
   s->nheld = 0;
@@ -255,7 +268,7 @@ static int ours_pick(struct policy *p, const struct policy_req *r, const struct 
                          .w_miss = cf->ours_w_miss,
                          .w_decode = cf->ours_w_decode,
                          .w_step = cf->ours_w_step,
-                         .itl_mean = nitl ? itls / nitl : 0,
+                         .itl_mean = itl_mean,
                          .stale_penalty = cf->ours_stale_penalty_s,
                          .degraded_penalty = cf->ours_degraded_penalty_s,
                          .stale_ns = cf->stale_ns};
