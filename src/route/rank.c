@@ -13,6 +13,12 @@ static bool any_bit(const uint64_t *b, int words) {
   return any != 0;
 }
 
+/* available: breaker_available, without the call for a closed breaker (nearly every one, every decision). */
+static inline bool available(const struct router *r, int id, uint64_t now) {
+  const struct breaker *b = &r->breakers[id];
+  return b->state == BREAKER_CLOSED || breaker_available(b, &r->opts.breaker, now);
+}
+
 int router_candidates(struct router *r, struct slice model, const uint64_t *exclude, uint64_t now,
                       struct router_cands *out) {
   struct cand_set *c = cand_sets_get(&r->cands, r->store, model, now);
@@ -28,11 +34,11 @@ int router_candidates(struct router *r, struct slice model, const uint64_t *excl
   /* Open breakers: those targets get no request until their backoff is over, unless every candidate's breaker
    * is open (then they are tried anyway: a breaker must never be what makes a model unavailable). */
   int open = 0;
-  for (int i = 0; i < n; i++) open += !breaker_available(&r->breakers[ids[i]], &r->opts.breaker, now);
+  for (int i = 0; i < n; i++) open += !available(r, ids[i], now);
   if (open > 0 && open < n) {
     int m = 0;
     for (int i = 0; i < n; i++)
-      if (breaker_available(&r->breakers[ids[i]], &r->opts.breaker, now)) r->cand_ids[m++] = ids[i];
+      if (available(r, ids[i], now)) r->cand_ids[m++] = ids[i];
     ids = r->cand_ids;
     n = m;
   }
