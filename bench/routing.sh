@@ -31,8 +31,12 @@ DEC="$BUILD/routing_decision"
 cc -O2 -std=c11 -D_GNU_SOURCE -Isrc -o "$DEC" bench/routing_decision.c src/state/policy*.c src/state/prefix_index.c \
   src/state/prefix_holders.c \
   src/core/alloc.c src/core/rng.c -lxxhash -lm
+CAND="$BUILD/routing_candidates"
+cc -O2 -std=c11 -D_GNU_SOURCE -Isrc -o "$CAND" bench/routing_candidates.c src/route/cand_set.c src/state/store.c \
+  src/state/policy*.c src/state/prefix_index.c src/state/prefix_holders.c src/core/alloc.c src/core/rng.c \
+  src/core/slice.c -lxxhash -lm
 
-exec /usr/bin/python3 - "$BIN" "$OUT" "$TRACE" "$JOBS" "$FROM_RAW" "$BUILD/routing-raw.json" "$DEC" "$BUILD" <<'PY'
+exec /usr/bin/python3 - "$BIN" "$OUT" "$TRACE" "$JOBS" "$FROM_RAW" "$BUILD/routing-raw.json" "$DEC" "$BUILD" "$CAND" <<'PY'
 import concurrent.futures as cf
 import datetime
 import json
@@ -42,7 +46,7 @@ import subprocess
 import sys
 import time
 
-BIN, OUT, TRACE, JOBS, FROM_RAW, RAW, DEC, BUILD = sys.argv[1:9]
+BIN, OUT, TRACE, JOBS, FROM_RAW, RAW, DEC, BUILD, CAND = sys.argv[1:10]
 JOBS, FROM_RAW = int(JOBS), FROM_RAW == "1"
 POLICIES = ["round-robin", "least-request", "power-of-two", "sglang", "llm-d", "ours"]
 ROUTERS = (1, 4, 16)
@@ -112,6 +116,12 @@ else:
                 p, _, ns, med = line.split()
                 dec[f"{p}|{n}|unique"] = float(ns)
                 dec[f"{p}|{n}|unique|median"] = float(med)
+    for n in (100, 1000, 10000):  # the router's whole decision: candidates and records kept, or rebuilt
+        out = subprocess.run([CAND, str(n), str(2000000 // n)], capture_output=True, text=True, check=True).stdout
+        for line in out.split("\n"):
+            if line.strip() and not line.startswith("#"):
+                way, _, med, p90 = line.split()
+                dec[f"{way}|{n}|median"], dec[f"{way}|{n}|p90"] = float(med), float(p90)
     raw = {"caps": raw, "decision": dec, "commands": commands, "wall_s": time.time() - t0,
            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     json.dump(raw, open(RAW, "w"))
@@ -252,6 +262,19 @@ for p in POLICIES:
       f" | {dec.get(f'{p}|1000|unique', float('nan')) / 1000:.2f} / "
       f"{dec.get(f'{p}|1000|unique|median', float('nan')) / 1000:.2f} µs |")
 w("")
+if "kept-sets|1000|median" in dec:
+    w("The router's whole decision with ours (`bench/routing_candidates.c`: the candidates and their records, then "
+      "the pick, with N targets in the store, reservations and releases between decisions and a load report every "
+      "16th): the candidate sets kept in step with the store's change log (`route/cand_set.c`), against rebuilding "
+      "the candidates and every record from the store for each decision, timed alternately on the same states "
+      "(same picks): median / p90.")
+    w("")
+    w("| way | 100 targets | 1,000 | 10,000 |")
+    w("|---|---|---|---|")
+    for way in ("kept-sets", "rebuilt-per-decision"):
+        w(f"| {way} | " + " | ".join(f"{dec[f'{way}|{n}|median'] / 1000:.2f} / {dec[f'{way}|{n}|p90'] / 1000:.2f} µs"
+                                     for n in (100, 1000, 10000)) + " |")
+    w("")
 o1000 = dec.get("ours|1000|median", dec["ours|1000"])
 if o1000 > 5000:
     short.append(f"ours' decision costs {o1000 / 1000:.1f} µs at 1,000 candidates (median), over DESIGN §12's 5 µs: "
@@ -329,6 +352,7 @@ for c in raw["commands"]:
         w(c)
 w(f"{DEC} N $((2000000 / N))   # N = 100, 1000, 10000")
 w(f"{DEC} 1000 2000 all 0     # prompts sharing nothing")
+w(f"{CAND} N $((2000000 / N))   # N = 100, 1000, 10000")
 w("```")
 open(OUT, "w").write("\n".join(L) + "\n")
 print(f"wrote {OUT}", file=sys.stderr)
