@@ -43,6 +43,9 @@ static const char *policy_req_of(struct policy_req *pr, const char *model, const
   return NULL;
 }
 
+/* Answers of ScoreTargets kept on the stack (max_results up to this). */
+#define SCORE_FEW 8
+
 void grpc_score_targets(struct grpc_call *call, const ProtobufCMessage *in) {
   const Infermesh__V1__ScoreTargetsRequest *q = (const void *)in;
   const struct grpc_env *env = grpc_call_env(call);
@@ -60,12 +63,16 @@ void grpc_score_targets(struct grpc_call *call, const ProtobufCMessage *in) {
     return;
   }
   int cap = r->store->cap;
-  struct router_ranked *ranked = xmalloc((size_t)cap * sizeof *ranked);
   const char *policy;
   int max = q->max_results && q->max_results < (uint32_t)cap ? (int)q->max_results : cap;
+  /* A few answers (an endpoint picker asks for one) live on the stack: such a call allocates nothing here. */
+  struct router_ranked few[SCORE_FEW];
+  Infermesh__V1__ScoredTarget few_st[SCORE_FEW], *few_stp[SCORE_FEW];
+  bool heap = max > SCORE_FEW;
+  struct router_ranked *ranked = heap ? xmalloc((size_t)max * sizeof *ranked) : few;
   int n = router_rank(r, slice_cstr(q->model), &pr, clock_mono_ns(), ranked, max, &policy);
-  Infermesh__V1__ScoredTarget *st = xmalloc((size_t)cap * sizeof *st);
-  Infermesh__V1__ScoredTarget **stp = xmalloc((size_t)cap * sizeof *stp);
+  Infermesh__V1__ScoredTarget *st = heap ? xmalloc((size_t)max * sizeof *st) : few_st;
+  Infermesh__V1__ScoredTarget **stp = heap ? xmalloc((size_t)max * sizeof *stp) : few_stp;
   for (int i = 0; i < n; i++) {
     const struct target *t = &r->store->targets[ranked[i].id];
     infermesh__v1__scored_target__init(&st[i]);
@@ -91,9 +98,11 @@ void grpc_score_targets(struct grpc_call *call, const ProtobufCMessage *in) {
     grpc_finish(call, GRPC_NOT_FOUND, "no target serves this model");
   else
     grpc_reply(call, &resp.base); /* packs the message before it returns */
-  free(stp);
-  free(st);
-  free(ranked);
+  if (heap) {
+    free(stp);
+    free(st);
+    free(ranked);
+  }
 }
 
 /* The tenant's index in the router's admission, by name; "" is the default tenant when none is configured. */
