@@ -329,7 +329,9 @@ struct policy *router_policy_for(struct router *r, struct slice model) {
   return r->policy;
 }
 
-void router_cache_hint(struct router *r, int id, const uint64_t *hashes, int n) {
+/* hint tells every policy instance of r what a cache report (DECISION false) or a peer's routing decision
+ * (true) says target id holds. */
+static void hint(struct router *r, int id, const uint64_t *hashes, int n, bool decision) {
   const struct target *t = &r->store->targets[id];
   if (n <= 0) return;
   struct policy_target pt = {.id = id, .num_gpu_blocks = t->load.num_gpu_blocks, .block_size = (int)t->load.block_size};
@@ -340,6 +342,12 @@ void router_cache_hint(struct router *r, int id, const uint64_t *hashes, int n) 
                            .block_size = ROUTER_BLOCK_TOKENS,
                            .tenant = -1};
   uint64_t now = clock_mono_ns();
-  policy_on_peer_route(r->policy, &req, &pt, now);
-  for (int i = 0; i < 8 && r->strategies[i]; i++) policy_on_peer_route(r->strategies[i], &req, &pt, now);
+  void (*tell)(struct policy *, const struct policy_req *, const struct policy_target *, uint64_t) =
+      decision ? policy_on_peer_decision : policy_on_peer_route;
+  tell(r->policy, &req, &pt, now);
+  for (int i = 0; i < 8 && r->strategies[i]; i++) tell(r->strategies[i], &req, &pt, now);
 }
+
+void router_cache_hint(struct router *r, int id, const uint64_t *hashes, int n) { hint(r, id, hashes, n, false); }
+
+void router_peer_decision(struct router *r, int id, const uint64_t *hashes, int n) { hint(r, id, hashes, n, true); }

@@ -148,6 +148,11 @@ void router_shutdown(struct router *r);
  * KV-cache events or another router's routing decision say (policy_on_peer_route). No reservation. */
 void router_cache_hint(struct router *r, int id, const uint64_t *hashes, int n);
 
+/* router_peer_decision: another gateway routed a prompt whose first blocks are HASHES[0..n) to target id (a
+ * shared routing decision). As router_cache_hint, and the policies may count the request as id's load until
+ * id's next load report covers it (policy_on_peer_decision). */
+void router_peer_decision(struct router *r, int id, const uint64_t *hashes, int n);
+
 /* router_policy_for returns the policy instance that routes model: the strategy the control plane's policy
  * for model names (created on first use), else the router's default. Owned by r. */
 struct policy *router_policy_for(struct router *r, struct slice model);

@@ -154,6 +154,15 @@ void policy_on_peer_route(struct policy *p, const struct policy_req *r, const st
   if (p->ops->on_peer_route) p->ops->on_peer_route(p, r, t, now_ns);
 }
 
+void policy_on_peer_decision(struct policy *p, const struct policy_req *r, const struct policy_target *t,
+                             uint64_t now_ns) {
+  if (t->id < 0) return;
+  if (p->ops->on_peer_decision)
+    p->ops->on_peer_decision(p, r, t, now_ns);
+  else if (p->ops->on_peer_route)
+    p->ops->on_peer_route(p, r, t, now_ns);
+}
+
 void policy_forget_target(struct policy *p, int id) {
   if (id < 0) return;
   if (p->ops->forget) p->ops->forget(p, id);

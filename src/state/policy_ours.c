@@ -8,8 +8,11 @@
  *   queue(t)    = prompt tokens t must prefill before this one: our own requests routed to t that have no
  *                 first token yet (their exact uncached estimates: router-local reservations, always fresh),
  *                 plus the other requests the last report shows waiting, each an average prompt less t's recent
- *                 prefix-hit rate,
- *   waiting(t)  = requests queued at t (the report's, plus ours routed since that have not started),
+ *                 prefix-hit rate, plus the other routers' decisions for t shared since that report (peer
+ *                 reservations, each its uncached estimate: without them N routers each count a 1/N share
+ *                 of the load they send to a target between two reports, and herd on it),
+ *   waiting(t)  = requests queued at t (the report's, plus ours routed since that have not started, plus the
+ *                 peer reservations),
  *   behind(t)   = waiting(t) + w_arrivals * the requests expected to reach t while this one prefills
  *                 (our routing rate / candidates * uncached(t) / rate(t)),
  *   est(t)      = queue(t) / rate(t) + (1 + w_miss * behind(t) + w_decode * running(t)) * uncached(t) / rate(t)
@@ -43,6 +46,7 @@
 
 #define DEFAULT_INDEX_BLOCKS 31250 /* ~500k tokens of 16-token blocks, when a target reports no capacity */
 #define EWMA 0.05
+#define PEER_RING 32 /* peer reservations kept per target: the newest, older ones are in its reports */
 
 /* What this router holds about one target. */
 struct tgt {
@@ -50,6 +54,12 @@ struct tgt {
   double pend_tokens;      /* our requests routed there without a first token: tokens ... */
   int pend_n;              /* ... and count */
   double step_s;           /* average time between output tokens of our requests there */
+  /* Peer reservations: other routers' decisions for this target not yet covered by a report, oldest first
+   * in a ring (lazily made), and their total uncached tokens. */
+  uint64_t *peer_t;
+  float *peer_tok;
+  int peer_head, peer_n;
+  double peer_tokens;
 };
 
 struct ours {
@@ -58,8 +68,9 @@ struct ours {
   double avg_tokens;                      /* running average of the uncached tokens of routed requests */
   double avg_prompt;                      /* and of their prompt tokens */
   uint64_t nrouted;
-  uint64_t last_route;  /* when we last routed anything */
-  double mean_gap_s;    /* running average time between our routings */
+  uint64_t ndecisions;  /* our routing decisions */
+  uint64_t last_route;  /* when the last of them was made */
+  double mean_gap_s;    /* running average time between them */
   double itl_mean;      /* scratch: the mean reported ITL over this pick's candidates (0: none reports one) */
   double *est; /* scratch, per candidate index */
   int nest;
@@ -75,6 +86,8 @@ static void drop(struct tgt *g) {
     prefix_index_free(g->ix);
     free(g->ix);
   }
+  free(g->peer_t);
+  free(g->peer_tok);
   *g = (struct tgt){0};
 }
 
@@ -124,12 +137,13 @@ static double estimate(const struct policy *p, const struct ours *s, const struc
   /* Ours routed since the report that have no first token yet are waiting there too (ours routed since
    * that already started are running). */
   double since = t->routed_since_report < g->pend_n ? t->routed_since_report : g->pend_n;
-  double waiting = t->waiting + since;
-  double others = waiting - g->pend_n;
+  double others = t->waiting + since - g->pend_n;
   if (others < 0) others = 0;
-  /* Other routers' waiting requests: an average prompt, less what the target's recent hit rate saves. */
+  /* Other routers' waiting requests: an average prompt, less what the target's recent hit rate saves; and
+   * those they routed there since the report, at their own estimates. */
   double per_req = t->prefix_hit_rate >= 0 ? s->avg_prompt * (1 - t->prefix_hit_rate) : s->avg_tokens;
-  double queue = g->pend_tokens + others * per_req;
+  double queue = g->pend_tokens + others * per_req + g->peer_tokens;
+  double waiting = t->waiting + since + g->peer_n;
   double queued = waiting > g->pend_n ? waiting : g->pend_n;
   /* A rate below the default is one not yet demonstrated at full batch (a live target's peak window rate). */
   double tps = t->prefill_tps > p->cfg.ours_default_tps ? t->prefill_tps : p->cfg.ours_default_tps;
@@ -151,12 +165,28 @@ static double estimate(const struct policy *p, const struct ours *s, const struc
   return est + (t->network_s > 0 ? t->network_s : 0);
 }
 
+/* peer_expire drops G's peer reservations that a report of its target taken at REPORT_T covers. */
+static void peer_expire(struct tgt *g, uint64_t report_t) {
+  while (g->peer_n > 0 && g->peer_t[g->peer_head] <= report_t) {
+    g->peer_tokens -= g->peer_tok[g->peer_head];
+    g->peer_head = (g->peer_head + 1) % PEER_RING;
+    if (--g->peer_n == 0) g->peer_tokens = 0;
+  }
+}
+
 static int ours_pick(struct policy *p, const struct policy_req *r, const struct policy_target *c, int n,
                      uint64_t now) {
-  (void)now;
   struct ours *s = p->impl;
   if (n == 1) return 0;
   tgt_of(s, policy_max_id(c, n));
+  for (int i = 0; i < n; i++) {
+    struct tgt *g = &s->tg[c[i].id];
+    if (g->peer_n == 0) continue;
+    uint64_t age = c[i].signal_age_ns;
+    /* A target with no report for stale_ns has a stale penalty instead. */
+    if (age == UINT64_MAX || age > p->cfg.stale_ns) age = p->cfg.stale_ns;
+    peer_expire(g, now > age ? now - age : 0);
+  }
   s->est = policy_grow(s->est, &s->nest, n, sizeof *s->est);
   double itls = 0;
   int nitl = 0;
@@ -212,6 +242,35 @@ static void ours_on_peer_route(struct policy *p, const struct policy_req *r, con
   if (r->nblocks > 0 && r->block_size > 0) prefix_index_insert_path(ix, r->block_hashes, r->nblocks);
 }
 
+/* note_decision counts a routing decision of ours at NOW in the mean gap between decisions. */
+static void note_decision(struct ours *s, uint64_t now) {
+  if (s->ndecisions++ > 0 && now >= s->last_route) {
+    double gap = (double)(now - s->last_route) / 1e9;
+    s->mean_gap_s = s->mean_gap_s > 0 ? s->mean_gap_s + EWMA * (gap - s->mean_gap_s) : gap;
+  }
+  s->last_route = now;
+}
+
+/* ours_on_peer_decision records where a peer sent R and reserves its uncached estimate on T until a report
+ * of T taken after NOW covers it. */
+static void ours_on_peer_decision(struct policy *p, const struct policy_req *r, const struct policy_target *t,
+                                  uint64_t now) {
+  struct ours *s = p->impl;
+  struct tgt *g = tgt_of(s, t->id);
+  int est = r->prompt_tokens - cached_tokens(s, r, t->id);
+  if (est < 1) est = 1;
+  ours_on_peer_route(p, r, t, now);
+  if (!g->peer_t) {
+    g->peer_t = xcalloc(PEER_RING, sizeof *g->peer_t);
+    g->peer_tok = xcalloc(PEER_RING, sizeof *g->peer_tok);
+  }
+  if (g->peer_n == PEER_RING) peer_expire(g, g->peer_t[g->peer_head]); /* the oldest goes */
+  int k = (g->peer_head + g->peer_n++) % PEER_RING;
+  g->peer_t[k] = now;
+  g->peer_tok[k] = (float)est;
+  g->peer_tokens += est;
+}
+
 static void ours_on_route(struct policy *p, const struct policy_req *r, const struct policy_target *t, uint64_t now,
                           struct policy_ticket *tk) {
   struct ours *s = p->impl;
@@ -228,11 +287,7 @@ static void ours_on_route(struct policy *p, const struct policy_req *r, const st
   double alpha = s->nrouted < 20 ? 1.0 / (double)s->nrouted : EWMA;
   s->avg_tokens += alpha * (est - s->avg_tokens);
   s->avg_prompt += alpha * (r->prompt_tokens - s->avg_prompt);
-  if (s->nrouted > 1 && now >= s->last_route) {
-    double gap = (double)(now - s->last_route) / 1e9;
-    s->mean_gap_s = s->mean_gap_s > 0 ? s->mean_gap_s + EWMA * (gap - s->mean_gap_s) : gap;
-  }
-  s->last_route = now;
+  note_decision(s, now);
 }
 
 /* settle takes a request out of the target's pending prefill work. */
@@ -272,4 +327,5 @@ const struct policy_ops policy_ours_ops = {.name = "ours",
                                            .on_first_token = ours_on_first_token,
                                            .on_done = ours_on_done,
                                            .forget = ours_forget,
-                                           .on_peer_route = ours_on_peer_route};
+                                           .on_peer_route = ours_on_peer_route,
+                                           .on_peer_decision = ours_on_peer_decision};
