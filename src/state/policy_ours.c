@@ -14,7 +14,7 @@
  *   waiting(t)  = requests queued at t (the report's, plus ours routed since that have not started, plus the
  *                 peer reservations),
  *   behind(t)   = waiting(t) + w_arrivals * the requests expected to reach t while this one prefills
- *                 (our routing rate / candidates * uncached(t) / rate(t)),
+ *                 (the routing rate, ours and the peers' we hear of, / candidates * uncached(t) / rate(t)),
  *   est(t)      = queue(t) / rate(t) + (1 + w_miss * behind(t) + w_decode * running(t)) * uncached(t) / rate(t)
  *                 + w_step * step(t)
  *                 + network_s (the hop to a remote node) [+ stale_penalty when t's report is older than
@@ -68,7 +68,7 @@ struct ours {
   double avg_tokens;                      /* running average of the uncached tokens of routed requests */
   double avg_prompt;                      /* and of their prompt tokens */
   uint64_t nrouted;
-  uint64_t ndecisions;  /* our routing decisions */
+  uint64_t ndecisions;  /* routing decisions seen: ours and those peers shared */
   uint64_t last_route;  /* when the last of them was made */
   double mean_gap_s;    /* running average time between them */
   double itl_mean;      /* scratch: the mean reported ITL over this pick's candidates (0: none reports one) */
@@ -147,7 +147,7 @@ static double estimate(const struct policy *p, const struct ours *s, const struc
   double queued = waiting > g->pend_n ? waiting : g->pend_n;
   /* A rate below the default is one not yet demonstrated at full batch (a live target's peak window rate). */
   double tps = t->prefill_tps > p->cfg.ours_default_tps ? t->prefill_tps : p->cfg.ours_default_tps;
-  /* ... and those that arrive there while it prefills (our routing rate, spread over the candidates). */
+  /* ... and those that arrive there while it prefills (the routing rate, spread over the candidates). */
   if (s->mean_gap_s > 0 && ncand > 0) queued += p->cfg.ours_w_arrivals * (uncached / tps) / s->mean_gap_s / ncand;
   /* Decode: the running batch there. Ours routed since the report that have a first token are running too. */
   double started = t->routed_since_report - g->pend_n;
@@ -242,7 +242,7 @@ static void ours_on_peer_route(struct policy *p, const struct policy_req *r, con
   if (r->nblocks > 0 && r->block_size > 0) prefix_index_insert_path(ix, r->block_hashes, r->nblocks);
 }
 
-/* note_decision counts a routing decision of ours at NOW in the mean gap between decisions. */
+/* note_decision counts a routing decision, ours or a peer's, at NOW in the mean gap between decisions. */
 static void note_decision(struct ours *s, uint64_t now) {
   if (s->ndecisions++ > 0 && now >= s->last_route) {
     double gap = (double)(now - s->last_route) / 1e9;
@@ -269,6 +269,7 @@ static void ours_on_peer_decision(struct policy *p, const struct policy_req *r, 
   g->peer_t[k] = now;
   g->peer_tok[k] = (float)est;
   g->peer_tokens += est;
+  note_decision(s, now);
 }
 
 static void ours_on_route(struct policy *p, const struct policy_req *r, const struct policy_target *t, uint64_t now,
