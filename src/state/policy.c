@@ -29,7 +29,7 @@ void policy_config_default(struct policy_config *c) {
   c->llmd_max_prefix_blocks = 256;
   c->llmd_lru_capacity = 31250;
   c->ours_default_tps = 20000;
-  c->ours_slack_rel = 1.0;
+  c->ours_slack_rel = 0.5;
   c->ours_slack_abs_s = 0.010;
   c->ours_stale_penalty_s = 60;
   c->ours_degraded_penalty_s = 1;

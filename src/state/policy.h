@@ -80,7 +80,7 @@ struct policy_config {
   /* ours (DESIGN §6; see policy_ours.c) */
   double ours_default_tps;      /* prefill tokens/s assumed when a target reports less or none (20000): a live
                                  * target reports the highest rate it has shown, which light load keeps low */
-  double ours_slack_rel;        /* the best few: est <= best * (1 + slack_rel) + slack_abs_s (1.0, 0.01 s) */
+  double ours_slack_rel;        /* the best few: est <= best * (1 + slack_rel) + slack_abs_s (0.5, 0.01 s) */
   double ours_slack_abs_s;
   double ours_stale_penalty_s;  /* added to the estimate of a stale target (60 s) */
   double ours_degraded_penalty_s; /* added for a degraded GPU (1 s): it still serves when others are worse */
