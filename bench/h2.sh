@@ -36,64 +36,22 @@ for tool in nginx h2load curl awk; do
 done
 [[ -x $BIN ]] || { echo "bench: $BIN not built (run make build)" >&2; exit 1; }
 
-TMP=$(mktemp -d /tmp/infermesh-h2bench.XXXXXX)
-PIDS=()
-cleanup() {
-    local rc=$? pid
-    trap - EXIT INT TERM
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if ((rc != 0)); then
-        echo "bench: failed (exit $rc); logs in $TMP" >&2
-        for f in "$TMP"/*.err; do [[ -f $f ]] && { echo "== $f" >&2; tail -n 5 "$f" >&2; }; done
-    else
-        rm -rf "$TMP"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-log() { printf '[h2bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-start() { # start NAME CMD...: in the background, logs in $TMP/NAME.{out,err}; PID_NAME
-    local name=$1; shift
-    "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-    PIDS+=($!)
-    printf -v "PID_$name" '%s' $!
-}
-wait_up() { # wait_up PORT PATH
-    for _ in $(seq 200); do curl -sf -o /dev/null "http://127.0.0.1:$1$2" && return 0; sleep 0.05; done
-    echo "bench: nothing answers on port $1" >&2
-    return 1
-}
-
-# busy CPU (in cores) of the whole machine over 1 s: load from anything else running here
-machine_busy() {
-    local a b
-    a=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat)
-    sleep 1
-    b=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat)
-    awk -v a="$a" -v b="$b" -v n="$(nproc)" 'BEGIN { split(a, x); split(b, y); printf "%.2f", n * (y[1]-x[1]) / (y[2]-x[2]) }'
-}
+source "$ROOT/bench/lib.sh"
+bench_setup h2bench
+wait_up() { wait_for "port $1" curl -sf -o /dev/null "http://127.0.0.1:$1$2"; } # wait_up PORT PATH
 BUSY_BEFORE=$(machine_busy)
 
-ENGINE_PORT=$(free_port)
+pick_port ENGINE_PORT
 start engine "$BIN" sim-engine --host 127.0.0.1 --port "$ENGINE_PORT" --speed 0 --model "$MODEL"
 wait_up "$ENGINE_PORT" /health
 
-AGENT_PORT=$(free_port)
+pick_port AGENT_PORT
 # shellcheck disable=SC2086
 start agent "$BIN" agent --listen "127.0.0.1:$AGENT_PORT" --target "http://127.0.0.1:$ENGINE_PORT" \
     --log-level warn $AGENT_FLAGS
 wait_up "$AGENT_PORT" /readyz
 
-NGINX_PORT=$(free_port)
+pick_port NGINX_PORT
 mkdir -p "$TMP/nginx"
 cat >"$TMP/nginx.conf" <<EOF
 worker_processes 1;
@@ -155,7 +113,6 @@ h2() {
 
 # pct FILE P: the P-th percentile of h2load's per-request microseconds (third column)
 pct() { awk '{print $3}' "$1" | sort -n | awk -v p="$2" '{a[NR]=$1} END {i=int(NR*p/100+0.5); if (i<1) i=1; print a[i]}'; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 declare -A R
 for kind in plain stream; do for p in "${PATHS[@]}"; do h2 "$p" "$kind" 300 1 1 >/dev/null; done; done # warm up
@@ -176,11 +133,11 @@ for rep in $(seq "$REPS"); do
     done
 done
 
-med() { tr ' ' '\n' <<<"${R[$1]}" | grep -v '^$' | median; }
+med_of() { median <<<"${R[$1]}"; } # med_of KIND/PATH -> median over repetitions
 row() { # row KIND PATH
     local k=$1 p=$2 p50 p99 d50 d99 cpu ncpu rps
-    p50=$(med "$p,$k,p50"); p99=$(med "$p,$k,p99"); d50=$(med "direct,$k,p50"); d99=$(med "direct,$k,p99")
-    cpu=$(med "$p,$k,cpu"); ncpu=$(med "nginx,$k,cpu"); rps=$(med "$p,$k,rps")
+    p50=$(med_of "$p,$k,p50"); p99=$(med_of "$p,$k,p99"); d50=$(med_of "direct,$k,p50"); d99=$(med_of "direct,$k,p99")
+    cpu=$(med_of "$p,$k,cpu"); ncpu=$(med_of "nginx,$k,cpu"); rps=$(med_of "$p,$k,rps")
     if [[ $p == direct ]]; then
         printf '| %s | %s | %s µs | %s µs | – | – | %.0f | – | – |\n' "$k" "$p" "$p50" "$p99" "$rps"
     else

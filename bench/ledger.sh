@@ -23,37 +23,26 @@ OUTBOX_N=${OUTBOX_N:-20000}
 PG_BIN=/usr/lib/postgresql/15/bin
 MODEL=meta-llama/Llama-3.1-8B-Instruct
 [[ -x $BIN ]] || { echo "bench: $BIN not built (make build)" >&2; exit 1; }
-TMP=$(mktemp -d /tmp/infermesh-ledger-bench.XXXXXX)
+source "$ROOT/bench/lib.sh"
+bench_setup ledger-bench
 chmod 755 "$TMP"
-PIDS=()
 PG_UP=0
 as_pg() { if [[ $(id -u) == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-cleanup() {
-    local rc=$?
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    [[ $PG_UP == 1 ]] && as_pg "$PG_BIN/pg_ctl" -D "$TMP/pg/data" -m fast stop >/dev/null 2>&1 || true
-    rm -rf "$TMP"
-    exit "$rc"
-}
-trap cleanup EXIT INT TERM
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 200); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "bench: $1 not up" >&2; return 1; }
+bench_at_exit() { [[ $PG_UP == 1 ]] && as_pg "$PG_BIN/pg_ctl" -D "$TMP/pg/data" -m fast stop >/dev/null 2>&1 || true; }
+wait_http() { wait_for "$1" curl -sf "$1"; }
 
-"$BIN" sim-engine --port 0 --speed 0 --log-level warn >"$TMP/engine.out" 2>"$TMP/engine.err" &
-PIDS+=($!)
-for _ in $(seq 200); do grep -q '^listening' "$TMP/engine.out" 2>/dev/null && break; sleep 0.05; done
+start engine "$BIN" sim-engine --port 0 --speed 0 --log-level warn
+wait_for "sim-engine" grep -q '^listening' "$TMP/engine.out"
 EPORT=$(sed -n '1s|^listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$TMP/engine.out")
 
 declare -A PORT PID
 for v in off on; do
-    PORT[$v]=$(free_port)
+    pick_port "PORT[$v]"
     flags=(--ledger false)
     [[ $v == on ]] && flags=(--price "model=$MODEL,prompt=0.5,completion=1.5")
-    "$BIN" agent --listen "127.0.0.1:${PORT[$v]}" --target "http://127.0.0.1:$EPORT" --data-dir "$TMP/d-$v" \
-        --log-level warn --scrape-interval-ms 200 "${flags[@]}" >"$TMP/agent-$v.log" 2>&1 &
-    PID[$v]=$!
-    PIDS+=($!)
+    start "agent-$v" "$BIN" agent --listen "127.0.0.1:${PORT[$v]}" --target "http://127.0.0.1:$EPORT" --data-dir "$TMP/d-$v" \
+        --log-level warn --scrape-interval-ms 200 "${flags[@]}"
+    PID[$v]=${PIDS[-1]}
     wait_http "http://127.0.0.1:${PORT[$v]}/readyz"
 done
 cat >"$TMP/wrk.lua" <<EOF
@@ -61,7 +50,6 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"model":"$MODEL","messages":[{"role":"user","content":"Hello, mesh!"}],"max_tokens":16}'
 EOF
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 declare -A US
 for rep in $(seq "$REPS"); do
     for v in off on; do
@@ -81,7 +69,6 @@ for rep in $(seq "$REPS"); do
         fi
     done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 OFF=$(median <<<"${US[off]}")
 ON=$(median <<<"${US[on]}")
 FILLED=$(median <<<"${US[filled]}")
@@ -109,12 +96,11 @@ OUTBOX="not measured (PostgreSQL 15 not installed)"
 if [[ -x $PG_BIN/initdb ]]; then
     mkdir -p "$TMP/pg"
     [[ $(id -u) == 0 ]] && chown postgres "$TMP/pg"
-    PGPORT=$(free_port)
+    pick_port PGPORT
     as_pg "$PG_BIN/initdb" -D "$TMP/pg/data" -A trust -U infermesh --no-sync >/dev/null
-    APORT=$(free_port)
-    "$BIN" agent --listen "127.0.0.1:$APORT" --target "http://127.0.0.1:$EPORT" --data-dir "$TMP/d-pg" \
-        --log-level warn --ledger-postgres "postgresql://infermesh@127.0.0.1:$PGPORT/postgres" >"$TMP/agent-pg.log" 2>&1 &
-    PIDS+=($!)
+    pick_port APORT
+    start agent-pg "$BIN" agent --listen "127.0.0.1:$APORT" --target "http://127.0.0.1:$EPORT" --data-dir "$TMP/d-pg" \
+        --log-level warn --ledger-postgres "postgresql://infermesh@127.0.0.1:$PGPORT/postgres"
     wait_http "http://127.0.0.1:$APORT/readyz"
     python3 - "$APORT" "$OUTBOX_N" "$MODEL" <<'EOF'
 import http.client, json, sys

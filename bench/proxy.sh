@@ -41,73 +41,13 @@ for tool in nginx haproxy wrk curl cc awk taskset; do
 done
 [[ -x $BIN ]] || { echo "bench: $BIN not built (run make build)" >&2; exit 1; }
 
-TMP=$(mktemp -d /tmp/infermesh-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if ((rc != 0)); then
-        echo "bench: failed (exit $rc); last lines of the logs in $TMP:" >&2
-        for f in "$TMP"/*.log "$TMP"/*.err; do [[ -f $f ]] && { echo "== $f" >&2; tail -n 5 "$f" >&2; }; done
-    fi
-    if [[ ${KEEP_TMP:-0} == 1 || $rc != 0 ]]; then echo "bench: temp dir kept: $TMP" >&2; else rm -rf "$TMP"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-calc() { awk "BEGIN { printf \"%.${2:-1}f\", $1 }"; }
+source "$ROOT/bench/lib.sh"
+bench_setup bench
 
 # ---------------------------------------------------------------- build the client, start every process
-cc -O2 -Wall -Wextra -o "$TMP/latency" "$ROOT/bench/latency.c"
-LAT=$TMP/latency
-TAKEN=" "
-pick_port() { # pick_port VAR: a free port on 127.0.0.1 into VAR, never one handed out before in this run
-    local p
-    while :; do
-        p=$("$LAT" --free-port)
-        [[ $TAKEN == *" $p "* ]] || break
-    done
-    TAKEN+="$p "
-    printf -v "$1" '%s' "$p"
-}
+bench_build_latency
 
-# busy CPU (in cores) of the whole machine over 1 s: shows load from anything else running here
-machine_busy() {
-    local a b
-    a=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat)
-    sleep 1
-    b=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat)
-    awk -v a="$a" -v b="$b" -v n="$(nproc)" 'BEGIN { split(a, x); split(b, y); printf "%.2f", n * (y[1]-x[1]) / (y[2]-x[2]) }'
-}
-BUSY_BEFORE=$(machine_busy)
-
-COMMANDS=()
-start() { # start NAME CMD...: run in the background, logs in $TMP/NAME.{out,err}, remember the pid
-    local name=$1; shift
-    "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-    PIDS+=($!)
-    eval "PID_${name//-/_}=$!"
-    local c
-    c=$(printf '%q ' "$@")
-    COMMANDS+=("${c% }")
-}
-
-wait_for() { # wait_for WHAT CMD...: retry CMD for up to 10 s
-    local what=$1; shift
-    for _ in $(seq 200); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done
-    echo "bench: $what did not come up" >&2
-    return 1
-}
+BUSY_BEFORE=$(machine_busy) # load from anything else running here
 
 start engine "$BIN" sim-engine --port 0 --speed 0 --log-level warn
 wait_for "sim-engine" grep -q '^listening on http://127.0.0.1:' "$TMP/engine.out"
@@ -181,19 +121,7 @@ done
 # ---------------------------------------------------------------- measurements
 RES=$TMP/results.tsv
 : >"$RES"
-record() { # record REP TEST SUBJECT "k=v k=v ..."
-    local kv
-    for kv in $4; do printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${kv%%=*}" "${kv#*=}" >>"$RES"; done
-}
 
-cpu_ticks() { # sum of utime+stime over the given pids (all threads), in clock ticks
-    local t=0 p v
-    for p in "$@"; do
-        v=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)
-        t=$((t + v))
-    done
-    echo "$t"
-}
 machine_ticks() { awk '/^cpu /{ print $2+$3+$4+$7+$8 }' /proc/stat; }
 children_secs() { # CHILD_SECS = CPU seconds of this script's finished children (wrk, latency, awk...); no subshell
     times >"$TMP/times"
@@ -317,16 +245,11 @@ for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null || { echo "bench: process $p 
 INFERMESH_LOG_LINES=$(grep -c 'msg="request"' "$TMP/infermesh.err" || true)
 
 # ---------------------------------------------------------------- report
-med() { # med TEST SUBJECT KEY -> median over repetitions
-    awk -F'\t' -v t="$1" -v s="$2" -v k="$3" '$2 == t && $3 == s && $4 == k { print $5 }' "$RES" | sort -g |
-        awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit } if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 range() { # range TEST SUBJECT KEY -> "min–max" over repetitions
     awk -F'\t' -v t="$1" -v s="$2" -v k="$3" '$2 == t && $3 == s && $4 == k { print $5 }' "$RES" | sort -g |
         awk '{ v[NR] = $1 } END { printf "%s–%s", v[1], v[NR] }'
 }
 sumk() { awk -F'\t' -v t="$1" -v k="$2" '$2 == t && $4 == k { x += $5 } END { print x + 0 }' "$RES"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b <= 0) print "–"; else printf "%.2f×", a / b }'; }
 f1() { calc "$1" 1; }
 f0() { calc "$1" 0; }
 label() {

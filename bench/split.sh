@@ -6,7 +6,8 @@
 #   one-process  llama-server alone
 #   rpc-direct   llama-server --rpc 127.0.0.1:P -> rpc-server on P (loopback TCP, plaintext)
 #   rpc-tunnel   llama-server --rpc 127.0.0.1:L -> host agent's forwarder L -> tunnel -> worker agent ->
-#                rpc-server (the worker runs it: --rpc-server; the host forwards: --tunnel-forward)
+#                rpc-server (run by hand on the worker, allowed with --tunnel-allow; the host forwards:
+#                --tunnel-forward)
 # Measured per path (chat completions of MAX_TOKENS tokens straight to its llama-server, one at a time, with
 # curl: llama-server closes its connections after a stream, which bench/latency.c does not take): the whole
 # request (curl's time_total), and as llama.cpp reports them the prompt's processing (timings.prompt_ms: the
@@ -26,40 +27,10 @@ MAX_TOKENS=${MAX_TOKENS:-32}
 SERVER=$LLAMA_DIR/bin/llama-server RPC=$LLAMA_DIR/bin/rpc-server GGUF=$LLAMA_DIR/models/tiny-llama.gguf
 for f in "$SERVER" "$RPC" "$GGUF" "$BIN"; do [[ -e $f ]] || { echo "bench: $f missing" >&2; exit 1; }; done
 
-TMP=$(mktemp -d /tmp/infermesh-split-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    local rc=$? pid
-    trap - EXIT INT TERM
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    ((rc != 0)) && for f in "$TMP"/*.err; do [[ -f $f ]] && { echo "== $f" >&2; tail -n 5 "$f" >&2; }; done
-    if [[ ${KEEP_TMP:-0} == 1 || $rc != 0 ]]; then echo "bench: temp dir kept: $TMP" >&2; else rm -rf "$TMP"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-calc() { awk "BEGIN { printf \"%.${2:-1}f\", $1 }"; }
-COMMANDS=()
-start() {
-    local name=$1; shift
-    "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-    PIDS+=($!)
-    local c; c=$(printf '%q ' "$@"); COMMANDS+=("${c% }")
-}
-wait_for() {
-    local what=$1; shift
-    for _ in $(seq 600); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-    echo "bench: $what did not come up" >&2; return 1
-}
-cc -O2 -Wall -Wextra -o "$TMP/latency" "$ROOT/bench/latency.c"
-LAT=$TMP/latency
+source "$ROOT/bench/lib.sh"
+bench_setup split-bench
+WAIT_FOR_SECS=60
+bench_build_latency
 port() { "$LAT" --free-port; }
 LLAMA=(-m "$GGUF" --host 127.0.0.1 -c 1024 -np 1 -t 1)
 
@@ -71,8 +42,9 @@ P_direct=$(port); start direct "$SERVER" "${LLAMA[@]}" --port "$P_direct" -ngl 9
 "$BIN" init --data-dir "$TMP/d-worker" >/dev/null
 mkdir -m 700 "$TMP/d-host"; cp -p "$TMP/d-worker/cluster.key" "$TMP/d-worker/cluster.id" "$TMP/d-host/"
 RPC_WORKER=$(port); GW=$(port); GH=$(port); FWD=$(port)
+start rpc-worker "$RPC" -H 127.0.0.1 -p "$RPC_WORKER"
 start worker "$BIN" agent --name worker --listen "127.0.0.1:$(port)" --data-dir "$TMP/d-worker" \
-    --gossip "127.0.0.1:$GW" --rpc-server "$RPC" --rpc-port "$RPC_WORKER" --log-level warn
+    --gossip "127.0.0.1:$GW" --tunnel-allow "$RPC_WORKER" --log-level warn
 start host "$BIN" agent --name host --listen "127.0.0.1:$(port)" --data-dir "$TMP/d-host" --gossip "127.0.0.1:$GH" \
     --join "127.0.0.1:$GW" --tunnel-forward "$FWD=worker:$RPC_WORKER" --log-level warn
 wait_for "worker rpc-server" bash -c "exec 3<>/dev/tcp/127.0.0.1/$RPC_WORKER"

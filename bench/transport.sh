@@ -42,65 +42,13 @@ for tool in nginx wrk curl cc awk openssl; do
 done
 [[ -x $BIN ]] || { echo "bench: $BIN not built (run make build)" >&2; exit 1; }
 
-TMP=$(mktemp -d /tmp/infermesh-transport.XXXXXX)
-PIDS=()
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM
-    local pid
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if ((rc != 0)); then
-        echo "bench: failed (exit $rc); last lines of the logs in $TMP:" >&2
-        for f in "$TMP"/*.err "$TMP"/*.log; do [[ -f $f ]] && { echo "== $f" >&2; tail -n 5 "$f" >&2; }; done
-    fi
-    if [[ ${KEEP_TMP:-0} == 1 || $rc != 0 ]]; then echo "bench: temp dir kept: $TMP" >&2; else rm -rf "$TMP"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+source "$ROOT/bench/lib.sh"
+bench_setup transport
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-calc() { awk "BEGIN { printf \"%.${2:-1}f\", $1 }"; }
+bench_build_latency # only for --free-port
 
-cc -O2 -Wall -Wextra -o "$TMP/latency" "$ROOT/bench/latency.c" # only for --free-port
-TAKEN=" "
-pick_port() { # pick_port VAR: a free port on 127.0.0.1 into VAR, never one handed out before in this run
-    local p
-    while :; do
-        p=$("$TMP/latency" --free-port)
-        [[ $TAKEN == *" $p "* ]] || break
-    done
-    TAKEN+="$p "
-    printf -v "$1" '%s' "$p"
-}
-
-machine_busy() { # busy CPU (in cores) of the whole machine over 1 s
-    local a b
-    a=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat)
-    sleep 1
-    b=$(awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat)
-    awk -v a="$a" -v b="$b" -v n="$(nproc)" 'BEGIN { split(a, x); split(b, y); printf "%.2f", n * (y[1]-x[1]) / (y[2]-x[2]) }'
-}
 BUSY_BEFORE=$(machine_busy)
 
-start() { # start NAME CMD...: run in the background, logs in $TMP/NAME.{out,err}, remember the pid
-    local name=$1; shift
-    "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-    PIDS+=($!)
-    eval "PID_${name//-/_}=$!"
-}
-wait_for() { # wait_for WHAT CMD...: retry CMD for up to 10 s
-    local what=$1; shift
-    for _ in $(seq 200); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done
-    echo "bench: $what did not come up" >&2
-    return 1
-}
 
 # ---------------------------------------------------------------- certificate, processes
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
@@ -155,8 +103,6 @@ log "ready: engine :$ENGINE_PORT, agent :$PORT_infermesh_http (http) :$PORT_infe
 # ---------------------------------------------------------------- measurements
 RES=$TMP/results.tsv
 : >"$RES"
-record() { local kv; for kv in $4; do printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${kv%%=*}" "${kv#*=}" >>"$RES"; done; }
-cpu_ticks() { local t=0 p v; for p in "$@"; do v=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0); t=$((t + v)); done; echo "$t"; }
 HZ=$(getconf CLK_TCK)
 to_us() {
     awk -v v="$1" 'BEGIN { u = v; sub(/[0-9.]+/, "", u); x = v + 0;
@@ -212,12 +158,7 @@ TLS_VERSION=$(echo | openssl s_client -brief -connect "127.0.0.1:$PORT_infermesh
     awk -F': *' '/^Protocol version/ { p = $2 } /^Ciphersuite/ { c = $2 } END { print p ", " c }')
 
 # ---------------------------------------------------------------- report
-med() {
-    awk -F'\t' -v t="$1" -v s="$2" -v k="$3" '$2 == t && $3 == s && $4 == k { print $5 }' "$RES" | sort -g |
-        awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit } if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 errs() { awk -F'\t' -v s="$1" '$3 == s && $4 == "errors" { x += $5 } END { print x + 0 }' "$RES"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b <= 0) print "–"; else printf "%.2f×", a / b }'; }
 f1() { calc "$1" 1; }
 added() { calc "$(med "$1" "$2" "$3") - $(med "$1" direct "$3")"; }
 peer() { case $1 in infermesh-http) echo nginx-http ;; infermesh-https) echo nginx-https ;; *) echo "" ;; esac; }

@@ -33,62 +33,14 @@ for tool in wrk curl cc awk; do
 done
 [[ -x $BIN ]] || { echo "bench: $BIN not built (run make build)" >&2; exit 1; }
 
-TMP=$(mktemp -d /tmp/infermesh-tunnel-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    local rc=$? pid
-    trap - EXIT INT TERM
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    if ((rc != 0)); then
-        echo "bench: failed (exit $rc); last lines of the logs in $TMP:" >&2
-        for f in "$TMP"/*.err; do [[ -f $f ]] && { echo "== $f" >&2; tail -n 5 "$f" >&2; }; done
-    fi
-    if [[ ${KEEP_TMP:-0} == 1 || $rc != 0 ]]; then echo "bench: temp dir kept: $TMP" >&2; else rm -rf "$TMP"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+source "$ROOT/bench/lib.sh"
+bench_setup tunnel-bench
+WAIT_FOR_SECS=15
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-calc() { awk "BEGIN { printf \"%.${2:-1}f\", $1 }"; }
-
-cc -O2 -Wall -Wextra -o "$TMP/latency" "$ROOT/bench/latency.c"
+bench_build_latency
 cc -O2 -std=c11 -D_GNU_SOURCE -I"$ROOT/src" -o "$TMP/tunnel_bench" "$ROOT/bench/tunnel_bench.c" \
     "$ROOT/src/tunnel/tunnel_wire.c" "$ROOT/src/cluster/keyring.c" "$ROOT/src/cluster/datadir.c" \
     "$ROOT/src/core/slice.c" "$ROOT/src/core/alloc.c" "$ROOT/src/core/log.c" -lsodium
-LAT=$TMP/latency
-TAKEN=" "
-pick_port() {
-    local p
-    while :; do
-        p=$("$LAT" --free-port)
-        [[ $TAKEN == *" $p "* ]] || break
-    done
-    TAKEN+="$p "
-    printf -v "$1" '%s' "$p"
-}
-COMMANDS=()
-start() { # start NAME CMD...: background, logs in $TMP/NAME.{out,err}, pid in PID_NAME
-    local name=$1; shift
-    "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-    PIDS+=($!)
-    eval "PID_${name//-/_}=$!"
-    local c
-    c=$(printf '%q ' "$@")
-    COMMANDS+=("${c% }")
-}
-wait_for() {
-    local what=$1; shift
-    for _ in $(seq 300); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done
-    echo "bench: $what did not come up" >&2
-    return 1
-}
 
 start engine "$BIN" sim-engine --port 0 --speed 0 --log-level warn
 wait_for "sim-engine" grep -q '^listening on http://127.0.0.1:' "$TMP/engine.out"
@@ -129,9 +81,7 @@ log "ready: one-agent :$PORT_one_agent, plain :$PORT_plain, tunnel :$PORT_tunnel
 
 RES=$TMP/results.tsv
 : >"$RES"
-record() { local kv; for kv in $4; do printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${kv%%=*}" "${kv#*=}" >>"$RES"; done; }
 HZ=$(getconf CLK_TCK)
-cpu_ticks() { local t=0 p v; for p in "$@"; do v=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0); t=$((t + v)); done; echo "$t"; }
 run_wrk() { # run_wrk REP TEST SUBJECT KIND
     local pids t0 t1 p0 p1 out rps reqs errs
     pids=$(pids_of "$3")
@@ -175,11 +125,6 @@ tunnel_accepted() { # tunnel_accepted MODE: streams agent MODE-a accepted
 }
 ACC_TUNNEL=$(tunnel_accepted tunnel); ACC_PLAIN=$(tunnel_accepted plain)
 
-med() {
-    awk -F'\t' -v t="$1" -v s="$2" -v k="$3" '$2 == t && $3 == s && $4 == k { print $5 }' "$RES" | sort -g |
-        awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit } if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b <= 0) print "–"; else printf "%.2f×", a / b }'; }
 errors=$(awk -F'\t' '$4 == "errors" { x += $5 } END { print x + 0 }' "$RES")
 
 SECTION=$TMP/section.md

@@ -31,7 +31,8 @@ static void usage(FILE *f) {
       "rate (usage.prompt_tokens_details.cached_tokens) and errors by status.\n\n"
       "  --trace FILE            Mooncake trace (JSON lines: timestamp ms, input_length, output_length,\n"
       "                          hash_ids of 512-token blocks)\n"
-      "  --agent URL             the mesh's OpenAI endpoint (http://127.0.0.1:8080)\n"
+      "  --agent URL             the mesh's OpenAI endpoint (http://127.0.0.1:8080); repeat it (up to 16)\n"
+      "                          to spread the requests over several ingress nodes, in turn\n"
       "  --time-scale X          multiply trace timestamps by X (1; 0.5 = twice the rate)\n"
       "  --limit N               only the first N requests of the trace (all)\n"
       "  --duration S            only requests scheduled in the first S seconds (all)\n"
@@ -66,30 +67,30 @@ static bool num(const char *v, double lo, double hi, double *out) {
 }
 
 static int parse_agent(struct bench_opts *o, const char *v) {
+  if (o->nagents == BENCH_MAX_AGENTS) return bad("--agent", v, "at most 16 agents");
+  struct bench_agent *ag = &o->agents[o->nagents];
   const char *p = v;
   if (strncmp(p, "http://", 7) == 0) p += 7;
   const char *colon = strrchr(p, ':');
   double port;
   char portbuf[16];
-  if (!colon || colon == p || (size_t)(colon - p) >= sizeof o->host)
+  if (!colon || colon == p || (size_t)(colon - p) >= sizeof ag->host)
     return bad("--agent", v, "expected http://HOST:PORT");
   size_t pl = strcspn(colon + 1, "/");
   if (pl == 0 || pl >= sizeof portbuf) return bad("--agent", v, "expected http://HOST:PORT");
   memcpy(portbuf, colon + 1, pl);
   portbuf[pl] = '\0';
   if (!num(portbuf, 1, 65535, &port) || port != floor(port)) return bad("--agent", v, "bad port");
-  memcpy(o->host, p, (size_t)(colon - p));
-  o->host[colon - p] = '\0';
-  o->port = (int)port;
-  str_copy(o->agent, sizeof o->agent, v);
+  if (str_copy(ag->url, sizeof ag->url, v) >= sizeof ag->url) return bad("--agent", v, "too long");
+  memcpy(ag->host, p, (size_t)(colon - p));
+  ag->host[colon - p] = '\0';
+  ag->port = (int)port;
+  o->nagents++;
   return 0;
 }
 
 static int parse_args(struct bench_opts *o, int argc, char **argv) {
   memset(o, 0, sizeof *o);
-  str_copy(o->host, sizeof o->host, "127.0.0.1");
-  o->port = 8080;
-  str_copy(o->agent, sizeof o->agent, "http://127.0.0.1:8080");
   o->time_scale = 1;
   o->concurrency_cap = 1024;
   o->slo_ttft_ms = 2000;
@@ -160,6 +161,7 @@ static int parse_args(struct bench_opts *o, int argc, char **argv) {
     fprintf(stderr, NAME ": --trace FILE is required (see --help)\n");
     return 2;
   }
+  if (o->nagents == 0) parse_agent(o, "http://127.0.0.1:8080");
   return 0;
 }
 
@@ -279,8 +281,11 @@ static const char *base_name(const char *p) {
 }
 
 static void print_table(const struct bench_opts *o, const struct summary *s, bool interrupted) {
-  printf("%s: %zu requests of %s, time scale %g, %.2f req/s offered, against %s%s\n\n", NAME, s->sent,
-         base_name(o->trace), o->time_scale, s->offered_rps, o->agent, interrupted ? " (interrupted)" : "");
+  printf("%s: %zu requests of %s, time scale %g, %.2f req/s offered, against %s", NAME, s->sent,
+         base_name(o->trace), o->time_scale, s->offered_rps, o->agents[0].url);
+  for (int i = 1; i < o->nagents; i++)
+    printf(", %s", o->agents[i].url);
+  printf("%s\n\n", interrupted ? " (interrupted)" : "");
   printf("%-22s %10s %10s %10s %10s\n", "", "p50", "p90", "p99", "mean");
   printf("%-22s %10.1f %10.1f %10.1f %10.1f\n", "TTFT (ms)", s->ttft_p50 * 1e3, s->ttft_p90 * 1e3,
          s->ttft_p99 * 1e3, s->ttft_mean * 1e3);
@@ -323,7 +328,11 @@ static void print_json(const struct bench_opts *o, const struct summary *s, bool
   }
   json_t *root = json_object();
   json_object_set_new(root, "trace", json_string(o->trace));
-  json_object_set_new(root, "agent", json_string(o->agent));
+  json_object_set_new(root, "agent", json_string(o->agents[0].url));
+  json_t *agents = json_array();
+  for (int i = 0; i < o->nagents; i++)
+    json_array_append_new(agents, json_string(o->agents[i].url));
+  json_object_set_new(root, "agents", agents);
   json_object_set_new(root, "interrupted", json_boolean(interrupted));
   const struct {
     const char *k;

@@ -8,11 +8,19 @@
 
 #include "sim/workload.h"
 
+#define BENCH_MAX_AGENTS 16
+
+/* One ingress node requests are sent to. */
+struct bench_agent {
+  char host[96]; /* numeric host or localhost */
+  int port;
+  char url[160]; /* as given, for the report */
+};
+
 struct bench_opts {
   char trace[1024];
-  char host[96]; /* the agent: numeric host or localhost */
-  int port;
-  char agent[160];     /* as given, for the report */
+  struct bench_agent agents[BENCH_MAX_AGENTS]; /* request i goes to agents[i % nagents] */
+  int nagents;
   double time_scale;   /* multiplies trace timestamps */
   size_t limit;        /* first N requests (0 = all) */
   double duration_s;   /* send only requests scheduled in the first S seconds (0 = all) */
@@ -40,9 +48,10 @@ struct bench_req {
   int chunks;                                              /* data frames with output */
 };
 
-/* bench_run replays w (sorted, times already scaled) against o's agent and fills out[0..w->n). Returns 0, or
- * -1 with a message in err when the replay could not start (no model, agent unreachable for GET /v1/models).
- * *sent_out: requests actually sent. *interrupted: SIGINT stopped it early. */
+/* bench_run replays w (sorted, times already scaled) against o's agents (request i to agents[i % nagents],
+ * one keep-alive pool each) and fills out[0..w->n). Returns 0, or -1 with a message in err when the replay
+ * could not start (no model, the first agent unreachable for GET /v1/models). *sent_out: requests actually
+ * sent. *interrupted: SIGINT stopped it early. */
 int bench_run(const struct bench_opts *o, const struct workload *w, struct bench_req *out, size_t *sent_out,
               bool *interrupted, char *err, size_t errlen);
 

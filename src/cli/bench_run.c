@@ -1,4 +1,4 @@
-/* The replay loop of `infermesh bench`: one libuv loop, one keep-alive pool to the agent, requests sent at
+/* The replay loop of `infermesh bench`: one libuv loop, one keep-alive pool per agent, requests sent at
  * their scheduled times whatever is still in flight (open loop), streamed responses parsed frame by frame. */
 #include <jansson.h>
 #include <signal.h>
@@ -66,7 +66,8 @@ struct run {
   uv_loop_t loop;
   uv_timer_t timer;
   uv_signal_t sigint;
-  struct http_pool pool;
+  struct http_pool pools[BENCH_MAX_AGENTS]; /* one per --agent; request i uses pools[i % npools] */
+  int npools;
   uint64_t t0; /* uv_hrtime at the start */
   size_t next; /* next request to send */
   size_t end;  /* requests [0, end) may be sent (--duration) */
@@ -180,12 +181,13 @@ static void send_one(struct run *r, size_t i) {
       b,
       ",\"max_tokens\":%d,\"stream\":true,\"stream_options\":{\"include_usage\":true},\"ignore_eos\":true}",
       wr->output_tokens);
+  struct http_pool *pool = &r->pools[i % (size_t)r->npools];
   struct buf *h = &f->head;
   buf_reset(h);
   buf_printf(h,
              "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\n"
              "Content-Length: %zu\r\n",
-             o->chat ? "/v1/chat/completions" : "/v1/completions", r->pool.authority, b->len);
+             o->chat ? "/v1/chat/completions" : "/v1/completions", pool->authority, b->len);
   if (o->api_key[0]) buf_printf(h, "Authorization: Bearer %s\r\n", o->api_key);
   if (o->slo_class[0]) buf_printf(h, "x-infermesh-slo: %s\r\n", o->slo_class);
   buf_puts(h, "\r\n");
@@ -195,7 +197,7 @@ static void send_one(struct run *r, size_t i) {
   struct slice body = buf_slice(b);
   r->inflight++;
   r->sent++;
-  f->up = hc_request(&r->pool, buf_slice(h), &body, 1, &cbs, f, (uint32_t)(o->timeout_s * 1000));
+  f->up = hc_request(pool, buf_slice(h), &body, 1, &cbs, f, (uint32_t)(o->timeout_s * 1000));
 }
 
 static void timer_cb(uv_timer_t *t);
@@ -221,7 +223,8 @@ static void maybe_done(struct run *r) {
   if (!uv_is_closing((uv_handle_t *)&r->timer)) {
     uv_close((uv_handle_t *)&r->timer, close_cb);
     uv_close((uv_handle_t *)&r->sigint, close_cb);
-    http_pool_close(&r->pool); /* idle keep-alive connections would keep the loop running */
+    for (int i = 0; i < r->npools; i++) /* idle keep-alive connections would keep the loop running */
+      http_pool_close(&r->pools[i]);
   }
 }
 
@@ -274,23 +277,24 @@ static const struct hc_callbacks mcbs = {.on_head = m_head, .on_body = m_body, .
 static int find_model(struct run *r) {
   char head[256];
   const char *auth = r->o->api_key;
-  int n = snprintf(head, sizeof head, "GET /v1/models HTTP/1.1\r\nHost: %s\r\n%s%s%s\r\n", r->pool.authority,
-                   auth[0] ? "Authorization: Bearer " : "", auth[0] ? auth : "", auth[0] ? "\r\n" : "");
+  int n =
+      snprintf(head, sizeof head, "GET /v1/models HTTP/1.1\r\nHost: %s\r\n%s%s%s\r\n", r->pools[0].authority,
+               auth[0] ? "Authorization: Bearer " : "", auth[0] ? auth : "", auth[0] ? "\r\n" : "");
   if (n < 0 || (size_t)n >= sizeof head) {
     snprintf(r->err, r->errlen, "--api-key is too long");
     return -1;
   }
-  hc_request(&r->pool, slice_make(head, (size_t)n), NULL, 0, &mcbs, r, 10000);
+  hc_request(&r->pools[0], slice_make(head, (size_t)n), NULL, 0, &mcbs, r, 10000);
   uv_run(&r->loop, UV_RUN_DEFAULT);
   buf_free(&r->mbody);
   if (r->merr) {
     snprintf(r->err, r->errlen, "cannot reach the agent at %s: %s (is it running? pass --agent URL)",
-             r->o->agent, uv_strerror(r->merr));
+             r->o->agents[0].url, uv_strerror(r->merr));
     return -1;
   }
   if (!r->model[0]) {
-    snprintf(r->err, r->errlen, "GET %s/v1/models answered %d without a model; pass --model", r->o->agent,
-             r->mstatus);
+    snprintf(r->err, r->errlen, "GET %s/v1/models answered %d without a model; pass --model",
+             r->o->agents[0].url, r->mstatus);
     return -1;
   }
   return 0;
@@ -317,12 +321,15 @@ int bench_run(const struct bench_opts *o, const struct workload *w, struct bench
   signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();
   uv_loop_init(&r->loop);
-  if (http_pool_init(&r->pool, &r->loop, o->host, o->port) != 0) {
-    snprintf(err, errlen, "bad agent address %s", o->agent);
-    rc = -1;
-    goto out;
+  for (; r->npools < o->nagents; r->npools++) {
+    const struct bench_agent *ag = &o->agents[r->npools];
+    if (http_pool_init(&r->pools[r->npools], &r->loop, ag->host, ag->port) != 0) {
+      snprintf(err, errlen, "bad agent address %s", ag->url);
+      rc = -1;
+      goto out;
+    }
+    r->pools[r->npools].max_idle = o->concurrency_cap;
   }
-  r->pool.max_idle = o->concurrency_cap;
   str_copy(r->model, sizeof r->model, o->model);
   if (!r->model[0] && find_model(r) != 0) {
     rc = -1;
@@ -362,7 +369,8 @@ int bench_run(const struct bench_opts *o, const struct workload *w, struct bench
     sse_parser_free(&r->flights[i].sse);
   }
 out:
-  http_pool_close(&r->pool);
+  for (int i = 0; i < r->npools; i++)
+    http_pool_close(&r->pools[i]);
   uv_run(&r->loop, UV_RUN_DEFAULT); /* let closing connections finish */
   uv_loop_close(&r->loop);
   free(r->flights);

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, HOST, REPO, free_port, http_get, wait_for
+from conftest import BIN, HOST, REPO, free_port, free_ports, http_get, wait_for
 
 TRACE = REPO.parent / "shared" / "traces" / "mooncake_synthetic_trace.jsonl"
 
@@ -20,7 +20,8 @@ def test_bench_help_and_bad_usage():
     assert r.returncode == 0 and "usage: infermesh bench --trace FILE" in r.stdout
     for args in ([], ["--trace"], ["--trace", TRACE, "--limit", "0"], ["--trace", TRACE, "--time-scale", "-1"],
                  ["--trace", TRACE, "--agent", "nowhere"], ["--trace", TRACE, "--frobnicate", "1"],
-                 ["--trace", TRACE, "--slo", "fast"], ["stray"]):
+                 ["--trace", TRACE, "--slo", "fast"], ["stray"],
+                 ["--trace", TRACE] + ["--agent", f"http://{HOST}:8080"] * 17):
         r = bench(*args)
         assert r.returncode == 2, (args, r)
         assert "infermesh bench:" in r.stderr and "see --help" in r.stderr, r.stderr
@@ -68,3 +69,33 @@ def test_bench_trace_slice_against_dev_mesh(procs):
     assert r.returncode == 0, r
     assert "TTFT (ms)" in r.stdout and "8 sent, 8 completed, 0 failed" in r.stdout, r.stdout
     assert "prefix cache:" in r.stdout
+
+
+def admitted(port):
+    m = http_get(port, "/metrics").text()
+    return sum(float(x.split()[-1]) for x in m.splitlines() if x.startswith("infermesh_admission_admitted_total"))
+
+
+@pytest.mark.timeout(90)
+def test_bench_spreads_requests_over_ingress_nodes(procs):
+    """Repeated --agent: the replay sends request i to ingress i % N, as clients of a mesh where every node takes
+    requests would; each ingress admits its share and the report names every ingress."""
+    if not TRACE.exists():
+        pytest.skip(f"{TRACE} is not here")
+    port, gport = free_ports(2), free_ports(2)
+    dev = procs.infermesh("dev", "dev", "--nodes", 2, "--port", port, "--gossip-port", gport, "--speed", 10)
+    wait_for(lambda: dev.alive() and "curl" in dev.stdout(), timeout=30, what="the dev banner")
+    for p in (port, port + 1):
+        wait_for(lambda p=p: http_get(p, "/readyz").status == 200, timeout=10, what=f"the agent on {p} ready")
+    before = [admitted(port), admitted(port + 1)]
+    n = 20
+    urls = [f"http://{HOST}:{port}", f"http://{HOST}:{port + 1}"]
+    r = bench("--trace", TRACE, "--agent", urls[0], "--agent", urls[1], "--limit", n, "--time-scale", 0.1,
+              "--json")
+    assert r.returncode == 0, r
+    out = json.loads(r.stdout)
+    assert out["completed"] == n and out["errors"] == {}, out
+    assert out["agents"] == urls and out["agent"] == urls[0]
+    assert [admitted(port) - before[0], admitted(port + 1) - before[1]] == [n / 2, n / 2]
+    r = bench("--trace", TRACE, "--agent", urls[0], "--agent", urls[1], "--limit", 4, "--time-scale", 0.1)
+    assert r.returncode == 0 and f"against {urls[0]}, {urls[1]}" in r.stdout, r.stdout
