@@ -41,6 +41,7 @@
 #include "ledger/writer.h"
 #include "route/router.h"
 #include "route/tenants.h"
+#include "trace/tracer.h"
 
 #define GPU_POLL_MS 5000
 
@@ -71,6 +72,7 @@ struct agent {
   struct spend_book *spend;  /* tenants' spend, here and as the mesh reports it (budgets) */
   struct budget_sync bsync;  /* spreads it over the mesh (when there is one) */
   bool bsync_on;
+  struct tracer *tracer; /* OpenTelemetry export (tracing.endpoint); NULL when off */
   struct history *hist; /* the dashboard's last 15 minutes, sampled every second */
   uv_timer_t hist_timer;
   char api_addr[96]; /* how other nodes reach this listener */
@@ -129,6 +131,7 @@ static void metrics(struct agent *a, struct http_req *req, uint64_t now) {
   status_targets_metrics(&b, &a->store, &a->router.score, now);
   if (a->mesh) mesh_metrics(a->mesh, &b);
   if (a->kv) kv_state_metrics(a->kv, &b);
+  if (a->tracer) tracer_metrics(a->tracer, &b);
   if (a->ledger) {
     struct ledger_writer_stats ls;
     ledger_writer_stats(a->ledger, &ls);
@@ -465,6 +468,12 @@ static void close_ledger(struct agent *a) {
   else ledger_closed_cb(a);
 }
 
+/* After the requests: their last spans go out (bounded by EXPORTER_FLUSH_MS). */
+static void close_tracer(struct agent *a) {
+  if (a->tracer) tracer_close(a->tracer, stop_next, a);
+  else stop_next(a);
+}
+
 static void ctl_closed_cb(void *arg) {
   struct agent *a = arg;
   a->ctl = NULL;
@@ -496,8 +505,9 @@ static void close_pools(struct agent *a) {
   stop_next(a);
 }
 
-static void (*const parts[])(struct agent *a) = {close_pools,      close_mesh,    close_control, close_ledger,
-                                                  close_supervisor, close_scraper, close_gpu,     close_events};
+static void (*const parts[])(struct agent *a) = {close_pools,  close_mesh,       close_control,
+                                                  close_ledger, close_tracer,     close_supervisor,
+                                                  close_scraper, close_gpu,       close_events};
 #define NPARTS ((int)(sizeof parts / sizeof parts[0]))
 
 static void closed_cb(uv_handle_t *h) { (void)h; }
@@ -600,6 +610,7 @@ static void signal_cb(uv_signal_t *s, int signum) {
 }
 
 static void agent_free(struct agent *a) {
+  free(a->tracer);
   spend_book_free(a->spend);
   history_free(a->hist);
   free(a->hist);
@@ -784,6 +795,20 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     fprintf(stderr, "infermesh agent: %s (pass --ledger false to run without metering)\n", err);
     abandon(a);
     return 1;
+  }
+  if (cfg->trace_endpoint[0]) {
+    struct tracer_opts to = {.endpoint = cfg->trace_endpoint,
+                             .sample_ratio = cfg->trace_sample_ratio,
+                             .service_name = cfg->trace_service_name,
+                             .instance_id = cfg->node_name,
+                             .version = INFERMESH_VERSION};
+    a->tracer = xmalloc(sizeof *a->tracer);
+    if (tracer_init(a->tracer, a->loop, &to, err, sizeof err) != 0 || router_set_tracer(&a->router, a->tracer) != 0) {
+      fprintf(stderr, "infermesh agent: %s\n", err); /* the endpoint was checked with the config: not expected */
+      abort();
+    }
+    log_info("tracing", "endpoint=%s sample_ratio=%g service=%s", cfg->trace_endpoint, cfg->trace_sample_ratio,
+             cfg->trace_service_name);
   }
   a->mapi = (struct model_api){a->loop, &a->store, &a->router, a->mesh, a->ctl, cfg->node_name};
   size_t exelen = sizeof a->exe;

@@ -75,6 +75,7 @@ static const struct policy_req *policy_request(struct proxy *p) {
 
 void proxy_leg_release(struct leg *l) {
   struct router *r = l->p->r;
+  if (l->span_open) proxy_trace_leg_end(l);
   if (l->ticketed) {
     struct proxy *p = l->p;
     uint64_t now = proxy_now(p->r);
@@ -105,6 +106,8 @@ void proxy_record(const struct proxy *p, int status, struct request_record *rec)
   const struct target *t = p->target >= 0 ? &p->r->store->targets[p->target] : NULL;
   *rec = (struct request_record){
       .request_id = p->request_id,
+      .path = p->chat ? "/v1/chat/completions" : p->embeddings ? "/v1/embeddings" : "/v1/completions",
+      .trace = p->traced ? &p->tr : NULL,
       .model = p->model,
       .tenant = proxy_admit_tenant_name(p),
       .target = t ? t->name : "",
@@ -143,6 +146,7 @@ static void finish(struct proxy *p, int status) {
     proxy_leg_release(&p->legs[i]);
   }
   proxy_timer_stop(p);
+  if (p->admit_open) proxy_trace_admitted(p, status);
   proxy_admit_end(p);
   r->inflight--;
   struct request_record rec;
@@ -448,6 +452,7 @@ static void leg_failed(struct leg *l, enum fail_kind kind, int err) {
   r->metrics.upstream_errors++;
   r->metrics.failures[kind]++;
   p->last_fail = kind;
+  l->fail = kind;
   p->last_err_type[0] = p->last_retry_after[0] = '\0';
   switch (kind) {
   case FAIL_UPSTREAM_5XX:
@@ -590,7 +595,8 @@ static void client_abort_cb(struct http_req *req) {
 }
 
 /* Build the upstream head for target t; the body goes by reference. */
-static void build_head(struct proxy *p, struct buf *h, const struct target *t, size_t body_len) {
+static void build_head(struct proxy *p, struct leg *l, const struct target *t, size_t body_len) {
+  struct buf *h = &l->head;
   struct http_pool *pool = &p->r->pools[t->id];
   struct slice tp = http_req_header(p->req, "traceparent");
   char key[272];
@@ -605,8 +611,11 @@ static void build_head(struct proxy *p, struct buf *h, const struct target *t, s
   buf_puts(h, p->oai.stream ? "\r\nAccept: text/event-stream\r\nx-request-id: " : "\r\nAccept: application/json\r\nx-request-id: ");
   buf_puts(h, p->request_id);
   buf_append(h, "\r\n", 2);
-  /* Pass these through only when they cannot split the head (no CR/LF). */
-  if (tp.len && tp.len < 128 && !memchr(tp.base, '\r', tp.len) && !memchr(tp.base, '\n', tp.len)) {
+  /* Traced: this attempt's span is the parent upstream. Else the client's traceparent goes through, only when
+   * it cannot split the head (no CR/LF). */
+  if (p->traced)
+    proxy_trace_headers(p, l, h);
+  else if (tp.len && tp.len < 128 && !memchr(tp.base, '\r', tp.len) && !memchr(tp.base, '\n', tp.len)) {
     buf_puts(h, "traceparent: ");
     buf_append_slice(h, tp);
     buf_append(h, "\r\n", 2);
@@ -645,7 +654,7 @@ static size_t body_len(const struct leg *l) {
 static struct slice up_resend(void *arg) {
   struct leg *l = arg;
   const struct target *t = &l->p->r->store->targets[l->target];
-  if (t->remote) build_head(l->p, &l->head, t, body_len(l));
+  if (t->remote) build_head(l->p, l, t, body_len(l));
   return buf_slice(&l->head);
 }
 
@@ -675,7 +684,8 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
   if (r->routed_cb) r->routed_cb(r->routed_arg, id, p->preq.block_hashes, p->preq.nblocks, p->local_only);
   l->kv_tokens = p->kv_need;
   l->kv_seq = store_kv_reserve(r->store, id, l->kv_tokens);
-  build_head(p, &l->head, &r->store->targets[id], proxy_leg_body(p, l, &r->store->targets[id]));
+  if (p->traced) proxy_trace_leg_start(p, l);
+  build_head(p, l, &r->store->targets[id], proxy_leg_body(p, l, &r->store->targets[id]));
   sse_parser_free(&l->sse);
   memset(&l->sse, 0, sizeof l->sse);
   l->t_sent = proxy_now(p->r);
@@ -702,6 +712,7 @@ int proxy_pick(struct proxy *p, const int *ids, int n, uint64_t now) {
   for (int i = 0; i < n; i++) router_policy_target(&r->store->targets[ids[i]], now, &c[i]);
   int id = ids[policy_pick(router_policy_for(r, p->oai.model), policy_request(p), c, n, now)];
   free(c);
+  if (p->traced && p->tr.sampled) proxy_trace_route(p, ids, n, id, now);
   return id;
 }
 
@@ -808,6 +819,7 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
   if (r->active) r->active->prev = p;
   r->active = p;
   make_request_id(p);
+  if (r->tracer) proxy_trace_begin(p);
   req->data = p;
   req->abort_cb = client_abort_cb;
   req->drain_cb = drain_cb;
@@ -891,10 +903,12 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
   plan_body(p);
   if (p->fallback_from[0] || p->aliased) proxy_fallback_body(p);
   proxy_admit_estimate(p);
-  if (p->local_only)
+  if (p->local_only) {
     proxy_attempt(p); /* the sending node admitted it */
-  else
-    proxy_admit(p);
+    return;
+  }
+  if (p->traced) proxy_trace_admit_begin(p);
+  proxy_admit(p);
 }
 
 /* Move requests off target id: each leg in flight there (all, or only those that sent nothing to their

@@ -1,5 +1,5 @@
 /* The request record: what one request did, filled once when it ends (proxy_record), and who gets it: the
- * observers (metrics, the log line; next, traces), called in order when the request ends, and the meter (the
+ * observers (metrics, the log line, the trace's server span), called in order when the request ends, and the meter (the
  * agent's ledger), which may hold a complete answer until the record is durable. The router knows nothing of
  * prices or storage: the meter does. */
 #ifndef IM_ROUTE_RECORD_H
@@ -11,9 +11,13 @@
 #include "core/period.h"
 #include "route/jscan.h"
 
+struct trace_req;
+
 /* Strings are borrowed for the duration of the call they are passed to; "" when there is none. */
 struct request_record {
   const char *request_id, *model, *tenant;
+  const char *path;               /* the endpoint asked for: "/v1/chat/completions", ... (static) */
+  const struct trace_req *trace;  /* its trace (trace/tracer.h); NULL when tracing is off */
   const char *target;       /* the target that answered (or last tried) */
   const char *serving_node; /* the node of that target ("" = this one) */
   int status;               /* what the client saw (499: it left) */

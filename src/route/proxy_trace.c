@@ -1,0 +1,180 @@
+/* A request's spans (OpenTelemetry): the server span of the request (an observer of its record), admission,
+ * each routing decision and each upstream attempt, whose span is the parent the upstream (a runtime or the
+ * next agent) sees in traceparent. Only requests of a router with a tracer get here; spans only when sampled.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "route/proxy_int.h"
+#include "route/rank.h"
+
+void proxy_trace_begin(struct proxy *p) {
+  struct http_req *req = p->req;
+  p->traced = true;
+  tracer_begin(p->r->tracer, &p->tr, http_req_header(req, "traceparent"), http_req_header(req, "tracestate"),
+               p->t0);
+}
+
+static void child(const struct proxy *p, struct span *s, const char *name, enum span_kind kind,
+                  const uint8_t *span_id, uint64_t start) {
+  span_init(s, name, kind, p->tr.trace_id, span_id, p->tr.span_id, tracer_unix_ns(p->r->tracer, start));
+}
+
+void proxy_trace_admit_begin(struct proxy *p) {
+  p->t_admit = proxy_now(p->r);
+  p->admit_open = true;
+}
+
+void proxy_trace_admitted(struct proxy *p, int status) {
+  p->admit_open = false;
+  if (!p->tr.sampled) return;
+  struct tracer *t = p->r->tracer;
+  struct span s;
+  uint8_t id[SPAN_ID_LEN];
+  tracer_span_id(t, id);
+  child(p, &s, "admission", SPAN_KIND_INTERNAL, id, p->t_admit);
+  s.end_ns = tracer_unix_ns(t, proxy_now(p->r));
+  if (*proxy_admit_tenant_name(p)) span_str(&s, "infermesh.tenant", proxy_admit_tenant_name(p));
+  span_str(&s, "infermesh.priority", adm_priority_name(p->prio));
+  span_bool(&s, "infermesh.slo_latency", p->slo_latency);
+  span_bool(&s, "infermesh.queued", p->t_enqueued != 0);
+  span_int(&s, "infermesh.tokens_estimate", p->kv_need);
+  if (status) {
+    char msg[64];
+    snprintf(msg, sizeof msg, "answered %d before it was sent", status);
+    span_error(&s, msg);
+  }
+  tracer_emit(t, &s);
+}
+
+void proxy_trace_route(struct proxy *p, const int *ids, int n, int chosen, uint64_t t_start) {
+  if (p->admit_open) proxy_trace_admitted(p, 0); /* admitted: it is being routed */
+  struct router *r = p->r;
+  struct tracer *t = r->tracer;
+  uint64_t now = proxy_now(r);
+  struct span s;
+  uint8_t id[SPAN_ID_LEN];
+  tracer_span_id(t, id);
+  child(p, &s, "route", SPAN_KIND_INTERNAL, id, t_start);
+  s.end_ns = tracer_unix_ns(t, now);
+  const struct target *ct = &r->store->targets[chosen];
+  span_str(&s, "infermesh.route.policy", policy_name(router_policy_for(r, p->oai.model)));
+  span_int(&s, "infermesh.route.candidates", n);
+  span_str(&s, "infermesh.route.chosen", ct->name);
+  span_double(&s, "infermesh.route.chosen_score", score_target(ct, &r->score, now));
+  span_int(&s, "infermesh.attempt", p->attempts + 1);
+  /* The three lowest scores among the candidates (score_target: queued work, lower is better), bounded. */
+  enum { TOP = 3 };
+  int top[TOP];
+  double sc[TOP];
+  int k = 0;
+  for (int i = 0; i < n; i++) {
+    double v = score_target(&r->store->targets[ids[i]], &r->score, now);
+    int j;
+    if (k < TOP)
+      j = k++;
+    else if (v < sc[TOP - 1])
+      j = TOP - 1;
+    else
+      continue;
+    while (j > 0 && sc[j - 1] > v) {
+      sc[j] = sc[j - 1];
+      top[j] = top[j - 1];
+      j--;
+    }
+    sc[j] = v;
+    top[j] = ids[i];
+  }
+  char list[SPAN_STR_MAX];
+  size_t len = 0;
+  list[0] = '\0';
+  for (int i = 0; i < k && len < sizeof list; i++)
+    len += (size_t)snprintf(list + len, sizeof list - len, "%s%s=%.3f", i ? " " : "",
+                            r->store->targets[top[i]].name, sc[i]);
+  span_str(&s, "infermesh.route.top", list);
+  tracer_emit(t, &s);
+}
+
+void proxy_trace_leg_start(struct proxy *p, struct leg *l) {
+  if (p->admit_open) proxy_trace_admitted(p, 0);
+  tracer_span_id(p->r->tracer, l->span_id);
+  l->attempt = p->attempts;
+  l->span_open = true;
+  l->fail = FAIL_NONE;
+}
+
+void proxy_trace_leg_end(struct leg *l) {
+  struct proxy *p = l->p;
+  if (!l->span_open) return;
+  l->span_open = false;
+  if (!p->tr.sampled) return;
+  struct router *r = p->r;
+  struct tracer *t = r->tracer;
+  const struct target *tg = &r->store->targets[l->target];
+  struct span s;
+  child(p, &s, "attempt", SPAN_KIND_CLIENT, l->span_id, l->t_sent);
+  s.end_ns = tracer_unix_ns(t, proxy_now(r));
+  span_str(&s, "infermesh.target", tg->name);
+  span_str(&s, "infermesh.node", tg->remote ? tg->node : r->opts.node_name);
+  span_str(&s, "server.address", r->pools[tg->id].authority);
+  span_bool(&s, "infermesh.hedge", l->hedge);
+  span_int(&s, "infermesh.attempt", l->attempt);
+  span_bool(&s, "infermesh.retry", !l->hedge && l->attempt > 1);
+  if (l->status) span_int(&s, "http.response.status_code", l->status);
+  if (l->fail != FAIL_NONE) {
+    span_str(&s, "infermesh.failure", upstream_fail_name(l->fail));
+    span_error(&s, p->last_err_msg);
+  } else if (p->winner != l) {
+    span_str(&s, "infermesh.cancelled", p->winner ? "lost the hedge race" : "the request ended first");
+  } else if (p->stream_error) {
+    span_error(&s, "the stream carried an error event");
+  }
+  tracer_emit(t, &s);
+}
+
+void proxy_trace_headers(const struct proxy *p, const struct leg *l, struct buf *h) {
+  struct trace_ctx c = {.flags = p->tr.sampled ? TRACE_FLAG_SAMPLED : 0};
+  memcpy(c.trace_id, p->tr.trace_id, TRACE_ID_LEN);
+  memcpy(c.span_id, l->span_id, SPAN_ID_LEN);
+  char tp[TRACEPARENT_LEN + 1];
+  traceparent_format(&c, tp);
+  buf_puts(h, "traceparent: ");
+  buf_append(h, tp, TRACEPARENT_LEN);
+  buf_append(h, "\r\n", 2);
+  if (p->tr.tracestate.len) { /* validated: printable ASCII, no CR or LF */
+    buf_puts(h, "tracestate: ");
+    buf_append_slice(h, p->tr.tracestate);
+    buf_append(h, "\r\n", 2);
+  }
+}
+
+/* The server span's name, OpenTelemetry's "{method} {route}" (static). */
+static const char *server_name(const char *path) {
+  if (strcmp(path, "/v1/chat/completions") == 0) return "POST /v1/chat/completions";
+  if (strcmp(path, "/v1/embeddings") == 0) return "POST /v1/embeddings";
+  return "POST /v1/completions";
+}
+
+void proxy_trace_on_record(void *arg, const struct request_record *rec) {
+  struct tracer *t = arg;
+  const struct trace_req *tr = rec->trace;
+  if (!tr || !tr->sampled) return;
+  struct span s;
+  span_init(&s, server_name(rec->path), SPAN_KIND_SERVER, tr->trace_id, tr->span_id,
+            tr->has_parent ? tr->parent_id : NULL, tracer_unix_ns(t, tr->start));
+  s.end_ns = s.start_ns + (uint64_t)(rec->duration_ms * 1e6);
+  span_str(&s, "http.request.method", "POST");
+  span_str(&s, "http.route", rec->path);
+  span_int(&s, "http.response.status_code", rec->status);
+  span_str(&s, "infermesh.request_id", rec->request_id);
+  span_str(&s, "infermesh.tenant", rec->tenant);
+  span_str(&s, "gen_ai.request.model", rec->model);
+  span_str(&s, "infermesh.outcome", rec->outcome);
+  span_str(&s, "infermesh.target", rec->target);
+  span_int(&s, "infermesh.attempts", rec->attempts);
+  span_bool(&s, "infermesh.hedged", rec->hedged);
+  span_bool(&s, "infermesh.forwarded", rec->forwarded);
+  if (rec->stream) span_bool(&s, "infermesh.stream", true);
+  if (rec->status >= 500) span_error(&s, rec->outcome);
+  tracer_emit(t, &s);
+}
