@@ -8,6 +8,7 @@ a temporary directory at test time).
 * sampling: ratio 0 records nothing, a sampled parent is always recorded, 0.5 records about half;
 * a dead collector (port closed, or one that never answers) costs the requests nothing: they succeed and the
   lost spans are counted;
+* a retry and a hedge are marked on their attempt spans;
 * the spans of the last requests go out when the agent stops.
 """
 
@@ -23,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from conftest import HOST, MODEL, REPO, chat_body, free_port, post_json, wait_for
+from test_hedging import LATENCY, hedged_race
 from test_mesh import init_cluster, remote_healthy, share_key, start_node, wait_members
 
 OTLP = REPO / "tests" / "otlp"
@@ -245,6 +247,53 @@ def test_incoming_traceparent_is_continued(procs, collector):
     agent.proc.signal(signal.SIGTERM)
     assert agent.proc.wait(timeout=20) == 0
     assert [s for s in col.servers() if s["attrs"]["infermesh.request_id"] == "last"], col.spans[n:]
+
+
+def attempts_of(col, server):
+    return sorted(col.find(name="attempt", trace=server["trace"], parent=server["id"]),
+                  key=lambda s: s["start"])
+
+
+@pytest.mark.timeout(60)
+def test_retry_is_marked(procs, collector):
+    col = collector()
+    bad = procs.engine("--error-rate", "1.0", name="engine-500")
+    good = procs.engine(name="engine-good")
+    agent = procs.agent([bad, good], "--otlp-endpoint", col.url)
+    for i in range(10):
+        assert post_json(agent.port, "/v1/chat/completions", chat_body(f"r{i}", max_tokens=2)).status == 200
+    retried = wait_for(lambda: [s for s in col.servers() if s["attrs"]["infermesh.attempts"] == 2], timeout=15,
+                       what="a retried request's server span")[0]
+    first, second = wait_for(lambda: len(attempts_of(col, retried)) == 2 and attempts_of(col, retried), timeout=10,
+                             what="both attempt spans")
+    assert first["attrs"]["infermesh.failure"] == "upstream_5xx"
+    assert first["attrs"]["http.response.status_code"] == 500
+    assert first["status"] == 2 and "500" in first["msg"]  # STATUS_CODE_ERROR, with the upstream's answer
+    assert first["attrs"]["infermesh.retry"] is False and first["attrs"]["infermesh.attempt"] == 1
+    assert second["attrs"]["infermesh.retry"] is True and second["attrs"]["infermesh.attempt"] == 2
+    assert second["attrs"]["http.response.status_code"] == 200 and second["status"] == 0
+    assert second["attrs"]["infermesh.target"] == f"{HOST}:{good.port}"
+    # Each send had its routing decision.
+    assert len(col.find(name="route", trace=retried["trace"])) == 2
+
+
+@pytest.mark.timeout(90)
+def test_hedge_is_marked(procs, collector):
+    col = collector()
+    slow, fast, agent, box = hedged_race(procs, False, LATENCY, agent_extra=("--otlp-endpoint", col.url))
+    assert box["r"][0] == 200 and box["r"][1].get("x-infermesh-hedged") == "true", box["r"]
+    rid = box["r"][1]["x-request-id"]
+    server = wait_for(lambda: [s for s in col.servers() if s["attrs"]["infermesh.request_id"] == rid], timeout=15,
+                      what="the hedged request's server span")[0]
+    assert server["attrs"]["infermesh.hedged"] is True
+    primary, copy = wait_for(lambda: len(attempts_of(col, server)) == 2 and attempts_of(col, server), timeout=10,
+                             what="both attempt spans")
+    assert primary["attrs"]["infermesh.hedge"] is False
+    assert primary["attrs"]["infermesh.target"] == f"{HOST}:{slow.port}"
+    assert primary["attrs"]["infermesh.cancelled"] == "lost the hedge race"
+    assert copy["attrs"]["infermesh.hedge"] is True and copy["attrs"]["infermesh.retry"] is False
+    assert copy["attrs"]["infermesh.target"] == f"{HOST}:{fast.port}"
+    assert copy["attrs"]["http.response.status_code"] == 200
 
 
 @pytest.mark.timeout(150)
