@@ -296,6 +296,26 @@ def test_hedge_is_marked(procs, collector):
     assert copy["attrs"]["http.response.status_code"] == 200
 
 
+@pytest.mark.timeout(60)
+def test_grpc_score_targets_has_a_span(procs, collector, tmp_path):
+    grpc = pytest.importorskip("grpc")
+    from test_grpc import READ, generate_stubs
+    stubs = generate_stubs(tmp_path / "stubs")
+    col = collector()
+    engines = procs.engines(2)
+    agent = procs.agent(engines, "--otlp-endpoint", col.url)
+    with grpc.insecure_channel(f"{HOST}:{agent.port}") as ch:
+        scoring = stubs["scoring_pb2_grpc"].ScoringStub(ch)
+        r = scoring.ScoreTargets(stubs["scoring_pb2"].ScoreTargetsRequest(model=MODEL, prompt="Hello"),
+                                 metadata=READ + (("traceparent", TP),), timeout=10)
+    span = one_span(col, name="infermesh.v1.Scoring/ScoreTargets")
+    assert span["kind"] == 2 and span["trace"] == TP[3:35] and span["parent"] == TP[36:52]
+    assert span["attrs"]["rpc.grpc.status_code"] == 0
+    assert span["attrs"]["infermesh.route.ranked"] == 2
+    assert span["attrs"]["infermesh.route.chosen"] == r.targets[0].target
+    assert span["attrs"]["infermesh.route.policy"] == r.policy
+
+
 @pytest.mark.timeout(150)
 def test_sampling_ratio(procs, collector):
     col = collector()
