@@ -51,27 +51,27 @@ static void trace_score(struct router *r, struct grpc_call *call, uint64_t t0, c
   struct trace_req tr;
   struct http_req *req = grpc_call_req(call);
   tracer_begin(r->tracer, &tr, http_req_header(req, "traceparent"), http_req_header(req, "tracestate"), t0);
-  if (!tr.sampled) return;
-  struct span s;
-  span_init(&s, "infermesh.v1.Scoring/ScoreTargets", SPAN_KIND_SERVER, tr.trace_id, tr.span_id,
+  struct span *s = tr.sampled ? tracer_span(r->tracer) : NULL;
+  if (!s) return;
+  span_init(s, "infermesh.v1.Scoring/ScoreTargets", SPAN_KIND_SERVER, tr.trace_id, tr.span_id,
             tr.has_parent ? tr.parent_id : NULL, tracer_unix_ns(r->tracer, t0));
-  s.end_ns = tracer_unix_ns(r->tracer, clock_mono_ns());
-  span_str(&s, "rpc.system", "grpc");
-  span_str(&s, "rpc.service", "infermesh.v1.Scoring");
-  span_str(&s, "rpc.method", "ScoreTargets");
-  span_int(&s, "rpc.grpc.status_code", code);
-  span_str(&s, "gen_ai.request.model", model);
-  span_str(&s, "infermesh.route.policy", policy);
-  span_int(&s, "infermesh.route.ranked", n);
-  if (n > 0) span_str(&s, "infermesh.route.chosen", r->store->targets[ranked[0].id].name);
+  s->end_ns = tracer_unix_ns(r->tracer, clock_mono_ns());
+  span_str(s, "rpc.system", "grpc");
+  span_str(s, "rpc.service", "infermesh.v1.Scoring");
+  span_str(s, "rpc.method", "ScoreTargets");
+  span_int(s, "rpc.grpc.status_code", code);
+  span_str(s, "gen_ai.request.model", model);
+  span_str(s, "infermesh.route.policy", policy);
+  span_int(s, "infermesh.route.ranked", n);
+  if (n > 0) span_str(s, "infermesh.route.chosen", r->store->targets[ranked[0].id].name);
   char top[SPAN_STR_MAX] = "";
   size_t len = 0;
   for (int i = 0; i < n && i < 3 && len < sizeof top; i++)
     len += (size_t)snprintf(top + len, sizeof top - len, "%s%s=%.3f", i ? " " : "",
                             r->store->targets[ranked[i].id].name, ranked[i].score);
-  span_str(&s, "infermesh.route.top", top);
-  if (code != GRPC_OK) span_error(&s, code == GRPC_NOT_FOUND ? "no target serves this model" : "failed");
-  tracer_emit(r->tracer, &s);
+  span_str(s, "infermesh.route.top", top);
+  if (code != GRPC_OK) span_error(s, code == GRPC_NOT_FOUND ? "no target serves this model" : "failed");
+  tracer_emit(r->tracer);
 }
 
 void grpc_score_targets(struct grpc_call *call, const ProtobufCMessage *in) {

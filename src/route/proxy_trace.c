@@ -15,9 +15,13 @@ void proxy_trace_begin(struct proxy *p) {
                p->t0);
 }
 
-static void child(const struct proxy *p, struct span *s, const char *name, enum span_kind kind,
-                  const uint8_t *span_id, uint64_t start) {
-  span_init(s, name, kind, p->tr.trace_id, span_id, p->tr.span_id, tracer_unix_ns(p->r->tracer, start));
+/* A child of p's server span, in the export queue (NULL: the queue is full, nothing to build). */
+static struct span *child(const struct proxy *p, const char *name, enum span_kind kind,
+                          const uint8_t *span_id, uint64_t start) {
+  struct span *s = tracer_span(p->r->tracer);
+  if (s)
+    span_init(s, name, kind, p->tr.trace_id, span_id, p->tr.span_id, tracer_unix_ns(p->r->tracer, start));
+  return s;
 }
 
 void proxy_trace_admit_begin(struct proxy *p) {
@@ -29,22 +33,22 @@ void proxy_trace_admitted(struct proxy *p, int status) {
   p->admit_open = false;
   if (!p->tr.sampled) return;
   struct tracer *t = p->r->tracer;
-  struct span s;
   uint8_t id[SPAN_ID_LEN];
   tracer_span_id(t, id);
-  child(p, &s, "admission", SPAN_KIND_INTERNAL, id, p->t_admit);
-  s.end_ns = tracer_unix_ns(t, proxy_now(p->r));
-  if (*proxy_admit_tenant_name(p)) span_str(&s, "infermesh.tenant", proxy_admit_tenant_name(p));
-  span_str(&s, "infermesh.priority", adm_priority_name(p->prio));
-  span_bool(&s, "infermesh.slo_latency", p->slo_latency);
-  span_bool(&s, "infermesh.queued", p->t_enqueued != 0);
-  span_int(&s, "infermesh.tokens_estimate", p->kv_need);
+  struct span *s = child(p, "admission", SPAN_KIND_INTERNAL, id, p->t_admit);
+  if (!s) return;
+  s->end_ns = tracer_unix_ns(t, proxy_now(p->r));
+  if (*proxy_admit_tenant_name(p)) span_str(s, "infermesh.tenant", proxy_admit_tenant_name(p));
+  span_str(s, "infermesh.priority", adm_priority_name(p->prio));
+  span_bool(s, "infermesh.slo_latency", p->slo_latency);
+  span_bool(s, "infermesh.queued", p->t_enqueued != 0);
+  span_int(s, "infermesh.tokens_estimate", p->kv_need);
   if (status) {
     char msg[64];
     snprintf(msg, sizeof msg, "answered %d before it was sent", status);
-    span_error(&s, msg);
+    span_error(s, msg);
   }
-  tracer_emit(t, &s);
+  tracer_emit(t);
 }
 
 void proxy_trace_route(struct proxy *p, const int *ids, int n, int chosen, uint64_t t_start) {
@@ -52,17 +56,17 @@ void proxy_trace_route(struct proxy *p, const int *ids, int n, int chosen, uint6
   struct router *r = p->r;
   struct tracer *t = r->tracer;
   uint64_t now = proxy_now(r);
-  struct span s;
   uint8_t id[SPAN_ID_LEN];
   tracer_span_id(t, id);
-  child(p, &s, "route", SPAN_KIND_INTERNAL, id, t_start);
-  s.end_ns = tracer_unix_ns(t, now);
+  struct span *s = child(p, "route", SPAN_KIND_INTERNAL, id, t_start);
+  if (!s) return;
+  s->end_ns = tracer_unix_ns(t, now);
   const struct target *ct = &r->store->targets[chosen];
-  span_str(&s, "infermesh.route.policy", policy_name(router_policy_for(r, p->oai.model)));
-  span_int(&s, "infermesh.route.candidates", n);
-  span_str(&s, "infermesh.route.chosen", ct->name);
-  span_double(&s, "infermesh.route.chosen_score", score_target(ct, &r->score, now));
-  span_int(&s, "infermesh.attempt", p->attempts + 1);
+  span_str(s, "infermesh.route.policy", policy_name(router_policy_for(r, p->oai.model)));
+  span_int(s, "infermesh.route.candidates", n);
+  span_str(s, "infermesh.route.chosen", ct->name);
+  span_double(s, "infermesh.route.chosen_score", score_target(ct, &r->score, now));
+  span_int(s, "infermesh.attempt", p->attempts + 1);
   /* The three lowest scores among the candidates (score_target: queued work, lower is better), bounded. */
   enum { TOP = 3 };
   int top[TOP];
@@ -91,8 +95,8 @@ void proxy_trace_route(struct proxy *p, const int *ids, int n, int chosen, uint6
   for (int i = 0; i < k && len < sizeof list; i++)
     len += (size_t)snprintf(list + len, sizeof list - len, "%s%s=%.3f", i ? " " : "",
                             r->store->targets[top[i]].name, sc[i]);
-  span_str(&s, "infermesh.route.top", list);
-  tracer_emit(t, &s);
+  span_str(s, "infermesh.route.top", list);
+  tracer_emit(t);
 }
 
 void proxy_trace_leg_start(struct proxy *p, struct leg *l) {
@@ -111,25 +115,25 @@ void proxy_trace_leg_end(struct leg *l) {
   struct router *r = p->r;
   struct tracer *t = r->tracer;
   const struct target *tg = &r->store->targets[l->target];
-  struct span s;
-  child(p, &s, "attempt", SPAN_KIND_CLIENT, l->span_id, l->t_sent);
-  s.end_ns = tracer_unix_ns(t, proxy_now(r));
-  span_str(&s, "infermesh.target", tg->name);
-  span_str(&s, "infermesh.node", tg->remote ? tg->node : r->opts.node_name);
-  span_str(&s, "server.address", r->pools[tg->id].authority);
-  span_bool(&s, "infermesh.hedge", l->hedge);
-  span_int(&s, "infermesh.attempt", l->attempt);
-  span_bool(&s, "infermesh.retry", !l->hedge && l->attempt > 1);
-  if (l->status) span_int(&s, "http.response.status_code", l->status);
+  struct span *s = child(p, "attempt", SPAN_KIND_CLIENT, l->span_id, l->t_sent);
+  if (!s) return;
+  s->end_ns = tracer_unix_ns(t, proxy_now(r));
+  span_str(s, "infermesh.target", tg->name);
+  span_str(s, "infermesh.node", tg->remote ? tg->node : r->opts.node_name);
+  span_str(s, "server.address", r->pools[tg->id].authority);
+  span_bool(s, "infermesh.hedge", l->hedge);
+  span_int(s, "infermesh.attempt", l->attempt);
+  span_bool(s, "infermesh.retry", !l->hedge && l->attempt > 1);
+  if (l->status) span_int(s, "http.response.status_code", l->status);
   if (l->fail != FAIL_NONE) {
-    span_str(&s, "infermesh.failure", upstream_fail_name(l->fail));
-    span_error(&s, p->last_err_msg);
+    span_str(s, "infermesh.failure", upstream_fail_name(l->fail));
+    span_error(s, p->last_err_msg);
   } else if (p->winner != l) {
-    span_str(&s, "infermesh.cancelled", p->winner ? "lost the hedge race" : "the request ended first");
+    span_str(s, "infermesh.cancelled", p->winner ? "lost the hedge race" : "the request ended first");
   } else if (p->stream_error) {
-    span_error(&s, "the stream carried an error event");
+    span_error(s, "the stream carried an error event");
   }
-  tracer_emit(t, &s);
+  tracer_emit(t);
 }
 
 void proxy_trace_headers(const struct proxy *p, const struct leg *l, struct buf *h) {
@@ -159,22 +163,23 @@ void proxy_trace_on_record(void *arg, const struct request_record *rec) {
   struct tracer *t = arg;
   const struct trace_req *tr = rec->trace;
   if (!tr || !tr->sampled) return;
-  struct span s;
-  span_init(&s, server_name(rec->path), SPAN_KIND_SERVER, tr->trace_id, tr->span_id,
+  struct span *s = tracer_span(t);
+  if (!s) return;
+  span_init(s, server_name(rec->path), SPAN_KIND_SERVER, tr->trace_id, tr->span_id,
             tr->has_parent ? tr->parent_id : NULL, tracer_unix_ns(t, tr->start));
-  s.end_ns = s.start_ns + (uint64_t)(rec->duration_ms * 1e6);
-  span_str(&s, "http.request.method", "POST");
-  span_str(&s, "http.route", rec->path);
-  span_int(&s, "http.response.status_code", rec->status);
-  span_str(&s, "infermesh.request_id", rec->request_id);
-  span_str(&s, "infermesh.tenant", rec->tenant);
-  span_str(&s, "gen_ai.request.model", rec->model);
-  span_str(&s, "infermesh.outcome", rec->outcome);
-  span_str(&s, "infermesh.target", rec->target);
-  span_int(&s, "infermesh.attempts", rec->attempts);
-  span_bool(&s, "infermesh.hedged", rec->hedged);
-  span_bool(&s, "infermesh.forwarded", rec->forwarded);
-  if (rec->stream) span_bool(&s, "infermesh.stream", true);
-  if (rec->status >= 500) span_error(&s, rec->outcome);
-  tracer_emit(t, &s);
+  s->end_ns = s->start_ns + (uint64_t)(rec->duration_ms * 1e6);
+  span_str(s, "http.request.method", "POST");
+  span_str(s, "http.route", rec->path);
+  span_int(s, "http.response.status_code", rec->status);
+  span_str(s, "infermesh.request_id", rec->request_id);
+  span_str(s, "infermesh.tenant", rec->tenant);
+  span_str(s, "gen_ai.request.model", rec->model);
+  span_str(s, "infermesh.outcome", rec->outcome);
+  span_str(s, "infermesh.target", rec->target);
+  span_int(s, "infermesh.attempts", rec->attempts);
+  span_bool(s, "infermesh.hedged", rec->hedged);
+  span_bool(s, "infermesh.forwarded", rec->forwarded);
+  if (rec->stream) span_bool(s, "infermesh.stream", true);
+  if (rec->status >= 500) span_error(s, rec->outcome);
+  tracer_emit(t);
 }

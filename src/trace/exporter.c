@@ -152,12 +152,15 @@ static void tick_cb(uv_timer_t *t) {
   if (!x->req && x->count) post(x);
 }
 
-void trace_exporter_push(struct trace_exporter *x, const struct span *s) {
+struct span *trace_exporter_slot(struct trace_exporter *x) {
   if (x->count == EXPORTER_QUEUE || x->closing) {
     x->st.dropped++;
-    return;
+    return NULL;
   }
-  x->ring[(x->first + x->count) % EXPORTER_QUEUE] = *s;
+  return &x->ring[(x->first + x->count) % EXPORTER_QUEUE];
+}
+
+void trace_exporter_commit(struct trace_exporter *x) {
   x->count++;
   /* a full batch goes on the next turn (a one-shot, then the interval again), not inside the request's end */
   if (x->count == EXPORTER_BATCH && !x->req && !x->backoff)

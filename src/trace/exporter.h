@@ -62,9 +62,12 @@ int trace_endpoint_parse(const char *url, char *host, size_t hostcap, int *port,
 int trace_exporter_init(struct trace_exporter *x, uv_loop_t *loop, const char *endpoint, const char *service,
                         const char *instance, const char *version, char *err, size_t errlen);
 
-/* trace_exporter_push copies s into the ring (dropped and counted when it is full, or once closing began) and
- * schedules a POST on a later loop turn when a batch is full. Never blocks, never allocates. */
-void trace_exporter_push(struct trace_exporter *x, const struct span *s);
+/* trace_exporter_slot returns the ring's next free span, for the caller to fill in place and queue with
+ * trace_exporter_commit before anything else uses x; NULL when the ring is full or closing (the span is
+ * counted as dropped: the caller builds nothing). trace_exporter_commit schedules a POST on a later loop turn
+ * when a batch is full. Neither blocks nor allocates. */
+struct span *trace_exporter_slot(struct trace_exporter *x);
+void trace_exporter_commit(struct trace_exporter *x);
 
 /* trace_exporter_stats fills st. */
 void trace_exporter_stats(const struct trace_exporter *x, struct exporter_stats *st);

@@ -25,7 +25,8 @@ void pb_double(struct buf *b, uint32_t field, double v);
 /* pb_bytes appends field = data[0..n) as a length-delimited field (bytes or string). */
 void pb_bytes(struct buf *b, uint32_t field, const void *data, size_t n);
 /* pb_begin starts a nested message in field; it returns the mark that pb_end takes, once the message's
- * fields are written. Nesting is any depth; pb_end moves the message by its length prefix's size. */
+ * fields are written. Nesting is any depth. Lengths are written minimal: one byte is kept for it, and pb_end
+ * moves a message of 128 bytes or more by the extra bytes its length takes. */
 size_t pb_begin(struct buf *b, uint32_t field);
 void pb_end(struct buf *b, size_t mark);
 

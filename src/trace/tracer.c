@@ -51,7 +51,11 @@ void tracer_begin(struct tracer *t, struct trace_req *tr, struct slice tp, struc
   trace_hex(tr->trace_id, TRACE_ID_LEN, tr->trace_hex);
 }
 
-void tracer_emit(struct tracer *t, const struct span *s) { trace_exporter_push(&t->exp, s); }
+struct span *tracer_span(struct tracer *t) {
+  return trace_exporter_slot(&t->exp);
+}
+
+void tracer_emit(struct tracer *t) { trace_exporter_commit(&t->exp); }
 
 void tracer_metrics(const struct tracer *t, struct buf *out) {
   struct exporter_stats st;

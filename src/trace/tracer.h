@@ -58,8 +58,11 @@ static inline uint64_t tracer_unix_ns(const struct tracer *t, uint64_t mono) {
   return (uint64_t)((int64_t)mono + t->mono_to_unix);
 }
 
-/* tracer_emit queues the finished span s (copied) for export; dropped and counted when the queue is full. */
-void tracer_emit(struct tracer *t, const struct span *s);
+/* tracer_span returns the export queue's next span for the caller to fill (span_init first) and queue with
+ * tracer_emit, with no other use of t in between; NULL when the queue is full (the span is counted as dropped
+ * and nothing is to be built). No allocation: spans are built in the queue. */
+struct span *tracer_span(struct tracer *t);
+void tracer_emit(struct tracer *t);
 
 /* tracer_metrics appends the infermesh_trace_* Prometheus families to out. */
 void tracer_metrics(const struct tracer *t, struct buf *out);
