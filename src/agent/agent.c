@@ -422,6 +422,24 @@ static int start_ledger(struct agent *a, char *err, size_t errlen) {
 
 static void log_flush_cb(uv_prepare_t *h) { log_flush(); }
 
+/* start_tracer starts OpenTelemetry export to tracing.endpoint and makes the router trace its requests. */
+static int start_tracer(struct agent *a, char *err, size_t errlen) {
+  const struct agent_config *cfg = a->cfg;
+  struct tracer_opts to = {.endpoint = cfg->trace_endpoint,
+                           .sample_ratio = cfg->trace_sample_ratio,
+                           .service_name = cfg->trace_service_name,
+                           .instance_id = cfg->node_name,
+                           .version = INFERMESH_VERSION};
+  a->tracer = xmalloc(sizeof *a->tracer);
+  int rc = tracer_init(a->tracer, a->loop, &to, err, errlen);
+  if (rc == 0 && (rc = router_set_tracer(&a->router, a->tracer)) != 0)
+    snprintf(err, errlen, "tracing: no room for another request observer");
+  if (rc == 0)
+    log_info("tracing", "endpoint=%s sample_ratio=%g service=%s", cfg->trace_endpoint, cfg->trace_sample_ratio,
+             cfg->trace_service_name);
+  return rc;
+}
+
 /* ---- stopping: the parts in reverse start order ---- */
 
 /* The long-lived parts agent_run starts, in start order. agent_stop closes them in reverse, one at a time: each
@@ -505,9 +523,9 @@ static void close_pools(struct agent *a) {
   stop_next(a);
 }
 
-static void (*const parts[])(struct agent *a) = {close_pools,  close_mesh,       close_control,
-                                                  close_ledger, close_tracer,     close_supervisor,
-                                                  close_scraper, close_gpu,       close_events};
+static void (*const parts[])(struct agent *a) = {close_pools,   close_tracer, close_mesh,
+                                                  close_control, close_ledger, close_supervisor,
+                                                  close_scraper, close_gpu,    close_events};
 #define NPARTS ((int)(sizeof parts / sizeof parts[0]))
 
 static void closed_cb(uv_handle_t *h) { (void)h; }
@@ -610,6 +628,7 @@ static void signal_cb(uv_signal_t *s, int signum) {
 }
 
 static void agent_free(struct agent *a) {
+  if (a->tracer) tracer_free(a->tracer);
   free(a->tracer);
   spend_book_free(a->spend);
   history_free(a->hist);
@@ -705,6 +724,11 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   router_init(&a->router, a->loop, &a->store, a->pools, &ro);
   http_server_init(&a->server, a->loop, &cfg->limits, handle, a);
   char err[512];
+  if (cfg->trace_endpoint[0] && (rc = start_tracer(a, err, sizeof err)) != 0) {
+    fprintf(stderr, "infermesh agent: %s\n", err);
+    abandon(a);
+    return 2;
+  }
   if ((rc = ingress_tls_start(&a->tls, a->loop, cfg, &a->server, err, sizeof err)) != 0) {
     log_error("cannot start TLS", "err=\"%s\"", err);
     fprintf(stderr, "infermesh agent: %s\n", err);
@@ -795,20 +819,6 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     fprintf(stderr, "infermesh agent: %s (pass --ledger false to run without metering)\n", err);
     abandon(a);
     return 1;
-  }
-  if (cfg->trace_endpoint[0]) {
-    struct tracer_opts to = {.endpoint = cfg->trace_endpoint,
-                             .sample_ratio = cfg->trace_sample_ratio,
-                             .service_name = cfg->trace_service_name,
-                             .instance_id = cfg->node_name,
-                             .version = INFERMESH_VERSION};
-    a->tracer = xmalloc(sizeof *a->tracer);
-    if (tracer_init(a->tracer, a->loop, &to, err, sizeof err) != 0 || router_set_tracer(&a->router, a->tracer) != 0) {
-      fprintf(stderr, "infermesh agent: %s\n", err); /* the endpoint was checked with the config: not expected */
-      abort();
-    }
-    log_info("tracing", "endpoint=%s sample_ratio=%g service=%s", cfg->trace_endpoint, cfg->trace_sample_ratio,
-             cfg->trace_service_name);
   }
   a->mapi = (struct model_api){a->loop, &a->store, &a->router, a->mesh, a->ctl, cfg->node_name};
   size_t exelen = sizeof a->exe;

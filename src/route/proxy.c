@@ -598,7 +598,6 @@ static void client_abort_cb(struct http_req *req) {
 static void build_head(struct proxy *p, struct leg *l, const struct target *t, size_t body_len) {
   struct buf *h = &l->head;
   struct http_pool *pool = &p->r->pools[t->id];
-  struct slice tp = http_req_header(p->req, "traceparent");
   char key[272];
   struct slice auth = proxy_upstream_auth(p, t, key, sizeof key);
   buf_reset(h);
@@ -613,6 +612,7 @@ static void build_head(struct proxy *p, struct leg *l, const struct target *t, s
   buf_append(h, "\r\n", 2);
   /* Traced: this attempt's span is the parent upstream. Else the client's traceparent goes through, only when
    * it cannot split the head (no CR/LF). */
+  struct slice tp = p->traced ? slice_make(NULL, 0) : http_req_header(p->req, "traceparent");
   if (p->traced)
     proxy_trace_headers(p, l, h);
   else if (tp.len && tp.len < 128 && !memchr(tp.base, '\r', tp.len) && !memchr(tp.base, '\n', tp.len)) {

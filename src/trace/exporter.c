@@ -172,6 +172,13 @@ void trace_exporter_stats(const struct trace_exporter *x, struct exporter_stats 
   st->queued = x->count;
 }
 
+void trace_exporter_free(struct trace_exporter *x) {
+  buf_free(&x->head);
+  buf_free(&x->body);
+  free(x->ring);
+  x->ring = NULL;
+}
+
 static void handle_closed_cb(uv_handle_t *h) {
   struct trace_exporter *x = h->data;
   if (--x->handles == 0) x->closed_cb(x->closed_arg);
@@ -188,10 +195,7 @@ static void finish_close(struct trace_exporter *x) {
   x->st.dropped += x->count;
   x->count = 0;
   http_pool_close(&x->pool);
-  buf_free(&x->head);
-  buf_free(&x->body);
-  free(x->ring);
-  x->ring = NULL;
+  trace_exporter_free(x);
   x->handles = 2;
   uv_close((uv_handle_t *)&x->timer, handle_closed_cb);
   uv_close((uv_handle_t *)&x->close_timer, handle_closed_cb);

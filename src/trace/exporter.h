@@ -72,6 +72,11 @@ void trace_exporter_commit(struct trace_exporter *x);
 /* trace_exporter_stats fills st. */
 void trace_exporter_stats(const struct trace_exporter *x, struct exporter_stats *st);
 
+/* trace_exporter_free releases x's memory (the ring, the POST's buffers) once its handles are closed: after
+ * trace_exporter_close's callback (nothing is left then), or when the loop's handles were closed without it.
+ */
+void trace_exporter_free(struct trace_exporter *x);
+
 /* trace_exporter_close sends what is queued (waiting up to EXPORTER_FLUSH_MS for the collector), then
  * cancels what is left, closes its handles and calls cb(arg) once, on a later loop turn; x's memory may be
  * freed then. */

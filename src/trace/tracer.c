@@ -80,3 +80,5 @@ void tracer_metrics(const struct tracer *t, struct buf *out) {
 void tracer_close(struct tracer *t, void (*cb)(void *arg), void *arg) {
   trace_exporter_close(&t->exp, cb, arg);
 }
+
+void tracer_free(struct tracer *t) { trace_exporter_free(&t->exp); }

@@ -67,6 +67,10 @@ void tracer_emit(struct tracer *t);
 /* tracer_metrics appends the infermesh_trace_* Prometheus families to out. */
 void tracer_metrics(const struct tracer *t, struct buf *out);
 
+/* tracer_free releases what t holds once its loop handles are closed: after tracer_close's callback, or after
+ * a failed start closed every handle of the loop. t's own memory stays the caller's. */
+void tracer_free(struct tracer *t);
+
 /* tracer_close flushes what is queued (bounded: EXPORTER_FLUSH_MS) and calls cb(arg) once, on a later loop
  * turn, when t's memory may be freed. */
 void tracer_close(struct tracer *t, void (*cb)(void *arg), void *arg);
