@@ -13,6 +13,7 @@ a temporary directory at test time).
 """
 
 import importlib
+import os
 import re
 import shutil
 import signal
@@ -23,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import HOST, MODEL, REPO, chat_body, free_port, post_json, wait_for
+from conftest import BIN, HOST, MODEL, REPO, chat_body, free_port, post_json, wait_for
 from test_hedging import LATENCY, hedged_race
 from test_mesh import init_cluster, remote_healthy, share_key, start_node, wait_members
 
@@ -369,3 +370,19 @@ def test_dead_collector_costs_the_requests_nothing(procs, collector, dead):
         assert agent.counter("infermesh_trace_export_failures_total") > 0
     assert agent.counter("infermesh_trace_spans_exported_total") == 0
     assert agent.counter("infermesh_requests_total") >= 800
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("args,env,says", [
+    (["--otlp-endpoint", "https://127.0.0.1:4318"], {}, "https is not supported"),
+    (["--otlp-endpoint", "collector:4318"], {}, "is not http://HOST:PORT[/PATH]"),
+    (["--otlp-endpoint", "http://otel-collector:4318"], {}, "must be an IP address or localhost"),
+    (["--trace-sample", "1.5"], {}, "--trace-sample: '1.5' is not a number from 0 to 1"),
+    ([], {"OTEL_TRACES_SAMPLER_ARG": "half"}, "OTEL_TRACES_SAMPLER_ARG: 'half' is not a number from 0 to 1"),
+    ([], {"OTEL_EXPORTER_OTLP_ENDPOINT": "grpc://127.0.0.1:4317"}, "is not http://HOST:PORT[/PATH]"),
+], ids=["https", "no-scheme", "hostname", "ratio", "otel-ratio", "otel-endpoint"])
+def test_bad_tracing_settings_are_refused_at_start(tmp_path, args, env, says):
+    r = subprocess.run([BIN, "agent", "--listen", f"{HOST}:0", "--data-dir", str(tmp_path), *args],
+                       capture_output=True, text=True, timeout=20, env={**os.environ, **env})
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert says in r.stderr, r.stderr
