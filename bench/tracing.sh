@@ -9,7 +9,8 @@
 # The collector is a stdlib Python HTTP server on 127.0.0.1 that reads each POST and answers 200 (its CPU is
 # not counted). wrk -t1 -c$CONNS for $WRK_SECS s on each agent, interleaved $REPS times (order rotated);
 # CPU = utime+stime of the agent process over the run and the second after it (the exporter's last batch) /
-# requests completed. Medians, and ratios to off.
+# requests completed. Medians, and ratios to off. The same comparison in instructions (steady on a shared
+# machine): BASE_BIN=build/infermesh FLAGS="--otlp-endpoint URL" bench/proxy_instructions.sh.
 # Writes bench/results/tracing.md (or $BENCH_OUT). Every process it starts is stopped on exit.
 # Knobs: INFERMESH_BIN (build/infermesh), REPS (3), WRK_SECS (4), CONNS (64).
 set -euo pipefail
@@ -23,25 +24,14 @@ CONNS=${CONNS:-64}
 MODEL=meta-llama/Llama-3.1-8B-Instruct
 [[ -x $BIN ]] || { echo "bench: $BIN not built (make build)" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "bench: wrk not found (run scripts/bootstrap)" >&2; exit 1; }
-TMP=$(mktemp -d /tmp/infermesh-tracing-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    local rc=$?
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-    exit "$rc"
-}
-trap cleanup EXIT INT TERM
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 200); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "bench: $1 not up" >&2; return 1; }
+source "$ROOT/bench/lib.sh"
+bench_setup tracing-bench
 
-"$BIN" sim-engine --port 0 --speed 0 --log-level warn >"$TMP/engine.out" 2>"$TMP/engine.err" &
-PIDS+=($!)
-for _ in $(seq 200); do grep -q '^listening' "$TMP/engine.out" 2>/dev/null && break; sleep 0.05; done
+start engine "$BIN" sim-engine --port 0 --speed 0 --log-level warn
+wait_for "sim-engine" grep -q '^listening' "$TMP/engine.out"
 EPORT=$(sed -n '1s|^listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$TMP/engine.out")
 
-CPORT=$(free_port)
+pick_port CPORT
 cat >"$TMP/collector.py" <<'COLLECTOR'
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -57,30 +47,29 @@ class H(BaseHTTPRequestHandler):
         pass
 ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 COLLECTOR
-python3 "$TMP/collector.py" "$CPORT" &
-PIDS+=($!)
+start collector python3 "$TMP/collector.py" "$CPORT"
 
 VARIANTS=(off ratio0 ratio1)
 declare -A PORT PID
 for v in "${VARIANTS[@]}"; do
-    PORT[$v]=$(free_port)
+    pick_port "PORT[$v]"
     flags=()
     [[ $v == ratio0 ]] && flags=(--otlp-endpoint "http://127.0.0.1:$CPORT" --trace-sample 0)
     [[ $v == ratio1 ]] && flags=(--otlp-endpoint "http://127.0.0.1:$CPORT" --trace-sample 1)
-    "$BIN" agent --listen "127.0.0.1:${PORT[$v]}" --target "http://127.0.0.1:$EPORT" --data-dir "$TMP/d-$v" \
-        --log-level warn --ledger false --scrape-interval-ms 200 "${flags[@]}" >"$TMP/agent-$v.log" 2>&1 &
-    PID[$v]=$!
-    PIDS+=($!)
-    wait_http "http://127.0.0.1:${PORT[$v]}/readyz"
+    start "agent-$v" "$BIN" agent --listen "127.0.0.1:${PORT[$v]}" --target "http://127.0.0.1:$EPORT" \
+        --data-dir "$TMP/d-$v" --log-level warn --ledger false --scrape-interval-ms 200 "${flags[@]}"
+    PID[$v]=${PIDS[-1]}
+    wait_for "agent $v" curl -sf "http://127.0.0.1:${PORT[$v]}/readyz"
 done
-printf '%s\n' 'wrk.method = "POST"' 'wrk.headers["Content-Type"] = "application/json"' \
-    "wrk.body = '{\"model\":\"$MODEL\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello, mesh!\"}],\"max_tokens\":16}'" \
-    >"$TMP/wrk.lua"
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cat >"$TMP/wrk.lua" <<EOF
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"$MODEL","messages":[{"role":"user","content":"Hello, mesh!"}],"max_tokens":16}'
+EOF
 metric() { curl -sf "http://127.0.0.1:${PORT[$1]}/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
 declare -A US RPS
 for rep in $(seq "$REPS"); do
-    k=$(( (rep - 1) % 3 ))
+    k=$(((rep - 1) % 3))
     order=("${VARIANTS[@]:$k}" "${VARIANTS[@]:0:$k}")
     for v in "${order[@]}"; do
         t0=$(cpu_ticks "${PID[$v]}")
@@ -91,13 +80,11 @@ for rep in $(seq "$REPS"); do
         us=$(awk -v a="$t0" -v b="$t1" -v n="$n" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", (b - a) / hz * 1e6 / n}')
         US[$v]+="$us "
         RPS[$v]+="$(awk -v n="$n" -v s="$WRK_SECS" 'BEGIN {printf "%.0f", n / s}') "
-        echo "rep $rep $v: $n requests, $us us CPU per request" >&2
+        log "rep $rep $v: $n requests, $us us CPU per request"
     done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 declare -A MED
 for v in "${VARIANTS[@]}"; do MED[$v]=$(median <<<"${US[$v]}"); done
-ratio() { awk -v a="${MED[off]}" -v b="${MED[$1]}" 'BEGIN {printf "%.3f", b / a}'; }
 EXPORTED=$(metric ratio1 infermesh_trace_spans_exported_total)
 DROPPED=$(metric ratio1 infermesh_trace_spans_dropped_total)
 POSTS=$(metric ratio1 infermesh_trace_exports_total)
@@ -110,9 +97,9 @@ POSTS=$(metric ratio1 infermesh_trace_exports_total)
     echo
     echo "| agent | CPU per request (median) | / off | requests/s (per rep) |"
     echo "|---|---|---|---|"
-    echo "| tracing off | ${MED[off]} µs | 1.000x | ${RPS[off]}|"
-    echo "| tracing on, sample ratio 0 (ids and traceparent only) | ${MED[ratio0]} µs | $(ratio ratio0)x | ${RPS[ratio0]}|"
-    echo "| tracing on, sample ratio 1 (4 spans a request exported) | ${MED[ratio1]} µs | $(ratio ratio1)x | ${RPS[ratio1]}|"
+    echo "| tracing off | ${MED[off]} µs | 1.00× | ${RPS[off]}|"
+    echo "| tracing on, sample ratio 0 (ids and traceparent only) | ${MED[ratio0]} µs | $(ratio "${MED[ratio0]}" "${MED[off]}") | ${RPS[ratio0]}|"
+    echo "| tracing on, sample ratio 1 (4 spans a request exported) | ${MED[ratio1]} µs | $(ratio "${MED[ratio1]}" "${MED[off]}") | ${RPS[ratio1]}|"
     echo
     echo "Ratio 1: $EXPORTED spans exported in $POSTS POSTs, $DROPPED dropped (a full queue or a failed POST; a dropped"
     echo "span is not encoded, so it costs less than an exported one)."
