@@ -96,7 +96,9 @@ void proxy_trace_route(struct proxy *p, const int *ids, int n, int chosen, uint6
   span_int(s, "infermesh.route.candidates", n);
   span_str(s, "infermesh.route.chosen", ct->name);
   span_double(s, "infermesh.route.chosen_score", score_target(ct, &r->score, now));
-  span_int(s, "infermesh.attempt", p->attempts + 1);
+  bool hedge = p->legs[0].up || p->legs[1].up; /* a send is in flight: this decision is for its copy */
+  span_str(s, "infermesh.route.purpose", hedge ? "hedge" : p->attempts ? "retry" : "first");
+  span_int(s, "infermesh.attempt", hedge ? p->attempts : p->attempts + 1);
   /* The three lowest scores among the candidates (score_target: queued work, lower is better), bounded. */
   enum { TOP = 3 };
   int top[TOP];

@@ -275,7 +275,8 @@ def test_retry_is_marked(procs, collector):
     assert second["attrs"]["http.response.status_code"] == 200 and second["status"] == 0
     assert second["attrs"]["infermesh.target"] == f"{HOST}:{good.port}"
     # Each send had its routing decision.
-    assert len(col.find(name="route", trace=retried["trace"])) == 2
+    routes = sorted(col.find(name="route", trace=retried["trace"]), key=lambda s: s["start"])
+    assert [r["attrs"]["infermesh.route.purpose"] for r in routes] == ["first", "retry"]
 
 
 @pytest.mark.timeout(90)
@@ -295,6 +296,8 @@ def test_hedge_is_marked(procs, collector):
     assert copy["attrs"]["infermesh.hedge"] is True and copy["attrs"]["infermesh.retry"] is False
     assert copy["attrs"]["infermesh.target"] == f"{HOST}:{fast.port}"
     assert copy["attrs"]["http.response.status_code"] == 200
+    purposes = sorted(r["attrs"]["infermesh.route.purpose"] for r in col.find(name="route", trace=server["trace"]))
+    assert purposes == ["first", "hedge"], purposes
 
 
 @pytest.mark.timeout(60)
