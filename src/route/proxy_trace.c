@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "route/proxy_int.h"
-#include "route/rank.h"
 
 void proxy_trace_begin(struct proxy *p) {
   struct http_req *req = p->req;

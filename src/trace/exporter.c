@@ -93,9 +93,8 @@ static int post_head_cb(void *arg, int status, const struct http_header *h, int 
   return 0;
 }
 
-static int post_body_cb(void *arg, const char *data, size_t len) {
-  return 0;
-} /* an ExportTraceServiceResponse */
+/* The body is an ExportTraceServiceResponse (its partial_success is not read): only the status counts. */
+static int post_body_cb(void *arg, const char *data, size_t len) { return 0; }
 
 static void post_done_cb(void *arg, int err) {
   struct trace_exporter *x = arg;
