@@ -4,7 +4,7 @@ JOBS ?= 2
 PY ?= /usr/bin/python3
 FUZZ_SECONDS ?= 10
 
-.PHONY: all build asan fuzz-build bootstrap dev test format-check unit fuzz integration test-netns browser compat bench format clean
+.PHONY: all build asan fuzz-build bootstrap dev test format-check layers-check unit fuzz integration test-netns browser compat bench format clean
 
 all: build
 
@@ -29,10 +29,14 @@ dev: build
 # Everything CI checks: formatting of the files in .clang-format-checked, unit tests (cmocka, ASan+UBSan), fuzz
 # smoke runs, integration tests (pytest, real processes on 127.0.0.1), the dashboard in Chromium, and the
 # official openai client against the dev mesh.
-test: format-check unit fuzz integration test-netns browser
+test: format-check layers-check unit fuzz integration test-netns browser
 
 format-check:
 	@scripts/check-format
+
+# No file includes a header of a layer above its own (DESIGN §2).
+layers-check:
+	@scripts/check-layers
 
 unit: asan
 	@cd build-asan && ctest --output-on-failure --timeout 120

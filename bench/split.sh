@@ -6,7 +6,8 @@
 #   one-process  llama-server alone
 #   rpc-direct   llama-server --rpc 127.0.0.1:P -> rpc-server on P (loopback TCP, plaintext)
 #   rpc-tunnel   llama-server --rpc 127.0.0.1:L -> host agent's forwarder L -> tunnel -> worker agent ->
-#                rpc-server (the worker runs it: --rpc-server; the host forwards: --tunnel-forward)
+#                rpc-server (run by hand on the worker, allowed with --tunnel-allow; the host forwards:
+#                --tunnel-forward)
 # Measured per path (chat completions of MAX_TOKENS tokens straight to its llama-server, one at a time, with
 # curl: llama-server closes its connections after a stream, which bench/latency.c does not take): the whole
 # request (curl's time_total), and as llama.cpp reports them the prompt's processing (timings.prompt_ms: the
@@ -41,8 +42,9 @@ P_direct=$(port); start direct "$SERVER" "${LLAMA[@]}" --port "$P_direct" -ngl 9
 "$BIN" init --data-dir "$TMP/d-worker" >/dev/null
 mkdir -m 700 "$TMP/d-host"; cp -p "$TMP/d-worker/cluster.key" "$TMP/d-worker/cluster.id" "$TMP/d-host/"
 RPC_WORKER=$(port); GW=$(port); GH=$(port); FWD=$(port)
+start rpc-worker "$RPC" -H 127.0.0.1 -p "$RPC_WORKER"
 start worker "$BIN" agent --name worker --listen "127.0.0.1:$(port)" --data-dir "$TMP/d-worker" \
-    --gossip "127.0.0.1:$GW" --rpc-server "$RPC" --rpc-port "$RPC_WORKER" --log-level warn
+    --gossip "127.0.0.1:$GW" --tunnel-allow "$RPC_WORKER" --log-level warn
 start host "$BIN" agent --name host --listen "127.0.0.1:$(port)" --data-dir "$TMP/d-host" --gossip "127.0.0.1:$GH" \
     --join "127.0.0.1:$GW" --tunnel-forward "$FWD=worker:$RPC_WORKER" --log-level warn
 wait_for "worker rpc-server" bash -c "exec 3<>/dev/tcp/127.0.0.1/$RPC_WORKER"

@@ -11,7 +11,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "agent/api_ports.h"
 #include "api/cluster_api.h"
+#include "api/control_api.h"
 #include "agent/control.h"
 #include "api/events.h"
 #include "agent/gpu_poll.h"
@@ -25,6 +27,7 @@
 #include "agent/supervisor.h"
 #include "api/budgets.h"
 #include "api/grpc_services.h"
+#include "api/rpc_api.h"
 #include "api/history.h"
 #include "api/reply.h"
 #include "api/ledger_api.h"
@@ -65,6 +68,9 @@ struct agent {
   struct cluster_api capi;
   struct model_api mapi; /* load/unload of models and LoRA adapters */
   struct control *ctl; /* the control plane (Raft server or read replica); NULL when closed */
+  /* api/'s interfaces over mesh and ctl (agent/api_ports.c); their ctx is NULL when those are closed */
+  struct api_mesh mesh_port;
+  struct api_control ctl_port;
   struct ledger_writer *ledger; /* usage records; NULL when metering is off or once closed */
   struct ledger_outbox *outbox; /* forwards them to PostgreSQL (ledger.postgres); NULL when none */
   struct ledger_api lapi;
@@ -297,12 +303,15 @@ static void handle(struct http_req *req, void *arg) {
   case API_OP_CTL_WRITE:
   case API_OP_CTL_STATE:
   case API_OP_PROPOSE:
-    served = control_handle(a->ctl, req); /* answers 409 when the agent has no control plane */
+    served = api_control_handle(&a->ctl_port, req); /* answers 409 when the agent has no control plane */
     break;
   case API_OP_MEMBERS:
   case API_OP_LEAVE:
   case API_OP_DRAIN:
     served = cluster_api_handle(&a->capi, req);
+    break;
+  case API_OP_RPC:
+    served = rpc_api_handle(&a->ctl_port, &a->mesh_port, req);
     break;
   case API_OP_LEDGER:
     served = ledger_api_handle(&a->lapi, req, scoped_tenant(a, req));
@@ -495,6 +504,7 @@ static void close_tracer(struct agent *a) {
 static void ctl_closed_cb(void *arg) {
   struct agent *a = arg;
   a->ctl = NULL;
+  a->ctl_port.ctx = NULL;
   stop_next(a);
 }
 
@@ -507,6 +517,7 @@ static void close_control(struct agent *a) {
 static void mesh_closed_cb(void *arg) {
   struct agent *a = arg;
   a->mesh = NULL;
+  a->mesh_port.ctx = NULL;
   stop_next(a);
 }
 
@@ -519,7 +530,8 @@ static void close_mesh(struct agent *a) {
 }
 
 static void close_pools(struct agent *a) {
-  for (int i = 0; i < a->cfg->nruntimes; i++) http_pool_close(&a->pools[i]);
+  /* The local targets: the runtimes, then their bench copies (add_bench_targets), ids 0.. in that order. */
+  for (int i = 0; i < a->cfg->nruntimes + a->cfg->bench_targets; i++) http_pool_close(&a->pools[i]);
   stop_next(a);
 }
 
@@ -656,6 +668,23 @@ static void abandon(struct agent *a) {
   agent_free(a);
 }
 
+/* add_bench_targets registers cfg->bench_targets more local targets (benchmarks only, --bench-targets), the
+ * k-th a copy of runtime k mod nruntimes under the name NAME~bK: one agent then ranks many real targets served
+ * by a few engines. 0, or -1 when the store is full or a pool cannot start (said on stderr). */
+static int add_bench_targets(struct agent *a, const struct agent_config *cfg) {
+  for (int k = 0; k < cfg->bench_targets; k++) {
+    const struct config_runtime *rt = &cfg->runtimes[k % cfg->nruntimes];
+    char name[96];
+    snprintf(name, sizeof name, "%s~b%d", rt->name[0] ? rt->name : "rt", k);
+    int id = store_add_target(&a->store, name, rt->url, rt->kind);
+    if (id < 0 || http_pool_init(&a->pools[id], a->loop, a->store.targets[id].host, a->store.targets[id].port) != 0) {
+      fprintf(stderr, "infermesh agent: cannot add bench target %s\n", name);
+      return -1;
+    }
+  }
+  return 0;
+}
+
 int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int port), void *arg) {
   struct agent *a = xcalloc(1, sizeof *a);
   int rc;
@@ -689,6 +718,10 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
       abandon(a);
       return 2;
     }
+  }
+  if (add_bench_targets(a, cfg) != 0) {
+    abandon(a);
+    return 2;
   }
   struct router_opts ro;
   router_opts_default(&ro);
@@ -740,8 +773,8 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
                                   .loop = a->loop,
                                   .router = &a->router,
                                   .store = &a->store,
-                                  .ctl = &a->ctl,
-                                  .mesh = &a->mesh,
+                                  .ctl = &a->ctl_port,
+                                  .mesh = &a->mesh_port,
                                   .draining = &a->draining,
                                   .node_name = cfg->node_name,
                                   .verdict = verdict,
@@ -805,8 +838,9 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     a->router.node_id = mesh_node_id(a->mesh); /* hops are signed for the node that receives them */
     a->router.dialer = mesh_hop_dialer(a->mesh); /* and travel through the tunnel */
   }
+  a->mesh_port = api_mesh_of(a->mesh);
   a->capi = (struct cluster_api){
-      .loop = a->loop, .mesh = a->mesh, .router = &a->router, .leave_cb = leave_request_cb, .arg = a};
+      .loop = a->loop, .mesh = a->mesh_port, .router = &a->router, .leave_cb = leave_request_cb, .arg = a};
   struct control_env cenv = {.loop = a->loop, .cfg = cfg, .mesh = a->mesh, .router = &a->router};
   if ((rc = control_start(&a->ctl, &cenv, err, sizeof err)) != 0) {
     log_error("cannot start the control plane", "err=\"%s\"", err);
@@ -814,13 +848,14 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
     abandon(a);
     return 2;
   }
+  a->ctl_port = api_control_of(a->ctl, a->mesh, cfg);
   if ((rc = start_ledger(a, err, sizeof err)) != 0) {
     log_error("cannot open the ledger", "err=\"%s\"", err);
     fprintf(stderr, "infermesh agent: %s (pass --ledger false to run without metering)\n", err);
     abandon(a);
     return 1;
   }
-  a->mapi = (struct model_api){a->loop, &a->store, &a->router, a->mesh, a->ctl, cfg->node_name};
+  a->mapi = (struct model_api){a->loop, &a->store, &a->router, &a->mesh_port, &a->ctl_port, cfg->node_name};
   size_t exelen = sizeof a->exe;
   if (uv_exepath(a->exe, &exelen) != 0) str_copy(a->exe, sizeof a->exe, "/proc/self/exe");
   a->sup = supervisor_start(a->loop, &a->store, cfg, ids, a->exe); /* before scraping: it waits on health */

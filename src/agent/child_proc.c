@@ -134,6 +134,11 @@ bool child_proc_running(const struct child_proc *p, int *pid) {
 }
 
 void child_proc_stop(struct child_proc *p, void (*closed_cb)(void *arg), void *arg) {
+  child_proc_stop_within(p, STOP_GRACE_MS, closed_cb, arg);
+}
+
+void child_proc_stop_within(struct child_proc *p, uint32_t grace_ms, void (*closed_cb)(void *arg),
+                            void *arg) {
   p->stopping = true;
   p->closed_cb = closed_cb;
   p->closed_arg = arg;
@@ -142,6 +147,6 @@ void child_proc_stop(struct child_proc *p, void (*closed_cb)(void *arg), void *a
     uv_close((uv_handle_t *)&p->timer, handle_closed_cb);
     return;
   }
-  kill(-p->pid, SIGTERM);
-  uv_timer_start(&p->timer, timer_cb, STOP_GRACE_MS, 0);
+  kill(-p->pid, grace_ms ? SIGTERM : SIGKILL);
+  uv_timer_start(&p->timer, timer_cb, grace_ms, 0);
 }

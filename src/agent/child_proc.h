@@ -8,6 +8,7 @@
 #define IM_AGENT_CHILD_PROC_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <uv.h>
 
 #define CHILD_PROC_ARGS 64
@@ -22,5 +23,8 @@ bool child_proc_running(const struct child_proc *p, int *pid);
 /* child_proc_stop ends the process and its restarts; closed_cb(arg) (may be NULL) runs once nothing of p is
  * left on the loop, and p is freed then. */
 void child_proc_stop(struct child_proc *p, void (*closed_cb)(void *arg), void *arg);
+/* child_proc_stop_within is child_proc_stop with grace_ms instead of 2 s between SIGTERM and SIGKILL; 0 sends
+ * SIGKILL at once (a process that can no longer serve: nothing to finish). */
+void child_proc_stop_within(struct child_proc *p, uint32_t grace_ms, void (*closed_cb)(void *arg), void *arg);
 
 #endif

@@ -95,15 +95,16 @@ static const struct key keys[] = {
      "local forwarders through the tunnel: [HOST:]PORT=NODE:PORT,... (connections to 127.0.0.1:PORT reach "
      "port PORT on member NODE's loopback, which that node must allow)"},
     {"cluster.rpc_server", "--rpc-server", "INFERMESH_RPC_SERVER", K_STR, F(cluster.rpc_server),
-     "offer this node's memory for split models: run this llama.cpp rpc-server binary on 127.0.0.1 under "
-     "supervision, reachable by other members through the tunnel only, announced as the label rpc=PORT"},
+     "offer this node's memory for split models (role rpc, labels rpc=PORT and rpc_mem_mb): when a split host's "
+     "agent leases it, run this llama.cpp rpc-server binary on 127.0.0.1 under supervision, reachable by that "
+     "host through the tunnel only, until the host releases it or leaves the mesh"},
     {"cluster.rpc_port", "--rpc-port", "INFERMESH_RPC_PORT", K_INT, F(cluster.rpc_port),
      "the rpc-server's loopback port (50052)"},
     {"cluster.split_target", "--split-target", "INFERMESH_SPLIT_TARGET", K_STR, F(cluster.split_target),
      "a split model: the runtime (--target NAME=URL) whose llama-server this agent starts with --split-exec over "
      "other members' rpc-servers"},
     {"cluster.split_workers", "--split-workers", "INFERMESH_SPLIT_WORKERS", K_INT, F(cluster.split_workers),
-     "a split model: how many rpc workers (members started with --rpc-server) to use (1)"},
+     "a split model: how many rpc workers (members started with --rpc-server) to lease (1)"},
     {"cluster.split_exec", "--split-exec", "INFERMESH_SPLIT_EXEC", K_STR, F(cluster.split_exec),
      "a split model: the llama-server command; {rpc} becomes the workers' forwarded addresses, e.g. "
      "'llama-server -m M.gguf --port 8102 -ngl 99 --rpc {rpc}'"},
@@ -140,6 +141,9 @@ static const struct key keys[] = {
      "tries per request on distinct targets before the first byte (3)"},
     {"max_targets", "--max-targets", "INFERMESH_MAX_TARGETS", K_INT, F(max_targets),
      "routing targets (runtimes of this node and of the mesh's other nodes) this node can route to (1024)"},
+    {"bench_targets", "--bench-targets", "INFERMESH_BENCH_TARGETS", K_INT, F(bench_targets),
+     "BENCHMARKS ONLY: N more local targets, each a copy of a configured runtime (round robin, named "
+     "NAME~bN), so that one agent ranks many real targets served by few engines (0)"},
     {"first_byte_timeout_ms", "--first-byte-timeout-ms", "INFERMESH_FIRST_BYTE_TIMEOUT_MS", K_U32,
      F(first_byte_timeout_ms),
      "least time an attempt may go without a first byte for the client before it is retried elsewhere; the "
@@ -897,6 +901,12 @@ int config_load_args(struct agent_config *c, int argc, char **argv, char *err, s
   if (c->max_targets < c->nruntimes || c->max_targets > 1000000) {
     snprintf(err, errlen, "max_targets %d must be at least the %d runtimes and at most 1000000", c->max_targets,
              c->nruntimes);
+    return -EINVAL;
+  }
+  if (c->bench_targets < 0 || (c->bench_targets > 0 && c->nruntimes == 0) ||
+      c->bench_targets > c->max_targets - c->nruntimes) {
+    snprintf(err, errlen, "bench_targets %d needs a runtime to copy and room in max_targets %d beside the %d runtimes",
+             c->bench_targets, c->max_targets, c->nruntimes);
     return -EINVAL;
   }
   if (c->max_targets < 1) c->max_targets = 1;

@@ -65,7 +65,7 @@ struct config_cluster {
   bool insecure_hops;      /* agent-to-agent HTTP in plaintext TCP instead of the tunnel (tunnel/tunnel.h) */
   char tunnel_allow[256];  /* more loopback ports members may open tunnel streams to: "PORT,PORT" */
   char tunnel_forward[512]; /* forwarders: "[HOST:]PORT=NODE:PORT,..." (agent/mesh_tunnel.h) */
-  char rpc_server[512];    /* an llama.cpp rpc-server binary this node runs and offers (agent/rpc_worker.h) */
+  char rpc_server[512];    /* an llama.cpp rpc-server binary this node offers to split hosts (agent/rpc_worker.h) */
   int rpc_port;            /* its loopback port (0 = 50052) */
   /* A split model (agent/split.h): the local runtime named split_target is a llama-server this agent starts
    * with split_exec, "{rpc}" replaced by forwarders to up to split_workers members that offer rpc-servers. */
@@ -108,6 +108,7 @@ struct agent_config {
   uint32_t breaker_backoff_ms;
   int max_attempts;
   int max_targets; /* routing targets this node can hold, its own and other nodes' (state/store.h) */
+  int bench_targets; /* benchmarks only: extra local targets copying the runtimes (agent.c add_bench_targets) */
   struct http_limits limits;
   int events_max_streams;    /* open /v1/cluster/events streams in all (64) */
   int events_max_per_client; /* ... per client IP address (8) */

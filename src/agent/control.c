@@ -20,15 +20,13 @@ const struct fsm *control_fsm(const struct control *c) { return c->raft ? craft_
 
 uint64_t control_index(const struct control *c) { return fsm_index(control_fsm(c)); }
 
-/* ---- signing of agent-to-agent control requests: the hop signature covers a hash of the body ---- */
+uint64_t control_enforced_index(const struct control *c) { return c->enforced_index; }
 
-void control_hop_target(const char *what, const void *body, size_t len, char *out, size_t cap) {
-  uint8_t h[16];
-  char hex[33];
-  crypto_generichash(h, sizeof h, body, len, NULL, 0);
-  sodium_bin2hex(hex, sizeof hex, h, sizeof h);
-  snprintf(out, cap, "%s:%s", what, hex);
-}
+struct craft *control_raft(const struct control *c) { return c->raft; }
+
+const char *control_raft_address(const struct control *c) { return c->raft_addr; }
+
+/* ---- signing of agent-to-agent control requests: the hop signature covers a hash of the body ---- */
 
 /* ---- forwarding to another agent ---- */
 
@@ -237,7 +235,7 @@ static void waiter_finish(struct waiter *w, bool timed_out) {
     }
   if (w->req) {
     w->req->abort_cb = NULL;
-    w->respond(w->c, w->req, w, timed_out);
+    w->w.respond(w->ctl, w->req, &w->w, timed_out);
   }
   uv_close((uv_handle_t *)&w->timer, waiter_closed_cb);
 }
@@ -252,15 +250,13 @@ static void waiter_abort_cb(struct http_req *req) {
   waiter_finish(w, false);
 }
 
-void control_wait(struct control *c, struct http_req *req, uint64_t min_index, uint32_t timeout_ms,
-                  void (*respond)(struct control *c, struct http_req *req, struct waiter *w, bool timed_out),
-                  const struct waiter *proto) {
+void control_wait(struct control *c, const struct api_control *ctl, struct http_req *req, uint32_t timeout_ms,
+                  const struct api_wait *aw) {
   struct waiter *w = xcalloc(1, sizeof *w);
-  if (proto) *w = *proto;
   w->c = c;
+  w->ctl = ctl;
   w->req = req;
-  w->min_index = min_index;
-  w->respond = respond;
+  w->w = *aw;
   req->data = w;
   req->abort_cb = waiter_abort_cb;
   uv_timer_init(c->env.loop, &w->timer);
@@ -276,7 +272,7 @@ static void wake(struct control *c) {
   uint64_t idx = control_index(c);
   for (struct waiter *w = c->waiters, *next; w; w = next) {
     next = w->next;
-    if (idx >= w->min_index) waiter_finish(w, false);
+    if (idx >= w->w.min_index) waiter_finish(w, false);
   }
 }
 

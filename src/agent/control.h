@@ -1,5 +1,6 @@
 /* The agent's control plane: a Raft server (agents started with --server) or a read replica (every other
- * agent in a mesh), and the /v1/cluster/{raft,state,policies,pins,drains,tenants,prices} endpoints.
+ * agent in a mesh); its /v1/cluster/{raft,state,policies,pins,drains,tenants,prices} endpoints are in
+ * api/control_api.c, over the interface api/control_port.h that agent/api_ports.c fills from it.
  *
  * Servers bootstrap once --bootstrap-expect servers are alive in gossip (each computes the same voter set:
  * the N smallest raft ids among them), or wait to be added by the leader, which adds every server it sees in
@@ -41,19 +42,15 @@ struct control_env {
  * negative code with a message for the user in err. */
 int control_start(struct control **out, const struct control_env *env, char *err, size_t errlen);
 
-/* control_handle answers req when it is a control-plane endpoint and returns true; otherwise false. */
-bool control_handle(struct control *c, struct http_req *req);
-
-/* control_authorize_admin tells whether req may change this node: it carries `Authorization: Bearer
- * ADMIN_TOKEN` (the agent's --admin-token), or, when hop_what is not NULL and req has an x-infermesh-hop
- * header, another agent of this cluster forwarded it signed with the cluster key for hop_what, this node and
- * the request's method, path and body (control_hop_target, route/hop.h). Otherwise it answers req (403 no admin token configured or a bad signature, 401 a
- * missing or wrong token) and returns false. c may be NULL (closing: 503). Nothing is kept. */
-bool control_authorize_admin(struct control *c, struct http_req *req, const char *hop_what);
-
 /* control_fsm is the state routers enforce (owned by c; valid until control_close; read-only; it changes
  * between loop turns). Never NULL; empty until the first sync. */
 const struct fsm *control_fsm(const struct control *c);
+
+/* control_enforced_index is the FSM index the router last followed; control_raft is the Raft server (NULL on
+ * a read replica) and control_raft_address its address. */
+uint64_t control_enforced_index(const struct control *c);
+struct craft *control_raft(const struct control *c);
+const char *control_raft_address(const struct control *c);
 
 /* control_close stops everything; waiting requests get 503; closed_cb runs when nothing is left, then c is
  * freed. */

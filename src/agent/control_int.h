@@ -6,6 +6,8 @@
 
 #include "agent/config_watch.h"
 #include "agent/control.h"
+#include "api/control_api.h"
+#include "api/control_port.h"
 #include "cluster/raft.h"
 #include "net/http_client.h"
 
@@ -14,16 +16,14 @@
 struct control;
 struct fwd;
 
-/* A request parked until the FSM index reaches min_index, or its timer fires. */
+/* A request parked until the FSM index reaches w.min_index, or its timer fires (api/control_port.h wait). */
 struct waiter {
   struct waiter *next;
   struct control *c;
-  struct http_req *req; /* NULL once the client went away */
-  uint64_t min_index;
+  const struct api_control *ctl; /* what w.respond is called with */
+  struct http_req *req;          /* NULL once the client went away */
   uv_timer_t timer;
-  void (*respond)(struct control *c, struct http_req *req, struct waiter *w, bool timed_out);
-  enum fsm_kind kind;
-  char key[FSM_NAME_MAX]; /* "" = the whole kind */
+  struct api_wait w;
 };
 
 struct control {
@@ -59,17 +59,13 @@ uint64_t control_index(const struct control *c);
 /* control_propose sends command cmd (copied) to the leader: applied here when this server leads, else
  * forwarded (hops so far: a forwarded proposal goes at most 3 hops). cb runs once (craft_apply_cb codes). */
 void control_propose(struct control *c, const void *cmd, size_t len, int hops, craft_apply_cb cb, void *arg);
-/* control_wait parks req (see struct waiter); proto (may be NULL) supplies kind and key. */
-void control_wait(struct control *c, struct http_req *req, uint64_t min_index, uint32_t timeout_ms,
-                  void (*respond)(struct control *c, struct http_req *req, struct waiter *w, bool timed_out),
-                  const struct waiter *proto);
+/* control_wait parks req until the index reaches w->min_index or timeout_ms (struct waiter; w is copied). */
+void control_wait(struct control *c, const struct api_control *ctl, struct http_req *req, uint32_t timeout_ms,
+                  const struct api_wait *w);
 /* control_autopilot (control_autopilot.c), on a started Raft server, once per tick: the configuration follows
  * the servers gossip sees alive, sv[0, n) (borrowed for the call): adds and promotes them, and removes servers
  * that failed or left (see its file for the grace). Call from the tick timer, never from a craft callback. */
 void control_autopilot(struct control *c, const struct mesh_server *sv, int n);
-/* Signed agent-to-agent control requests: the hop target is WHAT:hash(body) (the signature also covers the
- * receiving node, method, request target and body: route/hop.h). */
-void control_hop_target(const char *what, const void *body, size_t len, char *out, size_t cap);
 /* control_verify_hop checks that req was signed with the cluster key for `what`, this node and req (method,
  * request target, body), once: 0, -EBUSY (too many signatures to remember: answer 503), -EPROTO (an older
  * header version; refused, counted) or -EACCES (refused; counted). */

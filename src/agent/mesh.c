@@ -268,13 +268,18 @@ static void build_meta(struct mesh *m, struct gossip_meta *meta) {
     str_copy(meta->label_value[meta->nlabels], sizeof meta->label_value[0], eq + 1);
     meta->nlabels++;
   }
-  uint64_t mem_mb;
-  if (m->tun.rpc && rpc_worker_up(m->tun.rpc, &mem_mb) && meta->nlabels + 2 <= GOSSIP_META_LABELS) {
+  const struct rpc_worker *rw = m->tun.rpc;
+  if (rw && meta->nlabels + 3 <= GOSSIP_META_LABELS) {
     meta->roles |= GOSSIP_ROLE_RPC;
     str_copy(meta->label_key[meta->nlabels], sizeof meta->label_key[0], "rpc");
-    snprintf(meta->label_value[meta->nlabels++], sizeof meta->label_value[0], "%d", rpc_worker_port(m->tun.rpc));
+    snprintf(meta->label_value[meta->nlabels++], sizeof meta->label_value[0], "%d", rpc_worker_port(rw));
     str_copy(meta->label_key[meta->nlabels], sizeof meta->label_key[0], "rpc_mem_mb");
-    snprintf(meta->label_value[meta->nlabels++], sizeof meta->label_value[0], "%llu", (unsigned long long)mem_mb);
+    snprintf(meta->label_value[meta->nlabels++], sizeof meta->label_value[0], "%llu",
+             (unsigned long long)rpc_worker_mem_mb(rw));
+    if (rpc_worker_holder(rw)[0]) {
+      str_copy(meta->label_key[meta->nlabels], sizeof meta->label_key[0], "rpc_host");
+      str_copy(meta->label_value[meta->nlabels++], sizeof meta->label_value[0], rpc_worker_holder(rw));
+    }
   }
   for (int i = 0; i < m->env.nlocal; i++) {
     const struct target *t = &s->targets[i];
@@ -317,11 +322,21 @@ static void build_load(struct mesh *m, struct gossip_load *l, uint64_t now) {
   l->age_ms = newest && now > newest ? (uint32_t)((now - newest) / 1000000u) : 0;
 }
 
+/* An rpc-server held by a host that is no longer an alive member (it left, or died) is freed. */
+static void check_rpc_holder(struct mesh *m) {
+  bool self;
+  char host[64];
+  if (!m->tun.rpc || !rpc_worker_holder(m->tun.rpc)[0]) return;
+  str_copy(host, sizeof host, rpc_worker_holder(m->tun.rpc));
+  if (!mesh_find_node(m, host, &self, NULL)) rpc_worker_release(m->tun.rpc, host, "the host left the mesh");
+}
+
 static void timer_cb(uv_timer_t *h) {
   struct mesh *m = h->data;
   struct gossip_meta meta;
   struct gossip_load load;
   uint64_t now = clock_mono_ns();
+  check_rpc_holder(m);
   build_meta(m, &meta);
   if (memcmp(&meta, &m->meta, sizeof meta) != 0) {
     m->meta = meta;
@@ -736,6 +751,9 @@ int mesh_rpc_workers(const struct mesh *m, struct mesh_rpc_worker *out, int max)
       if (strcmp(nd->meta.label_key[k], "rpc") == 0 && v > 0 && v <= 65535) w.port = (int)v;
       if (strcmp(nd->meta.label_key[k], "rpc_mem_mb") == 0) w.mem_mb = v;
     }
+    for (int k = 0; k < nd->meta.nlabels; k++)
+      if (strcmp(nd->meta.label_key[k], "rpc_host") == 0)
+        str_copy(w.holder, sizeof w.holder, nd->meta.label_value[k]);
     if (!w.port) continue;
     str_copy(w.name, sizeof w.name, nd->name);
     int j = n++;
@@ -744,6 +762,8 @@ int mesh_rpc_workers(const struct mesh *m, struct mesh_rpc_worker *out, int max)
   }
   return n;
 }
+
+struct rpc_worker *mesh_rpc_offer(struct mesh *m) { return m->tun.rpc; }
 
 const struct http_dialer *mesh_hop_dialer(const struct mesh *m) { return m->plain_hops ? NULL : &m->tun.dialer; }
 

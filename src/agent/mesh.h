@@ -15,6 +15,7 @@
 #include "state/store.h"
 
 struct mesh;
+struct rpc_worker;
 
 /* What the mesh borrows from the agent (all outlive it). pools has store->cap entries: the mesh
  * initializes and closes those of the remote targets it adds. */
@@ -84,13 +85,17 @@ const uint8_t *mesh_node_id(const struct mesh *m);
 const struct http_dialer *mesh_hop_dialer(const struct mesh *m);
 struct tunnel *mesh_tunnel(struct mesh *m);
 /* mesh_rpc_workers fills out (capacity max) with the alive members other than this node that offer an
- * rpc-server (role rpc, label rpc=PORT; agent/rpc_worker.h), most available memory first; returns how many. */
+ * rpc-server (role rpc, label rpc=PORT; agent/rpc_worker.h), most available memory first; returns how many.
+ * holder is the host that holds one now (label rpc_host), "" when it is free. */
 struct mesh_rpc_worker {
   char name[64];
   int port;
   uint64_t mem_mb;
+  char holder[64];
 };
 int mesh_rpc_workers(const struct mesh *m, struct mesh_rpc_worker *out, int max);
+/* mesh_rpc_offer is the rpc-server capacity this node offers (cluster.rpc_server), or NULL (owned by m). */
+struct rpc_worker *mesh_rpc_offer(struct mesh *m);
 /* mesh_data_dir is the data dir in use (owned by m). */
 const char *mesh_data_dir(const struct mesh *m);
 

@@ -72,6 +72,7 @@ void meter_to_ledger(const struct meter *m, const struct request_record *rec, in
   str_copy(out->currency, sizeof out->currency, rec->currency[0] ? rec->currency : "USD");
 }
 
+/* The ledger's observer (keep, route/record.h): the record adds to its tenant's spend and goes to the ledger. */
 static bool record_cb(void *arg, const struct request_record *rec, void (*done)(void *, int),
                       void *done_arg) {
   struct meter *m = arg;
@@ -92,5 +93,6 @@ static int64_t spent_cb(void *arg, const char *tenant, enum period p, int64_t no
 }
 
 void meter_bind(struct meter *m) {
-  m->router->meter = (struct router_meter){.cost = cost_cb, .record = record_cb, .spent = spent_cb, .arg = m};
+  m->router->meter = (struct router_meter){.cost = cost_cb, .spent = spent_cb, .arg = m};
+  router_observe(m->router, &(struct request_observer){.keep = record_cb, .arg = m});
 }

@@ -18,7 +18,8 @@ struct meter {
   struct spend_book *spend;  /* tenants' spend for budgets: this node's requests are added; NULL: none kept */
 };
 
-/* meter_bind makes m the router's meter (router->meter). m must outlive the router's use of it; set
+/* meter_bind makes m the router's meter (router->meter: prices, budgets) and an observer of its requests that
+ * keeps their records (spend, the ledger). Call once per router. m must outlive the router's use of it; set
  * m->writer = NULL before the writer is closed. */
 void meter_bind(struct meter *m);
 

@@ -1,23 +1,34 @@
-/* A supervised llama.cpp rpc-server offered to the mesh (see rpc_worker.h). */
+/* The rpc-server capacity this node offers: free memory, leases, the supervised rpc-server (see
+ * rpc_worker.h).
+ */
 #include "agent/rpc_worker.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "agent/child_proc.h"
 #include "core/alloc.h"
+#include "core/log.h"
+#include "core/slice.h"
 
 struct rpc_worker {
-  struct child_proc *proc;
+  uv_loop_t *loop;
+  char bin[512];
   int port;
-  uint64_t mem_mb;
+  uint64_t mem_mb;         /* announced */
+  char holder[64];         /* the host holding it, "" = free */
+  struct child_proc *proc; /* the rpc-server, while held */
+  uv_timer_t timer;        /* re-reads the free memory */
+  int parts;               /* what is still on the loop: the timer, and rpc-servers being stopped */
+  bool stopping;
   void (*closed_cb)(void *);
   void *closed_arg;
 };
 
-/* MemAvailable from /proc/meminfo, in MiB (0 when unreadable). */
+/* MemAvailable from /proc/meminfo, in MiB (0 when unreadable). A procfs read does not block on a disk. */
 static uint64_t mem_available_mb(void) {
   FILE *f = fopen("/proc/meminfo", "r");
   char line[128];
@@ -28,6 +39,21 @@ static uint64_t mem_available_mb(void) {
   return kb / 1024;
 }
 
+bool rpc_worker_mem_moved(uint64_t announced_mb, uint64_t now_mb) {
+  uint64_t diff = announced_mb > now_mb ? announced_mb - now_mb : now_mb - announced_mb;
+  uint64_t step = announced_mb * RPC_MEM_STEP_PCT / 100;
+  return diff >= (step > RPC_MEM_STEP_MB ? step : RPC_MEM_STEP_MB);
+}
+
+static void mem_cb(uv_timer_t *t) {
+  struct rpc_worker *w = t->data;
+  uint64_t now = mem_available_mb();
+  if (!rpc_worker_mem_moved(w->mem_mb, now)) return;
+  log_info("rpc worker: free memory changed", "from_mb=%llu to_mb=%llu", (unsigned long long)w->mem_mb,
+           (unsigned long long)now);
+  w->mem_mb = now;
+}
+
 int rpc_worker_start(struct rpc_worker **out, uv_loop_t *loop, const char *bin, int port, char *err,
                      size_t errlen) {
   if (!bin[0] || access(bin, X_OK) != 0 || port <= 0 || port > 65535) {
@@ -36,33 +62,72 @@ int rpc_worker_start(struct rpc_worker **out, uv_loop_t *loop, const char *bin, 
     return -EINVAL;
   }
   struct rpc_worker *w = xcalloc(1, sizeof *w);
-  char pstr[16];
-  snprintf(pstr, sizeof pstr, "%d", port);
-  char *argv[] = {(char *)bin, "-H", "127.0.0.1", "-p", pstr, NULL};
+  w->loop = loop;
+  str_copy(w->bin, sizeof w->bin, bin);
   w->port = port;
   w->mem_mb = mem_available_mb();
-  w->proc = child_proc_start(loop, "rpc-server", argv);
+  uv_timer_init(loop, &w->timer);
+  w->timer.data = w;
+  w->parts = 1;
+  uv_timer_start(&w->timer, mem_cb, RPC_MEM_MS, RPC_MEM_MS);
+  log_info("rpc worker: offering an rpc-server to split hosts", "port=%d mem_mb=%llu", port,
+           (unsigned long long)w->mem_mb);
   *out = w;
   return 0;
 }
 
-bool rpc_worker_up(const struct rpc_worker *w, uint64_t *mem_mb) {
-  *mem_mb = w->mem_mb;
-  return child_proc_running(w->proc, NULL);
+static void part_done(struct rpc_worker *w) {
+  if (--w->parts > 0 || !w->stopping) return;
+  void (*cb)(void *) = w->closed_cb;
+  void *arg = w->closed_arg;
+  free(w);
+  if (cb) cb(arg);
 }
+
+static void proc_closed_cb(void *arg) { part_done(arg); }
+
+int rpc_worker_lease(struct rpc_worker *w, const char *host, char *holder, size_t cap) {
+  if (w->holder[0] && strcmp(w->holder, host) != 0) {
+    str_copy(holder, cap, w->holder);
+    return -EBUSY;
+  }
+  if (!w->holder[0]) log_info("rpc worker: leased", "host=%s port=%d", host, w->port);
+  str_copy(w->holder, sizeof w->holder, host);
+  if (!w->proc) {
+    char pstr[16];
+    snprintf(pstr, sizeof pstr, "%d", w->port);
+    char *argv[] = {w->bin, "-H", "127.0.0.1", "-p", pstr, NULL};
+    w->proc = child_proc_start(w->loop, "rpc-server", argv);
+  }
+  return 0;
+}
+
+int rpc_worker_release(struct rpc_worker *w, const char *host, const char *why) {
+  if (!w->holder[0] || strcmp(w->holder, host) != 0) return -ENOENT;
+  log_info("rpc worker: released; stopping the rpc-server", "host=%s why=\"%s\"", host, why);
+  w->holder[0] = '\0';
+  if (w->proc) {
+    w->parts++;
+    child_proc_stop(w->proc, proc_closed_cb, w);
+    w->proc = NULL;
+  }
+  return 0;
+}
+
+const char *rpc_worker_holder(const struct rpc_worker *w) { return w->holder; }
+
+uint64_t rpc_worker_mem_mb(const struct rpc_worker *w) { return w->mem_mb; }
+
+bool rpc_worker_running(const struct rpc_worker *w) { return w->proc && child_proc_running(w->proc, NULL); }
 
 int rpc_worker_port(const struct rpc_worker *w) { return w->port; }
 
-static void proc_closed_cb(void *arg) {
-  struct rpc_worker *w = arg;
-  void (*cb)(void *) = w->closed_cb;
-  void *cbarg = w->closed_arg;
-  free(w);
-  if (cb) cb(cbarg);
-}
+static void timer_closed_cb(uv_handle_t *h) { part_done(h->data); }
 
 void rpc_worker_stop(struct rpc_worker *w, void (*closed_cb)(void *arg), void *arg) {
   w->closed_cb = closed_cb;
   w->closed_arg = arg;
-  child_proc_stop(w->proc, proc_closed_cb, w);
+  w->stopping = true;
+  if (w->holder[0]) rpc_worker_release(w, w->holder, "the agent stops");
+  uv_close((uv_handle_t *)&w->timer, timer_closed_cb);
 }

@@ -1,11 +1,15 @@
-/* An llama.cpp rpc-server this node offers to the mesh (one model split across nodes: the layers of a host's
- * llama-server live in rpc-servers on other nodes; agent/split.h is the host's side).
+/* The llama.cpp rpc-server capacity this node offers to the mesh (one model split across nodes: the layers of
+ * a host's llama-server live in rpc-servers on other nodes; agent/split.h is the host's side).
  *
- * The agent runs `BIN -H 127.0.0.1 -p PORT` as a supervised helper process (agent/child_proc.h), bound to
- * loopback only: llama.cpp's RPC protocol has no authentication, so other nodes reach it only through the
- * tunnel (mesh.c allows PORT there). While it runs the node announces it in membership: the role rpc and the
- * labels rpc=PORT and rpc_mem_mb=MB (the machine's available memory when the agent started), which hosts use
- * to pick workers. */
+ * A node started with cluster.rpc_server announces in membership the role rpc and the labels rpc=PORT and
+ * rpc_mem_mb=MB (MemAvailable from /proc/meminfo, re-read every RPC_MEM_MS and re-announced when it moved by
+ * RPC_MEM_STEP_PCT percent or RPC_MEM_STEP_MB, whichever is more), and runs nothing until a host leases it
+ * (rpc_worker_lease: POST /v1/cluster/rpc/lease from the host's agent, api/rpc_api.h). Then it runs
+ * `BIN -H 127.0.0.1 -p PORT` as a supervised helper process (agent/child_proc.h), bound to loopback only:
+ * llama.cpp's RPC protocol has no authentication, so other nodes reach it only through the tunnel (mesh.c
+ * allows PORT there). One host holds it at a time (announced as the label rpc_host=NAME); the rpc-server
+ * stops when that host releases it, when the host is no longer an alive member (mesh.c checks every publish
+ * tick) and when the agent stops. Everything runs on the loop. */
 #ifndef IM_AGENT_RPC_WORKER_H
 #define IM_AGENT_RPC_WORKER_H
 
@@ -14,17 +18,35 @@
 #include <stdint.h>
 #include <uv.h>
 
+#define RPC_MEM_MS 2000
+#define RPC_MEM_STEP_PCT 5
+#define RPC_MEM_STEP_MB 64
+
 struct rpc_worker;
 
-/* rpc_worker_start starts bin on 127.0.0.1:port (copied). 0 and *out (owned by the caller: rpc_worker_stop
- * frees it), or -EINVAL with a message in err. */
+/* rpc_worker_start checks that bin is executable and port is 1-65535 (copied) and starts reading the free
+ * memory; no rpc-server runs yet. 0 and *out (owned by the caller: rpc_worker_stop frees it), or -EINVAL with
+ * a message in err. */
 int rpc_worker_start(struct rpc_worker **out, uv_loop_t *loop, const char *bin, int port, char *err,
                      size_t errlen);
-/* rpc_worker_up: the rpc-server is running now; *mem_mb is what it announces. */
-bool rpc_worker_up(const struct rpc_worker *w, uint64_t *mem_mb);
+/* rpc_worker_lease gives the worker to host (a member's name, copied) and starts the rpc-server if none runs:
+ * 0, also when host holds it already (a host that restarted asks again); -EBUSY when another host holds it,
+ * whose name is then written to holder (cap bytes). */
+int rpc_worker_lease(struct rpc_worker *w, const char *host, char *holder, size_t cap);
+/* rpc_worker_release frees the worker held by host and stops its rpc-server (why goes to the log): 0, or
+ * -ENOENT when host does not hold it (nothing changes). */
+int rpc_worker_release(struct rpc_worker *w, const char *host, const char *why);
+/* rpc_worker_holder is the name of the host holding w, "" when free (owned by w, valid until it changes). */
+const char *rpc_worker_holder(const struct rpc_worker *w);
+/* rpc_worker_mem_mb is the free memory w announces, in MiB. */
+uint64_t rpc_worker_mem_mb(const struct rpc_worker *w);
+/* rpc_worker_running: an rpc-server runs now (leased, and not between an exit and its restart). */
+bool rpc_worker_running(const struct rpc_worker *w);
 int rpc_worker_port(const struct rpc_worker *w);
-/* rpc_worker_stop stops the rpc-server (child_proc_stop) and calls closed_cb(arg) once nothing of w is left
- * on the loop; w is freed then. */
+/* rpc_worker_mem_moved: would a reading of now_mb be re-announced over announced_mb (the step rule above)? */
+bool rpc_worker_mem_moved(uint64_t announced_mb, uint64_t now_mb);
+/* rpc_worker_stop stops the rpc-server (child_proc_stop) and the memory reading, and calls closed_cb(arg)
+ * once nothing of w is left on the loop; w is freed then. */
 void rpc_worker_stop(struct rpc_worker *w, void (*closed_cb)(void *arg), void *arg);
 
 #endif

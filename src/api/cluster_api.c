@@ -13,9 +13,12 @@
 
 /* ---- drain forwarded to another node's agent ---- */
 
+/* A forwarded call's state, in its request's pool: the request is ended only when the call is done, also when
+ * the client went away meanwhile (gone), so the pool outlives every use of it. */
 struct fwd {
   struct http_pool pool;
   struct http_req *req;
+  bool gone;
   struct buf head, body;
   int status;
 };
@@ -32,28 +35,26 @@ static int fwd_body(void *arg, const char *data, size_t len) {
   return 0;
 }
 
-/* The client went away: its request ends now; the forwarded call finishes and fwd_done frees f. */
-static void fwd_abort_cb(struct http_req *req) {
-  ((struct fwd *)req->data)->req = NULL;
-  http_resp_end(req);
-}
+/* The client went away: the forwarded call finishes; fwd_done ends the request. */
+static void fwd_abort_cb(struct http_req *req) { ((struct fwd *)req->data)->gone = true; }
 
 static void fwd_done(void *arg, int err) {
   struct fwd *f = arg;
-  if (f->req) {
-    f->req->abort_cb = NULL;
-    if (err == 0) {
-      http_resp_send(f->req, f->status, "application/json", f->body.base, f->body.len, NULL, 0);
-    } else {
-      char msg[160];
-      snprintf(msg, sizeof msg, "the node's agent did not answer: %s", uv_strerror(err));
-      api_reply_error(f->req, 502, msg, "node_unreachable");
-    }
-  }
+  struct http_req *req = f->req;
+  struct buf body = f->body; /* f goes with req's pool as the reply ends req */
   http_pool_close(&f->pool);
   buf_free(&f->head);
-  buf_free(&f->body);
-  free(f);
+  req->abort_cb = NULL;
+  if (f->gone) {
+    http_resp_end(req);
+  } else if (err == 0) {
+    http_resp_send(req, f->status, "application/json", body.base, body.len, NULL, 0);
+  } else {
+    char msg[160];
+    snprintf(msg, sizeof msg, "the node's agent did not answer: %s", uv_strerror(err));
+    api_reply_error(req, 502, msg, "node_unreachable");
+  }
+  buf_free(&body);
 }
 
 static const struct hc_callbacks fwd_cbs = {.on_head = fwd_head, .on_body = fwd_body, .on_done = fwd_done};
@@ -68,9 +69,9 @@ static void forward(struct cluster_api *c, struct http_req *req, const char *api
   }
   memcpy(host, api, (size_t)(colon - api));
   host[colon - api] = '\0';
-  struct fwd *f = xcalloc(1, sizeof *f);
+  struct fwd *f = pool_alloc(&req->pool, sizeof *f);
+  memset(f, 0, sizeof *f);
   if (http_pool_init(&f->pool, c->loop, host, (int)strtol(colon + 1, NULL, 10)) != 0) {
-    free(f);
     api_reply_error(req, 502, "the node announced a bad API address", "node_unreachable");
     return;
   }
@@ -108,13 +109,13 @@ static void drain(struct cluster_api *c, struct http_req *req, struct slice rest
     api_reply_error(req, 404, "use POST /v1/cluster/nodes/NODE/drain or /undrain", "not_found");
     return;
   }
-  if (!c->mesh) {
+  if (!c->mesh.ctx) {
     api_reply_error(req, 409, "this agent is not in a mesh (no cluster key): there is no node to drain", "standalone");
     return;
   }
   bool self;
   uint8_t node_id[32];
-  const char *api = mesh_find_node(c->mesh, node, &self, node_id);
+  const char *api = c->mesh.find_node(c->mesh.ctx, node, &self, node_id);
   struct slice hop = http_req_header(req, "x-infermesh-hop");
   if (hop.len) {
     /* Forwarded by another agent: it must be signed for exactly this node and verb. */
@@ -122,7 +123,7 @@ static void drain(struct cluster_api *c, struct http_req *req, struct slice rest
     snprintf(want, sizeof want, "%s:%s", verb, node);
     struct slice ht = http_req_header(req, "x-infermesh-hop-target");
     struct hop_bind hb = {.request_id = http_req_header(req, "x-request-id"), .target = ht,
-                          .node = mesh_node_id(c->mesh)};
+                          .node = c->mesh.node_id(c->mesh.ctx)};
     hop_digest(http_method_name(req->method), req->url, &req->body, 1, hb.digest);
     int64_t now = (int64_t)time(NULL);
     int rc = !self || !slice_eqz(ht, want)
@@ -148,10 +149,10 @@ static void drain(struct cluster_api *c, struct http_req *req, struct slice rest
     forward(c, req, api, node_id, node, verb);
     return;
   }
-  mesh_set_drain(c->mesh, on);
+  c->mesh.set_drain(c->mesh.ctx, on);
   struct buf b = {0};
   buf_puts(&b, "{\"node\":");
-  buf_json_str(&b, slice_cstr(mesh_node_name(c->mesh)));
+  buf_json_str(&b, slice_cstr(c->mesh.node_name(c->mesh.ctx)));
   buf_printf(&b, ",\"draining\":%s,\"in_flight\":%d}", on ? "true" : "false", c->router->inflight);
   api_reply_json(req, 200, &b);
   buf_free(&b);
@@ -164,8 +165,8 @@ bool cluster_api_handle(struct cluster_api *c, struct http_req *req) {
   if (slice_eqz(req->path, "/v1/cluster/members")) {
     if (!get) {
       api_reply_error(req, 405, "use GET for /v1/cluster/members", NULL);
-    } else if (c->mesh) {
-      mesh_members_json(c->mesh, &b);
+    } else if (c->mesh.ctx) {
+      c->mesh.members_json(c->mesh.ctx, &b);
       api_reply_json(req, 200, &b);
     } else {
       buf_puts(&b, "{\"self\":null,\"standalone\":true,\"members\":[]}");
@@ -175,7 +176,7 @@ bool cluster_api_handle(struct cluster_api *c, struct http_req *req) {
     if (!post) {
       api_reply_error(req, 405, "use POST for /v1/cluster/leave", NULL);
     } else {
-      buf_printf(&b, "{\"leaving\":true,\"mesh\":%s,\"in_flight\":%d}", c->mesh ? "true" : "false",
+      buf_printf(&b, "{\"leaving\":true,\"mesh\":%s,\"in_flight\":%d}", c->mesh.ctx ? "true" : "false",
                  c->router->inflight);
       api_reply_json(req, 202, &b);
       c->leave_cb(c->arg);

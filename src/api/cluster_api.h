@@ -5,15 +5,15 @@
 #include <stdbool.h>
 #include <uv.h>
 
-#include "agent/mesh.h"
+#include "api/mesh_port.h"
 #include "net/http_server.h"
 #include "route/router.h"
 
-/* Borrowed from the agent. mesh is NULL when the agent runs alone. leave_cb starts the agent's graceful
+/* Borrowed from the agent. mesh.ctx is NULL when the agent runs alone. leave_cb starts the agent's graceful
  * exit (leave the mesh, drain, stop). */
 struct cluster_api {
   uv_loop_t *loop;
-  struct mesh *mesh;
+  struct api_mesh mesh;
   struct router *router;
   void (*leave_cb)(void *arg);
   void *arg;

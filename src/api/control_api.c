@@ -1,7 +1,8 @@
 /* Control-plane endpoints: /v1/cluster/{raft,state,_propose} and get/put/delete/list of each FSM kind. */
-#include "agent/control_int.h"
+#include "api/control_api.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include "api/reply.h"
 #include "core/alloc.h"
 #include "core/log.h"
+#include "route/hop.h"
 
 #define READ_WAIT_MS 5000
 #define MAX_WAIT_MS 30000
@@ -54,10 +56,18 @@ static int url_decode(struct slice s, char *out, size_t cap) {
   return 0;
 }
 
+void control_hop_target(const char *what, const void *body, size_t len, char *out, size_t cap) {
+  uint8_t h[16];
+  char hex[33];
+  crypto_generichash(h, sizeof h, body, len, NULL, 0);
+  sodium_bin2hex(hex, sizeof hex, h, sizeof h);
+  snprintf(out, cap, "%s:%s", what, hex);
+}
+
 /* ---- reads ---- */
 
-static void respond_read(struct control *c, struct http_req *req, struct waiter *w, bool timed_out) {
-  const struct fsm *f = control_fsm(c);
+static void respond_read(const struct api_control *ctl, struct http_req *req, const struct api_wait *w, bool timed_out) {
+  const struct fsm *f = ctl->fsm(ctl->ctx);
   struct buf b = {0};
   if (timed_out && fsm_index(f) < w->min_index) {
     api_reply_error(req, 504, "the control plane did not reach that index in time on this node; retry", "index_timeout");
@@ -84,49 +94,54 @@ static void respond_read(struct control *c, struct http_req *req, struct waiter 
   buf_free(&b);
 }
 
-static void respond_state(struct control *c, struct http_req *req, struct waiter *w, bool timed_out) {
-  if (fsm_index(control_fsm(c)) < w->min_index) {
+static void respond_state(const struct api_control *ctl, struct http_req *req, const struct api_wait *w, bool timed_out) {
+  if (fsm_index(ctl->fsm(ctl->ctx)) < w->min_index) {
     http_resp_send(req, 304, "application/json", NULL, 0, NULL, 0);
     return;
   }
   struct buf b = {0};
-  fsm_snapshot(control_fsm(c), &b);
+  fsm_snapshot(ctl->fsm(ctl->ctx), &b);
   api_reply_json(req, 200, &b);
   buf_free(&b);
 }
 
-static void wait_or_answer(struct control *c, struct http_req *req, uint64_t min_index, uint32_t wait_ms,
-                           void (*respond)(struct control *, struct http_req *, struct waiter *, bool),
-                           const struct waiter *proto) {
-  if (control_index(c) >= min_index || wait_ms == 0) {
-    struct waiter w = *proto;
-    w.min_index = min_index;
-    respond(c, req, &w, true);
+static void wait_or_answer(const struct api_control *ctl, struct http_req *req, uint64_t min_index,
+                           uint32_t wait_ms,
+                           void (*respond)(const struct api_control *, struct http_req *, const struct api_wait *,
+                                           bool),
+                           const struct api_wait *proto) {
+  struct api_wait w = *proto;
+  w.min_index = min_index;
+  w.respond = respond;
+  if (fsm_index(ctl->fsm(ctl->ctx)) >= min_index || wait_ms == 0) {
+    respond(ctl, req, &w, true);
     return;
   }
-  control_wait(c, req, min_index, wait_ms, respond, proto);
+  ctl->wait(ctl->ctx, ctl, req, wait_ms, &w);
 }
 
 /* ---- raft status ---- */
 
-static void raft_status(struct control *c, struct http_req *req) {
+static void raft_status(const struct api_control *ctl, struct http_req *req) {
   struct buf b = {0};
-  if (!c->raft) {
+  struct craft *raft = ctl->raft(ctl->ctx);
+  uint64_t enforced = ctl->enforced_index(ctl->ctx);
+  if (!raft) {
     buf_printf(&b, "{\"node\":");
-    buf_json_str(&b, slice_cstr(c->env.cfg->node_name));
+    buf_json_str(&b, slice_cstr(ctl->node_name));
     buf_printf(&b, ",\"server\":false,\"state\":\"replica\",\"fsm_index\":%llu,\"enforced_index\":%llu}",
-               (unsigned long long)control_index(c), (unsigned long long)c->enforced_index);
+               (unsigned long long)fsm_index(ctl->fsm(ctl->ctx)), (unsigned long long)enforced);
     api_reply_json(req, 200, &b);
     buf_free(&b);
     return;
   }
   struct craft_status st;
   static const char *const roles[] = {"standby", "voter", "spare"};
-  craft_status(c->raft, &st);
+  craft_status(raft, &st);
   buf_printf(&b, "{\"node\":");
-  buf_json_str(&b, slice_cstr(c->env.cfg->node_name));
-  buf_printf(&b, ",\"server\":true,\"id\":\"%016llx\",\"address\":", (unsigned long long)craft_id_from_pk(mesh_node_id(c->env.mesh)));
-  buf_json_str(&b, slice_cstr(c->raft_addr));
+  buf_json_str(&b, slice_cstr(ctl->node_name));
+  buf_printf(&b, ",\"server\":true,\"id\":\"%016llx\",\"address\":", (unsigned long long)craft_id_from_pk(ctl->node_id));
+  buf_json_str(&b, slice_cstr(ctl->raft_address(ctl->ctx)));
   buf_printf(&b, ",\"state\":\"%s\",\"term\":%llu,\"commit_index\":%llu,\"applied_index\":%llu,\"last_index\":%llu,"
                  "\"fsm_index\":%llu,\"leader\":",
              st.state, (unsigned long long)st.term, (unsigned long long)st.commit_index,
@@ -147,15 +162,18 @@ static void raft_status(struct control *c, struct http_req *req) {
     voters += st.servers[i].role == CRAFT_VOTER;
   }
   buf_printf(&b, "],\"voters\":%d,\"transport_refused\":%llu,\"enforced_index\":%llu}", voters,
-             (unsigned long long)st.transport_refused, (unsigned long long)c->enforced_index);
+             (unsigned long long)st.transport_refused, (unsigned long long)enforced);
   api_reply_json(req, 200, &b);
   buf_free(&b);
 }
 
 /* ---- writes ---- */
 
+/* A write's state, in its request's pool: the request is ended only when the write's callback ran, also when
+ * the client went away meanwhile (gone), so the pool outlives every use of it. */
 struct wctx {
-  struct http_req *req; /* NULL once the client went away */
+  struct http_req *req;
+  bool gone; /* the client went away: the write goes on, its outcome is not sent */
   enum fsm_kind kind;
   char key[FSM_NAME_MAX];
   char id[FSM_ID_MAX];
@@ -163,17 +181,20 @@ struct wctx {
   bool internal;    /* a forwarded proposal: answer in the internal form */
 };
 
-/* The client went away: its request ends now; the write goes on and write_done_cb frees w. */
-static void wctx_abort_cb(struct http_req *req) {
-  ((struct wctx *)req->data)->req = NULL;
-  http_resp_end(req);
-}
+/* The client went away: the write goes on; write_done_cb ends the request. */
+static void wctx_abort_cb(struct http_req *req) { ((struct wctx *)req->data)->gone = true; }
 
 static void write_done_cb(void *arg, int status, const struct fsm_result *res) {
   struct wctx *w = arg;
   struct http_req *req = w->req;
-  if (!req) goto out;
+  char api_key[sizeof w->api_key]; /* w goes with req's pool as the reply ends req */
+  memcpy(api_key, w->api_key, sizeof api_key);
+  sodium_memzero(w->api_key, sizeof w->api_key);
   req->abort_cb = NULL;
+  if (w->gone) {
+    http_resp_end(req);
+    goto out;
+  }
   struct buf b = {0};
   if (w->internal) {
     if (status == 0) {
@@ -205,21 +226,21 @@ static void write_done_cb(void *arg, int status, const struct fsm_result *res) {
     buf_printf(&b, "{\"index\":%llu,\"command_id\":\"%s\",\"duplicate\":%s,\"kind\":\"%s\",\"key\":",
                (unsigned long long)res->index, w->id, res->duplicate ? "true" : "false", fsm_kind_name(w->kind));
     buf_json_str(&b, slice_cstr(w->key));
-    if (w->api_key[0]) {
+    if (api_key[0]) {
       buf_puts(&b, ",\"api_key\":");
-      buf_json_str(&b, slice_cstr(w->api_key));
+      buf_json_str(&b, slice_cstr(api_key));
     }
     buf_puts(&b, "}");
-    api_reply_json(req, w->api_key[0] ? 201 : 200, &b);
+    api_reply_json(req, api_key[0] ? 201 : 200, &b);
+    sodium_memzero(b.base, b.len);
     buf_free(&b);
   }
 out:
-  sodium_memzero(w->api_key, sizeof w->api_key);
-  free(w);
+  sodium_memzero(api_key, sizeof api_key);
 }
 
-static bool authorized(struct control *c, struct http_req *req) {
-  const char *tok = c->env.cfg->cluster.admin_token;
+static bool authorized(const struct api_control *ctl, struct http_req *req) {
+  const char *tok = ctl->admin_token;
   if (!tok[0]) {
     api_reply_error(req, 403, "control-plane writes are disabled on this agent: start it with --admin-token "
                     "(or INFERMESH_ADMIN_TOKEN)", "permission_denied");
@@ -235,7 +256,7 @@ static bool authorized(struct control *c, struct http_req *req) {
   return true;
 }
 
-/* refuse_hop answers a forwarded request that control_verify_hop did not accept (rc). */
+/* refuse_hop answers a forwarded request that verify_hop did not accept (rc). */
 static void refuse_hop(struct http_req *req, int rc, const char *msg) {
   if (rc == -EBUSY)
     api_reply_error(req, 503, "too many forwarded requests to remember: try again shortly", "server_overloaded");
@@ -243,18 +264,18 @@ static void refuse_hop(struct http_req *req, int rc, const char *msg) {
     api_reply_error(req, 403, rc == -EPROTO ? hop_refusal(rc) : msg, "permission_denied");
 }
 
-bool control_authorize_admin(struct control *c, struct http_req *req, const char *hop_what) {
+bool api_authorize_admin(const struct api_control *ctl, struct http_req *req, const char *hop_what) {
   if (hop_what && http_req_header(req, "x-infermesh-hop").len) {
-    int rc = c ? control_verify_hop(c, req, hop_what) : -EACCES;
+    int rc = ctl->ctx ? ctl->verify_hop(ctl->ctx, req, hop_what) : -EACCES;
     if (rc == 0) return true;
     refuse_hop(req, rc, "forwarded request not signed with this cluster's key");
     return false;
   }
-  if (!c) {
+  if (!ctl->ctx) {
     api_reply_error(req, 503, "the agent is shutting down", "unavailable");
     return false;
   }
-  return authorized(c, req);
+  return authorized(ctl, req);
 }
 
 static void command_id(struct http_req *req, char *out, size_t cap) {
@@ -296,7 +317,7 @@ static void tenant_key(const struct keyring *kr, const char *id, const char *nam
 }
 
 /* tenant_value builds the value of a new tenant: the body's limits plus the hash of its key (tenant_key). */
-static char *tenant_value(struct control *c, struct http_req *req, struct wctx *w, char *err, size_t errlen) {
+static char *tenant_value(const struct api_control *ctl, struct http_req *req, struct wctx *w, char *err, size_t errlen) {
   json_error_t je;
   json_t *v = req->body.len ? json_loadb(req->body.base, req->body.len, JSON_REJECT_DUPLICATES, &je) : json_object();
   if (!json_is_object(v)) {
@@ -314,7 +335,7 @@ static char *tenant_value(struct control *c, struct http_req *req, struct wctx *
   str_copy(w->key, sizeof w->key, name);
   uint8_t h[FSM_HASH_LEN];
   char hex[2 * FSM_HASH_LEN + 1];
-  tenant_key(mesh_keyring(c->env.mesh), w->id, name, w->api_key, sizeof w->api_key);
+  tenant_key(ctl->keyring, w->id, name, w->api_key, sizeof w->api_key);
   fsm_key_hash(w->api_key, h);
   sodium_bin2hex(hex, sizeof hex, h, sizeof h);
   json_object_set_new(v, "key_hash", json_string(hex));
@@ -331,9 +352,10 @@ static bool sets_key_hash(struct slice body) {
   return set;
 }
 
-static void write_kind(struct control *c, struct http_req *req, enum fsm_kind kind, const char *key) {
-  if (!authorized(c, req)) return;
-  struct wctx *w = xcalloc(1, sizeof *w);
+static void write_kind(const struct api_control *ctl, struct http_req *req, enum fsm_kind kind, const char *key) {
+  if (!authorized(ctl, req)) return;
+  struct wctx *w = pool_alloc(&req->pool, sizeof *w);
+  memset(w, 0, sizeof *w);
   char err[256];
   struct buf cmd = {0};
   enum fsm_op op;
@@ -343,7 +365,7 @@ static void write_kind(struct control *c, struct http_req *req, enum fsm_kind ki
   command_id(req, w->id, sizeof w->id);
   if (req->method == HTTP_M_POST && kind == FSM_TENANT && !key[0]) {
     op = FSM_OP_CREATE;
-    if (!(value = tenant_value(c, req, w, err, sizeof err))) goto bad;
+    if (!(value = tenant_value(ctl, req, w, err, sizeof err))) goto bad;
   } else if (req->method == HTTP_M_PUT && key[0]) {
     op = kind == FSM_TENANT ? FSM_OP_MERGE : FSM_OP_PUT; /* a tenant's key hash is never replaced by a PUT */
     if (kind == FSM_TENANT && sets_key_hash(req->body)) {
@@ -354,7 +376,6 @@ static void write_kind(struct control *c, struct http_req *req, enum fsm_kind ki
   } else if (req->method == HTTP_M_DELETE && key[0]) {
     op = FSM_OP_DELETE;
   } else {
-    free(w);
     api_reply_error(req, 405, kind == FSM_TENANT ? "use POST /v1/cluster/tenants, PUT|DELETE /v1/cluster/tenants/NAME"
                                        : "use PUT|DELETE /v1/cluster/KIND/NAME", "method_not_allowed");
     return;
@@ -364,18 +385,17 @@ static void write_kind(struct control *c, struct http_req *req, enum fsm_kind ki
   w->req = req;
   req->data = w;
   req->abort_cb = wctx_abort_cb;
-  control_propose(c, cmd.base, cmd.len, 0, write_done_cb, w);
+  ctl->propose(ctl->ctx, cmd.base, cmd.len, 0, write_done_cb, w);
   buf_free(&cmd);
   return;
 bad:
   free(value);
   sodium_memzero(w->api_key, sizeof w->api_key);
-  free(w);
   api_reply_error(req, 400, err, "invalid_value");
 }
 
-static void propose_internal(struct control *c, struct http_req *req) {
-  int rc = c->raft ? control_verify_hop(c, req, "ctl-propose") : -EACCES;
+static void propose_internal(const struct api_control *ctl, struct http_req *req) {
+  int rc = ctl->raft(ctl->ctx) ? ctl->verify_hop(ctl->ctx, req, "ctl-propose") : -EACCES;
   if (rc != 0) {
     refuse_hop(req, rc, "forwarded proposal not signed with this cluster's key");
     return;
@@ -383,17 +403,18 @@ static void propose_internal(struct control *c, struct http_req *req) {
   uint64_t hops = 0;
   slice_to_u64(http_req_header(req, "x-infermesh-hops"), &hops);
   if (hops > 8) hops = 8; /* signed, so from an agent; bounded anyway before it becomes an int */
-  struct wctx *w = xcalloc(1, sizeof *w);
+  struct wctx *w = pool_alloc(&req->pool, sizeof *w);
+  memset(w, 0, sizeof *w);
   w->internal = true;
   w->req = req;
   req->data = w;
   req->abort_cb = wctx_abort_cb;
-  control_propose(c, req->body.base, req->body.len, (int)hops, write_done_cb, w);
+  ctl->propose(ctl->ctx, req->body.base, req->body.len, (int)hops, write_done_cb, w);
 }
 
 /* ---- dispatch ---- */
 
-bool control_handle(struct control *c, struct http_req *req) {
+bool api_control_handle(const struct api_control *ctl, struct http_req *req) {
   if (!slice_starts(req->path, "/v1/cluster/")) return false;
   struct slice rest = slice_make(req->path.base + 12, req->path.len - 12);
   const char *slash = memchr(rest.base, '/', rest.len);
@@ -402,29 +423,29 @@ bool control_handle(struct control *c, struct http_req *req) {
   bool get = req->method == HTTP_M_GET || req->method == HTTP_M_HEAD;
   bool is_kind = fsm_kind_parse(first.base, first.len, &kind) == 0 && first.len > strlen(fsm_kind_name(kind));
   if (!is_kind && !slice_eqz(rest, "raft") && !slice_eqz(rest, "state") && !slice_eqz(rest, "_propose")) return false;
-  if (!c || !c->env.mesh) {
+  if (!ctl->ctx || !ctl->mesh) {
     api_reply_error(req, 409, "this agent is not in a mesh (no cluster key): there is no control plane", "standalone");
     return true;
   }
   uint64_t index = 0, wait_ms = READ_WAIT_MS;
   query_u64(req->query, "wait_ms", &wait_ms);
   if (wait_ms > MAX_WAIT_MS) wait_ms = MAX_WAIT_MS;
-  struct waiter proto = {0};
+  struct api_wait proto = {0};
   if (slice_eqz(rest, "raft")) {
-    if (get) raft_status(c, req);
+    if (get) raft_status(ctl, req);
     else api_reply_error(req, 405, "use GET /v1/cluster/raft", "method_not_allowed");
   } else if (slice_eqz(rest, "state")) {
     uint64_t after = 0;
-    int rc = get ? control_verify_hop(c, req, "ctl-state") : -EACCES;
+    int rc = get ? ctl->verify_hop(ctl->ctx, req, "ctl-state") : -EACCES;
     if (rc != 0) {
       refuse_hop(req, rc, "the control-plane state is for agents of this cluster (signed with its key)");
       return true;
     }
     query_u64(req->query, "after", &after);
-    wait_or_answer(c, req, after + 1, (uint32_t)wait_ms, respond_state, &proto);
+    wait_or_answer(ctl, req, after + 1, (uint32_t)wait_ms, respond_state, &proto);
   } else if (slice_eqz(rest, "_propose")) {
     if (req->method != HTTP_M_POST) api_reply_error(req, 405, "POST only", "method_not_allowed");
-    else propose_internal(c, req);
+    else propose_internal(ctl, req);
   } else {
     proto.kind = kind;
     if (slash && url_decode(slice_make(slash + 1, rest.len - first.len - 1), proto.key, sizeof proto.key) != 0) {
@@ -437,9 +458,9 @@ bool control_handle(struct control *c, struct http_req *req) {
     }
     if (get) {
       query_u64(req->query, "index", &index);
-      wait_or_answer(c, req, index, (uint32_t)wait_ms, respond_read, &proto);
+      wait_or_answer(ctl, req, index, (uint32_t)wait_ms, respond_read, &proto);
     } else {
-      write_kind(c, req, kind, proto.key);
+      write_kind(ctl, req, kind, proto.key);
     }
   }
   return true;

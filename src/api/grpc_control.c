@@ -7,8 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/control.h"
-#include "agent/mesh.h"
 #include "core/alloc.h"
 #include "core/buf.h"
 #include "core/clock.h"
@@ -40,8 +38,8 @@ static char **jnames(json_t *arr, size_t *n) {
 void grpc_list_nodes(struct grpc_call *call, const ProtobufCMessage *in) {
   const struct grpc_env *env = grpc_call_env(call);
   Infermesh__V1__ListNodesResponse resp = INFERMESH__V1__LIST_NODES_RESPONSE__INIT;
-  struct mesh *m = *env->mesh;
-  if (!m) { /* standalone: this agent alone */
+  const struct api_mesh *m = env->mesh;
+  if (!m->ctx) { /* standalone: this agent alone */
     Infermesh__V1__Node self = INFERMESH__V1__NODE__INIT, *selfp = &self;
     self.name = (char *)env->node_name;
     self.state = "alive";
@@ -53,7 +51,7 @@ void grpc_list_nodes(struct grpc_call *call, const ProtobufCMessage *in) {
     return;
   }
   struct buf b = {0};
-  mesh_members_json(m, &b);
+  m->members_json(m->ctx, &b);
   json_t *root = json_loadb(b.base, b.len, 0, NULL);
   buf_free(&b);
   json_t *members = json_object_get(root, "members");
@@ -176,12 +174,12 @@ void grpc_list_targets(struct grpc_call *call, const ProtobufCMessage *in) {
 /* The control plane's state, or NULL after answering FAILED_PRECONDITION (as the HTTP API's 409). */
 static const struct fsm *fsm_of(struct grpc_call *call) {
   const struct grpc_env *env = grpc_call_env(call);
-  if (!*env->mesh || !*env->ctl) {
+  if (!env->mesh->ctx || !env->ctl->ctx) {
     grpc_finish(call, GRPC_FAILED_PRECONDITION,
                 "this agent is not in a mesh (no cluster key): it has no control plane");
     return NULL;
   }
-  return control_fsm(*env->ctl);
+  return env->ctl->fsm(env->ctl->ctx);
 }
 
 static void policy_msg(const struct fsm_policy *p, Infermesh__V1__Policy *x, char **fb) {

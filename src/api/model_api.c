@@ -9,7 +9,7 @@
 #include <strings.h>
 #include <time.h>
 
-#include "agent/control_int.h" /* control_hop_target: the signature of agent-to-agent control requests */
+#include "api/control_api.h" /* control_hop_target: the signature of agent-to-agent control requests */
 #include "api/model_req.h"
 #include "api/reply.h"
 #include "core/alloc.h"
@@ -18,7 +18,8 @@
 #define FORWARD_EXTRA_MS 5000 /* a forwarded call waits this much longer than the remote runtime call */
 #define MAX_ANSWER (1u << 20)
 
-/* One load or unload in flight: to a runtime of this node, or forwarded to another node's agent. */
+/* One load or unload in flight: to a runtime of this node, or forwarded to another node's agent. It lives in
+ * its request's pool: op_release frees what it holds elsewhere before the answer ends the request. */
 struct op {
   struct model_api *m;
   struct http_req *req; /* NULL once answered */
@@ -33,12 +34,12 @@ struct op {
   enum runtime_kind kind;
 };
 
-static void op_free(struct op *o) {
+/* op_release closes o's connection pool and frees its buffers; o goes with its request (the answer follows). */
+static void op_release(struct op *o) {
   http_pool_close(&o->pool);
   buf_free(&o->head);
   buf_free(&o->body);
   buf_free(&o->resp);
-  free(o);
 }
 
 /* The client went away: the runtime call is cancelled (the runtime may still finish what it started). */
@@ -46,9 +47,9 @@ static void op_abort_cb(struct http_req *req) {
   struct op *o = req->data;
   log_warn("model control: client went away, request to the runtime cancelled", "target=%s model=\"%s\"",
            o->target, o->mr.model);
-  http_resp_end(req);
   hc_cancel(o->hreq);
-  op_free(o);
+  op_release(o);
+  http_resp_end(req);
 }
 
 static int on_head(void *arg, int status, const struct http_header *h, int n) {
@@ -100,6 +101,7 @@ static void local_done_cb(void *arg, int err) {
              err == UV_ETIMEDOUT ? "timed out (raise \"timeout_s\")" : uv_strerror(err));
     log_warn("model control failed", "target=%s op=%s model=\"%s\" err=\"%s\"", t->name, op_name(o),
              o->mr.model, uv_strerror(err));
+    op_release(o);
     api_reply_error_type(req, 502, msg, "runtime_error", err == UV_ETIMEDOUT ? "runtime_timeout" : "runtime_unreachable");
   } else if (o->status < 200 || o->status > 299) {
     model_req_runtime_error(o->status, o->resp.base, o->resp.len, text, sizeof text);
@@ -114,6 +116,7 @@ static void local_done_cb(void *arg, int err) {
             : "");
     log_warn("model control refused by the runtime", "target=%s op=%s model=\"%s\" status=%d msg=\"%s\"",
              t->name, op_name(o), o->mr.model, o->status, text);
+    op_release(o);
     api_reply_error_type(req, 502, msg, "runtime_error", "runtime_refused");
   } else {
     struct buf b = {0};
@@ -132,10 +135,10 @@ static void local_done_cb(void *arg, int err) {
                op_name(o), type_name(o->mr.type), runtime_kind_name(o->kind), o->status);
     buf_json_str(&b, slice_make(o->resp.base ? o->resp.base : "", tl));
     buf_puts(&b, "}");
+    op_release(o);
     http_resp_send(req, 200, "application/json", b.base, b.len, NULL, 0);
     buf_free(&b);
   }
-  op_free(o);
 }
 
 static const struct hc_callbacks local_cbs = {
@@ -149,27 +152,29 @@ static void remote_done_cb(void *arg, int err) {
   struct op *o = arg;
   struct http_req *req = o->req;
   struct target *t = &o->m->store->targets[o->tid];
+  int status = o->status;
+  struct buf resp = o->resp; /* taken: o goes with req as the answer ends it */
+  o->resp = (struct buf){0};
   req->abort_cb = NULL;
+  char msg[400];
+  if (err)
+    snprintf(msg, sizeof msg, "the agent of node %s (%s:%d), which runs target %s, did not answer: %s", t->node,
+             t->host, t->port, o->target, uv_strerror(err));
+  json_error_t je;
+  json_t *j = !err && status == 200 ? json_loadb(resp.base ? resp.base : "", resp.len, 0, &je) : NULL;
+  if (json_is_object(j)) json_object_set_new(j, "target", json_string(o->target));
+  op_release(o);
   if (err) {
-    char msg[400];
-    snprintf(msg, sizeof msg, "the agent of node %s (%s:%d), which runs target %s, did not answer: %s",
-             t->node, t->host, t->port, o->target, uv_strerror(err));
     api_reply_error_type(req, 502, msg, "runtime_error", "node_unreachable");
+  } else if (json_is_object(j)) {
+    char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    http_resp_send(req, 200, "application/json", s, strlen(s), NULL, 0);
+    free(s);
   } else {
-    json_error_t je;
-    json_t *j = o->status == 200 ? json_loadb(o->resp.base ? o->resp.base : "", o->resp.len, 0, &je) : NULL;
-    if (json_is_object(j)) {
-      json_object_set_new(j, "target", json_string(o->target));
-      char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
-      http_resp_send(req, 200, "application/json", s, strlen(s), NULL, 0);
-      free(s);
-    } else {
-      http_resp_send(req, o->status, "application/json", o->resp.base ? o->resp.base : "", o->resp.len, NULL,
-                     0);
-    }
-    json_decref(j);
+    http_resp_send(req, status, "application/json", resp.base ? resp.base : "", resp.len, NULL, 0);
   }
-  op_free(o);
+  json_decref(j);
+  buf_free(&resp);
 }
 
 static const struct hc_callbacks remote_cbs = {
@@ -185,11 +190,9 @@ static void hop_what(char *out, size_t cap, bool unload, const char *target) {
 static struct op *op_new(struct model_api *m, struct http_req *req, int tid, const char *target, bool unload,
                          const struct model_req *mr) {
   struct target *t = &m->store->targets[tid];
-  struct op *o = xcalloc(1, sizeof *o);
-  if (http_pool_init(&o->pool, m->loop, t->host, t->port) != 0) {
-    free(o);
-    return NULL;
-  }
+  struct op *o = pool_alloc(&req->pool, sizeof *o);
+  memset(o, 0, sizeof *o);
+  if (http_pool_init(&o->pool, m->loop, t->host, t->port) != 0) return NULL;
   o->m = m;
   o->req = req;
   o->tid = tid;
@@ -229,7 +232,7 @@ static void forward(struct model_api *m, struct http_req *req, int tid, const ch
   struct hop_bind hb = {.request_id = slice_cstr(rid), .target = slice_cstr(hop_target), .node = t->node_id};
   struct slice body = buf_slice(&o->body);
   hop_digest("POST", buf_slice(&path), &body, 1, hb.digest);
-  hop_sign(mesh_keyring(m->mesh), HOP_CTL, (int64_t)time(NULL), rng_next(&m->router->rng), &hb, hop,
+  hop_sign(m->mesh->keyring(m->mesh->ctx), HOP_CTL, (int64_t)time(NULL), rng_next(&m->router->rng), &hb, hop,
                   sizeof hop);
   buf_puts(&o->head, "POST ");
   buf_append_slice(&o->head, buf_slice(&path));
@@ -313,7 +316,7 @@ bool model_api_handle(struct model_api *m, struct http_req *req) {
     return true;
   }
   hop_what(what, sizeof what, unload, target);
-  if (!control_authorize_admin(m->ctl, req, what)) return true;
+  if (!api_authorize_admin(m->ctl, req, what)) return true;
   bool forwarded = http_req_header(req, "x-infermesh-hop").len > 0;
   struct model_req mr;
   if (model_req_parse_body(req->body.base, req->body.len, &mr, err, sizeof err) != 0) {
@@ -327,7 +330,7 @@ bool model_api_handle(struct model_api *m, struct http_req *req) {
   } else if (m->store->targets[tid].remote && forwarded) {
     api_reply_error_type(req, 421, "a forwarded load/unload must name a target of the node it was sent to",
           "invalid_request_error", "misdirected");
-  } else if (m->store->targets[tid].remote && !m->mesh) {
+  } else if (m->store->targets[tid].remote && !m->mesh->ctx) {
     api_reply_error_type(req, 409, "this agent is not in a mesh: it cannot reach the target's node", "invalid_request_error",
           "standalone");
   } else if (m->store->targets[tid].remote) {

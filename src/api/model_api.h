@@ -3,7 +3,7 @@
  * target of another node is forwarded to that node's agent, signed with the cluster key.
  *
  * Body: {"model": NAME, "lora_path": PATH (LoRA load), "type": "model"|"lora" (default: lora on vLLM and
- * SGLang, model elsewhere), "timeout_s": S (120)}. Needs the admin token (control_authorize_admin).
+ * SGLang, model elsewhere), "timeout_s": S (120)}. Needs the admin token (api_authorize_admin).
  * Answers: 200 {"target","node","model","op","type","kind","runtime_status","runtime_message"}; 400 a bad
  * body or a request the runtime kind cannot express; 401/403 auth; 404 unknown target; 405 not POST;
  * 409 another node's target on an agent without a mesh; 501 the runtime kind has no such control (TGI);
@@ -15,20 +15,20 @@
 #include <stdbool.h>
 #include <uv.h>
 
-#include "agent/control.h"
-#include "agent/mesh.h"
+#include "api/control_port.h"
+#include "api/mesh_port.h"
 #include "net/http_server.h"
 #include "route/router.h"
 #include "state/store.h"
 
-/* Borrowed from the agent; all outlive every request this answers. mesh is NULL when the agent runs
+/* Borrowed from the agent; all outlive every request this answers. mesh->ctx is NULL when the agent runs
  * alone; ctl checks the admin token (and forwarded requests' signatures). */
 struct model_api {
   uv_loop_t *loop;
   struct store *store;
   struct router *router; /* request ids (its rng) */
-  struct mesh *mesh;
-  struct control *ctl;
+  const struct api_mesh *mesh;
+  const struct api_control *ctl;
   const char *node_name; /* this node, for answers */
 };
 

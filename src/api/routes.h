@@ -43,6 +43,7 @@ enum api_op {
   API_OP_BUDGETS,
   API_OP_HISTORY,
   API_OP_UI,
+  API_OP_RPC,  /* a split host's lease of this node's rpc-server (api/rpc_api.h) */
   API_OP_GRPC, /* a gRPC method (api/grpc_services.c): served to content-type application/grpc over HTTP/2 */
 };
 

@@ -6,7 +6,8 @@
 
 #include "core/alloc.h"
 
-#define CHUNK 4096
+#define CHUNK 8192
+#define LARGE (CHUNK / 4 * 3) /* larger requests get their own allocation */
 #define ALIGN 16
 
 struct pool_chunk {
@@ -18,7 +19,7 @@ static size_t align_up(size_t n) { return (n + ALIGN - 1) & ~(size_t)(ALIGN - 1)
 
 void *pool_alloc(struct mem_pool *p, size_t n) {
   n = align_up(n ? n : 1);
-  if (n > CHUNK / 4) {
+  if (n > LARGE) {
     struct pool_chunk *c = xmalloc(sizeof *c + n);
     c->next = p->large;
     p->large = c;

@@ -10,9 +10,9 @@
 struct pool_chunk;
 
 /* A pool hands out memory that lives until pool_clear or pool_free releases all of it at once.
- * Zero-initialize it; it owns every chunk it allocated. Small requests come from 4 KiB chunks (one chunk is
- * kept by pool_clear so a reused pool does not call malloc again); requests over a quarter chunk get their
- * own allocation. */
+ * Zero-initialize it; it owns every chunk it allocated. Requests up to 6 KiB come from 8 KiB chunks (one chunk
+ * is kept by pool_clear, so a reused pool does not call malloc again: a keep-alive connection's next request,
+ * whose proxy state takes about 4.5 KiB); larger requests get their own allocation. */
 struct mem_pool {
   struct pool_chunk *chunks; /* newest first; the head is the one being carved */
   size_t used;               /* bytes of the head chunk handed out */

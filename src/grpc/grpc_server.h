@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <uv.h>
 
+#include "api/control_port.h"
+#include "api/mesh_port.h"
 #include "api/routes.h"
 #include "core/buf.h"
 #include "grpc/grpc_frame.h"
@@ -36,15 +38,15 @@ struct grpc_method {
 };
 
 /* What the services use of the agent (borrowed; the agent outlives every call). ctl and mesh point at the
- * agent's fields, which become NULL when those close. */
+ * agent's interfaces (api/control_port.h, api/mesh_port.h), whose ctx become NULL when those close. */
 struct grpc_env {
   const struct grpc_method *methods; /* the method table (static) */
   size_t nmethods;
   uv_loop_t *loop;
   struct router *router;
   struct store *store;
-  struct control *const *ctl;
-  struct mesh *const *mesh;
+  const struct api_control *ctl;
+  const struct api_mesh *mesh;
   const bool *draining;
   const char *node_name;
   /* verdict decides a call's credential as the agent decides an HTTP request's (the request's authorization

@@ -20,18 +20,22 @@ _Static_assert(FAIL_TOO_BIG + 1 == RM_FAIL_KINDS, "route_metrics counts every fa
 
 #define INJECT_STREAM_OPTIONS "\"stream_options\":{\"include_usage\":true},"
 
-static void timer_closed_cb(struct upstream_timer *t) { free(t->data); }
+/* The last step of a request: its timer is closed, nothing refers to p any more (the legs were cancelled or
+ * ended, the meter's wait detached): the response ends, which releases req and its pool, and p with it. */
+static void proxy_closed(struct upstream_timer *t) {
+  struct proxy *p = t->data;
+  http_resp_end(p->req);
+}
 
-static void proxy_free(struct proxy *p) {
+/* proxy_release frees what p holds outside its request's pool, then closes its timer: proxy_closed releases
+ * the request (p lives in its pool) once the timer's memory is no longer used (now or on a later turn). */
+static void proxy_release(struct proxy *p) {
   for (int i = 0; i < 2; i++) {
-    buf_free(&p->legs[i].head);
     buf_free(&p->legs[i].body);
     sse_parser_free(&p->legs[i].sse);
   }
   buf_free(&p->out);
-  free(p->hashes);
-  free(p->tried);
-  p->r->io.ops->timer_close(p->r->io.ctx, &p->timer, timer_closed_cb); /* frees p */
+  p->r->io.ops->timer_close(p->r->io.ctx, &p->timer, proxy_closed);
 }
 
 uint64_t proxy_now(const struct router *r) { return r->io.ops->now(r->io.ctx); }
@@ -59,7 +63,7 @@ static const struct policy_req *policy_request(struct proxy *p) {
   if (!p->hashed) {
     size_t full = p->oai.prompt.len / (POLICY_BLOCK * 4); /* full blocks, as policy_prompt_hashes counts */
     int max = full < PROXY_MAX_BLOCKS ? (int)full : PROXY_MAX_BLOCKS;
-    p->hashes = max ? xmalloc((size_t)max * sizeof *p->hashes) : NULL;
+    p->hashes = max ? pool_alloc(&p->req->pool, (size_t)max * sizeof *p->hashes) : NULL;
     int n = policy_prompt_hashes(p->model, p->oai.prompt.base, p->oai.prompt.len, POLICY_BLOCK, p->hashes, max);
     p->preq = (struct policy_req){.model = p->model,
                                   .prompt_tokens = (int)p->prompt_est,
@@ -73,15 +77,34 @@ static const struct policy_req *policy_request(struct proxy *p) {
   return &p->preq;
 }
 
+/* attempt_ended hands the attempt record of leg l to the router's observers (the policy's feedback first). */
+static void attempt_ended(struct proxy *p, struct leg *l) {
+  struct router *r = p->r;
+  bool won = p->winner == l;
+  struct attempt_record a = {
+      .request_id = p->request_id,
+      .model = p->model,
+      .target_id = l->target,
+      .target = r->store->targets[l->target].name,
+      .hedge = l->hedge,
+      .winner = won,
+      .status = l->status,
+      .t_sent_ns = l->t_sent,
+      .t_first_ns = won ? p->t_first : 0,
+      .t_end_ns = proxy_now(r),
+      .completion_tokens = won && p->usage.present ? (int)p->usage.completion_tokens : 0,
+      .policy = l->pol,
+      .ticket = &l->ticket,
+  };
+  for (int i = 0; i < r->nobservers; i++)
+    if (r->observers[i].on_attempt) r->observers[i].on_attempt(r->observers[i].arg, &a);
+}
+
 void proxy_leg_release(struct leg *l) {
   struct router *r = l->p->r;
   if (l->span_open) proxy_trace_leg_end(l);
   if (l->ticketed) {
-    struct proxy *p = l->p;
-    uint64_t now = proxy_now(p->r);
-    if (p->t_first && p->winner == l) policy_on_first_token(l->pol, &l->ticket, p->t_first);
-    int out = p->winner == l && p->usage.present ? (int)p->usage.completion_tokens : 0;
-    policy_on_done(l->pol, &l->ticket, now, out);
+    attempt_ended(l->p, l);
     l->ticketed = false;
   }
   if (!l->reserved) return;
@@ -130,14 +153,14 @@ void proxy_record(const struct proxy *p, int status, struct request_record *rec)
   if (p->costed) str_copy(rec->currency, sizeof rec->currency, p->currency);
 }
 
-/* Everything ends here: reservations released, the record to the observers (metrics, log line), the response
- * ended; then queued requests may go. */
+/* Everything ends here: reservations released (the attempts' records to the observers), the request's record to
+ * them unless a complete answer gave it already (proxy_conclude), p released
+ * (the response ends when its timer is closed); then queued requests may go. */
 static void finish(struct proxy *p, int status) {
   struct router *r = p->r;
   assert(p->state != PS_DONE);
   p->state = PS_DONE;
   proxy_meter_detach(p);
-  proxy_meter_record(p, status, NULL); /* when no complete answer waited for it: errors, aborts */
   for (int i = 0; i < 2; i++) {
     if (p->legs[i].up) { /* only on paths that end the request with a copy still running */
       cancel(&p->legs[i]);
@@ -149,16 +172,13 @@ static void finish(struct proxy *p, int status) {
   if (p->admit_open) proxy_trace_admitted(p, status);
   proxy_admit_end(p);
   r->inflight--;
-  struct request_record rec;
-  proxy_record(p, status, &rec);
-  for (int i = 0; i < r->nobservers; i++) r->observers[i].on_record(r->observers[i].arg, &rec);
+  proxy_conclude(p, status, NULL); /* when no complete answer waited for it: errors, aborts */
   p->req->abort_cb = NULL;
   p->req->drain_cb = NULL;
   if (p->prev) p->prev->next = p->next;
   else r->active = p->next;
   if (p->next) p->next->prev = p->prev;
-  http_resp_end(p->req);
-  proxy_free(p);
+  proxy_release(p); /* the response ends once p's timer is closed */
   proxy_admit_dispatch(r); /* a request ended: capacity freed */
 }
 
@@ -541,7 +561,7 @@ static void up_end(void *arg) {
     if (p->stream_error) { /* an error event relayed from upstream: a failed stream */
       if (p->done_held) http_resp_write(p->req, "data: [DONE]\n\n", 14);
       finish(p, 502);
-    } else if (!proxy_meter_record(p, 200, end_stream)) {
+    } else if (!proxy_conclude(p, 200, end_stream)) {
       end_stream(p);
     }
     return;
@@ -558,7 +578,7 @@ static void up_end(void *arg) {
     proxy_meter_cost(p);
   }
   p->t_first = proxy_now(p->r);
-  if (!proxy_meter_record(p, l->status, answer_buffered)) answer_buffered(p);
+  if (!proxy_conclude(p, l->status, answer_buffered)) answer_buffered(p);
 }
 
 /* The end of a complete stream, once its record is durable: the held [DONE], then the chunked end. */
@@ -594,9 +614,10 @@ static void client_abort_cb(struct http_req *req) {
   finish(p, 499); /* cancels what is in flight (the engine sees the connection close and stops) */
 }
 
-/* Build the upstream head for target t; the body goes by reference. */
-static void build_head(struct proxy *p, struct leg *l, const struct target *t, size_t body_len) {
-  struct buf *h = &l->head;
+/* Build the upstream head of leg l to target t (in the router's scratch buffer, then copied into p's request
+ * pool, where it stays while an exchange may send it); the body goes by reference. */
+static struct slice build_head(struct proxy *p, const struct leg *l, const struct target *t, size_t body_len) {
+  struct buf *h = &p->r->head_scratch;
   struct http_pool *pool = &p->r->pools[t->id];
   char key[272];
   struct slice auth = proxy_upstream_auth(p, t, key, sizeof key);
@@ -640,6 +661,9 @@ static void build_head(struct proxy *p, struct leg *l, const struct target *t, s
     buf_append(h, "\r\n", 2);
   }
   buf_puts(h, "\r\n");
+  char *copy = pool_alloc(&p->req->pool, h->len);
+  memcpy(copy, h->base, h->len);
+  return slice_make(copy, h->len);
 }
 
 static size_t body_len(const struct leg *l) {
@@ -654,8 +678,8 @@ static size_t body_len(const struct leg *l) {
 static struct slice up_resend(void *arg) {
   struct leg *l = arg;
   const struct target *t = &l->p->r->store->targets[l->target];
-  if (t->remote) build_head(l->p, l, t, body_len(l));
-  return buf_slice(&l->head);
+  if (t->remote) l->head = build_head(l->p, l, t, body_len(l));
+  return l->head;
 }
 
 void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
@@ -685,7 +709,7 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
   l->kv_tokens = p->kv_need;
   l->kv_seq = store_kv_reserve(r->store, id, l->kv_tokens);
   if (p->traced) proxy_trace_leg_start(p, l);
-  build_head(p, l, &r->store->targets[id], proxy_leg_body(p, l, &r->store->targets[id]));
+  l->head = build_head(p, l, &r->store->targets[id], proxy_leg_body(p, l, &r->store->targets[id]));
   sse_parser_free(&l->sse);
   memset(&l->sse, 0, sizeof l->sse);
   l->t_sent = proxy_now(p->r);
@@ -697,7 +721,7 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
   l->fb_checked = l->t_sent;
   l->x = (struct upstream_exchange){.cbs = &up_cbs, .arg = l};
   l->up = &l->x;
-  r->io.ops->send(r->io.ctx, l->up, id, buf_slice(&l->head), l->parts, l->nparts, r->opts.upstream_timeout_ms);
+  r->io.ops->send(r->io.ctx, l->up, id, l->head, l->parts, l->nparts, r->opts.upstream_timeout_ms);
   proxy_schedule(p);
 }
 
@@ -801,12 +825,15 @@ static void make_request_id(struct proxy *p) {
 }
 
 void proxy_start(struct router *r, struct http_req *req, bool chat) {
-  struct proxy *p = xmalloc(sizeof *p); /* whole; calloc here cost 4k instructions a request more (callgrind) */
+  /* In req's pool: p lives as long as its request, which proxy_closed releases last. */
+  struct proxy *p = pool_alloc(&req->pool, sizeof *p);
   memset(p, 0, sizeof *p);
   char err[256];
   p->r = r;
   p->timer.data = p;
-  p->tried = xcalloc((size_t)store_bitmap_words(r->store), sizeof *p->tried);
+  size_t words = (size_t)store_bitmap_words(r->store);
+  p->tried = pool_alloc(&req->pool, words * sizeof *p->tried);
+  memset(p->tried, 0, words * sizeof *p->tried);
   p->req = req;
   p->chat = chat;
   p->embeddings = slice_eqz(req->path, "/v1/embeddings");

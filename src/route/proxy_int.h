@@ -40,7 +40,7 @@ struct leg {
   uint32_t fb_ms;         /* that deadline, relative to t_sent (for messages) */
   bool fb_on_progress;    /* past it, give up only when the target shows no progress (deadline.h) ... */
   uint64_t fb_checked;    /* ... since this time (t_sent, then the last check) */
-  struct buf head; /* upstream request head */
+  struct slice head; /* upstream request head, in the request's pool */
   struct buf body; /* buffered non-streaming response (or upstream error body) */
   struct sse_parser sse;
   uint64_t t_sent;
@@ -68,6 +68,9 @@ enum { PT_NONE, PT_QUEUE, PT_LEGS };
 /* Slices of one upstream read gathered for one vectored write (contiguous frames make one). */
 #define PROXY_RELAY_IOV 16
 
+/* One request through the proxy. It lives in its request's pool (req->pool), as do its upstream heads, tried
+ * bitmap and prompt hashes: the proxy ends the response (which releases req and the pool) only as its very last
+ * step, once its legs are cancelled or done, the meter's wait detached and its timer closed (proxy_closed). */
 struct proxy {
   struct router *r;
   enum proxy_state state;
@@ -84,7 +87,7 @@ struct proxy {
   char request_id[48];
   int target;   /* target named in responses: the committed leg's, else the latest tried; -1 */
   int attempts; /* sends of the primary (hedged copies not counted) */
-  uint64_t *tried; /* owned: a bitmap of store_bitmap_words words */
+  uint64_t *tried; /* a bitmap of store_bitmap_words words, in the request's pool */
   struct leg legs[2];
   struct leg *winner;    /* the leg whose bytes go to the client, NULL before its first byte */
   struct slice parts[5]; /* upstream body: the client's bytes by reference, plus what we insert or replace */
@@ -123,20 +126,20 @@ struct proxy {
   uint64_t hedge_due; /* monotonic ns the hedge goes at; 0 = none pending */
   /* metering (proxy_meter.c) */
   bool costed;                   /* the model has a price: cost_nano and currency are what usage cost */
-  bool recorded;                 /* its record went to the meter (once) */
+  bool recorded;                 /* its record went to the observers (once) */
   bool done_held;                /* a stream's "data: [DONE]" frame, held until the record is durable */
   int64_t cost_nano;
   char currency[8];
   char cost_text[48];            /* ,"cost":X as inserted into the usage object */
-  struct proxy_meter_wait *wait; /* the meter keeps the record; its commit ends p */
+  struct proxy_meter_wait *wait; /* observers keep the record; their commit ends p */
   /* the routing policy's view of the request: prompt block hashes, computed on the first pick */
   struct policy_req preq;
   bool hashed;
-  uint64_t *hashes; /* owned: the prompt's full blocks' hashes (at most PROXY_MAX_BLOCKS); NULL when none */
+  uint64_t *hashes; /* the prompt's full blocks' hashes (at most PROXY_MAX_BLOCKS), in the request's pool; NULL: none */
   /* tracing (proxy_trace.c), when the router has a tracer */
-  bool traced;        /* tr is set: the request takes part in its trace (spans only when tr.sampled) */
-  bool admit_open;    /* its admission span started and has not been emitted */
-  uint64_t t_admit;   /* when admission began (monotonic ns) */
+  bool traced;      /* tr is set: the request takes part in its trace (spans only when tr.sampled) */
+  bool admit_open;  /* its admission span started and has not been emitted */
+  uint64_t t_admit; /* when admission began (monotonic ns) */
   struct trace_req tr;
 };
 
@@ -211,10 +214,11 @@ void proxy_meter_cost(struct proxy *p);
 int proxy_meter_split(struct proxy *p, struct slice json, struct slice parts[3]);
 /* proxy_record fills rec with what p did, status being what the client sees (strings borrowed from p). */
 void proxy_record(const struct proxy *p, int status, struct request_record *rec);
-/* proxy_meter_record hands p's record (status: what the client sees) to the router's meter, once. With then
- * != NULL and a meter that keeps it durably, returns true: then(p) runs when it is durable (or failed), and
- * the caller must not end p before; finish() before that cancels the wait. Otherwise false. */
-bool proxy_meter_record(struct proxy *p, int status, void (*then)(struct proxy *p));
+/* proxy_conclude hands p's record (status: what the client sees) to the router's observers, once (later calls
+ * return false). With then != NULL and an observer that keeps it durably, returns true: then(p) runs when
+ * every such observer is done (or failed), and the caller must not end p before; finish() before that cancels
+ * the wait. Otherwise false. */
+bool proxy_conclude(struct proxy *p, int status, void (*then)(struct proxy *p));
 /* proxy_meter_detach forgets a pending wait (p ends first: the commit's callback will find nothing). */
 void proxy_meter_detach(struct proxy *p);
 /* proxy_admit_tenant_name is p's tenant's name, "" without tenants. */

@@ -1,5 +1,5 @@
 /* Metering on the request path: the cost a response reports (usage.cost, OpenRouter's convention), and the
- * request record handed to the router's meter, whose commit the end of a complete answer waits for. */
+ * request record handed to the observers, whose durable keeping the end of a complete answer waits for. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,9 +8,11 @@
 #include "core/amount.h"
 #include "route/proxy_int.h"
 
+/* Owned by itself: freed when every observer that keeps the record called back, which may be after p ended. */
 struct proxy_meter_wait {
   struct proxy *p; /* NULL once p ended first */
   void (*then)(struct proxy *p);
+  int pending; /* observers yet to call back (+1 while proxy_conclude is still handing the record out) */
 };
 
 void proxy_meter_cost(struct proxy *p) {
@@ -41,29 +43,39 @@ int proxy_meter_split(struct proxy *p, struct slice json, struct slice parts[3])
 
 static void record_done_cb(void *arg, int status) {
   struct proxy_meter_wait *w = arg;
+  if (--w->pending > 0) return;
   struct proxy *p = w->p;
   void (*then)(struct proxy *) = w->then;
   free(w);
   if (!p) return; /* p ended first (its client left) */
   p->wait = NULL;
-  then(p); /* a failed commit is retried by the meter: the client is not made to wait for the disk */
+  then(p); /* a failed commit is retried by the observer: the client is not made to wait for the disk */
 }
 
-bool proxy_meter_record(struct proxy *p, int status, void (*then)(struct proxy *p)) {
+bool proxy_conclude(struct proxy *p, int status, void (*then)(struct proxy *p)) {
   struct router *r = p->r;
   if (p->recorded) return false;
   p->recorded = true;
-  if (!r->meter.record) return false;
   struct request_record rec;
   proxy_record(p, status, &rec);
-  struct proxy_meter_wait *w = then ? xcalloc(1, sizeof *w) : NULL;
-  if (w) *w = (struct proxy_meter_wait){.p = p, .then = then};
-  if (!r->meter.record(r->meter.arg, &rec, w ? record_done_cb : NULL, w)) {
+  struct proxy_meter_wait *w = NULL;
+  for (int i = 0; i < r->nobservers; i++) {
+    const struct request_observer *o = &r->observers[i];
+    if (o->on_record) o->on_record(o->arg, &rec);
+    if (!o->keep) continue;
+    if (then && !w) {
+      w = xmalloc(sizeof *w);
+      *w = (struct proxy_meter_wait){.p = p, .then = then, .pending = 1};
+    }
+    if (o->keep(o->arg, &rec, w ? record_done_cb : NULL, w) && w) w->pending++;
+  }
+  if (!w) return false;
+  if (--w->pending == 0) { /* nobody kept it, or every keeper is done already */
     free(w);
     return false;
   }
   p->wait = w;
-  return w != NULL;
+  return true;
 }
 
 void proxy_meter_detach(struct proxy *p) {

@@ -31,6 +31,13 @@ void router_opts_default(struct router_opts *o) {
 static void report_cb(void *arg, int id) { proxy_admit_dispatch(arg); }
 static void down_cb(void *arg, int id) { router_target_down(arg, id); }
 
+/* The routing policy's feedback, as an observer of attempts: the first token the client got from a send and
+ * its end, with the tokens the winner generated. */
+static void policy_attempt_ended(void *arg, const struct attempt_record *a) {
+  if (a->t_first_ns) policy_on_first_token(a->policy, a->ticket, a->t_first_ns);
+  policy_on_done(a->policy, a->ticket, a->t_end_ns, a->completion_tokens);
+}
+
 void router_init(struct router *r, uv_loop_t *loop, struct store *store, struct http_pool *pools,
                  const struct router_opts *opts) {
   memset(r, 0, sizeof *r);
@@ -39,6 +46,7 @@ void router_init(struct router *r, uv_loop_t *loop, struct store *store, struct 
   r->pools = pools;
   r->breakers = xcalloc((size_t)store->cap, sizeof *r->breakers);
   r->io = upstream_real_init(&r->io_real, loop, pools);
+  router_observe(r, &(struct request_observer){.on_attempt = policy_attempt_ended});
   router_observe(r, &(struct request_observer){.on_record = route_metrics_on_record, .arg = &r->metrics});
   router_observe(r, &(struct request_observer){.on_record = router_log_record});
   if (opts)
@@ -128,6 +136,7 @@ void router_free(struct router *r) {
   free(r->breakers);
   r->breakers = NULL;
   hop_seen_free(&r->hop_seen);
+  buf_free(&r->head_scratch);
 }
 
 void router_metrics(const struct router *r, struct buf *out) {

@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include "cluster/keyring.h"
+#include "core/buf.h"
 #include "core/rng.h"
 #include "net/http_client.h"
 #include "net/http_server.h"
@@ -82,10 +83,11 @@ struct router {
   const uint8_t *node_id; /* this node's id (HOP_NODE_LEN bytes; borrowed like kr): what hops to it are for */
   const struct http_dialer *dialer; /* connections to other agents (the tunnel; borrowed); NULL: plain TCP */
   struct proxy *active; /* requests in flight, for router_target_lost */
+  struct buf head_scratch; /* where the proxy builds an upstream head before copying it into the request's pool */
   uint64_t hops_in, hops_refused;
   struct hop_seen hop_seen; /* hop signatures accepted by this agent (inference and control), for replays */
-  struct router_meter meter; /* what a request costs, and where its record goes (route/record.h); zeroed: none */
-  struct request_observer observers[ROUTER_MAX_OBSERVERS]; /* called in order as each request ends */
+  struct router_meter meter; /* what a request costs and what a tenant spent (route/record.h); zeroed: none */
+  struct request_observer observers[ROUTER_MAX_OBSERVERS]; /* called in order (router_observe) */
   int nobservers;
   /* Admission: tenant 0 is the default tenant when none is configured. */
   struct admission adm;
@@ -110,9 +112,11 @@ void router_init(struct router *r, uv_loop_t *loop, struct store *store, struct 
                  const struct router_opts *opts);
 void router_free(struct router *r);
 
-/* router_observe adds an observer of finished requests (route/record.h) after those already there; router_init
- * adds the metrics' (route_metrics_on_record) and the log line's (router_log_record). o->arg is borrowed and
- * must outlive the router. Returns 0, or -ENOSPC when ROUTER_MAX_OBSERVERS are there. */
+/* router_observe adds an observer of requests and their attempts (struct request_observer, route/record.h) after
+ * those already there; router_init adds the routing policy's feedback (on_attempt), the metrics'
+ * (route_metrics_on_record) and the log line's (router_log_record); the agent adds its ledger's (keep). o is
+ * copied; o->arg is borrowed and must outlive the router. Returns 0, or -ENOSPC when ROUTER_MAX_OBSERVERS are
+ * there. */
 int router_observe(struct router *r, const struct request_observer *o);
 
 /* router_set_tracer makes r take part in traces through t (borrowed: it must outlive r's requests): each

@@ -15,7 +15,9 @@
  *    stable sort).
  * Sources: pkg/epp/scheduling/framework/plugins/{queuescorer/queue.go, kvcacheutilizationscorer/
  * kvcache_utilization.go, prefixcachescorer/plugin.go, prefixcachescorer/indexer.go, picker/
- * max_score_picker.go}; weights from llm-d's default-plugins.yaml. No router-local reservations: the queue and
+ * max_score_picker.go}; weights from llm-d's default-plugins.yaml. Like upstream's indexer, the match reads an
+ * inverted index (block hash -> servers holding it, prefix_holders) kept in step with the per-server LRUs: one
+ * lookup per block, not one per block and server. No router-local reservations: the queue and
  * KV scorers see only the scraped metrics, which the EPP refreshes every 50 ms by default (its
  * --refresh-metrics-interval): upstream_refresh_ns. */
 #include <stdlib.h>
@@ -24,16 +26,26 @@
 #include "state/policy.h"
 #include "state/prefix_index.h"
 
+/* Per target id: whether it is a candidate of the current pick, and the blocks credited to it there. */
+struct mark {
+  uint64_t cand_pick, credit_pick; /* equal to llmd.pick_no when valid */
+  int credit;
+};
+
 struct llmd {
-  struct prefix_index **lru; /* by target id, lazily made */
+  struct prefix_index **lru; /* by target id, lazily made; each attached to holders */
   int cap;
-  int *credit; /* scratch: credited blocks per candidate index */
-  int ncredit;
+  struct prefix_holders holders;
+  struct mark *mark; /* by target id */
+  int nmark;
+  uint64_t pick_no;
 };
 
 static void *llmd_create(const struct policy_config *cfg) {
   (void)cfg;
-  return xcalloc(1, sizeof(struct llmd));
+  struct llmd *s = xcalloc(1, sizeof(struct llmd));
+  prefix_holders_init(&s->holders);
+  return s;
 }
 
 static void llmd_forget(struct policy *p, int id) {
@@ -48,11 +60,13 @@ static void llmd_destroy(void *impl) {
   struct llmd *s = impl;
   for (int i = 0; i < s->cap; i++) {
     if (!s->lru[i]) continue;
+    prefix_index_attach(s->lru[i], NULL, 0); /* the holders go as a whole below */
     prefix_index_free(s->lru[i]);
     free(s->lru[i]);
   }
   free(s->lru);
-  free(s->credit);
+  free(s->mark);
+  prefix_holders_free(&s->holders);
   free(s);
 }
 
@@ -71,17 +85,19 @@ static int llmd_pick(struct policy *p, const struct policy_req *r, const struct 
     if (c[i].waiting > qmax) qmax = c[i].waiting;
   }
   int total = nhash(p, r);
-  s->credit = policy_grow(s->credit, &s->ncredit, n, sizeof *s->credit);
+  s->mark = policy_grow(s->mark, &s->nmark, policy_max_id(c, n) + 1, sizeof *s->mark);
+  s->pick_no++;
   for (int i = 0; i < n; i++)
-    s->credit[i] = 0;
+    s->mark[c[i].id].cand_pick = s->pick_no;
   for (int b = 0; b < total; b++) {
-    int any = 0;
-    for (int i = 0; i < n; i++) {
-      const struct prefix_index *ix = c[i].id < s->cap ? s->lru[c[i].id] : NULL;
-      if (ix && prefix_index_contains(ix, r->block_hashes[b])) {
-        s->credit[i]++;
-        any = 1;
-      }
+    int any = 0, nh;
+    const int32_t *ids = prefix_holders_get(&s->holders, r->block_hashes[b], &nh);
+    for (int j = 0; j < nh; j++) {
+      struct mark *m = ids[j] < s->nmark ? &s->mark[ids[j]] : NULL;
+      if (!m || m->cand_pick != s->pick_no) continue; /* not a candidate of this request */
+      if (m->credit_pick != s->pick_no) m->credit_pick = s->pick_no, m->credit = 0;
+      m->credit++;
+      any = 1;
     }
     if (!any) break;
   }
@@ -90,7 +106,8 @@ static int llmd_pick(struct policy *p, const struct policy_req *r, const struct 
   for (int i = 0; i < n; i++) {
     double q = qmax == qmin ? 1.0 : (qmax - c[i].waiting) / (qmax - qmin);
     double kv = c[i].kv_usage < 0 ? 1.0 : 1.0 - c[i].kv_usage;
-    double pre = total ? (double)s->credit[i] / total : 0.0;
+    const struct mark *m = &s->mark[c[i].id];
+    double pre = total ? (double)(m->credit_pick == s->pick_no ? m->credit : 0) / total : 0.0;
     double sc = p->cfg.llmd_w_queue * q + p->cfg.llmd_w_kv * kv + p->cfg.llmd_w_prefix * pre;
     if (sc > best_score) {
       best_score = sc;
@@ -115,6 +132,7 @@ static void llmd_on_route(struct policy *p, const struct policy_req *r, const st
     s->lru[t->id] = xcalloc(1, sizeof(struct prefix_index));
     int64_t cap = t->num_gpu_blocks > 0 ? t->num_gpu_blocks : p->cfg.llmd_lru_capacity;
     prefix_index_init(s->lru[t->id], cap > PREFIX_INDEX_MAX ? PREFIX_INDEX_MAX : (int)cap);
+    prefix_index_attach(s->lru[t->id], &s->holders, t->id);
   }
   prefix_index_add_in_order(s->lru[t->id], r->block_hashes, total);
 }

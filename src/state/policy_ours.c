@@ -33,7 +33,15 @@
  * hashing of the prompt's first affinity_blocks blocks (random when the prompt has no full block): routers
  * that see similar loads then send the same prefix to the same target, so their prefix indexes agree without
  * talking, and a burst of different prefixes still spreads over the best few (against herding on stale
- * reports). Scores are never cached. */
+ * reports). Scores are never cached.
+ *
+ * Cost: the prefix probe reads an inverted index (block hash -> targets whose index holds it, prefix_holders)
+ * kept in step with the per-target indexes, a few lookups per request instead of one per candidate. The holders
+ * are scored first; every other candidate is first checked against a lower bound of its estimate (its own
+ * prefill, two fields of its record) and scored only when that could be within the slack bound; only those
+ * within the bound are hashed for the draw. Each estimate multiplies by the target's cached 1 / rate; nothing
+ * is allocated once the scratch arrays have grown. test_policy_equiv holds these picks to the previous
+ * arithmetic (every candidate probed and scored, three divisions each). */
 #include <math.h>
 #include <stdlib.h>
 
@@ -44,12 +52,22 @@
 #define DEFAULT_INDEX_BLOCKS 31250 /* ~500k tokens of 16-token blocks, when a target reports no capacity */
 #define EWMA 0.05
 
+/* Per target id, for the current pick only (kept apart from struct tgt so that a scan over the candidates
+ * touches 16 bytes per target, not tgt's cache line). */
+struct slot {
+  uint64_t cand_pick, held_pick; /* equal to ours.pick_no: a candidate (at index pos); a prefix holder */
+  int pos;
+};
+
 /* What this router holds about one target. */
 struct tgt {
   struct prefix_index *ix; /* lazily made */
   double pend_tokens;      /* our requests routed there without a first token: tokens ... */
   int pend_n;              /* ... and count */
   double step_s;           /* average time between output tokens of our requests there */
+  int match_blocks;        /* blocks of the current pick's prompt its index holds ... */
+  uint64_t match_pick;     /* ... valid when this equals ours.pick_no */
+  double tps, inv_tps;     /* the last prefill rate scored and 1 / it: one division per change, not per pick */
 };
 
 struct ours {
@@ -60,14 +78,22 @@ struct ours {
   uint64_t nrouted;
   uint64_t last_route;  /* when we last routed anything */
   double mean_gap_s;    /* running average time between our routings */
-  double itl_mean;      /* scratch: the mean reported ITL over this pick's candidates (0: none reports one) */
+  struct prefix_holders holders; /* block hash -> targets whose index holds it (every tgt.ix is attached) */
+  uint64_t pick_no;               /* picks so far: stamps tgt.match_pick and slot */
+  struct slot *slot;              /* by target id, compact: this pick's candidates and prefix holders */
+  int nslot;
+  int32_t *held;                  /* scratch: ids of this pick's prefix holders */
+  int nheld, capheld;
   double *est; /* scratch, per candidate index */
+  int *in;     /* scratch: candidate indexes that may be in the best few */
   int nest;
 };
 
 static void *ours_create(const struct policy_config *cfg) {
   (void)cfg;
-  return xcalloc(1, sizeof(struct ours));
+  struct ours *s = xcalloc(1, sizeof(struct ours));
+  prefix_holders_init(&s->holders);
+  return s;
 }
 
 static void drop(struct tgt *g) {
@@ -85,10 +111,16 @@ static void ours_forget(struct policy *p, int id) {
 
 static void ours_destroy(void *impl) {
   struct ours *s = impl;
-  for (int i = 0; i < s->cap; i++)
+  for (int i = 0; i < s->cap; i++) {
+    if (s->tg[i].ix) prefix_index_attach(s->tg[i].ix, NULL, 0); /* the holders go as a whole below */
     drop(&s->tg[i]);
+  }
   free(s->tg);
   free(s->est);
+  free(s->in);
+  free(s->slot);
+  free(s->held);
+  prefix_holders_free(&s->holders);
   free(s);
 }
 
@@ -113,14 +145,42 @@ static int cached_tokens(const struct ours *s, const struct policy_req *r, int i
   return prefix_index_match(ix, r->block_hashes, policy_prefix_blocks(r)) * r->block_size;
 }
 
-/* estimate: the expected TTFT of R on T in seconds, plus the miss externality (see the top). */
-static double estimate(const struct policy *p, const struct ours *s, const struct policy_req *r,
-                       const struct policy_target *t, int ncand, int *known) {
-  int id = t->id;
-  const struct tgt *g = &s->tg[id];
-  int cached = cached_tokens(s, r, id);
+/* mark_cached (prefix_holders_match's callback) records that target ID holds K blocks of this pick's prompt. */
+static void mark_cached(void *ud, int32_t id, int k) {
+  struct ours *s = ud;
+  if (id >= s->cap || id >= s->nslot) return;
+  s->tg[id].match_blocks = k;
+  s->tg[id].match_pick = s->pick_no;
+  if (s->slot[id].held_pick == s->pick_no) return;
+  s->slot[id].held_pick = s->pick_no;
+  s->held = policy_grow(s->held, &s->capheld, s->nheld + 1, sizeof *s->held);
+  s->held[s->nheld++] = id;
+}
+
+/* The per-pick terms of the estimate that do not depend on the candidate. */
+struct pick_terms {
+  double prompt, bs;      /* prompt tokens; tokens per block (0: no prefix matching) */
+  double avg_prompt, avg_tokens, default_tps;
+  double arrivals;        /* w_arrivals / mean gap between our routings / candidates (0: no rate yet) */
+  double w_miss, w_decode, w_step, itl_mean;
+  double stale_penalty, degraded_penalty;
+  uint64_t stale_ns;
+};
+
+/* estimate: the expected TTFT of R on T in seconds, plus the miss externality (see the top); no division unless
+ * T's prefill rate changed. Sets *known when T holds part of the prompt. */
+static inline double estimate(struct ours *s, const struct pick_terms *k, const struct policy_target *t,
+                              int *known) {
+  struct tgt *g = &s->tg[t->id];
+  double cached = g->match_pick == s->pick_no ? g->match_blocks * k->bs : 0;
   if (cached > 0) *known = 1;
-  double uncached = r->prompt_tokens - cached;
+  /* A rate below the default is one not yet demonstrated at full batch (a live target's peak window rate). */
+  double tps = t->prefill_tps > k->default_tps ? t->prefill_tps : k->default_tps;
+  if (g->tps != tps) {
+    g->tps = tps;
+    g->inv_tps = 1 / tps;
+  }
+  double inv = g->inv_tps, uncached = k->prompt - cached, u = uncached * inv;
   /* Ours routed since the report that have no first token yet are waiting there too (ours routed since
    * that already started are running). */
   double since = t->routed_since_report < g->pend_n ? t->routed_since_report : g->pend_n;
@@ -128,13 +188,10 @@ static double estimate(const struct policy *p, const struct ours *s, const struc
   double others = waiting - g->pend_n;
   if (others < 0) others = 0;
   /* Other routers' waiting requests: an average prompt, less what the target's recent hit rate saves. */
-  double per_req = t->prefix_hit_rate >= 0 ? s->avg_prompt * (1 - t->prefix_hit_rate) : s->avg_tokens;
+  double per_req = t->prefix_hit_rate >= 0 ? k->avg_prompt * (1 - t->prefix_hit_rate) : k->avg_tokens;
   double queue = g->pend_tokens + others * per_req;
-  double queued = waiting > g->pend_n ? waiting : g->pend_n;
-  /* A rate below the default is one not yet demonstrated at full batch (a live target's peak window rate). */
-  double tps = t->prefill_tps > p->cfg.ours_default_tps ? t->prefill_tps : p->cfg.ours_default_tps;
   /* ... and those that arrive there while it prefills (our routing rate, spread over the candidates). */
-  if (s->mean_gap_s > 0 && ncand > 0) queued += p->cfg.ours_w_arrivals * (uncached / tps) / s->mean_gap_s / ncand;
+  double queued = (waiting > g->pend_n ? waiting : g->pend_n) + k->arrivals * u;
   /* Decode: the running batch there. Ours routed since the report that have a first token are running too. */
   double started = t->routed_since_report - g->pend_n;
   double running = t->running + (started > 0 ? started : 0);
@@ -142,13 +199,21 @@ static double estimate(const struct policy *p, const struct ours *s, const struc
    * candidate reports one (a target that does not, idle lately or a remote one whose node does not send it,
    * counts as their mean), else what we observed on our own requests there (a non-streamed response's tokens
    * all arrive at once, so ours cannot be mixed with reported ones). */
-  double step = s->itl_mean > 0 ? (t->itl_s > 0 ? t->itl_s : s->itl_mean) : g->step_s;
-  double est = queue / tps +
-               (1 + p->cfg.ours_w_miss * queued + p->cfg.ours_w_decode * running) * uncached / tps +
-               p->cfg.ours_w_step * step;
-  if (t->signal_age_ns == UINT64_MAX || t->signal_age_ns > p->cfg.stale_ns) est += p->cfg.ours_stale_penalty_s;
-  if (t->degraded) est += p->cfg.ours_degraded_penalty_s;
+  double step = k->itl_mean > 0 ? (t->itl_s > 0 ? t->itl_s : k->itl_mean) : g->step_s;
+  double est = queue * inv + (1 + k->w_miss * queued + k->w_decode * running) * u + k->w_step * step;
+  if (t->signal_age_ns == UINT64_MAX || t->signal_age_ns > k->stale_ns) est += k->stale_penalty;
+  if (t->degraded) est += k->degraded_penalty;
   return est + (t->network_s > 0 ? t->network_s : 0);
+}
+
+/* consider folds candidate I's estimate E into the pick's best (*BEST at *BI, *BOUND the slack bound around it)
+ * and, when E is within the bound so far, into the list of those that may be in the best few. */
+static inline void consider(struct ours *s, const struct policy_config *cf, int i, double e, double *best, int *bi,
+                            double *bound, int *nin) {
+  s->est[i] = e;
+  if (e < *best) *best = e, *bi = i, *bound = e * (1 + cf->ours_slack_rel) + cf->ours_slack_abs_s;
+  s->in[*nin] = i;
+  *nin += e <= *bound; /* the best only falls, so one outside this bound is outside the final one */
 }
 
 static int ours_pick(struct policy *p, const struct policy_req *r, const struct policy_target *c, int n,
@@ -156,39 +221,88 @@ static int ours_pick(struct policy *p, const struct policy_req *r, const struct 
   (void)now;
   struct ours *s = p->impl;
   if (n == 1) return 0;
-  tgt_of(s, policy_max_id(c, n));
-  s->est = policy_grow(s->est, &s->nest, n, sizeof *s->est);
+  if (n > s->nest) {
+    int cap = s->nest;
+    s->est = policy_grow(s->est, &cap, n, sizeof *s->est);
+    cap = s->nest;
+    s->in = policy_grow(s->in, &cap, n, sizeof *s->in);
+    s->nest = cap;
+  }
+  s->pick_no++;
   double itls = 0;
   int nitl = 0;
-  for (int i = 0; i < n; i++)
-    if (c[i].itl_s > 0) itls += c[i].itl_s, nitl++;
-  s->itl_mean = nitl ? itls / nitl : 0;
-  double best = INFINITY;
-  int known = 0; /* does any candidate hold part of this prompt, as far as this router knows? */
   for (int i = 0; i < n; i++) {
-    s->est[i] = estimate(p, s, r, &c[i], n, &known);
-    if (s->est[i] < best) best = s->est[i];
+    int id = c[i].id;
+    if (id >= s->nslot || id >= s->cap) {
+      tgt_of(s, id);
+      s->slot = policy_grow(s->slot, &s->nslot, id + 1, sizeof *s->slot);
+    }
+    s->slot[id].cand_pick = s->pick_no;
+    s->slot[id].pos = i;
+    if (c[i].itl_s > 0) itls += c[i].itl_s, nitl++;
   }
-  double bound = best * (1 + p->cfg.ours_slack_rel) + p->cfg.ours_slack_abs_s;
-  int kb = p->cfg.ours_affinity_blocks < r->nblocks ? p->cfg.ours_affinity_blocks : r->nblocks;
+  /* Which targets hold a prefix of the prompt, and how much: one probe per run of the prompt's blocks in the
+   * inverted index, not one per candidate. */
+  s->nheld = 0;
+  if (r->block_size > 0) prefix_holders_match(&s->holders, r->block_hashes, policy_prefix_blocks(r), mark_cached, s);
+  const struct policy_config *cf = &p->cfg;
+  struct pick_terms k = {.prompt = r->prompt_tokens,
+                         .bs = r->block_size > 0 ? r->block_size : 0,
+                         .avg_prompt = s->avg_prompt,
+                         .avg_tokens = s->avg_tokens,
+                         .default_tps = cf->ours_default_tps,
+                         .arrivals = s->mean_gap_s > 0 ? cf->ours_w_arrivals / s->mean_gap_s / n : 0,
+                         .w_miss = cf->ours_w_miss,
+                         .w_decode = cf->ours_w_decode,
+                         .w_step = cf->ours_w_step,
+                         .itl_mean = nitl ? itls / nitl : 0,
+                         .stale_penalty = cf->ours_stale_penalty_s,
+                         .degraded_penalty = cf->ours_degraded_penalty_s,
+                         .stale_ns = cf->stale_ns};
+  double best = INFINITY, bound = INFINITY;
+  int bi = 0, known = 0; /* known: does any candidate hold part of this prompt, as far as this router knows? */
+  int nin = 0;           /* s->in[0..nin): candidates within the bound of the best so far */
+  /* The candidates holding part of the prompt first: they usually set a low best, which prunes the rest. */
+  for (int j = 0; j < s->nheld; j++) {
+    const struct slot *sl = &s->slot[s->held[j]];
+    if (sl->cand_pick == s->pick_no)
+      consider(s, cf, sl->pos, estimate(s, &k, &c[sl->pos], &known), &best, &bi, &bound, &nin);
+  }
+  /* Then the others, which have nothing cached: every term of the estimate is >= 0 but the prefill itself,
+   * (1 + w_decode * running) * prompt / rate, so a candidate whose prefill alone is past the bound (with a
+   * 1e-9 margin over rounding) can be neither the best nor among the best few and is not scored. */
+  for (int i = 0; i < n; i++) {
+    if (s->slot[c[i].id].held_pick == s->pick_no) continue;
+    double tps = c[i].prefill_tps > k.default_tps ? c[i].prefill_tps : k.default_tps;
+    if ((1 + k.w_decode * c[i].running) * k.prompt > bound * tps * (1 + 1e-9)) {
+      s->est[i] = INFINITY;
+      continue;
+    }
+    consider(s, cf, i, estimate(s, &k, &c[i], &known), &best, &bi, &bound, &nin);
+  }
+  int kb = cf->ours_affinity_blocks < r->nblocks ? cf->ours_affinity_blocks : r->nblocks;
   /* Rank the best few by a per-request key: the prefix's rendezvous hash, or a random draw. */
   uint64_t key = kb > 0 ? r->block_hashes[kb - 1] : rng_next(&p->rng);
   int ia = -1, ib = -1;
   uint64_t ha = 0, hb = 0;
-  for (int i = 0; i < n; i++) {
-    if (s->est[i] > bound) continue;
+  for (int j = 0; j < nin; j++) {
+    /* Branch-free filter: one outside the final bound ranks 0 and is never taken. One inside whose hash is 0
+     * is not taken either (a 2^-64 chance per candidate). */
+    int i = s->in[j];
     uint64_t h = policy_mix64(key ^ ((uint64_t)c[i].id + 1) * 0x9E3779B97F4A7C15ull);
-    if (ia < 0 || h > ha) {
+    h &= -(uint64_t)(s->est[i] <= bound);
+    if (h > ha) {
       ib = ia, hb = ha;
       ia = i, ha = h;
-    } else if (ib < 0 || h > hb) {
+    } else if (h > hb) {
       ib = i, hb = h;
     }
   }
+  if (ia < 0) return bi;
   if (ib < 0) return ia;
   /* A prefix new to this router goes to its rendezvous choice: the other routers, equally ignorant of
    * where it is, send it there too (or already did). */
-  if (!known && kb > 0 && p->cfg.ours_new_prefix_home) return ia;
+  if (!known && kb > 0 && cf->ours_new_prefix_home) return ia;
   return s->est[ib] < s->est[ia] ? ib : ia;
 }
 
@@ -199,6 +313,7 @@ static struct prefix_index *index_of(struct ours *s, const struct policy_target 
   if (!g->ix) {
     g->ix = xcalloc(1, sizeof(struct prefix_index));
     prefix_index_init(g->ix, cap);
+    prefix_index_attach(g->ix, &s->holders, t->id);
   } else if (g->ix->capacity != cap) {
     prefix_index_set_capacity(g->ix, cap);
   }

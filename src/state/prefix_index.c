@@ -82,7 +82,14 @@ int prefix_index_init(struct prefix_index *ix, int capacity) {
   return 0;
 }
 
+void prefix_index_attach(struct prefix_index *ix, struct prefix_holders *holders, int32_t owner) {
+  ix->holders = holders;
+  ix->owner = owner;
+}
+
 void prefix_index_free(struct prefix_index *ix) {
+  for (int32_t e = ix->head; ix->holders && e != NIL; e = ix->next[e])
+    prefix_holders_del(ix->holders, ix->keys[e], ix->owner);
   free(ix->keys);
   free(ix->prev);
   free(ix->next);
@@ -116,6 +123,7 @@ static void drop_tail(struct prefix_index *ix) {
   int32_t e = ix->tail;
   unlink_e(ix, e);
   tab_del(ix, ix->keys[e]);
+  if (ix->holders) prefix_holders_del(ix->holders, ix->keys[e], ix->owner);
   ix->next[e] = ix->free_head;
   ix->free_head = e;
   ix->n--;
@@ -151,6 +159,7 @@ static void touch(struct prefix_index *ix, uint64_t h) {
   push_front(ix, e);
   tab_put(ix, e);
   ix->n++;
+  if (ix->holders) prefix_holders_add(ix->holders, h, ix->owner);
 }
 
 void prefix_index_insert_path(struct prefix_index *ix, const uint64_t *hashes, int n) {
@@ -186,6 +195,7 @@ bool prefix_index_remove(struct prefix_index *ix, uint64_t hash) {
   if (e == NIL) return false;
   unlink_e(ix, e);
   tab_del(ix, hash);
+  if (ix->holders) prefix_holders_del(ix->holders, hash, ix->owner);
   ix->next[e] = ix->free_head;
   ix->free_head = e;
   ix->n--;

@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "state/prefix_holders.h"
+
 /* A router's guess of which prompt prefixes a target holds in its KV cache: the chained block hashes
  * (h_i = hash(block_i, h_{i-1}), so one hash names a whole prefix) of prompts recently routed there, at most
  * `capacity` of them, least recently used dropped first.
@@ -29,6 +31,8 @@ struct prefix_index {
   int32_t head, tail;      /* LRU list */
   int32_t free_head;       /* unused entries (linked by next) */
   uint64_t evictions;
+  struct prefix_holders *holders; /* borrowed, or NULL: mirrors every add and drop (prefix_index_attach) */
+  int32_t owner;                  /* the id listed there */
 };
 
 /* prefix_index_init makes an empty index keeping at most CAPACITY hashes (>= 1; larger values are capped at
@@ -36,6 +40,11 @@ struct prefix_index {
 #define PREFIX_INDEX_MAX (1 << 26)
 int prefix_index_init(struct prefix_index *ix, int capacity);
 void prefix_index_free(struct prefix_index *ix);
+
+/* prefix_index_attach makes the (empty) index list OWNER under each hash it holds in HOLDERS, which must outlive
+ * it or be detached with NULL: from now on every hash added is added there and every hash dropped (evicted,
+ * removed, cleared, or the index freed) is deleted there. */
+void prefix_index_attach(struct prefix_index *ix, struct prefix_holders *holders, int32_t owner);
 
 /* prefix_index_set_capacity changes the bound (>= 1, capped at PREFIX_INDEX_MAX), evicting the least recently
  * used hashes when the index holds more. */

@@ -3,7 +3,10 @@ runtime's own API (here the simulated engine's vLLM runtime LoRA API), on this n
 runs the target; the loaded LoRA adapter is then listed and routed by its name.
 """
 
+import json
 import re
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -170,3 +173,37 @@ def test_load_on_another_nodes_target(procs, tmp_path):
                      headers={"x-infermesh-hop": hop, "x-infermesh-hop-target": "model-load:x", "x-request-id": "r"})
     assert_openai_error(r, 403)
     assert [m["id"] for m in http_get(eb.port, "/v1/models").json()["data"]] == [MODEL]
+
+
+@pytest.mark.timeout(60)
+def test_client_that_leaves_cancels_the_runtime_call(procs):
+    """A load whose client resets its connection while the runtime has not answered: the agent closes its own
+    connection to the runtime (the call is cancelled, the request and its memory released together) and goes
+    on answering."""
+    srv = socket.socket()
+    srv.bind((HOST, 0))
+    srv.listen(4)
+    srv.settimeout(20)
+    port = srv.getsockname()[1]
+    ag = procs.agent([f"silent=http://{HOST}:{port}"], "--admin-token", TOKEN, wait_healthy=False)
+    client = socket.create_connection((HOST, ag.port), timeout=10)
+    body = json.dumps({"model": "x", "lora_path": "/p"}).encode()
+    client.sendall(b"POST /v1/cluster/targets/silent/load HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Authorization: Bearer " + TOKEN.encode() + b"\r\nContent-Length: " + str(len(body)).encode() +
+                   b"\r\n\r\n" + body)
+    runtime = None
+    while runtime is None:  # the scraper connects too: the load is the connection that carries its POST
+        conn, _ = srv.accept()
+        conn.settimeout(10)
+        if conn.recv(4096).startswith(b"POST /v1/load_lora_adapter"):
+            runtime = conn
+        else:
+            conn.close()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()  # a reset: the agent sees the client gone
+    assert runtime.recv(4096) == b""  # the agent closed its call to the runtime
+    runtime.close()
+    srv.close()
+    wait_for(lambda: "client went away, request to the runtime cancelled" in ag.proc.stderr(), timeout=10,
+             what="the cancellation in the log")
+    assert http_get(ag.port, "/healthz").status == 200

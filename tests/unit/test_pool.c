@@ -46,10 +46,25 @@ static void test_strdup_and_clear_keeps_a_chunk(void **state) {
   pool_free(&p);
 }
 
+/* A proxied request's state (struct proxy, about 4.3 KiB) comes from the chunk a reused pool kept: a
+ * keep-alive connection's next request calls no malloc for it. */
+static void test_request_state_fits_the_kept_chunk(void **state) {
+  struct mem_pool p = {0};
+  pool_alloc(&p, 4400);
+  pool_clear(&p);
+  struct pool_chunk *kept = p.chunks;
+  char *a = pool_alloc(&p, 4400);
+  memset(a, 1, 4400);
+  assert_ptr_equal(p.chunks, kept);
+  assert_null(p.large);
+  pool_free(&p);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_alloc_aligned_distinct),
       cmocka_unit_test(test_strdup_and_clear_keeps_a_chunk),
+      cmocka_unit_test(test_request_state_fits_the_kept_chunk),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

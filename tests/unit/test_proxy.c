@@ -49,6 +49,10 @@ struct fake {
   int nsent;
   struct upstream_timer *timers[MAX_TIMERS];
   int ntimers;
+  /* defer_close: timer_close keeps its callback for the test to run (as libuv runs it on a later turn) */
+  bool defer_close;
+  struct upstream_timer *closing;
+  void (*closed)(struct upstream_timer *t);
 };
 
 static struct fake fk;
@@ -91,6 +95,12 @@ static void fake_timer_stop(void *ctx, struct upstream_timer *t) { t->due_ns = 0
 static void fake_timer_close(void *ctx, struct upstream_timer *t, void (*closed)(struct upstream_timer *t)) {
   for (int i = 0; i < fk.ntimers; i++)
     if (fk.timers[i] == t) fk.timers[i] = fk.timers[--fk.ntimers];
+  if (fk.defer_close) {
+    assert_null(fk.closing);
+    fk.closing = t;
+    fk.closed = closed;
+    return;
+  }
   closed(t);
 }
 
@@ -359,7 +369,62 @@ static void test_final_status_is_the_last_failure(void **state) {
   free(resp);
   assert_int_equal(seen.n, 2);
   assert_string_equal(seen.outcome, "timeout");
-  assert_int_equal(w->r.nobservers, 3); /* after the metrics' and the log line's */
+  assert_int_equal(w->r.nobservers, 4); /* after the policy's, the metrics' and the log line's */
+  world_down();
+}
+
+/* What an observer that keeps records (a ledger) and watches attempts saw. */
+static struct {
+  int nattempts, winners, tokens, nkept;
+  void (*done)(void *, int);
+  void *done_arg;
+} kept;
+
+static bool keep(void *arg, const struct request_record *rec, void (*done)(void *, int), void *done_arg) {
+  kept.nkept++;
+  kept.done = done;
+  kept.done_arg = done_arg;
+  return done != NULL;
+}
+
+static void attempt(void *arg, const struct attempt_record *a) {
+  kept.nattempts++;
+  kept.winners += a->winner;
+  kept.tokens += a->completion_tokens;
+}
+
+/* One registration gets every attempt (the failed one and the winner, with its tokens) and the request's
+ * record, and a keeper holds the complete answer until it says the record is durable. */
+static void test_observer_sees_attempts_and_holds_the_answer(void **state) {
+  world_up(2, NULL);
+  memset(&seen, 0, sizeof seen);
+  memset(&kept, 0, sizeof kept);
+  assert_int_equal(
+      router_observe(&w->r,
+                     &(struct request_observer){.on_record = observe, .keep = keep, .on_attempt = attempt}),
+      0);
+  int fd = request(NULL);
+  fail_ex(0, FAIL_CONNECT, UV_EHOSTUNREACH);
+  answer(1, 200, OK_BODY);
+  assert_int_equal(kept.nattempts, 1); /* the failed one; the winner's ends with the request */
+  assert_int_equal(seen.n, 1);         /* the record, before the answer's end */
+  assert_int_equal(seen.status, 200);
+  assert_int_equal(kept.nkept, 1);
+  assert_non_null(kept.done);
+  char tmp[256];
+  for (int i = 0; i < 100; i++)
+    uv_run(&w->loop, UV_RUN_NOWAIT);
+  assert_int_equal(read(fd, tmp, sizeof tmp), -1); /* held: nothing went to the client */
+  kept.done(kept.done_arg, 0);
+  int st;
+  char *resp = response(fd, &st);
+  assert_int_equal(st, 200);
+  assert_non_null(strstr(resp, "\"completion_tokens\":1"));
+  free(resp);
+  assert_int_equal(kept.nattempts, 2);
+  assert_int_equal(kept.winners, 1);
+  assert_int_equal(kept.tokens, 1);
+  assert_int_equal(seen.n, 1); /* once */
   world_down();
 }
 
@@ -433,6 +498,34 @@ static void test_hedge_copy_wins(void **state) {
   assert_int_equal(st, 200);
   assert_null(strstr(resp, "x-infermesh-hedged"));
   free(resp);
+  world_down();
+}
+
+/* The client of a hedged request resets its connection while both copies are out: both are cancelled at once,
+ * and the request (whose pool holds the proxy's state) is released only when its timer has closed, as the
+ * real I/O closes it on a later loop turn: nothing of it is used after its memory goes (ASan). */
+static void test_client_leaves_hedged_request(void **state) {
+  world_up(2, hedging);
+  fk.defer_close = true;
+  int fd = request("x-infermesh-slo: latency\r\n");
+  advance(101);
+  assert_int_equal(fk.nsent, 2);
+  struct linger lg = {.l_onoff = 1, .l_linger = 0};
+  assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+  close(fd); /* a reset */
+  for (int i = 0; i < 100000 && w->r.inflight > 0; i++)
+    uv_run(&w->loop, UV_RUN_NOWAIT);
+  assert_int_equal(w->r.inflight, 0);
+  assert_int_equal(fk.sent[0].state, EX_CANCELLED);
+  assert_int_equal(fk.sent[1].state, EX_CANCELLED);
+  assert_int_equal(w->r.metrics.client_aborts, 1);
+  assert_int_equal(w->srv.nactive, 1); /* not released: its timer is still closing */
+  assert_non_null(fk.closing);
+  fk.defer_close = false;
+  struct upstream_timer *t = fk.closing;
+  fk.closing = NULL;
+  fk.closed(t);
+  assert_int_equal(w->srv.nactive, 0);
   world_down();
 }
 
@@ -543,8 +636,10 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_retry_after_5xx),
       cmocka_unit_test(test_final_status_is_the_last_failure),
+      cmocka_unit_test(test_observer_sees_attempts_and_holds_the_answer),
       cmocka_unit_test(test_first_byte_deadline_moves_the_request),
       cmocka_unit_test(test_hedge_copy_wins),
+      cmocka_unit_test(test_client_leaves_hedged_request),
       cmocka_unit_test(test_breaker_opens_then_probes),
       cmocka_unit_test(test_too_big_is_not_retried),
       cmocka_unit_test(test_stream_relayed),
