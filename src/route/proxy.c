@@ -93,6 +93,14 @@ static void attempt_ended(struct proxy *p, struct leg *l) {
       .t_first_ns = won ? p->t_first : 0,
       .t_end_ns = proxy_now(r),
       .completion_tokens = won && p->usage.present ? (int)p->usage.completion_tokens : 0,
+      .attempt = l->attempt,
+      .node = r->store->targets[l->target].remote ? r->store->targets[l->target].node : "",
+      .failure = upstream_fail_name(l->fail),
+      .error = l->fail != FAIL_NONE ? p->last_err_msg : "",
+      .stream_error = won && p->stream_error,
+      .lost_race = p->winner && !won,
+      .trace = p->traced ? &p->tr : NULL,
+      .span_id = l->span_id,
       .policy = l->pol,
       .ticket = &l->ticket,
   };
@@ -102,7 +110,6 @@ static void attempt_ended(struct proxy *p, struct leg *l) {
 
 void proxy_leg_release(struct leg *l) {
   struct router *r = l->p->r;
-  if (l->span_open) proxy_trace_leg_end(l);
   if (l->ticketed) {
     attempt_ended(l->p, l);
     l->ticketed = false;
@@ -692,11 +699,13 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
   l->hedge = hedge;
   l->status = 0;
   l->streaming = l->too_big = false;
+  l->fail = FAIL_NONE;
   p->tried[id / 64] |= 1ull << (id % 64);
   if (!hedge) {
     p->target = id;
     p->attempts++;
   }
+  l->attempt = p->attempts;
   store_reserve(r->store, id);
   l->reserved = true;
   struct policy_target pt;

@@ -54,9 +54,8 @@ struct leg {
   char model_json[520];
   bool renamed; /* the model went upstream under another name (its target's runtime's) */
   enum fail_kind fail;          /* why this send failed (leg_failed); FAIL_NONE while it has not */
-  uint8_t span_id[SPAN_ID_LEN]; /* its attempt span, the parent the upstream sees (traced requests) */
-  bool span_open;               /* that span is not emitted yet */
   int attempt;                  /* p->attempts when it was sent (a hedge: the attempt it copies) */
+  uint8_t span_id[SPAN_ID_LEN]; /* its attempt span, the parent the upstream sees (traced requests) */
 };
 
 /* What the per-request timer is counting down: the queue deadline, or the earliest of the hedge delay and the
@@ -249,17 +248,16 @@ void proxy_trace_admitted(struct proxy *p, int status);
 /* proxy_trace_route emits the routing decision's span: candidates ids[0..n), the policy's choice chosen, from
  * t_start to now (monotonic ns); the lowest scores as bounded attributes. */
 void proxy_trace_route(struct proxy *p, const int *ids, int n, int chosen, uint64_t t_start);
-/* proxy_trace_leg_start opens l's attempt span (a new span id: the parent its upstream sees), after ending
- * the admission span when it is p's first send. */
+/* proxy_trace_leg_start gives l's attempt its span id (the parent its upstream sees), after ending the
+ * admission span when it is p's first send. */
 void proxy_trace_leg_start(struct proxy *p, struct leg *l);
-/* proxy_trace_leg_end emits l's attempt span, if it is open: its target, status, failure kind or why it was
- * cancelled. */
-void proxy_trace_leg_end(struct leg *l);
 /* proxy_trace_headers appends l's traceparent (l's span as the parent) and p's tracestate header lines to h. */
 void proxy_trace_headers(const struct proxy *p, const struct leg *l, struct buf *h);
-/* proxy_trace_on_record is the observer (route/record.h) that emits a traced request's server span; arg is
- * the router's tracer. */
+/* proxy_trace_on_record and proxy_trace_on_attempt are the observers (route/record.h) that emit a traced
+ * request's server span and each of its attempts' client spans (target, node, status, failure kind, or why
+ * it was cancelled); arg is the router's tracer. */
 void proxy_trace_on_record(void *arg, const struct request_record *rec);
+void proxy_trace_on_attempt(void *arg, const struct attempt_record *a);
 
 /* proxy_hedge.c */
 /* proxy_hedge_arm starts the hedge delay for a latency-class request whose primary was just sent (sets

@@ -132,35 +132,29 @@ void proxy_trace_route(struct proxy *p, const int *ids, int n, int chosen, uint6
 void proxy_trace_leg_start(struct proxy *p, struct leg *l) {
   if (p->admit_open) proxy_trace_admitted(p, 0);
   tracer_span_id(p->r->tracer, l->span_id);
-  l->attempt = p->attempts;
-  l->span_open = true;
-  l->fail = FAIL_NONE;
 }
 
-void proxy_trace_leg_end(struct leg *l) {
-  struct proxy *p = l->p;
-  if (!l->span_open) return;
-  l->span_open = false;
-  if (!p->tr.sampled) return;
-  struct router *r = p->r;
-  struct tracer *t = r->tracer;
-  const struct target *tg = &r->store->targets[l->target];
-  struct span *s = child(p, "attempt", SPAN_KIND_CLIENT, l->span_id, l->t_sent);
+void proxy_trace_on_attempt(void *arg, const struct attempt_record *a) {
+  struct tracer *t = arg;
+  const struct trace_req *tr = a->trace;
+  if (!tr || !tr->sampled) return;
+  struct span *s = tracer_span(t);
   if (!s) return;
-  s->end_ns = tracer_unix_ns(t, proxy_now(r));
-  span_str(s, "infermesh.target", tg->name);
-  span_str(s, "infermesh.node", tg->remote ? tg->node : r->opts.node_name);
-  span_str(s, "server.address", r->pools[tg->id].authority);
-  span_bool(s, "infermesh.hedge", l->hedge);
-  span_int(s, "infermesh.attempt", l->attempt);
-  span_bool(s, "infermesh.retry", !l->hedge && l->attempt > 1);
-  if (l->status) span_int(s, "http.response.status_code", l->status);
-  if (l->fail != FAIL_NONE) {
-    span_str(s, "infermesh.failure", upstream_fail_name(l->fail));
-    span_error(s, p->last_err_msg);
-  } else if (p->winner != l) {
-    span_str(s, "infermesh.cancelled", p->winner ? "lost the hedge race" : "the request ended first");
-  } else if (p->stream_error) {
+  span_init(s, "attempt", SPAN_KIND_CLIENT, tr->trace_id, a->span_id, tr->span_id,
+            tracer_unix_ns(t, a->t_sent_ns));
+  s->end_ns = tracer_unix_ns(t, a->t_end_ns);
+  span_str(s, "infermesh.target", a->target);
+  if (a->node[0]) span_str(s, "infermesh.node", a->node);
+  span_int(s, "infermesh.attempt", a->attempt);
+  span_bool(s, "infermesh.hedge", a->hedge);
+  span_bool(s, "infermesh.retry", !a->hedge && a->attempt > 1);
+  if (a->status) span_int(s, "http.response.status_code", a->status);
+  if (a->failure[0]) {
+    span_str(s, "infermesh.failure", a->failure);
+    span_error(s, a->error);
+  } else if (!a->winner) {
+    span_str(s, "infermesh.cancelled", a->lost_race ? "lost the hedge race" : "the request ended first");
+  } else if (a->stream_error) {
     span_error(s, "the stream carried an error event");
   }
   tracer_emit(t);

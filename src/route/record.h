@@ -50,6 +50,14 @@ struct attempt_record {
   uint64_t t_first_ns;   /* the first token the client got from it; 0 when none */
   uint64_t t_end_ns;     /* when it ended */
   int completion_tokens; /* the winner's, when the runtime reported usage; else 0 */
+  int attempt;           /* the request's attempt it was sent as (a hedged copy: the attempt it copies) */
+  const char *node;      /* its target's node ("" for this node's own targets) */
+  const char *failure;   /* why it failed (upstream_fail_name: "connect", "timeout", ...); "" when it did not */
+  const char *error;     /* that failure's message; "" when none */
+  bool stream_error;     /* it won and its stream carried an error event */
+  bool lost_race;        /* another attempt of its request won (the hedge race) */
+  const struct trace_req *trace; /* its request's trace (trace/tracer.h); NULL when tracing is off */
+  const uint8_t *span_id;        /* with a trace: its span's id, the parent its upstream saw in traceparent */
   /* The routing policy's record of this send, for the policy's own observer (router.c): it is only valid
    * during the call. */
   struct policy *policy;

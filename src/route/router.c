@@ -82,7 +82,8 @@ int router_observe(struct router *r, const struct request_observer *o) {
 }
 
 int router_set_tracer(struct router *r, struct tracer *t) {
-  int rc = router_observe(r, &(struct request_observer){.on_record = proxy_trace_on_record, .arg = t});
+  int rc = router_observe(
+      r, &(struct request_observer){.on_record = proxy_trace_on_record, .on_attempt = proxy_trace_on_attempt, .arg = t});
   if (rc == 0) r->tracer = t;
   return rc;
 }
