@@ -81,13 +81,21 @@ int router_observe(struct router *r, const struct request_observer *o) {
   return 0;
 }
 
+int router_set_tracer(struct router *r, struct tracer *t) {
+  int rc = router_observe(
+      r, &(struct request_observer){.on_record = proxy_trace_on_record, .on_attempt = proxy_trace_on_attempt, .arg = t});
+  if (rc == 0) r->tracer = t;
+  return rc;
+}
+
 void router_log_record(void *arg, const struct request_record *rec) {
   log_info("request",
            "id=%s tenant=%s model=\"%s\" target=%s status=%d outcome=%s stream=%d attempts=%d hedged=%d ms=%.1f "
-           "ttft_ms=%.1f prompt_tokens=%lld completion_tokens=%lld",
+           "ttft_ms=%.1f prompt_tokens=%lld completion_tokens=%lld%s%s",
            rec->request_id, rec->tenant[0] ? rec->tenant : "-", rec->model, rec->target[0] ? rec->target : "-",
            rec->status, rec->outcome, rec->stream, rec->attempts, rec->hedged, rec->duration_ms,
-           rec->ttft_ms >= 0 ? rec->ttft_ms : 0.0, (long long)rec->prompt_tokens, (long long)rec->completion_tokens);
+           rec->ttft_ms >= 0 ? rec->ttft_ms : 0.0, (long long)rec->prompt_tokens, (long long)rec->completion_tokens,
+           rec->trace ? " trace_id=" : "", rec->trace ? rec->trace->trace_hex : "");
 }
 
 void router_set_tenants(struct router *r, const struct tenant_conf *t, int n) {
