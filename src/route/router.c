@@ -358,7 +358,7 @@ static void hint(struct router *r, int id, const uint64_t *hashes, int n, bool d
                            .nblocks = n,
                            .block_size = ROUTER_BLOCK_TOKENS,
                            .tenant = -1};
-  uint64_t now = clock_mono_ns();
+  uint64_t now = proxy_now(r); /* the clock the picks see: a peer decision is compared with report ages */
   void (*tell)(struct policy *, const struct policy_req *, const struct policy_target *, uint64_t) =
       decision ? policy_on_peer_decision : policy_on_peer_route;
   tell(r->policy, &req, &pt, now);
