@@ -347,7 +347,11 @@ w("- **Shared routes** (`--share-routes 100`: every decision reaches the other r
   "between the two rendezvous choices scaled by the share of decisions that are peers', and draining peer "
   "reservations at the target's prefill rate instead of waiting for a report.")
 w("- **The best few** are the candidates within 1.5x of the best estimate (`ours_slack_rel` 0.5; 1.0 before): "
-  "one router gains ~5-10% on shared-prefix and multi-turn (both seeds) and ~7% on the trace.")
+  "one router gains ~5-10% on shared-prefix and multi-turn (both seeds) and ~7% on the trace, and so do routers "
+  "sharing their decisions. The cost is with routers that share nothing: a narrower best few herds more when "
+  "each router sees only its own load, and ours without shared routes lost 4-16% against the previous report "
+  "(shared-prefix 4 / 16 routers 202.6 / 156.2 -> 177.9 / 137.2 req/s, the trace 14.6 / 12.9 -> 13.1 / 10.8; "
+  "multi-turn 4 routers unchanged). A router cannot tell from its own decisions that it is one of many.")
 w("- **SGLang with several routers** sends every request without a prefix match to the first least-loaded worker "
   "by its own count (Rust's `min_by_key`): idle routers all pick worker 0, so a burst of new sessions lands on one "
   "engine; with 3 s timestamp buckets (ten requests at once) it never meets the SLO. That is the published "
