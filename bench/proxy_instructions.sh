@@ -10,7 +10,8 @@
 # cancels start-up and shutdown. Non-streaming and streaming chat completions (16 tokens).
 #
 # Knobs (environment): BASE_BIN (the build to compare with; required), INFERMESH_BIN (default build/infermesh),
-# N1 (500), N2 (2500), BENCH_OUT (bench/results/proxy_instructions.md).
+# N1 (500), N2 (2500), BENCH_OUT (bench/results/proxy_instructions.md), BASE_FLAGS and FLAGS (extra agent flags
+# for the base and for this build: one binary with two settings, e.g. FLAGS="--otlp-endpoint URL").
 set -euo pipefail
 export LC_ALL=C
 
@@ -37,9 +38,9 @@ trap cleanup EXIT
 cc -O2 -Wall -Wextra -o "$TMP/latency" "$ROOT/bench/latency.c"
 LAT=$TMP/latency
 
-# total BIN N BODY: the instructions of one agent process that served N requests with BODY.
+# total BIN N BODY FLAGS: the instructions of one agent process (with extra FLAGS) that served N requests with BODY.
 total() {
-    local bin=$1 n=$2 body=$3 d eport aport ep ap
+    local bin=$1 n=$2 body=$3 flags=$4 d eport aport ep ap
     d=$(mktemp -d "$TMP/run.XXXX")
     "$bin" sim-engine --port 0 --speed 0 --log-level warn >"$d/engine.out" 2>&1 &
     ep=$!; PIDS+=("$ep")
@@ -48,7 +49,7 @@ total() {
     aport=$("$LAT" --free-port)
     valgrind --tool=callgrind --callgrind-out-file="$d/cg.out" "$bin" agent --listen "127.0.0.1:$aport" \
         --target "http://127.0.0.1:$eport" --scrape-interval-ms 600000 --log-level warn --ledger false \
-        --data-dir "$d/data" >"$d/agent.out" 2>&1 &
+        --data-dir "$d/data" $flags >"$d/agent.out" 2>&1 &
     ap=$!; PIDS+=("$ap")
     for _ in $(seq 600); do curl -sf "http://127.0.0.1:$aport/readyz" >/dev/null && break; sleep 0.1; done
     "$LAT" --port "$aport" --body "$body" --n "$n" --warmup 100 --rate 0 >/dev/null
@@ -57,10 +58,10 @@ total() {
     awk '/^(summary|totals):/ { print $2; exit }' "$d/cg.out"
 }
 
-per_request() { # per_request BIN BODY
+per_request() { # per_request BIN BODY FLAGS
     local a b
-    a=$(total "$1" "$N1" "$2")
-    b=$(total "$1" "$N2" "$2")
+    a=$(total "$1" "$N1" "$2" "$3")
+    b=$(total "$1" "$N2" "$2" "$3")
     echo $(((b - a) / (N2 - N1)))
 }
 
@@ -69,15 +70,15 @@ ST="{\"model\":\"$MODEL\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"con
 {
     echo "# Instructions per proxied request (callgrind)"
     echo
-    echo "$(date -u +%Y-%m-%d), $(nproc) vCPU, $(uname -r); \`BASE_BIN=$BASE INFERMESH_BIN=$BIN N1=$N1 N2=$N2 bench/proxy_instructions.sh\`"
+    echo "$(date -u +%Y-%m-%d), $(nproc) vCPU, $(uname -r); \`BASE_BIN=$BASE INFERMESH_BIN=$BIN N1=$N1 N2=$N2 BASE_FLAGS='${BASE_FLAGS:-}' FLAGS='${FLAGS:-}' bench/proxy_instructions.sh\`"
     echo
     echo "| request | base | this build | this / base |"
     echo "|---|---:|---:|---:|"
     for kind in non-streaming streaming; do
         body=$NS
         [[ $kind == streaming ]] && body=$ST
-        b=$(per_request "$BASE" "$body")
-        t=$(per_request "$BIN" "$body")
+        b=$(per_request "$BASE" "$body" "${BASE_FLAGS:-}")
+        t=$(per_request "$BIN" "$body" "${FLAGS:-}")
         echo "| $kind | $b | $t | $(awk "BEGIN { printf \"%.3f\", $t / $b }") |"
     done
 } | tee "$BENCH_OUT"

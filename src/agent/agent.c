@@ -44,6 +44,7 @@
 #include "ledger/writer.h"
 #include "route/router.h"
 #include "route/tenants.h"
+#include "trace/tracer.h"
 
 #define GPU_POLL_MS 5000
 
@@ -77,6 +78,7 @@ struct agent {
   struct spend_book *spend;  /* tenants' spend, here and as the mesh reports it (budgets) */
   struct budget_sync bsync;  /* spreads it over the mesh (when there is one) */
   bool bsync_on;
+  struct tracer *tracer; /* OpenTelemetry export (tracing.endpoint); NULL when off */
   struct history *hist; /* the dashboard's last 15 minutes, sampled every second */
   uv_timer_t hist_timer;
   char api_addr[96]; /* how other nodes reach this listener */
@@ -135,6 +137,7 @@ static void metrics(struct agent *a, struct http_req *req, uint64_t now) {
   status_targets_metrics(&b, &a->store, &a->router.score, now);
   if (a->mesh) mesh_metrics(a->mesh, &b);
   if (a->kv) kv_state_metrics(a->kv, &b);
+  if (a->tracer) tracer_metrics(a->tracer, &b);
   if (a->ledger) {
     struct ledger_writer_stats ls;
     ledger_writer_stats(a->ledger, &ls);
@@ -428,6 +431,24 @@ static int start_ledger(struct agent *a, char *err, size_t errlen) {
 
 static void log_flush_cb(uv_prepare_t *h) { log_flush(); }
 
+/* start_tracer starts OpenTelemetry export to tracing.endpoint and makes the router trace its requests. */
+static int start_tracer(struct agent *a, char *err, size_t errlen) {
+  const struct agent_config *cfg = a->cfg;
+  struct tracer_opts to = {.endpoint = cfg->trace_endpoint,
+                           .sample_ratio = cfg->trace_sample_ratio,
+                           .service_name = cfg->trace_service_name,
+                           .instance_id = cfg->node_name,
+                           .version = INFERMESH_VERSION};
+  a->tracer = xmalloc(sizeof *a->tracer);
+  int rc = tracer_init(a->tracer, a->loop, &to, err, errlen);
+  if (rc == 0 && (rc = router_set_tracer(&a->router, a->tracer)) != 0)
+    snprintf(err, errlen, "tracing: no room for another request observer");
+  if (rc == 0)
+    log_info("tracing", "endpoint=%s sample_ratio=%g service=%s", cfg->trace_endpoint, cfg->trace_sample_ratio,
+             cfg->trace_service_name);
+  return rc;
+}
+
 /* ---- stopping: the parts in reverse start order ---- */
 
 /* The long-lived parts agent_run starts, in start order. agent_stop closes them in reverse, one at a time: each
@@ -474,6 +495,12 @@ static void close_ledger(struct agent *a) {
   else ledger_closed_cb(a);
 }
 
+/* After the requests: their last spans go out (bounded by EXPORTER_FLUSH_MS). */
+static void close_tracer(struct agent *a) {
+  if (a->tracer) tracer_close(a->tracer, stop_next, a);
+  else stop_next(a);
+}
+
 static void ctl_closed_cb(void *arg) {
   struct agent *a = arg;
   a->ctl = NULL;
@@ -508,8 +535,9 @@ static void close_pools(struct agent *a) {
   stop_next(a);
 }
 
-static void (*const parts[])(struct agent *a) = {close_pools,      close_mesh,    close_control, close_ledger,
-                                                  close_supervisor, close_scraper, close_gpu,     close_events};
+static void (*const parts[])(struct agent *a) = {close_pools,   close_tracer, close_mesh,
+                                                  close_control, close_ledger, close_supervisor,
+                                                  close_scraper, close_gpu,    close_events};
 #define NPARTS ((int)(sizeof parts / sizeof parts[0]))
 
 static void closed_cb(uv_handle_t *h) { (void)h; }
@@ -612,6 +640,8 @@ static void signal_cb(uv_signal_t *s, int signum) {
 }
 
 static void agent_free(struct agent *a) {
+  if (a->tracer) tracer_free(a->tracer);
+  free(a->tracer);
   spend_book_free(a->spend);
   history_free(a->hist);
   free(a->hist);
@@ -727,6 +757,11 @@ int agent_run(const struct agent_config *cfg, void (*ready_cb)(void *arg, int po
   router_init(&a->router, a->loop, &a->store, a->pools, &ro);
   http_server_init(&a->server, a->loop, &cfg->limits, handle, a);
   char err[512];
+  if (cfg->trace_endpoint[0] && (rc = start_tracer(a, err, sizeof err)) != 0) {
+    fprintf(stderr, "infermesh agent: %s\n", err);
+    abandon(a);
+    return 2;
+  }
   if ((rc = ingress_tls_start(&a->tls, a->loop, cfg, &a->server, err, sizeof err)) != 0) {
     log_error("cannot start TLS", "err=\"%s\"", err);
     fprintf(stderr, "infermesh agent: %s\n", err);

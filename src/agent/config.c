@@ -17,6 +17,7 @@
 #include "core/slice.h"
 #include "state/policy.h"
 #include "state/store.h"
+#include "trace/exporter.h"
 
 enum ktype {
   K_STR, K_U32, K_INT, K_SIZE, K_LISTEN, K_RUNTIME, K_JOIN, K_LABEL, K_DBL, K_BOOL, K_TENANT, K_ALIAS, K_PRICE,
@@ -206,6 +207,14 @@ static const struct key keys[] = {
      "latency-class requests: hedge delay until a target has enough samples for its p95 TTFT (500)"},
     {"hedging.min_samples", "--hedge-min-samples", "INFERMESH_HEDGE_MIN_SAMPLES", K_INT, F(hedge_min_samples),
      "first-byte samples of a target before its p95 sets the hedge delay (20)"},
+    {"tracing.endpoint", "--otlp-endpoint", "INFERMESH_OTLP_ENDPOINT", K_STR, F(trace_endpoint),
+     "export OpenTelemetry traces to this OTLP/HTTP collector, http://HOST:PORT[/PATH] (POST PATH/v1/traces, "
+     "protobuf); also OTEL_EXPORTER_OTLP_ENDPOINT. Unset: tracing is off"},
+    {"tracing.sample_ratio", "--trace-sample", "INFERMESH_TRACE_SAMPLE", K_DBL, F(trace_sample_ratio),
+     "share of new traces recorded, 0..1 (1; also OTEL_TRACES_SAMPLER_ARG); a request whose traceparent is "
+     "sampled is always recorded"},
+    {"tracing.service_name", "--trace-service-name", "INFERMESH_TRACE_SERVICE_NAME", K_STR, F(trace_service_name),
+     "service.name of the spans (infermesh; also OTEL_SERVICE_NAME)"},
     {"hedging.max_fraction", "--hedge-max-fraction", "INFERMESH_HEDGE_MAX_FRACTION", K_DBL, F(hedge_max_fraction),
      "hedged copies as a share of all requests, 0..1; 0 = never hedge (0.05)"},
 };
@@ -241,6 +250,32 @@ void config_defaults(struct agent_config *c) {
   c->hedge_delay_ms = 500;
   c->hedge_min_samples = 20;
   c->hedge_max_fraction = 0.05;
+  c->trace_sample_ratio = -1;
+}
+
+/* Tracing's settings: OpenTelemetry's standard variables where nothing of ours set them, then checked. */
+static int tracing_check(struct agent_config *c, char *err, size_t errlen) {
+  const char *e = getenv("OTEL_EXPORTER_OTLP_ENDPOINT");
+  if (!c->trace_endpoint[0] && e && *e) str_copy(c->trace_endpoint, sizeof c->trace_endpoint, e);
+  e = getenv("OTEL_SERVICE_NAME");
+  if (!c->trace_service_name[0]) str_copy(c->trace_service_name, sizeof c->trace_service_name, e && *e ? e : "infermesh");
+  e = getenv("OTEL_TRACES_SAMPLER_ARG");
+  if (c->trace_sample_ratio < 0 && e && *e) {
+    char *end;
+    errno = 0;
+    double d = strtod(e, &end);
+    if (*end || errno || !isfinite(d) || d < 0 || d > 1) {
+      snprintf(err, errlen, "OTEL_TRACES_SAMPLER_ARG: '%s' is not a number from 0 to 1", e);
+      return -EINVAL;
+    }
+    c->trace_sample_ratio = d;
+  }
+  if (c->trace_sample_ratio < 0) c->trace_sample_ratio = 1;
+  char host[128], path[256];
+  int port;
+  return c->trace_endpoint[0]
+             ? trace_endpoint_parse(c->trace_endpoint, host, sizeof host, &port, path, sizeof path, err, errlen)
+             : 0;
 }
 
 /* A list setting from a later source replaces the earlier one, like runtimes. */
@@ -857,6 +892,7 @@ int config_load_args(struct agent_config *c, int argc, char **argv, char *err, s
     }
   }
   if ((rc = config_tls_check(c, err, errlen))) return rc;
+  if ((rc = tracing_check(c, err, errlen))) return rc;
   if (log_level_parse(c->log_level) < 0) {
     snprintf(err, errlen, "log level '%s' is not one of debug, info, warn, error", c->log_level);
     return -EINVAL;

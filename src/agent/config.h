@@ -143,6 +143,12 @@ struct agent_config {
   int naliases;
   int aliases_source;
   struct config_tls tls;
+  /* Tracing (src/trace/): OTLP/HTTP collector base URL ("" = tracing off; else OTEL_EXPORTER_OTLP_ENDPOINT),
+   * the share of new traces sampled (< 0 until set: then OTEL_TRACES_SAMPLER_ARG, else 1), and the service
+   * name spans carry ("" until set: then OTEL_SERVICE_NAME, else "infermesh"). */
+  char trace_endpoint[256];
+  double trace_sample_ratio;
+  char trace_service_name[64];
 };
 
 /* config_defaults: listen 127.0.0.1:8080, scrape every 500 ms, drain 30 s, upstream timeout 300 s,

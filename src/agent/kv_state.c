@@ -235,7 +235,7 @@ void kv_state_report(struct kv_state *k, const struct gossip_cache *c, const uin
   }
   struct store *s = k->env.store;
   if (c->source == GOSSIP_CACHE_ROUTE) {
-    if (!s->targets[id].kv_events) router_cache_hint(k->env.router, id, c->stored, c->nstored);
+    if (!s->targets[id].kv_events) router_peer_decision(k->env.router, id, c->stored, c->nstored);
     return;
   }
   if (id < k->env.nlocal) return; /* an engine report about our own runtime: we read its events ourselves */

@@ -9,6 +9,7 @@
 #include "api/grpc_services.h"
 #include "infermesh/v1/scoring.pb-c.h"
 #include "route/rank.h"
+#include "trace/tracer.h"
 
 #define HASH_BLOCK 16  /* tokens per hashed prompt block, as the router hashes its own prompts */
 #define MAX_BLOCKS 512 /* = PROXY_MAX_BLOCKS */
@@ -46,6 +47,36 @@ static const char *policy_req_of(struct policy_req *pr, const char *model, const
 /* Answers of ScoreTargets kept on the stack (max_results up to this). */
 #define SCORE_FEW 8
 
+/* The call's server span, when the router traces and the call's trace is sampled: the decision's candidates,
+ * the policy's choice and the lowest scores (bounded), under the caller's traceparent when it sent one. */
+static void trace_score(struct router *r, struct grpc_call *call, uint64_t t0, const char *model,
+                        const char *policy, const struct router_ranked *ranked, int n, int code) {
+  struct trace_req tr;
+  struct http_req *req = grpc_call_req(call);
+  tracer_begin(r->tracer, &tr, http_req_header(req, "traceparent"), http_req_header(req, "tracestate"), t0);
+  struct span *s = tr.sampled ? tracer_span(r->tracer) : NULL;
+  if (!s) return;
+  span_init(s, "infermesh.v1.Scoring/ScoreTargets", SPAN_KIND_SERVER, tr.trace_id, tr.span_id,
+            tr.has_parent ? tr.parent_id : NULL, tracer_unix_ns(r->tracer, t0));
+  s->end_ns = tracer_unix_ns(r->tracer, clock_mono_ns());
+  span_str(s, "rpc.system", "grpc");
+  span_str(s, "rpc.service", "infermesh.v1.Scoring");
+  span_str(s, "rpc.method", "ScoreTargets");
+  span_int(s, "rpc.grpc.status_code", code);
+  span_str(s, "gen_ai.request.model", model);
+  span_str(s, "infermesh.route.policy", policy);
+  span_int(s, "infermesh.route.ranked", n);
+  if (n > 0) span_str(s, "infermesh.route.chosen", r->store->targets[ranked[0].id].name);
+  char top[SPAN_STR_MAX] = "";
+  size_t len = 0;
+  for (int i = 0; i < n && i < 3 && len < sizeof top; i++)
+    len += (size_t)snprintf(top + len, sizeof top - len, "%s%s=%.3f", i ? " " : "",
+                            r->store->targets[ranked[i].id].name, ranked[i].score);
+  span_str(s, "infermesh.route.top", top);
+  if (code != GRPC_OK) span_error(s, code == GRPC_NOT_FOUND ? "no target serves this model" : "failed");
+  tracer_emit(r->tracer);
+}
+
 void grpc_score_targets(struct grpc_call *call, const ProtobufCMessage *in) {
   const Infermesh__V1__ScoreTargetsRequest *q = (const void *)in;
   const struct grpc_env *env = grpc_call_env(call);
@@ -70,7 +101,8 @@ void grpc_score_targets(struct grpc_call *call, const ProtobufCMessage *in) {
   Infermesh__V1__ScoredTarget few_st[SCORE_FEW], *few_stp[SCORE_FEW];
   bool heap = max > SCORE_FEW;
   struct router_ranked *ranked = heap ? xmalloc((size_t)max * sizeof *ranked) : few;
-  int n = router_rank(r, slice_cstr(q->model), &pr, clock_mono_ns(), ranked, max, &policy);
+  uint64_t t0 = clock_mono_ns();
+  int n = router_rank(r, slice_cstr(q->model), &pr, t0, ranked, max, &policy);
   Infermesh__V1__ScoredTarget *st = heap ? xmalloc((size_t)max * sizeof *st) : few_st;
   Infermesh__V1__ScoredTarget **stp = heap ? xmalloc((size_t)max * sizeof *stp) : few_stp;
   for (int i = 0; i < n; i++) {
@@ -94,7 +126,9 @@ void grpc_score_targets(struct grpc_call *call, const ProtobufCMessage *in) {
     resp.slo_class = cp && cp->slo[0] == 'l' ? INFERMESH__V1__SLO_CLASS__SLO_CLASS_LATENCY
                                              : INFERMESH__V1__SLO_CLASS__SLO_CLASS_THROUGHPUT;
   }
-  if (n == 0 && !store_model_known(r->store, slice_cstr(q->model)) && store_all_reported(r->store))
+  bool unknown = n == 0 && !store_model_known(r->store, slice_cstr(q->model)) && store_all_reported(r->store);
+  if (r->tracer) trace_score(r, call, t0, q->model, policy, ranked, n, unknown ? GRPC_NOT_FOUND : GRPC_OK);
+  if (unknown)
     grpc_finish(call, GRPC_NOT_FOUND, "no target serves this model");
   else
     grpc_reply(call, &resp.base); /* packs the message before it returns */

@@ -93,6 +93,14 @@ static void attempt_ended(struct proxy *p, struct leg *l) {
       .t_first_ns = won ? p->t_first : 0,
       .t_end_ns = proxy_now(r),
       .completion_tokens = won && p->usage.present ? (int)p->usage.completion_tokens : 0,
+      .attempt = l->attempt,
+      .node = r->store->targets[l->target].remote ? r->store->targets[l->target].node : "",
+      .failure = upstream_fail_name(l->fail),
+      .error = l->fail != FAIL_NONE ? p->last_err_msg : "",
+      .stream_error = won && p->stream_error,
+      .lost_race = p->winner && !won,
+      .trace = p->traced ? &p->tr : NULL,
+      .span_id = l->span_id,
       .policy = l->pol,
       .ticket = &l->ticket,
   };
@@ -128,6 +136,8 @@ void proxy_record(const struct proxy *p, int status, struct request_record *rec)
   const struct target *t = p->target >= 0 ? &p->r->store->targets[p->target] : NULL;
   *rec = (struct request_record){
       .request_id = p->request_id,
+      .path = p->chat ? "/v1/chat/completions" : p->embeddings ? "/v1/embeddings" : "/v1/completions",
+      .trace = p->traced ? &p->tr : NULL,
       .model = p->model,
       .tenant = proxy_admit_tenant_name(p),
       .target = t ? t->name : "",
@@ -166,6 +176,7 @@ static void finish(struct proxy *p, int status) {
     proxy_leg_release(&p->legs[i]);
   }
   proxy_timer_stop(p);
+  if (p->admit_open) proxy_trace_admitted(p, status);
   proxy_admit_end(p);
   r->inflight--;
   proxy_conclude(p, status, NULL); /* when no complete answer waited for it: errors, aborts */
@@ -468,6 +479,7 @@ static void leg_failed(struct leg *l, enum fail_kind kind, int err) {
   r->metrics.upstream_errors++;
   r->metrics.failures[kind]++;
   p->last_fail = kind;
+  l->fail = kind;
   p->last_err_type[0] = p->last_retry_after[0] = '\0';
   switch (kind) {
   case FAIL_UPSTREAM_5XX:
@@ -609,12 +621,11 @@ static void client_abort_cb(struct http_req *req) {
   finish(p, 499); /* cancels what is in flight (the engine sees the connection close and stops) */
 }
 
-/* Build the upstream head for target t (in the router's scratch buffer, then copied into p's request pool,
- * where it stays while an exchange may send it); the body goes by reference. */
-static struct slice build_head(struct proxy *p, const struct target *t, size_t body_len) {
+/* Build the upstream head of leg l to target t (in the router's scratch buffer, then copied into p's request
+ * pool, where it stays while an exchange may send it); the body goes by reference. */
+static struct slice build_head(struct proxy *p, const struct leg *l, const struct target *t, size_t body_len) {
   struct buf *h = &p->r->head_scratch;
   struct http_pool *pool = &p->r->pools[t->id];
-  struct slice tp = http_req_header(p->req, "traceparent");
   char key[272];
   struct slice auth = proxy_upstream_auth(p, t, key, sizeof key);
   buf_reset(h);
@@ -627,8 +638,12 @@ static struct slice build_head(struct proxy *p, const struct target *t, size_t b
   buf_puts(h, p->oai.stream ? "\r\nAccept: text/event-stream\r\nx-request-id: " : "\r\nAccept: application/json\r\nx-request-id: ");
   buf_puts(h, p->request_id);
   buf_append(h, "\r\n", 2);
-  /* Pass these through only when they cannot split the head (no CR/LF). */
-  if (tp.len && tp.len < 128 && !memchr(tp.base, '\r', tp.len) && !memchr(tp.base, '\n', tp.len)) {
+  /* Traced: this attempt's span is the parent upstream. Else the client's traceparent goes through, only when
+   * it cannot split the head (no CR/LF). */
+  struct slice tp = p->traced ? slice_make(NULL, 0) : http_req_header(p->req, "traceparent");
+  if (p->traced)
+    proxy_trace_headers(p, l, h);
+  else if (tp.len && tp.len < 128 && !memchr(tp.base, '\r', tp.len) && !memchr(tp.base, '\n', tp.len)) {
     buf_puts(h, "traceparent: ");
     buf_append_slice(h, tp);
     buf_append(h, "\r\n", 2);
@@ -670,7 +685,7 @@ static size_t body_len(const struct leg *l) {
 static struct slice up_resend(void *arg) {
   struct leg *l = arg;
   const struct target *t = &l->p->r->store->targets[l->target];
-  if (t->remote) l->head = build_head(l->p, t, body_len(l));
+  if (t->remote) l->head = build_head(l->p, l, t, body_len(l));
   return l->head;
 }
 
@@ -684,11 +699,13 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
   l->hedge = hedge;
   l->status = 0;
   l->streaming = l->too_big = false;
+  l->fail = FAIL_NONE;
   p->tried[id / 64] |= 1ull << (id % 64);
   if (!hedge) {
     p->target = id;
     p->attempts++;
   }
+  l->attempt = p->attempts;
   store_reserve(r->store, id);
   l->reserved = true;
   struct policy_target pt;
@@ -700,7 +717,8 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
   if (r->routed_cb) r->routed_cb(r->routed_arg, id, p->preq.block_hashes, p->preq.nblocks, p->local_only);
   l->kv_tokens = p->kv_need;
   l->kv_seq = store_kv_reserve(r->store, id, l->kv_tokens);
-  l->head = build_head(p, &r->store->targets[id], proxy_leg_body(p, l, &r->store->targets[id]));
+  if (p->traced) proxy_trace_leg_start(p, l);
+  l->head = build_head(p, l, &r->store->targets[id], proxy_leg_body(p, l, &r->store->targets[id]));
   sse_parser_free(&l->sse);
   memset(&l->sse, 0, sizeof l->sse);
   l->t_sent = proxy_now(p->r);
@@ -723,7 +741,9 @@ int proxy_candidates(struct proxy *p, struct router_cands *c) {
 int proxy_pick(struct proxy *p, const struct router_cands *c, uint64_t now) {
   struct router *r = p->r;
   assert(c->n >= 1);
-  return c->ids[policy_pick(router_policy_for(r, p->oai.model), policy_request(p), c->pt, c->n, now)];
+  int id = c->ids[policy_pick(router_policy_for(r, p->oai.model), policy_request(p), c->pt, c->n, now)];
+  if (p->traced && p->tr.sampled) proxy_trace_route(p, c->ids, c->n, id, now);
+  return id;
 }
 
 void proxy_attempt(struct proxy *p) {
@@ -830,6 +850,7 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
   if (r->active) r->active->prev = p;
   r->active = p;
   make_request_id(p);
+  if (r->tracer) proxy_trace_begin(p);
   req->data = p;
   req->abort_cb = client_abort_cb;
   req->drain_cb = drain_cb;
@@ -913,10 +934,12 @@ void proxy_start(struct router *r, struct http_req *req, bool chat) {
   plan_body(p);
   if (p->fallback_from[0] || p->aliased) proxy_fallback_body(p);
   proxy_admit_estimate(p);
-  if (p->local_only)
+  if (p->local_only) {
     proxy_attempt(p); /* the sending node admitted it */
-  else
-    proxy_admit(p);
+    return;
+  }
+  if (p->traced) proxy_trace_admit_begin(p);
+  proxy_admit(p);
 }
 
 /* Move requests off target id: each leg in flight there (all, or only those that sent nothing to their

@@ -13,6 +13,7 @@
 #include "route/rank.h"
 #include "route/router.h"
 #include "route/upstream.h"
+#include "trace/tracer.h"
 
 /* Where a request stands. Transitions (asserted): NEW -> QUEUED (admission waits) -> SENT (an attempt is out;
  * a retry stays SENT) -> HEDGED (a copy is out too) -> COMMITTED (a leg's first byte goes to the client) -> DONE
@@ -53,6 +54,9 @@ struct leg {
   int nparts;
   char model_json[520];
   bool renamed; /* the model went upstream under another name (its target's runtime's) */
+  enum fail_kind fail;          /* why this send failed (leg_failed); FAIL_NONE while it has not */
+  int attempt;                  /* p->attempts when it was sent (a hedge: the attempt it copies) */
+  uint8_t span_id[SPAN_ID_LEN]; /* its attempt span, the parent the upstream sees (traced requests) */
 };
 
 /* What the per-request timer is counting down: the queue deadline, or the earliest of the hedge delay and the
@@ -132,6 +136,11 @@ struct proxy {
   struct policy_req preq;
   bool hashed;
   uint64_t *hashes; /* the prompt's full blocks' hashes (at most PROXY_MAX_BLOCKS), in the request's pool; NULL: none */
+  /* tracing (proxy_trace.c), when the router has a tracer */
+  bool traced;      /* tr is set: the request takes part in its trace (spans only when tr.sampled) */
+  bool admit_open;  /* its admission span started and has not been emitted */
+  uint64_t t_admit; /* when admission began (monotonic ns) */
+  struct trace_req tr;
 };
 
 /* proxy.c */
@@ -230,6 +239,27 @@ struct slice proxy_upstream_auth(struct proxy *p, const struct target *t, char *
 bool proxy_has_usage_object(struct slice json);
 bool proxy_renames(const struct proxy *p, const struct leg *l);
 void proxy_client_json(const struct proxy *p, struct slice json, struct buf *out);
+
+/* proxy_trace.c: the request's spans (only called when p->traced; spans only emitted when p->tr.sampled) */
+/* proxy_trace_begin sets p's trace context from its traceparent and tracestate headers (r->tracer is set). */
+void proxy_trace_begin(struct proxy *p);
+/* proxy_trace_admit_begin opens p's admission span; proxy_trace_admitted emits it: p is sent (status 0), or
+ * was answered status before it was sent (refused or failed while admitted or queued). */
+void proxy_trace_admit_begin(struct proxy *p);
+void proxy_trace_admitted(struct proxy *p, int status);
+/* proxy_trace_route emits the routing decision's span: candidates ids[0..n), the policy's choice chosen, from
+ * t_start to now (monotonic ns); the lowest scores as bounded attributes. */
+void proxy_trace_route(struct proxy *p, const int *ids, int n, int chosen, uint64_t t_start);
+/* proxy_trace_leg_start gives l's attempt its span id (the parent its upstream sees), after ending the
+ * admission span when it is p's first send. */
+void proxy_trace_leg_start(struct proxy *p, struct leg *l);
+/* proxy_trace_headers appends l's traceparent (l's span as the parent) and p's tracestate header lines to h. */
+void proxy_trace_headers(const struct proxy *p, const struct leg *l, struct buf *h);
+/* proxy_trace_on_record and proxy_trace_on_attempt are the observers (route/record.h) that emit a traced
+ * request's server span and each of its attempts' client spans (target, node, status, failure kind, or why
+ * it was cancelled); arg is the router's tracer. */
+void proxy_trace_on_record(void *arg, const struct request_record *rec);
+void proxy_trace_on_attempt(void *arg, const struct attempt_record *a);
 
 /* proxy_hedge.c */
 /* proxy_hedge_arm starts the hedge delay for a latency-class request whose primary was just sent (sets

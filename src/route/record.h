@@ -1,7 +1,7 @@
 /* The request record: what one request did, filled once when its outcome is decided (proxy_record), and the
  * attempt record: what one upstream attempt did, when it ends. Both go to one list of observers, registered
  * with router_observe (route/router.h): the routing policy's feedback, the metrics, the log line and the agent's
- * ledger (which may hold a complete answer until the record is durable); a tracer is one more registration.
+ * ledger (which may hold a complete answer until the record is durable); with tracing, the server span's.
  * The router knows nothing of prices or storage: the meter and the ledger's observer do. */
 #ifndef IM_ROUTE_RECORD_H
 #define IM_ROUTE_RECORD_H
@@ -13,9 +13,13 @@
 #include "route/jscan.h"
 #include "state/policy.h"
 
+struct trace_req;
+
 /* Strings are borrowed for the duration of the call they are passed to; "" when there is none. */
 struct request_record {
   const char *request_id, *model, *tenant;
+  const char *path;               /* the endpoint asked for: "/v1/chat/completions", ... (static) */
+  const struct trace_req *trace;  /* its trace (trace/tracer.h); NULL when tracing is off */
   const char *target;       /* the target that answered (or last tried) */
   const char *serving_node; /* the node of that target ("" = this one) */
   int status;               /* what the client saw (499: it left) */
@@ -46,6 +50,14 @@ struct attempt_record {
   uint64_t t_first_ns;   /* the first token the client got from it; 0 when none */
   uint64_t t_end_ns;     /* when it ended */
   int completion_tokens; /* the winner's, when the runtime reported usage; else 0 */
+  int attempt;           /* the request's attempt it was sent as (a hedged copy: the attempt it copies) */
+  const char *node;      /* its target's node ("" for this node's own targets) */
+  const char *failure;   /* why it failed (upstream_fail_name: "connect", "timeout", ...); "" when it did not */
+  const char *error;     /* that failure's message; "" when none */
+  bool stream_error;     /* it won and its stream carried an error event */
+  bool lost_race;        /* another attempt of its request won (the hedge race) */
+  const struct trace_req *trace; /* its request's trace (trace/tracer.h); NULL when tracing is off */
+  const uint8_t *span_id;        /* with a trace: its span's id, the parent its upstream saw in traceparent */
   /* The routing policy's record of this send, for the policy's own observer (router.c): it is only valid
    * during the call. */
   struct policy *policy;

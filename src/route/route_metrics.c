@@ -9,6 +9,7 @@
 
 #include "core/slice.h"
 #include "route/record.h"
+#include "route/upstream.h"
 
 void route_metrics_init(struct route_metrics *m) {
   memset(m, 0, sizeof *m);
@@ -134,12 +135,10 @@ void route_metrics_render(const struct route_metrics *m, struct buf *out, int in
              inflight, (unsigned long long)m->retries, (unsigned long long)m->upstream_errors,
              (unsigned long long)m->client_aborts, (unsigned long long)m->prompt_tokens,
              (unsigned long long)m->completion_tokens);
-  static const char *const kinds[RM_FAIL_KINDS] = {
-      "", "connect", "timeout", "first_byte_deadline", "target_down", "upstream_5xx", "too_big"};
   buf_puts(out, "# HELP infermesh_upstream_failures_total Upstream attempts that failed, by kind.\n"
                 "# TYPE infermesh_upstream_failures_total counter\n");
   for (int i = 1; i < RM_FAIL_KINDS; i++)
-    buf_printf(out, "infermesh_upstream_failures_total{kind=\"%s\"} %llu\n", kinds[i],
+    buf_printf(out, "infermesh_upstream_failures_total{kind=\"%s\"} %llu\n", upstream_fail_name(i),
                (unsigned long long)m->failures[i]);
   buf_puts(out, "# HELP infermesh_time_to_first_token_seconds Time from request to the first streamed token "
                 "(or the whole response when not streaming).\n"

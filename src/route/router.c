@@ -84,13 +84,21 @@ int router_observe(struct router *r, const struct request_observer *o) {
   return 0;
 }
 
+int router_set_tracer(struct router *r, struct tracer *t) {
+  int rc = router_observe(
+      r, &(struct request_observer){.on_record = proxy_trace_on_record, .on_attempt = proxy_trace_on_attempt, .arg = t});
+  if (rc == 0) r->tracer = t;
+  return rc;
+}
+
 void router_log_record(void *arg, const struct request_record *rec) {
   log_info("request",
            "id=%s tenant=%s model=\"%s\" target=%s status=%d outcome=%s stream=%d attempts=%d hedged=%d ms=%.1f "
-           "ttft_ms=%.1f prompt_tokens=%lld completion_tokens=%lld",
+           "ttft_ms=%.1f prompt_tokens=%lld completion_tokens=%lld%s%s",
            rec->request_id, rec->tenant[0] ? rec->tenant : "-", rec->model, rec->target[0] ? rec->target : "-",
            rec->status, rec->outcome, rec->stream, rec->attempts, rec->hedged, rec->duration_ms,
-           rec->ttft_ms >= 0 ? rec->ttft_ms : 0.0, (long long)rec->prompt_tokens, (long long)rec->completion_tokens);
+           rec->ttft_ms >= 0 ? rec->ttft_ms : 0.0, (long long)rec->prompt_tokens, (long long)rec->completion_tokens,
+           rec->trace ? " trace_id=" : "", rec->trace ? rec->trace->trace_hex : "");
 }
 
 void router_set_tenants(struct router *r, const struct tenant_conf *t, int n) {
@@ -346,7 +354,9 @@ struct policy *router_policy_for(struct router *r, struct slice model) {
   return r->policy;
 }
 
-void router_cache_hint(struct router *r, int id, const uint64_t *hashes, int n) {
+/* hint tells every policy instance of r what a cache report (DECISION false) or a peer's routing decision
+ * (true) says target id holds. */
+static void hint(struct router *r, int id, const uint64_t *hashes, int n, bool decision) {
   const struct target *t = &r->store->targets[id];
   if (n <= 0) return;
   struct policy_target pt = {.id = id, .num_gpu_blocks = t->load.num_gpu_blocks, .block_size = (int)t->load.block_size};
@@ -356,7 +366,13 @@ void router_cache_hint(struct router *r, int id, const uint64_t *hashes, int n) 
                            .nblocks = n,
                            .block_size = ROUTER_BLOCK_TOKENS,
                            .tenant = -1};
-  uint64_t now = clock_mono_ns();
-  policy_on_peer_route(r->policy, &req, &pt, now);
-  for (int i = 0; i < 8 && r->strategies[i]; i++) policy_on_peer_route(r->strategies[i], &req, &pt, now);
+  uint64_t now = proxy_now(r); /* the clock the picks see: a peer decision is compared with report ages */
+  void (*tell)(struct policy *, const struct policy_req *, const struct policy_target *, uint64_t) =
+      decision ? policy_on_peer_decision : policy_on_peer_route;
+  tell(r->policy, &req, &pt, now);
+  for (int i = 0; i < 8 && r->strategies[i]; i++) tell(r->strategies[i], &req, &pt, now);
 }
+
+void router_cache_hint(struct router *r, int id, const uint64_t *hashes, int n) { hint(r, id, hashes, n, false); }
+
+void router_peer_decision(struct router *r, int id, const uint64_t *hashes, int n) { hint(r, id, hashes, n, true); }

@@ -109,6 +109,7 @@ struct router {
    * (agent/kv_state.h). */
   void (*routed_cb)(void *arg, int id, const uint64_t *hashes, int n, bool forwarded);
   void *routed_arg;
+  struct tracer *tracer; /* OpenTelemetry traces (trace/tracer.h; borrowed); NULL: tracing is off */
 };
 
 /* router_init prepares r (it sets store->report_cb: queued requests are admitted on load reports); free it with
@@ -123,6 +124,11 @@ void router_free(struct router *r);
  * copied; o->arg is borrowed and must outlive the router. Returns 0, or -ENOSPC when ROUTER_MAX_OBSERVERS are
  * there. */
 int router_observe(struct router *r, const struct request_observer *o);
+
+/* router_set_tracer makes r take part in traces through t (borrowed: it must outlive r's requests): each
+ * request continues or starts a trace, sends traceparent upstream and, when sampled, emits its spans (its
+ * server span through an observer added after those already there). -ENOSPC when no observer is left. */
+int router_set_tracer(struct router *r, struct tracer *t);
 
 /* router_log_record is the observer that writes the request's log line at info level (arg unused). */
 void router_log_record(void *arg, const struct request_record *rec);
@@ -157,6 +163,11 @@ void router_shutdown(struct router *r);
  * (consecutive chained hashes, parent first: policy_prompt_hashes of a prompt there), as its runtime's
  * KV-cache events or another router's routing decision say (policy_on_peer_route). No reservation. */
 void router_cache_hint(struct router *r, int id, const uint64_t *hashes, int n);
+
+/* router_peer_decision: another gateway routed a prompt whose first blocks are HASHES[0..n) to target id (a
+ * shared routing decision). As router_cache_hint, and the policies may count the request as id's load until
+ * id's next load report covers it (policy_on_peer_decision). */
+void router_peer_decision(struct router *r, int id, const uint64_t *hashes, int n);
 
 /* router_policy_for returns the policy instance that routes model: the strategy the control plane's policy
  * for model names (created on first use), else the router's default. Owned by r. */

@@ -3,6 +3,12 @@
 
 #include "core/clock.h"
 
+const char *upstream_fail_name(enum fail_kind kind) {
+  static const char *const names[] = {
+      "", "connect", "timeout", "first_byte_deadline", "target_down", "upstream_5xx", "too_big"};
+  return (unsigned)kind < sizeof names / sizeof names[0] ? names[kind] : "";
+}
+
 /* net/http_client's callbacks, with the exchange as their argument: its end or failure becomes end or error
  * with a failure kind here, the one place a libuv error is classified. */
 static int hc_head(void *arg, int status, const struct http_header *h, int n) {

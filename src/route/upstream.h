@@ -25,6 +25,9 @@ enum fail_kind {
   FAIL_TOO_BIG, /* a buffered response over max_response_bytes */
 };
 
+/* upstream_fail_name names kind as metrics and traces show it ("connect", "timeout", ...; FAIL_NONE: ""). */
+const char *upstream_fail_name(enum fail_kind kind);
+
 /* What an exchange tells its caller, on the loop thread. head and body return 0 to go on, nonzero to stop it:
  * error follows (FAIL_CONNECT, UV_ECANCELED). Exactly one of end and error ends it, unless it is cancelled
  * (then nothing follows). */

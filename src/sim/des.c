@@ -276,7 +276,7 @@ static void peer_route(struct sim *s, int i, uint64_t t) {
   struct policy_req pr = request_of(s, i);
   int from = s->rq[i].router, e = s->rq[i].engine;
   for (int r = 0; r < s->c->nrouters; r++)
-    if (r != from) policy_on_peer_route(s->pol[r], &pr, &view_of(s, r, e)->t, t);
+    if (r != from) policy_on_peer_decision(s->pol[r], &pr, &view_of(s, r, e)->t, t);
 }
 
 static void arrive(struct sim *s, int i, uint64_t t) {

@@ -8,7 +8,8 @@
  * drawn at random, which runs the policy (src/state/policy.h, the code the live router uses) and submits the
  * request to the chosen engine at once (no network time). The router sees the first token and the end of
  * its requests as they happen (it proxies the stream). Optionally (share_routes) every routing decision
- * reaches the other routers' policies share_delay_ns later, as a mesh could gossip it. Optionally (kv_events)
+ * reaches the other routers' policies share_delay_ns later, as a mesh could gossip it (policy_on_peer_decision).
+ * Optionally (kv_events)
  * engines publish KV-cache events, as vLLM does and the agents spread them: every prefix run an engine stores
  * reaches every router's policy kv_events_delay_ns later (policy_on_peer_route; evictions are not modelled
  * beyond the policies' own LRU, as in the live router).
@@ -46,7 +47,7 @@ struct des_config {
   uint64_t slo_tpot_ns;        /* ... and whose time per output token is at most this (0: TTFT only) */
   uint64_t seed;               /* router assignment, scrape phases, policy draws */
   int share_routes;            /* tell the other routers' policies where each request went ... */
-  uint64_t share_delay_ns;     /* ... this much later (gossip); see policy_on_peer_route */
+  uint64_t share_delay_ns;     /* ... this much later (gossip); see policy_on_peer_decision */
   int kv_events;               /* every router learns the blocks each engine stores ... */
   uint64_t kv_events_delay_ns; /* ... this much later (publisher, agent, cache report to the gateways) */
 };

@@ -401,6 +401,10 @@ static void handle_completion(struct simsrv *s, struct http_req *req, bool chat)
     _exit(3);
   }
   s->requests++;
+  /* what a runtime sees of the caller's trace (tests follow a trace into the engine with --log-level debug) */
+  struct slice tp = http_req_header(req, "traceparent"), ts = http_req_header(req, "tracestate");
+  log_debug("request", "n=%ld traceparent=%.*s tracestate=\"%.*s\"", s->requests, (int)tp.len, tp.len ? tp.base : "",
+            (int)ts.len, ts.len ? ts.base : "");
   if (s->o.error_rate > 0 && rng_unit(&s->rng) < s->o.error_rate) {
     s->errors_injected++;
     send_error(req, 500, "internal_server_error", "injected fault: simulated engine error");

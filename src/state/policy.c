@@ -29,7 +29,7 @@ void policy_config_default(struct policy_config *c) {
   c->llmd_max_prefix_blocks = 256;
   c->llmd_lru_capacity = 31250;
   c->ours_default_tps = 20000;
-  c->ours_slack_rel = 1.0;
+  c->ours_slack_rel = 0.5;
   c->ours_slack_abs_s = 0.010;
   c->ours_stale_penalty_s = 60;
   c->ours_degraded_penalty_s = 1;
@@ -152,6 +152,15 @@ void policy_on_peer_route(struct policy *p, const struct policy_req *r, const st
                           uint64_t now_ns) {
   if (t->id < 0) return;
   if (p->ops->on_peer_route) p->ops->on_peer_route(p, r, t, now_ns);
+}
+
+void policy_on_peer_decision(struct policy *p, const struct policy_req *r, const struct policy_target *t,
+                             uint64_t now_ns) {
+  if (t->id < 0) return;
+  if (p->ops->on_peer_decision)
+    p->ops->on_peer_decision(p, r, t, now_ns);
+  else if (p->ops->on_peer_route)
+    p->ops->on_peer_route(p, r, t, now_ns);
 }
 
 void policy_forget_target(struct policy *p, int id) {

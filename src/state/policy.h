@@ -80,7 +80,7 @@ struct policy_config {
   /* ours (DESIGN §6; see policy_ours.c) */
   double ours_default_tps;      /* prefill tokens/s assumed when a target reports less or none (20000): a live
                                  * target reports the highest rate it has shown, which light load keeps low */
-  double ours_slack_rel;        /* the best few: est <= best * (1 + slack_rel) + slack_abs_s (1.0, 0.01 s) */
+  double ours_slack_rel;        /* the best few: est <= best * (1 + slack_rel) + slack_abs_s (0.5, 0.01 s) */
   double ours_slack_abs_s;
   double ours_stale_penalty_s;  /* added to the estimate of a stale target (60 s) */
   double ours_degraded_penalty_s; /* added for a degraded GPU (1 s): it still serves when others are worse */
@@ -141,6 +141,14 @@ void policy_on_done(struct policy *p, struct policy_ticket *tk, uint64_t now_ns,
 void policy_on_peer_route(struct policy *p, const struct policy_req *r, const struct policy_target *t,
                           uint64_t now_ns);
 
+/* policy_on_peer_decision: another router routed request R to target T and told us at about NOW_NS (a
+ * shared routing decision, gossip). Records what policy_on_peer_route records; a policy that keeps its own
+ * reservations may also count R as T's load until a report of T taken after NOW_NS covers it (the peer's
+ * request is in T's queue before T's next report says so). Policies without such state treat it as
+ * policy_on_peer_route. */
+void policy_on_peer_decision(struct policy *p, const struct policy_req *r, const struct policy_target *t,
+                             uint64_t now_ns);
+
 /* policy_forget_target drops what the policy holds about target ID (it left the mesh). */
 void policy_forget_target(struct policy *p, int id);
 
@@ -174,6 +182,8 @@ struct policy_ops {
   void (*on_done)(struct policy *p, struct policy_ticket *tk, uint64_t now);
   void (*forget)(struct policy *p, int id);
   void (*on_peer_route)(struct policy *p, const struct policy_req *r, const struct policy_target *t, uint64_t now);
+  void (*on_peer_decision)(struct policy *p, const struct policy_req *r, const struct policy_target *t,
+                           uint64_t now);
 };
 
 struct policy {

@@ -8,10 +8,13 @@
  *   queue(t)    = prompt tokens t must prefill before this one: our own requests routed to t that have no
  *                 first token yet (their exact uncached estimates: router-local reservations, always fresh),
  *                 plus the other requests the last report shows waiting, each an average prompt less t's recent
- *                 prefix-hit rate,
- *   waiting(t)  = requests queued at t (the report's, plus ours routed since that have not started),
+ *                 prefix-hit rate, plus the other routers' decisions for t shared since that report (peer
+ *                 reservations, each its uncached estimate: without them N routers each count a 1/N share
+ *                 of the load they send to a target between two reports, and herd on it),
+ *   waiting(t)  = requests queued at t (the report's, plus ours routed since that have not started, plus the
+ *                 peer reservations),
  *   behind(t)   = waiting(t) + w_arrivals * the requests expected to reach t while this one prefills
- *                 (our routing rate / candidates * uncached(t) / rate(t)),
+ *                 (the routing rate, ours and the peers' we hear of, / candidates * uncached(t) / rate(t)),
  *   est(t)      = queue(t) / rate(t) + (1 + w_miss * behind(t) + w_decode * running(t)) * uncached(t) / rate(t)
  *                 + w_step * step(t)
  *                 + network_s (the hop to a remote node) [+ stale_penalty when t's report is older than
@@ -51,6 +54,7 @@
 
 #define DEFAULT_INDEX_BLOCKS 31250 /* ~500k tokens of 16-token blocks, when a target reports no capacity */
 #define EWMA 0.05
+#define PEER_RING 32 /* peer reservations kept per target: the newest, older ones are in its reports */
 
 /* Per target id, for the current pick only (kept apart from struct tgt so that a scan over the candidates
  * touches 16 bytes per target, not tgt's cache line). */
@@ -68,6 +72,12 @@ struct tgt {
   int match_blocks;        /* blocks of the current pick's prompt its index holds ... */
   uint64_t match_pick;     /* ... valid when this equals ours.pick_no */
   double tps, inv_tps;     /* the last prefill rate scored and 1 / it: one division per change, not per pick */
+  /* Peer reservations: other routers' decisions for this target not yet covered by a report, oldest first
+   * in a ring (lazily made), and their total uncached tokens. */
+  uint64_t *peer_t;
+  float *peer_tok;
+  int peer_head, peer_n;
+  double peer_tokens;
 };
 
 struct ours {
@@ -76,8 +86,9 @@ struct ours {
   double avg_tokens;                      /* running average of the uncached tokens of routed requests */
   double avg_prompt;                      /* and of their prompt tokens */
   uint64_t nrouted;
-  uint64_t last_route;  /* when we last routed anything */
-  double mean_gap_s;    /* running average time between our routings */
+  uint64_t ndecisions;  /* routing decisions seen: ours and those peers shared */
+  uint64_t last_route;  /* when the last of them was made */
+  double mean_gap_s;    /* running average time between them */
   struct prefix_holders holders; /* block hash -> targets whose index holds it (every tgt.ix is attached) */
   uint64_t pick_no;               /* picks so far: stamps tgt.match_pick and slot */
   struct slot *slot;              /* by target id, compact: this pick's candidates and prefix holders */
@@ -101,6 +112,8 @@ static void drop(struct tgt *g) {
     prefix_index_free(g->ix);
     free(g->ix);
   }
+  free(g->peer_t);
+  free(g->peer_tok);
   *g = (struct tgt){0};
 }
 
@@ -165,7 +178,17 @@ struct pick_terms {
   double w_miss, w_decode, w_step, itl_mean;
   double stale_penalty, degraded_penalty;
   uint64_t stale_ns;
+  uint64_t now;
 };
+
+/* peer_expire drops G's peer reservations that a report of its target taken at REPORT_T covers. */
+static void peer_expire(struct tgt *g, uint64_t report_t) {
+  while (g->peer_n > 0 && g->peer_t[g->peer_head] <= report_t) {
+    g->peer_tokens -= g->peer_tok[g->peer_head];
+    g->peer_head = (g->peer_head + 1) % PEER_RING;
+    if (--g->peer_n == 0) g->peer_tokens = 0;
+  }
+}
 
 /* estimate: the expected TTFT of R on T in seconds, plus the miss externality (see the top); no division unless
  * T's prefill rate changed. Sets *known when T holds part of the prompt. */
@@ -184,13 +207,18 @@ static inline double estimate(struct ours *s, const struct pick_terms *k, const 
   /* Ours routed since the report that have no first token yet are waiting there too (ours routed since
    * that already started are running). */
   double since = t->routed_since_report < g->pend_n ? t->routed_since_report : g->pend_n;
-  double waiting = t->waiting + since;
-  double others = waiting - g->pend_n;
+  double others = t->waiting + since - g->pend_n;
   if (others < 0) others = 0;
-  /* Other routers' waiting requests: an average prompt, less what the target's recent hit rate saves. */
+  if (g->peer_n > 0) { /* a target with no report for stale_ns has the stale penalty instead */
+    uint64_t age = t->signal_age_ns == UINT64_MAX || t->signal_age_ns > k->stale_ns ? k->stale_ns : t->signal_age_ns;
+    peer_expire(g, k->now > age ? k->now - age : 0);
+  }
+  /* Other routers' waiting requests: an average prompt, less what the target's recent hit rate saves; and
+   * those they routed there since the report, at their own estimates. */
   double per_req = t->prefix_hit_rate >= 0 ? k->avg_prompt * (1 - t->prefix_hit_rate) : k->avg_tokens;
-  double queue = g->pend_tokens + others * per_req;
-  /* ... and those that arrive there while it prefills (our routing rate, spread over the candidates). */
+  double queue = g->pend_tokens + others * per_req + g->peer_tokens;
+  double waiting = t->waiting + since + g->peer_n;
+  /* ... and those that arrive there while it prefills (the routing rate, spread over the candidates). */
   double queued = (waiting > g->pend_n ? waiting : g->pend_n) + k->arrivals * u;
   /* Decode: the running batch there. Ours routed since the report that have a first token are running too. */
   double started = t->routed_since_report - g->pend_n;
@@ -242,7 +270,6 @@ static __attribute__((noinline)) double mark_candidates(struct ours *s, const st
 
 static int ours_pick(struct policy *p, const struct policy_req *r, const struct policy_target *c, int n,
                      uint64_t now) {
-  (void)now;
   struct ours *s = p->impl;
   if (n == 1) return 0;
   if (n > s->nest) {
@@ -271,7 +298,8 @@ static int ours_pick(struct policy *p, const struct policy_req *r, const struct 
                          .itl_mean = itl_mean,
                          .stale_penalty = cf->ours_stale_penalty_s,
                          .degraded_penalty = cf->ours_degraded_penalty_s,
-                         .stale_ns = cf->stale_ns};
+                         .stale_ns = cf->stale_ns,
+                         .now = now};
   double best = INFINITY, bound = INFINITY;
   int bi = 0, known = 0; /* known: does any candidate hold part of this prompt, as far as this router knows? */
   int nin = 0;           /* s->in[0..nin): candidates within the bound of the best so far */
@@ -340,6 +368,36 @@ static void ours_on_peer_route(struct policy *p, const struct policy_req *r, con
   if (r->nblocks > 0 && r->block_size > 0) prefix_index_insert_path(ix, r->block_hashes, r->nblocks);
 }
 
+/* note_decision counts a routing decision, ours or a peer's, at NOW in the mean gap between decisions. */
+static void note_decision(struct ours *s, uint64_t now) {
+  if (s->ndecisions++ > 0 && now >= s->last_route) {
+    double gap = (double)(now - s->last_route) / 1e9;
+    s->mean_gap_s = s->mean_gap_s > 0 ? s->mean_gap_s + EWMA * (gap - s->mean_gap_s) : gap;
+  }
+  s->last_route = now;
+}
+
+/* ours_on_peer_decision records where a peer sent R and reserves its uncached estimate on T until a report
+ * of T taken after NOW covers it. */
+static void ours_on_peer_decision(struct policy *p, const struct policy_req *r, const struct policy_target *t,
+                                  uint64_t now) {
+  struct ours *s = p->impl;
+  struct tgt *g = tgt_of(s, t->id);
+  int est = r->prompt_tokens - cached_tokens(s, r, t->id);
+  if (est < 1) est = 1;
+  ours_on_peer_route(p, r, t, now);
+  if (!g->peer_t) {
+    g->peer_t = xcalloc(PEER_RING, sizeof *g->peer_t);
+    g->peer_tok = xcalloc(PEER_RING, sizeof *g->peer_tok);
+  }
+  if (g->peer_n == PEER_RING) peer_expire(g, g->peer_t[g->peer_head]); /* the oldest goes */
+  int k = (g->peer_head + g->peer_n++) % PEER_RING;
+  g->peer_t[k] = now;
+  g->peer_tok[k] = (float)est;
+  g->peer_tokens += est;
+  note_decision(s, now);
+}
+
 static void ours_on_route(struct policy *p, const struct policy_req *r, const struct policy_target *t, uint64_t now,
                           struct policy_ticket *tk) {
   struct ours *s = p->impl;
@@ -356,11 +414,7 @@ static void ours_on_route(struct policy *p, const struct policy_req *r, const st
   double alpha = s->nrouted < 20 ? 1.0 / (double)s->nrouted : EWMA;
   s->avg_tokens += alpha * (est - s->avg_tokens);
   s->avg_prompt += alpha * (r->prompt_tokens - s->avg_prompt);
-  if (s->nrouted > 1 && now >= s->last_route) {
-    double gap = (double)(now - s->last_route) / 1e9;
-    s->mean_gap_s = s->mean_gap_s > 0 ? s->mean_gap_s + EWMA * (gap - s->mean_gap_s) : gap;
-  }
-  s->last_route = now;
+  note_decision(s, now);
 }
 
 /* settle takes a request out of the target's pending prefill work. */
@@ -400,4 +454,5 @@ const struct policy_ops policy_ours_ops = {.name = "ours",
                                            .on_first_token = ours_on_first_token,
                                            .on_done = ours_on_done,
                                            .forget = ours_forget,
-                                           .on_peer_route = ours_on_peer_route};
+                                           .on_peer_route = ours_on_peer_route,
+                                           .on_peer_decision = ours_on_peer_decision};

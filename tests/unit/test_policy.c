@@ -491,6 +491,40 @@ static void test_ours_learns_peer_routes(void **state) {
   policy_free(s2);
 }
 
+static void test_ours_reserves_peer_decisions(void **state) {
+  (void)state;
+  /* Router 1 sends a burst of three new prompts to idle target 0 and shares the decisions; router 2, whose
+   * own choice for the next new prompt is target 0 too, sends it to target 1 instead: the peer's requests
+   * are in target 0's queue before any report says so. Once a report taken after the decisions covers
+   * them (here: they are done, the target idle), target 0 is router 2's choice again. */
+  struct policy *r1 = policy_new("ours", NULL, 1), *r2 = policy_new("ours", NULL, 2);
+  struct policy_target c[2];
+  targets(c, 2);
+  struct prompt a;
+  struct policy_req r;
+  uint64_t f = 500;
+  do { /* a new prompt whose rendezvous home, for both routers, is target 0 */
+    f++;
+    make_prompt(&a, f, 64, 9000 + f, 4);
+    r = req_of(&a);
+  } while (policy_pick(r2, &r, c, 2, 0) != 0);
+  const uint64_t ms = 1000000;
+  for (int i = 0; i < 3; i++) {
+    struct prompt b;
+    make_prompt(&b, 100 + (uint64_t)i, 64, 200 + (uint64_t)i, 4);
+    struct policy_req rb = req_of(&b);
+    struct policy_ticket tk;
+    policy_on_route(r1, &rb, &c[0], 10 * ms, &tk);
+    policy_on_peer_decision(r2, &rb, &c[0], 10 * ms);
+  }
+  c[0].signal_age_ns = c[1].signal_age_ns = 15 * ms; /* the last reports were taken at 5 ms */
+  assert_int_equal(policy_pick(r2, &r, c, 2, 20 * ms), 1);
+  c[0].signal_age_ns = c[1].signal_age_ns = 1 * ms; /* reports taken at 19 ms: idle */
+  assert_int_equal(policy_pick(r2, &r, c, 2, 20 * ms), 0);
+  policy_free(r1);
+  policy_free(r2);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_prefix_index_match_and_lru),
@@ -509,6 +543,7 @@ int main(void) {
       cmocka_unit_test(test_policies_take_any_number_of_targets),
       cmocka_unit_test(test_ours_decode_aware),
       cmocka_unit_test(test_ours_learns_peer_routes),
+      cmocka_unit_test(test_ours_reserves_peer_decisions),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
