@@ -119,11 +119,51 @@ static void test_admission_verdicts(void **state) {
   assert_string_equal(reason, "saturated");
 }
 
+/* records_match asserts that every candidate of c comes with its own target's record. */
+static void records_match(const struct router_cands *c, uint64_t now) {
+  for (int i = 0; i < c->n; i++) {
+    struct policy_target want;
+    cand_record(&st.targets[c->ids[i]], now, &want);
+    assert_memory_equal(&c->pt[i], &want, sizeof want);
+  }
+}
+
+static bool not_two(const void *arg, const struct target *t) {
+  (void)arg;
+  return t->id != 2;
+}
+
+static void test_narrowed_candidates_keep_their_records(void **state) {
+  struct policy_req pr = {.model = M, .prompt_tokens = 10, .max_tokens = 10, .tenant = -1};
+  uint64_t now = clock_mono_ns();
+  struct router_cands c;
+  assert_int_equal(router_candidates(&r, slice_cstr(M), NULL, now, &c), 4);
+  records_match(&c, now);
+  /* Tried (excluded) and open-breaker targets drop out; the others keep their own records. */
+  uint64_t tried[1] = {1ull << 0};
+  for (int i = 0; i < 5; i++) router_outcome(&r, 1, &pr, 0, 0, ROUTER_OUTCOME_ERROR, false, now);
+  assert_int_equal(router_candidates(&r, slice_cstr(M), tried, now, &c), 2);
+  assert_int_equal(c.ids[0], 2);
+  assert_int_equal(c.ids[1], 3);
+  records_match(&c, now);
+  /* ... and so do those a filter keeps (admission's KV budget, the hedge's room). */
+  assert_int_equal(router_cands_keep(&r, &c, not_two, NULL), 1);
+  assert_int_equal(c.n, 1);
+  assert_int_equal(c.ids[0], 3);
+  records_match(&c, now);
+  /* A load report reaches the next decision's record. */
+  report(3, 9, 0.2, now);
+  assert_int_equal(router_candidates(&r, slice_cstr(M), tried, now, &c), 2);
+  records_match(&c, now);
+  assert_true(c.pt[1].waiting == 9);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_rank_puts_the_policy_choice_first_then_by_score, setup, teardown),
       cmocka_unit_test_setup_teardown(test_outcomes_reach_breakers_and_ttft, setup, teardown),
       cmocka_unit_test_setup_teardown(test_admission_verdicts, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_narrowed_candidates_keep_their_records, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
