@@ -3,7 +3,8 @@
  * One `struct policy` is one router's instance of a policy: it may keep per-router state (prefix trees or
  * indexes, counters, its own estimate of work in flight). For each request the caller:
  *   1. builds the candidate targets that may serve it (healthy, serving the model) with their latest signals
- *      and its router-local counts (struct policy_target),
+ *      and its router-local counts (struct policy_target), or keeps them up to date between requests (the live
+ *      router's route/cand_set.h),
  *   2. calls policy_pick, which returns the index of the chosen candidate,
  *   3. when it actually sends the request there, calls policy_on_route with the chosen candidate and a
  *      ticket it keeps with the request (a retry elsewhere is a new pick + on_route with a fresh ticket),
