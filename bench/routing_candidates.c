@@ -100,11 +100,11 @@ int main(int argc, char **argv) {
       if ((way ^ (i & 1)) == 0) { /* before: the candidates and every record rebuilt from the store */
         int k = store_candidates(&s, model, NULL, ids, total);
         for (int j = 0; j < k; j++)
-          cand_record(&s.targets[ids[j]], t, &c[j]);
+          cand_record(&s.targets[ids[j]], &c[j]);
         a = ids[policy_pick(p, &r, c, k, t)];
         d[0] = now_ns() - t0;
       } else { /* now: the kept set, refreshed from the change log */
-        struct cand_set *set = cand_sets_get(&cs, &s, model, t);
+        struct cand_set *set = cand_sets_get(&cs, &s, model);
         b = set->ids[policy_pick(q, &r, set->pt, set->n, t)];
         d[1] = now_ns() - t0;
       }
@@ -124,7 +124,7 @@ int main(int argc, char **argv) {
       store_release(&s, tk[i % LAG].target);
     }
     struct policy_target pt;
-    cand_record(&s.targets[a], t, &pt);
+    cand_record(&s.targets[a], &pt);
     policy_on_route(p, &r, &pt, t, &tk[i % LAG]);
     policy_on_route(q, &r, &pt, t, &tq[i % LAG]);
     store_reserve(&s, a);

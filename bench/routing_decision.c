@@ -64,7 +64,7 @@ int main(int argc, char **argv) {
                                     .prefix_hit_rate = 0.5,
                                     .prefill_tps = 22000,
                                     .itl_s = 0.01 + (i % 5) * 0.002,
-                                    .signal_age_ns = 100000000};
+                                    .report_ns = UINT64_MAX - 1}; /* no pick's clock passes it: fresh */
     struct policy *p = policy_new(names[k], NULL, 7);
     uint64_t t = 1000000000ull, seq = 0;
     struct policy_ticket tk;

@@ -6,7 +6,7 @@
 
 #include "core/alloc.h"
 
-void cand_record(const struct target *t, uint64_t now, struct policy_target *pt) {
+void cand_record(const struct target *t, struct policy_target *pt) {
   memset(pt, 0, sizeof *pt);
   pt->id = t->id;
   pt->waiting = t->load.waiting;
@@ -17,7 +17,7 @@ void cand_record(const struct target *t, uint64_t now, struct policy_target *pt)
   pt->prefix_hit_rate = t->load.prefix_queries > 0 ? t->load.prefix_hits / t->load.prefix_queries : 0;
   pt->prefill_tps = t->prompt_tps_peak; /* demonstrated; the policy floors it with its default */
   pt->itl_s = t->load.itl_p50;          /* the adapters' windowed median; negative unknown */
-  pt->signal_age_ns = !t->updated_ns ? UINT64_MAX : now > t->updated_ns ? now - t->updated_ns : 0;
+  pt->report_ns = t->updated_ns ? t->updated_ns : UINT64_MAX;
   pt->inflight = t->inflight;
   pt->routed_since_report = t->routed_since_report;
   pt->network_s = t->remote ? 0.001 : 0; /* one more hop, through the other node's agent */
@@ -33,7 +33,6 @@ static void set_free(struct cand_set *c) {
   free(c->model);
   free(c->ids);
   free(c->pt);
-  free(c->updated);
   free(c->pos);
   memset(c, 0, sizeof *c);
 }
@@ -57,8 +56,7 @@ static void rebuild(struct cand_sets *cs, struct cand_set *c, const struct store
     const struct target *t = &s->targets[i];
     if (!member(t, model)) continue;
     c->ids[c->n] = i;
-    cand_record(t, 0, &c->pt[c->n]);
-    c->updated[c->n] = t->updated_ns;
+    cand_record(t, &c->pt[c->n]);
     c->pos[i] = c->n++;
   }
   c->seen_seq = s->change_seq;
@@ -85,8 +83,7 @@ static void refresh(struct cand_sets *cs, struct cand_set *c, const struct store
       return;
     }
     if (!in) continue;
-    cand_record(t, 0, &c->pt[k]);
-    c->updated[k] = t->updated_ns;
+    cand_record(t, &c->pt[k]);
     cs->refreshes++;
   }
   c->seen_seq = s->change_seq;
@@ -103,7 +100,6 @@ static struct cand_set *slot_for(struct cand_sets *cs, const struct store *s, st
   if (!lru->model) {
     lru->ids = xmalloc((size_t)cs->cap * sizeof *lru->ids);
     lru->pt = xmalloc((size_t)cs->cap * sizeof *lru->pt);
-    lru->updated = xmalloc((size_t)cs->cap * sizeof *lru->updated);
     lru->pos = xmalloc((size_t)cs->cap * sizeof *lru->pos);
   }
   free(lru->model);
@@ -118,14 +114,9 @@ static struct cand_set *slot_for(struct cand_sets *cs, const struct store *s, st
   return lru;
 }
 
-struct cand_set *cand_sets_get(struct cand_sets *cs, const struct store *s, struct slice model,
-                               uint64_t now) {
+struct cand_set *cand_sets_get(struct cand_sets *cs, const struct store *s, struct slice model) {
   struct cand_set *c = slot_for(cs, s, model);
   c->used = ++cs->tick;
   refresh(cs, c, s);
-  for (int i = 0; i < c->n; i++) {
-    uint64_t u = c->updated[i];
-    c->pt[i].signal_age_ns = !u ? UINT64_MAX : now > u ? now - u : 0;
-  }
   return c;
 }

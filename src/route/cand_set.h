@@ -20,14 +20,12 @@
 struct cand_set {
   char *model; /* owned; NULL = slot unused */
   size_t model_len;
-  int n;    /* candidates */
-  int *ids; /* owned: their store ids, ascending */
-  struct policy_target
-      *pt;           /* owned: pt[i] is the record of ids[i]; signal_age_ns as of the last cand_sets_get */
-  uint64_t *updated; /* owned: updated[i] is ids[i]'s updated_ns, for signal_age_ns */
-  int *pos;          /* owned, by store id: its index in ids, -1 when no candidate */
-  uint64_t seen_seq; /* the store's change_seq as of the last refresh */
-  uint64_t used;     /* LRU stamp */
+  int n;                    /* candidates */
+  int *ids;                 /* owned: their store ids, ascending */
+  struct policy_target *pt; /* owned: pt[i] is the record of ids[i] */
+  int *pos;                 /* owned, by store id: its index in ids, -1 when no candidate */
+  uint64_t seen_seq;        /* the store's change_seq as of the last refresh */
+  uint64_t used;            /* LRU stamp */
 };
 
 struct cand_sets {
@@ -42,13 +40,13 @@ void cand_sets_init(struct cand_sets *cs, int cap);
 void cand_sets_free(struct cand_sets *cs);
 
 /* cand_sets_get returns MODEL's set brought up to date with store S (whose change log every change went
- * through), its records' signal_age_ns as of NOW_NS. The set (and its arrays) belongs to cs and stays valid
- * until the next cand_sets_get; the caller may change the records (they are refreshed on the next call).
+ * through). The set (and its arrays) belongs to cs and stays valid until the next cand_sets_get; the caller
+ * may change the records (they are refreshed on the next call). Nothing in it follows the clock (a record
+ * holds the report's time, not its age), so a decision with nothing changed in the store touches no record.
  * Allocates only when a model gets a set for the first time. */
-struct cand_set *cand_sets_get(struct cand_sets *cs, const struct store *s, struct slice model,
-                               uint64_t now_ns);
+struct cand_set *cand_sets_get(struct cand_sets *cs, const struct store *s, struct slice model);
 
-/* cand_record fills PT, the routing policy's view of target T at NOW_NS (state/policy.h). */
-void cand_record(const struct target *t, uint64_t now_ns, struct policy_target *pt);
+/* cand_record fills PT, the routing policy's view of target T (state/policy.h). */
+void cand_record(const struct target *t, struct policy_target *pt);
 
 #endif

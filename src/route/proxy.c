@@ -710,7 +710,7 @@ void proxy_leg_send(struct proxy *p, struct leg *l, int id, bool hedge) {
   l->reserved = true;
   struct policy_target pt;
   uint64_t now = proxy_now(p->r);
-  cand_record(&r->store->targets[id], now, &pt);
+  cand_record(&r->store->targets[id], &pt);
   l->pol = router_policy_for(r, p->oai.model);
   policy_on_route(l->pol, policy_request(p), &pt, now, &l->ticket);
   l->ticketed = true;

@@ -21,7 +21,7 @@ static inline bool available(const struct router *r, int id, uint64_t now) {
 
 int router_candidates(struct router *r, struct slice model, const uint64_t *exclude, uint64_t now,
                       struct router_cands *out) {
-  struct cand_set *c = cand_sets_get(&r->cands, r->store, model, now);
+  struct cand_set *c = cand_sets_get(&r->cands, r->store, model);
   const int *ids = c->ids;
   int n = c->n;
   if (r->ctl.ndrains || r->ctl.npins || (exclude && any_bit(exclude, store_bitmap_words(r->store)))) {
@@ -174,7 +174,7 @@ void router_outcome(struct router *r, int id, const struct policy_req *preq, dou
   struct policy_target pt;
   uint64_t ttft_ns = ttft_s > 0 ? (uint64_t)(ttft_s * 1e9) : 0;
   uint64_t sent = now > ttft_ns ? now - ttft_ns : 0;
-  cand_record(t, sent, &pt);
+  cand_record(t, &pt);
   struct policy_ticket tk = {.target = -1};
   policy_on_route(pol, preq, &pt, sent, &tk);
   if (ttft_ns) policy_on_first_token(pol, &tk, now);

@@ -289,7 +289,7 @@ static void arrive(struct sim *s, int i, uint64_t t) {
   for (int e = 0; e < n; e++) {
     struct view *v = view_of(s, r, e);
     s->cand[e] = v->t;
-    s->cand[e].signal_age_ns = t - v->report_t;
+    s->cand[e].report_ns = v->report_t;
   }
   int k = policy_pick(s->pol[r], &pr, s->cand, n, t);
   int e = s->cand[k].id;

@@ -37,7 +37,8 @@ struct policy_req {
 };
 
 /* One candidate target with the signals the router holds about it. Signals are as of the target's last load
- * report (signal_age_ns old); the router-local counts are exact for this router. */
+ * report (taken at report_ns); the router-local counts are exact for this router. A record does not change
+ * with the clock: a caller may keep it from one request to the next. */
 struct policy_target {
   int id;                      /* the caller's stable id, >= 0; per-target state is sized by the largest */
   double waiting, running;     /* requests, as reported */
@@ -49,7 +50,8 @@ struct policy_target {
   double prefill_tps;          /* prompt tokens per second the target prefills at full batch (0 unknown) */
   double itl_s;                /* median time between output tokens there over a recent window, seconds
                                 * (the adapters' windowed ITL); < 0 unknown */
-  uint64_t signal_age_ns;      /* now - time of the report; UINT64_MAX = never reported */
+  uint64_t report_ns;          /* when the signals were reported, on the clock of policy_pick's now (their age is
+                                * now - report_ns); UINT64_MAX = never reported */
   int inflight;                /* router-local: routed here and not done */
   int routed_since_report;     /* router-local: routed here after the report was taken, not done */
   double network_s;            /* expected extra latency to reach it (a remote node's agent), seconds */

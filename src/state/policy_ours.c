@@ -209,8 +209,9 @@ static inline double estimate(struct ours *s, const struct pick_terms *k, const 
   double since = t->routed_since_report < g->pend_n ? t->routed_since_report : g->pend_n;
   double others = t->waiting + since - g->pend_n;
   if (others < 0) others = 0;
+  uint64_t sig_age = t->report_ns == UINT64_MAX ? UINT64_MAX : k->now > t->report_ns ? k->now - t->report_ns : 0;
   if (g->peer_n > 0) { /* a target with no report for stale_ns has the stale penalty instead */
-    uint64_t age = t->signal_age_ns == UINT64_MAX || t->signal_age_ns > k->stale_ns ? k->stale_ns : t->signal_age_ns;
+    uint64_t age = sig_age == UINT64_MAX || sig_age > k->stale_ns ? k->stale_ns : sig_age;
     peer_expire(g, k->now > age ? k->now - age : 0);
   }
   /* Other routers' waiting requests: an average prompt, less what the target's recent hit rate saves; and
@@ -229,7 +230,7 @@ static inline double estimate(struct ours *s, const struct pick_terms *k, const 
    * all arrive at once, so ours cannot be mixed with reported ones). */
   double step = k->itl_mean > 0 ? (t->itl_s > 0 ? t->itl_s : k->itl_mean) : g->step_s;
   double est = queue * inv + (1 + k->w_miss * queued + k->w_decode * running) * u + k->w_step * step;
-  if (t->signal_age_ns == UINT64_MAX || t->signal_age_ns > k->stale_ns) est += k->stale_penalty;
+  if (sig_age == UINT64_MAX || sig_age > k->stale_ns) est += k->stale_penalty;
   if (t->degraded) est += k->degraded_penalty;
   return est + (t->network_s > 0 ? t->network_s : 0);
 }

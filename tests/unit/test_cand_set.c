@@ -18,15 +18,15 @@
 static const char *const MODELS[] = {"llama", "qwen", "mistral", "nobody-serves-me"};
 #define NMODELS 4
 
-/* same_as_rebuild asserts that model's set equals the store's candidates with their records at now. */
-static void same_as_rebuild(struct cand_sets *cs, const struct store *s, const char *model, uint64_t now) {
+/* same_as_rebuild asserts that model's set equals the store's candidates with their records. */
+static void same_as_rebuild(struct cand_sets *cs, const struct store *s, const char *model) {
   int ids[CAP];
   int n = store_candidates(s, slice_cstr(model), NULL, ids, CAP);
-  struct cand_set *c = cand_sets_get(cs, s, slice_cstr(model), now);
+  struct cand_set *c = cand_sets_get(cs, s, slice_cstr(model));
   assert_int_equal(c->n, n);
   for (int i = 0; i < n; i++) {
     struct policy_target want;
-    cand_record(&s->targets[ids[i]], now, &want);
+    cand_record(&s->targets[ids[i]], &want);
     assert_int_equal(c->ids[i], ids[i]);
     assert_memory_equal(&c->pt[i], &want, sizeof want);
   }
@@ -104,7 +104,7 @@ static void test_sets_equal_a_rebuild_after_random_changes(void **state) {
       random_change(&s, &g, now);
     now += rng_next(&g) % 3000000000ull;
     for (int m = 0; m < NMODELS; m++)
-      same_as_rebuild(&cs, &s, MODELS[m], now);
+      same_as_rebuild(&cs, &s, MODELS[m]);
   }
   assert_true(cs.refreshes > 0);             /* most changes refreshed records in place ... */
   assert_true(cs.rebuilds < 3000 * NMODELS); /* ... not every decision rebuilt */
@@ -127,25 +127,25 @@ static void test_nothing_changed_rebuilds_nothing(void **state) {
     store_set_models(&s, i, m, 1);
     store_report(&s, i, &l, 1);
   }
-  struct cand_set *c = cand_sets_get(&cs, &s, slice_cstr("llama"), 5);
+  struct cand_set *c = cand_sets_get(&cs, &s, slice_cstr("llama"));
   assert_int_equal(c->n, 10);
   uint64_t rebuilds = cs.rebuilds, refreshes = cs.refreshes;
   for (int i = 0; i < 5; i++)
-    c = cand_sets_get(&cs, &s, slice_cstr("llama"), 5 + (uint64_t)i);
+    c = cand_sets_get(&cs, &s, slice_cstr("llama"));
   assert_int_equal(cs.rebuilds, rebuilds);
   assert_int_equal(cs.refreshes, refreshes);
-  assert_int_equal(c->pt[3].signal_age_ns, 8); /* the age still follows the clock */
+  assert_int_equal(c->pt[3].report_ns, 1);
   /* A load report or a reservation rewrites that target's record only. */
   l.waiting = 7;
   store_report(&s, 3, &l, 9);
   store_reserve(&s, 4);
-  c = cand_sets_get(&cs, &s, slice_cstr("llama"), 10);
+  c = cand_sets_get(&cs, &s, slice_cstr("llama"));
   assert_int_equal(cs.rebuilds, rebuilds);
   assert_int_equal(cs.refreshes, refreshes + 2);
-  assert_true(c->pt[3].waiting == 7 && c->pt[3].signal_age_ns == 1 && c->pt[4].inflight == 1);
+  assert_true(c->pt[3].waiting == 7 && c->pt[3].report_ns == 9 && c->pt[4].inflight == 1);
   /* A target leaving the set rebuilds it. */
   store_mark_down(&s, 5, "gone away");
-  c = cand_sets_get(&cs, &s, slice_cstr("llama"), 11);
+  c = cand_sets_get(&cs, &s, slice_cstr("llama"));
   assert_int_equal(cs.rebuilds, rebuilds + 1);
   assert_int_equal(c->n, 9);
   assert_int_equal(c->ids[5], 6);

@@ -44,7 +44,7 @@ static struct policy_req req_of(const struct prompt *p) {
 static void targets(struct policy_target *c, int n) {
   for (int i = 0; i < n; i++)
     c[i] = (struct policy_target){.id = i, .kv_usage = 0, .num_gpu_blocks = 4096, .block_size = BS,
-                                  .prefix_hit_rate = -1, .prefill_tps = 20000, .signal_age_ns = 1000000};
+                                  .prefix_hit_rate = -1, .prefill_tps = 20000};
 }
 
 /* route: pick, then commit like a router does; returns the chosen target id. */
@@ -341,11 +341,13 @@ static void test_ours_stale_counts_as_saturated(void **state) {
   policy_on_route(p, &r, &c[1], 0, &tk); /* the prompt's prefix now lives on target 1 */
   policy_on_first_token(p, &tk, 1);
   c[0].waiting = 3;
-  assert_int_equal(policy_pick(p, &r, c, 2, 0), 1); /* fresh signals: the cache wins over a queue */
-  c[1].signal_age_ns = 60ull * 1000000000ull;       /* its last report is a minute old */
-  assert_int_equal(policy_pick(p, &r, c, 2, 0), 0);
-  c[1].signal_age_ns = UINT64_MAX; /* never reported */
-  assert_int_equal(policy_pick(p, &r, c, 2, 0), 0);
+  const uint64_t now = 61ull * 1000000000ull;
+  c[0].report_ns = c[1].report_ns = now - 1000000;
+  assert_int_equal(policy_pick(p, &r, c, 2, now), 1); /* fresh signals: the cache wins over a queue */
+  c[1].report_ns = now - 60ull * 1000000000ull;       /* its last report is a minute old */
+  assert_int_equal(policy_pick(p, &r, c, 2, now), 0);
+  c[1].report_ns = UINT64_MAX; /* never reported */
+  assert_int_equal(policy_pick(p, &r, c, 2, now), 0);
   policy_on_done(p, &tk, 2, 1);
   policy_free(p);
 }
@@ -517,9 +519,9 @@ static void test_ours_reserves_peer_decisions(void **state) {
     policy_on_route(r1, &rb, &c[0], 10 * ms, &tk);
     policy_on_peer_decision(r2, &rb, &c[0], 10 * ms);
   }
-  c[0].signal_age_ns = c[1].signal_age_ns = 15 * ms; /* the last reports were taken at 5 ms */
+  c[0].report_ns = c[1].report_ns = 5 * ms; /* the last reports were taken at 5 ms */
   assert_int_equal(policy_pick(r2, &r, c, 2, 20 * ms), 1);
-  c[0].signal_age_ns = c[1].signal_age_ns = 1 * ms; /* reports taken at 19 ms: idle */
+  c[0].report_ns = c[1].report_ns = 19 * ms; /* reports taken at 19 ms: idle */
   assert_int_equal(policy_pick(r2, &r, c, 2, 20 * ms), 0);
   policy_free(r1);
   policy_free(r2);

@@ -42,6 +42,7 @@ struct oracle {
   uint64_t nrouted, last_route;
   double mean_gap_s, itl_mean;
   double est[NT], bound; /* of the last pick, by candidate index */
+  uint64_t now;          /* of the pick */
 };
 
 static int o_index_blocks(const struct policy_target *t, const struct policy_req *r) {
@@ -80,8 +81,8 @@ static double o_estimate(const struct oracle *s, const struct policy_req *r, con
   double est = queue / tps +
                (1 + s->cfg.ours_w_miss * queued + s->cfg.ours_w_decode * running) * uncached / tps +
                s->cfg.ours_w_step * step;
-  if (t->signal_age_ns == UINT64_MAX || t->signal_age_ns > s->cfg.stale_ns)
-    est += s->cfg.ours_stale_penalty_s;
+  uint64_t age = t->report_ns == UINT64_MAX ? UINT64_MAX : s->now > t->report_ns ? s->now - t->report_ns : 0;
+  if (age == UINT64_MAX || age > s->cfg.stale_ns) est += s->cfg.ours_stale_penalty_s;
   if (t->degraded) est += s->cfg.ours_degraded_penalty_s;
   return est + (t->network_s > 0 ? t->network_s : 0);
 }
@@ -198,7 +199,7 @@ static void make_prompt(struct rng *r, uint64_t *h, int *nb, int *tokens) {
   *tokens = n * BS + 1 + (int)rng_below(r, BS);
 }
 
-static void random_target(struct rng *r, struct policy_target *t, int id) {
+static void random_target(struct rng *r, struct policy_target *t, int id, uint64_t now) {
   double tps[] = {0, 8000, 20000, 31000, 55000};
   *t = (struct policy_target){
       .id = id,
@@ -210,9 +211,9 @@ static void random_target(struct rng *r, struct policy_target *t, int id) {
       .prefix_hit_rate = rng_below(r, 4) == 0 ? -1 : rng_unit(r),
       .prefill_tps = tps[rng_below(r, 5)],
       .itl_s = rng_below(r, 3) == 0 ? -1 : 0.005 + rng_unit(r) * 0.04,
-      .signal_age_ns = rng_below(r, 20) == 0   ? UINT64_MAX
-                       : rng_below(r, 20) == 0 ? 9000000000ull
-                                               : 200000000ull,
+      .report_ns = rng_below(r, 20) == 0   ? UINT64_MAX
+                   : rng_below(r, 20) == 0 ? now - 9000000000ull
+                                           : now - 200000000ull,
       .routed_since_report = (int)rng_below(r, 6),
       .network_s = rng_below(r, 4) == 0 ? rng_unit(r) * 0.01 : 0,
       .degraded = rng_below(r, 30) == 0,
@@ -230,7 +231,7 @@ static void drive(uint64_t seed, int itl_reported, int *picks, int *ties) {
   rng_seed(&r, seed * 31 + 7);
   struct flight fl[256];
   int nfl = 0;
-  uint64_t now = 1000000000ull, h[MAXB];
+  uint64_t now = 10000000000ull, h[MAXB]; /* past the oldest report random_target makes */
   struct policy_target c[NT];
   for (int step = 0; step < 3000; step++) {
     now += 1000000ull * rng_below(&r, 40);
@@ -241,7 +242,7 @@ static void drive(uint64_t seed, int itl_reported, int *picks, int *ties) {
       int j = i + (int)rng_below(&r, (uint32_t)(NT - i)), t = perm[i];
       perm[i] = perm[j];
       perm[j] = t;
-      random_target(&r, &c[i], perm[i]);
+      random_target(&r, &c[i], perm[i], now);
       if (!itl_reported) c[i].itl_s = -1;
     }
     int nb, tokens;
@@ -253,6 +254,7 @@ static void drive(uint64_t seed, int itl_reported, int *picks, int *ties) {
                              .nblocks = nb,
                              .block_size = BS,
                              .tenant = -1};
+    o->now = now;
     int ia, ib, want = o_pick(o, &req, c, n, &ia, &ib), got = policy_pick(p, &req, c, n, now);
     (*picks)++;
     if (got != want) {
@@ -375,7 +377,7 @@ static void test_llmd_picks_equal_old_scoring(void **state) {
       int j = i + (int)rng_below(&r, (uint32_t)(NT - i)), t = perm[i];
       perm[i] = perm[j];
       perm[j] = t;
-      random_target(&r, &c[i], perm[i]);
+      random_target(&r, &c[i], perm[i], 10000000000ull); /* llm-d reads no report time */
       c[i].waiting =
           (double)rng_below(&r, 3); /* equal queues and KV: ties the random draw must break alike */
       c[i].kv_usage = rng_below(&r, 2) ? 0.5 : -1;

@@ -123,7 +123,7 @@ static void test_admission_verdicts(void **state) {
 static void records_match(const struct router_cands *c, uint64_t now) {
   for (int i = 0; i < c->n; i++) {
     struct policy_target want;
-    cand_record(&st.targets[c->ids[i]], now, &want);
+    cand_record(&st.targets[c->ids[i]], &want);
     assert_memory_equal(&c->pt[i], &want, sizeof want);
   }
 }
