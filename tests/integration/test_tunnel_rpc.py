@@ -188,9 +188,8 @@ def test_a_restarted_host_gets_its_worker_back(procs, tmp_path):
 
 @pytest.mark.timeout(120)
 def test_host_releases_a_worker_it_moves_away_from(procs, tmp_path):
-    """A host using one of two workers whose rpc-server keeps failing (killed until its restart backoff is
-    seconds long: streams to it are refused) moves to the other worker and releases the first, which stops its
-    rpc-server and is free for other hosts."""
+    """A host using one of two workers whose rpc-server exits (killed; the worker would restart it) moves to the
+    other worker at once and releases the first, which stops its rpc-server and is free for other hosts."""
     init_cluster(tmp_path / "wa")
     for n in ("wb", "h1"):
         share_key(tmp_path / "wa", tmp_path / n)
@@ -205,16 +204,46 @@ def test_host_releases_a_worker_it_moves_away_from(procs, tmp_path):
     first = "wa" if rpc_pids(ports["wa"]) else "wb"
     other, nodes = {"wa": "wb", "wb": "wa"}[first], {"wa": wa, "wb": wb}
     assert not rpc_pids(ports[other])
-    for _ in range(5):  # restarts after 0.5, 1, 2, 4 s: the fifth death leaves it down for 8 s
-        [pid] = wait_for(lambda: rpc_pids(ports[first]), timeout=15, what=f"{first}'s rpc-server (re)started")
-        os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: pid not in rpc_pids(ports[first]), timeout=5, what="the rpc-server killed")
+    [pid] = rpc_pids(ports[first])
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: f"worker={first} why=\"ended the stream" in h1.agent.proc.stderr(), timeout=15,
+             what="h1 to notice the rpc-server's exit")
     wait_for(lambda: answers(h1), timeout=60, what=f"h1 to answer again, over {other}")
     assert rpc_pids(ports[other]) and labels(h1.agent, other).get("rpc_host") == "h1"
     wait_for(lambda: 'why="the host released it"' in nodes[first].agent.proc.stderr(), timeout=10,
              what=f"h1 to release {first}")
     wait_for(lambda: "rpc_host" not in labels(h1.agent, first), timeout=10, what=f"{first} free again")
     wait_for(lambda: not rpc_pids(ports[first]), timeout=15, what=f"{first}'s rpc-server stopped for good")
+
+
+@pytest.mark.timeout(120)
+def test_host_restarts_over_a_crashed_rpc_server_before_any_request(procs, tmp_path):
+    """An rpc-server that exits (SIGKILL) ends its stream to the host's llama-server: the host notices at once
+    and, with no client request sent in between, takes the target down, restarts llama-server over the rpc-server
+    the worker restarted, and the target comes back. Asserted: the host logs the exit and runs a new llama-server
+    before any request, and the first request after the target is healthy again succeeds (before this, nothing
+    happened until a request came, and that request failed)."""
+    init_cluster(tmp_path / "worker")
+    share_key(tmp_path / "worker", tmp_path / "h1")
+    rpc_port = free_port()
+    worker = start_node(procs, tmp_path, "worker", [], data_dir=tmp_path / "worker",
+                        extra=("--rpc-server", str(RPC), "--rpc-port", str(rpc_port), *FAST))
+    h1, llama_port = split_host(procs, tmp_path, "h1", [worker.gossip])
+    wait_for(lambda: answers(h1), timeout=60, what="the split model to answer on h1")
+    [rpc] = rpc_pids(rpc_port)
+    [llama] = rpc_pids(llama_port, b"llama-server")
+    t0 = time.monotonic()
+    os.kill(rpc, signal.SIGKILL)
+    # From here no request until the target is back.
+    wait_for(lambda: 'why="ended the stream (its rpc-server exited)"' in h1.agent.proc.stderr(), timeout=10,
+             what="h1 to notice the rpc-server's exit without a request")
+    wait_for(lambda: [p for p in rpc_pids(llama_port, b"llama-server") if p != llama] and healthy(h1), timeout=60,
+             what="a new llama-server over the restarted rpc-server, healthy")
+    print(f"\n[split] healthy again {time.monotonic() - t0:.2f} s after the rpc-server was killed, no request sent")
+    assert llama not in rpc_pids(llama_port, b"llama-server")
+    assert rpc not in rpc_pids(rpc_port) and len(rpc_pids(rpc_port)) == 1
+    r = post_json(h1.port, "/v1/chat/completions", CHAT)
+    assert r.status == 200, r.text()
 
 
 @pytest.mark.timeout(120)
