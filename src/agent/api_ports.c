@@ -15,11 +15,11 @@ static void set_drain(void *ctx, bool draining) { mesh_set_drain(ctx, draining);
 static struct keyring *cluster_keyring(void *ctx) { return mesh_keyring(ctx); }
 
 static bool rpc_offered(void *ctx) { return mesh_rpc_offer(ctx) != NULL; }
-static int rpc_lease(void *ctx, const char *host, char *holder, size_t cap) {
-  return rpc_worker_lease(mesh_rpc_offer(ctx), host, holder, cap);
+static int rpc_lease(void *ctx, const char *host, const uint8_t *id, char *holder, size_t cap) {
+  return rpc_worker_lease(mesh_rpc_offer(ctx), host, id, holder, cap);
 }
-static int rpc_release(void *ctx, const char *host, const char *why) {
-  return rpc_worker_release(mesh_rpc_offer(ctx), host, why);
+static int rpc_release(void *ctx, const char *host, const uint8_t *id, const char *why) {
+  return rpc_worker_release(mesh_rpc_offer(ctx), host, id, why);
 }
 static int rpc_port(void *ctx) { return rpc_worker_port(mesh_rpc_offer(ctx)); }
 static uint64_t rpc_mem_mb(void *ctx) { return rpc_worker_mem_mb(mesh_rpc_offer(ctx)); }

@@ -322,13 +322,16 @@ static void build_load(struct mesh *m, struct gossip_load *l, uint64_t now) {
   l->age_ms = newest && now > newest ? (uint32_t)((now - newest) / 1000000u) : 0;
 }
 
-/* An rpc-server held by a host that is no longer an alive member (it left, or died) is freed. */
+/* An rpc-server held by a host that is no longer an alive member (it left, or died; a member of that name with
+ * another node id is another node) is freed. */
 static void check_rpc_holder(struct mesh *m) {
   bool self;
   char host[64];
+  uint8_t id[GOSSIP_ID_LEN];
   if (!m->tun.rpc || !rpc_worker_holder(m->tun.rpc)[0]) return;
   str_copy(host, sizeof host, rpc_worker_holder(m->tun.rpc));
-  if (!mesh_find_node(m, host, &self, NULL)) rpc_worker_release(m->tun.rpc, host, "the host left the mesh");
+  if (!mesh_find_node(m, host, &self, id) || memcmp(id, rpc_worker_holder_id(m->tun.rpc), sizeof id) != 0)
+    rpc_worker_release(m->tun.rpc, host, NULL, "the host left the mesh");
 }
 
 static void timer_cb(uv_timer_t *h) {
@@ -738,6 +741,8 @@ void mesh_set_raft(struct mesh *m, const char *raft_addr, bool formed) {
 }
 
 const uint8_t *mesh_node_id(const struct mesh *m) { return m->id.pk; }
+
+const struct identity *mesh_identity(const struct mesh *m) { return &m->id; }
 
 int mesh_rpc_workers(const struct mesh *m, struct mesh_rpc_worker *out, int max) {
   int n = 0;

@@ -79,6 +79,10 @@ struct mesh_server {
 void mesh_set_raft(struct mesh *m, const char *raft_addr, bool formed);
 int mesh_servers(const struct mesh *m, struct mesh_server *out, int max);
 const uint8_t *mesh_node_id(const struct mesh *m);
+/* mesh_identity is this node's key pair (owned by m; the secret key never leaves the node): what signs what
+ * this node asks for itself (route/hop.h hop_sign_node). */
+struct identity;
+const struct identity *mesh_identity(const struct mesh *m);
 /* mesh_hop_dialer opens connections to other agents through the tunnel (http_pool_set_dialer; owned by m), or
  * is NULL with --insecure-hops (plaintext TCP). mesh_tunnel is the tunnel itself (owned by m; it runs with
  * --insecure-hops too), for subsystems that register ports or open forwarders (tunnel/tunnel.h). */

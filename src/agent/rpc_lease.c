@@ -77,7 +77,7 @@ struct rpc_lease_call *rpc_lease_send(uv_loop_t *loop, struct mesh *mesh, const 
   uint8_t node[32];
   const char *api = mesh_find_node(mesh, worker, &self, node);
   const char *colon = api ? strrchr(api, ':') : NULL;
-  char host[96], what[32], target[128], path[64], rid[40], hop[HOP_HEADER_MAX];
+  char host[96], what[32], target[128], path[64], rid[40], hop[HOP_HEADER_MAX], sig[HOP_NODE_SIG_MAX];
   if (!colon || self || (size_t)(colon - api) >= sizeof host) return NULL;
   memcpy(host, api, (size_t)(colon - api));
   host[colon - api] = '\0';
@@ -103,10 +103,12 @@ struct rpc_lease_call *rpc_lease_send(uv_loop_t *loop, struct mesh *mesh, const 
   struct hop_bind hb = {.request_id = slice_cstr(rid), .target = slice_cstr(target), .node = node};
   hop_digest("POST", slice_cstr(path), &b, 1, hb.digest);
   hop_sign(mesh_keyring(mesh), HOP_CTL, (int64_t)time(NULL), r[1], &hb, hop, sizeof hop);
+  hop_sign_node(mesh_identity(mesh), HOP_CTL, slice_cstr(hop), &hb, sig, sizeof sig);
   buf_printf(&c->head,
              "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-             "x-request-id: %s\r\nx-infermesh-hop: %s\r\nx-infermesh-hop-target: %s\r\n\r\n",
-             path, api, c->body.len, rid, hop, target);
+             "x-request-id: %s\r\nx-infermesh-hop: %s\r\nx-infermesh-hop-target: %s\r\n"
+             "x-infermesh-hop-node: %s\r\n\r\n",
+             path, api, c->body.len, rid, hop, target, sig);
   c->req = hc_request(&c->pool, buf_slice(&c->head), &b, 1, &cbs, c, RPC_LEASE_TIMEOUT_MS);
   return c;
 }

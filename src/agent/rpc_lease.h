@@ -2,8 +2,10 @@
  * agent/rpc_worker.h is the worker's, api/rpc_api.h its endpoint).
  *
  * The call is POST /v1/cluster/rpc/lease or /v1/cluster/rpc/release with {"host":"<this node's name>"} to the
- * worker's agent, through the agent-to-agent tunnel (mesh_hop_dialer) and signed with the cluster key for
- * that worker and body (route/hop.h, HOP_CTL; hop target "rpc-lease:<hash>" or "rpc-release:<hash>"). */
+ * worker's agent, through the agent-to-agent tunnel (mesh_hop_dialer), signed with the cluster key for that
+ * worker and body (route/hop.h, HOP_CTL; hop target "rpc-lease:<hash>" or "rpc-release:<hash>") and with this
+ * node's identity (x-infermesh-hop-node, hop_sign_node): the worker holds the lease for this node's id, and
+ * no other agent of the cluster can lease or release it under this node's name. */
 #ifndef IM_AGENT_RPC_LEASE_H
 #define IM_AGENT_RPC_LEASE_H
 

@@ -18,11 +18,12 @@ struct rpc_worker {
   uv_loop_t *loop;
   char bin[512];
   int port;
-  uint64_t mem_mb;         /* announced */
-  char holder[64];         /* the host holding it, "" = free */
-  struct child_proc *proc; /* the rpc-server, while held */
-  uv_timer_t timer;        /* re-reads the free memory */
-  int parts;               /* what is still on the loop: the timer, and rpc-servers being stopped */
+  uint64_t mem_mb;               /* announced */
+  char holder[64];               /* the host holding it, "" = free */
+  uint8_t holder_id[RPC_ID_LEN]; /* its node id */
+  struct child_proc *proc;       /* the rpc-server, while held */
+  uv_timer_t timer;              /* re-reads the free memory */
+  int parts;                     /* what is still on the loop: the timer, and rpc-servers being stopped */
   bool stopping;
   void (*closed_cb)(void *);
   void *closed_arg;
@@ -86,13 +87,14 @@ static void part_done(struct rpc_worker *w) {
 
 static void proc_closed_cb(void *arg) { part_done(arg); }
 
-int rpc_worker_lease(struct rpc_worker *w, const char *host, char *holder, size_t cap) {
-  if (w->holder[0] && strcmp(w->holder, host) != 0) {
+int rpc_worker_lease(struct rpc_worker *w, const char *host, const uint8_t *id, char *holder, size_t cap) {
+  if (w->holder[0] && (strcmp(w->holder, host) != 0 || memcmp(w->holder_id, id, RPC_ID_LEN) != 0)) {
     str_copy(holder, cap, w->holder);
     return -EBUSY;
   }
   if (!w->holder[0]) log_info("rpc worker: leased", "host=%s port=%d", host, w->port);
   str_copy(w->holder, sizeof w->holder, host);
+  memcpy(w->holder_id, id, RPC_ID_LEN);
   if (!w->proc) {
     char pstr[16];
     snprintf(pstr, sizeof pstr, "%d", w->port);
@@ -102,8 +104,9 @@ int rpc_worker_lease(struct rpc_worker *w, const char *host, char *holder, size_
   return 0;
 }
 
-int rpc_worker_release(struct rpc_worker *w, const char *host, const char *why) {
-  if (!w->holder[0] || strcmp(w->holder, host) != 0) return -ENOENT;
+int rpc_worker_release(struct rpc_worker *w, const char *host, const uint8_t *id, const char *why) {
+  if (!w->holder[0] || strcmp(w->holder, host) != 0 || (id && memcmp(w->holder_id, id, RPC_ID_LEN) != 0))
+    return -ENOENT;
   log_info("rpc worker: released; stopping the rpc-server", "host=%s why=\"%s\"", host, why);
   w->holder[0] = '\0';
   if (w->proc) {
@@ -115,6 +118,8 @@ int rpc_worker_release(struct rpc_worker *w, const char *host, const char *why) 
 }
 
 const char *rpc_worker_holder(const struct rpc_worker *w) { return w->holder; }
+
+const uint8_t *rpc_worker_holder_id(const struct rpc_worker *w) { return w->holder_id; }
 
 uint64_t rpc_worker_mem_mb(const struct rpc_worker *w) { return w->mem_mb; }
 
@@ -128,6 +133,6 @@ void rpc_worker_stop(struct rpc_worker *w, void (*closed_cb)(void *arg), void *a
   w->closed_cb = closed_cb;
   w->closed_arg = arg;
   w->stopping = true;
-  if (w->holder[0]) rpc_worker_release(w, w->holder, "the agent stops");
+  if (w->holder[0]) rpc_worker_release(w, w->holder, NULL, "the agent stops");
   uv_close((uv_handle_t *)&w->timer, timer_closed_cb);
 }

@@ -29,15 +29,21 @@ struct rpc_worker;
  * a message in err. */
 int rpc_worker_start(struct rpc_worker **out, uv_loop_t *loop, const char *bin, int port, char *err,
                      size_t errlen);
-/* rpc_worker_lease gives the worker to host (a member's name, copied) and starts the rpc-server if none runs:
- * 0, also when host holds it already (a host that restarted asks again); -EBUSY when another host holds it,
- * whose name is then written to holder (cap bytes). */
-int rpc_worker_lease(struct rpc_worker *w, const char *host, char *holder, size_t cap);
+/* rpc_worker_lease gives the worker to host, the member whose node id is id (RPC_ID_LEN bytes; both copied:
+ * the caller checked that host signed the request with that id), and starts the rpc-server if none runs: 0,
+ * also when that member holds it already (a host that restarted asks again: its id is kept in its data dir);
+ * -EBUSY when another member holds it (another id, even under the same name), whose name is then written to
+ * holder (cap bytes). */
+#define RPC_ID_LEN 32
+int rpc_worker_lease(struct rpc_worker *w, const char *host, const uint8_t *id, char *holder, size_t cap);
 /* rpc_worker_release frees the worker held by host and stops its rpc-server (why goes to the log): 0, or
- * -ENOENT when host does not hold it (nothing changes). */
-int rpc_worker_release(struct rpc_worker *w, const char *host, const char *why);
-/* rpc_worker_holder is the name of the host holding w, "" when free (owned by w, valid until it changes). */
+ * -ENOENT when host does not hold it (nothing changes). id: the node id of the member asking (RPC_ID_LEN
+ * bytes), which must be the holder's; NULL when this node decides (its agent stops, the holder left). */
+int rpc_worker_release(struct rpc_worker *w, const char *host, const uint8_t *id, const char *why);
+/* rpc_worker_holder is the name of the host holding w, "" when free (owned by w, valid until it changes);
+ * rpc_worker_holder_id its node id (RPC_ID_LEN bytes, owned by w; meaningless while free). */
 const char *rpc_worker_holder(const struct rpc_worker *w);
+const uint8_t *rpc_worker_holder_id(const struct rpc_worker *w);
 /* rpc_worker_mem_mb is the free memory w announces, in MiB. */
 uint64_t rpc_worker_mem_mb(const struct rpc_worker *w);
 /* rpc_worker_running: an rpc-server runs now (leased, and not between an exit and its restart). */

@@ -172,13 +172,19 @@ static void restart(struct split *s, const char *worker, const char *why) {
 }
 
 /* A stream to a chosen worker failed: its rpc-server or its node went away (membership may take seconds to
- * agree): the target is down now, and the next pick leaves that worker out if it can. */
+ * agree). An rpc-server never ends a connection of a running llama-server itself, so a stream the worker's
+ * side ended first (-EPIPE) means its rpc-server exited (the worker restarts it): the llama-server's layers
+ * there are gone even though nothing asked it anything yet. The target is down now, and the next pick leaves
+ * that worker out if it can. */
 static void lost_cb(void *arg, int err) {
   struct lease *l = arg;
   struct split *s = l->s;
   if (!s->proc || s->restarting || s->stopping) return;
   str_copy(s->shunned, sizeof s->shunned, l->name);
-  restart(s, l->name, err ? "refused the stream" : "cut the stream");
+  restart(s, l->name,
+          err == -EPIPE ? "ended the stream (its rpc-server exited)"
+          : err         ? "refused the stream"
+                        : "cut the stream");
 }
 
 static void release_cb(void *arg, int status, int port, const char *msg) {

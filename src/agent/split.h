@@ -11,7 +11,8 @@
  * with "{rpc}" replaced by the forwarders' addresses (127.0.0.1:L1,127.0.0.1:L2) as a supervised helper
  * process (agent/child_proc.h). The local runtime named cluster.split_target (its URL is the llama-server's)
  * is routed like any other. It is marked down at once when a stream to a chosen worker fails (the worker's
- * side was cut or refused: tunnel_forward_on_lost) or the worker leaves membership: the llama-server is
+ * side was cut or refused, or ended first: its rpc-server exited, even while no request ran;
+ * tunnel_forward_on_lost) or the worker leaves membership: the llama-server is
  * stopped and workers picked again (the failed one left out when another is there); the workers of the last
  * pick that the new one leaves out are released (POST /v1/cluster/rpc/release). With none it waits (logged,
  * with how many are held by other hosts or too small). A worker that joins later is used at the next restart,

@@ -28,12 +28,13 @@ struct api_mesh {
   struct keyring *(*keyring)(void *ctx);
   /* This node's rpc-server offer to split hosts (agent/rpc_worker.h). rpc_offered: the node was started with
    * --rpc-server (otherwise the other rpc_ functions are not called). rpc_lease: start the rpc-server for the
-   * member host: 0 (also when host holds it already), or -EBUSY with the holder's name in holder.
-   * rpc_release: host gives it back (why is logged): 0, or -ENOENT when host did not hold it. rpc_port and
-   * rpc_mem_mb: its loopback port and the free memory announced. */
+   * member host whose node id (32 bytes) is id: 0 (also when that member holds it already), or -EBUSY with
+   * the holder's name in holder. rpc_release: host, with node id id, gives it back (why is logged): 0, or
+   * -ENOENT when that member did not hold it. The caller has checked that host signed the request with id.
+   * rpc_port and rpc_mem_mb: its loopback port and the free memory announced. */
   bool (*rpc_offered)(void *ctx);
-  int (*rpc_lease)(void *ctx, const char *host, char *holder, size_t cap);
-  int (*rpc_release)(void *ctx, const char *host, const char *why);
+  int (*rpc_lease)(void *ctx, const char *host, const uint8_t *id, char *holder, size_t cap);
+  int (*rpc_release)(void *ctx, const char *host, const uint8_t *id, const char *why);
   int (*rpc_port)(void *ctx);
   uint64_t (*rpc_mem_mb)(void *ctx);
 };

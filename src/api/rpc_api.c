@@ -8,6 +8,7 @@
 
 #include "api/reply.h"
 #include "core/buf.h"
+#include "net/http_req.h"
 #include "route/hop.h"
 
 /* host_of reads {"host": NAME} from the body into host: 0, or -EINVAL (answered). */
@@ -24,9 +25,20 @@ static int host_of(struct http_req *req, char *host, size_t cap) {
   return rc;
 }
 
-static void lease(const struct api_mesh *mesh, struct http_req *req, const char *host) {
+/* signed_by checks the node signature (x-infermesh-hop-node, route/hop.h) of req, whose hop header was
+ * accepted already, against pk: the node id of the member the body names. */
+static bool signed_by(const struct api_mesh *mesh, struct http_req *req, const uint8_t *pk) {
+  struct hop_bind hb = {.request_id = http_req_header(req, "x-request-id"),
+                        .target = http_req_header(req, "x-infermesh-hop-target"),
+                        .node = mesh->node_id(mesh->ctx)};
+  hop_digest(http_method_name(req->method), req->url, &req->body, 1, hb.digest);
+  return hop_verify_node(pk, HOP_CTL, http_req_header(req, "x-infermesh-hop"), &hb,
+                         http_req_header(req, "x-infermesh-hop-node")) == 0;
+}
+
+static void lease(const struct api_mesh *mesh, struct http_req *req, const char *host, const uint8_t *id) {
   char holder[64];
-  if (mesh->rpc_lease(mesh->ctx, host, holder, sizeof holder) == -EBUSY) {
+  if (mesh->rpc_lease(mesh->ctx, host, id, holder, sizeof holder) == -EBUSY) {
     char msg[200];
     snprintf(
         msg, sizeof msg,
@@ -47,8 +59,8 @@ static void lease(const struct api_mesh *mesh, struct http_req *req, const char 
   buf_free(&b);
 }
 
-static void release(const struct api_mesh *mesh, struct http_req *req, const char *host) {
-  bool released = mesh->rpc_release(mesh->ctx, host, "the host released it") == 0;
+static void release(const struct api_mesh *mesh, struct http_req *req, const char *host, const uint8_t *id) {
+  bool released = mesh->rpc_release(mesh->ctx, host, id, "the host released it") == 0;
   struct buf b = {0};
   buf_puts(&b, "{\"node\":");
   buf_json_str(&b, slice_cstr(mesh->node_name(mesh->ctx)));
@@ -83,19 +95,26 @@ bool rpc_api_handle(const struct api_control *ctl, const struct api_mesh *mesh, 
                     "permission_denied");
     return true;
   }
-  char host[64];
+  char host[64], msg[200];
+  uint8_t id[32];
   bool self;
   if (!mesh->rpc_offered(mesh->ctx)) {
     api_reply_error(req, 404, "this node offers no rpc-server (start its agent with --rpc-server)",
                     "rpc_not_offered");
   } else if (host_of(req, host, sizeof host) != 0) {
     return true;
-  } else if (is_lease && (!mesh->find_node(mesh->ctx, host, &self, NULL) || self)) {
+  } else if (!mesh->find_node(mesh->ctx, host, &self, id) || self) {
     api_reply_error(req, 503, "the host is not an alive member of this mesh (yet): try again", "unavailable");
+  } else if (!signed_by(mesh, req, id)) {
+    snprintf(
+        msg, sizeof msg,
+        "not signed by the node '%s' (x-infermesh-hop-node): an agent leases and releases for itself only",
+        host);
+    api_reply_error(req, 403, msg, "permission_denied");
   } else if (is_lease) {
-    lease(mesh, req, host);
+    lease(mesh, req, host, id);
   } else {
-    release(mesh, req, host);
+    release(mesh, req, host, id);
   }
   return true;
 }

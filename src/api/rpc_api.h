@@ -3,9 +3,13 @@
  *   POST /v1/cluster/rpc/release  {"host": NAME}  NAME gives it back: the rpc-server stops
  * Only agents of this cluster may call them: the request must be signed with the cluster key for this node
  * and its body (route/hop.h; hop target "rpc-lease:<hash>" / "rpc-release:<hash>"); the route table lets no
- * token through (API_AGENT). NAME must be an alive member other than this node.
+ * token through (API_AGENT). NAME must be an alive member other than this node, and the request signed by
+ * NAME's own node key too (x-infermesh-hop-node, checked against the id membership announces for NAME): the
+ * cluster key proves only that some agent of the cluster sent it, so without this any agent could release
+ * another host's worker. The lease is held by NAME's node id.
  * Answers: 200 {"node","host","port","mem_mb"} (lease: also when NAME holds it already) or
- * {"node","host","released"} (release: false when NAME did not hold it); 400 a bad body; 403 a bad signature;
+ * {"node","host","released"} (release: false when NAME did not hold it); 400 a bad body; 403 a bad signature
+ * (cluster key, or NAME's node key);
  * 404 rpc_not_offered (this node was not started with --rpc-server); 409 rpc_worker_busy (another host holds
  * it: the message names it) or standalone; 503 NAME is not an alive member (yet), or too many signatures to
  * remember. */

@@ -62,26 +62,37 @@ static int hexval(char c) {
   return -1;
 }
 
-int hop_verify(const struct keyring *kr, struct hop_seen *seen, const char *purpose, int64_t now_s,
-                      struct slice hop, const struct hop_bind *b) {
+/* hop_parse splits a header value "v3.<ts>.<nonce 16 hex>.<tag 64 hex>": 0 with *ts, *nonce (16 characters
+ * in hop) and tag; -EPROTO (an older version) or -EACCES (malformed). */
+static int hop_parse(struct slice hop, uint64_t *ts, const char **nonce, uint8_t tag[32]) {
   if (hop.len >= 3 && (memcmp(hop.base, "v1.", 3) == 0 || memcmp(hop.base, "v2.", 3) == 0)) return -EPROTO;
-  if (!kr || !b->node || hop.len < 4 || memcmp(hop.base, "v3.", 3) != 0) return -EACCES;
+  if (hop.len < 4 || memcmp(hop.base, "v3.", 3) != 0) return -EACCES;
   const char *p = hop.base + 3, *end = hop.base + hop.len;
   const char *dot = memchr(p, '.', (size_t)(end - p));
-  uint64_t ts;
-  if (!dot || slice_to_u64(slice_make(p, (size_t)(dot - p)), &ts) != 0 || ts > INT64_MAX) return -EACCES;
+  if (!dot || slice_to_u64(slice_make(p, (size_t)(dot - p)), ts) != 0 || *ts > INT64_MAX) return -EACCES;
   /* then "<nonce 16 hex>.<tag 64 hex>" */
-  const char *nonce = dot + 1;
-  if (end - nonce != 16 + 1 + 64 || nonce[16] != '.') return -EACCES;
+  const char *n = dot + 1;
+  if (end - n != 16 + 1 + 64 || n[16] != '.') return -EACCES;
   for (int i = 0; i < 16; i++)
-    if (hexval(nonce[i]) < 0) return -EACCES;
-  const char *hex = nonce + 17;
-  uint8_t tag[32];
+    if (hexval(n[i]) < 0) return -EACCES;
+  const char *hex = n + 17;
   for (int i = 0; i < 32; i++) {
     int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
     if (hi < 0 || lo < 0) return -EACCES;
     tag[i] = (uint8_t)(hi << 4 | lo);
   }
+  *nonce = n;
+  return 0;
+}
+
+int hop_verify(const struct keyring *kr, struct hop_seen *seen, const char *purpose, int64_t now_s,
+                      struct slice hop, const struct hop_bind *b) {
+  uint64_t ts;
+  const char *nonce;
+  uint8_t tag[32];
+  int prc = hop_parse(hop, &ts, &nonce, tag);
+  if (prc == -EPROTO) return -EPROTO;
+  if (!kr || !b->node || prc != 0) return -EACCES;
   char text[HOP_TEXT_MAX];
   size_t n = hop_text(text, sizeof text, purpose, (int64_t)ts, slice_make(nonce, 16), b);
   if (!n || !keyring_auth_verify(kr, (const uint8_t *)text, n, tag)) return -EACCES;
@@ -92,6 +103,44 @@ int hop_verify(const struct keyring *kr, struct hop_seen *seen, const char *purp
   memcpy(&key, tag, sizeof key);
   int rc = hop_seen_add(seen, key, (int64_t)ts + HOP_MAX_SKEW_S, now_s);
   return rc == 0 ? 0 : rc == -EALREADY ? -EALREADY : -EBUSY;
+}
+
+/* node_text writes "node." and the hop text of the header value hop for purpose and b into out: its length,
+ * or 0 (hop does not parse, no b->node, too long). */
+static size_t node_text(char *out, size_t cap, const char *purpose, struct slice hop, const struct hop_bind *b) {
+  uint64_t ts;
+  const char *nonce;
+  uint8_t tag[32];
+  if (!b->node || cap < 5 || hop_parse(hop, &ts, &nonce, tag) != 0) return 0;
+  memcpy(out, "node.", 5);
+  size_t n = hop_text(out + 5, cap - 5, purpose, (int64_t)ts, slice_make(nonce, 16), b);
+  return n ? 5 + n : 0;
+}
+
+void hop_sign_node(const struct identity *id, const char *purpose, struct slice hop, const struct hop_bind *b,
+                   char *out, size_t cap) {
+  char text[HOP_TEXT_MAX];
+  uint8_t sig[crypto_sign_BYTES];
+  if (cap) out[0] = '\0';
+  size_t n = node_text(text, sizeof text, purpose, hop, b);
+  if (!n || cap < HOP_NODE_SIG_MAX) return;
+  crypto_sign_detached(sig, NULL, (const uint8_t *)text, n, id->sk);
+  sodium_bin2hex(out, cap, sig, sizeof sig);
+}
+
+int hop_verify_node(const uint8_t *pk, const char *purpose, struct slice hop, const struct hop_bind *b,
+                    struct slice sig) {
+  char text[HOP_TEXT_MAX];
+  uint8_t bin[crypto_sign_BYTES];
+  if (sig.len != 2 * sizeof bin) return -EACCES;
+  for (size_t i = 0; i < sizeof bin; i++) {
+    int hi = hexval(sig.base[2 * i]), lo = hexval(sig.base[2 * i + 1]);
+    if (hi < 0 || lo < 0) return -EACCES;
+    bin[i] = (uint8_t)(hi << 4 | lo);
+  }
+  size_t n = node_text(text, sizeof text, purpose, hop, b);
+  if (!n || crypto_sign_verify_detached(bin, (const uint8_t *)text, n, pk) != 0) return -EACCES;
+  return 0;
 }
 
 const char *hop_refusal(int rc) {

@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 
+#include "cluster/identity.h"
 #include "cluster/keyring.h"
 #include "core/slice.h"
 #include "route/hop_seen.h"
@@ -55,6 +56,28 @@ void hop_sign(const struct keyring *kr, const char *purpose, int64_t now_s, uint
  * -EALREADY (accepted before: a replay), -EBUSY (seen is full: answer 503). */
 int hop_verify(const struct keyring *kr, struct hop_seen *seen, const char *purpose, int64_t now_s,
                       struct slice hop, const struct hop_bind *b);
+
+/* The cluster key proves only that some agent of the cluster signed a hop. A control call that acts for the
+ * node sending it (a split host leasing or releasing a worker's rpc-server: api/rpc_api.c) carries, besides
+ * x-infermesh-hop, the sender's own signature:
+ *   x-infermesh-hop-node = the 128 hex digits of an ed25519 signature with the sender's node key
+ *                          (cluster/identity.h) over "node." followed by the text the hop tag covers
+ * (so the same purpose, time, nonce, request id, receiver, digest and target), which the receiver checks
+ * against the public id membership gives the member the body names. Checked after hop_verify accepted the
+ * header (fresh, once), the node signature is as single-use as the hop it goes with. */
+#define HOP_NODE_SIG_MAX 129 /* 128 hex digits + NUL */
+
+/* hop_sign_node writes the x-infermesh-hop-node value for the header value hop (made by hop_sign with the
+ * same purpose and b) into out (>= HOP_NODE_SIG_MAX bytes), signed with id's secret key (borrowed for the
+ * call). A hop value that does not parse, no b->node or a smaller out give an empty value. */
+void hop_sign_node(const struct identity *id, const char *purpose, struct slice hop, const struct hop_bind *b,
+                   char *out, size_t cap);
+
+/* hop_verify_node checks sig, an x-infermesh-hop-node value, for the header value hop and b against the
+ * sender's public key pk (IDENTITY_PK_LEN bytes): 0, or -EACCES (missing, malformed, or signed by another
+ * key or for another request). It does not check the hop itself: call hop_verify first. */
+int hop_verify_node(const uint8_t *pk, const char *purpose, struct slice hop, const struct hop_bind *b,
+                    struct slice sig);
 
 /* hop_refusal is the message for a 403 answering a refusal rc of hop_verify (static). */
 const char *hop_refusal(int rc);

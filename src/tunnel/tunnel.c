@@ -223,10 +223,12 @@ static void local_read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
   note_queue(c, net(c));
 }
 
-/* relay_in opens the whole frames in c->in and writes them to the local side. false: close. */
+/* relay_in opens the whole frames in c->in and writes them to the local side. false: close. A forwarder's
+ * stream whose member side ends first, cleanly, is reported to the forwarder's owner (-EPIPE) once the frames
+ * are handled. */
 static bool relay_in(struct tconn *c) {
   size_t off = 0;
-  bool ok = true;
+  bool ok = true, ended_first = false;
   while (ok && c->in.len - off >= 4) {
     const uint8_t *p = (const uint8_t *)c->in.base + off;
     uint32_t clen;
@@ -254,12 +256,14 @@ static bool relay_in(struct tconn *c) {
       ok = false;
     if (ok && final) {
       c->net_eof = true;
+      ended_first = !c->local_eof;
       c->sh_local.data = c;
       if (uv_shutdown(&c->sh_local, local(c), shutdown_cb) != 0) ok = false;
     }
   }
   if (ok) note_queue(c, local(c));
   buf_consume(&c->in, off);
+  if (ended_first && c->fw && !c->t->closing) tun_forward_lost(c->fw, -EPIPE);
   return ok;
 }
 

@@ -110,8 +110,10 @@ int tunnel_forward_start(struct tunnel_forward **out, struct tunnel *t, const ch
                          const char *node, int rport, char *err, size_t errlen);
 int tunnel_forward_port(const struct tunnel_forward *f);
 /* tunnel_forward_on_lost: cb(arg, err) runs whenever one of f's streams fails (it could not open: err, e.g.
- * -ENOENT or -ECONNREFUSED; or the member's side was cut without a clean end: err 0), until f is closed: the
- * sign that the member (or its service) went away, before membership says so. */
+ * -ENOENT or -ECONNREFUSED; or the member's side was cut without a clean end: err 0) or the member's side
+ * ended it first, cleanly, while the local connection still sent (err -EPIPE: the service there closed the
+ * connection; normal for some protocols, but a llama.cpp rpc-server never does it while it runs), until f is
+ * closed: the sign that the member (or its service) went away, before membership says so. */
 typedef void (*tunnel_forward_lost_cb)(void *arg, int err);
 void tunnel_forward_on_lost(struct tunnel_forward *f, tunnel_forward_lost_cb cb, void *arg);
 /* tunnel_forward_close stops listening and frees f (streams it opened stay until they end). */

@@ -93,8 +93,8 @@ int tun_parse_addr(const char *s, struct sockaddr_storage *sa);
 /* tun_forwards_close closes every forwarder (tunnel_close); tun_maybe_closed frees a closing t once nothing
  * is left. */
 void tun_forwards_close(struct tunnel *t);
-/* tun_forward_lost tells f's owner that one of its streams failed (err, or 0 when the peer's side was cut).
- */
+/* tun_forward_lost tells f's owner that one of its streams failed (err, or 0 when the peer's side was cut) or
+ * that the peer's side ended it first (-EPIPE). */
 void tun_forward_lost(struct tunnel_forward *f, int err);
 void tun_maybe_closed(struct tunnel *t);
 

@@ -1,12 +1,14 @@
-/* libFuzzer target for route/hop.c: the input, split at its first three NUL bytes into the x-infermesh-hop
- * value, the request id, the target and the body, goes to hop_verify with a fixed keyring and node id.
- * Forged input must never be accepted (the tag is a MAC); and a header signed for the same request id,
- * target, node and body must verify exactly once, and never on another node or with another body. Inputs are
- * copied to exact-size allocations so a read past them is caught. */
+/* libFuzzer target for route/hop.c: the input, split at its first four NUL bytes into the x-infermesh-hop
+ * value, the request id, the target, the body and the x-infermesh-hop-node value, goes to hop_verify and
+ * hop_verify_node with a fixed keyring, node id and sender key. Forged input must never be accepted (the tag
+ * is a MAC, the node signature ed25519); a header signed for the same request id, target, node and body must
+ * verify exactly once, and never on another node or with another body; its node signature verifies with the
+ * sender's key only. Inputs are copied to exact-size allocations so a read past them is caught. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sodium.h>
 #include <string.h>
 
 #include "route/hop.h"
@@ -44,9 +46,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memset(other, 0x22, sizeof other);
   struct hop_seen seen = {.max_slots = 1024}, seen_other = {.max_slots = 1024};
   const uint8_t *p = data, *end = data + size;
-  char *h, *r, *t, *bd;
+  char *h, *r, *t, *bd, *ns;
   struct slice hop = part(&p, end, &h), rid = part(&p, end, &r), target = part(&p, end, &t),
-               body = part(&p, end, &bd);
+               body = part(&p, end, &bd), nsig = part(&p, end, &ns);
+  static struct identity sender, stranger;
+  if (!sender.pk[0]) {
+    uint8_t seed[32];
+    memset(seed, 0x33, sizeof seed);
+    crypto_sign_seed_keypair(sender.pk, sender.sk, seed);
+    memset(seed, 0x44, sizeof seed);
+    crypto_sign_seed_keypair(stranger.pk, stranger.sk, seed);
+  }
+  struct hop_bind fb = {.request_id = rid, .target = target, .node = self};
+  hop_digest("POST", SLICE_LIT(PATH), &body, 1, fb.digest);
+  CHECK(hop_verify_node(sender.pk, HOP_INFER, hop, &fb, nsig) == -EACCES); /* no forged node signature */
   int rc = verify(&kr, &seen, NOW, hop, rid, target, self, body);
   CHECK(rc == -EACCES || rc == -EPROTO); /* nothing made without the key passes */
   CHECK(rc == -EACCES ||
@@ -67,6 +80,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   CHECK(verify(&kr, &seen_other, NOW + 1, s, r2, t2, other, body) == -EACCES);
   if (body.len)
     CHECK(verify(&kr, &seen, NOW + 1, s, r2, t2, self, slice_make(body.base, body.len - 1)) == -EACCES);
+  char nsig_ok[HOP_NODE_SIG_MAX];
+  hop_sign_node(&sender, HOP_INFER, s, &b, nsig_ok, sizeof nsig_ok);
+  CHECK(hop_verify_node(sender.pk, HOP_INFER, s, &b, slice_cstr(nsig_ok)) == 0);
+  CHECK(hop_verify_node(stranger.pk, HOP_INFER, s, &b, slice_cstr(nsig_ok)) == -EACCES);
+  if (!slice_eq(nsig, slice_cstr(nsig_ok)))
+    CHECK(hop_verify_node(sender.pk, HOP_INFER, s, &b, nsig) == -EACCES);
   CHECK(verify(&kr, &seen, NOW + 1, s, r2, t2, self, body) == 0);
   CHECK(verify(&kr, &seen, NOW + 2, s, r2, t2, self, body) == -EALREADY);
   hop_seen_free(&seen);
@@ -75,5 +94,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   free(r);
   free(t);
   free(bd);
+  free(ns);
   return 0;
 }

@@ -6,16 +6,20 @@ the tunnel and supervises llama-server --rpc on that port. The model's layers th
 rpc-server, and every RPC byte crosses between the agents encrypted. The rpc-server stops when its host
 leaves the mesh or dies."""
 
+import hashlib
+import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from conftest import HOST, free_port, http_get, metric_value, parse_prometheus, post_json
+from conftest import HOST, free_port, http_get, http_request, metric_value, parse_prometheus, post_json
 from conftest import wait_for
 from test_llamacpp import GGUF, LLAMA, SERVER
-from test_mesh import ADMIN, Node, init_cluster, share_key, start_node
+from test_mesh import ADMIN, Node, hop_header, init_cluster, share_key, start_node
 
 RPC = LLAMA / "bin" / "rpc-server"
 pytestmark = pytest.mark.skipif(not RPC.exists(), reason=f"no llama.cpp rpc-server at {RPC} (the shared folder is absent)")
@@ -62,11 +66,40 @@ def split_host(procs, tmp_path, name, join, workers=1, gport=None, llama_port=No
     return Node(agent, name, gport, tmp_path / name), llama_port
 
 
+CHAT = {"model": "split", "max_tokens": 8, "messages": [{"role": "user", "content": "hello"}]}
+
+
+def healthy(host):
+    return any(t["healthy"] for t in host.agent.targets() if not t["remote"])
+
+
 def answers(host):
-    if not any(t["healthy"] for t in host.agent.targets() if not t["remote"]):
-        return False
-    body = {"model": "split", "max_tokens": 8, "messages": [{"role": "user", "content": "hello"}]}
-    return post_json(host.port, "/v1/chat/completions", body).status == 200
+    return healthy(host) and post_json(host.port, "/v1/chat/completions", CHAT).status == 200
+
+
+def node_sig(node_key, purpose, rid, target, nonce, ts, receiver, body, path):
+    """x-infermesh-hop-node as the node whose data dir holds node_key signs it (route/hop.h): ed25519 with the
+    node's seed over "node." and the text the hop tag covers -- written from the description, an independent
+    check of the C code."""
+    seed = bytes.fromhex(Path(node_key).read_text().split()[0])
+    digest = hashlib.blake2b(f"POST {path}\n".encode() + body, digest_size=32).hexdigest()
+    text = f"node.v3.{purpose}.{ts}.{nonce}.{len(rid)}:{rid}.{receiver}.{digest}.{target}".encode()
+    return Ed25519PrivateKey.from_private_bytes(seed).sign(text).hex()
+
+
+def rpc_call(worker, verb, host, cluster_key, node_key, n):
+    """POST /v1/cluster/rpc/<verb> {"host": host} to the worker's agent as an agent holding cluster_key sends it:
+    the hop header signed for the worker and this body, and (node_key not None) x-infermesh-hop-node signed with
+    node_key, a data dir's node.key. n makes the request id and nonce unique."""
+    path, body = f"/v1/cluster/rpc/{verb}", json.dumps({"host": host}).encode()
+    rid, nonce, ts = f"t-{verb}-{n}", f"{n:016x}", int(time.time())
+    target = f"rpc-{verb}:" + hashlib.blake2b(body, digest_size=16).hexdigest()
+    receiver = worker.members()["self"]
+    headers = {"x-request-id": rid, "x-infermesh-hop-target": target,
+               "x-infermesh-hop": hop_header(cluster_key, "ctl", rid, target, nonce, receiver, body, path=path, ts=ts)}
+    if node_key:
+        headers["x-infermesh-hop-node"] = node_sig(node_key, "ctl", rid, target, nonce, ts, receiver, body, path)
+    return http_request(worker.port, "POST", path, body=body, headers=headers)
 
 
 @pytest.mark.timeout(150)
@@ -155,9 +188,8 @@ def test_a_restarted_host_gets_its_worker_back(procs, tmp_path):
 
 @pytest.mark.timeout(120)
 def test_host_releases_a_worker_it_moves_away_from(procs, tmp_path):
-    """A host using one of two workers whose rpc-server keeps failing (killed until its restart backoff is
-    seconds long: streams to it are refused) moves to the other worker and releases the first, which stops its
-    rpc-server and is free for other hosts."""
+    """A host using one of two workers whose rpc-server exits (killed; the worker would restart it) moves to the
+    other worker at once and releases the first, which stops its rpc-server and is free for other hosts."""
     init_cluster(tmp_path / "wa")
     for n in ("wb", "h1"):
         share_key(tmp_path / "wa", tmp_path / n)
@@ -172,16 +204,81 @@ def test_host_releases_a_worker_it_moves_away_from(procs, tmp_path):
     first = "wa" if rpc_pids(ports["wa"]) else "wb"
     other, nodes = {"wa": "wb", "wb": "wa"}[first], {"wa": wa, "wb": wb}
     assert not rpc_pids(ports[other])
-    for _ in range(5):  # restarts after 0.5, 1, 2, 4 s: the fifth death leaves it down for 8 s
-        [pid] = wait_for(lambda: rpc_pids(ports[first]), timeout=15, what=f"{first}'s rpc-server (re)started")
-        os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: pid not in rpc_pids(ports[first]), timeout=5, what="the rpc-server killed")
+    [pid] = rpc_pids(ports[first])
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: f"worker={first} why=\"ended the stream" in h1.agent.proc.stderr(), timeout=15,
+             what="h1 to notice the rpc-server's exit")
     wait_for(lambda: answers(h1), timeout=60, what=f"h1 to answer again, over {other}")
     assert rpc_pids(ports[other]) and labels(h1.agent, other).get("rpc_host") == "h1"
     wait_for(lambda: 'why="the host released it"' in nodes[first].agent.proc.stderr(), timeout=10,
              what=f"h1 to release {first}")
     wait_for(lambda: "rpc_host" not in labels(h1.agent, first), timeout=10, what=f"{first} free again")
     wait_for(lambda: not rpc_pids(ports[first]), timeout=15, what=f"{first}'s rpc-server stopped for good")
+
+
+@pytest.mark.timeout(120)
+def test_host_restarts_over_a_crashed_rpc_server_before_any_request(procs, tmp_path):
+    """An rpc-server that exits (SIGKILL) ends its stream to the host's llama-server: the host notices at once
+    and, with no client request sent in between, takes the target down, restarts llama-server over the rpc-server
+    the worker restarted, and the target comes back. Asserted: the host logs the exit and runs a new llama-server
+    before any request, and the first request after the target is healthy again succeeds (before this, nothing
+    happened until a request came, and that request failed)."""
+    init_cluster(tmp_path / "worker")
+    share_key(tmp_path / "worker", tmp_path / "h1")
+    rpc_port = free_port()
+    worker = start_node(procs, tmp_path, "worker", [], data_dir=tmp_path / "worker",
+                        extra=("--rpc-server", str(RPC), "--rpc-port", str(rpc_port), *FAST))
+    h1, llama_port = split_host(procs, tmp_path, "h1", [worker.gossip])
+    wait_for(lambda: answers(h1), timeout=60, what="the split model to answer on h1")
+    [rpc] = rpc_pids(rpc_port)
+    [llama] = rpc_pids(llama_port, b"llama-server")
+    t0 = time.monotonic()
+    os.kill(rpc, signal.SIGKILL)
+    # From here no request until the target is back.
+    wait_for(lambda: 'why="ended the stream (its rpc-server exited)"' in h1.agent.proc.stderr(), timeout=10,
+             what="h1 to notice the rpc-server's exit without a request")
+    wait_for(lambda: [p for p in rpc_pids(llama_port, b"llama-server") if p != llama] and healthy(h1), timeout=60,
+             what="a new llama-server over the restarted rpc-server, healthy")
+    print(f"\n[split] healthy again {time.monotonic() - t0:.2f} s after the rpc-server was killed, no request sent")
+    assert llama not in rpc_pids(llama_port, b"llama-server")
+    assert rpc not in rpc_pids(rpc_port) and len(rpc_pids(rpc_port)) == 1
+    r = post_json(h1.port, "/v1/chat/completions", CHAT)
+    assert r.status == 200, r.text()
+
+
+@pytest.mark.timeout(120)
+def test_only_the_holding_host_can_release_its_worker(procs, tmp_path):
+    """The cluster key proves only that some agent of the cluster asks. Another agent of the cluster that names the
+    holding host in a release (signed with its own node key, or with none) is refused (403) and the host keeps its
+    rpc-server; it cannot take the lease under the host's name either. The very same release signed with the
+    host's node key releases the worker."""
+    init_cluster(tmp_path / "worker")
+    for n in ("h1", "rogue"):
+        share_key(tmp_path / "worker", tmp_path / n)
+    rpc_port = free_port()
+    worker = start_node(procs, tmp_path, "worker", [], data_dir=tmp_path / "worker",
+                        extra=("--rpc-server", str(RPC), "--rpc-port", str(rpc_port), *FAST))
+    start_node(procs, tmp_path, "rogue", [], join=[worker.gossip], extra=FAST)
+    h1, _ = split_host(procs, tmp_path, "h1", [worker.gossip])
+    wait_for(lambda: answers(h1), timeout=60, what="the split model to answer on h1")
+    [pid] = rpc_pids(rpc_port)
+    key, rogue_key = tmp_path / "rogue" / "cluster.key", tmp_path / "rogue" / "node.key"
+    r = rpc_call(worker, "release", "h1", key, rogue_key, 1)
+    assert r.status == 403 and r.json()["error"]["code"] == "permission_denied", r.text()
+    assert "not signed by the node 'h1'" in r.json()["error"]["message"], r.text()
+    r = rpc_call(worker, "release", "h1", key, None, 2)  # the cluster key alone (all it took before)
+    assert r.status == 403 and "not signed by the node 'h1'" in r.json()["error"]["message"], r.text()
+    r = rpc_call(worker, "lease", "h1", key, rogue_key, 3)
+    assert r.status == 403, r.text()
+    r = rpc_call(worker, "lease", "rogue", key, rogue_key, 4)  # in its own name: h1 holds it
+    assert r.status == 409 and r.json()["error"]["code"] == "rpc_worker_busy", r.text()
+    assert rpc_pids(rpc_port) == [pid] and labels(worker.agent, "worker").get("rpc_host") == "h1"
+    assert "rpc worker: released" not in worker.agent.proc.stderr()
+    assert answers(h1)
+
+    r = rpc_call(worker, "release", "h1", key, tmp_path / "h1" / "node.key", 5)
+    assert r.status == 200 and r.json()["released"] is True, r.text()
+    assert 'why="the host released it"' in worker.agent.proc.stderr()
 
 
 @pytest.mark.timeout(30)

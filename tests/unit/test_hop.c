@@ -265,6 +265,63 @@ static void test_seen_full(void **state) {
   hop_seen_free(&s);
 }
 
+/* A key pair from a seed of 32 bytes fill. */
+static struct identity ident(uint8_t fill) {
+  struct identity id;
+  uint8_t seed[32];
+  memset(seed, fill, sizeof seed);
+  crypto_sign_seed_keypair(id.pk, id.sk, seed);
+  return id;
+}
+
+static void test_node_signature(void **state) {
+  (void)state;
+  struct keyring kr = ring(7);
+  struct identity host = ident(5), other = ident(6);
+  char hop[HOP_HEADER_MAX], sig[HOP_NODE_SIG_MAX], other_sig[HOP_NODE_SIG_MAX];
+  struct hop_bind b = bind("req-1", "rpc-release:x", NODE_A, CHAT, BODY);
+  hop_sign(&kr, HOP_CTL, 1700000000, 0xabcdef, &b, hop, sizeof hop);
+  hop_sign_node(&host, HOP_CTL, slice_cstr(hop), &b, sig, sizeof sig);
+  /* the wire format, as Python's cryptography (Ed25519, RFC 8032) computes it over "node." and the hop text
+   * (test_tunnel_rpc.py's node_sig) */
+  assert_string_equal(sig, "ba8d6d873ee887660743d3a0b2362a20449d0595e94da89c8942324f50ed6e5f"
+                           "c7ce0fe4cbc529a0c2497c55bed5b871dbfc512d2f848d5fca2159499f39080b");
+  assert_int_equal(hop_verify_node(host.pk, HOP_CTL, slice_cstr(hop), &b, slice_cstr(sig)), 0);
+  /* another agent of the cluster signs the same request with its own key: not the host's signature */
+  hop_sign_node(&other, HOP_CTL, slice_cstr(hop), &b, other_sig, sizeof other_sig);
+  assert_int_equal(hop_verify_node(host.pk, HOP_CTL, slice_cstr(hop), &b, slice_cstr(other_sig)), -EACCES);
+  assert_int_equal(hop_verify_node(other.pk, HOP_CTL, slice_cstr(hop), &b, slice_cstr(sig)), -EACCES);
+  /* the host's signature is bound to the request: another purpose, body, receiver, target or hop header */
+  assert_int_equal(hop_verify_node(host.pk, HOP_INFER, slice_cstr(hop), &b, slice_cstr(sig)), -EACCES);
+  struct hop_bind b2 = bind("req-1", "rpc-release:x", NODE_A, CHAT, "{\"host\":\"h2\"}");
+  assert_int_equal(hop_verify_node(host.pk, HOP_CTL, slice_cstr(hop), &b2, slice_cstr(sig)), -EACCES);
+  b2 = bind("req-1", "rpc-release:x", NODE_B, CHAT, BODY);
+  assert_int_equal(hop_verify_node(host.pk, HOP_CTL, slice_cstr(hop), &b2, slice_cstr(sig)), -EACCES);
+  b2 = bind("req-1", "rpc-lease:x", NODE_A, CHAT, BODY);
+  assert_int_equal(hop_verify_node(host.pk, HOP_CTL, slice_cstr(hop), &b2, slice_cstr(sig)), -EACCES);
+  char hop2[HOP_HEADER_MAX];
+  hop_sign(&kr, HOP_CTL, 1700000000, 0xabcdf0, &b, hop2, sizeof hop2);
+  assert_int_equal(hop_verify_node(host.pk, HOP_CTL, slice_cstr(hop2), &b, slice_cstr(sig)), -EACCES);
+  /* missing or malformed: refused, never read past */
+  assert_int_equal(hop_verify_node(host.pk, HOP_CTL, slice_cstr(hop), &b, slice_cstr("")), -EACCES);
+  assert_int_equal(hop_verify_node(host.pk, HOP_CTL, slice_make(hop, 0), &b, slice_cstr(sig)), -EACCES);
+  assert_int_equal(hop_verify_node(host.pk, HOP_CTL, slice_cstr(hop), &b, slice_make(sig, 127)), -EACCES);
+  char bad[HOP_NODE_SIG_MAX];
+  memcpy(bad, sig, sizeof bad);
+  bad[0] = 'g';
+  assert_int_equal(hop_verify_node(host.pk, HOP_CTL, slice_cstr(hop), &b, slice_cstr(bad)), -EACCES);
+  bad[0] = sig[0] == '0' ? '1' : '0'; /* one bit of the signature */
+  assert_int_equal(hop_verify_node(host.pk, HOP_CTL, slice_cstr(hop), &b, slice_cstr(bad)), -EACCES);
+  /* nothing to sign: an unparsable hop header, no receiver, too small a buffer */
+  hop_sign_node(&host, HOP_CTL, slice_cstr("v3.garbage"), &b, bad, sizeof bad);
+  assert_string_equal(bad, "");
+  hop_sign_node(&host, HOP_CTL, slice_cstr(hop), &b, bad, 128);
+  assert_string_equal(bad, "");
+  b.node = NULL;
+  hop_sign_node(&host, HOP_CTL, slice_cstr(hop), &b, bad, sizeof bad);
+  assert_string_equal(bad, "");
+}
+
 int main(void) {
   if (sodium_init() < 0) return 1;
   memset(NODE_A, 0xa1, sizeof NODE_A);
@@ -280,6 +337,7 @@ int main(void) {
       cmocka_unit_test(test_rotated_key_verifies),
       cmocka_unit_test(test_seen_grows_and_forgets),
       cmocka_unit_test(test_seen_full),
+      cmocka_unit_test(test_node_signature),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,5 +1,6 @@
-/* Unit tests for agent/rpc_worker.c: the lease rules (one host at a time, idempotent for its holder, release
- * by the holder only) on a real loop and real supervised processes, and the free-memory announce step. */
+/* Unit tests for agent/rpc_worker.c: the lease rules (one host at a time, known by its node id; idempotent
+ * for its holder, release by the holder only) on a real loop and real supervised processes, and the
+ * free-memory announce step. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -41,22 +42,30 @@ static void test_one_host_at_a_time(void **state) {
   assert_false(rpc_worker_running(w)); /* nothing runs until a host asks */
   assert_true(rpc_worker_mem_mb(w) > 0);
 
-  assert_int_equal(rpc_worker_lease(w, "h1", holder, sizeof holder), 0);
+  static const uint8_t H1[RPC_ID_LEN] = {1}, H2[RPC_ID_LEN] = {2};
+  assert_int_equal(rpc_worker_lease(w, "h1", H1, holder, sizeof holder), 0);
   run_for(&loop, 200);
   assert_true(rpc_worker_running(w));
   assert_string_equal(rpc_worker_holder(w), "h1");
-  assert_int_equal(rpc_worker_lease(w, "h2", holder, sizeof holder), -EBUSY);
+  assert_memory_equal(rpc_worker_holder_id(w), H1, RPC_ID_LEN);
+  assert_int_equal(rpc_worker_lease(w, "h2", H2, holder, sizeof holder), -EBUSY);
   assert_string_equal(holder, "h1");
-  assert_int_equal(rpc_worker_lease(w, "h1", holder, sizeof holder), 0); /* h1 restarted and asks again */
-  assert_int_equal(rpc_worker_release(w, "h2", "test"), -ENOENT);
+  assert_int_equal(rpc_worker_lease(w, "h1", H1, holder, sizeof holder), 0); /* h1 restarted and asks again */
+  /* another member under h1's name is not h1 */
+  assert_int_equal(rpc_worker_lease(w, "h1", H2, holder, sizeof holder), -EBUSY);
+  assert_int_equal(rpc_worker_release(w, "h1", H2, "test"), -ENOENT);
+  assert_int_equal(rpc_worker_release(w, "h2", H2, "test"), -ENOENT);
   assert_true(rpc_worker_running(w));
+  assert_memory_equal(rpc_worker_holder_id(w), H1, RPC_ID_LEN);
 
-  assert_int_equal(rpc_worker_release(w, "h1", "test"), 0);
+  assert_int_equal(rpc_worker_release(w, "h1", H1, "test"), 0);
   assert_false(rpc_worker_running(w));
   assert_string_equal(rpc_worker_holder(w), "");
-  assert_int_equal(rpc_worker_lease(w, "h2", holder, sizeof holder), 0); /* free again: h2 gets it */
+  assert_int_equal(rpc_worker_lease(w, "h2", H2, holder, sizeof holder), 0); /* free again: h2 gets it */
   run_for(&loop, 200);
   assert_true(rpc_worker_running(w));
+  assert_int_equal(rpc_worker_release(w, "h2", NULL, "the holder left"), 0); /* this node's own decision */
+  assert_false(rpc_worker_running(w));
 
   bool closed = false;
   rpc_worker_stop(w, closed_cb, &closed);

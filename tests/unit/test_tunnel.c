@@ -257,6 +257,35 @@ static void echo_accept_cb(uv_stream_t *s, int status) {
   uv_read_start((uv_stream_t *)c, alloc, echo_read);
 }
 
+/* A service that reads a request of 5 bytes and closes the connection without answering: it ends the stream
+ * first (all it was sent is read: a clean end, no reset). */
+static void closer_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+  (void)b;
+  size_t *got = s->data;
+  if (n > 0) *got += (size_t)n;
+  if (n < 0 || *got >= 5) {
+    uv_read_stop(s);
+    uv_close((uv_handle_t *)s, free_handle);
+  }
+}
+
+static void closer_accept_cb(uv_stream_t *s, int status) {
+  (void)status;
+  static size_t got;
+  got = 0;
+  uv_tcp_t *c = malloc(sizeof *c);
+  uv_tcp_init(&L.loop, c);
+  c->data = &got;
+  uv_accept(s, (uv_stream_t *)c);
+  uv_read_start((uv_stream_t *)c, alloc, closer_read);
+}
+
+static int lost_err, nlost;
+static void lost_cb(void *arg, int err) {
+  (void)arg;
+  lost_err = err, nlost++;
+}
+
 static int listen_any(uv_tcp_t *t, uv_connection_cb cb) {
   struct sockaddr_in sa;
   uv_ip4_addr("127.0.0.1", 0, &sa);
@@ -401,7 +430,24 @@ static void test_streams_over_a_loop(void **state) {
   struct tunnel_forward *fw;
   char err[256];
   assert_int_equal(tunnel_forward_start(&fw, L.cli, "127.0.0.1", 0, "b", L.echo_port, err, sizeof err), 0);
+  tunnel_forward_on_lost(fw, lost_cb, NULL);
   assert_int_equal(fwd_roundtrip(tunnel_forward_port(fw)), 5);
+  for (int i = 0; i < 200; i++) /* the local client ended first: the echo server's end that follows is none */
+    uv_run(&L.loop, UV_RUN_NOWAIT);
+  assert_int_equal(nlost, 0);
+  /* a service that ends the connection itself while the local client still holds it: reported (-EPIPE) */
+  uv_tcp_t closer;
+  int closer_port = listen_any(&closer, closer_accept_cb);
+  assert_int_equal(tunnel_allow(L.srv, "127.0.0.1", closer_port), 0);
+  struct tunnel_forward *fw_end;
+  assert_int_equal(tunnel_forward_start(&fw_end, L.cli, "127.0.0.1", 0, "b", closer_port, err, sizeof err),
+                   0);
+  tunnel_forward_on_lost(fw_end, lost_cb, NULL);
+  assert_int_equal(fwd_roundtrip(tunnel_forward_port(fw_end)), 0);
+  assert_int_equal(nlost, 1);
+  assert_int_equal(lost_err, -EPIPE);
+  tunnel_forward_close(fw_end);
+  uv_close((uv_handle_t *)&closer, NULL);
   struct tunnel_forward *fw_open;
   assert_int_equal(tunnel_forward_start(&fw_open, L.cli, "0.0.0.0", 0, "b", L.echo_port, err, sizeof err),
                    -EINVAL);
