@@ -194,8 +194,8 @@ def main():
             f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
             return (int(f[11]) + int(f[12])) / tick
 
-        c0 = [cpu_s(p.pid) for p in agents]
         m0 = {p: metrics(p) for p in ports}
+        c0, tc0 = [cpu_s(p.pid) for p in agents], time.monotonic()
         t0 = time.monotonic()
         load_age, cache_age, local_age = [], [], []
         while time.monotonic() - t0 < a.seconds:
@@ -208,9 +208,10 @@ def main():
                 if t["remote"] and t.get("kv_report_age_ms") is not None:
                     cache_age.append(t["kv_report_age_ms"])
             time.sleep(0.2)
+        c1, tc1 = [cpu_s(p.pid) for p in agents], time.monotonic()
         m1 = {p: metrics(p) for p in ports}
         dt = time.monotonic() - t0
-        cpu = [(cpu_s(p.pid) - c) / dt * 100 for p, c in zip(agents, c0)]
+        cpu = [(b - c) / (tc1 - tc0) * 100 for b, c in zip(c1, c0)]
         stop.set()
         rates = {k: [(m1[p].get(k, 0) - m0[p].get(k, 0)) / dt / 1024 for p in ports] for k in keys}
         total, load, cache = (rates[k] for k in keys)
@@ -226,7 +227,8 @@ def main():
               f"({len(cache_age)} samples); {sent[0]} requests driven over the run ({dt:.0f} s window)")
         print(f"age at the source (own target, the scrape): p50 {pct(local_age, 50):.0f}, p90 {pct(local_age, 90):.0f} "
               f"({len(local_age)} samples); CPU per agent (% of a core): mean {sum(cpu) / len(cpu):.1f}, "
-              f"p50 {pct(cpu, 50):.1f}, max {max(cpu):.1f}; load average {os.getloadavg()[0]:.1f}")
+              f"p50 {pct(cpu, 50):.1f}, max {max(cpu):.1f}, all agents {sum(cpu):.0f} of {os.cpu_count() * 100}; "
+              f"load average {os.getloadavg()[0]:.1f}")
     finally:
         for p in procs:
             try:

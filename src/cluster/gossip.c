@@ -500,7 +500,10 @@ static void load_send(struct gossip *g, uint64_t now) {
   uint32_t layout = load_delta_layout(&g->load);
   bool full = !g->full_sent || layout != g->full_layout || now - g->full_sent_ms >= full_gap_ms(g);
   bool need = false;
-  for (int i = 0; i < g->npeers && !need; i++) need = g->peers[i].need_full && g->peers[i].alive;
+  for (int i = 0; i < g->npeers && !need; i++) {
+    const struct peer *p = &g->peers[i];
+    need = p->need_full && p->alive && (p->roles & GOSSIP_ROLE_GATEWAY);
+  }
   if (!full && !need && !g->load_changed && since < g->cfg.load_max_interval_ms) return;
   g->load.seq = ++g->load_seq;
   g->load.boot = g->boot_id;

@@ -330,6 +330,30 @@ static void test_load_change_reaches_every_gateway_through_the_grid(void **state
   for (int i = 0; i < N; i++) close_side(&sides[i]);
 }
 
+/* An unchanged load goes out as a heartbeat (every 500 ms), not on every tick, even with a member around that
+ * takes no full reports (a GPU-only node never becomes "served"). */
+static void test_unchanged_load_is_a_heartbeat(void **state) {
+  static struct side g, w, src;
+  memset(&g, 0, sizeof g);
+  memset(&w, 0, sizeof w);
+  memset(&src, 0, sizeof src);
+  start_side(&g, "g", GOSSIP_ROLE_GATEWAY, NULL);
+  start_side(&w, "w", GOSSIP_ROLE_GPU, NULL);
+  start_side(&src, "s", GOSSIP_ROLE_GPU, NULL);
+  join(&w, &g);
+  join(&src, &g);
+  assert_true(run_until(&src.nalive, 2, 5000));
+  assert_true(run_until(&g.nalive, 2, 5000));
+  publish(&src, 1);
+  assert_true(run_until(&g.nloads, 1, 3000));
+  int before = g.nloads, never = 0;
+  run_until(&never, 1, 2000);
+  assert_true(g.nloads - before >= 2 && g.nloads - before <= 6); /* 4 heartbeats in 2 s, not 20 */
+  close_side(&src);
+  close_side(&w);
+  close_side(&g);
+}
+
 int main(void) {
   uint8_t key[KEYRING_KEY_LEN];
   if (sodium_init() < 0) return 1;
@@ -342,6 +366,7 @@ int main(void) {
       cmocka_unit_test(test_cache_reports_reach_gateways),
       cmocka_unit_test(test_spend_reports_reach_gateways_from_members_only),
       cmocka_unit_test(test_load_change_reaches_every_gateway_through_the_grid),
+      cmocka_unit_test(test_unchanged_load_is_a_heartbeat),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   uv_loop_close(&loop);
