@@ -10,7 +10,8 @@ _Static_assert(V_INFLIGHT + 1 == GOSSIP_DELTA_STRIDE, "the stride is the number 
 
 static uint32_t fnv(uint32_t h, const void *p, size_t n) {
   const unsigned char *b = p;
-  for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 16777619u;
+  for (size_t i = 0; i < n; i++)
+    h = (h ^ b[i]) * 16777619u;
   return h;
 }
 
@@ -22,7 +23,8 @@ uint32_t load_delta_layout(const struct gossip_load *l) {
     const struct gossip_target_load *t = &l->targets[i];
     h = fnv_str(h, t->name, sizeof t->name);
     h = fnv_str(h, t->kind, sizeof t->kind);
-    for (int j = 0; j < t->nmodels && j < GOSSIP_LOAD_MODELS; j++) h = fnv_str(h, t->models[j], sizeof t->models[j]);
+    for (int j = 0; j < t->nmodels && j < GOSSIP_LOAD_MODELS; j++)
+      h = fnv_str(h, t->models[j], sizeof t->models[j]);
     h = fnv(h, &t->nmodels, sizeof t->nmodels);
     h = fnv(h, &t->kv_capacity_tokens, sizeof t->kv_capacity_tokens);
   }
@@ -60,7 +62,8 @@ void load_delta_make(const struct gossip_load *l, struct gossip_load_delta *d) {
   }
 }
 
-int load_delta_apply(const struct gossip_load *base, const struct gossip_load_delta *d, struct gossip_load *out) {
+int load_delta_apply(const struct gossip_load *base, const struct gossip_load_delta *d,
+                     struct gossip_load *out) {
   if (memcmp(base->from, d->node, GOSSIP_SHORT_ID) != 0 || (uint32_t)base->boot != d->boot ||
       base->ntargets != d->ntargets || load_delta_layout(base) != d->layout)
     return -ESTALE;

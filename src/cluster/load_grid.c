@@ -10,7 +10,8 @@ struct place {
 
 static int nrows(int n) {
   int c = 1;
-  while (c * c < n) c++;
+  while (c * c < n)
+    c++;
   return (n + c - 1) / c;
 }
 
@@ -18,8 +19,10 @@ static int row_start(int n, int rows, int r) { return (int)((long long)r * n / r
 
 static struct place place(int n, int k) {
   int rows = nrows(n), r = (int)((long long)k * rows / n);
-  while (r + 1 < rows && row_start(n, rows, r + 1) <= k) r++;
-  while (r > 0 && row_start(n, rows, r) > k) r--;
+  while (r + 1 < rows && row_start(n, rows, r + 1) <= k)
+    r++;
+  while (r > 0 && row_start(n, rows, r) > k)
+    r--;
   int s = row_start(n, rows, r);
   return (struct place){r, k - s, row_start(n, rows, r + 1) - s};
 }

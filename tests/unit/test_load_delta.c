@@ -19,7 +19,8 @@
 
 static void fill(struct gossip_load *l) {
   memset(l, 0, sizeof *l);
-  for (int i = 0; i < GOSSIP_ID_LEN; i++) l->from[i] = (uint8_t)(i * 7 + 1);
+  for (int i = 0; i < GOSSIP_ID_LEN; i++)
+    l->from[i] = (uint8_t)(i * 7 + 1);
   l->boot = 0x123456789abcull;
   l->seq = 41;
   l->age_ms = 120;
@@ -72,7 +73,8 @@ static void test_numbers_come_back_within_their_precision(void **state) {
     assert_true(fabs(b->prompt_tps - a->prompt_tps) <= 0.05 && fabs(b->gen_tps - a->gen_tps) <= 0.05);
     assert_int_equal(b->inflight, a->inflight);
   }
-  assert_true(out.targets[0].ttft_p50_ms < 0 && out.targets[1].prefix_hit_rate < 0); /* unknown stays unknown */
+  assert_true(out.targets[0].ttft_p50_ms < 0 &&
+              out.targets[1].prefix_hit_rate < 0); /* unknown stays unknown */
   assert_true(fabs(out.targets[1].ttft_p50_ms - 183.7) <= 0.05);
 }
 
@@ -116,7 +118,8 @@ static void check_grid(int n) {
     for (int m = 0; m < n; m++) {
       if (m == s) continue;
       int paths = row[s][m] + rel[s][m]; /* the sender relays its own delta to its column */
-      for (int r = 0; r < n; r++) paths += row[s][r] && rel[r][m];
+      for (int r = 0; r < n; r++)
+        paths += row[s][r] && rel[r][m];
       assert_int_equal(paths, 1);
     }
   int c = (int)ceil(sqrt((double)n));
@@ -127,9 +130,11 @@ static void check_grid(int n) {
  * through exactly one relay of the sender's row (the sender included); and nobody sends more than 3 * sqrt(n)
  * datagrams per round. */
 static void test_grid_reaches_everyone_once(void **state) {
-  for (int n = 1; n <= 70; n++) check_grid(n);
+  for (int n = 1; n <= 70; n++)
+    check_grid(n);
   static const int big[] = {99, 100, 101, 255, 256, 257, 1024};
-  for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) check_grid(big[i]);
+  for (size_t i = 0; i < sizeof big / sizeof big[0]; i++)
+    check_grid(big[i]);
 }
 
 static void test_digest_round_trips_and_refuses_bad_input(void **state) {
@@ -157,7 +162,8 @@ static void test_digest_round_trips_and_refuses_bad_input(void **state) {
   assert_memory_equal(&q.u.digest.entries[5], &p.u.digest.entries[5], sizeof p.u.digest.entries[5]);
   /* too many entries: refused before decoding */
   p.u.digest.nentries = GOSSIP_DIGEST_ENTRIES;
-  for (int i = 16; i < GOSSIP_DIGEST_ENTRIES; i++) p.u.digest.entries[i] = p.u.digest.entries[0];
+  for (int i = 16; i < GOSSIP_DIGEST_ENTRIES; i++)
+    p.u.digest.entries[i] = p.u.digest.entries[0];
   static uint8_t big[8192];
   n = gossip_encode_packet(&p, big, sizeof big);
   assert_true(n > 0);
@@ -168,8 +174,8 @@ static void test_digest_round_trips_and_refuses_bad_input(void **state) {
   p.u.digest.nentries = GOSSIP_DIGEST_ENTRIES + 1;
   assert_int_equal(gossip_encode_packet(&p, big, sizeof big), -EINVAL);
   /* values that are not whole targets, and a short node id */
-  static const uint8_t partial[] = {0x08, 0x01, 0x32, 0x0f, 0x12, 0x0d, 0x0a, 0x08, 1, 2, 3, 4, 5, 6, 7, 8,
-                                    0x32, 0x01, 0x05};
+  static const uint8_t partial[] = {0x08, 0x01, 0x32, 0x0f, 0x12, 0x0d, 0x0a, 0x08, 1,   2,
+                                    3,    4,    5,    6,    7,    8,    0x32, 0x01, 0x05};
   assert_int_equal(gossip_decode_packet(partial, sizeof partial, &q), -EINVAL);
   static const uint8_t shortid[] = {0x08, 0x01, 0x32, 0x08, 0x12, 0x06, 0x0a, 0x04, 1, 2, 3, 4};
   assert_int_equal(gossip_decode_packet(shortid, sizeof shortid, &q), -EINVAL);
