@@ -10,9 +10,12 @@ save processes). A driver sends requests with shared prefixes to random nodes at
 change and engines store and evict blocks. After the mesh has formed, per-node bytes/s come from each agent's
 counters over --seconds: infermesh_gossip_kind_bytes_out_total{kind=load|cache} and
 infermesh_gossip_bytes_total{dir=out} (the rest is SWIM). Signal ages: every node's /v1/cluster/targets,
-age_ms of the remote targets (load) and kv_report_age_ms (cache), sampled during the window.
+age_ms of the remote targets (load) and kv_report_age_ms (cache), sampled during the window; age_ms of each
+node's own target is the age the signals already have at their source (the scrape), so remote minus local is
+what the mesh adds. CPU per agent: utime + stime from /proc over the window.
 
-Usage: bench/routing_traffic.py [--nodes 64] [--engines 4] [--seconds 20] [--rate 20] [--bin build/infermesh]
+Usage: bench/routing_traffic.py [--nodes 64] [--engines 4] [--seconds 20] [--rate 20] [--scrape-ms 500]
+                                [--bin build/infermesh]
 """
 
 import argparse
@@ -102,6 +105,7 @@ def main():
     ap.add_argument("--engines", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--rate", type=float, default=20)
+    ap.add_argument("--scrape-ms", type=int, default=500, help="the agents' --scrape-interval-ms")
     ap.add_argument("--bin", default=os.environ.get("INFERMESH_BIN", "build/infermesh"))
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="im-traffic-")
@@ -123,7 +127,7 @@ def main():
             engines.append((port, zport))
         for port, _ in engines:
             wait(lambda: get(port, "/health", 2) is not None, 15, "engine")
-        ports, gports = [], []
+        ports, gports, agents = [], [], []
         t_start = time.monotonic()
         for i in range(a.nodes):
             d = f"{tmp}/n{i}"
@@ -135,12 +139,12 @@ def main():
             ports.append(p)
             gports.append(g)
             eport, zport = engines[i % a.engines]
-            args = ["agent", "--name", f"n{i}", "--listen", f"{HOST}:{p}", "--data-dir", d, "--gossip",
+            args = ["agent", "--scrape-interval-ms", str(a.scrape_ms), "--name", f"n{i}", "--listen", f"{HOST}:{p}", "--data-dir", d, "--gossip",
                     f"{HOST}:{g}", "--log-level", "warn", "--ledger", "false",
                     "--target", f"e{i}=http://{HOST}:{eport}#kv_events=tcp://{HOST}:{zport}"]
             if i:
                 args += ["--join", f"{HOST}:{gports[0]}"]
-            start(args, f"n{i}")
+            agents.append(start(args, f"n{i}"))
         def formed():
             seen = []
             for p in random.sample(ports, min(8, len(ports))):
@@ -184,19 +188,30 @@ def main():
         time.sleep(3)  # warm: caches fill, reports flow
         keys = ['infermesh_gossip_bytes_total{dir="out"}', 'infermesh_gossip_kind_bytes_out_total{kind="load"}',
                 'infermesh_gossip_kind_bytes_out_total{kind="cache"}']
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def cpu_s(pid):
+            f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            return (int(f[11]) + int(f[12])) / tick
+
         m0 = {p: metrics(p) for p in ports}
+        c0, tc0 = [cpu_s(p.pid) for p in agents], time.monotonic()
         t0 = time.monotonic()
-        load_age, cache_age = [], []
+        load_age, cache_age, local_age = [], [], []
         while time.monotonic() - t0 < a.seconds:
             p = random.choice(ports)
             for t in json.loads(get(p, "/v1/cluster/targets"))["targets"]:
                 if t["remote"] and t["age_ms"] is not None:
                     load_age.append(t["age_ms"])
+                if not t["remote"] and t["age_ms"] is not None:
+                    local_age.append(t["age_ms"])
                 if t["remote"] and t.get("kv_report_age_ms") is not None:
                     cache_age.append(t["kv_report_age_ms"])
             time.sleep(0.2)
+        c1, tc1 = [cpu_s(p.pid) for p in agents], time.monotonic()
         m1 = {p: metrics(p) for p in ports}
         dt = time.monotonic() - t0
+        cpu = [(b - c) / (tc1 - tc0) * 100 for b, c in zip(c1, c0)]
         stop.set()
         rates = {k: [(m1[p].get(k, 0) - m0[p].get(k, 0)) / dt / 1024 for p in ports] for k in keys}
         total, load, cache = (rates[k] for k in keys)
@@ -210,6 +225,10 @@ def main():
         print(f"signal age at the gateways (ms): load report p50 {pct(load_age, 50):.0f}, p90 {pct(load_age, 90):.0f}, "
               f"p99 {pct(load_age, 99):.0f} ({len(load_age)} samples); last cache report p50 {pct(cache_age, 50):.0f} "
               f"({len(cache_age)} samples); {sent[0]} requests driven over the run ({dt:.0f} s window)")
+        print(f"age at the source (own target, the scrape): p50 {pct(local_age, 50):.0f}, p90 {pct(local_age, 90):.0f} "
+              f"({len(local_age)} samples); CPU per agent (% of a core): mean {sum(cpu) / len(cpu):.1f}, "
+              f"p50 {pct(cpu, 50):.1f}, max {max(cpu):.1f}, all agents {sum(cpu):.0f} of {os.cpu_count() * 100}; "
+              f"load average {os.getloadavg()[0]:.1f}")
     finally:
         for p in procs:
             try:

@@ -1,4 +1,5 @@
-/* The gossip transport: SWIM over encrypted UDP, TCP push-pull and invite joins, direct load push. */
+/* The gossip transport: SWIM over encrypted UDP, TCP push-pull and invite joins, load push (full reports
+ * direct, compact deltas over the relay grid). */
 #include "cluster/gossip.h"
 
 #include <errno.h>
@@ -8,6 +9,8 @@
 #include <time.h>
 
 #include "cluster/gossip_tcp.h"
+#include "cluster/load_delta.h"
+#include "cluster/load_grid.h"
 #include "core/alloc.h"
 #include "core/clock.h"
 #include "core/log.h"
@@ -28,6 +31,14 @@ struct peer {
   uint64_t load_boot, load_seq;
   uint64_t cache_boot, cache_seq; /* the newest cache report seen, the same way */
   uint64_t forgotten_ms;
+  struct gossip_load *full; /* the last full load report taken from it: the base of its deltas (malloc'd) */
+  bool need_full;           /* alive again or new: our next report goes to it in full */
+};
+
+/* One member's place in the relay grid (cluster/load_grid.h): members sorted by id. */
+struct grid_member {
+  uint8_t id[GOSSIP_ID_LEN];
+  int peer; /* index in peers; -1 for this node */
 };
 
 struct gossip {
@@ -55,7 +66,16 @@ struct gossip {
   struct gossip_load load;
   bool have_load, load_changed;
   uint64_t boot_id, load_seq, load_sent_ms, load_signal_ms;
-  uint64_t load_fanout_bytes; /* what the last report cost, every gateway's copy counted */
+  uint64_t load_fanout_bytes; /* what the last full report cost, every gateway's copy counted */
+  uint64_t full_sent_ms;
+  uint32_t full_layout;       /* load_delta_layout of the last full report sent to every gateway */
+  bool full_sent;
+  struct gossip_load_delta relay[GOSSIP_DIGEST_ENTRIES]; /* deltas of this node's row, to relay */
+  int nrelay;
+  uv_timer_t relay_timer;
+  struct grid_member *grid; /* scratch: MAX_PEERS + 1 */
+  int ngrid, grid_self;
+  struct gossip_load dload; /* scratch: a delta applied to its base */
   uint64_t cache_seq;
   uint64_t spend_seq;
   /* scratch, so that no datagram needs a large stack frame or an allocation */
@@ -82,8 +102,10 @@ void gossip_config_default(struct gossip_config *c) {
   c->bind_port = 7946;
   swim_config_default(&c->swim);
   c->load_min_interval_ms = 100;
-  c->load_max_interval_ms = 1000;
-  c->load_budget_bytes_s = 24 * 1024;
+  c->load_max_interval_ms = 500;
+  c->load_full_interval_ms = 10000;
+  c->load_relay_ms = 50;
+  c->load_budget_bytes_s = 8 * 1024;
   c->tcp_timeout_ms = 5000;
 }
 
@@ -150,6 +172,7 @@ static struct peer *peer_find(struct gossip *g, const uint8_t id[GOSSIP_ID_LEN],
     for (int i = 0; i < g->npeers; i++)
       if (g->peers[i].forgotten && (!p || g->peers[i].forgotten_ms < p->forgotten_ms)) p = &g->peers[i];
     if (!p) return NULL;
+    free(p->full);
   }
   memset(p, 0, sizeof *p);
   memcpy(p->id, id, GOSSIP_ID_LEN);
@@ -162,6 +185,8 @@ static void peer_forget(struct gossip *g, const uint8_t id[GOSSIP_ID_LEN]) {
   p->alive = false;
   p->forgotten = true;
   p->forgotten_ms = now_ms();
+  free(p->full); /* its (boot, seq) stay: the replay memory */
+  p->full = NULL;
 }
 
 /* ---- UDP ---- */
@@ -216,7 +241,9 @@ static void swim_event_cb(void *user, const struct swim_member *m, enum swim_eve
     struct peer *p = peer_find(g, m->u.id, true);
     if (p) {
       str_copy(p->addr, sizeof p->addr, m->u.addr);
+      bool was = p->alive;
       p->alive = m->u.state == GOSSIP_ALIVE || m->u.state == GOSSIP_SUSPECT;
+      if (p->alive && !was) p->need_full = true;
       if (m->u.meta_len && gossip_decode_meta(m->u.meta, m->u.meta_len, &meta) == 0) {
         p->roles = meta.roles;
         if (m->u.state == GOSSIP_ALIVE || m->u.state == GOSSIP_SUSPECT) mp = &meta;
@@ -251,8 +278,33 @@ static void handle_load(struct gossip *g, const struct gossip_load *l) {
              (unsigned long long)l->boot, (unsigned long long)l->seq);
   p->load_boot = l->boot;
   p->load_seq = l->seq;
+  if (!p->full) p->full = xmalloc(sizeof *p->full);
+  *p->full = *l;
   g->counters.loads_in++;
   if (g->cb.load) g->cb.load(g->user, l);
+}
+
+static struct peer *peer_by_short_id(struct gossip *g, const uint8_t id[GOSSIP_SHORT_ID]) {
+  for (int i = 0; i < g->npeers; i++)
+    if (g->peers[i].alive && memcmp(g->peers[i].id, id, GOSSIP_SHORT_ID) == 0) return &g->peers[i];
+  return NULL;
+}
+
+static void relay_enqueue(struct gossip *g, const struct gossip_load_delta *d);
+
+/* A digest's deltas: each one from a member whose full report of that boot and layout we hold, and newer than
+ * anything heard from it, is taken as its load; a digest to relay goes into the relay queue as well. */
+static void handle_digest(struct gossip *g, const struct gossip_load_digest *dg) {
+  for (int i = 0; i < dg->nentries; i++) {
+    const struct gossip_load_delta *d = &dg->entries[i];
+    struct peer *p = peer_by_short_id(g, d->node);
+    if (!p) continue; /* only members' reports count, and are relayed */
+    if (dg->forward) relay_enqueue(g, d);
+    if (!p->full || d->seq <= p->load_seq || load_delta_apply(p->full, d, &g->dload) != 0) continue;
+    p->load_seq = d->seq;
+    g->counters.loads_in++;
+    if (g->cb.load) g->cb.load(g->user, &g->dload);
+  }
 }
 
 static void handle_cache(struct gossip *g, const struct gossip_cache *c) {
@@ -314,6 +366,8 @@ static void recv_cb(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const struc
     handle_cache(g, &g->rx.u.cache);
   } else if (g->rx.kind == GOSSIP_PKT_SPEND) {
     handle_spend(g, &g->rx.u.spend);
+  } else if (g->rx.kind == GOSSIP_PKT_DIGEST) {
+    handle_digest(g, &g->rx.u.digest);
   }
 }
 
@@ -339,10 +393,11 @@ static void load_send(struct gossip *g, uint64_t now);
 
 static void load_timer_cb(uv_timer_t *t) { load_send(t->data, now_ms()); }
 
-/* load_gap_ms is the least time between two reports: load_min_interval_ms, or longer where sending one to every
- * gateway costs more than the byte budget allows (the fan-out grows with the mesh: N gateways, N copies). */
-static uint64_t load_gap_ms(const struct gossip *g) {
-  uint64_t gap = g->cfg.load_min_interval_ms;
+/* full_gap_ms is the least time between two full reports to every gateway without a change of layout:
+ * load_full_interval_ms, or longer where one round would cost more than the byte budget allows (a full report
+ * is ~250 bytes and goes to every gateway: N copies). */
+static uint64_t full_gap_ms(const struct gossip *g) {
+  uint64_t gap = g->cfg.load_full_interval_ms;
   if (g->cfg.load_budget_bytes_s) {
     uint64_t paced = g->load_fanout_bytes * 1000u / g->cfg.load_budget_bytes_s;
     if (paced > gap) gap = paced;
@@ -350,26 +405,130 @@ static uint64_t load_gap_ms(const struct gossip *g) {
   return gap;
 }
 
+static int grid_cmp(const void *a, const void *b) {
+  return memcmp(((const struct grid_member *)a)->id, ((const struct grid_member *)b)->id, GOSSIP_ID_LEN);
+}
+
+/* grid_build lays out this node and every alive member, sorted by id (the same list on every node once
+ * membership has settled). */
+static void grid_build(struct gossip *g) {
+  int n = 0;
+  memcpy(g->grid[n].id, g->id->pk, GOSSIP_ID_LEN);
+  g->grid[n++].peer = -1;
+  for (int i = 0; i < g->npeers; i++) {
+    if (!g->peers[i].alive) continue;
+    memcpy(g->grid[n].id, g->peers[i].id, GOSSIP_ID_LEN);
+    g->grid[n++].peer = i;
+  }
+  qsort(g->grid, (size_t)n, sizeof g->grid[0], grid_cmp);
+  g->ngrid = n;
+  for (int i = 0; i < n; i++)
+    if (g->grid[i].peer < 0) g->grid_self = i;
+}
+
+/* Send g->pkt to every peer of the grid that `want` picks (gateways only where gateways_only). */
+static void grid_send(struct gossip *g, bool (*want)(int n, int self, int m), bool gateways_only) {
+  for (int j = 0; j < g->ngrid; j++) {
+    if (g->grid[j].peer < 0 || !want(g->ngrid, g->grid_self, j)) continue;
+    const struct peer *p = &g->peers[g->grid[j].peer];
+    if (gateways_only && !(p->roles & GOSSIP_ROLE_GATEWAY)) continue;
+    send_pkt(g, p->addr);
+  }
+}
+
+static void relay_timer_cb(uv_timer_t *t) {
+  struct gossip *g = t->data;
+  if (!g->nrelay || g->closing) return;
+  uint64_t before = g->counters.bytes_out;
+  grid_build(g);
+  g->pkt.kind = GOSSIP_PKT_DIGEST;
+  struct gossip_load_digest *dg = &g->pkt.u.digest;
+  /* As many deltas per datagram as fit (about 20 of one target each), one datagram per gateway. */
+  for (int i = 0; i < g->nrelay;) {
+    dg->forward = false;
+    dg->nentries = 0;
+    while (i < g->nrelay && dg->nentries < GOSSIP_DIGEST_ENTRIES) {
+      dg->entries[dg->nentries++] = g->relay[i];
+      if (gossip_encode_packet(&g->pkt, g->plain, GOSSIP_PACKET_MAX) < 0 && dg->nentries > 1) {
+        dg->nentries--;
+        break;
+      }
+      i++;
+    }
+    grid_send(g, load_grid_relays_to, true);
+  }
+  g->nrelay = 0;
+  g->counters.load_bytes_out += g->counters.bytes_out - before;
+}
+
+/* relay_enqueue keeps the newest delta of each node of this node's row until the relay timer sends them. */
+static void relay_enqueue(struct gossip *g, const struct gossip_load_delta *d) {
+  int i = 0;
+  while (i < g->nrelay && memcmp(g->relay[i].node, d->node, GOSSIP_SHORT_ID) != 0) i++;
+  if (i == g->nrelay) {
+    if (g->nrelay == GOSSIP_DIGEST_ENTRIES) return; /* more than a row can hold: the sender's view is odd */
+    g->nrelay++;
+  } else if (g->relay[i].boot == d->boot && g->relay[i].seq >= d->seq) {
+    return;
+  }
+  g->relay[i] = *d;
+  if (!uv_is_active((uv_handle_t *)&g->relay_timer))
+    uv_timer_start(&g->relay_timer, relay_timer_cb, g->cfg.load_relay_ms, 0);
+}
+
+/* send_full sends g->load in full to every alive gateway, or only to those new to us. */
+static void send_full(struct gossip *g, bool all) {
+  g->pkt.kind = GOSSIP_PKT_LOAD;
+  g->pkt.u.load = g->load;
+  for (int i = 0; i < g->npeers; i++) {
+    struct peer *p = &g->peers[i];
+    if (!p->alive || !(p->roles & GOSSIP_ROLE_GATEWAY) || (!all && !p->need_full)) continue;
+    send_pkt(g, p->addr);
+    p->need_full = false;
+    g->counters.loads_out++;
+  }
+}
+
+/* A report goes out when the load changed (at most every load_min_interval_ms) or load_max_interval_ms passed:
+ * in full to every gateway when its layout changed or the full refresh is due, else as a delta to this node's
+ * grid row (who relay it to their columns; this node relays it to its own), and in full to gateways that
+ * have not had one from us yet. */
 static void load_send(struct gossip *g, uint64_t now) {
-  if (!g->have_load) return;
-  uint64_t gap = load_gap_ms(g), since = now - g->load_sent_ms;
-  if (since < gap) return;
-  if (!g->load_changed && since < (gap > g->cfg.load_max_interval_ms ? gap : g->cfg.load_max_interval_ms)) return;
+  if (!g->have_load || g->closing) return;
+  uint64_t since = now - g->load_sent_ms;
+  if (since < g->cfg.load_min_interval_ms) return;
+  uint32_t layout = load_delta_layout(&g->load);
+  bool full = !g->full_sent || layout != g->full_layout || now - g->full_sent_ms >= full_gap_ms(g);
+  bool need = false;
+  for (int i = 0; i < g->npeers && !need; i++) {
+    const struct peer *p = &g->peers[i];
+    need = p->need_full && p->alive && (p->roles & GOSSIP_ROLE_GATEWAY);
+  }
+  if (!full && !need && !g->load_changed && since < g->cfg.load_max_interval_ms) return;
   g->load.seq = ++g->load_seq;
   g->load.boot = g->boot_id;
   g->load.age_ms = (uint32_t)(now > g->load_signal_ms ? now - g->load_signal_ms : 0);
   memcpy(g->load.from, g->id->pk, GOSSIP_ID_LEN);
-  g->pkt.kind = GOSSIP_PKT_LOAD;
-  g->pkt.u.load = g->load;
   uint64_t before = g->counters.bytes_out;
-  for (int i = 0; i < g->npeers; i++) {
-    const struct peer *p = &g->peers[i];
-    if (!p->alive || !(p->roles & GOSSIP_ROLE_GATEWAY)) continue;
-    send_pkt(g, p->addr);
-    g->counters.loads_out++;
+  if (full) {
+    send_full(g, true);
+    g->load_fanout_bytes = g->counters.bytes_out - before;
+    g->full_sent = true;
+    g->full_layout = layout;
+    g->full_sent_ms = now;
+  } else {
+    if (need) send_full(g, false);
+    struct gossip_load_delta d;
+    load_delta_make(&g->load, &d);
+    grid_build(g);
+    g->pkt.kind = GOSSIP_PKT_DIGEST;
+    g->pkt.u.digest.forward = true;
+    g->pkt.u.digest.nentries = 1;
+    g->pkt.u.digest.entries[0] = d;
+    grid_send(g, load_grid_same_row, false);
+    relay_enqueue(g, &d);
   }
-  g->load_fanout_bytes = g->counters.bytes_out - before;
-  g->counters.load_bytes_out += g->load_fanout_bytes;
+  g->counters.load_bytes_out += g->counters.bytes_out - before;
   g->load_changed = false;
   g->load_sent_ms = now;
 }
@@ -418,8 +577,7 @@ void gossip_publish_load(struct gossip *g, const struct gossip_load *l) {
   g->load = *l;
   g->have_load = true;
   /* A change goes out now unless one went out less than load_min_interval_ms ago (the timer sends it then). */
-  uint64_t now = now_ms();
-  if (g->load_changed && now - g->load_sent_ms >= load_gap_ms(g)) load_send(g, now);
+  if (g->load_changed) load_send(g, now_ms());
 }
 
 /* ---- lifecycle ---- */
@@ -430,7 +588,9 @@ static void part_closed(struct gossip *g) {
   if (g->swim) swim_free(g->swim);
   void (*cb)(void *) = g->closed_cb;
   void *arg = g->closed_arg;
+  for (int i = 0; i < g->npeers; i++) free(g->peers[i].full);
   free(g->peers);
+  free(g->grid);
   free(g);
   if (cb) cb(arg);
 }
@@ -476,6 +636,7 @@ int gossip_start(struct gossip **out, uv_loop_t *loop, const struct gossip_confi
   g->cb = *cb;
   g->user = user;
   g->peers = xcalloc(MAX_PEERS, sizeof *g->peers);
+  g->grid = xcalloc(MAX_PEERS + 1, sizeof *g->grid);
   g->boot_id = cfg->boot_id ? cfg->boot_id : wall_us();
   uv_udp_init(loop, &g->udp);
   uv_tcp_init(loop, &g->tcp);
@@ -483,8 +644,10 @@ int gossip_start(struct gossip **out, uv_loop_t *loop, const struct gossip_confi
   uv_timer_init(loop, &g->load_timer);
   uv_timer_init(loop, &g->leave_timer);
   uv_timer_init(loop, &g->seed_timer);
+  uv_timer_init(loop, &g->relay_timer);
   g->udp.data = g->tcp.data = g->timer.data = g->load_timer.data = g->leave_timer.data = g->seed_timer.data = g;
-  g->open_handles = 6;
+  g->relay_timer.data = g;
+  g->open_handles = 7;
   /* TCP first (binding port 0 picks one) so that UDP can take the same number. */
   if ((rc = uv_tcp_bind(&g->tcp, (const struct sockaddr *)&sa, 0)) == 0) {
     struct sockaddr_storage bound;
@@ -506,6 +669,7 @@ int gossip_start(struct gossip **out, uv_loop_t *loop, const struct gossip_confi
     uv_close((uv_handle_t *)&g->load_timer, handle_closed_cb);
     uv_close((uv_handle_t *)&g->leave_timer, handle_closed_cb);
     uv_close((uv_handle_t *)&g->seed_timer, handle_closed_cb);
+    uv_close((uv_handle_t *)&g->relay_timer, handle_closed_cb);
     return rc == UV_EADDRINUSE ? -EADDRINUSE : -EIO;
   }
   /* Large socket buffers: a burst of gossip at N=64 must not overflow the default receive queue. */
@@ -597,6 +761,7 @@ void gossip_close(struct gossip *g, void (*closed_cb)(void *arg), void *arg) {
   uv_close((uv_handle_t *)&g->load_timer, handle_closed_cb);
   uv_close((uv_handle_t *)&g->leave_timer, handle_closed_cb);
   uv_close((uv_handle_t *)&g->seed_timer, handle_closed_cb);
+  uv_close((uv_handle_t *)&g->relay_timer, handle_closed_cb);
   gossip_tcp_close(g->tcpx);
 }
 

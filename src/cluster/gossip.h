@@ -1,5 +1,6 @@
 /* The gossip transport: runs SWIM (cluster/swim.h) over encrypted UDP datagrams and TCP push-pull on one
- * port, pushes this node's load straight to every gateway, and serves invite joins. One libuv loop. */
+ * port, spreads this node's load to every gateway (full reports direct, compact deltas over the relay grid of
+ * cluster/load_grid.h), and serves invite joins. One libuv loop. */
 #ifndef IM_CLUSTER_GOSSIP_H
 #define IM_CLUSTER_GOSSIP_H
 
@@ -18,16 +19,19 @@ struct gossip_config {
   char advertise[GOSSIP_ADDR_MAX];  /* what others use to reach us; "" = bind host:port */
   struct swim_config swim;
   uint32_t load_min_interval_ms;    /* a changed load report goes out at most this often (100) */
-  uint32_t load_max_interval_ms;    /* an unchanged one still goes out this often, as a heartbeat (1000) */
-  uint32_t load_budget_bytes_s;     /* reports to all gateways together stay within this (24 KiB/s): in a big
-                                     * mesh reports go out less often than load_min_interval_ms; 0 = no bound */
+  uint32_t load_max_interval_ms;    /* an unchanged one still goes out this often, as a heartbeat (500) */
+  uint32_t load_full_interval_ms;   /* a full report (names, models, capacity) refreshes every gateway this
+                                     * often (10000); between them, reports are deltas over the relay grid */
+  uint32_t load_relay_ms;           /* a relay batches its row's deltas this long before forwarding (50) */
+  uint32_t load_budget_bytes_s;     /* full refreshes to all gateways together stay within this (8 KiB/s): in
+                                     * a big mesh they come less often than load_full_interval_ms; 0 = no bound */
   uint32_t tcp_timeout_ms;          /* push-pull and join exchanges (5000) */
   uint64_t boot_id;                 /* this process's life, higher than any earlier life of this node (its
                                      * load reports carry it); 0 = the wall clock in microseconds at start */
 };
 
-/* gossip_config_default fills c: 127.0.0.1:7946, swim_config_default, load push 100/1000 ms within 24 KiB/s,
- * TCP 5 s. */
+/* gossip_config_default fills c: 127.0.0.1:7946, swim_config_default, load push 100/500 ms, full refresh
+ * 10 s within 8 KiB/s, relay batching 50 ms, TCP 5 s. */
 void gossip_config_default(struct gossip_config *c);
 
 struct gossip_counters {
@@ -40,7 +44,8 @@ struct gossip_counters {
 
 /* Callbacks into the agent; pointers are valid only during the call.
  * member: a member changed (swim event); meta is the decoded meta of an ALIVE member, else NULL.
- * load:   a load report from member `from`, received now; its signals were age_ms old when sent.
+ * load:   a load report from member `from`, received now (in full, or a delta applied to its last full
+ *         report); its signals were age_ms old when sent.
  * cache:  a cache report from member `from` (reordered or replayed ones are dropped before).
  * spend:  a spend report from alive member `from` (not deduplicated: figures are absolute, see gossip.proto). */
 struct gossip_callbacks {
@@ -69,9 +74,11 @@ void gossip_set_stream_handler(struct gossip *g, gossip_stream_cb cb, void *arg)
 void gossip_join(struct gossip *g, const char *const *addrs, int n);
 /* gossip_set_meta re-announces this node's meta (raises its incarnation). */
 void gossip_set_meta(struct gossip *g, const struct gossip_meta *meta);
-/* gossip_publish_load hands over this node's current load (copied); it goes to every alive gateway at most
- * every load_min_interval_ms when it changed (less often where the fan-out would exceed load_budget_bytes_s),
- * and every load_max_interval_ms anyway. */
+/* gossip_publish_load hands over this node's current load (copied); it reaches every alive gateway at most
+ * every load_min_interval_ms when it changed, and every load_max_interval_ms anyway: in full when its layout
+ * (targets, models, capacity) changed, to a gateway new to this node, and every load_full_interval_ms (less
+ * often where that would exceed load_budget_bytes_s); otherwise as a delta relayed over the grid, so a
+ * gateway's callback sees it within about load_relay_ms plus two datagrams' transit. */
 void gossip_publish_load(struct gossip *g, const struct gossip_load *l);
 /* gossip_send_cache sends c (borrowed; from, boot and seq are stamped here) to every alive gateway now and
  * returns the bytes that went out (UDP payloads). Pacing and budgets are the caller's (agent/kv_mesh.c). */

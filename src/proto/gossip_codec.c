@@ -132,7 +132,7 @@ static int count_field(const uint8_t *in, size_t len, uint32_t want, size_t *n) 
  * allocates for them. It counts across every occurrence of a body field (a conforming sender writes one; of
  * several, protobuf-c keeps the last), so its count is never below what the unpacked message holds. */
 static int prescan_packet(const uint8_t *in, size_t len) {
-  size_t pos = 0, sublen, nupdates = 0, ntargets = 0, ntenants = 0;
+  size_t pos = 0, sublen, nupdates = 0, ntargets = 0, ntenants = 0, nentries = 0;
   uint32_t num;
   const uint8_t *sub;
   while (pos < len) {
@@ -140,8 +140,10 @@ static int prescan_packet(const uint8_t *in, size_t len) {
     if (num == 2 && sub && count_field(sub, sublen, 7, &nupdates)) return -EINVAL;
     if (num == 3 && sub && count_field(sub, sublen, 4, &ntargets)) return -EINVAL;
     if (num == 5 && sub && count_field(sub, sublen, 4, &ntenants)) return -EINVAL;
+    if (num == 6 && sub && count_field(sub, sublen, 2, &nentries)) return -EINVAL;
   }
-  return nupdates > GOSSIP_MAX_UPDATES || ntargets > GOSSIP_LOAD_TARGETS || ntenants > GOSSIP_SPEND_TENANTS
+  return nupdates > GOSSIP_MAX_UPDATES || ntargets > GOSSIP_LOAD_TARGETS || ntenants > GOSSIP_SPEND_TENANTS ||
+                 nentries > GOSSIP_DIGEST_ENTRIES
              ? -EINVAL
              : 0;
 }
@@ -244,6 +246,29 @@ static int spend_from_pb(const Infermesh__Gossip__SpendReport *r, struct gossip_
     t->total_nano = pt->total_nano;
   }
   sp->ntenants = (int)r->n_tenants;
+  return 0;
+}
+
+/* A delta's values: whole targets only (a packed field of at most GOSSIP_LOAD_TARGETS strides; the input cap
+ * bounds what protobuf-c allocated for it). */
+static int digest_from_pb(const Infermesh__Gossip__LoadDigest *r, struct gossip_load_digest *dg) {
+  if (!r || r->n_entries > GOSSIP_DIGEST_ENTRIES) return -EINVAL;
+  dg->forward = r->forward != 0;
+  for (size_t i = 0; i < r->n_entries; i++) {
+    const Infermesh__Gossip__LoadDelta *pe = r->entries[i];
+    struct gossip_load_delta *e = &dg->entries[i];
+    if (!pe || pe->node.len != GOSSIP_SHORT_ID || pe->n_values % GOSSIP_DELTA_STRIDE != 0 ||
+        pe->n_values > (size_t)GOSSIP_LOAD_TARGETS * GOSSIP_DELTA_STRIDE)
+      return -EINVAL;
+    memcpy(e->node, pe->node.data, GOSSIP_SHORT_ID);
+    e->boot = pe->boot;
+    e->seq = pe->seq;
+    e->age_ms = pe->age_ms;
+    e->layout = pe->layout;
+    e->ntargets = (int)(pe->n_values / GOSSIP_DELTA_STRIDE);
+    if (pe->n_values) memcpy(e->values, pe->values, pe->n_values * sizeof pe->values[0]);
+  }
+  dg->nentries = (int)r->n_entries;
   return 0;
 }
 
@@ -451,6 +476,36 @@ static int spend_to_pb(const struct gossip_spend *sp, struct spend_pb *o) {
   return 0;
 }
 
+struct digest_pb {
+  Infermesh__Gossip__LoadDigest r;
+  Infermesh__Gossip__LoadDelta e[GOSSIP_DIGEST_ENTRIES];
+  Infermesh__Gossip__LoadDelta *ptrs[GOSSIP_DIGEST_ENTRIES];
+};
+
+static int digest_to_pb(struct gossip_load_digest *dg, struct digest_pb *o) {
+  infermesh__gossip__load_digest__init(&o->r);
+  if (dg->nentries < 0 || dg->nentries > GOSSIP_DIGEST_ENTRIES) return -EINVAL;
+  o->r.forward = dg->forward;
+  for (int i = 0; i < dg->nentries; i++) {
+    struct gossip_load_delta *e = &dg->entries[i];
+    Infermesh__Gossip__LoadDelta *pe = &o->e[i];
+    infermesh__gossip__load_delta__init(pe);
+    if (e->ntargets < 0 || e->ntargets > GOSSIP_LOAD_TARGETS) return -EINVAL;
+    pe->node.len = GOSSIP_SHORT_ID;
+    pe->node.data = e->node;
+    pe->boot = e->boot;
+    pe->seq = e->seq;
+    pe->age_ms = e->age_ms;
+    pe->layout = e->layout;
+    pe->n_values = (size_t)e->ntargets * GOSSIP_DELTA_STRIDE;
+    pe->values = &e->values[0][0];
+    o->ptrs[i] = pe;
+  }
+  o->r.n_entries = (size_t)dg->nentries;
+  o->r.entries = o->ptrs;
+  return 0;
+}
+
 /* pack_into packs msg into out when it fits cap. */
 static int pack_into(const ProtobufCMessage *msg, uint8_t *out, size_t cap) {
   size_t need = protobuf_c_message_get_packed_size(msg);
@@ -493,6 +548,14 @@ int gossip_encode_packet(const struct gossip_packet *p, uint8_t *out, size_t cap
     pk.spend = &o.r;
     return pack_into(&pk.base, out, cap);
   }
+  if (p->kind == GOSSIP_PKT_DIGEST) {
+    struct digest_pb o;
+    /* as for the cache report: packing only reads the arrays */
+    if (digest_to_pb((struct gossip_load_digest *)&p->u.digest, &o)) return -EINVAL;
+    pk.body_case = INFERMESH__GOSSIP__PACKET__BODY_DIGEST;
+    pk.digest = &o.r;
+    return pack_into(&pk.base, out, cap);
+  }
   return -EINVAL;
 }
 
@@ -518,6 +581,9 @@ int gossip_decode_packet(const uint8_t *in, size_t len, struct gossip_packet *p)
     } else if (pk->body_case == INFERMESH__GOSSIP__PACKET__BODY_SPEND) {
       p->kind = GOSSIP_PKT_SPEND;
       rc = spend_from_pb(pk->spend, &p->u.spend);
+    } else if (pk->body_case == INFERMESH__GOSSIP__PACKET__BODY_DIGEST) {
+      p->kind = GOSSIP_PKT_DIGEST;
+      rc = digest_from_pb(pk->digest, &p->u.digest);
     }
   }
   infermesh__gossip__packet__free_unpacked(pk, &al);

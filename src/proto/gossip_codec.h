@@ -45,8 +45,9 @@ int gossip_encode_packet(const struct gossip_packet *p, uint8_t *out, size_t cap
 /* gossip_decode_packet parses in[0..len) (borrowed) into *p (caller-owned; fully overwritten). Returns 0, or
  * -EINVAL with *p zeroed: malformed protobuf, version other than GOSSIP_WIRE_VERSION, no known body, an id
  * not exactly GOSSIP_ID_LEN bytes, a string that would not fit its array with its NUL or contains a NUL,
- * more updates/targets/models than the arrays hold, an unknown enum value, meta over GOSSIP_META_MAX, a
- * non-finite double, or len > GOSSIP_PACKET_INPUT_MAX. No allocation survives the call; the usual datagram
+ * more updates/targets/models/digest entries than the arrays hold, a delta id not GOSSIP_SHORT_ID bytes or
+ * values not whole targets (GOSSIP_DELTA_STRIDE each, at most GOSSIP_LOAD_TARGETS), an unknown enum value,
+ * meta over GOSSIP_META_MAX, a non-finite double, or len > GOSSIP_PACKET_INPUT_MAX. No allocation survives the call; the usual datagram
  * decodes without calling malloc. */
 int gossip_decode_packet(const uint8_t *in, size_t len, struct gossip_packet *p);
 

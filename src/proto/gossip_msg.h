@@ -153,8 +153,35 @@ struct gossip_spend {
   struct gossip_tenant_spend tenants[GOSSIP_SPEND_TENANTS];
 };
 
-/* --- a decoded datagram: one SWIM message, one load, cache or spend report --- */
-enum gossip_packet_kind { GOSSIP_PKT_SWIM = 1, GOSSIP_PKT_LOAD = 2, GOSSIP_PKT_CACHE = 3, GOSSIP_PKT_SPEND = 4 };
+/* --- load digest: compact load numbers of several nodes in one datagram (proto LoadDigest) --- */
+#define GOSSIP_SHORT_ID 8       /* a delta names its node by the first 8 bytes of the id */
+#define GOSSIP_DELTA_STRIDE 9   /* quantised values per target (cluster/load_delta.h says which) */
+#define GOSSIP_DIGEST_ENTRIES 32
+
+struct gossip_load_delta {
+  uint8_t node[GOSSIP_SHORT_ID];
+  uint32_t boot;   /* low 32 bits of the node's boot */
+  uint64_t seq;    /* the node's report counter (shared with its full reports) */
+  uint32_t age_ms;
+  uint32_t layout; /* load_delta_layout() of the full report these numbers belong to */
+  int ntargets;
+  uint32_t values[GOSSIP_LOAD_TARGETS][GOSSIP_DELTA_STRIDE];
+};
+
+struct gossip_load_digest {
+  bool forward; /* the receiver relays the entries to the gateways of its grid column */
+  int nentries;
+  struct gossip_load_delta entries[GOSSIP_DIGEST_ENTRIES];
+};
+
+/* --- a decoded datagram: one SWIM message, one load, cache or spend report, or a load digest --- */
+enum gossip_packet_kind {
+  GOSSIP_PKT_SWIM = 1,
+  GOSSIP_PKT_LOAD = 2,
+  GOSSIP_PKT_CACHE = 3,
+  GOSSIP_PKT_SPEND = 4,
+  GOSSIP_PKT_DIGEST = 5
+};
 
 struct gossip_packet {
   enum gossip_packet_kind kind;
@@ -163,6 +190,7 @@ struct gossip_packet {
     struct gossip_load load;
     struct gossip_cache cache;
     struct gossip_spend spend;
+    struct gossip_load_digest digest;
   } u;
 };
 

@@ -1,5 +1,6 @@
-/* libFuzzer target for proto/gossip_codec: arbitrary bytes as a packet (SWIM, load or cache report), a node meta
- * and a push-pull table.
+/* libFuzzer target for proto/gossip_codec: arbitrary bytes as a packet (SWIM, load, cache or spend report, load
+ * digest), a node meta and a push-pull table; a digest's deltas are also applied to a full report
+ * (cluster/load_delta.h).
  * Whatever decodes must re-encode (a SWIM message within its size bound), decode again to an equal struct,
  * and re-encode to the same bytes; whatever is rejected must leave the output zeroed. */
 #include <errno.h>
@@ -8,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/load_delta.h"
 #include "proto/gossip_codec.h"
 #include "fuzz_check.h"
 
@@ -90,6 +92,26 @@ static void check_spend(const struct gossip_spend *a, const struct gossip_spend 
   }
 }
 
+static void check_digest(const struct gossip_load_digest *a, const struct gossip_load_digest *b) {
+  static struct gossip_load base, out;
+  CHECK(a->forward == b->forward);
+  CHECK(a->nentries == b->nentries && a->nentries >= 0 && a->nentries <= GOSSIP_DIGEST_ENTRIES);
+  for (int i = 0; i < a->nentries; i++) {
+    const struct gossip_load_delta *x = &a->entries[i];
+    CHECK(memcmp(x, &b->entries[i], sizeof *x) == 0);
+    CHECK(x->ntargets >= 0 && x->ntargets <= GOSSIP_LOAD_TARGETS);
+    /* a base that matches all but the numbers: applying must give finite numbers, or refuse */
+    memset(&base, 0, sizeof base);
+    memcpy(base.from, x->node, GOSSIP_SHORT_ID);
+    base.boot = x->boot;
+    base.ntargets = x->ntargets;
+    int rc = load_delta_apply(&base, x, &out);
+    CHECK(rc == 0 || rc == -ESTALE);
+    for (int t = 0; rc == 0 && t < out.ntargets; t++)
+      CHECK(out.targets[t].waiting == out.targets[t].waiting && out.targets[t].gen_tps == out.targets[t].gen_tps);
+  }
+}
+
 static void check_meta(const struct gossip_meta *a, const struct gossip_meta *b) {
   CHECK(a->roles == b->roles && a->draining == b->draining);
   CHECK(SAME_STR(a->zone, b->zone) && SAME_STR(a->api_addr, b->api_addr));
@@ -123,6 +145,8 @@ static void fuzz_packet(const uint8_t *data, size_t size) {
     check_spend(&p1.u.spend, &p2.u.spend);
   else if (p1.kind == GOSSIP_PKT_LOAD)
     check_load(&p1.u.load, &p2.u.load);
+  else if (p1.kind == GOSSIP_PKT_DIGEST)
+    check_digest(&p1.u.digest, &p2.u.digest);
   else
     check_cache(&p1.u.cache, &p2.u.cache);
   int n2 = gossip_encode_packet(&p2, enc2, sizeof enc2);

@@ -1,6 +1,6 @@
 /* Load reports over real gossip on 127.0.0.1: a restarted member (a higher boot, counting seq from 1 again)
  * is heard at once, while reordered reports and replays of an earlier life are ignored, even after the
- * member was forgotten and came back. */
+ * member was forgotten and came back; a load change reaches every gateway of a 3 x 3 relay grid as a delta. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -26,6 +26,7 @@ struct side {
   int nalive, ndead;
   int nloads;
   uint64_t boots[32], seqs[32];
+  double waiting; /* targets[0].waiting of the last load report */
   int ncaches;
   struct gossip_cache cache; /* the last cache report */
   int nspends;
@@ -48,6 +49,7 @@ static void load_cb(void *user, const struct gossip_load *l) {
     s->boots[s->nloads] = l->boot;
     s->seqs[s->nloads] = l->seq;
   }
+  if (l->ntargets > 0) s->waiting = l->targets[0].waiting;
   s->nloads++;
 }
 
@@ -275,6 +277,83 @@ static void test_spend_reports_reach_gateways_from_members_only(void **state) {
   close_side(&a);
 }
 
+static void publish(struct side *s, double waiting) {
+  static struct gossip_load l;
+  memset(&l, 0, sizeof l);
+  l.ntargets = 1;
+  snprintf(l.targets[0].name, sizeof l.targets[0].name, "engine");
+  snprintf(l.targets[0].kind, sizeof l.targets[0].kind, "vllm");
+  l.targets[0].healthy = true;
+  l.targets[0].waiting = waiting;
+  l.targets[0].kv_usage = 0.5;
+  gossip_publish_load(s->g, &l);
+}
+
+/* Run the loop until every side but `skip` has seen waiting == w, or ms pass. */
+static bool all_see(struct side *sides, int n, int skip, double w, int ms) {
+  uint64_t end = clock_mono_ns() / 1000000u + (uint64_t)ms;
+  for (;;) {
+    int ok = 0;
+    for (int i = 0; i < n; i++) ok += i == skip || sides[i].waiting == w;
+    if (ok == n) return true;
+    if (clock_mono_ns() / 1000000u >= end) return false;
+    uv_run(&loop, UV_RUN_NOWAIT);
+    usleep(1000);
+  }
+}
+
+/* Nine gateways (a 3 x 3 grid): after the first report in full, a change reaches every other gateway well
+ * before the next full refresh (10 s), so through the grid: by the sender's row directly, the others through
+ * one relay each. */
+static void test_load_change_reaches_every_gateway_through_the_grid(void **state) {
+  enum { N = 9 };
+  static struct side sides[N];
+  memset(sides, 0, sizeof sides);
+  for (int i = 0; i < N; i++) {
+    char name[8];
+    snprintf(name, sizeof name, "g%d", i);
+    start_side(&sides[i], name, GOSSIP_ROLE_GATEWAY, NULL);
+    sides[i].waiting = -1;
+  }
+  for (int i = 1; i < N; i++) join(&sides[i], &sides[0]);
+  for (int i = 0; i < N; i++) assert_true(run_until(&sides[i].nalive, N - 1, 10000));
+  struct side *src = &sides[4];
+  publish(src, 3);
+  assert_true(all_see(sides, N, 4, 3, 5000));
+  uint64_t full_bytes = gossip_counters(src->g)->load_bytes_out;
+  for (int k = 0; k < 3; k++) { /* three changes, each well within the full refresh interval */
+    publish(src, 7 + k);
+    assert_true(all_see(sides, N, 4, 7 + k, 3000));
+  }
+  /* the deltas cost the sender less than one full round did */
+  assert_true(gossip_counters(src->g)->load_bytes_out - full_bytes < 3 * full_bytes);
+  for (int i = 0; i < N; i++) close_side(&sides[i]);
+}
+
+/* An unchanged load goes out as a heartbeat (every 500 ms), not on every tick, even with a member around that
+ * takes no full reports (a GPU-only node never becomes "served"). */
+static void test_unchanged_load_is_a_heartbeat(void **state) {
+  static struct side g, w, src;
+  memset(&g, 0, sizeof g);
+  memset(&w, 0, sizeof w);
+  memset(&src, 0, sizeof src);
+  start_side(&g, "g", GOSSIP_ROLE_GATEWAY, NULL);
+  start_side(&w, "w", GOSSIP_ROLE_GPU, NULL);
+  start_side(&src, "s", GOSSIP_ROLE_GPU, NULL);
+  join(&w, &g);
+  join(&src, &g);
+  assert_true(run_until(&src.nalive, 2, 5000));
+  assert_true(run_until(&g.nalive, 2, 5000));
+  publish(&src, 1);
+  assert_true(run_until(&g.nloads, 1, 3000));
+  int before = g.nloads, never = 0;
+  run_until(&never, 1, 2000);
+  assert_true(g.nloads - before >= 2 && g.nloads - before <= 6); /* 4 heartbeats in 2 s, not 20 */
+  close_side(&src);
+  close_side(&w);
+  close_side(&g);
+}
+
 int main(void) {
   uint8_t key[KEYRING_KEY_LEN];
   if (sodium_init() < 0) return 1;
@@ -286,6 +365,8 @@ int main(void) {
       cmocka_unit_test(test_new_life_is_heard_and_old_life_replays_are_not),
       cmocka_unit_test(test_cache_reports_reach_gateways),
       cmocka_unit_test(test_spend_reports_reach_gateways_from_members_only),
+      cmocka_unit_test(test_load_change_reaches_every_gateway_through_the_grid),
+      cmocka_unit_test(test_unchanged_load_is_a_heartbeat),
   };
   int rc = cmocka_run_group_tests(tests, NULL, NULL);
   uv_loop_close(&loop);
