@@ -109,6 +109,17 @@ def wait_for(cond, timeout=10.0, interval=0.05, what="condition"):
         time.sleep(interval)
 
 
+def wait_reports_after(port, since, timeout=10.0):
+    """Wait until the agent on port holds, for every target it lists, a load report taken after `since` (a
+    time.monotonic() value). A peer's shared routing decision reserves its work on a target until such a report
+    covers it, so a test that reads where a router sends prompts after a burst waits for this first."""
+    def fresh():
+        ts = http_get(port, "/v1/cluster/targets").json()["targets"]
+        elapsed = time.monotonic() - since
+        return bool(ts) and all(t["age_ms"] is not None and t["age_ms"] / 1000 < elapsed for t in ts)
+    wait_for(fresh, timeout=timeout, what="load reports taken after the routing decisions")
+
+
 _HANDED_OUT = set()
 
 

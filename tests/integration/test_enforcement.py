@@ -13,7 +13,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import BIN, HOST, chat_body, post_json, wait_for, _check_alive
+from conftest import BIN, HOST, chat_body, post_json, wait_for, wait_reports_after, _check_alive
 from test_mesh import distinct, init_cluster, remote_healthy, share_key
 from test_raft import AUTH, TOKEN, Server, leader_of
 
@@ -155,6 +155,9 @@ def test_policy_strategy_set_on_one_node_governs_routing_on_all(cluster3):
         return seen
 
     for n in nodes:
+        # the previous node's decisions reach n within ~0.1 s and reserve their work there until reports of
+        # the engines taken after them cover it
+        wait_reports_after(n.port, time.monotonic() + 0.5)
         assert len(spread(n)) == 1, "the prefix-aware default should keep one prompt on one engine"
     r = nodes[1].write("PUT", "/v1/cluster/policies/" + urllib.parse.quote(MODEL, safe=""),
                        {"strategy": "round-robin"})

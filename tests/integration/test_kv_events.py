@@ -3,9 +3,11 @@ msgpack batches), their node's agent subscribes, and a gateway node learns over 
 each engine holds; prompts then route to the engine that holds them, though no router ever routed them there.
 Where runtimes publish nothing, routers share their routing decisions instead."""
 
+import time
+
 import pytest
 
-from conftest import HOST, MODEL, free_ports, http_get, post_json, wait_for
+from conftest import HOST, MODEL, free_ports, http_get, post_json, wait_for, wait_reports_after
 from test_mesh import init_cluster, remote_healthy, share_key, start_node, wait_members
 
 BLOCK_BYTES = 64  # 16-token blocks of 4 bytes a token (routers and the simulated engine hash alike)
@@ -122,5 +124,7 @@ def test_routing_decisions_are_shared_when_runtimes_publish_nothing(procs, tmp_p
     assert set(where) == {"a", "b"}
     wait_for(lambda: a.agent.counter("infermesh_kv_mesh_reports_total", dir="in") >= len(prompts), timeout=10,
              what="c's routing decisions at a")
+    # c's decisions also reserve their work at a until reports of both engines taken after them cover it.
+    wait_reports_after(a.port, time.monotonic())
     again = [complete(a.port, p).headers["x-infermesh-node"] for p in prompts]
     assert again == where
